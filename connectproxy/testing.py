@@ -1,0 +1,217 @@
+# -*- test-case-name: tests.test_testing -*-
+"""
+Fakes for testing code that uses or extends connectproxy without sockets or
+real time: an upstream connector you drive by hand, a transport that records
+half-closes, and a harness that wires a whole proxy to a
+L{MemoryReactorClock}.
+
+Example::
+
+    harness = ProxyHarness()
+    client = harness.connectClient()
+    client.send(b"CONNECT example.com:443 HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n")
+    attempt = harness.connector.attempts[-1]
+    upstream = attempt.succeed()
+    assert client.transport.value().startswith(b"HTTP/1.1 200 ")
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IProtocol
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from ._observer import RefusedRequest, TunnelRecord
+from ._parser import ConnectRequest
+from ._server import ConnectProxyFactory, ConnectProxyProtocol, ProxySettings
+from .interfaces import IProxyObserver, IUpstreamConnector
+
+__all__ = [
+    "ConnectAttempt",
+    "FakeConnector",
+    "HalfCloseableStringTransport",
+    "ProxyHarness",
+    "RecordingObserver",
+]
+
+
+class HalfCloseableStringTransport(StringTransport):
+    """
+    A L{StringTransport} that also records C{loseWriteConnection} and
+    C{abortConnection}.
+
+    @ivar writeClosed: Whether C{loseWriteConnection} was called.
+    @ivar aborted: Whether C{abortConnection} was called.
+    """
+
+    writeClosed = False
+    aborted = False
+
+    def loseWriteConnection(self) -> None:
+        self.writeClosed = True
+
+    def abortConnection(self) -> None:
+        self.aborted = True
+        super().abortConnection()
+
+
+@dataclass
+class ConnectAttempt:
+    """
+    One call to L{FakeConnector.connectUpstream}, to be finished by the test.
+
+    @ivar request: The request being connected.
+    @ivar protocol: The protocol to connect.
+    @ivar deferred: What the connector returned.
+    @ivar cancelled: Whether the proxy cancelled the attempt.
+    @ivar transport: The upstream transport, after L{succeed}.
+    """
+
+    request: ConnectRequest
+    protocol: IProtocol
+    deferred: Deferred[IProtocol] = field(repr=False)
+    cancelled: bool = False
+    transport: HalfCloseableStringTransport | None = None
+
+    def succeed(
+        self, peer: Any = None, transport: HalfCloseableStringTransport | None = None
+    ) -> HalfCloseableStringTransport:
+        """
+        Connect the protocol to a fresh (or the given) transport and fire the
+        attempt.
+
+        @param peer: The upstream address; by default the requested target as
+            an IPv4 address.
+        @return: The upstream transport.
+        """
+        if transport is None:
+            if peer is None:
+                peer = IPv4Address("TCP", "192.0.2.1", self.request.port or 0)
+            transport = HalfCloseableStringTransport(peerAddress=peer)
+        self.transport = transport
+        self.protocol.makeConnection(transport)
+        self.deferred.callback(self.protocol)
+        return transport
+
+    def fail(self, reason: BaseException | Failure) -> None:
+        """
+        Fail the attempt.
+        """
+        self.deferred.errback(reason)
+
+    def loseUpstream(self, reason: BaseException | None = None) -> None:
+        """
+        Tell the connected upstream protocol its connection is gone.
+        """
+        self.protocol.connectionLost(Failure(reason or ConnectionDone()))
+
+
+@implementer(IUpstreamConnector)
+class FakeConnector:
+    """
+    An L{IUpstreamConnector} that connects nothing until told to.
+
+    @ivar attempts: Every attempt, in order.
+    """
+
+    def __init__(self) -> None:
+        self.attempts: list[ConnectAttempt] = []
+
+    def connectUpstream(
+        self, request: ConnectRequest, protocol: IProtocol
+    ) -> Deferred[IProtocol]:
+        def cancel(d: Deferred[IProtocol]) -> None:
+            attempt.cancelled = True
+
+        d: Deferred[IProtocol] = Deferred(cancel)
+        attempt = ConnectAttempt(request, protocol, d)
+        self.attempts.append(attempt)
+        return d
+
+
+@implementer(IProxyObserver)
+class RecordingObserver:
+    """
+    An L{IProxyObserver} that keeps every report.
+    """
+
+    def __init__(self) -> None:
+        self.refused: list[RefusedRequest] = []
+        self.opened: list[TunnelRecord] = []
+        self.closed: list[TunnelRecord] = []
+
+    def requestRefused(self, event: RefusedRequest) -> None:
+        self.refused.append(event)
+
+    def tunnelOpened(self, event: TunnelRecord) -> None:
+        self.opened.append(event)
+
+    def tunnelClosed(self, event: TunnelRecord) -> None:
+        self.closed.append(event)
+
+
+@dataclass
+class FakeClient:
+    """
+    A client connection to a L{ProxyHarness}.
+
+    @ivar protocol: The proxy's protocol for this client.
+    @ivar transport: The client-side transport (what the proxy wrote).
+    """
+
+    protocol: ConnectProxyProtocol
+    transport: HalfCloseableStringTransport
+
+    def send(self, data: bytes) -> None:
+        """
+        Deliver bytes from the client to the proxy.
+        """
+        self.protocol.dataReceived(data)
+
+    def lose(self, reason: BaseException | None = None) -> None:
+        """
+        Tell the proxy the client's connection is gone.
+        """
+        self.protocol.connectionLost(Failure(reason or ConnectionDone()))
+
+
+class ProxyHarness:
+    """
+    A whole proxy on a L{MemoryReactorClock} with a L{FakeConnector} and a
+    L{RecordingObserver}.
+
+    @ivar clock: The reactor and clock; call C{clock.advance(seconds)}.
+    @ivar connector: The fake upstream connector.
+    @ivar observer: What the proxy reported.
+    @ivar factory: The proxy factory.
+    """
+
+    def __init__(self, settings: ProxySettings | None = None) -> None:
+        self.clock = MemoryReactorClock()
+        self.connector = FakeConnector()
+        self.observer = RecordingObserver()
+        self.factory = ConnectProxyFactory(
+            self.clock, settings, self.connector, [self.observer]
+        )
+
+    def connectClient(self, peer: Any = None) -> FakeClient:
+        """
+        Open a client connection to the proxy.
+
+        @param peer: The client's address; 127.0.0.1 by default.
+        """
+        if peer is None:
+            peer = IPv4Address(
+                "TCP", "127.0.0.1", 40000 + len(self.factory.connections)
+            )
+        protocol = self.factory.buildProtocol(peer)
+        transport = HalfCloseableStringTransport(peerAddress=peer)
+        protocol.makeConnection(transport)
+        return FakeClient(protocol, transport)

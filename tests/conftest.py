@@ -1,0 +1,28 @@
+"""
+Fixtures shared by the unit and protocol tests.
+
+Nothing here imports the global reactor: pytest-twisted installs it for the
+integration tests, and the other tests never need it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import cast
+
+import pytest
+from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
+
+
+@pytest.fixture
+def logEvents() -> Iterator[list[LogEvent]]:
+    """
+    Every log event emitted while the test runs.
+    """
+    events: list[LogEvent] = []
+    observer = cast(ILogObserver, events.append)
+    globalLogPublisher.addObserver(observer)
+    try:
+        yield events
+    finally:
+        globalLogPublisher.removeObserver(observer)

@@ -1,0 +1,496 @@
+# -*- test-case-name: tests.test_server -*-
+"""
+Protocol tests for L{connectproxy._server}: a fake clock, fake transports and
+a fake upstream connector; no sockets, no real time.
+"""
+
+from __future__ import annotations
+
+import pytest
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.defer import CancelledError
+from twisted.internet.error import (
+    ConnectError,
+    ConnectingCancelledError,
+    ConnectionLost,
+    ConnectionRefusedError,
+    DNSLookupError,
+    NoRouteError,
+)
+from twisted.logger import LogEvent
+from zope.interface.verify import verifyObject
+
+from connectproxy import ProxySettings
+from connectproxy._observer import AccessLogObserver, ObserverFanOut
+from connectproxy._tunnel import ProxyTunnel
+from connectproxy.interfaces import IProxyObserver, IUpstreamConnector
+from connectproxy.testing import FakeClient, ProxyHarness, RecordingObserver
+
+CONNECT = b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"
+ESTABLISHED = b"HTTP/1.1 200 Connection established\r\n\r\n"
+
+
+def statusOf(client: FakeClient) -> int:
+    """
+    The status code of the response the proxy wrote to C{client}.
+    """
+    return int(client.transport.value().split(b" ", 2)[1])
+
+
+def headOf(client: FakeClient) -> bytes:
+    head: bytes = client.transport.value().split(b"\r\n\r\n", 1)[0]
+    return head
+
+
+@pytest.fixture
+def harness() -> ProxyHarness:
+    return ProxyHarness()
+
+
+def test_connectAnswers200(harness: ProxyHarness) -> None:
+    """
+    A CONNECT is answered with a bare 200 once the upstream connects.
+    """
+    client = harness.connectClient()
+    client.send(CONNECT)
+    assert client.transport.value() == b""
+    [attempt] = harness.connector.attempts
+    assert (attempt.request.host, attempt.request.port) == ("example.com", 443)
+    attempt.succeed()
+    assert client.transport.value() == ESTABLISHED
+    assert b"Content-Length" not in client.transport.value()
+
+
+def test_clientPausedUntilTunnel(harness: ProxyHarness) -> None:
+    """
+    The client is paused once its head is complete and resumed when the
+    tunnel exists.
+    """
+    client = harness.connectClient()
+    client.send(CONNECT)
+    assert client.transport.producerState == "paused"
+    harness.connector.attempts[0].succeed()
+    assert client.transport.producerState == "producing"
+
+
+def test_producersCrossRegistered(harness: ProxyHarness) -> None:
+    """
+    Each transport is the other's streaming producer once the tunnel exists.
+    """
+    client = harness.connectClient()
+    client.send(CONNECT)
+    upstream = harness.connector.attempts[0].succeed()
+    assert client.transport.producer is upstream
+    assert client.transport.streaming is True
+    assert upstream.producer is client.transport
+    assert upstream.streaming is True
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_earlyDataReachesUpstreamFirst(harness: ProxyHarness, split: bool) -> None:
+    """
+    Bytes sent with the head, or while connecting, reach the upstream first
+    and in order, whether the head arrives whole or a byte at a time.
+    """
+    client = harness.connectClient()
+    data = CONNECT + b"\x16\x03\x01hello"
+    if split:
+        for i in range(len(data)):
+            client.send(data[i : i + 1])
+    else:
+        client.send(data)
+    client.send(b" more")
+    upstream = harness.connector.attempts[0].succeed()
+    assert upstream.value() == b"\x16\x03\x01hello more"
+    client.send(b" after")
+    assert upstream.value() == b"\x16\x03\x01hello more after"
+    assert harness.factory.openTunnels == 1
+
+
+def test_relayBothWays(harness: ProxyHarness) -> None:
+    """
+    Bytes flow both ways through the tunnel and are counted.
+    """
+    client = harness.connectClient()
+    client.send(CONNECT)
+    attempt = harness.connector.attempts[0]
+    upstream = attempt.succeed()
+    client.send(b"ping")
+    attempt.protocol.dataReceived(b"pong!")
+    assert upstream.value() == b"ping"
+    assert client.transport.value() == ESTABLISHED + b"pong!"
+    tunnel = client.protocol.tunnel
+    assert tunnel is not None
+    assert (tunnel.bytesUp, tunnel.bytesDown) == (4, 5)
+
+
+def test_tunnelCloseReported(harness: ProxyHarness) -> None:
+    """
+    When both sides are gone the observer gets one record with the counts,
+    duration, upstream address and reason.
+    """
+    client = harness.connectClient()
+    client.send(CONNECT + b"abc")
+    attempt = harness.connector.attempts[0]
+    attempt.succeed(peer=IPv6Address("TCP", "2001:db8::1", 443))
+    assert len(harness.observer.opened) == 1
+    harness.clock.advance(2.5)
+    attempt.protocol.dataReceived(b"12345")
+    attempt.loseUpstream()
+    assert client.transport.disconnecting
+    assert harness.observer.closed == []
+    client.lose()
+    [record] = harness.observer.closed
+    assert record.client == "127.0.0.1:40000"
+    assert (record.host, record.port) == ("example.com", 443)
+    assert record.upstream == "[2001:db8::1]:443"
+    assert (record.bytesUp, record.bytesDown) == (3, 5)
+    assert record.duration == pytest.approx(2.5)
+    assert record.reason == "upstream closed"
+    assert record.status == 200
+    assert harness.factory.openTunnels == 0
+    assert harness.factory.connections == set()
+
+
+@pytest.mark.parametrize(
+    "request_, status",
+    [
+        (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 405),
+        (b"CONNECT a HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+        (b"CONNECT a:0 HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+        (b"CONNECT a:443 HTTP/1.1\r\n\r\n", 400),
+        (b"CONNECT a:443 HTTP/3.0\r\n\r\n", 505),
+        (b"BREW a:443 HTTP/1.1\r\nHost: a\r\n\r\n", 501),
+        (b"CONNECT a:443 HTTP/1.1\r\nHost: a\r\nX: \x00\r\n\r\n", 400),
+    ],
+)
+def test_refusals(harness: ProxyHarness, request_: bytes, status: int) -> None:
+    """
+    Bad or unsupported requests get their status, a plain-text body,
+    C{Connection: close}, a report, and a closed connection; nothing is
+    connected upstream.
+    """
+    client = harness.connectClient()
+    client.send(request_)
+    assert statusOf(client) == status
+    head = headOf(client)
+    assert b"\r\nConnection: close" in head
+    assert b"\r\nContent-Type: text/plain; charset=utf-8" in head
+    assert client.transport.disconnecting
+    assert harness.connector.attempts == []
+    [refused] = harness.observer.refused
+    assert refused.status == status
+    assert refused.client == "127.0.0.1:40000"
+
+
+def test_405NamesConnect(harness: ProxyHarness) -> None:
+    """
+    A 405 says which method is allowed.
+    """
+    client = harness.connectClient()
+    client.send(b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert b"\r\nAllow: CONNECT\r\n" in client.transport.value()
+
+
+def test_oversizedHeads() -> None:
+    """
+    An over-long request line gets 414 and an over-large head 431, as soon
+    as the limit is passed.
+    """
+    harness = ProxyHarness(ProxySettings(maxRequestLine=100, maxHeadSize=200))
+    client = harness.connectClient()
+    client.send(b"CONNECT " + b"a" * 200)
+    assert statusOf(client) == 414
+    client = harness.connectClient()
+    client.send(b"CONNECT a:1 HTTP/1.1\r\nHost: a\r\n" + b"X: y\r\n" * 40)
+    assert statusOf(client) == 431
+
+
+def test_nothingReadAfterRefusal(harness: ProxyHarness) -> None:
+    """
+    Bytes that arrive after a refusal are ignored.
+    """
+    client = harness.connectClient()
+    client.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    before = client.transport.value()
+    client.send(CONNECT)
+    assert client.transport.value() == before
+    assert harness.connector.attempts == []
+
+
+@pytest.mark.parametrize(
+    "error, reason",
+    [
+        (ConnectionRefusedError(), b"refused"),
+        (DNSLookupError("nope"), b"resolve"),
+        (NoRouteError(), b"could not connect"),
+        (ConnectError("x"), b"could not connect"),
+        (RuntimeError("surprise"), b"could not connect"),
+    ],
+)
+def test_upstreamFailureIs502(
+    harness: ProxyHarness, error: Exception, reason: bytes
+) -> None:
+    """
+    An upstream that refuses, cannot be resolved or cannot be reached gets
+    502 with a reason.
+    """
+    client = harness.connectClient()
+    client.send(CONNECT)
+    harness.connector.attempts[0].fail(error)
+    assert statusOf(client) == 502
+    assert reason in client.transport.value()
+    assert client.transport.disconnecting
+    assert harness.observer.refused[0].status == 502
+
+
+def test_connectDeadlineIs504(harness: ProxyHarness) -> None:
+    """
+    An upstream connect that outlives the total deadline is cancelled and the
+    client gets 504, whatever error the cancellation produced.
+    """
+    client = harness.connectClient()
+    client.send(CONNECT)
+    attempt = harness.connector.attempts[0]
+    harness.clock.advance(9.9)
+    assert client.transport.value() == b""
+    harness.clock.advance(0.1)
+    assert attempt.cancelled
+    assert statusOf(client) == 504
+
+
+def test_connectDeadlineDuringDNS() -> None:
+    """
+    A deadline hit while resolving (where cancelling fails with
+    L{DNSLookupError}) is still a 504.
+    """
+    harness = ProxyHarness(ProxySettings(connectTimeout=3))
+    client = harness.connectClient()
+    client.send(CONNECT)
+    attempt = harness.connector.attempts[0]
+    attempt.deferred._canceller = lambda d: d.errback(DNSLookupError("cancelled"))
+    harness.clock.advance(3)
+    assert statusOf(client) == 504
+
+
+def test_connectingCancelledErrorIs504(harness: ProxyHarness) -> None:
+    """
+    L{ConnectingCancelledError} from the endpoint means a timeout.
+    """
+    client = harness.connectClient()
+    client.send(CONNECT)
+    harness.connector.attempts[0].fail(ConnectingCancelledError(None))
+    assert statusOf(client) == 504
+
+
+def test_clientGoneWhileConnecting(harness: ProxyHarness) -> None:
+    """
+    A client that leaves while the upstream connect is in flight cancels it,
+    and nothing is written or reported afterwards.
+    """
+    client = harness.connectClient()
+    client.send(CONNECT)
+    attempt = harness.connector.attempts[0]
+    client.lose(ConnectionLost())
+    assert attempt.cancelled
+    assert client.transport.value() == b""
+    assert harness.observer.refused == []
+    assert harness.clock.getDelayedCalls() == []
+
+
+def test_connectorRaises(harness: ProxyHarness) -> None:
+    """
+    A connector that raises instead of failing its Deferred gives a 502.
+    """
+
+    def broken(request: object, protocol: object) -> None:
+        raise ValueError("broken connector")
+
+    harness.factory.connector.connectUpstream = broken  # type: ignore[method-assign,assignment]
+    client = harness.connectClient()
+    client.send(CONNECT)
+    assert statusOf(client) == 502
+
+
+def test_requestTimeoutIs408(harness: ProxyHarness) -> None:
+    """
+    A client that does not finish its head in time gets 408 and is closed.
+    """
+    client = harness.connectClient()
+    client.send(b"CONNECT example.com:443 HTTP/1.1\r\n")
+    harness.clock.advance(29)
+    assert client.transport.value() == b""
+    harness.clock.advance(1)
+    assert statusOf(client) == 408
+    assert client.transport.disconnecting
+
+
+def test_requestTimeoutStopsAtHead(harness: ProxyHarness) -> None:
+    """
+    The head deadline ends when the head is complete.
+    """
+    client = harness.connectClient()
+    client.send(CONNECT)
+    harness.connector.attempts[0].succeed()
+    harness.clock.advance(100)
+    assert client.transport.value() == ESTABLISHED
+
+
+def test_refusalAbortsIfCloseHangs(harness: ProxyHarness) -> None:
+    """
+    A refused connection whose close does not finish is aborted after the
+    abort timeout.
+    """
+    client = harness.connectClient()
+    client.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    harness.clock.advance(14.9)
+    assert not client.transport.aborted
+    harness.clock.advance(0.1)
+    assert client.transport.aborted
+
+
+def test_refusalAbortCancelledOnClose(harness: ProxyHarness) -> None:
+    """
+    No abort timer is left once a refused connection is gone.
+    """
+    client = harness.connectClient()
+    client.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    client.lose()
+    assert harness.clock.getDelayedCalls() == []
+
+
+def test_halfCloseBeforeHeadCloses(harness: ProxyHarness) -> None:
+    """
+    A client that sends a FIN before its head is complete is closed.
+    """
+    client = harness.connectClient()
+    client.send(b"CONNECT a")
+    client.protocol.readConnectionLost()
+    assert client.transport.disconnecting
+
+
+def test_halfCloseWhileConnectingPassedOn(
+    harness: ProxyHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    A FIN that arrives while connecting is passed upstream after the early
+    data, once the tunnel exists.
+    """
+    monkeypatch.setattr(ProxyTunnel, "halfClose", staticmethod(lambda t: True))
+    client = harness.connectClient()
+    client.send(CONNECT + b"last words")
+    client.protocol.readConnectionLost()
+    upstream = harness.connector.attempts[0].succeed()
+    assert upstream.value() == b"last words"
+    assert upstream.writeClosed
+
+
+def test_clientLostDuringTunnel(harness: ProxyHarness) -> None:
+    """
+    A client lost mid-tunnel closes the upstream after unregistering its
+    producer.
+    """
+    client = harness.connectClient()
+    client.send(CONNECT)
+    attempt = harness.connector.attempts[0]
+    upstream = attempt.succeed()
+    client.lose(ConnectionLost())
+    assert upstream.producer is None
+    assert upstream.disconnecting
+    attempt.loseUpstream()
+    [record] = harness.observer.closed
+    assert record.reason is not None and record.reason.startswith(
+        "client connection lost"
+    )
+    assert harness.clock.getDelayedCalls() == []
+
+
+def test_cancelAfterFailureIgnored(harness: ProxyHarness) -> None:
+    """
+    A cancellation that arrives as L{CancelledError} without a deadline (the
+    client left) writes nothing.
+    """
+    client = harness.connectClient()
+    client.send(CONNECT)
+    client.protocol._connecting = None  # as if already detached
+    harness.connector.attempts[0].fail(CancelledError())
+    assert client.transport.value() == b""
+
+
+def test_observerErrorsContained(logEvents: list[LogEvent]) -> None:
+    """
+    An observer that raises is logged and the others still hear of events.
+    """
+
+    class Broken:
+        def requestRefused(self, event: object) -> None:
+            raise RuntimeError("observer bug")
+
+    recorder = RecordingObserver()
+    fanOut = ObserverFanOut([Broken(), recorder])  # type: ignore[list-item]
+    harness = ProxyHarness()
+    harness.factory.observer = fanOut
+    client = harness.connectClient()
+    client.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert len(recorder.refused) == 1
+    assert any("log_failure" in e for e in logEvents)
+
+
+def test_accessLogEvents(logEvents: list[LogEvent]) -> None:
+    """
+    The access log emits one structured event per refusal and per closed
+    tunnel, with stable C{event} names.
+    """
+    harness = ProxyHarness()
+    harness.factory.observer = ObserverFanOut([AccessLogObserver()])
+    client = harness.connectClient()
+    client.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    client = harness.connectClient()
+    client.send(CONNECT)
+    attempt = harness.connector.attempts[0]
+    attempt.succeed()
+    client.send(b"x" * 10)
+    for _ in range(100):
+        attempt.protocol.dataReceived(b"y" * 10)
+    attempt.loseUpstream()
+    client.lose()
+    byName: dict[str, list[LogEvent]] = {}
+    for e in logEvents:
+        if "event" in e:
+            byName.setdefault(e["event"], []).append(e)
+    [refused] = byName["request_refused"]
+    assert (refused["status"], refused["method"]) == (405, "GET")
+    [closed] = byName["tunnel_close"]
+    assert (closed["bytesUp"], closed["bytesDown"]) == (10, 1000)
+    assert closed["host"] == "example.com"
+    assert closed["upstream"] == "192.0.2.1:443"
+    assert closed["reason"] == "upstream closed"
+    assert len(byName["tunnel_open"]) == 1
+
+
+def test_interfacesProvided(harness: ProxyHarness) -> None:
+    """
+    The built-in connector and observers provide their interfaces.
+    """
+    from connectproxy import DirectConnector
+
+    assert verifyObject(IUpstreamConnector, DirectConnector(harness.clock))
+    assert verifyObject(IUpstreamConnector, harness.connector)
+    assert verifyObject(IProxyObserver, AccessLogObserver())
+    assert verifyObject(IProxyObserver, ObserverFanOut([]))
+    assert verifyObject(IProxyObserver, RecordingObserver())
+
+
+def test_clientAddressFormats() -> None:
+    """
+    IPv6 and UNIX client addresses are logged readably.
+    """
+    from twisted.internet.address import UNIXAddress
+
+    from connectproxy._observer import formatAddress
+
+    assert formatAddress(IPv6Address("TCP", "::1", 5)) == "[::1]:5"
+    assert formatAddress(IPv4Address("TCP", "10.0.0.1", 5)) == "10.0.0.1:5"
+    assert formatAddress(UNIXAddress(b"/run/p.sock")) == "unix:/run/p.sock"
+    assert formatAddress(UNIXAddress(None)) == "unix:"
+    assert formatAddress("other") == "other"

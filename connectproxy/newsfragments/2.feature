@@ -1,0 +1,1 @@
+connectproxy tunnels HTTP CONNECT requests: run it with twistd connectproxy, twist connectproxy or a .tac file; strict request parsing, bounded memory per tunnel, half-close on plain TCP, connect, request and idle deadlines, and one access-log event per tunnel.

@@ -144,7 +144,7 @@ class ConnectProxyProtocol(Protocol):
         self._timer: IDelayedCall | None = None
         self._connecting: Deferred[IProtocol] | None = None
         self._connectTimedOut = False
-        self._clientEOF = False
+        self._paused = False
         self._closing = False
         self._gone = False
 
@@ -173,7 +173,6 @@ class ConnectProxyProtocol(Protocol):
         self.request = request
         self._early += leftover
         self._receive = self._earlyReceived
-        self._transport.pauseProducing()
         if request.method != "CONNECT":
             self._refuse(
                 405, "this proxy only tunnels with CONNECT", [("Allow", "CONNECT")]
@@ -189,14 +188,16 @@ class ConnectProxyProtocol(Protocol):
 
     def _earlyReceived(self, data: bytes) -> None:
         """
-        Keep bytes that arrive while the upstream connect is in flight (the
-        transport is paused, but a wrapper may still deliver some), within
-        the head size limit.
+        Keep bytes that arrive while the upstream connect is in flight.
+
+        The client is still read from, so that a client that leaves is
+        noticed and its connect cancelled; once it has sent more than the
+        head size limit it is paused until the tunnel exists.
         """
-        if len(self._early) + len(data) > self._settings.maxHeadSize:
-            self._transport.loseConnection()
-            return
         self._early += data
+        if len(self._early) > self._settings.maxHeadSize and not self._paused:
+            self._paused = True
+            self._transport.pauseProducing()
 
     def _connectUpstream(self, request: ConnectRequest) -> None:
         upstream = _UpstreamProtocol()
@@ -259,21 +260,21 @@ class ConnectProxyProtocol(Protocol):
         self._transport.write(CONNECTION_ESTABLISHED)
         early = bytes(self._early)
         del self._early[:]
+        if not self._paused:
+            # The tunnel resumes the client once its producers are wired.
+            self._transport.pauseProducing()
         tunnel.start(early)
         self.factory.tunnelOpened(self._tunnelRecord(tunnel))
-        if self._clientEOF:
-            tunnel.clientReadClosed()
 
     # Phase 3: the tunnel.
 
     def readConnectionLost(self) -> None:
         if self.tunnel is not None:
             self.tunnel.clientReadClosed()
-        elif self._connecting is not None:
-            # Passed on once the tunnel exists, after the early data.
-            self._clientEOF = True
         else:
-            # A client that stops sending before its request is complete.
+            # A FIN before the 200 means the client gave up (one that closes
+            # fully sends nothing else): close, which cancels any connect in
+            # flight.
             self._transport.loseConnection()
 
     def writeConnectionLost(self) -> None:

@@ -22,7 +22,6 @@ from zope.interface.verify import verifyObject
 
 from connectproxy import ProxySettings
 from connectproxy._observer import AccessLogObserver, ObserverFanOut
-from connectproxy._tunnel import ProxyTunnel
 from connectproxy.interfaces import IProxyObserver, IUpstreamConnector
 from connectproxy.testing import FakeClient, ProxyHarness, RecordingObserver
 
@@ -61,15 +60,32 @@ def test_connectAnswers200(harness: ProxyHarness) -> None:
     assert b"Content-Length" not in client.transport.value()
 
 
-def test_clientPausedUntilTunnel(harness: ProxyHarness) -> None:
+def test_clientReadWhileConnecting(harness: ProxyHarness) -> None:
     """
-    The client is paused once its head is complete and resumed when the
-    tunnel exists.
+    The client is still read while the upstream connect is in flight (so a
+    client that leaves is noticed), and producing once the tunnel exists.
     """
     client = harness.connectClient()
     client.send(CONNECT)
-    assert client.transport.producerState == "paused"
+    assert client.transport.producerState == "producing"
     harness.connector.attempts[0].succeed()
+    assert client.transport.producerState == "producing"
+
+
+def test_earlyDataFloodPauses() -> None:
+    """
+    A client that sends more than the head size limit before its tunnel
+    exists is paused; nothing it sent is lost.
+    """
+    harness = ProxyHarness(ProxySettings(maxRequestLine=100, maxHeadSize=200))
+    client = harness.connectClient()
+    client.send(b"CONNECT a:1 HTTP/1.0\r\n\r\n")
+    client.send(b"x" * 150)
+    assert client.transport.producerState == "producing"
+    client.send(b"y" * 100)
+    assert client.transport.producerState == "paused"
+    upstream = harness.connector.attempts[0].succeed()
+    assert upstream.value() == b"x" * 150 + b"y" * 100
     assert client.transport.producerState == "producing"
 
 
@@ -369,20 +385,18 @@ def test_halfCloseBeforeHeadCloses(harness: ProxyHarness) -> None:
     assert client.transport.disconnecting
 
 
-def test_halfCloseWhileConnectingPassedOn(
-    harness: ProxyHarness, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_finWhileConnectingAbandons(harness: ProxyHarness) -> None:
     """
-    A FIN that arrives while connecting is passed upstream after the early
-    data, once the tunnel exists.
+    A FIN before the 200 means the client gave up: the connection is closed
+    and, once it is gone, the connect in flight is cancelled.
     """
-    monkeypatch.setattr(ProxyTunnel, "halfClose", staticmethod(lambda t: True))
     client = harness.connectClient()
-    client.send(CONNECT + b"last words")
+    client.send(CONNECT)
     client.protocol.readConnectionLost()
-    upstream = harness.connector.attempts[0].succeed()
-    assert upstream.value() == b"last words"
-    assert upstream.writeClosed
+    assert client.transport.disconnecting
+    client.lose()
+    assert harness.connector.attempts[0].cancelled
+    assert client.transport.value() == b""
 
 
 def test_clientLostDuringTunnel(harness: ProxyHarness) -> None:

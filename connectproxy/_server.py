@@ -42,11 +42,16 @@ from ._observer import (
 )
 from ._parser import BadRequest, ConnectRequest, ConnectRequestParser
 from ._responses import CONNECTION_ESTABLISHED, errorResponse
-from ._tunnel import ProxyTunnel, TunnelTransport
+from ._tunnel import ProxyTunnel, TunnelTransport, canHalfClose
 from ._upstream import DirectConnector
 from .interfaces import IProxyObserver, IUpstreamConnector
 
 __all__ = ["ConnectProxyFactory", "ConnectProxyProtocol", "ProxySettings"]
+
+#: After an error response on plain TCP, how long (at most) and how many
+#: bytes the proxy keeps reading and discarding before it closes.
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +150,7 @@ class ConnectProxyProtocol(Protocol):
         self._connecting: Deferred[IProtocol] | None = None
         self._connectTimedOut = False
         self._paused = False
+        self._discarded = 0
         self._closing = False
         self._gone = False
 
@@ -274,7 +280,7 @@ class ConnectProxyProtocol(Protocol):
         else:
             # A FIN before the 200 means the client gave up (one that closes
             # fully sends nothing else): close, which cancels any connect in
-            # flight.
+            # flight.  After an error response it ends the linger.
             self._transport.loseConnection()
 
     def writeConnectionLost(self) -> None:
@@ -320,14 +326,18 @@ class ConnectProxyProtocol(Protocol):
         self, status: int, reason: str, headers: Iterable[tuple[str, str]] = ()
     ) -> None:
         """
-        Answer with an error, report it, and close the connection gracefully
-        (aborting it if that takes too long).
+        Answer with an error, report it, and close the connection.
+
+        On plain TCP the close lingers: the response is followed by a FIN,
+        and what the client still sends is read and thrown away for a short
+        while, so that the kernel does not answer those bytes with a reset
+        that could destroy the response before the client reads it.
         """
         if self._closing or self._gone:
             return
         self._closing = True
         self._cancelTimer()
-        self._receive = _discard
+        self._receive = self._discardReceived
         request = self.request
         self._transport.write(errorResponse(status, reason, headers=headers))
         self.factory.requestRefused(
@@ -339,6 +349,29 @@ class ConnectProxyProtocol(Protocol):
                 reason=reason,
             )
         )
+        if canHalfClose(self._transport):
+            self._transport.loseWriteConnection()  # type: ignore[attr-defined]
+            self._timer = self._clock.callLater(
+                min(LINGER_SECONDS, self._settings.abortTimeout), self._close
+            )
+        else:
+            self._close()
+
+    def _discardReceived(self, data: bytes) -> None:
+        """
+        Throw away what a refused client still sends, up to a limit.
+        """
+        self._discarded += len(data)
+        if self._discarded > LINGER_BYTES:
+            self._close()
+
+    def _close(self) -> None:
+        """
+        Close the client connection gracefully, and abort it if that takes
+        longer than the abort timeout.
+        """
+        self._cancelTimer()
+        self._receive = _discard
         self._transport.loseConnection()
         self._timer = self._clock.callLater(
             self._settings.abortTimeout, self._transport.abortConnection

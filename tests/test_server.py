@@ -20,7 +20,7 @@ from twisted.internet.error import (
 from twisted.logger import LogEvent
 from zope.interface.verify import verifyObject
 
-from connectproxy import ProxySettings
+from connectproxy import ProxySettings, _server
 from connectproxy._observer import AccessLogObserver, ObserverFanOut
 from connectproxy.interfaces import IProxyObserver, IUpstreamConnector
 from connectproxy.testing import FakeClient, ProxyHarness, RecordingObserver
@@ -508,3 +508,54 @@ def test_clientAddressFormats() -> None:
     assert formatAddress(UNIXAddress(b"/run/p.sock")) == "unix:/run/p.sock"
     assert formatAddress(UNIXAddress(None)) == "unix:"
     assert formatAddress("other") == "other"
+
+
+@pytest.fixture
+def lingering(monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    Treat the fake client transport as plain TCP, which can half-close.
+    """
+    monkeypatch.setattr(_server, "canHalfClose", lambda transport: True)
+
+
+@pytest.mark.usefixtures("lingering")
+def test_refusalLingers(harness: ProxyHarness) -> None:
+    """
+    On plain TCP an error response is followed by a FIN; the client's further
+    bytes are discarded, and the connection is closed after the linger time.
+    """
+    client = harness.connectClient()
+    client.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert client.transport.writeClosed
+    assert not client.transport.disconnecting
+    client.send(b"more of a large upload")
+    harness.clock.advance(_server.LINGER_SECONDS)
+    assert client.transport.disconnecting
+    harness.clock.advance(15)
+    assert client.transport.aborted
+
+
+@pytest.mark.usefixtures("lingering")
+def test_lingerEndsAtLimit(harness: ProxyHarness) -> None:
+    """
+    A client that keeps sending after an error is closed once it has sent
+    more than the linger byte limit.
+    """
+    client = harness.connectClient()
+    client.send(b"CONNECT a:1 HTTP/1.1\r\n\r\n")
+    assert statusOf(client) == 400
+    client.send(b"x" * _server.LINGER_BYTES)
+    assert not client.transport.disconnecting
+    client.send(b"x")
+    assert client.transport.disconnecting
+
+
+@pytest.mark.usefixtures("lingering")
+def test_lingerEndsAtClientFin(harness: ProxyHarness) -> None:
+    """
+    The client's FIN ends the linger at once.
+    """
+    client = harness.connectClient()
+    client.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    client.protocol.readConnectionLost()
+    assert client.transport.disconnecting

@@ -198,7 +198,7 @@ def test_connectDeadlineOnRealSockets(
     yield withDeadline(client.closed)
     assert client.received.startswith(b"HTTP/1.1 504 ")
     assert proxy.observer.refused[0].status == 504
-    assert proxy.factory.connections == set()
+    yield waitUntil(lambda: not proxy.factory.connections)
 
 
 @pytest_twisted.inlineCallbacks

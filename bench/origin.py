@@ -129,9 +129,7 @@ def _acceptBulk(listener: socket.socket) -> None:
     while True:
         conn, _ = listener.accept()
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        threading.Thread(
-            target=_serveBulkConnection, args=(conn,), daemon=True
-        ).start()
+        threading.Thread(target=_serveBulkConnection, args=(conn,), daemon=True).start()
 
 
 @dataclass

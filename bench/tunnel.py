@@ -25,6 +25,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any
@@ -85,9 +86,9 @@ def _readUntil(sock: socket.socket, marker: bytes, limit: int) -> bytes:
     """
     Read from C{sock} until C{marker} has arrived.
 
-    @return: Everything read, which ends with C{marker}.
-    @raise BenchError: If the peer closes first, sends more than C{limit}
-        bytes, or sends anything after C{marker}.
+    @return: Everything read, which includes C{marker}.
+    @raise BenchError: If the peer closes first or sends more than C{limit}
+        bytes.
     """
     data = b""
     while marker not in data:
@@ -97,8 +98,6 @@ def _readUntil(sock: socket.socket, marker: bytes, limit: int) -> bytes:
         data += chunk
         if len(data) > limit:
             raise BenchError(f"no {marker!r} in the first {limit} bytes: {data!r}")
-    if not data.endswith(marker):
-        raise BenchError(f"unexpected bytes after {marker!r}: {data!r}")
     return data
 
 
@@ -124,13 +123,29 @@ class Route:
     @ivar name: C{"direct"} or C{"proxy"}.
     @ivar proxyPort: The proxy's port, or L{None} for direct connections.
     @ivar opened: How many tunnels the proxy has accepted with a 200.
+    @ivar moved: Bytes sent up and down inside completed exchanges, to
+        compare with the proxy's own count; L{None} once a capped transfer
+        made the total unknown.
     """
 
     def __init__(self, name: str, proxyPort: int | None) -> None:
         self.name = name
         self.proxyPort = proxyPort
         self.opened = 0
+        self.moved: list[int] | None = [0, 0]
         self._lock = threading.Lock()
+
+    def addMoved(self, up: int, down: int | None) -> None:
+        """
+        Count bytes moved through one finished exchange; C{down} is L{None}
+        when the exact count is unknown.
+        """
+        with self._lock:
+            if self.moved is None or down is None:
+                self.moved = None
+            else:
+                self.moved[0] += up
+                self.moved[1] += down
 
     def open(self, port: int) -> socket.socket:
         """
@@ -149,12 +164,18 @@ class Route:
         try:
             authority = f"{LOOPBACK}:{port}".encode("ascii")
             sock.sendall(
-                b"CONNECT " + authority + b" HTTP/1.1\r\nHost: " + authority
+                b"CONNECT "
+                + authority
+                + b" HTTP/1.1\r\nHost: "
+                + authority
                 + b"\r\n\r\n"
             )
             head = _readUntil(sock, b"\r\n\r\n", 65536)
             if not head.startswith(b"HTTP/1.1 200 "):
                 raise BenchError(f"CONNECT {authority!r} answered {head!r}")
+            if not head.endswith(b"\r\n\r\n"):
+                # The origins never speak first, so nothing may follow the 200.
+                raise BenchError(f"unexpected bytes after the 200: {head!r}")
         except BaseException:
             sock.close()
             raise
@@ -184,7 +205,7 @@ class _Sender:
     The upload half of a bulk transfer, run inline or in a thread.
 
     @ivar sent: Payload bytes sent so far.
-    @ivar error: What stopped the upload early, if anything.
+    @ivar error: What stopped the upload before the deadline, if anything.
     """
 
     def __init__(self, sock: socket.socket, count: int, deadline: float) -> None:
@@ -204,7 +225,8 @@ class _Sender:
                 self._sock.sendall(_PAYLOAD[:size])
                 self.sent += size
         except OSError as e:
-            self.error = e
+            if time.monotonic() < self._deadline:
+                self.error = e  # Later errors come from the shutdown at the cap.
 
 
 def _receiveBulk(sock: socket.socket, count: int, deadline: float) -> int:
@@ -225,6 +247,16 @@ def _receiveBulk(sock: socket.socket, count: int, deadline: float) -> int:
     return received
 
 
+def _wakeSender(sock: socket.socket) -> None:
+    """
+    Shut C{sock} down so that an upload blocked in C{sendall} returns.
+    """
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
 def bulkOnce(route: Route, port: int, mode: str, size: int, cap: float) -> BulkSample:
     """
     Run one bulk transfer against the bulk origin.
@@ -242,15 +274,17 @@ def bulkOnce(route: Route, port: int, mode: str, size: int, cap: float) -> BulkS
         sender = _Sender(sock, upload, deadline)
         thread = threading.Thread(target=sender.run, daemon=True)
         thread.start()
+        received = 0
         try:
             received = _receiveBulk(sock, download, deadline)
         finally:
-            if time.monotonic() >= deadline:
-                sock.shutdown(socket.SHUT_RDWR)
+            if received < download or time.monotonic() >= deadline:
+                _wakeSender(sock)
             thread.join()
-        if sender.error is not None and time.monotonic() < deadline:
+        if sender.error is not None:
             raise BenchError(f"upload failed after {sender.sent} bytes: {sender.error}")
         if sender.sent < upload or received < download:
+            route.addMoved(0, None)
             moved = sender.sent + received
             return BulkSample(moved, time.perf_counter() - started, True)
         (counted,) = BULK_TRAILER.unpack(_recvExactly(sock, BULK_TRAILER.size))
@@ -259,6 +293,7 @@ def bulkOnce(route: Route, port: int, mode: str, size: int, cap: float) -> BulkS
             raise BenchError(f"origin received {counted} of {upload} bytes")
         if sock.recv(1) != b"":
             raise BenchError("unexpected bytes after the origin's trailer")
+        route.addMoved(BULK_HEADER.size + upload, download + BULK_TRAILER.size)
     return BulkSample(upload + download, seconds, False)
 
 
@@ -287,6 +322,7 @@ def exchangeOnce(route: Route, port: int) -> None:
         reply = _recvExactly(sock, ECHO_SIZE)
     if reply != _MESSAGE:
         raise BenchError(f"echo came back as {reply!r}")
+    route.addMoved(ECHO_SIZE, ECHO_SIZE)
 
 
 def rateRun(
@@ -317,7 +353,7 @@ def rateRun(
             with lock:
                 claimed[1] += 1
 
-    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency)]
     started = time.perf_counter()
     for thread in threads:
         thread.start()
@@ -418,6 +454,7 @@ class ProxyProcess:
     @ivar port: The port from its C{listening} event.
     @ivar events: How many times each C{event} value was logged.
     @ivar errorEvents: Raw error and failure events, at most ten.
+    @ivar logged: Sums of C{bytesUp} and C{bytesDown} over C{tunnel_close}.
     """
 
     def __init__(self, extraArgs: list[str]) -> None:
@@ -429,8 +466,10 @@ class ProxyProcess:
         self.port: int | None = None
         self.events: Counter[str] = Counter()
         self.errorEvents: list[str] = []
+        self.logged = [0, 0]
         self._listening = threading.Event()
-        self._tail: deque[str] = deque(maxlen=30)
+        self._head: list[str] = []
+        self._tail: deque[str] = deque(maxlen=12)
         self._lock = threading.Lock()
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
@@ -466,23 +505,32 @@ class ProxyProcess:
             if not line:
                 continue
             with self._lock:
-                self._tail.append(("" if isJson else "stderr: ") + line[:2000])
+                shown = ("" if isJson else "stderr: ") + line[:400]
+                if len(self._head) < 4:
+                    self._head.append(shown)
+                else:
+                    self._tail.append(shown)
             if isJson:
-                self._handleEvent(line)
+                try:
+                    self._handleEvent(line)
+                except (ValueError, TypeError, KeyError, AttributeError):
+                    pass  # Not an event we understand; keep draining.
 
     def _handleEvent(self, line: str) -> None:
         """
         Count one JSON event and note the listening port and any errors.
         """
-        try:
-            event: dict[str, Any] = json.loads(line)
-        except ValueError:
+        event = json.loads(line)
+        if not isinstance(event, dict):
             return
         name = str(event.get("event", ""))
         level = event.get("log_level")
         levelName = level.get("name") if isinstance(level, dict) else level
         with self._lock:
             self.events[name] += 1
+            if name == "tunnel_close":
+                self.logged[0] += int(event.get("bytesUp") or 0)
+                self.logged[1] += int(event.get("bytesDown") or 0)
             if ("log_failure" in event or levelName in ("error", "critical")) and len(
                 self.errorEvents
             ) < 10:
@@ -502,7 +550,7 @@ class ProxyProcess:
         while not self._listening.wait(0.1):
             if self._process.poll() is not None or time.monotonic() > deadline:
                 time.sleep(0.2)
-                raise BenchError("the proxy did not start listening\n" + self.diagnostics())
+                raise BenchError("the proxy did not start listening")
         assert self.port is not None
         return self.port
 
@@ -548,14 +596,16 @@ class ProxyProcess:
 
     def diagnostics(self) -> str:
         """
-        The command line, exit status and last output lines, for reports.
+        The command line, exit status and first and last output lines, for
+        reports.
         """
         with self._lock:
-            tail = "\n".join("    " + line for line in self._tail)
+            lines = [*self._head, *(["..."] if self._tail else []), *self._tail]
+        output = "\n".join("    " + line for line in lines)
         return (
             f"  command: cd {REPO_ROOT} && PYTHONPATH={REPO_ROOT} "
             f"{' '.join(self.command)}\n  exit status: {self._process.poll()}\n"
-            f"  last output:\n{tail}"
+            f"  output (first and last lines):\n{output}"
         )
 
 
@@ -599,8 +649,12 @@ class Measurement:
             return None
         return proxy / direct
 
-    def record(self, route: Route, sample: Callable[[], tuple[float, float, bool]],
-               proxy: ProxyProcess) -> None:
+    def record(
+        self,
+        route: Route,
+        sample: Callable[[], tuple[float, float, bool]],
+        proxy: ProxyProcess,
+    ) -> None:
         """
         Take one sample over C{route}, charging proxy CPU to proxy samples.
 
@@ -637,8 +691,10 @@ def _bulkFigure(
     sample = bulkOnce(route, port, mode, size, cap)
     figure = sample.moved / sample.seconds / 1e6
     capped = " (time cap reached)" if sample.capped else ""
-    _log(f"  {mode:<8} {route.name:<6} {figure:10.1f} MB/s "
-         f"in {sample.seconds:6.2f} s{capped}")
+    _log(
+        f"  {mode:<8} {route.name:<6} {figure:10.1f} MB/s "
+        f"in {sample.seconds:6.2f} s{capped}"
+    )
     return figure, sample.seconds, sample.capped
 
 
@@ -650,8 +706,10 @@ def _rateFigure(
     """
     sample = rateRun(route, port, limit, seconds, concurrency)
     figure = sample.count / sample.seconds
-    _log(f"  rate     {route.name:<6} {figure:10.1f} tunnels/s "
-         f"({sample.count} in {sample.seconds:.2f} s)")
+    _log(
+        f"  rate     {route.name:<6} {figure:10.1f} tunnels/s "
+        f"({sample.count} in {sample.seconds:.2f} s)"
+    )
     return figure, sample.seconds, False
 
 
@@ -669,13 +727,10 @@ def runBulk(
         order = routes if roundIndex % 2 == 0 else routes[::-1]
         for measurement in measurements:
             for route in order:
-                measurement.record(
-                    route,
-                    lambda route=route, mode=measurement.name: _bulkFigure(
-                        route, port, mode, size, args.cap
-                    ),
-                    proxy,
+                sample = partial(
+                    _bulkFigure, route, port, measurement.name, size, args.cap
                 )
+                measurement.record(route, sample, proxy)
     return measurements
 
 
@@ -683,18 +738,17 @@ def runRate(
     args: argparse.Namespace, routes: list[Route], port: int, proxy: ProxyProcess
 ) -> Measurement:
     """
-    Measure the tunnel rate once per route.
+    Measure the tunnel rate C{args.rounds} times per route, alternating which
+    route goes first.
     """
-    _log("tunnel rate")
     measurement = Measurement("tunnel rate", "tunnels/s")
-    for route in routes:
-        measurement.record(
-            route,
-            lambda route=route: _rateFigure(
-                route, port, args.tunnels, args.seconds, args.concurrency
-            ),
-            proxy,
-        )
+    for roundIndex in range(args.rounds):
+        _log(f"tunnel-rate round {roundIndex + 1} of {args.rounds}")
+        for route in routes if roundIndex % 2 == 0 else routes[::-1]:
+            sample = partial(
+                _rateFigure, route, port, args.tunnels, args.seconds, args.concurrency
+            )
+            measurement.record(route, sample, proxy)
     return measurement
 
 
@@ -731,6 +785,13 @@ def formatTable(report: dict[str, Any]) -> str:
         f"{proxy['tunnelsOpened']} tunnels opened, {len(proxy['errorEvents'])} "
         f"error events; exit status after SIGTERM: {proxy['exitStatus']}"
     )
+    moved, logged = proxy["bytesMoved"], proxy["bytesLogged"]
+    if moved is not None:
+        agree = "matches" if moved == logged else "DIFFERS from"
+        lines.append(
+            f"proxy byte count ({logged[0]} up, {logged[1]} down) {agree} "
+            f"the bench's ({moved[0]} up, {moved[1]} down)"
+        )
     if any(row["capped"] for row in report["measurements"]):
         lines.append("* a time cap cut at least one sample short (not verified)")
     problems = report["problems"]
@@ -783,8 +844,16 @@ def buildReport(
         }
         for m in measurements
     ]
-    config = {k: v for k, v in vars(args).items()}
-    config["summary"] = summary
+    config = {
+        "megabytes": args.megabytes,
+        "tunnels": args.tunnels,
+        "seconds": args.seconds,
+        "rounds": args.rounds,
+        "concurrency": args.concurrency,
+        "cap": args.cap,
+        "proxyArgs": args.proxy_arg,
+        "summary": summary,
+    }
     return {
         "config": config,
         "measurements": rows,
@@ -802,24 +871,61 @@ def parseArgs(argv: list[str] | None) -> argparse.Namespace:
         description="Benchmark connectproxy tunnels against direct loopback "
         "connections; every figure is reported next to its direct reference."
     )
-    parser.add_argument("--megabytes", type=int, default=256, metavar="N",
-                        help="MiB per direction per bulk transfer (default 256)")
-    parser.add_argument("--tunnels", type=int, default=2000, metavar="N",
-                        help="tunnel-rate loop stops after N tunnels (default 2000)")
-    parser.add_argument("--seconds", type=float, default=5.0, metavar="S",
-                        help="tunnel-rate loop stops after S seconds (default 5)")
-    parser.add_argument("--rounds", type=int, default=3, metavar="N",
-                        help="bulk samples per route and mode; the median is "
-                        "reported (default 3)")
-    parser.add_argument("--concurrency", type=int, default=4, metavar="N",
-                        help="threads in the tunnel-rate loop (default 4)")
-    parser.add_argument("--cap", type=float, default=15.0, metavar="S",
-                        help="time cap in seconds for one bulk transfer (default 15)")
-    parser.add_argument("--proxy-arg", action="append", default=[], metavar="ARG",
-                        help="extra argument for the proxy, repeatable; write "
-                        "options as --proxy-arg=--allow-port=1234")
-    parser.add_argument("--json", action="store_true",
-                        help="print the report as JSON on stdout (table on stderr)")
+    parser.add_argument(
+        "--megabytes",
+        type=int,
+        default=256,
+        metavar="N",
+        help="MiB per direction per bulk transfer (default 256)",
+    )
+    parser.add_argument(
+        "--tunnels",
+        type=int,
+        default=2000,
+        metavar="N",
+        help="tunnel-rate loop stops after N tunnels (default 2000)",
+    )
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="tunnel-rate loop stops after S seconds (default 5)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=5,
+        metavar="N",
+        help="samples per route and measurement; the median is reported (default 5)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=4,
+        metavar="N",
+        help="threads in the tunnel-rate loop (default 4)",
+    )
+    parser.add_argument(
+        "--cap",
+        type=float,
+        default=15.0,
+        metavar="S",
+        help="time cap in seconds for one bulk transfer (default 15)",
+    )
+    parser.add_argument(
+        "--proxy-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra argument for the proxy, repeatable; write "
+        "options as --proxy-arg=--allow-port=1234",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the report as JSON on stdout (table on stderr)",
+    )
     args = parser.parse_args(argv)
     for name in ("megabytes", "tunnels", "rounds", "concurrency"):
         if getattr(args, name) < 1:
@@ -846,7 +952,9 @@ def _warmUp(routes: list[Route], origin: OriginProcess) -> None:
             ) from e
 
 
-def _proxyFacts(proxy: ProxyProcess, via: Route, rssStart: int | None) -> dict[str, Any]:
+def _proxyFacts(
+    proxy: ProxyProcess, via: Route, rssStart: int | None
+) -> dict[str, Any]:
     """
     Collect the proxy's memory and log counts, then stop it.
     """
@@ -860,7 +968,9 @@ def _proxyFacts(proxy: ProxyProcess, via: Route, rssStart: int | None) -> dict[s
         "vmRssStartKiB": rssStart,
         "tunnelsOpened": via.opened,
         "tunnelCloseEvents": closes,
-        "events": dict(proxy.events),
+        "bytesLogged": list(proxy.logged),
+        "bytesMoved": via.moved,
+        "events": {name: n for name, n in proxy.events.items() if name},
         "errorEvents": list(proxy.errorEvents),
         "exitStatus": status,
     }
@@ -876,8 +986,15 @@ def _problems(measurements: list[Measurement], facts: dict[str, Any]) -> list[st
             f"proxy logged {facts['tunnelCloseEvents']} tunnel_close events for "
             f"{facts['tunnelsOpened']} tunnels"
         )
+    moved, logged = facts["bytesMoved"], facts["bytesLogged"]
+    if moved is not None and moved != logged:
+        problems.append(
+            f"proxy logged {logged[0]} bytes up and {logged[1]} down; the "
+            f"bench moved {moved[0]} up and {moved[1]} down"
+        )
     problems += [f"proxy error event: {line}" for line in facts["errorEvents"]]
-    if facts["exitStatus"] != 0:
+    # twist re-raises SIGTERM on itself after a clean shutdown.
+    if facts["exitStatus"] not in (0, -signal.SIGTERM):
         problems.append(f"proxy exit status after SIGTERM: {facts['exitStatus']}")
     return problems
 
@@ -892,8 +1009,10 @@ def runAll(args: argparse.Namespace, origin: OriginProcess, proxy: ProxyProcess)
     rssStart = proxy.memoryKiB("VmRSS")
     direct, via = Route("direct", None), Route("proxy", port)
     routes = [direct, via]
-    _log(f"proxy pid {proxy.pid} listening on {LOOPBACK}:{port}; origin ports "
-         f"bulk {origin.bulkPort}, echo {origin.echoPort}")
+    _log(
+        f"proxy pid {proxy.pid} listening on {LOOPBACK}:{port}; origin ports "
+        f"bulk {origin.bulkPort}, echo {origin.echoPort}"
+    )
     _warmUp(routes, origin)
     measurements = runBulk(args, routes, origin.bulkPort, proxy)
     measurements.append(runRate(args, routes, origin.echoPort, proxy))
@@ -936,6 +1055,9 @@ def main(argv: list[str] | None = None) -> int:
         if proxy is not None:
             _log(proxy.diagnostics())
         return 1
+    except KeyboardInterrupt:
+        _log("interrupted; stopping the proxy and the origin")
+        return 130
     finally:
         if proxy is not None:
             proxy.stop()

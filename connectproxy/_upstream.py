@@ -6,7 +6,12 @@ Upstream connectors: how the proxy reaches the target of a CONNECT.
 from __future__ import annotations
 
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.abstract import isIPAddress, isIPv6Address
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    TCP4ClientEndpoint,
+    TCP6ClientEndpoint,
+)
 from twisted.internet.interfaces import (
     IAddress,
     IProtocol,
@@ -49,9 +54,9 @@ def connectQuietly(
 @implementer(IUpstreamConnector)
 class DirectConnector:
     """
-    Connect straight to the target with a L{HostnameEndpoint}: the name is
-    resolved through the reactor's resolver and the addresses are tried in
-    Happy Eyeballs order (RFC 8305).
+    Connect straight to the target: an IP address directly, a name with a
+    L{HostnameEndpoint}, which resolves it through the reactor's resolver and
+    tries the addresses in Happy Eyeballs order (RFC 8305).
 
     The proxy puts one total deadline over the whole attempt and cancels it
     when the client goes away; the per-attempt timeout here is only a
@@ -69,11 +74,20 @@ class DirectConnector:
     def connectUpstream(
         self, request: ConnectRequest, protocol: IProtocol
     ) -> Deferred[IProtocol]:
-        assert request.host is not None and request.port is not None
-        endpoint = HostnameEndpoint(
-            self._reactor,
-            request.host,
-            request.port,
-            timeout=self._attemptTimeout,
-        )
+        host, port = request.host, request.port
+        assert host is not None and port is not None
+        endpoint: IStreamClientEndpoint
+        if isIPAddress(host):
+            # An address needs no resolver (and no thread) to be connected.
+            endpoint = TCP4ClientEndpoint(
+                self._reactor, host, port, timeout=self._attemptTimeout
+            )
+        elif isIPv6Address(host):
+            endpoint = TCP6ClientEndpoint(
+                self._reactor, host, port, timeout=self._attemptTimeout
+            )
+        else:
+            endpoint = HostnameEndpoint(
+                self._reactor, host, port, timeout=self._attemptTimeout
+            )
         return connectQuietly(endpoint, protocol)

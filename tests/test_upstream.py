@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import pytest
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.error import ConnectingCancelledError
 from twisted.internet.interfaces import (
@@ -97,12 +98,15 @@ def test_cancelLeavesNoConnection() -> None:
     assert failure.check(ConnectingCancelledError)  # type: ignore[attr-defined]
 
 
-def test_ipv6Literal() -> None:
+@pytest.mark.parametrize("host", ["2001:db8::5", "192.0.2.5"])
+def test_addressNeedsNoResolver(host: str) -> None:
     """
-    An IPv6 literal target is connected to as an IPv6 address.
+    An IP address target is connected to directly, without the resolver.
     """
     reactor = MemoryReactorClock()
-    reactor.installNameResolver(FakeResolver([IPv6Address("TCP", "2001:db8::5", 0)]))
-    DirectConnector(reactor).connectUpstream(request("2001:db8::5", 443), Protocol())
-    [(host, port, _, _, _)] = reactor.tcpClients
-    assert (host, port) == ("2001:db8::5", 443)
+    resolver = FakeResolver([])
+    reactor.installNameResolver(resolver)
+    DirectConnector(reactor).connectUpstream(request(host, 443), Protocol())
+    [(connectedHost, port, _, _, _)] = reactor.tcpClients
+    assert (connectedHost, port) == (host, 443)
+    assert resolver.names == []

@@ -5,8 +5,8 @@ Upstream connectors: how the proxy reaches the target of a CONNECT.
 
 from __future__ import annotations
 
-from twisted.internet.defer import Deferred
 from twisted.internet.abstract import isIPAddress, isIPv6Address
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import (
     HostnameEndpoint,
     TCP4ClientEndpoint,

@@ -165,8 +165,16 @@ def _checkHostName(host: str) -> str:
     if ":" in host:
         raise BadRequest(400, "IPv6 addresses must be in brackets")
     name = host[:-1] if host.endswith(".") else host
-    if len(name) > 253 or not all(_LABEL.match(part) for part in name.split(".")):
+    labels = name.split(".")
+    if len(name) > 253 or not all(_LABEL.match(label) for label in labels):
         raise BadRequest(400, "invalid host name in target")
+    if labels[-1].isdigit():
+        # All-digit names are IPv4 addresses or nothing: resolvers read
+        # "1234" or "010.1.1.1" as addresses, which rules could not see.
+        try:
+            ipaddress.IPv4Address(name)
+        except ValueError:
+            raise BadRequest(400, "invalid IPv4 address in target") from None
     return name.lower()
 
 
@@ -229,8 +237,9 @@ class ConnectRequestParser:
         if not self._started:
             self._skipLeadingEmptyLines()
             newFrom = 0
-        self._checkBareLineFeeds(newFrom)
         end = buf.find(b"\r\n\r\n", self._searchFrom)
+        # Only the head is checked: what follows it is tunnel payload.
+        self._checkBareLineFeeds(newFrom, len(buf) if end == -1 else end + 4)
         if end == -1:
             self._searchFrom = max(0, len(buf) - 3)
             self._checkIncompleteSize()
@@ -259,20 +268,21 @@ class ConnectRequestParser:
                 raise BadRequest(400, "too many empty lines before the request")
         self._started = bool(buf) and buf != b"\r"
 
-    def _checkBareLineFeeds(self, start: int) -> None:
+    def _checkBareLineFeeds(self, start: int, end: int) -> None:
         """
         Refuse a line feed that does not end a CRLF, as soon as it arrives.
 
         @param start: Where the bytes not yet checked begin.
+        @param end: Where the head ends (or the buffer, if it has not).
         @raise BadRequest: (400) for a bare LF.
         """
         buf = self._buffer
-        index = buf.find(b"\n", start)
+        index = buf.find(b"\n", start, end)
         while index != -1:
             if index == 0 or buf[index - 1] != 0x0D:
                 self._done = True
                 raise BadRequest(400, "bare LF in request head")
-            index = buf.find(b"\n", index + 1)
+            index = buf.find(b"\n", index + 1, end)
 
     def _checkIncompleteSize(self) -> None:
         """
@@ -283,7 +293,11 @@ class ConnectRequestParser:
         """
         buf = self._buffer
         lineEnd = buf.find(b"\n")
-        lineLength = len(buf) - 1 if lineEnd == -1 else lineEnd - 1
+        if lineEnd == -1:
+            # A trailing CR may be the start of the CRLF.
+            lineLength = len(buf) - 1 if buf.endswith(b"\r") else len(buf)
+        else:
+            lineLength = lineEnd - 1
         if lineLength > self.maxRequestLine:
             self._done = True
             raise BadRequest(414, "request line too long")
@@ -393,5 +407,5 @@ def _checkNoContent(headers: tuple[tuple[str, str], ...]) -> None:
     for name, value in headers:
         if name == "transfer-encoding":
             raise BadRequest(400, "CONNECT must not have content")
-        if name == "content-length" and value != "0":
+        if name == "content-length" and not (value.isdigit() and int(value) == 0):
             raise BadRequest(400, "CONNECT must not have content")

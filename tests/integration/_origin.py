@@ -24,7 +24,8 @@ Modes:
     (seed C{"down"}) and reads whatever the client sends until end of input.
     When both are done it writes a trailer (see L{formatTrailer}) with the
     SHA-256 and length of each direction as it saw them, prints the same
-    facts on stdout and closes.
+    facts on stdout with its own verdict on the upload (C{upload=ok} when
+    it is the first N bytes of the C{"up"} stream) and closes.
   - C{push}: plain TCP; sends C{--bytes} bytes as fast as the peer accepts
     them.  Whenever a send made no progress for C{--stall} seconds it prints
     C{blocked SENT}, and at the end C{done SENT}.
@@ -183,12 +184,15 @@ def _bulkReceive(conn: socket.socket, result: dict[str, object]) -> None:
     """
     digest = hashlib.sha256()
     count = 0
-    while True:
-        data = conn.recv(262144)
-        if not data:
-            break
-        digest.update(data)
-        count += len(data)
+    try:
+        while True:
+            data = conn.recv(262144)
+            if not data:
+                break
+            digest.update(data)
+            count += len(data)
+    except OSError as e:
+        result["error"] = e
     result["digest"] = digest.hexdigest()
     result["count"] = count
 
@@ -212,14 +216,18 @@ def serveBulk(conn: socket.socket, options: argparse.Namespace) -> None:
         sent.update(block)
         sentCount += len(block)
     receiver.join()
+    error = received.get("error")
+    if isinstance(error, OSError):
+        raise error
     receivedDigest = str(received["digest"])
     receivedCount = int(str(received["count"]))
     conn.sendall(
         formatTrailer(receivedDigest, receivedCount, sent.hexdigest(), sentCount)
     )
+    verdict = "ok" if receivedDigest == streamDigest("up", size) else "bad"
     say(
         f"bulk recv={receivedDigest} {receivedCount} "
-        f"sent={sent.hexdigest()} {sentCount}"
+        f"sent={sent.hexdigest()} {sentCount} upload={verdict}"
     )
     conn.shutdown(socket.SHUT_WR)
 
@@ -307,8 +315,7 @@ def _serveRequests(tls: ssl.SSLSocket) -> None:
         status = "200 OK" if method == "GET" else "405 Method Not Allowed"
         body = f"hello from the origin\npath={path}\n".encode()
         close = (
-            headers.get("connection", "").lower() == "close"
-            or version != "HTTP/1.1"
+            headers.get("connection", "").lower() == "close" or version != "HTTP/1.1"
         )
         tls.sendall(
             (

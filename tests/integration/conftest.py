@@ -1,0 +1,101 @@
+# -*- test-case-name: tests.integration.test_clients -*-
+"""
+Fixtures of the integration tests: a throwaway PKI, origin servers and proxy
+processes, each stopped (by the PID it was started with) when the test ends,
+whether it passed or not.
+
+No fixture here touches the reactor: the proxy runs in its own process.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration._pki import TLSFiles, makeTLSFiles
+from tests.integration._processes import (
+    LISTEN_ANY_PORT,
+    ChildProcess,
+    OriginFactory,
+    OriginProcess,
+    ProxyFactory,
+    ProxyProcess,
+    proxyCommand,
+    stopAll,
+)
+
+
+@pytest.fixture(scope="session")
+def tlsCertificate() -> Iterator[TLSFiles]:
+    """
+    A CA and a server certificate for C{localhost} and C{127.0.0.1}, in a
+    directory removed at the end of the session.
+    """
+    with tempfile.TemporaryDirectory(prefix="connectproxy-tls-") as directory:
+        yield makeTLSFiles(Path(directory))
+
+
+@pytest.fixture
+def scratchDir() -> Iterator[Path]:
+    """
+    An empty directory, removed with everything in it when the test ends.
+    """
+    with tempfile.TemporaryDirectory(prefix="connectproxy-test-") as directory:
+        yield Path(directory)
+
+
+@pytest.fixture
+def origin(tlsCertificate: TLSFiles) -> Iterator[OriginFactory]:
+    """
+    Start origin servers: C{origin("echo")}, C{origin("https")},
+    C{origin("bulk")}, C{origin("push", "--bytes", "N")}.
+    """
+    started: list[OriginProcess] = []
+
+    def start(mode: str, *arguments: str) -> OriginProcess:
+        if mode == "https":
+            tls = ["--cert", str(tlsCertificate.serverCert)]
+            arguments = (*tls, "--key", str(tlsCertificate.serverKey), *arguments)
+        process = OriginProcess(mode, arguments)
+        started.append(process)
+        return process
+
+    yield start
+    stopAll(started)
+
+
+@pytest.fixture
+def proxy() -> Iterator[ProxyFactory]:
+    """
+    Start proxies from the source tree: C{proxy("--idle-timeout", "5")}
+    listens on a free port of 127.0.0.1 with those extra options;
+    C{listen=[...]} replaces the listeners.  Stopping one fails the test if
+    it logged an unhandled error.
+    """
+    started: list[ProxyProcess] = []
+
+    def start(
+        *extraArgs: str, listen: Iterable[str] = (LISTEN_ANY_PORT,)
+    ) -> ProxyProcess:
+        listen = list(listen)
+        process = ProxyProcess(proxyCommand(extraArgs, listen), listeners=len(listen))
+        started.append(process)
+        return process
+
+    yield start
+    stopAll(started)
+
+
+@pytest.fixture
+def processes() -> Iterator[list[ChildProcess[Any]]]:
+    """
+    A list a test appends the processes it starts to, each stopped (by PID)
+    when the test ends.
+    """
+    started: list[ChildProcess[Any]] = []
+    yield started
+    stopAll(started)

@@ -461,7 +461,11 @@ class ProxyProcess:
         self.command = [
             sys.executable, "-m", "twisted", "--log-format", "json",
             "--log-file", "-", "connectproxy",
-            "--listen", f"tcp:0:interface={LOOPBACK}", *extraArgs,
+            "--listen", f"tcp:0:interface={LOOPBACK}",
+            # The bench's origins are on loopback, on ports other than 443:
+            # both denied by default.
+            "--allow-network", "127.0.0.0/8", "--allow-port", "1-65535",
+            *extraArgs,
         ]  # fmt: skip
         self.port: int | None = None
         self.events: Counter[str] = Counter()

@@ -6,24 +6,37 @@ C{.tac} file with L{connectproxy.tap.makeService}, or embed
 L{ConnectProxyFactory} in your own service.
 """
 
+from ._access import AccessRequest, Refusal
+from ._admission import Gatekeeper, userPortal
 from ._observer import AccessLogObserver, RefusedRequest, TunnelRecord
 from ._parser import BadRequest, ConnectRequest, ConnectRequestParser
+from ._policy import AccessRules, ClientRules, HostRules, NetworkRules, PortRules
 from ._server import ConnectProxyFactory, ConnectProxyProtocol, ProxySettings
 from ._tunnel import ProxyTunnel
-from ._upstream import DirectConnector
+from ._upstream import DirectConnector, ForbiddenDestination
 from ._version import __version__
 
 __all__ = [
     "AccessLogObserver",
+    "AccessRequest",
+    "AccessRules",
     "BadRequest",
+    "ClientRules",
     "ConnectProxyFactory",
     "ConnectProxyProtocol",
     "ConnectRequest",
     "ConnectRequestParser",
     "DirectConnector",
+    "ForbiddenDestination",
+    "Gatekeeper",
+    "HostRules",
+    "NetworkRules",
+    "PortRules",
     "ProxySettings",
     "ProxyTunnel",
+    "Refusal",
     "RefusedRequest",
     "TunnelRecord",
     "__version__",
+    "userPortal",
 ]

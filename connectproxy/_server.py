@@ -10,11 +10,12 @@ the connection to a L{ProxyTunnel}.
 
 from __future__ import annotations
 
+import resource
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.error import (
     ConnectError,
     ConnectingCancelledError,
@@ -33,6 +34,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ._admission import Gatekeeper, Refused, clientHostPort
 from ._observer import (
     AccessLogObserver,
     ObserverFanOut,
@@ -41,9 +43,10 @@ from ._observer import (
     formatAddress,
 )
 from ._parser import BadRequest, ConnectRequest, ConnectRequestParser
+from ._policy import AccessRules
 from ._responses import CONNECTION_ESTABLISHED, errorResponse
 from ._tunnel import ProxyTunnel, TunnelTransport, canHalfClose
-from ._upstream import DirectConnector
+from ._upstream import DirectConnector, ForbiddenDestination
 from .interfaces import IProxyObserver, IUpstreamConnector
 
 __all__ = ["ConnectProxyFactory", "ConnectProxyProtocol", "ProxySettings"]
@@ -52,6 +55,9 @@ __all__ = ["ConnectProxyFactory", "ConnectProxyProtocol", "ProxySettings"]
 #: bytes the proxy keeps reading and discarding before it closes.
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 256 * 1024
+
+#: How many 407 challenges one connection gets before it is closed.
+MAX_CHALLENGES = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +74,10 @@ class ProxySettings:
         connection is aborted.
     @ivar maxRequestLine: Longest request line accepted, in bytes (414).
     @ivar maxHeadSize: Largest request head accepted, in bytes (431).
+    @ivar maxConnections: Most client connections at once (503 beyond; 0
+        for no limit).  By default, what the descriptor limit allows.
+    @ivar maxConnectionsPerClient: Most connections at once from one client
+        address (503 beyond; 0 for no limit).
     """
 
     requestTimeout: float = 30.0
@@ -76,6 +86,19 @@ class ProxySettings:
     abortTimeout: float = 15.0
     maxRequestLine: int = 8192
     maxHeadSize: int = 65536
+    maxConnections: int = field(default_factory=lambda: defaultMaxConnections())
+    maxConnectionsPerClient: int = 0
+
+
+def defaultMaxConnections() -> int:
+    """
+    The default limit on client connections: what the process's descriptor
+    limit allows with two descriptors per tunnel and some to spare.
+    """
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 10000
+    return max(16, (soft - 64) // 2)
 
 
 def _connectErrorStatus(failure: Failure) -> tuple[int, str]:
@@ -135,6 +158,8 @@ class ConnectProxyProtocol(Protocol):
     factory: ConnectProxyFactory
     request: ConnectRequest | None = None
     tunnel: ProxyTunnel | None = None
+    user: str | None = None
+    clientHost = ""
 
     def __init__(self, factory: ConnectProxyFactory) -> None:
         self.factory = factory
@@ -143,13 +168,16 @@ class ConnectProxyProtocol(Protocol):
         self._parser = ConnectRequestParser(
             self._settings.maxRequestLine, self._settings.maxHeadSize
         )
-        self._receive: Callable[[bytes], None] = self._headReceived
+        self._receive: Callable[[bytes], None] = self._firstReceived
         self._early = bytearray()
         self._client = ""
         self._timer: IDelayedCall | None = None
-        self._connecting: Deferred[IProtocol] | None = None
-        self._connectTimedOut = False
+        self._pending: Deferred[Any] | None = None
+        self._timedOut = False
         self._paused = False
+        self._parsing = False
+        self._nextHead: bytes | None = None
+        self._challenges = 0
         self._discarded = 0
         self._closing = False
         self._gone = False
@@ -157,16 +185,51 @@ class ConnectProxyProtocol(Protocol):
     def connectionMade(self) -> None:
         self._transport = cast(TunnelTransport, self.transport)
         self._client = formatAddress(self._transport.getPeer())
-        self._timer = self._clock.callLater(
-            self._settings.requestTimeout, self._requestTimedOut
-        )
+        self._armRequestTimer()
 
     def dataReceived(self, data: bytes) -> None:
         self._receive(data)
 
     # Phase 1: the request head.
 
+    def _armRequestTimer(self) -> None:
+        self._timer = self._clock.callLater(
+            self._settings.requestTimeout, self._requestTimedOut
+        )
+
+    def _firstReceived(self, data: bytes) -> None:
+        """
+        Check the client's address once it has sent something (behind a
+        PROXY-protocol listener, only then is the real address known).
+        """
+        self._receive = self._headReceived
+        # The peer may have changed since connectionMade (PROXY protocol).
+        self._client = formatAddress(self._transport.getPeer())
+        refused = self.factory.gatekeeper.checkClient(self._transport.getPeer())
+        if refused is not None:
+            self._refuse(refused.status, refused.reason)
+            return
+        self._headReceived(data)
+
     def _headReceived(self, data: bytes) -> None:
+        """
+        Parse bytes of a request head.  A request answered at once with a
+        407 (the connection stays open) hands the bytes after it back here;
+        they are parsed in this loop rather than recursively, so a client
+        that pipelines many requests cannot exhaust the stack.
+        """
+        self._nextHead = data
+        if self._parsing:
+            return
+        self._parsing = True
+        try:
+            while self._nextHead is not None:
+                data, self._nextHead = self._nextHead, None
+                self._parseHead(data)
+        finally:
+            self._parsing = False
+
+    def _parseHead(self, data: bytes) -> None:
         try:
             result = self._parser.feed(data)
         except BadRequest as e:
@@ -184,17 +247,17 @@ class ConnectProxyProtocol(Protocol):
                 405, "this proxy only tunnels with CONNECT", [("Allow", "CONNECT")]
             )
             return
-        self._connectUpstream(request)
+        self._admit(request)
 
     def _requestTimedOut(self) -> None:
         self._timer = None
         self._refuse(408, "the request head took too long")
 
-    # Phase 2: connecting upstream.
+    # Phase 2: admission and connecting upstream, under one deadline.
 
     def _earlyReceived(self, data: bytes) -> None:
         """
-        Keep bytes that arrive while the upstream connect is in flight.
+        Keep bytes that arrive while the request is checked and connected.
 
         The client is still read from, so that a client that leaves is
         noticed and its connect cancelled; once it has sent more than the
@@ -205,37 +268,94 @@ class ConnectProxyProtocol(Protocol):
             self._paused = True
             self._transport.pauseProducing()
 
-    def _connectUpstream(self, request: ConnectRequest) -> None:
-        upstream = _UpstreamProtocol()
+    def _admit(self, request: ConnectRequest) -> None:
         self._timer = self._clock.callLater(
-            self._settings.connectTimeout, self._connectDeadline
+            self._settings.connectTimeout, self._deadline
         )
-        try:
-            d = self.factory.connector.connectUpstream(request, upstream)
-        except Exception:
-            self._log.failure("upstream connector failed")
-            self._cancelTimer()
-            self._refuse(502, "could not connect to the target")
-            return
-        self._connecting = d
+        d = self.factory.gatekeeper.admit(self._transport.getPeer(), request)
+        self._pending = d
+        d.addCallbacks(self._admitted, self._notAdmitted)
+
+    def _admitted(self, user: str | None) -> None:
+        self._pending = None
+        self.user = user
+        request = self.request
+        assert request is not None
+        d = maybeDeferred(
+            self.factory.connector.connectUpstream, request, _UpstreamProtocol()
+        )
+        self._pending = d
         d.addCallbacks(self._upstreamConnected, self._upstreamFailed)
 
-    def _connectDeadline(self) -> None:
+    def _notAdmitted(self, failure: Failure) -> None:
+        self._pending = None
+        if self._gone:
+            return
+        if self._timedOut:
+            self._refuse(503, "timed out checking access")
+            return
+        if not failure.check(Refused):
+            self._log.failure("access check failed", failure)
+            self._refuse(500, "access check failed")
+            return
+        refused = failure.value
+        assert isinstance(refused, Refused)
+        self.user = refused.user
+        if refused.keepAlive and _keepsAlive(self.request):
+            self._challenge(refused)
+        else:
+            self._refuse(refused.status, refused.reason, refused.headers)
+
+    def _challenge(self, refused: Refused) -> None:
+        """
+        Answer with an error (a 407) and read the next request on the same
+        connection, up to L{MAX_CHALLENGES} times.
+        """
+        self._challenges += 1
+        if self._challenges > MAX_CHALLENGES:
+            self._refuse(refused.status, refused.reason, refused.headers)
+            return
+        self._cancelTimer()
+        self._transport.write(
+            errorResponse(
+                refused.status, refused.reason, close=False, headers=refused.headers
+            )
+        )
+        self._report(refused.status, refused.reason)
+        self.request = None
+        self._parser = ConnectRequestParser(
+            self._settings.maxRequestLine, self._settings.maxHeadSize
+        )
+        self._receive = self._headReceived
+        self._armRequestTimer()
+        if self._paused:
+            self._paused = False
+            self._transport.resumeProducing()
+        if self._early:
+            early = bytes(self._early)
+            del self._early[:]
+            self._headReceived(early)
+
+    def _deadline(self) -> None:
         self._timer = None
-        self._connectTimedOut = True
-        if self._connecting is not None:
-            self._connecting.cancel()
+        self._timedOut = True
+        if self._pending is not None:
+            self._pending.cancel()
 
     def _upstreamFailed(self, failure: Failure) -> None:
-        self._connecting = None
+        self._pending = None
         self._cancelTimer()
         if self._gone:
             return
-        if self._connectTimedOut or failure.check(ConnectingCancelledError):
+        if self._timedOut or failure.check(ConnectingCancelledError):
             self._refuse(504, "timed out connecting to the target")
             return
-        if failure.check(CancelledError):
+        if failure.check(ForbiddenDestination):
+            assert isinstance(failure.value, ForbiddenDestination)
+            self._refuse(403, f"destination not allowed: {failure.value.reason}")
             return
+        if not failure.check(ConnectError):
+            self._log.failure("upstream connector failed", failure)
         status, reason = _connectErrorStatus(failure)
         self._log.info(
             "connect to {target} failed: {error}",
@@ -247,7 +367,7 @@ class ConnectProxyProtocol(Protocol):
         self._refuse(status, reason)
 
     def _upstreamConnected(self, upstream: IProtocol) -> None:
-        self._connecting = None
+        self._pending = None
         self._cancelTimer()
         assert isinstance(upstream, _UpstreamProtocol)
         request = self.request
@@ -289,14 +409,14 @@ class ConnectProxyProtocol(Protocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._gone = True
         self._cancelTimer()
-        if self._connecting is not None:
+        if self._pending is not None:
             self._log.info(
                 "client {client} went away while connecting to {target}",
                 event="connect_abandoned",
                 client=self._client,
                 target=self.request.authority if self.request else "",
             )
-            self._connecting.cancel()
+            self._pending.cancel()
         if self.tunnel is not None:
             self.tunnel.clientConnectionLost(reason)
         self.factory.connectionClosed(self)
@@ -318,6 +438,7 @@ class ConnectProxyProtocol(Protocol):
             bytesDown=tunnel.bytesDown,
             duration=0.0 if end is None else end - tunnel.openedAt,
             reason=tunnel.closeReason,
+            user=self.user,
         )
 
     # Errors.
@@ -338,17 +459,8 @@ class ConnectProxyProtocol(Protocol):
         self._closing = True
         self._cancelTimer()
         self._receive = self._discardReceived
-        request = self.request
         self._transport.write(errorResponse(status, reason, headers=headers))
-        self.factory.requestRefused(
-            RefusedRequest(
-                client=self._client,
-                method=request.method if request else "",
-                target=request.target if request else "",
-                status=status,
-                reason=reason,
-            )
-        )
+        self._report(status, reason)
         if canHalfClose(self._transport):
             self._transport.loseWriteConnection()  # type: ignore[attr-defined]
             self._timer = self._clock.callLater(
@@ -356,6 +468,19 @@ class ConnectProxyProtocol(Protocol):
             )
         else:
             self._close()
+
+    def _report(self, status: int, reason: str) -> None:
+        request = self.request
+        self.factory.requestRefused(
+            RefusedRequest(
+                client=self._client,
+                method=request.method if request else "",
+                target=request.target if request else "",
+                status=status,
+                reason=reason,
+                user=self.user,
+            )
+        )
 
     def _discardReceived(self, data: bytes) -> None:
         """
@@ -384,23 +509,76 @@ class ConnectProxyProtocol(Protocol):
             self._timer = None
 
 
+def _keepsAlive(request: ConnectRequest | None) -> bool:
+    """
+    Whether the client asked to keep its connection open after a response
+    (RFC 9112 section 9.3): HTTP/1.1 unless it said C{close}, HTTP/1.0 only
+    if it said C{keep-alive}.
+    """
+    if request is None:
+        return False
+    tokens: set[str] = set()
+    for name, value in request.headers:
+        if name in ("connection", "proxy-connection"):
+            tokens.update(t.strip().lower() for t in value.split(","))
+    if "close" in tokens:
+        return False
+    return request.version == (1, 1) or "keep-alive" in tokens
+
+
 def _discard(data: bytes) -> None:
     """
     Ignore bytes from a client whose connection is closing.
     """
 
 
+class _LimitRefusal(Protocol):
+    """
+    Answers 503 at once to a connection over a limit, and closes it.
+    """
+
+    def __init__(self, factory: ConnectProxyFactory, reason: str) -> None:
+        self._factory = factory
+        self._reason = reason
+
+    def connectionMade(self) -> None:
+        self._factory.refusing += 1
+        transport = cast(TunnelTransport, self.transport)
+        transport.write(errorResponse(503, self._reason))
+        transport.loseConnection()
+        self._abort = self._factory.reactor.callLater(
+            self._factory.settings.abortTimeout, transport.abortConnection
+        )
+        self._factory.requestRefused(
+            RefusedRequest(
+                client=formatAddress(transport.getPeer()),
+                method="",
+                target="",
+                status=503,
+                reason=self._reason,
+            )
+        )
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._factory.refusing -= 1
+        if self._abort.active():
+            self._abort.cancel()
+
+
 class ConnectProxyFactory(Factory):
     """
     Builds a L{ConnectProxyProtocol} per client connection and holds what
-    they share: settings, the clock, the upstream connector and the
-    observers.
+    they share: settings, the clock, the access checks, the upstream
+    connector and the observers.
 
     @ivar reactor: The reactor (clock, resolver, connector) in use.
     @ivar settings: The proxy's tunables.
+    @ivar gatekeeper: The access checks.
     @ivar connector: How upstream connections are made.
     @ivar observer: Where reports go (all the observers given).
     @ivar connections: The client connections now open.
+    @ivar refusing: How many connections over a limit are being answered
+        with a 503 now.
     @ivar openTunnels: How many tunnels are open now.
     """
 
@@ -413,39 +591,107 @@ class ConnectProxyFactory(Factory):
         settings: ProxySettings | None = None,
         connector: IUpstreamConnector | None = None,
         observers: Iterable[IProxyObserver] | None = None,
+        gatekeeper: Gatekeeper | None = None,
     ) -> None:
         """
         @param reactor: Provides L{IReactorTime} and, for the default
             connector, name resolution and TCP.
         @param settings: Tunables; the defaults when C{None}.
         @param connector: Makes upstream connections; a L{DirectConnector}
-            over C{reactor} when C{None}.
+            over C{reactor} when C{None}, with the gatekeeper's network
+            rules.
         @param observers: Told of refusals and tunnels; the access log when
             C{None}.
+        @param gatekeeper: The access checks; the safe defaults (loopback
+            clients, port 443, no authentication) when C{None}.
         """
         self.reactor: Any = reactor
         self.settings = settings if settings is not None else ProxySettings()
+        if gatekeeper is None:
+            gatekeeper = Gatekeeper(AccessRules.defaults())
+        self.gatekeeper = gatekeeper
         if connector is None:
-            connector = DirectConnector(reactor, self.settings.connectTimeout)
+            connector = DirectConnector(
+                reactor, self.settings.connectTimeout, gatekeeper.rules.networks
+            )
         self.connector = connector
         if observers is None:
             observers = [AccessLogObserver()]
         self.observer = ObserverFanOut(observers)
         self.connections: set[ConnectProxyProtocol] = set()
         self.openTunnels = 0
+        self.refusing = 0
+        self._perClient: dict[str, int] = {}
+        self._shed = 0
+        self._shedLogged: float | None = None
 
-    def buildProtocol(  # type: ignore[override]
-        self, addr: IAddress | None
-    ) -> ConnectProxyProtocol:
+    def reconfigure(self, settings: ProxySettings, gatekeeper: Gatekeeper) -> None:
+        """
+        Use new settings and access checks for new connections (a reload);
+        established tunnels carry on as they are.
+        """
+        self.settings = settings
+        self.gatekeeper = gatekeeper
+        if isinstance(self.connector, DirectConnector):
+            self.connector.networks = gatekeeper.rules.networks
+
+    def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
+        clientHost, _ = clientHostPort(addr)
+        refusal = self._overLimit(clientHost)
+        if refusal is not None:
+            return self._shedOrRefuse(refusal)
         protocol = ConnectProxyProtocol(self)
+        protocol.clientHost = clientHost
         self.connections.add(protocol)
+        if clientHost:
+            self._perClient[clientHost] = self._perClient.get(clientHost, 0) + 1
         return protocol
+
+    def _overLimit(self, clientHost: str) -> str | None:
+        settings = self.settings
+        total = settings.maxConnections
+        if total and len(self.connections) >= total:
+            return "the proxy has too many connections"
+        perClient = settings.maxConnectionsPerClient
+        if perClient and clientHost and self._perClient.get(clientHost, 0) >= perClient:
+            return "this client has too many connections"
+        return None
+
+    def _shedOrRefuse(self, reason: str) -> Protocol | None:
+        """
+        Refuse a connection over a limit: with a 503, or (far over the total
+        limit, where even a response costs too much) by closing it at once,
+        logging a count at most once a second.
+        """
+        limit = self.settings.maxConnections
+        open = len(self.connections) + self.refusing
+        if limit and open >= limit + max(16, limit // 10):
+            self._shed += 1
+            now = self.reactor.seconds()
+            if self._shedLogged is None or now - self._shedLogged >= 1.0:
+                self._log.warn(
+                    "closed {count} connections at once: {reason}",
+                    event="connections_shed",
+                    count=self._shed,
+                    reason=reason,
+                )
+                self._shed = 0
+                self._shedLogged = now
+            return None
+        return _LimitRefusal(self, reason)
 
     def connectionClosed(self, protocol: ConnectProxyProtocol) -> None:
         """
         A client connection is gone.
         """
         self.connections.discard(protocol)
+        clientHost = protocol.clientHost
+        if clientHost:
+            count = self._perClient.get(clientHost, 0) - 1
+            if count > 0:
+                self._perClient[clientHost] = count
+            else:
+                self._perClient.pop(clientHost, None)
 
     def requestRefused(self, event: RefusedRequest) -> None:
         self.observer.requestRefused(event)

@@ -18,10 +18,17 @@ if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
     from twisted.internet.interfaces import IProtocol
 
+    from ._access import AccessRequest, Refusal
     from ._observer import RefusedRequest, TunnelRecord
     from ._parser import ConnectRequest
 
-__all__ = ["API_VERSION", "IProxyObserver", "IUpstreamConnector"]
+__all__ = [
+    "API_VERSION",
+    "IAccessPolicy",
+    "IAccessPolicyFactory",
+    "IProxyObserver",
+    "IUpstreamConnector",
+]
 
 #: The version of the plugin API described here.
 API_VERSION = 1
@@ -79,3 +86,43 @@ class IProxyObserverRecord(Interface):
 
     client = Attribute("The client's address, as text.")
     status = Attribute("The HTTP status the request was answered with.")
+
+
+class IAccessPolicy(Interface):
+    """
+    Decides whether a client (and its user, if authenticated) may tunnel to
+    a target.  Policies run after authentication and after the built-in
+    rules, in the order they were given; the first refusal wins.
+    """
+
+    def checkAccess(
+        access: AccessRequest,
+    ) -> Refusal | Deferred[Refusal | None] | None:
+        """
+        @param access: Who asks for what.
+        @return: C{None} to let the request go on to the next policy, or a
+            L{connectproxy.Refusal} (its status and reason are sent to the
+            client), or a Deferred firing with either.  A policy that raises
+            or fails refuses with 500.
+        """
+
+
+class IAccessPolicyFactory(Interface):
+    """
+    A plugin that makes L{IAccessPolicy} providers from the command line:
+    C{--policy NAME[:ARGUMENT]}.  Plugins are found with
+    L{twisted.plugin.getPlugins} in the L{connectproxy.plugins} package;
+    the plugin object must also provide L{twisted.plugin.IPlugin}.
+    """
+
+    name = Attribute("The name operators choose it by, for example 'hostlist'.")
+    description = Attribute("One sentence for --help-policies.")
+
+    def policyFromArgument(argument: str) -> IAccessPolicy:
+        """
+        @param argument: What followed C{NAME:} on the command line (C{""}
+            when nothing did).
+        @return: The policy.
+        @raise ValueError: With a message for the operator when the argument
+            is not valid; the command stops before listening.
+        """

@@ -6,18 +6,39 @@ L{Options} and L{makeService}.
 
 from __future__ import annotations
 
+import ipaddress
+import signal
+import sys
+from collections.abc import Sequence
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import MultiService
+from twisted.application.service import MultiService, Service
+from twisted.cred.credentials import IUsernamePassword
+from twisted.cred.strcred import AuthOptionMixin
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.testing import MemoryReactor
 from twisted.logger import Logger
+from twisted.plugin import getPlugins
 from twisted.python import usage
 
+from . import plugins as pluginPackage
+from ._admission import Gatekeeper, userPortal
+from ._auth import FailureLimiter
+from ._config import applyConfig, givenOnCommandLine, loadConfig
 from ._observer import formatAddress
+from ._policy import (
+    DEFAULT_PORTS,
+    AccessRules,
+    ClientRules,
+    HostRules,
+    NetworkRules,
+    PortRules,
+    parsePortRange,
+)
 from ._server import ConnectProxyFactory, ProxySettings
+from .interfaces import IAccessPolicy, IAccessPolicyFactory
 
 __all__ = ["DEFAULT_LISTEN", "Options", "makeService"]
 
@@ -37,10 +58,7 @@ def _positiveFloat(text: str) -> float:
     return value
 
 
-_positiveFloat.coerceDoc = "Seconds, a positive number."  # type: ignore[attr-defined]
-
-
-def _positiveInt(text: str) -> int:
+def _byteCount(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -50,28 +68,79 @@ def _positiveInt(text: str) -> int:
     return value
 
 
-_positiveInt.coerceDoc = "Bytes, a whole number, at least 64."  # type: ignore[attr-defined]
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise ValueError(f"{text!r} must not be negative")
+    return value
 
 
-class Options(usage.Options):
+_positiveFloat.coerceDoc = "Seconds, a positive number."  # type: ignore[attr-defined]
+_byteCount.coerceDoc = "Bytes, a whole number, at least 64."  # type: ignore[attr-defined]
+_count.coerceDoc = "A whole number; 0 means no limit."  # type: ignore[attr-defined]
+
+
+def _network(text: str) -> str:
+    try:
+        ipaddress.ip_network(text, strict=True)
+    except ValueError as e:
+        raise ValueError(f"{text!r} is not a network ({e})") from None
+    return text
+
+
+def policyFactories() -> dict[str, IAccessPolicyFactory]:
+    """
+    The access policy plugins installed, by name.
+    """
+    return {
+        factory.name: factory
+        for factory in getPlugins(IAccessPolicyFactory, pluginPackage)
+    }
+
+
+class Options(usage.Options, AuthOptionMixin):
     """
     Options for C{twistd connectproxy}.
+
+    @ivar argv: The arguments parsed, kept so that a reload can parse them
+        again (and re-read the configuration file).
+    @ivar rules: The built-in access rules, after L{postOptions}.
+    @ivar policies: The plugin policies, in order, after L{postOptions}.
     """
 
     synopsis = "[options]"
     longdesc = (
         "An HTTP CONNECT forward proxy. Clients send 'CONNECT host:port'; the "
         "proxy connects to the target and relays bytes both ways. By default "
-        "it listens on 127.0.0.1:3128 only."
+        "it listens on 127.0.0.1:3128, serves loopback clients only, tunnels "
+        "to port 443 only, and never to loopback, private or other "
+        "non-global addresses. Options can also come from --config FILE "
+        "(TOML, the same keys); the command line wins. SIGHUP re-reads the "
+        "file, password files and rules without dropping tunnels."
     )
 
-    optParameters = [
+    supportedInterfaces = [IUsernamePassword]
+
+    optFlags: list[list[Any]] = [
+        [
+            "auth-allow-plaintext",
+            None,
+            "Accept plaintext passwords in htpasswd files (refused otherwise).",
+        ],
+    ]
+
+    optParameters: list[list[Any]] = [
+        ["config", None, None, "Read options from this TOML file."],
         [
             "connect-timeout",
             None,
             _defaults.connectTimeout,
-            "Seconds allowed for the whole upstream connect, name resolution "
-            "and every address tried included; the client then gets 504.",
+            "Seconds allowed for everything between the request head and the "
+            "200: access checks, name resolution and every address tried; the "
+            "client then gets 504 (503 while access is still being checked).",
             _positiveFloat,
         ],
         [
@@ -102,7 +171,7 @@ class Options(usage.Options):
             None,
             _defaults.maxRequestLine,
             "Longest request line accepted, in bytes; longer gets 414.",
-            _positiveInt,
+            _byteCount,
         ],
         [
             "max-head-size",
@@ -110,13 +179,88 @@ class Options(usage.Options):
             _defaults.maxHeadSize,
             "Largest request head (request line and header fields) accepted, "
             "in bytes; larger gets 431.",
-            _positiveInt,
+            _byteCount,
+        ],
+        [
+            "max-connections",
+            None,
+            _defaults.maxConnections,
+            "Most client connections at once; more get 503. The default is "
+            "what the process's descriptor limit allows.",
+            _count,
+        ],
+        [
+            "max-connections-per-client",
+            None,
+            _defaults.maxConnectionsPerClient,
+            "Most connections at once from one client address; more get 503.",
+            _count,
+        ],
+        [
+            "auth-realm",
+            None,
+            "connectproxy",
+            "The realm named in Proxy-Authenticate challenges.",
+        ],
+        [
+            "auth-cache-ttl",
+            None,
+            30.0,
+            "Seconds a verified user name and password is remembered (as a "
+            "keyed hash) before it is verified again; 0 turns this off.",
+            float,
+        ],
+        [
+            "auth-max-failures",
+            None,
+            10,
+            "Failed logins from one client address within --auth-failure-window "
+            "before it is refused with 429 for --auth-block-time; 0 turns "
+            "this off.",
+            _count,
+        ],
+        [
+            "auth-failure-window",
+            None,
+            60.0,
+            "Seconds over which failed logins are counted.",
+            _positiveFloat,
+        ],
+        [
+            "auth-block-time",
+            None,
+            60.0,
+            "Seconds a client address is refused after too many failed logins.",
+            _positiveFloat,
         ],
     ]
 
+    #: Repeatable options, each a list of strings.
+    _lists = (
+        "listen",
+        "allow-port",
+        "allow-network",
+        "deny-network",
+        "allow-host",
+        "deny-host",
+        "allow-client",
+        "policy",
+    )
+
     def __init__(self) -> None:
         super().__init__()
-        self["listen"] = []
+        for name in self._lists:
+            self[name] = []
+        self.argv: list[str] = []
+        self.rules = AccessRules.defaults()
+        self.policies: list[IAccessPolicy] = []
+
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        self.argv = list(sys.argv[1:] if options is None else options)
+        super().parseOptions(self.argv)
+
+    def _append(self, name: str, value: str) -> None:
+        self[name].append(value)
 
     def opt_listen(self, description: str) -> None:
         """
@@ -132,15 +276,156 @@ class Options(usage.Options):
             raise usage.UsageError(
                 f"--listen {description!r} is not a valid listener: {e}"
             ) from None
-        self["listen"].append(description)
+        self._append("listen", description)
+
+    def opt_allow_port(self, ports: str) -> None:
+        """
+        Allow CONNECT to this port or range of ports, like 443 or 8000-8080
+        (repeatable). [default: 443]
+        """
+        try:
+            parsePortRange(ports)
+        except ValueError as e:
+            raise usage.UsageError(f"--allow-port: {e}") from None
+        self._append("allow-port", ports)
+
+    def opt_allow_network(self, network: str) -> None:
+        """
+        Allow tunnels to addresses in this network (CIDR, repeatable), for
+        example 10.1.0.0/16. By default only globally routable addresses
+        are allowed; the most specific --allow-network or --deny-network
+        rule wins.
+        """
+        self._addNetwork("allow-network", network)
+
+    def opt_deny_network(self, network: str) -> None:
+        """
+        Deny tunnels to addresses in this network (CIDR, repeatable).
+        """
+        self._addNetwork("deny-network", network)
+
+    def _addNetwork(self, name: str, network: str) -> None:
+        try:
+            _network(network)
+        except ValueError as e:
+            raise usage.UsageError(f"--{name}: {e}") from None
+        self._append(name, network)
+
+    def opt_allow_host(self, pattern: str) -> None:
+        """
+        Allow tunnels to this host name, or to names under a domain with
+        *.example.com (repeatable). Once any is given, other names are
+        denied.
+        """
+        self._addHost("allow-host", pattern)
+
+    def opt_deny_host(self, pattern: str) -> None:
+        """
+        Deny tunnels to this host name, or to names under a domain with
+        *.example.com (repeatable).
+        """
+        self._addHost("deny-host", pattern)
+
+    def _addHost(self, name: str, pattern: str) -> None:
+        try:
+            HostRules.fromStrings(allow=[pattern])
+        except ValueError as e:
+            raise usage.UsageError(f"--{name}: {e}") from None
+        self._append(name, pattern)
+
+    def opt_allow_client(self, network: str) -> None:
+        """
+        Serve clients from this network (CIDR, repeatable), besides loopback
+        clients. Others get 403.
+        """
+        try:
+            _network(network)
+        except ValueError as e:
+            raise usage.UsageError(f"--allow-client: {e}") from None
+        self._append("allow-client", network)
+
+    def opt_policy(self, description: str) -> None:
+        """
+        Apply this access policy plugin, as NAME or NAME:ARGUMENT
+        (repeatable; applied in order after the built-in rules). See
+        --help-policies.
+        """
+        name = description.partition(":")[0]
+        if name not in policyFactories():
+            raise usage.UsageError(
+                f"--policy: no policy plugin named {name!r} "
+                f"(installed: {', '.join(sorted(policyFactories())) or 'none'})"
+            )
+        self._append("policy", description)
+
+    def opt_help_policies(self) -> None:
+        """
+        List the installed access policy plugins and exit.
+        """
+        for name, factory in sorted(policyFactories().items()):
+            sys.stdout.write(f"{name}: {factory.description}\n")
+        raise SystemExit(0)
 
     def postOptions(self) -> None:
+        if self["config"] is not None:
+            self._applyConfig(self["config"])
         if not self["listen"]:
             self["listen"] = [DEFAULT_LISTEN]
+        if not self["allow-port"]:
+            self["allow-port"] = list(DEFAULT_PORTS)
         if self["max-head-size"] < self["max-request-line"]:
             raise usage.UsageError(
                 "--max-head-size must be at least --max-request-line"
             )
+        if self["auth-cache-ttl"] < 0:
+            raise usage.UsageError("--auth-cache-ttl must not be negative")
+        try:
+            self.rules = AccessRules(
+                ports=PortRules.fromStrings(self["allow-port"]),
+                networks=NetworkRules.fromStrings(
+                    allow=self["allow-network"], deny=self["deny-network"]
+                ),
+                hosts=HostRules.fromStrings(
+                    allow=self["allow-host"], deny=self["deny-host"]
+                ),
+                clients=ClientRules.fromStrings(allow=self["allow-client"]),
+            )
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
+        self.policies = [self._makePolicy(d) for d in self["policy"]]
+        for checker in self.checkers():
+            if self["auth-allow-plaintext"] and hasattr(checker, "allowPlaintext"):
+                # Entries are classified when the file is read.
+                checker.allowPlaintext = True
+                checker.reload()
+
+    def _makePolicy(self, description: str) -> IAccessPolicy:
+        name, _, argument = description.partition(":")
+        try:
+            return policyFactories()[name].policyFromArgument(argument)
+        except ValueError as e:
+            raise usage.UsageError(f"--policy {name}: {e}") from None
+
+    def _applyConfig(self, path: str) -> None:
+        parameters = {
+            row[0]: row[4] if len(row) > 4 else str for row in self.optParameters
+        }
+        del parameters["config"]
+        lists = {
+            name: getattr(self, "opt_" + name.replace("-", "_")) for name in self._lists
+        }
+        lists["auth"] = self.opt_auth
+        flags = [row[0] for row in self.optFlags]
+        given = givenOnCommandLine(self.argv, [*parameters, *lists, *flags])
+        applyConfig(
+            path,
+            loadConfig(path),
+            given,
+            parameters,
+            lists,
+            flags,
+            self.__setitem__,
+        )
 
     def settings(self) -> ProxySettings:
         """
@@ -153,15 +438,60 @@ class Options(usage.Options):
             abortTimeout=self["abort-timeout"],
             maxRequestLine=self["max-request-line"],
             maxHeadSize=self["max-head-size"],
+            maxConnections=self["max-connections"],
+            maxConnectionsPerClient=self["max-connections-per-client"],
         )
+
+    def checkers(self) -> list[Any]:
+        """
+        The credential checkers from C{--auth}.
+        """
+        return list(self.get("credCheckers", []))
+
+    def gatekeeper(self, reactor: Any) -> Gatekeeper:
+        """
+        Build the access checks these options describe.
+
+        @param reactor: The clock and thread-pool host for the checkers.
+        """
+        checkers = self.checkers()
+        for checker in checkers:
+            bind = getattr(checker, "bind", None)
+            if bind is not None:
+                bind(reactor)
+        limiter = None
+        if self["auth-max-failures"]:
+            limiter = FailureLimiter(
+                reactor,
+                maxFailures=self["auth-max-failures"],
+                window=self["auth-failure-window"],
+                blockFor=self["auth-block-time"],
+            )
+        return Gatekeeper(
+            self.rules,
+            self.policies,
+            userPortal(checkers) if checkers else None,
+            self["auth-realm"],
+            limiter,
+        )
+
+    def unauthenticated(self) -> bool:
+        """
+        Whether clients tunnel without authenticating (no C{--auth}).
+        """
+        return not self.checkers()
 
 
 class _ListenerService(StreamServerEndpointService):
     """
-    A listener that says where it listens once it does (useful with port 0).
+    A listener that says where it listens once it does (useful with port 0),
+    and warns loudly when that is a non-loopback address without
+    authentication.
     """
 
     _log = Logger()
+    unauthenticated = False
+    clientRules: Sequence[str] = ()
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
@@ -177,27 +507,136 @@ class _ListenerService(StreamServerEndpointService):
             host=getattr(address, "host", None),
             port=getattr(address, "port", None),
         )
+        host = getattr(address, "host", None)
+        if self.unauthenticated and isinstance(host, str):
+            if not ipaddress.ip_address(host.partition("%")[0]).is_loopback:
+                self._warnOpen(formatAddress(address))
         return port
+
+    def _warnOpen(self, address: str) -> None:
+        if self.clientRules:
+            self._log.critical(
+                "OPEN PROXY: listening on {address} without authentication; "
+                "every client in {clients} can tunnel through it. Add --auth "
+                "unless that is what you want.",
+                event="open_proxy",
+                address=address,
+                clients=", ".join(self.clientRules),
+            )
+        else:
+            self._log.critical(
+                "listening on {address} without authentication and without "
+                "--allow-client: only loopback clients are served, everyone "
+                "else gets 403. Add --auth and/or --allow-client.",
+                event="open_proxy",
+                address=address,
+            )
+
+
+class _ReloadService(Service):
+    """
+    Re-reads the configuration on SIGHUP (or when L{reload} is called):
+    the configuration file, password files and rules.  New connections use
+    the new configuration; established tunnels carry on.  A configuration
+    that does not load is logged and the old one kept.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        options: Options,
+        factory: ConnectProxyFactory,
+        reactor: Any,
+        installSignal: bool,
+    ) -> None:
+        self._options = options
+        self._factory = factory
+        self._reactor = reactor
+        self._installSignal = installSignal
+        self._previousHandler: Any = None
+        self._checkers = options.checkers()
+
+    def startService(self) -> None:
+        super().startService()
+        if self._installSignal and hasattr(signal, "SIGHUP"):
+            self._previousHandler = signal.signal(signal.SIGHUP, self._onSignal)
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._installSignal and hasattr(signal, "SIGHUP"):
+            signal.signal(signal.SIGHUP, self._previousHandler or signal.SIG_DFL)
+        _stopCheckers(self._checkers)
+
+    def _onSignal(self, signum: int, frame: object) -> None:
+        self._reactor.callFromThread(self.reload)
+
+    def reload(self) -> bool:
+        """
+        Load the configuration again.
+
+        @return: Whether the new configuration is in use.
+        """
+        options = Options()
+        try:
+            options.parseOptions(self._options.argv)
+            gatekeeper = options.gatekeeper(self._reactor)
+        except (usage.UsageError, ValueError, OSError) as e:
+            self._log.error(
+                "configuration reload failed, keeping the old configuration: {error}",
+                event="reload_failed",
+                error=str(e),
+            )
+            return False
+        if options["listen"] != self._options["listen"]:
+            self._log.warn(
+                "--listen changes take effect only after a restart",
+                event="reload_listen_ignored",
+            )
+        old, self._checkers = self._checkers, options.checkers()
+        self._options = options
+        self._factory.reconfigure(options.settings(), gatekeeper)
+        # Verifications already running on the old checkers finish within
+        # the admission deadline; stop their threads after it.
+        self._reactor.callLater(options["connect-timeout"] + 1, _stopCheckers, old)
+        self._log.info("configuration reloaded", event="reloaded")
+        return True
+
+
+def _stopCheckers(checkers: Sequence[Any]) -> None:
+    for checker in checkers:
+        stop = getattr(checker, "stop", None)
+        if stop is not None:
+            stop()
 
 
 def makeService(options: Options, reactor: Any = None) -> MultiService:
     """
     Build the proxy service: one listener per C{--listen}, sharing one
-    factory.
+    factory, and the reload service (SIGHUP, with the global reactor).
 
     @param options: Parsed L{Options}.
     @param reactor: The reactor to use; the global one when C{None}.
-    @return: A L{MultiService} holding the listeners.
+    @return: A L{MultiService} holding the listeners; its child named
+        C{"reload"} has a C{reload()} method.
     """
+    installSignal = reactor is None
     if reactor is None:
         from twisted.internet import reactor as globalReactor
 
         reactor = globalReactor
-    factory = ConnectProxyFactory(reactor, options.settings())
+    factory = ConnectProxyFactory(
+        reactor, options.settings(), gatekeeper=options.gatekeeper(reactor)
+    )
     service = MultiService()
     service.setName("connectproxy")
     for description in options["listen"]:
         listener = _ListenerService(serverFromString(reactor, description), factory)
         listener._raiseSynchronously = True
+        listener.unauthenticated = options.unauthenticated()
+        listener.clientRules = options["allow-client"]
         listener.setServiceParent(service)
+    reloader = _ReloadService(options, factory, reactor, installSignal)
+    reloader.setName("reload")
+    reloader.setServiceParent(service)
     return service

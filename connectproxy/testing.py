@@ -18,27 +18,37 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from twisted.internet.address import IPv4Address
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IProtocol
+from twisted.internet.interfaces import (
+    IHostnameResolver,
+    IHostResolution,
+    IProtocol,
+    IResolutionReceiver,
+)
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ._access import AccessRequest, Refusal
+from ._admission import Gatekeeper
 from ._observer import RefusedRequest, TunnelRecord
 from ._parser import ConnectRequest
-from ._server import ConnectProxyFactory, ConnectProxyProtocol, ProxySettings
-from .interfaces import IProxyObserver, IUpstreamConnector
+from ._server import ConnectProxyFactory, ProxySettings
+from .interfaces import IAccessPolicy, IProxyObserver, IUpstreamConnector
 
 __all__ = [
     "ConnectAttempt",
     "FakeConnector",
+    "FakeResolver",
     "HalfCloseableStringTransport",
     "ProxyHarness",
     "RecordingObserver",
+    "accessRequest",
+    "checkPolicy",
 ]
 
 
@@ -166,7 +176,7 @@ class FakeClient:
     @ivar transport: The client-side transport (what the proxy wrote).
     """
 
-    protocol: ConnectProxyProtocol
+    protocol: Any
     transport: HalfCloseableStringTransport
 
     def send(self, data: bytes) -> None:
@@ -193,12 +203,21 @@ class ProxyHarness:
     @ivar factory: The proxy factory.
     """
 
-    def __init__(self, settings: ProxySettings | None = None) -> None:
+    def __init__(
+        self,
+        settings: ProxySettings | None = None,
+        gatekeeper: Gatekeeper | None = None,
+    ) -> None:
+        """
+        @param settings: The proxy's tunables; the defaults when C{None}.
+        @param gatekeeper: The access checks; the safe defaults when
+            C{None} (loopback clients, port 443, no authentication).
+        """
         self.clock = MemoryReactorClock()
         self.connector = FakeConnector()
         self.observer = RecordingObserver()
         self.factory = ConnectProxyFactory(
-            self.clock, settings, self.connector, [self.observer]
+            self.clock, settings, self.connector, [self.observer], gatekeeper
         )
 
     def connectClient(self, peer: Any = None) -> FakeClient:
@@ -212,6 +231,94 @@ class ProxyHarness:
                 "TCP", "127.0.0.1", 40000 + len(self.factory.connections)
             )
         protocol = self.factory.buildProtocol(peer)
+        if protocol is None:
+            raise RuntimeError("the proxy closed the connection at once")
         transport = HalfCloseableStringTransport(peerAddress=peer)
         protocol.makeConnection(transport)
         return FakeClient(protocol, transport)
+
+
+def accessRequest(
+    host: str = "example.com",
+    port: int = 443,
+    user: str | None = None,
+    clientHost: str = "127.0.0.1",
+    clientPort: int = 40000,
+    headers: tuple[tuple[str, str], ...] = (),
+) -> AccessRequest:
+    """
+    Build the L{AccessRequest} a policy would receive for a CONNECT to
+    C{host:port}.
+    """
+    authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    request = ConnectRequest(
+        "CONNECT", authority, (1, 1), (("host", authority), *headers), host, port
+    )
+    return AccessRequest(clientHost, clientPort, user, host, port, request)
+
+
+def checkPolicy(policy: IAccessPolicy, access: AccessRequest) -> Refusal | None:
+    """
+    Ask a policy about a request and return its answer, synchronously.
+
+    @return: C{None} (allowed) or the L{Refusal}.
+    @raise AssertionError: When the policy answers with a Deferred that has
+        not fired: drive its clock or fakes first, then call
+        C{policy.checkAccess} yourself.
+    @raise Exception: Whatever the policy raised or failed with.
+    """
+    result = policy.checkAccess(access)
+    if isinstance(result, Deferred):
+        outcome: list[Any] = []
+        result.addBoth(outcome.append)
+        if not outcome:
+            raise AssertionError(f"{policy!r} has not answered yet")
+        answer = outcome[0]
+        if isinstance(answer, Failure):
+            answer.raiseException()
+        return cast(Refusal | None, answer)
+    return result
+
+
+@implementer(IHostnameResolver)
+class FakeResolver:
+    """
+    An L{IHostnameResolver} answering from a table, at once, with no DNS:
+    install it with C{reactor.installNameResolver(FakeResolver({...}))}.
+
+    @ivar names: Every name asked for, in order.
+    """
+
+    def __init__(self, table: dict[str, list[str]]) -> None:
+        """
+        @param table: Host name to IP addresses (as text); names not in it
+            resolve to nothing.
+        """
+        self._table = table
+        self.names: list[str] = []
+
+    def resolveHostName(
+        self,
+        resolutionReceiver: IResolutionReceiver,
+        hostName: str,
+        portNumber: int = 0,
+        addressTypes: object = None,
+        transportSemantics: str = "TCP",
+    ) -> IHostResolution:
+        self.names.append(hostName)
+        resolution = _FakeResolution(hostName)
+        resolutionReceiver.resolutionBegan(resolution)
+        for text in self._table.get(hostName, []):
+            kind = IPv6Address if ":" in text else IPv4Address
+            resolutionReceiver.addressResolved(kind("TCP", text, portNumber))
+        resolutionReceiver.resolutionComplete()
+        return resolution
+
+
+@implementer(IHostResolution)
+class _FakeResolution:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def cancel(self) -> None:
+        pass

@@ -17,19 +17,35 @@ from twisted.plugin import getPlugins
 from twisted.python.usage import UsageError
 
 from connectproxy import ProxySettings
-from connectproxy._server import ConnectProxyFactory
+from connectproxy._server import ConnectProxyFactory, defaultMaxConnections
 from connectproxy.tap import DEFAULT_LISTEN, Options, makeService
 
 ROOT = Path(__file__).resolve().parent.parent
 
 DEFAULTS = {
     "listen": [DEFAULT_LISTEN],
+    "config": None,
     "connect-timeout": 10.0,
     "idle-timeout": 600.0,
     "request-timeout": 30.0,
     "abort-timeout": 15.0,
     "max-request-line": 8192,
     "max-head-size": 65536,
+    "max-connections": defaultMaxConnections(),
+    "max-connections-per-client": 0,
+    "auth-allow-plaintext": 0,
+    "auth-realm": "connectproxy",
+    "auth-cache-ttl": 30.0,
+    "auth-max-failures": 10,
+    "auth-failure-window": 60.0,
+    "auth-block-time": 60.0,
+    "allow-port": ["443"],
+    "allow-network": [],
+    "deny-network": [],
+    "allow-host": [],
+    "deny-host": [],
+    "allow-client": [],
+    "policy": [],
 }
 
 
@@ -69,16 +85,66 @@ def test_allOptions() -> None:
         "1024",
         "--max-head-size",
         "4096",
+        "--max-connections",
+        "100",
+        "--max-connections-per-client",
+        "5",
+        "--auth-realm",
+        "Corp",
+        "--auth-cache-ttl",
+        "0",
+        "--auth-max-failures",
+        "3",
+        "--auth-failure-window",
+        "10",
+        "--auth-block-time",
+        "300",
+        "--auth-allow-plaintext",
+        "--allow-port",
+        "443",
+        "--allow-port",
+        "8000-8080",
+        "--allow-network",
+        "10.0.0.0/8",
+        "--deny-network",
+        "10.9.0.0/16",
+        "--allow-host",
+        "*.example.com",
+        "--deny-host",
+        "bad.example.com",
+        "--allow-client",
+        "192.0.2.0/24",
     )
     assert dict(options) == {
         "listen": ["tcp:8080:interface=127.0.0.1", "tcp6:8080:interface=\\:\\:1"],
+        "config": None,
         "connect-timeout": 2.5,
         "idle-timeout": 60.0,
         "request-timeout": 5.0,
         "abort-timeout": 1.0,
         "max-request-line": 1024,
         "max-head-size": 4096,
+        "max-connections": 100,
+        "max-connections-per-client": 5,
+        "auth-allow-plaintext": 1,
+        "auth-realm": "Corp",
+        "auth-cache-ttl": 0.0,
+        "auth-max-failures": 3,
+        "auth-failure-window": 10.0,
+        "auth-block-time": 300.0,
+        "allow-port": ["443", "8000-8080"],
+        "allow-network": ["10.0.0.0/8"],
+        "deny-network": ["10.9.0.0/16"],
+        "allow-host": ["*.example.com"],
+        "deny-host": ["bad.example.com"],
+        "allow-client": ["192.0.2.0/24"],
+        "policy": [],
     }
+    rules = options.rules
+    assert rules.ports.allows(8080) and not rules.ports.allows(8081)
+    assert rules.hosts.check("a.example.com") and not rules.hosts.check(
+        "bad.example.com"
+    )
     assert options.settings() == ProxySettings(
         requestTimeout=5.0,
         connectTimeout=2.5,
@@ -86,6 +152,8 @@ def test_allOptions() -> None:
         abortTimeout=1.0,
         maxRequestLine=1024,
         maxHeadSize=4096,
+        maxConnections=100,
+        maxConnectionsPerClient=5,
     )
 
 
@@ -101,6 +169,19 @@ def test_allOptions() -> None:
         (["--max-head-size", "big"], "not a whole number"),
         (["--max-request-line", "9000", "--max-head-size", "8000"], "at least"),
         (["--listen", "bogus:1234"], "not a valid listener"),
+        (["--allow-port", "0"], "--allow-port"),
+        (["--allow-port", "80-70"], "--allow-port"),
+        (["--allow-network", "10.0.0.1/8"], "--allow-network"),
+        (["--deny-network", "nonsense"], "--deny-network"),
+        (["--allow-client", "300.0.0.0/8"], "--allow-client"),
+        (["--allow-host", "*"], "--allow-host"),
+        (["--deny-host", "a.*.example"], "--deny-host"),
+        (["--max-connections", "-1"], "must not be negative"),
+        (["--auth-cache-ttl", "-5"], "must not be negative"),
+        (["--policy", "no-such-policy"], "no policy plugin named"),
+        (["--policy", "hostlist"], "needs a file"),
+        (["--policy", "hostlist:/nonexistent/hosts"], "cannot read"),
+        (["--auth", "nosuchtype:x"], "not recognized"),
         (["--listen", "tcp:notaport"], "not a valid listener"),
         (["--no-such-option"], "no-such-option"),
     ],

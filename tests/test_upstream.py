@@ -1,112 +1,179 @@
 # -*- test-case-name: tests.test_upstream -*-
 """
 Tests for L{connectproxy._upstream.DirectConnector} on a memory reactor with
-a fake resolver: no sockets, no DNS.
+a fake resolver: no sockets, no DNS.  Public addresses here are only ever
+handed to the memory reactor.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import Any
 
 import pytest
-from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.error import ConnectingCancelledError
-from twisted.internet.interfaces import (
-    IHostnameResolver,
-    IHostResolution,
-    IResolutionReceiver,
-)
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.error import ConnectingCancelledError, DNSLookupError
+from twisted.internet.interfaces import IHostResolution, IResolutionReceiver
 from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactorClock
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from connectproxy import ConnectRequest, DirectConnector
+from connectproxy._policy import NetworkRules
+from connectproxy._upstream import ForbiddenDestination
+from connectproxy.testing import FakeResolver
 
 
-@implementer(IHostResolution)
-class _Resolution:
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def cancel(self) -> None:
-        pass
-
-
-@implementer(IHostnameResolver)
-class FakeResolver:
-    """
-    Resolves every name to the given addresses, at once.
-    """
-
-    def __init__(self, addresses: Sequence[IPv4Address | IPv6Address]) -> None:
-        self.addresses = addresses
-        self.names: list[str] = []
-
-    def resolveHostName(
-        self,
-        resolutionReceiver: IResolutionReceiver,
-        hostName: str,
-        portNumber: int = 0,
-        addressTypes: object = None,
-        transportSemantics: str = "TCP",
-    ) -> IHostResolution:
-        self.names.append(hostName)
-        resolution = _Resolution(hostName)
-        resolutionReceiver.resolutionBegan(resolution)
-        for address in self.addresses:
-            resolutionReceiver.addressResolved(
-                type(address)("TCP", address.host, portNumber)
-            )
-        resolutionReceiver.resolutionComplete()
-        return resolution
-
-
-def request(host: str, port: int) -> ConnectRequest:
+def request(host: str, port: int = 443) -> ConnectRequest:
     return ConnectRequest("CONNECT", f"{host}:{port}", (1, 1), (), host, port)
+
+
+def connect(
+    table: dict[str, list[str]], host: str, networks: NetworkRules | None = None
+) -> tuple[MemoryReactorClock, FakeResolver, list[Any]]:
+    """
+    Connect to C{host} through a L{DirectConnector} whose resolver answers
+    from C{table}; return the reactor, the resolver and the outcomes.
+    """
+    reactor = MemoryReactorClock()
+    resolver = FakeResolver(table)
+    reactor.installNameResolver(resolver)
+    connector = DirectConnector(reactor, attemptTimeout=7, networks=networks)
+    outcomes: list[Any] = []
+    connector.connectUpstream(request(host), Protocol()).addBoth(outcomes.append)
+    return reactor, resolver, outcomes
+
+
+def refusal(outcomes: list[Any]) -> str:
+    [failure] = outcomes
+    assert isinstance(failure, Failure)
+    failure.trap(ForbiddenDestination)
+    assert isinstance(failure.value, ForbiddenDestination)
+    return failure.value.reason
 
 
 def test_connectsToResolvedAddress() -> None:
     """
-    The connector resolves the target through the reactor's resolver and
-    connects to the result on the requested port.
+    A name is resolved through the reactor's resolver and the result is
+    connected to on the requested port.
     """
-    reactor = MemoryReactorClock()
-    resolver = FakeResolver([IPv4Address("TCP", "192.0.2.10", 0)])
-    reactor.installNameResolver(resolver)
-    connector = DirectConnector(reactor, attemptTimeout=7)
-    connector.connectUpstream(request("example.com", 8443), Protocol())
+    reactor, resolver, _ = connect({"example.com": ["8.8.8.8"]}, "example.com")
     assert resolver.names == ["example.com"]
     [(host, port, _, timeout, _)] = reactor.tcpClients
-    assert (host, port, timeout) == ("192.0.2.10", 8443, 7)
+    assert (host, port, timeout) == ("8.8.8.8", 443, 7)
+
+
+def test_nameResolvingToLoopbackRefused() -> None:
+    """
+    A name that resolves to a loopback address is refused without any
+    connection attempt.
+    """
+    reactor, _, outcomes = connect({"localhost": ["127.0.0.1", "::1"]}, "localhost")
+    assert "loopback" in refusal(outcomes)
+    assert reactor.tcpClients == []
+
+
+def test_onlyVettedAddressesTried() -> None:
+    """
+    Of the addresses a name resolves to, only those the rules allow are
+    ever connected to.
+    """
+    reactor, _, _ = connect(
+        {"mixed.example": ["10.0.0.1", "8.8.8.8", "192.168.1.1"]}, "mixed.example"
+    )
+    reactor.pump([1.0] * 40)  # every Happy Eyeballs attempt, and then some
+    assert [host for host, *_ in reactor.tcpClients] == ["8.8.8.8"]
+
+
+def test_operatorNetworkAllows() -> None:
+    """
+    An operator's --allow-network opens a range the defaults deny.
+    """
+    networks = NetworkRules.fromStrings(allow=["10.0.0.0/8"])
+    reactor, _, _ = connect({"internal": ["10.1.2.3"]}, "internal", networks)
+    [(host, *_)] = reactor.tcpClients
+    assert host == "10.1.2.3"
+
+
+@pytest.mark.parametrize("host", ["8.8.8.8", "2606:4700:4700::1111"])
+def test_addressNeedsNoResolver(host: str) -> None:
+    """
+    An IP address target is checked and connected to directly, without the
+    resolver.
+    """
+    reactor, resolver, _ = connect({}, host)
+    [(connectedHost, port, _, _, _)] = reactor.tcpClients
+    assert (connectedHost, port) == (host, 443)
+    assert resolver.names == []
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "::ffff:127.0.0.1", "10.0.0.8"])
+def test_forbiddenAddressRefused(host: str) -> None:
+    """
+    IP address targets are checked like resolved ones.
+    """
+    reactor, _, outcomes = connect({}, host)
+    refusal(outcomes)
+    assert reactor.tcpClients == []
+
+
+def test_noAddressesIsLookupError() -> None:
+    """
+    A name with no addresses fails as a lookup error (502), not a refusal.
+    """
+    _, _, outcomes = connect({}, "nothing.example")
+    [failure] = outcomes
+    assert failure.check(DNSLookupError)
+
+
+def test_cancelDuringResolution() -> None:
+    """
+    Cancelling while the name is being resolved fails the attempt at once;
+    addresses that arrive later are ignored.
+    """
+
+    @implementer(IHostResolution)
+    class Pending:
+        name = "slow.example"
+
+        def cancel(self) -> None:
+            pass
+
+    receivers: list[IResolutionReceiver] = []
+
+    class SlowResolver(FakeResolver):
+        def resolveHostName(
+            self, receiver: IResolutionReceiver, hostName: str, *args: object
+        ) -> IHostResolution:
+            receivers.append(receiver)
+            return Pending()
+
+    reactor = MemoryReactorClock()
+    reactor.installNameResolver(SlowResolver({}))
+    d: Deferred[Any] = DirectConnector(reactor).connectUpstream(
+        request("slow.example"), Protocol()
+    )
+    outcomes: list[Any] = []
+    d.addBoth(outcomes.append)
+    d.cancel()
+    [failure] = outcomes
+    assert failure.check(CancelledError)
+    [receiver] = receivers
+    receiver.resolutionComplete()
+    assert reactor.tcpClients == []
 
 
 def test_cancelLeavesNoConnection() -> None:
     """
-    Cancelling the attempt stops the connection attempt in flight.
+    Cancelling while connecting stops the connection attempt in flight.
     """
     reactor = MemoryReactorClock()
-    reactor.installNameResolver(FakeResolver([IPv4Address("TCP", "192.0.2.10", 0)]))
-    d = DirectConnector(reactor).connectUpstream(
-        request("example.com", 443), Protocol()
-    )
-    failures: list[object] = []
+    reactor.installNameResolver(FakeResolver({"example.com": ["8.8.8.8"]}))
+    d = DirectConnector(reactor).connectUpstream(request("example.com"), Protocol())
+    failures: list[Failure] = []
     d.addErrback(failures.append)
     d.cancel()
     [connector] = reactor.connectors
     assert connector.stoppedConnecting
     [failure] = failures
-    assert failure.check(ConnectingCancelledError)  # type: ignore[attr-defined]
-
-
-@pytest.mark.parametrize("host", ["2001:db8::5", "192.0.2.5"])
-def test_addressNeedsNoResolver(host: str) -> None:
-    """
-    An IP address target is connected to directly, without the resolver.
-    """
-    reactor = MemoryReactorClock()
-    resolver = FakeResolver([])
-    reactor.installNameResolver(resolver)
-    DirectConnector(reactor).connectUpstream(request(host, 443), Protocol())
-    [(connectedHost, port, _, _, _)] = reactor.tcpClients
-    assert (connectedHost, port) == (host, 443)
-    assert resolver.names == []
+    assert failure.check(ConnectingCancelledError)

@@ -310,8 +310,22 @@ class ProxyProcess(ChildProcess[Event]):
         return status
 
 
+#: The options that let the proxy reach the tests' own origins: loopback
+#: addresses on any port (both denied by default).
+LOOPBACK_ORIGINS = (
+    "--allow-port",
+    "1-65535",
+    "--allow-network",
+    "127.0.0.0/8",
+    "--allow-network",
+    "::1/128",
+)
+
+
 def proxyCommand(
-    extraArgs: Iterable[str], listen: Iterable[str] = (LISTEN_ANY_PORT,)
+    extraArgs: Iterable[str],
+    listen: Iterable[str] = (LISTEN_ANY_PORT,),
+    loopbackOrigins: bool = True,
 ) -> list[str]:
     """
     Make the command line that runs the proxy from the source tree with a
@@ -319,12 +333,16 @@ def proxyCommand(
 
     @param extraArgs: Options after the listeners.
     @param listen: The listener descriptions.
+    @param loopbackOrigins: Whether to allow loopback targets on any port
+        (L{LOOPBACK_ORIGINS}); C{False} keeps the safe defaults.
     @return: The command line.
     """
     argv = [sys.executable, "-m", "twisted", "--log-format", "json"]
     argv += ["--log-file", "-", "connectproxy"]
     for description in listen:
         argv += ["--listen", description]
+    if loopbackOrigins:
+        argv += LOOPBACK_ORIGINS
     return argv + list(extraArgs)
 
 

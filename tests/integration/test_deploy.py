@@ -22,6 +22,7 @@ from tests.integration._output import LineCollector
 from tests.integration._processes import (
     BIN_DIR,
     LISTEN_ANY_PORT,
+    LOOPBACK_ORIGINS,
     REPO_ROOT,
     ChildProcess,
     OriginFactory,
@@ -104,7 +105,7 @@ def test_twistdForeground(
     """
     pidfile = scratchDir / "twistd.pid"
     argv = [TWISTD, "-n", "--pidfile", str(pidfile), "-l", "-"]
-    argv += ["connectproxy", "--listen", LISTEN_ANY_PORT]
+    argv += ["connectproxy", "--listen", LISTEN_ANY_PORT, *LOOPBACK_ORIGINS]
     twistd = ChildProcess(argv, LineCollector, sourceEnvironment(), scratchDir)
     processes.append(twistd)
     port = listeningPort(twistd)
@@ -139,7 +140,7 @@ def test_twistdDaemon(
     """
     logfile = scratchDir / "daemon.log"
     argv = [TWISTD, "--pidfile", str(daemonPidfile), "--logfile", str(logfile)]
-    argv += ["connectproxy", "--listen", LISTEN_ANY_PORT]
+    argv += ["connectproxy", "--listen", LISTEN_ANY_PORT, *LOOPBACK_ORIGINS]
     launcher = subprocess.run(
         argv,
         env=sourceEnvironment(),
@@ -174,7 +175,7 @@ def test_twist(
     C{twist connectproxy} logs JSON, tunnels, and stops on C{SIGTERM}.
     """
     argv = [TWIST, "--log-format", "json", "--log-file", "-"]
-    argv += ["connectproxy", "--listen", LISTEN_ANY_PORT]
+    argv += ["connectproxy", "--listen", LISTEN_ANY_PORT, *LOOPBACK_ORIGINS]
     twist = ProxyProcess(argv, cwd=scratchDir)
     processes.append(twist)
     echoRoundTrip(twist.port, echoOrigin.port)
@@ -183,14 +184,23 @@ def test_twist(
 
 
 def test_tacFile(
-    processes: list[ChildProcess[Any]], scratchDir: Path, echoOrigin: OriginProcess
+    processes: list[ChildProcess[Any]],
+    scratchDir: Path,
+    echoOrigin: OriginProcess,
+    tmp_path: Path,
 ) -> None:
     """
-    The example C{.tac} file listens where C{CONNECTPROXY_LISTEN} says and
-    tunnels.
+    The example C{.tac} file listens where C{CONNECTPROXY_LISTEN} says, reads
+    the configuration file C{CONNECTPROXY_CONFIG} names, and tunnels.
     """
+    config = tmp_path / "tac-config.toml"
+    config.write_text(
+        'allow-port = ["1-65535"]\nallow-network = ["127.0.0.0/8", "::1/128"]\n'
+    )
     argv = [TWISTD, "-ny", str(TAC), "--pidfile=", "-l", "-"]
-    env = sourceEnvironment(CONNECTPROXY_LISTEN=LISTEN_ANY_PORT)
+    env = sourceEnvironment(
+        CONNECTPROXY_LISTEN=LISTEN_ANY_PORT, CONNECTPROXY_CONFIG=str(config)
+    )
     twistd = ChildProcess(argv, LineCollector, env, scratchDir)
     processes.append(twistd)
     echoRoundTrip(listeningPort(twistd), echoOrigin.port)

@@ -22,6 +22,14 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from connectproxy import ConnectProxyFactory, ProxySettings
+from connectproxy._admission import Gatekeeper
+from connectproxy._policy import (
+    AccessRules,
+    ClientRules,
+    HostRules,
+    NetworkRules,
+    PortRules,
+)
 from connectproxy.testing import RecordingObserver
 
 pytestmark = pytest.mark.integration
@@ -102,8 +110,14 @@ class Proxy:
 
     def __init__(self, settings: ProxySettings) -> None:
         self.observer = RecordingObserver()
+        rules = AccessRules(
+            ports=PortRules.fromStrings(["1-65535"]),
+            networks=NetworkRules.fromStrings(allow=["127.0.0.0/8"]),
+            hosts=HostRules(),
+            clients=ClientRules(),
+        )
         self.factory = ConnectProxyFactory(
-            reactor(), settings, observers=[self.observer]
+            reactor(), settings, observers=[self.observer], gatekeeper=Gatekeeper(rules)
         )
         self.port: Any = None
 
@@ -212,11 +226,11 @@ def test_clientLeavesWhileConnecting(
     client = yield proxy.client(connectHead(blackHole))
     yield waitUntil(lambda: proxy.factory.connections)
     [protocol] = proxy.factory.connections
-    yield waitUntil(lambda: protocol._connecting is not None)
+    yield waitUntil(lambda: protocol._pending is not None)
     client.transport.loseConnection()
     yield withDeadline(client.closed)
     yield waitUntil(lambda: not proxy.factory.connections)
-    assert protocol._connecting is None
+    assert protocol._pending is None
     assert protocol._timer is None
     assert proxy.observer.refused == []
 

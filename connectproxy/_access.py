@@ -1,0 +1,52 @@
+# -*- test-case-name: tests.test_access -*-
+"""
+The records that access policies receive and return.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ._parser import ConnectRequest
+
+__all__ = ["AccessRequest", "Refusal"]
+
+
+@dataclass(frozen=True, slots=True)
+class AccessRequest:
+    """
+    Who asks to tunnel where.
+
+    @ivar clientHost: The client's IP address as text (C{""} for a UNIX
+        socket client).
+    @ivar clientPort: The client's port (0 for a UNIX socket client).
+    @ivar user: The authenticated user name, or C{None}.
+    @ivar host: The target host: a lower-cased name without trailing dot, or
+        an IP address.
+    @ivar port: The target port.
+    @ivar request: The whole parsed request (its header fields, for example).
+    """
+
+    clientHost: str
+    clientPort: int
+    user: str | None
+    host: str
+    port: int
+    request: ConnectRequest
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """
+    A policy's refusal.
+
+    @ivar status: The HTTP status to answer with, 400-599 (usually 403).
+    @ivar reason: A short sentence for the client and the log.
+    """
+
+    status: int
+    reason: str
+
+    def __post_init__(self) -> None:
+        if not 400 <= self.status <= 599:
+            raise ValueError(f"a refusal needs a 4xx or 5xx status, not {self.status}")

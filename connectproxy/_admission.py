@@ -1,0 +1,247 @@
+# -*- test-case-name: tests.test_admission -*-
+"""
+Who may tunnel where: the checks a CONNECT passes between its head and its
+upstream connect.
+
+In order: the client's address (at its first bytes), authentication
+(C{Proxy-Authorization: Basic} through a C{twisted.cred} portal), the
+destination port and host rules, then the plugin policies.  The destination
+network rules are applied to resolved addresses by the connector.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Generator, Iterable, Sequence
+from typing import Any
+
+from twisted.cred.credentials import UsernamePassword
+from twisted.cred.error import LoginFailed
+from twisted.cred.portal import IRealm, Portal
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    inlineCallbacks,
+    maybeDeferred,
+)
+from twisted.logger import Logger
+from zope.interface import Interface, implementer
+
+from ._access import AccessRequest, Refusal
+from ._auth import FailureLimiter, InvalidCredentials, parseBasicCredentials
+from ._parser import ConnectRequest
+from ._policy import AccessRules, normalizeHost
+from .interfaces import IAccessPolicy
+
+__all__ = ["Gatekeeper", "IProxyUser", "Refused", "clientHostPort"]
+
+
+class IProxyUser(Interface):
+    """
+    The avatar interface of proxy users: the portal's realm answers with
+    the user name.
+    """
+
+
+@implementer(IRealm)
+class _UserNameRealm:
+    """
+    A realm whose avatars are just the user names.
+    """
+
+    def requestAvatar(
+        self, avatarId: bytes | tuple[()], mind: object, *interfaces: Any
+    ) -> tuple[Any, str, Any]:
+        assert isinstance(avatarId, bytes)
+        return IProxyUser, avatarId.decode("utf-8", "replace"), lambda: None
+
+
+def userPortal(checkers: Iterable[Any]) -> Portal:
+    """
+    A portal over C{checkers} whose avatars are user names.
+    """
+    return Portal(_UserNameRealm(), list(checkers))
+
+
+class Refused(Exception):
+    """
+    The request may not go on.
+
+    @ivar status: The status to answer with.
+    @ivar reason: The short reason.
+    @ivar headers: Extra header fields for the response.
+    @ivar keepAlive: Whether the client may retry on the same connection
+        (a 407 challenge).
+    @ivar user: The authenticated user refused, if any.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        reason: str,
+        headers: Sequence[tuple[str, str]] = (),
+        keepAlive: bool = False,
+        user: str | None = None,
+    ) -> None:
+        super().__init__(status, reason)
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        self.keepAlive = keepAlive
+        self.user = user
+
+
+def clientHostPort(address: object) -> tuple[str, int]:
+    """
+    The IP address (as text) and port of a client, or C{("", 0)} for one
+    that has none (a UNIX socket).
+    """
+    if isinstance(address, IPv4Address | IPv6Address):
+        return address.host, address.port
+    return "", 0
+
+
+def _quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class Gatekeeper:
+    """
+    Applies the access checks for one configuration.  A reload builds a new
+    one; connections already past it are not affected.
+
+    @ivar rules: The built-in rules.
+    @ivar policies: The plugin policies, in order.
+    @ivar portal: The portal checking credentials, or C{None} when no
+        authentication is required.
+    @ivar realm: The realm named in C{Proxy-Authenticate}.
+    @ivar limiter: Slows down clients that fail to log in repeatedly.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        rules: AccessRules,
+        policies: Sequence[IAccessPolicy] = (),
+        portal: Portal | None = None,
+        realm: str = "connectproxy",
+        limiter: FailureLimiter | None = None,
+    ) -> None:
+        self.rules = rules
+        self.policies = list(policies)
+        self.portal = portal
+        self.realm = realm
+        self.limiter = limiter
+        self._challenge = (
+            ("Proxy-Authenticate", f'Basic realm={_quote(realm)}, charset="UTF-8"'),
+        )
+
+    def checkClient(self, address: object) -> Refused | None:
+        """
+        Whether a client may use the proxy at all.  UNIX socket clients
+        always may: file permissions guard those sockets.
+
+        @return: C{None}, or why it may not.
+        """
+        host, _ = clientHostPort(address)
+        if not host:
+            return None
+        if self.rules.clients.allows(ipaddress.ip_address(host)):
+            return None
+        return Refused(403, "this client is not allowed to use the proxy")
+
+    @inlineCallbacks
+    def admit(
+        self, client: object, request: ConnectRequest
+    ) -> Generator[Deferred[Any], Any, str | None]:
+        """
+        Authenticate and authorise a CONNECT.
+
+        @param client: The client's address.
+        @param request: The CONNECT request.
+        @return: A Deferred firing with the user name (C{None} when no
+            authentication is configured), or failing with L{Refused}.
+        """
+        assert request.host is not None and request.port is not None
+        clientHost, clientPort = clientHostPort(client)
+        user: str | None = None
+        if self.portal is not None:
+            user = yield self._authenticate(clientHost, request)
+        if not self.rules.ports.allows(request.port):
+            raise Refused(403, f"port {request.port} is not allowed", user=user)
+        try:
+            host = normalizeHost(request.host)
+        except ValueError:
+            raise Refused(400, "invalid host name in target", user=user) from None
+        if not self.rules.hosts.check(host):
+            raise Refused(403, f"host {host} is not allowed", user=user)
+        access = AccessRequest(
+            clientHost, clientPort, user, host, request.port, request
+        )
+        for policy in self.policies:
+            try:
+                refusal = yield maybeDeferred(policy.checkAccess, access)
+            except CancelledError:
+                # The client left or the deadline passed: not the policy's fault.
+                raise
+            except Exception:
+                self._log.failure("access policy {policy!r} failed", policy=policy)
+                raise Refused(500, "an access policy failed", user=user) from None
+            if isinstance(refusal, Refusal):
+                raise Refused(refusal.status, refusal.reason, user=user)
+        return user
+
+    @inlineCallbacks
+    def _authenticate(
+        self, clientHost: str, request: ConnectRequest
+    ) -> Generator[Deferred[Any], Any, str]:
+        """
+        Check the request's Basic credentials.
+
+        @return: A Deferred firing with the user name, or failing with
+            L{Refused}: 407 (keep-alive) for missing or wrong credentials,
+            429 for a client that failed too often lately.
+        """
+        assert self.portal is not None
+        limiter = self.limiter
+        if limiter is not None:
+            blocked = limiter.blockedFor(clientHost)
+            if blocked is not None:
+                raise Refused(
+                    429,
+                    "too many failed logins; try again later",
+                    [("Retry-After", str(max(1, int(blocked + 0.999))))],
+                )
+        value = request.getHeader("proxy-authorization")
+        if value is None:
+            raise Refused(407, "proxy authentication required", self._challenge, True)
+        try:
+            userName, password = parseBasicCredentials(value)
+        except InvalidCredentials as e:
+            self._failed(clientHost, None, e.reason)
+            raise Refused(407, "invalid credentials", self._challenge, True) from None
+        credentials = UsernamePassword(
+            userName.encode("utf-8"), password.encode("utf-8")
+        )
+        try:
+            _, avatar, _ = yield self.portal.login(credentials, None, IProxyUser)
+        except LoginFailed:
+            self._failed(clientHost, userName, "wrong user name or password")
+            raise Refused(407, "invalid credentials", self._challenge, True) from None
+        if limiter is not None:
+            limiter.recordSuccess(clientHost)
+        assert isinstance(avatar, str)
+        return avatar
+
+    def _failed(self, clientHost: str, userName: str | None, reason: str) -> None:
+        if self.limiter is not None:
+            self.limiter.recordFailure(clientHost)
+        self._log.info(
+            "login failed for {user!r} from {client}: {reason}",
+            event="auth_failed",
+            client=clientHost,
+            user=userName,
+            reason=reason,
+        )

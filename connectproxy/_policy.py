@@ -1,0 +1,582 @@
+# -*- test-case-name: tests.test_policy -*-
+"""
+The built-in access rules: which ports, destination addresses, destination
+names and clients the proxy accepts.
+
+Everything here is pure computation on values already in hand (a port, an
+address, a host name); nothing resolves names or touches the network.  The
+destination address rules are the proxy's guard against server-side request
+forgery: they must be applied to every address the proxy actually connects
+to, after name resolution, not only to IP-literal targets.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from ipaddress import (
+    IPv4Address,
+    IPv4Network,
+    IPv6Address,
+    IPv6Network,
+    ip_address,
+    ip_network,
+)
+from typing import TypeAlias
+
+import idna
+
+__all__ = [
+    "DEFAULT_PORTS",
+    "AccessRules",
+    "ClientRules",
+    "HostRules",
+    "NetworkRules",
+    "PortRules",
+    "normalizeHost",
+    "parsePortRange",
+]
+
+IPAddress: TypeAlias = IPv4Address | IPv6Address
+IPNetwork: TypeAlias = IPv4Network | IPv6Network
+
+#: The destination ports allowed when the operator names none.
+DEFAULT_PORTS = ("443",)
+
+_PORT_RANGE = re.compile(r"([0-9]{1,5})(?:-([0-9]{1,5}))?\Z")
+# A host name label, as the request parser accepts it: letters, digits,
+# hyphen and underscore.
+_LABEL = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?\Z")
+_MAPPED = IPv6Network("::ffff:0:0/96")
+_COMPATIBLE = IPv6Network("::/96")
+_NAT64 = IPv6Network("64:ff9b::/96")
+_NAT64_LOCAL = IPv6Network("64:ff9b:1::/48")
+_NETWORK_TYPES: dict[int, type[IPv4Network] | type[IPv6Network]] = {
+    4: IPv4Network,
+    6: IPv6Network,
+}
+
+
+def parsePortRange(text: str) -> tuple[int, int]:
+    """
+    Parse a port (C{"443"}) or an inclusive port range (C{"8000-8080"}).
+
+    @param text: The operator's text.
+    @return: The lowest and highest port of the range.
+    @raise ValueError: When C{text} is not a port or a range of ports from 1
+        to 65535 with the low end first.
+    """
+    match = _PORT_RANGE.match(text)
+    if match is None:
+        raise ValueError(f"invalid port range {text!r}: expected PORT or LOW-HIGH")
+    low = int(match.group(1))
+    high = low if match.group(2) is None else int(match.group(2))
+    if not (1 <= low <= 65535 and 1 <= high <= 65535):
+        raise ValueError(f"invalid port range {text!r}: ports go from 1 to 65535")
+    if low > high:
+        raise ValueError(f"invalid port range {text!r}: {low} is above {high}")
+    return low, high
+
+
+@dataclass(frozen=True, slots=True)
+class PortRules:
+    """
+    The destination ports clients may tunnel to.
+
+    @ivar ranges: Inclusive C{(low, high)} port ranges; a port is allowed
+        when it falls in any of them, so no ranges allow nothing.
+    """
+
+    ranges: tuple[tuple[int, int], ...]
+
+    @classmethod
+    def fromStrings(cls, texts: Iterable[str]) -> PortRules:
+        """
+        @param texts: Ports and ranges, each as L{parsePortRange} accepts.
+        @raise ValueError: When one of them is invalid.
+        """
+        return cls(tuple(parsePortRange(text) for text in texts))
+
+    def allows(self, port: int) -> bool:
+        """
+        @return: Whether C{port} is in one of the ranges.
+        """
+        return any(low <= port <= high for low, high in self.ranges)
+
+
+def _parseNetwork(text: str) -> IPNetwork:
+    """
+    Parse a CIDR network or a bare address (a network of one), folding
+    networks of IPv4-mapped IPv6 addresses to their IPv4 form.
+
+    @raise ValueError: Naming C{text}, when it is not a network, has bits set
+        past its prefix length, or carries an IPv6 zone.
+    """
+    try:
+        if "%" in text:
+            raise ValueError("zone identifiers are not allowed")
+        network = ip_network(text, strict=True)
+    except ValueError as error:
+        raise ValueError(f"invalid network {text!r}: {error}") from None
+    if isinstance(network, IPv6Network) and network.subnet_of(_MAPPED):
+        mapped = network.network_address.ipv4_mapped
+        assert mapped is not None
+        return IPv4Network((mapped, network.prefixlen - 96))
+    return network
+
+
+def _unmap(address: IPAddress) -> IPAddress:
+    """
+    @return: The IPv4 address an IPv4-mapped IPv6 address stands for, or
+        C{address} itself.
+    """
+    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+@dataclass(frozen=True, slots=True)
+class _Block:
+    """
+    One entry of the table of destination networks denied by default.
+
+    @ivar network: The denied network.
+    @ivar description: What addresses in it are, completing "X is ...".
+    @ivar unlessGlobal: Deny only addresses that L{ipaddress} does not
+        consider global (for blocks with globally reachable exceptions).
+    """
+
+    network: IPNetwork
+    description: str
+    unlessGlobal: bool = False
+
+
+def _blocks(*rows: tuple[str, str] | tuple[str, str, bool]) -> tuple[_Block, ...]:
+    """
+    @param rows: C{(network, description)} or C{(network, description,
+        unlessGlobal)} rows.
+    @return: The table of L{_Block}s.
+    """
+    return tuple(_Block(ip_network(row[0]), *row[1:]) for row in rows)
+
+
+#: Destination networks denied unless an operator rule says otherwise, on
+#: top of whatever L{ipaddress} reports as not global, private, reserved,
+#: loopback, link-local, multicast or unspecified.  Listed explicitly so the
+#: guard does not depend on the Python version's special-purpose registry,
+#: and so denials can say why.
+_DEFAULT_BLOCKS = _blocks(
+    ("0.0.0.0/8", "in the 'this network' block 0.0.0.0/8"),
+    ("0.0.0.0/32", "the unspecified address"),
+    ("10.0.0.0/8", "a private address (RFC 1918)"),
+    ("100.64.0.0/10", "a carrier-grade NAT address (RFC 6598)"),
+    ("127.0.0.0/8", "a loopback address"),
+    ("169.254.0.0/16", "a link-local address"),
+    ("172.16.0.0/12", "a private address (RFC 1918)"),
+    ("192.0.0.0/24", "an IETF protocol assignment (192.0.0.0/24)"),
+    ("192.0.2.0/24", "a documentation address (RFC 5737)"),
+    ("192.88.99.0/24", "a 6to4 relay anycast address (RFC 7526)"),
+    ("192.168.0.0/16", "a private address (RFC 1918)"),
+    ("198.18.0.0/15", "a benchmarking address (RFC 2544)"),
+    ("198.51.100.0/24", "a documentation address (RFC 5737)"),
+    ("203.0.113.0/24", "a documentation address (RFC 5737)"),
+    ("224.0.0.0/4", "a multicast address"),
+    ("240.0.0.0/4", "a reserved address (240.0.0.0/4)"),
+    ("255.255.255.255/32", "the broadcast address"),
+    ("::/128", "the unspecified address"),
+    ("::1/128", "a loopback address"),
+    ("::/96", "an IPv4-compatible address (deprecated)"),
+    ("64:ff9b:1::/48", "a local-use NAT64 address (RFC 8215)"),
+    ("100::/64", "a discard-only address (RFC 6666)"),
+    ("2001::/23", "an IETF protocol assignment (2001::/23)", True),
+    ("2001::/32", "a Teredo address"),
+    ("2001:db8::/32", "a documentation address (RFC 3849)"),
+    ("3fff::/20", "a documentation address (RFC 9637)"),
+    ("5f00::/16", "a segment routing SID (RFC 9602)"),
+    ("fc00::/7", "a unique local address"),
+    ("fe80::/10", "a link-local address"),
+    ("fec0::/10", "a site-local address (deprecated)"),
+    ("ff00::/8", "a multicast address"),
+)
+
+
+def _defaultDenial(address: IPAddress) -> str | None:
+    """
+    Apply the default destination rule: only globally routable unicast.
+
+    @param address: Not an IPv4-mapped address.
+    @return: Why C{address} is denied ("is ..."), or C{None} if it passes.
+    """
+    blocks = [
+        block
+        for block in _DEFAULT_BLOCKS
+        if address in block.network and not (block.unlessGlobal and address.is_global)
+    ]
+    if blocks:
+        return max(blocks, key=lambda block: block.network.prefixlen).description
+    if address in _NAT64:
+        # Python counts 64:ff9b::/96 in the reserved ::/8, but IANA lists it
+        # as globally reachable; the embedded IPv4 address is judged instead.
+        return None
+    for flag, description in [
+        (address.is_loopback, "a loopback address"),
+        (address.is_unspecified, "the unspecified address"),
+        (address.is_link_local, "a link-local address"),
+        (address.is_multicast, "a multicast address"),
+        (address.is_private, "a private address"),
+        (address.is_reserved, "a reserved address"),
+        (not address.is_global, "not a globally routable address"),
+    ]:
+        if flag:
+            return description
+    return None
+
+
+def _embeddedIPv4(address: IPv6Address) -> tuple[IPv4Address, ...]:
+    """
+    @return: The IPv4 addresses that packets to C{address} may end up at
+        through a translator or tunnel: NAT64 (the last 32 bits, also for
+        the local-use prefix 64:ff9b:1::/48), 6to4, Teredo (server and
+        client) or IPv4-compatible.
+    """
+    if address in _NAT64 or address in _NAT64_LOCAL:
+        return (IPv4Address(int(address) & 0xFFFFFFFF),)
+    if address.sixtofour is not None:
+        return (address.sixtofour,)
+    if address.teredo is not None:
+        return address.teredo
+    if address in _COMPATIBLE and int(address) > 1:
+        return (IPv4Address(int(address)),)
+    return ()
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkRules:
+    """
+    Which destination addresses the proxy may connect to.
+
+    Operator rules come first: of the operator's networks (allowed and
+    denied) that contain the address, the one with the longest prefix
+    decides, and at equal prefix length a denial wins.  When none contains
+    it, the default applies: only globally routable unicast addresses pass
+    (see L{_DEFAULT_BLOCKS}).
+
+    An IPv4-mapped address (C{::ffff:a.b.c.d}) is judged exactly as its IPv4
+    address.  A NAT64, 6to4, Teredo or IPv4-compatible address passes only
+    if both it and every IPv4 address embedded in it pass.
+
+    @ivar allow: The operator's allowed networks.
+    @ivar deny: The operator's denied networks.
+    """
+
+    allow: tuple[IPNetwork, ...] = ()
+    deny: tuple[IPNetwork, ...] = ()
+    _index: dict[IPNetwork, tuple[bool, str]] = field(
+        init=False, repr=False, compare=False
+    )
+    _lengths: dict[int, tuple[int, ...]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        index: dict[IPNetwork, tuple[bool, str]] = {}
+        for network in self.allow:
+            index[network] = (True, f"allowed by --allow-network {network}")
+        for network in self.deny:
+            index[network] = (False, f"denied by --deny-network {network}")
+        lengths = {
+            version: tuple(
+                sorted(
+                    {n.prefixlen for n in index if n.version == version}, reverse=True
+                )
+            )
+            for version in (4, 6)
+        }
+        object.__setattr__(self, "_index", index)
+        object.__setattr__(self, "_lengths", lengths)
+
+    @classmethod
+    def fromStrings(
+        cls, *, allow: Iterable[str] = (), deny: Iterable[str] = ()
+    ) -> NetworkRules:
+        """
+        @param allow: CIDR networks or bare addresses to allow.
+        @param deny: CIDR networks or bare addresses to deny.
+        @raise ValueError: Naming the text, when one is not a network or has
+            host bits set (C{10.0.0.1/8}).
+        """
+        return cls(
+            tuple(_parseNetwork(text) for text in allow),
+            tuple(_parseNetwork(text) for text in deny),
+        )
+
+    def allows(self, address: IPAddress) -> bool:
+        """
+        @return: Whether the proxy may connect to C{address}.
+        """
+        return self._judge(address)[0]
+
+    def explain(self, address: IPAddress) -> str:
+        """
+        @return: One line saying why C{address} is denied (or allowed), for
+            the log: for example C{"127.0.0.1 is a loopback address"}.
+        """
+        return self._judge(address)[1]
+
+    def _judge(self, address: IPAddress) -> tuple[bool, str]:
+        """
+        @return: The verdict on C{address} and its one-line reason.
+        """
+        unmapped = _unmap(address)
+        if unmapped is not address:
+            verdict, reason = self._judgeOne(unmapped)
+            return verdict, f"{reason}, IPv4-mapped as ::ffff:{unmapped}"
+        verdict, reason = self._judgeOne(address)
+        if not verdict or not isinstance(address, IPv6Address):
+            return verdict, reason
+        for embedded in _embeddedIPv4(address):
+            verdict, reason = self._judgeOne(embedded)
+            reason = f"{reason}, embedded in {address}"
+            if not verdict:
+                break
+        return verdict, reason
+
+    def _judgeOne(self, address: IPAddress) -> tuple[bool, str]:
+        """
+        Judge one address by the operator rules, then the default, without
+        looking at embedded IPv4 addresses.
+        """
+        for length in self._lengths[address.version]:
+            network = _NETWORK_TYPES[address.version]((int(address), length), False)
+            if network in self._index:
+                verdict, reason = self._index[network]
+                return verdict, f"{address} is {reason}"
+        denial = _defaultDenial(address)
+        if denial is None:
+            return True, f"{address} is a globally routable address"
+        return False, f"{address} is {denial}"
+
+
+def normalizeHost(host: str) -> str:
+    """
+    Bring a host name to the form rules compare: UTS #46 mapping (which
+    lower-cases), one trailing dot removed, and IDNA 2008 A-labels for
+    labels that are not ASCII.  ASCII labels may contain underscores, as
+    the request parser allows.  IP addresses come back in L{ipaddress}'s
+    canonical text form, IPv4-mapped IPv6 addresses as their IPv4 address.
+
+    @raise ValueError: Naming C{host}, when it is not a valid host name or
+        IP address (empty or blank labels, an all-digit name that is not an
+        IPv4 address, an invalid A-label, a name too long).
+    """
+    try:
+        if host.isascii():
+            # UTS #46 maps ASCII to itself, lower-cased, when STD3 rules are off.
+            mapped = host.lower()
+        else:
+            mapped = idna.uts46_remap(host, std3_rules=False, transitional=False)
+        name = mapped[:-1] if mapped.endswith(".") else mapped
+        try:
+            address = ip_address(name)
+        except ValueError:
+            pass
+        else:
+            if "%" in name:
+                raise ValueError("zone identifiers are not allowed")
+            if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+                # ::ffff:a.b.c.d is a.b.c.d on the wire: compare it as such.
+                return str(address.ipv4_mapped)
+            return str(address)
+        labels = [_normalizeLabel(label) for label in name.split(".")]
+        normal = ".".join(labels)
+        if len(normal) > 253:
+            raise ValueError("name longer than 253 characters")
+        if labels[-1].isdigit():
+            raise ValueError("all-digit name that is not an IPv4 address")
+        return normal
+    except ValueError as error:
+        raise ValueError(f"invalid host name {host!r}: {error}") from None
+
+
+def _normalizeLabel(label: str) -> str:
+    """
+    @param label: One UTS #46 mapped label.
+    @return: Its ASCII form.
+    @raise ValueError: When it is not valid.
+    """
+    if not label.isascii():
+        return idna.alabel(label).decode("ascii")
+    if not _LABEL.match(label):
+        raise ValueError(f"invalid label {label!r}")
+    if label.startswith("xn--") and idna.alabel(idna.ulabel(label)) != label.encode():
+        raise ValueError(f"invalid A-label {label!r}")
+    return label
+
+
+def _normalizePattern(pattern: str) -> str:
+    """
+    @return: The pattern with its name part normalised, C{*.} kept.
+    @raise ValueError: Naming it, when it is not an exact name, an IP
+        address, or C{*.} followed by a name.
+    """
+    if not pattern or any(char.isspace() for char in pattern):
+        raise ValueError(f"invalid host pattern {pattern!r}: empty or has whitespace")
+    if pattern == "*":
+        raise ValueError(f"invalid host pattern {pattern!r}: '*' alone matches all")
+    wildcard = pattern.startswith("*.")
+    name = pattern[2:] if wildcard else pattern
+    if "*" in name:
+        raise ValueError(
+            f"invalid host pattern {pattern!r}: '*' may only be the first label"
+        )
+    try:
+        normal = normalizeHost(name)
+    except ValueError as error:
+        raise ValueError(f"invalid host pattern {pattern!r}: {error}") from None
+    if not wildcard:
+        return normal
+    if _isAddress(normal):
+        raise ValueError(f"invalid host pattern {pattern!r}: wildcard IP address")
+    return "*." + normal
+
+
+def _isAddress(host: str) -> bool:
+    try:
+        ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class HostRules:
+    """
+    Which destination host names (and IP-literal targets) clients may ask
+    for.
+
+    A pattern is an exact name (C{example.com}) or a suffix wildcard
+    (C{*.example.com}), which matches every name below C{example.com} at
+    any depth but not C{example.com} itself.  Names and patterns are
+    compared after L{normalizeHost}, so case, one trailing dot and Unicode
+    versus A-label spellings do not matter.  Wildcards never match IP
+    addresses.
+
+    The most specific matching pattern decides: an exact name beats any
+    wildcard, and a wildcard with a longer suffix beats a shorter one; at
+    equal specificity a deny pattern beats an allow pattern.  When no
+    pattern matches, the host is denied if there are allow patterns, and
+    allowed if there are only deny patterns or none at all.  A host that
+    cannot be normalised is denied.
+
+    @ivar allow: The normalised allow patterns.
+    @ivar deny: The normalised deny patterns.
+    """
+
+    allow: frozenset[str] = frozenset()
+    deny: frozenset[str] = frozenset()
+
+    @classmethod
+    def fromStrings(
+        cls, *, allow: Iterable[str] = (), deny: Iterable[str] = ()
+    ) -> HostRules:
+        """
+        @param allow: Patterns to allow.
+        @param deny: Patterns to deny.
+        @raise ValueError: Naming the pattern, when one is empty, contains
+            whitespace, is C{*} alone, has C{*} anywhere but as the whole
+            first label, wildcards an IP address, or is not a valid name.
+        """
+        return cls(
+            frozenset(_normalizePattern(pattern) for pattern in allow),
+            frozenset(_normalizePattern(pattern) for pattern in deny),
+        )
+
+    def check(self, host: str) -> bool:
+        """
+        @return: Whether the proxy may tunnel to C{host}.
+        """
+        return self.explain(host) is None
+
+    def explain(self, host: str) -> str | None:
+        """
+        @return: One line saying why C{host} is denied, or C{None} if it is
+            allowed.
+        """
+        try:
+            name = normalizeHost(host)
+        except ValueError as error:
+            return str(error)
+        candidates = [name]
+        if not _isAddress(name):
+            labels = name.split(".")
+            candidates += ["*." + ".".join(labels[i:]) for i in range(1, len(labels))]
+        for pattern in candidates:
+            if pattern in self.deny:
+                return f"{name} is denied by --deny-host {pattern}"
+            if pattern in self.allow:
+                return None
+        if self.allow:
+            return f"{name} matches no --allow-host pattern"
+        return None
+
+
+#: Clients allowed whatever the operator adds: loopback only.
+_DEFAULT_CLIENTS = (IPv4Network("127.0.0.0/8"), IPv6Network("::1/128"))
+
+
+@dataclass(frozen=True, slots=True)
+class ClientRules:
+    """
+    Which client addresses may use the proxy: loopback, plus the operator's
+    networks.  IPv4-mapped client addresses are judged as their IPv4 form.
+
+    @ivar networks: All allowed networks, the loopback defaults included.
+    """
+
+    networks: tuple[IPNetwork, ...] = _DEFAULT_CLIENTS
+
+    @classmethod
+    def fromStrings(cls, *, allow: Iterable[str] = ()) -> ClientRules:
+        """
+        @param allow: CIDR networks or bare addresses to allow besides
+            loopback.
+        @raise ValueError: Naming the text, when one is not a network.
+        """
+        return cls(_DEFAULT_CLIENTS + tuple(_parseNetwork(text) for text in allow))
+
+    def allows(self, address: IPAddress) -> bool:
+        """
+        @return: Whether a client connecting from C{address} may use the
+            proxy.
+        """
+        address = _unmap(address)
+        return any(address in network for network in self.networks)
+
+
+@dataclass(frozen=True, slots=True)
+class AccessRules:
+    """
+    All the built-in access rules.
+
+    @ivar ports: Allowed destination ports.
+    @ivar networks: Allowed destination addresses.
+    @ivar hosts: Allowed destination names.
+    @ivar clients: Allowed client addresses.
+    """
+
+    ports: PortRules
+    networks: NetworkRules
+    hosts: HostRules
+    clients: ClientRules
+
+    @classmethod
+    def defaults(cls) -> AccessRules:
+        """
+        @return: The rules with no operator options: port 443, globally
+            routable destinations, any host name, loopback clients.
+        """
+        return cls(
+            PortRules.fromStrings(DEFAULT_PORTS),
+            NetworkRules.fromStrings(),
+            HostRules.fromStrings(),
+            ClientRules.fromStrings(),
+        )

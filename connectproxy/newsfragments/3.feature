@@ -1,0 +1,1 @@
+connectproxy is safe by default and configurable: client, port, network (resolved-address SSRF guard) and host rules, Basic authentication against htpasswd files, connection limits, access policy plugins, a TOML configuration file, and SIGHUP reload without dropping tunnels.

@@ -1,0 +1,1532 @@
+# -*- test-case-name: tests.test_admission -*-
+"""
+Protocol and unit tests for the access checks of L{connectproxy._admission}:
+client addresses, C{Proxy-Authorization: Basic} (with the keep-alive 407
+challenge and the failed-login limiter), port and host rules, plugin
+policies, their order and deadlines, and reloading the checks.
+
+Everything runs on a L{MemoryReactorClock} with fake transports, a fake
+upstream connector and synchronous (or hand-fired) credential checkers.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import gc
+import hashlib
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from twisted.cred.checkers import (
+    ICredentialsChecker,
+    InMemoryUsernamePasswordDatabaseDontUse,
+)
+from twisted.cred.credentials import IUsernamePassword
+from twisted.cred.error import UnauthorizedLogin
+from twisted.cred.portal import IRealm
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.error import ConnectionLost
+from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import LogEvent
+from twisted.python.failure import Failure
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from connectproxy import AccessRequest, ProxySettings, Refusal
+from connectproxy._admission import Gatekeeper, Refused, clientHostPort, userPortal
+from connectproxy._auth import FailureLimiter, HtpasswdChecker
+from connectproxy._policy import (
+    AccessRules,
+    ClientRules,
+    HostRules,
+    NetworkRules,
+    PortRules,
+)
+from connectproxy._server import ConnectProxyFactory
+from connectproxy._upstream import DirectConnector, ForbiddenDestination
+from connectproxy.interfaces import IAccessPolicy
+from connectproxy.testing import (
+    FakeClient,
+    ProxyHarness,
+    accessRequest,
+    checkPolicy,
+)
+
+ESTABLISHED = b"HTTP/1.1 200 Connection established\r\n\r\n"
+FOREIGN = IPv4Address("TCP", "192.0.2.10", 5000)
+GOOD = b"alice:secret"
+
+
+# Helpers: requests, responses, checkers, policies and harnesses.
+
+
+def connectHead(
+    target: str = "example.com:443", *fields: str, version: str = "1.1"
+) -> bytes:
+    """
+    A complete CONNECT request head for C{target} with a C{Host} field and
+    C{fields}, encoded as ISO-8859-1 so that any byte can be sent.
+    """
+    lines = [f"CONNECT {target} HTTP/{version}", f"Host: {target}", *fields]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("iso-8859-1")
+
+
+def basic(credentials: bytes, scheme: str = "Basic") -> str:
+    """
+    A C{Proxy-Authorization} field carrying C{credentials} in base64.
+    """
+    token = base64.b64encode(credentials).decode("ascii")
+    return f"Proxy-Authorization: {scheme} {token}"
+
+
+@dataclasses.dataclass
+class Response:
+    """
+    One response the proxy wrote.
+    """
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        """
+        The value of the first field called C{name} (any case), or C{None}.
+        """
+        for key, value in self.headers:
+            if key.lower() == name.lower():
+                return value
+        return None
+
+
+def responses(client: FakeClient) -> list[Response]:
+    """
+    Every response the proxy wrote to C{client}, in order; parsing stops at
+    a 200, after which the bytes belong to the tunnel.
+    """
+    data = client.transport.value()
+    found = []
+    while data:
+        head, separator, rest = data.partition(b"\r\n\r\n")
+        assert separator, f"incomplete response head {data!r}"
+        statusLine, *lines = head.decode("utf-8").split("\r\n")
+        fields = [(n, v) for n, _, v in (line.partition(": ") for line in lines)]
+        length = int(dict((n.lower(), v) for n, v in fields).get("content-length", 0))
+        response = Response(int(statusLine.split(" ", 2)[1]), fields, rest[:length])
+        found.append(response)
+        if response.status == 200:
+            break
+        data = rest[length:]
+    return found
+
+
+def onlyResponse(client: FakeClient) -> Response:
+    """
+    The one response the proxy wrote to C{client}.
+    """
+    [response] = responses(client)
+    return response
+
+
+def failuresLogged(events: list[LogEvent]) -> list[LogEvent]:
+    """
+    The events among C{events} that carry a failure.
+    """
+    return [event for event in events if "log_failure" in event]
+
+
+@implementer(ICredentialsChecker)
+class CountingChecker:
+    """
+    An in-memory, synchronous checker that keeps the user names it was
+    asked about.
+
+    @ivar asked: The user names (bytes) of every check, in order.
+    """
+
+    credentialInterfaces = (IUsernamePassword,)
+
+    def __init__(self, users: dict[bytes, bytes]) -> None:
+        self._database = InMemoryUsernamePasswordDatabaseDontUse()
+        for name, password in users.items():
+            self._database.addUser(name, password)
+        self.asked: list[bytes] = []
+
+    def requestAvatarId(self, credentials: Any) -> Deferred[bytes | tuple[()]]:
+        self.asked.append(credentials.username)
+        result: Deferred[bytes | tuple[()]] = self._database.requestAvatarId(
+            credentials
+        )
+        return result
+
+
+@implementer(ICredentialsChecker)
+class PendingChecker:
+    """
+    A checker whose answers the test gives by firing the Deferreds in
+    C{pending}.
+
+    @ivar cancelled: How many checks were cancelled.
+    """
+
+    credentialInterfaces = (IUsernamePassword,)
+
+    def __init__(self) -> None:
+        self.pending: list[Deferred[bytes | tuple[()]]] = []
+        self.cancelled = 0
+
+    def requestAvatarId(self, credentials: Any) -> Deferred[bytes | tuple[()]]:
+        d: Deferred[bytes | tuple[()]] = Deferred(self._cancel)
+        self.pending.append(d)
+        return d
+
+    def _cancel(self, d: Deferred[bytes | tuple[()]]) -> None:
+        self.cancelled += 1
+
+
+@implementer(ICredentialsChecker)
+class RaisingChecker:
+    """
+    A broken checker: it raises something other than L{UnauthorizedLogin}.
+    """
+
+    credentialInterfaces = (IUsernamePassword,)
+
+    def requestAvatarId(self, credentials: Any) -> Deferred[bytes | tuple[()]]:
+        raise RuntimeError("checker bug")
+
+
+@implementer(IAccessPolicy)
+class StaticPolicy:
+    """
+    A policy that answers every request the same way, at once.
+
+    @ivar seen: Every request it was asked about.
+    """
+
+    def __init__(self, answer: Refusal | None = None) -> None:
+        self.answer = answer
+        self.seen: list[AccessRequest] = []
+
+    def checkAccess(
+        self, access: AccessRequest
+    ) -> Refusal | Deferred[Refusal | None] | None:
+        self.seen.append(access)
+        return self.answer
+
+
+@implementer(IAccessPolicy)
+class LaterPolicy:
+    """
+    A policy that answers with a Deferred the test fires.
+
+    @ivar pending: The Deferreds handed out, in order.
+    @ivar cancelled: How many of them were cancelled.
+    """
+
+    def __init__(self) -> None:
+        self.seen: list[AccessRequest] = []
+        self.pending: list[Deferred[Refusal | None]] = []
+        self.cancelled = 0
+
+    def checkAccess(
+        self, access: AccessRequest
+    ) -> Refusal | Deferred[Refusal | None] | None:
+        self.seen.append(access)
+        d: Deferred[Refusal | None] = Deferred(self._cancel)
+        self.pending.append(d)
+        return d
+
+    def _cancel(self, d: Deferred[Refusal | None]) -> None:
+        self.cancelled += 1
+
+
+@implementer(IAccessPolicy)
+class RaisingPolicy:
+    """
+    A broken policy.
+    """
+
+    def checkAccess(
+        self, access: AccessRequest
+    ) -> Refusal | Deferred[Refusal | None] | None:
+        raise RuntimeError("policy bug")
+
+
+def makeHarness(
+    rules: AccessRules | None = None,
+    policies: Sequence[IAccessPolicy] = (),
+    checker: object = None,
+    realm: str = "connectproxy",
+    maxFailures: int = 3,
+    blockFor: float = 60.0,
+    settings: ProxySettings | None = None,
+) -> ProxyHarness:
+    """
+    A harness whose gatekeeper has C{rules} (the defaults when C{None}),
+    C{policies} and, when a C{checker} is given, authentication with a
+    failure limiter on the harness clock.
+    """
+    harness = ProxyHarness(settings)
+    harness.factory.gatekeeper = Gatekeeper(
+        rules if rules is not None else AccessRules.defaults(),
+        policies,
+        None if checker is None else userPortal([checker]),
+        realm,
+        FailureLimiter(harness.clock, maxFailures, blockFor=blockFor),
+    )
+    return harness
+
+
+def authHarness(**kwargs: Any) -> tuple[ProxyHarness, CountingChecker]:
+    """
+    A harness requiring authentication, with users C{alice} (password
+    C{secret}) and C{zoë} (password C{pässword}).
+    """
+    checker = CountingChecker(
+        {b"alice": b"secret", "zoë".encode(): "pässword".encode()}
+    )
+    return makeHarness(checker=checker, **kwargs), checker
+
+
+def rulesWith(**changes: Any) -> AccessRules:
+    """
+    The default rules with some parts replaced.
+    """
+    return dataclasses.replace(AccessRules.defaults(), **changes)
+
+
+def succeeded(d: Deferred[Any]) -> Any:
+    """
+    The result of a Deferred that has fired successfully.
+    """
+    outcome: list[Any] = []
+    d.addBoth(outcome.append)
+    [result] = outcome
+    assert not isinstance(result, Failure), result
+    return result
+
+
+def failed(d: Deferred[Any]) -> BaseException:
+    """
+    The exception of a Deferred that has failed.
+    """
+    outcome: list[Any] = []
+    d.addBoth(outcome.append)
+    [result] = outcome
+    assert isinstance(result, Failure), result
+    assert result.value is not None
+    return result.value
+
+
+# Client rules.
+
+
+@pytest.mark.parametrize(
+    "data",
+    [connectHead(), b"CONNECT exa", b"\x16\x03\x01\x02\x00"],
+    ids=["complete", "incomplete", "tls"],
+)
+def test_foreignClientRefusedAtFirstBytes(data: bytes) -> None:
+    """
+    A client outside the allowed networks gets 403 at its first bytes,
+    whatever they are, with one refusal record and no upstream attempt.
+    """
+    harness = ProxyHarness()
+    client = harness.connectClient(FOREIGN)
+    client.send(data)
+    response = onlyResponse(client)
+    assert response.status == 403
+    assert b"not allowed to use the proxy" in response.body
+    assert response.header("Connection") == "close"
+    assert client.transport.disconnecting
+    assert harness.connector.attempts == []
+    [refused] = harness.observer.refused
+    assert (refused.client, refused.status) == ("192.0.2.10:5000", 403)
+    assert (refused.method, refused.target) == ("", "")
+
+
+def test_foreignClientNotAnsweredBeforeItSends() -> None:
+    """
+    Nothing is written to a foreign client before it sends something (only
+    then is its real address known behind a PROXY-protocol listener).
+    """
+    harness = ProxyHarness()
+    client = harness.connectClient(FOREIGN)
+    assert client.transport.value() == b""
+    assert harness.observer.refused == []
+
+
+@pytest.mark.parametrize(
+    "peer",
+    [
+        IPv4Address("TCP", "127.0.0.1", 40000),
+        IPv4Address("TCP", "127.200.1.2", 40000),
+        IPv6Address("TCP", "::1", 40000),
+        IPv6Address("TCP", "::ffff:127.0.0.1", 40000),
+    ],
+    ids=str,
+)
+def test_loopbackClientsAllowed(peer: object) -> None:
+    """
+    Loopback clients, IPv4 and IPv6 (also IPv4-mapped), may use the proxy
+    by default.
+    """
+    harness = ProxyHarness()
+    client = harness.connectClient(peer)
+    client.send(connectHead())
+    assert len(harness.connector.attempts) == 1
+    assert client.transport.value() == b""
+
+
+@pytest.mark.parametrize(
+    "host, allowed",
+    [
+        ("10.1.2.3", True),
+        ("11.0.0.1", False),
+        ("198.51.100.7", True),
+        ("198.51.100.8", False),
+        ("2001:db8::5", True),
+        ("2001:db9::5", False),
+        ("::ffff:10.9.9.9", True),
+        ("127.0.0.1", True),
+    ],
+)
+def test_allowedClientNetworks(host: str, allowed: bool) -> None:
+    """
+    Networks added to the client rules (as C{--allow-client} does) are
+    allowed besides loopback; other addresses are still refused.
+    """
+    clients = ClientRules.fromStrings(
+        allow=["10.0.0.0/8", "198.51.100.7", "2001:db8::/32"]
+    )
+    harness = makeHarness(rulesWith(clients=clients))
+    kind = IPv6Address if ":" in host else IPv4Address
+    client = harness.connectClient(kind("TCP", host, 5000))
+    client.send(connectHead())
+    assert len(harness.connector.attempts) == (1 if allowed else 0)
+    assert client.transport.disconnecting is not allowed
+
+
+def test_unixClientAllowed() -> None:
+    """
+    A client on a UNIX socket is allowed (file permissions guard it), and
+    its tunnel record names the socket.
+    """
+    harness = ProxyHarness()
+    client = harness.connectClient(UNIXAddress(b"/run/connectproxy.sock"))
+    client.send(connectHead())
+    harness.connector.attempts[0].succeed()
+    assert client.transport.value() == ESTABLISHED
+    [record] = harness.observer.opened
+    assert record.client == "unix:/run/connectproxy.sock"
+
+
+# Authentication: the challenge and retries on the same connection.
+
+
+def test_missingCredentialsChallenged() -> None:
+    """
+    A request without credentials gets a 407 with a Basic challenge, keeps
+    its connection open, and never reaches the checker.
+    """
+    harness, checker = authHarness(realm="Corp proxy")
+    client = harness.connectClient()
+    client.send(connectHead())
+    response = onlyResponse(client)
+    assert response.status == 407
+    assert response.header("Proxy-Authenticate") == (
+        'Basic realm="Corp proxy", charset="UTF-8"'
+    )
+    assert response.header("Connection") is None
+    assert response.body == b"407 Proxy Authentication Required: " + (
+        b"proxy authentication required\n"
+    )
+    assert not client.transport.disconnecting
+    assert checker.asked == []
+    assert harness.connector.attempts == []
+    [refused] = harness.observer.refused
+    assert (refused.status, refused.user) == (407, None)
+
+
+def test_realmQuoted() -> None:
+    """
+    Quotes and backslashes in the realm are escaped in the challenge.
+    """
+    harness, _ = authHarness(realm='say "hi" \\ bye')
+    client = harness.connectClient()
+    client.send(connectHead())
+    assert onlyResponse(client).header("Proxy-Authenticate") == (
+        'Basic realm="say \\"hi\\" \\\\ bye", charset="UTF-8"'
+    )
+
+
+def test_retryOnSameConnection() -> None:
+    """
+    After a 407 the client retries on the same connection with credentials
+    and gets its tunnel; the tunnel record names the user.
+    """
+    harness, checker = authHarness()
+    client = harness.connectClient()
+    client.send(connectHead())
+    client.send(connectHead("example.com:443", basic(GOOD)))
+    assert checker.asked == [b"alice"]
+    attempt = harness.connector.attempts[0]
+    upstream = attempt.succeed()
+    first, second = responses(client)
+    assert (first.status, second.status) == (407, 200)
+    assert client.transport.value().endswith(ESTABLISHED)
+    client.send(b"ping")
+    assert upstream.value() == b"ping"
+    [opened] = harness.observer.opened
+    assert opened.user == "alice"
+    assert client.protocol.user == "alice"
+    attempt.loseUpstream()
+    client.lose()
+    [closed] = harness.observer.closed
+    assert closed.user == "alice"
+
+
+@pytest.mark.parametrize(
+    "credentials, asked",
+    [(b"alice:hunter2", b"alice"), (b"mallory:secret", b"mallory")],
+    ids=["wrong password", "unknown user"],
+)
+def test_wrongCredentialsChallenged(
+    credentials: bytes, asked: bytes, logEvents: list[LogEvent]
+) -> None:
+    """
+    A wrong password or an unknown user gets a 407 that keeps the
+    connection open; the refusal record has no user, the log names the
+    attempted one and never the password.
+    """
+    harness, checker = authHarness()
+    client = harness.connectClient()
+    client.send(connectHead("example.com:443", basic(credentials)))
+    response = onlyResponse(client)
+    assert response.status == 407
+    assert response.header("Proxy-Authenticate") is not None
+    assert response.header("Connection") is None
+    assert not client.transport.disconnecting
+    assert checker.asked == [asked]
+    [refused] = harness.observer.refused
+    assert refused.user is None
+    [failure] = [e for e in logEvents if e.get("event") == "auth_failed"]
+    assert failure["user"] == asked.decode()
+    assert failure["client"] == "127.0.0.1"
+    password = credentials.split(b":")[1].decode()
+    assert not any(password in repr(event) for event in logEvents)
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        "Proxy-Authorization: Basic !!!!",
+        "Proxy-Authorization: Basic YWxpY2U6c2VjcmV0eA",  # missing padding
+        "Proxy-Authorization: Basic YWxpY2U6c2VjcmV0PQ",
+        basic(b"alice"),
+        basic(b":secret"),
+        basic(b"\xff\xfe:secret"),
+        basic(b"al\x01ice:secret"),
+        "Proxy-Authorization: Bearer x",
+        "Proxy-Authorization: Basic",
+        "Proxy-Authorization: Basic ",
+        "Proxy-Authorization: ",
+        "Proxy-Authorization: Basic \xe9\xe9\xe9\xe9",
+        "Proxy-Authorization: Digest username=alice",
+    ],
+)
+def test_malformedCredentialsChallenged(field: str, logEvents: list[LogEvent]) -> None:
+    """
+    Malformed credentials of every kind get a keep-alive 407, never reach
+    the checker, and never crash.
+    """
+    harness, checker = authHarness()
+    client = harness.connectClient()
+    client.send(connectHead("example.com:443", field))
+    response = onlyResponse(client)
+    assert response.status == 407
+    assert response.header("Proxy-Authenticate") is not None
+    assert not client.transport.disconnecting
+    assert checker.asked == []
+    assert failuresLogged(logEvents) == []
+
+
+@pytest.mark.parametrize("scheme", ["Basic", "basic", "BASIC", "bAsIc"])
+def test_schemeCaseInsensitive(scheme: str) -> None:
+    """
+    The C{Basic} scheme name is matched in any case.
+    """
+    harness, checker = authHarness()
+    client = harness.connectClient()
+    client.send(connectHead("example.com:443", basic(GOOD, scheme)))
+    assert checker.asked == [b"alice"]
+    assert len(harness.connector.attempts) == 1
+    assert client.transport.value() == b""
+
+
+def test_passwordWithColons() -> None:
+    """
+    Only the first colon separates the user name; the password may contain
+    more.
+    """
+    checker = CountingChecker({b"bob": b"a:b::c"})
+    harness = makeHarness(checker=checker)
+    client = harness.connectClient()
+    client.send(connectHead("example.com:443", basic(b"bob:a:b::c")))
+    assert checker.asked == [b"bob"]
+    harness.connector.attempts[0].succeed()
+    assert client.protocol.user == "bob"
+
+
+def test_utf8UserName() -> None:
+    """
+    User names and passwords are UTF-8; the user name reaches the checker
+    as UTF-8 bytes and the records as text.
+    """
+    harness, checker = authHarness()
+    client = harness.connectClient()
+    client.send(connectHead("example.com:443", basic("zoë:pässword".encode())))
+    assert checker.asked == ["zoë".encode()]
+    harness.connector.attempts[0].succeed()
+    [opened] = harness.observer.opened
+    assert opened.user == "zoë"
+
+
+@pytest.mark.parametrize(
+    "version, fields",
+    [
+        ("1.0", ()),
+        ("1.1", ("Connection: close",)),
+        ("1.1", ("Proxy-Connection: Close",)),
+        ("1.1", ("Connection: keep-alive, close",)),
+        ("1.0", ("Proxy-Connection: keep-alive", "Connection: close")),
+    ],
+)
+def test_challengeClosesWithoutKeepAlive(version: str, fields: tuple[str, ...]) -> None:
+    """
+    A client that did not ask to keep its connection gets the 407 with its
+    challenge and C{Connection: close}, and is closed.
+    """
+    harness, _ = authHarness()
+    client = harness.connectClient()
+    client.send(connectHead("example.com:443", *fields, version=version))
+    response = onlyResponse(client)
+    assert response.status == 407
+    assert response.header("Proxy-Authenticate") is not None
+    assert response.header("Connection") == "close"
+    assert client.transport.disconnecting
+    client.send(connectHead("example.com:443", basic(GOOD)))
+    assert harness.connector.attempts == []
+
+
+@pytest.mark.parametrize(
+    "field", ["Connection: keep-alive", "Proxy-Connection: Keep-Alive"]
+)
+def test_challengeKeepsHTTP10KeepAlive(field: str) -> None:
+    """
+    An HTTP/1.0 client that asked for keep-alive keeps its connection after
+    a 407 and may retry on it.
+    """
+    harness, _ = authHarness()
+    client = harness.connectClient()
+    client.send(connectHead("example.com:443", field, version="1.0"))
+    assert onlyResponse(client).header("Connection") is None
+    assert not client.transport.disconnecting
+    client.send(connectHead("example.com:443", basic(GOOD), version="1.0"))
+    assert len(harness.connector.attempts) == 1
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_pipelinedRetryAfterChallenge(split: bool) -> None:
+    """
+    A retry sent along with the challenged head is parsed as the next
+    request, and the bytes after it reach the upstream, whether everything
+    arrives in one chunk or a byte at a time.
+    """
+    harness, checker = authHarness()
+    client = harness.connectClient()
+    data = connectHead() + connectHead("example.com:443", basic(GOOD)) + b"\x16hi"
+    if split:
+        for i in range(len(data)):
+            client.send(data[i : i + 1])
+    else:
+        client.send(data)
+    assert checker.asked == [b"alice"]
+    upstream = harness.connector.attempts[0].succeed()
+    assert [r.status for r in responses(client)] == [407, 200]
+    assert upstream.value() == b"\x16hi"
+
+
+def test_pipelinedGarbageAfterChallenge() -> None:
+    """
+    Bytes after a challenged head that are not a request get the error the
+    parser gives them.
+    """
+    harness, _ = authHarness()
+    client = harness.connectClient()
+    client.send(connectHead() + b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert [r.status for r in responses(client)] == [407, 405]
+    assert client.transport.disconnecting
+
+
+def test_manyPipelinedChallenges(
+    logEvents: list[LogEvent], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    Many credential-less requests pipelined in one read (23 kB) are each
+    answered, or the connection is closed, without an error.
+    """
+    # What the bug leaves behind (Deferreds failed with RecursionError) is
+    # collected here, so that it cannot break whichever test runs next.
+    unraisable: list[object] = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    harness, _ = authHarness()
+    client = harness.connectClient()
+    try:
+        client.send(connectHead() * 400)
+        harness.clock.advance(60)
+        answered = len(responses(client))
+        closed = client.transport.disconnecting
+    finally:
+        del harness, client
+        gc.collect()
+    assert failuresLogged(logEvents) == []
+    assert unraisable == []
+    assert answered == 400 or closed
+
+
+def test_challengeRearmsRequestTimeout() -> None:
+    """
+    After a 407 the client has the request timeout to send its retry.
+    """
+    harness, _ = authHarness(settings=ProxySettings(requestTimeout=5))
+    client = harness.connectClient()
+    client.send(connectHead())
+    harness.clock.advance(4.9)
+    assert not client.transport.disconnecting
+    harness.clock.advance(0.1)
+    assert [r.status for r in responses(client)] == [407, 408]
+    assert client.transport.disconnecting
+
+
+def test_challengeResumesPausedClient() -> None:
+    """
+    A client paused for sending too much while its credentials were checked
+    is resumed by the 407, and what it sent is parsed as its retry.
+    """
+    checker = PendingChecker()
+    settings = ProxySettings(maxRequestLine=100, maxHeadSize=200)
+    harness = makeHarness(checker=checker, settings=settings)
+    client = harness.connectClient()
+    client.send(connectHead("example.com:443", basic(b"alice:wrong")))
+    client.send(connectHead("example.com:443", basic(GOOD)))
+    client.send(b"x" * 150)
+    assert client.transport.producerState == "paused"
+    checker.pending[0].errback(UnauthorizedLogin())
+    assert client.transport.producerState == "producing"
+    checker.pending[1].callback(b"alice")
+    upstream = harness.connector.attempts[0].succeed()
+    assert [r.status for r in responses(client)] == [407, 200]
+    assert upstream.value() == b"x" * 150
+
+
+# Authentication: the failed-login limiter and broken checkers.
+
+
+def test_repeatedFailuresBlocked() -> None:
+    """
+    After C{maxFailures} failed logins from one address its next request
+    gets 429 with C{Retry-After} and C{Connection: close}, without asking
+    the checker, on this connection and on new ones.
+    """
+    harness, checker = authHarness(maxFailures=3, blockFor=60)
+    client = harness.connectClient()
+    for _ in range(3):
+        client.send(connectHead("example.com:443", basic(b"alice:wrong")))
+    client.send(connectHead("example.com:443", basic(GOOD)))
+    assert [r.status for r in responses(client)] == [407, 407, 407, 429]
+    blocked = responses(client)[-1]
+    assert blocked.header("Retry-After") == "60"
+    assert blocked.header("Connection") == "close"
+    assert blocked.header("Proxy-Authenticate") is None
+    assert client.transport.disconnecting
+    assert len(checker.asked) == 3
+    again = harness.connectClient()
+    again.send(connectHead("example.com:443", basic(GOOD)))
+    assert onlyResponse(again).status == 429
+    assert len(checker.asked) == 3
+    assert harness.connector.attempts == []
+    assert harness.observer.refused[-1].status == 429
+
+
+def test_blockIsPerAddress() -> None:
+    """
+    A blocked address does not block the others.
+    """
+    harness, _ = authHarness(maxFailures=1)
+    client = harness.connectClient()
+    client.send(connectHead("example.com:443", basic(b"alice:wrong")))
+    other = harness.connectClient(IPv6Address("TCP", "::1", 5000))
+    other.send(connectHead("example.com:443", basic(GOOD)))
+    assert len(harness.connector.attempts) == 1
+
+
+def test_blockExpires() -> None:
+    """
+    C{Retry-After} counts down, and after C{blockFor} seconds the address
+    may log in again.
+    """
+    harness, checker = authHarness(maxFailures=2, blockFor=60)
+    client = harness.connectClient()
+    client.send(connectHead("example.com:443", basic(b"alice:wrong")) * 2)
+    harness.clock.advance(30.5)
+    client = harness.connectClient()
+    client.send(connectHead("example.com:443", basic(GOOD)))
+    assert onlyResponse(client).header("Retry-After") == "30"
+    harness.clock.advance(29.4)
+    client = harness.connectClient()
+    client.send(connectHead("example.com:443", basic(GOOD)))
+    assert onlyResponse(client).header("Retry-After") == "1"
+    harness.clock.advance(0.1)
+    client = harness.connectClient()
+    client.send(connectHead("example.com:443", basic(GOOD)))
+    assert checker.asked[-1] == b"alice"
+    assert len(harness.connector.attempts) == 1
+
+
+def test_successClearsFailures() -> None:
+    """
+    A successful login forgets the address's earlier failures.
+    """
+    harness, _ = authHarness(maxFailures=3)
+    client = harness.connectClient()
+    client.send(connectHead("example.com:443", basic(b"alice:wrong")) * 2)
+    client.send(connectHead("example.com:443", basic(GOOD)))
+    assert len(harness.connector.attempts) == 1
+    client = harness.connectClient()
+    client.send(connectHead("example.com:443", basic(b"alice:wrong")) * 2)
+    client.send(connectHead("example.com:443", basic(GOOD)))
+    assert [r.status for r in responses(client)] == [407, 407]
+    assert len(harness.connector.attempts) == 2
+
+
+def test_malformedCredentialsCount() -> None:
+    """
+    Malformed credentials count as failed logins; missing ones do not.
+    """
+    harness, _ = authHarness(maxFailures=2)
+    client = harness.connectClient()
+    client.send(connectHead() * 5)
+    assert [r.status for r in responses(client)] == [407] * 5
+    client.send(connectHead("example.com:443", "Proxy-Authorization: Basic !") * 3)
+    assert [r.status for r in responses(client)][5:] == [407, 407, 429]
+
+
+def test_checkerErrorIs500(logEvents: list[LogEvent]) -> None:
+    """
+    A checker that fails with something other than a login failure gives a
+    logged 500 and a closed connection, not a 407.
+    """
+    harness = makeHarness(checker=RaisingChecker())
+    client = harness.connectClient()
+    client.send(connectHead("example.com:443", basic(GOOD)))
+    response = onlyResponse(client)
+    assert response.status == 500
+    assert response.header("Proxy-Authenticate") is None
+    assert client.transport.disconnecting
+    [failure] = failuresLogged(logEvents)
+    assert failure["log_failure"].check(RuntimeError)
+
+
+def test_pendingLoginTimesOut() -> None:
+    """
+    A checker that does not answer within the connect deadline is cancelled
+    and the client gets 503.
+    """
+    checker = PendingChecker()
+    harness = makeHarness(checker=checker, settings=ProxySettings(connectTimeout=4))
+    client = harness.connectClient()
+    client.send(connectHead("example.com:443", basic(GOOD)))
+    harness.clock.advance(3.9)
+    assert client.transport.value() == b""
+    harness.clock.advance(0.1)
+    assert checker.cancelled == 1
+    assert onlyResponse(client).status == 503
+    assert client.transport.disconnecting
+    assert harness.connector.attempts == []
+
+
+def test_checkerCancelledErrorAnswered() -> None:
+    """
+    A checker that fails with L{CancelledError} of its own accord (its
+    backend call was cancelled) still gets the client an answer and a close.
+    """
+    checker = PendingChecker()
+    harness = makeHarness(checker=checker)
+    client = harness.connectClient()
+    client.send(connectHead("example.com:443", basic(GOOD)))
+    checker.pending[0].errback(CancelledError())
+    harness.clock.advance(100)
+    assert client.transport.disconnecting
+    assert len(responses(client)) == 1
+
+
+@pytest.fixture
+def htpasswd(tmp_path: Path) -> str:
+    """
+    An htpasswd file with the user C{alice}, password C{secret}.
+    """
+    digest = base64.b64encode(hashlib.sha1(b"secret").digest()).decode()
+    path = tmp_path / "htpasswd"
+    path.write_text(f"alice:{{SHA}}{digest}\n")
+    return str(path)
+
+
+def test_htpasswdCheckerThroughProxy(htpasswd: str) -> None:
+    """
+    The built-in htpasswd checker (verifying at once instead of in a thread)
+    admits the right password and challenges a wrong one.
+    """
+
+    def runInThread(verification: Callable[[], bool]) -> Deferred[bool]:
+        return succeed(verification())
+
+    clock = MemoryReactorClock()
+    checker = HtpasswdChecker(htpasswd, clock=clock, runInThread=runInThread)
+    harness = makeHarness(checker=checker)
+    client = harness.connectClient()
+    client.send(connectHead("example.com:443", basic(b"alice:wrong")))
+    client.send(connectHead("example.com:443", basic(GOOD)))
+    harness.connector.attempts[0].succeed()
+    assert [r.status for r in responses(client)] == [407, 200]
+    assert harness.observer.opened[0].user == "alice"
+
+
+@pytest.mark.parametrize("how", ["client left", "deadline"])
+def test_abandonedLoginNotAFailure(
+    how: str, htpasswd: str, logEvents: list[LogEvent]
+) -> None:
+    """
+    A password check abandoned by the proxy (client gone, deadline) is not a
+    failed login: the same client then logs in with the right password.
+    """
+    verifications: list[Deferred[bool]] = []
+
+    def runInThread(verification: Callable[[], bool]) -> Deferred[bool]:
+        verifications.append(Deferred())
+        return verifications[-1]
+
+    clock = MemoryReactorClock()
+    checker = HtpasswdChecker(htpasswd, clock=clock, runInThread=runInThread)
+    harness = makeHarness(checker=checker, maxFailures=1)
+    client = harness.connectClient()
+    client.send(connectHead("example.com:443", basic(GOOD)))
+    if how == "deadline":
+        harness.clock.advance(10)
+    else:
+        client.lose(ConnectionLost())
+    client = harness.connectClient()
+    client.send(connectHead("example.com:443", basic(GOOD)))
+    assert client.transport.value() == b""
+    verifications[-1].callback(True)
+    assert len(harness.connector.attempts) == 1
+    events = [e.get("event") for e in logEvents]
+    assert "auth_failed" not in events
+    assert "auth_verify_error" not in events
+
+
+def test_clientLeavesDuringLogin() -> None:
+    """
+    A client that leaves while its credentials are checked cancels the
+    check; nothing is written, reported or left scheduled.
+    """
+    checker = PendingChecker()
+    harness = makeHarness(checker=checker)
+    client = harness.connectClient()
+    client.send(connectHead("example.com:443", basic(GOOD)))
+    client.lose(ConnectionLost())
+    assert checker.cancelled == 1
+    assert client.transport.value() == b""
+    assert harness.observer.refused == []
+    assert harness.clock.getDelayedCalls() == []
+
+
+# Port and host rules.
+
+
+@pytest.mark.parametrize("port", [80, 22, 8443, 442, 444])
+def test_defaultPortOnly443(port: int) -> None:
+    """
+    By default only port 443 is allowed; others get 403 naming the port.
+    """
+    harness = ProxyHarness()
+    client = harness.connectClient()
+    client.send(connectHead(f"example.com:{port}"))
+    response = onlyResponse(client)
+    assert response.status == 403
+    assert f"port {port} is not allowed".encode() in response.body
+    assert response.header("Connection") == "close"
+    assert harness.connector.attempts == []
+    assert harness.observer.refused[0].reason == f"port {port} is not allowed"
+
+
+@pytest.mark.parametrize(
+    "port, allowed",
+    [
+        (443, True),
+        (8000, True),
+        (8042, True),
+        (8080, True),
+        (7999, False),
+        (8081, False),
+        (80, False),
+        (65535, True),
+    ],
+)
+def test_portRanges(port: int, allowed: bool) -> None:
+    """
+    Ports and inclusive port ranges are allowed as configured.
+    """
+    ports = PortRules.fromStrings(["443", "8000-8080", "65535"])
+    harness = makeHarness(rulesWith(ports=ports))
+    client = harness.connectClient()
+    client.send(connectHead(f"example.com:{port}"))
+    assert len(harness.connector.attempts) == (1 if allowed else 0)
+    assert (client.transport.value() == b"") is allowed
+
+
+@pytest.mark.parametrize(
+    "target, reason",
+    [
+        ("evil.example:443", "host evil.example is not allowed"),
+        ("EVIL.Example.:443", "host evil.example is not allowed"),
+        ("a.bad.example:443", "host a.bad.example is not allowed"),
+        ("x.y.bad.example:443", "host x.y.bad.example is not allowed"),
+        ("[2001:DB8:0::7]:443", "host 2001:db8::7 is not allowed"),
+        ("bad.example:443", None),
+        ("good.example:443", None),
+    ],
+)
+def test_hostDenyPatterns(target: str, reason: str | None) -> None:
+    """
+    Denied names (after normalisation) get 403 naming the host; others go
+    on.
+    """
+    hosts = HostRules.fromStrings(deny=["evil.example", "*.bad.example", "2001:db8::7"])
+    harness = makeHarness(rulesWith(hosts=hosts))
+    client = harness.connectClient()
+    client.send(connectHead(target))
+    if reason is None:
+        assert len(harness.connector.attempts) == 1
+        return
+    response = onlyResponse(client)
+    assert response.status == 403
+    assert reason.encode() in response.body
+    assert harness.connector.attempts == []
+
+
+@pytest.mark.parametrize(
+    "host, allowed",
+    [
+        ("a.corp.example", True),
+        ("corp.example", False),
+        ("api.example", True),
+        ("other.example", False),
+        ("x.api.example", False),
+        ("198.51.100.1", False),
+    ],
+)
+def test_hostAllowPatterns(host: str, allowed: bool) -> None:
+    """
+    With allow patterns, only matching names may be tunnelled to.
+    """
+    hosts = HostRules.fromStrings(allow=["*.corp.example", "api.example"])
+    harness = makeHarness(rulesWith(hosts=hosts))
+    client = harness.connectClient()
+    client.send(connectHead(f"{host}:443"))
+    assert len(harness.connector.attempts) == (1 if allowed else 0)
+    if not allowed:
+        assert onlyResponse(client).status == 403
+
+
+def test_mappedAddressDeniedLikeIPv4() -> None:
+    """
+    A host rule denying an IPv4 address also denies the same address
+    written as an IPv4-mapped IPv6 literal.
+    """
+    hosts = HostRules.fromStrings(deny=["93.184.216.34"])
+    harness = makeHarness(rulesWith(hosts=hosts))
+    client = harness.connectClient()
+    client.send(connectHead("[::ffff:93.184.216.34]:443"))
+    assert harness.connector.attempts == []
+    assert onlyResponse(client).status == 403
+
+
+@pytest.mark.parametrize("host", ["xn--zz", "xn--a.example", "xn--ls8h.la"])
+def test_unnormalisableHostIs400(host: str) -> None:
+    """
+    A target the parser accepts but that is not a valid host name gets 400.
+    """
+    harness = ProxyHarness()
+    client = harness.connectClient()
+    client.send(connectHead(f"{host}:443"))
+    response = onlyResponse(client)
+    assert response.status == 400
+    assert b"invalid host name in target" in response.body
+    assert harness.connector.attempts == []
+
+
+# Plugin policies.
+
+
+def test_policyAllows() -> None:
+    """
+    A policy answering C{None} lets the request go on.
+    """
+    policy = StaticPolicy()
+    harness = makeHarness(policies=[policy])
+    client = harness.connectClient()
+    client.send(connectHead())
+    assert len(policy.seen) == 1
+    harness.connector.attempts[0].succeed()
+    assert client.transport.value() == ESTABLISHED
+
+
+def test_policyRefuses() -> None:
+    """
+    A policy's refusal is answered with its status and reason, and closes
+    the connection.
+    """
+    harness = makeHarness(policies=[StaticPolicy(Refusal(451, "blocked by court"))])
+    client = harness.connectClient()
+    client.send(connectHead())
+    response = onlyResponse(client)
+    assert response.status == 451
+    assert response.body == b"451 Unavailable For Legal Reasons: blocked by court\n"
+    assert response.header("Connection") == "close"
+    assert client.transport.disconnecting
+    assert harness.connector.attempts == []
+    [refused] = harness.observer.refused
+    assert (refused.status, refused.reason) == (451, "blocked by court")
+    assert refused.target == "example.com:443"
+
+
+@pytest.mark.parametrize("refuse", [False, True])
+def test_policyAnswersLater(refuse: bool) -> None:
+    """
+    A policy may answer with a Deferred that fires later, either way.
+    """
+    policy = LaterPolicy()
+    harness = makeHarness(policies=[policy])
+    client = harness.connectClient()
+    client.send(connectHead())
+    harness.clock.advance(5)
+    assert client.transport.value() == b""
+    assert harness.connector.attempts == []
+    policy.pending[0].callback(Refusal(403, "not today") if refuse else None)
+    if refuse:
+        assert onlyResponse(client).status == 403
+        assert harness.connector.attempts == []
+    else:
+        harness.connector.attempts[0].succeed()
+        assert client.transport.value() == ESTABLISHED
+
+
+def test_firstRefusalWins() -> None:
+    """
+    Policies are asked in order; the first refusal is answered and later
+    policies are not asked.
+    """
+    first, second, third = StaticPolicy(), LaterPolicy(), StaticPolicy()
+    harness = makeHarness(policies=[first, second, third])
+    client = harness.connectClient()
+    client.send(connectHead())
+    assert (len(first.seen), len(second.seen), len(third.seen)) == (1, 1, 0)
+    second.pending[0].callback(Refusal(429, "quota used up"))
+    assert onlyResponse(client).status == 429
+    assert third.seen == []
+
+
+@pytest.mark.parametrize("later", [False, True])
+def test_brokenPolicyIs500(later: bool, logEvents: list[LogEvent]) -> None:
+    """
+    A policy that raises, or whose Deferred fails, gives a logged 500.
+    """
+    policy: IAccessPolicy = LaterPolicy() if later else RaisingPolicy()
+    harness = makeHarness(policies=[policy])
+    client = harness.connectClient()
+    client.send(connectHead())
+    if isinstance(policy, LaterPolicy):
+        policy.pending[0].errback(RuntimeError("policy bug"))
+    response = onlyResponse(client)
+    assert response.status == 500
+    assert b"an access policy failed" in response.body
+    [failure] = failuresLogged(logEvents)
+    assert failure["log_failure"].check(RuntimeError)
+    assert harness.connector.attempts == []
+
+
+def test_pendingPolicyTimesOut() -> None:
+    """
+    A policy that has not answered by the connect deadline is cancelled and
+    the client gets 503.
+    """
+    policy = LaterPolicy()
+    harness = makeHarness(policies=[policy])
+    client = harness.connectClient()
+    client.send(connectHead())
+    harness.clock.advance(9.9)
+    assert client.transport.value() == b""
+    harness.clock.advance(0.1)
+    assert policy.cancelled == 1
+    response = onlyResponse(client)
+    assert response.status == 503
+    assert b"timed out checking access" in response.body
+    assert harness.connector.attempts == []
+    assert harness.observer.refused[0].status == 503
+
+
+def test_clientLeavesDuringPolicyCheck() -> None:
+    """
+    A client that leaves while a policy has not answered cancels it;
+    nothing is written, reported or left scheduled.
+    """
+    policy = LaterPolicy()
+    harness = makeHarness(policies=[policy])
+    client = harness.connectClient()
+    client.send(connectHead())
+    client.lose(ConnectionLost())
+    assert policy.cancelled == 1
+    assert client.transport.value() == b""
+    assert harness.observer.refused == []
+    assert harness.clock.getDelayedCalls() == []
+    assert harness.connector.attempts == []
+
+
+@pytest.mark.parametrize("how", ["client left", "deadline"])
+def test_cancelledPolicyCheckNotAnError(how: str, logEvents: list[LogEvent]) -> None:
+    """
+    Cancelling a policy check (client gone, deadline) logs no failure.
+    """
+    policy = LaterPolicy()
+    harness = makeHarness(policies=[policy])
+    client = harness.connectClient()
+    client.send(connectHead())
+    if how == "deadline":
+        harness.clock.advance(10)
+    else:
+        client.lose(ConnectionLost())
+    assert policy.cancelled == 1
+    assert failuresLogged(logEvents) == []
+
+
+def test_policyReceivesAccessRequest() -> None:
+    """
+    Policies receive the client's address, the user, the normalised host and
+    the port, with the whole request.
+    """
+    policy = StaticPolicy()
+    checker = CountingChecker({b"alice": b"secret"})
+    rules = rulesWith(ports=PortRules.fromStrings(["8443"]))
+    harness = makeHarness(rules, [policy], checker)
+    client = harness.connectClient(IPv6Address("TCP", "::1", 51000))
+    client.send(connectHead("Example.COM.:8443", basic(GOOD), "X-Team: blue"))
+    [access] = policy.seen
+    assert (access.clientHost, access.clientPort) == ("::1", 51000)
+    assert access.user == "alice"
+    assert (access.host, access.port) == ("example.com", 8443)
+    assert access.request.target == "Example.COM.:8443"
+    assert access.request.getHeader("x-team") == "blue"
+
+
+def test_policyUnauthenticatedUnixClient() -> None:
+    """
+    Without authentication the user is C{None}, and a UNIX client has no
+    address.
+    """
+    policy = StaticPolicy()
+    harness = makeHarness(policies=[policy])
+    client = harness.connectClient(UNIXAddress(b"/run/p.sock"))
+    client.send(connectHead())
+    [access] = policy.seen
+    assert (access.clientHost, access.clientPort, access.user) == ("", 0, None)
+
+
+# Order of the checks.
+
+
+def test_authBeforePortAndHost() -> None:
+    """
+    An unauthenticated client is challenged before the port, host and policy
+    checks, so it learns nothing about them.
+    """
+    policy = StaticPolicy(Refusal(403, "never"))
+    rules = rulesWith(hosts=HostRules.fromStrings(deny=["evil.example"]))
+    harness, _ = authHarness(rules=rules, policies=[policy])
+    client = harness.connectClient()
+    client.send(connectHead("evil.example:80"))
+    client.send(connectHead("evil.example:80", basic(b"alice:wrong")))
+    assert [r.status for r in responses(client)] == [407, 407]
+    client.send(connectHead("evil.example:80", basic(GOOD)))
+    assert [r.status for r in responses(client)] == [407, 407, 403]
+    assert b"port 80" in responses(client)[-1].body
+    assert policy.seen == []
+
+
+def test_hostCheckedBeforePolicies() -> None:
+    """
+    Host rules refuse before any policy is asked.
+    """
+    policy = StaticPolicy()
+    rules = rulesWith(hosts=HostRules.fromStrings(deny=["evil.example"]))
+    harness = makeHarness(rules, [policy])
+    client = harness.connectClient()
+    client.send(connectHead("evil.example:443"))
+    assert onlyResponse(client).status == 403
+    assert policy.seen == []
+
+
+def test_refusalOfAuthenticatedUserNamesUser() -> None:
+    """
+    A refusal after a successful login is reported with the user name.
+    """
+    harness, _ = authHarness()
+    client = harness.connectClient()
+    client.send(connectHead("example.com:80", basic(GOOD)))
+    [refused] = harness.observer.refused
+    assert refused.status == 403
+    assert refused.user == "alice"
+
+
+# The connector's destination rules.
+
+
+def test_forbiddenDestinationIs403() -> None:
+    """
+    A connector refusing the resolved destination gives 403 with its
+    reason.
+    """
+    harness = ProxyHarness()
+    client = harness.connectClient()
+    client.send(connectHead("internal.example:443"))
+    reason = "internal.example resolves to 10.0.0.5 is a private address"
+    harness.connector.attempts[0].fail(ForbiddenDestination(reason))
+    response = onlyResponse(client)
+    assert response.status == 403
+    expected = f"403 Forbidden: destination not allowed: {reason}\n"
+    assert response.body == expected.encode()
+    assert client.transport.disconnecting
+    assert harness.observer.refused[0].status == 403
+
+
+# The gatekeeper on its own.
+
+
+@pytest.mark.parametrize(
+    "address, allowed",
+    [
+        (IPv4Address("TCP", "127.0.0.1", 1), True),
+        (IPv6Address("TCP", "::1", 1), True),
+        (IPv6Address("TCP", "::ffff:127.0.0.9", 1), True),
+        (UNIXAddress(b"/run/p.sock"), True),
+        (UNIXAddress(None), True),
+        (IPv4Address("TCP", "192.0.2.1", 1), False),
+        (IPv6Address("TCP", "2001:db8::1", 1), False),
+        (IPv6Address("TCP", "::ffff:192.0.2.1", 1), False),
+    ],
+    ids=str,
+)
+def test_checkClient(address: object, allowed: bool) -> None:
+    """
+    With the default rules, loopback and UNIX clients are allowed, others
+    refused with 403.
+    """
+    refused = Gatekeeper(AccessRules.defaults()).checkClient(address)
+    if allowed:
+        assert refused is None
+    else:
+        assert refused is not None
+        assert (refused.status, refused.keepAlive) == (403, False)
+
+
+def test_clientHostPort() -> None:
+    """
+    IP clients have a host and port; others have neither.
+    """
+    assert clientHostPort(IPv4Address("TCP", "10.0.0.1", 5)) == ("10.0.0.1", 5)
+    assert clientHostPort(IPv6Address("TCP", "::1", 6)) == ("::1", 6)
+    assert clientHostPort(UNIXAddress(b"/s")) == ("", 0)
+    assert clientHostPort(None) == ("", 0)
+
+
+def test_admitWithoutAuthentication() -> None:
+    """
+    Without a portal, C{admit} fires with C{None} for an allowed request and
+    hands policies the request as L{accessRequest} builds it.
+    """
+    policy = StaticPolicy()
+    gatekeeper = Gatekeeper(AccessRules.defaults(), [policy])
+    expected = accessRequest("example.com", 443, clientPort=40000)
+    client = IPv4Address("TCP", "127.0.0.1", 40000)
+    assert succeeded(gatekeeper.admit(client, expected.request)) is None
+    assert policy.seen == [expected]
+
+
+@pytest.mark.parametrize(
+    "port, host, status",
+    [(80, "example.com", 403), (443, "evil.example", 403), (443, "xn--zz", 400)],
+)
+def test_admitRefuses(port: int, host: str, status: int) -> None:
+    """
+    C{admit} fails with L{Refused}, not keep-alive, for a refused port or
+    host and for an invalid host.
+    """
+    rules = rulesWith(hosts=HostRules.fromStrings(deny=["evil.example"]))
+    request = accessRequest(host, port).request
+    error = failed(Gatekeeper(rules).admit(FOREIGN, request))
+    assert isinstance(error, Refused)
+    assert (error.status, error.keepAlive, error.headers) == (status, False, ())
+
+
+def test_admitAuthenticates() -> None:
+    """
+    With a portal, C{admit} challenges a request without credentials and
+    fires with the user name for good ones.
+    """
+    checker = CountingChecker({b"alice": b"secret"})
+    gatekeeper = Gatekeeper(
+        AccessRules.defaults(), portal=userPortal([checker]), realm="r"
+    )
+    error = failed(gatekeeper.admit(FOREIGN, accessRequest().request))
+    assert isinstance(error, Refused)
+    assert (error.status, error.keepAlive) == (407, True)
+    assert list(error.headers) == [
+        ("Proxy-Authenticate", 'Basic realm="r", charset="UTF-8"')
+    ]
+    field = ("proxy-authorization", basic(GOOD).split(": ", 1)[1])
+    request = accessRequest(headers=(field,)).request
+    assert succeeded(gatekeeper.admit(FOREIGN, request)) == "alice"
+
+
+def test_admitWithoutLimiter() -> None:
+    """
+    Without a limiter, failed logins are challenged again and again.
+    """
+    checker = CountingChecker({b"alice": b"secret"})
+    gatekeeper = Gatekeeper(AccessRules.defaults(), portal=userPortal([checker]))
+    field = ("proxy-authorization", basic(b"alice:wrong").split(": ", 1)[1])
+    request = accessRequest(headers=(field,)).request
+    for _ in range(20):
+        error = failed(gatekeeper.admit(FOREIGN, request))
+        assert isinstance(error, Refused) and error.status == 407
+    assert len(checker.asked) == 20
+
+
+def test_checkPolicyWithTestPolicies() -> None:
+    """
+    The test policies answer as L{checkPolicy} expects.
+    """
+    assert checkPolicy(StaticPolicy(), accessRequest()) is None
+    refusal = Refusal(451, "no")
+    assert checkPolicy(StaticPolicy(refusal), accessRequest(user="a")) == refusal
+    with pytest.raises(AssertionError):
+        checkPolicy(LaterPolicy(), accessRequest())
+    with pytest.raises(RuntimeError):
+        checkPolicy(RaisingPolicy(), accessRequest())
+
+
+def test_refusedDefaults() -> None:
+    """
+    A L{Refused} has no extra headers and closes the connection unless told
+    otherwise.
+    """
+    refused = Refused(403, "no")
+    assert (refused.status, refused.reason) == (403, "no")
+    assert (tuple(refused.headers), refused.keepAlive) == ((), False)
+    assert refused.args == (403, "no")
+
+
+def test_interfacesProvided() -> None:
+    """
+    The realm of L{userPortal} and the test checkers and policies provide
+    their interfaces.
+    """
+    assert verifyObject(IRealm, userPortal([]).realm)
+    assert verifyObject(ICredentialsChecker, CountingChecker({}))
+    assert verifyObject(ICredentialsChecker, PendingChecker())
+    assert verifyObject(ICredentialsChecker, RaisingChecker())
+    assert verifyObject(IAccessPolicy, StaticPolicy())
+    assert verifyObject(IAccessPolicy, LaterPolicy())
+    assert verifyObject(IAccessPolicy, RaisingPolicy())
+
+
+# Reloading.
+
+
+def test_reconfigureAffectsNewConnections() -> None:
+    """
+    After C{reconfigure}, new connections use the new settings and access
+    checks.
+    """
+    harness = ProxyHarness()
+    rules = rulesWith(ports=PortRules.fromStrings(["8443"]))
+    harness.factory.reconfigure(ProxySettings(requestTimeout=5), Gatekeeper(rules))
+    client = harness.connectClient()
+    client.send(connectHead("example.com:8443"))
+    assert len(harness.connector.attempts) == 1
+    client = harness.connectClient()
+    client.send(connectHead("example.com:443"))
+    assert onlyResponse(client).status == 403
+    slow = harness.connectClient()
+    harness.clock.advance(5)
+    assert onlyResponse(slow).status == 408
+
+
+def test_reconfigureKeepsTunnels() -> None:
+    """
+    A tunnel established before C{reconfigure} keeps relaying both ways,
+    even when the new checks would refuse it.
+    """
+    harness = ProxyHarness()
+    client = harness.connectClient()
+    client.send(connectHead())
+    attempt = harness.connector.attempts[0]
+    upstream = attempt.succeed()
+    refuseAll = StaticPolicy(Refusal(403, "closed for maintenance"))
+    harness.factory.reconfigure(
+        ProxySettings(), Gatekeeper(AccessRules.defaults(), [refuseAll])
+    )
+    client.send(b"ping")
+    attempt.protocol.dataReceived(b"pong")
+    assert upstream.value() == b"ping"
+    assert client.transport.value() == ESTABLISHED + b"pong"
+    assert refuseAll.seen == []
+    newcomer = harness.connectClient()
+    newcomer.send(connectHead())
+    assert onlyResponse(newcomer).status == 403
+
+
+def test_directConnectorGetsNetworkRules() -> None:
+    """
+    The built-in connector applies the gatekeeper's destination network
+    rules, and C{reconfigure} hands it the new ones.
+    """
+    first = NetworkRules.fromStrings(deny=["8.8.8.0/24"])
+    factory = ConnectProxyFactory(
+        MemoryReactorClock(),
+        ProxySettings(),
+        gatekeeper=Gatekeeper(rulesWith(networks=first)),
+    )
+    assert isinstance(factory.connector, DirectConnector)
+    assert factory.connector.networks is first
+    networks = NetworkRules.fromStrings(allow=["10.0.0.0/8"])
+    gatekeeper = Gatekeeper(rulesWith(networks=networks))
+    factory.reconfigure(ProxySettings(), gatekeeper)
+    assert factory.gatekeeper is gatekeeper
+    assert factory.connector.networks is networks

@@ -1,0 +1,410 @@
+# -*- test-case-name: tests.test_limits -*-
+"""
+Tests for the connection limits of L{connectproxy._server.ConnectProxyFactory}:
+the total and per-client limits answered with 503, shedding far over the
+total limit, and the default limit derived from the descriptor limit.
+"""
+
+from __future__ import annotations
+
+import resource
+
+import pytest
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.protocol import Protocol
+from twisted.logger import LogEvent
+
+from connectproxy import ConnectProxyProtocol, ProxySettings
+from connectproxy._server import defaultMaxConnections
+from connectproxy.testing import (
+    FakeClient,
+    HalfCloseableStringTransport,
+    ProxyHarness,
+)
+
+CONNECT = b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"
+
+
+def peer(host: str = "127.0.0.1", port: int = 40000) -> IPv4Address | IPv6Address:
+    """
+    A client address.
+    """
+    if ":" in host:
+        return IPv6Address("TCP", host, port)
+    return IPv4Address("TCP", host, port)
+
+
+def statusOf(client: FakeClient) -> int:
+    """
+    The status code of the response the proxy wrote to C{client}.
+    """
+    return int(client.transport.value().split(b" ", 2)[1])
+
+
+def accepted(client: FakeClient) -> bool:
+    """
+    Whether C{client} got a real proxy connection (not a limit refusal).
+    """
+    return isinstance(client.protocol, ConnectProxyProtocol)
+
+
+def connectMany(harness: ProxyHarness, count: int) -> list[FakeClient]:
+    """
+    Open C{count} client connections from distinct loopback ports.
+    """
+    return [harness.connectClient(peer(port=30000 + i)) for i in range(count)]
+
+
+def shedEvents(events: list[LogEvent]) -> list[LogEvent]:
+    """
+    The C{connections_shed} events among C{events}.
+    """
+    return [event for event in events if event.get("event") == "connections_shed"]
+
+
+def buildRaw(
+    harness: ProxyHarness, address: IPv4Address | IPv6Address | None = None
+) -> Protocol | None:
+    """
+    Ask the factory for a protocol as a listening port would, connecting it
+    when there is one.
+    """
+    address = address or peer(port=50000)
+    protocol = harness.factory.buildProtocol(address)
+    if protocol is not None:
+        protocol.makeConnection(HalfCloseableStringTransport(peerAddress=address))
+    return protocol
+
+
+def setLimit(harness: ProxyHarness, maxConnections: int) -> None:
+    """
+    Reload the proxy with a new total limit (and the same access checks).
+    """
+    harness.factory.reconfigure(
+        ProxySettings(maxConnections=maxConnections), harness.factory.gatekeeper
+    )
+
+
+# The total limit.
+
+
+def test_overTotalLimitGets503() -> None:
+    """
+    The connection after C{maxConnections} gets a 503 with C{Connection:
+    close}, is closed and reported, and is not counted.
+    """
+    harness = ProxyHarness(ProxySettings(maxConnections=3))
+    clients = connectMany(harness, 3)
+    assert all(accepted(client) for client in clients)
+    extra = harness.connectClient(peer("::1", 6000))
+    assert not accepted(extra)
+    value = extra.transport.value()
+    assert value.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+    assert b"\r\nConnection: close\r\n" in value
+    assert value.endswith(b"the proxy has too many connections\n")
+    assert extra.transport.disconnecting
+    assert len(harness.factory.connections) == 3
+    assert extra.protocol not in harness.factory.connections
+    [refused] = harness.observer.refused
+    assert (refused.client, refused.status) == ("[::1]:6000", 503)
+    assert refused.reason == "the proxy has too many connections"
+    assert (refused.method, refused.target) == ("", "")
+
+
+def test_limitRefusalIgnoresRequest() -> None:
+    """
+    A request sent to a refused connection is neither parsed nor answered.
+    """
+    harness = ProxyHarness(ProxySettings(maxConnections=1))
+    harness.connectClient()
+    extra = harness.connectClient()
+    before = extra.transport.value()
+    extra.send(CONNECT)
+    assert extra.transport.value() == before
+    assert harness.connector.attempts == []
+
+
+def test_closedConnectionFreesSlot() -> None:
+    """
+    Once a counted connection is gone, a new one is accepted again.
+    """
+    harness = ProxyHarness(ProxySettings(maxConnections=2))
+    first, _ = connectMany(harness, 2)
+    assert not accepted(harness.connectClient())
+    first.lose()
+    assert len(harness.factory.connections) == 1
+    assert accepted(harness.connectClient())
+    assert not accepted(harness.connectClient())
+
+
+def test_closedRefusalFreesNothing() -> None:
+    """
+    A refused connection going away does not change the count.
+    """
+    harness = ProxyHarness(ProxySettings(maxConnections=1))
+    harness.connectClient()
+    harness.connectClient().lose()
+    assert len(harness.factory.connections) == 1
+    assert not accepted(harness.connectClient())
+
+
+def test_tunnelsCountUntilClosed() -> None:
+    """
+    A connection holds its slot through its tunnel and frees it when the
+    tunnel is over.
+    """
+    harness = ProxyHarness(ProxySettings(maxConnections=1))
+    client = harness.connectClient()
+    client.send(CONNECT)
+    attempt = harness.connector.attempts[0]
+    attempt.succeed()
+    assert not accepted(harness.connectClient())
+    attempt.loseUpstream()
+    client.lose()
+    assert harness.factory.connections == set()
+    assert accepted(harness.connectClient())
+
+
+def test_reconfigureRaisesLimit() -> None:
+    """
+    A higher limit from C{reconfigure} applies to the next connection.
+    """
+    harness = ProxyHarness(ProxySettings(maxConnections=1))
+    harness.connectClient()
+    setLimit(harness, 2)
+    assert accepted(harness.connectClient())
+    assert not accepted(harness.connectClient())
+
+
+# Far over the total limit: shedding.
+
+
+@pytest.mark.parametrize("limit, slack", [(1, 16), (2, 16), (200, 20)])
+def test_shedFarOverLimit(limit: int, slack: int) -> None:
+    """
+    With C{limit + max(16, limit // 10)} connections open (here after a
+    reload lowered the limit) the factory builds no protocol at all; one
+    fewer still gets a 503.
+    """
+    harness = ProxyHarness(ProxySettings(maxConnections=0))
+    connectMany(harness, limit + slack - 1)
+    setLimit(harness, limit)
+    refusal = buildRaw(harness)
+    assert refusal is not None and not isinstance(refusal, ConnectProxyProtocol)
+    setLimit(harness, 0)
+    harness.connectClient()
+    setLimit(harness, limit)
+    assert buildRaw(harness) is None
+    assert len(harness.factory.connections) == limit + slack
+    assert len(harness.observer.refused) == 1
+
+
+def test_shedLoggedOncePerSecond(logEvents: list[LogEvent]) -> None:
+    """
+    Shed connections are logged with a count at most once per second of the
+    clock.
+    """
+    harness = ProxyHarness(ProxySettings(maxConnections=0))
+    harness.clock.advance(1000)
+    connectMany(harness, 20)
+    setLimit(harness, 2)
+    assert buildRaw(harness) is None
+    [first] = shedEvents(logEvents)
+    assert first["count"] == 1
+    assert first["reason"] == "the proxy has too many connections"
+    assert first["log_level"].name == "warn"
+    harness.clock.advance(0.5)
+    for _ in range(4):
+        assert buildRaw(harness) is None
+    assert len(shedEvents(logEvents)) == 1
+    harness.clock.advance(0.5)
+    assert buildRaw(harness) is None
+    assert [e["count"] for e in shedEvents(logEvents)] == [1, 5]
+    harness.clock.advance(10)
+    assert buildRaw(harness) is None
+    assert [e["count"] for e in shedEvents(logEvents)] == [1, 5, 1]
+    assert harness.observer.refused == []
+
+
+def test_floodOfRefusalsIsShed() -> None:
+    """
+    When C{maxConnections + 16} connections are open, counting those still
+    being refused with 503, new ones are closed at once.
+    """
+    harness = ProxyHarness(ProxySettings(maxConnections=2))
+    clients = connectMany(harness, 2 + 16)
+    assert sum(accepted(client) for client in clients) == 2
+    assert not any(client.transport.aborted for client in clients)
+    assert buildRaw(harness) is None
+
+
+# The per-client limit.
+
+
+def test_perClientLimit() -> None:
+    """
+    A client address over C{maxConnectionsPerClient} gets 503 for its extra
+    connection; other addresses are not affected.
+    """
+    settings = ProxySettings(maxConnections=0, maxConnectionsPerClient=2)
+    harness = ProxyHarness(settings)
+    assert accepted(harness.connectClient(peer("127.0.0.1", 1)))
+    assert accepted(harness.connectClient(peer("127.0.0.1", 2)))
+    extra = harness.connectClient(peer("127.0.0.1", 3))
+    assert not accepted(extra)
+    assert statusOf(extra) == 503
+    assert extra.transport.value().endswith(b"this client has too many connections\n")
+    [refused] = harness.observer.refused
+    assert refused.client == "127.0.0.1:3"
+    assert accepted(harness.connectClient(peer("127.0.0.2", 1)))
+    assert accepted(harness.connectClient(peer("::1", 1)))
+    assert accepted(harness.connectClient(peer("::1", 2)))
+    assert not accepted(harness.connectClient(peer("::1", 3)))
+
+
+def test_perClientCountDrops() -> None:
+    """
+    A client's count drops as its connections close, down to none.
+    """
+    settings = ProxySettings(maxConnections=0, maxConnectionsPerClient=2)
+    harness = ProxyHarness(settings)
+    first = harness.connectClient(peer("127.0.0.1", 1))
+    second = harness.connectClient(peer("127.0.0.1", 2))
+    first.lose()
+    third = harness.connectClient(peer("127.0.0.1", 3))
+    assert accepted(third)
+    assert not accepted(harness.connectClient(peer("127.0.0.1", 4)))
+    second.lose()
+    third.lose()
+    assert harness.factory.connections == set()
+    assert accepted(harness.connectClient(peer("127.0.0.1", 5)))
+    assert accepted(harness.connectClient(peer("127.0.0.1", 6)))
+
+
+def test_totalLimitCheckedFirst() -> None:
+    """
+    When both limits are reached, the total limit is the reason given.
+    """
+    settings = ProxySettings(maxConnections=1, maxConnectionsPerClient=1)
+    harness = ProxyHarness(settings)
+    harness.connectClient()
+    extra = harness.connectClient()
+    assert extra.transport.value().endswith(b"the proxy has too many connections\n")
+
+
+def test_unixClientsNotLimitedPerClient() -> None:
+    """
+    UNIX socket clients have no address and no per-client limit.
+    """
+    settings = ProxySettings(maxConnections=0, maxConnectionsPerClient=1)
+    harness = ProxyHarness(settings)
+    clients = [harness.connectClient(UNIXAddress(b"/run/p.sock")) for _ in range(5)]
+    assert all(accepted(client) for client in clients)
+    for client in clients:
+        client.lose()
+    assert harness.factory.connections == set()
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        ProxySettings(maxConnections=0),
+        ProxySettings(maxConnections=0, maxConnectionsPerClient=0),
+    ],
+)
+def test_zeroMeansNoLimit(settings: ProxySettings) -> None:
+    """
+    A limit of 0 means no limit.
+    """
+    harness = ProxyHarness(settings)
+    clients = [harness.connectClient(peer(port=i + 1)) for i in range(300)]
+    assert all(accepted(client) for client in clients)
+    assert len(harness.factory.connections) == 300
+    assert harness.observer.refused == []
+
+
+# The 503 refusal's abort timer.
+
+
+def test_limitRefusalAbortedIfCloseHangs() -> None:
+    """
+    A refused connection whose close does not finish is aborted after the
+    abort timeout.
+    """
+    harness = ProxyHarness(ProxySettings(maxConnections=1, abortTimeout=4))
+    harness.connectClient()
+    extra = harness.connectClient()
+    harness.clock.advance(3.9)
+    assert not extra.transport.aborted
+    harness.clock.advance(0.1)
+    assert extra.transport.aborted
+
+
+def test_limitRefusalAbortCancelledOnClose() -> None:
+    """
+    No abort timer is left once a refused connection is gone.
+    """
+    harness = ProxyHarness(ProxySettings(maxConnections=1))
+    harness.connectClient()
+    extra = harness.connectClient()
+    assert len(harness.clock.getDelayedCalls()) == 2
+    extra.lose()
+    assert len(harness.clock.getDelayedCalls()) == 1
+    harness.clock.advance(100)
+    assert not extra.transport.aborted
+
+
+def test_limitRefusalLostAfterAbort() -> None:
+    """
+    A refused connection lost after its abort timer fired is fine.
+    """
+    harness = ProxyHarness(ProxySettings(maxConnections=1))
+    harness.connectClient()
+    extra = harness.connectClient()
+    harness.clock.advance(15)
+    assert extra.transport.aborted
+    extra.lose()
+
+
+# The default limit.
+
+
+@pytest.mark.parametrize(
+    "soft, expected",
+    [
+        (1024, 480),
+        (4096, 2016),
+        (1048576, 524256),
+        (100, 18),
+        (95, 16),
+        (64, 16),
+        (0, 16),
+        (resource.RLIM_INFINITY, 10000),
+    ],
+)
+def test_defaultMaxConnections(
+    monkeypatch: pytest.MonkeyPatch, soft: int, expected: int
+) -> None:
+    """
+    The default limit leaves two descriptors per tunnel and 64 spare, at
+    least 16, and 10000 when descriptors are unlimited.
+    """
+    asked: list[int] = []
+
+    def getrlimit(which: int) -> tuple[int, int]:
+        asked.append(which)
+        return soft, resource.RLIM_INFINITY
+
+    monkeypatch.setattr("connectproxy._server.resource.getrlimit", getrlimit)
+    assert defaultMaxConnections() == expected
+    assert ProxySettings().maxConnections == expected
+    assert asked == [resource.RLIMIT_NOFILE] * 2
+
+
+def test_defaultMaxConnectionsUsesTheProcessLimit() -> None:
+    """
+    Unpatched, the default follows the process's real descriptor limit.
+    """
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    expected = 10000 if soft == resource.RLIM_INFINITY else max(16, (soft - 64) // 2)
+    assert defaultMaxConnections() == expected

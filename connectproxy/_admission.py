@@ -191,6 +191,16 @@ class Gatekeeper:
                 raise Refused(500, "an access policy failed", user=user) from None
             if isinstance(refusal, Refusal):
                 raise Refused(refusal.status, refusal.reason, user=user)
+            if refusal is not None:
+                # Fail closed on an answer the interface does not allow.
+                self._log.error(
+                    "access policy {policy!r} answered {answer!r}, not None "
+                    "or a Refusal",
+                    policy=policy,
+                    answer=refusal,
+                    event="policy_error",
+                )
+                raise Refused(500, "an access policy failed", user=user)
         return user
 
     @inlineCallbacks
@@ -230,8 +240,8 @@ class Gatekeeper:
         except LoginFailed:
             self._failed(clientHost, userName, "wrong user name or password")
             raise Refused(407, "invalid credentials", self._challenge, True) from None
-        if limiter is not None:
-            limiter.recordSuccess(clientHost)
+        # A success does not clear the address's failures: one valid
+        # password must not make guessing others' passwords free.
         assert isinstance(avatar, str)
         return avatar
 

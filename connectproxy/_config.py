@@ -13,7 +13,7 @@ from typing import Any
 
 from twisted.python.usage import UsageError
 
-__all__ = ["ConfigError", "applyConfig", "givenOnCommandLine", "loadConfig"]
+__all__ = ["ConfigError", "applyConfig", "loadConfig"]
 
 
 class ConfigError(UsageError):
@@ -34,22 +34,8 @@ def loadConfig(path: str) -> dict[str, Any]:
             return tomllib.load(f)
     except OSError as e:
         raise ConfigError(f"cannot read {path}: {e.strerror}") from None
-    except tomllib.TOMLDecodeError as e:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path} is not valid TOML: {e}") from None
-
-
-def givenOnCommandLine(argv: Iterable[str], names: Iterable[str]) -> set[str]:
-    """
-    Which of the long options C{names} appear in C{argv} (as C{--name VALUE}
-    or C{--name=VALUE}).
-    """
-    args = list(argv)
-    given = set()
-    for name in names:
-        flag = "--" + name
-        if any(a == flag or a.startswith(flag + "=") for a in args):
-            given.add(name)
-    return given
 
 
 def applyConfig(

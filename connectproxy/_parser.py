@@ -51,6 +51,8 @@ _FIELD_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*\Z")
 # A DNS-style host name label: letters, digits, hyphen and underscore.
 _LABEL = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\Z")
 _PORT = re.compile(r"[0-9]{1,5}\Z")
+# A number as inet_aton reads one: decimal, octal or hexadecimal.
+_NUMBER = re.compile(r"(0[xX][0-9A-Fa-f]*|[0-9]+)\Z")
 
 _MAX_HEADERS = 100
 _MAX_LEADING_EMPTY_LINES = 8
@@ -168,9 +170,10 @@ def _checkHostName(host: str) -> str:
     labels = name.split(".")
     if len(name) > 253 or not all(_LABEL.match(label) for label in labels):
         raise BadRequest(400, "invalid host name in target")
-    if labels[-1].isdigit():
-        # All-digit names are IPv4 addresses or nothing: resolvers read
-        # "1234" or "010.1.1.1" as addresses, which rules could not see.
+    if labels[-1].isdigit() or all(_NUMBER.match(label) for label in labels):
+        # Names made of numbers are IPv4 addresses or nothing: resolvers
+        # read "1234", "010.1.1.1" or "0x7f.1" as addresses (inet_aton),
+        # which rules written for dotted quads would not see.
         try:
             ipaddress.IPv4Address(name)
         except ValueError:

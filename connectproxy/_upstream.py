@@ -241,7 +241,9 @@ class DirectConnector:
             else:
                 refusals.append(self.networks.explain(ip))
         if not allowed:
-            raise ForbiddenDestination(f"{host} resolves to {refusals[0]}")
+            raise ForbiddenDestination(
+                f"{host} resolves to {refusals[0]}".replace(" is ", ", which is ", 1)
+            )
         endpoint = HostnameEndpoint(
             _ReactorWithResolver(self._reactor, _Vetted(allowed)),
             host,

@@ -10,6 +10,7 @@ import ipaddress
 import signal
 import sys
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
@@ -26,7 +27,7 @@ from twisted.python import usage
 from . import plugins as pluginPackage
 from ._admission import Gatekeeper, userPortal
 from ._auth import FailureLimiter
-from ._config import applyConfig, givenOnCommandLine, loadConfig
+from ._config import applyConfig, loadConfig
 from ._observer import formatAddress
 from ._policy import (
     DEFAULT_PORTS,
@@ -58,6 +59,16 @@ def _positiveFloat(text: str) -> float:
     return value
 
 
+def _nonNegativeFloat(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value < float("inf"):
+        raise ValueError(f"{text!r} must not be negative")
+    return value
+
+
 def _byteCount(text: str) -> int:
     try:
         value = int(text)
@@ -80,6 +91,7 @@ def _count(text: str) -> int:
 
 _positiveFloat.coerceDoc = "Seconds, a positive number."  # type: ignore[attr-defined]
 _byteCount.coerceDoc = "Bytes, a whole number, at least 64."  # type: ignore[attr-defined]
+_nonNegativeFloat.coerceDoc = "Seconds, 0 or more."  # type: ignore[attr-defined]
 _count.coerceDoc = "A whole number; 0 means no limit."  # type: ignore[attr-defined]
 
 
@@ -208,7 +220,7 @@ class Options(usage.Options, AuthOptionMixin):
             30.0,
             "Seconds a verified user name and password is remembered (as a "
             "keyed hash) before it is verified again; 0 turns this off.",
-            float,
+            _nonNegativeFloat,
         ],
         [
             "auth-max-failures",
@@ -252,12 +264,25 @@ class Options(usage.Options, AuthOptionMixin):
         for name in self._lists:
             self[name] = []
         self.argv: list[str] = []
+        # Which options the command line gave (getopt has already expanded
+        # abbreviations when the handlers run): the file does not override
+        # those.
+        self.given: set[str] = set()
+        for name, handler in list(self._dispatch.items()):
+            self._dispatch[name] = partial(self._dispatchGiven, handler)
         self.rules = AccessRules.defaults()
         self.policies: list[IAccessPolicy] = []
 
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
         self.argv = list(sys.argv[1:] if options is None else options)
         super().parseOptions(self.argv)
+
+    def _dispatchGiven(self, handler: Any, name: str, value: str) -> None:
+        self.given.add(name)
+        if isinstance(handler, usage.CoerceParameter):
+            handler.dispatch(name, value)
+        else:
+            handler(name, value)
 
     def _append(self, name: str, value: str) -> None:
         self[name].append(value)
@@ -376,9 +401,8 @@ class Options(usage.Options, AuthOptionMixin):
         if self["max-head-size"] < self["max-request-line"]:
             raise usage.UsageError(
                 "--max-head-size must be at least --max-request-line"
+                + self._fromFile("max-head-size", "max-request-line")
             )
-        if self["auth-cache-ttl"] < 0:
-            raise usage.UsageError("--auth-cache-ttl must not be negative")
         try:
             self.rules = AccessRules(
                 ports=PortRules.fromStrings(self["allow-port"]),
@@ -399,6 +423,15 @@ class Options(usage.Options, AuthOptionMixin):
                 checker.allowPlaintext = True
                 checker.reload()
 
+    def _fromFile(self, *names: str) -> str:
+        """
+        Where values that failed a cross-check came from, when some came
+        from the configuration file.
+        """
+        if self["config"] is not None and not self.given.issuperset(names):
+            return f" (check {self['config']})"
+        return ""
+
     def _makePolicy(self, description: str) -> IAccessPolicy:
         name, _, argument = description.partition(":")
         try:
@@ -416,11 +449,10 @@ class Options(usage.Options, AuthOptionMixin):
         }
         lists["auth"] = self.opt_auth
         flags = [row[0] for row in self.optFlags]
-        given = givenOnCommandLine(self.argv, [*parameters, *lists, *flags])
         applyConfig(
             path,
             loadConfig(path),
-            given,
+            self.given,
             parameters,
             lists,
             flags,
@@ -507,11 +539,20 @@ class _ListenerService(StreamServerEndpointService):
             host=getattr(address, "host", None),
             port=getattr(address, "port", None),
         )
+        self._address = address
+        self.warnIfOpen()
+        return port
+
+    def warnIfOpen(self) -> None:
+        """
+        Warn loudly if this listener is on a non-loopback address and the
+        configuration asks for no authentication.
+        """
+        address = getattr(self, "_address", None)
         host = getattr(address, "host", None)
         if self.unauthenticated and isinstance(host, str):
             if not ipaddress.ip_address(host.partition("%")[0]).is_loopback:
                 self._warnOpen(formatAddress(address))
-        return port
 
     def _warnOpen(self, address: str) -> None:
         if self.clientRules:
@@ -549,22 +590,41 @@ class _ReloadService(Service):
         factory: ConnectProxyFactory,
         reactor: Any,
         installSignal: bool,
+        listeners: Sequence[_ListenerService] = (),
     ) -> None:
         self._options = options
+        self._listen = options["listen"]
+        self.listeners = listeners
         self._factory = factory
         self._reactor = reactor
         self._installSignal = installSignal
         self._previousHandler: Any = None
+        self._installed = False
         self._checkers = options.checkers()
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        self._installHandler()
 
     def startService(self) -> None:
         super().startService()
-        if self._installSignal and hasattr(signal, "SIGHUP"):
+        self._installHandler()
+
+    def _installHandler(self) -> None:
+        """
+        Install the SIGHUP handler, before the listeners start (this service
+        is added first; twistd starts services in two passes, twist in one),
+        so that a SIGHUP sent as soon as the proxy says it listens is
+        handled.
+        """
+        if self._installSignal and hasattr(signal, "SIGHUP") and not self._installed:
+            self._installed = True
             self._previousHandler = signal.signal(signal.SIGHUP, self._onSignal)
 
     def stopService(self) -> None:
         super().stopService()
-        if self._installSignal and hasattr(signal, "SIGHUP"):
+        if self._installed:
+            self._installed = False
             signal.signal(signal.SIGHUP, self._previousHandler or signal.SIG_DFL)
         _stopCheckers(self._checkers)
 
@@ -588,14 +648,25 @@ class _ReloadService(Service):
                 error=str(e),
             )
             return False
-        if options["listen"] != self._options["listen"]:
+        if options["listen"] != self._listen:
             self._log.warn(
                 "--listen changes take effect only after a restart",
                 event="reload_listen_ignored",
             )
         old, self._checkers = self._checkers, options.checkers()
         self._options = options
+        previous = self._factory.gatekeeper.limiter
+        if previous is not None and gatekeeper.limiter is not None:
+            # Keep counting (and blocking) across reloads, with the new limits.
+            previous.maxFailures = gatekeeper.limiter.maxFailures
+            previous.window = gatekeeper.limiter.window
+            previous.blockFor = gatekeeper.limiter.blockFor
+            gatekeeper.limiter = previous
         self._factory.reconfigure(options.settings(), gatekeeper)
+        for listener in self.listeners:
+            listener.unauthenticated = options.unauthenticated()
+            listener.clientRules = options["allow-client"]
+            listener.warnIfOpen()
         # Verifications already running on the old checkers finish within
         # the admission deadline; stop their threads after it.
         self._reactor.callLater(options["connect-timeout"] + 1, _stopCheckers, old)
@@ -630,13 +701,16 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
     )
     service = MultiService()
     service.setName("connectproxy")
+    reloader = _ReloadService(options, factory, reactor, installSignal)
+    reloader.setName("reload")
+    reloader.setServiceParent(service)
+    listeners = []
     for description in options["listen"]:
         listener = _ListenerService(serverFromString(reactor, description), factory)
         listener._raiseSynchronously = True
         listener.unauthenticated = options.unauthenticated()
         listener.clientRules = options["allow-client"]
         listener.setServiceParent(service)
-    reloader = _ReloadService(options, factory, reactor, installSignal)
-    reloader.setName("reload")
-    reloader.setServiceParent(service)
+        listeners.append(listener)
+    reloader.listeners = listeners
     return service

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
+import re
 
 import pytest
 from hypothesis import given, settings
@@ -486,10 +487,11 @@ _VALUE_BYTES = [9, *range(0x20, 0x7F), *range(0x80, 0x100)]
 def _hostNames(draw: st.DrawFn) -> tuple[str, str]:
     """Draw a host name as sent (any case, maybe a trailing dot) and as parsed."""
     labels = draw(st.lists(_LABEL, min_size=1, max_size=4))
-    # An all-digit last label makes it an IPv4 address or nothing.
-    labels[-1] += (
-        draw(st.sampled_from(["x", "-y", "_"])) if labels[-1].isdigit() else ""
-    )
+    # A name of numbers (or with an all-digit last label) is an IPv4
+    # address or nothing.
+    numeric = re.compile(r"(0[xX][0-9A-Fa-f]*|[0-9]+)\Z")
+    if labels[-1].isdigit() or all(numeric.match(label) for label in labels):
+        labels[-1] += draw(st.sampled_from(["g", "-y", "_"]))
     name = ".".join(labels)
     return name + draw(st.sampled_from(["", "."])), name.lower()
 
@@ -636,3 +638,22 @@ def test_zeroContentLengthSpellings() -> None:
         b"CONNECT a:1 HTTP/1.1\r\nHost: a\r\nContent-Length: 00\r\n\r\n"
     )
     assert request.port == 1
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["0x7f000001:443", "0x7f.0x0.0x0.0x1:443", "0x7f.1:443", "017700000001:443"],
+)
+def test_numericNamesMustBeDottedQuads(target: str) -> None:
+    """Names made only of numbers (hex, octal, decimal) that are not a
+    dotted-quad IPv4 address get 400: resolvers would read them as
+    addresses."""
+    with pytest.raises(BadRequest) as raised:
+        parseAuthority(target)
+    assert raised.value.status == 400
+
+
+@pytest.mark.parametrize("target", ["0xdead.example:443", "a.0x1f:443", "0x-1.com:443"])
+def test_hexLookingLabelsInNamesAllowed(target: str) -> None:
+    """A name with a label that is not a number stays a name."""
+    assert parseAuthority(target)[1] == 443

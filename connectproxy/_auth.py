@@ -23,12 +23,10 @@ import bcrypt
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.error import UnauthorizedLogin
-from twisted.cred.strcred import ICheckerFactory
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger, LogLevel
-from twisted.plugin import IPlugin
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
@@ -36,7 +34,6 @@ from zope.interface import implementer
 __all__ = [
     "FailureLimiter",
     "HtpasswdChecker",
-    "HtpasswdCheckerFactory",
     "InvalidCredentials",
     "parseBasicCredentials",
 ]
@@ -601,41 +598,3 @@ class FailureLimiter:
             return
         _makeRoom(self._blockedUntil, lambda until: until <= now, self.maxKeys)
         self._blockedUntil[key] = now + self.blockFor
-
-    def recordSuccess(self, key: str) -> None:
-        """
-        Forget the failed logins of C{key}.
-        """
-        self._failures.pop(key, None)
-
-
-_AUTH_HELP: Final = """\
-Check Proxy-Authorization: Basic credentials against an Apache htpasswd
-file (user:hash lines, made with Apache's htpasswd tool). Supported hashes:
-bcrypt (htpasswd -B, recommended), Apache MD5 (-m, the default), SHA-256
-and SHA-512 crypt (-2, -5), and unsalted SHA-1 (-s, weak: a warning is
-logged). Plaintext entries (-p) are refused unless --auth-allow-plaintext
-is given; DES crypt (-d) and other formats never match. The file is
-reloaded when it changes.
-"""
-
-
-@implementer(ICheckerFactory, IPlugin)
-class HtpasswdCheckerFactory:
-    """
-    Make an L{HtpasswdChecker} from C{--auth htpasswd:PATH}.
-    """
-
-    authType = "htpasswd"
-    authHelp = _AUTH_HELP
-    argStringFormat = "A path to an htpasswd file"
-    credentialInterfaces = (IUsernamePassword,)
-
-    def generateChecker(self, argstring: str) -> HtpasswdChecker:
-        """
-        @param argstring: The path of the htpasswd file.
-        @raise ValueError: If there is no path or the file cannot be read.
-        """
-        if not argstring.strip():
-            raise ValueError("htpasswd needs a file: --auth htpasswd:PATH")
-        return HtpasswdChecker(argstring)

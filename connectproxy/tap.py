@@ -7,11 +7,12 @@ L{Options} and L{makeService}.
 from __future__ import annotations
 
 import ipaddress
+import math
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
@@ -49,50 +50,62 @@ DEFAULT_LISTEN = "tcp:3128:interface=127.0.0.1"
 _defaults = ProxySettings()
 
 
-def _positiveFloat(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is not a number of seconds") from None
-    if not 0 < value < float("inf"):
-        raise ValueError(f"{text!r} must be a positive number of seconds")
-    return value
+_T = TypeVar("_T", int, float)
 
 
-def _nonNegativeFloat(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is not a number of seconds") from None
-    if not 0 <= value < float("inf"):
-        raise ValueError(f"{text!r} must not be negative")
-    return value
+def _coercer(
+    convert: Callable[[str], _T],
+    unit: str,
+    allowed: Callable[[_T], bool],
+    requirement: str,
+    doc: str,
+) -> Callable[[str], _T]:
+    """
+    Make a coerce function for C{optParameters} that converts a value and
+    checks it, with messages that say what was expected.
+    """
+
+    def coerce(text: str) -> _T:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise ValueError(f"{text!r} is not {unit}") from None
+        if not allowed(value):
+            raise ValueError(f"{text!r} {requirement}")
+        return value
+
+    coerce.coerceDoc = doc  # type: ignore[attr-defined]
+    return coerce
 
 
-def _byteCount(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is not a whole number of bytes") from None
-    if value < 64:
-        raise ValueError(f"{text!r} is too small: at least 64 bytes")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise ValueError(f"{text!r} must not be negative")
-    return value
-
-
-_positiveFloat.coerceDoc = "Seconds, a positive number."  # type: ignore[attr-defined]
-_byteCount.coerceDoc = "Bytes, a whole number, at least 64."  # type: ignore[attr-defined]
-_nonNegativeFloat.coerceDoc = "Seconds, 0 or more."  # type: ignore[attr-defined]
-_count.coerceDoc = "A whole number; 0 means no limit."  # type: ignore[attr-defined]
+_positiveFloat = _coercer(
+    float,
+    "a number of seconds",
+    lambda v: 0 < v < math.inf,
+    "must be a positive number of seconds",
+    "Seconds, a positive number.",
+)
+_nonNegativeFloat = _coercer(
+    float,
+    "a number of seconds",
+    lambda v: 0 <= v < math.inf,
+    "must not be negative",
+    "Seconds, 0 or more.",
+)
+_byteCount = _coercer(
+    int,
+    "a whole number of bytes",
+    lambda v: v >= 64,
+    "is too small: at least 64 bytes",
+    "Bytes, a whole number, at least 64.",
+)
+_count = _coercer(
+    int,
+    "a whole number",
+    lambda v: v >= 0,
+    "must not be negative",
+    "A whole number; 0 means no limit.",
+)
 
 
 def _network(text: str) -> str:

@@ -46,10 +46,10 @@ from connectproxy import _auth
 from connectproxy._auth import (
     FailureLimiter,
     HtpasswdChecker,
-    HtpasswdCheckerFactory,
     InvalidCredentials,
     parseBasicCredentials,
 )
+from twisted.plugins.connectproxy_htpasswd import connectproxyHtpasswd
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 _PROPERTY = settings(max_examples=300, deadline=None)
@@ -859,19 +859,6 @@ def test_limiterSlidingWindow() -> None:
     assert limiter.blockedFor("k") == 30
 
 
-def test_limiterSuccessClears() -> None:
-    """
-    A successful login forgets the key's failures.
-    """
-    clock = Clock()
-    limiter = FailureLimiter(clock, maxFailures=2)
-    limiter.recordFailure("k")
-    limiter.recordSuccess("k")
-    limiter.recordSuccess("unknown")
-    limiter.recordFailure("k")
-    assert limiter.blockedFor("k") is None
-
-
 def test_limiterDisabled() -> None:
     """
     With C{maxFailures=0} nothing is counted or blocked.
@@ -927,25 +914,12 @@ def test_checkerProvidesInterface(tmp_path: Path) -> None:
 
 def test_factoryProvidesInterfaces() -> None:
     """
-    Both checker factories provide L{strcred.ICheckerFactory} and L{IPlugin}.
+    The checker factory provides L{strcred.ICheckerFactory} and L{IPlugin},
+    and its help names the plaintext option.
     """
-    from twisted.plugins.connectproxy_htpasswd import connectproxyHtpasswd
-
-    for factory in (HtpasswdCheckerFactory(), connectproxyHtpasswd):
-        assert verifyObject(strcred.ICheckerFactory, factory)
-        assert verifyObject(IPlugin, factory)
-
-
-def test_pluginRepeatsTheFactoryTexts() -> None:
-    """
-    The import-light plugin describes the auth type exactly as the factory.
-    """
-    from twisted.plugins.connectproxy_htpasswd import connectproxyHtpasswd
-
-    factory = HtpasswdCheckerFactory()
-    for name in ("authType", "authHelp", "argStringFormat", "credentialInterfaces"):
-        assert getattr(connectproxyHtpasswd, name) == getattr(factory, name)
-    assert "--auth-allow-plaintext" in factory.authHelp
+    assert verifyObject(strcred.ICheckerFactory, connectproxyHtpasswd)
+    assert verifyObject(IPlugin, connectproxyHtpasswd)
+    assert "--auth-allow-plaintext" in connectproxyHtpasswd.authHelp
 
 
 def test_makeChecker(tmp_path: Path) -> None:
@@ -966,7 +940,7 @@ def test_factoryNeedsAPath(argument: str) -> None:
     An empty argument string is a L{ValueError}.
     """
     with pytest.raises(ValueError, match="htpasswd:PATH"):
-        HtpasswdCheckerFactory().generateChecker(argument)
+        connectproxyHtpasswd.generateChecker(argument)
 
 
 def test_pluginImportIsLight() -> None:

@@ -22,10 +22,10 @@ if TYPE_CHECKING:
 
 
 @implementer(ICheckerFactory, IPlugin)
-class LazyHtpasswdCheckerFactory:
+class HtpasswdCheckerFactory:
     """
-    Describe the C{htpasswd} auth type, and leave making the checker to
-    L{connectproxy._auth.HtpasswdCheckerFactory}, whose texts these repeat.
+    The C{htpasswd} auth type: makes an L{HtpasswdChecker} from
+    C{--auth htpasswd:PATH}.
     """
 
     authType = "htpasswd"
@@ -46,9 +46,11 @@ reloaded when it changes.
         @param argstring: The path of the htpasswd file.
         @raise ValueError: If there is no path or the file cannot be read.
         """
-        from connectproxy._auth import HtpasswdCheckerFactory
+        from connectproxy._auth import HtpasswdChecker
 
-        return HtpasswdCheckerFactory().generateChecker(argstring)
+        if not argstring.strip():
+            raise ValueError("htpasswd needs a file: --auth htpasswd:PATH")
+        return HtpasswdChecker(argstring)
 
 
-connectproxyHtpasswd = LazyHtpasswdCheckerFactory()
+connectproxyHtpasswd = HtpasswdCheckerFactory()

@@ -8,10 +8,12 @@ L{ConnectProxyFactory} in your own service.
 
 from ._access import AccessRequest, Refusal
 from ._admission import Gatekeeper, userPortal
+from ._factory import ConnectProxyFactory
 from ._observer import AccessLogObserver, RefusedRequest, TunnelRecord
 from ._parser import BadRequest, ConnectRequest, ConnectRequestParser
 from ._policy import AccessRules, ClientRules, HostRules, NetworkRules, PortRules
-from ._server import ConnectProxyFactory, ConnectProxyProtocol, ProxySettings
+from ._server import ConnectProxyProtocol
+from ._settings import ProxySettings
 from ._tunnel import ProxyTunnel
 from ._upstream import DirectConnector, ForbiddenDestination
 from ._version import __version__

@@ -10,10 +10,8 @@ the connection to a L{ProxyTunnel}.
 
 from __future__ import annotations
 
-import resource
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.error import (
@@ -23,33 +21,31 @@ from twisted.internet.error import (
     DNSLookupError,
 )
 from twisted.internet.interfaces import (
-    IAddress,
     IDelayedCall,
     IHalfCloseableProtocol,
     IProtocol,
     IReactorTime,
 )
-from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ._admission import Gatekeeper, Refused, clientHostPort
+from ._admission import Refused
 from ._observer import (
-    AccessLogObserver,
-    ObserverFanOut,
     RefusedRequest,
     TunnelRecord,
     formatAddress,
 )
 from ._parser import BadRequest, ConnectRequest, ConnectRequestParser
-from ._policy import AccessRules
 from ._responses import CONNECTION_ESTABLISHED, errorResponse
 from ._tunnel import ProxyTunnel, TunnelTransport, canHalfClose
-from ._upstream import DirectConnector, ForbiddenDestination
-from .interfaces import IProxyObserver, IUpstreamConnector
+from ._upstream import ForbiddenDestination
 
-__all__ = ["ConnectProxyFactory", "ConnectProxyProtocol", "ProxySettings"]
+if TYPE_CHECKING:
+    from ._factory import ConnectProxyFactory
+
+__all__ = ["ConnectProxyProtocol"]
 
 #: After an error response on plain TCP, how long (at most) and how many
 #: bytes the proxy keeps reading and discarding before it closes.
@@ -58,47 +54,6 @@ LINGER_BYTES = 256 * 1024
 
 #: How many 407 challenges one connection gets before it is closed.
 MAX_CHALLENGES = 16
-
-
-@dataclass(frozen=True, slots=True)
-class ProxySettings:
-    """
-    The tunables of a proxy.
-
-    @ivar requestTimeout: Seconds a client has to send a complete request
-        head (408 after that).
-    @ivar connectTimeout: Seconds for the whole upstream connect, name
-        resolution and every attempt included (504 after that).
-    @ivar idleTimeout: Seconds a tunnel may stay without traffic either way.
-    @ivar abortTimeout: Seconds a graceful close may take before the
-        connection is aborted.
-    @ivar maxRequestLine: Longest request line accepted, in bytes (414).
-    @ivar maxHeadSize: Largest request head accepted, in bytes (431).
-    @ivar maxConnections: Most client connections at once (503 beyond; 0
-        for no limit).  By default, what the descriptor limit allows.
-    @ivar maxConnectionsPerClient: Most connections at once from one client
-        address (503 beyond; 0 for no limit).
-    """
-
-    requestTimeout: float = 30.0
-    connectTimeout: float = 10.0
-    idleTimeout: float = 600.0
-    abortTimeout: float = 15.0
-    maxRequestLine: int = 8192
-    maxHeadSize: int = 65536
-    maxConnections: int = field(default_factory=lambda: defaultMaxConnections())
-    maxConnectionsPerClient: int = 0
-
-
-def defaultMaxConnections() -> int:
-    """
-    The default limit on client connections: what the process's descriptor
-    limit allows with two descriptors per tunnel and some to spare.
-    """
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY:
-        return 10000
-    return max(16, (soft - 64) // 2)
 
 
 def _connectErrorStatus(failure: Failure) -> tuple[int, str]:
@@ -530,176 +485,3 @@ def _discard(data: bytes) -> None:
     """
     Ignore bytes from a client whose connection is closing.
     """
-
-
-class _LimitRefusal(Protocol):
-    """
-    Answers 503 at once to a connection over a limit, and closes it.
-    """
-
-    def __init__(self, factory: ConnectProxyFactory, reason: str) -> None:
-        self._factory = factory
-        self._reason = reason
-
-    def connectionMade(self) -> None:
-        self._factory.refusing += 1
-        transport = cast(TunnelTransport, self.transport)
-        transport.write(errorResponse(503, self._reason))
-        transport.loseConnection()
-        self._abort = self._factory.reactor.callLater(
-            self._factory.settings.abortTimeout, transport.abortConnection
-        )
-        self._factory.requestRefused(
-            RefusedRequest(
-                client=formatAddress(transport.getPeer()),
-                method="",
-                target="",
-                status=503,
-                reason=self._reason,
-            )
-        )
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self._factory.refusing -= 1
-        if self._abort.active():
-            self._abort.cancel()
-
-
-class ConnectProxyFactory(Factory):
-    """
-    Builds a L{ConnectProxyProtocol} per client connection and holds what
-    they share: settings, the clock, the access checks, the upstream
-    connector and the observers.
-
-    @ivar reactor: The reactor (clock, resolver, connector) in use.
-    @ivar settings: The proxy's tunables.
-    @ivar gatekeeper: The access checks.
-    @ivar connector: How upstream connections are made.
-    @ivar observer: Where reports go (all the observers given).
-    @ivar connections: The client connections now open.
-    @ivar refusing: How many connections over a limit are being answered
-        with a 503 now.
-    @ivar openTunnels: How many tunnels are open now.
-    """
-
-    _log = Logger()
-    noisy = False
-
-    def __init__(
-        self,
-        reactor: Any,
-        settings: ProxySettings | None = None,
-        connector: IUpstreamConnector | None = None,
-        observers: Iterable[IProxyObserver] | None = None,
-        gatekeeper: Gatekeeper | None = None,
-    ) -> None:
-        """
-        @param reactor: Provides L{IReactorTime} and, for the default
-            connector, name resolution and TCP.
-        @param settings: Tunables; the defaults when C{None}.
-        @param connector: Makes upstream connections; a L{DirectConnector}
-            over C{reactor} when C{None}, with the gatekeeper's network
-            rules.
-        @param observers: Told of refusals and tunnels; the access log when
-            C{None}.
-        @param gatekeeper: The access checks; the safe defaults (loopback
-            clients, port 443, no authentication) when C{None}.
-        """
-        self.reactor: Any = reactor
-        self.settings = settings if settings is not None else ProxySettings()
-        if gatekeeper is None:
-            gatekeeper = Gatekeeper(AccessRules.defaults())
-        self.gatekeeper = gatekeeper
-        if connector is None:
-            connector = DirectConnector(
-                reactor, self.settings.connectTimeout, gatekeeper.rules.networks
-            )
-        self.connector = connector
-        if observers is None:
-            observers = [AccessLogObserver()]
-        self.observer = ObserverFanOut(observers)
-        self.connections: set[ConnectProxyProtocol] = set()
-        self.openTunnels = 0
-        self.refusing = 0
-        self._perClient: dict[str, int] = {}
-        self._shed = 0
-        self._shedLogged: float | None = None
-
-    def reconfigure(self, settings: ProxySettings, gatekeeper: Gatekeeper) -> None:
-        """
-        Use new settings and access checks for new connections (a reload);
-        established tunnels carry on as they are.
-        """
-        self.settings = settings
-        self.gatekeeper = gatekeeper
-        if isinstance(self.connector, DirectConnector):
-            self.connector.networks = gatekeeper.rules.networks
-
-    def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
-        clientHost, _ = clientHostPort(addr)
-        refusal = self._overLimit(clientHost)
-        if refusal is not None:
-            return self._shedOrRefuse(refusal)
-        protocol = ConnectProxyProtocol(self)
-        protocol.clientHost = clientHost
-        self.connections.add(protocol)
-        if clientHost:
-            self._perClient[clientHost] = self._perClient.get(clientHost, 0) + 1
-        return protocol
-
-    def _overLimit(self, clientHost: str) -> str | None:
-        settings = self.settings
-        total = settings.maxConnections
-        if total and len(self.connections) >= total:
-            return "the proxy has too many connections"
-        perClient = settings.maxConnectionsPerClient
-        if perClient and clientHost and self._perClient.get(clientHost, 0) >= perClient:
-            return "this client has too many connections"
-        return None
-
-    def _shedOrRefuse(self, reason: str) -> Protocol | None:
-        """
-        Refuse a connection over a limit: with a 503, or (far over the total
-        limit, where even a response costs too much) by closing it at once,
-        logging a count at most once a second.
-        """
-        limit = self.settings.maxConnections
-        open = len(self.connections) + self.refusing
-        if limit and open >= limit + max(16, limit // 10):
-            self._shed += 1
-            now = self.reactor.seconds()
-            if self._shedLogged is None or now - self._shedLogged >= 1.0:
-                self._log.warn(
-                    "closed {count} connections at once: {reason}",
-                    event="connections_shed",
-                    count=self._shed,
-                    reason=reason,
-                )
-                self._shed = 0
-                self._shedLogged = now
-            return None
-        return _LimitRefusal(self, reason)
-
-    def connectionClosed(self, protocol: ConnectProxyProtocol) -> None:
-        """
-        A client connection is gone.
-        """
-        self.connections.discard(protocol)
-        clientHost = protocol.clientHost
-        if clientHost:
-            count = self._perClient.get(clientHost, 0) - 1
-            if count > 0:
-                self._perClient[clientHost] = count
-            else:
-                self._perClient.pop(clientHost, None)
-
-    def requestRefused(self, event: RefusedRequest) -> None:
-        self.observer.requestRefused(event)
-
-    def tunnelOpened(self, event: TunnelRecord) -> None:
-        self.openTunnels += 1
-        self.observer.tunnelOpened(event)
-
-    def tunnelClosed(self, event: TunnelRecord) -> None:
-        self.openTunnels -= 1
-        self.observer.tunnelClosed(event)

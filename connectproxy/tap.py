@@ -8,20 +8,16 @@ from __future__ import annotations
 
 import ipaddress
 import math
-import signal
 import sys
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any, TypeVar
 
-from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import MultiService, Service
+from twisted.application.service import MultiService
 from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.strcred import AuthOptionMixin
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort
 from twisted.internet.testing import MemoryReactor
-from twisted.logger import Logger
 from twisted.plugin import getPlugins
 from twisted.python import usage
 
@@ -29,7 +25,7 @@ from . import plugins as pluginPackage
 from ._admission import Gatekeeper, userPortal
 from ._auth import FailureLimiter
 from ._config import applyConfig, loadConfig
-from ._observer import formatAddress
+from ._factory import ConnectProxyFactory
 from ._policy import (
     DEFAULT_PORTS,
     AccessRules,
@@ -39,7 +35,8 @@ from ._policy import (
     PortRules,
     parsePortRange,
 )
-from ._server import ConnectProxyFactory, ProxySettings
+from ._service import ListenerService, ReloadService
+from ._settings import ProxySettings
 from .interfaces import IAccessPolicy, IAccessPolicyFactory
 
 __all__ = ["DEFAULT_LISTEN", "Options", "makeService"]
@@ -527,173 +524,6 @@ class Options(usage.Options, AuthOptionMixin):
         return not self.checkers()
 
 
-class _ListenerService(StreamServerEndpointService):
-    """
-    A listener that says where it listens once it does (useful with port 0),
-    and warns loudly when that is a non-loopback address without
-    authentication.
-    """
-
-    _log = Logger()
-    unauthenticated = False
-    clientRules: Sequence[str] = ()
-
-    def privilegedStartService(self) -> None:
-        super().privilegedStartService()
-        if self._waitingForPort is not None:
-            self._waitingForPort.addCallback(self._listening)
-
-    def _listening(self, port: IListeningPort) -> IListeningPort:
-        address = port.getHost()
-        self._log.info(
-            "connectproxy listening on {address}",
-            event="listening",
-            address=formatAddress(address),
-            host=getattr(address, "host", None),
-            port=getattr(address, "port", None),
-        )
-        self._address = address
-        self.warnIfOpen()
-        return port
-
-    def warnIfOpen(self) -> None:
-        """
-        Warn loudly if this listener is on a non-loopback address and the
-        configuration asks for no authentication.
-        """
-        address = getattr(self, "_address", None)
-        host = getattr(address, "host", None)
-        if self.unauthenticated and isinstance(host, str):
-            if not ipaddress.ip_address(host.partition("%")[0]).is_loopback:
-                self._warnOpen(formatAddress(address))
-
-    def _warnOpen(self, address: str) -> None:
-        if self.clientRules:
-            self._log.critical(
-                "OPEN PROXY: listening on {address} without authentication; "
-                "every client in {clients} can tunnel through it. Add --auth "
-                "unless that is what you want.",
-                event="open_proxy",
-                address=address,
-                clients=", ".join(self.clientRules),
-            )
-        else:
-            self._log.critical(
-                "listening on {address} without authentication and without "
-                "--allow-client: only loopback clients are served, everyone "
-                "else gets 403. Add --auth and/or --allow-client.",
-                event="open_proxy",
-                address=address,
-            )
-
-
-class _ReloadService(Service):
-    """
-    Re-reads the configuration on SIGHUP (or when L{reload} is called):
-    the configuration file, password files and rules.  New connections use
-    the new configuration; established tunnels carry on.  A configuration
-    that does not load is logged and the old one kept.
-    """
-
-    _log = Logger()
-
-    def __init__(
-        self,
-        options: Options,
-        factory: ConnectProxyFactory,
-        reactor: Any,
-        installSignal: bool,
-        listeners: Sequence[_ListenerService] = (),
-    ) -> None:
-        self._options = options
-        self._listen = options["listen"]
-        self.listeners = listeners
-        self._factory = factory
-        self._reactor = reactor
-        self._installSignal = installSignal
-        self._previousHandler: Any = None
-        self._installed = False
-        self._checkers = options.checkers()
-
-    def privilegedStartService(self) -> None:
-        super().privilegedStartService()
-        self._installHandler()
-
-    def startService(self) -> None:
-        super().startService()
-        self._installHandler()
-
-    def _installHandler(self) -> None:
-        """
-        Install the SIGHUP handler, before the listeners start (this service
-        is added first; twistd starts services in two passes, twist in one),
-        so that a SIGHUP sent as soon as the proxy says it listens is
-        handled.
-        """
-        if self._installSignal and hasattr(signal, "SIGHUP") and not self._installed:
-            self._installed = True
-            self._previousHandler = signal.signal(signal.SIGHUP, self._onSignal)
-
-    def stopService(self) -> None:
-        super().stopService()
-        if self._installed:
-            self._installed = False
-            signal.signal(signal.SIGHUP, self._previousHandler or signal.SIG_DFL)
-        _stopCheckers(self._checkers)
-
-    def _onSignal(self, signum: int, frame: object) -> None:
-        self._reactor.callFromThread(self.reload)
-
-    def reload(self) -> bool:
-        """
-        Load the configuration again.
-
-        @return: Whether the new configuration is in use.
-        """
-        options = Options()
-        try:
-            options.parseOptions(self._options.argv)
-            gatekeeper = options.gatekeeper(self._reactor)
-        except (usage.UsageError, ValueError, OSError) as e:
-            self._log.error(
-                "configuration reload failed, keeping the old configuration: {error}",
-                event="reload_failed",
-                error=str(e),
-            )
-            return False
-        if options["listen"] != self._listen:
-            self._log.warn(
-                "--listen changes take effect only after a restart",
-                event="reload_listen_ignored",
-            )
-        old, self._checkers = self._checkers, options.checkers()
-        self._options = options
-        previous = self._factory.gatekeeper.limiter
-        if previous is not None and gatekeeper.limiter is not None:
-            # Keep counting (and blocking) across reloads, with the new limits.
-            previous.maxFailures = gatekeeper.limiter.maxFailures
-            previous.window = gatekeeper.limiter.window
-            previous.blockFor = gatekeeper.limiter.blockFor
-            gatekeeper.limiter = previous
-        self._factory.reconfigure(options.settings(), gatekeeper)
-        for listener in self.listeners:
-            listener.unauthenticated = options.unauthenticated()
-            listener.clientRules = options["allow-client"]
-            listener.warnIfOpen()
-        # Verifications already running on the old checkers finish within
-        # the admission deadline; stop their threads after it.
-        self._reactor.callLater(options["connect-timeout"] + 1, _stopCheckers, old)
-        self._log.info("configuration reloaded", event="reloaded")
-        return True
-
-
-def _stopCheckers(checkers: Sequence[Any]) -> None:
-    for checker in checkers:
-        stop = getattr(checker, "stop", None)
-        if stop is not None:
-            stop()
-
-
 def makeService(options: Options, reactor: Any = None) -> MultiService:
     """
     Build the proxy service: one listener per C{--listen}, sharing one
@@ -714,12 +544,12 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
     )
     service = MultiService()
     service.setName("connectproxy")
-    reloader = _ReloadService(options, factory, reactor, installSignal)
+    reloader = ReloadService(options, factory, reactor, installSignal)
     reloader.setName("reload")
     reloader.setServiceParent(service)
     listeners = []
     for description in options["listen"]:
-        listener = _ListenerService(serverFromString(reactor, description), factory)
+        listener = ListenerService(serverFromString(reactor, description), factory)
         listener._raiseSynchronously = True
         listener.unauthenticated = options.unauthenticated()
         listener.clientRules = options["allow-client"]

@@ -35,9 +35,10 @@ from zope.interface import implementer
 
 from ._access import AccessRequest, Refusal
 from ._admission import Gatekeeper
+from ._factory import ConnectProxyFactory
 from ._observer import RefusedRequest, TunnelRecord
 from ._parser import ConnectRequest
-from ._server import ConnectProxyFactory, ProxySettings
+from ._settings import ProxySettings
 from .interfaces import IAccessPolicy, IProxyObserver, IUpstreamConnector
 
 __all__ = [

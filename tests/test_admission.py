@@ -37,7 +37,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from connectproxy import AccessRequest, ProxySettings, Refusal
+from connectproxy import AccessRequest, ConnectProxyFactory, ProxySettings, Refusal
 from connectproxy._admission import Gatekeeper, Refused, clientHostPort, userPortal
 from connectproxy._auth import FailureLimiter, HtpasswdChecker
 from connectproxy._policy import (
@@ -47,7 +47,6 @@ from connectproxy._policy import (
     NetworkRules,
     PortRules,
 )
-from connectproxy._server import ConnectProxyFactory
 from connectproxy._upstream import DirectConnector, ForbiddenDestination
 from connectproxy.interfaces import IAccessPolicy
 from connectproxy.testing import (

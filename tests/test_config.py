@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_config -*-
 """
 Tests for the configuration file (L{connectproxy._config}, C{--config}), its
-reload on SIGHUP (L{connectproxy.tap._ReloadService}), and the warning about
+reload on SIGHUP (L{connectproxy.tap.ReloadService}), and the warning about
 an open proxy that C{makeService} logs when it listens.
 """
 
@@ -28,12 +28,12 @@ from twisted.python.failure import Failure
 from twisted.python.usage import UsageError
 from zope.interface import implementer
 
-from connectproxy import ProxySettings
+from connectproxy import ConnectProxyFactory, ProxySettings
 from connectproxy._auth import HtpasswdChecker
 from connectproxy._config import ConfigError
-from connectproxy._server import ConnectProxyFactory
+from connectproxy._service import ListenerService, ReloadService
 from connectproxy.plugins.hostlist import HostListPolicy
-from connectproxy.tap import Options, _ListenerService, _ReloadService, makeService
+from connectproxy.tap import Options, makeService
 from connectproxy.testing import FakeConnector, ProxyHarness, RecordingObserver
 
 PASSWORD = "correct horse"
@@ -89,19 +89,19 @@ def listenerFactory(service: MultiService) -> ConnectProxyFactory:
     The proxy factory shared by the listeners of a L{makeService} service.
     """
     factories = {
-        child.factory for child in service if isinstance(child, _ListenerService)
+        child.factory for child in service if isinstance(child, ListenerService)
     }
     [factory] = factories
     assert isinstance(factory, ConnectProxyFactory)
     return factory
 
 
-def reloaderOf(service: MultiService) -> _ReloadService:
+def reloaderOf(service: MultiService) -> ReloadService:
     """
     The reload service of a L{makeService} service.
     """
     reloader = service.getServiceNamed("reload")
-    assert isinstance(reloader, _ReloadService)
+    assert isinstance(reloader, ReloadService)
     return reloader
 
 
@@ -478,7 +478,7 @@ def test_tunnelSurvivesReload(tmp_path: Path) -> None:
     options = parse("--config", str(path))
     harness = ProxyHarness()
     harness.factory.reconfigure(options.settings(), options.gatekeeper(harness.clock))
-    reloader = _ReloadService(options, harness.factory, harness.clock, False)
+    reloader = ReloadService(options, harness.factory, harness.clock, False)
     client = harness.connectClient()
     client.send(CONNECT)
     attempt = harness.connector.attempts[-1]
@@ -696,7 +696,7 @@ def sighup() -> Iterator[None]:
 
 def reloadService(
     tmp_path: Path, reactor: MemoryReactorClock, installSignal: bool
-) -> tuple[_ReloadService, ConnectProxyFactory, Path]:
+) -> tuple[ReloadService, ConnectProxyFactory, Path]:
     """
     A reload service over a factory built by hand from a configuration file.
     """
@@ -709,7 +709,7 @@ def reloadService(
         [RecordingObserver()],
         options.gatekeeper(reactor),
     )
-    return _ReloadService(options, factory, reactor, installSignal), factory, path
+    return ReloadService(options, factory, reactor, installSignal), factory, path
 
 
 @pytest.mark.usefixtures("sighup")

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_limits -*-
 """
-Tests for the connection limits of L{connectproxy._server.ConnectProxyFactory}:
+Tests for the connection limits of L{connectproxy._factory.ConnectProxyFactory}:
 the total and per-client limits answered with 503, shedding far over the
 total limit, and the default limit derived from the descriptor limit.
 """
@@ -15,7 +15,7 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import LogEvent
 
 from connectproxy import ConnectProxyProtocol, ProxySettings
-from connectproxy._server import defaultMaxConnections
+from connectproxy._settings import defaultMaxConnections
 from connectproxy.testing import (
     FakeClient,
     HalfCloseableStringTransport,
@@ -395,7 +395,7 @@ def test_defaultMaxConnections(
         asked.append(which)
         return soft, resource.RLIM_INFINITY
 
-    monkeypatch.setattr("connectproxy._server.resource.getrlimit", getrlimit)
+    monkeypatch.setattr("connectproxy._settings.resource.getrlimit", getrlimit)
     assert defaultMaxConnections() == expected
     assert ProxySettings().maxConnections == expected
     assert asked == [resource.RLIMIT_NOFILE] * 2

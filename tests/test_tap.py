@@ -16,8 +16,8 @@ from twisted.logger import LogEvent
 from twisted.plugin import getPlugins
 from twisted.python.usage import UsageError
 
-from connectproxy import ProxySettings
-from connectproxy._server import ConnectProxyFactory, defaultMaxConnections
+from connectproxy import ConnectProxyFactory, ProxySettings
+from connectproxy._settings import defaultMaxConnections
 from connectproxy.tap import DEFAULT_LISTEN, Options, makeService
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,0 +1,206 @@
+# -*- test-case-name: tests.test_limits -*-
+"""
+L{ConnectProxyFactory}: builds a L{ConnectProxyProtocol} per client
+connection, holds what they share, and enforces the connection limits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, cast
+
+from twisted.internet.interfaces import IAddress
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from ._admission import Gatekeeper, clientHostPort
+from ._observer import (
+    AccessLogObserver,
+    ObserverFanOut,
+    RefusedRequest,
+    TunnelRecord,
+    formatAddress,
+)
+from ._policy import AccessRules
+from ._responses import errorResponse
+from ._server import ConnectProxyProtocol
+from ._settings import ProxySettings
+from ._tunnel import TunnelTransport
+from ._upstream import DirectConnector
+from .interfaces import IProxyObserver, IUpstreamConnector
+
+__all__ = ["ConnectProxyFactory"]
+
+
+class _LimitRefusal(Protocol):
+    """
+    Answers 503 at once to a connection over a limit, and closes it.
+    """
+
+    def __init__(self, factory: ConnectProxyFactory, reason: str) -> None:
+        self._factory = factory
+        self._reason = reason
+
+    def connectionMade(self) -> None:
+        self._factory.refusing += 1
+        transport = cast(TunnelTransport, self.transport)
+        transport.write(errorResponse(503, self._reason))
+        transport.loseConnection()
+        self._abort = self._factory.reactor.callLater(
+            self._factory.settings.abortTimeout, transport.abortConnection
+        )
+        self._factory.requestRefused(
+            RefusedRequest(
+                client=formatAddress(transport.getPeer()),
+                method="",
+                target="",
+                status=503,
+                reason=self._reason,
+            )
+        )
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._factory.refusing -= 1
+        if self._abort.active():
+            self._abort.cancel()
+
+
+class ConnectProxyFactory(Factory):
+    """
+    Builds a L{ConnectProxyProtocol} per client connection and holds what
+    they share: settings, the clock, the access checks, the upstream
+    connector and the observers.
+
+    @ivar reactor: The reactor (clock, resolver, connector) in use.
+    @ivar settings: The proxy's tunables.
+    @ivar gatekeeper: The access checks.
+    @ivar connector: How upstream connections are made.
+    @ivar observer: Where reports go (all the observers given).
+    @ivar connections: The client connections now open.
+    @ivar refusing: How many connections over a limit are being answered
+        with a 503 now.
+    @ivar openTunnels: How many tunnels are open now.
+    """
+
+    _log = Logger()
+    noisy = False
+
+    def __init__(
+        self,
+        reactor: Any,
+        settings: ProxySettings | None = None,
+        connector: IUpstreamConnector | None = None,
+        observers: Iterable[IProxyObserver] | None = None,
+        gatekeeper: Gatekeeper | None = None,
+    ) -> None:
+        """
+        @param reactor: Provides L{IReactorTime} and, for the default
+            connector, name resolution and TCP.
+        @param settings: Tunables; the defaults when C{None}.
+        @param connector: Makes upstream connections; a L{DirectConnector}
+            over C{reactor} when C{None}, with the gatekeeper's network
+            rules.
+        @param observers: Told of refusals and tunnels; the access log when
+            C{None}.
+        @param gatekeeper: The access checks; the safe defaults (loopback
+            clients, port 443, no authentication) when C{None}.
+        """
+        self.reactor: Any = reactor
+        self.settings = settings if settings is not None else ProxySettings()
+        if gatekeeper is None:
+            gatekeeper = Gatekeeper(AccessRules.defaults())
+        self.gatekeeper = gatekeeper
+        if connector is None:
+            connector = DirectConnector(
+                reactor, self.settings.connectTimeout, gatekeeper.rules.networks
+            )
+        self.connector = connector
+        if observers is None:
+            observers = [AccessLogObserver()]
+        self.observer = ObserverFanOut(observers)
+        self.connections: set[ConnectProxyProtocol] = set()
+        self.openTunnels = 0
+        self.refusing = 0
+        self._perClient: dict[str, int] = {}
+        self._shed = 0
+        self._shedLogged: float | None = None
+
+    def reconfigure(self, settings: ProxySettings, gatekeeper: Gatekeeper) -> None:
+        """
+        Use new settings and access checks for new connections (a reload);
+        established tunnels carry on as they are.
+        """
+        self.settings = settings
+        self.gatekeeper = gatekeeper
+        if isinstance(self.connector, DirectConnector):
+            self.connector.networks = gatekeeper.rules.networks
+
+    def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
+        clientHost, _ = clientHostPort(addr)
+        refusal = self._overLimit(clientHost)
+        if refusal is not None:
+            return self._shedOrRefuse(refusal)
+        protocol = ConnectProxyProtocol(self)
+        protocol.clientHost = clientHost
+        self.connections.add(protocol)
+        if clientHost:
+            self._perClient[clientHost] = self._perClient.get(clientHost, 0) + 1
+        return protocol
+
+    def _overLimit(self, clientHost: str) -> str | None:
+        settings = self.settings
+        total = settings.maxConnections
+        if total and len(self.connections) >= total:
+            return "the proxy has too many connections"
+        perClient = settings.maxConnectionsPerClient
+        if perClient and clientHost and self._perClient.get(clientHost, 0) >= perClient:
+            return "this client has too many connections"
+        return None
+
+    def _shedOrRefuse(self, reason: str) -> Protocol | None:
+        """
+        Refuse a connection over a limit: with a 503, or (far over the total
+        limit, where even a response costs too much) by closing it at once,
+        logging a count at most once a second.
+        """
+        limit = self.settings.maxConnections
+        open = len(self.connections) + self.refusing
+        if limit and open >= limit + max(16, limit // 10):
+            self._shed += 1
+            now = self.reactor.seconds()
+            if self._shedLogged is None or now - self._shedLogged >= 1.0:
+                self._log.warn(
+                    "closed {count} connections at once: {reason}",
+                    event="connections_shed",
+                    count=self._shed,
+                    reason=reason,
+                )
+                self._shed = 0
+                self._shedLogged = now
+            return None
+        return _LimitRefusal(self, reason)
+
+    def connectionClosed(self, protocol: ConnectProxyProtocol) -> None:
+        """
+        A client connection is gone.
+        """
+        self.connections.discard(protocol)
+        clientHost = protocol.clientHost
+        if clientHost:
+            count = self._perClient.get(clientHost, 0) - 1
+            if count > 0:
+                self._perClient[clientHost] = count
+            else:
+                self._perClient.pop(clientHost, None)
+
+    def requestRefused(self, event: RefusedRequest) -> None:
+        self.observer.requestRefused(event)
+
+    def tunnelOpened(self, event: TunnelRecord) -> None:
+        self.openTunnels += 1
+        self.observer.tunnelOpened(event)
+
+    def tunnelClosed(self, event: TunnelRecord) -> None:
+        self.openTunnels -= 1
+        self.observer.tunnelClosed(event)

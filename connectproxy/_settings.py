@@ -1,0 +1,52 @@
+# -*- test-case-name: tests.test_limits -*-
+"""
+The tunables of a proxy: L{ProxySettings}.
+"""
+
+from __future__ import annotations
+
+import resource
+from dataclasses import dataclass, field
+
+__all__ = ["ProxySettings", "defaultMaxConnections"]
+
+
+@dataclass(frozen=True, slots=True)
+class ProxySettings:
+    """
+    The tunables of a proxy.
+
+    @ivar requestTimeout: Seconds a client has to send a complete request
+        head (408 after that).
+    @ivar connectTimeout: Seconds for the whole upstream connect, name
+        resolution and every attempt included (504 after that).
+    @ivar idleTimeout: Seconds a tunnel may stay without traffic either way.
+    @ivar abortTimeout: Seconds a graceful close may take before the
+        connection is aborted.
+    @ivar maxRequestLine: Longest request line accepted, in bytes (414).
+    @ivar maxHeadSize: Largest request head accepted, in bytes (431).
+    @ivar maxConnections: Most client connections at once (503 beyond; 0
+        for no limit).  By default, what the descriptor limit allows.
+    @ivar maxConnectionsPerClient: Most connections at once from one client
+        address (503 beyond; 0 for no limit).
+    """
+
+    requestTimeout: float = 30.0
+    connectTimeout: float = 10.0
+    idleTimeout: float = 600.0
+    abortTimeout: float = 15.0
+    maxRequestLine: int = 8192
+    maxHeadSize: int = 65536
+    maxConnections: int = field(default_factory=lambda: defaultMaxConnections())
+    maxConnectionsPerClient: int = 0
+
+
+def defaultMaxConnections() -> int:
+    """
+    The default limit on client connections: what the process's descriptor
+    limit allows with two descriptors per tunnel and some to spare.
+    """
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 10000
+    return max(16, (soft - 64) // 2)

@@ -39,7 +39,12 @@ from ._parser import ConnectRequest
 from ._policy import NetworkRules
 from .interfaces import IUpstreamConnector
 
-__all__ = ["DirectConnector", "ForbiddenDestination", "connectQuietly"]
+__all__ = [
+    "DirectConnector",
+    "ForbiddenDestination",
+    "StaticResolver",
+    "connectQuietly",
+]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -104,9 +109,10 @@ class _Collector:
 
 
 @implementer(IHostnameResolver)
-class _Vetted:
+class StaticResolver:
     """
-    A resolver that knows only the addresses that passed the rules.
+    A resolver that answers every name with the same addresses, at once:
+    the addresses that passed the rules, for a L{HostnameEndpoint}.
     """
 
     def __init__(self, addresses: Sequence[IPv4Address | IPv6Address]) -> None:
@@ -245,7 +251,7 @@ class DirectConnector:
                 f"{host} resolves to {refusals[0]}".replace(" is ", ", which is ", 1)
             )
         endpoint = HostnameEndpoint(
-            _ReactorWithResolver(self._reactor, _Vetted(allowed)),
+            _ReactorWithResolver(self._reactor, StaticResolver(allowed)),
             host,
             port,
             timeout=self._attemptTimeout,

@@ -39,6 +39,7 @@ from ._factory import ConnectProxyFactory
 from ._observer import RefusedRequest, TunnelRecord
 from ._parser import ConnectRequest
 from ._settings import ProxySettings
+from ._upstream import StaticResolver
 from .interfaces import IAccessPolicy, IProxyObserver, IUpstreamConnector
 
 __all__ = [
@@ -307,19 +308,8 @@ class FakeResolver:
         transportSemantics: str = "TCP",
     ) -> IHostResolution:
         self.names.append(hostName)
-        resolution = _FakeResolution(hostName)
-        resolutionReceiver.resolutionBegan(resolution)
-        for text in self._table.get(hostName, []):
-            kind = IPv6Address if ":" in text else IPv4Address
-            resolutionReceiver.addressResolved(kind("TCP", text, portNumber))
-        resolutionReceiver.resolutionComplete()
-        return resolution
-
-
-@implementer(IHostResolution)
-class _FakeResolution:
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def cancel(self) -> None:
-        pass
+        addresses = [
+            (IPv6Address if ":" in text else IPv4Address)("TCP", text, portNumber)
+            for text in self._table.get(hostName, [])
+        ]
+        return StaticResolver(addresses).resolveHostName(resolutionReceiver, hostName)

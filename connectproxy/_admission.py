@@ -134,21 +134,35 @@ class Gatekeeper:
         self.portal = portal
         self.realm = realm
         self.limiter = limiter
+        if not realm or not all(" " <= c <= "~" for c in realm):
+            raise ValueError(f"the realm {realm!r} must be printable ASCII")
         self._challenge = (
             ("Proxy-Authenticate", f'Basic realm={_quote(realm)}, charset="UTF-8"'),
         )
 
-    def checkClient(self, address: object) -> Refused | None:
+    def checkClient(
+        self, address: object, socketAddress: object = None
+    ) -> Refused | None:
         """
         Whether a client may use the proxy at all.  UNIX socket clients
         always may: file permissions guard those sockets.
 
+        @param address: The client's address as the transport reports it.
+        @param socketAddress: The address of the peer of the socket itself,
+            when it differs (behind a PROXY-protocol listener: the load
+            balancer's).
         @return: C{None}, or why it may not.
         """
         host, _ = clientHostPort(address)
         if not host:
             return None
-        if self.rules.clients.allows(ipaddress.ip_address(host)):
+        client = ipaddress.ip_address(host)
+        balancer, _ = clientHostPort(socketAddress)
+        if balancer and balancer != host:
+            if self.rules.clients.allowsProxied(client, ipaddress.ip_address(balancer)):
+                return None
+            return Refused(403, "this client is not allowed to use the proxy")
+        if self.rules.clients.allows(client):
             return None
         return Refused(403, "this client is not allowed to use the proxy")
 
@@ -235,11 +249,16 @@ class Gatekeeper:
         credentials = UsernamePassword(
             userName.encode("utf-8"), password.encode("utf-8")
         )
+        if limiter is not None:
+            limiter.attemptStarted(clientHost)
         try:
             _, avatar, _ = yield self.portal.login(credentials, None, IProxyUser)
         except LoginFailed:
             self._failed(clientHost, userName, "wrong user name or password")
             raise Refused(407, "invalid credentials", self._challenge, True) from None
+        finally:
+            if limiter is not None:
+                limiter.attemptEnded(clientHost)
         # A success does not clear the address's failures: one valid
         # password must not make guessing others' passwords free.
         assert isinstance(avatar, str)

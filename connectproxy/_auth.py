@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import os
 import re
+import threading
 import unicodedata
 from collections import deque
 from collections.abc import Callable
@@ -281,6 +282,7 @@ class HtpasswdChecker:
         self._runInThread = self._runInPool if runInThread is None else runInThread
         self._maxQueued = maxQueued
         self._queued = 0
+        self._queueLock = threading.Lock()
         self._reactor: IReactorFromThreads | None = None
         self._pool: ThreadPool | None = None
         self._stopped = False
@@ -305,7 +307,8 @@ class HtpasswdChecker:
 
     def stop(self) -> None:
         """
-        Stop the thread pool, waiting for running verifications. Later
+        Stop the thread pool: verifications still queued are skipped (they
+        fail), and only those already running are waited for.  Later
         checks fail rather than start threads that would keep the process
         alive.
         """
@@ -373,14 +376,23 @@ class HtpasswdChecker:
                 event="auth_overloaded",
             )
             return fail(UnauthorizedLogin())
-        self._queued += 1
-        d = self._runInThread(partial(target.verify, password))
-        d.addBoth(self._dequeued)
+        with self._queueLock:
+            self._queued += 1
+        d = self._runInThread(partial(self._verifyQueued, target, password))
         return d.addErrback(self._verificationFailed).addCallback(checked)
 
-    def _dequeued(self, result: _V) -> _V:
-        self._queued -= 1
-        return result
+    def _verifyQueued(self, entry: _Entry, password: bytes) -> bool:
+        """
+        Run one verification (in a pool thread) and free its place in the
+        queue when it really ends, even if whoever asked has given up: a
+        client that leaves must not free room for more work than runs.
+        After L{stop}, queued work is skipped.
+        """
+        try:
+            return not self._stopped and entry.verify(password)
+        finally:
+            with self._queueLock:
+                self._queued -= 1
 
     def _verificationFailed(self, reason: Failure) -> Failure:
         if reason.check(UnauthorizedLogin, CancelledError):
@@ -563,12 +575,26 @@ class FailureLimiter:
         # Both ordered by last change, which is also expiry order.
         self._failures: dict[str, deque[float]] = {}
         self._blockedUntil: dict[str, float] = {}
+        # Checks under way per key: they count towards the limit, so that
+        # guesses sent in parallel cannot outrun it.
+        self._pending: dict[str, int] = {}
 
     def blockedFor(self, key: str) -> float | None:
         """
         @return: The seconds until C{key} is unblocked, or C{None} if it is
             not blocked.
         """
+        remaining = self._blockRemaining(key)
+        if remaining is not None:
+            return remaining
+        pending = self._pending.get(key, 0)
+        if pending and pending + self._recentFailures(key) >= self.maxFailures > 0:
+            # As many checks under way as failures still allowed: wait for
+            # their outcome.
+            return 1.0
+        return None
+
+    def _blockRemaining(self, key: str) -> float | None:
         until = self._blockedUntil.get(key)
         if until is None:
             return None
@@ -578,11 +604,35 @@ class FailureLimiter:
         del self._blockedUntil[key]
         return None
 
+    def _recentFailures(self, key: str) -> int:
+        failures = self._failures.get(key)
+        if failures is None:
+            return 0
+        horizon = self._clock.seconds() - self.window
+        return sum(1 for when in failures if when > horizon)
+
+    def attemptStarted(self, key: str) -> None:
+        """
+        A check for C{key} is under way; call L{attemptEnded} when it ends,
+        however it ends.
+        """
+        self._pending[key] = self._pending.get(key, 0) + 1
+
+    def attemptEnded(self, key: str) -> None:
+        """
+        A check started with L{attemptStarted} ended.
+        """
+        count = self._pending.get(key, 0) - 1
+        if count > 0:
+            self._pending[key] = count
+        else:
+            self._pending.pop(key, None)
+
     def recordFailure(self, key: str) -> None:
         """
         Count a failed login of C{key}, and block it if that was one too many.
         """
-        if self.maxFailures <= 0 or self.blockedFor(key) is not None:
+        if self.maxFailures <= 0 or self._blockRemaining(key) is not None:
             return
         now = self._clock.seconds()
         failures = self._failures.pop(key, None)

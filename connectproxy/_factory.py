@@ -33,6 +33,16 @@ from .interfaces import IProxyObserver, IUpstreamConnector
 __all__ = ["ConnectProxyFactory"]
 
 
+class _Shed(Protocol):
+    """
+    Drops a connection at once (far over the connection limit), with no
+    response and no timer.
+    """
+
+    def connectionMade(self) -> None:
+        cast(TunnelTransport, self.transport).abortConnection()
+
+
 class _LimitRefusal(Protocol):
     """
     Answers 503 at once to a connection over a limit, and closes it.
@@ -136,7 +146,7 @@ class ConnectProxyFactory(Factory):
         if isinstance(self.connector, DirectConnector):
             self.connector.networks = gatekeeper.rules.networks
 
-    def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
+    def buildProtocol(self, addr: IAddress | None) -> Protocol:
         clientHost, _ = clientHostPort(addr)
         refusal = self._overLimit(clientHost)
         if refusal is not None:
@@ -158,7 +168,7 @@ class ConnectProxyFactory(Factory):
             return "this client has too many connections"
         return None
 
-    def _shedOrRefuse(self, reason: str) -> Protocol | None:
+    def _shedOrRefuse(self, reason: str) -> Protocol:
         """
         Refuse a connection over a limit: with a 503, or (far over the total
         limit, where even a response costs too much) by closing it at once,
@@ -178,7 +188,9 @@ class ConnectProxyFactory(Factory):
                 )
                 self._shed = 0
                 self._shedLogged = now
-            return None
+            # Not None: the TLS and PROXY-protocol wrapping factories would
+            # wrap it anyway and leave the connection open.
+            return _Shed()
         return _LimitRefusal(self, reason)
 
     def connectionClosed(self, protocol: ConnectProxyProtocol) -> None:

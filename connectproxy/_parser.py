@@ -410,5 +410,6 @@ def _checkNoContent(headers: tuple[tuple[str, str], ...]) -> None:
     for name, value in headers:
         if name == "transfer-encoding":
             raise BadRequest(400, "CONNECT must not have content")
-        if name == "content-length" and not (value.isdigit() and int(value) == 0):
+        zero = value.isascii() and value.isdigit() and int(value) == 0
+        if name == "content-length" and not zero:
             raise BadRequest(400, "CONNECT must not have content")

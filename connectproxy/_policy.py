@@ -529,19 +529,36 @@ class ClientRules:
     Which client addresses may use the proxy: loopback, plus the operator's
     networks.  IPv4-mapped client addresses are judged as their IPv4 form.
 
+    Behind a PROXY-protocol listener the client address is what the load
+    balancer claims: the balancer's own address must be in
+    C{trustedProxies}, and the claimed address must be in the operator's
+    networks (loopback is not implicitly allowed there, since anyone who
+    can reach the listener could claim it).
+
     @ivar networks: All allowed networks, the loopback defaults included.
+    @ivar operatorNetworks: The operator's networks only.
+    @ivar trustedProxies: Where PROXY-protocol headers are believed from;
+        loopback by default.
     """
 
     networks: tuple[IPNetwork, ...] = _DEFAULT_CLIENTS
+    operatorNetworks: tuple[IPNetwork, ...] = ()
+    trustedProxies: tuple[IPNetwork, ...] = _DEFAULT_CLIENTS
 
     @classmethod
-    def fromStrings(cls, *, allow: Iterable[str] = ()) -> ClientRules:
+    def fromStrings(
+        cls, *, allow: Iterable[str] = (), trustedProxies: Iterable[str] = ()
+    ) -> ClientRules:
         """
         @param allow: CIDR networks or bare addresses to allow besides
             loopback.
+        @param trustedProxies: CIDR networks of load balancers whose PROXY
+            headers are believed, besides loopback.
         @raise ValueError: Naming the text, when one is not a network.
         """
-        return cls(_DEFAULT_CLIENTS + tuple(_parseNetwork(text) for text in allow))
+        operator = tuple(_parseNetwork(text) for text in allow)
+        proxies = tuple(_parseNetwork(text) for text in trustedProxies)
+        return cls(_DEFAULT_CLIENTS + operator, operator, _DEFAULT_CLIENTS + proxies)
 
     def allows(self, address: IPAddress) -> bool:
         """
@@ -550,6 +567,19 @@ class ClientRules:
         """
         address = _unmap(address)
         return any(address in network for network in self.networks)
+
+    def allowsProxied(self, client: IPAddress, balancer: IPAddress) -> bool:
+        """
+        @param client: The client address a PROXY header claims.
+        @param balancer: The address the header came from.
+        @return: Whether to serve that client: the balancer is trusted and
+            the client is in the operator's networks.
+        """
+        balancer = _unmap(balancer)
+        client = _unmap(client)
+        return any(balancer in network for network in self.trustedProxies) and any(
+            client in network for network in self.operatorNetworks
+        )
 
 
 @dataclass(frozen=True, slots=True)

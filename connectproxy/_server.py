@@ -160,7 +160,9 @@ class ConnectProxyProtocol(Protocol):
         self._receive = self._headReceived
         # The peer may have changed since connectionMade (PROXY protocol).
         self._client = formatAddress(self._transport.getPeer())
-        refused = self.factory.gatekeeper.checkClient(self._transport.getPeer())
+        refused = self.factory.gatekeeper.checkClient(
+            self._transport.getPeer(), _socketPeer(self._transport)
+        )
         if refused is not None:
             self._refuse(refused.status, refused.reason)
             return
@@ -462,6 +464,18 @@ class ConnectProxyProtocol(Protocol):
             if self._timer.active():
                 self._timer.cancel()
             self._timer = None
+
+
+def _socketPeer(transport: object) -> object:
+    """
+    The peer of the socket under a protocol wrapper (a PROXY-protocol
+    listener reports the claimed client as its peer, and the load balancer
+    is the peer of the transport it wraps), or C{None} when there is no
+    wrapper.
+    """
+    inner = getattr(transport, "transport", None)
+    getPeer = getattr(inner, "getPeer", None)
+    return None if getPeer is None else getPeer()
 
 
 def _keepsAlive(request: ConnectRequest | None) -> bool:

@@ -250,9 +250,12 @@ class DirectConnector:
             raise ForbiddenDestination(
                 f"{host} resolves to {refusals[0]}".replace(" is ", ", which is ", 1)
             )
+        # The name has been resolved: HostnameEndpoint gets an address as its
+        # host (it would refuse names IDNA 2008 does not allow, such as ones
+        # with underscores) and the vetted addresses from its resolver.
         endpoint = HostnameEndpoint(
             _ReactorWithResolver(self._reactor, StaticResolver(allowed)),
-            host,
+            allowed[0].host,
             port,
             timeout=self._attemptTimeout,
         )

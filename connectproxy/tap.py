@@ -105,6 +105,15 @@ _count = _coercer(
 )
 
 
+def _realm(text: str) -> str:
+    if not text or not all(" " <= c <= "~" for c in text):
+        raise ValueError(f"{text!r} must be printable ASCII, not empty")
+    return text
+
+
+_realm.coerceDoc = "Printable ASCII."  # type: ignore[attr-defined]
+
+
 def _network(text: str) -> str:
     try:
         ipaddress.ip_network(text, strict=True)
@@ -222,7 +231,8 @@ class Options(usage.Options, AuthOptionMixin):
             "auth-realm",
             None,
             "connectproxy",
-            "The realm named in Proxy-Authenticate challenges.",
+            "The realm named in Proxy-Authenticate challenges (printable ASCII).",
+            _realm,
         ],
         [
             "auth-cache-ttl",
@@ -266,6 +276,7 @@ class Options(usage.Options, AuthOptionMixin):
         "allow-host",
         "deny-host",
         "allow-client",
+        "trusted-proxy",
         "policy",
     )
 
@@ -379,6 +390,18 @@ class Options(usage.Options, AuthOptionMixin):
             raise usage.UsageError(f"--allow-client: {e}") from None
         self._append("allow-client", network)
 
+    def opt_trusted_proxy(self, network: str) -> None:
+        """
+        Believe PROXY-protocol headers (haproxy: listeners) from load
+        balancers in this network (CIDR, repeatable), besides loopback.
+        Clients behind them must be in an --allow-client network.
+        """
+        try:
+            _network(network)
+        except ValueError as e:
+            raise usage.UsageError(f"--trusted-proxy: {e}") from None
+        self._append("trusted-proxy", network)
+
     def opt_policy(self, description: str) -> None:
         """
         Apply this access policy plugin, as NAME or NAME:ARGUMENT
@@ -422,7 +445,9 @@ class Options(usage.Options, AuthOptionMixin):
                 hosts=HostRules.fromStrings(
                     allow=self["allow-host"], deny=self["deny-host"]
                 ),
-                clients=ClientRules.fromStrings(allow=self["allow-client"]),
+                clients=ClientRules.fromStrings(
+                    allow=self["allow-client"], trustedProxies=self["trusted-proxy"]
+                ),
             )
         except ValueError as e:
             raise usage.UsageError(str(e)) from None

@@ -51,6 +51,7 @@ from connectproxy._upstream import DirectConnector, ForbiddenDestination
 from connectproxy.interfaces import IAccessPolicy
 from connectproxy.testing import (
     FakeClient,
+    HalfCloseableStringTransport,
     ProxyHarness,
     accessRequest,
     checkPolicy,
@@ -1530,3 +1531,86 @@ def test_directConnectorGetsNetworkRules() -> None:
     factory.reconfigure(ProxySettings(), gatekeeper)
     assert factory.gatekeeper is gatekeeper
     assert factory.connector.networks is networks
+
+
+# Clients behind a PROXY-protocol listener.
+
+
+def proxiedClient(harness: ProxyHarness, claimed: str, balancer: str) -> FakeClient:
+    """
+    A client whose transport reports C{claimed} (what a PROXY header said)
+    while the socket under it is connected to C{balancer}.
+    """
+    client = harness.connectClient(IPv4Address("TCP", claimed, 5000))
+    client.transport.transport = HalfCloseableStringTransport(  # type: ignore[attr-defined]
+        peerAddress=IPv4Address("TCP", balancer, 6000)
+    )
+    return client
+
+
+def test_forgedProxyHeaderClaimingLoopbackRefused() -> None:
+    """
+    A PROXY header from an untrusted peer is not believed: claiming to be
+    127.0.0.1 gets 403.
+    """
+    harness = makeHarness()
+    client = proxiedClient(harness, "127.0.0.1", "203.0.113.9")
+    client.send(connectHead())
+    assert onlyResponse(client).status == 403
+    assert harness.connector.attempts == []
+
+
+def test_proxiedLoopbackNotImplicit() -> None:
+    """
+    Even from a trusted balancer, a claimed loopback client is not allowed
+    by default: only the operator's --allow-client networks are.
+    """
+    harness = makeHarness()
+    client = proxiedClient(harness, "127.0.0.1", "127.0.0.1")
+    client.send(connectHead())
+    assert harness.connector.attempts != []  # same address: not proxied
+    client = proxiedClient(harness, "127.0.0.5", "127.0.0.1")
+    client.send(connectHead())
+    assert onlyResponse(client).status == 403
+
+
+@pytest.mark.parametrize(
+    "balancer, trusted, served",
+    [
+        ("127.0.0.1", [], True),
+        ("10.1.2.3", [], False),
+        ("10.1.2.3", ["10.0.0.0/8"], True),
+    ],
+)
+def test_trustedBalancers(balancer: str, trusted: list[str], served: bool) -> None:
+    """
+    A client in an --allow-client network is served through a balancer on
+    loopback or in a --trusted-proxy network, and refused through others.
+    """
+    clients = ClientRules.fromStrings(allow=["198.51.100.0/24"], trustedProxies=trusted)
+    harness = makeHarness(rules=rulesWith(clients=clients))
+    client = proxiedClient(harness, "198.51.100.7", balancer)
+    client.send(connectHead())
+    assert (harness.connector.attempts != []) is served
+
+
+def test_parallelGuessesCountTowardsLimit() -> None:
+    """
+    Checks under way count towards the failed-login limit: one address
+    sending guesses in parallel gets no more of them checked at once than
+    failures it has left, and the rest get 429.
+    """
+    checker = PendingChecker()
+    harness = makeHarness(checker=checker, maxFailures=3)
+    clients = [harness.connectClient() for _ in range(20)]
+    for client in clients:
+        client.send(connectHead("example.com:443", basic(b"alice:guess")))
+    assert len(checker.pending) == 3
+    statuses = [onlyResponse(client).status for client in clients[3:]]
+    assert statuses == [429] * 17
+    for d in checker.pending:
+        d.errback(UnauthorizedLogin())
+    client = harness.connectClient()
+    client.send(connectHead("example.com:443", basic(GOOD)))
+    assert onlyResponse(client).status == 429
+    assert len(checker.pending) == 3

@@ -32,7 +32,7 @@ from twisted.cred import strcred
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword, UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
@@ -682,28 +682,52 @@ def test_successDuringReloadNotCached(tmp_path: Path) -> None:
 def test_queueBounded(tmp_path: Path) -> None:
     """
     Beyond C{maxQueued} verifications waiting or running, a check fails at
-    once without queueing more work; room frees up as checks finish.
+    once without queueing more work; room frees up only when a queued
+    verification really runs, not when its caller gives up.
     """
-    pending: list[Deferred[bool]] = []
+    jobs: list[tuple[Callable[[], bool], Deferred[bool]]] = []
 
     def later(verification: Callable[[], bool]) -> Deferred[bool]:
-        pending.append(Deferred())
-        return pending[-1]
+        jobs.append((verification, Deferred()))
+        return jobs[-1][1]
 
     path = tmp_path / "htpasswd"
     path.write_text(f"alice:{sha1Hash('pw')}\n")
     checker = HtpasswdChecker(
         str(path), clock=Clock(), cacheTTL=0, runInThread=later, maxQueued=2
     )
-    first = checker.requestAvatarId(UsernamePassword(b"alice", b"pw"))
-    checker.requestAvatarId(UsernamePassword(b"alice", b"pw"))
-    third = checker.requestAvatarId(UsernamePassword(b"alice", b"pw"))
-    assert len(pending) == 2
+    credentials = UsernamePassword(b"alice", b"pw")
+    first = checker.requestAvatarId(credentials)
+    abandoned = checker.requestAvatarId(credentials)
+    abandoned.cancel()
+    abandoned.addErrback(lambda f: f.trap(CancelledError))
+    third = checker.requestAvatarId(credentials)
     third.addErrback(lambda f: f.trap(UnauthorizedLogin))
-    pending[0].callback(True)
+    assert len(jobs) == 2
+    verification, d = jobs[0]
+    d.callback(verification())
     assert resultOf(first) == b"alice"
+    checker.requestAvatarId(credentials)
+    assert len(jobs) == 3
+
+
+def test_stopSkipsQueuedWork(tmp_path: Path) -> None:
+    """
+    Verifications still queued when the checker stops are skipped: they
+    fail without checking the password.
+    """
+    jobs: list[Callable[[], bool]] = []
+
+    def later(verification: Callable[[], bool]) -> Deferred[bool]:
+        jobs.append(verification)
+        return Deferred()
+
+    path = tmp_path / "htpasswd"
+    path.write_text(f"alice:{sha1Hash('pw')}\n")
+    checker = HtpasswdChecker(str(path), clock=Clock(), runInThread=later)
     checker.requestAvatarId(UsernamePassword(b"alice", b"pw"))
-    assert len(pending) == 3
+    checker.stop()
+    assert jobs[0]() is False
 
 
 # HtpasswdChecker: the thread pool

@@ -205,6 +205,7 @@ policy = ["hostlist:{hosts}"]
         "allow-host": ["*.example.com", "example.org"],
         "deny-host": ["bad.example.com"],
         "allow-client": ["192.0.2.0/24"],
+        "trusted-proxy": [],
         "policy": [f"hostlist:{hosts}"],
     }
     [checker] = options.checkers()

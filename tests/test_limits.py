@@ -66,13 +66,16 @@ def buildRaw(
     harness: ProxyHarness, address: IPv4Address | IPv6Address | None = None
 ) -> Protocol | None:
     """
-    Ask the factory for a protocol as a listening port would, connecting it
-    when there is one.
+    Ask the factory for a protocol as a listening port would and connect it;
+    C{None} when the protocol dropped the connection at once (aborted it
+    without writing anything).
     """
     address = address or peer(port=50000)
     protocol = harness.factory.buildProtocol(address)
-    if protocol is not None:
-        protocol.makeConnection(HalfCloseableStringTransport(peerAddress=address))
+    transport = HalfCloseableStringTransport(peerAddress=address)
+    protocol.makeConnection(transport)
+    if transport.aborted and transport.value() == b"":
+        return None
     return protocol
 
 
@@ -236,6 +239,22 @@ def test_floodOfRefusalsIsShed() -> None:
     assert sum(accepted(client) for client in clients) == 2
     assert not any(client.transport.aborted for client in clients)
     assert buildRaw(harness) is None
+
+
+def test_shedThroughWrappingFactories() -> None:
+    """
+    Far over the limit, a connection through a wrapping factory (which wraps
+    whatever protocol it gets, as the PROXY-protocol and TLS ones do) is
+    dropped at once too, without an error.
+    """
+    from twisted.protocols.haproxy._wrapper import HAProxyWrappingFactory
+
+    harness = ProxyHarness(ProxySettings(maxConnections=2))
+    connectMany(harness, 2 + 16)
+    protocol = HAProxyWrappingFactory(harness.factory).buildProtocol(peer(port=50001))
+    transport = HalfCloseableStringTransport(peerAddress=peer(port=50001))
+    protocol.makeConnection(transport)
+    assert transport.aborted
 
 
 # The per-client limit.

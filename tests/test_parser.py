@@ -657,3 +657,13 @@ def test_numericNamesMustBeDottedQuads(target: str) -> None:
 def test_hexLookingLabelsInNamesAllowed(target: str) -> None:
     """A name with a label that is not a number stays a name."""
     assert parseAuthority(target)[1] == 443
+
+
+@pytest.mark.parametrize("value", [b"\xb2", b"\xb9", b"\xbc", b"\xd9\xa0"])
+def test_nonASCIIDigitsInContentLength(value: bytes) -> None:
+    """A Content-Length of digits other than ASCII ones gets 400, not a
+    crash."""
+    head = b"CONNECT a:1 HTTP/1.1\r\nHost: a\r\nContent-Length: " + value + b"\r\n\r\n"
+    with pytest.raises(BadRequest) as raised:
+        ConnectRequestParser().feed(head)
+    assert raised.value.status == 400

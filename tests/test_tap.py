@@ -45,6 +45,7 @@ DEFAULTS = {
     "allow-host": [],
     "deny-host": [],
     "allow-client": [],
+    "trusted-proxy": [],
     "policy": [],
 }
 
@@ -114,6 +115,8 @@ def test_allOptions() -> None:
         "bad.example.com",
         "--allow-client",
         "192.0.2.0/24",
+        "--trusted-proxy",
+        "198.51.100.0/24",
     )
     assert dict(options) == {
         "listen": ["tcp:8080:interface=127.0.0.1", "tcp6:8080:interface=\\:\\:1"],
@@ -138,6 +141,7 @@ def test_allOptions() -> None:
         "allow-host": ["*.example.com"],
         "deny-host": ["bad.example.com"],
         "allow-client": ["192.0.2.0/24"],
+        "trusted-proxy": ["198.51.100.0/24"],
         "policy": [],
     }
     rules = options.rules
@@ -171,7 +175,10 @@ def test_allOptions() -> None:
         (["--listen", "bogus:1234"], "not a valid listener"),
         (["--allow-port", "0"], "--allow-port"),
         (["--allow-port", "80-70"], "--allow-port"),
-        (["--allow-network", "10.0.0.1/8"], "--allow-network"),
+        (["--allow-client", "300.0.0.0/8"], "--allow-client"),
+        (["--trusted-proxy", "nonsense"], "--trusted-proxy"),
+        (["--auth-realm", "x\r\nSet-Cookie: a=1"], "printable ASCII"),
+        (["--auth-realm", ""], "printable ASCII"),
         (["--deny-network", "nonsense"], "--deny-network"),
         (["--allow-client", "300.0.0.0/8"], "--allow-client"),
         (["--allow-host", "*"], "--allow-host"),

@@ -177,3 +177,15 @@ def test_cancelLeavesNoConnection() -> None:
     assert connector.stoppedConnecting
     [failure] = failures
     assert failure.check(ConnectingCancelledError)
+
+
+@pytest.mark.parametrize("host", ["my_host.example", "r4---sn-abc.example"])
+def test_namesIDNARefusesConnect(host: str) -> None:
+    """
+    Names that strict IDNA refuses but DNS allows (underscores, hyphens in
+    the third and fourth places) are connected to like any other.
+    """
+    reactor, _, outcomes = connect({host: ["8.8.8.8"]}, host)
+    assert outcomes == []
+    [(connectedHost, port, *_)] = reactor.tcpClients
+    assert (connectedHost, port) == ("8.8.8.8", 443)

@@ -572,6 +572,30 @@ def test_clientRulesBehindProxyProtocol(
     assert event["client"] == "203.0.113.5:5555"
 
 
+@pytest.mark.parametrize(
+    "claimed, options",
+    [
+        ("127.0.0.5", []),
+        ("127.0.0.9", ["--trusted-proxy", "192.0.2.0/24"]),
+    ],
+)
+def test_forgedLoopbackBehindProxyProtocol(
+    proxy: ProxyFactory, echoOrigin: OriginProcess, claimed: str, options: list[str]
+) -> None:
+    """
+    A PROXY header claiming a loopback client is not enough to be served:
+    behind a PROXY-protocol listener only --allow-client networks are.
+    """
+    running = proxy(*options, listen=["haproxy:tcp:0:interface=127.0.0.1"])
+    header = f"PROXY TCP4 {claimed} 127.0.0.1 5555 {running.port}\r\n".encode()
+    response, _ = refusal(
+        running.port, header + connectHead(f"{LOCAL}:{echoOrigin.port}")
+    )
+    assert response.status == 403
+    event = running.waitForNamed("request_refused", status=403)
+    assert event["client"] == f"{claimed}:5555"
+
+
 def test_hostListPolicy(
     proxy: ProxyFactory,
     echoOrigin: OriginProcess,

@@ -20,10 +20,8 @@ from ._observer import (
     ObserverFanOut,
     RefusedRequest,
     TunnelRecord,
-    formatAddress,
 )
 from ._policy import AccessRules
-from ._responses import errorResponse
 from ._server import ConnectProxyProtocol
 from ._settings import ProxySettings
 from ._tunnel import TunnelTransport
@@ -43,37 +41,26 @@ class _Shed(Protocol):
         cast(TunnelTransport, self.transport).abortConnection()
 
 
-class _LimitRefusal(Protocol):
+class _LimitRefusal(ConnectProxyProtocol):
     """
-    Answers 503 at once to a connection over a limit, and closes it.
+    Answers 503 at once to a connection over a limit, and closes it the way
+    every refusal is closed (lingering on plain TCP, so that the client
+    reads the 503 rather than a reset).  It is not counted among the
+    factory's connections, but among those it is refusing.
     """
 
     def __init__(self, factory: ConnectProxyFactory, reason: str) -> None:
-        self._factory = factory
+        super().__init__(factory)
         self._reason = reason
 
     def connectionMade(self) -> None:
-        self._factory.refusing += 1
-        transport = cast(TunnelTransport, self.transport)
-        transport.write(errorResponse(503, self._reason))
-        transport.loseConnection()
-        self._abort = self._factory.reactor.callLater(
-            self._factory.settings.abortTimeout, transport.abortConnection
-        )
-        self._factory.requestRefused(
-            RefusedRequest(
-                client=formatAddress(transport.getPeer()),
-                method="",
-                target="",
-                status=503,
-                reason=self._reason,
-            )
-        )
+        super().connectionMade()
+        self.factory.refusing += 1
+        self._refuse(503, self._reason)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self._factory.refusing -= 1
-        if self._abort.active():
-            self._abort.cancel()
+        self.factory.refusing -= 1
+        super().connectionLost(reason)
 
 
 class ConnectProxyFactory(Factory):

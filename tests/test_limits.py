@@ -45,7 +45,7 @@ def accepted(client: FakeClient) -> bool:
     """
     Whether C{client} got a real proxy connection (not a limit refusal).
     """
-    return isinstance(client.protocol, ConnectProxyProtocol)
+    return type(client.protocol) is ConnectProxyProtocol
 
 
 def connectMany(harness: ProxyHarness, count: int) -> list[FakeClient]:
@@ -193,7 +193,7 @@ def test_shedFarOverLimit(limit: int, slack: int) -> None:
     connectMany(harness, limit + slack - 1)
     setLimit(harness, limit)
     refusal = buildRaw(harness)
-    assert refusal is not None and not isinstance(refusal, ConnectProxyProtocol)
+    assert refusal is not None and type(refusal) is not ConnectProxyProtocol
     setLimit(harness, 0)
     harness.connectClient()
     setLimit(harness, limit)
@@ -427,3 +427,27 @@ def test_defaultMaxConnectionsUsesTheProcessLimit() -> None:
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     expected = 10000 if soft == resource.RLIM_INFINITY else max(16, (soft - 64) // 2)
     assert defaultMaxConnections() == expected
+
+
+def test_limitRefusalLingers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    On plain TCP the 503 is followed by a FIN and a short linger, like every
+    refusal, so the client reads it rather than a reset; the connection
+    counts as being refused until it is gone.
+    """
+    from connectproxy import _server
+
+    monkeypatch.setattr(_server, "canHalfClose", lambda transport: True)
+    harness = ProxyHarness(ProxySettings(maxConnections=1))
+    first = harness.connectClient()
+    extra = harness.connectClient()
+    assert extra.transport.value().startswith(b"HTTP/1.1 503 ")
+    assert extra.transport.writeClosed
+    assert not extra.transport.disconnecting
+    assert harness.factory.refusing == 1
+    harness.clock.advance(_server.LINGER_SECONDS)
+    assert extra.transport.disconnecting
+    extra.lose()
+    first.lose()
+    assert harness.factory.refusing == 0
+    assert harness.clock.getDelayedCalls() == []

@@ -29,7 +29,12 @@ from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
 from ._access import AccessRequest, Refusal
-from ._auth import FailureLimiter, InvalidCredentials, parseBasicCredentials
+from ._auth import (
+    CheckerBusy,
+    FailureLimiter,
+    InvalidCredentials,
+    parseBasicCredentials,
+)
 from ._parser import ConnectRequest
 from ._policy import AccessRules, normalizeHost
 from .interfaces import IAccessPolicy
@@ -201,7 +206,11 @@ class Gatekeeper:
                 # The client left or the deadline passed: not the policy's fault.
                 raise
             except Exception:
-                self._log.failure("access policy {policy!r} failed", policy=policy)
+                self._log.failure(
+                    "access policy {policy!r} failed",
+                    policy=policy,
+                    event="policy_error",
+                )
                 raise Refused(500, "an access policy failed", user=user) from None
             if isinstance(refusal, Refusal):
                 raise Refused(refusal.status, refusal.reason, user=user)
@@ -256,6 +265,10 @@ class Gatekeeper:
         except LoginFailed:
             self._failed(clientHost, userName, "wrong user name or password")
             raise Refused(407, "invalid credentials", self._challenge, True) from None
+        except CheckerBusy:
+            raise Refused(
+                503, "too many logins are being checked", [("Retry-After", "1")]
+            ) from None
         finally:
             if limiter is not None:
                 limiter.attemptEnded(clientHost)

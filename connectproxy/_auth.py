@@ -33,6 +33,7 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 __all__ = [
+    "CheckerBusy",
     "FailureLimiter",
     "HtpasswdChecker",
     "InvalidCredentials",
@@ -50,6 +51,13 @@ ThreadRunner = Callable[[Verification], "Deferred[bool]"]
 """
 Runs a L{Verification} away from the reactor thread and fires with its result.
 """
+
+
+class CheckerBusy(Exception):
+    """
+    Too many password checks are queued to take another one now.  This is
+    not a failed login: the client is asked to retry (503).
+    """
 
 
 class InvalidCredentials(Exception):
@@ -375,7 +383,7 @@ class HtpasswdChecker:
                 count=self._queued,
                 event="auth_overloaded",
             )
-            return fail(UnauthorizedLogin())
+            return fail(CheckerBusy())
         with self._queueLock:
             self._queued += 1
         d = self._runInThread(partial(self._verifyQueued, target, password))

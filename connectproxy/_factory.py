@@ -132,6 +132,7 @@ class ConnectProxyFactory(Factory):
         self.gatekeeper = gatekeeper
         if isinstance(self.connector, DirectConnector):
             self.connector.networks = gatekeeper.rules.networks
+            self.connector.attemptTimeout = settings.connectTimeout
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol:
         clientHost, _ = clientHostPort(addr)

@@ -167,6 +167,7 @@ class ObserverFanOut:
                     "observer {observer!r} failed in {method}",
                     observer=observer,
                     method=method,
+                    event="observer_error",
                 )
 
     def requestRefused(self, event: RefusedRequest) -> None:

@@ -252,7 +252,7 @@ class ConnectProxyProtocol(Protocol):
             self._refuse(503, "timed out checking access")
             return
         if not failure.check(Refused):
-            self._log.failure("access check failed", failure)
+            self._log.failure("access check failed", failure, event="admission_error")
             self._refuse(500, "access check failed")
             return
         refused = failure.value
@@ -311,8 +311,10 @@ class ConnectProxyProtocol(Protocol):
             assert isinstance(failure.value, ForbiddenDestination)
             self._refuse(403, f"destination not allowed: {failure.value.reason}")
             return
-        if not failure.check(ConnectError):
-            self._log.failure("upstream connector failed", failure)
+        if not failure.check(ConnectError, DNSLookupError):
+            self._log.failure(
+                "upstream connector failed", failure, event="connector_error"
+            )
         status, reason = _connectErrorStatus(failure)
         self._log.info(
             "connect to {target} failed: {error}",

@@ -176,6 +176,8 @@ class DirectConnector:
 
     @ivar networks: The destination network rules; replaced when the
         configuration is reloaded.
+    @ivar attemptTimeout: Seconds one connection attempt may take; also
+        replaced on reload.
     """
 
     def __init__(
@@ -191,7 +193,7 @@ class DirectConnector:
             (globally routable unicast only) when C{None}.
         """
         self._reactor = reactor
-        self._attemptTimeout = attemptTimeout
+        self.attemptTimeout = attemptTimeout
         self.networks = networks if networks is not None else NetworkRules.fromStrings()
 
     def connectUpstream(
@@ -221,11 +223,11 @@ class DirectConnector:
         endpoint: IStreamClientEndpoint
         if address.version == 4:
             endpoint = TCP4ClientEndpoint(
-                self._reactor, host, port, timeout=self._attemptTimeout
+                self._reactor, host, port, timeout=self.attemptTimeout
             )
         else:
             endpoint = TCP6ClientEndpoint(
-                self._reactor, host, port, timeout=self._attemptTimeout
+                self._reactor, host, port, timeout=self.attemptTimeout
             )
         return connectQuietly(endpoint, protocol)
 
@@ -257,6 +259,6 @@ class DirectConnector:
             _ReactorWithResolver(self._reactor, StaticResolver(allowed)),
             allowed[0].host,
             port,
-            timeout=self._attemptTimeout,
+            timeout=self.attemptTimeout,
         )
         return connectQuietly(endpoint, protocol)

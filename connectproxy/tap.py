@@ -299,11 +299,24 @@ class Options(usage.Options, AuthOptionMixin):
         super().parseOptions(self.argv)
 
     def _dispatchGiven(self, handler: Any, name: str, value: str) -> None:
+        """
+        Handle one option from the command line, noting that it was given,
+        with error messages that name the option.
+        """
         self.given.add(name)
-        if isinstance(handler, usage.CoerceParameter):
-            handler.dispatch(name, value)
-        else:
-            handler(name, value)
+        try:
+            if isinstance(handler, usage.CoerceParameter):
+                try:
+                    self[name] = handler.coerce(value)
+                except ValueError as e:
+                    raise usage.UsageError(str(e)) from None
+            else:
+                handler(name, value)
+        except usage.UsageError as e:
+            message = str(e).removeprefix("Unexpected error: ")
+            if not message.startswith(f"--{name}"):
+                message = f"--{name}: {message}"
+            raise usage.UsageError(message) from None
 
     def _append(self, name: str, value: str) -> None:
         self[name].append(value)
@@ -318,9 +331,9 @@ class Options(usage.Options, AuthOptionMixin):
         """
         try:
             serverFromString(MemoryReactor(), description)
-        except (ValueError, KeyError, TypeError, OSError) as e:
+        except (ValueError, KeyError, TypeError, IndexError, OSError) as e:
             raise usage.UsageError(
-                f"--listen {description!r} is not a valid listener: {e}"
+                f"--listen {description!r} is not a valid listener: {e!r}"
             ) from None
         self._append("listen", description)
 
@@ -453,6 +466,8 @@ class Options(usage.Options, AuthOptionMixin):
             raise usage.UsageError(str(e)) from None
         self.policies = [self._makePolicy(d) for d in self["policy"]]
         for checker in self.checkers():
+            if hasattr(checker, "cacheTTL"):
+                checker.cacheTTL = self["auth-cache-ttl"]
             if self["auth-allow-plaintext"] and hasattr(checker, "allowPlaintext"):
                 # Entries are classified when the file is read.
                 checker.allowPlaintext = True
@@ -547,6 +562,14 @@ class Options(usage.Options, AuthOptionMixin):
         Whether clients tunnel without authenticating (no C{--auth}).
         """
         return not self.checkers()
+
+
+# usage.Options shows handler docstrings as they are, indentation included:
+# make each one a single paragraph for --help.
+for _name in dir(Options):
+    _method = getattr(Options, _name)
+    if _name.startswith("opt_") and _method.__doc__:
+        _method.__doc__ = " ".join(_method.__doc__.split())
 
 
 def makeService(options: Options, reactor: Any = None) -> MultiService:

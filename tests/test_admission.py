@@ -1614,3 +1614,24 @@ def test_parallelGuessesCountTowardsLimit() -> None:
     client.send(connectHead("example.com:443", basic(GOOD)))
     assert onlyResponse(client).status == 429
     assert len(checker.pending) == 3
+
+
+def test_busyCheckerIs503NotAFailure(tmp_path: Path) -> None:
+    """
+    When the password checks queue is full the client gets 503 with
+    Retry-After, and it does not count as a failed login.
+    """
+    path = tmp_path / "htpasswd"
+    path.write_text("alice:{SHA}qUqP5cyxm6YcTAhz05Hph5gvu9M=\n")
+    checker = HtpasswdChecker(
+        str(path), runInThread=lambda verification: Deferred(), maxQueued=1
+    )
+    harness = makeHarness(checker=checker, maxFailures=5)
+    checker._clock = harness.clock
+    harness.connectClient().send(connectHead("example.com:443", basic(GOOD)))
+    client = harness.connectClient()
+    client.send(connectHead("example.com:443", basic(GOOD)))
+    response = onlyResponse(client)
+    assert (response.status, response.header("Retry-After")) == (503, "1")
+    assert harness.factory.gatekeeper.limiter is not None
+    assert harness.factory.gatekeeper.limiter._recentFailures("127.0.0.1") == 0

@@ -28,7 +28,7 @@ from twisted.python.failure import Failure
 from twisted.python.usage import UsageError
 from zope.interface import implementer
 
-from connectproxy import ConnectProxyFactory, ProxySettings
+from connectproxy import ConnectProxyFactory, DirectConnector, ProxySettings
 from connectproxy._auth import HtpasswdChecker
 from connectproxy._config import ConfigError
 from connectproxy._service import ListenerService, ReloadService
@@ -922,3 +922,18 @@ def test_reloadKeepsFailedLogins(tmp_path: Path) -> None:
     assert factory.gatekeeper.limiter is limiter
     assert limiter.maxFailures == 5
     assert limiter.blockedFor("192.0.2.7") is not None
+
+
+def test_reloadUpdatesAttemptTimeout(tmp_path: Path) -> None:
+    """
+    A reload that changes --connect-timeout changes the connector's
+    per-attempt timeout too.
+    """
+    path = writeConfig(tmp_path, "connect-timeout = 5\n")
+    service = makeService(parse("--config", str(path)), MemoryReactorClock())
+    factory = listenerFactory(service)
+    assert isinstance(factory.connector, DirectConnector)
+    assert factory.connector.attemptTimeout == 5
+    writeConfig(tmp_path, "connect-timeout = 20\n")
+    assert reloaderOf(service).reload()
+    assert factory.connector.attemptTimeout == 20

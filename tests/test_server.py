@@ -546,3 +546,17 @@ def test_lingerEndsAtClientFin(harness: ProxyHarness) -> None:
     client.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
     client.protocol.readConnectionLost()
     assert client.transport.disconnecting
+
+
+def test_unresolvableNameNotLoggedAsError(
+    harness: ProxyHarness, logEvents: list[LogEvent]
+) -> None:
+    """
+    A target name that does not resolve is an ordinary 502, logged without
+    a traceback.
+    """
+    client = harness.connectClient()
+    client.send(CONNECT)
+    harness.connector.attempts[0].fail(DNSLookupError("no addresses"))
+    assert statusOf(client) == 502
+    assert not [e for e in logEvents if "log_failure" in e]

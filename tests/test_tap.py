@@ -265,3 +265,41 @@ def test_pluginImportLight() -> None:
         check=True,
     )
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--max-request-line", "10"], "--max-request-line: '10' is too small"),
+        (["--idle-timeout", "soon"], "--idle-timeout: 'soon' is not a number"),
+        (["--auth", "htpasswd:/nonexistent/file"], "--auth: cannot read htpasswd"),
+    ],
+)
+def test_errorsNameTheOption(argv: list[str], message: str) -> None:
+    """
+    A bad value's message starts with the option it was given to.
+    """
+    with pytest.raises(UsageError) as raised:
+        parse(*argv)
+    assert str(raised.value).startswith(message)
+
+
+def test_authCacheTTLReachesChecker(tmp_path: Path) -> None:
+    """
+    --auth-cache-ttl is the htpasswd checker's cache lifetime.
+    """
+    path = tmp_path / "htpasswd"
+    path.write_text("alice:{SHA}qUqP5cyxm6YcTAhz05Hph5gvu9M=\n")
+    options = parse("--auth", f"htpasswd:{path}", "--auth-cache-ttl", "0")
+    [checker] = options.checkers()
+    assert checker.cacheTTL == 0
+
+
+def test_helpIsOneParagraphPerOption() -> None:
+    """
+    Option help from handler docstrings is one paragraph, without the
+    docstring's indentation.
+    """
+    for name in ("opt_listen", "opt_allow_host", "opt_trusted_proxy", "opt_policy"):
+        doc = getattr(Options, name).__doc__
+        assert doc and "  " not in doc and "\n" not in doc

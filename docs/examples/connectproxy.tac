@@ -2,13 +2,19 @@
 """
 Run connectproxy from a .tac file:
 
-    twistd -ny docs/examples/connectproxy.tac
+    twistd -ny docs/examples/connectproxy.tac --pidfile=
 
-The same options as on the command line, written in Python.  Set
-CONNECTPROXY_LISTEN to choose the listener (a strports description); by
-default the proxy listens on 127.0.0.1:3128 only.  Set CONNECTPROXY_CONFIG
-to read a TOML configuration file as well (rules, authentication, limits);
-SIGHUP re-reads it.
+It builds the same service as `twistd connectproxy`, from the same options,
+written here in Python.  Two environment variables configure it:
+
+- CONNECTPROXY_CONFIG names a TOML configuration file (the keys are the long
+  option names: listen, allow-client, auth, allow-port, idle-timeout, ...);
+  SIGHUP re-reads it.
+- CONNECTPROXY_LISTEN, when set, is the listener (a strports description)
+  and wins over the file's `listen`.
+
+With neither, the proxy has the safe defaults: it listens on 127.0.0.1:3128
+only, serves loopback clients and tunnels to port 443 of public addresses.
 """
 
 import os
@@ -17,16 +23,11 @@ from twisted.application.service import Application
 
 from connectproxy.tap import Options, makeService
 
-arguments = [
-    "--listen",
-    os.environ.get("CONNECTPROXY_LISTEN", "tcp:3128:interface=127.0.0.1"),
-    "--connect-timeout",
-    "10",
-    "--idle-timeout",
-    "600",
-]
+arguments = []
 if "CONNECTPROXY_CONFIG" in os.environ:
     arguments += ["--config", os.environ["CONNECTPROXY_CONFIG"]]
+if "CONNECTPROXY_LISTEN" in os.environ:
+    arguments += ["--listen", os.environ["CONNECTPROXY_LISTEN"]]
 
 options = Options()
 options.parseOptions(arguments)

@@ -333,14 +333,13 @@ class ProxyTunnel:
             self.close(self._finReason)
             return
         receiver.loseWriteConnection()  # type: ignore[attr-defined]
-        if not self._halfClosed:
-            # From now on the (shorter) half-close deadline applies, counted
-            # from this FIN.
-            self._halfClosed = True
-            self._lastActivity = self._clock.seconds()
-            self._seenBytes = self.bytesUp + self.bytesDown
-            self._cancelIdle()
-            self._scheduleIdleCheck(self._deadline()[0] / _IDLE_CHECKS)
+        # From now on the (shorter) half-close deadline applies, counted from
+        # this FIN.  (A second FIN always closes the tunnel above.)
+        self._halfClosed = True
+        self._lastActivity = self._clock.seconds()
+        self._seenBytes = self.bytesUp + self.bytesDown
+        self._cancelIdle()
+        self._scheduleIdleCheck(self._deadline()[0] / _IDLE_CHECKS)
 
     # Closing.
 

@@ -6,6 +6,8 @@ a fake upstream connector; no sockets, no real time.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.address import IPv4Address, IPv6Address
@@ -492,6 +494,38 @@ def test_finThen407Closes() -> None:
     assert statusOf(client) == 407
     assert b"\r\nConnection: close" in headOf(client)
     assert client.transport.disconnecting
+
+
+def test_finAfterPipelinedRetryPassedOn() -> None:
+    """
+    A FIN that arrives before a pipelined retry has even been parsed (it
+    waits behind a request whose check is pending) is remembered too: the
+    retry gets its tunnel, with its body and then the FIN.
+    """
+    checker = PendingChecker()
+    harness = makeHarness(checker=checker)
+    client = harness.connectClient()
+    client.send(
+        connectHead("example.com:443", basic(b"alice:wrong"))
+        + connectHead("example.com:443", basic(b"alice:secret"))
+        + b"request-body"
+    )
+    client.protocol.readConnectionLost()
+    checker.pending[0].errback(UnauthorizedLogin())
+    assert not client.transport.disconnecting
+    checker.pending[1].callback(b"alice")
+    upstream = harness.connector.attempts[0].succeed()
+    assert _statuses(client) == [407, 200]
+    assert upstream.value() == b"request-body"
+    assert upstream.disconnecting  # the FIN, where half-close is not real
+
+
+def _statuses(client: FakeClient) -> list[int]:
+    """
+    The status codes of every response the proxy wrote to C{client}.
+    """
+    value = client.transport.value()
+    return [int(code) for code in re.findall(rb"HTTP/1\.1 (\d{3}) ", value)]
 
 
 def test_finAfter407WithPartialHeadCloses() -> None:

@@ -435,6 +435,9 @@ def test_resetArmedOnRealSocket() -> None:
         )
         assert (onoff, linger) == (1, 0)
         assert _tunnel._unsentBytes(connection) == 0
+    # Once the socket is closed there is nothing to ask or arm.
+    assert _tunnel._unsentBytes(connection) == 0
+    _tunnel._resetOnClose(connection)
     assert _tunnel._unsentBytes(StringTransport()) == 0
     _tunnel._resetOnClose(StringTransport())
 

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import fcntl
 import socket
+import ssl
 import struct
 import termios
 from collections.abc import Iterator
 
 import pytest
 
+from tests.integration._pki import TLSFiles
 from tests.integration._processes import OriginFactory, ProxyFactory, waitForPath
 from tests.integration._sockets import (
     LOCAL,
@@ -156,6 +158,39 @@ def test_clientResetReachesOrigin(proxy: ProxyFactory, listener: socket.socket) 
     event = running.waitForNamed("tunnel_close", port=listener.getsockname()[1])
     assert event["reason"].startswith("client connection lost")
     assert (event["bytesUp"], event["bytesDown"]) == (len(PAYLOAD), 0)
+
+
+def test_originResetReachesTLSClient(
+    proxy: ProxyFactory, listener: socket.socket, tlsCertificate: TLSFiles
+) -> None:
+    """
+    Behind a TLS listener an origin's reset reaches the client as a reset
+    of the TCP connection, not as a TLS close_notify (a clean end).
+    """
+    tls = tlsCertificate
+    running = proxy(
+        listen=[
+            f"ssl:0:interface=127.0.0.1:privateKey={tls.serverKey}"
+            f":certKey={tls.serverCert}"
+        ]
+    )
+    context = ssl.create_default_context(cafile=str(tls.caCert))
+    raw = socket.create_connection((LOCAL, running.port), timeout=20)
+    with context.wrap_socket(
+        raw, server_hostname=LOCAL, suppress_ragged_eofs=False
+    ) as client:
+        client.sendall(connectRequest(LOCAL, listener.getsockname()[1]))
+        response, rest = readResponseHead(client)
+        assert (response.raw, rest) == (ESTABLISHED, b"")
+        origin, _ = listener.accept()
+        origin.settimeout(20)
+        origin.sendall(PAYLOAD)
+        assert readExactly(client, len(PAYLOAD)) == PAYLOAD
+        sendThenReset(origin, b"")
+        with pytest.raises((ConnectionResetError, ssl.SSLError)):
+            client.recv(65536)
+    event = running.waitForNamed("tunnel_close", port=listener.getsockname()[1])
+    assert event["reason"].startswith("upstream connection lost")
 
 
 def test_cleanCloseStaysClean(proxy: ProxyFactory, listener: socket.socket) -> None:

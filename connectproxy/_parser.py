@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "KNOWN_METHODS",
+    "MAX_HEADER_FIELDS",
     "BadRequest",
     "ConnectRequest",
     "ConnectRequestParser",
@@ -54,7 +55,8 @@ _PORT = re.compile(r"[0-9]{1,5}\Z")
 # A number as inet_aton reads one: decimal, octal or hexadecimal.
 _NUMBER = re.compile(r"(0[xX][0-9A-Fa-f]*|[0-9]+)\Z")
 
-_MAX_HEADERS = 100
+#: The default limit on header fields in one head (C{--max-header-fields}).
+MAX_HEADER_FIELDS = 256
 _MAX_LEADING_EMPTY_LINES = 8
 
 
@@ -207,15 +209,23 @@ class ConnectRequestParser:
     @ivar _done: Whether a head was already returned (or refused).
     """
 
-    def __init__(self, maxRequestLine: int = 8192, maxHeadSize: int = 65536) -> None:
+    def __init__(
+        self,
+        maxRequestLine: int = 8192,
+        maxHeadSize: int = 65536,
+        maxHeaderFields: int = MAX_HEADER_FIELDS,
+    ) -> None:
         """
         @param maxRequestLine: Longest request line accepted, in bytes, without
             its CRLF; longer gets 414.
         @param maxHeadSize: Largest head accepted, in bytes, including the
             request line and the final empty line; larger gets 431.
+        @param maxHeaderFields: Most header field lines accepted in one head
+            (C{Host} included); more gets 431.
         """
         self.maxRequestLine = maxRequestLine
         self.maxHeadSize = maxHeadSize
+        self.maxHeaderFields = maxHeaderFields
         self._buffer = bytearray()
         self._searchFrom = 0
         self._emptyLines = 0
@@ -320,7 +330,14 @@ class ConnectRequestParser:
         if len(requestLine) > self.maxRequestLine:
             raise BadRequest(414, "request line too long")
         method, target, version = _parseRequestLine(requestLine)
-        headers = _parseFields(lines[1:], self.maxRequestLine)
+        fieldLines = lines[1:]
+        if len(fieldLines) > self.maxHeaderFields:
+            raise BadRequest(
+                431,
+                f"more than {self.maxHeaderFields} header fields "
+                "(the limit is --max-header-fields)",
+            )
+        headers = _parseFields(fieldLines, self.maxRequestLine)
         hosts = [value for name, value in headers if name == "host"]
         if len(hosts) > 1:
             raise BadRequest(400, "more than one Host header field")
@@ -367,11 +384,9 @@ def _parseFields(lines: list[bytes], maxLine: int) -> tuple[tuple[str, str], ...
     Parse header field lines (RFC 9112 section 5).
 
     @raise BadRequest: 400 for obs-fold, whitespace before the colon, a
-        malformed name or a value with control bytes; 431 for too many fields
-        or an over-long field line.
+        malformed name or a value with control bytes; 431 for an over-long
+        field line.
     """
-    if len(lines) > _MAX_HEADERS:
-        raise BadRequest(431, "too many header fields")
     fields = []
     for line in lines:
         if len(line) > maxLine:

@@ -104,6 +104,11 @@ class ConnectProxyProtocol(Protocol):
     moves through its phases: head parsing, buffering early data while
     connecting, relaying, and discarding after an error.
 
+    A FIN from the client once its head is complete (C{printf ... | nc -N}
+    sends the head, a body and the FIN at once) is remembered and passed on
+    after the early data when the tunnel exists, exactly as a FIN during the
+    tunnel is.
+
     @ivar request: The parsed request, once there is one.
     @ivar tunnel: The tunnel, once established.
     """
@@ -120,9 +125,7 @@ class ConnectProxyProtocol(Protocol):
         self.factory = factory
         self._settings = factory.settings
         self._clock: IReactorTime = factory.reactor
-        self._parser = ConnectRequestParser(
-            self._settings.maxRequestLine, self._settings.maxHeadSize
-        )
+        self._parser = self._newParser()
         self._receive: Callable[[bytes], None] = self._firstReceived
         self._early = bytearray()
         self._client = ""
@@ -136,6 +139,14 @@ class ConnectProxyProtocol(Protocol):
         self._discarded = 0
         self._closing = False
         self._gone = False
+        # Whether the client half-closed (sent its FIN) before the tunnel.
+        self._clientFinished = False
+
+    def _newParser(self) -> ConnectRequestParser:
+        settings = self._settings
+        return ConnectRequestParser(
+            settings.maxRequestLine, settings.maxHeadSize, settings.maxHeaderFields
+        )
 
     def connectionMade(self) -> None:
         self._transport = cast(TunnelTransport, self.transport)
@@ -185,6 +196,10 @@ class ConnectProxyProtocol(Protocol):
                 self._parseHead(data)
         finally:
             self._parsing = False
+        if self._clientFinished and self._receive == self._headReceived:
+            # The client sent its FIN after a request answered with a 407,
+            # and what followed that is not a whole request: none can come.
+            self._close()
 
     def _parseHead(self, data: bytes) -> None:
         try:
@@ -269,7 +284,10 @@ class ConnectProxyProtocol(Protocol):
         connection, up to L{MAX_CHALLENGES} times.
         """
         self._challenges += 1
-        if self._challenges > MAX_CHALLENGES:
+        if self._challenges > MAX_CHALLENGES or (
+            self._clientFinished and not self._early
+        ):
+            # A client that has finished sending cannot retry.
             self._refuse(refused.status, refused.reason, refused.headers)
             return
         self._cancelTimer()
@@ -280,9 +298,7 @@ class ConnectProxyProtocol(Protocol):
         )
         self._report(refused.status, refused.reason)
         self.request = None
-        self._parser = ConnectRequestParser(
-            self._settings.maxRequestLine, self._settings.maxHeadSize
-        )
+        self._parser = self._newParser()
         self._receive = self._headReceived
         self._armRequestTimer()
         if self._paused:
@@ -339,28 +355,39 @@ class ConnectProxyProtocol(Protocol):
             settings.idleTimeout,
             settings.abortTimeout,
             self._tunnelClosed,
+            halfCloseTimeout=settings.halfCloseTimeout,
         )
         self.tunnel = upstream.tunnel = tunnel
         self._receive = tunnel.clientData
         self._transport.write(CONNECTION_ESTABLISHED)
         early = bytes(self._early)
         del self._early[:]
-        if not self._paused:
+        if not self._paused and not self._clientFinished:
             # The tunnel resumes the client once its producers are wired.
             self._transport.pauseProducing()
-        tunnel.start(early)
+        tunnel.start(early, self._clientFinished)
         self.factory.tunnelOpened(self._tunnelRecord(tunnel))
 
     # Phase 3: the tunnel.
 
     def readConnectionLost(self) -> None:
+        """
+        The client sent a FIN (plain TCP only).
+
+        In the tunnel it is passed on.  After a complete head, while the
+        request is checked and connected, it is remembered and passed on
+        once the tunnel exists, after the early data: the client may still
+        read (a client that closed fully is noticed when the proxy writes to
+        it).  Before a complete head no request can follow, so the
+        connection is closed; after an error response the FIN ends the
+        linger.
+        """
         if self.tunnel is not None:
             self.tunnel.clientReadClosed()
-        else:
-            # A FIN before the 200 means the client gave up (one that closes
-            # fully sends nothing else): close, which cancels any connect in
-            # flight.  After an error response it ends the linger.
-            self._transport.loseConnection()
+            return
+        self._clientFinished = True
+        if self._receive != self._earlyReceived and self._receive is not _discard:
+            self._close()
 
     def writeConnectionLost(self) -> None:
         pass
@@ -420,7 +447,7 @@ class ConnectProxyProtocol(Protocol):
         self._receive = self._discardReceived
         self._transport.write(errorResponse(status, reason, headers=headers))
         self._report(status, reason)
-        if canHalfClose(self._transport):
+        if canHalfClose(self._transport) and not self._clientFinished:
             self._transport.loseWriteConnection()  # type: ignore[attr-defined]
             self._timer = self._clock.callLater(
                 min(LINGER_SECONDS, self._settings.abortTimeout), self._close

@@ -8,6 +8,8 @@ from __future__ import annotations
 import resource
 from dataclasses import dataclass, field
 
+from ._parser import MAX_HEADER_FIELDS
+
 __all__ = ["ProxySettings", "defaultMaxConnections"]
 
 
@@ -21,10 +23,14 @@ class ProxySettings:
     @ivar connectTimeout: Seconds for the whole upstream connect, name
         resolution and every attempt included (504 after that).
     @ivar idleTimeout: Seconds a tunnel may stay without traffic either way.
+    @ivar halfCloseTimeout: Seconds a tunnel with one direction finished
+        (one side sent its FIN) may stay without traffic; the shorter of this
+        and C{idleTimeout} applies.
     @ivar abortTimeout: Seconds a graceful close may take before the
         connection is aborted.
     @ivar maxRequestLine: Longest request line accepted, in bytes (414).
     @ivar maxHeadSize: Largest request head accepted, in bytes (431).
+    @ivar maxHeaderFields: Most header fields in a request head (431).
     @ivar maxConnections: Most client connections at once (503 beyond; 0
         for no limit).  By default, what the descriptor limit allows.
     @ivar maxConnectionsPerClient: Most connections at once from one client
@@ -34,9 +40,11 @@ class ProxySettings:
     requestTimeout: float = 30.0
     connectTimeout: float = 10.0
     idleTimeout: float = 600.0
+    halfCloseTimeout: float = 60.0
     abortTimeout: float = 15.0
     maxRequestLine: int = 8192
     maxHeadSize: int = 65536
+    maxHeaderFields: int = MAX_HEADER_FIELDS
     maxConnections: int = field(default_factory=lambda: defaultMaxConnections())
     maxConnectionsPerClient: int = 0
 

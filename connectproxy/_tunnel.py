@@ -9,12 +9,19 @@ from the other side stops until it drains.  The tunnel itself never buffers.
 
 Half-close is passed on only where the receiving transport really is a plain
 TCP connection; anywhere else (TLS, wrappers) the tunnel closes fully after
-flushing.  The idle deadline and the two-stage close (lose, then abort) use
-the injected clock.
+flushing.  A side lost with an error (a reset) is passed on as an abort, so
+the other peer sees a reset rather than a clean end of input: on plain TCP
+only after everything already relayed has reached that peer.  The idle and
+half-close deadlines and the two-stage close (lose, then abort) use the
+injected clock.
 """
 
 from __future__ import annotations
 
+import fcntl
+import socket
+import struct
+import termios
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -23,10 +30,12 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
-    IPushProducer,
+    IProducer,
+    IPullProducer,
     IReactorTime,
 )
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 __all__ = ["ProxyTunnel", "TunnelTransport", "canHalfClose"]
 
@@ -42,7 +51,7 @@ class TunnelTransport(Protocol):
     def loseConnection(self) -> None: ...
     def abortConnection(self) -> None: ...
     def getPeer(self) -> IAddress: ...
-    def registerProducer(self, producer: IPushProducer, streaming: bool) -> None: ...
+    def registerProducer(self, producer: IProducer, streaming: bool) -> None: ...
     def unregisterProducer(self) -> None: ...
     def pauseProducing(self) -> None: ...
     def resumeProducing(self) -> None: ...
@@ -52,6 +61,10 @@ class TunnelTransport(Protocol):
 #: timeout and 1 + 1/_IDLE_CHECKS times it after the last byte, and the
 #: relay path does no timekeeping of its own.
 _IDLE_CHECKS = 8
+
+#: Seconds between checks of whether the peer has acknowledged everything
+#: written to a connection that is to be reset.
+_SENT_POLL = 0.05
 
 
 def canHalfClose(transport: Any) -> bool:
@@ -66,6 +79,99 @@ def canHalfClose(transport: Any) -> bool:
     return isinstance(transport, tcp.Connection)
 
 
+def _socketOf(transport: Any) -> socket.socket | None:
+    """
+    The socket of a plain TCP transport, or C{None} for anything else.
+    """
+    getHandle = getattr(transport, "getHandle", None)
+    if getHandle is None:
+        return None
+    handle = getHandle()
+    return handle if isinstance(handle, socket.socket) else None
+
+
+def _unsentBytes(transport: Any) -> int:
+    """
+    How many bytes written to C{transport}'s socket the peer has not yet
+    acknowledged (C{SIOCOUTQ}, Linux); 0 where that cannot be known.
+    """
+    sock = _socketOf(transport)
+    request = getattr(termios, "TIOCOUTQ", None)
+    if sock is None or request is None:
+        return 0
+    try:
+        raw = fcntl.ioctl(sock.fileno(), request, b"\0\0\0\0")
+    except (OSError, ValueError):
+        return 0
+    count: int = struct.unpack("i", raw)[0]
+    return count
+
+
+def _resetOnClose(transport: Any) -> None:
+    """
+    Make closing C{transport}'s socket send a reset (C{SO_LINGER} 0), even a
+    close that Twisted considers orderly.
+    """
+    sock = _socketOf(transport)
+    if sock is not None:
+        try:
+            sock.setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+            )
+        except (OSError, ValueError):
+            pass
+
+
+@implementer(IPullProducer)
+class _ResetWhenFlushed:
+    """
+    Reset a plain TCP connection once everything written to it has reached
+    the peer: first Twisted's write buffer, then the kernel's send queue.
+
+    It is registered as the transport's pull producer before
+    C{loseConnection}: the transport then asks it for more data (calls
+    L{resumeProducing}) when its buffer is empty, instead of closing with a
+    FIN.  Once the peer has acknowledged every byte, C{abortConnection}
+    closes with a reset.  The tunnel's abort timer bounds the wait.
+    """
+
+    def __init__(self, transport: TunnelTransport, clock: IReactorTime) -> None:
+        self._transport = transport
+        self._clock = clock
+        self._started = False
+        self._done = False
+        self._call: IDelayedCall | None = None
+
+    def start(self) -> None:
+        """
+        Stop reading, flush, then reset.
+        """
+        _resetOnClose(self._transport)
+        # The transport asks for data once as soon as it is registered;
+        # only the requests after loseConnection mean "my buffer is empty".
+        self._transport.registerProducer(self, False)
+        self._started = True
+        self._transport.loseConnection()
+
+    def resumeProducing(self) -> None:
+        if self._started and not self._done and self._call is None:
+            self._checkSent()
+
+    def _checkSent(self) -> None:
+        self._call = None
+        if _unsentBytes(self._transport):
+            self._call = self._clock.callLater(_SENT_POLL, self._checkSent)
+        else:
+            self._done = True
+            self._transport.abortConnection()
+
+    def stopProducing(self) -> None:
+        self._done = True
+        if self._call is not None:
+            self._call.cancel()
+            self._call = None
+
+
 class ProxyTunnel:
     """
     A relay between two connected transports.
@@ -77,7 +183,8 @@ class ProxyTunnel:
     @ivar bytesUp: Bytes relayed from the client to the upstream, early data
         included.
     @ivar bytesDown: Bytes relayed from the upstream to the client.
-    @ivar closeReason: What ended the tunnel first, or C{None} while open.
+    @ivar closeReason: What ended the tunnel, or C{None} while open: the
+        first side that closed or was lost, or the deadline that expired.
     @ivar openedAt: When L{start} ran, by the injected clock.
     @ivar closedAt: When both sides were gone, or C{None}.
     @ivar upstreamAddress: The upstream's address, as connected.
@@ -93,6 +200,7 @@ class ProxyTunnel:
         idleTimeout: float,
         abortTimeout: float,
         onClosed: Callable[[ProxyTunnel], object],
+        halfCloseTimeout: float | None = None,
     ) -> None:
         """
         @param client: The client's transport, paused.
@@ -100,16 +208,22 @@ class ProxyTunnel:
         @param clock: Where timers come from.
         @param idleTimeout: Seconds without traffic either way before the
             tunnel is closed.
-        @param abortTimeout: Seconds a graceful close may take before the
-            connections are aborted.
+        @param abortTimeout: Seconds a graceful close (or the flush before a
+            reset) may take before the connections are aborted.
         @param onClosed: Called once, with the tunnel, when both sides are
             gone.
+        @param halfCloseTimeout: Seconds without traffic before a tunnel
+            with one direction finished (one FIN passed on) is closed; the
+            idle timeout when C{None}.  The shorter of the two applies.
         """
         self._client = client
         self._upstream = upstream
         self.upstreamAddress = upstream.getPeer()
         self._clock = clock
         self._idleTimeout = idleTimeout
+        self._halfCloseTimeout = (
+            idleTimeout if halfCloseTimeout is None else halfCloseTimeout
+        )
         self._abortTimeout = abortTimeout
         self._onClosed = onClosed
         self.bytesUp = 0
@@ -119,6 +233,10 @@ class ProxyTunnel:
         self.closedAt: float | None = None
         self._seenBytes = 0
         self._lastActivity = self.openedAt
+        self._halfClosed = False
+        self._closing = False
+        # The reason of the first FIN: what ended the tunnel if the FINs do.
+        self._finReason: str | None = None
         self._idleCall: IDelayedCall | None = None
         self._abortCall: IDelayedCall | None = None
         self._clientEOF = False
@@ -128,13 +246,17 @@ class ProxyTunnel:
         # Whether each transport has the other registered as its producer.
         self._clientHasProducer = False
         self._upstreamHasProducer = False
+        self._resets: list[tuple[TunnelTransport, _ResetWhenFlushed | None]] = []
 
-    def start(self, earlyData: bytes = b"") -> None:
+    def start(self, earlyData: bytes = b"", clientFinished: bool = False) -> None:
         """
         Begin relaying: write the client's early data upstream first, wire
         the producers, and resume reading from the client.
 
         @param earlyData: Bytes the client sent after its request head.
+        @param clientFinished: Whether the client already half-closed (sent
+            its FIN) before the tunnel existed: the FIN is passed on after
+            the early data, just as L{clientReadClosed} would.
         """
         self.openedAt = self._lastActivity = self._clock.seconds()
         if earlyData:
@@ -142,10 +264,16 @@ class ProxyTunnel:
             self._upstream.write(earlyData)
         self._client.registerProducer(self._upstream, True)  # type: ignore[arg-type]
         self._clientHasProducer = True
+        self._scheduleIdleCheck(self._idleTimeout / _IDLE_CHECKS)
+        if clientFinished:
+            # The client produces nothing more: it is neither registered
+            # nor resumed (resuming a finished TCP reader reports its end
+            # of input again).
+            self.clientReadClosed()
+            return
         self._upstream.registerProducer(self._client, True)  # type: ignore[arg-type]
         self._upstreamHasProducer = True
         self._client.resumeProducing()
-        self._scheduleIdleCheck(self._idleTimeout / _IDLE_CHECKS)
 
     # The relay path: as little as possible per chunk.
 
@@ -197,12 +325,21 @@ class ProxyTunnel:
         Send a FIN to C{receiver} when it can take one and still has a
         direction open; otherwise close the whole tunnel.
         """
-        if self.closeReason is None:
-            self.closeReason = reason
+        if self._finReason is None:
+            self._finReason = reason
+        if self._closing:
+            return
         if receiverDone or not self.halfClose(receiver):
-            self.close(reason)
-        else:
-            receiver.loseWriteConnection()  # type: ignore[attr-defined]
+            self.close(self._finReason)
+            return
+        receiver.loseWriteConnection()  # type: ignore[attr-defined]
+        # From now on the (shorter) half-close deadline applies, counted from
+        # this FIN.  (A second FIN always closes the tunnel above.)
+        self._halfClosed = True
+        self._lastActivity = self._clock.seconds()
+        self._seenBytes = self.bytesUp + self.bytesDown
+        self._cancelIdle()
+        self._scheduleIdleCheck(self._deadline()[0] / _IDLE_CHECKS)
 
     # Closing.
 
@@ -223,10 +360,14 @@ class ProxyTunnel:
         self._lost("upstream", reason)
 
     def _lost(self, side: str, reason: Failure) -> None:
+        """
+        One side is gone: a clean close closes the other side gracefully,
+        anything else (a reset, an abort) resets it.
+        """
         if reason.check(ConnectionDone):
-            self.close(f"{side} closed")
+            self.close(self._finReason or f"{side} closed")
         else:
-            self.close(f"{side} connection lost: {reason.getErrorMessage()}")
+            self.reset(f"{side} connection lost: {reason.getErrorMessage()}")
         if self._clientLost and self._upstreamLost:
             self._finished()
 
@@ -239,6 +380,48 @@ class ProxyTunnel:
         """
         if self.closeReason is None:
             self.closeReason = reason
+        self._closing = True
+        self._unwire()
+        if not self._clientLost:
+            self._client.loseConnection()
+        if not self._upstreamLost:
+            self._upstream.loseConnection()
+        self._armAbort()
+
+    def reset(self, reason: str) -> None:
+        """
+        Abort both sides so that each peer sees a reset, not a clean end of
+        input.  On plain TCP what was already written is delivered first:
+        the connection stops reading, flushes its buffer, waits until the
+        peer has acknowledged every byte and then closes with a reset
+        (C{SO_LINGER} 0).  Any other transport is aborted at once, dropping
+        what it had not sent.  Whatever is still open after the abort
+        timeout is aborted.
+
+        @param reason: Recorded as L{closeReason} unless one is already set.
+        """
+        if self.closeReason is None:
+            self.closeReason = reason
+        self._closing = True
+        self._unwire()
+        for transport in (self._client, self._upstream):
+            lost = self._clientLost if transport is self._client else self._upstreamLost
+            if lost or any(t is transport for t, _ in self._resets):
+                continue
+            if self.halfClose(transport):
+                resetter = _ResetWhenFlushed(transport, self._clock)
+                self._resets.append((transport, resetter))
+                resetter.start()
+            else:
+                self._resets.append((transport, None))
+                transport.abortConnection()
+        self._armAbort()
+
+    def _unwire(self) -> None:
+        """
+        Stop the idle deadline and unregister the producers (before any
+        close: a TLS transport does not finish closing while it has one).
+        """
         self._cancelIdle()
         if self._clientHasProducer:
             self._clientHasProducer = False
@@ -246,10 +429,8 @@ class ProxyTunnel:
         if self._upstreamHasProducer:
             self._upstreamHasProducer = False
             self._upstream.unregisterProducer()
-        if not self._clientLost:
-            self._client.loseConnection()
-        if not self._upstreamLost:
-            self._upstream.loseConnection()
+
+    def _armAbort(self) -> None:
         if self._abortCall is None and not (self._clientLost and self._upstreamLost):
             self._abortCall = self._clock.callLater(self._abortTimeout, self._abort)
 
@@ -271,17 +452,29 @@ class ProxyTunnel:
         if self._abortCall is not None:
             self._abortCall.cancel()
             self._abortCall = None
+        for _, resetter in self._resets:
+            if resetter is not None:
+                resetter.stopProducing()
         self._onClosed(self)
 
-    # The idle deadline.
+    # The idle and half-close deadlines.
+
+    def _deadline(self) -> tuple[float, str]:
+        """
+        The inactivity deadline that applies now, in seconds, and the close
+        reason when it expires.
+        """
+        if self._halfClosed and self._halfCloseTimeout <= self._idleTimeout:
+            return self._halfCloseTimeout, "half-close timeout"
+        return self._idleTimeout, "idle timeout"
 
     def _scheduleIdleCheck(self, delay: float) -> None:
         self._idleCall = self._clock.callLater(delay, self._checkIdle)
 
     def _checkIdle(self) -> None:
         """
-        Close the tunnel if no byte moved for the idle timeout; otherwise
-        check again later.
+        Close the tunnel if no byte moved for the deadline that applies;
+        otherwise check again later.
         """
         self._idleCall = None
         now = self._clock.seconds()
@@ -289,11 +482,14 @@ class ProxyTunnel:
         if total != self._seenBytes:
             self._seenBytes = total
             self._lastActivity = now
-        remaining = self._lastActivity + self._idleTimeout - now
+        timeout, reason = self._deadline()
+        remaining = self._lastActivity + timeout - now
         if remaining <= 1e-9:
-            self.close("idle timeout")
+            # The deadline, not an earlier FIN, is what ended the tunnel.
+            self.closeReason = reason
+            self.close(reason)
         else:
-            self._scheduleIdleCheck(min(remaining, self._idleTimeout / _IDLE_CHECKS))
+            self._scheduleIdleCheck(min(remaining, timeout / _IDLE_CHECKS))
 
     def _cancelIdle(self) -> None:
         if self._idleCall is not None:

@@ -96,6 +96,13 @@ _byteCount = _coercer(
     "is too small: at least 64 bytes",
     "Bytes, a whole number, at least 64.",
 )
+_fieldCount = _coercer(
+    int,
+    "a whole number",
+    lambda v: v >= 1,
+    "must be at least 1",
+    "A whole number, at least 1.",
+)
 _count = _coercer(
     int,
     "a whole number",
@@ -183,6 +190,15 @@ class Options(usage.Options, AuthOptionMixin):
             _positiveFloat,
         ],
         [
+            "half-close-timeout",
+            None,
+            _defaults.halfCloseTimeout,
+            "Seconds a tunnel with one direction finished (one side sent its "
+            "FIN) may go without a byte before it is closed; the shorter of "
+            "this and --idle-timeout applies.",
+            _positiveFloat,
+        ],
+        [
             "request-timeout",
             None,
             _defaults.requestTimeout,
@@ -211,6 +227,13 @@ class Options(usage.Options, AuthOptionMixin):
             "Largest request head (request line and header fields) accepted, "
             "in bytes; larger gets 431.",
             _byteCount,
+        ],
+        [
+            "max-header-fields",
+            None,
+            _defaults.maxHeaderFields,
+            "Most header fields in a request head; more gets 431.",
+            _fieldCount,
         ],
         [
             "max-connections",
@@ -517,9 +540,11 @@ class Options(usage.Options, AuthOptionMixin):
             requestTimeout=self["request-timeout"],
             connectTimeout=self["connect-timeout"],
             idleTimeout=self["idle-timeout"],
+            halfCloseTimeout=self["half-close-timeout"],
             abortTimeout=self["abort-timeout"],
             maxRequestLine=self["max-request-line"],
             maxHeadSize=self["max-head-size"],
+            maxHeaderFields=self["max-header-fields"],
             maxConnections=self["max-connections"],
             maxConnectionsPerClient=self["max-connections-per-client"],
         )

@@ -159,10 +159,12 @@ def test_everyKindOfKey(tmp_path: Path) -> None:
 listen = ["tcp:8080:interface=127.0.0.1", "tcp:8081:interface=127.0.0.1"]
 connect-timeout = 2.5
 idle-timeout = 60
+half-close-timeout = 20
 request-timeout = "5"
 abort-timeout = 1
 max-request-line = 1024
 max-head-size = 4096
+max-header-fields = 50
 max-connections = 100
 max-connections-per-client = 5
 auth-realm = "Corp"
@@ -187,10 +189,12 @@ policy = ["hostlist:{hosts}"]
         "listen": ["tcp:8080:interface=127.0.0.1", "tcp:8081:interface=127.0.0.1"],
         "connect-timeout": 2.5,
         "idle-timeout": 60.0,
+        "half-close-timeout": 20.0,
         "request-timeout": 5.0,
         "abort-timeout": 1.0,
         "max-request-line": 1024,
         "max-head-size": 4096,
+        "max-header-fields": 50,
         "max-connections": 100,
         "max-connections-per-client": 5,
         "auth-realm": "Corp",
@@ -223,9 +227,11 @@ policy = ["hostlist:{hosts}"]
         requestTimeout=5.0,
         connectTimeout=2.5,
         idleTimeout=60.0,
+        halfCloseTimeout=20.0,
         abortTimeout=1.0,
         maxRequestLine=1024,
         maxHeadSize=4096,
+        maxHeaderFields=50,
         maxConnections=100,
         maxConnectionsPerClient=5,
     )

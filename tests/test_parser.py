@@ -437,14 +437,67 @@ def test_incompleteHeadTooLarge(lineMax: int, headMax: int) -> None:
     assert _refusal(head[:headMax], **limits) == 431
 
 
-@pytest.mark.parametrize(("count", "status"), [(100, None), (101, 431)])
-def test_fieldCount(count: int, status: int | None) -> None:
-    """A hundred header fields are accepted, a hundred and one get 431."""
-    data = b"CONNECT a:1 HTTP/1.0\r\n" + b"X: y\r\n" * count + b"\r\n"
+def _ordinaryFields(count: int, size: int) -> bytes:
+    """
+    C{count} distinct, ordinary-looking header field lines (CRLF included)
+    of C{size} bytes each.
+    """
+    lines = []
+    for index in range(count):
+        line = b"X-Field-%04d: " % index
+        lines.append(line + b"v" * (size - len(line) - 2) + b"\r\n")
+    return b"".join(lines)
+
+
+def test_fieldReportHeadAccepted() -> None:
+    """
+    The head of the field report: 100 ordinary fields plus C{Host}, 16 KiB
+    in all, well within the size limits, is accepted by default.
+    """
+    head = _connect("a:1").replace(b"\r\n\r\n", b"\r\n")
+    fields = _ordinaryFields(100, (16384 - len(head) - 2) // 100)
+    request, leftover = _parse(head + fields + b"\r\n")
+    assert len(request.headers) == 101
+    assert leftover == b""
+
+
+@pytest.mark.parametrize(("count", "status"), [(256, None), (257, 431)])
+def test_fieldCountDefault(count: int, status: int | None) -> None:
+    """
+    By default 256 header fields are accepted and 257 get 431, with a reason
+    that names the option to change.
+    """
+    data = _H10 + b"X: y\r\n" * count + b"\r\n"
     if status is None:
         assert len(_parse(data)[0].headers) == count
+        return
+    with pytest.raises(BadRequest) as info:
+        ConnectRequestParser().feed(data)
+    assert info.value.status == 431
+    assert "--max-header-fields" in info.value.reason
+    assert "256" in info.value.reason
+
+
+def test_fieldCountWithinSizeDefaults() -> None:
+    """
+    The default field limit is not stricter than the default size limit for
+    ordinary fields: 256 fields of 250 bytes fill a head close to 64 KiB.
+    """
+    data = _H10 + _ordinaryFields(256, 250) + b"\r\n"
+    assert len(data) <= 65536
+    assert len(_parse(data)[0].headers) == 256
+
+
+@pytest.mark.parametrize(("count", "status"), [(3, None), (4, 431)])
+def test_fieldCountLimit(count: int, status: int | None) -> None:
+    """
+    C{maxHeaderFields} sets the limit; C{Host} counts as a field.
+    """
+    data = _H11 + b"Host: a:1\r\n" + b"X: y\r\n" * (count - 1) + b"\r\n"
+    if status is None:
+        assert len(_parse(data, maxHeaderFields=3)[0].headers) == count
     else:
-        assert _refusal(data) == status
+        assert _refusal(data, maxHeaderFields=3) == status
 
 
 @pytest.mark.parametrize("lineMax", [32, 8192])

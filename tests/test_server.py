@@ -6,11 +6,15 @@ a fake upstream connector; no sockets, no real time.
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.error import (
     ConnectError,
     ConnectingCancelledError,
+    ConnectionAborted,
     ConnectionLost,
     ConnectionRefusedError,
     DNSLookupError,
@@ -19,10 +23,17 @@ from twisted.internet.error import (
 from twisted.logger import LogEvent
 from zope.interface.verify import verifyObject
 
-from connectproxy import ProxySettings, _server
+from connectproxy import ProxySettings, ProxyTunnel, _server
 from connectproxy._observer import AccessLogObserver, ObserverFanOut
 from connectproxy.interfaces import IProxyObserver, IUpstreamConnector
 from connectproxy.testing import FakeClient, ProxyHarness, RecordingObserver
+from tests.test_admission import (
+    LaterPolicy,
+    PendingChecker,
+    basic,
+    connectHead,
+    makeHarness,
+)
 
 CONNECT = b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"
 ESTABLISHED = b"HTTP/1.1 200 Connection established\r\n\r\n"
@@ -384,24 +395,172 @@ def test_halfCloseBeforeHeadCloses(harness: ProxyHarness) -> None:
     assert client.transport.disconnecting
 
 
-def test_finWhileConnectingAbandons(harness: ProxyHarness) -> None:
+#: The input of the field report: a CONNECT with a request body, and a FIN
+#: right behind it (what C{printf ... | nc -N} sends).
+NC_INPUT = b"CONNECT 127.0.0.1:443 HTTP/1.1\r\nHost: 127.0.0.1:443\r\n\r\nrequest-body"
+
+
+def test_finWithConnectPassedOn(harness: ProxyHarness) -> None:
     """
-    A FIN before the 200 means the client gave up: the connection is closed
-    and, once it is gone, the connect in flight is cancelled.
+    A FIN that arrives with the CONNECT is remembered while the upstream
+    connect is in flight and passed on after the early data: the upstream
+    gets the body and then the FIN, and its reply reaches the client.
+    """
+    client = harness.connectClient()
+    client.send(NC_INPUT)
+    client.protocol.readConnectionLost()
+    assert not client.transport.disconnecting
+    attempt = harness.connector.attempts[0]
+    assert not attempt.cancelled
+    upstream = attempt.succeed()
+    assert client.transport.value() == ESTABLISHED
+    assert upstream.value() == b"request-body"
+    assert upstream.disconnecting  # not plain TCP: closed after flushing
+    assert client.transport.producer is None
+    tunnel = client.protocol.tunnel
+    assert tunnel is not None and tunnel.closeReason == "client closed"
+
+
+def test_finWithConnectHalfCloses(
+    harness: ProxyHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    Where the upstream can half-close, the FIN reaches it as a FIN after
+    the body, the reply flows back, and the upstream's FIN ends the tunnel.
+    """
+    monkeypatch.setattr(ProxyTunnel, "halfClose", staticmethod(lambda t: True))
+    client = harness.connectClient()
+    client.send(NC_INPUT)
+    client.protocol.readConnectionLost()
+    attempt = harness.connector.attempts[0]
+    upstream = attempt.succeed()
+    assert upstream.value() == b"request-body"
+    assert upstream.writeClosed and not upstream.disconnecting
+    assert upstream.producer is None  # the client produces nothing more
+    attempt.protocol.dataReceived(b"reply")
+    assert client.transport.value() == ESTABLISHED + b"reply"
+    attempt.protocol.readConnectionLost()  # type: ignore[attr-defined]
+    assert client.transport.disconnecting and upstream.disconnecting
+    attempt.loseUpstream()
+    client.lose()
+    [record] = harness.observer.closed
+    assert (record.bytesUp, record.bytesDown) == (12, 5)
+    assert record.reason == "client closed"
+
+
+def test_finWhileAdmissionPending() -> None:
+    """
+    A FIN while the access checks are still running is remembered too.
+    """
+    policy = LaterPolicy()
+    harness = makeHarness(policies=[policy])
+    client = harness.connectClient()
+    client.send(NC_INPUT)
+    client.protocol.readConnectionLost()
+    assert harness.connector.attempts == []
+    policy.pending[0].callback(None)
+    upstream = harness.connector.attempts[0].succeed()
+    assert client.transport.value() == ESTABLISHED
+    assert upstream.value() == b"request-body"
+    assert upstream.disconnecting
+
+
+@pytest.mark.usefixtures("lingering")
+def test_finThenRefusalClosesAtOnce(harness: ProxyHarness) -> None:
+    """
+    A client that sent its FIN gets its error response and the close at
+    once: there is nothing left to read, so no linger.
     """
     client = harness.connectClient()
     client.send(CONNECT)
     client.protocol.readConnectionLost()
+    harness.connector.attempts[0].fail(ConnectionRefusedError())
+    assert statusOf(client) == 502
+    assert not client.transport.writeClosed
     assert client.transport.disconnecting
-    client.lose()
+
+
+def test_finThen407Closes() -> None:
+    """
+    A client that sent its FIN cannot retry after a 407: the challenge says
+    C{Connection: close} and the connection is closed.
+    """
+    checker = PendingChecker()
+    harness = makeHarness(checker=checker)
+    client = harness.connectClient()
+    client.send(connectHead("example.com:443", basic(b"alice:wrong")))
+    client.protocol.readConnectionLost()
+    checker.pending[0].errback(UnauthorizedLogin())
+    assert statusOf(client) == 407
+    assert b"\r\nConnection: close" in headOf(client)
+    assert client.transport.disconnecting
+
+
+def test_finAfterPipelinedRetryPassedOn() -> None:
+    """
+    A FIN that arrives before a pipelined retry has even been parsed (it
+    waits behind a request whose check is pending) is remembered too: the
+    retry gets its tunnel, with its body and then the FIN.
+    """
+    checker = PendingChecker()
+    harness = makeHarness(checker=checker)
+    client = harness.connectClient()
+    client.send(
+        connectHead("example.com:443", basic(b"alice:wrong"))
+        + connectHead("example.com:443", basic(b"alice:secret"))
+        + b"request-body"
+    )
+    client.protocol.readConnectionLost()
+    checker.pending[0].errback(UnauthorizedLogin())
+    assert not client.transport.disconnecting
+    checker.pending[1].callback(b"alice")
+    upstream = harness.connector.attempts[0].succeed()
+    assert _statuses(client) == [407, 200]
+    assert upstream.value() == b"request-body"
+    assert upstream.disconnecting  # the FIN, where half-close is not real
+
+
+def _statuses(client: FakeClient) -> list[int]:
+    """
+    The status codes of every response the proxy wrote to C{client}.
+    """
+    value = client.transport.value()
+    return [int(code) for code in re.findall(rb"HTTP/1\.1 (\d{3}) ", value)]
+
+
+def test_finAfter407WithPartialHeadCloses() -> None:
+    """
+    After a 407, a FIN with only part of the next head buffered closes the
+    connection: that head can never be completed.
+    """
+    checker = PendingChecker()
+    harness = makeHarness(checker=checker)
+    client = harness.connectClient()
+    client.send(connectHead("example.com:443", basic(b"alice:wrong")) + b"CONN")
+    client.protocol.readConnectionLost()
+    checker.pending[0].errback(UnauthorizedLogin())
+    assert statusOf(client) == 407
+    assert client.transport.disconnecting
+
+
+def test_finThenGoneCancels(harness: ProxyHarness) -> None:
+    """
+    A client that sent its FIN and then goes away (a reset) cancels the
+    connect in flight.
+    """
+    client = harness.connectClient()
+    client.send(CONNECT)
+    client.protocol.readConnectionLost()
+    client.lose(ConnectionLost())
     assert harness.connector.attempts[0].cancelled
     assert client.transport.value() == b""
+    assert harness.clock.getDelayedCalls() == []
 
 
 def test_clientLostDuringTunnel(harness: ProxyHarness) -> None:
     """
-    A client lost mid-tunnel closes the upstream after unregistering its
-    producer.
+    A client lost with an error mid-tunnel resets the upstream (not plain
+    TCP here: aborted at once) after unregistering its producer.
     """
     client = harness.connectClient()
     client.send(CONNECT)
@@ -409,13 +568,107 @@ def test_clientLostDuringTunnel(harness: ProxyHarness) -> None:
     upstream = attempt.succeed()
     client.lose(ConnectionLost())
     assert upstream.producer is None
-    assert upstream.disconnecting
-    attempt.loseUpstream()
+    assert upstream.aborted
+    attempt.loseUpstream(ConnectionAborted())
     [record] = harness.observer.closed
     assert record.reason is not None and record.reason.startswith(
         "client connection lost"
     )
     assert harness.clock.getDelayedCalls() == []
+
+
+def test_upstreamResetResetsClient(
+    harness: ProxyHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    An upstream reset reaches the client as a reset once what the upstream
+    sent before it has been written: the client never sees a clean close.
+    """
+    monkeypatch.setattr(ProxyTunnel, "halfClose", staticmethod(lambda t: True))
+    client = harness.connectClient()
+    client.send(CONNECT)
+    attempt = harness.connector.attempts[0]
+    attempt.succeed()
+    attempt.protocol.dataReceived(b"x" * 65536)
+    attempt.loseUpstream(ConnectionLost("Connection reset by peer"))
+    assert client.transport.disconnecting and not client.transport.aborted
+    assert client.transport.producer is not None
+    client.transport.producer.resumeProducing()  # the buffer is empty
+    assert client.transport.aborted
+    assert client.transport.value() == ESTABLISHED + b"x" * 65536
+    client.lose(ConnectionAborted())
+    [record] = harness.observer.closed
+    assert record.reason is not None
+    assert record.reason.startswith("upstream connection lost")
+
+
+def test_halfCloseTimeoutSetting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    The tunnel gets C{halfCloseTimeout} from the settings: a half-closed
+    tunnel closes after it, with its own reason.
+    """
+    monkeypatch.setattr(ProxyTunnel, "halfClose", staticmethod(lambda t: True))
+    harness = ProxyHarness(ProxySettings(idleTimeout=600, halfCloseTimeout=8))
+    client = harness.connectClient()
+    client.send(CONNECT)
+    attempt = harness.connector.attempts[0]
+    upstream = attempt.succeed()
+    client.protocol.readConnectionLost()
+    assert upstream.writeClosed
+    harness.clock.pump([1] * 7)
+    assert not client.transport.disconnecting
+    harness.clock.pump([1] * 2)
+    assert client.transport.disconnecting and upstream.disconnecting
+    attempt.loseUpstream()
+    client.lose()
+    [record] = harness.observer.closed
+    assert record.reason == "half-close timeout"
+
+
+def _fieldReportHead(fields: int) -> bytes:
+    """
+    A CONNECT head with C{Host} and C{fields} ordinary header fields, 160
+    bytes each (100 of them make the 16 KiB head of the field report).
+    """
+    head = CONNECT[: -len(b"\r\n")]
+    for index in range(fields):
+        line = b"X-Field-%04d: " % index
+        head += line + b"v" * (160 - len(line) - 2) + b"\r\n"
+    return head + b"\r\n"
+
+
+def test_fieldReportHeadAccepted(harness: ProxyHarness) -> None:
+    """
+    100 ordinary header fields plus C{Host}, about 16 KiB, are accepted.
+    """
+    head = _fieldReportHead(100)
+    assert 16000 < len(head) <= 16384
+    client = harness.connectClient()
+    client.send(head)
+    harness.connector.attempts[0].succeed()
+    assert client.transport.value() == ESTABLISHED
+
+
+@pytest.mark.parametrize(
+    "settings, fields",
+    [(ProxySettings(), 255), (ProxySettings(maxHeaderFields=20), 19)],
+)
+def test_tooManyFieldsIs431(settings: ProxySettings, fields: int) -> None:
+    """
+    Up to C{--max-header-fields} fields (C{Host} included) are accepted;
+    one more gets 431 with a reason naming the option.
+    """
+    harness = ProxyHarness(settings)
+    client = harness.connectClient()
+    client.send(_fieldReportHead(fields))
+    assert len(harness.connector.attempts) == 1
+    client = harness.connectClient()
+    client.send(_fieldReportHead(fields + 1))
+    assert statusOf(client) == 431
+    assert b"--max-header-fields" in client.transport.value()
+    [refused] = harness.observer.refused
+    assert refused.status == 431
+    assert "--max-header-fields" in refused.reason
 
 
 def test_observerErrorsContained(logEvents: list[LogEvent]) -> None:

@@ -8,15 +8,20 @@ and a fake clock.
 from __future__ import annotations
 
 import socket
+import struct
+from typing import Any
 
 import pytest
 from twisted.internet import tcp
 from twisted.internet.address import IPv4Address
-from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import IPullProducer
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
+from zope.interface.verify import verifyObject
 
+from connectproxy import _tunnel
 from connectproxy._tunnel import ProxyTunnel, canHalfClose
 from connectproxy.testing import HalfCloseableStringTransport
 
@@ -26,7 +31,12 @@ class Tunnel:
     A tunnel between two fake transports, and what it reported.
     """
 
-    def __init__(self, halfClose: bool = True, idle: float = 60.0) -> None:
+    def __init__(
+        self,
+        halfClose: bool = True,
+        idle: float = 60.0,
+        halfCloseTimeout: float | None = None,
+    ) -> None:
         self.clock = MemoryReactorClock()
         peer = IPv4Address("TCP", "192.0.2.7", 443)
         self.client = HalfCloseableStringTransport()
@@ -39,13 +49,40 @@ class Tunnel:
             idleTimeout=idle,
             abortTimeout=15.0,
             onClosed=self.closed.append,
+            halfCloseTimeout=halfCloseTimeout,
         )
         self.tunnel.halfClose = lambda transport: halfClose
         self.client.pauseProducing()
 
-    def start(self, early: bytes = b"") -> Tunnel:
-        self.tunnel.start(early)
+    def start(self, early: bytes = b"", clientFinished: bool = False) -> Tunnel:
+        self.tunnel.start(early, clientFinished)
         return self
+
+    def transport(self, side: str) -> HalfCloseableStringTransport:
+        return self.client if side == "client" else self.upstream
+
+    def lose(self, side: str, reason: Exception) -> None:
+        """
+        Tell the tunnel that one side's connection is gone.
+        """
+        if side == "client":
+            self.tunnel.clientConnectionLost(Failure(reason))
+        else:
+            self.tunnel.upstreamConnectionLost(Failure(reason))
+
+
+def other(side: str) -> str:
+    return "upstream" if side == "client" else "client"
+
+
+def relay(t: Tunnel, side: str, data: bytes) -> None:
+    """
+    Deliver bytes as if C{side} had sent them.
+    """
+    if side == "client":
+        t.tunnel.clientData(data)
+    else:
+        t.tunnel.upstreamData(data)
 
 
 def test_startWiresProducers() -> None:
@@ -144,20 +181,23 @@ def test_finFallsBackToClose() -> None:
     assert t.client.value() == b"pending"
 
 
-def test_lostSideClosesOther() -> None:
+@pytest.mark.parametrize("side", ["client", "upstream"])
+def test_cleanCloseClosesOther(side: str) -> None:
     """
-    When one side is lost the survivor is unregistered and closed, and the
-    tunnel reports once both are gone.
+    When one side closes cleanly the survivor is unregistered and closed
+    gracefully (a FIN, never a reset), and the tunnel reports once both are
+    gone.
     """
     t = Tunnel().start()
-    t.tunnel.upstreamConnectionLost(Failure(ConnectionLost("reset")))
-    assert t.client.producer is None
-    assert t.client.disconnecting
+    survivor = t.transport(other(side))
+    t.lose(side, ConnectionDone())
+    assert survivor.producer is None
+    assert survivor.disconnecting
+    assert not survivor.aborted
     assert t.closed == []
-    t.tunnel.clientConnectionLost(Failure(ConnectionDone()))
+    t.lose(other(side), ConnectionDone())
     assert t.closed == [t.tunnel]
-    assert t.tunnel.closeReason is not None
-    assert t.tunnel.closeReason.startswith("upstream connection lost")
+    assert t.tunnel.closeReason == f"{side} closed"
     assert t.clock.getDelayedCalls() == []
 
 
@@ -236,3 +276,259 @@ def test_canHalfCloseOnlyPlainTCP() -> None:
     assert not canHalfClose(StringTransport())
     tls = TLSMemoryBIOProtocol.__new__(TLSMemoryBIOProtocol)
     assert not canHalfClose(tls)
+
+
+class EagerTransport(HalfCloseableStringTransport):
+    """
+    A transport that, like Twisted's own, asks a pull producer for data as
+    soon as it is registered.
+    """
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        super().registerProducer(producer, streaming)
+        if not streaming:
+            producer.resumeProducing()
+
+
+def flushed(transport: HalfCloseableStringTransport) -> None:
+    """
+    Tell the transport's pull producer that the write buffer is empty, as
+    a transport does.
+    """
+    assert transport.producer is not None and transport.streaming is False
+    transport.producer.resumeProducing()
+
+
+@pytest.mark.parametrize("side", ["client", "upstream"])
+def test_resetPassedOnAfterFlush(side: str) -> None:
+    """
+    A side lost with an error (a reset) resets the other side, but only
+    after what was relayed to it has been flushed: the survivor stops
+    reading and closes, and is aborted when its buffer is empty instead of
+    sending a FIN.
+    """
+    t = Tunnel().start()
+    survivor = t.transport(other(side))
+    relay(t, side, b"relayed before the reset")
+    t.lose(side, ConnectionLost("Connection reset by peer"))
+    assert survivor.disconnecting
+    assert not survivor.aborted
+    assert verifyObject(IPullProducer, survivor.producer)
+    flushed(survivor)
+    assert survivor.aborted
+    assert survivor.value() == b"relayed before the reset"
+    assert t.closed == []
+    t.lose(other(side), ConnectionAborted())
+    assert t.closed == [t.tunnel]
+    assert t.tunnel.closeReason is not None
+    assert t.tunnel.closeReason.startswith(f"{side} connection lost: ")
+    assert t.tunnel.closeReason.endswith("Connection reset by peer.")
+    assert t.clock.getDelayedCalls() == []
+
+
+def test_resetIgnoresRegistrationRequest() -> None:
+    """
+    The request for data a transport makes when the producer is registered
+    says nothing about its buffer: only a later one leads to the abort.
+    """
+    t = Tunnel()
+    t.client = EagerTransport()
+    t.tunnel._client = t.client
+    t.client.pauseProducing()
+    t.start()
+    t.tunnel.upstreamData(b"pending")
+    t.lose("upstream", ConnectionLost())
+    assert not t.client.aborted
+    flushed(t.client)
+    assert t.client.aborted
+
+
+def test_resetWaitsForPeerAcknowledgement(monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    Once the write buffer is empty the reset also waits until the peer has
+    acknowledged every byte the kernel still holds (a reset would discard
+    them), checking again every few milliseconds.
+    """
+    unsent = [70000, 12, 0]
+    monkeypatch.setattr(_tunnel, "_unsentBytes", lambda transport: unsent.pop(0))
+    t = Tunnel().start()
+    t.lose("upstream", ConnectionLost())
+    flushed(t.client)
+    assert not t.client.aborted
+    flushed(t.client)  # a second request while waiting changes nothing
+    t.clock.advance(_tunnel._SENT_POLL)
+    assert not t.client.aborted
+    t.clock.advance(_tunnel._SENT_POLL)
+    assert t.client.aborted
+    assert unsent == []
+
+
+def test_resetBoundedByAbortTimeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    A peer that never takes the bytes cannot hold the connection: the abort
+    timeout aborts it, and no timer is left once both sides are gone.
+    """
+    monkeypatch.setattr(_tunnel, "_unsentBytes", lambda transport: 1)
+    t = Tunnel().start()
+    t.lose("client", ConnectionLost())
+    flushed(t.upstream)
+    t.clock.advance(14.9)
+    assert not t.upstream.aborted
+    t.clock.advance(0.1)
+    assert t.upstream.aborted
+    t.lose("upstream", ConnectionAborted())
+    assert t.closed == [t.tunnel]
+    assert t.clock.getDelayedCalls() == []
+
+
+def test_resetElsewhereAbortsAtOnce() -> None:
+    """
+    Where the survivor is not plain TCP (TLS, wrappers) there is no way to
+    flush without a clean close: it is aborted at once.
+    """
+    t = Tunnel(halfClose=False).start()
+    t.lose("upstream", ConnectionLost())
+    assert t.client.aborted
+    assert t.client.producer is None
+
+
+def test_resetAfterFinPassedOn() -> None:
+    """
+    A reset after a FIN was passed on still resets the other side, and the
+    reset, not the FIN, is the close reason.
+    """
+    t = Tunnel().start()
+    t.tunnel.clientReadClosed()
+    assert t.upstream.writeClosed
+    t.lose("client", ConnectionLost("Connection reset by peer"))
+    flushed(t.upstream)
+    assert t.upstream.aborted
+    assert t.tunnel.closeReason is not None
+    assert t.tunnel.closeReason.startswith("client connection lost: ")
+
+
+def test_resetWhileClosing() -> None:
+    """
+    A reset while the tunnel is already closing gracefully turns the
+    survivor's close into a reset, once it is flushed.
+    """
+    t = Tunnel().start()
+    t.tunnel.close("idle timeout")
+    t.lose("upstream", ConnectionLost())
+    assert not t.client.aborted
+    flushed(t.client)
+    assert t.client.aborted
+    assert t.tunnel.closeReason == "idle timeout"
+
+
+def test_resetArmedOnRealSocket() -> None:
+    """
+    On a real TCP socket the reset is armed before the close: C{SO_LINGER}
+    is 0, so even a close Twisted considers orderly sends a reset.  Only
+    transports with a socket are asked for their unacknowledged bytes.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        connection = tcp.Connection(sock, None)  # type: ignore[arg-type]
+        _tunnel._resetOnClose(connection)
+        onoff, linger = struct.unpack(
+            "ii", sock.getsockopt(socket.SOL_SOCKET, socket.SO_LINGER, 8)
+        )
+        assert (onoff, linger) == (1, 0)
+        assert _tunnel._unsentBytes(connection) == 0
+    # Once the socket is closed there is nothing to ask or arm.
+    assert _tunnel._unsentBytes(connection) == 0
+    _tunnel._resetOnClose(connection)
+    assert _tunnel._unsentBytes(StringTransport()) == 0
+    _tunnel._resetOnClose(StringTransport())
+
+
+@pytest.mark.parametrize("halfClose", [True, False])
+def test_startWithClientFinished(halfClose: bool) -> None:
+    """
+    A client that half-closed before the tunnel existed: its early data is
+    written upstream, then its FIN is passed on (or, where the upstream
+    cannot half-close, the tunnel closes after flushing).  The client is
+    not resumed, and the upstream's reply still reaches it.
+    """
+    t = Tunnel(halfClose=halfClose).start(b"request-body", clientFinished=True)
+    assert t.upstream.value() == b"request-body"
+    assert t.upstream.producer is None
+    assert t.client.producerState == "paused"
+    if halfClose:
+        assert t.upstream.writeClosed
+        assert not t.upstream.disconnecting
+        t.tunnel.upstreamData(b"reply")
+        assert t.client.value() == b"reply"
+        t.tunnel.upstreamReadClosed()
+    assert t.upstream.disconnecting and t.client.disconnecting
+    assert t.tunnel.closeReason == "client closed"
+
+
+def test_halfCloseTimeout() -> None:
+    """
+    Once one direction has finished, the tunnel is closed after the
+    (shorter) half-close timeout without traffic, counted from the FIN, with
+    its own reason; then aborted if the close hangs.
+    """
+    t = Tunnel(idle=600, halfCloseTimeout=60).start()
+    t.clock.advance(100)
+    t.tunnel.upstreamReadClosed()
+    assert len(t.clock.getDelayedCalls()) == 1
+    t.clock.pump([1] * 59)
+    assert not t.client.disconnecting
+    t.clock.pump([1] * 8)  # 60 s, and at most an eighth later
+    assert t.client.disconnecting and t.upstream.disconnecting
+    assert t.tunnel.closeReason == "half-close timeout"
+    t.clock.advance(15)
+    assert t.client.aborted and t.upstream.aborted
+
+
+def test_halfCloseTimeoutDeferredByTraffic() -> None:
+    """
+    Traffic in the direction still open pushes the half-close deadline
+    back, as it does the idle deadline.
+    """
+    t = Tunnel(idle=600, halfCloseTimeout=60).start()
+    t.tunnel.clientReadClosed()
+    for _ in range(10):
+        t.clock.pump([1] * 50)
+        t.tunnel.upstreamData(b"still answering")
+    assert not t.client.disconnecting
+    t.clock.pump([1] * 68)
+    assert t.client.disconnecting
+    assert t.tunnel.closeReason == "half-close timeout"
+
+
+def test_idleTimeoutShorterThanHalfClose() -> None:
+    """
+    The shorter deadline applies: with an idle timeout below the half-close
+    timeout, a half-closed tunnel closes at the idle timeout.
+    """
+    t = Tunnel(idle=30, halfCloseTimeout=60).start()
+    t.tunnel.clientReadClosed()
+    t.clock.pump([1] * 34)
+    assert t.client.disconnecting
+    assert t.tunnel.closeReason == "idle timeout"
+
+
+def test_noHalfCloseTimeoutWithoutFin() -> None:
+    """
+    A tunnel open both ways is held to the idle timeout only.
+    """
+    t = Tunnel(idle=600, halfCloseTimeout=60).start()
+    t.clock.pump([10] * 59)
+    assert not t.client.disconnecting
+    t.clock.pump([10] * 8)
+    assert t.tunnel.closeReason == "idle timeout"
+
+
+def test_finAfterCloseIgnored() -> None:
+    """
+    A FIN that arrives once the tunnel is closing is not passed on and arms
+    no deadline.
+    """
+    t = Tunnel(idle=600, halfCloseTimeout=60).start()
+    t.tunnel.close("idle timeout")
+    t.tunnel.clientReadClosed()
+    assert not t.upstream.writeClosed
+    assert len(t.clock.getDelayedCalls()) == 1  # the abort timer

@@ -196,15 +196,9 @@ class NegotiatingReactor:
         return self.reactor.listenSSL(port, factory, contextFactory, backlog, interface)
 
 
-#: OpenSSL's reasons for a first record that is not TLS at all.
-_NOT_TLS = (
-    "http request",
-    "https proxy request",
-    "wrong version number",
-    "packet length too long",
-    "record layer failure",
-    "unknown protocol",
-)
+#: OpenSSL's reasons for a first record that is not TLS at all: an HTTP
+#: request, or anything else that does not start like a TLS record.
+_NOT_TLS = ("http request", "https proxy request", "wrong version number")
 
 
 def _openSSLReasons(error: SSL.Error) -> list[str]:

@@ -327,6 +327,28 @@ def test_refuseNeedsAContext() -> None:
     assert not refuseUnsharedProtocols(Odd(), Factory())
 
 
+def test_refuseTooLate(pki: TLSFiles) -> None:
+    """
+    A context that has already made a connection cannot be changed any more:
+    L{refuseUnsharedProtocols} leaves it alone and says so.
+    """
+    options = serverOptions(pki)
+    SSL.Connection(options.getContext(), None)
+    assert not refuseUnsharedProtocols(options, ProxyHarness().factory)
+
+
+def test_silentFactoryGoesOnWithoutALPN(pki: TLSFiles) -> None:
+    """
+    Under a context prepared for a factory that names no protocols, a client
+    offering ALPN goes on without it.
+    """
+    clock = MemoryReactorClock()
+    client = TLSClient()
+    tls = tlsServer(Factory.forProtocol(Protocol), pki, clock)
+    Connection(tls, client, clientOptions(pki, [b"h2"]), clock).flush()
+    assert (client.handshakeDone, client.negotiated) == (True, None)
+
+
 # Handshakes.
 
 
@@ -342,6 +364,25 @@ def test_alpnClientNegotiatesHTTP11(pki: TLSFiles) -> None:
         Connection(tls, client, clientOptions(pki, offer), harness.clock).flush()
         assert (client.handshakeDone, client.negotiated) == (True, b"http/1.1")
         assert client.received.startswith(b"HTTP/1.1 405 ")
+
+
+def test_connectionLimitOverTLS(pki: TLSFiles, logEvents: list[LogEvent]) -> None:
+    """
+    A client over the connection limit of a TLS listener negotiates
+    HTTP/1.1 like any other, then reads its 503 and the connection closes.
+    """
+    harness = ProxyHarness(ProxySettings(maxConnections=1))
+    tls = tlsServer(harness.factory, pki, harness.clock)
+    first = TLSClient()
+    Connection(tls, first, clientOptions(pki, [b"http/1.1"]), harness.clock).flush()
+    over = TLSClient()
+    connection = Connection(tls, over, clientOptions(pki, [b"http/1.1"]), harness.clock)
+    connection.flush()
+    assert (over.handshakeDone, over.negotiated) == (True, b"http/1.1")
+    assert over.received.startswith(b"HTTP/1.1 503 ")
+    assert over.lost is not None and over.lost.check(ConnectionDone)
+    assert handshakeEvents(logEvents) == []
+    assert harness.factory.refusing == 0
 
 
 def test_clientWithoutALPN(pki: TLSFiles) -> None:

@@ -13,13 +13,13 @@ import shutil
 import ssl
 import subprocess
 from collections.abc import Iterator
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import requests
-import urllib3
 
 from tests.integration._output import Event, LineCollector
 from tests.integration._pki import TLSFiles
@@ -214,7 +214,7 @@ def test_requests(
     requests (urllib3 2, which offers ALPN to the proxy) fetches through the
     HTTPS proxy.
     """
-    assert int(urllib3.__version__.split(".")[0]) >= 2
+    assert int(version("urllib3").split(".")[0]) >= 2
     with requests.Session() as session:
         session.trust_env = False
         response = session.get(

@@ -14,10 +14,17 @@ client's offer, which is always the case when the factory names none.  So:
     L{ALPN_PROTOCOLS};
   - every L{WrappingFactory} (the PROXY-protocol wrapper of C{haproxy:}
     listeners among them) answers for the factory it wraps;
-  - L{NegotiatingReactor} gives the contexts of C{ssl:} listeners a
-    selection callback that refuses a client offering only protocols the
-    proxy does not speak with a C{no_application_protocol} alert (RFC 7301
-    section 3.2) instead of an C{internal_error}.
+  - L{NegotiatingReactor} gives the contexts of C{ssl:} (and
+    C{haproxy:ssl:}) listeners a selection callback that refuses a client
+    offering only protocols the proxy does not speak with a
+    C{no_application_protocol} alert (RFC 7301 section 3.2) instead of an
+    C{internal_error}.
+
+The adapter for L{WrappingFactory} is registered for the whole process when
+this module is imported; it only ever makes a wrapper name what the factory
+it wraps names.  The contexts of C{tls:} listeners are made lazily, one per
+server name, and are out of reach: there a client sharing no protocol still
+gets Twisted's C{internal_error}.
 """
 
 from __future__ import annotations
@@ -37,8 +44,10 @@ __all__ = [
     "ALPN_PROTOCOLS",
     "NegotiatingReactor",
     "NoSharedProtocol",
+    "describeHandshakeFailure",
     "logHandshakeFailure",
     "refuseUnsharedProtocols",
+    "spokenProtocols",
 ]
 
 #: The ALPN protocol IDs (RFC 7301) a client may negotiate with the proxy,
@@ -69,11 +78,26 @@ class NoSharedProtocol(SSL.Error):
         return f"the client offered {offered} over ALPN; this proxy speaks {spoken}"
 
 
+#: How many of a client's protocol IDs a log line names, and how many
+#: characters of each: the client chooses them (up to 64 KiB).
+_SHOWN_PROTOCOLS = 8
+_SHOWN_LENGTH = 40
+
+
 def _names(protocols: Sequence[bytes]) -> str:
     """
-    Protocol IDs for a log line: C{h2, http/1.1}.
+    Protocol IDs for a log line, C{h2, http/1.1}: control and non-ASCII
+    bytes escaped, long IDs and long lists cut short.
     """
-    return ", ".join(p.decode("ascii", "backslashreplace") for p in protocols)
+    shown = []
+    for protocol in protocols[:_SHOWN_PROTOCOLS]:
+        text = repr(protocol)[2:-1]
+        if len(text) > _SHOWN_LENGTH:
+            text = text[:_SHOWN_LENGTH] + "..."
+        shown.append(text)
+    if len(protocols) > _SHOWN_PROTOCOLS:
+        shown.append(f"{len(protocols) - _SHOWN_PROTOCOLS} more")
+    return ", ".join(shown) or "nothing"
 
 
 def _wrappedNegotiation(wrapper: WrappingFactory) -> IProtocolNegotiationFactory | None:

@@ -513,6 +513,22 @@ def test_describeOtherErrors() -> None:
     assert describeHandshakeFailure(SSL.Error("odd")) == ("tls_error", "odd")
 
 
+def test_offeredProtocolsEscapedAndCut() -> None:
+    """
+    The protocol IDs a client offered are logged with control and non-ASCII
+    bytes escaped, and long offers cut short.
+    """
+    odd = NoSharedProtocol([b"h2\r\nforged: 1", b"\xff" * 30], [b"http/1.1"])
+    assert str(odd) == (
+        "the client offered h2\\r\\nforged: 1, "
+        + "\\xff" * 10
+        + "... over ALPN; this proxy speaks http/1.1"
+    )
+    many = NoSharedProtocol([b"p%d" % i for i in range(10)], [b"http/1.1"])
+    assert str(many).startswith("the client offered p0, p1, p2, p3, p4, p5, p6, p7")
+    assert "p7, 2 more over ALPN" in str(many)
+
+
 def test_onlyTLSErrorsLogged(logEvents: list[LogEvent]) -> None:
     """
     L{logHandshakeFailure} logs TLS errors only.

@@ -9,10 +9,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, cast
 
-from twisted.internet.interfaces import IAddress
+from twisted.internet.interfaces import IAddress, IProtocolNegotiationFactory
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from ._admission import Gatekeeper, clientHostPort
 from ._observer import (
@@ -24,6 +25,7 @@ from ._observer import (
 from ._policy import AccessRules
 from ._server import ConnectProxyProtocol
 from ._settings import ProxySettings
+from ._tls import ALPN_PROTOCOLS
 from ._tunnel import TunnelTransport
 from ._upstream import DirectConnector
 from .interfaces import IProxyObserver, IUpstreamConnector
@@ -63,11 +65,16 @@ class _LimitRefusal(ConnectProxyProtocol):
         super().connectionLost(reason)
 
 
+@implementer(IProtocolNegotiationFactory)
 class ConnectProxyFactory(Factory):
     """
     Builds a L{ConnectProxyProtocol} per client connection and holds what
     they share: settings, the clock, the access checks, the upstream
     connector and the observers.
+
+    Under a TLS listener it tells ALPN (RFC 7301) that it speaks HTTP/1.1
+    (L{acceptableProtocols}); without that, Twisted fails the handshake of
+    every client that offers ALPN.
 
     @ivar reactor: The reactor (clock, resolver, connector) in use.
     @ivar settings: The proxy's tunables.
@@ -133,6 +140,14 @@ class ConnectProxyFactory(Factory):
         if isinstance(self.connector, DirectConnector):
             self.connector.networks = gatekeeper.rules.networks
             self.connector.attemptTimeout = settings.connectTimeout
+
+    def acceptableProtocols(self) -> list[bytes]:
+        """
+        The ALPN protocol IDs the proxy speaks, in order of preference.
+
+        @return: C{[b"http/1.1"]}.
+        """
+        return list(ALPN_PROTOCOLS)
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol:
         clientHost, _ = clientHostPort(addr)

@@ -39,6 +39,7 @@ from ._observer import (
 )
 from ._parser import BadRequest, ConnectRequest, ConnectRequestParser
 from ._responses import CONNECTION_ESTABLISHED, errorResponse
+from ._tls import logHandshakeFailure
 from ._tunnel import ProxyTunnel, TunnelTransport, canHalfClose
 from ._upstream import ForbiddenDestination
 
@@ -394,6 +395,10 @@ class ConnectProxyProtocol(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._gone = True
+        if self._receive == self._firstReceived:
+            # Nothing came through: on a TLS listener the handshake may
+            # have failed.
+            logHandshakeFailure(self._client, reason)
         self._cancelTimer()
         if self._pending is not None:
             self._log.info(

@@ -37,6 +37,7 @@ from ._policy import (
 )
 from ._service import ListenerService, ReloadService
 from ._settings import ProxySettings
+from ._tls import NegotiatingReactor
 from .interfaces import IAccessPolicy, IAccessPolicyFactory
 
 __all__ = ["DEFAULT_LISTEN", "Options", "makeService"]
@@ -621,8 +622,11 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
     reloader.setName("reload")
     reloader.setServiceParent(service)
     listeners = []
+    # TLS listeners refuse clients that share no ALPN protocol cleanly.
+    listenerReactor = NegotiatingReactor(reactor)
     for description in options["listen"]:
-        listener = ListenerService(serverFromString(reactor, description), factory)
+        endpoint = serverFromString(listenerReactor, description)
+        listener = ListenerService(endpoint, factory)
         listener._raiseSynchronously = True
         listener.unauthenticated = options.unauthenticated()
         listener.clientRules = options["allow-client"]

@@ -165,6 +165,8 @@ max-request-line = 1024
 max-head-size = 4096
 max-connections = 100
 max-connections-per-client = 5
+resolver-threads = 16
+resolver-per-client = 2
 auth-realm = "Corp"
 auth-cache-ttl = 0
 auth-max-failures = 3
@@ -193,6 +195,8 @@ policy = ["hostlist:{hosts}"]
         "max-head-size": 4096,
         "max-connections": 100,
         "max-connections-per-client": 5,
+        "resolver-threads": 16,
+        "resolver-per-client": 2,
         "auth-realm": "Corp",
         "auth-cache-ttl": 0.0,
         "auth-max-failures": 3,
@@ -228,6 +232,8 @@ policy = ["hostlist:{hosts}"]
         maxHeadSize=4096,
         maxConnections=100,
         maxConnectionsPerClient=5,
+        resolverThreads=16,
+        resolverPerClient=2,
     )
 
 
@@ -937,3 +943,21 @@ def test_reloadUpdatesAttemptTimeout(tmp_path: Path) -> None:
     writeConfig(tmp_path, "connect-timeout = 20\n")
     assert reloaderOf(service).reload()
     assert factory.connector.attemptTimeout == 20
+
+
+def test_reloadResizesResolverPool(tmp_path: Path) -> None:
+    """
+    A reload that changes --resolver-threads or --resolver-per-client
+    resizes the running resolver pool (the same pool: lookups in flight are
+    still counted).
+    """
+    path = writeConfig(tmp_path, "resolver-threads = 8\n")
+    service = makeService(parse("--config", str(path)), MemoryReactorClock())
+    factory = listenerFactory(service)
+    pool = factory.resolverPool
+    assert pool is not None
+    assert (pool.threads, pool.perClient) == (8, 8)
+    writeConfig(tmp_path, "resolver-threads = 40\nresolver-per-client = 3\n")
+    assert reloaderOf(service).reload()
+    assert factory.resolverPool is pool
+    assert (pool.threads, pool.perClient) == (40, 3)

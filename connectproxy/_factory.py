@@ -22,10 +22,10 @@ from ._observer import (
     TunnelRecord,
 )
 from ._policy import AccessRules
+from ._resolver import ResolverPool
 from ._server import ConnectProxyProtocol
 from ._settings import ProxySettings
 from ._tunnel import TunnelTransport
-from ._resolver import ResolverPool
 from ._upstream import DirectConnector
 from .interfaces import IProxyObserver, IUpstreamConnector
 

@@ -124,11 +124,11 @@ class _LookupThreads:
     """
     Threads that call C{getaddrinfo}, started as lookups need them.
 
-    They are daemon threads and L{stop} does not wait for them: a thread
+    They are daemon threads and L{trim} does not wait for them: a thread
     stuck in a lookup that never ends must not keep the process from
     exiting (Twisted's L{ThreadPool} joins its threads when it stops).  The
     caller bounds how many lookups run at once; this starts a thread
-    whenever more lookups run than there are threads.
+    whenever more lookups run than there are threads to take them.
     """
 
     def __init__(self, callFromThread: Any, getaddrinfo: _GetAddrInfo) -> None:
@@ -142,8 +142,22 @@ class _LookupThreads:
         self._getaddrinfo = getaddrinfo
         self._jobs: queue.SimpleQueue[tuple[str, int, Deferred[Any]] | None]
         self._jobs = queue.SimpleQueue()
-        self.threads = 0
+        # Lookups handed out and not delivered yet (reactor thread only).
         self._busy = 0
+        # Threads alive, and how many of them are told to exit; a thread
+        # that takes an exit order updates both.
+        self._lock = threading.Lock()
+        self._alive = 0
+        self._exiting = 0
+        self._started = 0
+
+    @property
+    def threads(self) -> int:
+        """
+        How many threads there are, not counting those told to exit.
+        """
+        with self._lock:
+            return self._alive - self._exiting
 
     def lookup(self, host: str, port: int) -> Deferred[list[Address]]:
         """
@@ -155,14 +169,17 @@ class _LookupThreads:
         """
         d: Deferred[list[Address]] = Deferred()
         self._busy += 1
-        if self._busy > self.threads:
-            self.threads += 1
-            thread = threading.Thread(
+        with self._lock:
+            start = self._busy > self._alive - self._exiting
+            if start:
+                self._alive += 1
+                self._started += 1
+        if start:
+            threading.Thread(
                 target=self._work,
-                name=f"connectproxy-resolver-{self.threads}",
+                name=f"connectproxy-resolver-{self._started}",
                 daemon=True,
-            )
-            thread.start()
+            ).start()
         self._jobs.put((host, port, d))
         return d
 
@@ -181,6 +198,9 @@ class _LookupThreads:
             except BaseException:
                 result = Failure()
             self._callFromThread(self._deliver, d, result)
+        with self._lock:
+            self._alive -= 1
+            self._exiting -= 1
 
     def _deliver(self, d: Deferred[list[Address]], result: Any) -> None:
         self._busy -= 1
@@ -191,10 +211,13 @@ class _LookupThreads:
 
     def trim(self, size: int) -> None:
         """
-        Let threads beyond C{size} exit once they are idle.
+        Tell threads beyond C{size} to exit once they are idle (a thread in
+        a lookup exits when the lookup ends).
         """
-        while self.threads > size:
-            self.threads -= 1
+        with self._lock:
+            excess = self._alive - self._exiting - size
+            self._exiting += max(0, excess)
+        for _ in range(excess):
             self._jobs.put(None)
 
 

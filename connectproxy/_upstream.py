@@ -82,7 +82,8 @@ def _localAddresses(host: str, port: int) -> list[Address] | None:
         return [IPv6Address("TCP", host, port)]
     if isIPAddress(host):
         return [IPv4Address("TCP", host, port)]
-    if host == "localhost" or host.endswith(".localhost"):
+    name = host.lower()
+    if name == "localhost" or name.endswith(".localhost"):
         return [IPv6Address("TCP", "::1", port), IPv4Address("TCP", "127.0.0.1", port)]
     return None
 
@@ -253,7 +254,7 @@ class DirectConnector:
             self._reactor,
             [_withPort(address, port) for address in allowed],
             protocol,
-            HostnameAddress(host.encode("ascii"), port),
+            HostnameAddress(host.encode("ascii", "replace"), port),
             self.attemptTimeout,
             self._attemptDelay,
             self._clock,

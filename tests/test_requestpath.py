@@ -19,11 +19,12 @@ from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.interfaces import IHostnameResolver, IHostResolution
 from twisted.internet.protocol import Protocol
+from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogEvent
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from connectproxy import ProxySettings
+from connectproxy import ConnectProxyFactory, ProxySettings
 from connectproxy._access import AccessRequest, Refusal
 from connectproxy._admission import Gatekeeper
 from connectproxy._policy import AccessRules, NetworkRules
@@ -432,3 +433,26 @@ def test_expectedFailuresLoggedWithoutTraceback(
     assert [e["event"] for e in logEvents if e.get("event") == "connect_failed"] == [
         "connect_failed"
     ]
+
+
+def test_factoryOwnsItsResolverPool() -> None:
+    """
+    The factory's default connector resolves on a pool sized by the
+    settings, which the factory stops when its last listener stops.
+    """
+    factory = ConnectProxyFactory(
+        MemoryReactorClock(), ProxySettings(resolverThreads=5, resolverPerClient=3)
+    )
+    pool = factory.resolverPool
+    assert pool is not None and (pool.threads, pool.perClient) == (5, 3)
+    connector = factory.connector
+    assert isinstance(connector, DirectConnector) and connector.resolver is pool
+    stopped: list[bool] = []
+    pool.stop = lambda: stopped.append(True)  # type: ignore[method-assign]
+    factory.doStart()
+    factory.doStart()
+    factory.doStop()
+    assert stopped == []
+    factory.doStop()
+    assert stopped == [True]
+    assert ProxyHarness().factory.resolverPool is None

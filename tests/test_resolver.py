@@ -420,3 +420,34 @@ def test_stockResolverReplacedByOwnThreads() -> None:
         assert names == [b"name.example"]
     finally:
         pool.stop()
+
+
+def test_lookupThreadsCountedAcrossStop() -> None:
+    """
+    A lookup asked for after a stop, while the old threads are still busy,
+    is served, and the threads end up as many as the lookups need: none
+    is left uncounted.
+    """
+    release = threading.Event()
+
+    def getaddrinfo(host: bytes, *args: object) -> list[Any]:
+        if host.startswith(b"stuck"):
+            release.wait(WAIT)
+        return []
+
+    reactor = ThreadsReactor()
+    threads = _LookupThreads(reactor.callFromThread, getaddrinfo)
+    before = set(threading.enumerate())
+    stuck = [outcome(threads.lookup(f"stuck{i}.example", 443)) for i in range(2)]
+    threads.trim(0)
+    later = outcome(threads.lookup("later.example", 443))
+    assert threads.threads == 1
+    release.set()
+    for _ in range(3):
+        reactor.runOne()
+    assert stuck == [[[]], [[]]] and later == [[]]
+    threads.trim(0)
+    for thread in set(threading.enumerate()) - before:
+        thread.join(WAIT)
+        assert not thread.is_alive()
+    assert threads.threads == 0

@@ -249,7 +249,7 @@ class Options(usage.Options, AuthOptionMixin):
             _defaults.resolverPerClient,
             "Most name lookups at once for one client address, so that one "
             "client's slow names cannot hold up the others; more wait their "
-            "turn.",
+            "turn. 0 lets one client use every resolver thread.",
             _count,
         ],
         [

@@ -12,6 +12,7 @@ from ._factory import ConnectProxyFactory
 from ._observer import AccessLogObserver, RefusedRequest, TunnelRecord
 from ._parser import BadRequest, ConnectRequest, ConnectRequestParser
 from ._policy import AccessRules, ClientRules, HostRules, NetworkRules, PortRules
+from ._resolver import ResolverBusy, ResolverPool
 from ._server import ConnectProxyProtocol
 from ._settings import ProxySettings
 from ._tunnel import ProxyTunnel
@@ -38,6 +39,8 @@ __all__ = [
     "ProxyTunnel",
     "Refusal",
     "RefusedRequest",
+    "ResolverBusy",
+    "ResolverPool",
     "TunnelRecord",
     "__version__",
     "userPortal",

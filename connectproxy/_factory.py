@@ -23,6 +23,7 @@ from ._observer import (
     TunnelRecord,
 )
 from ._policy import AccessRules
+from ._resolver import ResolverPool
 from ._server import ConnectProxyProtocol
 from ._settings import ProxySettings
 from ._tls import ALPN_PROTOCOLS
@@ -80,6 +81,9 @@ class ConnectProxyFactory(Factory):
     @ivar settings: The proxy's tunables.
     @ivar gatekeeper: The access checks.
     @ivar connector: How upstream connections are made.
+    @ivar resolverPool: The name resolver pool of the default connector
+        (sized by the settings, stopped with the factory), or C{None} when
+        the connector was given.
     @ivar observer: Where reports go (all the observers given).
     @ivar connections: The client connections now open.
     @ivar refusing: How many connections over a limit are being answered
@@ -104,7 +108,7 @@ class ConnectProxyFactory(Factory):
         @param settings: Tunables; the defaults when C{None}.
         @param connector: Makes upstream connections; a L{DirectConnector}
             over C{reactor} when C{None}, with the gatekeeper's network
-            rules.
+            rules and a L{ResolverPool} of its own.
         @param observers: Told of refusals and tunnels; the access log when
             C{None}.
         @param gatekeeper: The access checks; the safe defaults (loopback
@@ -115,9 +119,18 @@ class ConnectProxyFactory(Factory):
         if gatekeeper is None:
             gatekeeper = Gatekeeper(AccessRules.defaults())
         self.gatekeeper = gatekeeper
+        self.resolverPool: ResolverPool | None = None
         if connector is None:
+            self.resolverPool = ResolverPool(
+                reactor,
+                self.settings.resolverThreads,
+                self.settings.resolverPerClient,
+            )
             connector = DirectConnector(
-                reactor, self.settings.connectTimeout, gatekeeper.rules.networks
+                reactor,
+                self.settings.connectTimeout,
+                gatekeeper.rules.networks,
+                self.resolverPool,
             )
         self.connector = connector
         if observers is None:
@@ -140,6 +153,17 @@ class ConnectProxyFactory(Factory):
         if isinstance(self.connector, DirectConnector):
             self.connector.networks = gatekeeper.rules.networks
             self.connector.attemptTimeout = settings.connectTimeout
+        if self.resolverPool is not None:
+            self.resolverPool.resize(
+                settings.resolverThreads, settings.resolverPerClient
+            )
+
+    def stopFactory(self) -> None:
+        """
+        The last listener stopped: let the resolver threads go.
+        """
+        if self.resolverPool is not None:
+            self.resolverPool.stop()
 
     def acceptableProtocols(self) -> list[bytes]:
         """

@@ -31,17 +31,18 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ._admission import Refused
+from ._admission import Refused, clientHostPort
 from ._observer import (
     RefusedRequest,
     TunnelRecord,
     formatAddress,
 )
 from ._parser import BadRequest, ConnectRequest, ConnectRequestParser
+from ._resolver import LookupAbandoned, ResolverBusy
 from ._responses import CONNECTION_ESTABLISHED, errorResponse
 from ._tls import logHandshakeFailure
 from ._tunnel import ProxyTunnel, TunnelTransport, canHalfClose
-from ._upstream import ForbiddenDestination
+from ._upstream import ForbiddenDestination, requestingClient
 
 if TYPE_CHECKING:
     from ._factory import ConnectProxyFactory
@@ -57,17 +58,41 @@ LINGER_BYTES = 256 * 1024
 MAX_CHALLENGES = 16
 
 
-def _connectErrorStatus(failure: Failure) -> tuple[int, str]:
+def _connectErrorStatus(failure: Failure, timedOut: bool) -> tuple[int, str]:
     """
     The status and reason for a failed upstream connect.
+
+    @param failure: Why the connector failed.
+    @param timedOut: Whether the connect deadline passed (the failure is
+        then the cancellation that caused).
     """
+    if failure.check(ResolverBusy):
+        assert isinstance(failure.value, ResolverBusy)
+        return 503, failure.value.reason
+    if failure.check(LookupAbandoned):
+        return 504, "timed out resolving the target host"
+    if timedOut or failure.check(ConnectingCancelledError):
+        return 504, "timed out connecting to the target"
+    if failure.check(ForbiddenDestination):
+        assert isinstance(failure.value, ForbiddenDestination)
+        return 403, f"destination not allowed: {failure.value.reason}"
     if failure.check(DNSLookupError):
         return 502, "could not resolve the target host"
     if failure.check(ConnectionRefusedError):
         return 502, "the target refused the connection"
-    if failure.check(ConnectError):
-        return 502, "could not connect to the target"
     return 502, "could not connect to the target"
+
+
+def _expectedConnectFailure(failure: Failure, timedOut: bool) -> bool:
+    """
+    Whether a failed upstream connect is one of the ways a connect fails
+    (logged in one line), rather than a bug (logged with its traceback).
+    """
+    return timedOut or bool(
+        failure.check(
+            ConnectError, DNSLookupError, ForbiddenDestination, ConnectingCancelledError
+        )
+    )
 
 
 @implementer(IHalfCloseableProtocol)
@@ -132,6 +157,7 @@ class ConnectProxyProtocol(Protocol):
         self._client = ""
         self._timer: IDelayedCall | None = None
         self._pending: Deferred[Any] | None = None
+        self._upstream: _UpstreamProtocol | None = None
         self._timedOut = False
         self._paused = False
         self._parsing = False
@@ -247,18 +273,25 @@ class ConnectProxyProtocol(Protocol):
         )
         d = self.factory.gatekeeper.admit(self._transport.getPeer(), request)
         self._pending = d
-        d.addCallbacks(self._admitted, self._notAdmitted)
+        d.addCallbacks(self._admitted, self._notAdmitted).addErrback(
+            self._requestFailed
+        )
 
     def _admitted(self, user: str | None) -> None:
         self._pending = None
         self.user = user
         request = self.request
         assert request is not None
-        d = maybeDeferred(
-            self.factory.connector.connectUpstream, request, _UpstreamProtocol()
-        )
+        self._upstream = _UpstreamProtocol()
+        client, _ = clientHostPort(self._transport.getPeer())
+        with requestingClient(client):
+            d = maybeDeferred(
+                self.factory.connector.connectUpstream, request, self._upstream
+            )
         self._pending = d
-        d.addCallbacks(self._upstreamConnected, self._upstreamFailed)
+        d.addCallbacks(self._upstreamConnected, self._upstreamFailed).addErrback(
+            self._requestFailed
+        )
 
     def _notAdmitted(self, failure: Failure) -> None:
         self._pending = None
@@ -321,26 +354,47 @@ class ConnectProxyProtocol(Protocol):
         self._cancelTimer()
         if self._gone:
             return
-        if self._timedOut or failure.check(ConnectingCancelledError):
-            self._refuse(504, "timed out connecting to the target")
-            return
-        if failure.check(ForbiddenDestination):
-            assert isinstance(failure.value, ForbiddenDestination)
-            self._refuse(403, f"destination not allowed: {failure.value.reason}")
-            return
-        if not failure.check(ConnectError, DNSLookupError):
+        status, reason = _connectErrorStatus(failure, self._timedOut)
+        target = self.request.authority if self.request else ""
+        if not _expectedConnectFailure(failure, self._timedOut):
             self._log.failure(
-                "upstream connector failed", failure, event="connector_error"
+                "upstream connector failed connecting {client} to {target}",
+                failure,
+                event="connector_error",
+                client=self._client,
+                target=target,
             )
-        status, reason = _connectErrorStatus(failure)
-        self._log.info(
-            "connect to {target} failed: {error}",
-            event="connect_failed",
-            client=self._client,
-            target=self.request.authority if self.request else "",
-            error=failure.getErrorMessage(),
-        )
+        elif status == 502:
+            self._log.info(
+                "connect to {target} failed: {error}",
+                event="connect_failed",
+                client=self._client,
+                target=target,
+                error=failure.getErrorMessage(),
+            )
         self._refuse(status, reason)
+
+    def _requestFailed(self, failure: Failure) -> None:
+        """
+        Handling the request failed unexpectedly (a bug, here or in a
+        connector that broke its contract): log it with its traceback,
+        answer 500 unless the 200 was sent already, and leave no connection
+        behind.
+        """
+        self._pending = None
+        self._log.failure(
+            "handling the request of {client} failed",
+            failure,
+            event="request_error",
+            client=self._client,
+        )
+        if self.tunnel is not None:
+            self._transport.abortConnection()
+            return
+        upstream = self._upstream.transport if self._upstream is not None else None
+        if upstream is not None:
+            cast(TunnelTransport, upstream).abortConnection()
+        self._refuse(500, "the proxy failed handling this request")
 
     def _upstreamConnected(self, upstream: IProtocol) -> None:
         self._pending = None

@@ -35,6 +35,11 @@ class ProxySettings:
         for no limit).  By default, what the descriptor limit allows.
     @ivar maxConnectionsPerClient: Most connections at once from one client
         address (503 beyond; 0 for no limit).
+    @ivar resolverThreads: Most name lookups at once, each in a thread of
+        the proxy's own resolver pool.
+    @ivar resolverPerClient: Most name lookups at once for one client
+        address (0: no limit but L{resolverThreads}); more wait their turn,
+        and get 503 if their connect deadline passes first.
     """
 
     requestTimeout: float = 30.0
@@ -47,6 +52,8 @@ class ProxySettings:
     maxHeaderFields: int = MAX_HEADER_FIELDS
     maxConnections: int = field(default_factory=lambda: defaultMaxConnections())
     maxConnectionsPerClient: int = 0
+    resolverThreads: int = 32
+    resolverPerClient: int = 8
 
 
 def defaultMaxConnections() -> int:

@@ -2,41 +2,41 @@
 """
 Upstream connectors: how the proxy reaches the target of a CONNECT.
 
-The direct connector resolves the target first, checks every address
-against the destination network rules, and connects only to the addresses
-that passed, so a name cannot lead the proxy somewhere the rules forbid, DNS
-rebinding included.
+The direct connector resolves the target first (on a L{ResolverPool}, with
+a share per client), checks every address against the destination network
+rules, and connects only to the addresses that passed, so a name cannot
+lead the proxy somewhere the rules forbid, DNS rebinding included.  The
+addresses are tried Happy Eyeballs style (L{connectToFirst}).
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from twisted.internet.abstract import isIPAddress, isIPv6Address
-from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.address import HostnameAddress, IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.endpoints import (
-    HostnameEndpoint,
-    TCP4ClientEndpoint,
-    TCP6ClientEndpoint,
-)
 from twisted.internet.error import DNSLookupError
 from twisted.internet.interfaces import (
     IAddress,
     IHostnameResolver,
     IHostResolution,
     IProtocol,
-    IReactorPluggableNameResolver,
+    IReactorTime,
     IResolutionReceiver,
     IStreamClientEndpoint,
 )
 from twisted.internet.protocol import Factory
 from zope.interface import implementer
 
+from ._eyeballs import ATTEMPT_DELAY, connectToFirst
 from ._parser import ConnectRequest
 from ._policy import NetworkRules
+from ._resolver import ResolverPool
 from .interfaces import IUpstreamConnector
 
 __all__ = [
@@ -44,9 +44,48 @@ __all__ = [
     "ForbiddenDestination",
     "StaticResolver",
     "connectQuietly",
+    "requestingClient",
 ]
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Address = IPv4Address | IPv6Address
+
+_client: ContextVar[str] = ContextVar("connectproxy_client", default="")
+
+
+@contextmanager
+def requestingClient(client: str) -> Iterator[None]:
+    """
+    Say whose request the connects started in the block are for: a
+    L{DirectConnector} resolves names on that client's share of its
+    L{ResolverPool}.  (The connector interface carries only the request, and
+    connectors that wrap a L{DirectConnector} need not pass anything on.)
+
+    @param client: The client's IP address as text (C{""} for a UNIX socket
+        client).
+    """
+    token = _client.set(client)
+    try:
+        yield
+    finally:
+        _client.reset(token)
+
+
+def _localAddresses(host: str, port: int) -> list[Address] | None:
+    """
+    The addresses of a target that needs no lookup: an IP address, or
+    C{localhost} and names under C{.localhost}, which are always the
+    loopback addresses (RFC 6761 section 6.3), IPv6 first (RFC 6724).
+
+    @return: The addresses, or C{None} when C{host} needs a lookup.
+    """
+    if isIPv6Address(host):
+        return [IPv6Address("TCP", host, port)]
+    if isIPAddress(host):
+        return [IPv4Address("TCP", host, port)]
+    name = host.lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return [IPv6Address("TCP", "::1", port), IPv4Address("TCP", "127.0.0.1", port)]
+    return None
 
 
 class ForbiddenDestination(Exception):
@@ -84,35 +123,10 @@ def connectQuietly(
     return endpoint.connect(_OneProtocolFactory(protocol))
 
 
-@implementer(IResolutionReceiver)
-class _Collector:
-    """
-    Collects the addresses of one name resolution into a Deferred.
-    """
-
-    def __init__(self) -> None:
-        self.addresses: list[IPv4Address | IPv6Address] = []
-        self.deferred: Deferred[list[IPv4Address | IPv6Address]] = Deferred(
-            lambda d: None
-        )
-
-    def resolutionBegan(self, resolutionInProgress: IHostResolution) -> None:
-        pass
-
-    def addressResolved(self, address: IAddress) -> None:
-        if isinstance(address, IPv4Address | IPv6Address):
-            self.addresses.append(address)
-
-    def resolutionComplete(self) -> None:
-        if not self.deferred.called:
-            self.deferred.callback(self.addresses)
-
-
 @implementer(IHostnameResolver)
 class StaticResolver:
     """
-    A resolver that answers every name with the same addresses, at once:
-    the addresses that passed the rules, for a L{HostnameEndpoint}.
+    A resolver that answers every name with the same addresses, at once.
     """
 
     def __init__(self, addresses: Sequence[IPv4Address | IPv6Address]) -> None:
@@ -143,33 +157,17 @@ class _Resolution:
         pass
 
 
-@implementer(IReactorPluggableNameResolver)
-class _ReactorWithResolver:
-    """
-    The reactor, seen through a different name resolver: lets a
-    L{HostnameEndpoint} try vetted addresses in Happy Eyeballs order.
-    """
-
-    def __init__(self, reactor: Any, resolver: IHostnameResolver) -> None:
-        self._reactor = reactor
-        self.nameResolver = resolver
-
-    def installNameResolver(self, resolver: IHostnameResolver) -> IHostnameResolver:
-        raise NotImplementedError("a vetted resolver cannot be replaced")
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._reactor, name)
-
-
 @implementer(IUpstreamConnector)
 class DirectConnector:
     """
     Connect straight to the target, to vetted addresses only.
 
-    An IP address target is checked and connected to directly.  A name is
-    resolved through the reactor's resolver; every address is checked
-    against L{networks}, and a L{HostnameEndpoint} tries the addresses that
-    passed in Happy Eyeballs order (RFC 8305).
+    An IP address target, C{localhost} and names under C{.localhost} need no
+    lookup; other names are resolved on L{resolver} for the client of the
+    request (see L{requestingClient}).  Every address is checked against
+    L{networks}, and the addresses that passed are tried Happy Eyeballs
+    style (RFC 8305): the next attempt starts as soon as one fails, or
+    after the attempt delay while it is pending.
 
     The proxy puts one total deadline over the whole attempt and cancels it
     when the client goes away; the per-attempt timeout here is a backstop.
@@ -178,6 +176,7 @@ class DirectConnector:
         configuration is reloaded.
     @ivar attemptTimeout: Seconds one connection attempt may take; also
         replaced on reload.
+    @ivar resolver: Where names are resolved.
     """
 
     def __init__(
@@ -185,59 +184,56 @@ class DirectConnector:
         reactor: Any,
         attemptTimeout: float = 30.0,
         networks: NetworkRules | None = None,
+        resolver: ResolverPool | None = None,
+        attemptDelay: float = ATTEMPT_DELAY,
+        clock: IReactorTime | None = None,
     ) -> None:
         """
-        @param reactor: The reactor to resolve and connect with.
+        @param reactor: The reactor to connect with (L{IReactorTCP}).
         @param attemptTimeout: Seconds allowed for one connection attempt.
         @param networks: The destination network rules; the default rules
             (globally routable unicast only) when C{None}.
+        @param resolver: Resolves names; when C{None}, a L{ResolverPool}
+            with its default bounds over the reactor's name resolver.
+        @param attemptDelay: Seconds before the next address is tried while
+            an attempt is pending.
+        @param clock: Times the attempt delay; C{reactor} when C{None}.
         """
         self._reactor = reactor
+        self._clock = reactor if clock is None else clock
         self.attemptTimeout = attemptTimeout
+        self._attemptDelay = attemptDelay
         self.networks = networks if networks is not None else NetworkRules.fromStrings()
+        self.resolver = resolver if resolver is not None else ResolverPool(reactor)
 
     def connectUpstream(
         self, request: ConnectRequest, protocol: IProtocol
     ) -> Deferred[IProtocol]:
         host, port = request.host, request.port
         assert host is not None and port is not None
-        if isIPAddress(host) or isIPv6Address(host):
-            return maybeDeferred(self._connectAddress, host, port, protocol)
-        collector = _Collector()
-        self._reactor.nameResolver.resolveHostName(collector, host, port)
-        d = collector.deferred
+        addresses = _localAddresses(host, port)
+        if addresses is not None:
+            return maybeDeferred(self._connectVetted, host, port, addresses, protocol)
+        d = self.resolver.resolve(_client.get(), host, port)
 
-        def vetAndConnect(
-            addresses: list[IPv4Address | IPv6Address],
-        ) -> Deferred[IProtocol]:
+        def vetAndConnect(addresses: list[Address]) -> Deferred[IProtocol]:
             return self._connectVetted(host, port, addresses, protocol)
 
         return d.addCallback(vetAndConnect)
-
-    def _connectAddress(
-        self, host: str, port: int, protocol: IProtocol
-    ) -> Deferred[IProtocol]:
-        address = ipaddress.ip_address(host)
-        if not self.networks.allows(address):
-            raise ForbiddenDestination(self.networks.explain(address))
-        endpoint: IStreamClientEndpoint
-        if address.version == 4:
-            endpoint = TCP4ClientEndpoint(
-                self._reactor, host, port, timeout=self.attemptTimeout
-            )
-        else:
-            endpoint = TCP6ClientEndpoint(
-                self._reactor, host, port, timeout=self.attemptTimeout
-            )
-        return connectQuietly(endpoint, protocol)
 
     def _connectVetted(
         self,
         host: str,
         port: int,
-        addresses: list[IPv4Address | IPv6Address],
+        addresses: Sequence[Address],
         protocol: IProtocol,
     ) -> Deferred[IProtocol]:
+        """
+        Connect to those of C{addresses} the network rules allow.
+
+        @raise DNSLookupError: When there are no addresses.
+        @raise ForbiddenDestination: When the rules allow none of them.
+        """
         if not addresses:
             raise DNSLookupError(f"no addresses for {host}")
         allowed = []
@@ -249,16 +245,26 @@ class DirectConnector:
             else:
                 refusals.append(self.networks.explain(ip))
         if not allowed:
+            if isIPAddress(host) or isIPv6Address(host):
+                raise ForbiddenDestination(refusals[0])
             raise ForbiddenDestination(
                 f"{host} resolves to {refusals[0]}".replace(" is ", ", which is ", 1)
             )
-        # The name has been resolved: HostnameEndpoint gets an address as its
-        # host (it would refuse names IDNA 2008 does not allow, such as ones
-        # with underscores) and the vetted addresses from its resolver.
-        endpoint = HostnameEndpoint(
-            _ReactorWithResolver(self._reactor, StaticResolver(allowed)),
-            allowed[0].host,
-            port,
-            timeout=self.attemptTimeout,
+        return connectToFirst(
+            self._reactor,
+            [_withPort(address, port) for address in allowed],
+            protocol,
+            HostnameAddress(host.encode("ascii", "replace"), port),
+            self.attemptTimeout,
+            self._attemptDelay,
+            self._clock,
         )
-        return connectQuietly(endpoint, protocol)
+
+
+def _withPort(address: Address, port: int) -> Address:
+    """
+    The same address with the requested port (a resolver may not set it).
+    """
+    if isinstance(address, IPv6Address):
+        return IPv6Address("TCP", address.host, port, address.flowInfo, address.scopeID)
+    return IPv4Address("TCP", address.host, port)

@@ -111,6 +111,13 @@ _count = _coercer(
     "must not be negative",
     "A whole number; 0 means no limit.",
 )
+_positiveCount = _coercer(
+    int,
+    "a whole number",
+    lambda v: v >= 1,
+    "must be at least 1",
+    "A whole number, at least 1.",
+)
 
 
 def _realm(text: str) -> str:
@@ -249,6 +256,24 @@ class Options(usage.Options, AuthOptionMixin):
             None,
             _defaults.maxConnectionsPerClient,
             "Most connections at once from one client address; more get 503.",
+            _count,
+        ],
+        [
+            "resolver-threads",
+            None,
+            _defaults.resolverThreads,
+            "Most name lookups at once, each in a thread of the proxy's own "
+            "resolver pool; more wait their turn, and get 503 if the connect "
+            "deadline passes first.",
+            _positiveCount,
+        ],
+        [
+            "resolver-per-client",
+            None,
+            _defaults.resolverPerClient,
+            "Most name lookups at once for one client address, so that one "
+            "client's slow names cannot hold up the others; more wait their "
+            "turn. 0 lets one client use every resolver thread.",
             _count,
         ],
         [
@@ -548,6 +573,8 @@ class Options(usage.Options, AuthOptionMixin):
             maxHeaderFields=self["max-header-fields"],
             maxConnections=self["max-connections"],
             maxConnectionsPerClient=self["max-connections-per-client"],
+            resolverThreads=self["resolver-threads"],
+            resolverPerClient=self["resolver-per-client"],
         )
 
     def checkers(self) -> list[Any]:

@@ -167,6 +167,8 @@ max-head-size = 4096
 max-header-fields = 50
 max-connections = 100
 max-connections-per-client = 5
+resolver-threads = 16
+resolver-per-client = 2
 auth-realm = "Corp"
 auth-cache-ttl = 0
 auth-max-failures = 3
@@ -197,6 +199,8 @@ policy = ["hostlist:{hosts}"]
         "max-header-fields": 50,
         "max-connections": 100,
         "max-connections-per-client": 5,
+        "resolver-threads": 16,
+        "resolver-per-client": 2,
         "auth-realm": "Corp",
         "auth-cache-ttl": 0.0,
         "auth-max-failures": 3,
@@ -234,6 +238,8 @@ policy = ["hostlist:{hosts}"]
         maxHeaderFields=50,
         maxConnections=100,
         maxConnectionsPerClient=5,
+        resolverThreads=16,
+        resolverPerClient=2,
     )
 
 
@@ -943,3 +949,21 @@ def test_reloadUpdatesAttemptTimeout(tmp_path: Path) -> None:
     writeConfig(tmp_path, "connect-timeout = 20\n")
     assert reloaderOf(service).reload()
     assert factory.connector.attemptTimeout == 20
+
+
+def test_reloadResizesResolverPool(tmp_path: Path) -> None:
+    """
+    A reload that changes --resolver-threads or --resolver-per-client
+    resizes the running resolver pool (the same pool: lookups in flight are
+    still counted).
+    """
+    path = writeConfig(tmp_path, "resolver-threads = 8\n")
+    service = makeService(parse("--config", str(path)), MemoryReactorClock())
+    factory = listenerFactory(service)
+    pool = factory.resolverPool
+    assert pool is not None
+    assert (pool.threads, pool.perClient) == (8, 8)
+    writeConfig(tmp_path, "resolver-threads = 40\nresolver-per-client = 3\n")
+    assert reloaderOf(service).reload()
+    assert factory.resolverPool is pool
+    assert (pool.threads, pool.perClient) == (40, 3)

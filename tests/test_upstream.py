@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_upstream -*-
 """
 Tests for L{connectproxy._upstream.DirectConnector} on a memory reactor with
-a fake resolver: no sockets, no DNS.  Public addresses here are only ever
+a fake resolver: no sockets, no DNS, no threads.  Public addresses here are only ever
 handed to the memory reactor.
 """
 
@@ -11,7 +11,11 @@ from typing import Any
 
 import pytest
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.error import ConnectingCancelledError, DNSLookupError
+from twisted.internet.error import (
+    ConnectingCancelledError,
+    ConnectionRefusedError,
+    DNSLookupError,
+)
 from twisted.internet.interfaces import IHostResolution, IResolutionReceiver
 from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactorClock
@@ -20,8 +24,10 @@ from zope.interface import implementer
 
 from connectproxy import ConnectRequest, DirectConnector
 from connectproxy._policy import NetworkRules
-from connectproxy._upstream import ForbiddenDestination
+from connectproxy._resolver import ResolverPool
+from connectproxy._upstream import ForbiddenDestination, requestingClient
 from connectproxy.testing import FakeResolver
+from tests.test_resolver import HangingResolver
 
 
 def request(host: str, port: int = 443) -> ConnectRequest:
@@ -189,3 +195,78 @@ def test_namesIDNARefusesConnect(host: str) -> None:
     assert outcomes == []
     [(connectedHost, port, *_)] = reactor.tcpClients
     assert (connectedHost, port) == ("8.8.8.8", 443)
+
+
+def test_localhostNeedsNoLookup() -> None:
+    """
+    C{localhost} and names under C{.localhost} are the loopback addresses
+    without a lookup (RFC 6761 section 6.3), IPv6 first; the network rules
+    still apply.
+    """
+    networks = NetworkRules.fromStrings(allow=["127.0.0.0/8", "::1/128"])
+    for name in ("localhost", "app.localhost"):
+        reactor, resolver, _ = connect({}, name, networks)
+        assert resolver.names == []
+        assert [host for host, *_ in reactor.tcpClients] == ["::1"]
+        reactor.advance(0.25)
+        assert [host for host, *_ in reactor.tcpClients] == ["::1", "127.0.0.1"]
+    reactor, resolver, outcomes = connect({}, "localhost")
+    assert "localhost resolves to ::1, which is" in refusal(outcomes)
+
+
+def test_refusedAddressTriesNextAtOnce() -> None:
+    """
+    When the first address of a name refuses, the next one is tried at
+    once, not after the attempt delay (RFC 8305 section 5).
+    """
+    reactor, _, outcomes = connect(
+        {"dual.example": ["2606:4700::1", "93.184.216.34"]}, "dual.example"
+    )
+    [(_, _, factory, _, _)] = reactor.tcpClients
+    factory.clientConnectionFailed(
+        reactor.connectors[0], Failure(ConnectionRefusedError())
+    )
+    assert [host for host, *_ in reactor.tcpClients] == [
+        "2606:4700::1",
+        "93.184.216.34",
+    ]
+    assert reactor.seconds() == 0
+    assert outcomes == []
+
+
+def test_lookupsOnTheRequestingClientsShare() -> None:
+    """
+    Names are resolved on the share of the client named by
+    L{requestingClient}: one client's hanging lookups make only its own
+    next lookup wait.
+    """
+    reactor = MemoryReactorClock()
+    resolver = HangingResolver({"fast.example": ["93.184.216.34"]})
+    pool = ResolverPool(reactor, threads=4, perClient=1, resolver=resolver)
+    connector = DirectConnector(reactor, resolver=pool)
+    with requestingClient("192.0.2.1"):
+        connector.connectUpstream(request("slow.example"), Protocol())
+        connector.connectUpstream(request("fast.example"), Protocol())
+    assert pool.waiting("192.0.2.1") == 1
+    with requestingClient("192.0.2.2"):
+        connector.connectUpstream(request("fast.example"), Protocol())
+    assert [host for host, *_ in reactor.tcpClients] == ["93.184.216.34"]
+
+
+def test_resolverRaisingFailsAtOnce() -> None:
+    """
+    A resolver that raises fails the connect at once with its exception.
+    """
+
+    class Broken(FakeResolver):
+        def resolveHostName(self, *args: object, **kwargs: object) -> Any:
+            raise RuntimeError("resolver bug")
+
+    reactor = MemoryReactorClock()
+    reactor.installNameResolver(Broken({}))
+    outcomes: list[Any] = []
+    d = DirectConnector(reactor).connectUpstream(request("x.example"), Protocol())
+    d.addBoth(outcomes.append)
+    [failure] = outcomes
+    assert failure.check(RuntimeError)
+    assert reactor.getDelayedCalls() == []

@@ -377,8 +377,8 @@ def echoOrigin() -> Iterator[OriginProcess]:
         ("[::ffff:127.0.0.1]", "IPv4-mapped as ::ffff:127.0.0.1"),
         ("0.0.0.0", "0.0.0.0 is the unspecified address"),
         ("[::]", ":: is the unspecified address"),
-        ("localhost", "localhost resolves to 127.0.0.1, which is"),
-        ("LocalHost.", "localhost resolves to 127.0.0.1, which is"),
+        ("localhost", "localhost resolves to ::1, which is"),
+        ("LocalHost.", "localhost resolves to ::1, which is"),
     ],
 )
 def test_loopbackDestinationsRefused(

@@ -1,0 +1,259 @@
+# -*- test-case-name: tests.test_eyeballs -*-
+"""
+Happy Eyeballs (RFC 8305) over addresses already resolved and vetted:
+L{connectToFirst}.
+
+Twisted's L{HostnameEndpoint} waits its whole attempt delay before the next
+address even when the previous attempt was refused at once, so every
+refusing address costs 0.3 s.  Here the next attempt starts as soon as one
+fails (RFC 8305 section 5), and the stagger applies only while an attempt is
+still pending.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
+from twisted.internet.error import (
+    ConnectError,
+    ConnectingCancelledError,
+    ConnectionRefusedError,
+    TCPTimedOutError,
+    TimeoutError,
+)
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IProtocol,
+    IReactorTime,
+    IStreamClientEndpoint,
+)
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+__all__ = ["ATTEMPT_DELAY", "connectToFirst", "interleave"]
+
+#: Seconds between the starts of two connection attempts while the earlier
+#: one is still pending (RFC 8305 section 8 recommends 250 ms).
+ATTEMPT_DELAY = 0.25
+
+Address = IPv4Address | IPv6Address
+
+
+def interleave(addresses: Sequence[Address]) -> list[Address]:
+    """
+    Order addresses as RFC 8305 section 4 says: alternate the address
+    families, starting with the family of the first address, keeping the
+    resolver's order within each family.
+    """
+    first = type(addresses[0]) if addresses else IPv6Address
+    preferred = [a for a in addresses if type(a) is first]
+    other = [a for a in addresses if type(a) is not first]
+    ordered: list[Address] = []
+    for index in range(max(len(preferred), len(other))):
+        ordered.extend(preferred[index : index + 1])
+        ordered.extend(other[index : index + 1])
+    return ordered
+
+
+class _OnceFactory(Factory):
+    """
+    Hands its protocol to the first connection only; a later one (an attempt
+    that connected in the same instant) gets none and is closed.
+    """
+
+    noisy = False
+
+    def __init__(self, protocol: IProtocol) -> None:
+        self._protocol: IProtocol | None = protocol
+
+    def buildProtocol(self, addr: IAddress) -> IProtocol | None:  # type: ignore[override]
+        protocol, self._protocol = self._protocol, None
+        return protocol
+
+
+def _rank(failure: Failure) -> int:
+    """
+    How much a failed attempt tells the client, lowest first: a refusal,
+    then other connect errors, then timeouts, then anything unexpected.
+    """
+    if failure.check(ConnectionRefusedError):
+        return 0
+    if failure.check(TimeoutError, TCPTimedOutError):
+        return 2
+    if failure.check(ConnectError):
+        return 1
+    return 3
+
+
+class _Race:
+    """
+    Connection attempts to the addresses in order, each started when the
+    previous one failed or after the attempt delay, whichever comes first;
+    the first to connect wins and the others are cancelled.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        clock: IReactorTime,
+        addresses: Sequence[Address],
+        protocol: IProtocol,
+        attemptTimeout: float,
+        attemptDelay: float,
+        target: IAddress,
+    ) -> None:
+        self._reactor = reactor
+        self._clock = clock
+        self._addresses = list(addresses)
+        self._factory = _OnceFactory(protocol)
+        self._attemptTimeout = attemptTimeout
+        self._attemptDelay = attemptDelay
+        self._target = target
+        self._next = 0
+        self._pending: list[Deferred[IProtocol]] = []
+        self._failures: list[Failure] = []
+        self._timer: IDelayedCall | None = None
+        self._starting = False
+        self._startAgain = False
+        self._done = False
+        self.deferred: Deferred[IProtocol] = Deferred(self._cancel)
+
+    def start(self) -> Deferred[IProtocol]:
+        self._startNext()
+        return self.deferred
+
+    def _endpoint(self, address: Address) -> IStreamClientEndpoint:
+        host, port, timeout = address.host, address.port, self._attemptTimeout
+        if isinstance(address, IPv6Address):
+            return TCP6ClientEndpoint(self._reactor, host, port, timeout)
+        return TCP4ClientEndpoint(self._reactor, host, port, timeout)
+
+    def _startNext(self) -> None:
+        """
+        Start the next attempt now.  An attempt that fails at once asks for
+        the next one from inside this call: the loop here starts it, so
+        that many such failures do not nest calls.
+        """
+        self._startAgain = True
+        if self._starting:
+            return
+        self._starting = True
+        try:
+            while self._startAgain and not self._done:
+                self._startAgain = False
+                self._startOne()
+        finally:
+            self._starting = False
+
+    def _startOne(self) -> None:
+        self._cancelTimer()
+        if self._next == len(self._addresses):
+            if not self._pending:
+                self._lost()
+            return
+        address = self._addresses[self._next]
+        self._next += 1
+        if self._next < len(self._addresses):
+            self._timer = self._clock.callLater(self._attemptDelay, self._startNext)
+        d = maybeDeferred(self._endpoint(address).connect, self._factory)
+        self._pending.append(d)
+        d.addCallbacks(
+            self._connected, self._failed, callbackArgs=(d,), errbackArgs=(d,)
+        )
+
+    def _connected(self, protocol: IProtocol, attempt: Deferred[IProtocol]) -> None:
+        self._pending.remove(attempt)
+        self._stopAll()
+        self.deferred.callback(protocol)
+
+    def _failed(self, failure: Failure, attempt: Deferred[IProtocol]) -> None:
+        self._pending.remove(attempt)
+        if self._done:
+            return
+        self._failures.append(failure)
+        self._startNext()
+
+    def _lost(self) -> None:
+        """
+        Every attempt failed: fail with the most telling reason, and log the
+        unexpected failures that are not it.
+        """
+        best = min(self._failures, key=_rank)
+        for failure in self._failures:
+            if failure is not best and _rank(failure) == 3:
+                self._log.failure(
+                    "a connection attempt failed unexpectedly",
+                    failure,
+                    event="connector_error",
+                )
+        self._done = True
+        self.deferred.errback(best)
+
+    def _cancel(self, d: Deferred[IProtocol]) -> None:
+        self._stopAll()
+        d.errback(ConnectingCancelledError(self._target))
+
+    def _stopAll(self) -> None:
+        self._done = True
+        self._cancelTimer()
+        for attempt in list(self._pending):
+            attempt.cancel()
+
+    def _cancelTimer(self) -> None:
+        if self._timer is not None:
+            if self._timer.active():
+                self._timer.cancel()
+            self._timer = None
+
+
+def connectToFirst(
+    reactor: Any,
+    addresses: Sequence[Address],
+    protocol: IProtocol,
+    target: IAddress,
+    attemptTimeout: float = 30.0,
+    attemptDelay: float = ATTEMPT_DELAY,
+    clock: IReactorTime | None = None,
+) -> Deferred[IProtocol]:
+    """
+    Connect C{protocol} to the first of C{addresses} that accepts, trying
+    them in the order of L{interleave} (RFC 8305 section 4): the next
+    attempt starts as soon as the previous one fails, or after
+    C{attemptDelay} seconds while it is still pending (section 5).
+
+    @param reactor: Makes the TCP connections (L{IReactorTCP}).
+    @param addresses: Where to connect (their ports included); at least one.
+    @param protocol: The protocol of the connection that wins; it is
+        connected once.
+    @param target: Named in the L{ConnectingCancelledError} of a cancel.
+    @param attemptTimeout: Seconds one attempt may take.
+    @param attemptDelay: Seconds before the next attempt starts while the
+        previous one is pending.
+    @param clock: Times the attempt delay; C{reactor} when C{None}.
+    @return: A Deferred firing with C{protocol}, once connected.  When every
+        attempt fails it fails with the most telling reason: a refusal,
+        then another L{ConnectError}, then a timeout.  Cancelling it
+        cancels every attempt in flight and fails it with
+        L{ConnectingCancelledError}.
+    @raise ValueError: When C{addresses} is empty.
+    """
+    if not addresses:
+        raise ValueError("no addresses to connect to")
+    race = _Race(
+        reactor,
+        reactor if clock is None else clock,
+        interleave(addresses),
+        protocol,
+        attemptTimeout,
+        attemptDelay,
+        target,
+    )
+    return race.start()

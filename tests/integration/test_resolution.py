@@ -1,0 +1,263 @@
+# -*- test-case-name: tests.integration.test_resolution -*-
+"""
+Name resolution in a real proxy process whose DNS server never answers.
+
+The proxy runs in a mount namespace of its own (C{unshare --mount}, Linux,
+as root) where C{/etc/resolv.conf} names a silent DNS server that this test
+runs on a loopback address, and C{/etc/hosts} holds the names that must
+resolve.  The machine's own resolver configuration is never touched, and no
+query leaves the loopback interface.  Where that is not permitted the tests
+are skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration._processes import (
+    ChildProcess,
+    OriginFactory,
+    ProxyProcess,
+    proxyCommand,
+)
+from tests.integration._sockets import (
+    LOCAL,
+    connectRequest,
+    readExactly,
+    readResponseHead,
+    readToEnd,
+)
+
+pytestmark = pytest.mark.integration
+
+WAIT = 20.0
+
+#: Runs a command with the files given first bind-mounted over
+#: /etc/resolv.conf and /etc/hosts, in a private mount namespace.
+NAMESPACE = (
+    'mount --bind "$1" /etc/resolv.conf && mount --bind "$2" /etc/hosts '
+    '&& shift 2 && exec "$@"'
+)
+
+
+def _namespaceRefusal() -> str | None:
+    """
+    Why the proxy cannot run in a mount namespace with its own resolver
+    files here, or C{None} when it can.
+    """
+    if not sys.platform.startswith("linux"):
+        return "mount namespaces are Linux only"
+    if os.geteuid() != 0:
+        return "bind-mounting /etc/resolv.conf needs root"
+    if shutil.which("unshare") is None:
+        return "unshare is not installed"
+    with tempfile.NamedTemporaryFile("w", prefix="connectproxy-probe-") as probe:
+        try:
+            command = ["unshare", "--mount", "sh", "-c", NAMESPACE, "sh"]
+            result = subprocess.run(
+                [*command, probe.name, probe.name, "true"],
+                capture_output=True,
+                timeout=WAIT,
+            )
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return f"unshare failed: {e}"
+    if result.returncode != 0:
+        return f"unshare --mount is not permitted: {result.stderr!r}"
+    return None
+
+
+class SilentDNS:
+    """
+    A DNS server on UDP port 53 of a loopback address that reads every
+    query and never answers, like a black-holed resolver.
+
+    @ivar address: The loopback address it listens on.
+    """
+
+    def __init__(self) -> None:
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        last: OSError | None = None
+        for last4 in range(53, 253, 50):
+            self.address = f"127.53.{os.getpid() % 250}.{last4}"
+            try:
+                self._socket.bind((self.address, 53))
+                break
+            except OSError as e:
+                last = e
+        else:
+            self._socket.close()
+            raise OSError(f"no loopback address for a DNS server: {last}")
+        self._names: list[str] = []
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        while True:
+            query = self._socket.recv(4096)
+            if not query:
+                return
+            with self._changed:
+                self._names.append(_questionName(query))
+                self._changed.notify_all()
+
+    def names(self) -> set[str]:
+        """
+        The names asked for so far.
+        """
+        with self._changed:
+            return set(self._names)
+
+    def waitForNames(self, count: int, suffix: str) -> set[str]:
+        """
+        Wait until C{count} different names ending in C{suffix} were asked
+        for.
+
+        @return: Those names.
+        @raise AssertionError: At the deadline.
+        """
+
+        def asked() -> set[str]:
+            return {n for n in self._names if n.endswith(suffix)}
+
+        with self._changed:
+            assert self._changed.wait_for(lambda: len(asked()) >= count, WAIT), (
+                f"only {asked()} were asked for"
+            )
+            return asked()
+
+    def close(self) -> None:
+        """
+        Stop reading (an empty datagram wakes the reader and stops it) and
+        close.
+        """
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as waker:
+            waker.sendto(b"", (self.address, 53))
+        self._reader.join(WAIT)
+        self._socket.close()
+
+
+def _questionName(query: bytes) -> str:
+    """
+    The name in the question of a DNS query (RFC 1035 section 4.1.2).
+    """
+    labels = []
+    offset = 12
+    while offset < len(query) and query[offset]:
+        length = query[offset]
+        labels.append(
+            query[offset + 1 : offset + 1 + length].decode("ascii", "replace")
+        )
+        offset += 1 + length
+    return ".".join(labels).lower()
+
+
+@pytest.fixture
+def silentDNS() -> Iterator[SilentDNS]:
+    refusal = _namespaceRefusal()
+    if refusal is not None:
+        pytest.skip(refusal)
+    try:
+        server = SilentDNS()
+    except OSError as e:
+        pytest.skip(str(e))
+    yield server
+    server.close()
+
+
+def startProxy(
+    dns: SilentDNS,
+    directory: Path,
+    processes: list[ChildProcess[Any]],
+    *options: str,
+) -> ProxyProcess:
+    """
+    Start the proxy in its own mount namespace, where names not in its
+    hosts file (only C{origin.test}, besides C{localhost}) go to C{dns},
+    and every lookup that does waits 30 seconds for an answer.
+    """
+    resolvConf = directory / "resolv.conf"
+    resolvConf.write_text(f"nameserver {dns.address}\noptions timeout:30 attempts:1\n")
+    hosts = directory / "hosts"
+    hosts.write_text("127.0.0.1 localhost\n127.0.0.1 origin.test\n")
+    argv = ["unshare", "--mount", "sh", "-c", NAMESPACE, "sh"]
+    argv += [str(resolvConf), str(hosts), *proxyCommand(options)]
+    proxy = ProxyProcess(argv)
+    processes.append(proxy)
+    return proxy
+
+
+def request(proxyPort: int, target: str, source: str = LOCAL) -> socket.socket:
+    """
+    Open a connection from C{source} (a loopback address) and send a
+    CONNECT for C{target}.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.settimeout(WAIT)
+    sock.bind((source, 0))
+    sock.connect((LOCAL, proxyPort))
+    sock.sendall(connectRequest(target, None))
+    return sock
+
+
+def test_hangingNamesOfOneClientDoNotStarveOthers(
+    silentDNS: SilentDNS,
+    origin: OriginFactory,
+    scratchDir: Path,
+    processes: list[ChildProcess[Any]],
+) -> None:
+    """
+    One client asking for names whose DNS server never answers takes only
+    its share of the resolver threads: another client's name is resolved
+    and tunnelled while those lookups hang.  At the deadline the hanging
+    requests get 504 and the ones still waiting for their client's share
+    503 naming the option; they never reached the DNS server.  The proxy
+    then stops promptly although two lookups are still stuck.
+    """
+    echo = origin("echo")
+    proxy = startProxy(
+        silentDNS,
+        scratchDir,
+        processes,
+        "--resolver-threads",
+        "4",
+        "--resolver-per-client",
+        "2",
+        "--connect-timeout",
+        "4",
+    )
+    hanging = [request(proxy.port, f"hang{i}.test:443") for i in range(6)]
+    try:
+        silentDNS.waitForNames(2, ".test")
+        other = request(proxy.port, f"origin.test:{echo.port}", source="127.0.0.2")
+        with other:
+            response, rest = readResponseHead(other)
+            assert response.status == 200, response.raw
+            readable, _, _ = select.select(hanging, [], [], 0)
+            assert readable == [], "a hanging request was answered first"
+            other.sendall(b"ping")
+            assert rest + readExactly(other, 4 - len(rest)) == b"ping"
+        replies = sorted(readToEnd(sock) for sock in hanging)
+    finally:
+        for sock in hanging:
+            sock.close()
+    assert [reply[9:12] for reply in replies] == [b"503"] * 4 + [b"504"] * 2
+    assert all(b"--resolver-per-client" in reply for reply in replies[:4])
+    assert all(b"timed out resolving" in reply for reply in replies[4:])
+    asked = {name for name in silentDNS.names() if name.startswith("hang")}
+    assert len(asked) == 2, asked
+    status = proxy.stop()
+    assert status in (0, -signal.SIGTERM), proxy.describe()

@@ -38,7 +38,7 @@ from ._observer import (
     formatAddress,
 )
 from ._parser import BadRequest, ConnectRequest, ConnectRequestParser
-from ._responses import CONNECTION_ESTABLISHED, errorResponse
+from ._responses import CONNECTION_ESTABLISHED, errorResponse, formatSeconds
 from ._tunnel import ProxyTunnel, TunnelTransport, canHalfClose
 from ._upstream import ForbiddenDestination
 
@@ -208,7 +208,11 @@ class ConnectProxyProtocol(Protocol):
 
     def _requestTimedOut(self) -> None:
         self._timer = None
-        self._refuse(408, "the request head took too long")
+        self._refuse(
+            408,
+            "timed out waiting for the request head after "
+            f"{formatSeconds(self._settings.requestTimeout)} (see --request-timeout)",
+        )
 
     # Phase 2: admission and connecting upstream, under one deadline.
 
@@ -249,7 +253,12 @@ class ConnectProxyProtocol(Protocol):
         if self._gone:
             return
         if self._timedOut:
-            self._refuse(503, "timed out checking access")
+            self._refuse(
+                503,
+                "timed out checking access after "
+                f"{formatSeconds(self._settings.connectTimeout)} "
+                "(see --connect-timeout)",
+            )
             return
         if not failure.check(Refused):
             self._log.failure("access check failed", failure, event="admission_error")
@@ -305,11 +314,16 @@ class ConnectProxyProtocol(Protocol):
         if self._gone:
             return
         if self._timedOut or failure.check(ConnectingCancelledError):
-            self._refuse(504, "timed out connecting to the target")
+            self._refuse(
+                504,
+                "timed out connecting to the target after "
+                f"{formatSeconds(self._settings.connectTimeout)} "
+                "(see --connect-timeout)",
+            )
             return
         if failure.check(ForbiddenDestination):
             assert isinstance(failure.value, ForbiddenDestination)
-            self._refuse(403, f"destination not allowed: {failure.value.reason}")
+            self._refuse(403, failure.value.reason)
             return
         if not failure.check(ConnectError, DNSLookupError):
             self._log.failure(

@@ -164,12 +164,12 @@ class Gatekeeper:
         client = ipaddress.ip_address(host)
         balancer, _ = clientHostPort(socketAddress)
         if balancer and balancer != host:
-            if self.rules.clients.allowsProxied(client, ipaddress.ip_address(balancer)):
-                return None
-            return Refused(403, "this client is not allowed to use the proxy")
-        if self.rules.clients.allows(client):
-            return None
-        return Refused(403, "this client is not allowed to use the proxy")
+            reason = self.rules.clients.explainProxied(
+                client, ipaddress.ip_address(balancer)
+            )
+        else:
+            reason = self.rules.clients.explain(client)
+        return None if reason is None else Refused(403, reason)
 
     @inlineCallbacks
     def admit(
@@ -189,13 +189,18 @@ class Gatekeeper:
         if self.portal is not None:
             user = yield self._authenticate(clientHost, request)
         if not self.rules.ports.allows(request.port):
-            raise Refused(403, f"port {request.port} is not allowed", user=user)
+            raise Refused(
+                403,
+                f"port {request.port} is not allowed (see --allow-port)",
+                user=user,
+            )
         try:
             host = normalizeHost(request.host)
         except ValueError:
             raise Refused(400, "invalid host name in target", user=user) from None
-        if not self.rules.hosts.check(host):
-            raise Refused(403, f"host {host} is not allowed", user=user)
+        denial = self.rules.hosts.explain(host)
+        if denial is not None:
+            raise Refused(403, f"host {denial}", user=user)
         access = AccessRequest(
             clientHost, clientPort, user, host, request.port, request
         )

@@ -189,10 +189,13 @@ class ConnectProxyFactory(Factory):
         settings = self.settings
         total = settings.maxConnections
         if total and len(self.connections) >= total:
-            return "the proxy has too many connections"
+            return "the proxy has too many connections (see --max-connections)"
         perClient = settings.maxConnectionsPerClient
         if perClient and clientHost and self._perClient.get(clientHost, 0) >= perClient:
-            return "this client has too many connections"
+            return (
+                "this client has too many connections "
+                "(see --max-connections-per-client)"
+            )
         return None
 
     def _shedOrRefuse(self, reason: str) -> Protocol:

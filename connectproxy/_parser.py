@@ -260,7 +260,7 @@ class ConnectRequestParser:
         headEnd = end + 4
         if headEnd > self.maxHeadSize:
             self._done = True
-            raise BadRequest(431, "request header fields too large")
+            raise self._headTooLarge()
         self._done = True
         head = bytes(buf[:end])
         leftover = bytes(buf[headEnd:])
@@ -313,10 +313,31 @@ class ConnectRequestParser:
             lineLength = lineEnd - 1
         if lineLength > self.maxRequestLine:
             self._done = True
-            raise BadRequest(414, "request line too long")
+            raise self._lineTooLong()
         if len(buf) >= self.maxHeadSize:
             self._done = True
-            raise BadRequest(431, "request header fields too large")
+            raise self._headTooLarge()
+
+    def _lineTooLong(self) -> BadRequest:
+        """
+        @return: The 414 for a request line over C{maxRequestLine}, naming
+            the option that sets it.
+        """
+        return BadRequest(
+            414,
+            f"request line longer than {self.maxRequestLine} bytes "
+            "(see --max-request-line)",
+        )
+
+    def _headTooLarge(self) -> BadRequest:
+        """
+        @return: The 431 for a head over C{maxHeadSize}, naming the option
+            that sets it.
+        """
+        return BadRequest(
+            431,
+            f"request head larger than {self.maxHeadSize} bytes (see --max-head-size)",
+        )
 
     def _parseHead(self, head: bytes) -> ConnectRequest:
         """
@@ -328,7 +349,7 @@ class ConnectRequestParser:
                 raise BadRequest(400, "bare CR or LF in request head")
         requestLine = lines[0]
         if len(requestLine) > self.maxRequestLine:
-            raise BadRequest(414, "request line too long")
+            raise self._lineTooLong()
         method, target, version = _parseRequestLine(requestLine)
         fieldLines = lines[1:]
         if len(fieldLines) > self.maxHeaderFields:
@@ -371,9 +392,9 @@ def _parseRequestLine(line: bytes) -> tuple[str, str, tuple[int, int]]:
         raise BadRequest(400, "malformed HTTP version")
     version = (int(match.group(1)), int(match.group(2)))
     if version not in ((1, 0), (1, 1)):
-        raise BadRequest(505, "HTTP version not supported")
+        raise BadRequest(505, "HTTP version not supported: use HTTP/1.1")
     if rawMethod not in KNOWN_METHODS:
-        raise BadRequest(501, "method not implemented")
+        raise BadRequest(501, "unknown method: this proxy only tunnels with CONNECT")
     if not _TARGET.match(rawTarget):
         raise BadRequest(400, "malformed request target")
     return rawMethod.decode("ascii"), rawTarget.decode("ascii"), version
@@ -390,7 +411,11 @@ def _parseFields(lines: list[bytes], maxLine: int) -> tuple[tuple[str, str], ...
     fields = []
     for line in lines:
         if len(line) > maxLine:
-            raise BadRequest(431, "header field line too long")
+            raise BadRequest(
+                431,
+                f"header field line longer than {maxLine} bytes "
+                "(see --max-request-line)",
+            )
         if line[:1] in (b" ", b"\t"):
             raise BadRequest(400, "obsolete line folding in header")
         name, colon, value = line.partition(b":")

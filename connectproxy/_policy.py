@@ -318,7 +318,10 @@ class NetworkRules:
     def explain(self, address: IPAddress) -> str:
         """
         @return: One line saying why C{address} is denied (or allowed), for
-            the log: for example C{"127.0.0.1 is a loopback address"}.
+            the client and the log, naming the option that decides: for
+            example C{"127.0.0.1 is a loopback address, not allowed by
+            default (see --allow-network)"} or C{"10.1.2.3 is denied by
+            --deny-network 10.0.0.0/8"}.
         """
         return self._judge(address)[1]
 
@@ -328,32 +331,36 @@ class NetworkRules:
         """
         unmapped = _unmap(address)
         if unmapped is not address:
-            verdict, reason = self._judgeOne(unmapped)
-            return verdict, f"{reason}, IPv4-mapped as ::ffff:{unmapped}"
-        verdict, reason = self._judgeOne(address)
-        if not verdict or not isinstance(address, IPv6Address):
-            return verdict, reason
-        for embedded in _embeddedIPv4(address):
-            verdict, reason = self._judgeOne(embedded)
-            reason = f"{reason}, embedded in {address}"
-            if not verdict:
-                break
+            verdict, reason, byDefault = self._judgeOne(unmapped)
+            reason = f"{reason}, IPv4-mapped as ::ffff:{unmapped}"
+        else:
+            verdict, reason, byDefault = self._judgeOne(address)
+            if verdict and isinstance(address, IPv6Address):
+                for embedded in _embeddedIPv4(address):
+                    verdict, reason, byDefault = self._judgeOne(embedded)
+                    reason = f"{reason}, embedded in {address}"
+                    if not verdict:
+                        break
+        if not verdict and byDefault:
+            reason += ", not allowed by default (see --allow-network)"
         return verdict, reason
 
-    def _judgeOne(self, address: IPAddress) -> tuple[bool, str]:
+    def _judgeOne(self, address: IPAddress) -> tuple[bool, str, bool]:
         """
         Judge one address by the operator rules, then the default, without
         looking at embedded IPv4 addresses.
+
+        @return: The verdict, its reason, and whether the default decided.
         """
         for length in self._lengths[address.version]:
             network = _NETWORK_TYPES[address.version]((int(address), length), False)
             if network in self._index:
                 verdict, reason = self._index[network]
-                return verdict, f"{address} is {reason}"
+                return verdict, f"{address} is {reason}", False
         denial = _defaultDenial(address)
         if denial is None:
-            return True, f"{address} is a globally routable address"
-        return False, f"{address} is {denial}"
+            return True, f"{address} is a globally routable address", True
+        return False, f"{address} is {denial}", True
 
 
 def normalizeHost(host: str) -> str:
@@ -575,11 +582,37 @@ class ClientRules:
         @return: Whether to serve that client: the balancer is trusted and
             the client is in the operator's networks.
         """
+        return self.explainProxied(client, balancer) is None
+
+    def explain(self, address: IPAddress) -> str | None:
+        """
+        @return: One line saying why a client connecting from C{address} may
+            not use the proxy, naming the option to change, or C{None} if it
+            may.
+        """
+        if self.allows(address):
+            return None
+        return f"client {_unmap(address)} is not allowed (see --allow-client)"
+
+    def explainProxied(self, client: IPAddress, balancer: IPAddress) -> str | None:
+        """
+        @param client: The client address a PROXY header claims.
+        @param balancer: The address the header came from.
+        @return: One line saying why that client may not use the proxy,
+            naming the option to change, or C{None} if it may.
+        """
         balancer = _unmap(balancer)
         client = _unmap(client)
-        return any(balancer in network for network in self.trustedProxies) and any(
-            client in network for network in self.operatorNetworks
-        )
+        if not any(balancer in network for network in self.trustedProxies):
+            return (
+                f"load balancer {balancer} is not a trusted proxy (see --trusted-proxy)"
+            )
+        if not any(client in network for network in self.operatorNetworks):
+            return (
+                f"client {client} is not allowed behind a load balancer "
+                "(see --allow-client)"
+            )
+        return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from http import HTTPStatus
 
-__all__ = ["CONNECTION_ESTABLISHED", "errorResponse"]
+__all__ = ["CONNECTION_ESTABLISHED", "errorResponse", "formatSeconds"]
 
 #: The answer to a CONNECT once the upstream connection exists: no body, so
 #: no Content-Length, Transfer-Encoding or Connection header (RFC 9110
@@ -48,3 +48,13 @@ def errorResponse(
         lines.append("Connection: close")
     head = "\r\n".join(lines) + "\r\n\r\n"
     return head.encode("utf-8") + body
+
+
+def formatSeconds(seconds: float) -> str:
+    """
+    Say a duration for a person, as error reasons quote a timeout.
+
+    @param seconds: The duration, in seconds.
+    @return: For example C{"30 seconds"}, C{"1 second"}, C{"0.5 seconds"}.
+    """
+    return f"{seconds:g} second" + ("" if seconds == 1 else "s")

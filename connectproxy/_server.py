@@ -39,7 +39,7 @@ from ._observer import (
 )
 from ._parser import BadRequest, ConnectRequest, ConnectRequestParser
 from ._resolver import LookupAbandoned, ResolverBusy
-from ._responses import CONNECTION_ESTABLISHED, errorResponse
+from ._responses import CONNECTION_ESTABLISHED, errorResponse, formatSeconds
 from ._tls import logHandshakeFailure
 from ._tunnel import ProxyTunnel, TunnelTransport, canHalfClose
 from ._upstream import ForbiddenDestination, requestingClient
@@ -58,24 +58,28 @@ LINGER_BYTES = 256 * 1024
 MAX_CHALLENGES = 16
 
 
-def _connectErrorStatus(failure: Failure, timedOut: bool) -> tuple[int, str]:
+def _connectErrorStatus(
+    failure: Failure, timedOut: bool, connectTimeout: float
+) -> tuple[int, str]:
     """
     The status and reason for a failed upstream connect.
 
     @param failure: Why the connector failed.
     @param timedOut: Whether the connect deadline passed (the failure is
         then the cancellation that caused).
+    @param connectTimeout: The connect deadline, in seconds, for the reason.
     """
+    deadline = f"after {formatSeconds(connectTimeout)} (see --connect-timeout)"
     if failure.check(ResolverBusy):
         assert isinstance(failure.value, ResolverBusy)
         return 503, failure.value.reason
     if failure.check(LookupAbandoned):
-        return 504, "timed out resolving the target host"
+        return 504, f"timed out resolving the target host {deadline}"
     if timedOut or failure.check(ConnectingCancelledError):
-        return 504, "timed out connecting to the target"
+        return 504, f"timed out connecting to the target {deadline}"
     if failure.check(ForbiddenDestination):
         assert isinstance(failure.value, ForbiddenDestination)
-        return 403, f"destination not allowed: {failure.value.reason}"
+        return 403, failure.value.reason
     if failure.check(DNSLookupError):
         return 502, "could not resolve the target host"
     if failure.check(ConnectionRefusedError):
@@ -250,7 +254,11 @@ class ConnectProxyProtocol(Protocol):
 
     def _requestTimedOut(self) -> None:
         self._timer = None
-        self._refuse(408, "the request head took too long")
+        self._refuse(
+            408,
+            "timed out waiting for the request head after "
+            f"{formatSeconds(self._settings.requestTimeout)} (see --request-timeout)",
+        )
 
     # Phase 2: admission and connecting upstream, under one deadline.
 
@@ -298,7 +306,12 @@ class ConnectProxyProtocol(Protocol):
         if self._gone:
             return
         if self._timedOut:
-            self._refuse(503, "timed out checking access")
+            self._refuse(
+                503,
+                "timed out checking access after "
+                f"{formatSeconds(self._settings.connectTimeout)} "
+                "(see --connect-timeout)",
+            )
             return
         if not failure.check(Refused):
             self._log.failure("access check failed", failure, event="admission_error")
@@ -354,7 +367,9 @@ class ConnectProxyProtocol(Protocol):
         self._cancelTimer()
         if self._gone:
             return
-        status, reason = _connectErrorStatus(failure, self._timedOut)
+        status, reason = _connectErrorStatus(
+            failure, self._timedOut, self._settings.connectTimeout
+        )
         target = self.request.authority if self.request else ""
         if not _expectedConnectFailure(failure, self._timedOut):
             self._log.failure(

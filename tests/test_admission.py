@@ -342,12 +342,15 @@ def test_foreignClientRefusedAtFirstBytes(data: bytes) -> None:
     client.send(data)
     response = onlyResponse(client)
     assert response.status == 403
-    assert b"not allowed to use the proxy" in response.body
+    assert response.body == (
+        b"403 Forbidden: client 192.0.2.10 is not allowed (see --allow-client)\n"
+    )
     assert response.header("Connection") == "close"
     assert client.transport.disconnecting
     assert harness.connector.attempts == []
     [refused] = harness.observer.refused
     assert (refused.client, refused.status) == ("192.0.2.10:5000", 403)
+    assert refused.reason == "client 192.0.2.10 is not allowed (see --allow-client)"
     assert (refused.method, refused.target) == ("", "")
 
 
@@ -964,17 +967,19 @@ def test_clientLeavesDuringLogin() -> None:
 @pytest.mark.parametrize("port", [80, 22, 8443, 442, 444])
 def test_defaultPortOnly443(port: int) -> None:
     """
-    By default only port 443 is allowed; others get 403 naming the port.
+    By default only port 443 is allowed; others get 403 naming the port and
+    the option that allows it.
     """
     harness = ProxyHarness()
     client = harness.connectClient()
     client.send(connectHead(f"example.com:{port}"))
     response = onlyResponse(client)
+    reason = f"port {port} is not allowed (see --allow-port)"
     assert response.status == 403
-    assert f"port {port} is not allowed".encode() in response.body
+    assert response.body == f"403 Forbidden: {reason}\n".encode()
     assert response.header("Connection") == "close"
     assert harness.connector.attempts == []
-    assert harness.observer.refused[0].reason == f"port {port} is not allowed"
+    assert harness.observer.refused[0].reason == reason
 
 
 @pytest.mark.parametrize(
@@ -1005,19 +1010,31 @@ def test_portRanges(port: int, allowed: bool) -> None:
 @pytest.mark.parametrize(
     "target, reason",
     [
-        ("evil.example:443", "host evil.example is not allowed"),
-        ("EVIL.Example.:443", "host evil.example is not allowed"),
-        ("a.bad.example:443", "host a.bad.example is not allowed"),
-        ("x.y.bad.example:443", "host x.y.bad.example is not allowed"),
-        ("[2001:DB8:0::7]:443", "host 2001:db8::7 is not allowed"),
+        ("evil.example:443", "host evil.example is denied by --deny-host evil.example"),
+        (
+            "EVIL.Example.:443",
+            "host evil.example is denied by --deny-host evil.example",
+        ),
+        (
+            "a.bad.example:443",
+            "host a.bad.example is denied by --deny-host *.bad.example",
+        ),
+        (
+            "x.y.bad.example:443",
+            "host x.y.bad.example is denied by --deny-host *.bad.example",
+        ),
+        (
+            "[2001:DB8:0::7]:443",
+            "host 2001:db8::7 is denied by --deny-host 2001:db8::7",
+        ),
         ("bad.example:443", None),
         ("good.example:443", None),
     ],
 )
 def test_hostDenyPatterns(target: str, reason: str | None) -> None:
     """
-    Denied names (after normalisation) get 403 naming the host; others go
-    on.
+    Denied names (after normalisation) get 403 naming the host and the
+    pattern that denies it; others go on.
     """
     hosts = HostRules.fromStrings(deny=["evil.example", "*.bad.example", "2001:db8::7"])
     harness = makeHarness(rulesWith(hosts=hosts))
@@ -1028,7 +1045,8 @@ def test_hostDenyPatterns(target: str, reason: str | None) -> None:
         return
     response = onlyResponse(client)
     assert response.status == 403
-    assert reason.encode() in response.body
+    assert response.body == f"403 Forbidden: {reason}\n".encode()
+    assert harness.observer.refused[0].reason == reason
     assert harness.connector.attempts == []
 
 
@@ -1045,7 +1063,8 @@ def test_hostDenyPatterns(target: str, reason: str | None) -> None:
 )
 def test_hostAllowPatterns(host: str, allowed: bool) -> None:
     """
-    With allow patterns, only matching names may be tunnelled to.
+    With allow patterns, only matching names may be tunnelled to; the
+    others get 403 naming the option to add.
     """
     hosts = HostRules.fromStrings(allow=["*.corp.example", "api.example"])
     harness = makeHarness(rulesWith(hosts=hosts))
@@ -1053,7 +1072,11 @@ def test_hostAllowPatterns(host: str, allowed: bool) -> None:
     client.send(connectHead(f"{host}:443"))
     assert len(harness.connector.attempts) == (1 if allowed else 0)
     if not allowed:
-        assert onlyResponse(client).status == 403
+        response = onlyResponse(client)
+        assert response.status == 403
+        assert response.body == (
+            f"403 Forbidden: host {host} matches no --allow-host pattern\n".encode()
+        )
 
 
 def test_mappedAddressDeniedLikeIPv4() -> None:
@@ -1066,7 +1089,11 @@ def test_mappedAddressDeniedLikeIPv4() -> None:
     client = harness.connectClient()
     client.send(connectHead("[::ffff:93.184.216.34]:443"))
     assert harness.connector.attempts == []
-    assert onlyResponse(client).status == 403
+    response = onlyResponse(client)
+    assert response.status == 403
+    assert response.body == (
+        b"403 Forbidden: host 93.184.216.34 is denied by --deny-host 93.184.216.34\n"
+    )
 
 
 @pytest.mark.parametrize("host", ["xn--zz", "xn--a.example", "xn--ls8h.la"])
@@ -1188,7 +1215,10 @@ def test_pendingPolicyTimesOut() -> None:
     assert policy.cancelled == 1
     response = onlyResponse(client)
     assert response.status == 503
-    assert b"timed out checking access" in response.body
+    assert response.body == (
+        b"503 Service Unavailable: timed out checking access after 10 seconds "
+        b"(see --connect-timeout)\n"
+    )
     assert harness.connector.attempts == []
     assert harness.observer.refused[0].status == 503
 
@@ -1311,7 +1341,7 @@ def test_refusalOfAuthenticatedUserNamesUser() -> None:
 def test_forbiddenDestinationIs403() -> None:
     """
     A connector refusing the resolved destination gives 403 with its
-    reason.
+    reason, as it is.
     """
     harness = ProxyHarness()
     client = harness.connectClient()
@@ -1320,7 +1350,7 @@ def test_forbiddenDestinationIs403() -> None:
     harness.connector.attempts[0].fail(ForbiddenDestination(reason))
     response = onlyResponse(client)
     assert response.status == 403
-    expected = f"403 Forbidden: destination not allowed: {reason}\n"
+    expected = f"403 Forbidden: {reason}\n"
     assert response.body == expected.encode()
     assert client.transport.disconnecting
     assert harness.observer.refused[0].status == 403
@@ -1330,30 +1360,32 @@ def test_forbiddenDestinationIs403() -> None:
 
 
 @pytest.mark.parametrize(
-    "address, allowed",
+    "address, shown",
     [
-        (IPv4Address("TCP", "127.0.0.1", 1), True),
-        (IPv6Address("TCP", "::1", 1), True),
-        (IPv6Address("TCP", "::ffff:127.0.0.9", 1), True),
-        (UNIXAddress(b"/run/p.sock"), True),
-        (UNIXAddress(None), True),
-        (IPv4Address("TCP", "192.0.2.1", 1), False),
-        (IPv6Address("TCP", "2001:db8::1", 1), False),
-        (IPv6Address("TCP", "::ffff:192.0.2.1", 1), False),
+        (IPv4Address("TCP", "127.0.0.1", 1), None),
+        (IPv6Address("TCP", "::1", 1), None),
+        (IPv6Address("TCP", "::ffff:127.0.0.9", 1), None),
+        (UNIXAddress(b"/run/p.sock"), None),
+        (UNIXAddress(None), None),
+        (IPv4Address("TCP", "192.0.2.1", 1), "192.0.2.1"),
+        (IPv6Address("TCP", "2001:db8::1", 1), "2001:db8::1"),
+        (IPv6Address("TCP", "::ffff:192.0.2.1", 1), "192.0.2.1"),
     ],
     ids=str,
 )
-def test_checkClient(address: object, allowed: bool) -> None:
+def test_checkClient(address: object, shown: str | None) -> None:
     """
     With the default rules, loopback and UNIX clients are allowed, others
-    refused with 403.
+    refused with 403 naming the client (IPv4-mapped as IPv4) and the option
+    that allows it.
     """
     refused = Gatekeeper(AccessRules.defaults()).checkClient(address)
-    if allowed:
+    if shown is None:
         assert refused is None
     else:
         assert refused is not None
         assert (refused.status, refused.keepAlive) == (403, False)
+        assert refused.reason == f"client {shown} is not allowed (see --allow-client)"
 
 
 def test_clientHostPort() -> None:
@@ -1556,7 +1588,12 @@ def test_forgedProxyHeaderClaimingLoopbackRefused() -> None:
     harness = makeHarness()
     client = proxiedClient(harness, "127.0.0.1", "203.0.113.9")
     client.send(connectHead())
-    assert onlyResponse(client).status == 403
+    response = onlyResponse(client)
+    assert response.status == 403
+    assert response.body == (
+        b"403 Forbidden: load balancer 203.0.113.9 is not a trusted proxy "
+        b"(see --trusted-proxy)\n"
+    )
     assert harness.connector.attempts == []
 
 
@@ -1571,7 +1608,12 @@ def test_proxiedLoopbackNotImplicit() -> None:
     assert harness.connector.attempts != []  # same address: not proxied
     client = proxiedClient(harness, "127.0.0.5", "127.0.0.1")
     client.send(connectHead())
-    assert onlyResponse(client).status == 403
+    response = onlyResponse(client)
+    assert response.status == 403
+    assert response.body == (
+        b"403 Forbidden: client 127.0.0.5 is not allowed behind a load balancer "
+        b"(see --allow-client)\n"
+    )
 
 
 @pytest.mark.parametrize(

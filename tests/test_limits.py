@@ -104,13 +104,17 @@ def test_overTotalLimitGets503() -> None:
     value = extra.transport.value()
     assert value.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
     assert b"\r\nConnection: close\r\n" in value
-    assert value.endswith(b"the proxy has too many connections\n")
+    assert value.endswith(
+        b"the proxy has too many connections (see --max-connections)\n"
+    )
     assert extra.transport.disconnecting
     assert len(harness.factory.connections) == 3
     assert extra.protocol not in harness.factory.connections
     [refused] = harness.observer.refused
     assert (refused.client, refused.status) == ("[::1]:6000", 503)
-    assert refused.reason == "the proxy has too many connections"
+    assert refused.reason == (
+        "the proxy has too many connections (see --max-connections)"
+    )
     assert (refused.method, refused.target) == ("", "")
 
 
@@ -214,7 +218,9 @@ def test_shedLoggedOncePerSecond(logEvents: list[LogEvent]) -> None:
     assert buildRaw(harness) is None
     [first] = shedEvents(logEvents)
     assert first["count"] == 1
-    assert first["reason"] == "the proxy has too many connections"
+    assert first["reason"] == (
+        "the proxy has too many connections (see --max-connections)"
+    )
     assert first["log_level"].name == "warn"
     harness.clock.advance(0.5)
     for _ in range(4):
@@ -272,7 +278,9 @@ def test_perClientLimit() -> None:
     extra = harness.connectClient(peer("127.0.0.1", 3))
     assert not accepted(extra)
     assert statusOf(extra) == 503
-    assert extra.transport.value().endswith(b"this client has too many connections\n")
+    assert extra.transport.value().endswith(
+        b"this client has too many connections (see --max-connections-per-client)\n"
+    )
     [refused] = harness.observer.refused
     assert refused.client == "127.0.0.1:3"
     assert accepted(harness.connectClient(peer("127.0.0.2", 1)))
@@ -308,7 +316,9 @@ def test_totalLimitCheckedFirst() -> None:
     harness = ProxyHarness(settings)
     harness.connectClient()
     extra = harness.connectClient()
-    assert extra.transport.value().endswith(b"the proxy has too many connections\n")
+    assert extra.transport.value().endswith(
+        b"the proxy has too many connections (see --max-connections)\n"
+    )
 
 
 def test_unixClientsNotLimitedPerClient() -> None:

@@ -43,6 +43,16 @@ def _refusal(data: bytes, **limits: int) -> int:
     return info.value.status
 
 
+def _reason(data: bytes, **limits: int) -> tuple[int, str]:
+    """
+    Feed C{data} in one call to a new parser and return the refusal status
+    and reason.
+    """
+    with pytest.raises(BadRequest) as info:
+        ConnectRequestParser(**limits).feed(data)
+    return info.value.status, info.value.reason
+
+
 def _connect(target: str, version: str = "1.1") -> bytes:
     """Build a CONNECT head for C{target} with a matching Host field."""
     return f"CONNECT {target} HTTP/{version}\r\nHost: {target}\r\n\r\n".encode()
@@ -386,23 +396,33 @@ def test_requestLineAtLimit() -> None:
 
 
 def test_requestLineTooLong() -> None:
-    """A complete head whose request line exceeds C{maxRequestLine} gets 414."""
+    """
+    A complete head whose request line exceeds C{maxRequestLine} gets 414
+    naming the limit and the option that sets it.
+    """
     line = b"CONNECT example.com:443 HTTP/1.0"
-    assert _refusal(line + b"\r\n\r\n", maxRequestLine=len(line) - 1) == 414
+    assert _reason(line + b"\r\n\r\n", maxRequestLine=len(line) - 1) == (
+        414,
+        f"request line longer than {len(line) - 1} bytes (see --max-request-line)",
+    )
     path = b"/" + b"a" * (8192 - len(b"GET  HTTP/1.0"))
-    assert _refusal(b"GET " + path + b" HTTP/1.0\r\n\r\n") == 414
+    assert _reason(b"GET " + path + b" HTTP/1.0\r\n\r\n") == (
+        414,
+        "request line longer than 8192 bytes (see --max-request-line)",
+    )
 
 
 @pytest.mark.parametrize("limits", [{"maxRequestLine": 16}, {}])
 def test_requestLineTooLongEarly(limits: dict[str, int]) -> None:
     """An unterminated request line already too long gets 414 before any CRLF."""
     limit = limits.get("maxRequestLine", 8192)
-    assert _refusal(b"GET /" + b"a" * limit, **limits) == 414
+    reason = f"request line longer than {limit} bytes (see --max-request-line)"
+    assert _reason(b"GET /" + b"a" * limit, **limits) == (414, reason)
     parser = ConnectRequestParser(**limits)
     with pytest.raises(BadRequest) as info:
         for _ in range(limit + 2):
             parser.feed(b"a")
-    assert info.value.status == 414
+    assert (info.value.status, info.value.reason) == (414, reason)
 
 
 def test_requestLineAtLimitThenCR() -> None:
@@ -421,11 +441,17 @@ def test_requestLineOneOverLimitEarly() -> None:
 
 @pytest.mark.parametrize(("lineMax", "headMax"), [(32, 64), (64, 200), (8192, 65536)])
 def test_headSizeLimit(lineMax: int, headMax: int) -> None:
-    """A head of exactly C{maxHeadSize} bytes is accepted, one more gets 431."""
+    """
+    A head of exactly C{maxHeadSize} bytes is accepted, one more gets 431
+    naming the limit and the option that sets it.
+    """
     limits = {"maxRequestLine": lineMax, "maxHeadSize": headMax}
     request, leftover = _parse(_paddedHead(headMax, lineMax) + b"x", **limits)
     assert (request.host, leftover) == ("a", b"x")
-    assert _refusal(_paddedHead(headMax + 1, lineMax), **limits) == 431
+    assert _reason(_paddedHead(headMax + 1, lineMax), **limits) == (
+        431,
+        f"request head larger than {headMax} bytes (see --max-head-size)",
+    )
 
 
 @pytest.mark.parametrize(("lineMax", "headMax"), [(32, 64), (8192, 65536)])
@@ -434,7 +460,10 @@ def test_incompleteHeadTooLarge(lineMax: int, headMax: int) -> None:
     limits = {"maxRequestLine": lineMax, "maxHeadSize": headMax}
     head = _paddedHead(headMax + 1, lineMax)
     assert ConnectRequestParser(**limits).feed(head[: headMax - 1]) is None
-    assert _refusal(head[:headMax], **limits) == 431
+    assert _reason(head[:headMax], **limits) == (
+        431,
+        f"request head larger than {headMax} bytes (see --max-head-size)",
+    )
 
 
 def _ordinaryFields(count: int, size: int) -> bytes:
@@ -508,7 +537,11 @@ def test_fieldLineLength(lineMax: int) -> None:
         if status is None:
             assert _parse(data, maxRequestLine=lineMax)[0].getHeader("x")
         else:
-            assert _refusal(data, maxRequestLine=lineMax) == status
+            assert _reason(data, maxRequestLine=lineMax) == (
+                status,
+                f"header field line longer than {lineMax} bytes "
+                "(see --max-request-line)",
+            )
 
 
 # 501 and 505.
@@ -516,16 +549,22 @@ def test_fieldLineLength(lineMax: int) -> None:
 
 @pytest.mark.parametrize("method", [b"FOO", b"connect", b"Connect", b"PROPFIND"])
 def test_unknownMethod(method: bytes) -> None:
-    """A well-formed but unknown method token gets 501."""
-    assert _refusal(method + b" a:1 HTTP/1.1\r\nHost: a\r\n\r\n") == 501
+    """A well-formed but unknown method token gets 501 saying what works."""
+    assert _reason(method + b" a:1 HTTP/1.1\r\nHost: a\r\n\r\n") == (
+        501,
+        "unknown method: this proxy only tunnels with CONNECT",
+    )
 
 
 @pytest.mark.parametrize(
     "version", [b"HTTP/2.0", b"HTTP/0.9", b"HTTP/1.2", b"HTTP/9.9"]
 )
 def test_unsupportedVersion(version: bytes) -> None:
-    """A well-formed HTTP version other than 1.0 and 1.1 gets 505."""
-    assert _refusal(b"CONNECT a:1 " + version + b"\r\nHost: a\r\n\r\n") == 505
+    """A well-formed HTTP version other than 1.0 and 1.1 gets 505 saying what works."""
+    assert _reason(b"CONNECT a:1 " + version + b"\r\nHost: a\r\n\r\n") == (
+        505,
+        "HTTP version not supported: use HTTP/1.1",
+    )
 
 
 # Properties.

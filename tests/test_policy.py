@@ -205,7 +205,9 @@ def test_defaultDenies(text: str, reason: str) -> None:
     """Addresses that are not globally routable unicast are denied by default."""
     address = ip_address(text)
     assert not _DEFAULT.allows(address)
-    assert reason in _DEFAULT.explain(address)
+    explanation = _DEFAULT.explain(address)
+    assert reason in explanation
+    assert explanation.endswith(", not allowed by default (see --allow-network)")
 
 
 @pytest.mark.parametrize(
@@ -363,23 +365,79 @@ def test_bareAddressIsOneAddressNetwork() -> None:
 @pytest.mark.parametrize(
     ("text", "explanation"),
     [
-        ("127.0.0.1", "127.0.0.1 is a loopback address"),
-        ("10.1.2.3", "10.1.2.3 is a private address (RFC 1918)"),
+        (
+            "127.0.0.1",
+            "127.0.0.1 is a loopback address, not allowed by default "
+            "(see --allow-network)",
+        ),
+        (
+            "10.1.2.3",
+            "10.1.2.3 is a private address (RFC 1918), not allowed by default "
+            "(see --allow-network)",
+        ),
         ("8.8.8.8", "8.8.8.8 is a globally routable address"),
         (
             "::ffff:127.0.0.1",
-            "127.0.0.1 is a loopback address, IPv4-mapped as ::ffff:127.0.0.1",
+            "127.0.0.1 is a loopback address, IPv4-mapped as ::ffff:127.0.0.1, "
+            "not allowed by default (see --allow-network)",
         ),
         (
             "64:ff9b::a00:1",
-            "10.0.0.1 is a private address (RFC 1918), embedded in 64:ff9b::a00:1",
+            "10.0.0.1 is a private address (RFC 1918), embedded in 64:ff9b::a00:1, "
+            "not allowed by default (see --allow-network)",
         ),
-        ("fe80::1", "fe80::1 is a link-local address"),
+        (
+            "fe80::1",
+            "fe80::1 is a link-local address, not allowed by default "
+            "(see --allow-network)",
+        ),
     ],
 )
 def test_networkExplanations(text: str, explanation: str) -> None:
-    """Explanations are one short line naming the address and the reason."""
+    """
+    Explanations are one short line naming the address, the reason, and the
+    option that would allow it.
+    """
     assert _DEFAULT.explain(ip_address(text)) == explanation
+
+
+@pytest.mark.parametrize(
+    ("text", "explanation"),
+    [
+        ("10.1.2.3", "10.1.2.3 is denied by --deny-network 10.0.0.0/8"),
+        ("10.20.30.40", "10.20.30.40 is allowed by --allow-network 10.20.0.0/16"),
+        (
+            "::ffff:10.1.2.3",
+            "10.1.2.3 is denied by --deny-network 10.0.0.0/8, "
+            "IPv4-mapped as ::ffff:10.1.2.3",
+        ),
+        (
+            "64:ff9b::a01:203",
+            "10.1.2.3 is denied by --deny-network 10.0.0.0/8, "
+            "embedded in 64:ff9b::a01:203",
+        ),
+        (
+            "2002:7f00:1::",
+            "127.0.0.1 is a loopback address, embedded in 2002:7f00:1::, "
+            "not allowed by default (see --allow-network)",
+        ),
+        (
+            "192.168.1.1",
+            "192.168.1.1 is a private address (RFC 1918), not allowed by default "
+            "(see --allow-network)",
+        ),
+    ],
+)
+def test_operatorNetworkExplanations(text: str, explanation: str) -> None:
+    """
+    An operator rule's explanation names the rule; the default's, the option
+    that overrides it, also for an address the operator allowed that embeds
+    one the default denies.
+    """
+    rules = NetworkRules.fromStrings(
+        allow=["10.20.0.0/16", "2002::/16"], deny=["10.0.0.0/8"]
+    )
+    assert rules.explain(ip_address(text)) == explanation
 
 
 def test_networkRulesEquality() -> None:
@@ -694,6 +752,61 @@ def test_clientOperatorAdditions(text: str, allowed: bool) -> None:
     """Operator networks are added to the loopback default."""
     rules = ClientRules.fromStrings(allow=["10.1.0.0/16", "fd00::/16", "192.0.2.1"])
     assert rules.allows(ip_address(text)) is allowed
+
+
+@pytest.mark.parametrize(
+    ("text", "explanation"),
+    [
+        ("127.0.0.1", None),
+        ("10.1.2.3", None),
+        ("10.2.0.1", "client 10.2.0.1 is not allowed (see --allow-client)"),
+        ("::ffff:10.2.0.1", "client 10.2.0.1 is not allowed (see --allow-client)"),
+        ("fd01::1", "client fd01::1 is not allowed (see --allow-client)"),
+    ],
+)
+def test_clientExplanations(text: str, explanation: str | None) -> None:
+    """A refused client's explanation names it and the option that allows it."""
+    rules = ClientRules.fromStrings(allow=["10.1.0.0/16"])
+    assert rules.explain(ip_address(text)) == explanation
+
+
+@pytest.mark.parametrize(
+    ("client", "balancer", "explanation"),
+    [
+        ("10.1.2.3", "127.0.0.1", None),
+        ("10.1.2.3", "192.0.2.9", None),
+        (
+            "10.1.2.3",
+            "198.51.100.9",
+            "load balancer 198.51.100.9 is not a trusted proxy (see --trusted-proxy)",
+        ),
+        (
+            "127.0.0.1",
+            "192.0.2.9",
+            "client 127.0.0.1 is not allowed behind a load balancer "
+            "(see --allow-client)",
+        ),
+        (
+            "::ffff:10.9.9.9",
+            "::ffff:192.0.2.9",
+            "client 10.9.9.9 is not allowed behind a load balancer "
+            "(see --allow-client)",
+        ),
+    ],
+)
+def test_proxiedClientExplanations(
+    client: str, balancer: str, explanation: str | None
+) -> None:
+    """
+    Behind a load balancer, a refusal names the balancer that is not trusted
+    or the client that is not allowed, and the option to change.
+    """
+    rules = ClientRules.fromStrings(
+        allow=["10.1.0.0/16"], trustedProxies=["192.0.2.0/24"]
+    )
+    clientAddress, balancerAddress = ip_address(client), ip_address(balancer)
+    assert rules.explainProxied(clientAddress, balancerAddress) == explanation
+    assert rules.allowsProxied(clientAddress, balancerAddress) is (explanation is None)
 
 
 def test_clientRulesRejectBadNetworks() -> None:

@@ -51,6 +51,14 @@ def headOf(client: FakeClient) -> bytes:
     return head
 
 
+def bodyOf(client: FakeClient) -> bytes:
+    """
+    The body of the response the proxy wrote to C{client}.
+    """
+    body: bytes = client.transport.value().split(b"\r\n\r\n", 1)[1]
+    return body
+
+
 @pytest.fixture
 def harness() -> ProxyHarness:
     return ProxyHarness()
@@ -179,33 +187,56 @@ def test_tunnelCloseReported(harness: ProxyHarness) -> None:
 
 
 @pytest.mark.parametrize(
-    "request_, status",
+    "request_, status, reason",
     [
-        (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 405),
-        (b"CONNECT a HTTP/1.1\r\nHost: a\r\n\r\n", 400),
-        (b"CONNECT a:0 HTTP/1.1\r\nHost: a\r\n\r\n", 400),
-        (b"CONNECT a:443 HTTP/1.1\r\n\r\n", 400),
-        (b"CONNECT a:443 HTTP/3.0\r\n\r\n", 505),
-        (b"BREW a:443 HTTP/1.1\r\nHost: a\r\n\r\n", 501),
-        (b"CONNECT a:443 HTTP/1.1\r\nHost: a\r\nX: \x00\r\n\r\n", 400),
+        (
+            b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            405,
+            "this proxy only tunnels with CONNECT",
+        ),
+        (b"CONNECT a HTTP/1.1\r\nHost: a\r\n\r\n", 400, "CONNECT target needs a port"),
+        (
+            b"CONNECT a:0 HTTP/1.1\r\nHost: a\r\n\r\n",
+            400,
+            "port out of range in target",
+        ),
+        (b"CONNECT a:443 HTTP/1.1\r\n\r\n", 400, "missing Host header field"),
+        (
+            b"CONNECT a:443 HTTP/3.0\r\n\r\n",
+            505,
+            "HTTP version not supported: use HTTP/1.1",
+        ),
+        (
+            b"BREW a:443 HTTP/1.1\r\nHost: a\r\n\r\n",
+            501,
+            "unknown method: this proxy only tunnels with CONNECT",
+        ),
+        (
+            b"CONNECT a:443 HTTP/1.1\r\nHost: a\r\nX: \x00\r\n\r\n",
+            400,
+            "control character in header field value",
+        ),
     ],
 )
-def test_refusals(harness: ProxyHarness, request_: bytes, status: int) -> None:
+def test_refusals(
+    harness: ProxyHarness, request_: bytes, status: int, reason: str
+) -> None:
     """
-    Bad or unsupported requests get their status, a plain-text body,
-    C{Connection: close}, a report, and a closed connection; nothing is
-    connected upstream.
+    Bad or unsupported requests get their status, a plain-text body saying
+    what is wrong, C{Connection: close}, a report with the same reason, and a
+    closed connection; nothing is connected upstream.
     """
     client = harness.connectClient()
     client.send(request_)
     assert statusOf(client) == status
+    assert bodyOf(client).endswith(f": {reason}\n".encode())
     head = headOf(client)
     assert b"\r\nConnection: close" in head
     assert b"\r\nContent-Type: text/plain; charset=utf-8" in head
     assert client.transport.disconnecting
     assert harness.connector.attempts == []
     [refused] = harness.observer.refused
-    assert refused.status == status
+    assert (refused.status, refused.reason) == (status, reason)
     assert refused.client == "127.0.0.1:40000"
 
 
@@ -221,15 +252,23 @@ def test_405NamesConnect(harness: ProxyHarness) -> None:
 def test_oversizedHeads() -> None:
     """
     An over-long request line gets 414 and an over-large head 431, as soon
-    as the limit is passed.
+    as the limit is passed, naming the limit and the option that sets it.
     """
     harness = ProxyHarness(ProxySettings(maxRequestLine=100, maxHeadSize=200))
     client = harness.connectClient()
     client.send(b"CONNECT " + b"a" * 200)
     assert statusOf(client) == 414
+    assert bodyOf(client) == (
+        b"414 Request-URI Too Long: request line longer than 100 bytes "
+        b"(see --max-request-line)\n"
+    )
     client = harness.connectClient()
     client.send(b"CONNECT a:1 HTTP/1.1\r\nHost: a\r\n" + b"X: y\r\n" * 40)
     assert statusOf(client) == 431
+    assert bodyOf(client) == (
+        b"431 Request Header Fields Too Large: request head larger than 200 "
+        b"bytes (see --max-head-size)\n"
+    )
 
 
 def test_nothingReadAfterRefusal(harness: ProxyHarness) -> None:
@@ -283,6 +322,10 @@ def test_connectDeadlineIs504(harness: ProxyHarness) -> None:
     harness.clock.advance(0.1)
     assert attempt.cancelled
     assert statusOf(client) == 504
+    assert bodyOf(client) == (
+        b"504 Gateway Timeout: timed out connecting to the target after "
+        b"10 seconds (see --connect-timeout)\n"
+    )
 
 
 def test_connectDeadlineDuringDNS() -> None:
@@ -290,13 +333,14 @@ def test_connectDeadlineDuringDNS() -> None:
     A deadline hit while resolving (where cancelling fails with
     L{DNSLookupError}) is still a 504.
     """
-    harness = ProxyHarness(ProxySettings(connectTimeout=3))
+    harness = ProxyHarness(ProxySettings(connectTimeout=1))
     client = harness.connectClient()
     client.send(CONNECT)
     attempt = harness.connector.attempts[0]
     attempt.deferred._canceller = lambda d: d.errback(DNSLookupError("cancelled"))
-    harness.clock.advance(3)
+    harness.clock.advance(1)
     assert statusOf(client) == 504
+    assert bodyOf(client).endswith(b"after 1 second (see --connect-timeout)\n")
 
 
 def test_connectingCancelledErrorIs504(harness: ProxyHarness) -> None:
@@ -340,7 +384,8 @@ def test_connectorRaises(harness: ProxyHarness) -> None:
 
 def test_requestTimeoutIs408(harness: ProxyHarness) -> None:
     """
-    A client that does not finish its head in time gets 408 and is closed.
+    A client that does not finish its head in time gets 408, naming the
+    timeout and the option that sets it, and is closed.
     """
     client = harness.connectClient()
     client.send(b"CONNECT example.com:443 HTTP/1.1\r\n")
@@ -348,6 +393,10 @@ def test_requestTimeoutIs408(harness: ProxyHarness) -> None:
     assert client.transport.value() == b""
     harness.clock.advance(1)
     assert statusOf(client) == 408
+    assert bodyOf(client) == (
+        b"408 Request Timeout: timed out waiting for the request head after "
+        b"30 seconds (see --request-timeout)\n"
+    )
     assert client.transport.disconnecting
 
 

@@ -374,11 +374,14 @@ def echoOrigin() -> Iterator[OriginProcess]:
     [
         ("127.0.0.1", "127.0.0.1 is a loopback address"),
         ("[::1]", "::1 is a loopback address"),
-        ("[::ffff:127.0.0.1]", "IPv4-mapped as ::ffff:127.0.0.1"),
+        (
+            "[::ffff:127.0.0.1]",
+            "127.0.0.1 is a loopback address, IPv4-mapped as ::ffff:127.0.0.1",
+        ),
         ("0.0.0.0", "0.0.0.0 is the unspecified address"),
         ("[::]", ":: is the unspecified address"),
-        ("localhost", "localhost resolves to ::1, which is"),
-        ("LocalHost.", "localhost resolves to ::1, which is"),
+        ("localhost", "localhost resolves to ::1, which is a loopback address"),
+        ("LocalHost.", "localhost resolves to ::1, which is a loopback address"),
     ],
 )
 def test_loopbackDestinationsRefused(
@@ -389,16 +392,16 @@ def test_loopbackDestinationsRefused(
 ) -> None:
     """
     With the default networks, every spelling of a loopback destination,
-    names that resolve to one included, gets 403 and no connection.
+    names that resolve to one included, gets 403 and no connection; the
+    body and the log say why and name the option that would allow it.
     """
     port = loopbackSentinels[0].port
     response, body = refusal(defaultDenyProxy.port, connectHead(f"{host}:{port}"))
-    assert response.status == 403
-    assert body.startswith("403 Forbidden: destination not allowed: "), body
-    assert reason in body
+    reason += ", not allowed by default (see --allow-network)"
+    assert (response.status, body) == (403, f"403 Forbidden: {reason}\n")
     assert not any(guard.reached() for guard in loopbackSentinels)
     event = defaultDenyProxy.waitForNamed("request_refused", target=f"{host}:{port}")
-    assert event["status"] == 403
+    assert (event["status"], event["reason"]) == (403, reason)
 
 
 @pytest.mark.parametrize(
@@ -435,15 +438,18 @@ def test_portRule(
         response, body = refusal(
             defaultPorts.port, connectHead(f"{host}:{echoOrigin.port}")
         )
-        assert response.status == 403
-        assert f"port {echoOrigin.port} is not allowed" in body
+        assert (response.status, body) == (
+            403,
+            f"403 Forbidden: port {echoOrigin.port} is not allowed "
+            "(see --allow-port)\n",
+        )
     onePort = strictProxy(*network, "--allow-port", str(echoOrigin.port))
     with tunnel(onePort.port, connectHead(f"{LOCAL}:{echoOrigin.port}")) as client:
         client.echo(b"through the allowed port")
     response, body = refusal(onePort.port, connectHead(f"{LOCAL}:{sentinel.port}"))
     assert (response.status, body) == (
         403,
-        f"403 Forbidden: port {sentinel.port} is not allowed\n",
+        f"403 Forbidden: port {sentinel.port} is not allowed (see --allow-port)\n",
     )
     assert not sentinel.reached()
 
@@ -466,7 +472,9 @@ def test_narrowerDenyNetworkWins(
         for host in [OTHER_LOOPBACK, f"[::ffff:{OTHER_LOOPBACK}]"]:
             response, body = refusal(running.port, connectHead(f"{host}:{guard.port}"))
             assert response.status == 403
-            assert "127.0.0.2 is denied by --deny-network 127.0.0.2/32" in body
+            assert body.startswith(
+                "403 Forbidden: 127.0.0.2 is denied by --deny-network 127.0.0.2/32"
+            ), body
         assert not guard.reached()
 
 
@@ -482,7 +490,7 @@ def test_denyHost(
         response, body = refusal(running.port, connectHead(f"{host}:{sentinel.port}"))
         assert (response.status, body) == (
             403,
-            "403 Forbidden: host localhost is not allowed\n",
+            "403 Forbidden: host localhost is denied by --deny-host localhost\n",
         )
     assert not sentinel.reached()
     with tunnel(running.port, connectHead(f"{LOCAL}:{echoOrigin.port}")) as client:
@@ -503,7 +511,7 @@ def test_allowHost(
         response, body = refusal(running.port, connectHead(f"{host}:{sentinel.port}"))
         assert (response.status, body) == (
             403,
-            f"403 Forbidden: host {shown} is not allowed\n",
+            f"403 Forbidden: host {shown} matches no --allow-host pattern\n",
         )
     assert not sentinel.reached()
 
@@ -511,7 +519,10 @@ def test_allowHost(
 @pytest.mark.parametrize(
     "host, answer",
     [
-        ("[::ffff:127.0.0.1]", "403 Forbidden: host 127.0.0.1 is not allowed\n"),
+        (
+            "[::ffff:127.0.0.1]",
+            "403 Forbidden: host 127.0.0.1 is denied by --deny-host 127.0.0.1\n",
+        ),
         ("0x7f000001", "400 Bad Request: invalid IPv4 address in target\n"),
         ("0x7f.0x0.0x0.0x1", "400 Bad Request: invalid IPv4 address in target\n"),
     ],
@@ -566,7 +577,8 @@ def test_clientRulesBehindProxyProtocol(
         response, body = refusal(running.port, head)
         assert (response.status, body) == (
             403,
-            "403 Forbidden: this client is not allowed to use the proxy\n",
+            "403 Forbidden: client 203.0.113.5 is not allowed behind a load "
+            "balancer (see --allow-client)\n",
         )
         event = running.waitForNamed("request_refused", status=403)
     assert event["client"] == "203.0.113.5:5555"
@@ -1009,7 +1021,8 @@ def test_maxConnections(proxy: ProxyFactory, echoOrigin: OriginProcess) -> None:
             assert third.toEnd() == b""
         assert (response.status, body) == (
             503,
-            b"503 Service Unavailable: the proxy has too many connections\n",
+            b"503 Service Unavailable: the proxy has too many connections "
+            b"(see --max-connections)\n",
         )
         event = running.waitForNamed("request_refused", status=503)
         assert (event["method"], event["target"]) == ("", "")
@@ -1036,7 +1049,8 @@ def test_maxConnectionsPerClient(
             assert second.toEnd() == b""
         assert (response.status, body) == (
             503,
-            b"503 Service Unavailable: this client has too many connections\n",
+            b"503 Service Unavailable: this client has too many connections "
+            b"(see --max-connections-per-client)\n",
         )
         event = running.waitForNamed("request_refused", status=503)
         assert event["client"].startswith(f"{LOCAL}:")

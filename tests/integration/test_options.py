@@ -82,45 +82,54 @@ def test_idleTimeout(proxy: ProxyFactory, origin: OriginFactory) -> None:
 def test_requestTimeout(proxy: ProxyFactory) -> None:
     """
     With C{--request-timeout}, a client that never finishes its request head
-    gets 408.
+    gets 408 naming the timeout and the option; the log says the same.
     """
     running = proxy("--request-timeout", "1")
+    reason = "timed out waiting for the request head after 1 second"
+    reason += " (see --request-timeout)"
     with dial(running.port) as sock:
         sock.sendall(b"CONNECT 127.0.0.1:9 HTTP/1.1\r\nHost: 127.0.0.1")
-        response, _ = readResponseHead(sock)
-        readToEnd(sock)
+        response, body = readResponseHead(sock)
+        body += readToEnd(sock)
     assert response.status == 408
-    assert running.waitForNamed("request_refused")["status"] == 408
+    assert body == f"408 Request Timeout: {reason}\n".encode()
+    event = running.waitForNamed("request_refused")
+    assert (event["status"], event["reason"]) == (408, reason)
 
 
 @pytest.mark.parametrize(
-    ("options", "head", "status"),
+    ("options", "head", "status", "reason"),
     [
         (
             ["--max-request-line", "64"],
             connectRequest(LOCAL, None).replace(LOCAL.encode(), LONG_TARGET, 1),
             414,
+            "request line longer than 64 bytes (see --max-request-line)",
         ),
         (
             ["--max-head-size", "256", "--max-request-line", "64"],
             connectRequest(LOCAL, 9)[:-2] + b"X-Padding: " + b"p" * 300 + b"\r\n\r\n",
             431,
+            "request head larger than 256 bytes (see --max-head-size)",
         ),
     ],
 )
 def test_sizeLimits(
-    proxy: ProxyFactory, options: list[str], head: bytes, status: int
+    proxy: ProxyFactory, options: list[str], head: bytes, status: int, reason: str
 ) -> None:
     """
     A request line or head larger than the configured limit is refused with
-    its own status, before any upstream connect.
+    its own status and a reason naming the limit and its option, before any
+    upstream connect.
     """
     running = proxy(*options)
     with dial(running.port) as sock:
         sock.sendall(head)
-        response, _ = readResponseHead(sock)
-        readToEnd(sock)
+        response, body = readResponseHead(sock)
+        body += readToEnd(sock)
     assert response.status == status
+    assert body.endswith(f": {reason}\n".encode())
+    assert running.waitForNamed("request_refused")["reason"] == reason
     assert response.headers["connection"].lower() == "close"
     assert not any(e.get("event") == "connect_failed" for e in running.events)
 

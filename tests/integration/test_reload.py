@@ -176,7 +176,8 @@ def test_reloadDeniesPortKeepsTunnel(
         reload(running)
         assert refusal(running.port, connectRequest(LOCAL, echoOrigin.port)) == (
             403,
-            f"403 Forbidden: port {echoOrigin.port} is not allowed\n",
+            f"403 Forbidden: port {echoOrigin.port} is not allowed "
+            "(see --allow-port)\n",
         )
         roundTrip(sock, b"after the reload")
     event = running.waitForNamed("tunnel_close", port=echoOrigin.port)
@@ -277,7 +278,7 @@ def test_brokenConfigKeepsOld(
     reload(running)
     assert refusal(running.port, connectRequest(LOCAL, echoOrigin.port)) == (
         403,
-        f"403 Forbidden: port {echoOrigin.port} is not allowed\n",
+        f"403 Forbidden: port {echoOrigin.port} is not allowed (see --allow-port)\n",
     )
 
 

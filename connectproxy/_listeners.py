@@ -1,0 +1,389 @@
+# -*- test-case-name: tests.test_listeners -*-
+"""
+What a C{--listen} description means before anything listens: L{planListener}
+parses it, listens with it on an inert reactor to see the address it would
+really use, and refuses a description whose address differs from the one
+written in it (C{tls:3129} would listen on port 443) or whose certificate
+files are unusable.  L{ListenerPlan.describe} is the line
+C{--check-config} prints for it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.testing import MemoryReactor
+from twisted.python.failure import Failure
+
+__all__ = ["ListenerError", "ListenerPlan", "SystemdSocketMissing", "planListener"]
+
+
+class ListenerError(ValueError):
+    """
+    A listener description that cannot be used; the message names it, says
+    why and what to write instead.
+    """
+
+
+class SystemdSocketMissing(ListenerError):
+    """
+    A C{systemd:} listener whose socket systemd did not pass (or not to this
+    process).
+
+    @ivar reason: What is missing, without the description.
+    """
+
+    def __init__(self, description: str, reason: str) -> None:
+        super().__init__(f"{description!r} is not a valid listener: {reason}")
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerPlan:
+    """
+    Where a listener description would listen.
+
+    @ivar description: The description, as written.
+    @ivar host: The interface for a TCP listener (C{""} for every IPv4
+        address), else C{None}.
+    @ivar port: The TCP port, else C{None}.
+    @ivar path: The UNIX socket path, else C{None}.
+    @ivar fileno: The descriptor adopted from systemd, else C{None}.
+    @ivar tls: Whether clients speak TLS to the proxy.
+    @ivar proxyProtocol: Whether a PROXY protocol header comes first.
+    @ivar contextFactory: The TLS context factory of an C{ssl:} listener.
+    """
+
+    description: str
+    host: str | None = None
+    port: int | None = None
+    path: str | None = None
+    fileno: int | None = None
+    tls: bool = False
+    proxyProtocol: bool = False
+    contextFactory: Any = None
+
+    @property
+    def where(self) -> str:
+        """
+        The address, as the C{listening} log event writes it: C{host:port},
+        C{[v6]:port}, C{unix:path} or C{systemd socket (fd N)}.
+        """
+        if self.port is not None:
+            host = self.host or "0.0.0.0"
+            if ":" in host:
+                return f"[{host}]:{self.port}"
+            return f"{host}:{self.port}"
+        if self.path is not None:
+            return f"unix:{self.path}"
+        return f"systemd socket (fd {self.fileno})"
+
+    def describe(self) -> str:
+        """
+        One line for C{--check-config}: the description, where it listens
+        and what clients speak there.
+        """
+        speaks = "TLS" if self.tls else "plain HTTP"
+        if self.proxyProtocol:
+            speaks = "PROXY protocol, then " + speaks
+        return f"listen {self.description} -> {self.where} ({speaks})"
+
+
+def planListener(
+    description: str, environ: Mapping[str, str] = os.environ
+) -> ListenerPlan:
+    """
+    Parse a listener description and find where it would listen, without
+    binding anything.
+
+    @param description: A strports description, as given to C{--listen}.
+    @param environ: The environment, for the variables systemd sets.
+    @raise ListenerError: When the description does not parse, names files
+        that cannot be used, or would listen elsewhere than it says.
+    """
+    reactor = MemoryReactor()
+    try:
+        endpoint = serverFromString(reactor, description)
+        failures: list[Failure] = []
+        endpoint.listen(Factory.forProtocol(Protocol)).addErrback(failures.append)
+        if failures:
+            failures[0].raiseException()
+    except (IndexError, KeyError) as e:
+        if "systemd" not in _kinds(description):
+            raise ListenerError(_explain(description, e)) from None
+        raise SystemdSocketMissing(
+            description, _systemdProblem(description, environ)
+        ) from None
+    except Exception as e:
+        raise ListenerError(_explain(description, e)) from None
+    plan = _planFromReactor(description, reactor)
+    _checkWritten(plan)
+    _checkCertificates(plan)
+    return plan
+
+
+def _planFromReactor(description: str, reactor: MemoryReactor) -> ListenerPlan:
+    """
+    Read where a listener would listen from what it asked the inert reactor.
+    """
+    kinds = _kinds(description)
+    proxyProtocol = "haproxy" in kinds
+    if reactor.sslServers:
+        [(port, _, contextFactory, _, interface)] = reactor.sslServers
+        return ListenerPlan(
+            description,
+            host=interface,
+            port=port,
+            tls=True,
+            proxyProtocol=proxyProtocol,
+            contextFactory=contextFactory,
+        )
+    tls = "tls" in kinds or "ssl" in kinds
+    if reactor.tcpServers:
+        [(port, _, _, interface)] = reactor.tcpServers
+        return ListenerPlan(
+            description,
+            host=interface,
+            port=port,
+            tls=tls,
+            proxyProtocol=proxyProtocol,
+        )
+    if reactor.unixServers:
+        [(path, *_)] = reactor.unixServers
+        return ListenerPlan(
+            description, path=path, tls=tls, proxyProtocol=proxyProtocol
+        )
+    [(fileno, *_)] = reactor.adoptedPorts
+    return ListenerPlan(
+        description, fileno=fileno, tls=tls, proxyProtocol=proxyProtocol
+    )
+
+
+def splitDescription(description: str) -> tuple[list[str], dict[str, str]]:
+    """
+    Split a strports description the way Twisted does: fields separated by
+    unescaped colons, C{key=value} fields as keywords, C{\\} escaping the
+    next character.
+
+    @return: The positional fields (the type first) and the keywords.
+    """
+    fields: list[list[str]] = [[""]]
+    escaped = False
+    for char in description:
+        if escaped:
+            fields[-1][-1] += char
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == ":":
+            fields.append([""])
+        elif char == "=" and len(fields[-1]) == 1:
+            fields[-1].append("")
+        else:
+            fields[-1][-1] += char
+    args = [field[0] for field in fields if len(field) == 1]
+    kwargs = {field[0]: field[1] for field in fields if len(field) == 2}
+    return args, kwargs
+
+
+def _kinds(description: str) -> list[str]:
+    """
+    The endpoint types of a description, outermost first: C{["haproxy",
+    "tcp"]} for C{haproxy:tcp:3128}.
+    """
+    args, _ = splitDescription(description)
+    kinds = [args[0].lower()] if args else []
+    if kinds == ["haproxy"] and len(args) > 1:
+        kinds.append(args[1].lower())
+    return kinds
+
+
+def _written(description: str) -> tuple[str | None, str | None]:
+    """
+    The port and interface written in a description: C{port=} or a first
+    field made of digits, and C{interface=}.
+    """
+    args, kwargs = splitDescription(description)
+    positional = args[len(_kinds(description)) :]
+    port = kwargs.get("port")
+    if port is None and positional and positional[0].isdigit():
+        port = positional[0]
+    return port, kwargs.get("interface")
+
+
+_HINTS = {
+    "tls": "tls: takes a directory of PEM certificates and keys first, then "
+    "the port: tls:/etc/connectproxy/tls:port={port}",
+    "unix": "unix: takes the path of a socket file",
+}
+
+
+def _checkWritten(plan: ListenerPlan) -> None:
+    """
+    Refuse a plan whose port or interface differs from the one written in
+    its description.
+    """
+    port, interface = _written(plan.description)
+    if port is not None and (not port.isdigit() or int(port) != plan.port):
+        kind = _kinds(plan.description)[-1]
+        hint = _HINTS.get(kind, "").format(port=port)
+        raise ListenerError(
+            f"{plan.description!r} would listen on {plan.where}, not on "
+            f"port {port}" + (f" ({hint})" if hint else "")
+        )
+    if interface is not None and not _sameHost(interface, plan.host):
+        raise ListenerError(
+            f"{plan.description!r} would listen on {plan.where}, not on "
+            f"interface {interface}"
+        )
+
+
+def _sameHost(written: str, actual: str | None) -> bool:
+    if actual is None:
+        return False
+    try:
+        return ipaddress.ip_address(written.strip("[]")) == ipaddress.ip_address(
+            actual
+        )
+    except ValueError:
+        return written == actual
+
+
+def _checkCertificates(plan: ListenerPlan) -> None:
+    """
+    Refuse a TLS listener whose certificate and key cannot be used together
+    (Twisted reads the files when it parses C{ssl:}, but only pairs them up
+    at the first connection) or whose C{tls:} directory holds no usable
+    certificate.
+    """
+    if plan.contextFactory is not None:
+        try:
+            plan.contextFactory.getContext()
+        except Exception as e:
+            raise ListenerError(
+                f"{plan.description!r}: the certificate and private key "
+                f"cannot be used together: {_reason(e)}"
+            ) from None
+    elif "tls" in _kinds(plan.description):
+        kinds = _kinds(plan.description)
+        args, _ = splitDescription(plan.description)
+        directory = args[len(kinds)] if len(args) > len(kinds) else ""
+        problem = _tlsDirectoryProblem(directory)
+        if problem:
+            raise ListenerError(f"{plan.description!r}: {problem}")
+
+
+def _tlsDirectoryProblem(directory: str) -> str | None:
+    """
+    What is wrong with a C{tls:} certificate directory, if anything.
+    """
+    if not os.path.isdir(directory):
+        return f"the certificate directory {directory!r} is not a directory"
+    try:
+        from twisted.protocols._sni import PEMObjects
+        from twisted.python.filepath import FilePath
+
+        names = PEMObjects.fromDirectory(FilePath(directory)).inferDomainMapping()
+    except ImportError:  # pragma: no cover - a Twisted without tls:
+        return None
+    except Exception as e:
+        return f"cannot load the PEM files of {directory!r}: {_reason(e)}"
+    if not names:
+        return (
+            f"no certificate in {directory!r} has its private key and a DNS "
+            "name (subjectAltName) in a .pem file"
+        )
+    return None
+
+
+def _reason(e: BaseException) -> str:
+    """
+    An exception as a short reason: the OS error's text and file name, or
+    the exception's own text.
+    """
+    if isinstance(e, OSError) and e.strerror:
+        name = f" {e.filename!r}" if e.filename else ""
+        return f"{e.strerror}{name}".rstrip()
+    text = str(e) or type(e).__name__
+    return text
+
+
+_ARGUMENT_ERROR = re.compile(
+    r"(?:got multiple values for argument|got an unexpected keyword argument)"
+    r" '(\w+)'"
+)
+
+
+_NOT_AN_INTEGER = re.compile(r"invalid literal for int\(\) with base 10: ('.*')")
+
+
+def _explain(description: str, e: Exception) -> str:
+    """
+    Say why a description does not parse, in the operator's terms.
+    """
+    return f"{description!r} is not a valid listener: {_whyNot(description, e)}"
+
+
+def _whyNot(description: str, e: Exception) -> str:
+    kinds = _kinds(description)
+    kind = kinds[-1] if kinds else ""
+    if "Unknown endpoint type" in str(e):
+        return (
+            f"unknown type {kind!r} (known: tcp, tcp6, ssl, tls, unix, "
+            "systemd, haproxy)"
+        )
+    if isinstance(e, TypeError):
+        match = _ARGUMENT_ERROR.search(str(e))
+        _, kwargs = splitDescription(description)
+        if re.search(r"interface=[0-9a-fA-F]*:", description.replace("\\:", "")):
+            return (
+                "escape the colons of an IPv6 address with a backslash, as in "
+                "tcp6:3128:interface=\\:\\:1"
+            )
+        if match and match.group(1) in kwargs:
+            return f"{kind}: listeners take no {match.group(1)}="
+        return f"wrong fields for a {kind}: listener"
+    notAnInteger = _NOT_AN_INTEGER.search(str(e))
+    if notAnInteger:
+        return f"{notAnInteger.group(1)} is not a whole number (a port, a backlog)"
+    return _reason(e)
+
+
+def _systemdProblem(description: str, environ: Mapping[str, str]) -> str:
+    """
+    Why a C{systemd:} listener has no socket: which of the variables systemd
+    sets is missing or disagrees.  (Twisted reads and removes C{LISTEN_FDS}
+    and C{LISTEN_PID} when it is imported, when they are meant for this
+    process.)
+    """
+    _, kwargs = splitDescription(description)
+    if "LISTEN_FDS" in environ:
+        return (
+            f"LISTEN_FDS is set but LISTEN_PID ({environ.get('LISTEN_PID')}) "
+            f"is not this process ({os.getpid()}): start the proxy directly "
+            "from the service's ExecStart, without a wrapper that forks"
+        )
+    names = [n for n in environ.get("LISTEN_FDNAMES", "").split(":") if n]
+    if not names:
+        return (
+            "no socket was passed by systemd: LISTEN_FDS and LISTEN_FDNAMES "
+            "are not set (start it from a service with a matching .socket "
+            "unit; systemd 227 or later sets both)"
+        )
+    if "name" in kwargs:
+        return (
+            f"systemd passed no socket named {kwargs['name']!r} "
+            f"(LISTEN_FDNAMES={':'.join(names)})"
+        )
+    return (
+        f"index={kwargs.get('index')} is out of range: systemd passed "
+        f"{len(names)} socket(s) (LISTEN_FDNAMES={':'.join(names)}, "
+        "counted from 0), or LISTEN_FDS disagrees with LISTEN_FDNAMES"
+    )

@@ -110,8 +110,7 @@ def _commandOptions() -> Any:
                 "log-file",
                 None,
                 "-",
-                "Log to this file ('-' for standard output, '+' for standard "
-                "error).",
+                "Log to this file ('-' for standard output, '+' for standard error).",
             ],
             [
                 "log-format",

@@ -138,7 +138,9 @@ def _apply(
             raise
     else:
         if isinstance(value, str) or (
-            spec.kind == "number" and isinstance(value, int | float) and _isNumber(value)
+            spec.kind == "number"
+            and isinstance(value, int | float)
+            and _isNumber(value)
         ):
             store(key, spec.apply(str(value)))
         else:

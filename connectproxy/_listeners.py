@@ -15,9 +15,8 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
-from twisted.internet.endpoints import serverFromString
+from twisted.internet.endpoints import AdoptedStreamServerEndpoint, serverFromString
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactor
 from twisted.python.failure import Failure
@@ -58,7 +57,6 @@ class ListenerPlan:
     @ivar fileno: The descriptor adopted from systemd, else C{None}.
     @ivar tls: Whether clients speak TLS to the proxy.
     @ivar proxyProtocol: Whether a PROXY protocol header comes first.
-    @ivar contextFactory: The TLS context factory of an C{ssl:} listener.
     """
 
     description: str
@@ -68,7 +66,6 @@ class ListenerPlan:
     fileno: int | None = None
     tls: bool = False
     proxyProtocol: bool = False
-    contextFactory: Any = None
 
     @property
     def where(self) -> str:
@@ -97,20 +94,25 @@ class ListenerPlan:
 
 
 def planListener(
-    description: str, environ: Mapping[str, str] = os.environ
+    description: str, environ: Mapping[str, str] | None = None
 ) -> ListenerPlan:
     """
     Parse a listener description and find where it would listen, without
     binding anything.
 
     @param description: A strports description, as given to C{--listen}.
-    @param environ: The environment, for the variables systemd sets.
+    @param environ: The environment the process started with, for the
+        variables systemd sets; by default L{startingEnvironment}.
     @raise ListenerError: When the description does not parse, names files
         that cannot be used, or would listen elsewhere than it says.
     """
     reactor = MemoryReactor()
     try:
         endpoint = serverFromString(reactor, description)
+        adopted = _innermost(endpoint)
+        if isinstance(adopted, AdoptedStreamServerEndpoint):
+            # Listening would close the inherited descriptor.
+            return _planAdopted(description, adopted.fileno)
         failures: list[Failure] = []
         endpoint.listen(Factory.forProtocol(Protocol)).addErrback(failures.append)
         if failures:
@@ -119,7 +121,10 @@ def planListener(
         if "systemd" not in _kinds(description):
             raise ListenerError(_explain(description, e)) from None
         raise SystemdSocketMissing(
-            description, _systemdProblem(description, environ)
+            description,
+            _systemdProblem(
+                description, startingEnvironment() if environ is None else environ
+            ),
         ) from None
     except Exception as e:
         raise ListenerError(_explain(description, e)) from None
@@ -129,6 +134,32 @@ def planListener(
     return plan
 
 
+def _innermost(endpoint: object) -> object:
+    """
+    The endpoint at the bottom of a chain of wrappers (C{haproxy:}, C{tls:}).
+    """
+    while True:
+        inner = getattr(endpoint, "_wrappedEndpoint", None) or getattr(
+            endpoint, "endpoint", None
+        )
+        if inner is None:
+            return endpoint
+        endpoint = inner
+
+
+def _planAdopted(description: str, fileno: int) -> ListenerPlan:
+    """
+    The plan of a listener on a socket passed by systemd.
+    """
+    kinds = _kinds(description)
+    return ListenerPlan(
+        description,
+        fileno=fileno,
+        tls="tls" in kinds or "ssl" in kinds,
+        proxyProtocol="haproxy" in kinds,
+    )
+
+
 def _planFromReactor(description: str, reactor: MemoryReactor) -> ListenerPlan:
     """
     Read where a listener would listen from what it asked the inert reactor.
@@ -136,14 +167,13 @@ def _planFromReactor(description: str, reactor: MemoryReactor) -> ListenerPlan:
     kinds = _kinds(description)
     proxyProtocol = "haproxy" in kinds
     if reactor.sslServers:
-        [(port, _, contextFactory, _, interface)] = reactor.sslServers
+        [(port, _, _, _, interface)] = reactor.sslServers
         return ListenerPlan(
             description,
             host=interface,
             port=port,
             tls=True,
             proxyProtocol=proxyProtocol,
-            contextFactory=contextFactory,
         )
     tls = "tls" in kinds or "ssl" in kinds
     if reactor.tcpServers:
@@ -160,10 +190,7 @@ def _planFromReactor(description: str, reactor: MemoryReactor) -> ListenerPlan:
         return ListenerPlan(
             description, path=path, tls=tls, proxyProtocol=proxyProtocol
         )
-    [(fileno, *_)] = reactor.adoptedPorts
-    return ListenerPlan(
-        description, fileno=fileno, tls=tls, proxyProtocol=proxyProtocol
-    )
+    raise ListenerError(f"{description!r} is not a valid listener: it never listens")
 
 
 def splitDescription(description: str) -> tuple[list[str], dict[str, str]]:
@@ -249,30 +276,20 @@ def _sameHost(written: str, actual: str | None) -> bool:
     if actual is None:
         return False
     try:
-        return ipaddress.ip_address(written.strip("[]")) == ipaddress.ip_address(
-            actual
-        )
+        return ipaddress.ip_address(written.strip("[]")) == ipaddress.ip_address(actual)
     except ValueError:
         return written == actual
 
 
 def _checkCertificates(plan: ListenerPlan) -> None:
     """
-    Refuse a TLS listener whose certificate and key cannot be used together
-    (Twisted reads the files when it parses C{ssl:}, but only pairs them up
-    at the first connection) or whose C{tls:} directory holds no usable
-    certificate.
+    Refuse a C{tls:} listener whose directory holds no usable certificate:
+    Twisted would listen, and fail every handshake.  (C{ssl:} needs no more
+    checks: Twisted loads its certificate and key, and pairs them up, when it
+    parses the description.)
     """
-    if plan.contextFactory is not None:
-        try:
-            plan.contextFactory.getContext()
-        except Exception as e:
-            raise ListenerError(
-                f"{plan.description!r}: the certificate and private key "
-                f"cannot be used together: {_reason(e)}"
-            ) from None
-    elif "tls" in _kinds(plan.description):
-        kinds = _kinds(plan.description)
+    kinds = _kinds(plan.description)
+    if "tls" in kinds:
         args, _ = splitDescription(plan.description)
         directory = args[len(kinds)] if len(args) > len(kinds) else ""
         problem = _tlsDirectoryProblem(directory)
@@ -353,37 +370,73 @@ def _whyNot(description: str, e: Exception) -> str:
     notAnInteger = _NOT_AN_INTEGER.search(str(e))
     if notAnInteger:
         return f"{notAnInteger.group(1)} is not a whole number (a port, a backlog)"
+    if not isinstance(e, OSError | ValueError):
+        args, kwargs = splitDescription(description)
+        if kind == "tls" and len(args) > len(kinds):
+            return f"cannot load the PEM files of {args[len(kinds)]!r}: {_reason(e)}"
+        if kind == "ssl":
+            key = kwargs.get("privateKey", "server.pem")
+            files = f"privateKey={key}, certKey={kwargs.get('certKey', key)}"
+            return f"cannot load the certificate or key ({files}): {_reason(e)}"
     return _reason(e)
+
+
+def startingEnvironment() -> Mapping[str, str]:
+    """
+    The environment the process started with: on Linux from
+    C{/proc/self/environ}, which still holds the C{LISTEN_FDS} and
+    C{LISTEN_PID} that Twisted removes from C{os.environ} when it reads them;
+    elsewhere C{os.environ}.
+    """
+    try:
+        with open("/proc/self/environ", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return os.environ
+    pairs = (item.partition(b"=") for item in raw.split(b"\0") if item)
+    return {
+        k.decode("utf-8", "replace"): v.decode("utf-8", "replace") for k, _, v in pairs
+    }
 
 
 def _systemdProblem(description: str, environ: Mapping[str, str]) -> str:
     """
     Why a C{systemd:} listener has no socket: which of the variables systemd
-    sets is missing or disagrees.  (Twisted reads and removes C{LISTEN_FDS}
-    and C{LISTEN_PID} when it is imported, when they are meant for this
-    process.)
+    sets (C{LISTEN_FDS}, C{LISTEN_PID}, C{LISTEN_FDNAMES}) is missing or
+    disagrees, or which C{index=} or C{name=} matches none.
     """
     _, kwargs = splitDescription(description)
-    if "LISTEN_FDS" in environ:
+    count = environ.get("LISTEN_FDS")
+    if count is None:
         return (
-            f"LISTEN_FDS is set but LISTEN_PID ({environ.get('LISTEN_PID')}) "
-            f"is not this process ({os.getpid()}): start the proxy directly "
-            "from the service's ExecStart, without a wrapper that forks"
+            "LISTEN_FDS is not set: systemd passed no socket (start the proxy "
+            "from a service with a matching .socket unit)"
+        )
+    pid = environ.get("LISTEN_PID")
+    if pid != str(os.getpid()):
+        return (
+            f"LISTEN_PID ({pid}) is not this process ({os.getpid()}): start "
+            "the proxy directly from ExecStart, without a wrapper that forks"
         )
     names = [n for n in environ.get("LISTEN_FDNAMES", "").split(":") if n]
     if not names:
         return (
-            "no socket was passed by systemd: LISTEN_FDS and LISTEN_FDNAMES "
-            "are not set (start it from a service with a matching .socket "
-            "unit; systemd 227 or later sets both)"
+            f"LISTEN_FDS={count} but LISTEN_FDNAMES is not set: Twisted needs "
+            "both (systemd 227 or later sets both; set FileDescriptorName= "
+            "in the .socket unit to choose the names)"
+        )
+    if not count.isdigit() or int(count) != len(names):
+        return (
+            f"LISTEN_FDS={count} but LISTEN_FDNAMES names {len(names)} "
+            f"socket(s) ({':'.join(names)})"
         )
     if "name" in kwargs:
         return (
-            f"systemd passed no socket named {kwargs['name']!r} "
-            f"(LISTEN_FDNAMES={':'.join(names)})"
+            f"no socket named {kwargs['name']!r}: systemd passed "
+            f"{':'.join(names)} (LISTEN_FDNAMES)"
         )
     return (
         f"index={kwargs.get('index')} is out of range: systemd passed "
-        f"{len(names)} socket(s) (LISTEN_FDNAMES={':'.join(names)}, "
-        "counted from 0), or LISTEN_FDS disagrees with LISTEN_FDNAMES"
+        f"{len(names)} socket(s), counted from 0 (LISTEN_FDNAMES="
+        f"{':'.join(names)})"
     )

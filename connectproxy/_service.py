@@ -49,7 +49,9 @@ class ListenFailed(SystemExit, Exception):
         super().__init__(f"cannot listen on {where}: {reason}")
         self.description = description
         self.reason = reason
-        self.code = f"connectproxy: cannot listen on {where}: {reason} (--listen {description})"
+        self.code = (
+            f"connectproxy: cannot listen on {where}: {reason} (--listen {description})"
+        )
 
 
 def _listenFailure(error: BaseException) -> tuple[str, str]:
@@ -57,9 +59,7 @@ def _listenFailure(error: BaseException) -> tuple[str, str]:
     Where a listener tried to listen, and why it could not.
     """
     if isinstance(error, CannotListenError):
-        reason = getattr(error.socketError, "strerror", None) or str(
-            error.socketError
-        )
+        reason = getattr(error.socketError, "strerror", None) or str(error.socketError)
         if error.interface is None:
             return f"unix:{error.port}", reason
         host = error.interface or "*"

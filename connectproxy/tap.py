@@ -13,9 +13,8 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any, NoReturn, TypeVar
 
-import twisted
-
 from twisted.application.service import MultiService
+from twisted.copyright import version as twistedVersion
 from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.strcred import AuthOptionMixin
 from twisted.internet.endpoints import serverFromString
@@ -391,9 +390,7 @@ class Options(usage.Options, AuthOptionMixin):
         """
         Print connectproxy's version (and Twisted's) and exit.
         """
-        sys.stdout.write(
-            f"connectproxy {__version__}\nTwisted {twisted.__version__}\n"
-        )
+        sys.stdout.write(f"connectproxy {__version__}\nTwisted {twistedVersion}\n")
         raise SystemExit(0)
 
     def opt_allow_port(self, ports: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -939,3 +940,142 @@ def test_reloadUpdatesAttemptTimeout(tmp_path: Path) -> None:
     writeConfig(tmp_path, "connect-timeout = 20\n")
     assert reloaderOf(service).reload()
     assert factory.connector.attemptTimeout == 20
+
+
+# Every wrong kind of value names the key and what it takes
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        # A string where a list of several values belongs.
+        (
+            'allow-port = "443, 8443"\n',
+            "key 'allow-port': --allow-port: ",
+        ),
+        # A list where a string belongs.
+        (
+            'auth-realm = ["Corp"]\n',
+            "key 'auth-realm': must be a string, like auth-realm = "
+            '"connectproxy", not a list',
+        ),
+        # An integer where a string belongs.
+        (
+            "auth-realm = 5\n",
+            "key 'auth-realm': must be a string, like auth-realm = "
+            '"connectproxy", not an integer (5)',
+        ),
+        (
+            "listen = 3128\n",
+            "key 'listen': must be a list of strings, like listen = "
+            '["tcp:3128:interface=127.0.0.1"], not an integer (3128)',
+        ),
+        (
+            "auth = [5]\n",
+            "key 'auth': must be a list of strings, like auth = "
+            '["htpasswd:/etc/connectproxy/htpasswd"], not an integer (5)',
+        ),
+        # Nested tables.
+        ("[listen]\ntcp = 3128\n", "key 'listen': must be a list of strings"),
+        ("[idle-timeout]\nseconds = 5\n", "key 'idle-timeout': must be a number"),
+        ("[auth-allow-plaintext]\n", "key 'auth-allow-plaintext': must be true"),
+        ("listen = [{tcp = 3128}]\n", "not a table"),
+        ("[proxy]\nlisten = []\n", "unknown key 'proxy'"),
+        # Unknown keys, with the nearest known one.
+        (
+            "idle_timeout = 5\n",
+            "unknown key 'idle_timeout' (did you mean 'idle-timeout'?)",
+        ),
+        ("allow-ports = [443]\n", "(did you mean 'allow-port'?)"),
+        # Dates and booleans.
+        ("auth-realm = 1979-05-27\n", "not a date or time (1979-05-27)"),
+        ("max-connections = false\n", "not a boolean (false)"),
+        # A listener with an unescaped IPv6 address.
+        (
+            "listen = ['tcp6:3128:interface=::1']\n",
+            "key 'listen': --listen 'tcp6:3128:interface=::1' is not a valid "
+            "listener: escape the colons of an IPv6 address with a backslash",
+        ),
+    ],
+)
+def test_wrongValueNamesKey(tmp_path: Path, text: str, message: str) -> None:
+    """
+    Each kind of wrong value is a ConfigError naming the file, the key and
+    what it takes, never an internal error.
+    """
+    path = writeConfig(tmp_path, text)
+    with pytest.raises(ConfigError) as raised:
+        parse("--config", str(path))
+    assert str(raised.value).startswith(f"{path}: ")
+    assert message in str(raised.value)
+    assert "TypeError" not in str(raised.value)
+
+
+def test_severalValuesInOneString(tmp_path: Path) -> None:
+    """
+    Several values written as one string get a hint to write a list.
+    """
+    path = writeConfig(tmp_path, 'allow-client = "10.0.0.0/8, 192.0.2.0/24"\n')
+    with pytest.raises(ConfigError) as raised:
+        parse("--config", str(path))
+    assert str(raised.value).endswith(
+        '(several values go in a list: allow-client = ["10.0.0.0/8", "192.0.2.0/24"])'
+    )
+
+
+def test_oneStringIsAList(tmp_path: Path) -> None:
+    """
+    One value of a list may be written as a string, and numbers as strings.
+    """
+    path = writeConfig(
+        tmp_path, 'allow-client = "10.0.0.0/8"\nmax-connections = "12"\n'
+    )
+    options = parse("--config", str(path))
+    assert (options["allow-client"], options["max-connections"]) == (
+        ["10.0.0.0/8"],
+        12,
+    )
+
+
+# The sample configuration file
+
+SAMPLE = (
+    Path(__file__).resolve().parent.parent / "docs" / "examples" / "connectproxy.toml"
+)
+
+
+def sampleKeys() -> set[str]:
+    """
+    The keys the sample sets or shows commented out.
+    """
+    text = SAMPLE.read_text(encoding="utf-8")
+    return set(re.findall(r"^#? ?([a-z][a-z-]*) = ", text, re.M))
+
+
+def test_sampleLoadsToDefaults() -> None:
+    """
+    The sample file loads, and every value it sets is the default.
+    """
+    assert plainOptions(parse("--config", str(SAMPLE))) == {
+        **plainOptions(parse()),
+        "config": str(SAMPLE),
+    }
+
+
+def test_sampleCoversEveryKey() -> None:
+    """
+    The sample shows every key the file accepts, and no other: an option
+    added to Options must be added to the sample.
+    """
+    assert sampleKeys() == set(Options().configKeys())
+
+
+def test_sampleExplainsEveryKey() -> None:
+    """
+    Every key of the sample comes after a comment explaining it.
+    """
+    lines = SAMPLE.read_text(encoding="utf-8").splitlines()
+    for number, line in enumerate(lines):
+        if re.match(r"^[a-z][a-z-]* = ", line):
+            before = [text for text in lines[:number] if text.strip()]
+            assert before[-1].startswith("#"), line

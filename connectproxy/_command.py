@@ -104,8 +104,8 @@ def _commandOptions() -> Any:
         The proxy's options and C{twist}'s logging and reactor options.
         """
 
+        # usage.Options gathers optParameters from every base class too.
         optParameters = [
-            *Options.optParameters,
             [
                 "log-file",
                 None,

@@ -11,6 +11,7 @@ import base64
 import hashlib
 import re
 import signal
+import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.abstract import isIPv6Address
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogEvent, LogLevel, formatEvent
@@ -32,7 +34,7 @@ from zope.interface import implementer
 from connectproxy import ConnectProxyFactory, DirectConnector, ProxySettings
 from connectproxy._auth import HtpasswdChecker
 from connectproxy._config import ConfigError
-from connectproxy._service import ListenerService, ReloadService
+from connectproxy._service import ListenerService, ListenFailed, ReloadService
 from connectproxy.plugins.hostlist import HostListPolicy
 from connectproxy.tap import Options, makeService
 from connectproxy.testing import FakeConnector, ProxyHarness, RecordingObserver
@@ -1079,3 +1081,86 @@ def test_sampleExplainsEveryKey() -> None:
         if re.match(r"^[a-z][a-z-]* = ", line):
             before = [text for text in lines[:number] if text.strip()]
             assert before[-1].startswith("#"), line
+
+
+# A listener that cannot listen
+
+
+def failingService(error: Exception, description: str) -> MultiService:
+    """
+    The service of C{--listen description} on a reactor whose listens all
+    fail with C{error}.
+    """
+
+    class FailingReactor(MemoryReactorClock):
+        def listenTCP(self, *args: Any, **kwargs: Any) -> Any:
+            raise error
+
+        def listenUNIX(self, *args: Any, **kwargs: Any) -> Any:
+            raise error
+
+    return makeService(parse("--listen", description), FailingReactor())
+
+
+@pytest.mark.parametrize(
+    "error, description, message",
+    [
+        (
+            CannotListenError("127.0.0.1", 3128, OSError(98, "Address already in use")),
+            "tcp:3128:interface=127.0.0.1",
+            "cannot listen on 127.0.0.1:3128: Address already in use",
+        ),
+        (
+            CannotListenError("::1", 3128, OSError(13, "Permission denied")),
+            "tcp6:3128:interface=\\:\\:1",
+            "cannot listen on [::1]:3128: Permission denied",
+        ),
+        (
+            CannotListenError("", 80, OSError(13, "Permission denied")),
+            "tcp:80",
+            "cannot listen on *:80: Permission denied",
+        ),
+        (
+            CannotListenError(
+                None, "/run/p.sock", OSError(2, "No such file or directory")
+            ),
+            "unix:/run/p.sock",
+            "cannot listen on unix:/run/p.sock: No such file or directory",
+        ),
+        (
+            OSError(9, "Bad file descriptor"),
+            "tcp:3128",
+            "cannot listen on its socket: Bad file descriptor",
+        ),
+    ],
+)
+def test_cannotListen(error: Exception, description: str, message: str) -> None:
+    """
+    A listener that cannot listen stops the start with L{ListenFailed}: an
+    exit with status 1 and one line naming the address, the reason and the
+    listener, short enough for twistd to pass from its daemon whole.
+    """
+    service = failingService(error, description)
+    with pytest.raises(ListenFailed) as raised:
+        service.startService()
+    failed = raised.value
+    assert isinstance(failed, SystemExit) and isinstance(failed, Exception)
+    assert str(failed) == message
+    assert failed.code == f"connectproxy: {message} (--listen {description})"
+    # What twistd writes to its status pipe: "1 " and the exception line, cut
+    # at 100 bytes.
+    line = traceback.format_exception_only(type(failed), failed)[-1].strip()
+    assert len(f"1 {line}".encode()) <= 100
+
+
+def test_listeningNamesDescription(logEvents: list[LogEvent]) -> None:
+    """
+    The C{listening} event names the description the listener came from.
+    """
+    service = makeService(
+        parse("--listen", "tcp:0:interface=127.0.0.1"), InterfaceReactor()
+    )
+    service.startService()
+    service.stopService()
+    [event] = named(logEvents, "listening")
+    assert event["description"] == "tcp:0:interface=127.0.0.1"

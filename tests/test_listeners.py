@@ -154,7 +154,7 @@ def test_defaultCertificateFile(
     and the message says so.
     """
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ListenerError, match="server.pem"):
+    with pytest.raises(ListenerError, match=r"server\.pem"):
         planListener("ssl:3129")
 
 

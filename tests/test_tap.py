@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 from twisted.application.service import IServiceMaker
+from twisted.copyright import version as twistedVersion
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogEvent
-from twisted.copyright import version as twistedVersion
 from twisted.plugin import getPlugins
 from twisted.python import usage
 from twisted.python.usage import UsageError

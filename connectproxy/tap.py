@@ -499,6 +499,7 @@ class Options(usage.Options, AuthOptionMixin):
         if not self["listen"]:
             self["listen"] = [DEFAULT_LISTEN]
             self.plans = [planListener(DEFAULT_LISTEN)]
+        self._checkDuplicateListeners()
         if not self["allow-port"]:
             self["allow-port"] = list(DEFAULT_PORTS)
         if self["max-head-size"] < self["max-request-line"]:
@@ -533,6 +534,22 @@ class Options(usage.Options, AuthOptionMixin):
             self.checkConfig()
         for missing in self._missingSockets.values():
             raise usage.UsageError(f"--listen {missing}")
+
+    def _checkDuplicateListeners(self) -> None:
+        """
+        Refuse two listeners on the same address (the second could never
+        listen); port 0 asks for a different free port each time.
+        """
+        seen: dict[str, str] = {}
+        for plan in self.plans:
+            if plan.port == 0 or plan.fileno is not None:
+                continue
+            if plan.where in seen:
+                raise usage.UsageError(
+                    f"--listen {seen[plan.where]!r} and {plan.description!r} "
+                    f"both listen on {plan.where}" + self._fromFile("listen")
+                )
+            seen[plan.where] = plan.description
 
     def checkConfig(self) -> NoReturn:
         """

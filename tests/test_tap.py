@@ -179,6 +179,11 @@ def test_allOptions() -> None:
         (["--listen", "bogus:1234"], "not a valid listener: unknown type 'bogus'"),
         (["--listen", "tls:3129"], "would listen on [::]:443, not on port 3129"),
         (["--listen", "tcp6:3128:interface=::1"], "escape the colons"),
+        (
+            ["--listen", "tcp:3128", "--listen", "tcp:port=3128:interface=0.0.0.0"],
+            "'tcp:3128' and 'tcp:port=3128:interface=0.0.0.0' both listen on "
+            "0.0.0.0:3128",
+        ),
         (["--allow-port", "0"], "--allow-port"),
         (["--allow-port", "80-70"], "--allow-port"),
         (["--allow-client", "300.0.0.0/8"], "--allow-client"),

@@ -71,7 +71,8 @@ class ListenerPlan:
     def where(self) -> str:
         """
         The address, as the C{listening} log event writes it: C{host:port},
-        C{[v6]:port}, C{unix:path} or C{systemd socket (fd N)}.
+        C{[v6]:port}, C{unix:path} or C{systemd socket (fd N)}; for an
+        endpoint type of a plugin, only that it is known once it listens.
         """
         if self.port is not None:
             host = self.host or "0.0.0.0"
@@ -80,7 +81,9 @@ class ListenerPlan:
             return f"{host}:{self.port}"
         if self.path is not None:
             return f"unix:{self.path}"
-        return f"systemd socket (fd {self.fileno})"
+        if self.fileno is not None:
+            return f"systemd socket (fd {self.fileno})"
+        return "an address known once it listens"
 
     def describe(self) -> str:
         """
@@ -113,6 +116,10 @@ def planListener(
         if isinstance(adopted, AdoptedStreamServerEndpoint):
             # Listening would close the inherited descriptor.
             return _planAdopted(description, adopted.fileno)
+        if not set(_kinds(description)) <= _BUILT_IN:
+            # A plugin's endpoint may do anything when it listens, even on
+            # an inert reactor.
+            return ListenerPlan(description)
         failures: list[Failure] = []
         endpoint.listen(Factory.forProtocol(Protocol)).addErrback(failures.append)
         if failures:
@@ -132,6 +139,11 @@ def planListener(
     _checkWritten(plan)
     _checkCertificates(plan)
     return plan
+
+
+#: The endpoint types that Twisted itself provides, whose C{listen} on an
+#: inert reactor only records where they would listen.
+_BUILT_IN = {"tcp", "tcp6", "ssl", "tls", "unix", "systemd", "haproxy"}
 
 
 def _innermost(endpoint: object) -> object:

@@ -11,8 +11,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from twisted.internet import endpoints
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import _SystemdParser
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IProtocolFactory,
+    IReactorCore,
+    IStreamServerEndpoint,
+    IStreamServerEndpointStringParser,
+)
+from twisted.plugin import IPlugin
 from twisted.python.systemd import ListenFDs
+from zope.interface import implementer
 
 from connectproxy._listeners import (
     ListenerError,
@@ -291,3 +302,40 @@ def test_startingEnvironment(monkeypatch: pytest.MonkeyPatch) -> None:
     value = os.environ[name]
     monkeypatch.delenv(name)
     assert startingEnvironment()[name] == value
+
+
+@implementer(IPlugin, IStreamServerEndpointStringParser)
+class CarefulParser:
+    """
+    An endpoint type from a plugin, whose endpoints must never be asked to
+    listen by the checks (they might launch or connect to something).
+    """
+
+    prefix = "careful"
+
+    def parseStreamServer(
+        self, reactor: IReactorCore, *args: object, **kwargs: object
+    ) -> IStreamServerEndpoint:
+        return CarefulEndpoint()
+
+
+@implementer(IStreamServerEndpoint)
+class CarefulEndpoint:
+    """
+    An endpoint that fails the test if it is asked to listen.
+    """
+
+    def listen(self, factory: IProtocolFactory) -> Deferred[IListeningPort]:
+        raise AssertionError("the checks listened on a plugin's endpoint")
+
+
+def test_pluginEndpointNotListened(monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    A description of an endpoint type from a plugin parses, but is never
+    asked to listen: its address is known once it really listens.
+    """
+    monkeypatch.setattr(endpoints, "getPlugins", lambda interface: [CarefulParser()])
+    plan = planListener("careful:somewhere")
+    assert plan.describe() == (
+        "listen careful:somewhere -> an address known once it listens (plain HTTP)"
+    )

@@ -74,7 +74,6 @@ def _coercer(
         return value
 
     coerce.coerceDoc = doc  # type: ignore[attr-defined]
-    coerce.number = True  # type: ignore[attr-defined]
     return coerce
 
 
@@ -115,6 +114,8 @@ def _realm(text: str) -> str:
 
 
 _realm.coerceDoc = "Printable ASCII."  # type: ignore[attr-defined]
+#: A string in the configuration file, never a number.
+_realm.string = True  # type: ignore[attr-defined]
 
 
 def _network(text: str) -> str:
@@ -125,8 +126,8 @@ def _network(text: str) -> str:
     return text
 
 
-#: The repeatable options a configuration file may list, each with an example
-#: value for messages.
+#: An example value of each repeatable option, for messages about the
+#: configuration file.
 _LIST_EXAMPLES = {
     "listen": DEFAULT_LISTEN,
     "allow-port": "443",
@@ -593,18 +594,21 @@ class Options(usage.Options, AuthOptionMixin):
     def configKeys(self) -> dict[str, ConfigKey]:
         """
         The keys a configuration file may have: the long names of the
-        options, except C{config} and C{check-config}, with their kinds.
+        options, except C{config} and C{check-config}, with their kinds.  A
+        parameter takes a TOML number (or a string) unless it has no coerce
+        function or one marked C{string = True}; then only a string.
         """
         keys: dict[str, ConfigKey] = {}
         for name, _, default, _, *coerce in self.optParameters:
             if name not in self._notInFile:
                 convert = coerce[0] if coerce else str
-                if getattr(convert, "number", False):
-                    keys[name] = ConfigKey("number", convert, example=f"{name} = 30")
-                else:
+                if convert is str or getattr(convert, "string", False):
                     example = f'{name} = "{default}"'
                     keys[name] = ConfigKey("string", convert, example=example)
-        for name, example in _LIST_EXAMPLES.items():
+                else:
+                    keys[name] = ConfigKey("number", convert, example=f"{name} = 30")
+        for name in (*self._lists, "auth"):
+            example = _LIST_EXAMPLES.get(name, "...")
             keys[name] = ConfigKey(
                 "list",
                 getattr(self, "opt_" + name.replace("-", "_")),

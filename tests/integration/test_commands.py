@@ -24,6 +24,7 @@ from tests.integration._processes import (
     STOP_TIMEOUT,
     OriginFactory,
     sourceEnvironment,
+    waitForPath,
 )
 from tests.integration._sockets import LOCAL, openTunnel, readExactly
 
@@ -255,13 +256,16 @@ def test_portInUseDaemon(scratchDir: Path, busyPort: int) -> None:
         in result.stderr
     )
     assert "Traceback" not in result.stderr
-    assert not (scratchDir / "twistd.pid").exists()
-    log = (scratchDir / "log").read_text()
-    assert (
+    # The daemon removes its pidfile and logs the line after it has told the
+    # parent, which may exit first.
+    pidfile, logfile = scratchDir / "twistd.pid", scratchDir / "log"
+    waitForPath(lambda: not pidfile.exists(), 20, "the daemon removes its pidfile")
+    line = (
         f"connectproxy: cannot listen on 127.0.0.1:{busyPort}: Address already in "
-        f"use (--listen {listen})" in log
+        f"use (--listen {listen})"
     )
-    assert "Traceback" not in log
+    waitForPath(lambda: line in logfile.read_text(), 20, "the line in the log")
+    assert "Traceback" not in logfile.read_text()
 
 
 # systemd socket activation

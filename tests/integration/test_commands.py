@@ -8,11 +8,13 @@ foreground and as a daemon) and a socket passed by systemd.
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,9 +22,13 @@ from connectproxy import __version__
 from tests.integration._output import LineCollector
 from tests.integration._processes import (
     BIN_DIR,
+    LISTEN_ANY_PORT,
+    LOOPBACK_ORIGINS,
     REPO_ROOT,
     STOP_TIMEOUT,
+    ChildProcess,
     OriginFactory,
+    ProxyProcess,
     sourceEnvironment,
     waitForPath,
 )
@@ -365,3 +371,28 @@ def test_systemdWithoutNames(scratchDir: Path) -> None:
     assert process.returncode == 1, text
     assert "LISTEN_FDS=1 but LISTEN_FDNAMES is not set" in text
     assert "IndexError" not in text
+
+
+@pytest.mark.parametrize("entry", ["connectproxy", "python -m connectproxy"])
+def test_runs(
+    processes: list[ChildProcess[Any]],
+    scratchDir: Path,
+    origin: OriginFactory,
+    entry: str,
+) -> None:
+    """
+    C{connectproxy} and C{python -m connectproxy} run the proxy, taking
+    twist's logging options among the proxy's, and stop on SIGTERM.
+    """
+    echo = origin("echo")
+    argv = [*ENTRY_POINTS[entry], "--listen", LISTEN_ANY_PORT, "--log-format"]
+    argv += ["json", *LOOPBACK_ORIGINS, "--log-file", "-"]
+    proxy = ProxyProcess(argv, cwd=scratchDir)
+    processes.append(proxy)
+    assert proxy.listening[0]["description"] == LISTEN_ANY_PORT
+    sock, _ = openTunnel(proxy.port, echo.port)
+    with sock:
+        sock.sendall(b"ping")
+        assert readExactly(sock, 4) == b"ping"
+    proxy.waitForNamed("tunnel_close", port=echo.port)
+    assert proxy.stop() in (0, -signal.SIGTERM), proxy.describe()

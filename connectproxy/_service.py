@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import Service
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python import usage
@@ -24,7 +25,50 @@ from ._observer import formatAddress
 if TYPE_CHECKING:
     from .tap import Options
 
-__all__ = ["ListenerService", "ReloadService"]
+__all__ = ["ListenFailed", "ListenerService", "ReloadService"]
+
+
+class ListenFailed(SystemExit, Exception):
+    """
+    A listener could not listen (its port is in use, say): the process
+    cannot serve, so it exits with status 1 and one line, without a
+    traceback.
+
+    It is an L{Exception} too, so that C{twistd} in daemon mode reports it
+    to the process that started it (and removes its pidfile), and a
+    L{SystemExit}, so that C{twist} and C{twistd -n} exit with its message
+    instead of a traceback.  C{str()} is the short message that fits the
+    100 bytes C{twistd} passes from its daemon to its parent; C{code}, what
+    the interpreter prints on exit, names the listener too.
+
+    @ivar description: The listener's description.
+    @ivar reason: Why it could not listen.
+    """
+
+    def __init__(self, description: str, where: str, reason: str) -> None:
+        super().__init__(f"cannot listen on {where}: {reason}")
+        self.description = description
+        self.reason = reason
+        self.code = (
+            f"connectproxy: cannot listen on {where}: {reason} (--listen {description})"
+        )
+
+
+def _listenFailure(error: BaseException) -> tuple[str, str]:
+    """
+    Where a listener tried to listen, and why it could not.
+    """
+    if isinstance(error, CannotListenError):
+        reason = getattr(error.socketError, "strerror", None) or str(error.socketError)
+        if error.interface is None:
+            return f"unix:{error.port}", reason
+        host = error.interface or "*"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"{host}:{error.port}", reason
+    if isinstance(error, OSError) and error.strerror:
+        return "its socket", error.strerror
+    return "its address", str(error) or type(error).__name__
 
 
 class ListenerService(StreamServerEndpointService):
@@ -32,14 +76,27 @@ class ListenerService(StreamServerEndpointService):
     A listener that says where it listens once it does (useful with port 0),
     and warns loudly when that is a non-loopback address without
     authentication.
+
+    @ivar description: The listener description it was made from, for
+        messages.
     """
 
     _log = Logger()
     unauthenticated = False
     clientRules: Sequence[str] = ()
+    description = ""
 
     def privilegedStartService(self) -> None:
-        super().privilegedStartService()
+        """
+        Listen.
+
+        @raise ListenFailed: When the listener cannot listen.
+        """
+        try:
+            super().privilegedStartService()
+        except Exception as e:
+            where, reason = _listenFailure(e)
+            raise ListenFailed(self.description, where, reason) from None
         if self._waitingForPort is not None:
             self._waitingForPort.addCallback(self._listening)
 
@@ -51,6 +108,7 @@ class ListenerService(StreamServerEndpointService):
             address=formatAddress(address),
             host=getattr(address, "host", None),
             port=getattr(address, "port", None),
+            description=self.description,
         )
         self._address = address
         self.warnIfOpen()

@@ -11,21 +11,22 @@ import math
 import sys
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from twisted.application.service import MultiService
+from twisted.copyright import version as twistedVersion
 from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.strcred import AuthOptionMixin
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.testing import MemoryReactor
 from twisted.plugin import getPlugins
 from twisted.python import usage
 
 from . import plugins as pluginPackage
 from ._admission import Gatekeeper, userPortal
 from ._auth import FailureLimiter
-from ._config import applyConfig, loadConfig
+from ._config import ConfigKey, applyConfig, loadConfig
 from ._factory import ConnectProxyFactory
+from ._listeners import ListenerError, ListenerPlan, SystemdSocketMissing, planListener
 from ._policy import (
     DEFAULT_PORTS,
     AccessRules,
@@ -38,6 +39,7 @@ from ._policy import (
 from ._service import ListenerService, ReloadService
 from ._settings import ProxySettings
 from ._tls import NegotiatingReactor
+from ._version import __version__
 from .interfaces import IAccessPolicy, IAccessPolicyFactory
 
 __all__ = ["DEFAULT_LISTEN", "Options", "makeService"]
@@ -127,6 +129,8 @@ def _realm(text: str) -> str:
 
 
 _realm.coerceDoc = "Printable ASCII."  # type: ignore[attr-defined]
+#: A string in the configuration file, never a number.
+_realm.string = True  # type: ignore[attr-defined]
 
 
 def _network(text: str) -> str:
@@ -135,6 +139,22 @@ def _network(text: str) -> str:
     except ValueError as e:
         raise ValueError(f"{text!r} is not a network ({e})") from None
     return text
+
+
+#: An example value of each repeatable option, for messages about the
+#: configuration file.
+_LIST_EXAMPLES = {
+    "listen": DEFAULT_LISTEN,
+    "allow-port": "443",
+    "allow-network": "10.0.0.0/8",
+    "deny-network": "10.9.0.0/16",
+    "allow-host": "*.example.com",
+    "deny-host": "bad.example.com",
+    "allow-client": "192.0.2.0/24",
+    "trusted-proxy": "10.0.0.0/8",
+    "policy": "hostlist:/etc/connectproxy/hosts",
+    "auth": "htpasswd:/etc/connectproxy/htpasswd",
+}
 
 
 def policyFactories() -> dict[str, IAccessPolicyFactory]:
@@ -176,7 +196,17 @@ class Options(usage.Options, AuthOptionMixin):
             None,
             "Accept plaintext passwords in htpasswd files (refused otherwise).",
         ],
+        [
+            "check-config",
+            None,
+            "Check the options, the configuration file, password files, "
+            "policies, listeners and their certificates; print where the proxy "
+            "would listen and exit (0: usable, 1: not), without listening.",
+        ],
     ]
+
+    #: Options that are not configuration, so not keys of the file.
+    _notInFile = ("config", "check-config")
 
     optParameters: list[list[Any]] = [
         ["config", None, None, "Read options from this TOML file."],
@@ -342,10 +372,30 @@ class Options(usage.Options, AuthOptionMixin):
             self._dispatch[name] = partial(self._dispatchGiven, handler)
         self.rules = AccessRules.defaults()
         self.policies: list[IAccessPolicy] = []
+        #: Where each listener would listen, after parsing.
+        self.plans: list[ListenerPlan] = []
+        # systemd: listeners without their socket, refused after parsing
+        # unless only checking the configuration (outside systemd).
+        self._missingSockets: dict[str, SystemdSocketMissing] = {}
 
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        """
+        Parse the options.  Under C{twistd} or C{twist} (when this is their
+        subcommand's options) an error exits with the message alone, instead
+        of the whole usage text that they print before it.
+
+        @raise usage.UsageError: For a bad option, when not a subcommand.
+        @raise SystemExit: For a bad option, when a subcommand.
+        """
         self.argv = list(sys.argv[1:] if options is None else options)
-        super().parseOptions(self.argv)
+        try:
+            super().parseOptions(self.argv)
+        except usage.UsageError as e:
+            if self.parent is None:
+                raise
+            from ._command import errorText
+
+            raise SystemExit(errorText(e)) from None
 
     def _dispatchGiven(self, handler: Any, name: str, value: str) -> None:
         """
@@ -379,12 +429,19 @@ class Options(usage.Options, AuthOptionMixin):
         [default: tcp:3128:interface=127.0.0.1]
         """
         try:
-            serverFromString(MemoryReactor(), description)
-        except (ValueError, KeyError, TypeError, IndexError, OSError) as e:
-            raise usage.UsageError(
-                f"--listen {description!r} is not a valid listener: {e!r}"
-            ) from None
+            self.plans.append(planListener(description))
+        except SystemdSocketMissing as e:
+            self._missingSockets[description] = e
+        except ListenerError as e:
+            raise usage.UsageError(f"--listen {e}") from None
         self._append("listen", description)
+
+    def opt_version(self) -> NoReturn:
+        """
+        Print connectproxy's version (and Twisted's) and exit.
+        """
+        sys.stdout.write(f"connectproxy {__version__}\nTwisted {twistedVersion}\n")
+        raise SystemExit(0)
 
     def opt_allow_port(self, ports: str) -> None:
         """
@@ -491,6 +548,8 @@ class Options(usage.Options, AuthOptionMixin):
             self._applyConfig(self["config"])
         if not self["listen"]:
             self["listen"] = [DEFAULT_LISTEN]
+            self.plans = [planListener(DEFAULT_LISTEN)]
+        self._checkDuplicateListeners()
         if not self["allow-port"]:
             self["allow-port"] = list(DEFAULT_PORTS)
         if self["max-head-size"] < self["max-request-line"]:
@@ -521,6 +580,49 @@ class Options(usage.Options, AuthOptionMixin):
                 # Entries are classified when the file is read.
                 checker.allowPlaintext = True
                 checker.reload()
+        if self["check-config"]:
+            self.checkConfig()
+        for missing in self._missingSockets.values():
+            raise usage.UsageError(f"--listen {missing}")
+
+    def _checkDuplicateListeners(self) -> None:
+        """
+        Refuse two listeners on the same address (the second could never
+        listen); port 0 asks for a different free port each time.
+        """
+        seen: dict[str, str] = {}
+        for plan in self.plans:
+            if plan.port == 0 or plan.fileno is not None:
+                continue
+            if plan.where in seen:
+                raise usage.UsageError(
+                    f"--listen {seen[plan.where]!r} and {plan.description!r} "
+                    f"both listen on {plan.where}" + self._fromFile("listen")
+                )
+            seen[plan.where] = plan.description
+
+    def checkConfig(self) -> NoReturn:
+        """
+        Print where each listener would listen, one line each, and exit with
+        status 0 (C{--check-config}).  Errors have already stopped parsing
+        (and exit with status 1 from the command line).
+
+        @raise SystemExit: Always.
+        """
+        plans = {plan.description: plan for plan in self.plans}
+        lines = []
+        for description in self["listen"]:
+            if description in plans:
+                lines.append(plans[description].describe())
+            else:
+                lines.append(
+                    f"listen {description} -> a socket from systemd (not "
+                    f"checked here: {self._missingSockets[description].reason})"
+                )
+        source = f" ({self['config']})" if self["config"] is not None else ""
+        lines.append(f"connectproxy {__version__}: configuration OK{source}")
+        sys.stdout.write("\n".join(lines) + "\n")
+        raise SystemExit(0)
 
     def _fromFile(self, *names: str) -> str:
         """
@@ -538,24 +640,38 @@ class Options(usage.Options, AuthOptionMixin):
         except ValueError as e:
             raise usage.UsageError(f"--policy {name}: {e}") from None
 
+    def configKeys(self) -> dict[str, ConfigKey]:
+        """
+        The keys a configuration file may have: the long names of the
+        options, except C{config} and C{check-config}, with their kinds.  A
+        parameter takes a TOML number (or a string) unless it has no coerce
+        function or one marked C{string = True}; then only a string.
+        """
+        keys: dict[str, ConfigKey] = {}
+        for name, _, default, _, *coerce in self.optParameters:
+            if name not in self._notInFile:
+                convert = coerce[0] if coerce else str
+                if convert is str or getattr(convert, "string", False):
+                    example = f'{name} = "{default}"'
+                    keys[name] = ConfigKey("string", convert, example=example)
+                else:
+                    keys[name] = ConfigKey("number", convert, example=f"{name} = 30")
+        for name in (*self._lists, "auth"):
+            example = _LIST_EXAMPLES.get(name, "...")
+            keys[name] = ConfigKey(
+                "list",
+                getattr(self, "opt_" + name.replace("-", "_")),
+                integers=name == "allow-port",
+                example=f'{name} = ["{example}"]',
+            )
+        for name, *_ in self.optFlags:
+            if name not in self._notInFile:
+                keys[name] = ConfigKey("flag", example=f"{name} = true")
+        return keys
+
     def _applyConfig(self, path: str) -> None:
-        parameters = {
-            row[0]: row[4] if len(row) > 4 else str for row in self.optParameters
-        }
-        del parameters["config"]
-        lists = {
-            name: getattr(self, "opt_" + name.replace("-", "_")) for name in self._lists
-        }
-        lists["auth"] = self.opt_auth
-        flags = [row[0] for row in self.optFlags]
         applyConfig(
-            path,
-            loadConfig(path),
-            self.given,
-            parameters,
-            lists,
-            flags,
-            self.__setitem__,
+            path, loadConfig(path), self.given, self.configKeys(), self.__setitem__
         )
 
     def settings(self) -> ProxySettings:
@@ -655,6 +771,7 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
         endpoint = serverFromString(listenerReactor, description)
         listener = ListenerService(endpoint, factory)
         listener._raiseSynchronously = True
+        listener.description = description
         listener.unauthenticated = options.unauthenticated()
         listener.clientRules = options["allow-client"]
         listener.setServiceParent(service)

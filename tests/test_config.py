@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import signal
+import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.abstract import isIPv6Address
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogEvent, LogLevel, formatEvent
@@ -31,7 +34,7 @@ from zope.interface import implementer
 from connectproxy import ConnectProxyFactory, DirectConnector, ProxySettings
 from connectproxy._auth import HtpasswdChecker
 from connectproxy._config import ConfigError
-from connectproxy._service import ListenerService, ReloadService
+from connectproxy._service import ListenerService, ListenFailed, ReloadService
 from connectproxy.plugins.hostlist import HostListPolicy
 from connectproxy.tap import Options, makeService
 from connectproxy.testing import FakeConnector, ProxyHarness, RecordingObserver
@@ -207,6 +210,7 @@ policy = ["hostlist:{hosts}"]
         "auth-failure-window": 10.5,
         "auth-block-time": 300.0,
         "auth-allow-plaintext": True,
+        "check-config": 0,
         "allow-port": ["443", "8000-8080"],
         "allow-network": ["10.0.0.0/8"],
         "deny-network": ["10.9.0.0/16"],
@@ -345,15 +349,16 @@ def test_valueLikeAnOptionIsAValue(tmp_path: Path) -> None:
     [
         ("no-such-key = 1\n", "no-such-key", "unknown key"),
         ('config = "other.toml"\n', "config", "unknown key"),
-        ("idle-timeout = [1]\n", "idle-timeout", "must be a number or a string"),
-        ("idle-timeout = true\n", "idle-timeout", "must be a number or a string"),
-        ("idle-timeout = {seconds = 5}\n", "idle-timeout", "must be a number"),
+        ("check-config = true\n", "check-config", "unknown key"),
+        ("idle-timeout = [1]\n", "idle-timeout", "must be a number"),
+        ("idle-timeout = true\n", "idle-timeout", "not a boolean (true)"),
+        ("idle-timeout = {seconds = 5}\n", "idle-timeout", "not a table"),
         ("auth-allow-plaintext = 1\n", "auth-allow-plaintext", "must be true or false"),
         ('auth-allow-plaintext = "yes"\n', "auth-allow-plaintext", "true or false"),
-        ("allow-port = [true]\n", "allow-port", "must be a string or a list"),
-        ("allow-port = 4.5\n", "allow-port", "must be a string or a list"),
-        ("[allow-host]\nname = 1\n", "allow-host", "must be a string or a list"),
-        ('allow-host = [["a.example"]]\n', "allow-host", "a list of strings"),
+        ("allow-port = [true]\n", "allow-port", "or port numbers"),
+        ("allow-port = 4.5\n", "allow-port", "not a float (4.5)"),
+        ("[allow-host]\nname = 1\n", "allow-host", "must be a list of strings"),
+        ('allow-host = [["a.example"]]\n', "allow-host", "not a list"),
         ("idle-timeout = -1\n", "idle-timeout", "positive number of seconds"),
         ('idle-timeout = "soon"\n', "idle-timeout", "not a number of seconds"),
         ("max-connections = 1.5\n", "max-connections", "not a whole number"),
@@ -967,3 +972,225 @@ def test_reloadResizesResolverPool(tmp_path: Path) -> None:
     assert reloaderOf(service).reload()
     assert factory.resolverPool is pool
     assert (pool.threads, pool.perClient) == (40, 3)
+
+
+# Every wrong kind of value names the key and what it takes
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        # A string where a list of several values belongs.
+        (
+            'allow-port = "443, 8443"\n',
+            "key 'allow-port': --allow-port: ",
+        ),
+        # A list where a string belongs.
+        (
+            'auth-realm = ["Corp"]\n',
+            "key 'auth-realm': must be a string, like auth-realm = "
+            '"connectproxy", not a list',
+        ),
+        # An integer where a string belongs.
+        (
+            "auth-realm = 5\n",
+            "key 'auth-realm': must be a string, like auth-realm = "
+            '"connectproxy", not an integer (5)',
+        ),
+        (
+            "listen = 3128\n",
+            "key 'listen': must be a list of strings, like listen = "
+            '["tcp:3128:interface=127.0.0.1"], not an integer (3128)',
+        ),
+        (
+            "auth = [5]\n",
+            "key 'auth': must be a list of strings, like auth = "
+            '["htpasswd:/etc/connectproxy/htpasswd"], not an integer (5)',
+        ),
+        # Nested tables.
+        ("[listen]\ntcp = 3128\n", "key 'listen': must be a list of strings"),
+        ("[idle-timeout]\nseconds = 5\n", "key 'idle-timeout': must be a number"),
+        ("[auth-allow-plaintext]\n", "key 'auth-allow-plaintext': must be true"),
+        ("listen = [{tcp = 3128}]\n", "not a table"),
+        ("[proxy]\nlisten = []\n", "unknown key 'proxy'"),
+        # Unknown keys, with the nearest known one.
+        (
+            "idle_timeout = 5\n",
+            "unknown key 'idle_timeout' (did you mean 'idle-timeout'?)",
+        ),
+        ("allow-ports = [443]\n", "(did you mean 'allow-port'?)"),
+        # Dates and booleans.
+        ("auth-realm = 1979-05-27\n", "not a date or time (1979-05-27)"),
+        ("max-connections = false\n", "not a boolean (false)"),
+        # A listener with an unescaped IPv6 address.
+        (
+            "listen = ['tcp6:3128:interface=::1']\n",
+            "key 'listen': --listen 'tcp6:3128:interface=::1' is not a valid "
+            "listener: escape the colons of an IPv6 address with a backslash",
+        ),
+    ],
+)
+def test_wrongValueNamesKey(tmp_path: Path, text: str, message: str) -> None:
+    """
+    Each kind of wrong value is a ConfigError naming the file, the key and
+    what it takes, never an internal error.
+    """
+    path = writeConfig(tmp_path, text)
+    with pytest.raises(ConfigError) as raised:
+        parse("--config", str(path))
+    assert str(raised.value).startswith(f"{path}: ")
+    assert message in str(raised.value)
+    assert "TypeError" not in str(raised.value)
+
+
+def test_severalValuesInOneString(tmp_path: Path) -> None:
+    """
+    Several values written as one string get a hint to write a list.
+    """
+    path = writeConfig(tmp_path, 'allow-client = "10.0.0.0/8, 192.0.2.0/24"\n')
+    with pytest.raises(ConfigError) as raised:
+        parse("--config", str(path))
+    assert str(raised.value).endswith(
+        '(several values go in a list: allow-client = ["10.0.0.0/8", "192.0.2.0/24"])'
+    )
+
+
+def test_oneStringIsAList(tmp_path: Path) -> None:
+    """
+    One value of a list may be written as a string, and numbers as strings.
+    """
+    path = writeConfig(
+        tmp_path, 'allow-client = "10.0.0.0/8"\nmax-connections = "12"\n'
+    )
+    options = parse("--config", str(path))
+    assert (options["allow-client"], options["max-connections"]) == (
+        ["10.0.0.0/8"],
+        12,
+    )
+
+
+# The sample configuration file
+
+SAMPLE = (
+    Path(__file__).resolve().parent.parent / "docs" / "examples" / "connectproxy.toml"
+)
+
+
+def sampleKeys() -> set[str]:
+    """
+    The keys the sample sets or shows commented out.
+    """
+    text = SAMPLE.read_text(encoding="utf-8")
+    return set(re.findall(r"^#? ?([a-z][a-z-]*) = ", text, re.M))
+
+
+def test_sampleLoadsToDefaults() -> None:
+    """
+    The sample file loads, and every value it sets is the default.
+    """
+    assert plainOptions(parse("--config", str(SAMPLE))) == {
+        **plainOptions(parse()),
+        "config": str(SAMPLE),
+    }
+
+
+def test_sampleCoversEveryKey() -> None:
+    """
+    The sample shows every key the file accepts, and no other: an option
+    added to Options must be added to the sample.
+    """
+    assert sampleKeys() == set(Options().configKeys())
+
+
+def test_sampleExplainsEveryKey() -> None:
+    """
+    Every key of the sample comes after a comment explaining it.
+    """
+    lines = SAMPLE.read_text(encoding="utf-8").splitlines()
+    for number, line in enumerate(lines):
+        if re.match(r"^[a-z][a-z-]* = ", line):
+            before = [text for text in lines[:number] if text.strip()]
+            assert before[-1].startswith("#"), line
+
+
+# A listener that cannot listen
+
+
+def failingService(error: Exception, description: str) -> MultiService:
+    """
+    The service of C{--listen description} on a reactor whose listens all
+    fail with C{error}.
+    """
+
+    class FailingReactor(MemoryReactorClock):
+        def listenTCP(self, *args: Any, **kwargs: Any) -> Any:
+            raise error
+
+        def listenUNIX(self, *args: Any, **kwargs: Any) -> Any:
+            raise error
+
+    return makeService(parse("--listen", description), FailingReactor())
+
+
+@pytest.mark.parametrize(
+    "error, description, message",
+    [
+        (
+            CannotListenError("127.0.0.1", 3128, OSError(98, "Address already in use")),
+            "tcp:3128:interface=127.0.0.1",
+            "cannot listen on 127.0.0.1:3128: Address already in use",
+        ),
+        (
+            CannotListenError("::1", 3128, OSError(13, "Permission denied")),
+            "tcp6:3128:interface=\\:\\:1",
+            "cannot listen on [::1]:3128: Permission denied",
+        ),
+        (
+            CannotListenError("", 80, OSError(13, "Permission denied")),
+            "tcp:80",
+            "cannot listen on *:80: Permission denied",
+        ),
+        (
+            CannotListenError(
+                None, "/run/p.sock", OSError(2, "No such file or directory")
+            ),
+            "unix:/run/p.sock",
+            "cannot listen on unix:/run/p.sock: No such file or directory",
+        ),
+        (
+            OSError(9, "Bad file descriptor"),
+            "tcp:3128",
+            "cannot listen on its socket: Bad file descriptor",
+        ),
+    ],
+)
+def test_cannotListen(error: Exception, description: str, message: str) -> None:
+    """
+    A listener that cannot listen stops the start with L{ListenFailed}: an
+    exit with status 1 and one line naming the address, the reason and the
+    listener, short enough for twistd to pass from its daemon whole.
+    """
+    service = failingService(error, description)
+    with pytest.raises(ListenFailed) as raised:
+        service.startService()
+    failed = raised.value
+    assert isinstance(failed, SystemExit) and isinstance(failed, Exception)
+    assert str(failed) == message
+    assert failed.code == f"connectproxy: {message} (--listen {description})"
+    # What twistd writes to its status pipe: "1 " and the exception line, cut
+    # at 100 bytes.
+    line = traceback.format_exception_only(type(failed), failed)[-1].strip()
+    assert len(f"1 {line}".encode()) <= 100
+
+
+def test_listeningNamesDescription(logEvents: list[LogEvent]) -> None:
+    """
+    The C{listening} event names the description the listener came from.
+    """
+    service = makeService(
+        parse("--listen", "tcp:0:interface=127.0.0.1"), InterfaceReactor()
+    )
+    service.startService()
+    service.stopService()
+    [event] = named(logEvents, "listening")
+    assert event["description"] == "tcp:0:interface=127.0.0.1"

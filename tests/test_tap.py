@@ -11,12 +11,14 @@ from pathlib import Path
 
 import pytest
 from twisted.application.service import IServiceMaker
+from twisted.copyright import version as twistedVersion
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogEvent
 from twisted.plugin import getPlugins
+from twisted.python import usage
 from twisted.python.usage import UsageError
 
-from connectproxy import ConnectProxyFactory, ProxySettings
+from connectproxy import ConnectProxyFactory, ProxySettings, __version__
 from connectproxy._settings import defaultMaxConnections
 from connectproxy.tap import DEFAULT_LISTEN, Options, makeService
 
@@ -38,6 +40,7 @@ DEFAULTS = {
     "resolver-threads": 32,
     "resolver-per-client": 8,
     "auth-allow-plaintext": 0,
+    "check-config": 0,
     "auth-realm": "connectproxy",
     "auth-cache-ttl": 30.0,
     "auth-max-failures": 10,
@@ -146,6 +149,7 @@ def test_allOptions() -> None:
         "resolver-threads": 64,
         "resolver-per-client": 0,
         "auth-allow-plaintext": 1,
+        "check-config": 0,
         "auth-realm": "Corp",
         "auth-cache-ttl": 0.0,
         "auth-max-failures": 3,
@@ -195,7 +199,14 @@ def test_allOptions() -> None:
         (["--max-header-fields", "many"], "not a whole number"),
         (["--half-close-timeout", "0"], "positive number of seconds"),
         (["--max-request-line", "9000", "--max-head-size", "8000"], "at least"),
-        (["--listen", "bogus:1234"], "not a valid listener"),
+        (["--listen", "bogus:1234"], "not a valid listener: unknown type 'bogus'"),
+        (["--listen", "tls:3129"], "would listen on [::]:443, not on port 3129"),
+        (["--listen", "tcp6:3128:interface=::1"], "escape the colons"),
+        (
+            ["--listen", "tcp:3128", "--listen", "tcp:port=3128:interface=0.0.0.0"],
+            "'tcp:3128' and 'tcp:port=3128:interface=0.0.0.0' both listen on "
+            "0.0.0.0:3128",
+        ),
         (["--allow-port", "0"], "--allow-port"),
         (["--allow-port", "80-70"], "--allow-port"),
         (["--allow-client", "300.0.0.0/8"], "--allow-client"),
@@ -328,3 +339,164 @@ def test_helpIsOneParagraphPerOption() -> None:
     for name in ("opt_listen", "opt_allow_host", "opt_trusted_proxy", "opt_policy"):
         doc = getattr(Options, name).__doc__
         assert doc and "  " not in doc and "\n" not in doc
+
+
+# --version, --check-config and errors under twistd / twist
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    """
+    --version prints connectproxy's version, then Twisted's, and exits 0.
+    """
+    with pytest.raises(SystemExit) as raised:
+        parse("--version")
+    assert raised.value.code == 0
+    assert capsys.readouterr().out == (
+        f"connectproxy {__version__}\nTwisted {twistedVersion}\n"
+    )
+
+
+def checkConfig(capsys: pytest.CaptureFixture[str], *argv: str) -> list[str]:
+    """
+    Run --check-config with more options; return the lines it printed.
+    """
+    with pytest.raises(SystemExit) as raised:
+        parse("--check-config", *argv)
+    assert raised.value.code == 0
+    return capsys.readouterr().out.splitlines()
+
+
+def test_checkConfigListeners(capsys: pytest.CaptureFixture[str]) -> None:
+    """
+    --check-config prints one line per listener, saying where it would
+    listen, then that the configuration is usable, and exits 0.
+    """
+    lines = checkConfig(
+        capsys,
+        "--listen",
+        "tcp:3128:interface=127.0.0.1",
+        "--listen",
+        "unix:/nonexistent/proxy.sock",
+        "--listen",
+        "haproxy:tcp6:3129:interface=\\:\\:1",
+    )
+    assert lines == [
+        "listen tcp:3128:interface=127.0.0.1 -> 127.0.0.1:3128 (plain HTTP)",
+        "listen unix:/nonexistent/proxy.sock -> unix:/nonexistent/proxy.sock "
+        "(plain HTTP)",
+        "listen haproxy:tcp6:3129:interface=\\:\\:1 -> [::1]:3129 "
+        "(PROXY protocol, then plain HTTP)",
+        f"connectproxy {__version__}: configuration OK",
+    ]
+
+
+def test_checkConfigDefaults(capsys: pytest.CaptureFixture[str]) -> None:
+    """
+    Without --listen, --check-config shows the default listener.
+    """
+    assert checkConfig(capsys)[0] == (
+        f"listen {DEFAULT_LISTEN} -> 127.0.0.1:3128 (plain HTTP)"
+    )
+
+
+def test_checkConfigFile(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """
+    --check-config reads the configuration file and names it.
+    """
+    config = tmp_path / "proxy.toml"
+    config.write_text('listen = ["tcp:8080:interface=127.0.0.1"]\n')
+    lines = checkConfig(capsys, "--config", str(config))
+    assert lines == [
+        "listen tcp:8080:interface=127.0.0.1 -> 127.0.0.1:8080 (plain HTTP)",
+        f"connectproxy {__version__}: configuration OK ({config})",
+    ]
+
+
+def test_checkConfigSystemdOutsideSystemd(capsys: pytest.CaptureFixture[str]) -> None:
+    """
+    A systemd: listener checked outside systemd is reported as not checked
+    (its socket only exists under systemd), without failing the check.
+    """
+    lines = checkConfig(capsys, "--listen", "systemd:domain=INET:index=0")
+    assert lines[0] == (
+        "listen systemd:domain=INET:index=0 -> a socket from systemd (not "
+        "checked here: LISTEN_FDS is not set: systemd passed no socket (start "
+        "the proxy from a service with a matching .socket unit))"
+    )
+
+
+def test_systemdWithoutSocket() -> None:
+    """
+    Outside --check-config a systemd: listener without its socket is a usage
+    error naming the variable that is missing.
+    """
+    with pytest.raises(UsageError) as raised:
+        parse("--listen", "systemd:domain=INET:index=0")
+    assert str(raised.value).startswith(
+        "--listen 'systemd:domain=INET:index=0' is not a valid listener: "
+        "LISTEN_FDS is not set"
+    )
+
+
+def test_checkConfigErrors() -> None:
+    """
+    With --check-config an error is still a UsageError (exit status 1 from
+    the command line), before anything is printed.
+    """
+    with pytest.raises(UsageError, match="would listen on \\[::\\]:443"):
+        parse("--check-config", "--listen", "tls:3129")
+
+
+def test_listenPlans() -> None:
+    """
+    After parsing, the options hold where each listener would listen.
+    """
+    options = parse("--listen", "tcp:3128:interface=127.0.0.1", "--listen", "tcp:0")
+    assert [plan.where for plan in options.plans] == ["127.0.0.1:3128", "0.0.0.0:0"]
+
+
+class Parent(usage.Options):
+    """
+    Stands in for twistd's or twist's options, which make connectproxy's
+    their subcommand's.
+    """
+
+    subCommands = [["connectproxy", None, Options, "the proxy"]]
+
+
+@pytest.mark.parametrize(
+    "argv0, command",
+    [
+        ("/usr/bin/twistd", "twistd connectproxy"),
+        ("/usr/local/bin/twist", "twist connectproxy"),
+        ("/srv/venv/bin/connectproxy", "connectproxy"),
+        ("/srv/venv/lib/twisted/__main__.py", "python -m twisted connectproxy"),
+        ("/srv/venv/lib/connectproxy/__main__.py", "python -m connectproxy"),
+    ],
+)
+def test_subcommandErrorIsShort(
+    monkeypatch: pytest.MonkeyPatch, argv0: str, command: str
+) -> None:
+    """
+    Under twistd or twist (a parent), a bad option exits with the error and
+    where to get help, instead of the usage text they would print first.
+    """
+    monkeypatch.setattr(sys, "argv", [argv0])
+    with pytest.raises(SystemExit) as raised:
+        Parent().parseOptions(["connectproxy", "--idle-timeout", "soon"])
+    assert raised.value.code == (
+        f"{command}: error: --idle-timeout: 'soon' is not a number of seconds\n"
+        f"See '{command} --help' for the options."
+    )
+
+
+def test_configKeysMatchOptions() -> None:
+    """
+    The keys of the configuration file are the long option names, except
+    --config, --check-config and those that print help or the version.
+    """
+    options = Options()
+    names = {name.rstrip("=") for name in options.longOpt}
+    notKeys = {"config", "check-config", "version", "help"}
+    helps = {name for name in names if name.startswith("help-")}
+    assert set(options.configKeys()) == names - notKeys - helps

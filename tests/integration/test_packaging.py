@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.integration.test_packaging -*-
 """
 The built wheel, installed in a fresh virtual environment, ships the twistd
-plugin (and nothing that would clobber Twisted's own packages).
+plugin (and nothing that would clobber Twisted's own packages) and the
+C{connectproxy} command.
 """
 
 from __future__ import annotations
@@ -53,3 +54,5 @@ def test_wheelInstallsPlugin(scratchDir: Path) -> None:
         [str(venv / "bin" / "twistd"), "connectproxy", "--help"], scratchDir, 60
     )
     assert "--listen" in usage
+    version = run([str(venv / "bin" / "connectproxy"), "--version"], scratchDir, 60)
+    assert version.startswith("connectproxy ")

@@ -1,0 +1,454 @@
+# -*- test-case-name: tests.test_listeners -*-
+"""
+What a C{--listen} description means before anything listens: L{planListener}
+parses it, listens with it on an inert reactor to see the address it would
+really use, and refuses a description whose address differs from the one
+written in it (C{tls:3129} would listen on port 443) or whose certificate
+files are unusable.  L{ListenerPlan.describe} is the line
+C{--check-config} prints for it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from twisted.internet.endpoints import AdoptedStreamServerEndpoint, serverFromString
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.testing import MemoryReactor
+from twisted.python.failure import Failure
+
+__all__ = ["ListenerError", "ListenerPlan", "SystemdSocketMissing", "planListener"]
+
+
+class ListenerError(ValueError):
+    """
+    A listener description that cannot be used; the message names it, says
+    why and what to write instead.
+    """
+
+
+class SystemdSocketMissing(ListenerError):
+    """
+    A C{systemd:} listener whose socket systemd did not pass (or not to this
+    process).
+
+    @ivar reason: What is missing, without the description.
+    """
+
+    def __init__(self, description: str, reason: str) -> None:
+        super().__init__(f"{description!r} is not a valid listener: {reason}")
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerPlan:
+    """
+    Where a listener description would listen.
+
+    @ivar description: The description, as written.
+    @ivar host: The interface for a TCP listener (C{""} for every IPv4
+        address), else C{None}.
+    @ivar port: The TCP port, else C{None}.
+    @ivar path: The UNIX socket path, else C{None}.
+    @ivar fileno: The descriptor adopted from systemd, else C{None}.
+    @ivar tls: Whether clients speak TLS to the proxy.
+    @ivar proxyProtocol: Whether a PROXY protocol header comes first.
+    """
+
+    description: str
+    host: str | None = None
+    port: int | None = None
+    path: str | None = None
+    fileno: int | None = None
+    tls: bool = False
+    proxyProtocol: bool = False
+
+    @property
+    def where(self) -> str:
+        """
+        The address, as the C{listening} log event writes it: C{host:port},
+        C{[v6]:port}, C{unix:path} or C{systemd socket (fd N)}; for an
+        endpoint type of a plugin, only that it is known once it listens.
+        """
+        if self.port is not None:
+            host = self.host or "0.0.0.0"
+            if ":" in host:
+                return f"[{host}]:{self.port}"
+            return f"{host}:{self.port}"
+        if self.path is not None:
+            return f"unix:{self.path}"
+        if self.fileno is not None:
+            return f"systemd socket (fd {self.fileno})"
+        return "an address known once it listens"
+
+    def describe(self) -> str:
+        """
+        One line for C{--check-config}: the description, where it listens
+        and what clients speak there.
+        """
+        speaks = "TLS" if self.tls else "plain HTTP"
+        if self.proxyProtocol:
+            speaks = "PROXY protocol, then " + speaks
+        return f"listen {self.description} -> {self.where} ({speaks})"
+
+
+def planListener(
+    description: str, environ: Mapping[str, str] | None = None
+) -> ListenerPlan:
+    """
+    Parse a listener description and find where it would listen, without
+    binding anything.
+
+    @param description: A strports description, as given to C{--listen}.
+    @param environ: The environment the process started with, for the
+        variables systemd sets; by default L{startingEnvironment}.
+    @raise ListenerError: When the description does not parse, names files
+        that cannot be used, or would listen elsewhere than it says.
+    """
+    reactor = MemoryReactor()
+    try:
+        endpoint = serverFromString(reactor, description)
+        adopted = _innermost(endpoint)
+        if isinstance(adopted, AdoptedStreamServerEndpoint):
+            # Listening would close the inherited descriptor.
+            return _planAdopted(description, adopted.fileno)
+        if not set(_kinds(description)) <= _BUILT_IN:
+            # A plugin's endpoint may do anything when it listens, even on
+            # an inert reactor.
+            return ListenerPlan(description)
+        failures: list[Failure] = []
+        endpoint.listen(Factory.forProtocol(Protocol)).addErrback(failures.append)
+        if failures:
+            failures[0].raiseException()
+    except (IndexError, KeyError) as e:
+        if "systemd" not in _kinds(description):
+            raise ListenerError(_explain(description, e)) from None
+        raise SystemdSocketMissing(
+            description,
+            _systemdProblem(
+                description, startingEnvironment() if environ is None else environ
+            ),
+        ) from None
+    except Exception as e:
+        raise ListenerError(_explain(description, e)) from None
+    plan = _planFromReactor(description, reactor)
+    _checkWritten(plan)
+    _checkCertificates(plan)
+    return plan
+
+
+#: The endpoint types that Twisted itself provides, whose C{listen} on an
+#: inert reactor only records where they would listen.
+_BUILT_IN = {"tcp", "tcp6", "ssl", "tls", "unix", "systemd", "haproxy"}
+
+
+def _innermost(endpoint: object) -> object:
+    """
+    The endpoint at the bottom of a chain of wrappers (C{haproxy:}, C{tls:}).
+    """
+    while True:
+        inner = getattr(endpoint, "_wrappedEndpoint", None) or getattr(
+            endpoint, "endpoint", None
+        )
+        if inner is None:
+            return endpoint
+        endpoint = inner
+
+
+def _planAdopted(description: str, fileno: int) -> ListenerPlan:
+    """
+    The plan of a listener on a socket passed by systemd.
+    """
+    kinds = _kinds(description)
+    return ListenerPlan(
+        description,
+        fileno=fileno,
+        tls="tls" in kinds or "ssl" in kinds,
+        proxyProtocol="haproxy" in kinds,
+    )
+
+
+def _planFromReactor(description: str, reactor: MemoryReactor) -> ListenerPlan:
+    """
+    Read where a listener would listen from what it asked the inert reactor.
+    """
+    kinds = _kinds(description)
+    proxyProtocol = "haproxy" in kinds
+    if reactor.sslServers:
+        [(port, _, _, _, interface)] = reactor.sslServers
+        return ListenerPlan(
+            description,
+            host=interface,
+            port=port,
+            tls=True,
+            proxyProtocol=proxyProtocol,
+        )
+    tls = "tls" in kinds or "ssl" in kinds
+    if reactor.tcpServers:
+        [(port, _, _, interface)] = reactor.tcpServers
+        return ListenerPlan(
+            description,
+            host=interface,
+            port=port,
+            tls=tls,
+            proxyProtocol=proxyProtocol,
+        )
+    if reactor.unixServers:
+        [(path, *_)] = reactor.unixServers
+        return ListenerPlan(
+            description, path=path, tls=tls, proxyProtocol=proxyProtocol
+        )
+    raise ListenerError(f"{description!r} is not a valid listener: it never listens")
+
+
+def splitDescription(description: str) -> tuple[list[str], dict[str, str]]:
+    """
+    Split a strports description the way Twisted does: fields separated by
+    unescaped colons, C{key=value} fields as keywords, C{\\} escaping the
+    next character.
+
+    @return: The positional fields (the type first) and the keywords.
+    """
+    fields: list[list[str]] = [[""]]
+    escaped = False
+    for char in description:
+        if escaped:
+            fields[-1][-1] += char
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == ":":
+            fields.append([""])
+        elif char == "=" and len(fields[-1]) == 1:
+            fields[-1].append("")
+        else:
+            fields[-1][-1] += char
+    args = [field[0] for field in fields if len(field) == 1]
+    kwargs = {field[0]: field[1] for field in fields if len(field) == 2}
+    return args, kwargs
+
+
+def _kinds(description: str) -> list[str]:
+    """
+    The endpoint types of a description, outermost first: C{["haproxy",
+    "tcp"]} for C{haproxy:tcp:3128}.
+    """
+    args, _ = splitDescription(description)
+    kinds = [args[0].lower()] if args else []
+    if kinds == ["haproxy"] and len(args) > 1:
+        kinds.append(args[1].lower())
+    return kinds
+
+
+def _written(description: str) -> tuple[str | None, str | None]:
+    """
+    The port and interface written in a description: C{port=} or a first
+    field made of digits, and C{interface=}.
+    """
+    args, kwargs = splitDescription(description)
+    positional = args[len(_kinds(description)) :]
+    port = kwargs.get("port")
+    if port is None and positional and positional[0].isdigit():
+        port = positional[0]
+    return port, kwargs.get("interface")
+
+
+_HINTS = {
+    "tls": "tls: takes a directory of PEM certificates and keys first, then "
+    "the port: tls:/etc/connectproxy/tls:port={port}",
+    "unix": "unix: takes the path of a socket file",
+}
+
+
+def _checkWritten(plan: ListenerPlan) -> None:
+    """
+    Refuse a plan whose port or interface differs from the one written in
+    its description.
+    """
+    port, interface = _written(plan.description)
+    if port is not None and (not port.isdigit() or int(port) != plan.port):
+        kind = _kinds(plan.description)[-1]
+        hint = _HINTS.get(kind, "").format(port=port)
+        raise ListenerError(
+            f"{plan.description!r} would listen on {plan.where}, not on "
+            f"port {port}" + (f" ({hint})" if hint else "")
+        )
+    if interface is not None and not _sameHost(interface, plan.host):
+        raise ListenerError(
+            f"{plan.description!r} would listen on {plan.where}, not on "
+            f"interface {interface}"
+        )
+
+
+def _sameHost(written: str, actual: str | None) -> bool:
+    if actual is None:
+        return False
+    try:
+        return ipaddress.ip_address(written.strip("[]")) == ipaddress.ip_address(actual)
+    except ValueError:
+        return written == actual
+
+
+def _checkCertificates(plan: ListenerPlan) -> None:
+    """
+    Refuse a C{tls:} listener whose directory holds no usable certificate:
+    Twisted would listen, and fail every handshake.  (C{ssl:} needs no more
+    checks: Twisted loads its certificate and key, and pairs them up, when it
+    parses the description.)
+    """
+    kinds = _kinds(plan.description)
+    if "tls" in kinds:
+        args, _ = splitDescription(plan.description)
+        directory = args[len(kinds)] if len(args) > len(kinds) else ""
+        problem = _tlsDirectoryProblem(directory)
+        if problem:
+            raise ListenerError(f"{plan.description!r}: {problem}")
+
+
+def _tlsDirectoryProblem(directory: str) -> str | None:
+    """
+    What is wrong with a C{tls:} certificate directory, if anything.
+    """
+    if not os.path.isdir(directory):
+        return f"the certificate directory {directory!r} is not a directory"
+    try:
+        from twisted.protocols._sni import PEMObjects
+        from twisted.python.filepath import FilePath
+
+        names = PEMObjects.fromDirectory(FilePath(directory)).inferDomainMapping()
+    except ImportError:  # pragma: no cover - a Twisted without tls:
+        return None
+    except Exception as e:
+        return f"cannot load the PEM files of {directory!r}: {_reason(e)}"
+    if not names:
+        return (
+            f"no certificate in {directory!r} has its private key and a DNS "
+            "name (subjectAltName) in a .pem file"
+        )
+    return None
+
+
+def _reason(e: BaseException) -> str:
+    """
+    An exception as a short reason: the OS error's text and file name, or
+    the exception's own text.
+    """
+    if isinstance(e, OSError) and e.strerror:
+        name = f" {e.filename!r}" if e.filename else ""
+        return f"{e.strerror}{name}".rstrip()
+    text = str(e) or type(e).__name__
+    return text
+
+
+_ARGUMENT_ERROR = re.compile(
+    r"(?:got multiple values for argument|got an unexpected keyword argument)"
+    r" '(\w+)'"
+)
+
+
+_NOT_AN_INTEGER = re.compile(r"invalid literal for int\(\) with base 10: ('.*')")
+
+
+def _explain(description: str, e: Exception) -> str:
+    """
+    Say why a description does not parse, in the operator's terms.
+    """
+    return f"{description!r} is not a valid listener: {_whyNot(description, e)}"
+
+
+def _whyNot(description: str, e: Exception) -> str:
+    kinds = _kinds(description)
+    kind = kinds[-1] if kinds else ""
+    if "Unknown endpoint type" in str(e):
+        return (
+            f"unknown type {kind!r} (known: tcp, tcp6, ssl, tls, unix, "
+            "systemd, haproxy)"
+        )
+    if isinstance(e, TypeError):
+        match = _ARGUMENT_ERROR.search(str(e))
+        _, kwargs = splitDescription(description)
+        if re.search(r"interface=[0-9a-fA-F]*:", description.replace("\\:", "")):
+            return (
+                "escape the colons of an IPv6 address with a backslash, as in "
+                "tcp6:3128:interface=\\:\\:1"
+            )
+        if match and match.group(1) in kwargs:
+            return f"{kind}: listeners take no {match.group(1)}="
+        return f"wrong fields for a {kind}: listener"
+    notAnInteger = _NOT_AN_INTEGER.search(str(e))
+    if notAnInteger:
+        return f"{notAnInteger.group(1)} is not a whole number (a port, a backlog)"
+    if not isinstance(e, OSError | ValueError):
+        args, kwargs = splitDescription(description)
+        if kind == "tls" and len(args) > len(kinds):
+            return f"cannot load the PEM files of {args[len(kinds)]!r}: {_reason(e)}"
+        if kind == "ssl":
+            key = kwargs.get("privateKey", "server.pem")
+            files = f"privateKey={key}, certKey={kwargs.get('certKey', key)}"
+            return f"cannot load the certificate or key ({files}): {_reason(e)}"
+    return _reason(e)
+
+
+def startingEnvironment() -> Mapping[str, str]:
+    """
+    The environment the process started with: on Linux from
+    C{/proc/self/environ}, which still holds the C{LISTEN_FDS} and
+    C{LISTEN_PID} that Twisted removes from C{os.environ} when it reads them;
+    elsewhere C{os.environ}.
+    """
+    try:
+        with open("/proc/self/environ", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return os.environ
+    pairs = (item.partition(b"=") for item in raw.split(b"\0") if item)
+    return {
+        k.decode("utf-8", "replace"): v.decode("utf-8", "replace") for k, _, v in pairs
+    }
+
+
+def _systemdProblem(description: str, environ: Mapping[str, str]) -> str:
+    """
+    Why a C{systemd:} listener has no socket: which of the variables systemd
+    sets (C{LISTEN_FDS}, C{LISTEN_PID}, C{LISTEN_FDNAMES}) is missing or
+    disagrees, or which C{index=} or C{name=} matches none.
+    """
+    _, kwargs = splitDescription(description)
+    count = environ.get("LISTEN_FDS")
+    if count is None:
+        return (
+            "LISTEN_FDS is not set: systemd passed no socket (start the proxy "
+            "from a service with a matching .socket unit)"
+        )
+    pid = environ.get("LISTEN_PID")
+    if pid != str(os.getpid()):
+        return (
+            f"LISTEN_PID ({pid}) is not this process ({os.getpid()}): start "
+            "the proxy directly from ExecStart, without a wrapper that forks"
+        )
+    names = [n for n in environ.get("LISTEN_FDNAMES", "").split(":") if n]
+    if not names:
+        return (
+            f"LISTEN_FDS={count} but LISTEN_FDNAMES is not set: Twisted needs "
+            "both (systemd 227 or later sets both; set FileDescriptorName= "
+            "in the .socket unit to choose the names)"
+        )
+    if not count.isdigit() or int(count) != len(names):
+        return (
+            f"LISTEN_FDS={count} but LISTEN_FDNAMES names {len(names)} "
+            f"socket(s) ({':'.join(names)})"
+        )
+    if "name" in kwargs:
+        return (
+            f"no socket named {kwargs['name']!r}: systemd passed "
+            f"{':'.join(names)} (LISTEN_FDNAMES)"
+        )
+    return (
+        f"index={kwargs.get('index')} is out of range: systemd passed "
+        f"{len(names)} socket(s), counted from 0 (LISTEN_FDNAMES="
+        f"{':'.join(names)})"
+    )

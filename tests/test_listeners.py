@@ -1,0 +1,341 @@
+# -*- test-case-name: tests.test_listeners -*-
+"""
+Tests for L{connectproxy._listeners}: where a C{--listen} description would
+listen, found without binding, and the descriptions it refuses.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from twisted.internet import endpoints
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import _SystemdParser
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IProtocolFactory,
+    IReactorCore,
+    IStreamServerEndpoint,
+    IStreamServerEndpointStringParser,
+)
+from twisted.plugin import IPlugin
+from twisted.python.systemd import ListenFDs
+from zope.interface import implementer
+
+from connectproxy._listeners import (
+    ListenerError,
+    ListenerPlan,
+    SystemdSocketMissing,
+    planListener,
+    splitDescription,
+    startingEnvironment,
+)
+from tests.integration._pki import TLSFiles, makeTLSFiles
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
+    """
+    A CA and a server certificate with its key, in separate PEM files.
+    """
+    return makeTLSFiles(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="module")
+def tlsDirectory(tmp_path_factory: pytest.TempPathFactory, pki: TLSFiles) -> Path:
+    """
+    A directory for C{tls:} listeners: one PEM file with the server's
+    certificate and key.
+    """
+    directory = tmp_path_factory.mktemp("tls")
+    pem = pki.serverCert.read_bytes() + pki.serverKey.read_bytes()
+    (directory / "localhost.pem").write_bytes(pem)
+    return directory
+
+
+@pytest.mark.parametrize(
+    "description, where, tls, proxyProtocol",
+    [
+        ("tcp:3128:interface=127.0.0.1", "127.0.0.1:3128", False, False),
+        ("tcp:3128", "0.0.0.0:3128", False, False),
+        ("tcp:port=3128:interface=127.0.0.1", "127.0.0.1:3128", False, False),
+        ("tcp:0:interface=127.0.0.1", "127.0.0.1:0", False, False),
+        ("tcp6:3128:interface=\\:\\:1", "[::1]:3128", False, False),
+        ("tcp6:3128", "[::]:3128", False, False),
+        (
+            "unix:/run/connectproxy.sock:mode=660",
+            "unix:/run/connectproxy.sock",
+            False,
+            False,
+        ),
+        ("haproxy:tcp:3128:interface=127.0.0.1", "127.0.0.1:3128", False, True),
+    ],
+)
+def test_plans(description: str, where: str, tls: bool, proxyProtocol: bool) -> None:
+    """
+    A description's plan says where it would listen and what clients speak
+    there.
+    """
+    plan = planListener(description)
+    assert (plan.where, plan.tls, plan.proxyProtocol) == (where, tls, proxyProtocol)
+    assert plan.describe().startswith(f"listen {description} -> {where} (")
+
+
+def test_sslPlan(pki: TLSFiles) -> None:
+    """
+    An C{ssl:} listener with a certificate and its key listens where it says,
+    with TLS.
+    """
+    description = (
+        f"ssl:3129:privateKey={pki.serverKey}:certKey={pki.serverCert}"
+        ":interface=127.0.0.1"
+    )
+    plan = planListener(description)
+    assert (plan.where, plan.tls) == ("127.0.0.1:3129", True)
+    assert plan.describe().endswith("-> 127.0.0.1:3129 (TLS)")
+
+
+def test_haproxySslPlan(pki: TLSFiles) -> None:
+    """
+    The PROXY protocol in front of TLS says both.
+    """
+    plan = planListener(
+        f"haproxy:ssl:3129:privateKey={pki.serverKey}:certKey={pki.serverCert}"
+    )
+    assert plan.describe().endswith("(PROXY protocol, then TLS)")
+
+
+def test_tlsPlan(tlsDirectory: Path) -> None:
+    """
+    A C{tls:} listener with a directory of certificates and its port as
+    C{port=} listens on that port of every IPv6 (and IPv4) address.
+    """
+    plan = planListener(f"tls:{tlsDirectory}:port=3129")
+    assert (plan.where, plan.tls) == ("[::]:3129", True)
+
+
+@pytest.mark.parametrize(
+    "description, message",
+    [
+        (
+            "tls:3129",
+            "'tls:3129' would listen on [::]:443, not on port 3129 (tls: takes "
+            "a directory of PEM certificates and keys first",
+        ),
+        ("unix:3128", "would listen on unix:3128, not on port 3128"),
+        (
+            "tcp6:3128:interface=::1",
+            "escape the colons of an IPv6 address with a backslash",
+        ),
+        (
+            "tcp:3128:interface=fe80::1",
+            "escape the colons of an IPv6 address with a backslash",
+        ),
+        ("bogus:1", "unknown type 'bogus'"),
+        ("", "unknown type ''"),
+        ("tcp:3128:colour=blue", "tcp: listeners take no colour="),
+        ("tcp:3128:interface=127.0.0.1:colour=blue", "take no colour="),
+        ("tcp:notaport", "'notaport' is not a whole number"),
+        ("tcp:3128:backlog=many", "'many' is not a whole number"),
+        ("ssl:3129:privateKey=/nonexistent/key.pem", "/nonexistent/key.pem"),
+        ("tls:/nonexistent/tls:port=3129", "'/nonexistent/tls' is not a directory"),
+    ],
+)
+def test_refused(description: str, message: str) -> None:
+    """
+    A description that would not listen where it says, or at all, is refused
+    with a message that names it and says what to change.
+    """
+    with pytest.raises(ListenerError) as raised:
+        planListener(description)
+    text = str(raised.value)
+    assert text.startswith(repr(description))
+    assert message in text
+    assert "Error(" not in text and "_parse" not in text
+
+
+def test_defaultCertificateFile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    C{ssl:} without C{privateKey=} reads server.pem in the working directory,
+    and the message says so.
+    """
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ListenerError, match=r"server\.pem"):
+        planListener("ssl:3129")
+
+
+def test_mismatchedKey(tmp_path: Path, pki: TLSFiles) -> None:
+    """
+    An C{ssl:} listener whose key does not belong to its certificate is
+    refused before it listens.
+    """
+    other = makeTLSFiles(tmp_path)
+    with pytest.raises(ListenerError, match="do not match"):
+        planListener(f"ssl:3129:privateKey={other.serverKey}:certKey={pki.serverCert}")
+
+
+def test_tlsDirectoryWithoutKeys(tmp_path: Path, pki: TLSFiles) -> None:
+    """
+    A C{tls:} directory holding certificates but no matching key is refused.
+    """
+    (tmp_path / "cert.pem").write_bytes(pki.serverCert.read_bytes())
+    with pytest.raises(ListenerError, match="has its private key"):
+        planListener(f"tls:{tmp_path}:port=3129")
+
+
+def test_tlsDirectoryUnreadable(tmp_path: Path) -> None:
+    """
+    A C{tls:} directory with a PEM file that does not parse is refused.
+    """
+    (tmp_path / "broken.pem").write_text(
+        "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n"
+    )
+    with pytest.raises(ListenerError, match="cannot load the PEM files"):
+        planListener(f"tls:{tmp_path}:port=3129")
+
+
+def test_splitDescription() -> None:
+    """
+    Descriptions split on unescaped colons, with C{key=value} fields as
+    keywords.
+    """
+    assert splitDescription("tcp6:3128:interface=\\:\\:1:backlog=5") == (
+        ["tcp6", "3128"],
+        {"interface": "::1", "backlog": "5"},
+    )
+    assert splitDescription("unix:/a\\=b") == (["unix", "/a=b"], {})
+
+
+# systemd
+
+
+@pytest.fixture
+def inherited() -> Iterator[None]:
+    """
+    Make Twisted's C{systemd:} parser see two inherited sockets, 3 and 4,
+    named C{proxy} and C{admin}.
+    """
+    before = _SystemdParser._sddaemon
+    _SystemdParser._sddaemon = ListenFDs([3, 4], ("proxy", "admin"))
+    try:
+        yield
+    finally:
+        _SystemdParser._sddaemon = before
+
+
+@pytest.mark.usefixtures("inherited")
+@pytest.mark.parametrize(
+    "description, fileno",
+    [("systemd:domain=INET:index=1", 4), ("systemd:domain=INET:name=proxy", 3)],
+)
+def test_systemdPlan(description: str, fileno: int) -> None:
+    """
+    A C{systemd:} listener adopts the socket its index or name picks.
+    """
+    plan = planListener(description)
+    assert plan == ListenerPlan(description, fileno=fileno)
+    assert plan.describe() == (
+        f"listen {description} -> systemd socket (fd {fileno}) (plain HTTP)"
+    )
+
+
+PID = str(os.getpid())
+
+
+@pytest.mark.parametrize(
+    "description, environ, message",
+    [
+        ("systemd:domain=INET:index=0", {}, "LISTEN_FDS is not set"),
+        (
+            "systemd:domain=INET:index=0",
+            {"LISTEN_FDS": "1", "LISTEN_PID": "1"},
+            "LISTEN_PID (1) is not this process",
+        ),
+        (
+            "systemd:domain=INET:index=0",
+            {"LISTEN_FDS": "1", "LISTEN_PID": PID},
+            "LISTEN_FDS=1 but LISTEN_FDNAMES is not set",
+        ),
+        (
+            "systemd:domain=INET:index=0",
+            {"LISTEN_FDS": "2", "LISTEN_PID": PID, "LISTEN_FDNAMES": "proxy"},
+            "LISTEN_FDS=2 but LISTEN_FDNAMES names 1 socket(s) (proxy)",
+        ),
+        (
+            "systemd:domain=INET:index=1",
+            {"LISTEN_FDS": "1", "LISTEN_PID": PID, "LISTEN_FDNAMES": "proxy"},
+            "index=1 is out of range: systemd passed 1 socket(s)",
+        ),
+        (
+            "systemd:domain=INET:name=admin",
+            {"LISTEN_FDS": "1", "LISTEN_PID": PID, "LISTEN_FDNAMES": "proxy"},
+            "no socket named 'admin': systemd passed proxy",
+        ),
+    ],
+)
+def test_systemdSocketMissing(
+    description: str, environ: dict[str, str], message: str
+) -> None:
+    """
+    A C{systemd:} listener without its socket says which variable is
+    missing or disagrees, instead of Twisted's C{IndexError}.
+    """
+    with pytest.raises(SystemdSocketMissing) as raised:
+        planListener(description, environ)
+    assert message in raised.value.reason
+    assert str(raised.value) == (
+        f"{description!r} is not a valid listener: {raised.value.reason}"
+    )
+
+
+def test_startingEnvironment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    The starting environment keeps variables removed from C{os.environ}
+    since (as Twisted removes C{LISTEN_FDS}).
+    """
+    name = next(iter(os.environ))
+    value = os.environ[name]
+    monkeypatch.delenv(name)
+    assert startingEnvironment()[name] == value
+
+
+@implementer(IPlugin, IStreamServerEndpointStringParser)
+class CarefulParser:
+    """
+    An endpoint type from a plugin, whose endpoints must never be asked to
+    listen by the checks (they might launch or connect to something).
+    """
+
+    prefix = "careful"
+
+    def parseStreamServer(
+        self, reactor: IReactorCore, *args: object, **kwargs: object
+    ) -> IStreamServerEndpoint:
+        return CarefulEndpoint()
+
+
+@implementer(IStreamServerEndpoint)
+class CarefulEndpoint:
+    """
+    An endpoint that fails the test if it is asked to listen.
+    """
+
+    def listen(self, factory: IProtocolFactory) -> Deferred[IListeningPort]:
+        raise AssertionError("the checks listened on a plugin's endpoint")
+
+
+def test_pluginEndpointNotListened(monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    A description of an endpoint type from a plugin parses, but is never
+    asked to listen: its address is known once it really listens.
+    """
+    monkeypatch.setattr(endpoints, "getPlugins", lambda interface: [CarefulParser()])
+    plan = planListener("careful:somewhere")
+    assert plan.describe() == (
+        "listen careful:somewhere -> an address known once it listens (plain HTTP)"
+    )

@@ -568,6 +568,14 @@ class ClientRules:
         address = _unmap(address)
         return any(address in network for network in self.networks)
 
+    def trustsProxy(self, balancer: IPAddress) -> bool:
+        """
+        @param balancer: The address a PROXY header comes from.
+        @return: Whether headers from there are believed.
+        """
+        balancer = _unmap(balancer)
+        return any(balancer in network for network in self.trustedProxies)
+
     def allowsProxied(self, client: IPAddress, balancer: IPAddress) -> bool:
         """
         @param client: The client address a PROXY header claims.
@@ -575,9 +583,8 @@ class ClientRules:
         @return: Whether to serve that client: the balancer is trusted and
             the client is in the operator's networks.
         """
-        balancer = _unmap(balancer)
         client = _unmap(client)
-        return any(balancer in network for network in self.trustedProxies) and any(
+        return self.trustsProxy(balancer) and any(
             client in network for network in self.operatorNetworks
         )
 

@@ -35,6 +35,7 @@ from ._policy import (
     PortRules,
     parsePortRange,
 )
+from ._proxyprotocol import serverEndpoint
 from ._service import ListenerService, ReloadService
 from ._settings import ProxySettings
 from .interfaces import IAccessPolicy, IAccessPolicyFactory
@@ -622,7 +623,7 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
     reloader.setServiceParent(service)
     listeners = []
     for description in options["listen"]:
-        listener = ListenerService(serverFromString(reactor, description), factory)
+        listener = ListenerService(serverEndpoint(reactor, description), factory)
         listener._raiseSynchronously = True
         listener.unauthenticated = options.unauthenticated()
         listener.clientRules = options["allow-client"]

@@ -36,6 +36,7 @@ from ._policy import (
     parsePortRange,
 )
 from ._proxyprotocol import serverEndpoint
+from ._sdnotify import NotifyService, SystemdNotifier
 from ._service import ListenerService, ReloadService
 from ._settings import ProxySettings
 from .interfaces import IAccessPolicy, IAccessPolicyFactory
@@ -606,7 +607,9 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
     @param options: Parsed L{Options}.
     @param reactor: The reactor to use; the global one when C{None}.
     @return: A L{MultiService} holding the listeners; its child named
-        C{"reload"} has a C{reload()} method.
+        C{"reload"} has a C{reload()} method, and the one named C{"notify"}
+        tells systemd (C{$NOTIFY_SOCKET}) when the proxy is ready, reloading
+        and stopping.
     """
     installSignal = reactor is None
     if reactor is None:
@@ -630,4 +633,8 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
         listener.setServiceParent(service)
         listeners.append(listener)
     reloader.listeners = listeners
+    notifier = NotifyService(SystemdNotifier.fromEnvironment(), listeners)
+    notifier.setName("notify")
+    notifier.setServiceParent(service)
+    reloader.notifier = notifier
     return service

@@ -1,0 +1,294 @@
+# -*- test-case-name: tests.integration.test_haproxy -*-
+"""
+The proxy behind a load balancer that sends the PROXY protocol: a real
+HAProxy in TCP mode with C{send-proxy-v2} in front of a C{haproxy:}
+listener, and raw headers sent by the test itself.
+
+HAProxy runs in the foreground (C{-db}) with a configuration in a temporary
+directory, listening on a socket the test binds and passes to it
+(C{bind fd@N}), so it accepts as soon as it runs; it is stopped by PID.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration._output import LineCollector
+from tests.integration._processes import (
+    ChildProcess,
+    OriginFactory,
+    OriginProcess,
+    ProxyFactory,
+    ProxyProcess,
+    cleanEnvironment,
+)
+from tests.integration._sockets import (
+    LOCAL,
+    connectRequest,
+    readExactly,
+    readResponseHead,
+    readToEnd,
+)
+
+pytestmark = pytest.mark.integration
+
+HAPROXY = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin:/sbin")
+
+ESTABLISHED = b"HTTP/1.1 200 Connection established\r\n\r\n"
+
+#: A PROXY-protocol listener on a free port of 127.0.0.1.
+LISTEN_PROXY = "haproxy:tcp:0:interface=127.0.0.1"
+
+#: Serve clients anywhere on loopback behind the balancer (loopback is not
+#: implied behind a PROXY-protocol listener).
+ALLOW_LOOPBACK = ("--allow-client", "127.0.0.0/8")
+
+HAProxyFactory = Callable[..., int]
+
+
+@pytest.fixture
+def echoOrigin(origin: OriginFactory) -> OriginProcess:
+    """
+    A plain TCP echo origin on 127.0.0.1.
+    """
+    return origin("echo")
+
+
+@pytest.fixture
+def haproxy(
+    scratchDir: Path, processes: list[ChildProcess[Any]]
+) -> Iterator[HAProxyFactory]:
+    """
+    Start HAProxy in front of a proxy: C{haproxy(running, family)} returns
+    the port it listens on (on 127.0.0.1, or ::1 for C{AF_INET6}), with the
+    proxy's first listener as its only server.
+    """
+    if HAPROXY is None:
+        pytest.skip("haproxy is not installed")
+    counter = iter(range(1000))
+
+    def start(running: ProxyProcess, family: int = socket.AF_INET) -> int:
+        host = LOCAL if family == socket.AF_INET else "::1"
+        with socket.socket(family, socket.SOCK_STREAM) as front:
+            front.bind((host, 0))
+            front.listen(16)
+            port: int = front.getsockname()[1]
+            server = f"ipv4@{LOCAL}" if family == socket.AF_INET else "ipv6@::1"
+            config = scratchDir / f"haproxy-{next(counter)}.cfg"
+            config.write_text(
+                "global\n"
+                "    maxconn 256\n"
+                "defaults\n"
+                "    mode tcp\n"
+                "    timeout connect 5s\n"
+                "    timeout client 30s\n"
+                "    timeout server 30s\n"
+                "frontend front\n"
+                f"    bind fd@{front.fileno()}\n"
+                "    default_backend proxies\n"
+                "backend proxies\n"
+                f"    server connectproxy {server}:{running.port} send-proxy-v2\n",
+                encoding="ascii",
+            )
+            argv = [HAPROXY, "-db", "-f", str(config)]
+            balancer = ChildProcess(
+                argv,
+                LineCollector,
+                cleanEnvironment(),
+                scratchDir,
+                passFds=[front.fileno()],
+            )
+            processes.append(balancer)
+        return port
+
+    yield start
+
+
+def dialFrom(
+    port: int, source: str = LOCAL, family: int = socket.AF_INET
+) -> socket.socket:
+    """
+    Connect to a port on loopback from a given loopback address.
+
+    @param port: The port, on 127.0.0.1 (or ::1 for C{AF_INET6}).
+    @param source: The address to connect from.
+    @return: The socket, with a timeout.
+    """
+    host = LOCAL if family == socket.AF_INET else "::1"
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.settimeout(20)
+    try:
+        sock.bind((source, 0))
+        sock.connect((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def tunnelFrom(
+    port: int, echo: OriginProcess, source: str = LOCAL, family: int = socket.AF_INET
+) -> socket.socket:
+    """
+    Open a tunnel to the echo origin from C{source}, and check that it
+    echoes.
+
+    @return: The client's socket.
+    """
+    sock = dialFrom(port, source, family)
+    try:
+        sock.sendall(connectRequest(LOCAL, echo.port))
+        response, rest = readResponseHead(sock)
+        assert (response.raw, rest) == (ESTABLISHED, b"")
+        sock.sendall(b"through the balancer")
+        assert readExactly(sock, 20) == b"through the balancer"
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def test_clientAddressFromHAProxy(
+    proxy: ProxyFactory, haproxy: HAProxyFactory, echoOrigin: OriginProcess
+) -> None:
+    """
+    Behind HAProxy (C{send-proxy-v2}), the access log names the client
+    (127.0.0.5 and its own port), not the balancer.
+    """
+    running = proxy(*ALLOW_LOOPBACK, listen=[LISTEN_PROXY])
+    front = haproxy(running)
+    with tunnelFrom(front, echoOrigin, "127.0.0.5") as client:
+        clientPort = client.getsockname()[1]
+    event = running.waitForNamed("tunnel_close", port=echoOrigin.port)
+    assert event["client"] == f"127.0.0.5:{clientPort}"
+
+
+def test_perClientLimitBehindHAProxy(
+    proxy: ProxyFactory, haproxy: HAProxyFactory, echoOrigin: OriginProcess
+) -> None:
+    """
+    C{--max-connections-per-client} counts each client behind the balancer:
+    127.0.0.5's second connection gets 503 while 127.0.0.6 is served.
+    """
+    running = proxy(
+        *ALLOW_LOOPBACK, "--max-connections-per-client", "1", listen=[LISTEN_PROXY]
+    )
+    front = haproxy(running)
+    with tunnelFrom(front, echoOrigin, "127.0.0.5") as first:
+        with dialFrom(front, "127.0.0.5") as second:
+            second.sendall(connectRequest(LOCAL, echoOrigin.port))
+            response, body = readResponseHead(second)
+            assert response.status == 503
+            assert (body + readToEnd(second)).endswith(
+                b"this client has too many connections\n"
+            )
+        with tunnelFrom(front, echoOrigin, "127.0.0.6"):
+            pass
+        first.sendall(b"still open")
+        assert readExactly(first, 10) == b"still open"
+    event = running.waitForNamed("request_refused", status=503)
+    assert event["client"].startswith("127.0.0.5:")
+
+
+def test_clientAddressFromHAProxyIPv6(
+    proxy: ProxyFactory, haproxy: HAProxyFactory, echoOrigin: OriginProcess
+) -> None:
+    """
+    The same over IPv6: HAProxy on ::1 in front of a C{haproxy:tcp6:}
+    listener; the access log names the client's own port.
+    """
+    running = proxy(listen=["haproxy:tcp6:0:interface=\\:\\:1"])
+    front = haproxy(running, socket.AF_INET6)
+    with tunnelFrom(front, echoOrigin, "::1", socket.AF_INET6) as client:
+        clientPort = client.getsockname()[1]
+    event = running.waitForNamed("tunnel_close", port=echoOrigin.port)
+    assert event["client"] == f"[::1]:{clientPort}"
+
+
+# Headers sent by the test itself.
+
+
+def test_headerByteByByte(proxy: ProxyFactory, echoOrigin: OriginProcess) -> None:
+    """
+    A version 2 header sent a byte at a time (each byte its own segment)
+    is read, and the client it names is served.
+    """
+    running = proxy(*ALLOW_LOOPBACK, listen=[LISTEN_PROXY])
+    header = (
+        b"\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x0c"
+        + socket.inet_aton("127.0.0.9")
+        + socket.inet_aton(LOCAL)
+        + (4242).to_bytes(2, "big")
+        + running.port.to_bytes(2, "big")
+    )
+    with dialFrom(running.port) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for index in range(len(header)):
+            sock.send(header[index : index + 1])
+        sock.sendall(connectRequest(LOCAL, echoOrigin.port))
+        assert readExactly(sock, len(ESTABLISHED)) == ESTABLISHED
+    event = running.waitForNamed("tunnel_close", port=echoOrigin.port)
+    assert event["client"] == "127.0.0.9:4242"
+
+
+def test_finPassedOnBehindProxyProtocol(
+    proxy: ProxyFactory, echoOrigin: OriginProcess
+) -> None:
+    """
+    Behind a PROXY-protocol listener the proxy runs on the plain TCP
+    connection: a FIN right after the request reaches the origin as a FIN,
+    and the origin's reply still reaches the client.
+    """
+    running = proxy(*ALLOW_LOOPBACK, listen=[LISTEN_PROXY])
+    header = f"PROXY TCP4 127.0.0.9 {LOCAL} 4242 {running.port}\r\n".encode()
+    with dialFrom(running.port) as sock:
+        sock.sendall(header + connectRequest(LOCAL, echoOrigin.port) + b"body")
+        sock.shutdown(socket.SHUT_WR)
+        assert readExactly(sock, len(ESTABLISHED)) == ESTABLISHED
+        assert readToEnd(sock) == b"body"
+    echoOrigin.waitForLine("echo eof")
+    event = running.waitForNamed("tunnel_close", port=echoOrigin.port)
+    assert (event["bytesUp"], event["bytesDown"], event["reason"]) == (
+        4,
+        4,
+        "client closed",
+    )
+
+
+def test_headerNeverCompletes(proxy: ProxyFactory) -> None:
+    """
+    A header that does not complete within C{--request-timeout} closes the
+    connection, with one log event.
+    """
+    running = proxy("--request-timeout", "1", listen=[LISTEN_PROXY])
+    with dialFrom(running.port) as sock:
+        sock.sendall(b"PROXY TCP4 127.0.0.9 ")
+        event = running.waitForNamed("proxy_header_timeout")
+        try:
+            assert sock.recv(100) == b""
+        except ConnectionResetError:
+            pass
+    assert event["source"].startswith(f"{LOCAL}:")
+    assert event["timeout"] == 1
+
+
+def test_invalidHeader(proxy: ProxyFactory) -> None:
+    """
+    A client that talks HTTP to a PROXY-protocol listener is disconnected
+    at once without a response, and the log says why.
+    """
+    running = proxy(listen=[LISTEN_PROXY])
+    with dialFrom(running.port) as sock:
+        sock.sendall(connectRequest(LOCAL, 443))
+        try:
+            assert sock.recv(100) == b""
+        except ConnectionResetError:
+            pass
+    event = running.waitForNamed("proxy_header_invalid")
+    assert "does not start with a PROXY header" in event["reason"]

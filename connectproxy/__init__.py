@@ -12,6 +12,7 @@ from ._factory import ConnectProxyFactory
 from ._observer import AccessLogObserver, RefusedRequest, TunnelRecord
 from ._parser import BadRequest, ConnectRequest, ConnectRequestParser
 from ._policy import AccessRules, ClientRules, HostRules, NetworkRules, PortRules
+from ._proxyprotocol import serverEndpoint
 from ._server import ConnectProxyProtocol
 from ._settings import ProxySettings
 from ._tunnel import ProxyTunnel
@@ -40,5 +41,6 @@ __all__ = [
     "RefusedRequest",
     "TunnelRecord",
     "__version__",
+    "serverEndpoint",
     "userPortal",
 ]

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, cast
 
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.error import (
     ConnectError,
@@ -160,7 +161,7 @@ class ConnectProxyProtocol(Protocol):
             # wrapper, once it has read the header.
             return peer, wrapped
         client = self.clientAddress
-        if client is not None and client != peer:
+        if isinstance(client, IPv4Address | IPv6Address) and client != peer:
             # Built for the client a load balancer reported.
             return client, peer
         return peer, None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import shutil
 import socket
+import struct
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from tests.integration._processes import (
     ProxyFactory,
     ProxyProcess,
     cleanEnvironment,
+    waitForPath,
 )
 from tests.integration._sockets import (
     LOCAL,
@@ -35,6 +37,7 @@ from tests.integration._sockets import (
     readResponseHead,
     readToEnd,
 )
+from tests.integration.test_closes import readUntilReset, sendThenReset
 
 pytestmark = pytest.mark.integration
 
@@ -214,10 +217,33 @@ def test_clientAddressFromHAProxyIPv6(
 # Headers sent by the test itself.
 
 
+def unreadByPeer(sock: socket.socket) -> int:
+    """
+    How many bytes sent on C{sock} the peer process has not read yet: the
+    receive queue of the other end of the connection, from
+    C{/proc/net/tcp} (Linux, IPv4 loopback).
+
+    @param sock: A connected IPv4 socket.
+    @return: The peer socket's C{rx_queue}.
+    """
+
+    def hexAddress(address: tuple[str, int]) -> str:
+        host = struct.unpack("<I", socket.inet_aton(address[0]))[0]
+        return f"{host:08X}:{address[1]:04X}"
+
+    local, remote = hexAddress(sock.getpeername()), hexAddress(sock.getsockname())
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == local and fields[2] == remote:
+            return int(fields[4].split(":")[1], 16)
+    raise AssertionError(f"no socket {local} -> {remote} in /proc/net/tcp")
+
+
 def test_headerByteByByte(proxy: ProxyFactory, echoOrigin: OriginProcess) -> None:
     """
-    A version 2 header sent a byte at a time (each byte its own segment)
-    is read, and the client it names is served.
+    A version 2 header sent a byte at a time, each byte read by the proxy
+    before the next is sent (the header split across segments at every
+    byte), is read, and the client it names is served.
     """
     running = proxy(*ALLOW_LOOPBACK, listen=[LISTEN_PROXY])
     header = (
@@ -230,7 +256,10 @@ def test_headerByteByByte(proxy: ProxyFactory, echoOrigin: OriginProcess) -> Non
     with dialFrom(running.port) as sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         for index in range(len(header)):
-            sock.send(header[index : index + 1])
+            sock.sendall(header[index : index + 1])
+            waitForPath(
+                lambda: unreadByPeer(sock) == 0, 10, "the proxy read a byte", 0.002
+            )
         sock.sendall(connectRequest(LOCAL, echoOrigin.port))
         assert readExactly(sock, len(ESTABLISHED)) == ESTABLISHED
     event = running.waitForNamed("tunnel_close", port=echoOrigin.port)
@@ -259,6 +288,33 @@ def test_finPassedOnBehindProxyProtocol(
         4,
         "client closed",
     )
+
+
+def test_originResetReachesClientBehindProxyProtocol(proxy: ProxyFactory) -> None:
+    """
+    Behind a PROXY-protocol listener, an origin that sends 64 KiB and
+    resets: the client gets every byte and then a reset, as on a plain TCP
+    listener.
+    """
+    running = proxy(*ALLOW_LOOPBACK, listen=[LISTEN_PROXY])
+    payload = bytes(range(256)) * 256
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind((LOCAL, 0))
+        listener.listen(1)
+        listener.settimeout(20)
+        target = listener.getsockname()[1]
+        header = f"PROXY TCP4 127.0.0.9 {LOCAL} 4242 {running.port}\r\n".encode()
+        with dialFrom(running.port) as client:
+            client.sendall(header + connectRequest(LOCAL, target))
+            response, rest = readResponseHead(client)
+            assert (response.raw, rest) == (ESTABLISHED, b"")
+            origin, _ = listener.accept()
+            sendThenReset(origin, payload)
+            received, end = readUntilReset(client)
+    assert (len(received), end) == (len(payload), "reset")
+    assert received == payload
+    event = running.waitForNamed("tunnel_close", port=target)
+    assert event["client"] == "127.0.0.9:4242"
 
 
 def test_headerNeverCompletes(proxy: ProxyFactory) -> None:

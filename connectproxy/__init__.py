@@ -12,6 +12,7 @@ from ._factory import ConnectProxyFactory
 from ._observer import AccessLogObserver, RefusedRequest, TunnelRecord
 from ._parser import BadRequest, ConnectRequest, ConnectRequestParser
 from ._policy import AccessRules, ClientRules, HostRules, NetworkRules, PortRules
+from ._proxyprotocol import serverEndpoint
 from ._resolver import ResolverBusy, ResolverPool
 from ._server import ConnectProxyProtocol
 from ._settings import ProxySettings
@@ -43,5 +44,6 @@ __all__ = [
     "ResolverPool",
     "TunnelRecord",
     "__version__",
+    "serverEndpoint",
     "userPortal",
 ]

@@ -44,22 +44,24 @@ class _Shed(Protocol):
         cast(TunnelTransport, self.transport).abortConnection()
 
 
-class _LimitRefusal(ConnectProxyProtocol):
+class _Refusal(ConnectProxyProtocol):
     """
-    Answers 503 at once to a connection over a limit, and closes it the way
+    Answers an error at once to a connection that is not served (a 503 over
+    a limit, a 403 from a source a listener refuses), and closes it the way
     every refusal is closed (lingering on plain TCP, so that the client
-    reads the 503 rather than a reset).  It is not counted among the
+    reads the response rather than a reset).  It is not counted among the
     factory's connections, but among those it is refusing.
     """
 
-    def __init__(self, factory: ConnectProxyFactory, reason: str) -> None:
+    def __init__(self, factory: ConnectProxyFactory, status: int, reason: str) -> None:
         super().__init__(factory)
+        self._status = status
         self._reason = reason
 
     def connectionMade(self) -> None:
         super().connectionMade()
         self.factory.refusing += 1
-        self._refuse(503, self._reason)
+        self._refuse(self._status, self._reason)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.factory.refusing -= 1
@@ -174,11 +176,20 @@ class ConnectProxyFactory(Factory):
         return list(ALPN_PROTOCOLS)
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol:
+        """
+        Build the protocol for a client connection, or the 503 refusal of a
+        connection over a limit.
+
+        @param addr: The client's address: the transport's peer, or (behind
+            connectproxy's PROXY-protocol listener) the address the load
+            balancer reported.  Per-client limits count it.
+        """
         clientHost, _ = clientHostPort(addr)
         refusal = self._overLimit(clientHost)
         if refusal is not None:
-            return self._shedOrRefuse(refusal)
+            return self._shedOrRefuse(addr, 503, refusal)
         protocol = ConnectProxyProtocol(self)
+        protocol.clientAddress = addr
         protocol.clientHost = clientHost
         self.connections.add(protocol)
         if clientHost:
@@ -198,9 +209,22 @@ class ConnectProxyFactory(Factory):
             )
         return None
 
-    def _shedOrRefuse(self, reason: str) -> Protocol:
+    def buildRefusal(self, addr: IAddress | None, status: int, reason: str) -> Protocol:
         """
-        Refuse a connection over a limit: with a 503, or (far over the total
+        Build a protocol that answers an error at once and closes: for a
+        connection a listener refuses before the proxy reads from it.
+
+        @param addr: The peer's address.
+        @param status: The status to answer with.
+        @param reason: The short reason, sent and logged.
+        """
+        return self._shedOrRefuse(addr, status, reason)
+
+    def _shedOrRefuse(
+        self, addr: IAddress | None, status: int, reason: str
+    ) -> Protocol:
+        """
+        Refuse a connection: with an error response, or (far over the total
         limit, where even a response costs too much) by closing it at once,
         logging a count at most once a second.
         """
@@ -221,7 +245,9 @@ class ConnectProxyFactory(Factory):
             # Not None: the TLS and PROXY-protocol wrapping factories would
             # wrap it anyway and leave the connection open.
             return _Shed()
-        return _LimitRefusal(self, reason)
+        refusal = _Refusal(self, status, reason)
+        refusal.clientAddress = addr
+        return refusal
 
     def connectionClosed(self, protocol: ConnectProxyProtocol) -> None:
         """

@@ -575,6 +575,14 @@ class ClientRules:
         address = _unmap(address)
         return any(address in network for network in self.networks)
 
+    def trustsProxy(self, balancer: IPAddress) -> bool:
+        """
+        @param balancer: The address a PROXY header comes from.
+        @return: Whether headers from there are believed.
+        """
+        balancer = _unmap(balancer)
+        return any(balancer in network for network in self.trustedProxies)
+
     def allowsProxied(self, client: IPAddress, balancer: IPAddress) -> bool:
         """
         @param client: The client address a PROXY header claims.

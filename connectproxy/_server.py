@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, cast
 
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.error import (
     ConnectError,
@@ -141,6 +142,10 @@ class ConnectProxyProtocol(Protocol):
 
     @ivar request: The parsed request, once there is one.
     @ivar tunnel: The tunnel, once established.
+    @ivar clientAddress: The address the factory built this protocol for
+        (C{buildProtocol}'s C{addr}), when known: the client's.  Behind
+        connectproxy's PROXY-protocol listener it is the address the load
+        balancer reported, while the transport's peer is the balancer.
     """
 
     _log = Logger()
@@ -150,6 +155,7 @@ class ConnectProxyProtocol(Protocol):
     tunnel: ProxyTunnel | None = None
     user: str | None = None
     clientHost = ""
+    clientAddress: object = None
 
     def __init__(self, factory: ConnectProxyFactory) -> None:
         self.factory = factory
@@ -159,6 +165,7 @@ class ConnectProxyProtocol(Protocol):
         self._receive: Callable[[bytes], None] = self._firstReceived
         self._early = bytearray()
         self._client = ""
+        self._clientPeer: object = None
         self._timer: IDelayedCall | None = None
         self._pending: Deferred[Any] | None = None
         self._upstream: _UpstreamProtocol | None = None
@@ -173,6 +180,23 @@ class ConnectProxyProtocol(Protocol):
         # Whether the client half-closed (sent its FIN) before the tunnel.
         self._clientFinished = False
 
+    def _addresses(self) -> tuple[object, object]:
+        """
+        The client's address, and the load balancer's when the client came
+        through one (C{None} otherwise).
+        """
+        peer = self._transport.getPeer()
+        wrapped = _socketPeer(self._transport)
+        if wrapped is not None and wrapped != peer:
+            # A transport wrapper reports the client: Twisted's haproxy:
+            # wrapper, once it has read the header.
+            return peer, wrapped
+        client = self.clientAddress
+        if isinstance(client, IPv4Address | IPv6Address) and client != peer:
+            # Built for the client a load balancer reported.
+            return client, peer
+        return peer, None
+
     def _newParser(self) -> ConnectRequestParser:
         settings = self._settings
         return ConnectRequestParser(
@@ -181,7 +205,7 @@ class ConnectProxyProtocol(Protocol):
 
     def connectionMade(self) -> None:
         self._transport = cast(TunnelTransport, self.transport)
-        self._client = formatAddress(self._transport.getPeer())
+        self._client = formatAddress(self._addresses()[0])
         self._armRequestTimer()
 
     def dataReceived(self, data: bytes) -> None:
@@ -200,11 +224,12 @@ class ConnectProxyProtocol(Protocol):
         PROXY-protocol listener, only then is the real address known).
         """
         self._receive = self._headReceived
-        # The peer may have changed since connectionMade (PROXY protocol).
-        self._client = formatAddress(self._transport.getPeer())
-        refused = self.factory.gatekeeper.checkClient(
-            self._transport.getPeer(), _socketPeer(self._transport)
-        )
+        # The peer may have changed since connectionMade (Twisted's PROXY
+        # protocol wrapper).
+        client, balancer = self._addresses()
+        self._clientPeer = client
+        self._client = formatAddress(client)
+        refused = self.factory.gatekeeper.checkClient(client, balancer)
         if refused is not None:
             self._refuse(refused.status, refused.reason)
             return
@@ -279,7 +304,7 @@ class ConnectProxyProtocol(Protocol):
         self._timer = self._clock.callLater(
             self._settings.connectTimeout, self._deadline
         )
-        d = self.factory.gatekeeper.admit(self._transport.getPeer(), request)
+        d = self.factory.gatekeeper.admit(self._clientPeer, request)
         self._pending = d
         d.addCallbacks(self._admitted, self._notAdmitted).addErrback(
             self._requestFailed

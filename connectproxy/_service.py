@@ -23,6 +23,7 @@ from ._factory import ConnectProxyFactory
 from ._observer import formatAddress
 
 if TYPE_CHECKING:
+    from ._sdnotify import NotifyService
     from .tap import Options
 
 __all__ = ["ListenFailed", "ListenerService", "ReloadService"]
@@ -154,6 +155,8 @@ class ReloadService(Service):
     """
 
     _log = Logger()
+    #: Told when a reload starts and ends (systemd notifications).
+    notifier: NotifyService | None = None
 
     def __init__(
         self,
@@ -208,6 +211,18 @@ class ReloadService(Service):
 
         @return: Whether the new configuration is in use.
         """
+        notifier = self.notifier
+        if notifier is not None:
+            notifier.reloading()
+        succeeded = False
+        try:
+            succeeded = self._reload()
+        finally:
+            if notifier is not None:
+                notifier.reloaded(succeeded)
+        return succeeded
+
+    def _reload(self) -> bool:
         options = type(self._options)()
         try:
             options.parseOptions(self._options.argv)

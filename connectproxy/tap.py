@@ -17,7 +17,6 @@ from twisted.application.service import MultiService
 from twisted.copyright import version as twistedVersion
 from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.strcred import AuthOptionMixin
-from twisted.internet.endpoints import serverFromString
 from twisted.plugin import getPlugins
 from twisted.python import usage
 
@@ -36,6 +35,8 @@ from ._policy import (
     PortRules,
     parsePortRange,
 )
+from ._proxyprotocol import serverEndpoint
+from ._sdnotify import NotifyService, SystemdNotifier
 from ._service import ListenerService, ReloadService
 from ._settings import ProxySettings
 from ._tls import NegotiatingReactor
@@ -749,7 +750,9 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
     @param options: Parsed L{Options}.
     @param reactor: The reactor to use; the global one when C{None}.
     @return: A L{MultiService} holding the listeners; its child named
-        C{"reload"} has a C{reload()} method.
+        C{"reload"} has a C{reload()} method, and the one named C{"notify"}
+        tells systemd (C{$NOTIFY_SOCKET}) when the proxy is ready, reloading
+        and stopping.
     """
     installSignal = reactor is None
     if reactor is None:
@@ -768,8 +771,9 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
     # TLS listeners refuse clients that share no ALPN protocol cleanly.
     listenerReactor = NegotiatingReactor(reactor)
     for description in options["listen"]:
-        endpoint = serverFromString(listenerReactor, description)
-        listener = ListenerService(endpoint, factory)
+        listener = ListenerService(
+            serverEndpoint(listenerReactor, description), factory
+        )
         listener._raiseSynchronously = True
         listener.description = description
         listener.unauthenticated = options.unauthenticated()
@@ -777,4 +781,8 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
         listener.setServiceParent(service)
         listeners.append(listener)
     reloader.listeners = listeners
+    notifier = NotifyService(SystemdNotifier.fromEnvironment(), listeners)
+    notifier.setName("notify")
+    notifier.setServiceParent(service)
+    reloader.notifier = notifier
     return service

@@ -42,6 +42,7 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from connectproxy._factory import ConnectProxyFactory
+from connectproxy._proxyprotocol import ProxyHeaderFactory
 from connectproxy._settings import ProxySettings
 from connectproxy._tls import (
     ALPN_PROTOCOLS,
@@ -267,7 +268,7 @@ def test_haproxySSLListenerFactory(pki: TLSFiles) -> None:
     """
     reactor, service = listened("haproxy:ssl:0:privateKey={key}:certKey={cert}", pki)
     [(_, factory, contextFactory, _, _)] = reactor.sslServers
-    assert isinstance(factory, HAProxyWrappingFactory)
+    assert isinstance(factory, ProxyHeaderFactory)
     assert IProtocolNegotiationFactory(factory).acceptableProtocols() == [b"http/1.1"]
     tls = TLSMemoryBIOFactory(contextFactory, False, factory, clock=reactor)
     accepted = TLSClient(b"PROXY TCP4 127.0.0.9 127.0.0.1 5000 3129\r\n")

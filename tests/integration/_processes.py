@@ -96,6 +96,7 @@ class ChildProcess(Generic[_T]):
         collector: Callable[[IO[bytes], str], OutputCollector[_T]],
         env: Mapping[str, str],
         cwd: Path,
+        passFds: Sequence[int] = (),
     ) -> None:
         """
         Start the process.
@@ -104,6 +105,8 @@ class ChildProcess(Generic[_T]):
         @param collector: Makes the output collector from the pipe.
         @param env: The environment.
         @param cwd: The working directory.
+        @param passFds: Descriptors the child inherits, with the same
+            numbers (a listening socket, say).
         """
         self.argv = list(argv)
         self.process = subprocess.Popen(
@@ -113,6 +116,7 @@ class ChildProcess(Generic[_T]):
             stderr=subprocess.STDOUT,
             env=dict(env),
             cwd=cwd,
+            pass_fds=tuple(passFds),
         )
         assert self.process.stdout is not None
         self.output = collector(self.process.stdout, f"drain-{self.process.pid}")
@@ -223,6 +227,7 @@ class ProxyProcess(ChildProcess[Event]):
         env: Mapping[str, str] | None = None,
         cwd: Path = REPO_ROOT,
         listeners: int = 1,
+        passFds: Sequence[int] = (),
     ) -> None:
         """
         Start the proxy and wait until it listens.
@@ -232,9 +237,15 @@ class ProxyProcess(ChildProcess[Event]):
             source tree.
         @param cwd: The working directory.
         @param listeners: How many C{listening} events to wait for.
+        @param passFds: Descriptors the proxy inherits, with the same
+            numbers.
         """
         super().__init__(
-            argv, EventCollector, sourceEnvironment() if env is None else env, cwd
+            argv,
+            EventCollector,
+            sourceEnvironment() if env is None else env,
+            cwd,
+            passFds,
         )
         self.allowFailures = False
         self.listening: list[Event] = []

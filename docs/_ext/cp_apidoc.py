@@ -428,10 +428,14 @@ class AutoInterfaces(SphinxDirective):
         self, names: Names, module: ModuleType, interface: InterfaceClass
     ) -> list[str]:
         signatures = _sourceSignatures(module, interface.__name__)
-        bases = [
-            names.qualify(base.__identifier__, module) or base.__identifier__
+        identifiers = [
+            str(getattr(base, "__identifier__", base.__name__))
             for base in interface.__bases__
-            if base.__identifier__ != "zope.interface.Interface"
+        ]
+        bases = [
+            names.qualify(identifier, module) or identifier
+            for identifier in identifiers
+            if identifier != "zope.interface.Interface"
         ]
         lines = [
             f".. py:class:: {interface.__name__}",

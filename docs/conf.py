@@ -59,11 +59,16 @@ cp_api_modules = [
     "connectproxy.testing",
 ]
 autodoc_member_order = "bysource"
+toc_object_entries_show_parents = "hide"
 autodoc_typehints_format = "short"
 autoclass_content = "both"
 autodoc_inherit_docstrings = False
 
 html_theme = "alabaster"
 html_title = f"connectproxy {release}"
-html_theme_options = {"description": "An HTTP CONNECT forward proxy on Twisted"}
+html_theme_options = {
+    "description": "An HTTP CONNECT forward proxy on Twisted",
+    "page_width": "1160px",
+    "sidebar_width": "260px",
+}
 html_show_sourcelink = False

@@ -332,6 +332,18 @@ def processSignature(
     return clean(signature), clean(returnAnnotation)
 
 
+def skipMember(
+    app: Sphinx, what: str, name: str, obj: Any, skip: bool, options: Any
+) -> bool | None:
+    """
+    Leave out the C{opt_*} handlers of command-line options: the options
+    reference documents them as options (autodoc-skip-member).
+    """
+    if what == "class" and name.startswith("opt_"):
+        return True
+    return None
+
+
 def missingReference(
     app: Sphinx, env: BuildEnvironment, node: Any, contnode: nodes.Element
 ) -> nodes.Element | None:
@@ -493,6 +505,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.add_config_value("cp_api_modules", [], "env")
     app.connect("autodoc-process-docstring", processDocstring)
     app.connect("autodoc-process-signature", processSignature)
+    app.connect("autodoc-skip-member", skipMember)
     app.connect("missing-reference", missingReference)
     app.add_directive("autointerfaces", AutoInterfaces)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}

@@ -180,20 +180,23 @@ def test_tomlExampleKinds() -> None:
         optionsData.tomlExample("--nope 1")
 
 
-def _refusals() -> list[tuple[int, str, str]]:
+def _refusals() -> list[tuple[int, tuple[str, str], str]]:
     """
     Every status and reason the code answers clients with, where both are
     written out: C{BadRequest(400, "...")}, C{Refused(...)},
     C{Refusal(...)}, C{_refuse(...)}, C{errorResponse(...)} and functions
     returning C{(status, "reason")}.
 
-    @return: C{(status, pattern, where)}, the pattern matching the reason
-        with anything in place of its f-string fields.
+    @return: C{(status, (pattern, reason), where)}, the pattern matching
+        the reason with anything in place of its f-string fields.
     """
 
-    def pattern(node: ast.expr) -> str | None:
+    def pattern(node: ast.expr) -> tuple[str, str] | None:
+        """
+        The pattern of a reason, and the reason as the code writes it.
+        """
         if isinstance(node, ast.Constant) and isinstance(node.value, str):
-            return re.escape(node.value)
+            return re.escape(node.value), node.value
         if isinstance(node, ast.JoinedStr):
             parts = []
             for value in node.values:
@@ -201,7 +204,7 @@ def _refusals() -> list[tuple[int, str, str]]:
                     parts.append(re.escape(str(value.value)))
                 else:
                     parts.append(".+")
-            return "".join(parts)
+            return "".join(parts), ast.unparse(node)
         return None
 
     found = []
@@ -248,11 +251,15 @@ def test_troubleshootingHasEveryReason() -> None:
     refusals = _refusals()
     assert len(refusals) > 40
     missing = []
-    for status, reason, where in refusals:
+    for status, (reason, written), where in refusals:
         spans = re.findall(r"`([^`]+)`", sections.get(status, ""))
         if not any(re.fullmatch(reason, span) for span in spans):
-            missing.append(f"{status} {reason} ({where})")
-    assert missing == [], "add these to docs/troubleshooting.md"
+            missing.append(f"{status} {written} ({where})")
+    assert not missing, (
+        "docs/troubleshooting.md does not list these reasons under their "
+        "status (write f-string fields in capitals, like `port PORT is not "
+        "allowed`):\n" + "\n".join(missing)
+    )
 
 
 _SKIP_LINK = re.compile(r"^(?:[a-z][a-z0-9+.-]*:|#|$)")

@@ -105,7 +105,8 @@ class ConnectProxyFactory(Factory):
         gatekeeper: Gatekeeper | None = None,
     ) -> None:
         """
-        @param reactor: Provides L{IReactorTime} and, for the default
+        @param reactor: Provides
+            L{twisted.internet.interfaces.IReactorTime} and, for the default
             connector, name resolution and TCP.
         @param settings: Tunables; the defaults when C{None}.
         @param connector: Makes upstream connections; a L{DirectConnector}

@@ -45,6 +45,7 @@ from zope.interface import alsoProvides, implementer
 
 from ._observer import formatAddress
 from ._proxyheader import InvalidProxyHeader, ProxyHeader, ProxyHeaderParser
+from ._tls import logHandshakeFailure
 
 if TYPE_CHECKING:
     from ._factory import ConnectProxyFactory
@@ -271,6 +272,10 @@ class ProxyHeaderProtocol(Protocol):
         protocol, self.wrappedProtocol = self.wrappedProtocol, None
         if protocol is not None:
             protocol.connectionLost(reason)
+        elif self.transport is not None:
+            # No header came through: under a TLS listener (haproxy:ssl:)
+            # the handshake may have failed.
+            logHandshakeFailure(formatAddress(self.transport.getPeer()), reason)
 
 
 def _trusted(proxyFactory: ConnectProxyFactory, peer: IAddress) -> bool:

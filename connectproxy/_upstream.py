@@ -189,7 +189,8 @@ class DirectConnector:
         clock: IReactorTime | None = None,
     ) -> None:
         """
-        @param reactor: The reactor to connect with (L{twisted.internet.interfaces.IReactorTCP}).
+        @param reactor: The reactor to connect with
+            (L{twisted.internet.interfaces.IReactorTCP}).
         @param attemptTimeout: Seconds allowed for one connection attempt.
         @param networks: The destination network rules; the default rules
             (globally routable unicast only) when C{None}.

@@ -189,7 +189,8 @@ def test_perClientLimitBehindHAProxy(
             response, body = readResponseHead(second)
             assert response.status == 503
             assert (body + readToEnd(second)).endswith(
-                b"this client has too many connections\n"
+                b"this client has too many connections "
+                b"(see --max-connections-per-client)\n"
             )
         with tunnelFrom(front, echoOrigin, "127.0.0.6"):
             pass

@@ -215,7 +215,11 @@ class ProxyProcess(ChildProcess[Event]):
     @ivar listening: Every C{listening} event, one per listener.
     @ivar allowFailures: Set by a test that expects unhandled errors in the
         log; otherwise L{stop} fails on them.
+    @cvar collectorType: Makes the collector of its JSON log; a subclass can
+        pass one that keeps less.
     """
+
+    collectorType: Callable[[IO[bytes], str], OutputCollector[Event]] = EventCollector
 
     def __init__(
         self,
@@ -234,7 +238,10 @@ class ProxyProcess(ChildProcess[Event]):
         @param listeners: How many C{listening} events to wait for.
         """
         super().__init__(
-            argv, EventCollector, sourceEnvironment() if env is None else env, cwd
+            argv,
+            type(self).collectorType,
+            sourceEnvironment() if env is None else env,
+            cwd,
         )
         self.allowFailures = False
         self.listening: list[Event] = []

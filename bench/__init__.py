@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.integration.test_bench -*-
+# -*- test-case-name: tests.test_bench,tests.integration.test_bench -*-
 """
 The side-by-side benchmark of connectproxy, a direct connection and other
 proxies on loopback: run C{python -m bench} from the repository root;

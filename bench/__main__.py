@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.integration.test_bench -*-
+# -*- test-case-name: tests.test_bench,tests.integration.test_bench -*-
 """
 The benchmark's command line: C{python -m bench --help}, run from the
 repository root. C{docs/performance.md} explains every option and row.

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.integration.test_bench -*-
+# -*- test-case-name: tests.test_bench,tests.integration.test_bench -*-
 """
 Start and stop what the benchmark measures: the origin servers, connectproxy
 (one process per variant) and other proxies, each on 127.0.0.1, each stopped
@@ -29,7 +29,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any, cast
 
-from bench.measure import BenchError, processTree
+from bench.measure import BenchError
+from bench.proc import processTree
 from tests.integration._output import Event, EventCollector, LineCollector
 from tests.integration._processes import (
     LISTEN_ANY_PORT,

@@ -1,8 +1,7 @@
-# -*- test-case-name: tests.integration.test_bench -*-
+# -*- test-case-name: tests.test_bench,tests.integration.test_bench -*-
 """
 The measurements: blocking-socket clients that move bytes directly or
-through a CONNECT tunnel and time it, and readers of C{/proc} for the CPU
-time, memory and descriptors of a process tree.
+through a CONNECT tunnel, check them and time it.
 
 Nothing here starts or stops a process; L{bench.launch} does.
 """
@@ -10,7 +9,6 @@ Nothing here starts or stops a process; L{bench.launch} does.
 from __future__ import annotations
 
 import math
-import os
 import re
 import socket
 import threading
@@ -400,75 +398,3 @@ def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     index = max(0, min(len(ordered), math.ceil(fraction * len(ordered))) - 1)
     return ordered[index]
-
-
-def processTree(pid: int) -> list[int]:
-    """
-    List C{pid} and all its descendants (worker processes, helpers).
-
-    @return: The process IDs, C{pid} first; empty if C{pid} is gone.
-    """
-    children: dict[int, list[int]] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat") as stat:
-                ppid = int(stat.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(ppid, []).append(int(entry.name))
-    if not os.path.exists(f"/proc/{pid}"):
-        return []
-    tree, queue = [], [pid]
-    while queue:
-        current = queue.pop()
-        tree.append(current)
-        queue.extend(children.get(current, []))
-    return tree
-
-
-def cpuSeconds(pids: list[int]) -> float:
-    """
-    User plus system CPU seconds of C{pids}, from C{/proc/PID/stat}.
-    """
-    ticks = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def pssKiB(pids: list[int]) -> int:
-    """
-    The proportional set size of C{pids} summed, from
-    C{/proc/PID/smaps_rollup}, in KiB.
-    """
-    total = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/smaps_rollup") as rollup:
-                for line in rollup:
-                    if line.startswith("Pss:"):
-                        total += int(line.split()[1])
-                        break
-        except OSError:
-            continue
-    return total
-
-
-def descriptorCount(pids: list[int]) -> int:
-    """
-    How many file descriptors C{pids} hold open together.
-    """
-    total = 0
-    for pid in pids:
-        try:
-            total += len(os.listdir(f"/proc/{pid}/fd"))
-        except OSError:
-            continue
-    return total

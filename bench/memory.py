@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.integration.test_bench -*-
+# -*- test-case-name: tests.test_bench,tests.integration.test_bench -*-
 """
 The memory measurements: many idle tunnels held open at once (memory per
 tunnel, and whether the proxy can hold that many), and a few tunnels whose
@@ -22,11 +22,10 @@ from dataclasses import dataclass
 from bench.measure import (
     BenchError,
     Route,
-    descriptorCount,
-    pssKiB,
     recvExactly,
 )
 from bench.origin import BULK_HEADER, ECHO_SIZE
+from bench.proc import descriptorCount, pssKiB
 
 PidsOf = Callable[[], list[int]]
 """

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.integration.test_bench -*-
+# -*- test-case-name: tests.test_bench,tests.integration.test_bench -*-
 """
 A naive Twisted CONNECT relay: the reference point the benchmark compares
 connectproxy with, to show what connectproxy's own work costs or saves.

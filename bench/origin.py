@@ -1,8 +1,8 @@
-# -*- test-case-name: tests.integration.test_bench -*-
+# -*- test-case-name: tests.test_bench,tests.integration.test_bench -*-
 """
 Origin servers for the benchmark, run as a separate process.
 
-C{python -m bench} starts this file with C{python bench/origin.py --hold N}.
+C{python -m bench} starts this module as C{python -m bench.origin --hold N}.
 It uses plain sockets, no Twisted, so that it measures the proxies and not
 itself. It binds its listeners on 127.0.0.1 port 0 and prints one JSON line
 to stdout: C{{"bulk": PORT, "echo": PORT, "hold": [PORT, ...]}}. It runs

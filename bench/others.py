@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.integration.test_bench -*-
+# -*- test-case-name: tests.test_bench,tests.integration.test_bench -*-
 """
 The other proxies the benchmark compares connectproxy with, where they are
 installed: squid and tinyproxy (Debian packages), proxy.py and pproxy (in a
@@ -202,6 +202,10 @@ def _startProxyPy(exe: str, limit: int) -> ExternalProxy:
             str(port),
             "--log-level",
             "WARNING",
+            # Its default drops tunnels idle for 10 s; the others keep them
+            # for 10 minutes.
+            "--timeout",
+            "600",
         ],
         commandVersion([exe, "--version"]),
     )

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.integration.test_bench -*-
+# -*- test-case-name: tests.test_bench,tests.integration.test_bench -*-
 """
 The benchmark's results: the samples of every row for every proxy, their
 medians, ranges and ratios to the baseline proxy, as a text table and as

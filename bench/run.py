@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.integration.test_bench -*-
+# -*- test-case-name: tests.test_bench,tests.integration.test_bench -*-
 """
 One benchmark run: start the origin and the proxies, take every sample with
 the routes interleaved (the order rotates every round, so that drift in the
@@ -29,15 +29,14 @@ from bench.measure import (
     BenchError,
     Route,
     bulkOnce,
-    cpuSeconds,
     exchangeOnce,
     percentile,
     pingRun,
-    pssKiB,
     rateRun,
 )
 from bench.memory import idleTunnels, slowReaders
 from bench.others import OTHERS
+from bench.proc import cpuSeconds, pssKiB
 from bench.report import Row
 
 _MAX_ERRORS = 3

@@ -236,7 +236,7 @@ def buildReport(run: Run, argv: list[str], extra: dict[str, Any]) -> dict[str, A
     )
     variants = {name for name, _ in args.variant} | {"direct"}
     problems: list[str] = []
-    warnings: list[str] = []
+    warnings: list[str] = list(run.notes)
     for name, errors in run.errors.items():
         target = problems if name in variants else warnings
         target += [f"{name}: {error}" for error in errors]

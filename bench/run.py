@@ -80,6 +80,8 @@ class Run:
     @ivar errors: Route name to what went wrong with it.
     @ivar idle: Route name to the idle-tunnel results.
     @ivar slow: Route name to the slow-reader results.
+    @ivar checks: Route name to the checks of its log against the bench.
+    @ivar notes: Things the reader of the report should know.
     """
 
     def __init__(self, args: argparse.Namespace, origin: Origin) -> None:
@@ -92,6 +94,7 @@ class Run:
         self.idle: dict[str, list[dict[str, Any]]] = {}
         self.slow: dict[str, list[dict[str, Any]]] = {}
         self.checks: dict[str, list[str]] = {}
+        self.notes: list[str] = []
         self.limit = raiseDescriptorLimit()
         self._cpu: dict[str, list[float]] = {}
 
@@ -307,6 +310,13 @@ class Run:
         slow readers last (whose byte counts nobody can check).
         """
         args = self.args
+        if self.idleCount() < args.idle_tunnels:
+            self.notes.append(
+                f"idle tunnels lowered from {args.idle_tunnels} to "
+                f"{self.idleCount()}: the descriptor limit is {self.limit} and a "
+                "proxy needs two per tunnel (raise the hard limit to go further)"
+            )
+            progress(self.notes[-1])
         for index in range(args.memory_rounds if args.idle_tunnels else 0):
             progress(f"idle-tunnel round {index + 1} of {args.memory_rounds}")
             for route in self.order(index, proxiesOnly=True):

@@ -127,7 +127,11 @@ def formatTable(report: dict[str, Any], rows: list[Row]) -> str:
     for name, proxy in report["proxies"].items():
         if proxy["kind"] == "direct":
             continue
-        lines.append(f"{name}: {proxy['version']}; exit status {proxy['exitStatus']}")
+        start = proxy.get("pssAtStartKiB")
+        memory = "" if start is None else f"; PSS after start {start / 1024:.1f} MiB"
+        lines.append(
+            f"{name}: {proxy['version']}{memory}; exit status {proxy['exitStatus']}"
+        )
         for check in proxy.get("checks", []):
             lines.append("  " + check)
     for title, key in (("PROBLEMS", "problems"), ("warnings", "warnings")):

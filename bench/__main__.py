@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -223,6 +224,7 @@ def buildReport(run: Run, argv: list[str], extra: dict[str, Any]) -> dict[str, A
     have been called first so that its checks are in C{run.errors}.
     """
     args = run.args
+    machine = extra["machine"]
     names = [route.name for route in run.routes]
     baseline = args.baseline if args.baseline in names else None
     if baseline is None and "direct" in names:
@@ -231,8 +233,9 @@ def buildReport(run: Run, argv: list[str], extra: dict[str, Any]) -> dict[str, A
         f"{args.rounds} rounds, {args.megabytes} MiB per bulk sample, setup "
         f"{args.rate_seconds:g} s per sample, {args.pings} pings, "
         f"{run.idleCount() if args.idle_tunnels else 0} idle tunnels, "
-        f"{args.slow_tunnels} slow readers; {extra['machine']['cpus']} CPUs, "
-        f"load {extra['machine']['loadAverage'][0]:.2f}"
+        f"{args.slow_tunnels} slow readers; {machine['cpus']} CPUs, load "
+        f"{machine['loadAverageAtStart'][0]:.2f} at start, "
+        f"{machine['loadAverage'][0]:.2f} at the end"
     )
     variants = {name for name, _ in args.variant} | {"direct"}
     problems: list[str] = []
@@ -276,6 +279,7 @@ def runAll(args: argparse.Namespace, argv: list[str]) -> int:
         bench itself had a problem.
     """
     run: Run | None = None
+    loadAtStart = list(os.getloadavg())
     origin = Origin(max(4, args.idle_tunnels // 16000 + 2))
     stopped: dict[str, int] = {}
     try:
@@ -290,6 +294,7 @@ def runAll(args: argparse.Namespace, argv: list[str]) -> int:
             stopped = run.stopAll()
         origin.stop()
     machine = machineFacts()
+    machine["loadAverageAtStart"] = loadAtStart
     proxies = run.proxyFacts(stopped)
     for name, kib in atStart.items():
         proxies[name]["pssAtStartKiB"] = kib

@@ -3,6 +3,9 @@
 The processes the integration tests start (the proxy, in its several forms,
 and the origin server), and how they wait for and stop them: always by the
 PID they started, with a deadline on every wait.
+
+The benchmark (C{bench/launch.py}) starts its processes with this harness
+too: keep this module and C{_output.py} free of pytest.
 """
 
 from __future__ import annotations

@@ -54,6 +54,18 @@ class OutputCollector(Generic[_T]):
         """
         raise NotImplementedError()
 
+    def keep(self, chunk: bytes, records: list[_T]) -> None:
+        """
+        Store what was just read; called with the lock held.  Everything is
+        kept: a long-running child (the benchmark's) overrides this to keep
+        less.
+
+        @param chunk: The bytes read.
+        @param records: The complete records parsed from them.
+        """
+        self.raw += chunk
+        self.records.extend(records)
+
     def _drain(self) -> None:
         """
         Read until end of input, parsing and publishing records.
@@ -67,8 +79,7 @@ class OutputCollector(Generic[_T]):
             buffer += chunk
             records, buffer = self.split(buffer)
             with self._condition:
-                self.raw += chunk
-                self.records.extend(records)
+                self.keep(chunk, records)
                 self._condition.notify_all()
         with self._condition:
             self._closed = True

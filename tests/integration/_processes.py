@@ -3,6 +3,9 @@
 The processes the integration tests start (the proxy, in its several forms,
 and the origin server), and how they wait for and stop them: always by the
 PID they started, with a deadline on every wait.
+
+The benchmark (C{bench/launch.py}) starts its processes with this harness
+too: keep this module and C{_output.py} free of pytest.
 """
 
 from __future__ import annotations
@@ -219,7 +222,11 @@ class ProxyProcess(ChildProcess[Event]):
     @ivar listening: Every C{listening} event, one per listener.
     @ivar allowFailures: Set by a test that expects unhandled errors in the
         log; otherwise L{stop} fails on them.
+    @cvar collectorType: Makes the collector of its JSON log; a subclass can
+        pass one that keeps less.
     """
+
+    collectorType: Callable[[IO[bytes], str], OutputCollector[Event]] = EventCollector
 
     def __init__(
         self,
@@ -242,7 +249,7 @@ class ProxyProcess(ChildProcess[Event]):
         """
         super().__init__(
             argv,
-            EventCollector,
+            type(self).collectorType,
             sourceEnvironment() if env is None else env,
             cwd,
             passFds,

@@ -1,0 +1,189 @@
+# -*- test-case-name: tests.test_bench -*-
+"""
+The benchmark's pure parts: statistics, the report, the command line, the
+payload's checksum and the collectors that keep a bounded part of a child's
+output. Its smoke run is in tests/integration/test_bench.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import zlib
+
+import pytest
+
+from bench.__main__ import parseArgs
+from bench.launch import TallyCollector, _BoundedText
+from bench.measure import Route, expectedCrc, percentile
+from bench.memory import sourceAddresses
+from bench.origin import CHUNK, _receiveBulk, payloadChunk
+from bench.proc import cpuSeconds, descriptorCount, processTree, pssKiB
+from bench.report import Row, formatRow
+
+
+def test_percentileNearestRank() -> None:
+    """
+    percentile picks the nearest-rank value, clamped to the samples.
+    """
+    values = [float(n) for n in range(1, 101)]
+    assert percentile(values, 0.5) == 50.0
+    assert percentile(values, 0.99) == 99.0
+    assert percentile(values, 1.0) == 100.0
+    assert percentile([7.0], 0.99) == 7.0
+    assert percentile([3.0, 1.0, 2.0], 0.0) == 1.0
+
+
+def test_rowMedianRatioAndJSON() -> None:
+    """
+    A row reports median, min, max and the ratio of medians to the baseline.
+    """
+    row = Row("upload", "bulk upload", "MB/s", True)
+    for value in (1.0, 3.0, 2.0):
+        row.add("connectproxy", value)
+    row.add("squid", 4.0)
+    assert row.median("connectproxy") == 2.0
+    assert row.ratio("connectproxy", "squid") == 0.5
+    assert row.ratio("connectproxy", None) is None
+    assert row.ratio("connectproxy", "tinyproxy") is None
+    result = row.toJSON("squid")["results"]["connectproxy"]
+    assert result == {
+        "median": 2.0,
+        "min": 1.0,
+        "max": 3.0,
+        "samples": [1.0, 3.0, 2.0],
+        "ratio": 0.5,
+    }
+    lines = formatRow(row, ["connectproxy", "squid", "direct"], "squid")
+    assert lines[0] == "bulk upload (MB/s, higher is better)"
+    assert "0.50 x squid" in lines[1]
+    assert len(lines) == 3
+
+
+def test_variantOption() -> None:
+    """
+    --variant takes NAME=OPTIONS; the default is one plain connectproxy.
+    """
+    args = parseArgs([])
+    assert args.variant == [("connectproxy", "")]
+    args = parseArgs(["--variant", "splice=--relay=splice --workers=2"])
+    assert args.variant == [("splice", "--relay=splice --workers=2")]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--variant", "no-equals-sign"],
+        ["--variant", "squid=--x"],
+        ["--variant", "a=", "--variant", "a=--x"],
+        ["--proxies", "direct,nosuchproxy"],
+        ["--concurrency", "0"],
+        ["--rounds", "0"],
+        ["--slow-seconds", "0"],
+    ],
+)
+def test_badOptions(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """
+    Impossible options exit with status 2 and a message.
+    """
+    with pytest.raises(SystemExit) as raised:
+        parseArgs(argv)
+    assert raised.value.code == 2
+    assert capsys.readouterr().err
+
+
+def test_sourceAddresses() -> None:
+    """
+    At least two loopback client addresses, and one per 16,000 tunnels.
+    """
+    assert sourceAddresses(10) == ["127.0.0.2", "127.0.0.3"]
+    assert len(sourceAddresses(50000)) == 4
+
+
+def test_payloadChecksum() -> None:
+    """
+    The origin's CRC of what it received equals expectedCrc of the count,
+    for sizes that end inside a chunk; the payload has no short period.
+    """
+    payload = payloadChunk()
+    assert len(payload) == CHUNK
+    assert bytes(payload[:4096]) != bytes(payload[4096:8192])
+    size = CHUNK * 2 + 1000
+    left, right = socket.socketpair()
+    with left, right:
+        data = (bytes(payload) * 3)[:size]
+        sender = threading.Thread(target=left.sendall, args=(data,))
+        sender.start()
+        received, crc = _receiveBulk(right, size)
+        sender.join()
+    assert received == size
+    assert crc == expectedCrc(size) == zlib.crc32(data)
+
+
+def test_routeCountsMovedBytes() -> None:
+    """
+    A route sums bytes moved until an exchange of unknown size.
+    """
+    route = Route("proxy", 3128)
+    route.addMoved(10, 20)
+    route.addMoved(1, 2)
+    assert route.moved == [11, 22]
+    route.addMoved(5, None)
+    route.addMoved(1, 1)
+    assert route.moved is None
+
+
+def test_boundedText() -> None:
+    """
+    Only the first 8 KiB and the last 16 KiB or so of the output are kept.
+    """
+    text = _BoundedText()
+    for index in range(5000):
+        text.add(f"line {index}\n".encode())
+    kept = text.text()
+    assert kept.startswith("line 0\n")
+    assert "\n...\n" in kept
+    assert kept.endswith("line 4999\n")
+    assert len(kept) < 30000
+
+
+def test_tallyCollectorCounts() -> None:
+    """
+    The tally counts events and bytes and keeps only the events worth
+    waiting for or reporting.
+    """
+    events = [
+        {"event": "listening", "port": 1234},
+        {"event": "tunnel_open"},
+        {"event": "tunnel_close", "bytesUp": 3, "bytesDown": 4},
+        {"event": "tunnel_close", "bytesUp": 5, "bytesDown": 6},
+        {"log_level": {"name": "critical"}, "log_failure": "boom"},
+    ]
+    raw = b"".join(b"\x1e" + json.dumps(e).encode() + b"\n" for e in events)
+    readFd, writeFd = os.pipe()
+    os.write(writeFd, raw + b"not json\n")
+    os.close(writeFd)
+    with os.fdopen(readFd, "rb") as pipe:
+        tally = TallyCollector(pipe, "test")
+        tally.join(10)
+    assert tally.counts["tunnel_close"] == 2
+    assert tally.waitForCount("tunnel_close", 2, 0) == 2
+    assert tally.bytesLogged == [8, 10]
+    assert len(tally.errorEvents) == 1
+    kept = [e.get("event", e.get("_text")) for e in tally.records]
+    assert kept == ["listening", None, "not json"]
+    assert "tunnel_open" in tally.text()
+
+
+def test_procReaders() -> None:
+    """
+    The /proc readers see this process.
+    """
+    pids = processTree(os.getpid())
+    assert pids[0] == os.getpid()
+    assert cpuSeconds(pids) > 0
+    assert pssKiB(pids) > 0
+    assert descriptorCount(pids) >= 3
+    assert processTree(2**22 + 1) == []

@@ -6,17 +6,18 @@ C{.tac} file with L{connectproxy.tap.makeService}, or embed
 L{ConnectProxyFactory} in your own service.
 """
 
-from ._access import AccessRequest, Refusal
+from ._access import AccessRequest
 from ._admission import Gatekeeper, userPortal
+from ._errors import BadRequest, ForbiddenDestination, Refusal, ResolverBusy
 from ._factory import ConnectProxyFactory
 from ._observer import AccessLogObserver, RefusedRequest, TunnelRecord
-from ._parser import BadRequest, ConnectRequest, ConnectRequestParser
+from ._parser import ConnectRequest, ConnectRequestParser
 from ._policy import AccessRules, ClientRules, HostRules, NetworkRules, PortRules
-from ._resolver import ResolverBusy, ResolverPool
+from ._resolver import ResolverPool
 from ._server import ConnectProxyProtocol
 from ._settings import ProxySettings
 from ._tunnel import ProxyTunnel
-from ._upstream import DirectConnector, ForbiddenDestination
+from ._upstream import DirectConnector
 from ._version import __version__
 
 __all__ = [

@@ -28,13 +28,14 @@ from twisted.internet.defer import (
 from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
-from ._access import AccessRequest, Refusal
+from ._access import AccessRequest
 from ._auth import (
     CheckerBusy,
     FailureLimiter,
     InvalidCredentials,
     parseBasicCredentials,
 )
+from ._errors import Refusal, Refused
 from ._parser import ConnectRequest
 from ._policy import AccessRules, normalizeHost
 from .interfaces import IAccessPolicy
@@ -67,34 +68,6 @@ def userPortal(checkers: Iterable[Any]) -> Portal:
     A portal over C{checkers} whose avatars are user names.
     """
     return Portal(_UserNameRealm(), list(checkers))
-
-
-class Refused(Exception):
-    """
-    The request may not go on.
-
-    @ivar status: The status to answer with.
-    @ivar reason: The short reason.
-    @ivar headers: Extra header fields for the response.
-    @ivar keepAlive: Whether the client may retry on the same connection
-        (a 407 challenge).
-    @ivar user: The authenticated user refused, if any.
-    """
-
-    def __init__(
-        self,
-        status: int,
-        reason: str,
-        headers: Sequence[tuple[str, str]] = (),
-        keepAlive: bool = False,
-        user: str | None = None,
-    ) -> None:
-        super().__init__(status, reason)
-        self.status = status
-        self.reason = reason
-        self.headers = headers
-        self.keepAlive = keepAlive
-        self.user = user
 
 
 def clientHostPort(address: object) -> tuple[str, int]:

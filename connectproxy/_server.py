@@ -31,18 +31,24 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ._admission import Refused, clientHostPort
+from ._admission import clientHostPort
+from ._errors import (
+    BadRequest,
+    ForbiddenDestination,
+    LookupAbandoned,
+    Refused,
+    ResolverBusy,
+)
 from ._observer import (
     RefusedRequest,
     TunnelRecord,
     formatAddress,
 )
-from ._parser import BadRequest, ConnectRequest, ConnectRequestParser
-from ._resolver import LookupAbandoned, ResolverBusy
+from ._parser import ConnectRequest, ConnectRequestParser
 from ._responses import CONNECTION_ESTABLISHED, errorResponse, formatSeconds
 from ._tls import logHandshakeFailure
 from ._tunnel import ProxyTunnel, TunnelTransport, canHalfClose
-from ._upstream import ForbiddenDestination, requestingClient
+from ._upstream import requestingClient
 
 if TYPE_CHECKING:
     from ._factory import ConnectProxyFactory

@@ -33,6 +33,7 @@ from twisted.internet.interfaces import (
 from twisted.internet.protocol import Factory
 from zope.interface import implementer
 
+from ._errors import ForbiddenDestination
 from ._eyeballs import ATTEMPT_DELAY, connectToFirst
 from ._parser import ConnectRequest
 from ._policy import NetworkRules
@@ -86,17 +87,6 @@ def _localAddresses(host: str, port: int) -> list[Address] | None:
     if name == "localhost" or name.endswith(".localhost"):
         return [IPv6Address("TCP", "::1", port), IPv4Address("TCP", "127.0.0.1", port)]
     return None
-
-
-class ForbiddenDestination(Exception):
-    """
-    Every address of the target is forbidden by the destination network
-    rules.  The proxy answers 403 with C{reason}.
-    """
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 class _OneProtocolFactory(Factory):

@@ -10,6 +10,7 @@ from ._access import AccessRequest
 from ._admission import Gatekeeper, userPortal
 from ._errors import BadRequest, ForbiddenDestination, Refusal, ResolverBusy
 from ._factory import ConnectProxyFactory
+from ._hostnames import HostPatternTable
 from ._observer import AccessLogObserver, RefusedRequest, TunnelRecord
 from ._parser import ConnectRequest, ConnectRequestParser
 from ._policy import AccessRules, ClientRules, HostRules, NetworkRules, PortRules
@@ -33,6 +34,7 @@ __all__ = [
     "DirectConnector",
     "ForbiddenDestination",
     "Gatekeeper",
+    "HostPatternTable",
     "HostRules",
     "NetworkRules",
     "PortRules",

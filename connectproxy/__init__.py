@@ -20,6 +20,7 @@ from ._settings import ProxySettings
 from ._tunnel import ProxyTunnel
 from ._upstream import DirectConnector
 from ._version import __version__
+from ._vetting import VettedResolver, vetAddresses
 
 __all__ = [
     "AccessLogObserver",
@@ -45,6 +46,8 @@ __all__ = [
     "ResolverBusy",
     "ResolverPool",
     "TunnelRecord",
+    "VettedResolver",
     "__version__",
     "userPortal",
+    "vetAddresses",
 ]

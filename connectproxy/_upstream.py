@@ -4,23 +4,20 @@ Upstream connectors: how the proxy reaches the target of a CONNECT.
 
 The direct connector resolves the target first (on a L{ResolverPool}, with
 a share per client), checks every address against the destination network
-rules, and connects only to the addresses that passed, so a name cannot
-lead the proxy somewhere the rules forbid, DNS rebinding included.  The
-addresses are tried Happy Eyeballs style (L{connectToFirst}).
+rules, and connects only to the addresses that passed (L{VettedResolver}),
+so a name cannot lead the proxy somewhere the rules forbid, DNS rebinding
+included.  The addresses are tried Happy Eyeballs style (L{connectToFirst}).
 """
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
-from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.address import HostnameAddress, IPv4Address, IPv6Address
-from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.error import DNSLookupError
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
     IAddress,
     IHostnameResolver,
@@ -38,6 +35,7 @@ from ._eyeballs import ATTEMPT_DELAY, connectToFirst
 from ._parser import ConnectRequest
 from ._policy import NetworkRules
 from ._resolver import ResolverPool
+from ._vetting import VettedResolver
 from .interfaces import IUpstreamConnector
 
 __all__ = [
@@ -69,24 +67,6 @@ def requestingClient(client: str) -> Iterator[None]:
         yield
     finally:
         _client.reset(token)
-
-
-def _localAddresses(host: str, port: int) -> list[Address] | None:
-    """
-    The addresses of a target that needs no lookup: an IP address, or
-    C{localhost} and names under C{.localhost}, which are always the
-    loopback addresses (RFC 6761 section 6.3), IPv6 first (RFC 6724).
-
-    @return: The addresses, or C{None} when C{host} needs a lookup.
-    """
-    if isIPv6Address(host):
-        return [IPv6Address("TCP", host, port)]
-    if isIPAddress(host):
-        return [IPv4Address("TCP", host, port)]
-    name = host.lower()
-    if name == "localhost" or name.endswith(".localhost"):
-        return [IPv6Address("TCP", "::1", port), IPv4Address("TCP", "127.0.0.1", port)]
-    return None
 
 
 class _OneProtocolFactory(Factory):
@@ -201,60 +181,17 @@ class DirectConnector:
     ) -> Deferred[IProtocol]:
         host, port = request.host, request.port
         assert host is not None and port is not None
-        addresses = _localAddresses(host, port)
-        if addresses is not None:
-            return maybeDeferred(self._connectVetted, host, port, addresses, protocol)
-        d = self.resolver.resolve(_client.get(), host, port)
+        resolver = VettedResolver(self.networks, self.resolver)
 
-        def vetAndConnect(addresses: list[Address]) -> Deferred[IProtocol]:
-            return self._connectVetted(host, port, addresses, protocol)
-
-        return d.addCallback(vetAndConnect)
-
-    def _connectVetted(
-        self,
-        host: str,
-        port: int,
-        addresses: Sequence[Address],
-        protocol: IProtocol,
-    ) -> Deferred[IProtocol]:
-        """
-        Connect to those of C{addresses} the network rules allow.
-
-        @raise DNSLookupError: When there are no addresses.
-        @raise ForbiddenDestination: When the rules allow none of them.
-        """
-        if not addresses:
-            raise DNSLookupError(f"no addresses for {host}")
-        allowed = []
-        refusals = []
-        for address in addresses:
-            ip = ipaddress.ip_address(address.host)
-            if self.networks.allows(ip):
-                allowed.append(address)
-            else:
-                refusals.append(self.networks.explain(ip))
-        if not allowed:
-            if isIPAddress(host) or isIPv6Address(host):
-                raise ForbiddenDestination(refusals[0])
-            raise ForbiddenDestination(
-                f"{host} resolves to {refusals[0]}".replace(" is ", ", which is ", 1)
+        def connect(addresses: list[Address]) -> Deferred[IProtocol]:
+            return connectToFirst(
+                self._reactor,
+                addresses,
+                protocol,
+                HostnameAddress(host.encode("ascii", "replace"), port),
+                self.attemptTimeout,
+                self._attemptDelay,
+                self._clock,
             )
-        return connectToFirst(
-            self._reactor,
-            [_withPort(address, port) for address in allowed],
-            protocol,
-            HostnameAddress(host.encode("ascii", "replace"), port),
-            self.attemptTimeout,
-            self._attemptDelay,
-            self._clock,
-        )
 
-
-def _withPort(address: Address, port: int) -> Address:
-    """
-    The same address with the requested port (a resolver may not set it).
-    """
-    if isinstance(address, IPv6Address):
-        return IPv6Address("TCP", address.host, port, address.flowInfo, address.scopeID)
-    return IPv4Address("TCP", address.host, port)
+        return resolver.resolve(_client.get(), host, port).addCallback(connect)

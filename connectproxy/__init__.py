@@ -8,6 +8,7 @@ L{ConnectProxyFactory} in your own service.
 
 from ._access import AccessRequest
 from ._admission import Gatekeeper, userPortal
+from ._connector import UpstreamRequest
 from ._errors import BadRequest, ForbiddenDestination, Refusal, ResolverBusy
 from ._factory import ConnectProxyFactory
 from ._hostnames import HostPatternTable
@@ -46,6 +47,7 @@ __all__ = [
     "ResolverBusy",
     "ResolverPool",
     "TunnelRecord",
+    "UpstreamRequest",
     "VettedResolver",
     "__version__",
     "userPortal",

@@ -25,6 +25,7 @@ from twisted.internet.defer import (
     inlineCallbacks,
     maybeDeferred,
 )
+from twisted.internet.interfaces import IAddress
 from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
@@ -35,6 +36,7 @@ from ._auth import (
     InvalidCredentials,
     parseBasicCredentials,
 )
+from ._connector import UpstreamRequest
 from ._errors import Refusal, Refused
 from ._parser import ConnectRequest
 from ._policy import AccessRules, normalizeHost
@@ -146,15 +148,18 @@ class Gatekeeper:
 
     @inlineCallbacks
     def admit(
-        self, client: object, request: ConnectRequest
-    ) -> Generator[Deferred[Any], Any, str | None]:
+        self, client: IAddress | None, request: ConnectRequest
+    ) -> Generator[Deferred[Any], Any, UpstreamRequest]:
         """
         Authenticate and authorise a CONNECT.
 
-        @param client: The client's address.
+        @param client: The client's address (behind a PROXY-protocol
+            listener, the one the header claims).
         @param request: The CONNECT request.
-        @return: A Deferred firing with the user name (C{None} when no
-            authentication is configured), or failing with L{Refused}.
+        @return: A Deferred firing with what the upstream connector is to
+            connect: the normalised target the host rules and policies saw,
+            the user name (C{None} when no authentication is configured),
+            the client and the request; or failing with L{Refused}.
         """
         assert request.host is not None and request.port is not None
         clientHost, clientPort = clientHostPort(client)
@@ -177,6 +182,7 @@ class Gatekeeper:
         access = AccessRequest(
             clientHost, clientPort, user, host, request.port, request
         )
+        target = UpstreamRequest(host, request.port, user, client, request)
         for policy in self.policies:
             try:
                 refusal = yield maybeDeferred(policy.checkAccess, access)
@@ -202,7 +208,7 @@ class Gatekeeper:
                     event="policy_error",
                 )
                 raise Refused(500, "an access policy failed", user=user)
-        return user
+        return target
 
     @inlineCallbacks
     def _authenticate(

@@ -31,7 +31,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ._admission import clientHostPort
+from ._connector import UpstreamRequest
 from ._errors import (
     BadRequest,
     ForbiddenDestination,
@@ -48,7 +48,6 @@ from ._parser import ConnectRequest, ConnectRequestParser
 from ._responses import CONNECTION_ESTABLISHED, errorResponse, formatSeconds
 from ._tls import logHandshakeFailure
 from ._tunnel import ProxyTunnel, TunnelTransport, canHalfClose
-from ._upstream import requestingClient
 
 if TYPE_CHECKING:
     from ._factory import ConnectProxyFactory
@@ -291,17 +290,13 @@ class ConnectProxyProtocol(Protocol):
             self._requestFailed
         )
 
-    def _admitted(self, user: str | None) -> None:
+    def _admitted(self, target: UpstreamRequest) -> None:
         self._pending = None
-        self.user = user
-        request = self.request
-        assert request is not None
+        self.user = target.user
         self._upstream = _UpstreamProtocol()
-        client, _ = clientHostPort(self._transport.getPeer())
-        with requestingClient(client):
-            d = maybeDeferred(
-                self.factory.connector.connectUpstream, request, self._upstream
-            )
+        d = maybeDeferred(
+            self.factory.connector.connectUpstream, target, self._upstream
+        )
         self._pending = d
         d.addCallbacks(self._upstreamConnected, self._upstreamFailed).addErrback(
             self._requestFailed

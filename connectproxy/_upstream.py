@@ -11,9 +11,8 @@ included.  The addresses are tried Happy Eyeballs style (L{connectToFirst}).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from contextvars import ContextVar
+import warnings
+from collections.abc import Sequence
 from typing import Any
 
 from twisted.internet.address import HostnameAddress, IPv4Address, IPv6Address
@@ -28,8 +27,10 @@ from twisted.internet.interfaces import (
     IStreamClientEndpoint,
 )
 from twisted.internet.protocol import Factory
+from twisted.python.versions import getVersionString
 from zope.interface import implementer
 
+from ._connector import DEPRECATED_IN, UpstreamRequest
 from ._errors import ForbiddenDestination
 from ._eyeballs import ATTEMPT_DELAY, connectToFirst
 from ._parser import ConnectRequest
@@ -43,30 +44,9 @@ __all__ = [
     "ForbiddenDestination",
     "StaticResolver",
     "connectQuietly",
-    "requestingClient",
 ]
 
 Address = IPv4Address | IPv6Address
-
-_client: ContextVar[str] = ContextVar("connectproxy_client", default="")
-
-
-@contextmanager
-def requestingClient(client: str) -> Iterator[None]:
-    """
-    Say whose request the connects started in the block are for: a
-    L{DirectConnector} resolves names on that client's share of its
-    L{ResolverPool}.  (The connector interface carries only the request, and
-    connectors that wrap a L{DirectConnector} need not pass anything on.)
-
-    @param client: The client's IP address as text (C{""} for a UNIX socket
-        client).
-    """
-    token = _client.set(client)
-    try:
-        yield
-    finally:
-        _client.reset(token)
 
 
 class _OneProtocolFactory(Factory):
@@ -133,11 +113,11 @@ class DirectConnector:
     Connect straight to the target, to vetted addresses only.
 
     An IP address target, C{localhost} and names under C{.localhost} need no
-    lookup; other names are resolved on L{resolver} for the client of the
-    request (see L{requestingClient}).  Every address is checked against
-    L{networks}, and the addresses that passed are tried Happy Eyeballs
-    style (RFC 8305): the next attempt starts as soon as one fails, or
-    after the attempt delay while it is pending.
+    lookup; other names are resolved on L{resolver}, on the share of the
+    target's client.  Every address is checked against L{networks}, and the
+    addresses that passed are tried Happy Eyeballs style (RFC 8305): the
+    next attempt starts as soon as one fails, or after the attempt delay
+    while it is pending.
 
     The proxy puts one total deadline over the whole attempt and cancels it
     when the client goes away; the per-attempt timeout here is a backstop.
@@ -177,10 +157,18 @@ class DirectConnector:
         self.resolver = resolver if resolver is not None else ResolverPool(reactor)
 
     def connectUpstream(
-        self, request: ConnectRequest, protocol: IProtocol
+        self, target: UpstreamRequest, protocol: IProtocol
     ) -> Deferred[IProtocol]:
-        host, port = request.host, request.port
-        assert host is not None and port is not None
+        """
+        Connect C{protocol} to the vetted addresses of C{target}.
+
+        @param target: The target; passing the parsed L{ConnectRequest}
+            instead, as plugin API version 1 did, is deprecated (the
+            lookup then counts against no client's share).
+        """
+        if isinstance(target, ConnectRequest):
+            target = _fromVersion1(target)
+        host, port = target.host, target.port
         resolver = VettedResolver(self.networks, self.resolver)
 
         def connect(addresses: list[Address]) -> Deferred[IProtocol]:
@@ -194,4 +182,20 @@ class DirectConnector:
                 self._clock,
             )
 
-        return resolver.resolve(_client.get(), host, port).addCallback(connect)
+        return resolver.resolve(target.clientHost, host, port).addCallback(connect)
+
+
+def _fromVersion1(request: ConnectRequest) -> UpstreamRequest:
+    """
+    The target of a request given the way plugin API version 1 did, with a
+    deprecation warning for the caller of C{connectUpstream}.
+    """
+    warnings.warn(
+        "Passing a ConnectRequest to connectproxy.DirectConnector.connectUpstream "
+        f"was deprecated in {getVersionString(DEPRECATED_IN)}; please pass "
+        "a connectproxy.UpstreamRequest instead",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    assert request.host is not None and request.port is not None
+    return UpstreamRequest(request.host, request.port, None, None, request)

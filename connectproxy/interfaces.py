@@ -19,8 +19,8 @@ if TYPE_CHECKING:
     from twisted.internet.interfaces import IProtocol
 
     from ._access import AccessRequest, Refusal
+    from ._connector import UpstreamRequest
     from ._observer import RefusedRequest, TunnelRecord
-    from ._parser import ConnectRequest
 
 __all__ = [
     "API_VERSION",
@@ -30,8 +30,10 @@ __all__ = [
     "IUpstreamConnector",
 ]
 
-#: The version of the plugin API described here.
-API_VERSION = 1
+#: The version of the plugin API described here.  Version 2: connectors
+#: receive an L{UpstreamRequest} (version 1 connectors, which read only
+#: C{host} and C{port}, work unchanged).
+API_VERSION = 2
 
 
 class IUpstreamConnector(Interface):
@@ -40,19 +42,26 @@ class IUpstreamConnector(Interface):
     """
 
     def connectUpstream(
-        request: ConnectRequest, protocol: IProtocol
+        target: UpstreamRequest, protocol: IProtocol
     ) -> Deferred[IProtocol]:
         """
-        Connect C{protocol} to the target of C{request}.
+        Connect C{protocol} to C{target.host} and C{target.port}.
 
-        @param request: The accepted request; C{request.host} and
-            C{request.port} name the target.
+        The proxy answers the client according to how the Deferred fails:
+        L{connectproxy.ForbiddenDestination} with 403 and its reason;
+        L{twisted.internet.error.DNSLookupError},
+        L{twisted.internet.error.ConnectionRefusedError} and other
+        L{twisted.internet.error.ConnectError}s with 502; anything else
+        with 502 and its traceback in the log (C{connector_error}).  When
+        its deadline passes it cancels the Deferred and answers 504.
+
+        @param target: The normalised target, the authenticated user, the
+            client and the parsed request.
         @param protocol: The protocol to connect; its C{makeConnection} is
             called once the connection exists.
         @return: A Deferred that fires with C{protocol} once connected, or
-            fails (for example with L{twisted.internet.error.DNSLookupError}
-            or L{twisted.internet.error.ConnectionRefusedError}).  Cancelling
-            it abandons the attempt and must leave no connection behind.
+            fails.  Cancelling it abandons the attempt and must leave no
+            connection behind.
         """
 
 

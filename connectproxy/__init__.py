@@ -8,7 +8,7 @@ L{ConnectProxyFactory} in your own service.
 
 from ._access import AccessRequest
 from ._admission import Gatekeeper, userPortal
-from ._connector import UpstreamRequest
+from ._connector import ConnectorContext, UpstreamRequest
 from ._errors import BadRequest, ForbiddenDestination, Refusal, ResolverBusy
 from ._factory import ConnectProxyFactory
 from ._hostnames import HostPatternTable
@@ -33,6 +33,7 @@ __all__ = [
     "ConnectProxyProtocol",
     "ConnectRequest",
     "ConnectRequestParser",
+    "ConnectorContext",
     "DirectConnector",
     "ForbiddenDestination",
     "Gatekeeper",

@@ -1,21 +1,29 @@
 # -*- test-case-name: tests.test_connector -*-
 """
-The record an upstream connector receives: L{UpstreamRequest}.
+What upstream connectors receive: L{UpstreamRequest} for each request, and
+L{ConnectorContext} when a connector plugin makes one.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import IAddress
 from twisted.python.versions import Version, getVersionString
 
 from ._parser import ConnectRequest
+from ._policy import NetworkRules
+from ._resolver import ResolverPool
+from ._settings import ProxySettings
 
-__all__ = ["UpstreamRequest"]
+if TYPE_CHECKING:
+    from .interfaces import IUpstreamConnector
+
+__all__ = ["ConnectorContext", "ConnectorMaker", "UpstreamRequest"]
 
 #: The release that deprecates what API version 2 replaces.
 DEPRECATED_IN = Version("connectproxy", 0, 2, 0)
@@ -87,3 +95,32 @@ class UpstreamRequest:
             stacklevel=2,
         )
         return getattr(self.request, name)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectorContext:
+    """
+    What a connector plugin builds its connector from
+    (L{connectproxy.interfaces.IUpstreamConnectorFactory}): the proxy's
+    reactor, settings, destination network rules and resolver pool.  A new
+    context is given at every reload.
+
+    @ivar reactor: The reactor to connect with and to take time from
+        (L{IReactorTCP}, L{IReactorTime}); a memory reactor in tests.
+    @ivar settings: The proxy's tunables; C{settings.connectTimeout} is the
+        proxy's own total deadline over each connect.
+    @ivar networks: The destination network rules (C{--allow-network},
+        C{--deny-network}), for L{connectproxy.vetAddresses} and
+        L{connectproxy.VettedResolver}.
+    @ivar resolverPool: The proxy's name resolver pool, shared by every
+        connector it makes and resized on reload.
+    """
+
+    reactor: Any
+    settings: ProxySettings
+    networks: NetworkRules
+    resolverPool: ResolverPool
+
+
+#: Makes a connector from a context: what C{--upstream} stands for.
+ConnectorMaker: TypeAlias = Callable[[ConnectorContext], "IUpstreamConnector"]

@@ -27,20 +27,22 @@ from twisted.internet.interfaces import (
     IStreamClientEndpoint,
 )
 from twisted.internet.protocol import Factory
+from twisted.plugin import IPlugin
 from twisted.python.versions import getVersionString
 from zope.interface import implementer
 
-from ._connector import DEPRECATED_IN, UpstreamRequest
+from ._connector import DEPRECATED_IN, ConnectorContext, UpstreamRequest
 from ._errors import ForbiddenDestination
 from ._eyeballs import ATTEMPT_DELAY, connectToFirst
 from ._parser import ConnectRequest
 from ._policy import NetworkRules
 from ._resolver import ResolverPool
 from ._vetting import VettedResolver
-from .interfaces import IUpstreamConnector
+from .interfaces import IUpstreamConnector, IUpstreamConnectorFactory
 
 __all__ = [
     "DirectConnector",
+    "DirectConnectorFactory",
     "ForbiddenDestination",
     "StaticResolver",
     "connectQuietly",
@@ -199,3 +201,33 @@ def _fromVersion1(request: ConnectRequest) -> UpstreamRequest:
     )
     assert request.host is not None and request.port is not None
     return UpstreamRequest(request.host, request.port, None, None, request)
+
+
+@implementer(IPlugin, IUpstreamConnectorFactory)
+class DirectConnectorFactory:
+    """
+    The C{direct} connector plugin, the default C{--upstream}: a
+    L{DirectConnector} with the proxy's network rules and resolver pool,
+    and the connect timeout as its per-attempt timeout.
+    """
+
+    name = "direct"
+    description = (
+        "Connect straight to the target, to the addresses the destination "
+        "network rules allow, Happy Eyeballs style (the default)."
+    )
+
+    def connectorFromArgument(
+        self, argument: str, context: ConnectorContext
+    ) -> DirectConnector:
+        """
+        @raise ValueError: When given an argument: it takes none.
+        """
+        if argument:
+            raise ValueError("direct takes no argument: --upstream direct")
+        return DirectConnector(
+            context.reactor,
+            context.settings.connectTimeout,
+            context.networks,
+            context.resolverPool,
+        )

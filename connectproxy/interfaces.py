@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from twisted.internet.interfaces import IProtocol
 
     from ._access import AccessRequest, Refusal
-    from ._connector import UpstreamRequest
+    from ._connector import ConnectorContext, UpstreamRequest
     from ._observer import RefusedRequest, TunnelRecord
 
 __all__ = [
@@ -28,11 +28,13 @@ __all__ = [
     "IAccessPolicyFactory",
     "IProxyObserver",
     "IUpstreamConnector",
+    "IUpstreamConnectorFactory",
 ]
 
 #: The version of the plugin API described here.  Version 2: connectors
 #: receive an L{UpstreamRequest} (version 1 connectors, which read only
-#: C{host} and C{port}, work unchanged).
+#: C{host} and C{port}, work unchanged), and connector plugins
+#: (L{IUpstreamConnectorFactory}) are chosen with C{--upstream}.
 API_VERSION = 2
 
 
@@ -134,4 +136,35 @@ class IAccessPolicyFactory(Interface):
         @return: The policy.
         @raise ValueError: With a message for the operator when the argument
             is not valid; the command stops before listening.
+        """
+
+
+class IUpstreamConnectorFactory(Interface):
+    """
+    A plugin that makes the L{IUpstreamConnector} from the command line:
+    C{--upstream NAME[:ARGUMENT]} (C{direct} when not given).  Plugins are
+    found with L{twisted.plugin.getPlugins} in the L{connectproxy.plugins}
+    package; the plugin object must also provide L{twisted.plugin.IPlugin}.
+    """
+
+    name = Attribute("The name operators choose it by, for example 'direct'.")
+    description = Attribute("One sentence for --help-upstreams.")
+
+    def connectorFromArgument(
+        argument: str, context: ConnectorContext
+    ) -> IUpstreamConnector:
+        """
+        Make the connector.  Called when the command line is checked (with
+        a context whose reactor does nothing), when the proxy starts, and
+        at every reload, which replaces the connector for new requests; so
+        hold nothing that needs closing.
+
+        @param argument: What followed C{NAME:} on the command line (C{""}
+            when nothing did).
+        @param context: The reactor, settings, destination network rules
+            and resolver pool to build with.
+        @return: The connector.
+        @raise ValueError: With a message for the operator when the argument
+            is not valid; the command stops before listening (a reload is
+            refused and the old configuration kept).
         """

@@ -169,6 +169,7 @@ max-connections = 100
 max-connections-per-client = 5
 resolver-threads = 16
 resolver-per-client = 2
+upstream = "direct"
 auth-realm = "Corp"
 auth-cache-ttl = 0
 auth-max-failures = 3
@@ -201,6 +202,7 @@ policy = ["hostlist:{hosts}"]
         "max-connections-per-client": 5,
         "resolver-threads": 16,
         "resolver-per-client": 2,
+        "upstream": "direct",
         "auth-realm": "Corp",
         "auth-cache-ttl": 0.0,
         "auth-max-failures": 3,

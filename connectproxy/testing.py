@@ -2,8 +2,8 @@
 """
 Fakes for testing code that uses or extends connectproxy without sockets or
 real time: an upstream connector you drive by hand, a transport that records
-half-closes, and a harness that wires a whole proxy to a
-L{MemoryReactorClock}.
+half-closes, a harness that wires a whole proxy to a L{MemoryReactorClock},
+and the records policies and connectors receive.
 
 Example::
 
@@ -36,10 +36,12 @@ from zope.interface import implementer
 
 from ._access import AccessRequest, Refusal
 from ._admission import Gatekeeper
-from ._connector import UpstreamRequest
+from ._connector import ConnectorContext, UpstreamRequest
 from ._factory import ConnectProxyFactory
 from ._observer import RefusedRequest, TunnelRecord
 from ._parser import ConnectRequest
+from ._policy import NetworkRules
+from ._resolver import ResolverPool
 from ._settings import ProxySettings
 from ._upstream import StaticResolver
 from .interfaces import IAccessPolicy, IProxyObserver, IUpstreamConnector
@@ -53,6 +55,7 @@ __all__ = [
     "RecordingObserver",
     "accessRequest",
     "checkPolicy",
+    "connectorContext",
     "upstreamRequest",
 ]
 
@@ -288,6 +291,38 @@ def upstreamRequest(
         client = IPv4Address("TCP", "127.0.0.1", 40000)
     request = _connectRequest(host, port, headers)
     return UpstreamRequest(host, port, user, client, request)
+
+
+def connectorContext(
+    reactor: Any = None,
+    settings: ProxySettings | None = None,
+    networks: NetworkRules | None = None,
+    resolver: IHostnameResolver | None = None,
+) -> ConnectorContext:
+    """
+    Build the L{ConnectorContext} a connector plugin gets, with no sockets,
+    threads or DNS: for testing C{connectorFromArgument} and the connector
+    it makes.
+
+    @param reactor: The reactor; a new L{MemoryReactorClock} when C{None}
+        (the connector's attempts then show in C{reactor.tcpClients}).
+    @param settings: The settings; the defaults when C{None}.
+    @param networks: The destination network rules; the defaults (globally
+        routable addresses only) when C{None}.
+    @param resolver: What the resolver pool resolves names with; a
+        L{FakeResolver} that knows no name when C{None}.
+    """
+    reactor = MemoryReactorClock() if reactor is None else reactor
+    settings = ProxySettings() if settings is None else settings
+    pool = ResolverPool(
+        reactor,
+        settings.resolverThreads,
+        settings.resolverPerClient,
+        resolver=FakeResolver({}) if resolver is None else resolver,
+    )
+    if networks is None:
+        networks = NetworkRules.fromStrings()
+    return ConnectorContext(reactor, settings, networks, pool)
 
 
 def _connectRequest(

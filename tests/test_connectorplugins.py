@@ -40,6 +40,7 @@ from connectproxy.tap import Options, connectorFactories, makeService
 from connectproxy.testing import (
     FakeConnector,
     HalfCloseableStringTransport,
+    connectorContext,
     upstreamRequest,
 )
 from tests.test_config import listenerFactory, named, reloaderOf, writeConfig
@@ -462,3 +463,23 @@ def test_swappedConnectorUsedForNewRequests() -> None:
     attempt.succeed()
     assert first.value() == second.value() == ESTABLISHED
     assert upstreamRequest("example.org").host == attempt.target.host
+
+
+def test_connectorContextHelper() -> None:
+    """
+    C{connectorContext()} gives a plugin a memory reactor, the default
+    settings and rules, and a resolver pool that looks up nothing outside
+    the process: an unknown name has no addresses.
+    """
+    made = connectorContext()
+    assert isinstance(made.reactor, MemoryReactorClock)
+    assert made.settings == ProxySettings()
+    assert made.networks == NetworkRules.fromStrings()
+    assert (made.resolverPool.threads, made.resolverPool.perClient) == (32, 8)
+    found: list[Any] = []
+    made.resolverPool.resolve("", "example.com", 443).addCallback(found.append)
+    assert found == [[]]
+    clock = MemoryReactorClock()
+    settings = ProxySettings(resolverThreads=2)
+    assert connectorContext(clock, settings).reactor is clock
+    assert connectorContext(clock, settings).resolverPool.threads == 2

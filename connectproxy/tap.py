@@ -719,14 +719,16 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
         from twisted.internet import reactor as globalReactor
 
         reactor = globalReactor
+    gatekeeper = options.gatekeeper(reactor)
     try:
         factory = ConnectProxyFactory(
             reactor,
             options.settings(),
-            gatekeeper=options.gatekeeper(reactor),
+            gatekeeper=gatekeeper,
             upstream=options.upstream(),
         )
     except ValueError as e:
+        # The connector plugin refused its argument after all.
         raise usage.UsageError(str(e)) from None
     service = MultiService()
     service.setName("connectproxy")

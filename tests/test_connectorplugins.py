@@ -483,3 +483,14 @@ def test_connectorContextHelper() -> None:
     settings = ProxySettings(resolverThreads=2)
     assert connectorContext(clock, settings).reactor is clock
     assert connectorContext(clock, settings).resolverPool.threads == 2
+
+
+def test_makeServiceRefusesBadUpstream(monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    Should a connector plugin refuse its argument only when the service is
+    made, the command still fails with a usage error naming the option.
+    """
+    monkeypatch.setattr(Options, "_checkUpstream", lambda self: None)
+    options = parse("--upstream", "direct:oops")
+    with pytest.raises(UsageError, match=r"^--upstream direct: direct takes no"):
+        makeService(options, MemoryReactorClock())

@@ -6,19 +6,23 @@ C{.tac} file with L{connectproxy.tap.makeService}, or embed
 L{ConnectProxyFactory} in your own service.
 """
 
-from ._access import AccessRequest, Refusal
+from ._access import AccessRequest
 from ._admission import Gatekeeper, userPortal
+from ._connector import ConnectorContext, UpstreamRequest
+from ._errors import BadRequest, ForbiddenDestination, Refusal, ResolverBusy
 from ._factory import ConnectProxyFactory
+from ._hostnames import HostPatternTable
 from ._observer import AccessLogObserver, RefusedRequest, TunnelRecord
-from ._parser import BadRequest, ConnectRequest, ConnectRequestParser
+from ._parser import ConnectRequest, ConnectRequestParser
 from ._policy import AccessRules, ClientRules, HostRules, NetworkRules, PortRules
 from ._proxyprotocol import serverEndpoint
-from ._resolver import ResolverBusy, ResolverPool
+from ._resolver import ResolverPool
 from ._server import ConnectProxyProtocol
 from ._settings import ProxySettings
 from ._tunnel import ProxyTunnel
-from ._upstream import DirectConnector, ForbiddenDestination
+from ._upstream import DirectConnector
 from ._version import __version__
+from ._vetting import VettedResolver, vetAddresses
 
 __all__ = [
     "AccessLogObserver",
@@ -30,9 +34,11 @@ __all__ = [
     "ConnectProxyProtocol",
     "ConnectRequest",
     "ConnectRequestParser",
+    "ConnectorContext",
     "DirectConnector",
     "ForbiddenDestination",
     "Gatekeeper",
+    "HostPatternTable",
     "HostRules",
     "NetworkRules",
     "PortRules",
@@ -43,7 +49,10 @@ __all__ = [
     "ResolverBusy",
     "ResolverPool",
     "TunnelRecord",
+    "UpstreamRequest",
+    "VettedResolver",
     "__version__",
     "serverEndpoint",
     "userPortal",
+    "vetAddresses",
 ]

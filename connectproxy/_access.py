@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ._errors import Refusal
 from ._parser import ConnectRequest
 
 __all__ = ["AccessRequest", "Refusal"]
@@ -33,20 +34,3 @@ class AccessRequest:
     host: str
     port: int
     request: ConnectRequest
-
-
-@dataclass(frozen=True, slots=True)
-class Refusal:
-    """
-    A policy's refusal.
-
-    @ivar status: The HTTP status to answer with, 400-599 (usually 403).
-    @ivar reason: A short sentence for the client and the log.
-    """
-
-    status: int
-    reason: str
-
-    def __post_init__(self) -> None:
-        if not 400 <= self.status <= 599:
-            raise ValueError(f"a refusal needs a 4xx or 5xx status, not {self.status}")

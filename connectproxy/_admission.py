@@ -25,16 +25,19 @@ from twisted.internet.defer import (
     inlineCallbacks,
     maybeDeferred,
 )
+from twisted.internet.interfaces import IAddress
 from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
-from ._access import AccessRequest, Refusal
+from ._access import AccessRequest
 from ._auth import (
     CheckerBusy,
     FailureLimiter,
     InvalidCredentials,
     parseBasicCredentials,
 )
+from ._connector import UpstreamRequest
+from ._errors import Refusal, Refused
 from ._parser import ConnectRequest
 from ._policy import AccessRules, normalizeHost
 from .interfaces import IAccessPolicy
@@ -67,34 +70,6 @@ def userPortal(checkers: Iterable[Any]) -> Portal:
     A portal over C{checkers} whose avatars are user names.
     """
     return Portal(_UserNameRealm(), list(checkers))
-
-
-class Refused(Exception):
-    """
-    The request may not go on.
-
-    @ivar status: The status to answer with.
-    @ivar reason: The short reason.
-    @ivar headers: Extra header fields for the response.
-    @ivar keepAlive: Whether the client may retry on the same connection
-        (a 407 challenge).
-    @ivar user: The authenticated user refused, if any.
-    """
-
-    def __init__(
-        self,
-        status: int,
-        reason: str,
-        headers: Sequence[tuple[str, str]] = (),
-        keepAlive: bool = False,
-        user: str | None = None,
-    ) -> None:
-        super().__init__(status, reason)
-        self.status = status
-        self.reason = reason
-        self.headers = headers
-        self.keepAlive = keepAlive
-        self.user = user
 
 
 def clientHostPort(address: object) -> tuple[str, int]:
@@ -173,15 +148,18 @@ class Gatekeeper:
 
     @inlineCallbacks
     def admit(
-        self, client: object, request: ConnectRequest
-    ) -> Generator[Deferred[Any], Any, str | None]:
+        self, client: IAddress | None, request: ConnectRequest
+    ) -> Generator[Deferred[Any], Any, UpstreamRequest]:
         """
         Authenticate and authorise a CONNECT.
 
-        @param client: The client's address.
+        @param client: The client's address (behind a PROXY-protocol
+            listener, the one the header claims).
         @param request: The CONNECT request.
-        @return: A Deferred firing with the user name (C{None} when no
-            authentication is configured), or failing with L{Refused}.
+        @return: A Deferred firing with what the upstream connector is to
+            connect: the normalised target the host rules and policies saw,
+            the user name (C{None} when no authentication is configured),
+            the client and the request; or failing with L{Refused}.
         """
         assert request.host is not None and request.port is not None
         clientHost, clientPort = clientHostPort(client)
@@ -204,6 +182,7 @@ class Gatekeeper:
         access = AccessRequest(
             clientHost, clientPort, user, host, request.port, request
         )
+        target = UpstreamRequest(host, request.port, user, client, request)
         for policy in self.policies:
             try:
                 refusal = yield maybeDeferred(policy.checkAccess, access)
@@ -229,7 +208,7 @@ class Gatekeeper:
                     event="policy_error",
                 )
                 raise Refused(500, "an access policy failed", user=user)
-        return user
+        return target
 
     @inlineCallbacks
     def _authenticate(

@@ -32,6 +32,8 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
+from ._errors import CheckerBusy, InvalidCredentials
+
 __all__ = [
     "CheckerBusy",
     "FailureLimiter",
@@ -51,25 +53,6 @@ ThreadRunner = Callable[[Verification], "Deferred[bool]"]
 """
 Runs a L{Verification} away from the reactor thread and fires with its result.
 """
-
-
-class CheckerBusy(Exception):
-    """
-    Too many password checks are queued to take another one now.  This is
-    not a failed login: the client is asked to retry (503).
-    """
-
-
-class InvalidCredentials(Exception):
-    """
-    A C{Proxy-Authorization} header value is not well-formed Basic credentials.
-
-    @ivar reason: A short phrase for the log, free of any secret.
-    """
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 def parseBasicCredentials(value: str) -> tuple[str, str]:

@@ -7,6 +7,7 @@ connection, holds what they share, and enforces the connection limits.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import partial
 from typing import Any, cast
 
 from twisted.internet.interfaces import IAddress, IProtocolNegotiationFactory
@@ -16,6 +17,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ._admission import Gatekeeper, clientHostPort
+from ._connector import ConnectorContext, ConnectorMaker
 from ._observer import (
     AccessLogObserver,
     ObserverFanOut,
@@ -28,10 +30,13 @@ from ._server import ConnectProxyProtocol
 from ._settings import ProxySettings
 from ._tls import ALPN_PROTOCOLS
 from ._tunnel import TunnelTransport
-from ._upstream import DirectConnector
+from ._upstream import DirectConnectorFactory
 from .interfaces import IProxyObserver, IUpstreamConnector
 
 __all__ = ["ConnectProxyFactory"]
+
+#: Makes the built-in direct connector.
+_direct: ConnectorMaker = partial(DirectConnectorFactory().connectorFromArgument, "")
 
 
 class _Shed(Protocol):
@@ -83,9 +88,9 @@ class ConnectProxyFactory(Factory):
     @ivar settings: The proxy's tunables.
     @ivar gatekeeper: The access checks.
     @ivar connector: How upstream connections are made.
-    @ivar resolverPool: The name resolver pool of the default connector
-        (sized by the settings, stopped with the factory), or C{None} when
-        the connector was given.
+    @ivar resolverPool: The name resolver pool that connectors made by the
+        factory share (sized by the settings, stopped with the factory), or
+        C{None} when the connector was given and no context was asked for.
     @ivar observer: Where reports go (all the observers given).
     @ivar connections: The client connections now open.
     @ivar refusing: How many connections over a limit are being answered
@@ -103,19 +108,27 @@ class ConnectProxyFactory(Factory):
         connector: IUpstreamConnector | None = None,
         observers: Iterable[IProxyObserver] | None = None,
         gatekeeper: Gatekeeper | None = None,
+        upstream: ConnectorMaker | None = None,
     ) -> None:
         """
         @param reactor: Provides
             L{twisted.internet.interfaces.IReactorTime} and, for the default
             connector, name resolution and TCP.
         @param settings: Tunables; the defaults when C{None}.
-        @param connector: Makes upstream connections; a L{DirectConnector}
-            over C{reactor} when C{None}, with the gatekeeper's network
-            rules and a L{ResolverPool} of its own.
+        @param connector: Makes upstream connections, for as long as no
+            reconfiguration replaces it; when C{None}, C{upstream} makes
+            one.
         @param observers: Told of refusals and tunnels; the access log when
             C{None}.
         @param gatekeeper: The access checks; the safe defaults (loopback
             clients, port 443, no authentication) when C{None}.
+        @param upstream: Makes the connector when none is given, now and
+            again at each L{reconfigure}, from a L{ConnectorContext} with
+            the factory's L{ResolverPool}; when C{None}, the built-in
+            direct connector (a L{DirectConnector} with the gatekeeper's
+            network rules).
+        @raise ValueError: When C{upstream} cannot make a connector.
+        @raise TypeError: When both C{connector} and C{upstream} are given.
         """
         self.reactor: Any = reactor
         self.settings = settings if settings is not None else ProxySettings()
@@ -123,18 +136,12 @@ class ConnectProxyFactory(Factory):
             gatekeeper = Gatekeeper(AccessRules.defaults())
         self.gatekeeper = gatekeeper
         self.resolverPool: ResolverPool | None = None
+        self._upstream: ConnectorMaker | None = None
         if connector is None:
-            self.resolverPool = ResolverPool(
-                reactor,
-                self.settings.resolverThreads,
-                self.settings.resolverPerClient,
-            )
-            connector = DirectConnector(
-                reactor,
-                self.settings.connectTimeout,
-                gatekeeper.rules.networks,
-                self.resolverPool,
-            )
+            self._upstream = _direct if upstream is None else upstream
+            connector = self._upstream(self.connectorContext())
+        elif upstream is not None:
+            raise TypeError("give a connector or an upstream maker, not both")
         self.connector = connector
         if observers is None:
             observers = [AccessLogObserver()]
@@ -146,16 +153,55 @@ class ConnectProxyFactory(Factory):
         self._shed = 0
         self._shedLogged: float | None = None
 
-    def reconfigure(self, settings: ProxySettings, gatekeeper: Gatekeeper) -> None:
+    def connectorContext(
+        self,
+        settings: ProxySettings | None = None,
+        gatekeeper: Gatekeeper | None = None,
+    ) -> ConnectorContext:
         """
-        Use new settings and access checks for new connections (a reload);
-        established tunnels carry on as they are.
+        What a connector is made from: this factory's reactor and resolver
+        pool (made now if there is none yet), with C{settings} and the
+        network rules of C{gatekeeper}.
+
+        @param settings: The settings; the factory's when C{None}.
+        @param gatekeeper: Whose network rules; the factory's when C{None}.
         """
+        settings = self.settings if settings is None else settings
+        gatekeeper = self.gatekeeper if gatekeeper is None else gatekeeper
+        if self.resolverPool is None:
+            self.resolverPool = ResolverPool(
+                self.reactor, settings.resolverThreads, settings.resolverPerClient
+            )
+        return ConnectorContext(
+            self.reactor, settings, gatekeeper.rules.networks, self.resolverPool
+        )
+
+    def reconfigure(
+        self,
+        settings: ProxySettings,
+        gatekeeper: Gatekeeper,
+        upstream: ConnectorMaker | None = None,
+    ) -> None:
+        """
+        Use new settings, access checks and connector for new connections
+        (a reload); established tunnels, and requests already being
+        connected, carry on as they are.  The resolver pool stays, resized.
+
+        @param upstream: Makes the new connector.  When C{None}, the maker
+            the factory made its connector with makes it again, for the new
+            settings and network rules; a connector given to the
+            constructor is kept.
+        @raise ValueError: When the connector cannot be made; nothing has
+            changed then.
+        """
+        maker = self._upstream if upstream is None else upstream
+        connector = self.connector
+        if maker is not None:
+            connector = maker(self.connectorContext(settings, gatekeeper))
         self.settings = settings
         self.gatekeeper = gatekeeper
-        if isinstance(self.connector, DirectConnector):
-            self.connector.networks = gatekeeper.rules.networks
-            self.connector.attemptTimeout = settings.connectTimeout
+        self.connector = connector
+        self._upstream = maker
         if self.resolverPool is not None:
             self.resolverPool.resize(
                 settings.resolverThreads, settings.resolverPerClient

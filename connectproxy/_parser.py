@@ -18,6 +18,8 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
+from ._errors import BadRequest
+
 __all__ = [
     "KNOWN_METHODS",
     "MAX_HEADER_FIELDS",
@@ -58,24 +60,6 @@ _NUMBER = re.compile(r"(0[xX][0-9A-Fa-f]*|[0-9]+)\Z")
 #: The default limit on header fields in one head (C{--max-header-fields}).
 MAX_HEADER_FIELDS = 256
 _MAX_LEADING_EMPTY_LINES = 8
-
-
-class BadRequest(Exception):
-    """
-    The request head cannot be accepted.
-
-    @ivar status: The HTTP status code to answer with (400, 414, 431, 501,
-        505).
-    @ivar reason: A short explanation, safe to show the client.
-    """
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(status, reason)
-        self.status = status
-        self.reason = reason
-
-    def __str__(self) -> str:
-        return f"{self.status} {self.reason}"
 
 
 @dataclass(frozen=True, slots=True)

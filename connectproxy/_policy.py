@@ -20,12 +20,11 @@ from ipaddress import (
     IPv4Network,
     IPv6Address,
     IPv6Network,
-    ip_address,
     ip_network,
 )
 from typing import TypeAlias
 
-import idna
+from ._hostnames import HostPatternTable, normalizeHost, normalizePattern
 
 __all__ = [
     "DEFAULT_PORTS",
@@ -45,9 +44,6 @@ IPNetwork: TypeAlias = IPv4Network | IPv6Network
 DEFAULT_PORTS = ("443",)
 
 _PORT_RANGE = re.compile(r"([0-9]{1,5})(?:-([0-9]{1,5}))?\Z")
-# A host name label, as the request parser accepts it: letters, digits,
-# hyphen and underscore.
-_LABEL = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?\Z")
 _MAPPED = IPv6Network("::ffff:0:0/96")
 _COMPATIBLE = IPv6Network("::/96")
 _NAT64 = IPv6Network("64:ff9b::/96")
@@ -363,97 +359,6 @@ class NetworkRules:
         return False, f"{address} is {denial}", True
 
 
-def normalizeHost(host: str) -> str:
-    """
-    Bring a host name to the form rules compare: UTS #46 mapping (which
-    lower-cases), one trailing dot removed, and IDNA 2008 A-labels for
-    labels that are not ASCII.  ASCII labels may contain underscores, as
-    the request parser allows.  IP addresses come back in L{ipaddress}'s
-    canonical text form, IPv4-mapped IPv6 addresses as their IPv4 address.
-
-    @raise ValueError: Naming C{host}, when it is not a valid host name or
-        IP address (empty or blank labels, an all-digit name that is not an
-        IPv4 address, an invalid A-label, a name too long).
-    """
-    try:
-        if host.isascii():
-            # UTS #46 maps ASCII to itself, lower-cased, when STD3 rules are off.
-            mapped = host.lower()
-        else:
-            mapped = idna.uts46_remap(host, std3_rules=False, transitional=False)
-        name = mapped[:-1] if mapped.endswith(".") else mapped
-        try:
-            address = ip_address(name)
-        except ValueError:
-            pass
-        else:
-            if "%" in name:
-                raise ValueError("zone identifiers are not allowed")
-            if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
-                # ::ffff:a.b.c.d is a.b.c.d on the wire: compare it as such.
-                return str(address.ipv4_mapped)
-            return str(address)
-        labels = [_normalizeLabel(label) for label in name.split(".")]
-        normal = ".".join(labels)
-        if len(normal) > 253:
-            raise ValueError("name longer than 253 characters")
-        if labels[-1].isdigit():
-            raise ValueError("all-digit name that is not an IPv4 address")
-        return normal
-    except ValueError as error:
-        raise ValueError(f"invalid host name {host!r}: {error}") from None
-
-
-def _normalizeLabel(label: str) -> str:
-    """
-    @param label: One UTS #46 mapped label.
-    @return: Its ASCII form.
-    @raise ValueError: When it is not valid.
-    """
-    if not label.isascii():
-        return idna.alabel(label).decode("ascii")
-    if not _LABEL.match(label):
-        raise ValueError(f"invalid label {label!r}")
-    if label.startswith("xn--") and idna.alabel(idna.ulabel(label)) != label.encode():
-        raise ValueError(f"invalid A-label {label!r}")
-    return label
-
-
-def _normalizePattern(pattern: str) -> str:
-    """
-    @return: The pattern with its name part normalised, C{*.} kept.
-    @raise ValueError: Naming it, when it is not an exact name, an IP
-        address, or C{*.} followed by a name.
-    """
-    if not pattern or any(char.isspace() for char in pattern):
-        raise ValueError(f"invalid host pattern {pattern!r}: empty or has whitespace")
-    if pattern == "*":
-        raise ValueError(f"invalid host pattern {pattern!r}: '*' alone matches all")
-    wildcard = pattern.startswith("*.")
-    name = pattern[2:] if wildcard else pattern
-    if "*" in name:
-        raise ValueError(
-            f"invalid host pattern {pattern!r}: '*' may only be the first label"
-        )
-    try:
-        normal = normalizeHost(name)
-    except ValueError as error:
-        raise ValueError(f"invalid host pattern {pattern!r}: {error}") from None
-    if not wildcard:
-        return normal
-    if _isAddress(normal):
-        raise ValueError(f"invalid host pattern {pattern!r}: wildcard IP address")
-    return "*." + normal
-
-
-def _isAddress(host: str) -> bool:
-    try:
-        ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
 @dataclass(frozen=True, slots=True)
 class HostRules:
     """
@@ -461,18 +366,12 @@ class HostRules:
     for.
 
     A pattern is an exact name (C{example.com}) or a suffix wildcard
-    (C{*.example.com}), which matches every name below C{example.com} at
-    any depth but not C{example.com} itself.  Names and patterns are
-    compared after L{normalizeHost}, so case, one trailing dot and Unicode
-    versus A-label spellings do not matter.  Wildcards never match IP
-    addresses.
-
-    The most specific matching pattern decides: an exact name beats any
-    wildcard, and a wildcard with a longer suffix beats a shorter one; at
-    equal specificity a deny pattern beats an allow pattern.  When no
-    pattern matches, the host is denied if there are allow patterns, and
-    allowed if there are only deny patterns or none at all.  A host that
-    cannot be normalised is denied.
+    (C{*.example.com}), matched as L{HostPatternTable} matches: the most
+    specific matching pattern decides, an exact name beating any wildcard
+    and a longer suffix beating a shorter one; the same pattern both
+    allowed and denied is denied.  When no pattern matches, the host is
+    denied if there are allow patterns, and allowed if there are only deny
+    patterns or none at all.  A host that cannot be normalised is denied.
 
     @ivar allow: The normalised allow patterns.
     @ivar deny: The normalised deny patterns.
@@ -480,6 +379,12 @@ class HostRules:
 
     allow: frozenset[str] = frozenset()
     deny: frozenset[str] = frozenset()
+    _table: HostPatternTable[bool] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        entries = [(pattern, True) for pattern in self.allow]
+        entries += [(pattern, False) for pattern in self.deny]
+        object.__setattr__(self, "_table", HostPatternTable(entries))
 
     @classmethod
     def fromStrings(
@@ -493,8 +398,8 @@ class HostRules:
             first label, wildcards an IP address, or is not a valid name.
         """
         return cls(
-            frozenset(_normalizePattern(pattern) for pattern in allow),
-            frozenset(_normalizePattern(pattern) for pattern in deny),
+            frozenset(normalizePattern(pattern) for pattern in allow),
+            frozenset(normalizePattern(pattern) for pattern in deny),
         )
 
     def check(self, host: str) -> bool:
@@ -510,17 +415,12 @@ class HostRules:
         """
         try:
             name = normalizeHost(host)
+            found = self._table.match(name)
         except ValueError as error:
             return str(error)
-        candidates = [name]
-        if not _isAddress(name):
-            labels = name.split(".")
-            candidates += ["*." + ".".join(labels[i:]) for i in range(1, len(labels))]
-        for pattern in candidates:
-            if pattern in self.deny:
-                return f"{name} is denied by --deny-host {pattern}"
-            if pattern in self.allow:
-                return None
+        if found is not None:
+            pattern, allowed = found
+            return None if allowed else f"{name} is denied by --deny-host {pattern}"
         if self.allow:
             return f"{name} matches no --allow-host pattern"
         return None

@@ -29,7 +29,7 @@ from typing import Any, TypeAlias
 
 from twisted.internet._resolver import GAIResolver
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.error import DNSLookupError
 from twisted.internet.interfaces import (
     IAddress,
@@ -40,30 +40,12 @@ from twisted.internet.interfaces import (
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ._errors import LookupAbandoned, ResolverBusy
+
 __all__ = ["LookupAbandoned", "ResolverBusy", "ResolverPool"]
 
 Address: TypeAlias = IPv4Address | IPv6Address
 _GetAddrInfo: TypeAlias = Callable[..., list[tuple[Any, ...]]]
-
-
-class ResolverBusy(CancelledError):
-    """
-    A lookup was cancelled while it waited for a resolver thread.  The
-    proxy answers 503 with L{reason}, which names the option to raise.
-
-    @ivar reason: A short sentence for the client and the log.
-    """
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-class LookupAbandoned(CancelledError):
-    """
-    A lookup was cancelled while it ran (the proxy answers 504 when its
-    deadline passed).  Its thread stays busy until C{getaddrinfo} returns.
-    """
 
 
 @implementer(IResolutionReceiver)

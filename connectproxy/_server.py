@@ -22,6 +22,7 @@ from twisted.internet.error import (
     DNSLookupError,
 )
 from twisted.internet.interfaces import (
+    IAddress,
     IDelayedCall,
     IHalfCloseableProtocol,
     IProtocol,
@@ -32,18 +33,23 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ._admission import Refused, clientHostPort
+from ._connector import UpstreamRequest
+from ._errors import (
+    BadRequest,
+    ForbiddenDestination,
+    LookupAbandoned,
+    Refused,
+    ResolverBusy,
+)
 from ._observer import (
     RefusedRequest,
     TunnelRecord,
     formatAddress,
 )
-from ._parser import BadRequest, ConnectRequest, ConnectRequestParser
-from ._resolver import LookupAbandoned, ResolverBusy
+from ._parser import ConnectRequest, ConnectRequestParser
 from ._responses import CONNECTION_ESTABLISHED, errorResponse, formatSeconds
 from ._tls import logHandshakeFailure
 from ._tunnel import ProxyTunnel, TunnelTransport, canHalfClose
-from ._upstream import ForbiddenDestination, requestingClient
 
 if TYPE_CHECKING:
     from ._factory import ConnectProxyFactory
@@ -165,7 +171,7 @@ class ConnectProxyProtocol(Protocol):
         self._receive: Callable[[bytes], None] = self._firstReceived
         self._early = bytearray()
         self._client = ""
-        self._clientPeer: object = None
+        self._clientPeer: IAddress | None = None
         self._timer: IDelayedCall | None = None
         self._pending: Deferred[Any] | None = None
         self._upstream: _UpstreamProtocol | None = None
@@ -180,13 +186,13 @@ class ConnectProxyProtocol(Protocol):
         # Whether the client half-closed (sent its FIN) before the tunnel.
         self._clientFinished = False
 
-    def _addresses(self) -> tuple[object, object]:
+    def _addresses(self) -> tuple[IAddress, IAddress | None]:
         """
         The client's address, and the load balancer's when the client came
         through one (C{None} otherwise).
         """
         peer = self._transport.getPeer()
-        wrapped = _socketPeer(self._transport)
+        wrapped = cast("IAddress | None", _socketPeer(self._transport))
         if wrapped is not None and wrapped != peer:
             # A transport wrapper reports the client: Twisted's haproxy:
             # wrapper, once it has read the header.
@@ -310,17 +316,13 @@ class ConnectProxyProtocol(Protocol):
             self._requestFailed
         )
 
-    def _admitted(self, user: str | None) -> None:
+    def _admitted(self, target: UpstreamRequest) -> None:
         self._pending = None
-        self.user = user
-        request = self.request
-        assert request is not None
+        self.user = target.user
         self._upstream = _UpstreamProtocol()
-        client, _ = clientHostPort(self._transport.getPeer())
-        with requestingClient(client):
-            d = maybeDeferred(
-                self.factory.connector.connectUpstream, request, self._upstream
-            )
+        d = maybeDeferred(
+            self.factory.connector.connectUpstream, target, self._upstream
+        )
         self._pending = d
         d.addCallbacks(self._upstreamConnected, self._upstreamFailed).addErrback(
             self._requestFailed

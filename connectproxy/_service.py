@@ -228,27 +228,27 @@ class ReloadService(Service):
             options.parseOptions(self._options.argv)
             gatekeeper = options.gatekeeper(self._reactor)
         except (usage.UsageError, ValueError, OSError) as e:
-            self._log.error(
-                "configuration reload failed, keeping the old configuration: {error}",
-                event="reload_failed",
-                error=str(e),
-            )
-            return False
+            return self._failed(e)
         if options["listen"] != self._listen:
             self._log.warn(
                 "--listen changes take effect only after a restart",
                 event="reload_listen_ignored",
             )
+        previous = self._factory.gatekeeper.limiter
+        try:
+            # The connector is made again, whole, by the --upstream plugin.
+            upstream = options.upstream()
+            self._factory.reconfigure(options.settings(), gatekeeper, upstream)
+        except ValueError as e:
+            return self._failed(e)
         old, self._checkers = self._checkers, options.checkers()
         self._options = options
-        previous = self._factory.gatekeeper.limiter
         if previous is not None and gatekeeper.limiter is not None:
             # Keep counting (and blocking) across reloads, with the new limits.
             previous.maxFailures = gatekeeper.limiter.maxFailures
             previous.window = gatekeeper.limiter.window
             previous.blockFor = gatekeeper.limiter.blockFor
             gatekeeper.limiter = previous
-        self._factory.reconfigure(options.settings(), gatekeeper)
         for listener in self.listeners:
             listener.unauthenticated = options.unauthenticated()
             listener.clientRules = options["allow-client"]
@@ -258,6 +258,19 @@ class ReloadService(Service):
         self._reactor.callLater(options["connect-timeout"] + 1, _stopCheckers, old)
         self._log.info("configuration reloaded", event="reloaded")
         return True
+
+    def _failed(self, error: Exception) -> bool:
+        """
+        Log why a reload failed.
+
+        @return: C{False}.
+        """
+        self._log.error(
+            "configuration reload failed, keeping the old configuration: {error}",
+            event="reload_failed",
+            error=str(error),
+        )
+        return False
 
 
 def _stopCheckers(checkers: Sequence[Any]) -> None:

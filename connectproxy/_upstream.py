@@ -4,23 +4,19 @@ Upstream connectors: how the proxy reaches the target of a CONNECT.
 
 The direct connector resolves the target first (on a L{ResolverPool}, with
 a share per client), checks every address against the destination network
-rules, and connects only to the addresses that passed, so a name cannot
-lead the proxy somewhere the rules forbid, DNS rebinding included.  The
-addresses are tried Happy Eyeballs style (L{connectToFirst}).
+rules, and connects only to the addresses that passed (L{VettedResolver}),
+so a name cannot lead the proxy somewhere the rules forbid, DNS rebinding
+included.  The addresses are tried Happy Eyeballs style (L{connectToFirst}).
 """
 
 from __future__ import annotations
 
-import ipaddress
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from contextvars import ContextVar
+import warnings
+from collections.abc import Sequence
 from typing import Any
 
-from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.address import HostnameAddress, IPv4Address, IPv6Address
-from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.error import DNSLookupError
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
     IAddress,
     IHostnameResolver,
@@ -31,72 +27,28 @@ from twisted.internet.interfaces import (
     IStreamClientEndpoint,
 )
 from twisted.internet.protocol import Factory
+from twisted.plugin import IPlugin
+from twisted.python.versions import getVersionString
 from zope.interface import implementer
 
+from ._connector import DEPRECATED_IN, ConnectorContext, UpstreamRequest
+from ._errors import ForbiddenDestination
 from ._eyeballs import ATTEMPT_DELAY, connectToFirst
 from ._parser import ConnectRequest
 from ._policy import NetworkRules
 from ._resolver import ResolverPool
-from .interfaces import IUpstreamConnector
+from ._vetting import VettedResolver
+from .interfaces import IUpstreamConnector, IUpstreamConnectorFactory
 
 __all__ = [
     "DirectConnector",
+    "DirectConnectorFactory",
     "ForbiddenDestination",
     "StaticResolver",
     "connectQuietly",
-    "requestingClient",
 ]
 
 Address = IPv4Address | IPv6Address
-
-_client: ContextVar[str] = ContextVar("connectproxy_client", default="")
-
-
-@contextmanager
-def requestingClient(client: str) -> Iterator[None]:
-    """
-    Say whose request the connects started in the block are for: a
-    L{DirectConnector} resolves names on that client's share of its
-    L{ResolverPool}.  (The connector interface carries only the request, and
-    connectors that wrap a L{DirectConnector} need not pass anything on.)
-
-    @param client: The client's IP address as text (C{""} for a UNIX socket
-        client).
-    """
-    token = _client.set(client)
-    try:
-        yield
-    finally:
-        _client.reset(token)
-
-
-def _localAddresses(host: str, port: int) -> list[Address] | None:
-    """
-    The addresses of a target that needs no lookup: an IP address, or
-    C{localhost} and names under C{.localhost}, which are always the
-    loopback addresses (RFC 6761 section 6.3), IPv6 first (RFC 6724).
-
-    @return: The addresses, or C{None} when C{host} needs a lookup.
-    """
-    if isIPv6Address(host):
-        return [IPv6Address("TCP", host, port)]
-    if isIPAddress(host):
-        return [IPv4Address("TCP", host, port)]
-    name = host.lower()
-    if name == "localhost" or name.endswith(".localhost"):
-        return [IPv6Address("TCP", "::1", port), IPv4Address("TCP", "127.0.0.1", port)]
-    return None
-
-
-class ForbiddenDestination(Exception):
-    """
-    Every address of the target is forbidden by the destination network
-    rules.  The proxy answers 403 with C{reason}.
-    """
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 class _OneProtocolFactory(Factory):
@@ -163,11 +115,11 @@ class DirectConnector:
     Connect straight to the target, to vetted addresses only.
 
     An IP address target, C{localhost} and names under C{.localhost} need no
-    lookup; other names are resolved on L{resolver} for the client of the
-    request (see L{requestingClient}).  Every address is checked against
-    L{networks}, and the addresses that passed are tried Happy Eyeballs
-    style (RFC 8305): the next attempt starts as soon as one fails, or
-    after the attempt delay while it is pending.
+    lookup; other names are resolved on L{resolver}, on the share of the
+    target's client.  Every address is checked against L{networks}, and the
+    addresses that passed are tried Happy Eyeballs style (RFC 8305): the
+    next attempt starts as soon as one fails, or after the attempt delay
+    while it is pending.
 
     The proxy puts one total deadline over the whole attempt and cancels it
     when the client goes away; the per-attempt timeout here is a backstop.
@@ -208,64 +160,75 @@ class DirectConnector:
         self.resolver = resolver if resolver is not None else ResolverPool(reactor)
 
     def connectUpstream(
-        self, request: ConnectRequest, protocol: IProtocol
-    ) -> Deferred[IProtocol]:
-        host, port = request.host, request.port
-        assert host is not None and port is not None
-        addresses = _localAddresses(host, port)
-        if addresses is not None:
-            return maybeDeferred(self._connectVetted, host, port, addresses, protocol)
-        d = self.resolver.resolve(_client.get(), host, port)
-
-        def vetAndConnect(addresses: list[Address]) -> Deferred[IProtocol]:
-            return self._connectVetted(host, port, addresses, protocol)
-
-        return d.addCallback(vetAndConnect)
-
-    def _connectVetted(
-        self,
-        host: str,
-        port: int,
-        addresses: Sequence[Address],
-        protocol: IProtocol,
+        self, target: UpstreamRequest, protocol: IProtocol
     ) -> Deferred[IProtocol]:
         """
-        Connect to those of C{addresses} the network rules allow.
+        Connect C{protocol} to the vetted addresses of C{target}.
 
-        @raise DNSLookupError: When there are no addresses.
-        @raise ForbiddenDestination: When the rules allow none of them.
+        @param target: The target; passing the parsed L{ConnectRequest}
+            instead, as plugin API version 1 did, is deprecated (the
+            lookup then counts against no client's share).
         """
-        if not addresses:
-            raise DNSLookupError(f"no addresses for {host}")
-        allowed = []
-        refusals = []
-        for address in addresses:
-            ip = ipaddress.ip_address(address.host)
-            if self.networks.allows(ip):
-                allowed.append(address)
-            else:
-                refusals.append(self.networks.explain(ip))
-        if not allowed:
-            if isIPAddress(host) or isIPv6Address(host):
-                raise ForbiddenDestination(refusals[0])
-            raise ForbiddenDestination(
-                f"{host} resolves to {refusals[0]}".replace(" is ", ", which is ", 1)
+        if isinstance(target, ConnectRequest):
+            target = _fromVersion1(target)
+        host, port = target.host, target.port
+        resolver = VettedResolver(self.networks, self.resolver)
+
+        def connect(addresses: list[Address]) -> Deferred[IProtocol]:
+            return connectToFirst(
+                self._reactor,
+                addresses,
+                protocol,
+                HostnameAddress(host.encode("ascii", "replace"), port),
+                self.attemptTimeout,
+                self._attemptDelay,
+                self._clock,
             )
-        return connectToFirst(
-            self._reactor,
-            [_withPort(address, port) for address in allowed],
-            protocol,
-            HostnameAddress(host.encode("ascii", "replace"), port),
-            self.attemptTimeout,
-            self._attemptDelay,
-            self._clock,
+
+        return resolver.resolve(target.clientHost, host, port).addCallback(connect)
+
+
+def _fromVersion1(request: ConnectRequest) -> UpstreamRequest:
+    """
+    The target of a request given the way plugin API version 1 did, with a
+    deprecation warning for the caller of C{connectUpstream}.
+    """
+    warnings.warn(
+        "Passing a ConnectRequest to connectproxy.DirectConnector.connectUpstream "
+        f"was deprecated in {getVersionString(DEPRECATED_IN)}; please pass "
+        "a connectproxy.UpstreamRequest instead",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    assert request.host is not None and request.port is not None
+    return UpstreamRequest(request.host, request.port, None, None, request)
+
+
+@implementer(IPlugin, IUpstreamConnectorFactory)
+class DirectConnectorFactory:
+    """
+    The C{direct} connector plugin, the default C{--upstream}: a
+    L{DirectConnector} with the proxy's network rules and resolver pool,
+    and the connect timeout as its per-attempt timeout.
+    """
+
+    name = "direct"
+    description = (
+        "Connect straight to the target, to the addresses the destination "
+        "network rules allow, Happy Eyeballs style (the default)."
+    )
+
+    def connectorFromArgument(
+        self, argument: str, context: ConnectorContext
+    ) -> DirectConnector:
+        """
+        @raise ValueError: When given an argument: it takes none.
+        """
+        if argument:
+            raise ValueError("direct takes no argument: --upstream direct")
+        return DirectConnector(
+            context.reactor,
+            context.settings.connectTimeout,
+            context.networks,
+            context.resolverPool,
         )
-
-
-def _withPort(address: Address, port: int) -> Address:
-    """
-    The same address with the requested port (a resolver may not set it).
-    """
-    if isinstance(address, IPv6Address):
-        return IPv6Address("TCP", address.host, port, address.flowInfo, address.scopeID)
-    return IPv4Address("TCP", address.host, port)

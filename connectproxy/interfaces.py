@@ -19,8 +19,8 @@ if TYPE_CHECKING:
     from twisted.internet.interfaces import IProtocol
 
     from ._access import AccessRequest, Refusal
+    from ._connector import ConnectorContext, UpstreamRequest
     from ._observer import RefusedRequest, TunnelRecord
-    from ._parser import ConnectRequest
 
 __all__ = [
     "API_VERSION",
@@ -28,10 +28,14 @@ __all__ = [
     "IAccessPolicyFactory",
     "IProxyObserver",
     "IUpstreamConnector",
+    "IUpstreamConnectorFactory",
 ]
 
-#: The version of the plugin API described here.
-API_VERSION = 1
+#: The version of the plugin API described here.  Version 2: connectors
+#: receive an L{UpstreamRequest} (version 1 connectors, which read only
+#: C{host} and C{port}, work unchanged), and connector plugins
+#: (L{IUpstreamConnectorFactory}) are chosen with C{--upstream}.
+API_VERSION = 2
 
 
 class IUpstreamConnector(Interface):
@@ -40,19 +44,26 @@ class IUpstreamConnector(Interface):
     """
 
     def connectUpstream(
-        request: ConnectRequest, protocol: IProtocol
+        target: UpstreamRequest, protocol: IProtocol
     ) -> Deferred[IProtocol]:
         """
-        Connect C{protocol} to the target of C{request}.
+        Connect C{protocol} to C{target.host} and C{target.port}.
 
-        @param request: The accepted request; C{request.host} and
-            C{request.port} name the target.
+        The proxy answers the client according to how the Deferred fails:
+        L{connectproxy.ForbiddenDestination} with 403 and its reason;
+        L{twisted.internet.error.DNSLookupError},
+        L{twisted.internet.error.ConnectionRefusedError} and other
+        L{twisted.internet.error.ConnectError}s with 502; anything else
+        with 502 and its traceback in the log (C{connector_error}).  When
+        its deadline passes it cancels the Deferred and answers 504.
+
+        @param target: The normalised target, the authenticated user, the
+            client and the parsed request.
         @param protocol: The protocol to connect; its C{makeConnection} is
             called once the connection exists.
         @return: A Deferred that fires with C{protocol} once connected, or
-            fails (for example with L{twisted.internet.error.DNSLookupError}
-            or L{twisted.internet.error.ConnectionRefusedError}).  Cancelling
-            it abandons the attempt and must leave no connection behind.
+            fails.  Cancelling it abandons the attempt and must leave no
+            connection behind.
         """
 
 
@@ -125,4 +136,35 @@ class IAccessPolicyFactory(Interface):
         @return: The policy.
         @raise ValueError: With a message for the operator when the argument
             is not valid; the command stops before listening.
+        """
+
+
+class IUpstreamConnectorFactory(Interface):
+    """
+    A plugin that makes the L{IUpstreamConnector} from the command line:
+    C{--upstream NAME[:ARGUMENT]} (C{direct} when not given).  Plugins are
+    found with L{twisted.plugin.getPlugins} in the L{connectproxy.plugins}
+    package; the plugin object must also provide L{twisted.plugin.IPlugin}.
+    """
+
+    name = Attribute("The name operators choose it by, for example 'direct'.")
+    description = Attribute("One sentence for --help-upstreams.")
+
+    def connectorFromArgument(
+        argument: str, context: ConnectorContext
+    ) -> IUpstreamConnector:
+        """
+        Make the connector.  Called when the command line is checked (with
+        a context whose reactor does nothing), when the proxy starts, and
+        at every reload, which replaces the connector for new requests; so
+        hold nothing that needs closing.
+
+        @param argument: What followed C{NAME:} on the command line (C{""}
+            when nothing did).
+        @param context: The reactor, settings, destination network rules
+            and resolver pool to build with.
+        @return: The connector.
+        @raise ValueError: With a message for the operator when the argument
+            is not valid; the command stops before listening (a reload is
+            refused and the old configuration kept).
         """

@@ -17,6 +17,7 @@ from twisted.application.service import MultiService
 from twisted.copyright import version as twistedVersion
 from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.strcred import AuthOptionMixin
+from twisted.internet.testing import MemoryReactor
 from twisted.plugin import getPlugins
 from twisted.python import usage
 
@@ -24,6 +25,7 @@ from . import plugins as pluginPackage
 from ._admission import Gatekeeper, userPortal
 from ._auth import FailureLimiter
 from ._config import ConfigKey, applyConfig, loadConfig
+from ._connector import ConnectorContext, ConnectorMaker
 from ._factory import ConnectProxyFactory
 from ._listeners import ListenerError, ListenerPlan, SystemdSocketMissing, planListener
 from ._policy import (
@@ -36,12 +38,18 @@ from ._policy import (
     parsePortRange,
 )
 from ._proxyprotocol import serverEndpoint
+from ._resolver import ResolverPool
 from ._sdnotify import NotifyService, SystemdNotifier
 from ._service import ListenerService, ReloadService
 from ._settings import ProxySettings
 from ._tls import NegotiatingReactor
 from ._version import __version__
-from .interfaces import IAccessPolicy, IAccessPolicyFactory
+from .interfaces import (
+    IAccessPolicy,
+    IAccessPolicyFactory,
+    IUpstreamConnector,
+    IUpstreamConnectorFactory,
+)
 
 __all__ = ["DEFAULT_LISTEN", "Options", "makeService"]
 
@@ -166,6 +174,30 @@ def policyFactories() -> dict[str, IAccessPolicyFactory]:
         factory.name: factory
         for factory in getPlugins(IAccessPolicyFactory, pluginPackage)
     }
+
+
+def connectorFactories() -> dict[str, IUpstreamConnectorFactory]:
+    """
+    The upstream connector plugins installed, by name.
+    """
+    return {
+        factory.name: factory
+        for factory in getPlugins(IUpstreamConnectorFactory, pluginPackage)
+    }
+
+
+def _connectorChoice(description: str) -> str:
+    name = description.partition(":")[0]
+    installed = connectorFactories()
+    if name not in installed:
+        raise ValueError(
+            f"no connector plugin named {name!r} "
+            f"(installed: {', '.join(sorted(installed)) or 'none'})"
+        )
+    return description
+
+
+_connectorChoice.coerceDoc = "NAME or NAME:ARGUMENT."  # type: ignore[attr-defined]
 
 
 class Options(usage.Options, AuthOptionMixin):
@@ -306,6 +338,14 @@ class Options(usage.Options, AuthOptionMixin):
             "client's slow names cannot hold up the others; more wait their "
             "turn. 0 lets one client use every resolver thread.",
             _count,
+        ],
+        [
+            "upstream",
+            None,
+            "direct",
+            "How the proxy reaches targets: an upstream connector plugin, as "
+            "NAME or NAME:ARGUMENT. See --help-upstreams.",
+            _connectorChoice,
         ],
         [
             "auth-realm",
@@ -544,6 +584,14 @@ class Options(usage.Options, AuthOptionMixin):
             sys.stdout.write(f"{name}: {factory.description}\n")
         raise SystemExit(0)
 
+    def opt_help_upstreams(self) -> None:
+        """
+        List the installed upstream connector plugins and exit.
+        """
+        for name, factory in sorted(connectorFactories().items()):
+            sys.stdout.write(f"{name}: {factory.description}\n")
+        raise SystemExit(0)
+
     def postOptions(self) -> None:
         if self["config"] is not None:
             self._applyConfig(self["config"])
@@ -574,6 +622,7 @@ class Options(usage.Options, AuthOptionMixin):
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
         self.policies = [self._makePolicy(d) for d in self["policy"]]
+        self._checkUpstream()
         for checker in self.checkers():
             if hasattr(checker, "cacheTTL"):
                 checker.cacheTTL = self["auth-cache-ttl"]
@@ -670,6 +719,37 @@ class Options(usage.Options, AuthOptionMixin):
                 keys[name] = ConfigKey("flag", example=f"{name} = true")
         return keys
 
+    def upstream(self) -> ConnectorMaker:
+        """
+        @return: What makes the connector C{--upstream} names, from a
+            L{ConnectorContext}; it raises L{ValueError} naming the option
+            when the plugin refuses its argument.
+        """
+        name, _, argument = self["upstream"].partition(":")
+        factory = connectorFactories()[name]
+
+        def make(context: ConnectorContext) -> IUpstreamConnector:
+            try:
+                return factory.connectorFromArgument(argument, context)
+            except ValueError as e:
+                raise ValueError(f"--upstream {name}: {e}") from None
+
+        return make
+
+    def _checkUpstream(self) -> None:
+        """
+        Let the connector plugin check its argument now, before anything
+        listens, by making a connector over a reactor that does nothing.
+        """
+        reactor = MemoryReactor()
+        context = ConnectorContext(
+            reactor, self.settings(), self.rules.networks, ResolverPool(reactor)
+        )
+        try:
+            self.upstream()(context)
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
+
     def _applyConfig(self, path: str) -> None:
         applyConfig(
             path, loadConfig(path), self.given, self.configKeys(), self.__setitem__
@@ -759,9 +839,17 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
         from twisted.internet import reactor as globalReactor
 
         reactor = globalReactor
-    factory = ConnectProxyFactory(
-        reactor, options.settings(), gatekeeper=options.gatekeeper(reactor)
-    )
+    gatekeeper = options.gatekeeper(reactor)
+    try:
+        factory = ConnectProxyFactory(
+            reactor,
+            options.settings(),
+            gatekeeper=gatekeeper,
+            upstream=options.upstream(),
+        )
+    except ValueError as e:
+        # The connector plugin refused its argument after all.
+        raise usage.UsageError(str(e)) from None
     service = MultiService()
     service.setName("connectproxy")
     reloader = ReloadService(options, factory, reactor, installSignal)

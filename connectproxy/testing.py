@@ -2,8 +2,8 @@
 """
 Fakes for testing code that uses or extends connectproxy without sockets or
 real time: an upstream connector you drive by hand, a transport that records
-half-closes, and a harness that wires a whole proxy to a
-L{MemoryReactorClock}.
+half-closes, a harness that wires a whole proxy to a L{MemoryReactorClock},
+and the records policies and connectors receive.
 
 Example::
 
@@ -24,6 +24,7 @@ from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
+    IAddress,
     IHostnameResolver,
     IHostResolution,
     IProtocol,
@@ -35,9 +36,12 @@ from zope.interface import implementer
 
 from ._access import AccessRequest, Refusal
 from ._admission import Gatekeeper
+from ._connector import ConnectorContext, UpstreamRequest
 from ._factory import ConnectProxyFactory
 from ._observer import RefusedRequest, TunnelRecord
 from ._parser import ConnectRequest
+from ._policy import NetworkRules
+from ._resolver import ResolverPool
 from ._settings import ProxySettings
 from ._upstream import StaticResolver
 from .interfaces import IAccessPolicy, IProxyObserver, IUpstreamConnector
@@ -51,6 +55,8 @@ __all__ = [
     "RecordingObserver",
     "accessRequest",
     "checkPolicy",
+    "connectorContext",
+    "upstreamRequest",
 ]
 
 
@@ -79,18 +85,25 @@ class ConnectAttempt:
     """
     One call to L{FakeConnector.connectUpstream}, to be finished by the test.
 
-    @ivar request: The request being connected.
+    @ivar target: What the connector was asked to connect to.
     @ivar protocol: The protocol to connect.
     @ivar deferred: What the connector returned.
     @ivar cancelled: Whether the proxy cancelled the attempt.
     @ivar transport: The upstream transport, after L{succeed}.
     """
 
-    request: ConnectRequest
+    target: UpstreamRequest
     protocol: IProtocol
     deferred: Deferred[IProtocol] = field(repr=False)
     cancelled: bool = False
     transport: HalfCloseableStringTransport | None = None
+
+    @property
+    def request(self) -> ConnectRequest:
+        """
+        The parsed request being connected (C{target.request}).
+        """
+        return self.target.request
 
     def succeed(
         self, peer: Any = None, transport: HalfCloseableStringTransport | None = None
@@ -105,7 +118,7 @@ class ConnectAttempt:
         """
         if transport is None:
             if peer is None:
-                peer = IPv4Address("TCP", "192.0.2.1", self.request.port or 0)
+                peer = IPv4Address("TCP", "192.0.2.1", self.target.port)
             transport = HalfCloseableStringTransport(peerAddress=peer)
         self.transport = transport
         self.protocol.makeConnection(transport)
@@ -137,13 +150,13 @@ class FakeConnector:
         self.attempts: list[ConnectAttempt] = []
 
     def connectUpstream(
-        self, request: ConnectRequest, protocol: IProtocol
+        self, target: UpstreamRequest, protocol: IProtocol
     ) -> Deferred[IProtocol]:
         def cancel(d: Deferred[IProtocol]) -> None:
             attempt.cancelled = True
 
         d: Deferred[IProtocol] = Deferred(cancel)
-        attempt = ConnectAttempt(request, protocol, d)
+        attempt = ConnectAttempt(target, protocol, d)
         self.attempts.append(attempt)
         return d
 
@@ -252,11 +265,76 @@ def accessRequest(
     Build the L{AccessRequest} a policy would receive for a CONNECT to
     C{host:port}.
     """
+    request = _connectRequest(host, port, headers)
+    return AccessRequest(clientHost, clientPort, user, host, port, request)
+
+
+def upstreamRequest(
+    host: str = "example.com",
+    port: int = 443,
+    user: str | None = None,
+    client: IAddress | None = None,
+    headers: tuple[tuple[str, str], ...] = (),
+) -> UpstreamRequest:
+    """
+    Build the L{UpstreamRequest} a connector would receive for a CONNECT to
+    C{host:port}.
+
+    @param host: The target host, normalised as the proxy hands it over (a
+        lower-cased name, or an IP address without brackets).
+    @param client: The client's address; C{127.0.0.1} port 40000 when
+        C{None}.
+    @param headers: Header fields of the request besides C{Host}, as
+        C{(lower-cased name, value)} pairs.
+    """
+    if client is None:
+        client = IPv4Address("TCP", "127.0.0.1", 40000)
+    request = _connectRequest(host, port, headers)
+    return UpstreamRequest(host, port, user, client, request)
+
+
+def connectorContext(
+    reactor: Any = None,
+    settings: ProxySettings | None = None,
+    networks: NetworkRules | None = None,
+    resolver: IHostnameResolver | None = None,
+) -> ConnectorContext:
+    """
+    Build the L{ConnectorContext} a connector plugin gets, with no sockets,
+    threads or DNS: for testing C{connectorFromArgument} and the connector
+    it makes.
+
+    @param reactor: The reactor; a new L{MemoryReactorClock} when C{None}
+        (the connector's attempts then show in C{reactor.tcpClients}).
+    @param settings: The settings; the defaults when C{None}.
+    @param networks: The destination network rules; the defaults (globally
+        routable addresses only) when C{None}.
+    @param resolver: What the resolver pool resolves names with; a
+        L{FakeResolver} that knows no name when C{None}.
+    """
+    reactor = MemoryReactorClock() if reactor is None else reactor
+    settings = ProxySettings() if settings is None else settings
+    pool = ResolverPool(
+        reactor,
+        settings.resolverThreads,
+        settings.resolverPerClient,
+        resolver=FakeResolver({}) if resolver is None else resolver,
+    )
+    if networks is None:
+        networks = NetworkRules.fromStrings()
+    return ConnectorContext(reactor, settings, networks, pool)
+
+
+def _connectRequest(
+    host: str, port: int, headers: tuple[tuple[str, str], ...]
+) -> ConnectRequest:
+    """
+    The parsed head of a CONNECT to C{host:port}, as a client sends it.
+    """
     authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    request = ConnectRequest(
+    return ConnectRequest(
         "CONNECT", authority, (1, 1), (("host", authority), *headers), host, port
     )
-    return AccessRequest(clientHost, clientPort, user, host, port, request)
 
 
 def checkPolicy(policy: IAccessPolicy, access: AccessRequest) -> Refusal | None:

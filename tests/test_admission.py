@@ -37,7 +37,13 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from connectproxy import AccessRequest, ConnectProxyFactory, ProxySettings, Refusal
+from connectproxy import (
+    AccessRequest,
+    ConnectProxyFactory,
+    ProxySettings,
+    Refusal,
+    UpstreamRequest,
+)
 from connectproxy._admission import Gatekeeper, Refused, clientHostPort, userPortal
 from connectproxy._auth import FailureLimiter, HtpasswdChecker
 from connectproxy._policy import (
@@ -1400,14 +1406,16 @@ def test_clientHostPort() -> None:
 
 def test_admitWithoutAuthentication() -> None:
     """
-    Without a portal, C{admit} fires with C{None} for an allowed request and
-    hands policies the request as L{accessRequest} builds it.
+    Without a portal, C{admit} fires with the connector's target, without a
+    user, for an allowed request, and hands policies the request as
+    L{accessRequest} builds it.
     """
     policy = StaticPolicy()
     gatekeeper = Gatekeeper(AccessRules.defaults(), [policy])
     expected = accessRequest("example.com", 443, clientPort=40000)
     client = IPv4Address("TCP", "127.0.0.1", 40000)
-    assert succeeded(gatekeeper.admit(client, expected.request)) is None
+    target = succeeded(gatekeeper.admit(client, expected.request))
+    assert target == UpstreamRequest("example.com", 443, None, client, expected.request)
     assert policy.seen == [expected]
 
 
@@ -1430,7 +1438,7 @@ def test_admitRefuses(port: int, host: str, status: int) -> None:
 def test_admitAuthenticates() -> None:
     """
     With a portal, C{admit} challenges a request without credentials and
-    fires with the user name for good ones.
+    fires with a target carrying the user name for good ones.
     """
     checker = CountingChecker({b"alice": b"secret"})
     gatekeeper = Gatekeeper(
@@ -1444,7 +1452,8 @@ def test_admitAuthenticates() -> None:
     ]
     field = ("proxy-authorization", basic(GOOD).split(": ", 1)[1])
     request = accessRequest(headers=(field,)).request
-    assert succeeded(gatekeeper.admit(FOREIGN, request)) == "alice"
+    target = succeeded(gatekeeper.admit(FOREIGN, request))
+    assert (target.user, target.client) == ("alice", FOREIGN)
 
 
 def test_admitWithoutLimiter() -> None:

@@ -172,6 +172,7 @@ max-connections = 100
 max-connections-per-client = 5
 resolver-threads = 16
 resolver-per-client = 2
+upstream = "direct"
 auth-realm = "Corp"
 auth-cache-ttl = 0
 auth-max-failures = 3
@@ -204,6 +205,7 @@ policy = ["hostlist:{hosts}"]
         "max-connections-per-client": 5,
         "resolver-threads": 16,
         "resolver-per-client": 2,
+        "upstream": "direct",
         "auth-realm": "Corp",
         "auth-cache-ttl": 0.0,
         "auth-max-failures": 3,

@@ -101,9 +101,9 @@ def harnessWith(*policies: Any, settings: ProxySettings | None = None) -> ProxyH
 
 def test_apiVersion() -> None:
     """
-    The plugin API is at version 1.
+    The plugin API is at version 2 (connectors receive an UpstreamRequest).
     """
-    assert API_VERSION == 1
+    assert API_VERSION == 2
 
 
 def test_hostlistDiscovered() -> None:

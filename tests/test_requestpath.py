@@ -332,7 +332,7 @@ def test_connectorRaisingIsAnsweredAtOnce(logEvents: list[LogEvent]) -> None:
     """
     proxy = Proxy()
 
-    def broken(request: object, protocol: object) -> None:
+    def broken(target: object, protocol: object) -> None:
         raise ValueError("connector bug")
 
     proxy.harness.factory.connector.connectUpstream = broken  # type: ignore[method-assign,assignment]
@@ -350,7 +350,7 @@ def test_connectorFailingUnexpectedly(logEvents: list[LogEvent]) -> None:
     """
     proxy = Proxy()
 
-    def broken(request: object, protocol: object) -> Deferred[Any]:
+    def broken(target: object, protocol: object) -> Deferred[Any]:
         return fail(KeyError("connector bug"))
 
     proxy.harness.factory.connector.connectUpstream = broken  # type: ignore[method-assign]
@@ -382,7 +382,7 @@ def test_connectorBreakingItsContract(logEvents: list[LogEvent]) -> None:
     """
     proxy = Proxy()
 
-    def broken(request: object, protocol: object) -> Deferred[Any]:
+    def broken(target: object, protocol: object) -> Deferred[Any]:
         d: Deferred[Any] = Deferred()
         d.callback(Protocol())
         return d
@@ -402,7 +402,7 @@ def test_brokenConnectionClosedOn500(logEvents: list[LogEvent]) -> None:
     proxy = Proxy()
     upstreams: list[HalfCloseableStringTransport] = []
 
-    def broken(request: object, protocol: Any) -> Deferred[Any]:
+    def broken(target: object, protocol: Any) -> Deferred[Any]:
         transport = HalfCloseableStringTransport()
         upstreams.append(transport)
         protocol.makeConnection(transport)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from twisted.internet.address import IPv4Address, UNIXAddress
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import (
     ConnectingCancelledError,
@@ -22,16 +23,16 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from connectproxy import ConnectRequest, DirectConnector
+from connectproxy import ConnectRequest, DirectConnector, UpstreamRequest
 from connectproxy._policy import NetworkRules
 from connectproxy._resolver import ResolverPool
-from connectproxy._upstream import ForbiddenDestination, requestingClient
-from connectproxy.testing import FakeResolver
+from connectproxy._upstream import ForbiddenDestination
+from connectproxy.testing import FakeResolver, upstreamRequest
 from tests.test_resolver import HangingResolver
 
 
-def request(host: str, port: int = 443) -> ConnectRequest:
-    return ConnectRequest("CONNECT", f"{host}:{port}", (1, 1), (), host, port)
+def request(host: str, port: int = 443, client: str = "127.0.0.1") -> UpstreamRequest:
+    return upstreamRequest(host, port, client=IPv4Address("TCP", client, 40000))
 
 
 def connect(
@@ -236,21 +237,55 @@ def test_refusedAddressTriesNextAtOnce() -> None:
 
 def test_lookupsOnTheRequestingClientsShare() -> None:
     """
-    Names are resolved on the share of the client named by
-    L{requestingClient}: one client's hanging lookups make only its own
-    next lookup wait.
+    Names are resolved on the share of the target's client: one client's
+    hanging lookups make only its own next lookup wait.
     """
     reactor = MemoryReactorClock()
     resolver = HangingResolver({"fast.example": ["93.184.216.34"]})
     pool = ResolverPool(reactor, threads=4, perClient=1, resolver=resolver)
     connector = DirectConnector(reactor, resolver=pool)
-    with requestingClient("192.0.2.1"):
-        connector.connectUpstream(request("slow.example"), Protocol())
-        connector.connectUpstream(request("fast.example"), Protocol())
+    connector.connectUpstream(request("slow.example", client="192.0.2.1"), Protocol())
+    connector.connectUpstream(request("fast.example", client="192.0.2.1"), Protocol())
     assert pool.waiting("192.0.2.1") == 1
-    with requestingClient("192.0.2.2"):
-        connector.connectUpstream(request("fast.example"), Protocol())
+    connector.connectUpstream(request("fast.example", client="192.0.2.2"), Protocol())
     assert [host for host, *_ in reactor.tcpClients] == ["93.184.216.34"]
+
+
+def test_unixClientsShareOneShare() -> None:
+    """
+    Clients without an IP address (UNIX socket clients) resolve on one
+    share, the one counted as C{""}.
+    """
+    reactor = MemoryReactorClock()
+    pool = ResolverPool(reactor, threads=4, perClient=1, resolver=HangingResolver())
+    connector = DirectConnector(reactor, resolver=pool)
+    for _ in range(2):
+        target = upstreamRequest("slow.example", client=UNIXAddress(b"/run/p.sock"))
+        connector.connectUpstream(target, Protocol())
+    assert (pool.running, pool.waiting("")) == (1, 1)
+
+
+def test_connectRequestDeprecated() -> None:
+    """
+    Passing the parsed request, as plugin API version 1 did, still
+    connects, with a deprecation warning naming the caller; the lookup
+    counts against no client's share.
+    """
+    reactor = MemoryReactorClock()
+    resolver = HangingResolver({"example.com": ["93.184.216.34"]})
+    pool = ResolverPool(reactor, threads=4, perClient=1, resolver=resolver)
+    connector = DirectConnector(reactor, resolver=pool)
+    parsed = ConnectRequest(
+        "CONNECT", "example.com:443", (1, 1), (), "example.com", 443
+    )
+    with pytest.warns(
+        DeprecationWarning, match="pass a connectproxy.UpstreamRequest"
+    ) as w:
+        connector.connectUpstream(parsed, Protocol())  # type: ignore[arg-type]
+    assert w[0].filename == __file__
+    assert [host for host, *_ in reactor.tcpClients] == ["93.184.216.34"]
+    connector.connectUpstream(upstreamRequest("hangs.example", client=None), Protocol())
+    assert pool.running == 1
 
 
 def test_resolverRaisingFailsAtOnce() -> None:

@@ -144,6 +144,7 @@ def test_pluginInstalledBesideConnectproxy(installed: Path) -> None:
     assert all(p.is_relative_to(installed) for p in found)
     assert sorted(p.name for p in found if p.suffix == ".py") == [
         "__init__.py",
+        "direct.py",
         "example_hours.py",
         "hostlist.py",
     ]
@@ -181,7 +182,11 @@ def test_uninstallLeavesConnectproxy(installed: Path) -> None:
         out = run(twistd, installed, 60)
         assert [line.partition(":")[0] for line in out.splitlines()] == ["hostlist"]
         report = json.loads(run([python, "-c", FIND_MODULES], installed, 60))
-        assert [Path(p).name for p in report] == ["__init__.py", "hostlist.py"]
+        assert [Path(p).name for p in report] == [
+            "__init__.py",
+            "direct.py",
+            "hostlist.py",
+        ]
     finally:
         example = str((installed / "example.whl").resolve())
         run([*pip, "install", "--no-input", "--no-deps", example], installed, 300)

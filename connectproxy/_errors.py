@@ -1,0 +1,182 @@
+# -*- test-case-name: tests.test_errors -*-
+"""
+Every way a request can be refused, in one place.
+
+The exceptions that carry their own answer derive from L{RefusalError}:
+the proxy answers the client with their C{status} and C{reason}.  The
+others are mapped to a status where they are caught:
+
+    exception                 raised by                     status
+    ------------------------  ----------------------------  ------------------
+    L{BadRequest}             the request-head parser       its own (400, 414,
+                                                            431, 501, 505)
+    L{Refused}                the access checks             its own
+    L{ForbiddenDestination}   an upstream connector         403
+    L{ResolverBusy}           the resolver pool, cancelled  503
+                              while waiting for a thread
+    L{LookupAbandoned}        the resolver pool, cancelled  504
+                              while a lookup runs
+    L{CheckerBusy}            the htpasswd checker          503
+    L{InvalidCredentials}     the Basic credentials parser  407
+
+L{Refusal} is not an exception but the record an access policy answers
+with; the access checks turn it into a L{Refused}.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from twisted.internet.defer import CancelledError
+
+__all__ = [
+    "BadRequest",
+    "CheckerBusy",
+    "ForbiddenDestination",
+    "InvalidCredentials",
+    "LookupAbandoned",
+    "Refusal",
+    "RefusalError",
+    "Refused",
+    "ResolverBusy",
+]
+
+
+class RefusalError(Exception):
+    """
+    A request cannot go on, and the proxy answers it with C{status} and
+    C{reason}.
+
+    @ivar status: The HTTP status to answer with (RFC 9110 section 15).
+    @ivar reason: A short sentence for the client and the log, free of
+        secrets.
+    """
+
+    status: int = 500
+    reason: str = ""
+
+
+class BadRequest(RefusalError):
+    """
+    The request head cannot be accepted.
+
+    @ivar status: The HTTP status code to answer with (400, 414, 431, 501,
+        505).
+    @ivar reason: A short explanation, safe to show the client.
+    """
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(status, reason)
+        self.status = status
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"{self.status} {self.reason}"
+
+
+class Refused(RefusalError):
+    """
+    The access checks refuse the request.
+
+    @ivar status: The status to answer with.
+    @ivar reason: The short reason.
+    @ivar headers: Extra header fields for the response.
+    @ivar keepAlive: Whether the client may retry on the same connection
+        (a 407 challenge).
+    @ivar user: The authenticated user refused, if any.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        reason: str,
+        headers: Sequence[tuple[str, str]] = (),
+        keepAlive: bool = False,
+        user: str | None = None,
+    ) -> None:
+        super().__init__(status, reason)
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        self.keepAlive = keepAlive
+        self.user = user
+
+
+class ForbiddenDestination(RefusalError):
+    """
+    The destination network rules allow none of the target's addresses.
+    Any upstream connector may raise it; the proxy answers 403 with
+    C{reason}.
+    """
+
+    status = 403
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class ResolverBusy(CancelledError, RefusalError):
+    """
+    A lookup was cancelled while it waited for a resolver thread.  The
+    proxy answers 503 with L{reason}, which names the option to raise.
+
+    @ivar reason: A short sentence for the client and the log.
+    """
+
+    status = 503
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class LookupAbandoned(CancelledError):
+    """
+    A lookup was cancelled while it ran (the proxy answers 504 when its
+    deadline passed).  Its thread stays busy until C{getaddrinfo} returns.
+    """
+
+
+class CheckerBusy(RefusalError):
+    """
+    Too many password checks are queued to take another one now.  This is
+    not a failed login: the client is asked to retry (503).
+    """
+
+    status = 503
+
+    def __init__(self, reason: str = "too many logins are being checked") -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class InvalidCredentials(Exception):
+    """
+    A C{Proxy-Authorization} header value is not well-formed Basic
+    credentials; the client is challenged again (407).
+
+    @ivar reason: A short phrase for the log, free of any secret.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """
+    A policy's refusal.
+
+    @ivar status: The HTTP status to answer with, 400-599 (usually 403).
+    @ivar reason: A short sentence for the client and the log.
+    """
+
+    status: int
+    reason: str
+
+    def __post_init__(self) -> None:
+        if not 400 <= self.status <= 599:
+            raise ValueError(f"a refusal needs a 4xx or 5xx status, not {self.status}")

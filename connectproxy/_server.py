@@ -41,7 +41,7 @@ from ._parser import BadRequest, ConnectRequest, ConnectRequestParser
 from ._resolver import LookupAbandoned, ResolverBusy
 from ._responses import CONNECTION_ESTABLISHED, errorResponse, formatSeconds
 from ._tls import logHandshakeFailure
-from ._tunnel import ProxyTunnel, TunnelTransport, canHalfClose
+from ._tunnel import ProxyTunnel, TunnelTransport, _UpstreamProtocol, canHalfClose
 from ._upstream import ForbiddenDestination, requestingClient
 
 if TYPE_CHECKING:
@@ -97,32 +97,6 @@ def _expectedConnectFailure(failure: Failure, timedOut: bool) -> bool:
             ConnectError, DNSLookupError, ForbiddenDestination, ConnectingCancelledError
         )
     )
-
-
-@implementer(IHalfCloseableProtocol)
-class _UpstreamProtocol(Protocol):
-    """
-    The upstream half of a tunnel: hands what it receives to the tunnel.
-
-    @ivar tunnel: Set once the tunnel exists; until then nothing can arrive.
-    """
-
-    tunnel: ProxyTunnel | None = None
-
-    def dataReceived(self, data: bytes) -> None:
-        assert self.tunnel is not None
-        self.tunnel.upstreamData(data)
-
-    def readConnectionLost(self) -> None:
-        if self.tunnel is not None:
-            self.tunnel.upstreamReadClosed()
-
-    def writeConnectionLost(self) -> None:
-        pass
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if self.tunnel is not None:
-            self.tunnel.upstreamConnectionLost(reason)
 
 
 @implementer(IHalfCloseableProtocol)

@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.test_tunnel -*-
 """
 L{ProxyTunnel}: relay bytes between a client and its upstream once the
-CONNECT has succeeded.
+CONNECT has succeeded; and L{_UpstreamProtocol}, the upstream half that a
+connector connects.
 
 Flow control is the transports' own: each transport is registered as the
 other's streaming producer, so when one side's write buffer fills, reading
@@ -25,11 +26,12 @@ import termios
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from twisted.internet import tcp
+from twisted.internet import protocol, tcp
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
+    IHalfCloseableProtocol,
     IProducer,
     IPullProducer,
     IReactorTime,
@@ -495,3 +497,29 @@ class ProxyTunnel:
         if self._idleCall is not None:
             self._idleCall.cancel()
             self._idleCall = None
+
+
+@implementer(IHalfCloseableProtocol)
+class _UpstreamProtocol(protocol.Protocol):
+    """
+    The upstream half of a tunnel: hands what it receives to the tunnel.
+
+    @ivar tunnel: Set once the tunnel exists; until then nothing can arrive.
+    """
+
+    tunnel: ProxyTunnel | None = None
+
+    def dataReceived(self, data: bytes) -> None:
+        assert self.tunnel is not None
+        self.tunnel.upstreamData(data)
+
+    def readConnectionLost(self) -> None:
+        if self.tunnel is not None:
+            self.tunnel.upstreamReadClosed()
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        if self.tunnel is not None:
+            self.tunnel.upstreamConnectionLost(reason)

@@ -462,16 +462,17 @@ class ConnectProxyProtocol(Protocol):
         request = self.request
         assert request is not None and request.host is not None
         assert request.port is not None
-        end = tunnel.closedAt
+        stats = tunnel.stats
+        end = stats.closedAt
         return TunnelRecord(
             client=self._client,
             host=request.host,
             port=request.port,
-            upstream=formatAddress(tunnel.upstreamAddress),
-            bytesUp=tunnel.bytesUp,
-            bytesDown=tunnel.bytesDown,
-            duration=0.0 if end is None else end - tunnel.openedAt,
-            reason=tunnel.closeReason,
+            upstream=formatAddress(stats.upstreamAddress),
+            bytesUp=stats.bytesUp,
+            bytesDown=stats.bytesDown,
+            duration=0.0 if end is None else end - stats.openedAt,
+            reason=stats.closeReason,
             user=self.user,
         )
 

@@ -39,6 +39,8 @@ from twisted.internet.interfaces import (
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ._relay import TunnelStats
+
 __all__ = ["ProxyTunnel", "TunnelTransport", "canHalfClose"]
 
 
@@ -182,17 +184,52 @@ class ProxyTunnel:
     L{clientConnectionLost}; the upstream side's protocol calls the
     C{upstream*} counterparts.
 
-    @ivar bytesUp: Bytes relayed from the client to the upstream, early data
-        included.
-    @ivar bytesDown: Bytes relayed from the upstream to the client.
-    @ivar closeReason: What ended the tunnel, or C{None} while open: the
-        first side that closed or was lost, or the deadline that expired.
-    @ivar openedAt: When L{start} ran, by the injected clock.
-    @ivar closedAt: When both sides were gone, or C{None}.
-    @ivar upstreamAddress: The upstream's address, as connected.
+    @ivar stats: The tunnel's counters and times.
     """
 
     halfClose: Callable[[Any], bool] = staticmethod(canHalfClose)
+
+    @property
+    def bytesUp(self) -> int:
+        """
+        Bytes relayed from the client to the upstream, early data included.
+        """
+        return self.stats.bytesUp
+
+    @property
+    def bytesDown(self) -> int:
+        """
+        Bytes relayed from the upstream to the client.
+        """
+        return self.stats.bytesDown
+
+    @property
+    def closeReason(self) -> str | None:
+        """
+        What ended the tunnel, or C{None} while open.
+        """
+        return self.stats.closeReason
+
+    @property
+    def openedAt(self) -> float:
+        """
+        When L{start} ran, by the injected clock.
+        """
+        return self.stats.openedAt
+
+    @property
+    def closedAt(self) -> float | None:
+        """
+        When both sides were gone, or C{None}.
+        """
+        return self.stats.closedAt
+
+    @property
+    def upstreamAddress(self) -> IAddress:
+        """
+        The upstream's address, as connected.
+        """
+        return self.stats.upstreamAddress
 
     def __init__(
         self,
@@ -220,7 +257,6 @@ class ProxyTunnel:
         """
         self._client = client
         self._upstream = upstream
-        self.upstreamAddress = upstream.getPeer()
         self._clock = clock
         self._idleTimeout = idleTimeout
         self._halfCloseTimeout = (
@@ -228,13 +264,9 @@ class ProxyTunnel:
         )
         self._abortTimeout = abortTimeout
         self._onClosed = onClosed
-        self.bytesUp = 0
-        self.bytesDown = 0
-        self.closeReason: str | None = None
-        self.openedAt = clock.seconds()
-        self.closedAt: float | None = None
+        self.stats = TunnelStats(upstream.getPeer(), clock.seconds())
         self._seenBytes = 0
-        self._lastActivity = self.openedAt
+        self._lastActivity = self.stats.openedAt
         self._halfClosed = False
         self._closing = False
         # The reason of the first FIN: what ended the tunnel if the FINs do.
@@ -260,9 +292,9 @@ class ProxyTunnel:
             its FIN) before the tunnel existed: the FIN is passed on after
             the early data, just as L{clientReadClosed} would.
         """
-        self.openedAt = self._lastActivity = self._clock.seconds()
+        self.stats.openedAt = self._lastActivity = self._clock.seconds()
         if earlyData:
-            self.bytesUp += len(earlyData)
+            self.stats.bytesUp += len(earlyData)
             self._upstream.write(earlyData)
         self._client.registerProducer(self._upstream, True)  # type: ignore[arg-type]
         self._clientHasProducer = True
@@ -283,14 +315,14 @@ class ProxyTunnel:
         """
         Relay bytes from the client to the upstream.
         """
-        self.bytesUp += len(data)
+        self.stats.bytesUp += len(data)
         self._upstream.write(data)
 
     def upstreamData(self, data: bytes) -> None:
         """
         Relay bytes from the upstream to the client.
         """
-        self.bytesDown += len(data)
+        self.stats.bytesDown += len(data)
         self._client.write(data)
 
     # Half-close.
@@ -339,7 +371,7 @@ class ProxyTunnel:
         # this FIN.  (A second FIN always closes the tunnel above.)
         self._halfClosed = True
         self._lastActivity = self._clock.seconds()
-        self._seenBytes = self.bytesUp + self.bytesDown
+        self._seenBytes = self.stats.bytesUp + self.stats.bytesDown
         self._cancelIdle()
         self._scheduleIdleCheck(self._deadline()[0] / _IDLE_CHECKS)
 
@@ -378,10 +410,11 @@ class ProxyTunnel:
         Close both sides gracefully (pending writes are flushed), then abort
         whatever is still open after the abort timeout.
 
-        @param reason: Recorded as L{closeReason} unless one is already set.
+        @param reason: Recorded as the close reason unless one is already
+            set.
         """
-        if self.closeReason is None:
-            self.closeReason = reason
+        if self.stats.closeReason is None:
+            self.stats.closeReason = reason
         self._closing = True
         self._unwire()
         if not self._clientLost:
@@ -400,10 +433,11 @@ class ProxyTunnel:
         what it had not sent.  Whatever is still open after the abort
         timeout is aborted.
 
-        @param reason: Recorded as L{closeReason} unless one is already set.
+        @param reason: Recorded as the close reason unless one is already
+            set.
         """
-        if self.closeReason is None:
-            self.closeReason = reason
+        if self.stats.closeReason is None:
+            self.stats.closeReason = reason
         self._closing = True
         self._unwire()
         for transport in (self._client, self._upstream):
@@ -447,9 +481,9 @@ class ProxyTunnel:
             self._upstream.abortConnection()
 
     def _finished(self) -> None:
-        if self.closedAt is not None:
+        if self.stats.closedAt is not None:
             return
-        self.closedAt = self._clock.seconds()
+        self.stats.closedAt = self._clock.seconds()
         self._cancelIdle()
         if self._abortCall is not None:
             self._abortCall.cancel()
@@ -480,7 +514,7 @@ class ProxyTunnel:
         """
         self._idleCall = None
         now = self._clock.seconds()
-        total = self.bytesUp + self.bytesDown
+        total = self.stats.bytesUp + self.stats.bytesDown
         if total != self._seenBytes:
             self._seenBytes = total
             self._lastActivity = now
@@ -488,7 +522,7 @@ class ProxyTunnel:
         remaining = self._lastActivity + timeout - now
         if remaining <= 1e-9:
             # The deadline, not an earlier FIN, is what ended the tunnel.
-            self.closeReason = reason
+            self.stats.closeReason = reason
             self.close(reason)
         else:
             self._scheduleIdleCheck(min(remaining, timeout / _IDLE_CHECKS))

@@ -22,6 +22,7 @@ from twisted.python.failure import Failure
 from zope.interface.verify import verifyObject
 
 from connectproxy import _tunnel
+from connectproxy._relay import TunnelStats
 from connectproxy._tunnel import ProxyTunnel, canHalfClose
 from connectproxy.testing import HalfCloseableStringTransport
 
@@ -120,6 +121,29 @@ def test_relayCounts() -> None:
     assert t.upstream.value() == b"abc" * 3
     assert t.client.value() == b"12345" * 3
     assert (t.tunnel.bytesUp, t.tunnel.bytesDown) == (9, 15)
+
+
+def test_statsRecord() -> None:
+    """
+    The tunnel's counters and times live in one L{TunnelStats} record: when
+    it started, the bytes each way, the upstream address, and once both
+    sides are gone the reason and the time.
+    """
+    t = Tunnel()
+    t.clock.advance(3)
+    t.start(b"early")
+    t.tunnel.upstreamData(b"12345")
+    stats = t.tunnel.stats
+    assert stats == TunnelStats(
+        upstreamAddress=IPv4Address("TCP", "192.0.2.7", 443),
+        openedAt=3.0,
+        bytesUp=5,
+        bytesDown=5,
+    )
+    t.clock.advance(2)
+    t.lose("upstream", ConnectionDone())
+    t.lose("client", ConnectionDone())
+    assert (stats.closeReason, stats.closedAt) == ("upstream closed", 5.0)
 
 
 def test_clientFinPassedOn() -> None:

@@ -6,6 +6,8 @@ C{.tac} file with L{connectproxy.tap.makeService}, or embed
 L{ConnectProxyFactory} in your own service.
 """
 
+from twisted.python.deprecate import deprecatedModuleAttribute
+
 from ._access import AccessRequest, Refusal
 from ._admission import Gatekeeper, userPortal
 from ._factory import ConnectProxyFactory
@@ -15,9 +17,18 @@ from ._policy import AccessRules, ClientRules, HostRules, NetworkRules, PortRule
 from ._resolver import ResolverBusy, ResolverPool
 from ._server import ConnectProxyProtocol
 from ._settings import ProxySettings
-from ._tunnel import ProxyTunnel
+from ._tunnel import DEPRECATED_IN as _DEPRECATED_IN
+from ._tunnel import ProxyTunnel as ProxyTunnel
 from ._upstream import DirectConnector, ForbiddenDestination
 from ._version import __version__
+
+deprecatedModuleAttribute(
+    _DEPRECATED_IN,
+    "tunnels are built and watched by ConnectProxyFactory; "
+    "an IProxyObserver gets each tunnel's TunnelRecord",
+    __name__,
+    "ProxyTunnel",
+)
 
 __all__ = [
     "AccessLogObserver",
@@ -36,7 +47,6 @@ __all__ = [
     "NetworkRules",
     "PortRules",
     "ProxySettings",
-    "ProxyTunnel",
     "Refusal",
     "RefusedRequest",
     "ResolverBusy",

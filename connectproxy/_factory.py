@@ -16,6 +16,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ._admission import Gatekeeper, clientHostPort
+from ._deadlines import DeadlineSweeper
 from ._observer import (
     AccessLogObserver,
     ObserverFanOut,
@@ -89,6 +90,8 @@ class ConnectProxyFactory(Factory):
     @ivar refusing: How many connections over a limit are being answered
         with a 503 now.
     @ivar openTunnels: How many tunnels are open now.
+    @ivar deadlines: Keeps the idle, half-close and abort deadlines of every
+        tunnel, with one timer on the reactor.
     """
 
     _log = Logger()
@@ -138,6 +141,7 @@ class ConnectProxyFactory(Factory):
         self.observer = ObserverFanOut(observers)
         self.connections: set[ConnectProxyProtocol] = set()
         self.openTunnels = 0
+        self.deadlines = DeadlineSweeper(reactor)
         self.refusing = 0
         self._perClient: dict[str, int] = {}
         self._shed = 0

@@ -5,7 +5,7 @@ built by a L{ConnectProxyFactory}.
 
 The protocol reads the request head (with a deadline), answers errors, makes
 the upstream connection (with one total deadline), answers C{200} and hands
-the connection to a L{ProxyTunnel}.
+the connection to a relay.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from ._parser import BadRequest, ConnectRequest, ConnectRequestParser
 from ._resolver import LookupAbandoned, ResolverBusy
 from ._responses import CONNECTION_ESTABLISHED, errorResponse, formatSeconds
 from ._tls import logHandshakeFailure
-from ._tunnel import ProxyTunnel, TunnelTransport, _UpstreamProtocol, canHalfClose
+from ._tunnel import TransportRelay, TunnelTransport, _UpstreamProtocol, canHalfClose
 from ._upstream import ForbiddenDestination, requestingClient
 
 if TYPE_CHECKING:
@@ -121,7 +121,7 @@ class ConnectProxyProtocol(Protocol):
 
     factory: ConnectProxyFactory
     request: ConnectRequest | None = None
-    tunnel: ProxyTunnel | None = None
+    tunnel: TransportRelay | None = None
     user: str | None = None
     clientHost = ""
 
@@ -391,15 +391,11 @@ class ConnectProxyProtocol(Protocol):
         assert isinstance(upstream, _UpstreamProtocol)
         request = self.request
         assert request is not None
-        settings = self._settings
-        tunnel = ProxyTunnel(
+        tunnel = TransportRelay(
             self._transport,
             cast(TunnelTransport, upstream.transport),
             self._clock,
-            settings.idleTimeout,
-            settings.abortTimeout,
             self._tunnelClosed,
-            halfCloseTimeout=settings.halfCloseTimeout,
         )
         self.tunnel = upstream.tunnel = tunnel
         self._receive = tunnel.clientData
@@ -409,6 +405,9 @@ class ConnectProxyProtocol(Protocol):
         if not self._paused and not self._clientFinished:
             # The tunnel resumes the client once its producers are wired.
             self._transport.pauseProducing()
+        # The factory's sweeper keeps the tunnel's deadlines, from the
+        # settings in force now (a reload does not change them).
+        self.factory.deadlines.watch(tunnel, self._settings)
         tunnel.start(early, self._clientFinished)
         self.factory.tunnelOpened(self._tunnelRecord(tunnel))
 
@@ -455,10 +454,11 @@ class ConnectProxyProtocol(Protocol):
             self.tunnel.clientConnectionLost(reason)
         self.factory.connectionClosed(self)
 
-    def _tunnelClosed(self, tunnel: ProxyTunnel) -> None:
+    def _tunnelClosed(self, tunnel: TransportRelay) -> None:
+        self.factory.deadlines.forget(tunnel)
         self.factory.tunnelClosed(self._tunnelRecord(tunnel))
 
-    def _tunnelRecord(self, tunnel: ProxyTunnel) -> TunnelRecord:
+    def _tunnelRecord(self, tunnel: TransportRelay) -> TunnelRecord:
         request = self.request
         assert request is not None and request.host is not None
         assert request.port is not None

@@ -1,20 +1,24 @@
 # -*- test-case-name: tests.test_tunnel -*-
 """
-L{ProxyTunnel}: relay bytes between a client and its upstream once the
-CONNECT has succeeded; and L{_UpstreamProtocol}, the upstream half that a
-connector connects.
+L{TransportRelay}: relay bytes between a client and its upstream once the
+CONNECT has succeeded, through the transports; and L{_UpstreamProtocol}, the
+upstream half that a connector connects.
 
 Flow control is the transports' own: each transport is registered as the
 other's streaming producer, so when one side's write buffer fills, reading
-from the other side stops until it drains.  The tunnel itself never buffers.
+from the other side stops until it drains.  The relay itself never buffers.
 
 Half-close is passed on only where the receiving transport really is a plain
-TCP connection; anywhere else (TLS, wrappers) the tunnel closes fully after
+TCP connection; anywhere else (TLS, wrappers) the relay closes fully after
 flushing.  A side lost with an error (a reset) is passed on as an abort, so
 the other peer sees a reset rather than a clean end of input: on plain TCP
-only after everything already relayed has reached that peer.  The idle and
-half-close deadlines and the two-stage close (lose, then abort) use the
-injected clock.
+only after everything already relayed has reached that peer.
+
+The relay keeps no deadline: the idle and half-close deadlines and the
+second stage of a close (abort after a graceful close took too long) are
+kept for every tunnel by one L{DeadlineSweeper}, which reads the relay's
+L{TunnelStats}.  L{ProxyTunnel}, the relay with deadlines of its own, is
+deprecated.
 """
 
 from __future__ import annotations
@@ -36,12 +40,26 @@ from twisted.internet.interfaces import (
     IPullProducer,
     IReactorTime,
 )
+from twisted.python.deprecate import deprecatedProperty
 from twisted.python.failure import Failure
+from twisted.python.versions import Version
 from zope.interface import implementer
 
+from ._deadlines import DeadlineSweeper
 from ._relay import TunnelStats
+from ._settings import ProxySettings
 
-__all__ = ["ProxyTunnel", "TunnelTransport", "canHalfClose"]
+__all__ = [
+    "DEPRECATED_IN",
+    "ProxyTunnel",
+    "TransportRelay",
+    "TunnelTransport",
+    "canHalfClose",
+]
+
+#: The release that deprecated L{ProxyTunnel} and the tunnel attributes
+#: that moved to L{TunnelStats}.
+DEPRECATED_IN = Version("connectproxy", 0, 1, 0)
 
 
 class TunnelTransport(Protocol):
@@ -60,11 +78,6 @@ class TunnelTransport(Protocol):
     def pauseProducing(self) -> None: ...
     def resumeProducing(self) -> None: ...
 
-
-#: How many idle checks per idle period: the tunnel closes between the idle
-#: timeout and 1 + 1/_IDLE_CHECKS times it after the last byte, and the
-#: relay path does no timekeeping of its own.
-_IDLE_CHECKS = 8
 
 #: Seconds between checks of whether the peer has acknowledged everything
 #: written to a connection that is to be reset.
@@ -136,7 +149,7 @@ class _ResetWhenFlushed:
     C{loseConnection}: the transport then asks it for more data (calls
     L{resumeProducing}) when its buffer is empty, instead of closing with a
     FIN.  Once the peer has acknowledged every byte, C{abortConnection}
-    closes with a reset.  The tunnel's abort timer bounds the wait.
+    closes with a reset.  The relay's abort deadline bounds the wait.
     """
 
     def __init__(self, transport: TunnelTransport, clock: IReactorTime) -> None:
@@ -176,103 +189,71 @@ class _ResetWhenFlushed:
             self._call = None
 
 
-class ProxyTunnel:
+def _statsAlias(name: str, doc: str) -> Any:
     """
-    A relay between two connected transports.
+    A deprecated attribute of a relay that reads its L{TunnelStats}: a
+    tunnel's counters and times used to be attributes of the tunnel.
+    """
+
+    def get(self: TransportRelay) -> object:
+        return getattr(self.stats, name)
+
+    get.__name__ = name
+    get.__qualname__ = f"TransportRelay.{name}"
+    get.__doc__ = doc
+    return deprecatedProperty(DEPRECATED_IN, f"stats.{name}")(get)
+
+
+class TransportRelay:
+    """
+    A relay between two connected transports, through Twisted's own reads
+    and writes.
 
     The client side's protocol calls L{clientData}, L{clientReadClosed} and
     L{clientConnectionLost}; the upstream side's protocol calls the
-    C{upstream*} counterparts.
+    C{upstream*} counterparts.  The relay keeps no deadline: it notes in
+    L{stats} when one direction finished and when it began to close, and a
+    L{DeadlineSweeper <connectproxy._deadlines.DeadlineSweeper>} decides
+    when to L{close} or L{abort} it.
 
     @ivar stats: The tunnel's counters and times.
     """
 
     halfClose: Callable[[Any], bool] = staticmethod(canHalfClose)
 
-    @property
-    def bytesUp(self) -> int:
-        """
-        Bytes relayed from the client to the upstream, early data included.
-        """
-        return self.stats.bytesUp
-
-    @property
-    def bytesDown(self) -> int:
-        """
-        Bytes relayed from the upstream to the client.
-        """
-        return self.stats.bytesDown
-
-    @property
-    def closeReason(self) -> str | None:
-        """
-        What ended the tunnel, or C{None} while open.
-        """
-        return self.stats.closeReason
-
-    @property
-    def openedAt(self) -> float:
-        """
-        When L{start} ran, by the injected clock.
-        """
-        return self.stats.openedAt
-
-    @property
-    def closedAt(self) -> float | None:
-        """
-        When both sides were gone, or C{None}.
-        """
-        return self.stats.closedAt
-
-    @property
-    def upstreamAddress(self) -> IAddress:
-        """
-        The upstream's address, as connected.
-        """
-        return self.stats.upstreamAddress
+    # The tunnel's counters and times were its own attributes (and
+    # ConnectProxyProtocol.tunnel exposes the relay): they read the stats
+    # record now, with a deprecation warning.
+    bytesUp = _statsAlias("bytesUp", "Bytes relayed from the client upstream.")
+    bytesDown = _statsAlias("bytesDown", "Bytes relayed from the upstream.")
+    closeReason = _statsAlias("closeReason", "What ended the tunnel, or C{None}.")
+    openedAt = _statsAlias("openedAt", "When the relay started.")
+    closedAt = _statsAlias("closedAt", "When both sides were gone, or C{None}.")
+    upstreamAddress = _statsAlias("upstreamAddress", "The upstream's address.")
 
     def __init__(
         self,
         client: TunnelTransport,
         upstream: TunnelTransport,
         clock: IReactorTime,
-        idleTimeout: float,
-        abortTimeout: float,
-        onClosed: Callable[[ProxyTunnel], object],
-        halfCloseTimeout: float | None = None,
+        onClosed: Callable[[Any], object],
     ) -> None:
         """
         @param client: The client's transport, paused.
         @param upstream: The upstream's transport, connected.
-        @param clock: Where timers come from.
-        @param idleTimeout: Seconds without traffic either way before the
-            tunnel is closed.
-        @param abortTimeout: Seconds a graceful close (or the flush before a
-            reset) may take before the connections are aborted.
-        @param onClosed: Called once, with the tunnel, when both sides are
+        @param clock: Where the relay's times and its reset polling come
+            from.
+        @param onClosed: Called once, with the relay, when both sides are
             gone.
-        @param halfCloseTimeout: Seconds without traffic before a tunnel
-            with one direction finished (one FIN passed on) is closed; the
-            idle timeout when C{None}.  The shorter of the two applies.
         """
         self._client = client
         self._upstream = upstream
         self._clock = clock
-        self._idleTimeout = idleTimeout
-        self._halfCloseTimeout = (
-            idleTimeout if halfCloseTimeout is None else halfCloseTimeout
-        )
-        self._abortTimeout = abortTimeout
         self._onClosed = onClosed
         self.stats = TunnelStats(upstream.getPeer(), clock.seconds())
-        self._seenBytes = 0
-        self._lastActivity = self.stats.openedAt
-        self._halfClosed = False
         self._closing = False
         # The reason of the first FIN: what ended the tunnel if the FINs do.
         self._finReason: str | None = None
-        self._idleCall: IDelayedCall | None = None
-        self._abortCall: IDelayedCall | None = None
         self._clientEOF = False
         self._upstreamEOF = False
         self._clientLost = False
@@ -292,13 +273,12 @@ class ProxyTunnel:
             its FIN) before the tunnel existed: the FIN is passed on after
             the early data, just as L{clientReadClosed} would.
         """
-        self.stats.openedAt = self._lastActivity = self._clock.seconds()
+        self.stats.openedAt = self._clock.seconds()
         if earlyData:
             self.stats.bytesUp += len(earlyData)
             self._upstream.write(earlyData)
         self._client.registerProducer(self._upstream, True)  # type: ignore[arg-type]
         self._clientHasProducer = True
-        self._scheduleIdleCheck(self._idleTimeout / _IDLE_CHECKS)
         if clientFinished:
             # The client produces nothing more: it is neither registered
             # nor resumed (resuming a finished TCP reader reports its end
@@ -369,11 +349,7 @@ class ProxyTunnel:
         receiver.loseWriteConnection()  # type: ignore[attr-defined]
         # From now on the (shorter) half-close deadline applies, counted from
         # this FIN.  (A second FIN always closes the tunnel above.)
-        self._halfClosed = True
-        self._lastActivity = self._clock.seconds()
-        self._seenBytes = self.stats.bytesUp + self.stats.bytesDown
-        self._cancelIdle()
-        self._scheduleIdleCheck(self._deadline()[0] / _IDLE_CHECKS)
+        self.stats.halfClosedAt = self._clock.seconds()
 
     # Closing.
 
@@ -407,21 +383,17 @@ class ProxyTunnel:
 
     def close(self, reason: str) -> None:
         """
-        Close both sides gracefully (pending writes are flushed), then abort
-        whatever is still open after the abort timeout.
+        Close both sides gracefully (pending writes are flushed): the first
+        stage of a close.  L{abort} is the second.
 
         @param reason: Recorded as the close reason unless one is already
             set.
         """
-        if self.stats.closeReason is None:
-            self.stats.closeReason = reason
-        self._closing = True
-        self._unwire()
+        self._beginClosing(reason)
         if not self._clientLost:
             self._client.loseConnection()
         if not self._upstreamLost:
             self._upstream.loseConnection()
-        self._armAbort()
 
     def reset(self, reason: str) -> None:
         """
@@ -430,16 +402,13 @@ class ProxyTunnel:
         the connection stops reading, flushes its buffer, waits until the
         peer has acknowledged every byte and then closes with a reset
         (C{SO_LINGER} 0).  Any other transport is aborted at once, dropping
-        what it had not sent.  Whatever is still open after the abort
-        timeout is aborted.
+        what it had not sent.  Like a graceful close, the wait ends with
+        L{abort}.
 
         @param reason: Recorded as the close reason unless one is already
             set.
         """
-        if self.stats.closeReason is None:
-            self.stats.closeReason = reason
-        self._closing = True
-        self._unwire()
+        self._beginClosing(reason)
         for transport in (self._client, self._upstream):
             lost = self._clientLost if transport is self._client else self._upstreamLost
             if lost or any(t is transport for t, _ in self._resets):
@@ -451,14 +420,29 @@ class ProxyTunnel:
             else:
                 self._resets.append((transport, None))
                 transport.abortConnection()
-        self._armAbort()
 
-    def _unwire(self) -> None:
+    def abort(self) -> None:
         """
-        Stop the idle deadline and unregister the producers (before any
-        close: a TLS transport does not finish closing while it has one).
+        Abort what is still open, at once: a close (or the flush before a
+        reset) took too long.
         """
-        self._cancelIdle()
+        if not self._clientLost:
+            self._client.abortConnection()
+        if not self._upstreamLost:
+            self._upstream.abortConnection()
+
+    def _beginClosing(self, reason: str) -> None:
+        """
+        Note the reason and the time, and unregister the producers (before
+        any close: a TLS transport does not finish closing while it has
+        one).
+        """
+        stats = self.stats
+        if stats.closeReason is None:
+            stats.closeReason = reason
+        if stats.closingAt is None:
+            stats.closingAt = self._clock.seconds()
+        self._closing = True
         if self._clientHasProducer:
             self._clientHasProducer = False
             self._client.unregisterProducer()
@@ -466,71 +450,69 @@ class ProxyTunnel:
             self._upstreamHasProducer = False
             self._upstream.unregisterProducer()
 
-    def _armAbort(self) -> None:
-        if self._abortCall is None and not (self._clientLost and self._upstreamLost):
-            self._abortCall = self._clock.callLater(self._abortTimeout, self._abort)
-
-    def _abort(self) -> None:
-        """
-        The graceful close took too long: abort what is left.
-        """
-        self._abortCall = None
-        if not self._clientLost:
-            self._client.abortConnection()
-        if not self._upstreamLost:
-            self._upstream.abortConnection()
-
     def _finished(self) -> None:
         if self.stats.closedAt is not None:
             return
         self.stats.closedAt = self._clock.seconds()
-        self._cancelIdle()
-        if self._abortCall is not None:
-            self._abortCall.cancel()
-            self._abortCall = None
         for _, resetter in self._resets:
             if resetter is not None:
                 resetter.stopProducing()
         self._onClosed(self)
 
-    # The idle and half-close deadlines.
 
-    def _deadline(self) -> tuple[float, str]:
-        """
-        The inactivity deadline that applies now, in seconds, and the close
-        reason when it expires.
-        """
-        if self._halfClosed and self._halfCloseTimeout <= self._idleTimeout:
-            return self._halfCloseTimeout, "half-close timeout"
-        return self._idleTimeout, "idle timeout"
+class ProxyTunnel(TransportRelay):
+    """
+    A L{TransportRelay} that keeps its own idle, half-close and abort
+    deadlines, as a tunnel did before they moved to the proxy's shared
+    L{DeadlineSweeper}.
 
-    def _scheduleIdleCheck(self, delay: float) -> None:
-        self._idleCall = self._clock.callLater(delay, self._checkIdle)
+    @deprecated: Tunnels are built and watched by L{ConnectProxyFactory
+        <connectproxy.ConnectProxyFactory>}; read what they did from the
+        C{TunnelRecord} an L{IProxyObserver
+        <connectproxy.interfaces.IProxyObserver>} gets.
+    """
 
-    def _checkIdle(self) -> None:
+    def __init__(
+        self,
+        client: TunnelTransport,
+        upstream: TunnelTransport,
+        clock: IReactorTime,
+        idleTimeout: float,
+        abortTimeout: float,
+        onClosed: Callable[[ProxyTunnel], object],
+        halfCloseTimeout: float | None = None,
+    ) -> None:
         """
-        Close the tunnel if no byte moved for the deadline that applies;
-        otherwise check again later.
+        @param client: The client's transport, paused.
+        @param upstream: The upstream's transport, connected.
+        @param clock: Where timers come from.
+        @param idleTimeout: Seconds without traffic either way before the
+            tunnel is closed.
+        @param abortTimeout: Seconds a graceful close (or the flush before a
+            reset) may take before the connections are aborted.
+        @param onClosed: Called once, with the tunnel, when both sides are
+            gone.
+        @param halfCloseTimeout: Seconds without traffic before a tunnel
+            with one direction finished is closed; the idle timeout when
+            C{None}.  The shorter of the two applies.
         """
-        self._idleCall = None
-        now = self._clock.seconds()
-        total = self.stats.bytesUp + self.stats.bytesDown
-        if total != self._seenBytes:
-            self._seenBytes = total
-            self._lastActivity = now
-        timeout, reason = self._deadline()
-        remaining = self._lastActivity + timeout - now
-        if remaining <= 1e-9:
-            # The deadline, not an earlier FIN, is what ended the tunnel.
-            self.stats.closeReason = reason
-            self.close(reason)
-        else:
-            self._scheduleIdleCheck(min(remaining, timeout / _IDLE_CHECKS))
+        super().__init__(client, upstream, clock, onClosed)
+        self._deadlines = DeadlineSweeper(clock)
+        self._deadlineSettings = ProxySettings(
+            idleTimeout=idleTimeout,
+            halfCloseTimeout=(
+                idleTimeout if halfCloseTimeout is None else halfCloseTimeout
+            ),
+            abortTimeout=abortTimeout,
+        )
 
-    def _cancelIdle(self) -> None:
-        if self._idleCall is not None:
-            self._idleCall.cancel()
-            self._idleCall = None
+    def start(self, earlyData: bytes = b"", clientFinished: bool = False) -> None:
+        self._deadlines.watch(self, self._deadlineSettings)
+        super().start(earlyData, clientFinished)
+
+    def _finished(self) -> None:
+        self._deadlines.forget(self)
+        super()._finished()
 
 
 @implementer(IHalfCloseableProtocol)
@@ -541,7 +523,7 @@ class _UpstreamProtocol(protocol.Protocol):
     @ivar tunnel: Set once the tunnel exists; until then nothing can arrive.
     """
 
-    tunnel: ProxyTunnel | None = None
+    tunnel: TransportRelay | None = None
 
     def dataReceived(self, data: bytes) -> None:
         assert self.tunnel is not None

@@ -21,15 +21,17 @@ from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface.verify import verifyObject
 
-from connectproxy import _tunnel
+from connectproxy import ProxySettings, _tunnel
+from connectproxy._deadlines import DeadlineSweeper
 from connectproxy._relay import TunnelStats
-from connectproxy._tunnel import ProxyTunnel, canHalfClose
+from connectproxy._tunnel import TransportRelay, canHalfClose
 from connectproxy.testing import HalfCloseableStringTransport
 
 
 class Tunnel:
     """
-    A tunnel between two fake transports, and what it reported.
+    A relay between two fake transports, its deadlines kept by a sweeper of
+    its own (as the factory's keeps them), and what it reported.
     """
 
     def __init__(
@@ -37,27 +39,37 @@ class Tunnel:
         halfClose: bool = True,
         idle: float = 60.0,
         halfCloseTimeout: float | None = None,
+        client: HalfCloseableStringTransport | None = None,
     ) -> None:
         self.clock = MemoryReactorClock()
         peer = IPv4Address("TCP", "192.0.2.7", 443)
-        self.client = HalfCloseableStringTransport()
+        self.client = HalfCloseableStringTransport() if client is None else client
         self.upstream = HalfCloseableStringTransport(peerAddress=peer)
-        self.closed: list[ProxyTunnel] = []
-        self.tunnel = ProxyTunnel(
-            self.client,
-            self.upstream,
-            self.clock,
+        self.closed: list[TransportRelay] = []
+        self.deadlines = DeadlineSweeper(self.clock)
+        self.settings = ProxySettings(
             idleTimeout=idle,
+            halfCloseTimeout=idle if halfCloseTimeout is None else halfCloseTimeout,
             abortTimeout=15.0,
-            onClosed=self.closed.append,
-            halfCloseTimeout=halfCloseTimeout,
+        )
+        self.tunnel = TransportRelay(
+            self.client, self.upstream, self.clock, onClosed=self._closed
         )
         self.tunnel.halfClose = lambda transport: halfClose
         self.client.pauseProducing()
 
+    def _closed(self, relay: TransportRelay) -> None:
+        self.deadlines.forget(relay)
+        self.closed.append(relay)
+
     def start(self, early: bytes = b"", clientFinished: bool = False) -> Tunnel:
+        self.deadlines.watch(self.tunnel, self.settings)
         self.tunnel.start(early, clientFinished)
         return self
+
+    @property
+    def stats(self) -> TunnelStats:
+        return self.tunnel.stats
 
     def transport(self, side: str) -> HalfCloseableStringTransport:
         return self.client if side == "client" else self.upstream
@@ -97,7 +109,7 @@ def test_startWiresProducers() -> None:
     assert t.upstream.producer is t.client
     assert t.upstream.streaming is True
     assert t.client.producerState == "producing"
-    assert t.tunnel.upstreamAddress == IPv4Address("TCP", "192.0.2.7", 443)
+    assert t.stats.upstreamAddress == IPv4Address("TCP", "192.0.2.7", 443)
 
 
 def test_earlyDataFirst() -> None:
@@ -107,7 +119,7 @@ def test_earlyDataFirst() -> None:
     t = Tunnel().start(b"early")
     t.tunnel.clientData(b"-late")
     assert t.upstream.value() == b"early-late"
-    assert t.tunnel.bytesUp == 10
+    assert t.stats.bytesUp == 10
 
 
 def test_relayCounts() -> None:
@@ -120,7 +132,7 @@ def test_relayCounts() -> None:
         t.tunnel.upstreamData(b"12345")
     assert t.upstream.value() == b"abc" * 3
     assert t.client.value() == b"12345" * 3
-    assert (t.tunnel.bytesUp, t.tunnel.bytesDown) == (9, 15)
+    assert (t.stats.bytesUp, t.stats.bytesDown) == (9, 15)
 
 
 def test_statsRecord() -> None:
@@ -171,7 +183,7 @@ def test_bothFinsClose() -> None:
     assert t.client.writeClosed is False  # nothing left to half-close
     assert t.client.disconnecting and t.upstream.disconnecting
     assert t.client.producer is None and t.upstream.producer is None
-    assert t.tunnel.closeReason == "client closed"
+    assert t.stats.closeReason == "client closed"
 
 
 def test_upstreamFinPassedOn() -> None:
@@ -188,7 +200,7 @@ def test_upstreamFinPassedOn() -> None:
     t.tunnel.clientReadClosed()
     t.tunnel.clientReadClosed()
     assert t.client.disconnecting and t.upstream.disconnecting
-    assert t.tunnel.closeReason == "upstream closed"
+    assert t.stats.closeReason == "upstream closed"
 
 
 def test_finFallsBackToClose() -> None:
@@ -221,7 +233,7 @@ def test_cleanCloseClosesOther(side: str) -> None:
     assert t.closed == []
     t.lose(other(side), ConnectionDone())
     assert t.closed == [t.tunnel]
-    assert t.tunnel.closeReason == f"{side} closed"
+    assert t.stats.closeReason == f"{side} closed"
     assert t.clock.getDelayedCalls() == []
 
 
@@ -250,7 +262,7 @@ def test_idleTimeout() -> None:
     assert not t.client.disconnecting
     t.clock.advance(1)
     assert t.client.disconnecting and t.upstream.disconnecting
-    assert t.tunnel.closeReason == "idle timeout"
+    assert t.stats.closeReason == "idle timeout"
     t.clock.advance(15)
     assert t.client.aborted and t.upstream.aborted
 
@@ -271,18 +283,24 @@ def test_trafficDefersIdleTimeout(direction: str) -> None:
     assert not t.client.disconnecting
     t.clock.pump([1] * 60)  # 100 s since traffic
     assert t.client.disconnecting
-    assert t.tunnel.closeReason == "idle timeout"
+    assert t.stats.closeReason == "idle timeout"
 
 
 def test_closeIdempotent() -> None:
     """
-    Closing twice keeps the first reason and arms one abort timer.
+    Closing twice keeps the first reason and the first close time: the
+    abort deadline counts from the first close.
     """
     t = Tunnel().start()
     t.tunnel.close("first")
+    t.clock.advance(5)
     t.tunnel.close("second")
-    assert t.tunnel.closeReason == "first"
-    assert len(t.clock.getDelayedCalls()) == 1
+    assert t.stats.closeReason == "first"
+    assert t.stats.closingAt == 0
+    t.clock.advance(9.9)
+    assert not t.client.aborted
+    t.clock.advance(0.1)
+    assert t.client.aborted and t.upstream.aborted
 
 
 def test_canHalfCloseOnlyPlainTCP() -> None:
@@ -344,9 +362,9 @@ def test_resetPassedOnAfterFlush(side: str) -> None:
     assert t.closed == []
     t.lose(other(side), ConnectionAborted())
     assert t.closed == [t.tunnel]
-    assert t.tunnel.closeReason is not None
-    assert t.tunnel.closeReason.startswith(f"{side} connection lost: ")
-    assert t.tunnel.closeReason.endswith("Connection reset by peer.")
+    assert t.stats.closeReason is not None
+    assert t.stats.closeReason.startswith(f"{side} connection lost: ")
+    assert t.stats.closeReason.endswith("Connection reset by peer.")
     assert t.clock.getDelayedCalls() == []
 
 
@@ -355,11 +373,7 @@ def test_resetIgnoresRegistrationRequest() -> None:
     The request for data a transport makes when the producer is registered
     says nothing about its buffer: only a later one leads to the abort.
     """
-    t = Tunnel()
-    t.client = EagerTransport()
-    t.tunnel._client = t.client
-    t.client.pauseProducing()
-    t.start()
+    t = Tunnel(client=EagerTransport()).start()
     t.tunnel.upstreamData(b"pending")
     t.lose("upstream", ConnectionLost())
     assert not t.client.aborted
@@ -427,8 +441,8 @@ def test_resetAfterFinPassedOn() -> None:
     t.lose("client", ConnectionLost("Connection reset by peer"))
     flushed(t.upstream)
     assert t.upstream.aborted
-    assert t.tunnel.closeReason is not None
-    assert t.tunnel.closeReason.startswith("client connection lost: ")
+    assert t.stats.closeReason is not None
+    assert t.stats.closeReason.startswith("client connection lost: ")
 
 
 def test_resetWhileClosing() -> None:
@@ -442,7 +456,7 @@ def test_resetWhileClosing() -> None:
     assert not t.client.aborted
     flushed(t.client)
     assert t.client.aborted
-    assert t.tunnel.closeReason == "idle timeout"
+    assert t.stats.closeReason == "idle timeout"
 
 
 def test_resetArmedOnRealSocket() -> None:
@@ -485,7 +499,7 @@ def test_startWithClientFinished(halfClose: bool) -> None:
         assert t.client.value() == b"reply"
         t.tunnel.upstreamReadClosed()
     assert t.upstream.disconnecting and t.client.disconnecting
-    assert t.tunnel.closeReason == "client closed"
+    assert t.stats.closeReason == "client closed"
 
 
 def test_halfCloseTimeout() -> None:
@@ -497,12 +511,13 @@ def test_halfCloseTimeout() -> None:
     t = Tunnel(idle=600, halfCloseTimeout=60).start()
     t.clock.advance(100)
     t.tunnel.upstreamReadClosed()
-    assert len(t.clock.getDelayedCalls()) == 1
+    assert t.stats.halfClosedAt == 100
+    assert len(t.clock.getDelayedCalls()) == 1  # the sweeper's, as before
     t.clock.pump([1] * 59)
     assert not t.client.disconnecting
     t.clock.pump([1] * 8)  # 60 s, and at most an eighth later
     assert t.client.disconnecting and t.upstream.disconnecting
-    assert t.tunnel.closeReason == "half-close timeout"
+    assert t.stats.closeReason == "half-close timeout"
     t.clock.advance(15)
     assert t.client.aborted and t.upstream.aborted
 
@@ -520,7 +535,7 @@ def test_halfCloseTimeoutDeferredByTraffic() -> None:
     assert not t.client.disconnecting
     t.clock.pump([1] * 68)
     assert t.client.disconnecting
-    assert t.tunnel.closeReason == "half-close timeout"
+    assert t.stats.closeReason == "half-close timeout"
 
 
 def test_idleTimeoutShorterThanHalfClose() -> None:
@@ -532,7 +547,7 @@ def test_idleTimeoutShorterThanHalfClose() -> None:
     t.tunnel.clientReadClosed()
     t.clock.pump([1] * 34)
     assert t.client.disconnecting
-    assert t.tunnel.closeReason == "idle timeout"
+    assert t.stats.closeReason == "idle timeout"
 
 
 def test_noHalfCloseTimeoutWithoutFin() -> None:
@@ -543,7 +558,7 @@ def test_noHalfCloseTimeoutWithoutFin() -> None:
     t.clock.pump([10] * 59)
     assert not t.client.disconnecting
     t.clock.pump([10] * 8)
-    assert t.tunnel.closeReason == "idle timeout"
+    assert t.stats.closeReason == "idle timeout"
 
 
 def test_finAfterCloseIgnored() -> None:
@@ -555,4 +570,62 @@ def test_finAfterCloseIgnored() -> None:
     t.tunnel.close("idle timeout")
     t.tunnel.clientReadClosed()
     assert not t.upstream.writeClosed
-    assert len(t.clock.getDelayedCalls()) == 1  # the abort timer
+    assert t.stats.halfClosedAt is None
+    assert len(t.clock.getDelayedCalls()) == 1  # the sweeper's
+
+
+def test_proxyTunnelDeprecated() -> None:
+    """
+    C{connectproxy.ProxyTunnel} still works as it did, deadlines included
+    (it keeps them with a sweeper of its own), and says it is deprecated.
+    """
+    import connectproxy
+
+    with pytest.warns(DeprecationWarning, match=r"ProxyTunnel was deprecated in"):
+        proxyTunnel = connectproxy.ProxyTunnel
+    clock = MemoryReactorClock()
+    client = HalfCloseableStringTransport()
+    upstream = HalfCloseableStringTransport(
+        peerAddress=IPv4Address("TCP", "192.0.2.7", 443)
+    )
+    closed: list[object] = []
+    tunnel = proxyTunnel(
+        client, upstream, clock, 60.0, 15.0, closed.append, halfCloseTimeout=None
+    )
+    client.pauseProducing()
+    tunnel.start(b"early")
+    tunnel.upstreamData(b"12345")
+    assert (upstream.value(), client.value()) == (b"early", b"12345")
+    clock.pump([1] * 59)
+    assert not client.disconnecting
+    clock.pump([1] * 8)
+    assert client.disconnecting and upstream.disconnecting
+    clock.pump([1] * 16)
+    assert client.aborted and upstream.aborted
+    tunnel.clientConnectionLost(Failure(ConnectionAborted()))
+    tunnel.upstreamConnectionLost(Failure(ConnectionAborted()))
+    assert closed == [tunnel]
+    assert clock.getDelayedCalls() == []
+    with pytest.warns(DeprecationWarning, match=r"please use stats\.closeReason"):
+        assert tunnel.closeReason == "idle timeout"
+
+
+def test_statsAttributesDeprecated() -> None:
+    """
+    The counters and times that were attributes of a tunnel (and so of
+    C{ConnectProxyProtocol.tunnel}) still read the stats record, with a
+    deprecation warning.
+    """
+    t = Tunnel().start(b"early")
+    t.tunnel.upstreamData(b"12345")
+    names = [
+        "bytesUp",
+        "bytesDown",
+        "closeReason",
+        "openedAt",
+        "closedAt",
+        "upstreamAddress",
+    ]
+    for name in names:
+        with pytest.warns(DeprecationWarning, match=rf"please use stats\.{name} "):
+            assert getattr(t.tunnel, name) == getattr(t.stats, name)

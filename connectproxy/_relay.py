@@ -1,18 +1,31 @@
 # -*- test-case-name: tests.test_tunnel -*-
 """
-What every relay shares: L{TunnelStats}, the one record of a tunnel's
-counters and times, and L{_Relay}, what the proxy and the deadlines need of
-a relay.
+The relay seam: what every relay shares, so that another way of moving bytes
+(a zero-copy C{splice(2)} relay between plain TCP sockets) can sit beside the
+transport relay.
+
+  - L{TunnelStats}: the one record of a tunnel's counters and times, which
+    the deadlines and the access log read.
+  - L{_Relay}: what the proxy and the deadlines need of a relay.
+  - L{_RelayEnd}: what a relay gets of each side: the protocol connected to
+    it, on which the relay installs its own receivers.
+  - L{_RelayFactory}: builds a relay for one tunnel; the proxy factory holds
+    one, and it may choose a different relay per tunnel.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from twisted.internet.interfaces import IAddress
+from twisted.internet.interfaces import IAddress, IReactorTime, ITransport
+from twisted.python.failure import Failure
 
-__all__ = ["TunnelStats", "_Relay"]
+if TYPE_CHECKING:
+    from ._settings import ProxySettings
+
+__all__ = ["TunnelStats", "_Relay", "_RelayEnd", "_RelayFactory"]
 
 
 @dataclass(slots=True)
@@ -90,4 +103,69 @@ class _Relay(Protocol):
         """
         Abort whatever is still open, at once: the second stage of a close
         that took too long.
+        """
+
+
+class _RelayEnd(Protocol):
+    """
+    One side of a tunnel, as a relay takes it over: the protocol connected
+    to that side's transport (the proxy's protocol for the client, the
+    upstream protocol for the upstream).
+
+    The relay installs its own receivers on it, so that from then on the
+    side's events reach the relay without the protocol choosing where they
+    go.  A relay that moves bytes through the transport installs receivers
+    that write to the other side; a relay that reads the sockets itself
+    stops the transports reading and installs receivers for the loss only.
+    """
+
+    @property
+    def transport(self) -> ITransport | None:
+        """
+        The side's transport, connected.
+        """
+
+    def installReceivers(
+        self,
+        dataReceived: Callable[[bytes], None],
+        readConnectionLost: Callable[[], None],
+        connectionLost: Callable[[Failure], None],
+    ) -> None:
+        """
+        Hand this side's bytes, its FIN (plain TCP only) and the loss of
+        its connection to a relay from now on.
+
+        @param dataReceived: Called with each chunk received; it replaces
+            the protocol's C{dataReceived}, so that a chunk costs no call
+            of the protocol's own.
+        @param readConnectionLost: Called when the side sent its FIN.
+        @param connectionLost: Called with the reason when the connection
+            is gone, after the protocol's own bookkeeping.
+        """
+
+
+class _RelayFactory(Protocol):
+    """
+    Builds the relay of one tunnel, and installs its receivers on both
+    ends.  It is called once the upstream is connected, the C{200} written
+    and the client paused; the relay starts when L{_Relay.start} is called.
+    """
+
+    def __call__(
+        self,
+        client: _RelayEnd,
+        upstream: _RelayEnd,
+        clock: IReactorTime,
+        settings: ProxySettings,
+        onClosed: Callable[[_Relay], object],
+    ) -> _Relay:
+        """
+        @param client: The client's side.
+        @param upstream: The upstream's side.
+        @param clock: Where the relay's times (and any timer it needs of its
+            own) come from.
+        @param settings: The proxy's settings when the tunnel opened.
+        @param onClosed: To be called once, with the relay, when both sides
+            are gone.
+        @return: The relay, not started.
         """

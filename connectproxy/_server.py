@@ -38,10 +38,11 @@ from ._observer import (
     formatAddress,
 )
 from ._parser import BadRequest, ConnectRequest, ConnectRequestParser
+from ._relay import _Relay
 from ._resolver import LookupAbandoned, ResolverBusy
 from ._responses import CONNECTION_ESTABLISHED, errorResponse, formatSeconds
 from ._tls import logHandshakeFailure
-from ._tunnel import TransportRelay, TunnelTransport, _UpstreamProtocol, canHalfClose
+from ._tunnel import TunnelTransport, _UpstreamProtocol, canHalfClose
 from ._upstream import ForbiddenDestination, requestingClient
 
 if TYPE_CHECKING:
@@ -106,7 +107,9 @@ class ConnectProxyProtocol(Protocol):
 
     Incoming bytes go to C{_receive}, which is swapped as the connection
     moves through its phases: head parsing, buffering early data while
-    connecting, relaying, and discarding after an error.
+    connecting, and discarding after an error.  In the tunnel the relay
+    takes the connection over: its receivers (L{installReceivers}) replace
+    C{dataReceived} itself and get the FIN and the loss.
 
     A FIN from the client once its head is complete (C{printf ... | nc -N}
     sends the head, a body and the FIN at once) is remembered and passed on
@@ -114,14 +117,14 @@ class ConnectProxyProtocol(Protocol):
     tunnel is.
 
     @ivar request: The parsed request, once there is one.
-    @ivar tunnel: The tunnel, once established.
+    @ivar tunnel: The tunnel's relay, once established.
     """
 
     _log = Logger()
 
     factory: ConnectProxyFactory
     request: ConnectRequest | None = None
-    tunnel: TransportRelay | None = None
+    tunnel: _Relay | None = None
     user: str | None = None
     clientHost = ""
 
@@ -146,6 +149,10 @@ class ConnectProxyProtocol(Protocol):
         self._gone = False
         # Whether the client half-closed (sent its FIN) before the tunnel.
         self._clientFinished = False
+        # The relay's receivers of the client's FIN and loss, once it has
+        # taken the connection over.
+        self._relayReadClosed: Callable[[], None] | None = None
+        self._relayLost: Callable[[Failure], None] | None = None
 
     def _newParser(self) -> ConnectRequestParser:
         settings = self._settings
@@ -160,6 +167,29 @@ class ConnectProxyProtocol(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         self._receive(data)
+
+    def installReceivers(
+        self,
+        dataReceived: Callable[[bytes], None],
+        readConnectionLost: Callable[[], None],
+        connectionLost: Callable[[Failure], None],
+    ) -> None:
+        """
+        Hand the client's bytes, FIN and loss to a relay from now on (the
+        tunnel phase).
+
+        The data receiver replaces C{dataReceived} itself, so a chunk from
+        the client reaches the relay with no call of this protocol's in
+        between; the FIN and the loss still pass through here first.
+
+        @param dataReceived: Takes each chunk from the client.
+        @param readConnectionLost: Told of the client's FIN.
+        @param connectionLost: Told of the loss of the client's connection,
+            with its reason.
+        """
+        self.dataReceived = dataReceived  # type: ignore[method-assign,assignment]
+        self._relayReadClosed = readConnectionLost
+        self._relayLost = connectionLost
 
     # Phase 1: the request head.
 
@@ -391,20 +421,18 @@ class ConnectProxyProtocol(Protocol):
         assert isinstance(upstream, _UpstreamProtocol)
         request = self.request
         assert request is not None
-        tunnel = TransportRelay(
-            self._transport,
-            cast(TunnelTransport, upstream.transport),
-            self._clock,
-            self._tunnelClosed,
-        )
-        self.tunnel = upstream.tunnel = tunnel
-        self._receive = tunnel.clientData
         self._transport.write(CONNECTION_ESTABLISHED)
         early = bytes(self._early)
         del self._early[:]
         if not self._paused and not self._clientFinished:
-            # The tunnel resumes the client once its producers are wired.
+            # The relay resumes the client once it is ready for its bytes.
             self._transport.pauseProducing()
+        # The relay installs its receivers here and on the upstream
+        # protocol: from now on the client's bytes go straight to it.
+        tunnel = self.factory.relayFactory(
+            self, upstream, self._clock, self._settings, self._tunnelClosed
+        )
+        self.tunnel = tunnel
         # The factory's sweeper keeps the tunnel's deadlines, from the
         # settings in force now (a reload does not change them).
         self.factory.deadlines.watch(tunnel, self._settings)
@@ -425,8 +453,8 @@ class ConnectProxyProtocol(Protocol):
         connection is closed; after an error response the FIN ends the
         linger.
         """
-        if self.tunnel is not None:
-            self.tunnel.clientReadClosed()
+        if self._relayReadClosed is not None:
+            self._relayReadClosed()
             return
         self._clientFinished = True
         if self._receive != self._earlyReceived and self._receive is not _discard:
@@ -450,15 +478,15 @@ class ConnectProxyProtocol(Protocol):
                 target=self.request.authority if self.request else "",
             )
             self._pending.cancel()
-        if self.tunnel is not None:
-            self.tunnel.clientConnectionLost(reason)
+        if self._relayLost is not None:
+            self._relayLost(reason)
         self.factory.connectionClosed(self)
 
-    def _tunnelClosed(self, tunnel: TransportRelay) -> None:
+    def _tunnelClosed(self, tunnel: _Relay) -> None:
         self.factory.deadlines.forget(tunnel)
         self.factory.tunnelClosed(self._tunnelRecord(tunnel))
 
-    def _tunnelRecord(self, tunnel: TransportRelay) -> TunnelRecord:
+    def _tunnelRecord(self, tunnel: _Relay) -> TunnelRecord:
         request = self.request
         assert request is not None and request.host is not None
         assert request.port is not None

@@ -28,7 +28,7 @@ import socket
 import struct
 import termios
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from twisted.internet import protocol, tcp
 from twisted.internet.error import ConnectionDone
@@ -46,7 +46,7 @@ from twisted.python.versions import Version
 from zope.interface import implementer
 
 from ._deadlines import DeadlineSweeper
-from ._relay import TunnelStats
+from ._relay import TunnelStats, _Relay, _RelayEnd
 from ._settings import ProxySettings
 
 __all__ = [
@@ -55,6 +55,7 @@ __all__ = [
     "TransportRelay",
     "TunnelTransport",
     "canHalfClose",
+    "transportRelay",
 ]
 
 #: The release that deprecated L{ProxyTunnel} and the tunnel attributes
@@ -515,27 +516,80 @@ class ProxyTunnel(TransportRelay):
         super()._finished()
 
 
+def transportRelay(
+    client: _RelayEnd,
+    upstream: _RelayEnd,
+    clock: IReactorTime,
+    settings: ProxySettings,
+    onClosed: Callable[[_Relay], object],
+) -> TransportRelay:
+    """
+    Build a L{TransportRelay} for one tunnel and install its receivers on
+    both ends: a L{_RelayFactory} for any pair of transports (plain TCP,
+    TLS, PROXY-protocol wrappers, UNIX sockets).
+
+    @param client: The client's side; its transport is paused.
+    @param upstream: The upstream's side, connected.
+    @param clock: Where the relay's times come from.
+    @param settings: Unused: the transport relay has no tunables (its
+        deadlines are kept by the sweeper).
+    @param onClosed: Called once, with the relay, when both sides are gone.
+    @return: The relay, not started.
+    """
+    relay = TransportRelay(
+        cast(TunnelTransport, client.transport),
+        cast(TunnelTransport, upstream.transport),
+        clock,
+        onClosed,
+    )
+    client.installReceivers(
+        relay.clientData, relay.clientReadClosed, relay.clientConnectionLost
+    )
+    upstream.installReceivers(
+        relay.upstreamData, relay.upstreamReadClosed, relay.upstreamConnectionLost
+    )
+    return relay
+
+
 @implementer(IHalfCloseableProtocol)
 class _UpstreamProtocol(protocol.Protocol):
     """
-    The upstream half of a tunnel: hands what it receives to the tunnel.
+    The upstream half of a tunnel: the protocol a connector connects, which
+    a relay takes over (L{installReceivers}) as soon as the connector
+    reports the connection.
 
-    @ivar tunnel: Set once the tunnel exists; until then nothing can arrive.
+    Until then nothing can arrive, and a loss is the business of whoever
+    asked for the connection.
     """
 
-    tunnel: TransportRelay | None = None
+    _readClosed: Callable[[], None] | None = None
+    _lost: Callable[[Failure], None] | None = None
+
+    def installReceivers(
+        self,
+        dataReceived: Callable[[bytes], None],
+        readConnectionLost: Callable[[], None],
+        connectionLost: Callable[[Failure], None],
+    ) -> None:
+        """
+        Hand the upstream's bytes, FIN and loss to a relay.  The data
+        receiver replaces C{dataReceived} itself: a chunk from the upstream
+        reaches the relay with no call in between.
+        """
+        self.dataReceived = dataReceived  # type: ignore[method-assign,assignment]
+        self._readClosed = readConnectionLost
+        self._lost = connectionLost
 
     def dataReceived(self, data: bytes) -> None:
-        assert self.tunnel is not None
-        self.tunnel.upstreamData(data)
+        raise AssertionError("upstream data before the relay exists")
 
     def readConnectionLost(self) -> None:
-        if self.tunnel is not None:
-            self.tunnel.upstreamReadClosed()
+        if self._readClosed is not None:
+            self._readClosed()
 
     def writeConnectionLost(self) -> None:
         pass
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
-        if self.tunnel is not None:
-            self.tunnel.upstreamConnectionLost(reason)
+        if self._lost is not None:
+            self._lost(reason)

@@ -7,6 +7,7 @@ a fake upstream connector; no sockets, no real time.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 from twisted.cred.error import UnauthorizedLogin
@@ -25,7 +26,7 @@ from zope.interface.verify import verifyObject
 
 from connectproxy import ProxySettings, _server
 from connectproxy._observer import AccessLogObserver, ObserverFanOut
-from connectproxy._tunnel import TransportRelay
+from connectproxy._tunnel import TransportRelay, transportRelay
 from connectproxy.interfaces import IProxyObserver, IUpstreamConnector
 from connectproxy.testing import FakeClient, ProxyHarness, RecordingObserver
 from tests.test_admission import (
@@ -185,6 +186,39 @@ def test_tunnelCloseReported(harness: ProxyHarness) -> None:
     assert record.status == 200
     assert harness.factory.openTunnels == 0
     assert harness.factory.connections == set()
+
+
+def test_relayFactoryPerTunnel(harness: ProxyHarness) -> None:
+    """
+    Each tunnel's relay comes from the factory's C{relayFactory}, given
+    both sides' protocols, the clock, the settings and the close callback;
+    the client's bytes then go straight to the relay's receiver.
+    """
+    calls = []
+
+    def relayFactory(
+        client: Any, upstream: Any, clock: Any, settings: Any, onClosed: Any
+    ) -> Any:
+        calls.append((client, upstream, clock, settings))
+        return transportRelay(client, upstream, clock, settings, onClosed)
+
+    harness.factory.relayFactory = relayFactory
+    client = harness.connectClient()
+    client.send(CONNECT)
+    attempt = harness.connector.attempts[0]
+    upstream = attempt.succeed()
+    assert calls == [
+        (client.protocol, attempt.protocol, harness.clock, harness.factory.settings)
+    ]
+    tunnel = client.protocol.tunnel
+    assert isinstance(tunnel, TransportRelay)
+    assert client.protocol.dataReceived == tunnel.clientData
+    client.send(b"ping")
+    assert upstream.value() == b"ping"
+    attempt.loseUpstream()
+    client.lose()
+    [record] = harness.observer.closed
+    assert (record.bytesUp, record.reason) == (4, "upstream closed")
 
 
 def test_tunnelsShareOneTimer(harness: ProxyHarness) -> None:

@@ -23,8 +23,8 @@ from zope.interface.verify import verifyObject
 
 from connectproxy import ProxySettings, _tunnel
 from connectproxy._deadlines import DeadlineSweeper
-from connectproxy._relay import TunnelStats
-from connectproxy._tunnel import TransportRelay, canHalfClose
+from connectproxy._relay import TunnelStats, _Relay
+from connectproxy._tunnel import _UpstreamProtocol, canHalfClose, transportRelay
 from connectproxy.testing import HalfCloseableStringTransport
 
 
@@ -45,20 +45,25 @@ class Tunnel:
         peer = IPv4Address("TCP", "192.0.2.7", 443)
         self.client = HalfCloseableStringTransport() if client is None else client
         self.upstream = HalfCloseableStringTransport(peerAddress=peer)
-        self.closed: list[TransportRelay] = []
+        self.closed: list[_Relay] = []
         self.deadlines = DeadlineSweeper(self.clock)
         self.settings = ProxySettings(
             idleTimeout=idle,
             halfCloseTimeout=idle if halfCloseTimeout is None else halfCloseTimeout,
             abortTimeout=15.0,
         )
-        self.tunnel = TransportRelay(
-            self.client, self.upstream, self.clock, onClosed=self._closed
+        # Each side's protocol, which the relay takes over.
+        self.clientEnd = _UpstreamProtocol()
+        self.clientEnd.makeConnection(self.client)
+        self.upstreamEnd = _UpstreamProtocol()
+        self.upstreamEnd.makeConnection(self.upstream)
+        self.tunnel = transportRelay(
+            self.clientEnd, self.upstreamEnd, self.clock, self.settings, self._closed
         )
         self.tunnel.halfClose = lambda transport: halfClose
         self.client.pauseProducing()
 
-    def _closed(self, relay: TransportRelay) -> None:
+    def _closed(self, relay: _Relay) -> None:
         self.deadlines.forget(relay)
         self.closed.append(relay)
 
@@ -74,14 +79,15 @@ class Tunnel:
     def transport(self, side: str) -> HalfCloseableStringTransport:
         return self.client if side == "client" else self.upstream
 
+    def end(self, side: str) -> _UpstreamProtocol:
+        return self.clientEnd if side == "client" else self.upstreamEnd
+
     def lose(self, side: str, reason: Exception) -> None:
         """
-        Tell the tunnel that one side's connection is gone.
+        Tell the tunnel that one side's connection is gone, as that side's
+        transport tells its protocol.
         """
-        if side == "client":
-            self.tunnel.clientConnectionLost(Failure(reason))
-        else:
-            self.tunnel.upstreamConnectionLost(Failure(reason))
+        self.end(side).connectionLost(Failure(reason))
 
 
 def other(side: str) -> str:
@@ -90,12 +96,43 @@ def other(side: str) -> str:
 
 def relay(t: Tunnel, side: str, data: bytes) -> None:
     """
-    Deliver bytes as if C{side} had sent them.
+    Deliver bytes as if C{side} had sent them, as its transport does.
     """
-    if side == "client":
-        t.tunnel.clientData(data)
-    else:
-        t.tunnel.upstreamData(data)
+    t.end(side).dataReceived(data)
+
+
+@pytest.mark.parametrize("side", ["client", "upstream"])
+def test_receiversInstalled(side: str) -> None:
+    """
+    The relay takes each side's protocol over: its receiver replaces the
+    protocol's C{dataReceived} (no call in between per chunk), and the
+    side's FIN and loss reach it.
+    """
+    t = Tunnel().start()
+    end = t.end(side)
+    receiver = t.tunnel.clientData if side == "client" else t.tunnel.upstreamData
+    assert end.dataReceived == receiver
+    relay(t, side, b"chunk")
+    assert t.transport(other(side)).value() == b"chunk"
+    end.readConnectionLost()
+    assert t.transport(other(side)).writeClosed
+    t.lose(side, ConnectionDone())
+    assert t.transport(other(side)).disconnecting
+
+
+def test_upstreamProtocolBeforeRelay() -> None:
+    """
+    Before a relay takes the upstream protocol over, its FIN and loss are
+    ignored, and data (which cannot come: the relay exists as soon as the
+    connector reports the connection) is a bug.
+    """
+    end = _UpstreamProtocol()
+    end.makeConnection(HalfCloseableStringTransport())
+    end.readConnectionLost()
+    end.writeConnectionLost()
+    end.connectionLost(Failure(ConnectionDone()))
+    with pytest.raises(AssertionError):
+        end.dataReceived(b"early")
 
 
 def test_startWiresProducers() -> None:

@@ -11,6 +11,7 @@ from twisted.python.deprecate import deprecatedModuleAttribute
 from ._access import AccessRequest, Refusal
 from ._admission import Gatekeeper, userPortal
 from ._factory import ConnectProxyFactory
+from ._legacy import ProxyTunnel as ProxyTunnel
 from ._observer import AccessLogObserver, RefusedRequest, TunnelRecord
 from ._parser import BadRequest, ConnectRequest, ConnectRequestParser
 from ._policy import AccessRules, ClientRules, HostRules, NetworkRules, PortRules
@@ -18,7 +19,6 @@ from ._resolver import ResolverBusy, ResolverPool
 from ._server import ConnectProxyProtocol
 from ._settings import ProxySettings
 from ._tunnel import DEPRECATED_IN as _DEPRECATED_IN
-from ._tunnel import ProxyTunnel as ProxyTunnel
 from ._upstream import DirectConnector, ForbiddenDestination
 from ._version import __version__
 

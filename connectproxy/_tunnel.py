@@ -16,28 +16,22 @@ only after everything already relayed has reached that peer.
 
 The relay keeps no deadline: the idle and half-close deadlines and the
 second stage of a close (abort after a graceful close took too long) are
-kept for every tunnel by one L{DeadlineSweeper}, which reads the relay's
-L{TunnelStats}.  L{ProxyTunnel}, the relay with deadlines of its own, is
-deprecated.
+kept for every tunnel by one L{DeadlineSweeper
+<connectproxy._deadlines.DeadlineSweeper>}, which reads the relay's
+L{TunnelStats}.
 """
 
 from __future__ import annotations
 
-import fcntl
-import socket
-import struct
-import termios
 from collections.abc import Callable
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from twisted.internet import protocol, tcp
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IAddress,
-    IDelayedCall,
     IHalfCloseableProtocol,
     IProducer,
-    IPullProducer,
     IReactorTime,
 )
 from twisted.python.deprecate import deprecatedProperty
@@ -45,20 +39,21 @@ from twisted.python.failure import Failure
 from twisted.python.versions import Version
 from zope.interface import implementer
 
-from ._deadlines import DeadlineSweeper
 from ._relay import TunnelStats, _Relay, _RelayEnd
-from ._settings import ProxySettings
+from ._resets import ResetWhenFlushed
+
+if TYPE_CHECKING:
+    from ._settings import ProxySettings
 
 __all__ = [
     "DEPRECATED_IN",
-    "ProxyTunnel",
     "TransportRelay",
     "TunnelTransport",
     "canHalfClose",
     "transportRelay",
 ]
 
-#: The release that deprecated L{ProxyTunnel} and the tunnel attributes
+#: The release that deprecated C{ProxyTunnel} and the tunnel attributes
 #: that moved to L{TunnelStats}.
 DEPRECATED_IN = Version("connectproxy", 0, 1, 0)
 
@@ -80,11 +75,6 @@ class TunnelTransport(Protocol):
     def resumeProducing(self) -> None: ...
 
 
-#: Seconds between checks of whether the peer has acknowledged everything
-#: written to a connection that is to be reset.
-_SENT_POLL = 0.05
-
-
 def canHalfClose(transport: Any) -> bool:
     """
     Whether C{transport.loseWriteConnection} really sends a FIN while the
@@ -95,99 +85,6 @@ def canHalfClose(transport: Any) -> bool:
     close_notify, so interface checks are not proof.
     """
     return isinstance(transport, tcp.Connection)
-
-
-def _socketOf(transport: Any) -> socket.socket | None:
-    """
-    The socket of a plain TCP transport, or C{None} for anything else.
-    """
-    getHandle = getattr(transport, "getHandle", None)
-    if getHandle is None:
-        return None
-    handle = getHandle()
-    return handle if isinstance(handle, socket.socket) else None
-
-
-def _unsentBytes(transport: Any) -> int:
-    """
-    How many bytes written to C{transport}'s socket the peer has not yet
-    acknowledged (C{SIOCOUTQ}, Linux); 0 where that cannot be known.
-    """
-    sock = _socketOf(transport)
-    request = getattr(termios, "TIOCOUTQ", None)
-    if sock is None or request is None:
-        return 0
-    try:
-        raw = fcntl.ioctl(sock.fileno(), request, b"\0\0\0\0")
-    except (OSError, ValueError):
-        return 0
-    count: int = struct.unpack("i", raw)[0]
-    return count
-
-
-def _resetOnClose(transport: Any) -> None:
-    """
-    Make closing C{transport}'s socket send a reset (C{SO_LINGER} 0), even a
-    close that Twisted considers orderly.
-    """
-    sock = _socketOf(transport)
-    if sock is not None:
-        try:
-            sock.setsockopt(
-                socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
-            )
-        except (OSError, ValueError):
-            pass
-
-
-@implementer(IPullProducer)
-class _ResetWhenFlushed:
-    """
-    Reset a plain TCP connection once everything written to it has reached
-    the peer: first Twisted's write buffer, then the kernel's send queue.
-
-    It is registered as the transport's pull producer before
-    C{loseConnection}: the transport then asks it for more data (calls
-    L{resumeProducing}) when its buffer is empty, instead of closing with a
-    FIN.  Once the peer has acknowledged every byte, C{abortConnection}
-    closes with a reset.  The relay's abort deadline bounds the wait.
-    """
-
-    def __init__(self, transport: TunnelTransport, clock: IReactorTime) -> None:
-        self._transport = transport
-        self._clock = clock
-        self._started = False
-        self._done = False
-        self._call: IDelayedCall | None = None
-
-    def start(self) -> None:
-        """
-        Stop reading, flush, then reset.
-        """
-        _resetOnClose(self._transport)
-        # The transport asks for data once as soon as it is registered;
-        # only the requests after loseConnection mean "my buffer is empty".
-        self._transport.registerProducer(self, False)
-        self._started = True
-        self._transport.loseConnection()
-
-    def resumeProducing(self) -> None:
-        if self._started and not self._done and self._call is None:
-            self._checkSent()
-
-    def _checkSent(self) -> None:
-        self._call = None
-        if _unsentBytes(self._transport):
-            self._call = self._clock.callLater(_SENT_POLL, self._checkSent)
-        else:
-            self._done = True
-            self._transport.abortConnection()
-
-    def stopProducing(self) -> None:
-        self._done = True
-        if self._call is not None:
-            self._call.cancel()
-            self._call = None
 
 
 def _statsAlias(name: str, doc: str) -> Any:
@@ -262,7 +159,7 @@ class TransportRelay:
         # Whether each transport has the other registered as its producer.
         self._clientHasProducer = False
         self._upstreamHasProducer = False
-        self._resets: list[tuple[TunnelTransport, _ResetWhenFlushed | None]] = []
+        self._resets: list[tuple[TunnelTransport, ResetWhenFlushed | None]] = []
 
     def start(self, earlyData: bytes = b"", clientFinished: bool = False) -> None:
         """
@@ -415,7 +312,7 @@ class TransportRelay:
             if lost or any(t is transport for t, _ in self._resets):
                 continue
             if self.halfClose(transport):
-                resetter = _ResetWhenFlushed(transport, self._clock)
+                resetter = ResetWhenFlushed(transport, self._clock)
                 self._resets.append((transport, resetter))
                 resetter.start()
             else:
@@ -459,61 +356,6 @@ class TransportRelay:
             if resetter is not None:
                 resetter.stopProducing()
         self._onClosed(self)
-
-
-class ProxyTunnel(TransportRelay):
-    """
-    A L{TransportRelay} that keeps its own idle, half-close and abort
-    deadlines, as a tunnel did before they moved to the proxy's shared
-    L{DeadlineSweeper}.
-
-    @deprecated: Tunnels are built and watched by L{ConnectProxyFactory
-        <connectproxy.ConnectProxyFactory>}; read what they did from the
-        C{TunnelRecord} an L{IProxyObserver
-        <connectproxy.interfaces.IProxyObserver>} gets.
-    """
-
-    def __init__(
-        self,
-        client: TunnelTransport,
-        upstream: TunnelTransport,
-        clock: IReactorTime,
-        idleTimeout: float,
-        abortTimeout: float,
-        onClosed: Callable[[ProxyTunnel], object],
-        halfCloseTimeout: float | None = None,
-    ) -> None:
-        """
-        @param client: The client's transport, paused.
-        @param upstream: The upstream's transport, connected.
-        @param clock: Where timers come from.
-        @param idleTimeout: Seconds without traffic either way before the
-            tunnel is closed.
-        @param abortTimeout: Seconds a graceful close (or the flush before a
-            reset) may take before the connections are aborted.
-        @param onClosed: Called once, with the tunnel, when both sides are
-            gone.
-        @param halfCloseTimeout: Seconds without traffic before a tunnel
-            with one direction finished is closed; the idle timeout when
-            C{None}.  The shorter of the two applies.
-        """
-        super().__init__(client, upstream, clock, onClosed)
-        self._deadlines = DeadlineSweeper(clock)
-        self._deadlineSettings = ProxySettings(
-            idleTimeout=idleTimeout,
-            halfCloseTimeout=(
-                idleTimeout if halfCloseTimeout is None else halfCloseTimeout
-            ),
-            abortTimeout=abortTimeout,
-        )
-
-    def start(self, earlyData: bytes = b"", clientFinished: bool = False) -> None:
-        self._deadlines.watch(self, self._deadlineSettings)
-        super().start(earlyData, clientFinished)
-
-    def _finished(self) -> None:
-        self._deadlines.forget(self)
-        super()._finished()
 
 
 def transportRelay(

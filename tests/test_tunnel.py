@@ -1,8 +1,8 @@
 # -*- test-case-name: tests.test_tunnel -*-
 """
-Tests for L{connectproxy._tunnel.ProxyTunnel}: flow-control wiring,
-half-close, closing in two stages and the idle deadline, on fake transports
-and a fake clock.
+Tests for L{connectproxy._tunnel.TransportRelay}: flow-control wiring,
+half-close, resets, closing in two stages and the deadlines (kept by a
+sweeper, as the factory keeps them), on fake transports and a fake clock.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface.verify import verifyObject
 
-from connectproxy import ProxySettings, _tunnel
+from connectproxy import ProxySettings, _resets
 from connectproxy._deadlines import DeadlineSweeper
 from connectproxy._relay import TunnelStats, _Relay
 from connectproxy._tunnel import _UpstreamProtocol, canHalfClose, transportRelay
@@ -425,15 +425,15 @@ def test_resetWaitsForPeerAcknowledgement(monkeypatch: pytest.MonkeyPatch) -> No
     them), checking again every few milliseconds.
     """
     unsent = [70000, 12, 0]
-    monkeypatch.setattr(_tunnel, "_unsentBytes", lambda transport: unsent.pop(0))
+    monkeypatch.setattr(_resets, "_unsentBytes", lambda transport: unsent.pop(0))
     t = Tunnel().start()
     t.lose("upstream", ConnectionLost())
     flushed(t.client)
     assert not t.client.aborted
     flushed(t.client)  # a second request while waiting changes nothing
-    t.clock.advance(_tunnel._SENT_POLL)
+    t.clock.advance(_resets._SENT_POLL)
     assert not t.client.aborted
-    t.clock.advance(_tunnel._SENT_POLL)
+    t.clock.advance(_resets._SENT_POLL)
     assert t.client.aborted
     assert unsent == []
 
@@ -443,7 +443,7 @@ def test_resetBoundedByAbortTimeout(monkeypatch: pytest.MonkeyPatch) -> None:
     A peer that never takes the bytes cannot hold the connection: the abort
     timeout aborts it, and no timer is left once both sides are gone.
     """
-    monkeypatch.setattr(_tunnel, "_unsentBytes", lambda transport: 1)
+    monkeypatch.setattr(_resets, "_unsentBytes", lambda transport: 1)
     t = Tunnel().start()
     t.lose("client", ConnectionLost())
     flushed(t.upstream)
@@ -504,17 +504,17 @@ def test_resetArmedOnRealSocket() -> None:
     """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         connection = tcp.Connection(sock, None)  # type: ignore[arg-type]
-        _tunnel._resetOnClose(connection)
+        _resets._resetOnClose(connection)
         onoff, linger = struct.unpack(
             "ii", sock.getsockopt(socket.SOL_SOCKET, socket.SO_LINGER, 8)
         )
         assert (onoff, linger) == (1, 0)
-        assert _tunnel._unsentBytes(connection) == 0
+        assert _resets._unsentBytes(connection) == 0
     # Once the socket is closed there is nothing to ask or arm.
-    assert _tunnel._unsentBytes(connection) == 0
-    _tunnel._resetOnClose(connection)
-    assert _tunnel._unsentBytes(StringTransport()) == 0
-    _tunnel._resetOnClose(StringTransport())
+    assert _resets._unsentBytes(connection) == 0
+    _resets._resetOnClose(connection)
+    assert _resets._unsentBytes(StringTransport()) == 0
+    _resets._resetOnClose(StringTransport())
 
 
 @pytest.mark.parametrize("halfClose", [True, False])

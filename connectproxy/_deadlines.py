@@ -4,15 +4,15 @@ L{DeadlineSweeper}: the idle, half-close and abort deadlines of every
 tunnel, kept by one repeating timer instead of timers per tunnel.
 
 A relay does no timekeeping on its per-chunk path: it only adds to the byte
-counters of its L{TunnelStats}.  Each sweep compares every watched tunnel's
-byte count with the one seen at the sweep before; a tunnel whose count has
-not changed for its deadline is closed (the first stage of a close), and a
-tunnel still closing after the abort timeout is aborted (the second stage).
+counters of its L{TunnelStats <connectproxy._relay.TunnelStats>}, and notes
+when the first FIN was passed on and when it began to close.  Each sweep
+compares every watched tunnel's byte count with the one seen at the sweep
+before; a tunnel whose count has not changed for its deadline is closed
+(the first stage of a close), and a tunnel still closing after the abort
+timeout is aborted (the second stage).
 
-The sweeps run L{SWEEPS_PER_DEADLINE} times per shortest deadline of the
-tunnels watched.  Traffic is seen at most one sweep late and a deadline
-fires at the first sweep after it, so a deadline fires at most two sweeps,
-an eighth of the deadline, after it expired, never before.  The timer runs
+Every deadline fires at most an eighth of itself late, never early (see
+L{DeadlineSweeper} for how the sweep interval ensures it).  The timer runs
 only while a tunnel is watched.
 """
 
@@ -22,24 +22,42 @@ import math
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
-from ._relay import _Relay
+from ._relay import TunnelStats, _Relay
 from ._settings import ProxySettings
 
-__all__ = ["SWEEPS_PER_DEADLINE", "DeadlineSweeper"]
+__all__ = ["LATENESS", "DeadlineSweeper", "sweepInterval"]
 
-#: Sweeps per shortest deadline: a deadline fires at most two sweeps late
-#: (one to see the last traffic, one to reach the deadline), so 16 keep
-#: every deadline within an eighth of itself.
-SWEEPS_PER_DEADLINE = 16
+#: How late, as a fraction of itself, a deadline may fire at most.
+LATENESS = 1 / 8
 
 #: Seconds of floating-point slack when comparing times.
 _SLACK = 1e-9
+
+
+def sweepInterval(settings: ProxySettings) -> float:
+    """
+    The longest interval between sweeps that keeps every deadline of a
+    tunnel with these settings within L{LATENESS} of itself.
+
+    The abort deadline counts from a time the relay notes (when its close
+    began), so it fires at most one sweep late.  The idle and half-close
+    deadlines count from the last traffic, which a sweep sees at most one
+    sweep after it happened, so they fire at most two sweeps late.
+
+    @param settings: C{idleTimeout}, C{halfCloseTimeout} and
+        C{abortTimeout}, in seconds.
+    @return: Seconds.
+    """
+    return LATENESS * min(
+        settings.abortTimeout, settings.idleTimeout / 2, settings.halfCloseTimeout / 2
+    )
 
 
 class _Watch:
     """
     One watched tunnel: its relay and deadlines, and what the sweeps saw.
 
+    @ivar stats: The relay's stats record (the same for its whole life).
     @ivar seen: The byte count (both ways) at the last sweep.
     @ivar lastActivity: When the byte count was last seen to change (or the
         watch began).
@@ -54,17 +72,36 @@ class _Watch:
         "lastActivity",
         "relay",
         "seen",
+        "stats",
     )
 
     def __init__(self, relay: _Relay, settings: ProxySettings, now: float) -> None:
         self.relay = relay
+        self.stats: TunnelStats = relay.stats
         self.idleTimeout = settings.idleTimeout
         self.halfCloseTimeout = settings.halfCloseTimeout
         self.abortTimeout = settings.abortTimeout
-        stats = relay.stats
-        self.seen = stats.bytesUp + stats.bytesDown
+        self.seen = self.stats.bytesUp + self.stats.bytesDown
         self.lastActivity = now
         self.gone = False
+
+    def expired(self, now: float) -> str | None:
+        """
+        The close reason if an inactivity deadline has passed, else C{None}.
+        """
+        since = self.lastActivity
+        timeout = self.idleTimeout
+        reason = "idle timeout"
+        halfClosedAt = self.stats.halfClosedAt
+        if halfClosedAt is not None:
+            # The FIN counts as activity for both deadlines.
+            since = max(since, halfClosedAt)
+            if self.halfCloseTimeout <= timeout:
+                timeout = self.halfCloseTimeout
+                reason = "half-close timeout"
+        if now - since >= timeout - _SLACK:
+            return reason
+        return None
 
 
 class DeadlineSweeper:
@@ -85,8 +122,9 @@ class DeadlineSweeper:
         after the close began.
 
     A tunnel keeps the deadlines it was watched with (a reload does not
-    change them).  The sweeps run L{SWEEPS_PER_DEADLINE} times per shortest
-    deadline of the tunnels watched since the timer started.
+    change them).  The sweeps run at the shortest L{sweepInterval} of the
+    tunnels watched since the timer started, on a fixed grid (a late sweep
+    does not shift the later ones).
 
     @ivar interval: Seconds between two sweeps, or C{None} when nothing is
         watched (and no timer is pending).
@@ -111,18 +149,19 @@ class DeadlineSweeper:
     def watch(self, relay: _Relay, settings: ProxySettings) -> None:
         """
         Keep the deadlines of C{relay}, counted from now, until it is
-        forgotten, aborted or closed.
+        forgotten, aborted or closed.  Watching a relay again starts its
+        deadlines afresh.
 
         @param relay: A relay, started or about to be.
         @param settings: Its C{idleTimeout}, C{halfCloseTimeout} and
             C{abortTimeout} (seconds) apply.
         """
         now = self._clock.seconds()
+        previous = self._watched.get(relay)
+        if previous is not None:
+            previous.gone = True
         self._watched[relay] = _Watch(relay, settings, now)
-        shortest = min(
-            settings.idleTimeout, settings.halfCloseTimeout, settings.abortTimeout
-        )
-        interval = shortest / SWEEPS_PER_DEADLINE
+        interval = sweepInterval(settings)
         if self.interval is None or interval < self.interval:
             self.interval = interval
             self._epoch = now
@@ -139,43 +178,48 @@ class DeadlineSweeper:
         if watch is not None:
             watch.gone = True
             if not self._watched:
-                self._stop()
+                self._cancel()
+                self.interval = None
 
     def _sweep(self) -> None:
         """
-        Look at every watched tunnel once: note traffic, close the idle,
-        abort those closing for too long.
+        Look at every watched tunnel once: note traffic, then close the idle
+        and abort those closing for too long.
+
+        The loop only reads and notes; the relays are called after it, so
+        that what they do (a close that finishes at once) cannot change
+        what is being looked at.
         """
         self._call = None
         now = self._clock.seconds()
-        for watch in list(self._watched.values()):
-            if watch.gone:
-                continue
-            stats = watch.relay.stats
+        toAbort: list[_Watch] = []
+        toClose: list[tuple[_Watch, str]] = []
+        for watch in self._watched.values():
+            stats = watch.stats
             closingAt = stats.closingAt
             if closingAt is not None:
-                if stats.closedAt is not None:
-                    self.forget(watch.relay)
-                elif now - closingAt >= watch.abortTimeout - _SLACK:
-                    # The second stage: nothing is left to watch after it.
-                    self.forget(watch.relay)
-                    watch.relay.abort()
+                if (
+                    stats.closedAt is not None
+                    or now - closingAt >= watch.abortTimeout - _SLACK
+                ):
+                    toAbort.append(watch)
                 continue
             total = stats.bytesUp + stats.bytesDown
             if total != watch.seen:
                 watch.seen = total
                 watch.lastActivity = now
                 continue
-            since = watch.lastActivity
-            timeout = watch.idleTimeout
-            reason = "idle timeout"
-            halfClosedAt = stats.halfClosedAt
-            if halfClosedAt is not None:
-                since = max(since, halfClosedAt)
-                if watch.halfCloseTimeout <= timeout:
-                    timeout = watch.halfCloseTimeout
-                    reason = "half-close timeout"
-            if now - since >= timeout - _SLACK:
+            reason = watch.expired(now)
+            if reason is not None:
+                toClose.append((watch, reason))
+        for watch in toAbort:
+            if not watch.gone:
+                # The second stage: nothing is left to watch after it.
+                self.forget(watch.relay)
+                if watch.stats.closedAt is None:
+                    watch.relay.abort()
+        for watch, reason in toClose:
+            if not watch.gone and watch.stats.closingAt is None:
                 watch.relay.close(reason)
         if self._watched and self._call is None:
             self._schedule(now)
@@ -183,8 +227,7 @@ class DeadlineSweeper:
     def _schedule(self, now: float) -> None:
         """
         Arm the timer for the next sweep after C{now}, on the grid of sweep
-        times that started at the epoch (so that a late sweep does not
-        shift the later ones).
+        times that started at the epoch.
         """
         assert self.interval is not None
         ticks = math.floor((now - self._epoch) / self.interval + _SLACK) + 1
@@ -195,7 +238,3 @@ class DeadlineSweeper:
         if self._call is not None:
             self._call.cancel()
             self._call = None
-
-    def _stop(self) -> None:
-        self._cancel()
-        self.interval = None

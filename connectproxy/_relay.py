@@ -78,7 +78,8 @@ class _Relay(Protocol):
     @property
     def stats(self) -> TunnelStats:
         """
-        The tunnel's counters and times, kept current.
+        The tunnel's counters and times, kept current: the same record for
+        the relay's whole life.
         """
 
     def start(self, earlyData: bytes, clientFinished: bool) -> None:

@@ -14,10 +14,10 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock
 
 from connectproxy import ProxySettings
-from connectproxy._deadlines import SWEEPS_PER_DEADLINE, DeadlineSweeper
+from connectproxy._deadlines import LATENESS, DeadlineSweeper, sweepInterval
 from connectproxy._relay import TunnelStats
 
-#: Idle 60 s, half-close 30 s, abort 15 s: sweeps every 15/16 s.
+#: Idle 60 s, half-close 30 s, abort 15 s: sweeps every 15/8 s.
 SETTINGS = ProxySettings(idleTimeout=60, halfCloseTimeout=30, abortTimeout=15)
 
 
@@ -124,16 +124,21 @@ def test_oneTimerForAllTunnels() -> None:
 
 def test_intervalIsAFractionOfShortestDeadline() -> None:
     """
-    The sweeps run L{SWEEPS_PER_DEADLINE} times per shortest deadline; a
-    tunnel watched with a shorter one makes them more frequent.
+    The sweeps run often enough to keep every deadline within an eighth of
+    itself: every eighth of the abort timeout (which starts at a time the
+    relay notes), every sixteenth of the idle and half-close timeouts
+    (which start at traffic a sweep samples); a tunnel watched with shorter
+    deadlines makes them more frequent.
     """
+    assert LATENESS == 1 / 8
     s = Sweep()
     s.relay()
-    assert s.sweeper.interval == 15 / SWEEPS_PER_DEADLINE
+    assert s.sweeper.interval == sweepInterval(SETTINGS) == 15 / 8
     s.relay(ProxySettings(idleTimeout=600, halfCloseTimeout=4, abortTimeout=15))
-    assert s.sweeper.interval == 4 / SWEEPS_PER_DEADLINE
+    assert s.sweeper.interval == 4 / 16
     s.relay()
-    assert s.sweeper.interval == 4 / SWEEPS_PER_DEADLINE
+    assert s.sweeper.interval == 4 / 16
+    assert sweepInterval(ProxySettings(idleTimeout=8, abortTimeout=15)) == 8 / 16
 
 
 def test_idleTimeout() -> None:
@@ -253,7 +258,8 @@ def test_closedRelayDropped() -> None:
     relay = s.relay()
     relay.close("upstream closed")
     relay.stats.closedAt = s.clock.seconds()
-    s.clock.advance(1)
+    assert s.sweeper.interval is not None
+    s.clock.advance(s.sweeper.interval)
     assert len(s.sweeper) == 0
     assert s.clock.getDelayedCalls() == []
     assert relay.closed == ["upstream closed"]
@@ -270,6 +276,22 @@ def test_keepsDeadlinesOfItsSettings() -> None:
     s.advanceTo(60)
     assert new.closed == ["idle timeout"]
     assert old.closed == []
+
+
+def test_watchAgain() -> None:
+    """
+    Watching a relay again starts its deadlines afresh, with the new
+    settings; it is still watched once.
+    """
+    s = Sweep()
+    relay = s.relay()
+    s.advanceTo(50)
+    s.sweeper.watch(relay, ProxySettings(idleTimeout=30, abortTimeout=15))
+    assert len(s.sweeper) == 1
+    s.advanceTo(80 - 1e-6)
+    assert relay.closed == []
+    s.advanceTo(80 + 30 / 8)
+    assert relay.closed == ["idle timeout"]
 
 
 def test_forgetDuringSweep() -> None:

@@ -107,12 +107,13 @@ class TransportRelay:
     A relay between two connected transports, through Twisted's own reads
     and writes.
 
-    The client side's protocol calls L{clientData}, L{clientReadClosed} and
-    L{clientConnectionLost}; the upstream side's protocol calls the
-    C{upstream*} counterparts.  The relay keeps no deadline: it notes in
-    L{stats} when one direction finished and when it began to close, and a
-    L{DeadlineSweeper <connectproxy._deadlines.DeadlineSweeper>} decides
-    when to L{close} or L{abort} it.
+    Its receivers, L{clientData}, L{clientReadClosed} and
+    L{clientConnectionLost} and their C{upstream*} counterparts, are
+    installed on each side's protocol by L{transportRelay}, so they are
+    called straight from the transports.  The relay keeps no deadline: it
+    notes in L{stats} when one direction finished and when it began to
+    close, and a L{DeadlineSweeper <connectproxy._deadlines.DeadlineSweeper>}
+    decides when to L{close} or L{abort} it.
 
     @ivar stats: The tunnel's counters and times.
     """

@@ -6,12 +6,15 @@ C{.tac} file with L{connectproxy.tap.makeService}, or embed
 L{ConnectProxyFactory} in your own service.
 """
 
+from twisted.python.deprecate import deprecatedModuleAttribute
+
 from ._access import AccessRequest
 from ._admission import Gatekeeper, userPortal
 from ._connector import ConnectorContext, UpstreamRequest
 from ._errors import BadRequest, ForbiddenDestination, Refusal, ResolverBusy
 from ._factory import ConnectProxyFactory
 from ._hostnames import HostPatternTable
+from ._legacy import ProxyTunnel as ProxyTunnel
 from ._observer import AccessLogObserver, RefusedRequest, TunnelRecord
 from ._parser import ConnectRequest, ConnectRequestParser
 from ._policy import AccessRules, ClientRules, HostRules, NetworkRules, PortRules
@@ -19,10 +22,18 @@ from ._proxyprotocol import serverEndpoint
 from ._resolver import ResolverPool
 from ._server import ConnectProxyProtocol
 from ._settings import ProxySettings
-from ._tunnel import ProxyTunnel
+from ._tunnel import DEPRECATED_IN as _DEPRECATED_IN
 from ._upstream import DirectConnector
 from ._version import __version__
 from ._vetting import VettedResolver, vetAddresses
+
+deprecatedModuleAttribute(
+    _DEPRECATED_IN,
+    "tunnels are built and watched by ConnectProxyFactory; "
+    "an IProxyObserver gets each tunnel's TunnelRecord",
+    __name__,
+    "ProxyTunnel",
+)
 
 __all__ = [
     "AccessLogObserver",
@@ -43,7 +54,6 @@ __all__ = [
     "NetworkRules",
     "PortRules",
     "ProxySettings",
-    "ProxyTunnel",
     "Refusal",
     "RefusedRequest",
     "ResolverBusy",

@@ -18,6 +18,7 @@ from zope.interface import implementer
 
 from ._admission import Gatekeeper, clientHostPort
 from ._connector import ConnectorContext, ConnectorMaker
+from ._deadlines import DeadlineSweeper
 from ._observer import (
     AccessLogObserver,
     ObserverFanOut,
@@ -25,11 +26,12 @@ from ._observer import (
     TunnelRecord,
 )
 from ._policy import AccessRules
+from ._relay import _RelayFactory
 from ._resolver import ResolverPool
 from ._server import ConnectProxyProtocol
 from ._settings import ProxySettings
 from ._tls import ALPN_PROTOCOLS
-from ._tunnel import TunnelTransport
+from ._tunnel import TunnelTransport, transportRelay
 from ._upstream import DirectConnectorFactory
 from .interfaces import IProxyObserver, IUpstreamConnector
 
@@ -96,6 +98,11 @@ class ConnectProxyFactory(Factory):
     @ivar refusing: How many connections over a limit are being answered
         with a 503 now.
     @ivar openTunnels: How many tunnels are open now.
+    @ivar deadlines: Keeps the idle, half-close and abort deadlines of every
+        tunnel, with one timer on the reactor.
+    @ivar relayFactory: Builds the relay of each tunnel (it may choose a
+        different relay per tunnel); relaying through the transports by
+        default.  Not yet a stable extension point.
     """
 
     _log = Logger()
@@ -148,6 +155,8 @@ class ConnectProxyFactory(Factory):
         self.observer = ObserverFanOut(observers)
         self.connections: set[ConnectProxyProtocol] = set()
         self.openTunnels = 0
+        self.deadlines = DeadlineSweeper(reactor)
+        self.relayFactory: _RelayFactory = transportRelay
         self.refusing = 0
         self._perClient: dict[str, int] = {}
         self._shed = 0

@@ -5,7 +5,7 @@ built by a L{ConnectProxyFactory}.
 
 The protocol reads the request head (with a deadline), answers errors, makes
 the upstream connection (with one total deadline), answers C{200} and hands
-the connection to a L{ProxyTunnel}.
+the connection to a relay.
 """
 
 from __future__ import annotations
@@ -47,9 +47,10 @@ from ._observer import (
     formatAddress,
 )
 from ._parser import ConnectRequest, ConnectRequestParser
+from ._relay import _Relay
 from ._responses import CONNECTION_ESTABLISHED, errorResponse, formatSeconds
 from ._tls import logHandshakeFailure
-from ._tunnel import ProxyTunnel, TunnelTransport, canHalfClose
+from ._tunnel import TunnelTransport, _UpstreamProtocol, canHalfClose
 
 if TYPE_CHECKING:
     from ._factory import ConnectProxyFactory
@@ -107,39 +108,15 @@ def _expectedConnectFailure(failure: Failure, timedOut: bool) -> bool:
 
 
 @implementer(IHalfCloseableProtocol)
-class _UpstreamProtocol(Protocol):
-    """
-    The upstream half of a tunnel: hands what it receives to the tunnel.
-
-    @ivar tunnel: Set once the tunnel exists; until then nothing can arrive.
-    """
-
-    tunnel: ProxyTunnel | None = None
-
-    def dataReceived(self, data: bytes) -> None:
-        assert self.tunnel is not None
-        self.tunnel.upstreamData(data)
-
-    def readConnectionLost(self) -> None:
-        if self.tunnel is not None:
-            self.tunnel.upstreamReadClosed()
-
-    def writeConnectionLost(self) -> None:
-        pass
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if self.tunnel is not None:
-            self.tunnel.upstreamConnectionLost(reason)
-
-
-@implementer(IHalfCloseableProtocol)
 class ConnectProxyProtocol(Protocol):
     """
     One client connection: read the CONNECT, connect upstream, relay.
 
     Incoming bytes go to C{_receive}, which is swapped as the connection
     moves through its phases: head parsing, buffering early data while
-    connecting, relaying, and discarding after an error.
+    connecting, and discarding after an error.  In the tunnel the relay
+    takes the connection over: its receivers (L{installReceivers}) replace
+    C{dataReceived} itself and get the FIN and the loss.
 
     A FIN from the client once its head is complete (C{printf ... | nc -N}
     sends the head, a body and the FIN at once) is remembered and passed on
@@ -147,7 +124,7 @@ class ConnectProxyProtocol(Protocol):
     tunnel is.
 
     @ivar request: The parsed request, once there is one.
-    @ivar tunnel: The tunnel, once established.
+    @ivar tunnel: The tunnel's relay, once established.
     @ivar clientAddress: The address the factory built this protocol for
         (C{buildProtocol}'s C{addr}), when known: the client's.  Behind
         connectproxy's PROXY-protocol listener it is the address the load
@@ -158,7 +135,7 @@ class ConnectProxyProtocol(Protocol):
 
     factory: ConnectProxyFactory
     request: ConnectRequest | None = None
-    tunnel: ProxyTunnel | None = None
+    tunnel: _Relay | None = None
     user: str | None = None
     clientHost = ""
     clientAddress: object = None
@@ -185,6 +162,10 @@ class ConnectProxyProtocol(Protocol):
         self._gone = False
         # Whether the client half-closed (sent its FIN) before the tunnel.
         self._clientFinished = False
+        # The relay's receivers of the client's FIN and loss, once it has
+        # taken the connection over.
+        self._relayReadClosed: Callable[[], None] | None = None
+        self._relayLost: Callable[[Failure], None] | None = None
 
     def _addresses(self) -> tuple[IAddress, IAddress | None]:
         """
@@ -216,6 +197,33 @@ class ConnectProxyProtocol(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         self._receive(data)
+
+    def installReceivers(
+        self,
+        dataReceived: Callable[[bytes], None],
+        readConnectionLost: Callable[[], None],
+        connectionLost: Callable[[Failure], None],
+    ) -> None:
+        """
+        Hand the client's bytes, FIN and loss to a relay from now on (the
+        tunnel phase).
+
+        The data receiver replaces C{dataReceived} itself, so a chunk from
+        the client reaches the relay with no call of this protocol's in
+        between; the FIN and the loss still pass through here first.
+
+        @param dataReceived: Takes each chunk from the client.
+        @param readConnectionLost: Told of the client's FIN.
+        @param connectionLost: Told of the loss of the client's connection,
+            with its reason.
+        """
+        self.dataReceived = dataReceived  # type: ignore[method-assign,assignment]
+        # A wrapper that took this protocol's dataReceived earlier (the
+        # PROXY-protocol reader) still calls the method: it reaches the
+        # relay too.
+        self._receive = dataReceived
+        self._relayReadClosed = readConnectionLost
+        self._relayLost = connectionLost
 
     # Phase 1: the request head.
 
@@ -444,24 +452,21 @@ class ConnectProxyProtocol(Protocol):
         assert isinstance(upstream, _UpstreamProtocol)
         request = self.request
         assert request is not None
-        settings = self._settings
-        tunnel = ProxyTunnel(
-            self._transport,
-            cast(TunnelTransport, upstream.transport),
-            self._clock,
-            settings.idleTimeout,
-            settings.abortTimeout,
-            self._tunnelClosed,
-            halfCloseTimeout=settings.halfCloseTimeout,
-        )
-        self.tunnel = upstream.tunnel = tunnel
-        self._receive = tunnel.clientData
         self._transport.write(CONNECTION_ESTABLISHED)
         early = bytes(self._early)
         del self._early[:]
         if not self._paused and not self._clientFinished:
-            # The tunnel resumes the client once its producers are wired.
+            # The relay resumes the client once it is ready for its bytes.
             self._transport.pauseProducing()
+        # The relay installs its receivers here and on the upstream
+        # protocol: from now on the client's bytes go straight to it.
+        tunnel = self.factory.relayFactory(
+            self, upstream, self._clock, self._settings, self._tunnelClosed
+        )
+        self.tunnel = tunnel
+        # The factory's sweeper keeps the tunnel's deadlines, from the
+        # settings in force now (a reload does not change them).
+        self.factory.deadlines.watch(tunnel, self._settings)
         tunnel.start(early, self._clientFinished)
         self.factory.tunnelOpened(self._tunnelRecord(tunnel))
 
@@ -479,8 +484,8 @@ class ConnectProxyProtocol(Protocol):
         connection is closed; after an error response the FIN ends the
         linger.
         """
-        if self.tunnel is not None:
-            self.tunnel.clientReadClosed()
+        if self._relayReadClosed is not None:
+            self._relayReadClosed()
             return
         self._clientFinished = True
         if self._receive != self._earlyReceived and self._receive is not _discard:
@@ -504,27 +509,29 @@ class ConnectProxyProtocol(Protocol):
                 target=self.request.authority if self.request else "",
             )
             self._pending.cancel()
-        if self.tunnel is not None:
-            self.tunnel.clientConnectionLost(reason)
+        if self._relayLost is not None:
+            self._relayLost(reason)
         self.factory.connectionClosed(self)
 
-    def _tunnelClosed(self, tunnel: ProxyTunnel) -> None:
+    def _tunnelClosed(self, tunnel: _Relay) -> None:
+        self.factory.deadlines.forget(tunnel)
         self.factory.tunnelClosed(self._tunnelRecord(tunnel))
 
-    def _tunnelRecord(self, tunnel: ProxyTunnel) -> TunnelRecord:
+    def _tunnelRecord(self, tunnel: _Relay) -> TunnelRecord:
         request = self.request
         assert request is not None and request.host is not None
         assert request.port is not None
-        end = tunnel.closedAt
+        stats = tunnel.stats
+        end = stats.closedAt
         return TunnelRecord(
             client=self._client,
             host=request.host,
             port=request.port,
-            upstream=formatAddress(tunnel.upstreamAddress),
-            bytesUp=tunnel.bytesUp,
-            bytesDown=tunnel.bytesDown,
-            duration=0.0 if end is None else end - tunnel.openedAt,
-            reason=tunnel.closeReason,
+            upstream=formatAddress(stats.upstreamAddress),
+            bytesUp=stats.bytesUp,
+            bytesDown=stats.bytesDown,
+            duration=0.0 if end is None else end - stats.openedAt,
+            reason=stats.closeReason,
             user=self.user,
         )
 

@@ -1,43 +1,61 @@
 # -*- test-case-name: tests.test_tunnel -*-
 """
-L{ProxyTunnel}: relay bytes between a client and its upstream once the
-CONNECT has succeeded.
+L{TransportRelay}: relay bytes between a client and its upstream once the
+CONNECT has succeeded, through the transports; and L{_UpstreamProtocol}, the
+upstream half that a connector connects.
 
 Flow control is the transports' own: each transport is registered as the
 other's streaming producer, so when one side's write buffer fills, reading
-from the other side stops until it drains.  The tunnel itself never buffers.
+from the other side stops until it drains.  The relay itself never buffers.
 
 Half-close is passed on only where the receiving transport really is a plain
-TCP connection; anywhere else (TLS, wrappers) the tunnel closes fully after
+TCP connection; anywhere else (TLS, wrappers) the relay closes fully after
 flushing.  A side lost with an error (a reset) is passed on as an abort, so
 the other peer sees a reset rather than a clean end of input: on plain TCP
-only after everything already relayed has reached that peer.  The idle and
-half-close deadlines and the two-stage close (lose, then abort) use the
-injected clock.
+only after everything already relayed has reached that peer.
+
+The relay keeps no deadline: the idle and half-close deadlines and the
+second stage of a close (abort after a graceful close took too long) are
+kept for every tunnel by one L{DeadlineSweeper
+<connectproxy._deadlines.DeadlineSweeper>}, which reads the relay's
+L{TunnelStats}.
 """
 
 from __future__ import annotations
 
-import fcntl
-import socket
-import struct
-import termios
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
-from twisted.internet import tcp
+from twisted.internet import protocol, tcp
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IAddress,
-    IDelayedCall,
+    IHalfCloseableProtocol,
     IProducer,
-    IPullProducer,
     IReactorTime,
 )
+from twisted.python.deprecate import deprecatedProperty
 from twisted.python.failure import Failure
+from twisted.python.versions import Version
 from zope.interface import implementer
 
-__all__ = ["ProxyTunnel", "TunnelTransport", "canHalfClose"]
+from ._relay import TunnelStats, _Relay, _RelayEnd
+from ._resets import ResetWhenFlushed
+
+if TYPE_CHECKING:
+    from ._settings import ProxySettings
+
+__all__ = [
+    "DEPRECATED_IN",
+    "TransportRelay",
+    "TunnelTransport",
+    "canHalfClose",
+    "transportRelay",
+]
+
+#: The release that deprecated C{ProxyTunnel} and the tunnel attributes
+#: that moved to L{TunnelStats}.
+DEPRECATED_IN = Version("connectproxy", 0, 1, 0)
 
 
 class TunnelTransport(Protocol):
@@ -57,16 +75,6 @@ class TunnelTransport(Protocol):
     def resumeProducing(self) -> None: ...
 
 
-#: How many idle checks per idle period: the tunnel closes between the idle
-#: timeout and 1 + 1/_IDLE_CHECKS times it after the last byte, and the
-#: relay path does no timekeeping of its own.
-_IDLE_CHECKS = 8
-
-#: Seconds between checks of whether the peer has acknowledged everything
-#: written to a connection that is to be reset.
-_SENT_POLL = 0.05
-
-
 def canHalfClose(transport: Any) -> bool:
     """
     Whether C{transport.loseWriteConnection} really sends a FIN while the
@@ -79,166 +87,72 @@ def canHalfClose(transport: Any) -> bool:
     return isinstance(transport, tcp.Connection)
 
 
-def _socketOf(transport: Any) -> socket.socket | None:
+def _statsAlias(name: str, doc: str) -> Any:
     """
-    The socket of a plain TCP transport, or C{None} for anything else.
-    """
-    getHandle = getattr(transport, "getHandle", None)
-    if getHandle is None:
-        return None
-    handle = getHandle()
-    return handle if isinstance(handle, socket.socket) else None
-
-
-def _unsentBytes(transport: Any) -> int:
-    """
-    How many bytes written to C{transport}'s socket the peer has not yet
-    acknowledged (C{SIOCOUTQ}, Linux); 0 where that cannot be known.
-    """
-    sock = _socketOf(transport)
-    request = getattr(termios, "TIOCOUTQ", None)
-    if sock is None or request is None:
-        return 0
-    try:
-        raw = fcntl.ioctl(sock.fileno(), request, b"\0\0\0\0")
-    except (OSError, ValueError):
-        return 0
-    count: int = struct.unpack("i", raw)[0]
-    return count
-
-
-def _resetOnClose(transport: Any) -> None:
-    """
-    Make closing C{transport}'s socket send a reset (C{SO_LINGER} 0), even a
-    close that Twisted considers orderly.
-    """
-    sock = _socketOf(transport)
-    if sock is not None:
-        try:
-            sock.setsockopt(
-                socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
-            )
-        except (OSError, ValueError):
-            pass
-
-
-@implementer(IPullProducer)
-class _ResetWhenFlushed:
-    """
-    Reset a plain TCP connection once everything written to it has reached
-    the peer: first Twisted's write buffer, then the kernel's send queue.
-
-    It is registered as the transport's pull producer before
-    C{loseConnection}: the transport then asks it for more data (calls
-    L{resumeProducing}) when its buffer is empty, instead of closing with a
-    FIN.  Once the peer has acknowledged every byte, C{abortConnection}
-    closes with a reset.  The tunnel's abort timer bounds the wait.
+    A deprecated attribute of a relay that reads its L{TunnelStats}: a
+    tunnel's counters and times used to be attributes of the tunnel.
     """
 
-    def __init__(self, transport: TunnelTransport, clock: IReactorTime) -> None:
-        self._transport = transport
-        self._clock = clock
-        self._started = False
-        self._done = False
-        self._call: IDelayedCall | None = None
+    def get(self: TransportRelay) -> object:
+        return getattr(self.stats, name)
 
-    def start(self) -> None:
-        """
-        Stop reading, flush, then reset.
-        """
-        _resetOnClose(self._transport)
-        # The transport asks for data once as soon as it is registered;
-        # only the requests after loseConnection mean "my buffer is empty".
-        self._transport.registerProducer(self, False)
-        self._started = True
-        self._transport.loseConnection()
-
-    def resumeProducing(self) -> None:
-        if self._started and not self._done and self._call is None:
-            self._checkSent()
-
-    def _checkSent(self) -> None:
-        self._call = None
-        if _unsentBytes(self._transport):
-            self._call = self._clock.callLater(_SENT_POLL, self._checkSent)
-        else:
-            self._done = True
-            self._transport.abortConnection()
-
-    def stopProducing(self) -> None:
-        self._done = True
-        if self._call is not None:
-            self._call.cancel()
-            self._call = None
+    get.__name__ = name
+    get.__qualname__ = f"TransportRelay.{name}"
+    get.__doc__ = doc
+    return deprecatedProperty(DEPRECATED_IN, f"stats.{name}")(get)
 
 
-class ProxyTunnel:
+class TransportRelay:
     """
-    A relay between two connected transports.
+    A relay between two connected transports, through Twisted's own reads
+    and writes.
 
-    The client side's protocol calls L{clientData}, L{clientReadClosed} and
-    L{clientConnectionLost}; the upstream side's protocol calls the
-    C{upstream*} counterparts.
+    Its receivers, L{clientData}, L{clientReadClosed} and
+    L{clientConnectionLost} and their C{upstream*} counterparts, are
+    installed on each side's protocol by L{transportRelay}, so they are
+    called straight from the transports.  The relay keeps no deadline: it
+    notes in L{stats} when one direction finished and when it began to
+    close, and a L{DeadlineSweeper <connectproxy._deadlines.DeadlineSweeper>}
+    decides when to L{close} or L{abort} it.
 
-    @ivar bytesUp: Bytes relayed from the client to the upstream, early data
-        included.
-    @ivar bytesDown: Bytes relayed from the upstream to the client.
-    @ivar closeReason: What ended the tunnel, or C{None} while open: the
-        first side that closed or was lost, or the deadline that expired.
-    @ivar openedAt: When L{start} ran, by the injected clock.
-    @ivar closedAt: When both sides were gone, or C{None}.
-    @ivar upstreamAddress: The upstream's address, as connected.
+    @ivar stats: The tunnel's counters and times.
     """
 
     halfClose: Callable[[Any], bool] = staticmethod(canHalfClose)
+
+    # The tunnel's counters and times were its own attributes (and
+    # ConnectProxyProtocol.tunnel exposes the relay): they read the stats
+    # record now, with a deprecation warning.
+    bytesUp = _statsAlias("bytesUp", "Bytes relayed from the client upstream.")
+    bytesDown = _statsAlias("bytesDown", "Bytes relayed from the upstream.")
+    closeReason = _statsAlias("closeReason", "What ended the tunnel, or C{None}.")
+    openedAt = _statsAlias("openedAt", "When the relay started.")
+    closedAt = _statsAlias("closedAt", "When both sides were gone, or C{None}.")
+    upstreamAddress = _statsAlias("upstreamAddress", "The upstream's address.")
 
     def __init__(
         self,
         client: TunnelTransport,
         upstream: TunnelTransport,
         clock: IReactorTime,
-        idleTimeout: float,
-        abortTimeout: float,
-        onClosed: Callable[[ProxyTunnel], object],
-        halfCloseTimeout: float | None = None,
+        onClosed: Callable[[Any], object],
     ) -> None:
         """
         @param client: The client's transport, paused.
         @param upstream: The upstream's transport, connected.
-        @param clock: Where timers come from.
-        @param idleTimeout: Seconds without traffic either way before the
-            tunnel is closed.
-        @param abortTimeout: Seconds a graceful close (or the flush before a
-            reset) may take before the connections are aborted.
-        @param onClosed: Called once, with the tunnel, when both sides are
+        @param clock: Where the relay's times and its reset polling come
+            from.
+        @param onClosed: Called once, with the relay, when both sides are
             gone.
-        @param halfCloseTimeout: Seconds without traffic before a tunnel
-            with one direction finished (one FIN passed on) is closed; the
-            idle timeout when C{None}.  The shorter of the two applies.
         """
         self._client = client
         self._upstream = upstream
-        self.upstreamAddress = upstream.getPeer()
         self._clock = clock
-        self._idleTimeout = idleTimeout
-        self._halfCloseTimeout = (
-            idleTimeout if halfCloseTimeout is None else halfCloseTimeout
-        )
-        self._abortTimeout = abortTimeout
         self._onClosed = onClosed
-        self.bytesUp = 0
-        self.bytesDown = 0
-        self.closeReason: str | None = None
-        self.openedAt = clock.seconds()
-        self.closedAt: float | None = None
-        self._seenBytes = 0
-        self._lastActivity = self.openedAt
-        self._halfClosed = False
+        self.stats = TunnelStats(upstream.getPeer(), clock.seconds())
         self._closing = False
         # The reason of the first FIN: what ended the tunnel if the FINs do.
         self._finReason: str | None = None
-        self._idleCall: IDelayedCall | None = None
-        self._abortCall: IDelayedCall | None = None
         self._clientEOF = False
         self._upstreamEOF = False
         self._clientLost = False
@@ -246,7 +160,7 @@ class ProxyTunnel:
         # Whether each transport has the other registered as its producer.
         self._clientHasProducer = False
         self._upstreamHasProducer = False
-        self._resets: list[tuple[TunnelTransport, _ResetWhenFlushed | None]] = []
+        self._resets: list[tuple[TunnelTransport, ResetWhenFlushed | None]] = []
 
     def start(self, earlyData: bytes = b"", clientFinished: bool = False) -> None:
         """
@@ -258,13 +172,12 @@ class ProxyTunnel:
             its FIN) before the tunnel existed: the FIN is passed on after
             the early data, just as L{clientReadClosed} would.
         """
-        self.openedAt = self._lastActivity = self._clock.seconds()
+        self.stats.openedAt = self._clock.seconds()
         if earlyData:
-            self.bytesUp += len(earlyData)
+            self.stats.bytesUp += len(earlyData)
             self._upstream.write(earlyData)
         self._client.registerProducer(self._upstream, True)  # type: ignore[arg-type]
         self._clientHasProducer = True
-        self._scheduleIdleCheck(self._idleTimeout / _IDLE_CHECKS)
         if clientFinished:
             # The client produces nothing more: it is neither registered
             # nor resumed (resuming a finished TCP reader reports its end
@@ -281,14 +194,14 @@ class ProxyTunnel:
         """
         Relay bytes from the client to the upstream.
         """
-        self.bytesUp += len(data)
+        self.stats.bytesUp += len(data)
         self._upstream.write(data)
 
     def upstreamData(self, data: bytes) -> None:
         """
         Relay bytes from the upstream to the client.
         """
-        self.bytesDown += len(data)
+        self.stats.bytesDown += len(data)
         self._client.write(data)
 
     # Half-close.
@@ -335,11 +248,7 @@ class ProxyTunnel:
         receiver.loseWriteConnection()  # type: ignore[attr-defined]
         # From now on the (shorter) half-close deadline applies, counted from
         # this FIN.  (A second FIN always closes the tunnel above.)
-        self._halfClosed = True
-        self._lastActivity = self._clock.seconds()
-        self._seenBytes = self.bytesUp + self.bytesDown
-        self._cancelIdle()
-        self._scheduleIdleCheck(self._deadline()[0] / _IDLE_CHECKS)
+        self.stats.halfClosedAt = self._clock.seconds()
 
     # Closing.
 
@@ -373,20 +282,17 @@ class ProxyTunnel:
 
     def close(self, reason: str) -> None:
         """
-        Close both sides gracefully (pending writes are flushed), then abort
-        whatever is still open after the abort timeout.
+        Close both sides gracefully (pending writes are flushed): the first
+        stage of a close.  L{abort} is the second.
 
-        @param reason: Recorded as L{closeReason} unless one is already set.
+        @param reason: Recorded as the close reason unless one is already
+            set.
         """
-        if self.closeReason is None:
-            self.closeReason = reason
-        self._closing = True
-        self._unwire()
+        self._beginClosing(reason)
         if not self._clientLost:
             self._client.loseConnection()
         if not self._upstreamLost:
             self._upstream.loseConnection()
-        self._armAbort()
 
     def reset(self, reason: str) -> None:
         """
@@ -395,34 +301,47 @@ class ProxyTunnel:
         the connection stops reading, flushes its buffer, waits until the
         peer has acknowledged every byte and then closes with a reset
         (C{SO_LINGER} 0).  Any other transport is aborted at once, dropping
-        what it had not sent.  Whatever is still open after the abort
-        timeout is aborted.
+        what it had not sent.  Like a graceful close, the wait ends with
+        L{abort}.
 
-        @param reason: Recorded as L{closeReason} unless one is already set.
+        @param reason: Recorded as the close reason unless one is already
+            set.
         """
-        if self.closeReason is None:
-            self.closeReason = reason
-        self._closing = True
-        self._unwire()
+        self._beginClosing(reason)
         for transport in (self._client, self._upstream):
             lost = self._clientLost if transport is self._client else self._upstreamLost
             if lost or any(t is transport for t, _ in self._resets):
                 continue
             if self.halfClose(transport):
-                resetter = _ResetWhenFlushed(transport, self._clock)
+                resetter = ResetWhenFlushed(transport, self._clock)
                 self._resets.append((transport, resetter))
                 resetter.start()
             else:
                 self._resets.append((transport, None))
                 transport.abortConnection()
-        self._armAbort()
 
-    def _unwire(self) -> None:
+    def abort(self) -> None:
         """
-        Stop the idle deadline and unregister the producers (before any
-        close: a TLS transport does not finish closing while it has one).
+        Abort what is still open, at once: a close (or the flush before a
+        reset) took too long.
         """
-        self._cancelIdle()
+        if not self._clientLost:
+            self._client.abortConnection()
+        if not self._upstreamLost:
+            self._upstream.abortConnection()
+
+    def _beginClosing(self, reason: str) -> None:
+        """
+        Note the reason and the time, and unregister the producers (before
+        any close: a TLS transport does not finish closing while it has
+        one).
+        """
+        stats = self.stats
+        if stats.closeReason is None:
+            stats.closeReason = reason
+        if stats.closingAt is None:
+            stats.closingAt = self._clock.seconds()
+        self._closing = True
         if self._clientHasProducer:
             self._clientHasProducer = False
             self._client.unregisterProducer()
@@ -430,68 +349,90 @@ class ProxyTunnel:
             self._upstreamHasProducer = False
             self._upstream.unregisterProducer()
 
-    def _armAbort(self) -> None:
-        if self._abortCall is None and not (self._clientLost and self._upstreamLost):
-            self._abortCall = self._clock.callLater(self._abortTimeout, self._abort)
-
-    def _abort(self) -> None:
-        """
-        The graceful close took too long: abort what is left.
-        """
-        self._abortCall = None
-        if not self._clientLost:
-            self._client.abortConnection()
-        if not self._upstreamLost:
-            self._upstream.abortConnection()
-
     def _finished(self) -> None:
-        if self.closedAt is not None:
+        if self.stats.closedAt is not None:
             return
-        self.closedAt = self._clock.seconds()
-        self._cancelIdle()
-        if self._abortCall is not None:
-            self._abortCall.cancel()
-            self._abortCall = None
+        self.stats.closedAt = self._clock.seconds()
         for _, resetter in self._resets:
             if resetter is not None:
                 resetter.stopProducing()
         self._onClosed(self)
 
-    # The idle and half-close deadlines.
 
-    def _deadline(self) -> tuple[float, str]:
-        """
-        The inactivity deadline that applies now, in seconds, and the close
-        reason when it expires.
-        """
-        if self._halfClosed and self._halfCloseTimeout <= self._idleTimeout:
-            return self._halfCloseTimeout, "half-close timeout"
-        return self._idleTimeout, "idle timeout"
+def transportRelay(
+    client: _RelayEnd,
+    upstream: _RelayEnd,
+    clock: IReactorTime,
+    settings: ProxySettings,
+    onClosed: Callable[[_Relay], object],
+) -> TransportRelay:
+    """
+    Build a L{TransportRelay} for one tunnel and install its receivers on
+    both ends: a L{_RelayFactory} for any pair of transports (plain TCP,
+    TLS, PROXY-protocol wrappers, UNIX sockets).
 
-    def _scheduleIdleCheck(self, delay: float) -> None:
-        self._idleCall = self._clock.callLater(delay, self._checkIdle)
+    @param client: The client's side; its transport is paused.
+    @param upstream: The upstream's side, connected.
+    @param clock: Where the relay's times come from.
+    @param settings: Unused: the transport relay has no tunables (its
+        deadlines are kept by the sweeper).
+    @param onClosed: Called once, with the relay, when both sides are gone.
+    @return: The relay, not started.
+    """
+    relay = TransportRelay(
+        cast(TunnelTransport, client.transport),
+        cast(TunnelTransport, upstream.transport),
+        clock,
+        onClosed,
+    )
+    client.installReceivers(
+        relay.clientData, relay.clientReadClosed, relay.clientConnectionLost
+    )
+    upstream.installReceivers(
+        relay.upstreamData, relay.upstreamReadClosed, relay.upstreamConnectionLost
+    )
+    return relay
 
-    def _checkIdle(self) -> None:
-        """
-        Close the tunnel if no byte moved for the deadline that applies;
-        otherwise check again later.
-        """
-        self._idleCall = None
-        now = self._clock.seconds()
-        total = self.bytesUp + self.bytesDown
-        if total != self._seenBytes:
-            self._seenBytes = total
-            self._lastActivity = now
-        timeout, reason = self._deadline()
-        remaining = self._lastActivity + timeout - now
-        if remaining <= 1e-9:
-            # The deadline, not an earlier FIN, is what ended the tunnel.
-            self.closeReason = reason
-            self.close(reason)
-        else:
-            self._scheduleIdleCheck(min(remaining, timeout / _IDLE_CHECKS))
 
-    def _cancelIdle(self) -> None:
-        if self._idleCall is not None:
-            self._idleCall.cancel()
-            self._idleCall = None
+@implementer(IHalfCloseableProtocol)
+class _UpstreamProtocol(protocol.Protocol):
+    """
+    The upstream half of a tunnel: the protocol a connector connects, which
+    a relay takes over (L{installReceivers}) as soon as the connector
+    reports the connection.
+
+    Until then nothing can arrive, and a loss is the business of whoever
+    asked for the connection.
+    """
+
+    _readClosed: Callable[[], None] | None = None
+    _lost: Callable[[Failure], None] | None = None
+
+    def installReceivers(
+        self,
+        dataReceived: Callable[[bytes], None],
+        readConnectionLost: Callable[[], None],
+        connectionLost: Callable[[Failure], None],
+    ) -> None:
+        """
+        Hand the upstream's bytes, FIN and loss to a relay.  The data
+        receiver replaces C{dataReceived} itself: a chunk from the upstream
+        reaches the relay with no call in between.
+        """
+        self.dataReceived = dataReceived  # type: ignore[method-assign,assignment]
+        self._readClosed = readConnectionLost
+        self._lost = connectionLost
+
+    def dataReceived(self, data: bytes) -> None:
+        raise AssertionError("upstream data before the relay exists")
+
+    def readConnectionLost(self) -> None:
+        if self._readClosed is not None:
+            self._readClosed()
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        if self._lost is not None:
+            self._lost(reason)

@@ -390,8 +390,11 @@ def test_tunnelForReportedClient() -> None:
     assert inner.transport is transport
     assert inner.clientHost == "203.0.113.5"
     assert harness.observer.opened[0].client == "203.0.113.5:56324"
-    # Later bytes go to the proxy's protocol without passing through.
-    assert wrapper.dataReceived == inner.dataReceived
+    # Later bytes go to the proxy's protocol without passing through the
+    # wrapper's own code, and on through the tunnel.
+    assert wrapper.dataReceived.__self__ is inner
+    wrapper.dataReceived(b"after the 200")
+    assert attempt.transport.value() == b"after the 200"
 
 
 @pytest.mark.parametrize(

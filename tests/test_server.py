@@ -7,6 +7,7 @@ a fake upstream connector; no sockets, no real time.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 from twisted.cred.error import UnauthorizedLogin
@@ -23,8 +24,9 @@ from twisted.internet.error import (
 from twisted.logger import LogEvent
 from zope.interface.verify import verifyObject
 
-from connectproxy import ProxySettings, ProxyTunnel, _server
+from connectproxy import ProxySettings, _server
 from connectproxy._observer import AccessLogObserver, ObserverFanOut
+from connectproxy._tunnel import TransportRelay, transportRelay
 from connectproxy.interfaces import IProxyObserver, IUpstreamConnector
 from connectproxy.testing import FakeClient, ProxyHarness, RecordingObserver
 from tests.test_admission import (
@@ -155,7 +157,7 @@ def test_relayBothWays(harness: ProxyHarness) -> None:
     assert client.transport.value() == ESTABLISHED + b"pong!"
     tunnel = client.protocol.tunnel
     assert tunnel is not None
-    assert (tunnel.bytesUp, tunnel.bytesDown) == (4, 5)
+    assert (tunnel.stats.bytesUp, tunnel.stats.bytesDown) == (4, 5)
 
 
 def test_tunnelCloseReported(harness: ProxyHarness) -> None:
@@ -184,6 +186,61 @@ def test_tunnelCloseReported(harness: ProxyHarness) -> None:
     assert record.status == 200
     assert harness.factory.openTunnels == 0
     assert harness.factory.connections == set()
+
+
+def test_relayFactoryPerTunnel(harness: ProxyHarness) -> None:
+    """
+    Each tunnel's relay comes from the factory's C{relayFactory}, given
+    both sides' protocols, the clock, the settings and the close callback;
+    the client's bytes then go straight to the relay's receiver.
+    """
+    calls = []
+
+    def relayFactory(
+        client: Any, upstream: Any, clock: Any, settings: Any, onClosed: Any
+    ) -> Any:
+        calls.append((client, upstream, clock, settings))
+        return transportRelay(client, upstream, clock, settings, onClosed)
+
+    harness.factory.relayFactory = relayFactory
+    client = harness.connectClient()
+    client.send(CONNECT)
+    attempt = harness.connector.attempts[0]
+    upstream = attempt.succeed()
+    assert calls == [
+        (client.protocol, attempt.protocol, harness.clock, harness.factory.settings)
+    ]
+    tunnel = client.protocol.tunnel
+    assert isinstance(tunnel, TransportRelay)
+    assert client.protocol.dataReceived == tunnel.clientData
+    client.send(b"ping")
+    assert upstream.value() == b"ping"
+    attempt.loseUpstream()
+    client.lose()
+    [record] = harness.observer.closed
+    assert (record.bytesUp, record.reason) == (4, "upstream closed")
+
+
+def test_tunnelsShareOneTimer(harness: ProxyHarness) -> None:
+    """
+    The deadlines of every tunnel are kept by the factory's one sweeper:
+    with three tunnels open one timer is pending, and none once they are
+    gone.
+    """
+    tunnels = []
+    for _ in range(3):
+        client = harness.connectClient()
+        client.send(CONNECT)
+        attempt = harness.connector.attempts[-1]
+        attempt.succeed()
+        tunnels.append((client, attempt))
+    assert len(harness.factory.deadlines) == 3
+    assert len(harness.clock.getDelayedCalls()) == 1
+    for client, attempt in tunnels:
+        attempt.loseUpstream()
+        client.lose()
+    assert len(harness.factory.deadlines) == 0
+    assert harness.clock.getDelayedCalls() == []
 
 
 @pytest.mark.parametrize(
@@ -467,7 +524,7 @@ def test_finWithConnectPassedOn(harness: ProxyHarness) -> None:
     assert upstream.disconnecting  # not plain TCP: closed after flushing
     assert client.transport.producer is None
     tunnel = client.protocol.tunnel
-    assert tunnel is not None and tunnel.closeReason == "client closed"
+    assert tunnel is not None and tunnel.stats.closeReason == "client closed"
 
 
 def test_finWithConnectHalfCloses(
@@ -477,7 +534,7 @@ def test_finWithConnectHalfCloses(
     Where the upstream can half-close, the FIN reaches it as a FIN after
     the body, the reply flows back, and the upstream's FIN ends the tunnel.
     """
-    monkeypatch.setattr(ProxyTunnel, "halfClose", staticmethod(lambda t: True))
+    monkeypatch.setattr(TransportRelay, "halfClose", staticmethod(lambda t: True))
     client = harness.connectClient()
     client.send(NC_INPUT)
     client.protocol.readConnectionLost()
@@ -633,7 +690,7 @@ def test_upstreamResetResetsClient(
     An upstream reset reaches the client as a reset once what the upstream
     sent before it has been written: the client never sees a clean close.
     """
-    monkeypatch.setattr(ProxyTunnel, "halfClose", staticmethod(lambda t: True))
+    monkeypatch.setattr(TransportRelay, "halfClose", staticmethod(lambda t: True))
     client = harness.connectClient()
     client.send(CONNECT)
     attempt = harness.connector.attempts[0]
@@ -656,7 +713,7 @@ def test_halfCloseTimeoutSetting(monkeypatch: pytest.MonkeyPatch) -> None:
     The tunnel gets C{halfCloseTimeout} from the settings: a half-closed
     tunnel closes after it, with its own reason.
     """
-    monkeypatch.setattr(ProxyTunnel, "halfClose", staticmethod(lambda t: True))
+    monkeypatch.setattr(TransportRelay, "halfClose", staticmethod(lambda t: True))
     harness = ProxyHarness(ProxySettings(idleTimeout=600, halfCloseTimeout=8))
     client = harness.connectClient()
     client.send(CONNECT)

@@ -1,8 +1,8 @@
 # -*- test-case-name: tests.test_tunnel -*-
 """
-Tests for L{connectproxy._tunnel.ProxyTunnel}: flow-control wiring,
-half-close, closing in two stages and the idle deadline, on fake transports
-and a fake clock.
+Tests for L{connectproxy._tunnel.TransportRelay}: flow-control wiring,
+half-close, resets, closing in two stages and the deadlines (kept by a
+sweeper, as the factory keeps them), on fake transports and a fake clock.
 """
 
 from __future__ import annotations
@@ -21,14 +21,17 @@ from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface.verify import verifyObject
 
-from connectproxy import _tunnel
-from connectproxy._tunnel import ProxyTunnel, canHalfClose
+from connectproxy import ProxySettings, _resets
+from connectproxy._deadlines import DeadlineSweeper
+from connectproxy._relay import TunnelStats, _Relay
+from connectproxy._tunnel import _UpstreamProtocol, canHalfClose, transportRelay
 from connectproxy.testing import HalfCloseableStringTransport
 
 
 class Tunnel:
     """
-    A tunnel between two fake transports, and what it reported.
+    A relay between two fake transports, its deadlines kept by a sweeper of
+    its own (as the factory's keeps them), and what it reported.
     """
 
     def __init__(
@@ -36,39 +39,55 @@ class Tunnel:
         halfClose: bool = True,
         idle: float = 60.0,
         halfCloseTimeout: float | None = None,
+        client: HalfCloseableStringTransport | None = None,
     ) -> None:
         self.clock = MemoryReactorClock()
         peer = IPv4Address("TCP", "192.0.2.7", 443)
-        self.client = HalfCloseableStringTransport()
+        self.client = HalfCloseableStringTransport() if client is None else client
         self.upstream = HalfCloseableStringTransport(peerAddress=peer)
-        self.closed: list[ProxyTunnel] = []
-        self.tunnel = ProxyTunnel(
-            self.client,
-            self.upstream,
-            self.clock,
+        self.closed: list[_Relay] = []
+        self.deadlines = DeadlineSweeper(self.clock)
+        self.settings = ProxySettings(
             idleTimeout=idle,
+            halfCloseTimeout=idle if halfCloseTimeout is None else halfCloseTimeout,
             abortTimeout=15.0,
-            onClosed=self.closed.append,
-            halfCloseTimeout=halfCloseTimeout,
+        )
+        # Each side's protocol, which the relay takes over.
+        self.clientEnd = _UpstreamProtocol()
+        self.clientEnd.makeConnection(self.client)
+        self.upstreamEnd = _UpstreamProtocol()
+        self.upstreamEnd.makeConnection(self.upstream)
+        self.tunnel = transportRelay(
+            self.clientEnd, self.upstreamEnd, self.clock, self.settings, self._closed
         )
         self.tunnel.halfClose = lambda transport: halfClose
         self.client.pauseProducing()
 
+    def _closed(self, relay: _Relay) -> None:
+        self.deadlines.forget(relay)
+        self.closed.append(relay)
+
     def start(self, early: bytes = b"", clientFinished: bool = False) -> Tunnel:
+        self.deadlines.watch(self.tunnel, self.settings)
         self.tunnel.start(early, clientFinished)
         return self
+
+    @property
+    def stats(self) -> TunnelStats:
+        return self.tunnel.stats
 
     def transport(self, side: str) -> HalfCloseableStringTransport:
         return self.client if side == "client" else self.upstream
 
+    def end(self, side: str) -> _UpstreamProtocol:
+        return self.clientEnd if side == "client" else self.upstreamEnd
+
     def lose(self, side: str, reason: Exception) -> None:
         """
-        Tell the tunnel that one side's connection is gone.
+        Tell the tunnel that one side's connection is gone, as that side's
+        transport tells its protocol.
         """
-        if side == "client":
-            self.tunnel.clientConnectionLost(Failure(reason))
-        else:
-            self.tunnel.upstreamConnectionLost(Failure(reason))
+        self.end(side).connectionLost(Failure(reason))
 
 
 def other(side: str) -> str:
@@ -77,12 +96,43 @@ def other(side: str) -> str:
 
 def relay(t: Tunnel, side: str, data: bytes) -> None:
     """
-    Deliver bytes as if C{side} had sent them.
+    Deliver bytes as if C{side} had sent them, as its transport does.
     """
-    if side == "client":
-        t.tunnel.clientData(data)
-    else:
-        t.tunnel.upstreamData(data)
+    t.end(side).dataReceived(data)
+
+
+@pytest.mark.parametrize("side", ["client", "upstream"])
+def test_receiversInstalled(side: str) -> None:
+    """
+    The relay takes each side's protocol over: its receiver replaces the
+    protocol's C{dataReceived} (no call in between per chunk), and the
+    side's FIN and loss reach it.
+    """
+    t = Tunnel().start()
+    end = t.end(side)
+    receiver = t.tunnel.clientData if side == "client" else t.tunnel.upstreamData
+    assert end.dataReceived == receiver
+    relay(t, side, b"chunk")
+    assert t.transport(other(side)).value() == b"chunk"
+    end.readConnectionLost()
+    assert t.transport(other(side)).writeClosed
+    t.lose(side, ConnectionDone())
+    assert t.transport(other(side)).disconnecting
+
+
+def test_upstreamProtocolBeforeRelay() -> None:
+    """
+    Before a relay takes the upstream protocol over, its FIN and loss are
+    ignored, and data (which cannot come: the relay exists as soon as the
+    connector reports the connection) is a bug.
+    """
+    end = _UpstreamProtocol()
+    end.makeConnection(HalfCloseableStringTransport())
+    end.readConnectionLost()
+    end.writeConnectionLost()
+    end.connectionLost(Failure(ConnectionDone()))
+    with pytest.raises(AssertionError):
+        end.dataReceived(b"early")
 
 
 def test_startWiresProducers() -> None:
@@ -96,7 +146,7 @@ def test_startWiresProducers() -> None:
     assert t.upstream.producer is t.client
     assert t.upstream.streaming is True
     assert t.client.producerState == "producing"
-    assert t.tunnel.upstreamAddress == IPv4Address("TCP", "192.0.2.7", 443)
+    assert t.stats.upstreamAddress == IPv4Address("TCP", "192.0.2.7", 443)
 
 
 def test_earlyDataFirst() -> None:
@@ -106,7 +156,7 @@ def test_earlyDataFirst() -> None:
     t = Tunnel().start(b"early")
     t.tunnel.clientData(b"-late")
     assert t.upstream.value() == b"early-late"
-    assert t.tunnel.bytesUp == 10
+    assert t.stats.bytesUp == 10
 
 
 def test_relayCounts() -> None:
@@ -119,7 +169,30 @@ def test_relayCounts() -> None:
         t.tunnel.upstreamData(b"12345")
     assert t.upstream.value() == b"abc" * 3
     assert t.client.value() == b"12345" * 3
-    assert (t.tunnel.bytesUp, t.tunnel.bytesDown) == (9, 15)
+    assert (t.stats.bytesUp, t.stats.bytesDown) == (9, 15)
+
+
+def test_statsRecord() -> None:
+    """
+    The tunnel's counters and times live in one L{TunnelStats} record: when
+    it started, the bytes each way, the upstream address, and once both
+    sides are gone the reason and the time.
+    """
+    t = Tunnel()
+    t.clock.advance(3)
+    t.start(b"early")
+    t.tunnel.upstreamData(b"12345")
+    stats = t.tunnel.stats
+    assert stats == TunnelStats(
+        upstreamAddress=IPv4Address("TCP", "192.0.2.7", 443),
+        openedAt=3.0,
+        bytesUp=5,
+        bytesDown=5,
+    )
+    t.clock.advance(2)
+    t.lose("upstream", ConnectionDone())
+    t.lose("client", ConnectionDone())
+    assert (stats.closeReason, stats.closedAt) == ("upstream closed", 5.0)
 
 
 def test_clientFinPassedOn() -> None:
@@ -147,7 +220,7 @@ def test_bothFinsClose() -> None:
     assert t.client.writeClosed is False  # nothing left to half-close
     assert t.client.disconnecting and t.upstream.disconnecting
     assert t.client.producer is None and t.upstream.producer is None
-    assert t.tunnel.closeReason == "client closed"
+    assert t.stats.closeReason == "client closed"
 
 
 def test_upstreamFinPassedOn() -> None:
@@ -164,7 +237,7 @@ def test_upstreamFinPassedOn() -> None:
     t.tunnel.clientReadClosed()
     t.tunnel.clientReadClosed()
     assert t.client.disconnecting and t.upstream.disconnecting
-    assert t.tunnel.closeReason == "upstream closed"
+    assert t.stats.closeReason == "upstream closed"
 
 
 def test_finFallsBackToClose() -> None:
@@ -197,7 +270,7 @@ def test_cleanCloseClosesOther(side: str) -> None:
     assert t.closed == []
     t.lose(other(side), ConnectionDone())
     assert t.closed == [t.tunnel]
-    assert t.tunnel.closeReason == f"{side} closed"
+    assert t.stats.closeReason == f"{side} closed"
     assert t.clock.getDelayedCalls() == []
 
 
@@ -226,7 +299,7 @@ def test_idleTimeout() -> None:
     assert not t.client.disconnecting
     t.clock.advance(1)
     assert t.client.disconnecting and t.upstream.disconnecting
-    assert t.tunnel.closeReason == "idle timeout"
+    assert t.stats.closeReason == "idle timeout"
     t.clock.advance(15)
     assert t.client.aborted and t.upstream.aborted
 
@@ -247,18 +320,24 @@ def test_trafficDefersIdleTimeout(direction: str) -> None:
     assert not t.client.disconnecting
     t.clock.pump([1] * 60)  # 100 s since traffic
     assert t.client.disconnecting
-    assert t.tunnel.closeReason == "idle timeout"
+    assert t.stats.closeReason == "idle timeout"
 
 
 def test_closeIdempotent() -> None:
     """
-    Closing twice keeps the first reason and arms one abort timer.
+    Closing twice keeps the first reason and the first close time: the
+    abort deadline counts from the first close.
     """
     t = Tunnel().start()
     t.tunnel.close("first")
+    t.clock.advance(5)
     t.tunnel.close("second")
-    assert t.tunnel.closeReason == "first"
-    assert len(t.clock.getDelayedCalls()) == 1
+    assert t.stats.closeReason == "first"
+    assert t.stats.closingAt == 0
+    t.clock.advance(9.9)
+    assert not t.client.aborted
+    t.clock.advance(0.1)
+    assert t.client.aborted and t.upstream.aborted
 
 
 def test_canHalfCloseOnlyPlainTCP() -> None:
@@ -320,9 +399,9 @@ def test_resetPassedOnAfterFlush(side: str) -> None:
     assert t.closed == []
     t.lose(other(side), ConnectionAborted())
     assert t.closed == [t.tunnel]
-    assert t.tunnel.closeReason is not None
-    assert t.tunnel.closeReason.startswith(f"{side} connection lost: ")
-    assert t.tunnel.closeReason.endswith("Connection reset by peer.")
+    assert t.stats.closeReason is not None
+    assert t.stats.closeReason.startswith(f"{side} connection lost: ")
+    assert t.stats.closeReason.endswith("Connection reset by peer.")
     assert t.clock.getDelayedCalls() == []
 
 
@@ -331,11 +410,7 @@ def test_resetIgnoresRegistrationRequest() -> None:
     The request for data a transport makes when the producer is registered
     says nothing about its buffer: only a later one leads to the abort.
     """
-    t = Tunnel()
-    t.client = EagerTransport()
-    t.tunnel._client = t.client
-    t.client.pauseProducing()
-    t.start()
+    t = Tunnel(client=EagerTransport()).start()
     t.tunnel.upstreamData(b"pending")
     t.lose("upstream", ConnectionLost())
     assert not t.client.aborted
@@ -350,15 +425,15 @@ def test_resetWaitsForPeerAcknowledgement(monkeypatch: pytest.MonkeyPatch) -> No
     them), checking again every few milliseconds.
     """
     unsent = [70000, 12, 0]
-    monkeypatch.setattr(_tunnel, "_unsentBytes", lambda transport: unsent.pop(0))
+    monkeypatch.setattr(_resets, "_unsentBytes", lambda transport: unsent.pop(0))
     t = Tunnel().start()
     t.lose("upstream", ConnectionLost())
     flushed(t.client)
     assert not t.client.aborted
     flushed(t.client)  # a second request while waiting changes nothing
-    t.clock.advance(_tunnel._SENT_POLL)
+    t.clock.advance(_resets._SENT_POLL)
     assert not t.client.aborted
-    t.clock.advance(_tunnel._SENT_POLL)
+    t.clock.advance(_resets._SENT_POLL)
     assert t.client.aborted
     assert unsent == []
 
@@ -368,7 +443,7 @@ def test_resetBoundedByAbortTimeout(monkeypatch: pytest.MonkeyPatch) -> None:
     A peer that never takes the bytes cannot hold the connection: the abort
     timeout aborts it, and no timer is left once both sides are gone.
     """
-    monkeypatch.setattr(_tunnel, "_unsentBytes", lambda transport: 1)
+    monkeypatch.setattr(_resets, "_unsentBytes", lambda transport: 1)
     t = Tunnel().start()
     t.lose("client", ConnectionLost())
     flushed(t.upstream)
@@ -403,8 +478,8 @@ def test_resetAfterFinPassedOn() -> None:
     t.lose("client", ConnectionLost("Connection reset by peer"))
     flushed(t.upstream)
     assert t.upstream.aborted
-    assert t.tunnel.closeReason is not None
-    assert t.tunnel.closeReason.startswith("client connection lost: ")
+    assert t.stats.closeReason is not None
+    assert t.stats.closeReason.startswith("client connection lost: ")
 
 
 def test_resetWhileClosing() -> None:
@@ -418,7 +493,7 @@ def test_resetWhileClosing() -> None:
     assert not t.client.aborted
     flushed(t.client)
     assert t.client.aborted
-    assert t.tunnel.closeReason == "idle timeout"
+    assert t.stats.closeReason == "idle timeout"
 
 
 def test_resetArmedOnRealSocket() -> None:
@@ -429,17 +504,17 @@ def test_resetArmedOnRealSocket() -> None:
     """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         connection = tcp.Connection(sock, None)  # type: ignore[arg-type]
-        _tunnel._resetOnClose(connection)
+        _resets._resetOnClose(connection)
         onoff, linger = struct.unpack(
             "ii", sock.getsockopt(socket.SOL_SOCKET, socket.SO_LINGER, 8)
         )
         assert (onoff, linger) == (1, 0)
-        assert _tunnel._unsentBytes(connection) == 0
+        assert _resets._unsentBytes(connection) == 0
     # Once the socket is closed there is nothing to ask or arm.
-    assert _tunnel._unsentBytes(connection) == 0
-    _tunnel._resetOnClose(connection)
-    assert _tunnel._unsentBytes(StringTransport()) == 0
-    _tunnel._resetOnClose(StringTransport())
+    assert _resets._unsentBytes(connection) == 0
+    _resets._resetOnClose(connection)
+    assert _resets._unsentBytes(StringTransport()) == 0
+    _resets._resetOnClose(StringTransport())
 
 
 @pytest.mark.parametrize("halfClose", [True, False])
@@ -461,7 +536,7 @@ def test_startWithClientFinished(halfClose: bool) -> None:
         assert t.client.value() == b"reply"
         t.tunnel.upstreamReadClosed()
     assert t.upstream.disconnecting and t.client.disconnecting
-    assert t.tunnel.closeReason == "client closed"
+    assert t.stats.closeReason == "client closed"
 
 
 def test_halfCloseTimeout() -> None:
@@ -473,12 +548,13 @@ def test_halfCloseTimeout() -> None:
     t = Tunnel(idle=600, halfCloseTimeout=60).start()
     t.clock.advance(100)
     t.tunnel.upstreamReadClosed()
-    assert len(t.clock.getDelayedCalls()) == 1
+    assert t.stats.halfClosedAt == 100
+    assert len(t.clock.getDelayedCalls()) == 1  # the sweeper's, as before
     t.clock.pump([1] * 59)
     assert not t.client.disconnecting
     t.clock.pump([1] * 8)  # 60 s, and at most an eighth later
     assert t.client.disconnecting and t.upstream.disconnecting
-    assert t.tunnel.closeReason == "half-close timeout"
+    assert t.stats.closeReason == "half-close timeout"
     t.clock.advance(15)
     assert t.client.aborted and t.upstream.aborted
 
@@ -496,7 +572,7 @@ def test_halfCloseTimeoutDeferredByTraffic() -> None:
     assert not t.client.disconnecting
     t.clock.pump([1] * 68)
     assert t.client.disconnecting
-    assert t.tunnel.closeReason == "half-close timeout"
+    assert t.stats.closeReason == "half-close timeout"
 
 
 def test_idleTimeoutShorterThanHalfClose() -> None:
@@ -508,7 +584,7 @@ def test_idleTimeoutShorterThanHalfClose() -> None:
     t.tunnel.clientReadClosed()
     t.clock.pump([1] * 34)
     assert t.client.disconnecting
-    assert t.tunnel.closeReason == "idle timeout"
+    assert t.stats.closeReason == "idle timeout"
 
 
 def test_noHalfCloseTimeoutWithoutFin() -> None:
@@ -519,7 +595,7 @@ def test_noHalfCloseTimeoutWithoutFin() -> None:
     t.clock.pump([10] * 59)
     assert not t.client.disconnecting
     t.clock.pump([10] * 8)
-    assert t.tunnel.closeReason == "idle timeout"
+    assert t.stats.closeReason == "idle timeout"
 
 
 def test_finAfterCloseIgnored() -> None:
@@ -531,4 +607,62 @@ def test_finAfterCloseIgnored() -> None:
     t.tunnel.close("idle timeout")
     t.tunnel.clientReadClosed()
     assert not t.upstream.writeClosed
-    assert len(t.clock.getDelayedCalls()) == 1  # the abort timer
+    assert t.stats.halfClosedAt is None
+    assert len(t.clock.getDelayedCalls()) == 1  # the sweeper's
+
+
+def test_proxyTunnelDeprecated() -> None:
+    """
+    C{connectproxy.ProxyTunnel} still works as it did, deadlines included
+    (it keeps them with a sweeper of its own), and says it is deprecated.
+    """
+    import connectproxy
+
+    with pytest.warns(DeprecationWarning, match=r"ProxyTunnel was deprecated in"):
+        proxyTunnel = connectproxy.ProxyTunnel
+    clock = MemoryReactorClock()
+    client = HalfCloseableStringTransport()
+    upstream = HalfCloseableStringTransport(
+        peerAddress=IPv4Address("TCP", "192.0.2.7", 443)
+    )
+    closed: list[object] = []
+    tunnel = proxyTunnel(
+        client, upstream, clock, 60.0, 15.0, closed.append, halfCloseTimeout=None
+    )
+    client.pauseProducing()
+    tunnel.start(b"early")
+    tunnel.upstreamData(b"12345")
+    assert (upstream.value(), client.value()) == (b"early", b"12345")
+    clock.pump([1] * 59)
+    assert not client.disconnecting
+    clock.pump([1] * 8)
+    assert client.disconnecting and upstream.disconnecting
+    clock.pump([1] * 16)
+    assert client.aborted and upstream.aborted
+    tunnel.clientConnectionLost(Failure(ConnectionAborted()))
+    tunnel.upstreamConnectionLost(Failure(ConnectionAborted()))
+    assert closed == [tunnel]
+    assert clock.getDelayedCalls() == []
+    with pytest.warns(DeprecationWarning, match=r"please use stats\.closeReason"):
+        assert tunnel.closeReason == "idle timeout"
+
+
+def test_statsAttributesDeprecated() -> None:
+    """
+    The counters and times that were attributes of a tunnel (and so of
+    C{ConnectProxyProtocol.tunnel}) still read the stats record, with a
+    deprecation warning.
+    """
+    t = Tunnel().start(b"early")
+    t.tunnel.upstreamData(b"12345")
+    names = [
+        "bytesUp",
+        "bytesDown",
+        "closeReason",
+        "openedAt",
+        "closedAt",
+        "upstreamAddress",
+    ]
+    for name in names:
+        with pytest.warns(DeprecationWarning, match=rf"please use stats\.{name} "):
+            assert getattr(t.tunnel, name) == getattr(t.stats, name)

@@ -1,0 +1,552 @@
+# -*- test-case-name: tests.integration.test_relays -*-
+"""
+The relay contract, on real loopback TCP connections in this process
+(pytest-twisted's reactor): what every relay must do, whatever way it moves
+the bytes.  Each test runs once per relay factory in L{RELAYS}; a new relay
+joins the list and must pass all of them.
+
+Each side of a tunnel is a connected pair of loopback sockets: the test's
+peer (the client, or the origin) on one end, and on the other the protocol
+the relay takes over, as the proxy hands it over after its C{200}.  The
+deadlines are kept by a L{DeadlineSweeper}, as the proxy's factory keeps
+them.  Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import socket
+import struct
+import termios
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet.defer import Deferred, DeferredQueue
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.task import deferLater
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from connectproxy import ProxySettings
+from connectproxy._deadlines import DeadlineSweeper
+from connectproxy._relay import _Relay, _RelayFactory
+from connectproxy._tunnel import _UpstreamProtocol, transportRelay
+
+pytestmark = pytest.mark.integration
+
+#: Every relay implementation; each must pass every test here.
+RELAYS = [pytest.param(transportRelay, id="transport")]
+
+#: Seconds any one wait may take before the test fails.
+DEADLINE = 20.0
+
+#: Deadlines long enough not to interfere, short enough to end a hung test.
+SETTINGS = ProxySettings(idleTimeout=60, halfCloseTimeout=60, abortTimeout=5)
+
+#: The send and receive buffer of every socket (the kernel doubles it), so
+#: that what the kernel can hold, and so what a slow reader may leave in
+#: flight, is small and known.
+SOCKET_BUFFER = 65536
+
+
+def reactor() -> Any:
+    from twisted.internet import reactor as globalReactor
+
+    return globalReactor
+
+
+def withDeadline(d: Deferred[Any]) -> Deferred[Any]:
+    """
+    Fail C{d} instead of hanging the run if the event never comes.
+    """
+    return d.addTimeout(DEADLINE, reactor())
+
+
+@pytest_twisted.inlineCallbacks
+def waitUntil(
+    predicate: Callable[[], object], timeout: float = DEADLINE
+) -> Generator[Deferred[Any], Any, None]:
+    """
+    Wait for state that no Deferred announces, checking every few
+    milliseconds, and fail after C{timeout} seconds.
+    """
+    end = reactor().seconds() + timeout
+    while not predicate():
+        if reactor().seconds() > end:
+            raise AssertionError(f"gave up waiting after {timeout}s")
+        yield deferLater(reactor(), 0.005, lambda: None)
+
+
+def pattern(size: int, seed: int) -> bytes:
+    """
+    C{size} bytes that differ from one position to the next, so that a
+    lost, repeated or reordered chunk shows.
+    """
+    block = bytes((seed + i * 7) % 251 for i in range(65536 + 251))
+    out = bytearray()
+    while len(out) < size:
+        out += block[len(out) % 251 : len(out) % 251 + 65536]
+    return bytes(out[:size])
+
+
+def smallBuffers(sock: socket.socket) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
+
+
+@implementer(IHalfCloseableProtocol)
+class Peer(Protocol):
+    """
+    The test's end of one side: the client, or the origin.
+
+    A peer that gets a FIN closes its connection, as most programs do;
+    one told to keep it open (L{keepOpen}) goes on writing, and closes once
+    it has sent its own FIN too.
+
+    @ivar received: Everything that arrived.
+    @ivar eof: Fires when a FIN arrived.
+    @ivar gone: Fires when the connection is gone.
+    @ivar reason: Why it is gone, once it is.
+    """
+
+    keepOpen = False
+
+    def __init__(self) -> None:
+        self.received = bytearray()
+        self.eof: Deferred[None] = Deferred()
+        self.gone: Deferred[None] = Deferred()
+        self.reason: Failure | None = None
+        self._finished = False
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def readConnectionLost(self) -> None:
+        self.eof.callback(None)
+        if self._finished or not self.keepOpen:
+            self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.reason = reason
+        self.gone.callback(None)
+
+    def send(self, data: bytes) -> None:
+        self.transport.write(data)  # type: ignore[union-attr]
+
+    def finish(self) -> None:
+        """
+        Send a FIN (after what is buffered).
+        """
+        self._finished = True
+        if self.eof.called:
+            self.transport.loseConnection()  # type: ignore[union-attr]
+        else:
+            self.transport.loseWriteConnection()  # type: ignore[union-attr]
+
+    def unacknowledged(self) -> int:
+        """
+        Bytes this peer's kernel sent that the other end has not
+        acknowledged (C{SIOCOUTQ}).
+        """
+        sock = self.transport.getHandle()  # type: ignore[union-attr]
+        raw = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4)
+        count: int = struct.unpack("i", raw)[0]
+        return count
+
+    def reset(self) -> None:
+        """
+        Close with a reset (C{SO_LINGER} 0), not a FIN.
+        """
+        sock = self.transport.getHandle()  # type: ignore[union-attr]
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.transport.abortConnection()  # type: ignore[union-attr]
+
+
+@implementer(IPushProducer)
+class Sender:
+    """
+    Streams C{data} to a transport as fast as it takes it: a streaming
+    producer, paused whenever the transport's buffer is full.
+
+    @ivar sent: Bytes handed to the transport so far.
+    @ivar paused: Whether the transport has paused the sender now.
+    @ivar done: Fires once everything was handed over.
+    """
+
+    def __init__(self, transport: Any, data: bytes) -> None:
+        self._transport = transport
+        self._data = data
+        self.sent = 0
+        self.paused = False
+        self.done: Deferred[None] = Deferred()
+        self._call: Any = None
+        transport.registerProducer(self, True)
+        self._schedule()
+
+    def _schedule(self) -> None:
+        self._call = reactor().callLater(0, self._step)
+
+    def _step(self) -> None:
+        self._call = None
+        while not self.paused and self.sent < len(self._data):
+            chunk = self._data[self.sent : self.sent + 65536]
+            self.sent += len(chunk)
+            self._transport.write(chunk)
+        if self.sent == len(self._data) and not self.done.called:
+            self._transport.unregisterProducer()
+            self.done.callback(None)
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        if self._call is None and not self.done.called:
+            self._schedule()
+
+    def stopProducing(self) -> None:
+        self.paused = True
+        if self._call is not None:
+            self._call.cancel()
+            self._call = None
+
+
+class _End(_UpstreamProtocol):
+    """
+    The relay's end of one side, announced when connected.
+
+    @ivar sawFin: Whether the peer's FIN arrived before a relay took the
+        end over.
+    """
+
+    sawFin = False
+
+    def __init__(self, ends: DeferredQueue[_End]) -> None:
+        self._ends = ends
+
+    def connectionMade(self) -> None:
+        self._ends.put(self)
+
+    def readConnectionLost(self) -> None:
+        if self._readClosed is None:
+            self.sawFin = True
+        super().readConnectionLost()
+
+
+@dataclass
+class Tunnel:
+    """
+    A started relay between the test's client and origin.
+
+    @ivar closed: Fires with the relay when it reports both sides gone.
+    """
+
+    client: Peer
+    origin: Peer
+    relay: _Relay
+    closed: Deferred[_Relay] = field(repr=False)
+
+
+class Relays:
+    """
+    Opens tunnels through one relay implementation, and cleans up after
+    them.
+    """
+
+    def __init__(self, relayFactory: _RelayFactory) -> None:
+        self.relayFactory = relayFactory
+        self.sweeper = DeadlineSweeper(reactor())
+        self._ends: DeferredQueue[_End] = DeferredQueue()
+        factory = Factory.forProtocol(lambda: _End(self._ends))
+        self.port = reactor().listenTCP(0, factory, interface="127.0.0.1")
+        # Sockets accepted from now on inherit these.
+        smallBuffers(self.port.socket)
+        self._transports: list[Any] = []
+        self._relays: list[_Relay] = []
+
+    @pytest_twisted.inlineCallbacks
+    def pair(self) -> Generator[Deferred[Any], Any, tuple[Peer, _End]]:
+        """
+        Connect a peer to a new end of the relay's.
+        """
+        peer = Peer()
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            smallBuffers(sock)
+            sock.connect(("127.0.0.1", self.port.getHost().port))
+            reactor().adoptStreamConnection(
+                sock.fileno(), socket.AF_INET, Factory.forProtocol(lambda: peer)
+            )
+        end = yield withDeadline(self._ends.get())
+        self._transports += [peer.transport, end.transport]
+        return peer, end
+
+    @pytest_twisted.inlineCallbacks
+    def open(
+        self,
+        settings: ProxySettings = SETTINGS,
+        early: bytes = b"",
+        clientFinished: bool = False,
+        keepOpen: bool = False,
+    ) -> Generator[Deferred[Any], Any, Tunnel]:
+        """
+        Open a tunnel and start its relay, as the proxy does after its
+        C{200}: the client's end paused (unless the client already sent its
+        FIN, which is then sent and seen first), the deadlines watched.
+
+        @param keepOpen: Whether the peers keep writing after a FIN.
+        """
+        client, clientEnd = yield self.pair()
+        origin, upstreamEnd = yield self.pair()
+        client.keepOpen = origin.keepOpen = keepOpen
+        if clientFinished:
+            client.finish()
+            yield waitUntil(lambda: clientEnd.sawFin)
+        else:
+            clientEnd.transport.pauseProducing()
+        closed: Deferred[_Relay] = Deferred()
+
+        def onClosed(relay: _Relay) -> None:
+            self.sweeper.forget(relay)
+            closed.callback(relay)
+
+        relay = self.relayFactory(clientEnd, upstreamEnd, reactor(), settings, onClosed)
+        self._relays.append(relay)
+        self.sweeper.watch(relay, settings)
+        relay.start(early, clientFinished)
+        return Tunnel(client, origin, relay, closed)
+
+    def cleanUp(self) -> None:
+        for relay in self._relays:
+            self.sweeper.forget(relay)
+        for transport in self._transports:
+            if transport.connected:
+                transport.abortConnection()
+
+
+@pytest.fixture(params=RELAYS)
+def relays(request: pytest.FixtureRequest) -> Generator[Relays, None, None]:
+    relays = Relays(request.param)
+    yield relays
+    relays.cleanUp()
+    pytest_twisted.blockon(relays.port.stopListening())
+
+
+@pytest_twisted.inlineCallbacks
+def closedCleanly(tunnel: Tunnel) -> Generator[Deferred[Any], Any, None]:
+    """
+    Wait until the relay reported both sides gone, each peer having seen a
+    clean close (a FIN, never a reset), and no deadline is left.
+    """
+    for peer in (tunnel.client, tunnel.origin):
+        yield withDeadline(peer.gone)
+        assert peer.reason is not None and peer.reason.check(ConnectionDone)
+    relay = yield withDeadline(tunnel.closed)
+    assert relay is tunnel.relay
+    assert relay.stats.closedAt is not None
+
+
+@pytest_twisted.inlineCallbacks
+def test_earlyDataFirst(relays: Relays) -> Generator[Deferred[Any], Any, None]:
+    """
+    The early data reaches the origin first and whole, then what the client
+    sends; the origin's answer reaches the client; a clean close on one side
+    closes the other cleanly, and the counts include the early data.
+    """
+    tunnel = yield relays.open(early=b"early ")
+    tunnel.client.send(b"and late")
+    yield waitUntil(lambda: len(tunnel.origin.received) == 14)
+    assert tunnel.origin.received == b"early and late"
+    tunnel.origin.send(b"answer")
+    yield waitUntil(lambda: len(tunnel.client.received) == 6)
+    assert tunnel.client.received == b"answer"
+    tunnel.client.transport.loseConnection()
+    yield closedCleanly(tunnel)
+    stats = tunnel.relay.stats
+    assert (stats.bytesUp, stats.bytesDown) == (14, 6)
+    assert stats.closeReason == "client closed"
+    assert len(relays.sweeper) == 0 and relays.sweeper.interval is None
+
+
+@pytest.mark.parametrize("first", ["client", "origin"])
+@pytest_twisted.inlineCallbacks
+def test_halfClose(relays: Relays, first: str) -> Generator[Deferred[Any], Any, None]:
+    """
+    A FIN from either side reaches the other as a FIN after the bytes before
+    it, while the other direction keeps flowing; the second FIN ends the
+    tunnel cleanly, with the first side as the reason.
+    """
+    tunnel = yield relays.open(keepOpen=True)
+    sender, answerer = (
+        (tunnel.client, tunnel.origin)
+        if first == "client"
+        else (tunnel.origin, tunnel.client)
+    )
+    sender.send(b"question")
+    sender.finish()
+    yield withDeadline(answerer.eof)
+    assert answerer.received == b"question"
+    assert not sender.gone.called
+    answerer.send(b"the answer")
+    yield waitUntil(lambda: len(sender.received) == 10)
+    assert sender.received == b"the answer"
+    answerer.finish()
+    yield withDeadline(sender.eof)
+    yield closedCleanly(tunnel)
+    expected = "client closed" if first == "client" else "upstream closed"
+    assert tunnel.relay.stats.closeReason == expected
+
+
+@pytest_twisted.inlineCallbacks
+def test_finWithEarlyData(relays: Relays) -> Generator[Deferred[Any], Any, None]:
+    """
+    A client that sent its FIN before the relay existed: the origin gets the
+    early data and then the FIN, and its answer still reaches the client.
+    """
+    tunnel = yield relays.open(
+        early=b"request-body", clientFinished=True, keepOpen=True
+    )
+    yield withDeadline(tunnel.origin.eof)
+    assert tunnel.origin.received == b"request-body"
+    tunnel.origin.send(b"reply")
+    tunnel.origin.finish()
+    yield withDeadline(tunnel.client.eof)
+    assert tunnel.client.received == b"reply"
+    yield closedCleanly(tunnel)
+    stats = tunnel.relay.stats
+    assert (stats.bytesUp, stats.bytesDown, stats.closeReason) == (
+        12,
+        5,
+        "client closed",
+    )
+
+
+@pytest_twisted.inlineCallbacks
+def test_bothWaysCounted(relays: Relays) -> Generator[Deferred[Any], Any, None]:
+    """
+    Several MiB each way at the same time arrive intact and in order, and
+    the counts are exact.
+    """
+    tunnel = yield relays.open(keepOpen=True)
+    up, down = pattern(3 << 20, 1), pattern(5 << 20, 2)
+    senders = [
+        Sender(tunnel.client.transport, up),
+        Sender(tunnel.origin.transport, down),
+    ]
+    yield withDeadline(senders[0].done)
+    tunnel.client.finish()
+    yield withDeadline(senders[1].done)
+    tunnel.origin.finish()
+    yield withDeadline(tunnel.origin.eof)
+    yield withDeadline(tunnel.client.eof)
+    assert tunnel.origin.received == up
+    assert tunnel.client.received == down
+    yield closedCleanly(tunnel)
+    stats = tunnel.relay.stats
+    assert (stats.bytesUp, stats.bytesDown) == (len(up), len(down))
+
+
+@pytest_twisted.inlineCallbacks
+def test_slowReaderBoundsMemory(relays: Relays) -> Generator[Deferred[Any], Any, None]:
+    """
+    A client that reads nothing stops the origin: the relay stops reading
+    from it instead of buffering, so what is in flight stays within the
+    sockets' small buffers (the origin's sender is paused, far short of
+    what it has to send); once the client reads, everything arrives.
+    """
+    total = 32 << 20
+    bound = 4 << 20
+    tunnel = yield relays.open()
+    tunnel.client.transport.pauseProducing()
+    data = pattern(total, 3)
+    sender = Sender(tunnel.origin.transport, data)
+    progress = [-1]
+
+    def stalled() -> bool:
+        # Paused, and nothing more handed over since the last look.
+        still = sender.paused and sender.sent == progress[0]
+        progress[0] = sender.sent
+        return still
+
+    yield waitUntil(lambda: sender.sent > 0)
+    while not stalled():
+        yield deferLater(reactor(), 0.2, lambda: None)
+    assert sender.sent <= bound, sender.sent
+    tunnel.client.transport.resumeProducing()
+    yield withDeadline(sender.done)
+    yield waitUntil(lambda: len(tunnel.client.received) == total)
+    assert tunnel.client.received == data
+    assert tunnel.relay.stats.bytesDown == total
+    tunnel.origin.transport.loseConnection()
+    yield closedCleanly(tunnel)
+
+
+@pytest_twisted.inlineCallbacks
+def test_idleDeadline(relays: Relays) -> Generator[Deferred[Any], Any, None]:
+    """
+    A tunnel where nothing moves for the idle timeout is closed cleanly on
+    both sides with that reason: not before the timeout after the last
+    byte, and not much after it.
+    """
+    idle = 0.5
+    settings = ProxySettings(idleTimeout=idle, halfCloseTimeout=60, abortTimeout=5)
+    tunnel = yield relays.open(settings=settings)
+    tunnel.client.send(b"x")
+    yield waitUntil(lambda: tunnel.origin.received == b"x")
+    lastByte = reactor().seconds()
+    yield closedCleanly(tunnel)
+    elapsed = reactor().seconds() - lastByte
+    assert tunnel.relay.stats.closeReason == "idle timeout"
+    assert idle <= elapsed < idle * 9 / 8 + 2.0, elapsed
+    assert relays.sweeper.interval is None
+
+
+@pytest.mark.parametrize("side", ["client", "origin"])
+@pytest_twisted.inlineCallbacks
+def test_resetPassedOn(
+    relays: Relays, side: str
+) -> Generator[Deferred[Any], Any, None]:
+    """
+    A side that sends 128 KiB and resets while the other side is not
+    reading: once that side reads, it gets every byte, then a reset (not a
+    clean end of input that would make the transfer look complete); the
+    close reason says which side was lost.
+    """
+    tunnel = yield relays.open()
+    resetter, survivor = (
+        (tunnel.client, tunnel.origin)
+        if side == "client"
+        else (tunnel.origin, tunnel.client)
+    )
+    stats = tunnel.relay.stats
+
+    def relayed() -> int:
+        return int(stats.bytesUp if side == "client" else stats.bytesDown)
+
+    survivor.transport.pauseProducing()
+    data = pattern(128 << 10, 4)
+    Sender(resetter.transport, data)
+    # The relay has every byte, and the resetter's kernel has nothing left
+    # to send: the reset destroys nothing on its own connection, while
+    # what the survivor has not read is still on its way through the
+    # relay's side.
+    yield waitUntil(lambda: relayed() == len(data))
+    yield waitUntil(lambda: resetter.unacknowledged() == 0)
+    resetter.reset()
+    yield waitUntil(lambda: stats.closingAt is not None)
+    survivor.transport.resumeProducing()
+    yield withDeadline(survivor.gone)
+    assert survivor.reason is not None
+    assert not survivor.reason.check(ConnectionDone), survivor.reason
+    assert survivor.received == data
+    yield withDeadline(tunnel.closed)
+    lost = "client" if side == "client" else "upstream"
+    assert stats.closeReason is not None
+    assert stats.closeReason.startswith(f"{lost} connection lost"), stats.closeReason

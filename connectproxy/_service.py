@@ -174,6 +174,7 @@ class ReloadService(Service):
             previous.maxFailures = gatekeeper.limiter.maxFailures
             previous.window = gatekeeper.limiter.window
             previous.blockFor = gatekeeper.limiter.blockFor
+            previous.maxUsers = gatekeeper.limiter.maxUsers
             gatekeeper.limiter = previous
         self._factory.reconfigure(options.settings(), gatekeeper)
         for listener in self.listeners:

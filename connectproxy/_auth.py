@@ -467,8 +467,6 @@ class HtpasswdChecker:
         return self._reactor
 
     def _runInPool(self, verification: Verification) -> Deferred[bool]:
-        if self._stopped:
-            return fail(UnauthorizedLogin())
         if self._pool is None:
             self._pool = ThreadPool(0, self._maxThreads, "connectproxy-htpasswd")
             self._pool.start()

@@ -458,6 +458,17 @@ class Options(usage.Options, AuthOptionMixin):
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
 
+    def opt_help_auth_type(self, authType: str) -> None:
+        """
+        Show help for a particular authentication type and exit.
+        """
+        if authType in UNSUPPORTED_CHECKERS:
+            raise usage.UsageError(
+                f"--auth {authType} does not work in connectproxy: "
+                f"{UNSUPPORTED_CHECKERS[authType]}"
+            )
+        super().opt_help_auth_type(authType)
+
     def _checkerFactoriesForOptHelpAuth(self) -> Iterator[Any]:
         """
         The checker types --help-auth lists: those that work in the proxy.

@@ -1032,6 +1032,24 @@ def test_cancelledCheck(tmp_path: Path, running: bool) -> None:
         assert len(runner.started) == 2
 
 
+def test_cancelledCheckAmongOthers(tmp_path: Path) -> None:
+    """
+    Dropping one waiting check of a client leaves its other waiting checks
+    in place.
+    """
+    runner = LaterRunner()
+    checker = queuedChecker(tmp_path, runner, maxThreads=1, maxQueuedPerClient=3)
+    ask(checker, "10.0.0.1")
+    dropped = ask(checker, "10.0.0.1")
+    kept = ask(checker, "10.0.0.1")
+    dropped.cancel()
+    dropped.addErrback(lambda f: f.trap(CancelledError))
+    runner.finish(0)
+    runner.finish(1)
+    assert resultOf(kept) == b"alice"
+    assert len(runner.started) == 2
+
+
 def test_runnerErrorIsUnauthorized(tmp_path: Path, logEvents: list[LogEvent]) -> None:
     """
     A runner that raises instead of failing its Deferred fails that check,

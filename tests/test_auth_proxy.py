@@ -245,15 +245,17 @@ def test_helpAuthListsWorkingCheckers() -> None:
     assert "unix" not in names
 
 
-def test_unixCheckerRefused() -> None:
+@pytest.mark.parametrize("option", ["--auth", "--help-auth-type"])
+def test_unixCheckerRefused(option: str) -> None:
     """
-    C{--auth unix} stops the command with a message that says why and what
-    to use instead.
+    C{--auth unix} (and its help) stops the command with a message that
+    says why and what to use instead.
     """
     with pytest.raises(usage.UsageError) as info:
-        Options().parseOptions(["--auth", "unix"])
+        Options().parseOptions([option, "unix"])
     message = str(info.value)
-    assert message.startswith("--auth unix does not work in connectproxy: ")
+    assert message.startswith(option)
+    assert "--auth unix does not work in connectproxy: " in message
     assert "use htpasswd:FILE" in message
 
 
@@ -283,6 +285,29 @@ class TextChecker:
         self, credentials: Any
     ) -> Deferred[str]:
         return succeed(credentials.username.decode("utf-8"))
+
+
+def test_anonymousAvatarIdIs500(logEvents: list[LogEvent]) -> None:
+    """
+    A checker that answers with something other than a user name (the
+    anonymous avatar ID) gets the client a 500, logged, not a tunnel.
+    """
+
+    @implementer(ICredentialsChecker)
+    class AnonymousChecker:
+        credentialInterfaces = (IUsernamePassword,)
+
+        def requestAvatarId(self, credentials: Any) -> Deferred[bytes | tuple[()]]:
+            return succeed(())
+
+    harness = ProxyHarness()
+    harness.factory.gatekeeper = Gatekeeper(
+        AccessRules.defaults(), portal=userPortal([AnonymousChecker()])
+    )
+    assert onlyResponse(login(harness, b"alice:x")).status == 500
+    assert harness.connector.attempts == []
+    [error] = named(logEvents, "admission_error")
+    assert error["log_failure"].check(TypeError)
 
 
 def test_textAvatarId() -> None:

@@ -152,6 +152,21 @@ def test_eachLimitTurnsOff(
         assert limits._clients == {}
 
 
+def test_recentFailures() -> None:
+    """
+    C{_recentFailures} counts the failures of a user name that count now.
+    """
+    clock = Clock()
+    limits = limiter(clock, maxFailures=5, window=60)
+    assert limits._recentFailures(NAT, "alice") == 0
+    limits.recordFailure(NAT, "alice")
+    clock.advance(30)
+    limits.recordFailure(NAT, "alice")
+    assert limits._recentFailures(NAT, "alice") == 2
+    clock.advance(31)
+    assert limits._recentFailures(NAT, "alice") == 1
+
+
 def test_parallelGuessesOfOneUserWait() -> None:
     """
     Checks of a user name under way count towards its limit: no more run at

@@ -313,6 +313,7 @@ class Gatekeeper:
                 "{client} refused for {seconds} s: failed logins with "
                 "{count} different user names",
                 event="auth_blocked",
+                scope=blocked,
                 client=clientHost,
                 user=None,
                 seconds=self.limiter.blockFor,
@@ -320,9 +321,12 @@ class Gatekeeper:
             )
         elif blocked == "user":
             self._log.warn(
-                "user {user!r} refused from {client} for {seconds} s: "
-                "{count} failed logins",
+                "{what} refused from {client} for {seconds} s: {count} failed logins",
                 event="auth_blocked",
+                scope=blocked,
+                what="malformed credentials"
+                if userName is None
+                else f"user {userName!r}",
                 client=clientHost,
                 user=userName,
                 seconds=self.limiter.blockFor,

@@ -98,7 +98,10 @@ def test_failuresOfOneUserDoNotLockOutOthers(logEvents: list[LogEvent]) -> None:
     assert alice.header("Retry-After") == "60"
     assert len(harness.connector.attempts) == 1
     [blocked] = named(logEvents, "auth_blocked")
-    assert (blocked["client"], blocked["user"]) == ("127.0.0.1", "alice")
+    assert (blocked["scope"], blocked["client"]) == ("user", "127.0.0.1")
+    assert formatEvent(blocked) == (
+        "user 'alice' refused from 127.0.0.1 for 60.0 s: 10 failed logins"
+    )
 
 
 def test_blockedUserStillLogsInFromElsewhere() -> None:
@@ -136,14 +139,16 @@ def test_sprayingBlocksTheAddress(logEvents: list[LogEvent]) -> None:
     login(harness, b"bob:hunter2", SECOND)
     assert len(harness.connector.attempts) == 1
     [blocked] = named(logEvents, "auth_blocked")
-    assert (blocked["client"], blocked["user"]) == ("127.0.0.1", None)
-    assert "3 different user names" in formatEvent(blocked)
+    assert (blocked["scope"], blocked["client"]) == ("client", "127.0.0.1")
+    assert formatEvent(blocked) == (
+        "127.0.0.1 refused for 30.0 s: failed logins with 3 different user names"
+    )
     harness.clock.advance(30)
     login(harness, b"bob:hunter2")
     assert len(harness.connector.attempts) == 2
 
 
-def test_malformedCredentialsCountAsOneUser() -> None:
+def test_malformedCredentialsCountAsOneUser(logEvents: list[LogEvent]) -> None:
     """
     Malformed credentials are failures of a user name of their own: they
     block malformed credentials, not the users behind the address.
@@ -152,6 +157,9 @@ def test_malformedCredentialsCountAsOneUser() -> None:
     client = harness.connectClient()
     client.send(connectHead(TARGET, "Proxy-Authorization: Basic !") * 3)
     assert [r.status for r in responses(client)] == [407, 407, 429]
+    [blocked] = named(logEvents, "auth_blocked")
+    assert (blocked["scope"], blocked["user"]) == ("user", None)
+    assert formatEvent(blocked).startswith("malformed credentials refused from")
     login(harness, b"alice:secret")
     assert len(harness.connector.attempts) == 1
 

@@ -150,6 +150,6 @@ def test_sprayingBlocksTheAddress(proxy: ProxyFactory, echo: OriginProcess) -> N
     assert 1 <= int(response.headers["retry-after"]) <= 30
     assert "different user names" in body
     blocked = running.waitForNamed("auth_blocked")
-    assert (blocked["client"], blocked["user"]) == (LOCAL, None)
+    assert (blocked["scope"], blocked["client"]) == ("client", LOCAL)
     with tunnel(running.port, good, source=OTHER_LOOPBACK) as client:
         client.echo(b"another address is not blocked")

@@ -15,7 +15,6 @@ import ipaddress
 from collections.abc import Generator, Iterable, Sequence
 from typing import Any
 
-from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import LoginFailed
 from twisted.cred.portal import IRealm, Portal
 from twisted.internet.address import IPv4Address, IPv6Address
@@ -34,6 +33,7 @@ from ._auth import (
     CheckerBusy,
     FailureLimiter,
     InvalidCredentials,
+    ProxyCredentials,
     parseBasicCredentials,
 )
 from ._connector import UpstreamRequest
@@ -55,14 +55,18 @@ class IProxyUser(Interface):
 @implementer(IRealm)
 class _UserNameRealm:
     """
-    A realm whose avatars are just the user names.
+    A realm whose avatars are just the user names: UTF-8 bytes, or text
+    from checkers that answer with text.
     """
 
     def requestAvatar(
-        self, avatarId: bytes | tuple[()], mind: object, *interfaces: Any
+        self, avatarId: bytes | str | tuple[()], mind: object, *interfaces: Any
     ) -> tuple[Any, str, Any]:
-        assert isinstance(avatarId, bytes)
-        return IProxyUser, avatarId.decode("utf-8", "replace"), lambda: None
+        if isinstance(avatarId, bytes):
+            avatarId = avatarId.decode("utf-8", "replace")
+        if not isinstance(avatarId, str):
+            raise TypeError(f"a checker answered {avatarId!r}, not a user name")
+        return IProxyUser, avatarId, lambda: None
 
 
 def userPortal(checkers: Iterable[Any]) -> Portal:
@@ -219,51 +223,65 @@ class Gatekeeper:
 
         @return: A Deferred firing with the user name, or failing with
             L{Refused}: 407 (keep-alive) for missing or wrong credentials,
-            429 for a client that failed too often lately.
+            429 for a user name (or, after failures with many user names, a
+            whole address) that failed too often lately from this address,
+            503 when the checker is too busy.
         """
         assert self.portal is not None
         limiter = self.limiter
         if limiter is not None:
-            blocked = limiter.blockedFor(clientHost)
-            if blocked is not None:
-                raise Refused(
-                    429,
-                    "too many failed logins; try again later",
-                    [("Retry-After", str(max(1, int(blocked + 0.999))))],
-                )
+            self._refuseIfBlocked(limiter.clientBlockedFor(clientHost), True)
         value = request.getHeader("proxy-authorization")
         if value is None:
             raise Refused(407, "proxy authentication required", self._challenge, True)
         try:
             userName, password = parseBasicCredentials(value)
         except InvalidCredentials as e:
+            # Counted as failures of a user name of their own.
+            if limiter is not None:
+                self._refuseIfBlocked(limiter.blockedFor(clientHost, ""), False)
             self._failed(clientHost, None, e.reason)
             raise Refused(407, "invalid credentials", self._challenge, True) from None
-        credentials = UsernamePassword(
-            userName.encode("utf-8"), password.encode("utf-8")
+        if limiter is not None:
+            self._refuseIfBlocked(limiter.blockedFor(clientHost, userName), False)
+        credentials = ProxyCredentials(
+            userName.encode("utf-8"), password.encode("utf-8"), clientHost
         )
         if limiter is not None:
-            limiter.attemptStarted(clientHost)
+            limiter.attemptStarted(clientHost, userName)
         try:
             _, avatar, _ = yield self.portal.login(credentials, None, IProxyUser)
         except LoginFailed:
             self._failed(clientHost, userName, "wrong user name or password")
             raise Refused(407, "invalid credentials", self._challenge, True) from None
-        except CheckerBusy:
-            raise Refused(
-                503, "too many logins are being checked", [("Retry-After", "1")]
-            ) from None
+        except CheckerBusy as e:
+            raise Refused(503, e.reason, [("Retry-After", "1")]) from None
         finally:
             if limiter is not None:
-                limiter.attemptEnded(clientHost)
-        # A success does not clear the address's failures: one valid
-        # password must not make guessing others' passwords free.
+                limiter.attemptEnded(clientHost, userName)
+        # A success does not clear the failures of other user names, nor its
+        # own: one valid password must not make guessing passwords free.
         assert isinstance(avatar, str)
         return avatar
 
+    def _refuseIfBlocked(self, blocked: float | None, wholeClient: bool) -> None:
+        """
+        @param blocked: Seconds until the client may try again, or C{None}.
+        @param wholeClient: Whether the whole address is blocked, rather
+            than one user name from it.
+        @raise Refused: 429 with C{Retry-After}, when C{blocked}.
+        """
+        if blocked is None:
+            return
+        reason = (
+            "too many failed logins with different user names from this "
+            "address; try again later"
+            if wholeClient
+            else "too many failed logins for this user; try again later"
+        )
+        raise Refused(429, reason, [("Retry-After", str(max(1, int(blocked + 0.999))))])
+
     def _failed(self, clientHost: str, userName: str | None, reason: str) -> None:
-        if self.limiter is not None:
-            self.limiter.recordFailure(clientHost)
         self._log.info(
             "login failed for {user!r} from {client}: {reason}",
             event="auth_failed",
@@ -271,3 +289,30 @@ class Gatekeeper:
             user=userName,
             reason=reason,
         )
+        if self.limiter is None:
+            return
+        blocked = self.limiter.recordFailure(clientHost, userName or "")
+        if blocked == "client":
+            self._log.warn(
+                "{client} refused for {seconds} s: failed logins with "
+                "{count} different user names",
+                event="auth_blocked",
+                scope=blocked,
+                client=clientHost,
+                user=None,
+                seconds=self.limiter.blockFor,
+                count=self.limiter.maxUsers,
+            )
+        elif blocked == "user":
+            self._log.warn(
+                "{what} refused from {client} for {seconds} s: {count} failed logins",
+                event="auth_blocked",
+                scope=blocked,
+                what="malformed credentials"
+                if userName is None
+                else f"user {userName!r}",
+                client=clientHost,
+                user=userName,
+                seconds=self.limiter.blockFor,
+                count=self.limiter.maxFailures,
+            )

@@ -2,7 +2,7 @@
 """
 Proxy authentication: parsing C{Proxy-Authorization: Basic} credentials,
 checking them against an Apache htpasswd file without blocking the reactor,
-and slowing down clients that keep guessing.
+making Twisted's own checkers fit, and explaining files that cannot be read.
 """
 
 from __future__ import annotations
@@ -11,17 +11,20 @@ import base64
 import hashlib
 import hmac
 import os
+import pwd
 import re
-import threading
 import unicodedata
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 import bcrypt
-from twisted.cred.checkers import ICredentialsChecker
+from twisted.cred.checkers import (
+    FilePasswordDB,
+    ICredentialsChecker,
+    InMemoryUsernamePasswordDatabaseDontUse,
+)
 from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
@@ -33,26 +36,47 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from ._errors import CheckerBusy, InvalidCredentials
+from ._limiter import FailureLimiter, makeRoom
+from ._verifyqueue import ThreadRunner, Verification, VerificationQueue
 
 __all__ = [
+    "UNSUPPORTED_CHECKERS",
     "CheckerBusy",
     "FailureLimiter",
     "HtpasswdChecker",
     "InvalidCredentials",
+    "ProxyCredentials",
+    "adaptChecker",
     "parseBasicCredentials",
+    "unreadableFile",
 ]
 
-_V = TypeVar("_V")
 
-Verification = Callable[[], bool]
-"""
-A password verification, ready to run in a thread: C{True} for a match.
-"""
+@implementer(IUsernamePassword)
+@dataclass(frozen=True, slots=True)
+class ProxyCredentials:
+    """
+    Basic credentials from a C{Proxy-Authorization} field, and the address
+    of the client that sent them (so that a checker can share its work
+    fairly between clients).
 
-ThreadRunner = Callable[[Verification], "Deferred[bool]"]
-"""
-Runs a L{Verification} away from the reactor thread and fires with its result.
-"""
+    @ivar username: The user-id, UTF-8.
+    @ivar password: The password, UTF-8 (never shown in C{repr}).
+    @ivar client: The client's IP address as text; C{""} for UNIX socket
+        clients.
+    """
+
+    username: bytes
+    password: bytes = field(repr=False)
+    client: str = ""
+
+    def checkPassword(self, password: bytes | str) -> bool:
+        """
+        Compare with a stored plaintext password, in constant time.
+
+        @param password: The stored password; text is taken as UTF-8.
+        """
+        return hmac.compare_digest(self.password, _asBytes(password))
 
 
 def parseBasicCredentials(value: str) -> tuple[str, str]:
@@ -99,13 +123,16 @@ def _hasControl(text: str) -> bool:
     return any(unicodedata.category(c) == "Cc" for c in text)
 
 
+_BCRYPT_MAX: Final = 72
+
+
 def _checkBcrypt(stored: str, password: bytes) -> bool:
-    # bcrypt only uses 72 bytes: bcrypt 5 raises ValueError for longer
-    # passwords, older versions truncate them. Refuse them with any version.
-    if len(password) > 72:
-        return False
+    # bcrypt only ever uses the first 72 bytes of a password. Apache's
+    # htpasswd -B accepts longer ones and hashes those 72 bytes; bcrypt 5
+    # raises ValueError for longer passwords, older versions truncate. Verify
+    # the first 72 bytes, as Apache does, so the password the user set works.
     try:
-        return bcrypt.checkpw(password, stored.encode("ascii"))
+        return bcrypt.checkpw(password[:_BCRYPT_MAX], stored.encode("ascii"))
     except ValueError:
         return False
 
@@ -224,10 +251,12 @@ class HtpasswdChecker:
     """
     Check L{IUsernamePassword} credentials against an Apache htpasswd file.
 
-    bcrypt (C{$2y$}, C{$2a$}, C{$2b$}), Apache MD5 (C{$apr1$}), SHA-crypt
-    (C{$5$}, C{$6$}) and unsalted SHA-1 (C{{SHA}}) entries are verified in a
-    small thread pool of its own; plaintext entries only when
-    C{allowPlaintext} is set. Other entries never match. Successes are
+    bcrypt (C{$2y$}, C{$2a$}, C{$2b$}; the first 72 bytes of the password,
+    as Apache does), Apache MD5 (C{$apr1$}), SHA-crypt (C{$5$}, C{$6$}) and
+    unsalted SHA-1 (C{{SHA}}) entries are verified in a small thread pool of
+    its own, behind a bounded L{VerificationQueue} shared fairly between
+    clients (L{ProxyCredentials} name the client); plaintext entries only
+    when C{allowPlaintext} is set. Other entries never match. Successes are
     cached briefly under a keyed hash, and the file is reloaded when it
     changes.
 
@@ -252,14 +281,18 @@ class HtpasswdChecker:
         *,
         runInThread: ThreadRunner | None = None,
         maxQueued: int = 256,
+        maxQueuedPerClient: int | None = None,
     ) -> None:
         """
         Load the file.
 
         @param maxThreads: The most verifications that run at once.
         @param maxQueued: The most verifications waiting or running; beyond
-            that a check fails at once (a flood of logins from many
-            addresses cannot queue unbounded work).
+            that a check fails at once with L{CheckerBusy} (a flood of
+            logins from many addresses cannot queue unbounded work).
+        @param maxQueuedPerClient: The most verifications of one client
+            address waiting or running (beyond: L{CheckerBusy}); by default
+            a sixteenth of C{maxQueued}, at least 1.
         @param clock: The time source of the cache and of the change checks;
             the bound reactor when C{None}.
         @param runInThread: Replaces the thread pool (for tests).
@@ -270,10 +303,15 @@ class HtpasswdChecker:
         self.cacheTTL = cacheTTL
         self._maxThreads = maxThreads
         self._clock = clock
+        if maxQueuedPerClient is None:
+            maxQueuedPerClient = max(1, maxQueued // 16)
         self._runInThread = self._runInPool if runInThread is None else runInThread
-        self._maxQueued = maxQueued
-        self._queued = 0
-        self._queueLock = threading.Lock()
+        self._queue = VerificationQueue(
+            lambda verification: self._runInThread(verification),
+            maxThreads,
+            maxQueued,
+            maxQueuedPerClient,
+        )
         self._reactor: IReactorFromThreads | None = None
         self._pool: ThreadPool | None = None
         self._stopped = False
@@ -287,7 +325,9 @@ class HtpasswdChecker:
         try:
             self._load()
         except OSError as e:
-            raise ValueError(f"cannot read htpasswd file {path!r}: {e.strerror}") from e
+            raise ValueError(
+                f"cannot read htpasswd file {path}: {unreadableFile(e)}"
+            ) from e
 
     def bind(self, reactor: IReactorFromThreads) -> None:
         """
@@ -298,12 +338,13 @@ class HtpasswdChecker:
 
     def stop(self) -> None:
         """
-        Stop the thread pool: verifications still queued are skipped (they
-        fail), and only those already running are waited for.  Later
-        checks fail rather than start threads that would keep the process
-        alive.
+        Stop the thread pool: verifications still queued are dropped (they
+        fail with L{CheckerBusy}), and only those already running are
+        waited for.  Later checks fail rather than start threads that would
+        keep the process alive.
         """
         self._stopped = True
+        self._queue.stop()
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.stop()
@@ -319,10 +360,10 @@ class HtpasswdChecker:
             self._load()
         except OSError as e:
             self._log.error(
-                "htpasswd file {path} could not be read ({error}): "
-                "keeping the {count} users loaded before",
+                "cannot read htpasswd file {path}, keeping the {count} users "
+                "loaded before: {error}",
                 path=self.path,
-                error=e.strerror,
+                error=unreadableFile(e),
                 count=len(self._entries),
                 event="auth_file_error",
             )
@@ -337,8 +378,12 @@ class HtpasswdChecker:
         """
         Check a user name and password.
 
+        @param credentials: With L{ProxyCredentials}, the check counts
+            towards the share of the client named there; other credentials
+            share one.
         @return: A L{Deferred} that fires with the UTF-8 user name, or fails
-            with L{UnauthorizedLogin}.
+            with L{UnauthorizedLogin}, or with L{CheckerBusy} when too many
+            checks (or too many of this client) are queued already.
         """
         self._maybeReload()
         user, password = _asBytes(credentials.username), _asBytes(credentials.password)
@@ -360,34 +405,34 @@ class HtpasswdChecker:
                 self._remember(key)
             return user
 
-        if self._queued >= self._maxQueued:
+        if self._stopped:
+            return fail(UnauthorizedLogin())
+        client = credentials.client if isinstance(credentials, ProxyCredentials) else ""
+        try:
+            d = self._queue.submit(client, partial(self._verify, target, password))
+        except CheckerBusy as e:
             self._log.warn(
-                "{count} password checks already queued: refusing more",
-                count=self._queued,
+                "password checks queued: {count} in all, {clientCount} from "
+                "{client}; refused one: {reason}",
+                count=self._queue.queued,
+                clientCount=self._queue.clientQueued(client),
+                client=client or "-",
+                reason=e.reason,
                 event="auth_overloaded",
             )
-            return fail(CheckerBusy())
-        with self._queueLock:
-            self._queued += 1
-        d = self._runInThread(partial(self._verifyQueued, target, password))
+            return fail(e)
         return d.addErrback(self._verificationFailed).addCallback(checked)
 
-    def _verifyQueued(self, entry: _Entry, password: bytes) -> bool:
+    def _verify(self, entry: _Entry, password: bytes) -> bool:
         """
-        Run one verification (in a pool thread) and free its place in the
-        queue when it really ends, even if whoever asked has given up: a
-        client that leaves must not free room for more work than runs.
-        After L{stop}, queued work is skipped.
+        Run one verification, in a pool thread; skip it after L{stop}.
         """
-        try:
-            return not self._stopped and entry.verify(password)
-        finally:
-            with self._queueLock:
-                self._queued -= 1
+        return not self._stopped and entry.verify(password)
 
     def _verificationFailed(self, reason: Failure) -> Failure:
-        if reason.check(UnauthorizedLogin, CancelledError):
-            # A cancelled check (the client left) is not a failed login.
+        if reason.check(UnauthorizedLogin, CancelledError, CheckerBusy):
+            # A cancelled check (the client left) is not a failed login, nor
+            # is one dropped because the checker stops.
             return reason
         self._log.failure(
             "password verification failed unexpectedly",
@@ -411,8 +456,6 @@ class HtpasswdChecker:
         return self._reactor
 
     def _runInPool(self, verification: Verification) -> Deferred[bool]:
-        if self._stopped:
-            return fail(UnauthorizedLogin())
         if self._pool is None:
             self._pool = ThreadPool(0, self._maxThreads, "connectproxy-htpasswd")
             self._pool.start()
@@ -433,7 +476,7 @@ class HtpasswdChecker:
         now = self._now()
         self._cache.pop(key, None)
         # Constant TTL: insertion order is expiry order, so the oldest is first.
-        _makeRoom(self._cache, lambda expiry: expiry <= now, _CACHE_LIMIT)
+        makeRoom(self._cache, lambda expiry: expiry <= now, _CACHE_LIMIT)
         self._cache[key] = now + self.cacheTTL
 
     def _maybeReload(self) -> None:
@@ -450,9 +493,7 @@ class HtpasswdChecker:
             self.reload()
 
     def _load(self) -> None:
-        with open(self.path, "rb") as f:
-            signature = _fileSignature(os.fstat(f.fileno()))
-            data = f.read()
+        signature, data = _readFile(self.path)
         entries = self._parse(data)
         usable = [e for e in entries.values() if e.scheme is not None]
         ranks = list(_VERIFIERS)
@@ -526,116 +567,80 @@ def _asBytes(value: bytes | str) -> bytes:
     return value.encode("utf-8") if isinstance(value, str) else value
 
 
-def _makeRoom(table: dict[Any, _V], expired: Callable[[_V], bool], limit: int) -> None:
+def _readFile(path: str) -> tuple[tuple[int, int, int], bytes]:
     """
-    Drop the oldest items of C{table} while they are expired or there is no
-    room for one more.
+    @return: The signature and the contents of the file at C{path}.
+    @raise OSError: If it cannot be read.
     """
-    while table:
-        oldest = next(iter(table))
-        if len(table) < limit and not expired(table[oldest]):
-            return
-        del table[oldest]
+    with open(path, "rb") as f:
+        signature = _fileSignature(os.fstat(f.fileno()))
+        return signature, f.read()
 
 
-class FailureLimiter:
+def _serviceUser() -> str:
     """
-    Block a client (any string key, usually its address) for C{blockFor}
-    seconds after C{maxFailures} failed logins within C{window} seconds.
-
-    At most C{maxKeys} counting and C{maxKeys} blocked keys are remembered;
-    the oldest go first.
+    @return: The name of the user the process runs as (after C{twistd
+        --uid}, the one it switched to), or C{uid N} for a user without one.
     """
+    uid = os.geteuid()
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
 
-    def __init__(
-        self,
-        clock: IReactorTime,
-        maxFailures: int = 10,
-        window: float = 60.0,
-        blockFor: float = 60.0,
-        maxKeys: int = 100_000,
-    ) -> None:
-        """
-        @param maxFailures: 0 disables the limiter.
-        """
-        self._clock = clock
-        self.maxFailures = maxFailures
-        self.window = window
-        self.blockFor = blockFor
-        self.maxKeys = maxKeys
-        # Both ordered by last change, which is also expiry order.
-        self._failures: dict[str, deque[float]] = {}
-        self._blockedUntil: dict[str, float] = {}
-        # Checks under way per key: they count towards the limit, so that
-        # guesses sent in parallel cannot outrun it.
-        self._pending: dict[str, int] = {}
 
-    def blockedFor(self, key: str) -> float | None:
-        """
-        @return: The seconds until C{key} is unblocked, or C{None} if it is
-            not blocked.
-        """
-        remaining = self._blockRemaining(key)
-        if remaining is not None:
-            return remaining
-        pending = self._pending.get(key, 0)
-        if pending and pending + self._recentFailures(key) >= self.maxFailures > 0:
-            # As many checks under way as failures still allowed: wait for
-            # their outcome.
-            return 1.0
-        return None
+def unreadableFile(error: OSError) -> str:
+    """
+    Say why a file could not be read, and for a permission problem what to
+    change: a file read again after C{twistd --uid} dropped privileges
+    (on a change or on SIGHUP) must be readable by the service user.
 
-    def _blockRemaining(self, key: str) -> float | None:
-        until = self._blockedUntil.get(key)
-        if until is None:
-            return None
-        remaining = until - self._clock.seconds()
-        if remaining > 0:
-            return remaining
-        del self._blockedUntil[key]
-        return None
+    @return: A short phrase for a log line or an error message.
+    """
+    if isinstance(error, PermissionError):
+        return (
+            f"permission denied for user {_serviceUser()}; make it readable "
+            "by the service user or use systemd LoadCredential="
+        )
+    return (error.strerror or str(error)).lower()
 
-    def _recentFailures(self, key: str) -> int:
-        failures = self._failures.get(key)
-        if failures is None:
-            return 0
-        horizon = self._clock.seconds() - self.window
-        return sum(1 for when in failures if when > horizon)
 
-    def attemptStarted(self, key: str) -> None:
-        """
-        A check for C{key} is under way; call L{attemptEnded} when it ends,
-        however it ends.
-        """
-        self._pending[key] = self._pending.get(key, 0) + 1
+UNSUPPORTED_CHECKERS: Final = {
+    "unix": (
+        "it hashes on the reactor thread, needs the crypt and spwd modules "
+        "(gone in Python 3.13) and read access to /etc/shadow; use htpasswd:FILE"
+    ),
+}
+"""
+Checker types that C{--auth} offers through C{twisted.cred.strcred} but
+that cannot work in the proxy, with why (C{--help-auth} does not list them).
+"""
 
-    def attemptEnded(self, key: str) -> None:
-        """
-        A check started with L{attemptStarted} ended.
-        """
-        count = self._pending.get(key, 0) - 1
-        if count > 0:
-            self._pending[key] = count
-        else:
-            self._pending.pop(key, None)
 
-    def recordFailure(self, key: str) -> None:
-        """
-        Count a failed login of C{key}, and block it if that was one too many.
-        """
-        if self.maxFailures <= 0 or self._blockRemaining(key) is not None:
-            return
-        now = self._clock.seconds()
-        failures = self._failures.pop(key, None)
-        if failures is None:
-            horizon = now - self.window
-            _makeRoom(self._failures, lambda times: times[-1] <= horizon, self.maxKeys)
-            failures = deque(maxlen=self.maxFailures)
-        failures.append(now)
-        while failures[0] <= now - self.window:
-            failures.popleft()
-        if len(failures) < self.maxFailures:
-            self._failures[key] = failures
-            return
-        _makeRoom(self._blockedUntil, lambda until: until <= now, self.maxKeys)
-        self._blockedUntil[key] = now + self.blockFor
+def adaptChecker(checker: Any) -> Any:
+    """
+    Make a checker from C{twisted.cred.strcred} work with the credentials
+    the proxy passes (L{ProxyCredentials}: UTF-8 bytes).
+
+    C{memory:USER:PASSWORD} stores the text from the command line, so a
+    user name in bytes is never found in it: its table is converted to
+    UTF-8 bytes.  C{file:PATH} reads its file at every login: it is read
+    once here, so that a file that cannot be read stops the command
+    instead of failing every login.
+
+    @return: C{checker}.
+    @raise ValueError: If the file of a C{file:} checker cannot be read.
+    """
+    if isinstance(checker, InMemoryUsernamePasswordDatabaseDontUse):
+        checker.users = {
+            _asBytes(name): _asBytes(password)
+            for name, password in checker.users.items()
+        }
+    elif isinstance(checker, FilePasswordDB):
+        try:
+            _readFile(checker.filename)
+        except OSError as e:
+            raise ValueError(
+                f"cannot read password file {checker.filename}: {unreadableFile(e)}"
+            ) from e
+    return checker

@@ -350,6 +350,8 @@ class ConnectRequestParser:
             raise BadRequest(400, "missing Host header field")
         if hosts and not _validHostField(hosts[0]):
             raise BadRequest(400, "invalid Host header field")
+        if [name for name, _ in headers].count("proxy-authorization") > 1:
+            raise BadRequest(400, "more than one Proxy-Authorization header field")
         host: str | None = None
         port: int | None = None
         if method == "CONNECT":

@@ -248,6 +248,7 @@ class ReloadService(Service):
             previous.maxFailures = gatekeeper.limiter.maxFailures
             previous.window = gatekeeper.limiter.window
             previous.blockFor = gatekeeper.limiter.blockFor
+            previous.maxUsers = gatekeeper.limiter.maxUsers
             gatekeeper.limiter = previous
         for listener in self.listeners:
             listener.unauthenticated = options.unauthenticated()

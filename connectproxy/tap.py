@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from typing import Any, NoReturn, TypeVar
 
@@ -23,7 +23,7 @@ from twisted.python import usage
 
 from . import plugins as pluginPackage
 from ._admission import Gatekeeper, userPortal
-from ._auth import FailureLimiter
+from ._auth import UNSUPPORTED_CHECKERS, FailureLimiter, adaptChecker
 from ._config import ConfigKey, applyConfig, loadConfig
 from ._connector import ConnectorContext, ConnectorMaker
 from ._factory import ConnectProxyFactory
@@ -366,9 +366,20 @@ class Options(usage.Options, AuthOptionMixin):
             "auth-max-failures",
             None,
             10,
-            "Failed logins from one client address within --auth-failure-window "
-            "before it is refused with 429 for --auth-block-time; 0 turns "
-            "this off.",
+            "Failed logins for one user name from one client address within "
+            "--auth-failure-window before that user name is refused from that "
+            "address with 429 for --auth-block-time (other users behind the "
+            "same address still log in); 0 turns this off.",
+            _count,
+        ],
+        [
+            "auth-max-failed-users",
+            None,
+            20,
+            "Different user names with failed logins from one client address "
+            "within --auth-failure-window before the whole address is refused "
+            "with 429 for --auth-block-time (password spraying); 0 turns this "
+            "off.",
             _count,
         ],
         [
@@ -382,7 +393,8 @@ class Options(usage.Options, AuthOptionMixin):
             "auth-block-time",
             None,
             60.0,
-            "Seconds a client address is refused after too many failed logins.",
+            "Seconds a user name (or, after --auth-max-failed-users, a whole "
+            "client address) is refused after too many failed logins.",
             _positiveFloat,
         ],
     ]
@@ -575,6 +587,42 @@ class Options(usage.Options, AuthOptionMixin):
                 f"(installed: {', '.join(sorted(policyFactories())) or 'none'})"
             )
         self._append("policy", description)
+
+    def opt_auth(self, description: str) -> None:
+        """
+        Require Basic credentials checked by this checker (repeatable), for
+        example htpasswd:/etc/connectproxy/htpasswd. See --help-auth.
+        """
+        authType = description.partition(":")[0]
+        if authType in UNSUPPORTED_CHECKERS:
+            raise usage.UsageError(
+                f"--auth {authType} does not work in connectproxy: "
+                f"{UNSUPPORTED_CHECKERS[authType]}"
+            )
+        super().opt_auth(description)
+        try:
+            adaptChecker(self["credCheckers"][-1])
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
+
+    def opt_help_auth_type(self, authType: str) -> None:
+        """
+        Show help for a particular authentication type and exit.
+        """
+        if authType in UNSUPPORTED_CHECKERS:
+            raise usage.UsageError(
+                f"--auth {authType} does not work in connectproxy: "
+                f"{UNSUPPORTED_CHECKERS[authType]}"
+            )
+        super().opt_help_auth_type(authType)
+
+    def _checkerFactoriesForOptHelpAuth(self) -> Iterator[Any]:
+        """
+        The checker types --help-auth lists: those that work in the proxy.
+        """
+        for factory in super()._checkerFactoriesForOptHelpAuth():
+            if factory.authType not in UNSUPPORTED_CHECKERS:
+                yield factory
 
     def opt_help_policies(self) -> None:
         """
@@ -792,12 +840,13 @@ class Options(usage.Options, AuthOptionMixin):
             if bind is not None:
                 bind(reactor)
         limiter = None
-        if self["auth-max-failures"]:
+        if self["auth-max-failures"] or self["auth-max-failed-users"]:
             limiter = FailureLimiter(
                 reactor,
                 maxFailures=self["auth-max-failures"],
                 window=self["auth-failure-window"],
                 blockFor=self["auth-block-time"],
+                maxUsers=self["auth-max-failed-users"],
             )
         return Gatekeeper(
             self.rules,

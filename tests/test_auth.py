@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import pwd
 import queue
 import subprocess
 import sys
@@ -44,9 +45,10 @@ from zope.interface.verify import verifyObject
 
 from connectproxy import _auth
 from connectproxy._auth import (
-    FailureLimiter,
+    CheckerBusy,
     HtpasswdChecker,
     InvalidCredentials,
+    ProxyCredentials,
     parseBasicCredentials,
 )
 from twisted.plugins.connectproxy_htpasswd import connectproxyHtpasswd
@@ -372,14 +374,31 @@ def test_sha1WarnsOncePerLoad(tmp_path: Path, logEvents: list[LogEvent]) -> None
     assert len(eventsNamed(logEvents, "auth_weak_hashes")) == 2
 
 
-def test_bcryptPasswordOver72BytesFails(tmp_path: Path) -> None:
+def test_bcryptLongPasswordChecksFirst72Bytes(tmp_path: Path) -> None:
     """
-    A password longer than bcrypt's 72 bytes is a failed login, not an error,
-    even when its first 72 bytes are right.
+    A bcrypt entry for a password over 72 bytes (Apache's C{htpasswd -B}
+    hashes its first 72 bytes, the only ones bcrypt uses) accepts the whole
+    password the user set, as Apache does, and refuses one that differs
+    within the first 72 bytes.
     """
-    setup = Setup(tmp_path, f"alice:{bcryptHash('p' * 72)}\n")
-    assert setup.check("alice", "p" * 73) is None
-    assert setup.check("alice", "p" * 72) == b"alice"
+    password = b"p" * 40 + b"q" * 40
+    stored = bcrypt.hashpw(password[:72], bcrypt.gensalt(4)).decode("ascii")
+    setup = Setup(tmp_path, f"alice:{stored}\n", cacheTTL=0)
+    assert setup.check("alice", password.decode()) == b"alice"
+    assert setup.check("alice", password[:72].decode()) == b"alice"
+    assert setup.check("alice", "p" * 39 + "x" + "q" * 40) is None
+    assert setup.check("alice", password[:71].decode()) is None
+    assert setup.runner.calls == 4
+
+
+def test_bcryptLongPasswordNeverRaises() -> None:
+    """
+    bcrypt itself refuses passwords over 72 bytes (version 5 raises): the
+    verifier never hands it one.
+    """
+    stored = bcrypt.hashpw(b"x" * 72, bcrypt.gensalt(4)).decode("ascii")
+    assert _auth._Entry("bcrypt", stored).verify(b"x" * 4096) is True
+    assert _auth._Entry("bcrypt", stored).verify(b"y" * 4096) is False
 
 
 def test_passwordWithColons(tmp_path: Path) -> None:
@@ -499,6 +518,155 @@ def test_unexpectedErrorIsUnauthorized(
     assert resultOf(d) is None
     [error] = eventsNamed(logEvents, "auth_verify_error")
     assert error["log_failure"].check(RuntimeError)
+
+
+# ProxyCredentials
+
+
+def test_proxyCredentialsProvideInterface() -> None:
+    """
+    L{ProxyCredentials} provide L{IUsernamePassword}, carry the client's
+    address, and never show the password.
+    """
+    credentials = ProxyCredentials(b"alice", b"hunter2", "192.0.2.7")
+    assert verifyObject(IUsernamePassword, credentials)
+    assert credentials.client == "192.0.2.7"
+    assert "hunter2" not in repr(credentials)
+
+
+@pytest.mark.parametrize(
+    "stored, matches",
+    [(b"hunter2", True), ("hunter2", True), (b"hunter3", False), ("", False)],
+)
+def test_proxyCredentialsCheckPassword(stored: bytes | str, matches: bool) -> None:
+    """
+    C{checkPassword} compares with a stored password in bytes or text.
+    """
+    credentials = ProxyCredentials(b"alice", b"hunter2")
+    assert credentials.checkPassword(stored) is matches
+
+
+# Files that cannot be read
+
+
+def test_unreadableFilePermission(monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    A permission error names the user the process runs as and what to
+    change.
+    """
+    monkeypatch.setattr(_auth, "_serviceUser", lambda: "nobody")
+    error = PermissionError(13, "Permission denied", "/etc/x")
+    assert _auth.unreadableFile(error) == (
+        "permission denied for user nobody; make it readable by the service "
+        "user or use systemd LoadCredential="
+    )
+
+
+def test_unreadableFileOther() -> None:
+    """
+    Other errors are described by their error string.
+    """
+    error = FileNotFoundError(2, "No such file or directory", "/etc/x")
+    assert _auth.unreadableFile(error) == "no such file or directory"
+
+
+def test_serviceUser(monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    The service user is named, or given by number when it has no name.
+    """
+    assert _auth._serviceUser() == pwd.getpwuid(os.geteuid()).pw_name
+    monkeypatch.setattr(os, "geteuid", lambda: 2**31 - 7)
+    assert _auth._serviceUser() == f"uid {2**31 - 7}"
+
+
+def denyReading(monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    Make every file read by the checker fail with a permission error, as
+    the user C{nobody}.
+    """
+
+    def readFile(path: str) -> tuple[tuple[int, int, int], bytes]:
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(_auth, "_readFile", readFile)
+    monkeypatch.setattr(_auth, "_serviceUser", lambda: "nobody")
+
+
+def test_unreadableAtStart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    A password file that cannot be read at start is a L{ValueError} that
+    names the file, the user and what to change.
+    """
+    path = tmp_path / "htpasswd"
+    path.write_text("")
+    denyReading(monkeypatch)
+    with pytest.raises(ValueError) as info:
+        HtpasswdChecker(str(path))
+    assert str(info.value) == (
+        f"cannot read htpasswd file {path}: permission denied for user nobody; "
+        "make it readable by the service user or use systemd LoadCredential="
+    )
+
+
+def test_unreadableOnChange(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, logEvents: list[LogEvent]
+) -> None:
+    """
+    A changed password file that the service user cannot read (privileges
+    were dropped after start) is logged once, naming the file and the user,
+    and the users loaded before still log in.
+    """
+    setup = Setup(tmp_path, f"alice:{sha1Hash('pw')}\n")
+    denyReading(monkeypatch)
+    setup.rewrite(f"alice:{sha1Hash('new')}\n")
+    setup.clock.advance(1)
+    assert setup.check("alice", "pw") == b"alice"
+    setup.clock.advance(1)
+    assert setup.check("alice", "pw") == b"alice"
+    [error] = eventsNamed(logEvents, "auth_file_error")
+    assert formatEvent(error) == (
+        f"cannot read htpasswd file {setup.path}, keeping the 1 users loaded "
+        "before: permission denied for user nobody; make it readable by the "
+        "service user or use systemd LoadCredential="
+    )
+
+
+# Twisted's checkers, adapted
+
+
+def test_adaptMemoryChecker() -> None:
+    """
+    The C{memory} checker, made from command-line text, is given UTF-8
+    bytes, and then accepts L{ProxyCredentials}.
+    """
+    checker = _auth.adaptChecker(strcred.makeChecker("memory:jürgen:pässwort"))
+    assert checker.users == {"jürgen".encode(): "pässwort".encode()}
+    right = ProxyCredentials("jürgen".encode(), "pässwort".encode())
+    assert resultOf(checker.requestAvatarId(right)) == "jürgen".encode()
+    wrong = ProxyCredentials("jürgen".encode(), b"x")
+    assert resultOf(checker.requestAvatarId(wrong)) is None
+
+
+def test_adaptFileChecker(tmp_path: Path) -> None:
+    """
+    The C{file} checker's file is read once when it is made: a file that
+    cannot be read is a L{ValueError} naming it.
+    """
+    path = tmp_path / "users"
+    path.write_text("alice:pw\n")
+    checker = strcred.makeChecker(f"file:{path}")
+    assert _auth.adaptChecker(checker) is checker
+    path.unlink()
+    with pytest.raises(ValueError, match=f"cannot read password file {path}: no such"):
+        _auth.adaptChecker(checker)
+
+
+def test_adaptOtherChecker(tmp_path: Path) -> None:
+    """
+    Other checkers are left as they are.
+    """
+    setup = Setup(tmp_path, "")
+    assert _auth.adaptChecker(setup.checker) is setup.checker
 
 
 # HtpasswdChecker: reloading
@@ -679,36 +847,241 @@ def test_successDuringReloadNotCached(tmp_path: Path) -> None:
     assert checker._cache == {}
 
 
-def test_queueBounded(tmp_path: Path) -> None:
+class LaterRunner:
     """
-    Beyond C{maxQueued} verifications waiting or running, a check fails at
-    once without queueing more work; room frees up only when a queued
-    verification really runs, not when its caller gives up.
+    Starts verifications and leaves them running until the test finishes
+    them with L{finish}.
+
+    @ivar started: The verifications started, with their Deferreds, in order.
     """
-    jobs: list[tuple[Callable[[], bool], Deferred[bool]]] = []
 
-    def later(verification: Callable[[], bool]) -> Deferred[bool]:
-        jobs.append((verification, Deferred()))
-        return jobs[-1][1]
+    def __init__(self) -> None:
+        self.started: list[tuple[Callable[[], bool], Deferred[bool]]] = []
 
+    def __call__(self, verification: Callable[[], bool]) -> Deferred[bool]:
+        self.started.append((verification, Deferred()))
+        return self.started[-1][1]
+
+    def finish(self, index: int = 0) -> None:
+        """
+        Run the C{index}th verification started and deliver its result.
+        """
+        verification, d = self.started[index]
+        d.callback(verification())
+
+
+def queuedChecker(
+    tmp_path: Path,
+    runner: Callable[[Callable[[], bool]], Deferred[bool]],
+    **kwargs: Any,
+) -> HtpasswdChecker:
+    """
+    A checker of C{alice} (password C{pw}) without a cache, whose
+    verifications go to C{runner}.
+    """
     path = tmp_path / "htpasswd"
     path.write_text(f"alice:{sha1Hash('pw')}\n")
-    checker = HtpasswdChecker(
-        str(path), clock=Clock(), cacheTTL=0, runInThread=later, maxQueued=2
+    return HtpasswdChecker(
+        str(path), clock=Clock(), cacheTTL=0, runInThread=runner, **kwargs
     )
-    credentials = UsernamePassword(b"alice", b"pw")
-    first = checker.requestAvatarId(credentials)
-    abandoned = checker.requestAvatarId(credentials)
-    abandoned.cancel()
-    abandoned.addErrback(lambda f: f.trap(CancelledError))
-    third = checker.requestAvatarId(credentials)
-    third.addErrback(lambda f: f.trap(UnauthorizedLogin))
-    assert len(jobs) == 2
-    verification, d = jobs[0]
-    d.callback(verification())
-    assert resultOf(first) == b"alice"
-    checker.requestAvatarId(credentials)
-    assert len(jobs) == 3
+
+
+def ask(checker: HtpasswdChecker, client: str, password: str = "pw") -> Deferred[bytes]:
+    """
+    Ask C{checker} about C{alice} on behalf of the client at C{client}.
+    """
+    credentials = ProxyCredentials(b"alice", password.encode(), client)
+    return checker.requestAvatarId(credentials)
+
+
+def busyReason(d: Deferred[Any]) -> str:
+    """
+    The reason of the L{CheckerBusy} C{d} failed with.
+    """
+    failures: list[Failure] = []
+    d.addErrback(failures.append)
+    [failure] = failures
+    assert isinstance(failure.value, CheckerBusy)
+    return failure.value.reason
+
+
+def test_queueBounded(tmp_path: Path, logEvents: list[LogEvent]) -> None:
+    """
+    Beyond C{maxQueued} verifications waiting or running, a check fails at
+    once with L{CheckerBusy}, logged, without queueing more work.
+    """
+    runner = LaterRunner()
+    checker = queuedChecker(tmp_path, runner, maxQueued=3, maxQueuedPerClient=3)
+    pending = [ask(checker, f"10.0.0.{n}") for n in range(3)]
+    assert busyReason(ask(checker, "10.0.0.9")) == "too many logins are being checked"
+    assert len(runner.started) == 2
+    [warning] = eventsNamed(logEvents, "auth_overloaded")
+    assert (warning["count"], warning["client"]) == (3, "10.0.0.9")
+    runner.finish(0)
+    assert resultOf(pending[0]) == b"alice"
+    assert len(runner.started) == 3
+    ask(checker, "10.0.0.9")
+    assert len(runner.started) == 3
+
+
+def test_clientShareBounded(tmp_path: Path, logEvents: list[LogEvent]) -> None:
+    """
+    One client cannot fill the queue: beyond C{maxQueuedPerClient} of its
+    checks waiting or running, its next one gets L{CheckerBusy} with a
+    reason that says what to change, while other clients are still served.
+    """
+    runner = LaterRunner()
+    checker = queuedChecker(tmp_path, runner, maxQueued=100, maxQueuedPerClient=2)
+    ask(checker, "10.0.0.1")
+    ask(checker, "10.0.0.1")
+    reason = busyReason(ask(checker, "10.0.0.1"))
+    assert reason == (
+        "too many logins from this address are being checked at once; "
+        "send fewer at a time"
+    )
+    [warning] = eventsNamed(logEvents, "auth_overloaded")
+    assert (warning["clientCount"], warning["client"]) == (2, "10.0.0.1")
+    other = ask(checker, "10.0.0.2")
+    assert runner.started[-1][0]() is True
+    runner.started[-1][1].callback(True)
+    assert resultOf(other) == b"alice"
+
+
+def test_defaultClientShare(tmp_path: Path) -> None:
+    """
+    By default one client may have a sixteenth of the queue.
+    """
+    runner = LaterRunner()
+    checker = queuedChecker(tmp_path, runner, maxQueued=64)
+    for _ in range(4):
+        ask(checker, "10.0.0.1")
+    assert busyReason(ask(checker, "10.0.0.1")).startswith("too many logins from")
+
+
+def test_busyClientLeavesAThreadFree(tmp_path: Path) -> None:
+    """
+    A client that fills its share with slow verifications runs at most all
+    but one of the threads at once: another client's check starts at once,
+    ahead of the waiting ones.
+    """
+    runner = LaterRunner()
+    checker = queuedChecker(
+        tmp_path, runner, maxThreads=3, maxQueued=100, maxQueuedPerClient=5
+    )
+    for _ in range(5):
+        ask(checker, "10.0.0.1")
+    assert len(runner.started) == 2
+    other = ask(checker, "10.0.0.2")
+    assert len(runner.started) == 3
+    runner.finish(2)
+    assert resultOf(other) == b"alice"
+    assert len(runner.started) == 3
+    runner.finish(0)
+    assert len(runner.started) == 4
+
+
+def test_clientsTakeTurns(tmp_path: Path) -> None:
+    """
+    Waiting checks start client by client in turn, not in arrival order.
+    """
+    runner = LaterRunner()
+    checker = queuedChecker(
+        tmp_path, runner, maxThreads=1, maxQueued=100, maxQueuedPerClient=10
+    )
+    order: list[str] = []
+
+    def done(avatarId: bytes, client: str) -> None:
+        order.append(client)
+
+    for client in ["a", "a", "a", "b", "c"]:
+        ask(checker, client).addCallback(done, client)
+    for index in range(5):
+        runner.finish(index)
+    assert order == ["a", "a", "b", "c", "a"]
+
+
+@pytest.mark.parametrize("running", [False, True])
+def test_cancelledCheck(tmp_path: Path, running: bool) -> None:
+    """
+    A check whose asker gave up (the client left, its deadline passed) is
+    dropped without running if it was waiting, and frees its place at
+    once; a running one keeps its place until it really ends.
+    """
+    runner = LaterRunner()
+    checker = queuedChecker(
+        tmp_path, runner, maxThreads=1, maxQueued=2, maxQueuedPerClient=2
+    )
+    first = ask(checker, "10.0.0.1")
+    second = ask(checker, "10.0.0.2")
+    (first if running else second).cancel()
+    for d in [first, second]:
+        d.addErrback(lambda f: f.trap(CancelledError))
+    third = ask(checker, "10.0.0.3")
+    if running:
+        assert busyReason(third) == "too many logins are being checked"
+        runner.finish(0)
+        assert len(runner.started) == 2
+        runner.finish(1)
+        assert resultOf(second) == b"alice"
+    else:
+        runner.finish(0)
+        assert resultOf(first) == b"alice"
+        assert len(runner.started) == 2
+        runner.finish(1)
+        assert resultOf(third) == b"alice"
+        assert len(runner.started) == 2
+
+
+def test_cancelledCheckAmongOthers(tmp_path: Path) -> None:
+    """
+    Dropping one waiting check of a client leaves its other waiting checks
+    in place.
+    """
+    runner = LaterRunner()
+    checker = queuedChecker(tmp_path, runner, maxThreads=1, maxQueuedPerClient=3)
+    ask(checker, "10.0.0.1")
+    dropped = ask(checker, "10.0.0.1")
+    kept = ask(checker, "10.0.0.1")
+    dropped.cancel()
+    dropped.addErrback(lambda f: f.trap(CancelledError))
+    runner.finish(0)
+    runner.finish(1)
+    assert resultOf(kept) == b"alice"
+    assert len(runner.started) == 2
+
+
+def test_runnerErrorIsUnauthorized(tmp_path: Path, logEvents: list[LogEvent]) -> None:
+    """
+    A runner that raises instead of failing its Deferred fails that check,
+    logged, and the queue goes on.
+    """
+    calls: list[int] = []
+
+    def broken(verification: Callable[[], bool]) -> Deferred[bool]:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("no thread")
+        return succeed(verification())
+
+    checker = queuedChecker(tmp_path, broken)
+    assert resultOf(ask(checker, "10.0.0.1")) is None
+    [error] = eventsNamed(logEvents, "auth_verify_error")
+    assert error["log_failure"].check(RuntimeError)
+    assert resultOf(ask(checker, "10.0.0.1")) == b"alice"
+
+
+def test_stopDropsWaitingChecks(tmp_path: Path) -> None:
+    """
+    Checks still waiting when the checker stops fail with L{CheckerBusy}
+    (the client may retry elsewhere; it is not a failed login).
+    """
+    runner = LaterRunner()
+    checker = queuedChecker(tmp_path, runner, maxThreads=1)
+    ask(checker, "10.0.0.1")
+    waiting = ask(checker, "10.0.0.2")
+    checker.stop()
+    assert busyReason(waiting) == "the password checker is stopping"
+    assert len(runner.started) == 1
 
 
 def test_stopSkipsQueuedWork(tmp_path: Path) -> None:
@@ -827,102 +1200,6 @@ def test_boundReactorIsTheDefaultClock(tmp_path: Path) -> None:
     reactor.advance(5)
     checker.requestAvatarId(UsernamePassword(b"alice", b"pw"))
     assert runner.calls == 2
-
-
-# FailureLimiter
-
-
-def test_limiterBlocksAfterMaxFailures() -> None:
-    """
-    The C{maxFailures}th failure inside the window blocks the key for
-    C{blockFor} seconds; the one before does not.
-    """
-    clock = Clock()
-    limiter = FailureLimiter(clock, maxFailures=3, window=60, blockFor=30)
-    limiter.recordFailure("10.0.0.1")
-    limiter.recordFailure("10.0.0.1")
-    assert limiter.blockedFor("10.0.0.1") is None
-    limiter.recordFailure("10.0.0.1")
-    assert limiter.blockedFor("10.0.0.1") == 30
-    clock.advance(10)
-    assert limiter.blockedFor("10.0.0.1") == 20
-    assert limiter.blockedFor("10.0.0.2") is None
-
-
-def test_limiterUnblocksAndStartsOver() -> None:
-    """
-    After C{blockFor} seconds the key is free with a fresh count, and
-    failures while blocked do not extend the block.
-    """
-    clock = Clock()
-    limiter = FailureLimiter(clock, maxFailures=2, window=60, blockFor=30)
-    limiter.recordFailure("k")
-    limiter.recordFailure("k")
-    clock.advance(29)
-    limiter.recordFailure("k")
-    clock.advance(1)
-    assert limiter.blockedFor("k") is None
-    limiter.recordFailure("k")
-    assert limiter.blockedFor("k") is None
-
-
-def test_limiterSlidingWindow() -> None:
-    """
-    Only failures within the last C{window} seconds count.
-    """
-    clock = Clock()
-    limiter = FailureLimiter(clock, maxFailures=3, window=60, blockFor=30)
-    limiter.recordFailure("k")
-    clock.advance(30)
-    limiter.recordFailure("k")
-    clock.advance(30)
-    limiter.recordFailure("k")
-    assert limiter.blockedFor("k") is None
-    clock.advance(1)
-    limiter.recordFailure("k")
-    assert limiter.blockedFor("k") == 30
-
-
-def test_limiterDisabled() -> None:
-    """
-    With C{maxFailures=0} nothing is counted or blocked.
-    """
-    limiter = FailureLimiter(Clock(), maxFailures=0)
-    for _ in range(100):
-        limiter.recordFailure("k")
-    assert limiter.blockedFor("k") is None
-    assert limiter._failures == {}
-
-
-def test_limiterBounded() -> None:
-    """
-    At most C{maxKeys} keys are counted and blocked; the oldest go first.
-    """
-    clock = Clock()
-    limiter = FailureLimiter(clock, maxFailures=2, maxKeys=3)
-    for n in range(10):
-        limiter.recordFailure(f"k{n}")
-        assert len(limiter._failures) <= 3
-    assert list(limiter._failures) == ["k7", "k8", "k9"]
-    for n in range(10):
-        limiter.recordFailure(f"b{n}")
-        limiter.recordFailure(f"b{n}")
-        assert len(limiter._blockedUntil) <= 3
-    assert limiter.blockedFor("b9") is not None
-    assert limiter.blockedFor("b0") is None
-
-
-def test_limiterPurgesExpiredKeys() -> None:
-    """
-    Keys whose failures left the window are purged when new keys come.
-    """
-    clock = Clock()
-    limiter = FailureLimiter(clock, maxFailures=5, window=60)
-    limiter.recordFailure("old1")
-    limiter.recordFailure("old2")
-    clock.advance(60)
-    limiter.recordFailure("new")
-    assert list(limiter._failures) == ["new"]
 
 
 # The checker factory and the plugin

@@ -176,6 +176,7 @@ upstream = "direct"
 auth-realm = "Corp"
 auth-cache-ttl = 0
 auth-max-failures = 3
+auth-max-failed-users = 7
 auth-failure-window = 10.5
 auth-block-time = 300
 auth-allow-plaintext = true
@@ -209,6 +210,7 @@ policy = ["hostlist:{hosts}"]
         "auth-realm": "Corp",
         "auth-cache-ttl": 0.0,
         "auth-max-failures": 3,
+        "auth-max-failed-users": 7,
         "auth-failure-window": 10.5,
         "auth-block-time": 300.0,
         "auth-allow-plaintext": True,
@@ -936,10 +938,13 @@ def test_reloadKeepsFailedLogins(tmp_path: Path) -> None:
     limiter.recordFailure("192.0.2.7")
     limiter.recordFailure("192.0.2.7")
     assert limiter.blockedFor("192.0.2.7") is not None
-    writeConfig(tmp_path, "auth-max-failures = 5\nauth-block-time = 60\n")
+    writeConfig(
+        tmp_path,
+        "auth-max-failures = 5\nauth-max-failed-users = 9\nauth-block-time = 60\n",
+    )
     assert reloaderOf(service).reload()
     assert factory.gatekeeper.limiter is limiter
-    assert limiter.maxFailures == 5
+    assert (limiter.maxFailures, limiter.maxUsers) == (5, 9)
     assert limiter.blockedFor("192.0.2.7") is not None
 
 

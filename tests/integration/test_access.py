@@ -673,12 +673,13 @@ def usersFile(htpasswdTool: str) -> Iterator[Path]:
 def authProxy(usersFile: Path) -> Iterator[ProxyProcess]:
     """
     A proxy that requires a password from the users file, reaches loopback
-    origins, counts no failed logins (the limiter has its own test) and
+    origins, counts no failed logins (the limiter has its own tests) and
     takes header lines of up to 16 KiB.
     """
     yield from startProxies(
         *("--auth", f"htpasswd:{usersFile}", "--auth-realm", REALM),
-        *("--auth-max-failures", "0", "--max-request-line", "16384"),
+        *("--auth-max-failures", "0", "--auth-max-failed-users", "0"),
+        *("--max-request-line", "16384"),
     )
 
 
@@ -926,8 +927,10 @@ def test_failedLoginsBlockClient(
     proxy: ProxyFactory, usersFile: Path, echoOrigin: OriginProcess
 ) -> None:
     """
-    After three wrong passwords a client address gets 429 with Retry-After,
-    even with the right password, while another address still logs in.
+    After three wrong passwords for a user name, that user name gets 429
+    with Retry-After from that address, even with the right password, while
+    another user from the same address (behind the same NAT) and the same
+    user from another address still log in.
     """
     # The block outlasts the test, which does not wait it out: the protocol
     # tests cover its end on a fake clock.
@@ -948,7 +951,10 @@ def test_failedLoginsBlockClient(
         assert blocked.status == 429
         assert 1 <= int(blocked.headers["retry-after"]) <= 30
         assert blocked.headers["connection"] == "close"
-    assert body == b"429 Too Many Requests: too many failed logins; try again later\n"
+    assert body == (
+        b"429 Too Many Requests: too many failed logins for this user; "
+        b"try again later\n"
+    )
     # Logged after the failures, so all of them are in by then.
     running.waitForNamed("request_refused", status=429)
     failures = [e for e in running.events if e.get("event") == "auth_failed"]
@@ -957,14 +963,18 @@ def test_failedLoginsBlockClient(
     ] * 3
     with tunnel(running.port, good, source=OTHER_LOOPBACK) as client:
         client.echo(b"another address is not blocked")
+    other = connectHead(target, basic("bcrypt-user", "b-secret"))
+    with tunnel(running.port, other) as client:
+        client.echo(b"another user behind the same address is not blocked")
 
 
 def test_successDoesNotForgiveGuessing(
     proxy: ProxyFactory, usersFile: Path, echoOrigin: OriginProcess
 ) -> None:
     """
-    Three wrong passwords within the window block the address even when the
-    client logs in successfully (to its own account) between them.
+    Three wrong passwords for a user name within the window block that user
+    name even when the client logs in successfully (to its own account)
+    between them; its own account still works.
     """
     running = proxy(
         *("--auth", f"htpasswd:{usersFile}", "--auth-max-failures", "3"),
@@ -981,8 +991,10 @@ def test_successDoesNotForgiveGuessing(
     with Client(running.port) as client:
         client.send(guess)
         assert client.response()[0].status == 407
-        client.send(own)
+        client.send(guess)
         assert client.response()[0].status == 429
+    with tunnel(running.port, own) as client:
+        client.echo(b"still my own account")
 
 
 @pytest.mark.parametrize(

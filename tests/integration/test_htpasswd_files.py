@@ -173,3 +173,19 @@ async def test_toolChangesAreReloaded(
         assert await check(checker, "md5", "m-secret") is None
         assert await check(checker, "md5", "changed") == b"md5"
         assert await check(checker, "sha1", "s1-secret") is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_bcryptPasswordOver72Bytes(htpasswd: str, tmp_path: Path) -> None:
+    """
+    A user given an 80-byte password with C{htpasswd -B} (which hashes its
+    first 72 bytes, all bcrypt uses) logs in with that password, as with
+    Apache, and not with one that differs within the first 72 bytes.
+    """
+    password = "p" * 40 + "q" * 40
+    path = tmp_path / "users"
+    runHtpasswd(htpasswd, "-c", "-b", "-B", "-C", "4", str(path), "long", password)
+    assert path.read_text(encoding="utf-8").startswith("long:$2y$04$")
+    with runningChecker(path) as checker:
+        assert await check(checker, "long", password) == b"long"
+        assert await check(checker, "long", "p" * 39 + "x" + "q" * 40) is None

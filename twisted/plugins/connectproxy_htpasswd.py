@@ -32,11 +32,12 @@ class HtpasswdCheckerFactory:
     authHelp = """\
 Check Proxy-Authorization: Basic credentials against an Apache htpasswd
 file (user:hash lines, made with Apache's htpasswd tool). Supported hashes:
-bcrypt (htpasswd -B, recommended), Apache MD5 (-m, the default), SHA-256
-and SHA-512 crypt (-2, -5), and unsalted SHA-1 (-s, weak: a warning is
-logged). Plaintext entries (-p) are refused unless --auth-allow-plaintext
-is given; DES crypt (-d) and other formats never match. The file is
-reloaded when it changes.
+bcrypt (htpasswd -B, recommended; as with Apache, the first 72 bytes of a
+password count), Apache MD5 (-m, the default), SHA-256 and SHA-512 crypt
+(-2, -5), and unsalted SHA-1 (-s, weak: a warning is logged). Plaintext
+entries (-p) are refused unless --auth-allow-plaintext is given; DES crypt
+(-d) and other formats never match. The file is reloaded when it changes
+and on SIGHUP; it must stay readable by the user the proxy runs as.
 """
     argStringFormat = "A path to an htpasswd file"
     credentialInterfaces = (IUsernamePassword,)

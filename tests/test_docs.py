@@ -127,6 +127,14 @@ def test_venvProgramsByPath(block: ShellBlock) -> None:
                 )
 
 
+#: Commands that would change the machine a runnable block runs on.
+_CHANGES_MACHINE = re.compile(
+    r"(^|[;&|]\s*)(sudo|systemctl|useradd|groupadd|apt-get)\b"
+    r"|(^|[;&|]\s*)(chown|chmod|chgrp|install|cp|mv|rm|ln|mkdir|tee|touch)\b"
+    r"[^;&|]*\s/(etc|usr|var|opt|run|lib|srv|root|home)(/|\s|$)"
+)
+
+
 @pytest.mark.parametrize("block", _allBlocks(), ids=_ids)
 def test_blockRunsOrSaysWhyNot(block: ShellBlock) -> None:
     """
@@ -138,6 +146,12 @@ def test_blockRunsOrSaysWhyNot(block: ShellBlock) -> None:
         assert block.notRun.strip(), f"{block.where()}: not-run needs a reason"
         assert set(block.markers) == {"not-run"}, block.where()
         return
+    for command in block.commands():
+        # The README test runs the block on this machine: nothing in it may
+        # change the machine outside the test's own directory.
+        assert not _CHANGES_MACHINE.search(command), (
+            f"{block.where()}: changes the machine, mark it not-run: {command}"
+        )
     kinds = [
         classify(part) for command in block.commands() for part in segments(command)
     ]

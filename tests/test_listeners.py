@@ -339,3 +339,25 @@ def test_pluginEndpointNotListened(monkeypatch: pytest.MonkeyPatch) -> None:
     assert plan.describe() == (
         "listen careful:somewhere -> an address known once it listens (plain HTTP)"
     )
+
+
+def test_unknownSSLMethod(pki: TLSFiles) -> None:
+    """
+    An C{sslmethod=} that OpenSSL does not have is named as such, not as a
+    certificate problem.
+    """
+    files = f"privateKey={pki.serverKey}:certKey={pki.serverCert}"
+    with pytest.raises(ListenerError, match="sslmethod=TLSv9_METHOD is not a method"):
+        planListener(f"ssl:3129:{files}:sslmethod=TLSv9_METHOD")
+
+
+def test_combinedFileNamed(tmp_path: Path) -> None:
+    """
+    With C{privateKey=} only, the message says C{certKey=} defaults to it.
+    """
+    combined = tmp_path / "combined.pem"
+    with pytest.raises(ListenerError) as raised:
+        planListener(f"ssl:3129:privateKey={combined}")
+    assert f"cannot read privateKey={combined} (certKey= defaults to it)" in str(
+        raised.value
+    )

@@ -108,10 +108,12 @@ def renewTLSFiles(ca: TLSFiles, directory: Path) -> TLSFiles:
     same names) from the CA of C{ca}, as a renewal does.
 
     @param ca: Files made by L{makeTLSFiles}.
-    @param directory: Where to write the new certificate and key.
+    @param directory: Where to write the new certificate and key (made if
+        missing).
     @return: The same CA's files, with the new certificate and key.
     """
     assert ca.caKey is not None
+    directory.mkdir(parents=True, exist_ok=True)
     caCert = x509.load_pem_x509_certificate(ca.caCert.read_bytes())
     caKey = serialization.load_pem_private_key(ca.caKey.read_bytes(), None)
     assert isinstance(caKey, ec.EllipticCurvePrivateKey)

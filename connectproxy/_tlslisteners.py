@@ -15,9 +15,9 @@ use once the whole new configuration has loaded.  A connection keeps the
 context it was made with, so established tunnels and handshakes in progress
 are not touched.
 
-Twisted's C{tls:} listener reads its directory once (it reads it again
-only to look up a server name it has never seen, and in practice not even
-then), so its connection creator is replaced as a whole too.
+Twisted's C{tls:} listener reads its directory when it starts and, if a
+certificate was there then, never again (not even for a server name it does
+not know), so its connection creator is replaced as a whole too.
 """
 
 from __future__ import annotations

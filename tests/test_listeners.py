@@ -361,3 +361,18 @@ def test_combinedFileNamed(tmp_path: Path) -> None:
     assert f"cannot read privateKey={combined} (certKey= defaults to it)" in str(
         raised.value
     )
+
+
+def test_contextProblemWithoutDHParameters() -> None:
+    """
+    A TLS context that cannot be made for another reason than its DH
+    parameters is reported in OpenSSL's words.
+    """
+    from OpenSSL import SSL
+
+    from connectproxy._listeners import _contextProblem
+
+    error = SSL.Error([("SSL routines", "", "no cipher match")])
+    assert _contextProblem("ssl:3129", error) == (
+        "cannot make a TLS context: OpenSSL: no cipher match"
+    )

@@ -355,6 +355,7 @@ def test_chainReloaded(live: Live, certA: TLSFiles, otherCA: TLSFiles) -> None:
         ("garbage key", "privateKey={key} holds no PEM private key"),
         ("other key", "the certificate in certKey={cert} and the private key in"),
         ("missing certificate", "cannot read certKey={cert}: No such file"),
+        ("missing chain", "cannot read extraCertChain={chain}: No such file"),
         ("garbage chain", "extraCertChain={chain} holds no PEM certificate"),
         ("garbage DH parameters", "cannot load dhParameters={dh}: OpenSSL"),
     ],
@@ -386,6 +387,8 @@ def test_brokenFilesKeepOldCertificate(
         replaceFile(live.key, otherCA.serverKey.read_bytes())
     elif breakage == "missing certificate":
         live.cert.unlink()
+    elif breakage == "missing chain":
+        chain.unlink()
     elif breakage == "garbage chain":
         replaceFile(chain, b"nothing here\n")
     else:
@@ -660,3 +663,20 @@ def test_checkConfigLoadsDHParameters(live: Live) -> None:
     dh.unlink()
     with pytest.raises(ListenerError, match=f"cannot load dhParameters={dh}"):
         planListener(live.ssl(f":dhParameters={dh}"))
+
+
+def test_haproxyTLSDirectoryReloaded(
+    tmp_path: Path, certA: TLSFiles, certB: TLSFiles
+) -> None:
+    """
+    An C{haproxy:tls:} listener's directory is read again on reload too.
+    """
+    pems = tmp_path / "pems"
+    pemDirectory(pems, certA)
+    reactor, service, reloader = started("--listen", f"haproxy:tls:{pems}:port=0")
+    [(_, tls, _, _)] = reactor.tcpServers
+    assert servedSerial(handshake(tls, certA, reactor, None)) == serialOf(certA)
+    pemDirectory(pems, certB)
+    assert reloader.reload() is True
+    assert servedSerial(handshake(tls, certA, reactor, None)) == serialOf(certB)
+    IService(service).stopService()

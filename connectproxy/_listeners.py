@@ -5,7 +5,9 @@ parses it, listens with it on an inert reactor to see the address it would
 really use, and refuses a description whose address differs from the one
 written in it (C{tls:3129} would listen on port 443) or whose certificate
 files are unusable.  L{ListenerPlan.describe} is the line
-C{--check-config} prints for it.
+C{--check-config} prints for it.  For a TLS listener the plan holds the TLS
+configuration loaded from those files, which is what a reload (SIGHUP) puts
+in use (L{connectproxy._tls.reloadCertificates}).
 """
 
 from __future__ import annotations
@@ -14,12 +16,15 @@ import ipaddress
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
+from OpenSSL import SSL, crypto
 from twisted.internet.endpoints import AdoptedStreamServerEndpoint, serverFromString
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.ssl import Certificate, KeyPair
 from twisted.internet.testing import MemoryReactor
 from twisted.python.failure import Failure
+from twisted.python.filepath import FilePath
 
 __all__ = ["ListenerError", "ListenerPlan", "SystemdSocketMissing", "planListener"]
 
@@ -57,6 +62,11 @@ class ListenerPlan:
     @ivar fileno: The descriptor adopted from systemd, else C{None}.
     @ivar tls: Whether clients speak TLS to the proxy.
     @ivar proxyProtocol: Whether a PROXY protocol header comes first.
+    @ivar tlsConfiguration: For an C{ssl:} listener, the
+        L{CertificateOptions <twisted.internet.ssl.CertificateOptions>}
+        Twisted made from its files (its context made, so that every file
+        was read); for a C{tls:} listener, Twisted's connection creator for
+        its directory; otherwise C{None}.
     """
 
     description: str
@@ -66,6 +76,7 @@ class ListenerPlan:
     fileno: int | None = None
     tls: bool = False
     proxyProtocol: bool = False
+    tlsConfiguration: object | None = field(default=None, compare=False, repr=False)
 
     @property
     def where(self) -> str:
@@ -138,7 +149,7 @@ def planListener(
     plan = _planFromReactor(description, reactor)
     _checkWritten(plan)
     _checkCertificates(plan)
-    return plan
+    return replace(plan, tlsConfiguration=_tlsConfiguration(plan, endpoint, reactor))
 
 
 #: The endpoint types that Twisted itself provides, whose C{listen} on an
@@ -309,6 +320,111 @@ def _checkCertificates(plan: ListenerPlan) -> None:
             raise ListenerError(f"{plan.description!r}: {problem}")
 
 
+def _tlsConfiguration(
+    plan: ListenerPlan, endpoint: object, reactor: MemoryReactor
+) -> object | None:
+    """
+    The TLS configuration a listener made from its files: for C{ssl:} the
+    options it listened with, their context made (which reads the
+    C{dhParameters=} file, the one file Twisted leaves until the first
+    connection); for C{tls:} the connection creator of its TLS endpoint.
+
+    @raise ListenerError: When the context cannot be made, naming the file.
+    """
+    if reactor.sslServers:
+        [(_, _, options, _, _)] = reactor.sslServers
+        try:
+            options.getContext()
+        except Exception as e:
+            raise ListenerError(
+                f"{plan.description!r}: {_contextProblem(plan.description, e)}"
+            ) from None
+        loaded: object = options
+        return loaded
+    while endpoint is not None:
+        creator: object | None = getattr(endpoint, "connectionCreator", None)
+        if creator is not None:
+            return creator
+        endpoint = getattr(endpoint, "_wrappedEndpoint", None) or getattr(
+            endpoint, "endpoint", None
+        )
+    return None
+
+
+def _contextProblem(description: str, e: Exception) -> str:
+    """
+    Why the TLS context of an C{ssl:} listener cannot be made.
+    """
+    _, kwargs = splitDescription(description)
+    if "dhParameters" in kwargs:
+        return f"cannot load dhParameters={kwargs['dhParameters']}: {_reason(e)}"
+    return f"cannot make a TLS context: {_reason(e)}"
+
+
+def _sslFilesProblem(kwargs: Mapping[str, str]) -> str | None:
+    """
+    Which file of an C{ssl:} listener Twisted could not load, and why.
+
+    Twisted reads the certificate from C{certKey=} and the key from
+    C{certKey=} followed by C{privateKey=} (C{server.pem} for both by
+    default), pairs them up, then reads C{extraCertChain=}; this reads them
+    the same way, one at a time, to name the one that failed.
+
+    @param kwargs: The description's keywords.
+    @return: A sentence naming the option and its file, or C{None} when
+        each file loads on its own.
+    """
+    keyName = kwargs.get("privateKey", "server.pem")
+    certName = kwargs.get("certKey", keyName)
+    given = {"certKey": certName, "privateKey": keyName}
+    contents = {}
+    for option, name in given.items():
+        try:
+            contents[option] = FilePath(name).getContent()
+        except OSError as e:
+            return f"cannot read {_option(option, kwargs, name)}: {_reason(e, False)}"
+    certPEM, keyPEM = contents["certKey"], contents["privateKey"]
+    try:
+        certificate = Certificate.loadPEM(certPEM)
+    except Exception as e:
+        where = _option("certKey", kwargs, certName)
+        return f"{where} holds no PEM certificate ({_reason(e)})"
+    try:
+        key = KeyPair.load(certPEM + b"\n" + keyPEM, crypto.FILETYPE_PEM)
+    except Exception as e:
+        where = _option("privateKey", kwargs, keyName)
+        return f"{where} holds no PEM private key ({_reason(e)})"
+    if certificate.getPublicKey().keyHash() != key.keyHash():
+        return (
+            f"the certificate in {_option('certKey', kwargs, certName)} and "
+            f"the private key in {_option('privateKey', kwargs, keyName)} "
+            "do not match"
+        )
+    chain = kwargs.get("extraCertChain")
+    if chain is not None:
+        try:
+            pem = FilePath(chain).getContent()
+        except OSError as e:
+            return f"cannot read extraCertChain={chain}: {_reason(e, False)}"
+        if b"-----BEGIN CERTIFICATE-----" not in pem:
+            return f"extraCertChain={chain} holds no PEM certificate"
+    return None
+
+
+def _option(option: str, kwargs: Mapping[str, str], name: str) -> str:
+    """
+    An C{ssl:} file as the description names it: C{certKey=cert.pem}, or
+    C{server.pem (the default privateKey=)} when it does not.
+    """
+    if option in kwargs:
+        return f"{option}={name}"
+    if option == "certKey":
+        if "privateKey" in kwargs:
+            return f"privateKey={name} (certKey= defaults to it)"
+        return f"{name} (the default privateKey= and certKey=)"
+    return f"{name} (the default privateKey=)"
+
+
 def _tlsDirectoryProblem(directory: str) -> str | None:
     """
     What is wrong with a C{tls:} certificate directory, if anything.
@@ -332,14 +448,21 @@ def _tlsDirectoryProblem(directory: str) -> str | None:
     return None
 
 
-def _reason(e: BaseException) -> str:
+def _reason(e: BaseException, withFile: bool = True) -> str:
     """
-    An exception as a short reason: the OS error's text and file name, or
-    the exception's own text.
+    An exception as a short reason: the OS error's text (and file name),
+    OpenSSL's reasons, or the exception's own text.
+
+    @param withFile: Whether to name the file of an OS error.
     """
     if isinstance(e, OSError) and e.strerror:
-        name = f" {e.filename!r}" if e.filename else ""
+        name = f" {e.filename!r}" if e.filename and withFile else ""
         return f"{e.strerror}{name}".rstrip()
+    if isinstance(e, SSL.Error | crypto.Error) and e.args:
+        queue = e.args[0]
+        if isinstance(queue, list) and queue:
+            reasons = [str(entry[-1]) for entry in queue if isinstance(entry, tuple)]
+            return "OpenSSL: " + "; ".join(r for r in reasons if r)
     text = str(e) or type(e).__name__
     return text
 
@@ -355,8 +478,14 @@ _NOT_AN_INTEGER = re.compile(r"invalid literal for int\(\) with base 10: ('.*')"
 
 def _explain(description: str, e: Exception) -> str:
     """
-    Say why a description does not parse, in the operator's terms.
+    Say why a description does not parse, in the operator's terms: for an
+    C{ssl:} listener whose files do not load, which file and why.
     """
+    kinds = _kinds(description)
+    if kinds and kinds[-1] == "ssl" and not isinstance(e, TypeError):
+        problem = _sslFilesProblem(splitDescription(description)[1])
+        if problem is not None:
+            return f"{description!r}: {problem}"
     return f"{description!r} is not a valid listener: {_whyNot(description, e)}"
 
 
@@ -386,6 +515,11 @@ def _whyNot(description: str, e: Exception) -> str:
         args, kwargs = splitDescription(description)
         if kind == "tls" and len(args) > len(kinds):
             return f"cannot load the PEM files of {args[len(kinds)]!r}: {_reason(e)}"
+        if kind == "ssl" and isinstance(e, AttributeError) and "sslmethod" in kwargs:
+            return (
+                f"sslmethod={kwargs['sslmethod']} is not a method of OpenSSL.SSL "
+                "(leave it out: the default negotiates the best TLS version)"
+            )
         if kind == "ssl":
             key = kwargs.get("privateKey", "server.pem")
             files = f"privateKey={key}, certKey={kwargs.get('certKey', key)}"

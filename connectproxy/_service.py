@@ -21,6 +21,7 @@ from twisted.python import usage
 
 from ._factory import ConnectProxyFactory
 from ._observer import formatAddress
+from ._tlslisteners import NegotiatingReactor, reloadCertificates
 
 if TYPE_CHECKING:
     from ._sdnotify import NotifyService
@@ -149,14 +150,18 @@ class ListenerService(StreamServerEndpointService):
 class ReloadService(Service):
     """
     Re-reads the configuration on SIGHUP (or when L{reload} is called):
-    the configuration file, password files and rules.  New connections use
-    the new configuration; established tunnels carry on.  A configuration
-    that does not load is logged and the old one kept.
+    the configuration file, password files and rules, and the certificate
+    files of TLS listeners.  New connections use the new configuration;
+    established tunnels carry on.  A configuration that does not load, a
+    certificate among it, is logged and the old one kept as a whole.
     """
 
     _log = Logger()
     #: Told when a reload starts and ends (systemd notifications).
     notifier: NotifyService | None = None
+    #: The reactors the listeners listen with: those of TLS listeners hold
+    #: the certificates a reload replaces.
+    listenerReactors: Sequence[NegotiatingReactor] = ()
 
     def __init__(
         self,
@@ -227,6 +232,7 @@ class ReloadService(Service):
         try:
             options.parseOptions(self._options.argv)
             gatekeeper = options.gatekeeper(self._reactor)
+            useCertificates = reloadCertificates(self.listenerReactors, options.plans)
         except (usage.UsageError, ValueError, OSError) as e:
             return self._failed(e)
         if options["listen"] != self._listen:
@@ -250,6 +256,7 @@ class ReloadService(Service):
             previous.blockFor = gatekeeper.limiter.blockFor
             previous.maxUsers = gatekeeper.limiter.maxUsers
             gatekeeper.limiter = previous
+        useCertificates()
         for listener in self.listeners:
             listener.unauthenticated = options.unauthenticated()
             listener.clientRules = options["allow-client"]

@@ -14,9 +14,10 @@ client's offer, which is always the case when the factory names none.  So:
     L{ALPN_PROTOCOLS};
   - every L{WrappingFactory} (the PROXY-protocol wrapper of C{haproxy:}
     listeners among them) answers for the factory it wraps;
-  - L{NegotiatingReactor} gives the contexts of C{ssl:} (and
-    C{haproxy:ssl:}) listeners a selection callback that refuses a client
-    offering only protocols the proxy does not speak with a
+  - L{NegotiatingReactor <connectproxy._tlslisteners.NegotiatingReactor>}
+    gives the contexts of C{ssl:} (and C{haproxy:ssl:}) listeners the
+    selection callback of L{refuseUnsharedProtocols}, which refuses a
+    client offering only protocols the proxy does not speak with a
     C{no_application_protocol} alert (RFC 7301 section 3.2) instead of an
     C{internal_error}.
 
@@ -38,11 +39,9 @@ from twisted.logger import Logger
 from twisted.protocols.policies import WrappingFactory
 from twisted.python.components import getAdapterFactory, registerAdapter
 from twisted.python.failure import Failure
-from zope.interface import directlyProvides, providedBy
 
 __all__ = [
     "ALPN_PROTOCOLS",
-    "NegotiatingReactor",
     "NoSharedProtocol",
     "describeHandshakeFailure",
     "logHandshakeFailure",
@@ -181,43 +180,6 @@ def refuseUnsharedProtocols(contextFactory: object, factory: object) -> bool:
     except ValueError:
         return False
     return True
-
-
-class NegotiatingReactor:
-    """
-    A reactor for building listeners: everything goes to the real reactor,
-    except that L{listenSSL} (which C{ssl:} and C{haproxy:ssl:} listeners
-    call) first gives the listener's TLS context the ALPN selection of
-    L{refuseUnsharedProtocols}.
-
-    @ivar reactor: The real reactor.
-    """
-
-    def __init__(self, reactor: Any) -> None:
-        """
-        @param reactor: The real reactor; this one provides the same
-            interfaces.
-        """
-        self.reactor = reactor
-        directlyProvides(self, providedBy(reactor))
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.reactor, name)
-
-    def listenSSL(
-        self,
-        port: int,
-        factory: Any,
-        contextFactory: Any,
-        backlog: int = 50,
-        interface: str = "",
-    ) -> Any:
-        """
-        Listen with TLS, see L{IReactorSSL.listenSSL
-        <twisted.internet.interfaces.IReactorSSL.listenSSL>}.
-        """
-        refuseUnsharedProtocols(contextFactory, factory)
-        return self.reactor.listenSSL(port, factory, contextFactory, backlog, interface)
 
 
 #: OpenSSL's reasons for a first record that is not TLS at all: an HTTP

@@ -42,7 +42,7 @@ from ._resolver import ResolverPool
 from ._sdnotify import NotifyService, SystemdNotifier
 from ._service import ListenerService, ReloadService
 from ._settings import ProxySettings
-from ._tls import NegotiatingReactor
+from ._tlslisteners import NegotiatingReactor
 from ._version import __version__
 from .interfaces import (
     IAccessPolicy,
@@ -905,9 +905,12 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
     reloader.setName("reload")
     reloader.setServiceParent(service)
     listeners = []
-    # TLS listeners refuse clients that share no ALPN protocol cleanly.
-    listenerReactor = NegotiatingReactor(reactor)
+    listenerReactors = []
     for description in options["listen"]:
+        # TLS listeners refuse clients that share no ALPN protocol cleanly,
+        # and take new certificates on reload.
+        listenerReactor = NegotiatingReactor(reactor, description)
+        listenerReactors.append(listenerReactor)
         listener = ListenerService(
             serverEndpoint(listenerReactor, description), factory
         )
@@ -918,6 +921,7 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
         listener.setServiceParent(service)
         listeners.append(listener)
     reloader.listeners = listeners
+    reloader.listenerReactors = listenerReactors
     notifier = NotifyService(SystemdNotifier.fromEnvironment(), listeners)
     notifier.setName("notify")
     notifier.setServiceParent(service)

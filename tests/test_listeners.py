@@ -339,3 +339,40 @@ def test_pluginEndpointNotListened(monkeypatch: pytest.MonkeyPatch) -> None:
     assert plan.describe() == (
         "listen careful:somewhere -> an address known once it listens (plain HTTP)"
     )
+
+
+def test_unknownSSLMethod(pki: TLSFiles) -> None:
+    """
+    An C{sslmethod=} that OpenSSL does not have is named as such, not as a
+    certificate problem.
+    """
+    files = f"privateKey={pki.serverKey}:certKey={pki.serverCert}"
+    with pytest.raises(ListenerError, match="sslmethod=TLSv9_METHOD is not a method"):
+        planListener(f"ssl:3129:{files}:sslmethod=TLSv9_METHOD")
+
+
+def test_combinedFileNamed(tmp_path: Path) -> None:
+    """
+    With C{privateKey=} only, the message says C{certKey=} defaults to it.
+    """
+    combined = tmp_path / "combined.pem"
+    with pytest.raises(ListenerError) as raised:
+        planListener(f"ssl:3129:privateKey={combined}")
+    assert f"cannot read privateKey={combined} (certKey= defaults to it)" in str(
+        raised.value
+    )
+
+
+def test_contextProblemWithoutDHParameters() -> None:
+    """
+    A TLS context that cannot be made for another reason than its DH
+    parameters is reported in OpenSSL's words.
+    """
+    from OpenSSL import SSL
+
+    from connectproxy._listeners import _contextProblem
+
+    error = SSL.Error([("SSL routines", "", "no cipher match")])
+    assert _contextProblem("ssl:3129", error) == (
+        "cannot make a TLS context: OpenSSL: no cipher match"
+    )

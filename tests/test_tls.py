@@ -46,12 +46,12 @@ from connectproxy._proxyprotocol import ProxyHeaderFactory
 from connectproxy._settings import ProxySettings
 from connectproxy._tls import (
     ALPN_PROTOCOLS,
-    NegotiatingReactor,
     NoSharedProtocol,
     describeHandshakeFailure,
     logHandshakeFailure,
     refuseUnsharedProtocols,
 )
+from connectproxy._tlslisteners import NegotiatingReactor
 from connectproxy.tap import Options, makeService
 from connectproxy.testing import ProxyHarness
 from tests.integration._pki import TLSFiles, makeTLSFiles

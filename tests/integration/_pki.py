@@ -26,11 +26,14 @@ class TLSFiles:
     @ivar serverCert: The server certificate (PEM) for C{localhost},
         C{127.0.0.1} and C{::1}, signed by the CA.
     @ivar serverKey: The server's private key (PEM).
+    @ivar caKey: The CA's private key (PEM), to issue more certificates
+        (L{renewTLSFiles}).
     """
 
     caCert: Path
     serverCert: Path
     serverKey: Path
+    caKey: Path | None = None
 
 
 def _name(commonName: str) -> x509.Name:
@@ -86,6 +89,58 @@ def makeTLSFiles(directory: Path) -> TLSFiles:
         .add_extension(caSubjectKey, critical=False)
         .sign(caKey, hashes.SHA256())
     )
+    files = TLSFiles(
+        directory / "ca.pem",
+        directory / "server.pem",
+        directory / "server.key",
+        directory / "ca.key",
+    )
+    files.caCert.write_bytes(caCert.public_bytes(serialization.Encoding.PEM))
+    assert files.caKey is not None
+    files.caKey.write_bytes(_privatePEM(caKey))
+    _issueServerCertificate(caCert, caKey, files)
+    return files
+
+
+def renewTLSFiles(ca: TLSFiles, directory: Path) -> TLSFiles:
+    """
+    Issue another server certificate (a new key, a new serial number, the
+    same names) from the CA of C{ca}, as a renewal does.
+
+    @param ca: Files made by L{makeTLSFiles}.
+    @param directory: Where to write the new certificate and key (made if
+        missing).
+    @return: The same CA's files, with the new certificate and key.
+    """
+    assert ca.caKey is not None
+    directory.mkdir(parents=True, exist_ok=True)
+    caCert = x509.load_pem_x509_certificate(ca.caCert.read_bytes())
+    caKey = serialization.load_pem_private_key(ca.caKey.read_bytes(), None)
+    assert isinstance(caKey, ec.EllipticCurvePrivateKey)
+    files = TLSFiles(
+        ca.caCert, directory / "server.pem", directory / "server.key", ca.caKey
+    )
+    _issueServerCertificate(caCert, caKey, files)
+    return files
+
+
+def _privatePEM(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _issueServerCertificate(
+    caCert: x509.Certificate, caKey: ec.EllipticCurvePrivateKey, files: TLSFiles
+) -> None:
+    """
+    Make a server key and a certificate for it signed by the CA, and write
+    them where C{files} says.
+    """
+    now = datetime.datetime.now(datetime.UTC)
+    caSubjectKey = x509.SubjectKeyIdentifier.from_public_key(caKey.public_key())
     serverKey = ec.generate_private_key(ec.SECP256R1())
     alternativeNames = x509.SubjectAlternativeName(
         [
@@ -120,16 +175,5 @@ def makeTLSFiles(directory: Path) -> TLSFiles:
         )
         .sign(caKey, hashes.SHA256())
     )
-    files = TLSFiles(
-        directory / "ca.pem", directory / "server.pem", directory / "server.key"
-    )
-    files.caCert.write_bytes(caCert.public_bytes(serialization.Encoding.PEM))
     files.serverCert.write_bytes(serverCert.public_bytes(serialization.Encoding.PEM))
-    files.serverKey.write_bytes(
-        serverKey.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return files
+    files.serverKey.write_bytes(_privatePEM(serverKey))

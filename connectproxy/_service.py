@@ -245,11 +245,7 @@ class ReloadService(Service):
         self._options = options
         if previous is not None and gatekeeper.limiter is not None:
             # Keep counting (and blocking) across reloads, with the new limits.
-            previous.maxFailures = gatekeeper.limiter.maxFailures
-            previous.window = gatekeeper.limiter.window
-            previous.blockFor = gatekeeper.limiter.blockFor
-            previous.maxUsers = gatekeeper.limiter.maxUsers
-            gatekeeper.limiter = previous
+            gatekeeper.limiter = previous.reconfigured(gatekeeper.limiter)
         for listener in self.listeners:
             listener.unauthenticated = options.unauthenticated()
             listener.clientRules = options["allow-client"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import partial
 from typing import Any, NoReturn, TypeVar
 
@@ -18,12 +18,20 @@ from twisted.copyright import version as twistedVersion
 from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.strcred import AuthOptionMixin
 from twisted.internet.testing import MemoryReactor
-from twisted.plugin import getPlugins
 from twisted.python import usage
+from twisted.python.deprecate import deprecated
 
-from . import plugins as pluginPackage
-from ._admission import Gatekeeper, userPortal
-from ._auth import UNSUPPORTED_CHECKERS, FailureLimiter, adaptChecker
+from ._admission import Gatekeeper
+from ._assembly import (
+    buildConfig,
+    connectorFactories,
+    connectorMaker,
+    gatekeeperFor,
+    policyFactories,
+    proxySettings,
+    reloader,
+)
+from ._auth import UNSUPPORTED_CHECKERS, adaptChecker
 from ._config import ConfigKey, applyConfig, loadConfig
 from ._connector import ConnectorContext, ConnectorMaker
 from ._factory import ConnectProxyFactory
@@ -37,26 +45,22 @@ from ._policy import (
     PortRules,
     parsePortRange,
 )
-from ._proxyprotocol import serverEndpoint
 from ._resolver import ResolverPool
-from ._sdnotify import NotifyService, SystemdNotifier
-from ._service import ListenerService, ReloadService
+from ._service import proxyService
 from ._settings import ProxySettings
-from ._tls import NegotiatingReactor
+from ._tunnel import DEPRECATED_IN as _DEPRECATED_IN
 from ._version import __version__
-from .interfaces import (
-    IAccessPolicy,
-    IAccessPolicyFactory,
-    IUpstreamConnector,
-    IUpstreamConnectorFactory,
-)
+from .interfaces import IAccessPolicy, IProxyObserver, IUpstreamConnector
 
-__all__ = ["DEFAULT_LISTEN", "Options", "makeService"]
+__all__ = ["DEFAULT_LISTEN", "Options", "buildConfig", "makeService"]
 
 #: Where the proxy listens when no C{--listen} is given: loopback only.
 DEFAULT_LISTEN = "tcp:3128:interface=127.0.0.1"
 
 _defaults = ProxySettings()
+
+#: What replaces the deprecated methods of L{Options} that built things.
+_BUILT = "connectproxy.tap.buildConfig(options, reactor)"
 
 
 _T = TypeVar("_T", int, float)
@@ -164,26 +168,6 @@ _LIST_EXAMPLES = {
     "policy": "hostlist:/etc/connectproxy/hosts",
     "auth": "htpasswd:/etc/connectproxy/htpasswd",
 }
-
-
-def policyFactories() -> dict[str, IAccessPolicyFactory]:
-    """
-    The access policy plugins installed, by name.
-    """
-    return {
-        factory.name: factory
-        for factory in getPlugins(IAccessPolicyFactory, pluginPackage)
-    }
-
-
-def connectorFactories() -> dict[str, IUpstreamConnectorFactory]:
-    """
-    The upstream connector plugins installed, by name.
-    """
-    return {
-        factory.name: factory
-        for factory in getPlugins(IUpstreamConnectorFactory, pluginPackage)
-    }
 
 
 def _connectorChoice(description: str) -> str:
@@ -767,23 +751,6 @@ class Options(usage.Options, AuthOptionMixin):
                 keys[name] = ConfigKey("flag", example=f"{name} = true")
         return keys
 
-    def upstream(self) -> ConnectorMaker:
-        """
-        @return: What makes the connector C{--upstream} names, from a
-            L{ConnectorContext}; it raises L{ValueError} naming the option
-            when the plugin refuses its argument.
-        """
-        name, _, argument = self["upstream"].partition(":")
-        factory = connectorFactories()[name]
-
-        def make(context: ConnectorContext) -> IUpstreamConnector:
-            try:
-                return factory.connectorFromArgument(argument, context)
-            except ValueError as e:
-                raise ValueError(f"--upstream {name}: {e}") from None
-
-        return make
-
     def _checkUpstream(self) -> None:
         """
         Let the connector plugin check its argument now, before anything
@@ -791,10 +758,10 @@ class Options(usage.Options, AuthOptionMixin):
         """
         reactor = MemoryReactor()
         context = ConnectorContext(
-            reactor, self.settings(), self.rules.networks, ResolverPool(reactor)
+            reactor, proxySettings(self), self.rules.networks, ResolverPool(reactor)
         )
         try:
-            self.upstream()(context)
+            connectorMaker(self)(context)
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
 
@@ -803,62 +770,37 @@ class Options(usage.Options, AuthOptionMixin):
             path, loadConfig(path), self.given, self.configKeys(), self.__setitem__
         )
 
-    def settings(self) -> ProxySettings:
-        """
-        @return: The L{ProxySettings} these options describe.
-        """
-        return ProxySettings(
-            requestTimeout=self["request-timeout"],
-            connectTimeout=self["connect-timeout"],
-            idleTimeout=self["idle-timeout"],
-            halfCloseTimeout=self["half-close-timeout"],
-            abortTimeout=self["abort-timeout"],
-            maxRequestLine=self["max-request-line"],
-            maxHeadSize=self["max-head-size"],
-            maxHeaderFields=self["max-header-fields"],
-            maxConnections=self["max-connections"],
-            maxConnectionsPerClient=self["max-connections-per-client"],
-            resolverThreads=self["resolver-threads"],
-            resolverPerClient=self["resolver-per-client"],
-        )
-
     def checkers(self) -> list[Any]:
         """
         The credential checkers from C{--auth}.
         """
         return list(self.get("credCheckers", []))
 
+    @deprecated(_DEPRECATED_IN, _BUILT + ".upstream")
+    def upstream(self) -> ConnectorMaker:
+        """
+        @return: What makes the connector C{--upstream} names.
+        """
+        return connectorMaker(self)
+
+    @deprecated(_DEPRECATED_IN, _BUILT + ".settings")
+    def settings(self) -> ProxySettings:
+        """
+        @return: The L{ProxySettings} these options describe.
+        """
+        return proxySettings(self)
+
+    @deprecated(_DEPRECATED_IN, _BUILT + ".gatekeeper")
     def gatekeeper(self, reactor: Any) -> Gatekeeper:
         """
-        Build the access checks these options describe.
-
-        @param reactor: The clock and thread-pool host for the checkers.
+        @return: The access checks these options describe, on C{reactor}.
         """
-        checkers = self.checkers()
-        for checker in checkers:
-            bind = getattr(checker, "bind", None)
-            if bind is not None:
-                bind(reactor)
-        limiter = None
-        if self["auth-max-failures"] or self["auth-max-failed-users"]:
-            limiter = FailureLimiter(
-                reactor,
-                maxFailures=self["auth-max-failures"],
-                window=self["auth-failure-window"],
-                blockFor=self["auth-block-time"],
-                maxUsers=self["auth-max-failed-users"],
-            )
-        return Gatekeeper(
-            self.rules,
-            self.policies,
-            userPortal(checkers) if checkers else None,
-            self["auth-realm"],
-            limiter,
-        )
+        return gatekeeperFor(self, reactor)
 
+    @deprecated(_DEPRECATED_IN, _BUILT + ".unauthenticated")
     def unauthenticated(self) -> bool:
         """
-        Whether clients tunnel without authenticating (no C{--auth}).
+        @return: Whether clients tunnel without authenticating (no C{--auth}).
         """
         return not self.checkers()
 
@@ -871,55 +813,42 @@ for _name in dir(Options):
         _method.__doc__ = " ".join(_method.__doc__.split())
 
 
-def makeService(options: Options, reactor: Any = None) -> MultiService:
+def makeService(
+    options: Options,
+    reactor: Any = None,
+    *,
+    connector: IUpstreamConnector | None = None,
+    observers: Iterable[IProxyObserver] | None = None,
+) -> MultiService:
     """
     Build the proxy service: one listener per C{--listen}, sharing one
     factory, and the reload service (SIGHUP, with the global reactor).
 
     @param options: Parsed L{Options}.
     @param reactor: The reactor to use; the global one when C{None}.
+    @param connector: A connector to use in place of the one C{--upstream}
+        names, at start and after every reload.
+    @param observers: Observers to tell of refusals and tunnels in place of
+        the access log, at start and after every reload.
     @return: A L{MultiService} holding the listeners; its child named
         C{"reload"} has a C{reload()} method, and the one named C{"notify"}
         tells systemd (C{$NOTIFY_SOCKET}) when the proxy is ready, reloading
         and stopping.
+    @raise usage.UsageError: When the C{--upstream} plugin refuses its
+        argument.
     """
     installSignal = reactor is None
     if reactor is None:
         from twisted.internet import reactor as globalReactor
 
         reactor = globalReactor
-    gatekeeper = options.gatekeeper(reactor)
+    if observers is not None:
+        observers = tuple(observers)
+    config = buildConfig(options, reactor, connector=connector, observers=observers)
     try:
-        factory = ConnectProxyFactory(
-            reactor,
-            options.settings(),
-            gatekeeper=gatekeeper,
-            upstream=options.upstream(),
-        )
+        factory = ConnectProxyFactory.fromConfig(reactor, config)
     except ValueError as e:
         # The connector plugin refused its argument after all.
         raise usage.UsageError(str(e)) from None
-    service = MultiService()
-    service.setName("connectproxy")
-    reloader = ReloadService(options, factory, reactor, installSignal)
-    reloader.setName("reload")
-    reloader.setServiceParent(service)
-    listeners = []
-    # TLS listeners refuse clients that share no ALPN protocol cleanly.
-    listenerReactor = NegotiatingReactor(reactor)
-    for description in options["listen"]:
-        listener = ListenerService(
-            serverEndpoint(listenerReactor, description), factory
-        )
-        listener._raiseSynchronously = True
-        listener.description = description
-        listener.unauthenticated = options.unauthenticated()
-        listener.clientRules = options["allow-client"]
-        listener.setServiceParent(service)
-        listeners.append(listener)
-    reloader.listeners = listeners
-    notifier = NotifyService(SystemdNotifier.fromEnvironment(), listeners)
-    notifier.setName("notify")
-    notifier.setServiceParent(service)
-    reloader.notifier = notifier
-    return service
+    load = reloader(options, reactor, connector=connector, observers=observers)
+    return proxyService(reactor, factory, config, load, installSignal)

@@ -1,17 +1,17 @@
 # -*- test-case-name: tests.test_tap -*-
 """
 The command line of C{twistd connectproxy} and C{twist connectproxy}:
-L{Options} and L{makeService}.
+L{Options} parses and checks the arguments (and the configuration file);
+L{makeService} has L{buildConfig} build the running configuration from
+them and returns the services that run it.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import math
 import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from functools import partial
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn
 
 from twisted.application.service import MultiService
 from twisted.copyright import version as twistedVersion
@@ -36,6 +36,17 @@ from ._config import ConfigKey, applyConfig, loadConfig
 from ._connector import ConnectorContext, ConnectorMaker
 from ._factory import ConnectProxyFactory
 from ._listeners import ListenerError, ListenerPlan, SystemdSocketMissing, planListener
+from ._optionvalues import (
+    byteCount,
+    checkNetwork,
+    connectorChoice,
+    count,
+    fieldCount,
+    nonNegativeFloat,
+    positiveCount,
+    positiveFloat,
+    realm,
+)
 from ._policy import (
     DEFAULT_PORTS,
     AccessRules,
@@ -59,99 +70,9 @@ DEFAULT_LISTEN = "tcp:3128:interface=127.0.0.1"
 
 _defaults = ProxySettings()
 
+
 #: What replaces the deprecated methods of L{Options} that built things.
 _BUILT = "connectproxy.tap.buildConfig(options, reactor)"
-
-
-_T = TypeVar("_T", int, float)
-
-
-def _coercer(
-    convert: Callable[[str], _T],
-    unit: str,
-    allowed: Callable[[_T], bool],
-    requirement: str,
-    doc: str,
-) -> Callable[[str], _T]:
-    """
-    Make a coerce function for C{optParameters} that converts a value and
-    checks it, with messages that say what was expected.
-    """
-
-    def coerce(text: str) -> _T:
-        try:
-            value = convert(text)
-        except ValueError:
-            raise ValueError(f"{text!r} is not {unit}") from None
-        if not allowed(value):
-            raise ValueError(f"{text!r} {requirement}")
-        return value
-
-    coerce.coerceDoc = doc  # type: ignore[attr-defined]
-    return coerce
-
-
-_positiveFloat = _coercer(
-    float,
-    "a number of seconds",
-    lambda v: 0 < v < math.inf,
-    "must be a positive number of seconds",
-    "Seconds, a positive number.",
-)
-_nonNegativeFloat = _coercer(
-    float,
-    "a number of seconds",
-    lambda v: 0 <= v < math.inf,
-    "must not be negative",
-    "Seconds, 0 or more.",
-)
-_byteCount = _coercer(
-    int,
-    "a whole number of bytes",
-    lambda v: v >= 64,
-    "is too small: at least 64 bytes",
-    "Bytes, a whole number, at least 64.",
-)
-_fieldCount = _coercer(
-    int,
-    "a whole number",
-    lambda v: v >= 1,
-    "must be at least 1",
-    "A whole number, at least 1.",
-)
-_count = _coercer(
-    int,
-    "a whole number",
-    lambda v: v >= 0,
-    "must not be negative",
-    "A whole number; 0 means no limit.",
-)
-_positiveCount = _coercer(
-    int,
-    "a whole number",
-    lambda v: v >= 1,
-    "must be at least 1",
-    "A whole number, at least 1.",
-)
-
-
-def _realm(text: str) -> str:
-    if not text or not all(" " <= c <= "~" for c in text):
-        raise ValueError(f"{text!r} must be printable ASCII, not empty")
-    return text
-
-
-_realm.coerceDoc = "Printable ASCII."  # type: ignore[attr-defined]
-#: A string in the configuration file, never a number.
-_realm.string = True  # type: ignore[attr-defined]
-
-
-def _network(text: str) -> str:
-    try:
-        ipaddress.ip_network(text, strict=True)
-    except ValueError as e:
-        raise ValueError(f"{text!r} is not a network ({e})") from None
-    return text
 
 
 #: An example value of each repeatable option, for messages about the
@@ -170,28 +91,18 @@ _LIST_EXAMPLES = {
 }
 
 
-def _connectorChoice(description: str) -> str:
-    name = description.partition(":")[0]
-    installed = connectorFactories()
-    if name not in installed:
-        raise ValueError(
-            f"no connector plugin named {name!r} "
-            f"(installed: {', '.join(sorted(installed)) or 'none'})"
-        )
-    return description
-
-
-_connectorChoice.coerceDoc = "NAME or NAME:ARGUMENT."  # type: ignore[attr-defined]
-
-
 class Options(usage.Options, AuthOptionMixin):
     """
-    Options for C{twistd connectproxy}.
+    Options for C{twistd connectproxy}: they parse and check the arguments
+    and the configuration file, and touch no reactor.  L{buildConfig}
+    builds the running configuration from them.
 
     @ivar argv: The arguments parsed, kept so that a reload can parse them
         again (and re-read the configuration file).
-    @ivar rules: The built-in access rules, after L{postOptions}.
-    @ivar policies: The plugin policies, in order, after L{postOptions}.
+    @ivar rules: The built-in access rules, parsed, after L{postOptions}.
+    @ivar policies: The plugin policies, made from their arguments (which
+        checks them), in order, after L{postOptions}.
+    @ivar plans: Where each listener would listen, after parsing.
     """
 
     synopsis = "[options]"
@@ -234,7 +145,7 @@ class Options(usage.Options, AuthOptionMixin):
             "Seconds allowed for everything between the request head and the "
             "200: access checks, name resolution and every address tried; the "
             "client then gets 504 (503 while access is still being checked).",
-            _positiveFloat,
+            positiveFloat,
         ],
         [
             "idle-timeout",
@@ -242,7 +153,7 @@ class Options(usage.Options, AuthOptionMixin):
             _defaults.idleTimeout,
             "Seconds a tunnel may go without a byte in either direction "
             "before it is closed.",
-            _positiveFloat,
+            positiveFloat,
         ],
         [
             "half-close-timeout",
@@ -251,7 +162,7 @@ class Options(usage.Options, AuthOptionMixin):
             "Seconds a tunnel with one direction finished (one side sent its "
             "FIN) may go without a byte before it is closed; the shorter of "
             "this and --idle-timeout applies.",
-            _positiveFloat,
+            positiveFloat,
         ],
         [
             "request-timeout",
@@ -259,21 +170,21 @@ class Options(usage.Options, AuthOptionMixin):
             _defaults.requestTimeout,
             "Seconds a client has to send its complete request head; the "
             "client then gets 408 (slow clients cannot hold connections).",
-            _positiveFloat,
+            positiveFloat,
         ],
         [
             "abort-timeout",
             None,
             _defaults.abortTimeout,
             "Seconds a graceful close may take before the connection is aborted.",
-            _positiveFloat,
+            positiveFloat,
         ],
         [
             "max-request-line",
             None,
             _defaults.maxRequestLine,
             "Longest request line accepted, in bytes; longer gets 414.",
-            _byteCount,
+            byteCount,
         ],
         [
             "max-head-size",
@@ -281,14 +192,14 @@ class Options(usage.Options, AuthOptionMixin):
             _defaults.maxHeadSize,
             "Largest request head (request line and header fields) accepted, "
             "in bytes; larger gets 431.",
-            _byteCount,
+            byteCount,
         ],
         [
             "max-header-fields",
             None,
             _defaults.maxHeaderFields,
             "Most header fields in a request head; more gets 431.",
-            _fieldCount,
+            fieldCount,
         ],
         [
             "max-connections",
@@ -296,14 +207,14 @@ class Options(usage.Options, AuthOptionMixin):
             _defaults.maxConnections,
             "Most client connections at once; more get 503. The default is "
             "what the process's descriptor limit allows.",
-            _count,
+            count,
         ],
         [
             "max-connections-per-client",
             None,
             _defaults.maxConnectionsPerClient,
             "Most connections at once from one client address; more get 503.",
-            _count,
+            count,
         ],
         [
             "resolver-threads",
@@ -312,7 +223,7 @@ class Options(usage.Options, AuthOptionMixin):
             "Most name lookups at once, each in a thread of the proxy's own "
             "resolver pool; more wait their turn, and get 503 if the connect "
             "deadline passes first.",
-            _positiveCount,
+            positiveCount,
         ],
         [
             "resolver-per-client",
@@ -321,7 +232,7 @@ class Options(usage.Options, AuthOptionMixin):
             "Most name lookups at once for one client address, so that one "
             "client's slow names cannot hold up the others; more wait their "
             "turn. 0 lets one client use every resolver thread.",
-            _count,
+            count,
         ],
         [
             "upstream",
@@ -329,14 +240,14 @@ class Options(usage.Options, AuthOptionMixin):
             "direct",
             "How the proxy reaches targets: an upstream connector plugin, as "
             "NAME or NAME:ARGUMENT. See --help-upstreams.",
-            _connectorChoice,
+            connectorChoice,
         ],
         [
             "auth-realm",
             None,
             "connectproxy",
             "The realm named in Proxy-Authenticate challenges (printable ASCII).",
-            _realm,
+            realm,
         ],
         [
             "auth-cache-ttl",
@@ -344,7 +255,7 @@ class Options(usage.Options, AuthOptionMixin):
             30.0,
             "Seconds a verified user name and password is remembered (as a "
             "keyed hash) before it is verified again; 0 turns this off.",
-            _nonNegativeFloat,
+            nonNegativeFloat,
         ],
         [
             "auth-max-failures",
@@ -354,7 +265,7 @@ class Options(usage.Options, AuthOptionMixin):
             "--auth-failure-window before that user name is refused from that "
             "address with 429 for --auth-block-time (other users behind the "
             "same address still log in); 0 turns this off.",
-            _count,
+            count,
         ],
         [
             "auth-max-failed-users",
@@ -364,14 +275,14 @@ class Options(usage.Options, AuthOptionMixin):
             "within --auth-failure-window before the whole address is refused "
             "with 429 for --auth-block-time (password spraying); 0 turns this "
             "off.",
-            _count,
+            count,
         ],
         [
             "auth-failure-window",
             None,
             60.0,
             "Seconds over which failed logins are counted.",
-            _positiveFloat,
+            positiveFloat,
         ],
         [
             "auth-block-time",
@@ -379,7 +290,7 @@ class Options(usage.Options, AuthOptionMixin):
             60.0,
             "Seconds a user name (or, after --auth-max-failed-users, a whole "
             "client address) is refused after too many failed logins.",
-            _positiveFloat,
+            positiveFloat,
         ],
     ]
 
@@ -409,7 +320,6 @@ class Options(usage.Options, AuthOptionMixin):
             self._dispatch[name] = partial(self._dispatchGiven, handler)
         self.rules = AccessRules.defaults()
         self.policies: list[IAccessPolicy] = []
-        #: Where each listener would listen, after parsing.
         self.plans: list[ListenerPlan] = []
         # systemd: listeners without their socket, refused after parsing
         # unless only checking the configuration (outside systemd).
@@ -508,7 +418,7 @@ class Options(usage.Options, AuthOptionMixin):
 
     def _addNetwork(self, name: str, network: str) -> None:
         try:
-            _network(network)
+            checkNetwork(network)
         except ValueError as e:
             raise usage.UsageError(f"--{name}: {e}") from None
         self._append(name, network)
@@ -541,7 +451,7 @@ class Options(usage.Options, AuthOptionMixin):
         clients. Others get 403.
         """
         try:
-            _network(network)
+            checkNetwork(network)
         except ValueError as e:
             raise usage.UsageError(f"--allow-client: {e}") from None
         self._append("allow-client", network)
@@ -553,7 +463,7 @@ class Options(usage.Options, AuthOptionMixin):
         Clients behind them must be in an --allow-client network.
         """
         try:
-            _network(network)
+            checkNetwork(network)
         except ValueError as e:
             raise usage.UsageError(f"--trusted-proxy: {e}") from None
         self._append("trusted-proxy", network)

@@ -39,10 +39,13 @@ from .interfaces import (
 )
 
 __all__ = [
+    "ParsedOptions",
     "ProxyConfig",
     "buildConfig",
     "connectorFactories",
     "connectorMaker",
+    "directConnector",
+    "gatekeeperFor",
     "policyFactories",
     "proxySettings",
     "reloader",
@@ -62,7 +65,7 @@ def _accessLog() -> tuple[IProxyObserver, ...]:
     return (AccessLogObserver(),)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ProxyConfig:
     """
     The running configuration of a proxy: what a reload replaces, whole.

@@ -281,6 +281,16 @@ def test_reconfigureCarriesLimiter() -> None:
     assert factory.gatekeeper.limiter is None
 
 
+def test_deprecatedReconfigureNeedsGatekeeper() -> None:
+    """
+    The deprecated form without a gatekeeper is refused, as it always
+    needed one.
+    """
+    factory = ConnectProxyFactory(MemoryReactorClock())
+    with pytest.warns(DeprecationWarning), pytest.raises(TypeError):
+        factory.reconfigure(ProxySettings())  # type: ignore[call-overload]
+
+
 # makeService with a connector and observers of its own
 
 

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_config -*-
 """
 Tests for the configuration file (L{connectproxy._config}, C{--config}), its
-reload on SIGHUP (L{connectproxy.tap.ReloadService}), and the warning about
+reload on SIGHUP (L{connectproxy._service.ReloadService}), and the warning about
 an open proxy that C{makeService} logs when it listens.
 """
 

@@ -10,6 +10,7 @@ from twisted.python.deprecate import deprecatedModuleAttribute
 
 from ._access import AccessRequest
 from ._admission import Gatekeeper, userPortal
+from ._assembly import ProxyConfig
 from ._connector import ConnectorContext, UpstreamRequest
 from ._errors import BadRequest, ForbiddenDestination, Refusal, ResolverBusy
 from ._factory import ConnectProxyFactory
@@ -53,6 +54,7 @@ __all__ = [
     "HostRules",
     "NetworkRules",
     "PortRules",
+    "ProxyConfig",
     "ProxySettings",
     "Refusal",
     "RefusedRequest",

@@ -6,17 +6,19 @@ connection, holds what they share, and enforces the connection limits.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
-from functools import partial
-from typing import Any, cast
+from typing import Any, cast, overload
 
 from twisted.internet.interfaces import IAddress, IProtocolNegotiationFactory
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.python.versions import getVersionString
 from zope.interface import implementer
 
 from ._admission import Gatekeeper, clientHostPort
+from ._assembly import ProxyConfig, directConnector
 from ._connector import ConnectorContext, ConnectorMaker
 from ._deadlines import DeadlineSweeper
 from ._observer import (
@@ -31,14 +33,10 @@ from ._resolver import ResolverPool
 from ._server import ConnectProxyProtocol
 from ._settings import ProxySettings
 from ._tls import ALPN_PROTOCOLS
-from ._tunnel import TunnelTransport, transportRelay
-from ._upstream import DirectConnectorFactory
+from ._tunnel import DEPRECATED_IN, TunnelTransport, transportRelay
 from .interfaces import IProxyObserver, IUpstreamConnector
 
 __all__ = ["ConnectProxyFactory"]
-
-#: Makes the built-in direct connector.
-_direct: ConnectorMaker = partial(DirectConnectorFactory().connectorFromArgument, "")
 
 
 class _Shed(Protocol):
@@ -145,7 +143,7 @@ class ConnectProxyFactory(Factory):
         self.resolverPool: ResolverPool | None = None
         self._upstream: ConnectorMaker | None = None
         if connector is None:
-            self._upstream = _direct if upstream is None else upstream
+            self._upstream = directConnector if upstream is None else upstream
             connector = self._upstream(self.connectorContext())
         elif upstream is not None:
             raise TypeError("give a connector or an upstream maker, not both")
@@ -185,28 +183,119 @@ class ConnectProxyFactory(Factory):
             self.reactor, settings, gatekeeper.rules.networks, self.resolverPool
         )
 
+    @classmethod
+    def fromConfig(cls, reactor: Any, config: ProxyConfig) -> ConnectProxyFactory:
+        """
+        Build a factory that runs a configuration.
+
+        @param reactor: As for the constructor.
+        @param config: The configuration: its settings, access checks,
+            observers, and its connector or what makes one.
+        @raise ValueError: When the connector cannot be made.
+        """
+        if config.connector is not None:
+            return cls(
+                reactor,
+                config.settings,
+                config.connector,
+                config.observers,
+                config.gatekeeper,
+            )
+        return cls(
+            reactor,
+            config.settings,
+            observers=config.observers,
+            gatekeeper=config.gatekeeper,
+            upstream=config.upstream,
+        )
+
+    @overload
+    def reconfigure(self, config: ProxyConfig) -> None: ...
+
+    @overload
     def reconfigure(
         self,
-        settings: ProxySettings,
+        config: ProxySettings,
         gatekeeper: Gatekeeper,
+        upstream: ConnectorMaker | None = None,
+    ) -> None: ...
+
+    def reconfigure(
+        self,
+        config: ProxyConfig | ProxySettings,
+        gatekeeper: Gatekeeper | None = None,
         upstream: ConnectorMaker | None = None,
     ) -> None:
         """
-        Use new settings, access checks and connector for new connections
-        (a reload); established tunnels, and requests already being
-        connected, carry on as they are.  The resolver pool stays, resized.
+        Run a new configuration (a reload): its settings, access checks,
+        connector and observers replace the old ones, whole, for new
+        connections; established tunnels, and requests already being
+        connected, carry on as they are.  The connector is the
+        configuration's own, or made by its C{upstream} maker on this
+        factory's resolver pool, which stays, resized.  The failed-login
+        limiter in use stays too, with the new limits, so that a block
+        outlives a reload: it takes the place of the limiter of the new
+        configuration's gatekeeper, unless that gatekeeper has none.
 
-        @param upstream: Makes the new connector.  When C{None}, the maker
-            the factory made its connector with makes it again, for the new
-            settings and network rules; a connector given to the
-            constructor is kept.
+        Called as C{reconfigure(settings, gatekeeper, upstream=None)}, as
+        before L{ProxyConfig}, it changes the settings, the access checks
+        and (with a maker, or by remaking it with the maker in use) the
+        connector only; that form is deprecated.
+
+        @param config: The new configuration.
         @raise ValueError: When the connector cannot be made; nothing has
             changed then.
+        """
+        if not isinstance(config, ProxyConfig):
+            warnings.warn(
+                "ConnectProxyFactory.reconfigure(settings, gatekeeper, upstream) "
+                f"was deprecated in {getVersionString(DEPRECATED_IN)}; please use "
+                "reconfigure(ProxyConfig(...)) instead",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            if gatekeeper is None:
+                raise TypeError("reconfigure(settings, gatekeeper) needs a gatekeeper")
+            self._reconfigureParts(config, gatekeeper, upstream)
+            return
+        connector = config.connector
+        maker = None
+        if connector is None:
+            maker = config.upstream
+            connector = maker(self.connectorContext(config.settings, config.gatekeeper))
+        gatekeeper = config.gatekeeper
+        previous = self.gatekeeper.limiter
+        if previous is not None and gatekeeper.limiter is not None:
+            gatekeeper.limiter = previous.reconfigured(gatekeeper.limiter)
+        self._use(config.settings, gatekeeper, connector, maker)
+        self.observer = ObserverFanOut(config.observers)
+
+    def _reconfigureParts(
+        self,
+        settings: ProxySettings,
+        gatekeeper: Gatekeeper,
+        upstream: ConnectorMaker | None,
+    ) -> None:
+        """
+        The deprecated L{reconfigure}: a new maker, or the one in use; a
+        connector given to the constructor is kept.
         """
         maker = self._upstream if upstream is None else upstream
         connector = self.connector
         if maker is not None:
             connector = maker(self.connectorContext(settings, gatekeeper))
+        self._use(settings, gatekeeper, connector, maker)
+
+    def _use(
+        self,
+        settings: ProxySettings,
+        gatekeeper: Gatekeeper,
+        connector: IUpstreamConnector,
+        maker: ConnectorMaker | None,
+    ) -> None:
+        """
+        Switch to new settings, access checks and connector.
+        """
         self.settings = settings
         self.gatekeeper = gatekeeper
         self.connector = connector

@@ -110,6 +110,23 @@ class FailureLimiter:
         # Checks under way per address and user digest.
         self._pending: dict[str, dict[bytes, int]] = {}
 
+    def reconfigured(self, new: FailureLimiter) -> FailureLimiter:
+        """
+        Carry this limiter over to a new configuration (a reload): take the
+        limits of C{new} (C{maxFailures}, C{window}, C{blockFor},
+        C{maxUsers}, C{maxKeys}) and keep what this one has counted and
+        blocked, and the checks under way, so that a reload lifts no block.
+
+        @param new: The limiter the new configuration would use.
+        @return: This limiter, to use in place of C{new}.
+        """
+        self.maxFailures = new.maxFailures
+        self.window = new.window
+        self.blockFor = new.blockFor
+        self.maxUsers = new.maxUsers
+        self.maxKeys = new.maxKeys
+        return self
+
     def _digest(self, user: str) -> bytes:
         return hashlib.blake2b(
             user.encode("utf-8", "surrogatepass"),

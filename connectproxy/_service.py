@@ -1,33 +1,32 @@
 # -*- test-case-name: tests.test_config -*-
 """
-The services L{connectproxy.tap.makeService} assembles: listeners that say
-where they listen (and warn when that is an open proxy), and the reload
-service (SIGHUP).
+The services L{connectproxy.tap.makeService} runs (L{proxyService}):
+listeners that say where they listen (and warn when that is an open proxy),
+the reload service (SIGHUP), and the systemd notifications.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import signal
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import Service
+from twisted.application.service import MultiService, Service
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python import usage
 
+from ._assembly import ProxyConfig
 from ._factory import ConnectProxyFactory
 from ._observer import formatAddress
+from ._proxyprotocol import serverEndpoint
+from ._sdnotify import NotifyService, SystemdNotifier
 from ._tlslisteners import NegotiatingReactor, reloadCertificates
 
-if TYPE_CHECKING:
-    from ._sdnotify import NotifyService
-    from .tap import Options
-
-__all__ = ["ListenFailed", "ListenerService", "ReloadService"]
+__all__ = ["ListenFailed", "ListenerService", "ReloadService", "proxyService"]
 
 
 class ListenFailed(SystemExit, Exception):
@@ -149,11 +148,15 @@ class ListenerService(StreamServerEndpointService):
 
 class ReloadService(Service):
     """
-    Re-reads the configuration on SIGHUP (or when L{reload} is called):
+    Loads the configuration again on SIGHUP (or when L{reload} is called):
     the configuration file, password files and rules, and the certificate
     files of TLS listeners.  New connections use the new configuration;
     established tunnels carry on.  A configuration that does not load, a
     certificate among it, is logged and the old one kept as a whole.
+
+    @ivar config: The configuration in use.
+    @ivar listeners: The listeners, told whether the new configuration
+        makes them open proxies.
     """
 
     _log = Logger()
@@ -165,21 +168,33 @@ class ReloadService(Service):
 
     def __init__(
         self,
-        options: Options,
+        load: Callable[[], ProxyConfig],
         factory: ConnectProxyFactory,
+        config: ProxyConfig,
         reactor: Any,
         installSignal: bool,
         listeners: Sequence[ListenerService] = (),
     ) -> None:
-        self._options = options
-        self._listen = options["listen"]
+        """
+        @param load: Loads the configuration again: returns the new
+            L{ProxyConfig}, or raises L{usage.UsageError}, L{ValueError} or
+            L{OSError} when it does not load.
+        @param factory: The factory that runs the configuration.
+        @param config: The configuration it runs now.
+        @param reactor: Where reloads are scheduled (C{callFromThread}) and
+            the replaced checkers are stopped (C{callLater}).
+        @param installSignal: Whether to handle SIGHUP while running.
+        @param listeners: The listeners to tell.
+        """
+        self._load = load
+        self.config = config
+        self._listen = config.listen
         self.listeners = listeners
         self._factory = factory
         self._reactor = reactor
         self._installSignal = installSignal
         self._previousHandler: Any = None
         self._installed = False
-        self._checkers = options.checkers()
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
@@ -205,7 +220,7 @@ class ReloadService(Service):
         if self._installed:
             self._installed = False
             signal.signal(signal.SIGHUP, self._previousHandler or signal.SIG_DFL)
-        _stopCheckers(self._checkers)
+        _stopCheckers(self.config.checkers)
 
     def _onSignal(self, signum: int, frame: object) -> None:
         self._reactor.callFromThread(self.reload)
@@ -228,42 +243,32 @@ class ReloadService(Service):
         return succeeded
 
     def _reload(self) -> bool:
-        options = type(self._options)()
         try:
-            options.parseOptions(self._options.argv)
-            gatekeeper = options.gatekeeper(self._reactor)
-            useCertificates = reloadCertificates(self.listenerReactors, options.plans)
+            config = self._load()
+            useCertificates = reloadCertificates(self.listenerReactors, config.plans)
         except (usage.UsageError, ValueError, OSError) as e:
             return self._failed(e)
-        if options["listen"] != self._listen:
+        if config.listen != self._listen:
             self._log.warn(
                 "--listen changes take effect only after a restart",
                 event="reload_listen_ignored",
             )
-        previous = self._factory.gatekeeper.limiter
         try:
-            # The connector is made again, whole, by the --upstream plugin.
-            upstream = options.upstream()
-            self._factory.reconfigure(options.settings(), gatekeeper, upstream)
+            # The connector is made again, whole, unless it was given.
+            self._factory.reconfigure(config)
         except ValueError as e:
             return self._failed(e)
-        old, self._checkers = self._checkers, options.checkers()
-        self._options = options
-        if previous is not None and gatekeeper.limiter is not None:
-            # Keep counting (and blocking) across reloads, with the new limits.
-            previous.maxFailures = gatekeeper.limiter.maxFailures
-            previous.window = gatekeeper.limiter.window
-            previous.blockFor = gatekeeper.limiter.blockFor
-            previous.maxUsers = gatekeeper.limiter.maxUsers
-            gatekeeper.limiter = previous
+        old, self.config = self.config, config
         useCertificates()
         for listener in self.listeners:
-            listener.unauthenticated = options.unauthenticated()
-            listener.clientRules = options["allow-client"]
+            listener.unauthenticated = config.unauthenticated
+            listener.clientRules = config.allowClients
             listener.warnIfOpen()
         # Verifications already running on the old checkers finish within
         # the admission deadline; stop their threads after it.
-        self._reactor.callLater(options["connect-timeout"] + 1, _stopCheckers, old)
+        self._reactor.callLater(
+            config.settings.connectTimeout + 1, _stopCheckers, old.checkers
+        )
         self._log.info("configuration reloaded", event="reloaded")
         return True
 
@@ -286,3 +291,55 @@ def _stopCheckers(checkers: Sequence[Any]) -> None:
         stop = getattr(checker, "stop", None)
         if stop is not None:
             stop()
+
+
+def proxyService(
+    reactor: Any,
+    factory: ConnectProxyFactory,
+    config: ProxyConfig,
+    load: Callable[[], ProxyConfig],
+    installSignal: bool,
+) -> MultiService:
+    """
+    The proxy's services: one listener per description in C{config.listen},
+    sharing C{factory}; the reload service; the systemd notifications.
+
+    @param reactor: The reactor to listen with.
+    @param factory: The factory running C{config}.
+    @param config: The configuration at start.
+    @param load: What a reload calls for the new configuration (see
+        L{ReloadService}).
+    @param installSignal: Whether SIGHUP reloads.
+    @return: A L{MultiService} named C{"connectproxy"}; its child named
+        C{"reload"} has a C{reload()} method, and the one named
+        C{"notify"} tells systemd (C{$NOTIFY_SOCKET}) when the proxy is
+        ready, reloading and stopping.
+    """
+    service = MultiService()
+    service.setName("connectproxy")
+    reloader = ReloadService(load, factory, config, reactor, installSignal)
+    reloader.setName("reload")
+    reloader.setServiceParent(service)
+    listeners = []
+    listenerReactors = []
+    for description in config.listen:
+        # TLS listeners refuse clients that share no ALPN protocol cleanly,
+        # and take new certificates on reload.
+        listenerReactor = NegotiatingReactor(reactor, description)
+        listenerReactors.append(listenerReactor)
+        listener = ListenerService(
+            serverEndpoint(listenerReactor, description), factory
+        )
+        listener._raiseSynchronously = True
+        listener.description = description
+        listener.unauthenticated = config.unauthenticated
+        listener.clientRules = config.allowClients
+        listener.setServiceParent(service)
+        listeners.append(listener)
+    reloader.listeners = listeners
+    reloader.listenerReactors = listenerReactors
+    notifier = NotifyService(SystemdNotifier.fromEnvironment(), listeners)
+    notifier.setName("notify")
+    notifier.setServiceParent(service)
+    reloader.notifier = notifier
+    return service

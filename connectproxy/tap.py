@@ -1,33 +1,52 @@
 # -*- test-case-name: tests.test_tap -*-
 """
 The command line of C{twistd connectproxy} and C{twist connectproxy}:
-L{Options} and L{makeService}.
+L{Options} parses and checks the arguments (and the configuration file);
+L{makeService} has L{buildConfig} build the running configuration from
+them and returns the services that run it.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import math
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from functools import partial
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn
 
 from twisted.application.service import MultiService
 from twisted.copyright import version as twistedVersion
 from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.strcred import AuthOptionMixin
 from twisted.internet.testing import MemoryReactor
-from twisted.plugin import getPlugins
 from twisted.python import usage
+from twisted.python.deprecate import deprecated
 
-from . import plugins as pluginPackage
-from ._admission import Gatekeeper, userPortal
-from ._auth import UNSUPPORTED_CHECKERS, FailureLimiter, adaptChecker
+from ._admission import Gatekeeper
+from ._assembly import (
+    buildConfig,
+    connectorFactories,
+    connectorMaker,
+    gatekeeperFor,
+    policyFactories,
+    proxySettings,
+    reloader,
+)
+from ._auth import UNSUPPORTED_CHECKERS, adaptChecker
 from ._config import ConfigKey, applyConfig, loadConfig
 from ._connector import ConnectorContext, ConnectorMaker
 from ._factory import ConnectProxyFactory
 from ._listeners import ListenerError, ListenerPlan, SystemdSocketMissing, planListener
+from ._optionvalues import (
+    byteCount,
+    checkNetwork,
+    connectorChoice,
+    count,
+    fieldCount,
+    nonNegativeFloat,
+    positiveCount,
+    positiveFloat,
+    realm,
+)
 from ._policy import (
     DEFAULT_PORTS,
     AccessRules,
@@ -37,21 +56,14 @@ from ._policy import (
     PortRules,
     parsePortRange,
 )
-from ._proxyprotocol import serverEndpoint
 from ._resolver import ResolverPool
-from ._sdnotify import NotifyService, SystemdNotifier
-from ._service import ListenerService, ReloadService
+from ._service import proxyService
 from ._settings import ProxySettings
-from ._tlslisteners import NegotiatingReactor
+from ._tunnel import DEPRECATED_IN as _DEPRECATED_IN
 from ._version import __version__
-from .interfaces import (
-    IAccessPolicy,
-    IAccessPolicyFactory,
-    IUpstreamConnector,
-    IUpstreamConnectorFactory,
-)
+from .interfaces import IAccessPolicy, IProxyObserver, IUpstreamConnector
 
-__all__ = ["DEFAULT_LISTEN", "Options", "makeService"]
+__all__ = ["DEFAULT_LISTEN", "Options", "buildConfig", "makeService"]
 
 #: Where the proxy listens when no C{--listen} is given: loopback only.
 DEFAULT_LISTEN = "tcp:3128:interface=127.0.0.1"
@@ -59,95 +71,8 @@ DEFAULT_LISTEN = "tcp:3128:interface=127.0.0.1"
 _defaults = ProxySettings()
 
 
-_T = TypeVar("_T", int, float)
-
-
-def _coercer(
-    convert: Callable[[str], _T],
-    unit: str,
-    allowed: Callable[[_T], bool],
-    requirement: str,
-    doc: str,
-) -> Callable[[str], _T]:
-    """
-    Make a coerce function for C{optParameters} that converts a value and
-    checks it, with messages that say what was expected.
-    """
-
-    def coerce(text: str) -> _T:
-        try:
-            value = convert(text)
-        except ValueError:
-            raise ValueError(f"{text!r} is not {unit}") from None
-        if not allowed(value):
-            raise ValueError(f"{text!r} {requirement}")
-        return value
-
-    coerce.coerceDoc = doc  # type: ignore[attr-defined]
-    return coerce
-
-
-_positiveFloat = _coercer(
-    float,
-    "a number of seconds",
-    lambda v: 0 < v < math.inf,
-    "must be a positive number of seconds",
-    "Seconds, a positive number.",
-)
-_nonNegativeFloat = _coercer(
-    float,
-    "a number of seconds",
-    lambda v: 0 <= v < math.inf,
-    "must not be negative",
-    "Seconds, 0 or more.",
-)
-_byteCount = _coercer(
-    int,
-    "a whole number of bytes",
-    lambda v: v >= 64,
-    "is too small: at least 64 bytes",
-    "Bytes, a whole number, at least 64.",
-)
-_fieldCount = _coercer(
-    int,
-    "a whole number",
-    lambda v: v >= 1,
-    "must be at least 1",
-    "A whole number, at least 1.",
-)
-_count = _coercer(
-    int,
-    "a whole number",
-    lambda v: v >= 0,
-    "must not be negative",
-    "A whole number; 0 means no limit.",
-)
-_positiveCount = _coercer(
-    int,
-    "a whole number",
-    lambda v: v >= 1,
-    "must be at least 1",
-    "A whole number, at least 1.",
-)
-
-
-def _realm(text: str) -> str:
-    if not text or not all(" " <= c <= "~" for c in text):
-        raise ValueError(f"{text!r} must be printable ASCII, not empty")
-    return text
-
-
-_realm.coerceDoc = "Printable ASCII."  # type: ignore[attr-defined]
-#: A string in the configuration file, never a number.
-_realm.string = True  # type: ignore[attr-defined]
-
-
-def _network(text: str) -> str:
-    try:
-        ipaddress.ip_network(text, strict=True)
-    except ValueError as e:
-        raise ValueError(f"{text!r} is not a network ({e})") from None
-    return text
+#: What replaces the deprecated methods of L{Options} that built things.
+_BUILT = "connectproxy.tap.buildConfig(options, reactor)"
 
 
 #: An example value of each repeatable option, for messages about the
@@ -166,48 +91,18 @@ _LIST_EXAMPLES = {
 }
 
 
-def policyFactories() -> dict[str, IAccessPolicyFactory]:
-    """
-    The access policy plugins installed, by name.
-    """
-    return {
-        factory.name: factory
-        for factory in getPlugins(IAccessPolicyFactory, pluginPackage)
-    }
-
-
-def connectorFactories() -> dict[str, IUpstreamConnectorFactory]:
-    """
-    The upstream connector plugins installed, by name.
-    """
-    return {
-        factory.name: factory
-        for factory in getPlugins(IUpstreamConnectorFactory, pluginPackage)
-    }
-
-
-def _connectorChoice(description: str) -> str:
-    name = description.partition(":")[0]
-    installed = connectorFactories()
-    if name not in installed:
-        raise ValueError(
-            f"no connector plugin named {name!r} "
-            f"(installed: {', '.join(sorted(installed)) or 'none'})"
-        )
-    return description
-
-
-_connectorChoice.coerceDoc = "NAME or NAME:ARGUMENT."  # type: ignore[attr-defined]
-
-
 class Options(usage.Options, AuthOptionMixin):
     """
-    Options for C{twistd connectproxy}.
+    Options for C{twistd connectproxy}: they parse and check the arguments
+    and the configuration file, and touch no reactor.  L{buildConfig}
+    builds the running configuration from them.
 
     @ivar argv: The arguments parsed, kept so that a reload can parse them
         again (and re-read the configuration file).
-    @ivar rules: The built-in access rules, after L{postOptions}.
-    @ivar policies: The plugin policies, in order, after L{postOptions}.
+    @ivar rules: The built-in access rules, parsed, after L{postOptions}.
+    @ivar policies: The plugin policies, made from their arguments (which
+        checks them), in order, after L{postOptions}.
+    @ivar plans: Where each listener would listen, after parsing.
     """
 
     synopsis = "[options]"
@@ -250,7 +145,7 @@ class Options(usage.Options, AuthOptionMixin):
             "Seconds allowed for everything between the request head and the "
             "200: access checks, name resolution and every address tried; the "
             "client then gets 504 (503 while access is still being checked).",
-            _positiveFloat,
+            positiveFloat,
         ],
         [
             "idle-timeout",
@@ -258,7 +153,7 @@ class Options(usage.Options, AuthOptionMixin):
             _defaults.idleTimeout,
             "Seconds a tunnel may go without a byte in either direction "
             "before it is closed.",
-            _positiveFloat,
+            positiveFloat,
         ],
         [
             "half-close-timeout",
@@ -267,7 +162,7 @@ class Options(usage.Options, AuthOptionMixin):
             "Seconds a tunnel with one direction finished (one side sent its "
             "FIN) may go without a byte before it is closed; the shorter of "
             "this and --idle-timeout applies.",
-            _positiveFloat,
+            positiveFloat,
         ],
         [
             "request-timeout",
@@ -275,21 +170,21 @@ class Options(usage.Options, AuthOptionMixin):
             _defaults.requestTimeout,
             "Seconds a client has to send its complete request head; the "
             "client then gets 408 (slow clients cannot hold connections).",
-            _positiveFloat,
+            positiveFloat,
         ],
         [
             "abort-timeout",
             None,
             _defaults.abortTimeout,
             "Seconds a graceful close may take before the connection is aborted.",
-            _positiveFloat,
+            positiveFloat,
         ],
         [
             "max-request-line",
             None,
             _defaults.maxRequestLine,
             "Longest request line accepted, in bytes; longer gets 414.",
-            _byteCount,
+            byteCount,
         ],
         [
             "max-head-size",
@@ -297,14 +192,14 @@ class Options(usage.Options, AuthOptionMixin):
             _defaults.maxHeadSize,
             "Largest request head (request line and header fields) accepted, "
             "in bytes; larger gets 431.",
-            _byteCount,
+            byteCount,
         ],
         [
             "max-header-fields",
             None,
             _defaults.maxHeaderFields,
             "Most header fields in a request head; more gets 431.",
-            _fieldCount,
+            fieldCount,
         ],
         [
             "max-connections",
@@ -312,14 +207,14 @@ class Options(usage.Options, AuthOptionMixin):
             _defaults.maxConnections,
             "Most client connections at once; more get 503. The default is "
             "what the process's descriptor limit allows.",
-            _count,
+            count,
         ],
         [
             "max-connections-per-client",
             None,
             _defaults.maxConnectionsPerClient,
             "Most connections at once from one client address; more get 503.",
-            _count,
+            count,
         ],
         [
             "resolver-threads",
@@ -328,7 +223,7 @@ class Options(usage.Options, AuthOptionMixin):
             "Most name lookups at once, each in a thread of the proxy's own "
             "resolver pool; more wait their turn, and get 503 if the connect "
             "deadline passes first.",
-            _positiveCount,
+            positiveCount,
         ],
         [
             "resolver-per-client",
@@ -337,7 +232,7 @@ class Options(usage.Options, AuthOptionMixin):
             "Most name lookups at once for one client address, so that one "
             "client's slow names cannot hold up the others; more wait their "
             "turn. 0 lets one client use every resolver thread.",
-            _count,
+            count,
         ],
         [
             "upstream",
@@ -345,14 +240,14 @@ class Options(usage.Options, AuthOptionMixin):
             "direct",
             "How the proxy reaches targets: an upstream connector plugin, as "
             "NAME or NAME:ARGUMENT. See --help-upstreams.",
-            _connectorChoice,
+            connectorChoice,
         ],
         [
             "auth-realm",
             None,
             "connectproxy",
             "The realm named in Proxy-Authenticate challenges (printable ASCII).",
-            _realm,
+            realm,
         ],
         [
             "auth-cache-ttl",
@@ -360,7 +255,7 @@ class Options(usage.Options, AuthOptionMixin):
             30.0,
             "Seconds a verified user name and password is remembered (as a "
             "keyed hash) before it is verified again; 0 turns this off.",
-            _nonNegativeFloat,
+            nonNegativeFloat,
         ],
         [
             "auth-max-failures",
@@ -370,7 +265,7 @@ class Options(usage.Options, AuthOptionMixin):
             "--auth-failure-window before that user name is refused from that "
             "address with 429 for --auth-block-time (other users behind the "
             "same address still log in); 0 turns this off.",
-            _count,
+            count,
         ],
         [
             "auth-max-failed-users",
@@ -380,14 +275,14 @@ class Options(usage.Options, AuthOptionMixin):
             "within --auth-failure-window before the whole address is refused "
             "with 429 for --auth-block-time (password spraying); 0 turns this "
             "off.",
-            _count,
+            count,
         ],
         [
             "auth-failure-window",
             None,
             60.0,
             "Seconds over which failed logins are counted.",
-            _positiveFloat,
+            positiveFloat,
         ],
         [
             "auth-block-time",
@@ -395,7 +290,7 @@ class Options(usage.Options, AuthOptionMixin):
             60.0,
             "Seconds a user name (or, after --auth-max-failed-users, a whole "
             "client address) is refused after too many failed logins.",
-            _positiveFloat,
+            positiveFloat,
         ],
     ]
 
@@ -425,7 +320,6 @@ class Options(usage.Options, AuthOptionMixin):
             self._dispatch[name] = partial(self._dispatchGiven, handler)
         self.rules = AccessRules.defaults()
         self.policies: list[IAccessPolicy] = []
-        #: Where each listener would listen, after parsing.
         self.plans: list[ListenerPlan] = []
         # systemd: listeners without their socket, refused after parsing
         # unless only checking the configuration (outside systemd).
@@ -524,7 +418,7 @@ class Options(usage.Options, AuthOptionMixin):
 
     def _addNetwork(self, name: str, network: str) -> None:
         try:
-            _network(network)
+            checkNetwork(network)
         except ValueError as e:
             raise usage.UsageError(f"--{name}: {e}") from None
         self._append(name, network)
@@ -557,7 +451,7 @@ class Options(usage.Options, AuthOptionMixin):
         clients. Others get 403.
         """
         try:
-            _network(network)
+            checkNetwork(network)
         except ValueError as e:
             raise usage.UsageError(f"--allow-client: {e}") from None
         self._append("allow-client", network)
@@ -569,7 +463,7 @@ class Options(usage.Options, AuthOptionMixin):
         Clients behind them must be in an --allow-client network.
         """
         try:
-            _network(network)
+            checkNetwork(network)
         except ValueError as e:
             raise usage.UsageError(f"--trusted-proxy: {e}") from None
         self._append("trusted-proxy", network)
@@ -767,23 +661,6 @@ class Options(usage.Options, AuthOptionMixin):
                 keys[name] = ConfigKey("flag", example=f"{name} = true")
         return keys
 
-    def upstream(self) -> ConnectorMaker:
-        """
-        @return: What makes the connector C{--upstream} names, from a
-            L{ConnectorContext}; it raises L{ValueError} naming the option
-            when the plugin refuses its argument.
-        """
-        name, _, argument = self["upstream"].partition(":")
-        factory = connectorFactories()[name]
-
-        def make(context: ConnectorContext) -> IUpstreamConnector:
-            try:
-                return factory.connectorFromArgument(argument, context)
-            except ValueError as e:
-                raise ValueError(f"--upstream {name}: {e}") from None
-
-        return make
-
     def _checkUpstream(self) -> None:
         """
         Let the connector plugin check its argument now, before anything
@@ -791,10 +668,10 @@ class Options(usage.Options, AuthOptionMixin):
         """
         reactor = MemoryReactor()
         context = ConnectorContext(
-            reactor, self.settings(), self.rules.networks, ResolverPool(reactor)
+            reactor, proxySettings(self), self.rules.networks, ResolverPool(reactor)
         )
         try:
-            self.upstream()(context)
+            connectorMaker(self)(context)
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
 
@@ -803,62 +680,37 @@ class Options(usage.Options, AuthOptionMixin):
             path, loadConfig(path), self.given, self.configKeys(), self.__setitem__
         )
 
-    def settings(self) -> ProxySettings:
-        """
-        @return: The L{ProxySettings} these options describe.
-        """
-        return ProxySettings(
-            requestTimeout=self["request-timeout"],
-            connectTimeout=self["connect-timeout"],
-            idleTimeout=self["idle-timeout"],
-            halfCloseTimeout=self["half-close-timeout"],
-            abortTimeout=self["abort-timeout"],
-            maxRequestLine=self["max-request-line"],
-            maxHeadSize=self["max-head-size"],
-            maxHeaderFields=self["max-header-fields"],
-            maxConnections=self["max-connections"],
-            maxConnectionsPerClient=self["max-connections-per-client"],
-            resolverThreads=self["resolver-threads"],
-            resolverPerClient=self["resolver-per-client"],
-        )
-
     def checkers(self) -> list[Any]:
         """
         The credential checkers from C{--auth}.
         """
         return list(self.get("credCheckers", []))
 
+    @deprecated(_DEPRECATED_IN, _BUILT + ".upstream")
+    def upstream(self) -> ConnectorMaker:
+        """
+        @return: What makes the connector C{--upstream} names.
+        """
+        return connectorMaker(self)
+
+    @deprecated(_DEPRECATED_IN, _BUILT + ".settings")
+    def settings(self) -> ProxySettings:
+        """
+        @return: The L{ProxySettings} these options describe.
+        """
+        return proxySettings(self)
+
+    @deprecated(_DEPRECATED_IN, _BUILT + ".gatekeeper")
     def gatekeeper(self, reactor: Any) -> Gatekeeper:
         """
-        Build the access checks these options describe.
-
-        @param reactor: The clock and thread-pool host for the checkers.
+        @return: The access checks these options describe, on C{reactor}.
         """
-        checkers = self.checkers()
-        for checker in checkers:
-            bind = getattr(checker, "bind", None)
-            if bind is not None:
-                bind(reactor)
-        limiter = None
-        if self["auth-max-failures"] or self["auth-max-failed-users"]:
-            limiter = FailureLimiter(
-                reactor,
-                maxFailures=self["auth-max-failures"],
-                window=self["auth-failure-window"],
-                blockFor=self["auth-block-time"],
-                maxUsers=self["auth-max-failed-users"],
-            )
-        return Gatekeeper(
-            self.rules,
-            self.policies,
-            userPortal(checkers) if checkers else None,
-            self["auth-realm"],
-            limiter,
-        )
+        return gatekeeperFor(self, reactor)
 
+    @deprecated(_DEPRECATED_IN, _BUILT + ".unauthenticated")
     def unauthenticated(self) -> bool:
         """
-        Whether clients tunnel without authenticating (no C{--auth}).
+        @return: Whether clients tunnel without authenticating (no C{--auth}).
         """
         return not self.checkers()
 
@@ -871,59 +723,42 @@ for _name in dir(Options):
         _method.__doc__ = " ".join(_method.__doc__.split())
 
 
-def makeService(options: Options, reactor: Any = None) -> MultiService:
+def makeService(
+    options: Options,
+    reactor: Any = None,
+    *,
+    connector: IUpstreamConnector | None = None,
+    observers: Iterable[IProxyObserver] | None = None,
+) -> MultiService:
     """
     Build the proxy service: one listener per C{--listen}, sharing one
     factory, and the reload service (SIGHUP, with the global reactor).
 
     @param options: Parsed L{Options}.
     @param reactor: The reactor to use; the global one when C{None}.
+    @param connector: A connector to use in place of the one C{--upstream}
+        names, at start and after every reload.
+    @param observers: Observers to tell of refusals and tunnels in place of
+        the access log, at start and after every reload.
     @return: A L{MultiService} holding the listeners; its child named
         C{"reload"} has a C{reload()} method, and the one named C{"notify"}
         tells systemd (C{$NOTIFY_SOCKET}) when the proxy is ready, reloading
         and stopping.
+    @raise usage.UsageError: When the C{--upstream} plugin refuses its
+        argument.
     """
     installSignal = reactor is None
     if reactor is None:
         from twisted.internet import reactor as globalReactor
 
         reactor = globalReactor
-    gatekeeper = options.gatekeeper(reactor)
+    if observers is not None:
+        observers = tuple(observers)
+    config = buildConfig(options, reactor, connector=connector, observers=observers)
     try:
-        factory = ConnectProxyFactory(
-            reactor,
-            options.settings(),
-            gatekeeper=gatekeeper,
-            upstream=options.upstream(),
-        )
+        factory = ConnectProxyFactory.fromConfig(reactor, config)
     except ValueError as e:
         # The connector plugin refused its argument after all.
         raise usage.UsageError(str(e)) from None
-    service = MultiService()
-    service.setName("connectproxy")
-    reloader = ReloadService(options, factory, reactor, installSignal)
-    reloader.setName("reload")
-    reloader.setServiceParent(service)
-    listeners = []
-    listenerReactors = []
-    for description in options["listen"]:
-        # TLS listeners refuse clients that share no ALPN protocol cleanly,
-        # and take new certificates on reload.
-        listenerReactor = NegotiatingReactor(reactor, description)
-        listenerReactors.append(listenerReactor)
-        listener = ListenerService(
-            serverEndpoint(listenerReactor, description), factory
-        )
-        listener._raiseSynchronously = True
-        listener.description = description
-        listener.unauthenticated = options.unauthenticated()
-        listener.clientRules = options["allow-client"]
-        listener.setServiceParent(service)
-        listeners.append(listener)
-    reloader.listeners = listeners
-    reloader.listenerReactors = listenerReactors
-    notifier = NotifyService(SystemdNotifier.fromEnvironment(), listeners)
-    notifier.setName("notify")
-    notifier.setServiceParent(service)
-    reloader.notifier = notifier
-    return service
+    load = reloader(options, reactor, connector=connector, observers=observers)
+    return proxyService(reactor, factory, config, load, installSignal)

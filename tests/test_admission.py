@@ -40,6 +40,7 @@ from zope.interface.verify import verifyObject
 from connectproxy import (
     AccessRequest,
     ConnectProxyFactory,
+    ProxyConfig,
     ProxySettings,
     Refusal,
     UpstreamRequest,
@@ -1514,6 +1515,21 @@ def test_interfacesProvided() -> None:
 # Reloading.
 
 
+def harnessConfig(
+    harness: ProxyHarness, settings: ProxySettings, gatekeeper: Gatekeeper
+) -> ProxyConfig:
+    """
+    A configuration with new settings and access checks, and the harness's
+    own connector and observer.
+    """
+    return ProxyConfig(
+        settings=settings,
+        gatekeeper=gatekeeper,
+        connector=harness.connector,
+        observers=(harness.observer,),
+    )
+
+
 def test_reconfigureAffectsNewConnections() -> None:
     """
     After C{reconfigure}, new connections use the new settings and access
@@ -1521,7 +1537,9 @@ def test_reconfigureAffectsNewConnections() -> None:
     """
     harness = ProxyHarness()
     rules = rulesWith(ports=PortRules.fromStrings(["8443"]))
-    harness.factory.reconfigure(ProxySettings(requestTimeout=5), Gatekeeper(rules))
+    harness.factory.reconfigure(
+        harnessConfig(harness, ProxySettings(requestTimeout=5), Gatekeeper(rules))
+    )
     client = harness.connectClient()
     client.send(connectHead("example.com:8443"))
     assert len(harness.connector.attempts) == 1
@@ -1545,7 +1563,9 @@ def test_reconfigureKeepsTunnels() -> None:
     upstream = attempt.succeed()
     refuseAll = StaticPolicy(Refusal(403, "closed for maintenance"))
     harness.factory.reconfigure(
-        ProxySettings(), Gatekeeper(AccessRules.defaults(), [refuseAll])
+        harnessConfig(
+            harness, ProxySettings(), Gatekeeper(AccessRules.defaults(), [refuseAll])
+        )
     )
     client.send(b"ping")
     attempt.protocol.dataReceived(b"pong")
@@ -1572,7 +1592,7 @@ def test_directConnectorGetsNetworkRules() -> None:
     assert factory.connector.networks is first
     networks = NetworkRules.fromStrings(allow=["10.0.0.0/8"])
     gatekeeper = Gatekeeper(rulesWith(networks=networks))
-    factory.reconfigure(ProxySettings(), gatekeeper)
+    factory.reconfigure(ProxyConfig(gatekeeper=gatekeeper))
     assert factory.gatekeeper is gatekeeper
     assert factory.connector.networks is networks
 

@@ -31,7 +31,7 @@ from connectproxy._admission import Gatekeeper, userPortal
 from connectproxy._auth import FailureLimiter, HtpasswdChecker
 from connectproxy._policy import AccessRules
 from connectproxy._settings import ProxySettings
-from connectproxy.tap import Options, makeService
+from connectproxy.tap import Options, buildConfig, makeService
 from connectproxy.testing import FakeClient, ProxyHarness
 from tests.test_admission import basic, connectHead, onlyResponse, responses
 from tests.test_auth import LaterRunner, sha1Hash
@@ -50,7 +50,7 @@ def optionsHarness(*argv: str, settings: ProxySettings | None = None) -> ProxyHa
     options = Options()
     options.parseOptions(list(argv))
     harness = ProxyHarness(settings)
-    harness.factory.gatekeeper = options.gatekeeper(harness.clock)
+    harness.factory.gatekeeper = buildConfig(options, harness.clock).gatekeeper
     for checker in options.checkers():
         if isinstance(checker, HtpasswdChecker):
             checker._runInThread = lambda verification: succeed(verification())

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_config -*-
 """
 Tests for the configuration file (L{connectproxy._config}, C{--config}), its
-reload on SIGHUP (L{connectproxy.tap.ReloadService}), and the warning about
+reload on SIGHUP (L{connectproxy._service.ReloadService}), and the warning about
 an open proxy that C{makeService} logs when it listens.
 """
 
@@ -32,11 +32,12 @@ from twisted.python.usage import UsageError
 from zope.interface import implementer
 
 from connectproxy import ConnectProxyFactory, DirectConnector, ProxySettings
+from connectproxy._assembly import reloader
 from connectproxy._auth import HtpasswdChecker
 from connectproxy._config import ConfigError
 from connectproxy._service import ListenerService, ListenFailed, ReloadService
 from connectproxy.plugins.hostlist import HostListPolicy
-from connectproxy.tap import Options, makeService
+from connectproxy.tap import Options, buildConfig, makeService
 from connectproxy.testing import FakeConnector, ProxyHarness, RecordingObserver
 
 PASSWORD = "correct horse"
@@ -235,7 +236,7 @@ policy = ["hostlist:{hosts}"]
     rules = options.rules
     assert rules.ports.allows(8080) and not rules.ports.allows(8081)
     assert not rules.hosts.check("bad.example.com")
-    assert options.settings() == ProxySettings(
+    assert buildConfig(options, MemoryReactorClock()).settings == ProxySettings(
         requestTimeout=5.0,
         connectTimeout=2.5,
         idleTimeout=60.0,
@@ -497,10 +498,16 @@ def test_tunnelSurvivesReload(tmp_path: Path) -> None:
     timeout, while new requests get the new rules.
     """
     path = writeConfig(tmp_path, 'allow-port = ["443"]\nidle-timeout = 600\n')
-    options = parse("--config", str(path))
     harness = ProxyHarness()
-    harness.factory.reconfigure(options.settings(), options.gatekeeper(harness.clock))
-    reloader = ReloadService(options, harness.factory, harness.clock, False)
+    load = reloader(
+        parse("--config", str(path)),
+        harness.clock,
+        connector=harness.connector,
+        observers=[harness.observer],
+    )
+    config = load()
+    harness.factory.reconfigure(config)
+    reloadService = ReloadService(load, harness.factory, config, harness.clock, False)
     client = harness.connectClient()
     client.send(CONNECT)
     attempt = harness.connector.attempts[-1]
@@ -508,7 +515,7 @@ def test_tunnelSurvivesReload(tmp_path: Path) -> None:
     assert client.transport.value().startswith(b"HTTP/1.1 200 ")
 
     writeConfig(tmp_path, 'allow-port = ["8443"]\nidle-timeout = 5\n')
-    assert reloader.reload()
+    assert reloadService.reload()
     harness.clock.advance(60)
     client.send(b"ping")
     attempt.protocol.dataReceived(b"pong")
@@ -723,15 +730,16 @@ def reloadService(
     A reload service over a factory built by hand from a configuration file.
     """
     path = writeConfig(tmp_path, "idle-timeout = 60\n")
-    options = parse("--config", str(path))
-    factory = ConnectProxyFactory(
+    load = reloader(
+        parse("--config", str(path)),
         reactor,
-        options.settings(),
-        FakeConnector(),
-        [RecordingObserver()],
-        options.gatekeeper(reactor),
+        connector=FakeConnector(),
+        observers=[RecordingObserver()],
     )
-    return ReloadService(options, factory, reactor, installSignal), factory, path
+    config = load()
+    factory = ConnectProxyFactory.fromConfig(reactor, config)
+    service = ReloadService(load, factory, config, reactor, installSignal)
+    return service, factory, path
 
 
 @pytest.mark.usefixtures("sighup")

@@ -30,13 +30,16 @@ from connectproxy import (
     DirectConnector,
     Gatekeeper,
     NetworkRules,
+    ProxyConfig,
     ProxySettings,
     ResolverPool,
 )
+from connectproxy._assembly import connectorFactories
+from connectproxy._limiter import FailureLimiter
 from connectproxy._upstream import DirectConnectorFactory
 from connectproxy.interfaces import IUpstreamConnector, IUpstreamConnectorFactory
 from connectproxy.plugins import direct as directModule
-from connectproxy.tap import Options, connectorFactories, makeService
+from connectproxy.tap import Options, makeService
 from connectproxy.testing import (
     FakeConnector,
     HalfCloseableStringTransport,
@@ -352,7 +355,8 @@ def test_factoryRemakesItsConnector() -> None:
     gatekeeper = Gatekeeper(
         AccessRules(rules.ports, networks, rules.hosts, rules.clients)
     )
-    factory.reconfigure(ProxySettings(connectTimeout=2, resolverThreads=5), gatekeeper)
+    settings = ProxySettings(connectTimeout=2, resolverThreads=5)
+    factory.reconfigure(ProxyConfig(settings=settings, gatekeeper=gatekeeper))
     second = factory.connector
     assert isinstance(second, DirectConnector) and second is not first
     assert (second.networks, second.attemptTimeout) == (networks, 2)
@@ -363,7 +367,8 @@ def test_factoryRemakesItsConnector() -> None:
 def test_factoryUpstreamMaker() -> None:
     """
     An C{upstream} maker makes the connector from the factory's context,
-    now and at every reconfiguration, until another maker replaces it.
+    now and at every reconfiguration; a configuration's own connector is
+    used as it is.
     """
     contexts: list[ConnectorContext] = []
 
@@ -378,42 +383,113 @@ def test_factoryUpstreamMaker() -> None:
     assert made.reactor is clock and made.resolverPool is factory.resolverPool
     assert made.settings is factory.settings
     assert made.networks is factory.gatekeeper.rules.networks
-    factory.reconfigure(ProxySettings(idleTimeout=5), factory.gatekeeper)
-    assert len(contexts) == 2 and contexts[1].settings.idleTimeout == 5
+    settings = ProxySettings(idleTimeout=5)
+    factory.reconfigure(ProxyConfig(settings=settings, upstream=maker))
+    assert len(contexts) == 2 and contexts[1].settings is settings
     replacement = FakeConnector()
-    factory.reconfigure(factory.settings, factory.gatekeeper, lambda c: replacement)
-    assert factory.connector is replacement
-    factory.reconfigure(factory.settings, factory.gatekeeper)
+    factory.reconfigure(ProxyConfig(connector=replacement, upstream=maker))
     assert factory.connector is replacement
     assert len(contexts) == 2
+
+
+def test_deprecatedReconfigure() -> None:
+    """
+    C{reconfigure(settings, gatekeeper, upstream=None)}, the form before
+    L{ProxyConfig}, still works as it did, with a deprecation warning: it
+    remakes the connector with the maker in use until another maker
+    replaces it, and leaves the observers alone.
+    """
+    contexts: list[ConnectorContext] = []
+
+    def maker(made: ConnectorContext) -> FakeConnector:
+        contexts.append(made)
+        return FakeConnector()
+
+    factory = ConnectProxyFactory(MemoryReactorClock(), upstream=maker)
+    observer = factory.observer
+    deprecation = (
+        r"^ConnectProxyFactory\.reconfigure\(settings, gatekeeper, upstream\) "
+    )
+    deprecation += r"was deprecated in connectproxy 0\.1\.0; please use "
+    deprecation += r"reconfigure\(ProxyConfig\(\.\.\.\)\) instead$"
+    with pytest.warns(DeprecationWarning, match=deprecation):
+        factory.reconfigure(ProxySettings(idleTimeout=5), factory.gatekeeper)
+    assert len(contexts) == 2 and contexts[1].settings.idleTimeout == 5
+    replacement = FakeConnector()
+    with pytest.warns(DeprecationWarning, match=deprecation):
+        factory.reconfigure(factory.settings, factory.gatekeeper, lambda c: replacement)
+    assert factory.connector is replacement
+    with pytest.warns(DeprecationWarning, match=deprecation):
+        factory.reconfigure(factory.settings, factory.gatekeeper)
+    assert factory.connector is replacement
+    assert len(contexts) == 2
+    assert factory.observer is observer
 
 
 def test_failedReconfigureChangesNothing() -> None:
     """
     When the connector cannot be made, C{reconfigure} raises and the
-    factory keeps its settings, access checks and connector.
+    factory keeps its settings, access checks, limiter, connector and
+    observers.
     """
-    factory = ConnectProxyFactory(MemoryReactorClock())
-    before = (factory.settings, factory.gatekeeper, factory.connector)
+    limiter = FailureLimiter(MemoryReactorClock(), maxFailures=3)
+    factory = ConnectProxyFactory(
+        MemoryReactorClock(),
+        gatekeeper=Gatekeeper(AccessRules.defaults(), limiter=limiter),
+    )
+    before = (factory.settings, factory.gatekeeper, factory.connector, factory.observer)
 
     def refuse(made: ConnectorContext) -> IUpstreamConnector:
         raise ValueError("no")
 
+    new = Gatekeeper(
+        AccessRules.defaults(),
+        limiter=FailureLimiter(MemoryReactorClock(), maxFailures=9),
+    )
     with pytest.raises(ValueError, match="no"):
         factory.reconfigure(
-            ProxySettings(idleTimeout=1), Gatekeeper(AccessRules.defaults()), refuse
+            ProxyConfig(
+                settings=ProxySettings(idleTimeout=1), gatekeeper=new, upstream=refuse
+            )
         )
-    assert (factory.settings, factory.gatekeeper, factory.connector) == before
+    assert (
+        factory.settings,
+        factory.gatekeeper,
+        factory.connector,
+        factory.observer,
+    ) == before
+    assert limiter.maxFailures == 3
+    assert new.limiter is not limiter
 
 
-def test_givenConnectorKept() -> None:
+def test_deprecatedReconfigureKeepsGivenConnector() -> None:
     """
-    A connector given to the factory is kept across reconfigurations, and
-    the factory has no resolver pool of its own until one is asked for.
+    A connector given to the factory is kept across reconfigurations of
+    the deprecated form, and the factory has no resolver pool of its own
+    until one is asked for.
     """
     connector = FakeConnector()
     factory = ConnectProxyFactory(MemoryReactorClock(), connector=connector)
-    factory.reconfigure(ProxySettings(), Gatekeeper(AccessRules.defaults()))
+    with pytest.warns(DeprecationWarning):
+        factory.reconfigure(ProxySettings(), Gatekeeper(AccessRules.defaults()))
+    assert factory.connector is connector
+    assert factory.resolverPool is None
+    pool = factory.connectorContext().resolverPool
+    assert factory.resolverPool is pool
+
+
+def test_configConnectorUsedAsItIs() -> None:
+    """
+    A configuration's own connector is used as it is, at start and on
+    reconfiguration, and the factory has no resolver pool of its own until
+    one is asked for.
+    """
+    connector = FakeConnector()
+    factory = ConnectProxyFactory.fromConfig(
+        MemoryReactorClock(), ProxyConfig(connector=connector)
+    )
+    assert factory.connector is connector
+    factory.reconfigure(ProxyConfig(connector=connector))
     assert factory.connector is connector
     assert factory.resolverPool is None
     pool = factory.connectorContext().resolverPool
@@ -454,7 +530,7 @@ def test_swappedConnectorUsedForNewRequests() -> None:
     factory = ConnectProxyFactory(MemoryReactorClock(), upstream=lambda c: old)
     first = connectThrough(factory, "example.com:443")
     new = Remembering()
-    factory.reconfigure(factory.settings, factory.gatekeeper, lambda c: new)
+    factory.reconfigure(ProxyConfig(upstream=lambda c: new))
     second = connectThrough(factory, "example.org:443")
     [pending] = old.inner.attempts
     [attempt] = new.inner.attempts

@@ -264,6 +264,32 @@ def test_expiredAddressesPurged() -> None:
     assert limits._records == 1
 
 
+def test_reconfiguredKeepsCounts() -> None:
+    """
+    A limiter carried over to a new configuration takes its limits and keeps
+    its counts, blocks and checks under way: a block stays, a count goes on
+    towards the new limit.
+    """
+    clock = Clock()
+    old = limiter(clock, maxFailures=2, window=60, blockFor=30, maxUsers=5)
+    old.recordFailure(NAT, "alice")
+    old.recordFailure(NAT, "alice")
+    old.recordFailure(NAT, "bob")
+    old.attemptStarted(NAT, "carol")
+    new = limiter(clock, maxFailures=3, window=90, blockFor=10, maxUsers=4)
+    new.maxKeys = 7
+    carried = old.reconfigured(new)
+    assert carried is old
+    assert (carried.maxFailures, carried.window, carried.blockFor) == (3, 90, 10)
+    assert (carried.maxUsers, carried.maxKeys) == (4, 7)
+    assert carried.blockedFor(NAT, "alice") == 30
+    assert carried.recordFailure(NAT, "bob") is None
+    assert carried.recordFailure(NAT, "bob") == "user"
+    assert carried.blockedFor(NAT, "bob") == 10
+    carried.attemptEnded(NAT, "carol")
+    assert carried._pending == {}
+
+
 def test_makeRoom() -> None:
     """
     L{makeRoom} drops expired items first, then the oldest while full.

@@ -14,7 +14,7 @@ from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.protocol import Protocol
 from twisted.logger import LogEvent
 
-from connectproxy import ConnectProxyProtocol, ProxySettings
+from connectproxy import ConnectProxyProtocol, ProxyConfig, ProxySettings
 from connectproxy._settings import defaultMaxConnections
 from connectproxy.testing import (
     FakeClient,
@@ -84,7 +84,12 @@ def setLimit(harness: ProxyHarness, maxConnections: int) -> None:
     Reload the proxy with a new total limit (and the same access checks).
     """
     harness.factory.reconfigure(
-        ProxySettings(maxConnections=maxConnections), harness.factory.gatekeeper
+        ProxyConfig(
+            settings=ProxySettings(maxConnections=maxConnections),
+            gatekeeper=harness.factory.gatekeeper,
+            connector=harness.connector,
+            observers=(harness.observer,),
+        )
     )
 
 

@@ -33,10 +33,11 @@ from connectproxy import (
     Refusal,
     userPortal,
 )
+from connectproxy._assembly import policyFactories
 from connectproxy.interfaces import API_VERSION, IAccessPolicy, IAccessPolicyFactory
 from connectproxy.plugins import hostlist as hostlistModule
 from connectproxy.plugins.hostlist import HostListPolicy, HostListPolicyFactory
-from connectproxy.tap import Options, policyFactories
+from connectproxy.tap import Options, buildConfig
 from connectproxy.testing import ProxyHarness, accessRequest, checkPolicy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -131,7 +132,7 @@ def test_policyOption(tmp_path: Path) -> None:
         (str(first), ["a.example"]),
         (str(second), ["*.b.example"]),
     ]
-    assert options.gatekeeper(MemoryReactorClock()).policies == policies
+    assert buildConfig(options, MemoryReactorClock()).gatekeeper.policies == policies
 
 
 def test_policyArgumentKeepsColons(tmp_path: Path) -> None:

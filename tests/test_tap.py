@@ -20,7 +20,7 @@ from twisted.python.usage import UsageError
 
 from connectproxy import ConnectProxyFactory, ProxySettings, __version__
 from connectproxy._settings import defaultMaxConnections
-from connectproxy.tap import DEFAULT_LISTEN, Options, makeService
+from connectproxy.tap import DEFAULT_LISTEN, Options, buildConfig, makeService
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -71,7 +71,7 @@ def test_defaults() -> None:
     """
     options = parse()
     assert dict(options) == DEFAULTS
-    assert options.settings() == ProxySettings()
+    assert buildConfig(options, MemoryReactorClock()).settings == ProxySettings()
 
 
 def test_allOptions() -> None:
@@ -177,7 +177,7 @@ def test_allOptions() -> None:
     assert rules.hosts.check("a.example.com") and not rules.hosts.check(
         "bad.example.com"
     )
-    assert options.settings() == ProxySettings(
+    assert buildConfig(options, MemoryReactorClock()).settings == ProxySettings(
         requestTimeout=5.0,
         connectTimeout=2.5,
         idleTimeout=60.0,

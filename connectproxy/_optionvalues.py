@@ -1,0 +1,143 @@
+# -*- test-case-name: tests.test_tap -*-
+"""
+The values of the command-line options: coerce functions for
+C{optParameters} (and checks for the handlers of repeatable options) that
+say what was expected when a value is wrong.  Each has a C{coerceDoc}
+for C{--help}; one with C{string = True} takes only a string in the
+configuration file, never a number.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from collections.abc import Callable
+from typing import TypeVar
+
+from ._assembly import connectorFactories
+
+__all__ = [
+    "byteCount",
+    "checkNetwork",
+    "coercer",
+    "connectorChoice",
+    "count",
+    "fieldCount",
+    "nonNegativeFloat",
+    "positiveCount",
+    "positiveFloat",
+    "realm",
+]
+
+_T = TypeVar("_T", int, float)
+
+
+def coercer(
+    convert: Callable[[str], _T],
+    unit: str,
+    allowed: Callable[[_T], bool],
+    requirement: str,
+    doc: str,
+) -> Callable[[str], _T]:
+    """
+    Make a coerce function for C{optParameters} that converts a value and
+    checks it, with messages that say what was expected.
+    """
+
+    def coerce(text: str) -> _T:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise ValueError(f"{text!r} is not {unit}") from None
+        if not allowed(value):
+            raise ValueError(f"{text!r} {requirement}")
+        return value
+
+    coerce.coerceDoc = doc  # type: ignore[attr-defined]
+    return coerce
+
+
+positiveFloat = coercer(
+    float,
+    "a number of seconds",
+    lambda v: 0 < v < math.inf,
+    "must be a positive number of seconds",
+    "Seconds, a positive number.",
+)
+nonNegativeFloat = coercer(
+    float,
+    "a number of seconds",
+    lambda v: 0 <= v < math.inf,
+    "must not be negative",
+    "Seconds, 0 or more.",
+)
+byteCount = coercer(
+    int,
+    "a whole number of bytes",
+    lambda v: v >= 64,
+    "is too small: at least 64 bytes",
+    "Bytes, a whole number, at least 64.",
+)
+fieldCount = coercer(
+    int,
+    "a whole number",
+    lambda v: v >= 1,
+    "must be at least 1",
+    "A whole number, at least 1.",
+)
+count = coercer(
+    int,
+    "a whole number",
+    lambda v: v >= 0,
+    "must not be negative",
+    "A whole number; 0 means no limit.",
+)
+positiveCount = coercer(
+    int,
+    "a whole number",
+    lambda v: v >= 1,
+    "must be at least 1",
+    "A whole number, at least 1.",
+)
+
+
+def realm(text: str) -> str:
+    """
+    A realm for C{Proxy-Authenticate}: printable ASCII, not empty.
+    """
+    if not text or not all(" " <= c <= "~" for c in text):
+        raise ValueError(f"{text!r} must be printable ASCII, not empty")
+    return text
+
+
+realm.coerceDoc = "Printable ASCII."  # type: ignore[attr-defined]
+#: A string in the configuration file, never a number.
+realm.string = True  # type: ignore[attr-defined]
+
+
+def checkNetwork(text: str) -> str:
+    """
+    A network in CIDR notation, host bits clear (C{10.0.0.0/8}).
+    """
+    try:
+        ipaddress.ip_network(text, strict=True)
+    except ValueError as e:
+        raise ValueError(f"{text!r} is not a network ({e})") from None
+    return text
+
+
+def connectorChoice(description: str) -> str:
+    """
+    C{NAME} or C{NAME:ARGUMENT} of an installed connector plugin.
+    """
+    name = description.partition(":")[0]
+    installed = connectorFactories()
+    if name not in installed:
+        raise ValueError(
+            f"no connector plugin named {name!r} "
+            f"(installed: {', '.join(sorted(installed)) or 'none'})"
+        )
+    return description
+
+
+connectorChoice.coerceDoc = "NAME or NAME:ARGUMENT."  # type: ignore[attr-defined]

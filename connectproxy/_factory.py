@@ -134,6 +134,7 @@ class ConnectProxyFactory(Factory):
                 self.settings.connectTimeout,
                 gatekeeper.rules.networks,
                 self.resolverPool,
+                outgoing=self.settings.outgoingAddresses,
             )
         self.connector = connector
         if observers is None:
@@ -156,6 +157,7 @@ class ConnectProxyFactory(Factory):
         if isinstance(self.connector, DirectConnector):
             self.connector.networks = gatekeeper.rules.networks
             self.connector.attemptTimeout = settings.connectTimeout
+            self.connector.outgoing = settings.outgoingAddresses
         if self.resolverPool is not None:
             self.resolverPool.resize(
                 settings.resolverThreads, settings.resolverPerClient

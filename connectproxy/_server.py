@@ -33,6 +33,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ._admission import Refused, clientHostPort
+from ._eyeballs import LocalConnectError
 from ._observer import (
     RefusedRequest,
     TunnelRecord,
@@ -81,6 +82,9 @@ def _connectErrorStatus(
     if failure.check(ForbiddenDestination):
         assert isinstance(failure.value, ForbiddenDestination)
         return 403, failure.value.reason
+    if failure.check(LocalConnectError):
+        assert isinstance(failure.value, LocalConnectError)
+        return failure.value.status, failure.value.reason
     if failure.check(DNSLookupError):
         return 502, "could not resolve the target host"
     if failure.check(ConnectionRefusedError):

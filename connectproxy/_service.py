@@ -23,6 +23,7 @@ from ._factory import ConnectProxyFactory
 from ._observer import formatAddress
 
 if TYPE_CHECKING:
+    from ._limits import AcceptGuard
     from ._sdnotify import NotifyService
     from .tap import Options
 
@@ -80,12 +81,15 @@ class ListenerService(StreamServerEndpointService):
 
     @ivar description: The listener description it was made from, for
         messages.
+    @ivar acceptGuard: Refuses clients cleanly when the descriptors run
+        out, once the port listens; C{None} for none.
     """
 
     _log = Logger()
     unauthenticated = False
     clientRules: Sequence[str] = ()
     description = ""
+    acceptGuard: AcceptGuard | None = None
 
     def privilegedStartService(self) -> None:
         """
@@ -101,7 +105,14 @@ class ListenerService(StreamServerEndpointService):
         if self._waitingForPort is not None:
             self._waitingForPort.addCallback(self._listening)
 
+    def stopService(self) -> Any:
+        if self.acceptGuard is not None:
+            self.acceptGuard.stop()
+        return super().stopService()
+
     def _listening(self, port: IListeningPort) -> IListeningPort:
+        if self.acceptGuard is not None:
+            self.acceptGuard.watch(port)
         address = port.getHost()
         self._log.info(
             "connectproxy listening on {address}",

@@ -34,6 +34,7 @@ from twisted.internet.protocol import Factory
 from zope.interface import implementer
 
 from ._eyeballs import ATTEMPT_DELAY, connectToFirst
+from ._outgoing import OutgoingAddresses
 from ._parser import ConnectRequest
 from ._policy import NetworkRules
 from ._resolver import ResolverPool
@@ -177,6 +178,8 @@ class DirectConnector:
     @ivar attemptTimeout: Seconds one connection attempt may take; also
         replaced on reload.
     @ivar resolver: Where names are resolved.
+    @ivar outgoing: The local addresses to connect from
+        (C{--outgoing-address}); also replaced on reload.
     """
 
     def __init__(
@@ -187,6 +190,7 @@ class DirectConnector:
         resolver: ResolverPool | None = None,
         attemptDelay: float = ATTEMPT_DELAY,
         clock: IReactorTime | None = None,
+        outgoing: OutgoingAddresses | None = None,
     ) -> None:
         """
         @param reactor: The reactor to connect with
@@ -199,6 +203,8 @@ class DirectConnector:
         @param attemptDelay: Seconds before the next address is tried while
             an attempt is pending.
         @param clock: Times the attempt delay; C{reactor} when C{None}.
+        @param outgoing: The local addresses to connect from; the system
+            chooses when C{None}.
         """
         self._reactor = reactor
         self._clock = reactor if clock is None else clock
@@ -206,6 +212,7 @@ class DirectConnector:
         self._attemptDelay = attemptDelay
         self.networks = networks if networks is not None else NetworkRules.fromStrings()
         self.resolver = resolver if resolver is not None else ResolverPool(reactor)
+        self.outgoing = outgoing if outgoing is not None else OutgoingAddresses()
 
     def connectUpstream(
         self, request: ConnectRequest, protocol: IProtocol
@@ -259,6 +266,7 @@ class DirectConnector:
             self.attemptTimeout,
             self._attemptDelay,
             self._clock,
+            self.outgoing,
         )
 
 

@@ -25,7 +25,15 @@ from ._admission import Gatekeeper, userPortal
 from ._auth import FailureLimiter
 from ._config import ConfigKey, applyConfig, loadConfig
 from ._factory import ConnectProxyFactory
+from ._limits import (
+    REFUSAL,
+    AcceptGuard,
+    DescriptorLimitService,
+    DescriptorReserve,
+    ExhaustionReport,
+)
 from ._listeners import ListenerError, ListenerPlan, SystemdSocketMissing, planListener
+from ._outgoing import OutgoingAddresses, warnUnbindable
 from ._policy import (
     DEFAULT_PORTS,
     AccessRules,
@@ -38,7 +46,7 @@ from ._policy import (
 from ._proxyprotocol import serverEndpoint
 from ._sdnotify import NotifyService, SystemdNotifier
 from ._service import ListenerService, ReloadService
-from ._settings import ProxySettings
+from ._settings import ProxySettings, defaultMaxConnections
 from ._tls import NegotiatingReactor
 from ._version import __version__
 from .interfaces import IAccessPolicy, IAccessPolicyFactory
@@ -155,6 +163,7 @@ _LIST_EXAMPLES = {
     "trusted-proxy": "10.0.0.0/8",
     "policy": "hostlist:/etc/connectproxy/hosts",
     "auth": "htpasswd:/etc/connectproxy/htpasswd",
+    "outgoing-address": "192.0.2.10",
 }
 
 
@@ -277,9 +286,10 @@ class Options(usage.Options, AuthOptionMixin):
         [
             "max-connections",
             None,
-            _defaults.maxConnections,
-            "Most client connections at once; more get 503. The default is "
-            "what the process's descriptor limit allows.",
+            None,
+            "Most client connections at once; more get 503 (0: no limit). The "
+            "default is what the descriptor limit allows, (limit - 64) / 2, "
+            "after the proxy raised it to the hard limit at start.",
             _count,
         ],
         [
@@ -358,6 +368,7 @@ class Options(usage.Options, AuthOptionMixin):
         "allow-client",
         "trusted-proxy",
         "policy",
+        "outgoing-address",
     )
 
     def __init__(self) -> None:
@@ -522,6 +533,18 @@ class Options(usage.Options, AuthOptionMixin):
             raise usage.UsageError(f"--trusted-proxy: {e}") from None
         self._append("trusted-proxy", network)
 
+    def opt_outgoing_address(self, address: str) -> None:
+        """
+        Make upstream connections from this IP address of the machine
+        (repeatable: at most one IPv4 and one IPv6 address). Target
+        addresses of a family without one are not tried.
+        """
+        try:
+            OutgoingAddresses.fromStrings([*self["outgoing-address"], address])
+        except ValueError as e:
+            raise usage.UsageError(f"--outgoing-address: {e}") from None
+        self._append("outgoing-address", address)
+
     def opt_policy(self, description: str) -> None:
         """
         Apply this access policy plugin, as NAME or NAME:ARGUMENT
@@ -620,10 +643,31 @@ class Options(usage.Options, AuthOptionMixin):
                     f"listen {description} -> a socket from systemd (not "
                     f"checked here: {self._missingSockets[description].reason})"
                 )
+        lines.extend(self._describeOutgoing())
         source = f" ({self['config']})" if self["config"] is not None else ""
         lines.append(f"connectproxy {__version__}: configuration OK{source}")
         sys.stdout.write("\n".join(lines) + "\n")
         raise SystemExit(0)
+
+    def _describeOutgoing(self) -> list[str]:
+        """
+        The C{--check-config} lines of the outgoing addresses: each one is
+        bound once to see whether this machine has it (not an error, since
+        an address may arrive later, a failover address say).
+        """
+        outgoing = OutgoingAddresses.fromStrings(self["outgoing-address"])
+        problems = dict(outgoing.unbindable())
+        lines = []
+        for address in outgoing.strings():
+            if address in problems:
+                lines.append(
+                    f"outgoing address {address} -> cannot bind it now "
+                    f"({problems[address]}): connects from it get 502 until "
+                    "this machine has it"
+                )
+            else:
+                lines.append(f"outgoing address {address}")
+        return lines
 
     def _fromFile(self, *names: str) -> str:
         """
@@ -688,11 +732,20 @@ class Options(usage.Options, AuthOptionMixin):
             maxRequestLine=self["max-request-line"],
             maxHeadSize=self["max-head-size"],
             maxHeaderFields=self["max-header-fields"],
-            maxConnections=self["max-connections"],
+            maxConnections=self.maxConnections(),
             maxConnectionsPerClient=self["max-connections-per-client"],
             resolverThreads=self["resolver-threads"],
             resolverPerClient=self["resolver-per-client"],
+            outgoingAddresses=OutgoingAddresses.fromStrings(self["outgoing-address"]),
         )
+
+    def maxConnections(self) -> int:
+        """
+        @return: C{--max-connections}, or when it is not given what the
+            descriptor limit in effect now allows.
+        """
+        given: int | None = self["max-connections"]
+        return defaultMaxConnections() if given is None else given
 
     def checkers(self) -> list[Any]:
         """
@@ -742,6 +795,16 @@ for _name in dir(Options):
         _method.__doc__ = " ".join(_method.__doc__.split())
 
 
+def _descriptorCeiling(reactor: Any) -> int | None:
+    """
+    The highest descriptor limit C{reactor} can use: C{select()} watches
+    descriptors below C{FD_SETSIZE} (1024) only.
+    """
+    from twisted.internet.selectreactor import SelectReactor
+
+    return 1024 if isinstance(reactor, SelectReactor) else None
+
+
 def makeService(options: Options, reactor: Any = None) -> MultiService:
     """
     Build the proxy service: one listener per C{--listen}, sharing one
@@ -750,7 +813,9 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
     @param options: Parsed L{Options}.
     @param reactor: The reactor to use; the global one when C{None}.
     @return: A L{MultiService} holding the listeners; its child named
-        C{"reload"} has a C{reload()} method, and the one named C{"notify"}
+        C{"reload"} has a C{reload()} method, the one named C{"descriptors"}
+        raises the descriptor limit at start (only when C{reactor} is
+        C{None}: in the proxy's own process), and the one named C{"notify"}
         tells systemd (C{$NOTIFY_SOCKET}) when the proxy is ready, reloading
         and stopping.
     """
@@ -762,11 +827,27 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
     factory = ConnectProxyFactory(
         reactor, options.settings(), gatekeeper=options.gatekeeper(reactor)
     )
+    warnUnbindable(factory.settings.outgoingAddresses)
     service = MultiService()
     service.setName("connectproxy")
     reloader = ReloadService(options, factory, reactor, installSignal)
     reloader.setName("reload")
     reloader.setServiceParent(service)
+    # Descriptors: raised at start in the proxy's own process (never in a
+    # caller's that passes its reactor), before the listeners listen.
+    reserve = DescriptorReserve()
+    report = ExhaustionReport(reactor)
+    limits = DescriptorLimitService(
+        factory,
+        reserve,
+        report,
+        raiseLimit=installSignal,
+        automaticMaxConnections=options["max-connections"] is None,
+        ceiling=_descriptorCeiling(reactor),
+    )
+    limits.setName("descriptors")
+    limits.setServiceParent(service)
+    plans = {plan.description: plan for plan in options.plans}
     listeners = []
     # TLS listeners refuse clients that share no ALPN protocol cleanly.
     listenerReactor = NegotiatingReactor(reactor)
@@ -776,6 +857,11 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
         )
         listener._raiseSynchronously = True
         listener.description = description
+        plan = plans.get(description)
+        tls = plan is not None and plan.tls
+        listener.acceptGuard = AcceptGuard(
+            reactor, reserve, report, None if tls else REFUSAL
+        )
         listener.unauthenticated = options.unauthenticated()
         listener.clientRules = options["allow-client"]
         listener.setServiceParent(service)

@@ -34,6 +34,7 @@ from zope.interface import implementer
 from connectproxy import ConnectProxyFactory, DirectConnector, ProxySettings
 from connectproxy._auth import HtpasswdChecker
 from connectproxy._config import ConfigError
+from connectproxy._outgoing import OutgoingAddresses
 from connectproxy._service import ListenerService, ListenFailed, ReloadService
 from connectproxy.plugins.hostlist import HostListPolicy
 from connectproxy.tap import Options, makeService
@@ -186,6 +187,7 @@ deny-host = "bad.example.com"
 allow-client = ["192.0.2.0/24"]
 auth = ["htpasswd:{htpasswd}"]
 policy = ["hostlist:{hosts}"]
+outgoing-address = ["127.0.0.7", "::1"]
 """,
     )
     options = parse("--config", str(path))
@@ -219,6 +221,7 @@ policy = ["hostlist:{hosts}"]
         "allow-client": ["192.0.2.0/24"],
         "trusted-proxy": [],
         "policy": [f"hostlist:{hosts}"],
+        "outgoing-address": ["127.0.0.7", "::1"],
     }
     [checker] = options.checkers()
     assert isinstance(checker, HtpasswdChecker)
@@ -244,6 +247,7 @@ policy = ["hostlist:{hosts}"]
         maxConnectionsPerClient=5,
         resolverThreads=16,
         resolverPerClient=2,
+        outgoingAddresses=OutgoingAddresses("127.0.0.7", "::1"),
     )
 
 

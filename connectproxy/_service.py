@@ -23,7 +23,7 @@ from ._factory import ConnectProxyFactory
 from ._observer import formatAddress
 
 if TYPE_CHECKING:
-    from ._limits import AcceptGuard
+    from ._acceptguard import AcceptGuard
     from ._sdnotify import NotifyService
     from .tap import Options
 

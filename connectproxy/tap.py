@@ -21,17 +21,12 @@ from twisted.plugin import getPlugins
 from twisted.python import usage
 
 from . import plugins as pluginPackage
+from ._acceptguard import REFUSAL, AcceptGuard, DescriptorReserve, ExhaustionReport
 from ._admission import Gatekeeper, userPortal
 from ._auth import FailureLimiter
 from ._config import ConfigKey, applyConfig, loadConfig
 from ._factory import ConnectProxyFactory
-from ._limits import (
-    REFUSAL,
-    AcceptGuard,
-    DescriptorLimitService,
-    DescriptorReserve,
-    ExhaustionReport,
-)
+from ._limits import DescriptorLimitService
 from ._listeners import ListenerError, ListenerPlan, SystemdSocketMissing, planListener
 from ._outgoing import OutgoingAddresses, warnUnbindable
 from ._policy import (

@@ -1,9 +1,9 @@
 # -*- test-case-name: tests.test_descriptors -*-
 """
-Tests for L{connectproxy._limits}: raising the descriptor limit (with fake
-C{getrlimit}/C{setrlimit}: never in the test's own process), and the accept
-guard, driven through Twisted's own C{tcp.Port.doRead} over a scripted
-listening socket on a memory reactor.
+Tests for L{connectproxy._limits} and L{connectproxy._acceptguard}: raising
+the descriptor limit (with fake C{getrlimit}/C{setrlimit}: never in the
+test's own process), and the accept guard, driven through Twisted's own
+C{tcp.Port.doRead} over a scripted listening socket on a memory reactor.
 """
 
 from __future__ import annotations
@@ -21,12 +21,14 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogEvent
 
 from connectproxy import ConnectProxyFactory, ProxySettings, _limits
-from connectproxy._limits import (
+from connectproxy._acceptguard import (
     REFUSAL,
     AcceptGuard,
-    DescriptorLimitService,
     DescriptorReserve,
     ExhaustionReport,
+)
+from connectproxy._limits import (
+    DescriptorLimitService,
     LimitChange,
     raiseDescriptorLimit,
 )

@@ -101,7 +101,11 @@ class ExhaustionReport:
     Logs a C{descriptors_exhausted} warning at most once every
     L{REPORT_INTERVAL} seconds, with the count of connections refused since
     the previous one, and one C{descriptors_recovered} event when a
-    listener accepts again.
+    listener accepts again a whole interval after the last exhaustion (so
+    that a proxy hovering at its limit logs no more than the warnings).
+
+    @ivar exhausted: Whether descriptors ran out and no recovery has been
+        reported since.
     """
 
     _log = Logger()
@@ -118,6 +122,7 @@ class ExhaustionReport:
         self._count = 0
         self._error = ""
         self._last: float | None = None
+        self._lastExhausted = 0.0
         self._timer: IDelayedCall | None = None
         self.exhausted = False
 
@@ -130,12 +135,13 @@ class ExhaustionReport:
             not even do that: they wait).
         @param error: The C{errno} of C{accept(2)}.
         """
+        now = self._clock.seconds()
         self.exhausted = True
+        self._lastExhausted = now
         self._count += count
         self._error = errno.errorcode.get(error, str(error))
         if self._timer is not None:
             return
-        now = self._clock.seconds()
         if self._last is None or now - self._last >= self._interval:
             self._flush()
         else:
@@ -143,13 +149,15 @@ class ExhaustionReport:
                 self._last + self._interval - now, self._flush
             )
 
-    def recovered(self) -> None:
+    def accepted(self) -> None:
         """
-        A listener accepted a connection again after running out.
+        A listener accepted a connection while L{exhausted}: once a whole
+        interval passed since the last exhaustion, say that accepting works
+        again.
         """
-        if self._timer is not None:
-            self._timer.cancel()
-            self._flush()
+        if self._clock.seconds() - self._lastExhausted < self._interval:
+            return
+        self.stop()
         self.exhausted = False
         self._log.info(
             "file descriptors available again: accepting new connections",
@@ -200,7 +208,7 @@ class _GuardedSocket:
             self._guard.exhausted(self._socket, e.errno)
             raise BlockingIOError(errno.EAGAIN, "out of file descriptors") from None
         if self._guard.report.exhausted:
-            self._guard.report.recovered()
+            self._guard.report.accepted()
         return pair
 
     def __getattr__(self, name: str) -> Any:

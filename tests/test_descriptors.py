@@ -457,22 +457,42 @@ def test_noSpareNoSpin(logEvents: list[LogEvent]) -> None:
 
 def test_recovers(logEvents: list[LogEvent]) -> None:
     """
-    Once descriptors are free, the next accept serves the client, and one
-    event says accepting works again.
+    Once descriptors are free, the next accept serves the client; one event
+    says accepting works again, once a second has passed without running
+    out (not at each accept between two exhaustions).
     """
     listener = Listener()
     listener.arrive(1)
     listener.port.doRead()
     listener.clock.advance(PAUSE)
     listener.socket.full = False
-    accepted = FakeClient()
     guarded = listener.port.socket
+    accepted = FakeClient()
     listener.socket.waiting.append(accepted)
     assert guarded.accept()[0] is accepted
-    listener.socket.waiting.append(FakeClient())
-    guarded.accept()
+    listener.clock.advance(1 - PAUSE)
+    for _ in range(2):
+        listener.socket.waiting.append(FakeClient())
+        guarded.accept()
     events = [e.get("event") for e in logEvents]
     assert events == ["descriptors_exhausted", "descriptors_recovered"]
+
+
+def test_hoveringAtTheLimit(logEvents: list[LogEvent]) -> None:
+    """
+    Accepts succeeding between exhaustions a few times a second give one
+    warning a second, with every refusal counted, and no recovery events.
+    """
+    clock = MemoryReactorClock()
+    report = ExhaustionReport(clock, getrlimit=lambda kind: (64, 64))
+    for _ in range(20):
+        report.refused(1, errno.EMFILE)
+        clock.advance(0.125)
+        report.accepted()
+        clock.advance(0.125)
+    assert {e.get("event") for e in logEvents} == {"descriptors_exhausted"}
+    assert [e["count"] for e in logEvents] == [1, 3, 4, 4, 4, 4]
+    assert report.exhausted
 
 
 def test_otherErrorsPassThrough() -> None:

@@ -27,8 +27,9 @@ from ._connector import ConnectorContext, ConnectorMaker
 from ._limiter import FailureLimiter
 from ._listeners import ListenerPlan
 from ._observer import AccessLogObserver
+from ._outgoing import OutgoingAddresses
 from ._policy import AccessRules
-from ._settings import ProxySettings
+from ._settings import ProxySettings, defaultMaxConnections
 from ._upstream import DirectConnectorFactory
 from .interfaces import (
     IAccessPolicy,
@@ -182,11 +183,21 @@ def proxySettings(options: ParsedOptions) -> ProxySettings:
         maxRequestLine=options["max-request-line"],
         maxHeadSize=options["max-head-size"],
         maxHeaderFields=options["max-header-fields"],
-        maxConnections=options["max-connections"],
+        maxConnections=_maxConnections(options),
         maxConnectionsPerClient=options["max-connections-per-client"],
         resolverThreads=options["resolver-threads"],
         resolverPerClient=options["resolver-per-client"],
+        outgoingAddresses=OutgoingAddresses.fromStrings(options["outgoing-address"]),
     )
+
+
+def _maxConnections(options: ParsedOptions) -> int:
+    """
+    C{--max-connections}, or when it is not given what the descriptor limit
+    in effect now allows.
+    """
+    given: int | None = options["max-connections"]
+    return defaultMaxConnections() if given is None else given
 
 
 def _limiter(options: ParsedOptions, reactor: Any) -> FailureLimiter | None:

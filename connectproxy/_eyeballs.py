@@ -8,17 +8,25 @@ address even when the previous attempt was refused at once, so every
 refusing address costs 0.3 s.  Here the next attempt starts as soon as one
 fails (RFC 8305 section 5), and the stagger applies only while an attempt is
 still pending.
+
+With L{OutgoingAddresses}, each attempt is made from the outgoing address of
+its family, and addresses of a family without one are not tried.  A connect
+that fails on the proxy's side (the outgoing address cannot be bound, or the
+process is out of descriptors) fails with L{LocalConnectError}, which says
+what the client gets.
 """
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Sequence
 from typing import Any
 
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred, fail, maybeDeferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.error import (
+    ConnectBindError,
     ConnectError,
     ConnectingCancelledError,
     ConnectionRefusedError,
@@ -36,13 +44,61 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-__all__ = ["ATTEMPT_DELAY", "connectToFirst", "interleave"]
+from ._outgoing import OutgoingAddresses
+
+__all__ = ["ATTEMPT_DELAY", "LocalConnectError", "connectToFirst", "interleave"]
 
 #: Seconds between the starts of two connection attempts while the earlier
 #: one is still pending (RFC 8305 section 8 recommends 250 ms).
 ATTEMPT_DELAY = 0.25
 
 Address = IPv4Address | IPv6Address
+
+#: What C{socket(2)} (or C{bind(2)}) fails with when the process or the
+#: system has no descriptor or socket memory to spare.
+EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
+class LocalConnectError(ConnectError):
+    """
+    An upstream connect that failed on the proxy's own side, before a
+    packet left: the client gets C{status} with C{reason}.
+
+    @ivar status: 502 when the configuration is the cause (the outgoing
+        address cannot be bound, or the target has no address of its
+        family), 503 when the process is out of descriptors.
+    @ivar reason: One short sentence for the client, naming the option to
+        look at.
+    @ivar detail: What the system said, for the log (may be empty).
+    """
+
+    def __init__(self, status: int, reason: str, detail: str = "") -> None:
+        super().__init__(string=reason)
+        self.status = status
+        self.reason = reason
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.detail}" if self.detail else self.reason
+
+
+def _localError(failure: Failure, source: str | None) -> Failure:
+    """
+    Say what a connect that failed before leaving the proxy means: the
+    outgoing address C{source} cannot be bound, or the descriptors ran out.
+    Other failures are returned as they are.
+    """
+    error = failure.value
+    if not isinstance(error, ConnectBindError):
+        return failure
+    detail = str(error.args[0]) if error.args and error.args[0] else ""
+    if error.osError in EXHAUSTED:
+        reason = "the proxy is out of file descriptors; try again later"
+        return Failure(LocalConnectError(503, reason, detail))
+    if source is not None:
+        reason = f"cannot bind the outgoing address {source} (see --outgoing-address)"
+        return Failure(LocalConnectError(502, reason, detail))
+    return failure
 
 
 def interleave(addresses: Sequence[Address]) -> list[Address]:
@@ -109,8 +165,10 @@ class _Race:
         attemptTimeout: float,
         attemptDelay: float,
         target: IAddress,
+        outgoing: OutgoingAddresses,
     ) -> None:
         self._reactor = reactor
+        self._outgoing = outgoing
         self._clock = clock
         self._addresses = list(addresses)
         self._factory = _OnceFactory(protocol)
@@ -130,11 +188,12 @@ class _Race:
         self._startNext()
         return self.deferred
 
-    def _endpoint(self, address: Address) -> IStreamClientEndpoint:
+    def _endpoint(self, address: Address, source: str | None) -> IStreamClientEndpoint:
         host, port, timeout = address.host, address.port, self._attemptTimeout
+        bind = None if source is None else (source, 0)
         if isinstance(address, IPv6Address):
-            return TCP6ClientEndpoint(self._reactor, host, port, timeout)
-        return TCP4ClientEndpoint(self._reactor, host, port, timeout)
+            return TCP6ClientEndpoint(self._reactor, host, port, timeout, bind)
+        return TCP4ClientEndpoint(self._reactor, host, port, timeout, bind)
 
     def _startNext(self) -> None:
         """
@@ -163,10 +222,14 @@ class _Race:
         self._next += 1
         if self._next < len(self._addresses):
             self._timer = self._clock.callLater(self._attemptDelay, self._startNext)
-        d = maybeDeferred(self._endpoint(address).connect, self._factory)
+        source = self._outgoing.sourceFor(address)
+        d = maybeDeferred(self._endpoint(address, source).connect, self._factory)
         self._pending.append(d)
         d.addCallbacks(
-            self._connected, self._failed, callbackArgs=(d,), errbackArgs=(d,)
+            self._connected,
+            self._failed,
+            callbackArgs=(d,),
+            errbackArgs=(d, source),
         )
 
     def _connected(self, protocol: IProtocol, attempt: Deferred[IProtocol]) -> None:
@@ -174,11 +237,13 @@ class _Race:
         self._stopAll()
         self.deferred.callback(protocol)
 
-    def _failed(self, failure: Failure, attempt: Deferred[IProtocol]) -> None:
+    def _failed(
+        self, failure: Failure, attempt: Deferred[IProtocol], source: str | None
+    ) -> None:
         self._pending.remove(attempt)
         if self._done:
             return
-        self._failures.append(failure)
+        self._failures.append(_localError(failure, source))
         self._startNext()
 
     def _lost(self) -> None:
@@ -222,12 +287,17 @@ def connectToFirst(
     attemptTimeout: float = 30.0,
     attemptDelay: float = ATTEMPT_DELAY,
     clock: IReactorTime | None = None,
+    outgoing: OutgoingAddresses | None = None,
 ) -> Deferred[IProtocol]:
     """
     Connect C{protocol} to the first of C{addresses} that accepts, trying
     them in the order of L{interleave} (RFC 8305 section 4): the next
     attempt starts as soon as the previous one fails, or after
     C{attemptDelay} seconds while it is still pending (section 5).
+
+    With outgoing addresses, each attempt is bound to the one of its family
+    (port 0: the system picks the port), and addresses of a family without
+    one are skipped.
 
     @param reactor: Makes the TCP connections (L{IReactorTCP}).
     @param addresses: Where to connect (their ports included); at least one.
@@ -238,22 +308,35 @@ def connectToFirst(
     @param attemptDelay: Seconds before the next attempt starts while the
         previous one is pending.
     @param clock: Times the attempt delay; C{reactor} when C{None}.
+    @param outgoing: The local addresses to connect from; the system
+        chooses when C{None} or empty.
     @return: A Deferred firing with C{protocol}, once connected.  When every
         attempt fails it fails with the most telling reason: a refusal,
-        then another L{ConnectError}, then a timeout.  Cancelling it
+        then another L{ConnectError}, then a timeout.  A failure on the
+        proxy's side is a L{LocalConnectError}: the outgoing address cannot
+        be bound (502), the descriptors ran out (503), or (at once) no
+        address has the family of an outgoing address (502).  Cancelling it
         cancels every attempt in flight and fails it with
         L{ConnectingCancelledError}.
     @raise ValueError: When C{addresses} is empty.
     """
     if not addresses:
         raise ValueError("no addresses to connect to")
+    if outgoing is None:
+        outgoing = OutgoingAddresses()
+    usable = list(addresses)
+    if outgoing:
+        usable = [a for a in addresses if outgoing.sourceFor(a) is not None]
+        if not usable:
+            return fail(LocalConnectError(502, outgoing.missingFamily(addresses)))
     race = _Race(
         reactor,
         reactor if clock is None else clock,
-        interleave(addresses),
+        interleave(usable),
         protocol,
         attemptTimeout,
         attemptDelay,
         target,
+        outgoing,
     )
     return race.start()

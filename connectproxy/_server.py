@@ -41,6 +41,7 @@ from ._errors import (
     Refused,
     ResolverBusy,
 )
+from ._eyeballs import LocalConnectError
 from ._observer import (
     RefusedRequest,
     TunnelRecord,
@@ -88,6 +89,9 @@ def _connectErrorStatus(
     if failure.check(ForbiddenDestination):
         assert isinstance(failure.value, ForbiddenDestination)
         return 403, failure.value.reason
+    if failure.check(LocalConnectError):
+        assert isinstance(failure.value, LocalConnectError)
+        return failure.value.status, failure.value.reason
     if failure.check(DNSLookupError):
         return 502, "could not resolve the target host"
     if failure.check(ConnectionRefusedError):

@@ -10,10 +10,10 @@ from __future__ import annotations
 import ipaddress
 import signal
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import MultiService, Service
+from twisted.application.service import IService, MultiService, Service
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
@@ -25,6 +25,9 @@ from ._observer import formatAddress
 from ._proxyprotocol import serverEndpoint
 from ._sdnotify import NotifyService, SystemdNotifier
 from ._tlslisteners import NegotiatingReactor, reloadCertificates
+
+if TYPE_CHECKING:
+    from ._acceptguard import AcceptGuard
 
 __all__ = ["ListenFailed", "ListenerService", "ReloadService", "proxyService"]
 
@@ -80,12 +83,15 @@ class ListenerService(StreamServerEndpointService):
 
     @ivar description: The listener description it was made from, for
         messages.
+    @ivar acceptGuard: Refuses clients cleanly when the descriptors run
+        out, once the port listens; C{None} for none.
     """
 
     _log = Logger()
     unauthenticated = False
     clientRules: Sequence[str] = ()
     description = ""
+    acceptGuard: AcceptGuard | None = None
 
     def privilegedStartService(self) -> None:
         """
@@ -101,7 +107,14 @@ class ListenerService(StreamServerEndpointService):
         if self._waitingForPort is not None:
             self._waitingForPort.addCallback(self._listening)
 
+    def stopService(self) -> Any:
+        if self.acceptGuard is not None:
+            self.acceptGuard.stop()
+        return super().stopService()
+
     def _listening(self, port: IListeningPort) -> IListeningPort:
+        if self.acceptGuard is not None:
+            self.acceptGuard.watch(port)
         address = port.getHost()
         self._log.info(
             "connectproxy listening on {address}",
@@ -299,6 +312,9 @@ def proxyService(
     config: ProxyConfig,
     load: Callable[[], ProxyConfig],
     installSignal: bool,
+    *,
+    before: Sequence[IService] = (),
+    acceptGuard: Callable[[str], AcceptGuard | None] | None = None,
 ) -> MultiService:
     """
     The proxy's services: one listener per description in C{config.listen},
@@ -310,6 +326,10 @@ def proxyService(
     @param load: What a reload calls for the new configuration (see
         L{ReloadService}).
     @param installSignal: Whether SIGHUP reloads.
+    @param before: Services started before the listeners (the descriptor
+        limit, raised before anything listens).
+    @param acceptGuard: Makes the guard of the listener of a description,
+        which refuses clients cleanly when the descriptors run out.
     @return: A L{MultiService} named C{"connectproxy"}; its child named
         C{"reload"} has a C{reload()} method, and the one named
         C{"notify"} tells systemd (C{$NOTIFY_SOCKET}) when the proxy is
@@ -317,6 +337,8 @@ def proxyService(
     """
     service = MultiService()
     service.setName("connectproxy")
+    for first in before:
+        first.setServiceParent(service)
     reloader = ReloadService(load, factory, config, reactor, installSignal)
     reloader.setName("reload")
     reloader.setServiceParent(service)
@@ -332,6 +354,8 @@ def proxyService(
         )
         listener._raiseSynchronously = True
         listener.description = description
+        if acceptGuard is not None:
+            listener.acceptGuard = acceptGuard(description)
         listener.unauthenticated = config.unauthenticated
         listener.clientRules = config.allowClients
         listener.setServiceParent(service)

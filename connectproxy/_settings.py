@@ -8,6 +8,7 @@ from __future__ import annotations
 import resource
 from dataclasses import dataclass, field
 
+from ._outgoing import OutgoingAddresses
 from ._parser import MAX_HEADER_FIELDS
 
 __all__ = ["ProxySettings", "defaultMaxConnections"]
@@ -40,6 +41,8 @@ class ProxySettings:
     @ivar resolverPerClient: Most name lookups at once for one client
         address (0: no limit but L{resolverThreads}); more wait their turn,
         and get 503 if their connect deadline passes first.
+    @ivar outgoingAddresses: The local addresses upstream connections are
+        made from (C{--outgoing-address}); empty: the system chooses.
     """
 
     requestTimeout: float = 30.0
@@ -54,6 +57,7 @@ class ProxySettings:
     maxConnectionsPerClient: int = 0
     resolverThreads: int = 32
     resolverPerClient: int = 8
+    outgoingAddresses: OutgoingAddresses = field(default_factory=OutgoingAddresses)
 
 
 def defaultMaxConnections() -> int:

@@ -34,6 +34,7 @@ from zope.interface import implementer
 from ._connector import DEPRECATED_IN, ConnectorContext, UpstreamRequest
 from ._errors import ForbiddenDestination
 from ._eyeballs import ATTEMPT_DELAY, connectToFirst
+from ._outgoing import OutgoingAddresses
 from ._parser import ConnectRequest
 from ._policy import NetworkRules
 from ._resolver import ResolverPool
@@ -129,6 +130,8 @@ class DirectConnector:
     @ivar attemptTimeout: Seconds one connection attempt may take; also
         replaced on reload.
     @ivar resolver: Where names are resolved.
+    @ivar outgoing: The local addresses to connect from
+        (C{--outgoing-address}).
     """
 
     def __init__(
@@ -139,6 +142,7 @@ class DirectConnector:
         resolver: ResolverPool | None = None,
         attemptDelay: float = ATTEMPT_DELAY,
         clock: IReactorTime | None = None,
+        outgoing: OutgoingAddresses | None = None,
     ) -> None:
         """
         @param reactor: The reactor to connect with
@@ -151,6 +155,8 @@ class DirectConnector:
         @param attemptDelay: Seconds before the next address is tried while
             an attempt is pending.
         @param clock: Times the attempt delay; C{reactor} when C{None}.
+        @param outgoing: The local addresses to connect from; the system
+            chooses when C{None}.
         """
         self._reactor = reactor
         self._clock = reactor if clock is None else clock
@@ -158,6 +164,7 @@ class DirectConnector:
         self._attemptDelay = attemptDelay
         self.networks = networks if networks is not None else NetworkRules.fromStrings()
         self.resolver = resolver if resolver is not None else ResolverPool(reactor)
+        self.outgoing = outgoing if outgoing is not None else OutgoingAddresses()
 
     def connectUpstream(
         self, target: UpstreamRequest, protocol: IProtocol
@@ -183,6 +190,7 @@ class DirectConnector:
                 self.attemptTimeout,
                 self._attemptDelay,
                 self._clock,
+                self.outgoing,
             )
 
         return resolver.resolve(target.clientHost, host, port).addCallback(connect)
@@ -231,4 +239,5 @@ class DirectConnectorFactory:
             context.settings.connectTimeout,
             context.networks,
             context.resolverPool,
+            outgoing=context.settings.outgoingAddresses,
         )

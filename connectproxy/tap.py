@@ -21,6 +21,7 @@ from twisted.internet.testing import MemoryReactor
 from twisted.python import usage
 from twisted.python.deprecate import deprecated
 
+from ._acceptguard import REFUSAL, AcceptGuard, DescriptorReserve, ExhaustionReport
 from ._admission import Gatekeeper
 from ._assembly import (
     buildConfig,
@@ -35,6 +36,7 @@ from ._auth import UNSUPPORTED_CHECKERS, adaptChecker
 from ._config import ConfigKey, applyConfig, loadConfig
 from ._connector import ConnectorContext, ConnectorMaker
 from ._factory import ConnectProxyFactory
+from ._limits import DescriptorLimitService
 from ._listeners import ListenerError, ListenerPlan, SystemdSocketMissing, planListener
 from ._optionvalues import (
     byteCount,
@@ -47,6 +49,7 @@ from ._optionvalues import (
     positiveFloat,
     realm,
 )
+from ._outgoing import OutgoingAddresses, warnUnbindable
 from ._policy import (
     DEFAULT_PORTS,
     AccessRules,
@@ -88,6 +91,7 @@ _LIST_EXAMPLES = {
     "trusted-proxy": "10.0.0.0/8",
     "policy": "hostlist:/etc/connectproxy/hosts",
     "auth": "htpasswd:/etc/connectproxy/htpasswd",
+    "outgoing-address": "192.0.2.10",
 }
 
 
@@ -204,9 +208,10 @@ class Options(usage.Options, AuthOptionMixin):
         [
             "max-connections",
             None,
-            _defaults.maxConnections,
-            "Most client connections at once; more get 503. The default is "
-            "what the process's descriptor limit allows.",
+            None,
+            "Most client connections at once; more get 503 (0: no limit). The "
+            "default is what the descriptor limit allows, (limit - 64) / 2, "
+            "after the proxy raised it to the hard limit at start.",
             count,
         ],
         [
@@ -305,6 +310,7 @@ class Options(usage.Options, AuthOptionMixin):
         "allow-client",
         "trusted-proxy",
         "policy",
+        "outgoing-address",
     )
 
     def __init__(self) -> None:
@@ -468,6 +474,18 @@ class Options(usage.Options, AuthOptionMixin):
             raise usage.UsageError(f"--trusted-proxy: {e}") from None
         self._append("trusted-proxy", network)
 
+    def opt_outgoing_address(self, address: str) -> None:
+        """
+        Make upstream connections from this IP address of the machine
+        (repeatable: at most one IPv4 and one IPv6 address). Target
+        addresses of a family without one are not tried.
+        """
+        try:
+            OutgoingAddresses.fromStrings([*self["outgoing-address"], address])
+        except ValueError as e:
+            raise usage.UsageError(f"--outgoing-address: {e}") from None
+        self._append("outgoing-address", address)
+
     def opt_policy(self, description: str) -> None:
         """
         Apply this access policy plugin, as NAME or NAME:ARGUMENT
@@ -611,10 +629,31 @@ class Options(usage.Options, AuthOptionMixin):
                     f"listen {description} -> a socket from systemd (not "
                     f"checked here: {self._missingSockets[description].reason})"
                 )
+        lines.extend(self._describeOutgoing())
         source = f" ({self['config']})" if self["config"] is not None else ""
         lines.append(f"connectproxy {__version__}: configuration OK{source}")
         sys.stdout.write("\n".join(lines) + "\n")
         raise SystemExit(0)
+
+    def _describeOutgoing(self) -> list[str]:
+        """
+        The C{--check-config} lines of the outgoing addresses: each one is
+        bound once to see whether this machine has it (not an error, since
+        an address may arrive later, a failover address say).
+        """
+        outgoing = OutgoingAddresses.fromStrings(self["outgoing-address"])
+        problems = dict(outgoing.unbindable())
+        lines = []
+        for address in outgoing.strings():
+            if address in problems:
+                lines.append(
+                    f"outgoing address {address} -> cannot bind it now "
+                    f"({problems[address]}): connects from it get 502 until "
+                    "this machine has it"
+                )
+            else:
+                lines.append(f"outgoing address {address}")
+        return lines
 
     def _fromFile(self, *names: str) -> str:
         """
@@ -723,6 +762,16 @@ for _name in dir(Options):
         _method.__doc__ = " ".join(_method.__doc__.split())
 
 
+def _descriptorCeiling(reactor: Any) -> int | None:
+    """
+    The highest descriptor limit C{reactor} can use: C{select()} watches
+    descriptors below C{FD_SETSIZE} (1024) only.
+    """
+    from twisted.internet.selectreactor import SelectReactor
+
+    return 1024 if isinstance(reactor, SelectReactor) else None
+
+
 def makeService(
     options: Options,
     reactor: Any = None,
@@ -741,7 +790,9 @@ def makeService(
     @param observers: Observers to tell of refusals and tunnels in place of
         the access log, at start and after every reload.
     @return: A L{MultiService} holding the listeners; its child named
-        C{"reload"} has a C{reload()} method, and the one named C{"notify"}
+        C{"reload"} has a C{reload()} method, the one named C{"descriptors"}
+        raises the descriptor limit at start (only when C{reactor} is
+        C{None}: in the proxy's own process), and the one named C{"notify"}
         tells systemd (C{$NOTIFY_SOCKET}) when the proxy is ready, reloading
         and stopping.
     @raise usage.UsageError: When the C{--upstream} plugin refuses its
@@ -760,5 +811,34 @@ def makeService(
     except ValueError as e:
         # The connector plugin refused its argument after all.
         raise usage.UsageError(str(e)) from None
+    warnUnbindable(factory.settings.outgoingAddresses)
     load = reloader(options, reactor, connector=connector, observers=observers)
-    return proxyService(reactor, factory, config, load, installSignal)
+    # Descriptors: raised at start in the proxy's own process (never in a
+    # caller's that passes its reactor), before the listeners listen.
+    reserve = DescriptorReserve()
+    report = ExhaustionReport(reactor)
+    limits = DescriptorLimitService(
+        factory,
+        reserve,
+        report,
+        raiseLimit=installSignal,
+        automaticMaxConnections=options["max-connections"] is None,
+        ceiling=_descriptorCeiling(reactor),
+    )
+    limits.setName("descriptors")
+    plans = {plan.description: plan for plan in config.plans}
+
+    def acceptGuard(description: str) -> AcceptGuard:
+        plan = plans.get(description)
+        tls = plan is not None and plan.tls
+        return AcceptGuard(reactor, reserve, report, None if tls else REFUSAL)
+
+    return proxyService(
+        reactor,
+        factory,
+        config,
+        load,
+        installSignal,
+        before=[limits],
+        acceptGuard=acceptGuard,
+    )

@@ -35,6 +35,7 @@ from connectproxy import ConnectProxyFactory, DirectConnector, ProxySettings
 from connectproxy._assembly import reloader
 from connectproxy._auth import HtpasswdChecker
 from connectproxy._config import ConfigError
+from connectproxy._outgoing import OutgoingAddresses
 from connectproxy._service import ListenerService, ListenFailed, ReloadService
 from connectproxy.plugins.hostlist import HostListPolicy
 from connectproxy.tap import Options, buildConfig, makeService
@@ -189,6 +190,7 @@ deny-host = "bad.example.com"
 allow-client = ["192.0.2.0/24"]
 auth = ["htpasswd:{htpasswd}"]
 policy = ["hostlist:{hosts}"]
+outgoing-address = ["127.0.0.7", "::1"]
 """,
     )
     options = parse("--config", str(path))
@@ -224,6 +226,7 @@ policy = ["hostlist:{hosts}"]
         "allow-client": ["192.0.2.0/24"],
         "trusted-proxy": [],
         "policy": [f"hostlist:{hosts}"],
+        "outgoing-address": ["127.0.0.7", "::1"],
     }
     [checker] = options.checkers()
     assert isinstance(checker, HtpasswdChecker)
@@ -249,6 +252,7 @@ policy = ["hostlist:{hosts}"]
         maxConnectionsPerClient=5,
         resolverThreads=16,
         resolverPerClient=2,
+        outgoingAddresses=OutgoingAddresses("127.0.0.7", "::1"),
     )
 
 

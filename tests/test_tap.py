@@ -19,7 +19,7 @@ from twisted.python import usage
 from twisted.python.usage import UsageError
 
 from connectproxy import ConnectProxyFactory, ProxySettings, __version__
-from connectproxy._settings import defaultMaxConnections
+from connectproxy._outgoing import OutgoingAddresses
 from connectproxy.tap import DEFAULT_LISTEN, Options, buildConfig, makeService
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,7 +35,7 @@ DEFAULTS = {
     "max-request-line": 8192,
     "max-head-size": 65536,
     "max-header-fields": 256,
-    "max-connections": defaultMaxConnections(),
+    "max-connections": None,
     "max-connections-per-client": 0,
     "resolver-threads": 32,
     "resolver-per-client": 8,
@@ -56,6 +56,7 @@ DEFAULTS = {
     "allow-client": [],
     "trusted-proxy": [],
     "policy": [],
+    "outgoing-address": [],
 }
 
 
@@ -138,6 +139,8 @@ def test_allOptions() -> None:
         "192.0.2.0/24",
         "--trusted-proxy",
         "198.51.100.0/24",
+        "--outgoing-address",
+        "127.0.0.7",
     )
     assert dict(options) == {
         "listen": ["tcp:8080:interface=127.0.0.1", "tcp6:8080:interface=\\:\\:1"],
@@ -171,6 +174,7 @@ def test_allOptions() -> None:
         "allow-client": ["192.0.2.0/24"],
         "trusted-proxy": ["198.51.100.0/24"],
         "policy": [],
+        "outgoing-address": ["127.0.0.7"],
     }
     rules = options.rules
     assert rules.ports.allows(8080) and not rules.ports.allows(8081)
@@ -190,6 +194,7 @@ def test_allOptions() -> None:
         maxConnectionsPerClient=5,
         resolverThreads=64,
         resolverPerClient=0,
+        outgoingAddresses=OutgoingAddresses("127.0.0.7"),
     )
 
 

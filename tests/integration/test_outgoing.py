@@ -1,0 +1,115 @@
+# -*- test-case-name: tests.integration.test_outgoing -*-
+"""
+C{--outgoing-address} with real sockets: the origin (a listening socket in
+the test) sees the connection come from the chosen loopback address, and an
+address the machine does not have gets a clear 502.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from tests.integration._processes import ProxyFactory
+from tests.integration._sockets import (
+    LOCAL,
+    connectRequest,
+    dial,
+    openTunnel,
+    readResponseHead,
+    readToEnd,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def origin4() -> Iterator[socket.socket]:
+    """
+    A listening socket on 127.0.0.1 (port 0), closed when the test ends.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind((LOCAL, 0))
+        listener.listen(4)
+        listener.settimeout(20)
+        yield listener
+
+
+@pytest.fixture
+def origin6() -> Iterator[socket.socket]:
+    """
+    A listening socket on ::1 (port 0), closed when the test ends.
+    """
+    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as listener:
+        listener.bind(("::1", 0))
+        listener.listen(4)
+        listener.settimeout(20)
+        yield listener
+
+
+def peerOfTunnel(proxyPort: int, origin: socket.socket, host: str) -> str:
+    """
+    Open a tunnel to C{origin} through the proxy, send a byte each way, and
+    say where the origin saw the connection come from.
+    """
+    port = origin.getsockname()[1]
+    sock, _ = openTunnel(proxyPort, port, host)
+    with sock:
+        accepted, peer = origin.accept()
+        with accepted:
+            sock.sendall(b"x")
+            assert accepted.recv(1) == b"x"
+            accepted.sendall(b"y")
+            assert sock.recv(1) == b"y"
+    return str(peer[0])
+
+
+def test_originSeesOutgoingAddress(
+    proxy: ProxyFactory, origin4: socket.socket, origin6: socket.socket
+) -> None:
+    """
+    With an IPv4 and an IPv6 outgoing address, an IPv4 origin sees the
+    connection come from 127.0.0.7 (not the usual 127.0.0.1), and an IPv6
+    origin from ::1.
+    """
+    running = proxy("--outgoing-address", "127.0.0.7", "--outgoing-address", "::1")
+    assert peerOfTunnel(running.port, origin4, LOCAL) == "127.0.0.7"
+    assert peerOfTunnel(running.port, origin6, "[::1]") == "::1"
+
+
+def test_familyWithoutOutgoingAddressNotTried(
+    proxy: ProxyFactory, origin4: socket.socket
+) -> None:
+    """
+    With an IPv4 outgoing address only, C{localhost} (::1 and 127.0.0.1)
+    is reached over IPv4, from that address.
+    """
+    running = proxy("--outgoing-address", "127.0.0.7")
+    assert peerOfTunnel(running.port, origin4, "localhost") == "127.0.0.7"
+
+
+def test_addressNotOnThisMachine(proxy: ProxyFactory, origin4: socket.socket) -> None:
+    """
+    An outgoing address the machine does not have: the proxy starts with a
+    warning, each connect gets 502 naming the option, and the log has one
+    connect_failed line for it, without a traceback.
+    """
+    running = proxy("--outgoing-address", "192.0.2.1")
+    running.waitForNamed("outgoing_address_unavailable", address="192.0.2.1")
+    with dial(running.port) as sock:
+        sock.sendall(connectRequest(LOCAL, origin4.getsockname()[1]))
+        response, rest = readResponseHead(sock)
+        body = rest + readToEnd(sock)
+    assert response.status == 502
+    assert body == (
+        b"502 Bad Gateway: cannot bind the outgoing address 192.0.2.1 "
+        b"(see --outgoing-address)\n"
+    )
+    running.waitForNamed("request_refused", status=502)
+    failed = [e for e in running.events if e.get("event") == "connect_failed"]
+    assert len(failed) == 1
+    assert failed[0]["error"].startswith(
+        "cannot bind the outgoing address 192.0.2.1 (see --outgoing-address): "
+    )

@@ -15,10 +15,17 @@ from ._errors import BadRequest, ForbiddenDestination, Refusal, ResolverBusy
 from ._factory import ConnectProxyFactory
 from ._hostnames import HostPatternTable
 from ._legacy import ProxyTunnel as ProxyTunnel
-from ._observer import AccessLogObserver, RefusedRequest, TunnelRecord
+from ._observer import (
+    AccessLogObserver,
+    ConnectionRecord,
+    Outcome,
+    RefusedRequest,
+    TunnelRecord,
+)
 from ._parser import ConnectRequest, ConnectRequestParser
 from ._policy import AccessRules, ClientRules, HostRules, NetworkRules, PortRules
 from ._proxyprotocol import serverEndpoint
+from ._relay import TunnelStats
 from ._resolver import ResolverPool
 from ._server import ConnectProxyProtocol
 from ._settings import ProxySettings
@@ -45,6 +52,7 @@ __all__ = [
     "ConnectProxyProtocol",
     "ConnectRequest",
     "ConnectRequestParser",
+    "ConnectionRecord",
     "ConnectorContext",
     "DirectConnector",
     "ForbiddenDestination",
@@ -52,6 +60,7 @@ __all__ = [
     "HostPatternTable",
     "HostRules",
     "NetworkRules",
+    "Outcome",
     "PortRules",
     "ProxySettings",
     "Refusal",
@@ -59,6 +68,7 @@ __all__ = [
     "ResolverBusy",
     "ResolverPool",
     "TunnelRecord",
+    "TunnelStats",
     "UpstreamRequest",
     "VettedResolver",
     "__version__",

@@ -21,12 +21,15 @@ from ._connector import ConnectorContext, ConnectorMaker
 from ._deadlines import DeadlineSweeper
 from ._observer import (
     AccessLogObserver,
+    ConnectionRecord,
     ObserverFanOut,
+    Outcome,
     RefusedRequest,
     TunnelRecord,
+    formatAddress,
 )
 from ._policy import AccessRules
-from ._relay import _RelayFactory
+from ._relay import TunnelStats, _Relay, _RelayFactory
 from ._resolver import ResolverPool
 from ._server import ConnectProxyProtocol
 from ._settings import ProxySettings
@@ -44,11 +47,32 @@ _direct: ConnectorMaker = partial(DirectConnectorFactory().connectorFromArgument
 class _Shed(Protocol):
     """
     Drops a connection at once (far over the connection limit), with no
-    response and no timer.
+    response and no timer; the observers hear of it as a connection with a
+    C{shed} refusal.
     """
 
+    def __init__(
+        self, factory: ConnectProxyFactory, addr: IAddress | None, reason: str
+    ) -> None:
+        self._factory = factory
+        self._record = ConnectionRecord(formatAddress(addr))
+        self._reason = reason
+        self._openedAt = 0.0
+
     def connectionMade(self) -> None:
+        factory = self._factory
+        self._openedAt = factory.reactor.seconds()
+        factory.connectionStarted(self._record)
+        factory.requestRefused(
+            RefusedRequest(
+                self._record.client, "", "", 0, self._reason, outcome=Outcome.SHED
+            )
+        )
         cast(TunnelTransport, self.transport).abortConnection()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        duration = self._factory.reactor.seconds() - self._openedAt
+        self._factory.connectionEnded(ConnectionRecord(self._record.client, duration))
 
 
 class _Refusal(ConnectProxyProtocol):
@@ -98,6 +122,8 @@ class ConnectProxyFactory(Factory):
     @ivar refusing: How many connections over a limit are being answered
         with a 503 now.
     @ivar openTunnels: How many tunnels are open now.
+    @ivar relays: The relays of the tunnels open now, from their 200 until
+        both of their sides are gone.
     @ivar deadlines: Keeps the idle, half-close and abort deadlines of every
         tunnel, with one timer on the reactor.
     @ivar relayFactory: Builds the relay of each tunnel (it may choose a
@@ -155,6 +181,10 @@ class ConnectProxyFactory(Factory):
         self.observer = ObserverFanOut(observers)
         self.connections: set[ConnectProxyProtocol] = set()
         self.openTunnels = 0
+        # Every connection not yet gone (refused and shed ones included,
+        # and those whose tunnel is still closing).
+        self._live = 0
+        self.relays: set[_Relay] = set()
         self.deadlines = DeadlineSweeper(reactor)
         self.relayFactory: _RelayFactory = transportRelay
         self.refusing = 0
@@ -300,7 +330,7 @@ class ConnectProxyFactory(Factory):
                 self._shedLogged = now
             # Not None: the TLS and PROXY-protocol wrapping factories would
             # wrap it anyway and leave the connection open.
-            return _Shed()
+            return _Shed(self, addr, reason)
         refusal = _Refusal(self, status, reason)
         refusal.clientAddress = addr
         return refusal
@@ -318,6 +348,22 @@ class ConnectProxyFactory(Factory):
             else:
                 self._perClient.pop(clientHost, None)
 
+    def connectionStarted(self, event: ConnectionRecord) -> None:
+        """
+        A client connection was made (any, refused or shed ones included):
+        count it and tell the observers.
+        """
+        self._live += 1
+        self.observer.connectionOpened(event)
+
+    def connectionEnded(self, event: ConnectionRecord) -> None:
+        """
+        A client connection is gone, with its tunnel if it had one: tell the
+        observers.
+        """
+        self._live -= 1
+        self.observer.connectionClosed(event)
+
     def requestRefused(self, event: RefusedRequest) -> None:
         self.observer.requestRefused(event)
 
@@ -328,3 +374,15 @@ class ConnectProxyFactory(Factory):
     def tunnelClosed(self, event: TunnelRecord) -> None:
         self.openTunnels -= 1
         self.observer.tunnelClosed(event)
+
+    def openTunnelStats(self) -> list[TunnelStats]:
+        """
+        The counters of every tunnel open now, for an observer that reports
+        bytes while long tunnels are still open (a metrics scrape): each
+        relay's own live record, kept current as bytes move.  Read them,
+        do not keep them: a tunnel's final counts come in its
+        L{TunnelRecord} when it closes.
+
+        @return: One L{TunnelStats} per open tunnel, in no order.
+        """
+        return [relay.stats for relay in self.relays]

@@ -42,6 +42,8 @@ from ._errors import (
     ResolverBusy,
 )
 from ._observer import (
+    ConnectionRecord,
+    Outcome,
     RefusedRequest,
     TunnelRecord,
     formatAddress,
@@ -68,9 +70,10 @@ MAX_CHALLENGES = 16
 
 def _connectErrorStatus(
     failure: Failure, timedOut: bool, connectTimeout: float
-) -> tuple[int, str]:
+) -> tuple[int, str, str]:
     """
-    The status and reason for a failed upstream connect.
+    The status, reason and outcome (C{""}: the usual one for the status)
+    for a failed upstream connect.
 
     @param failure: Why the connector failed.
     @param timedOut: Whether the connect deadline passed (the failure is
@@ -80,19 +83,22 @@ def _connectErrorStatus(
     deadline = f"after {formatSeconds(connectTimeout)} (see --connect-timeout)"
     if failure.check(ResolverBusy):
         assert isinstance(failure.value, ResolverBusy)
-        return 503, failure.value.reason
+        return 503, failure.value.reason, ""
     if failure.check(LookupAbandoned):
-        return 504, f"timed out resolving the target host {deadline}"
+        return 504, f"timed out resolving the target host {deadline}", ""
     if timedOut or failure.check(ConnectingCancelledError):
-        return 504, f"timed out connecting to the target {deadline}"
+        return 504, f"timed out connecting to the target {deadline}", ""
     if failure.check(ForbiddenDestination):
         assert isinstance(failure.value, ForbiddenDestination)
-        return 403, failure.value.reason
+        return 403, failure.value.reason, ""
     if failure.check(DNSLookupError):
-        return 502, "could not resolve the target host"
+        return 502, "could not resolve the target host", ""
     if failure.check(ConnectionRefusedError):
-        return 502, "the target refused the connection"
-    return 502, "could not connect to the target"
+        return 502, "the target refused the connection", ""
+    if failure.check(ConnectError):
+        return 502, "could not connect to the target", ""
+    # Not a way a connect fails: a bug in the connector.
+    return 502, "could not connect to the target", Outcome.ERROR
 
 
 def _expectedConnectFailure(failure: Failure, timedOut: bool) -> bool:
@@ -166,6 +172,16 @@ class ConnectProxyProtocol(Protocol):
         # taken the connection over.
         self._relayReadClosed: Callable[[], None] | None = None
         self._relayLost: Callable[[Failure], None] | None = None
+        # For the observers: when the connection was made, how many request
+        # heads it sent, when the last one was complete, admitted and
+        # connected; and whether its end was reported (nothing to report
+        # until it is made).
+        self._openedAt = 0.0
+        self._requests = 0
+        self._headAt = 0.0
+        self._admittedAt = 0.0
+        self._connectedAt = 0.0
+        self._ended = True
 
     def _addresses(self) -> tuple[IAddress, IAddress | None]:
         """
@@ -193,6 +209,9 @@ class ConnectProxyProtocol(Protocol):
     def connectionMade(self) -> None:
         self._transport = cast(TunnelTransport, self.transport)
         self._client = formatAddress(self._addresses()[0])
+        self._openedAt = self._clock.seconds()
+        self._ended = False
+        self.factory.connectionStarted(ConnectionRecord(self._client))
         self._armRequestTimer()
 
     def dataReceived(self, data: bytes) -> None:
@@ -245,7 +264,7 @@ class ConnectProxyProtocol(Protocol):
         self._client = formatAddress(client)
         refused = self.factory.gatekeeper.checkClient(client, balancer)
         if refused is not None:
-            self._refuse(refused.status, refused.reason)
+            self._refuse(refused.status, refused.reason, outcome=refused.outcome)
             return
         self._headReceived(data)
 
@@ -275,12 +294,14 @@ class ConnectProxyProtocol(Protocol):
         try:
             result = self._parser.feed(data)
         except BadRequest as e:
-            self._refuse(e.status, e.reason)
+            self._refuse(e.status, e.reason, outcome=Outcome.BAD_REQUEST)
             return
         if result is None:
             return
         request, leftover = result
         self._cancelTimer()
+        self._requests += 1
+        self._headAt = self._clock.seconds()
         self.request = request
         self._early += leftover
         self._receive = self._earlyReceived
@@ -326,6 +347,7 @@ class ConnectProxyProtocol(Protocol):
 
     def _admitted(self, target: UpstreamRequest) -> None:
         self._pending = None
+        self._admittedAt = self._clock.seconds()
         self.user = target.user
         self._upstream = _UpstreamProtocol()
         d = maybeDeferred(
@@ -346,6 +368,7 @@ class ConnectProxyProtocol(Protocol):
                 "timed out checking access after "
                 f"{formatSeconds(self._settings.connectTimeout)} "
                 "(see --connect-timeout)",
+                outcome=Outcome.TIMEOUT,
             )
             return
         if not failure.check(Refused):
@@ -358,7 +381,9 @@ class ConnectProxyProtocol(Protocol):
         if refused.keepAlive and _keepsAlive(self.request):
             self._challenge(refused)
         else:
-            self._refuse(refused.status, refused.reason, refused.headers)
+            self._refuse(
+                refused.status, refused.reason, refused.headers, refused.outcome
+            )
 
     def _challenge(self, refused: Refused) -> None:
         """
@@ -370,7 +395,9 @@ class ConnectProxyProtocol(Protocol):
             self._clientFinished and not self._early
         ):
             # A client that has finished sending cannot retry.
-            self._refuse(refused.status, refused.reason, refused.headers)
+            self._refuse(
+                refused.status, refused.reason, refused.headers, refused.outcome
+            )
             return
         self._cancelTimer()
         self._transport.write(
@@ -378,7 +405,7 @@ class ConnectProxyProtocol(Protocol):
                 refused.status, refused.reason, close=False, headers=refused.headers
             )
         )
-        self._report(refused.status, refused.reason)
+        self._report(refused.status, refused.reason, refused.outcome)
         self.request = None
         self._parser = self._newParser()
         self._receive = self._headReceived
@@ -402,7 +429,7 @@ class ConnectProxyProtocol(Protocol):
         self._cancelTimer()
         if self._gone:
             return
-        status, reason = _connectErrorStatus(
+        status, reason, outcome = _connectErrorStatus(
             failure, self._timedOut, self._settings.connectTimeout
         )
         target = self.request.authority if self.request else ""
@@ -422,7 +449,7 @@ class ConnectProxyProtocol(Protocol):
                 target=target,
                 error=failure.getErrorMessage(),
             )
-        self._refuse(status, reason)
+        self._refuse(status, reason, outcome=outcome)
 
     def _requestFailed(self, failure: Failure) -> None:
         """
@@ -448,6 +475,7 @@ class ConnectProxyProtocol(Protocol):
 
     def _upstreamConnected(self, upstream: IProtocol) -> None:
         self._pending = None
+        self._connectedAt = self._clock.seconds()
         self._cancelTimer()
         assert isinstance(upstream, _UpstreamProtocol)
         request = self.request
@@ -464,6 +492,7 @@ class ConnectProxyProtocol(Protocol):
             self, upstream, self._clock, self._settings, self._tunnelClosed
         )
         self.tunnel = tunnel
+        self.factory.relays.add(tunnel)
         # The factory's sweeper keeps the tunnel's deadlines, from the
         # settings in force now (a reload does not change them).
         self.factory.deadlines.watch(tunnel, self._settings)
@@ -508,14 +537,42 @@ class ConnectProxyProtocol(Protocol):
                 client=self._client,
                 target=self.request.authority if self.request else "",
             )
+            self._report(
+                0,
+                "the client went away while its access was checked"
+                if self._upstream is None
+                else "the client went away while the target was connected",
+                Outcome.ABANDONED,
+            )
             self._pending.cancel()
         if self._relayLost is not None:
             self._relayLost(reason)
         self.factory.connectionClosed(self)
+        self._end()
 
     def _tunnelClosed(self, tunnel: _Relay) -> None:
         self.factory.deadlines.forget(tunnel)
+        self.factory.relays.discard(tunnel)
         self.factory.tunnelClosed(self._tunnelRecord(tunnel))
+        self._end()
+
+    def _end(self) -> None:
+        """
+        Tell the observers the connection is gone once it is, and its
+        tunnel too if it had one (that ends after the client's connection,
+        when the upstream's is gone as well).
+        """
+        if self._ended or not self._gone:
+            return
+        tunnel = self.tunnel
+        if tunnel is not None and tunnel.stats.closedAt is None:
+            return
+        self._ended = True
+        self.factory.connectionEnded(
+            ConnectionRecord(
+                self._client, self._clock.seconds() - self._openedAt, self._requests
+            )
+        )
 
     def _tunnelRecord(self, tunnel: _Relay) -> TunnelRecord:
         request = self.request
@@ -533,15 +590,23 @@ class ConnectProxyProtocol(Protocol):
             duration=0.0 if end is None else end - stats.openedAt,
             reason=stats.closeReason,
             user=self.user,
+            target=request.target,
+            admitTime=self._admittedAt - self._headAt,
+            connectTime=self._connectedAt - self._admittedAt,
         )
 
     # Errors.
 
     def _refuse(
-        self, status: int, reason: str, headers: Iterable[tuple[str, str]] = ()
+        self,
+        status: int,
+        reason: str,
+        headers: Iterable[tuple[str, str]] = (),
+        outcome: str = "",
     ) -> None:
         """
-        Answer with an error, report it, and close the connection.
+        Answer with an error, report it (with C{outcome}, or the usual
+        outcome of C{status}), and close the connection.
 
         On plain TCP the close lingers: the response is followed by a FIN,
         and what the client still sends is read and thrown away for a short
@@ -554,7 +619,7 @@ class ConnectProxyProtocol(Protocol):
         self._cancelTimer()
         self._receive = self._discardReceived
         self._transport.write(errorResponse(status, reason, headers=headers))
-        self._report(status, reason)
+        self._report(status, reason, outcome)
         if canHalfClose(self._transport) and not self._clientFinished:
             self._transport.loseWriteConnection()  # type: ignore[attr-defined]
             self._timer = self._clock.callLater(
@@ -563,7 +628,7 @@ class ConnectProxyProtocol(Protocol):
         else:
             self._close()
 
-    def _report(self, status: int, reason: str) -> None:
+    def _report(self, status: int, reason: str, outcome: str = "") -> None:
         request = self.request
         self.factory.requestRefused(
             RefusedRequest(
@@ -573,6 +638,7 @@ class ConnectProxyProtocol(Protocol):
                 status=status,
                 reason=reason,
                 user=self.user,
+                outcome=outcome,
             )
         )
 

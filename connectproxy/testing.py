@@ -38,7 +38,7 @@ from ._access import AccessRequest, Refusal
 from ._admission import Gatekeeper
 from ._connector import ConnectorContext, UpstreamRequest
 from ._factory import ConnectProxyFactory
-from ._observer import RefusedRequest, TunnelRecord
+from ._observer import ConnectionRecord, RefusedRequest, TunnelRecord
 from ._parser import ConnectRequest
 from ._policy import NetworkRules
 from ._resolver import ResolverPool
@@ -165,21 +165,44 @@ class FakeConnector:
 class RecordingObserver:
     """
     An L{IProxyObserver} that keeps every report.
+
+    @ivar connectionsOpened: Each L{ConnectionRecord} of
+        C{connectionOpened}, in order.
+    @ivar connectionsClosed: Each L{ConnectionRecord} of
+        C{connectionClosed}.
+    @ivar refused: Each L{RefusedRequest}.
+    @ivar opened: Each L{TunnelRecord} of C{tunnelOpened}.
+    @ivar closed: Each L{TunnelRecord} of C{tunnelClosed}.
+    @ivar events: Every report in order, as C{(method name, record)}.
     """
 
     def __init__(self) -> None:
+        self.connectionsOpened: list[ConnectionRecord] = []
+        self.connectionsClosed: list[ConnectionRecord] = []
         self.refused: list[RefusedRequest] = []
         self.opened: list[TunnelRecord] = []
         self.closed: list[TunnelRecord] = []
+        self.events: list[tuple[str, object]] = []
+
+    def connectionOpened(self, event: ConnectionRecord) -> None:
+        self.connectionsOpened.append(event)
+        self.events.append(("connectionOpened", event))
+
+    def connectionClosed(self, event: ConnectionRecord) -> None:
+        self.connectionsClosed.append(event)
+        self.events.append(("connectionClosed", event))
 
     def requestRefused(self, event: RefusedRequest) -> None:
         self.refused.append(event)
+        self.events.append(("requestRefused", event))
 
     def tunnelOpened(self, event: TunnelRecord) -> None:
         self.opened.append(event)
+        self.events.append(("tunnelOpened", event))
 
     def tunnelClosed(self, event: TunnelRecord) -> None:
         self.closed.append(event)
+        self.events.append(("tunnelClosed", event))
 
 
 @dataclass

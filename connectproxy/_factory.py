@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from functools import partial
 from typing import Any, cast
 
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IAddress, IProtocolNegotiationFactory
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
@@ -31,7 +32,7 @@ from ._observer import (
 from ._policy import AccessRules
 from ._relay import TunnelStats, _Relay, _RelayFactory
 from ._resolver import ResolverPool
-from ._server import ConnectProxyProtocol
+from ._server import SHUTTING_DOWN, ConnectProxyProtocol
 from ._settings import ProxySettings
 from ._tls import ALPN_PROTOCOLS
 from ._tunnel import TunnelTransport, transportRelay
@@ -124,6 +125,9 @@ class ConnectProxyFactory(Factory):
     @ivar openTunnels: How many tunnels are open now.
     @ivar relays: The relays of the tunnels open now, from their 200 until
         both of their sides are gone.
+    @ivar draining: Whether L{drain} was called: requests whose head is
+        complete from then on are answered with 503, and none gets a 407
+        it may retry on the same connection.
     @ivar deadlines: Keeps the idle, half-close and abort deadlines of every
         tunnel, with one timer on the reactor.
     @ivar relayFactory: Builds the relay of each tunnel (it may choose a
@@ -181,9 +185,11 @@ class ConnectProxyFactory(Factory):
         self.observer = ObserverFanOut(observers)
         self.connections: set[ConnectProxyProtocol] = set()
         self.openTunnels = 0
+        self.draining = False
         # Every connection not yet gone (refused and shed ones included,
-        # and those whose tunnel is still closing).
+        # and those whose tunnel is still closing), for whenIdle.
         self._live = 0
+        self._idle: list[Deferred[None]] = []
         self.relays: set[_Relay] = set()
         self.deadlines = DeadlineSweeper(reactor)
         self.relayFactory: _RelayFactory = transportRelay
@@ -359,10 +365,14 @@ class ConnectProxyFactory(Factory):
     def connectionEnded(self, event: ConnectionRecord) -> None:
         """
         A client connection is gone, with its tunnel if it had one: tell the
-        observers.
+        observers, and fire L{whenIdle}'s Deferreds if it was the last.
         """
         self._live -= 1
         self.observer.connectionClosed(event)
+        if self._live == 0 and self._idle:
+            waiting, self._idle = self._idle, []
+            for d in waiting:
+                d.callback(None)
 
     def requestRefused(self, event: RefusedRequest) -> None:
         self.observer.requestRefused(event)
@@ -386,3 +396,53 @@ class ConnectProxyFactory(Factory):
         @return: One L{TunnelStats} per open tunnel, in no order.
         """
         return [relay.stats for relay in self.relays]
+
+    def drain(self) -> None:
+        """
+        Stop admitting requests, for a shutdown that lets established
+        tunnels finish: from now on a request whose head is complete gets
+        503 ("the proxy is shutting down") and C{Connection: close}, and a
+        407 no longer keeps the connection open for another try.  Requests
+        already being checked or connected go on (and may become tunnels);
+        tunnels keep running.  Listeners are not touched: stop them first,
+        so that no new connections arrive.  Calling it again does nothing.
+        """
+        self.draining = True
+
+    def whenIdle(self) -> Deferred[None]:
+        """
+        Wait until no client connection is left: every one made so far and
+        until then (refused and shed ones included) is gone, and so is the
+        upstream side of every tunnel.  Behind a PROXY-protocol listener a
+        connection counts from the moment its header names the client.
+
+        @return: A Deferred that fires with C{None} then (at once when no
+            connection is open now).  Cancelling it stops the wait.
+        """
+        if self._live == 0:
+            return succeed(None)
+
+        def cancel(d: Deferred[None]) -> None:
+            if d in self._idle:
+                self._idle.remove(d)
+
+        d: Deferred[None] = Deferred(cancel)
+        self._idle.append(d)
+        return d
+
+    def closeAll(self, reason: str = "shutdown", message: str = SHUTTING_DOWN) -> None:
+        """
+        Close every client connection open now: each tunnel gracefully with
+        C{reason} as its close reason (and aborted if that takes longer
+        than the abort timeout); each request not yet tunnelled with a 503
+        and C{message}, its access checks or upstream connect cancelled.
+        Connections refused over a limit, and being closed already, finish
+        closing on their own.  New connections are not refused: call
+        L{drain} and stop the listeners for that.
+
+        @param reason: The close reason of the tunnels (what their
+            L{TunnelRecord} and the access log say).
+        @param message: The short reason the 503 answers carry.
+        """
+        for protocol in list(self.connections):
+            protocol.closeWith(reason, message)

@@ -67,6 +67,9 @@ LINGER_BYTES = 256 * 1024
 #: How many 407 challenges one connection gets before it is closed.
 MAX_CHALLENGES = 16
 
+#: What a request gets while the proxy drains or closes every connection.
+SHUTTING_DOWN = "the proxy is shutting down"
+
 
 def _connectErrorStatus(
     failure: Failure, timedOut: bool, connectTimeout: float
@@ -305,6 +308,9 @@ class ConnectProxyProtocol(Protocol):
         self.request = request
         self._early += leftover
         self._receive = self._earlyReceived
+        if self.factory.draining:
+            self._refuse(503, SHUTTING_DOWN)
+            return
         if request.method != "CONNECT":
             self._refuse(
                 405, "this proxy only tunnels with CONNECT", [("Allow", "CONNECT")]
@@ -360,7 +366,8 @@ class ConnectProxyProtocol(Protocol):
 
     def _notAdmitted(self, failure: Failure) -> None:
         self._pending = None
-        if self._gone:
+        if self._gone or self._closing:
+            # The client left, or the proxy is closing every connection.
             return
         if self._timedOut:
             self._refuse(
@@ -378,7 +385,11 @@ class ConnectProxyProtocol(Protocol):
         refused = failure.value
         assert isinstance(refused, Refused)
         self.user = refused.user
-        if refused.keepAlive and _keepsAlive(self.request):
+        if (
+            refused.keepAlive
+            and _keepsAlive(self.request)
+            and not self.factory.draining
+        ):
             self._challenge(refused)
         else:
             self._refuse(
@@ -426,9 +437,10 @@ class ConnectProxyProtocol(Protocol):
 
     def _upstreamFailed(self, failure: Failure) -> None:
         self._pending = None
-        self._cancelTimer()
-        if self._gone:
+        if self._gone or self._closing:
+            # The client left, or the proxy is closing every connection.
             return
+        self._cancelTimer()
         status, reason, outcome = _connectErrorStatus(
             failure, self._timedOut, self._settings.connectTimeout
         )
@@ -573,6 +585,33 @@ class ConnectProxyProtocol(Protocol):
                 self._client, self._clock.seconds() - self._openedAt, self._requests
             )
         )
+
+    def closeWith(self, reason: str, message: str = SHUTTING_DOWN) -> None:
+        """
+        Close this connection now, whatever it is doing: a tunnel closes
+        gracefully with C{reason} (aborted after the abort timeout, as every
+        tunnel close), and a request not yet tunnelled (its head still being
+        read, or being checked or connected) is answered with 503 and
+        C{message}, its checks or connect cancelled.  A refused connection
+        stops lingering.
+
+        @param reason: The tunnel's close reason, for the observers.
+        @param message: The short reason sent with the 503.
+        """
+        if self._gone:
+            return
+        tunnel = self.tunnel
+        if tunnel is not None:
+            tunnel.close(reason)
+            return
+        if self._closing:
+            if self._receive != _discard:
+                self._close()
+            return
+        pending = self._pending
+        self._refuse(503, message)
+        if pending is not None:
+            pending.cancel()
 
     def _tunnelRecord(self, tunnel: _Relay) -> TunnelRecord:
         request = self.request

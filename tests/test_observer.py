@@ -481,6 +481,11 @@ def _overLimit(harness: ProxyHarness) -> None:
     harness.connectClient()
 
 
+def _draining(harness: ProxyHarness) -> None:
+    harness.factory.drain()
+    _send(harness, CONNECT)
+
+
 def _abandoned(harness: ProxyHarness) -> None:
     _send(harness, CONNECT).lose(ConnectionLost())
 
@@ -512,6 +517,7 @@ def _abandoned(harness: ProxyHarness) -> None:
         (_connectorBug, 502, "error"),
         (_connectorBrokeContract, 500, "error"),
         (_overLimit, 503, "overloaded"),
+        (_draining, 503, "overloaded"),
         (_abandoned, 0, "abandoned"),
     ],
     ids=lambda value: getattr(value, "__name__", None),

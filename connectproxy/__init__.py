@@ -18,6 +18,7 @@ from ._legacy import ProxyTunnel as ProxyTunnel
 from ._observer import (
     AccessLogObserver,
     ConnectionRecord,
+    ObserverContext,
     Outcome,
     RefusedRequest,
     TunnelRecord,
@@ -60,6 +61,7 @@ __all__ = [
     "HostPatternTable",
     "HostRules",
     "NetworkRules",
+    "ObserverContext",
     "Outcome",
     "PortRules",
     "ProxySettings",

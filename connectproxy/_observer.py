@@ -11,19 +11,27 @@ import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.logger import Logger
+from twisted.plugin import IPlugin
 from twisted.python.versions import getVersionString
 from zope.interface import implementer
 
 from ._tunnel import DEPRECATED_IN
-from .interfaces import IExchangeRecord, IProxyObserver
+from .interfaces import IExchangeRecord, IProxyObserver, IProxyObserverFactory
+
+if TYPE_CHECKING:
+    from twisted.application.service import IServiceCollection
+
+    from ._factory import ConnectProxyFactory
 
 __all__ = [
     "AccessLogObserver",
+    "AccessLogObserverFactory",
     "ConnectionRecord",
+    "ObserverContext",
     "ObserverFanOut",
     "Outcome",
     "RefusedRequest",
@@ -243,6 +251,28 @@ class ConnectionRecord:
     requests: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class ObserverContext:
+    """
+    What an observer plugin makes its observer from
+    (L{connectproxy.interfaces.IProxyObserverFactory}).
+
+    @ivar reactor: The proxy's reactor: take time from it
+        (L{twisted.internet.interfaces.IReactorTime}); a memory reactor when
+        the command line is only being checked.
+    @ivar factory: The proxy's L{ConnectProxyFactory
+        <connectproxy.ConnectProxyFactory>}, to read what is open now:
+        C{connections}, C{openTunnels}, C{openTunnelStats()}, C{draining}.
+    @ivar services: Where to add the services the observer needs running
+        (a listener for metrics, say), with
+        C{service.setServiceParent(context.services)}.
+    """
+
+    reactor: Any
+    factory: ConnectProxyFactory
+    services: IServiceCollection
+
+
 @implementer(IProxyObserver)
 class AccessLogObserver:
     """
@@ -310,6 +340,30 @@ class AccessLogObserver:
             admitTime=event.admitTime,
             connectTime=event.connectTime,
         )
+
+
+@implementer(IPlugin, IProxyObserverFactory)
+class AccessLogObserverFactory:
+    """
+    The C{accesslog} observer plugin, the default C{--observer}: an
+    L{AccessLogObserver}.
+    """
+
+    name = "accesslog"
+    description = (
+        "The access log: one event per refused request and per closed "
+        "tunnel (the default; give it with other --observer options to keep it)."
+    )
+
+    def observerFromArgument(
+        self, argument: str, context: ObserverContext
+    ) -> AccessLogObserver:
+        """
+        @raise ValueError: When given an argument: it takes none.
+        """
+        if argument:
+            raise ValueError("accesslog takes no argument: --observer accesslog")
+        return AccessLogObserver()
 
 
 #: The methods of L{IProxyObserver} that version 1 of the plugin API did not

@@ -168,6 +168,7 @@ class ReloadService(Service):
     ) -> None:
         self._options = options
         self._listen = options["listen"]
+        self._observers = options["observer"]
         self.listeners = listeners
         self._factory = factory
         self._reactor = reactor
@@ -233,6 +234,11 @@ class ReloadService(Service):
             self._log.warn(
                 "--listen changes take effect only after a restart",
                 event="reload_listen_ignored",
+            )
+        if options["observer"] != self._observers:
+            self._log.warn(
+                "--observer changes take effect only after a restart",
+                event="reload_observer_ignored",
             )
         previous = self._factory.gatekeeper.limiter
         try:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from ._connector import ConnectorContext, UpstreamRequest
     from ._observer import (
         ConnectionRecord,
+        ObserverContext,
         RefusedRequest,
         TunnelRecord,
     )
@@ -32,6 +33,7 @@ __all__ = [
     "IAccessPolicyFactory",
     "IExchangeRecord",
     "IProxyObserver",
+    "IProxyObserverFactory",
     "IUpstreamConnector",
     "IUpstreamConnectorFactory",
 ]
@@ -223,4 +225,39 @@ class IUpstreamConnectorFactory(Interface):
         @raise ValueError: With a message for the operator when the argument
             is not valid; the command stops before listening (a reload is
             refused and the old configuration kept).
+        """
+
+
+class IProxyObserverFactory(Interface):
+    """
+    A plugin that makes an L{IProxyObserver} from the command line:
+    C{--observer NAME[:ARGUMENT]}, repeatable (C{accesslog} when not given).
+    Plugins are found with L{twisted.plugin.getPlugins} in the
+    L{connectproxy.plugins} package; the plugin object must also provide
+    L{twisted.plugin.IPlugin}.  New in version 2.
+    """
+
+    name = Attribute("The name operators choose it by, for example 'accesslog'.")
+    description = Attribute("One sentence for --help-observers.")
+
+    def observerFromArgument(argument: str, context: ObserverContext) -> IProxyObserver:
+        """
+        Make the observer.  Called when the command line is checked, and
+        again when a reload checks it (with a context whose reactor does
+        nothing and whose services never start: the observer is dropped),
+        and once when the proxy starts.  The observer made then lasts as
+        long as the process: a reload does not make it again, and one that
+        changes C{--observer} leaves the observers as they are (and logs
+        C{reload_observer_ignored}).
+
+        @param argument: What followed C{NAME:} on the command line (C{""}
+            when nothing did).
+        @param context: The reactor, the proxy's factory (its open
+            connections and tunnels, for gauges) and where to add the
+            services the observer needs running (a metrics listener):
+            C{service.setServiceParent(context.services)}.  They start
+            with the proxy and stop, in reverse order, when it stops.
+        @return: The observer.
+        @raise ValueError: With a message for the operator when the argument
+            is not valid; the command stops before listening.
         """

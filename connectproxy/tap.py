@@ -28,6 +28,7 @@ from ._config import ConfigKey, applyConfig, loadConfig
 from ._connector import ConnectorContext, ConnectorMaker
 from ._factory import ConnectProxyFactory
 from ._listeners import ListenerError, ListenerPlan, SystemdSocketMissing, planListener
+from ._observer import ObserverContext, ObserverFanOut
 from ._policy import (
     DEFAULT_PORTS,
     AccessRules,
@@ -47,6 +48,8 @@ from ._version import __version__
 from .interfaces import (
     IAccessPolicy,
     IAccessPolicyFactory,
+    IProxyObserver,
+    IProxyObserverFactory,
     IUpstreamConnector,
     IUpstreamConnectorFactory,
 )
@@ -162,6 +165,7 @@ _LIST_EXAMPLES = {
     "allow-client": "192.0.2.0/24",
     "trusted-proxy": "10.0.0.0/8",
     "policy": "hostlist:/etc/connectproxy/hosts",
+    "observer": "accesslog",
     "auth": "htpasswd:/etc/connectproxy/htpasswd",
 }
 
@@ -184,6 +188,20 @@ def connectorFactories() -> dict[str, IUpstreamConnectorFactory]:
         factory.name: factory
         for factory in getPlugins(IUpstreamConnectorFactory, pluginPackage)
     }
+
+
+def observerFactories() -> dict[str, IProxyObserverFactory]:
+    """
+    The observer plugins installed, by name.
+    """
+    return {
+        factory.name: factory
+        for factory in getPlugins(IProxyObserverFactory, pluginPackage)
+    }
+
+
+#: The observers when no C{--observer} is given.
+DEFAULT_OBSERVERS = ("accesslog",)
 
 
 def _connectorChoice(description: str) -> str:
@@ -410,6 +428,7 @@ class Options(usage.Options, AuthOptionMixin):
         "allow-client",
         "trusted-proxy",
         "policy",
+        "observer",
     )
 
     def __init__(self) -> None:
@@ -588,6 +607,22 @@ class Options(usage.Options, AuthOptionMixin):
             )
         self._append("policy", description)
 
+    def opt_observer(self, description: str) -> None:
+        """
+        Tell this observer plugin what the proxy does, as NAME or
+        NAME:ARGUMENT (repeatable). The first one replaces the default,
+        accesslog: name it too to keep the access log. See
+        --help-observers. [default: accesslog]
+        """
+        name = description.partition(":")[0]
+        installed = observerFactories()
+        if name not in installed:
+            raise usage.UsageError(
+                f"--observer: no observer plugin named {name!r} "
+                f"(installed: {', '.join(sorted(installed)) or 'none'})"
+            )
+        self._append("observer", description)
+
     def opt_auth(self, description: str) -> None:
         """
         Require Basic credentials checked by this checker (repeatable), for
@@ -632,6 +667,14 @@ class Options(usage.Options, AuthOptionMixin):
             sys.stdout.write(f"{name}: {factory.description}\n")
         raise SystemExit(0)
 
+    def opt_help_observers(self) -> None:
+        """
+        List the installed observer plugins and exit.
+        """
+        for name, factory in sorted(observerFactories().items()):
+            sys.stdout.write(f"{name}: {factory.description}\n")
+        raise SystemExit(0)
+
     def opt_help_upstreams(self) -> None:
         """
         List the installed upstream connector plugins and exit.
@@ -649,6 +692,8 @@ class Options(usage.Options, AuthOptionMixin):
         self._checkDuplicateListeners()
         if not self["allow-port"]:
             self["allow-port"] = list(DEFAULT_PORTS)
+        if not self["observer"]:
+            self["observer"] = list(DEFAULT_OBSERVERS)
         if self["max-head-size"] < self["max-request-line"]:
             raise usage.UsageError(
                 "--max-head-size must be at least --max-request-line"
@@ -671,6 +716,7 @@ class Options(usage.Options, AuthOptionMixin):
             raise usage.UsageError(str(e)) from None
         self.policies = [self._makePolicy(d) for d in self["policy"]]
         self._checkUpstream()
+        self._checkObservers()
         for checker in self.checkers():
             if hasattr(checker, "cacheTTL"):
                 checker.cacheTTL = self["auth-cache-ttl"]
@@ -798,6 +844,39 @@ class Options(usage.Options, AuthOptionMixin):
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
 
+    def observers(self, context: ObserverContext) -> list[IProxyObserver]:
+        """
+        Make the observers C{--observer} names, in order.
+
+        @param context: What they are made from.
+        @raise ValueError: Naming the option, when a plugin refuses its
+            argument.
+        """
+        installed = observerFactories()
+        observers = []
+        for description in self["observer"]:
+            name, _, argument = description.partition(":")
+            try:
+                observers.append(
+                    installed[name].observerFromArgument(argument, context)
+                )
+            except ValueError as e:
+                raise ValueError(f"--observer {name}: {e}") from None
+        return observers
+
+    def _checkObservers(self) -> None:
+        """
+        Let the observer plugins check their arguments now, before anything
+        listens, over a reactor that does nothing, with services that never
+        start.
+        """
+        reactor = MemoryReactor()
+        factory = ConnectProxyFactory(reactor, self.settings(), observers=[])
+        try:
+            self.observers(ObserverContext(reactor, factory, MultiService()))
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
+
     def _applyConfig(self, path: str) -> None:
         applyConfig(
             path, loadConfig(path), self.given, self.configKeys(), self.__setitem__
@@ -879,9 +958,10 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
     @param options: Parsed L{Options}.
     @param reactor: The reactor to use; the global one when C{None}.
     @return: A L{MultiService} holding the listeners; its child named
-        C{"reload"} has a C{reload()} method, and the one named C{"notify"}
-        tells systemd (C{$NOTIFY_SOCKET}) when the proxy is ready, reloading
-        and stopping.
+        C{"reload"} has a C{reload()} method, the one named C{"observers"}
+        holds the services the C{--observer} plugins added, and the one
+        named C{"notify"} tells systemd (C{$NOTIFY_SOCKET}) when the proxy
+        is ready, reloading and stopping.
     """
     installSignal = reactor is None
     if reactor is None:
@@ -904,6 +984,18 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
     reloader = ReloadService(options, factory, reactor, installSignal)
     reloader.setName("reload")
     reloader.setServiceParent(service)
+    # What the observers need running starts before the listeners and
+    # stops after them.
+    observerServices = MultiService()
+    observerServices.setName("observers")
+    observerServices.setServiceParent(service)
+    try:
+        observers = options.observers(
+            ObserverContext(reactor, factory, observerServices)
+        )
+    except ValueError as e:
+        raise usage.UsageError(str(e)) from None
+    factory.observer = ObserverFanOut(observers)
     listeners = []
     # TLS listeners refuse clients that share no ALPN protocol cleanly.
     listenerReactor = NegotiatingReactor(reactor)

@@ -149,8 +149,8 @@ def currentChecker(factory: ConnectProxyFactory) -> HtpasswdChecker:
 
 def test_everyKindOfKey(tmp_path: Path) -> None:
     """
-    Parameters, lists (also given as one string), flags, C{auth} and
-    C{policy} keys are all read from the file.
+    Parameters, lists (also given as one string), flags, C{auth},
+    C{policy} and C{observer} keys are all read from the file.
     """
     htpasswd = tmp_path / "htpasswd"
     htpasswd.write_text(sha1Entry("alice", PASSWORD), encoding="utf-8")
@@ -188,6 +188,7 @@ deny-host = "bad.example.com"
 allow-client = ["192.0.2.0/24"]
 auth = ["htpasswd:{htpasswd}"]
 policy = ["hostlist:{hosts}"]
+observer = "accesslog"
 """,
     )
     options = parse("--config", str(path))
@@ -223,6 +224,7 @@ policy = ["hostlist:{hosts}"]
         "allow-client": ["192.0.2.0/24"],
         "trusted-proxy": [],
         "policy": [f"hostlist:{hosts}"],
+        "observer": ["accesslog"],
     }
     [checker] = options.checkers()
     assert isinstance(checker, HtpasswdChecker)

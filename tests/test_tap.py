@@ -56,6 +56,7 @@ DEFAULTS = {
     "allow-client": [],
     "trusted-proxy": [],
     "policy": [],
+    "observer": ["accesslog"],
 }
 
 
@@ -138,6 +139,10 @@ def test_allOptions() -> None:
         "192.0.2.0/24",
         "--trusted-proxy",
         "198.51.100.0/24",
+        "--observer",
+        "accesslog",
+        "--observer",
+        "accesslog",
     )
     assert dict(options) == {
         "listen": ["tcp:8080:interface=127.0.0.1", "tcp6:8080:interface=\\:\\:1"],
@@ -171,6 +176,7 @@ def test_allOptions() -> None:
         "allow-client": ["192.0.2.0/24"],
         "trusted-proxy": ["198.51.100.0/24"],
         "policy": [],
+        "observer": ["accesslog", "accesslog"],
     }
     rules = options.rules
     assert rules.ports.allows(8080) and not rules.ports.allows(8081)

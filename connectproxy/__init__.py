@@ -18,11 +18,11 @@ from ._legacy import ProxyTunnel as ProxyTunnel
 from ._observer import (
     AccessLogObserver,
     ConnectionRecord,
-    ObserverContext,
     Outcome,
     RefusedRequest,
     TunnelRecord,
 )
+from ._observercontext import ObserverContext
 from ._parser import ConnectRequest, ConnectRequestParser
 from ._policy import AccessRules, ClientRules, HostRules, NetworkRules, PortRules
 from ._proxyprotocol import serverEndpoint

@@ -11,7 +11,7 @@ import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.logger import Logger
@@ -23,15 +23,12 @@ from ._tunnel import DEPRECATED_IN
 from .interfaces import IExchangeRecord, IProxyObserver, IProxyObserverFactory
 
 if TYPE_CHECKING:
-    from twisted.application.service import IServiceCollection
-
-    from ._factory import ConnectProxyFactory
+    from ._observercontext import ObserverContext
 
 __all__ = [
     "AccessLogObserver",
     "AccessLogObserverFactory",
     "ConnectionRecord",
-    "ObserverContext",
     "ObserverFanOut",
     "Outcome",
     "RefusedRequest",
@@ -61,7 +58,7 @@ def formatAddress(address: object) -> str:
 class Outcome(StrEnum):
     """
     What came of a request, in a small fixed set: the C{outcome} of every
-    L{RefusedRequest}, and of every L{TunnelRecord} (always L{OK}).
+    L{RefusedRequest}, and of every L{TunnelRecord} (always C{"ok"}).
 
     The members are strings (C{Outcome.DENIED == "denied"}), so they can be
     used as they are as metric labels and in logs.  L{requestResult} maps
@@ -131,10 +128,10 @@ _OUTCOME_BY_STATUS = {
 def outcomeForStatus(status: int) -> Outcome:
     """
     The usual outcome of a refusal with C{status}, for refusals that do not
-    say (a policy's, for instance): 403, 429 and 451 are L{Outcome.DENIED},
-    407 L{Outcome.AUTH_REQUIRED}, 408 and 504 L{Outcome.TIMEOUT}, 502
-    L{Outcome.UPSTREAM_FAILED}, 503 L{Outcome.OVERLOADED}, other 4xx (and
-    501, 505) L{Outcome.BAD_REQUEST}, anything else L{Outcome.ERROR}.
+    say (a policy's, for instance): 403, 429 and 451 are C{"denied"},
+    407 C{"auth_required"}, 408 and 504 C{"timeout"}, 502
+    C{"upstream_failed"}, 503 C{"overloaded"}, other 4xx (and
+    501, 505) C{"bad_request"}, anything else C{"error"}.
 
     @param status: An HTTP status code.
     """
@@ -205,10 +202,7 @@ class TunnelRecord:
         the access checks (authentication, rules, policies).
     @ivar connectTime: Seconds from the end of the access checks to the
         upstream connection (name resolution and every attempt included).
-    @ivar outcome: Always L{Outcome.OK}.
     """
-
-    outcome: ClassVar[Outcome] = Outcome.OK
 
     client: str
     host: str
@@ -230,6 +224,13 @@ class TunnelRecord:
             host = f"[{self.host}]" if ":" in self.host else self.host
             object.__setattr__(self, "target", f"{host}:{self.port}")
 
+    @property
+    def outcome(self) -> Outcome:
+        """
+        Always C{Outcome.OK}: the tunnel was established.
+        """
+        return Outcome.OK
+
 
 @dataclass(frozen=True, slots=True)
 class ConnectionRecord:
@@ -249,28 +250,6 @@ class ConnectionRecord:
     client: str
     duration: float = 0.0
     requests: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class ObserverContext:
-    """
-    What an observer plugin makes its observer from
-    (L{connectproxy.interfaces.IProxyObserverFactory}).
-
-    @ivar reactor: The proxy's reactor: take time from it
-        (L{twisted.internet.interfaces.IReactorTime}); a memory reactor when
-        the command line is only being checked.
-    @ivar factory: The proxy's L{ConnectProxyFactory
-        <connectproxy.ConnectProxyFactory>}, to read what is open now:
-        C{connections}, C{openTunnels}, C{openTunnelStats()}, C{draining}.
-    @ivar services: Where to add the services the observer needs running
-        (a listener for metrics, say), with
-        C{service.setServiceParent(context.services)}.
-    """
-
-    reactor: Any
-    factory: ConnectProxyFactory
-    services: IServiceCollection
 
 
 @implementer(IProxyObserver)

@@ -20,12 +20,8 @@ if TYPE_CHECKING:
 
     from ._access import AccessRequest, Refusal
     from ._connector import ConnectorContext, UpstreamRequest
-    from ._observer import (
-        ConnectionRecord,
-        ObserverContext,
-        RefusedRequest,
-        TunnelRecord,
-    )
+    from ._observer import ConnectionRecord, RefusedRequest, TunnelRecord
+    from ._observercontext import ObserverContext
 
 __all__ = [
     "API_VERSION",

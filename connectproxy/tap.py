@@ -28,7 +28,8 @@ from ._config import ConfigKey, applyConfig, loadConfig
 from ._connector import ConnectorContext, ConnectorMaker
 from ._factory import ConnectProxyFactory
 from ._listeners import ListenerError, ListenerPlan, SystemdSocketMissing, planListener
-from ._observer import ObserverContext, ObserverFanOut
+from ._observer import ObserverFanOut
+from ._observercontext import ObserverContext
 from ._policy import (
     DEFAULT_PORTS,
     AccessRules,

@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from twisted.application.service import MultiService
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
@@ -38,7 +39,12 @@ from ._access import AccessRequest, Refusal
 from ._admission import Gatekeeper
 from ._connector import ConnectorContext, UpstreamRequest
 from ._factory import ConnectProxyFactory
-from ._observer import ConnectionRecord, RefusedRequest, TunnelRecord
+from ._observer import (
+    ConnectionRecord,
+    RefusedRequest,
+    TunnelRecord,
+)
+from ._observercontext import ObserverContext
 from ._parser import ConnectRequest
 from ._policy import NetworkRules
 from ._resolver import ResolverPool
@@ -239,6 +245,8 @@ class ProxyHarness:
     @ivar connector: The fake upstream connector.
     @ivar observer: What the proxy reported.
     @ivar factory: The proxy factory.
+    @ivar services: Where observers made with L{observerContext} add their
+        services; not started (call C{services.startService()}).
     """
 
     def __init__(
@@ -257,6 +265,21 @@ class ProxyHarness:
         self.factory = ConnectProxyFactory(
             self.clock, settings, self.connector, [self.observer], gatekeeper
         )
+        self.services = MultiService()
+
+    def observerContext(self) -> ObserverContext:
+        """
+        The L{ObserverContext} an observer plugin gets, for this proxy: its
+        clock, its factory and L{services}.
+        """
+        return ObserverContext(self.clock, self.factory, self.services)
+
+    def addObserver(self, observer: IProxyObserver) -> None:
+        """
+        Tell C{observer} too, after L{observer}, of what the proxy does from
+        now on.
+        """
+        self.factory.observer.observers.append(observer)
 
     def connectClient(self, peer: Any = None) -> FakeClient:
         """

@@ -182,7 +182,8 @@ class ConnectProxyFactory(Factory):
         self.connector = connector
         if observers is None:
             observers = [AccessLogObserver()]
-        self.observer = ObserverFanOut(observers)
+        # A deprecation warning names the code that made this factory.
+        self.observer = ObserverFanOut(observers, stacklevel=3)
         self.connections: set[ConnectProxyProtocol] = set()
         self.openTunnels = 0
         self.draining = False

@@ -383,7 +383,7 @@ class ObserverFanOut:
                     f"{getVersionString(DEPRECATED_IN)}; please implement "
                     "every method of connectproxy.interfaces.IProxyObserver",
                     DeprecationWarning,
-                    stacklevel=stacklevel + 1,
+                    stacklevel=stacklevel,
                 )
 
     def _notify(self, method: str, event: object) -> None:

@@ -701,6 +701,16 @@ def test_version1ObserverWarnedAndServed() -> None:
     assert old.calls == ["tunnelOpened", "requestRefused", "tunnelClosed"]
 
 
+def test_version1ObserverInFanOut() -> None:
+    """
+    A fan-out made directly warns about a version 1 observer, naming the
+    code that made it.
+    """
+    with pytest.warns(DeprecationWarning) as caught:
+        ObserverFanOut([Version1Observer()])  # type: ignore[list-item]
+    assert caught[0].filename == __file__
+
+
 def test_currentObserversNotWarned() -> None:
     """
     Observers with every method raise no warning.

@@ -29,7 +29,7 @@ from ._connector import ConnectorContext, ConnectorMaker
 from ._factory import ConnectProxyFactory
 from ._listeners import ListenerError, ListenerPlan, SystemdSocketMissing, planListener
 from ._observer import ObserverFanOut
-from ._observercontext import ObserverContext
+from ._observercontext import ObserverContext, idleContext, makeObservers
 from ._policy import (
     DEFAULT_PORTS,
     AccessRules,
@@ -847,34 +847,20 @@ class Options(usage.Options, AuthOptionMixin):
 
     def observers(self, context: ObserverContext) -> list[IProxyObserver]:
         """
-        Make the observers C{--observer} names, in order.
+        Make the observers C{--observer} names, in order, from C{context}.
 
-        @param context: What they are made from.
         @raise ValueError: Naming the option, when a plugin refuses its
             argument.
         """
-        installed = observerFactories()
-        observers = []
-        for description in self["observer"]:
-            name, _, argument = description.partition(":")
-            try:
-                observers.append(
-                    installed[name].observerFromArgument(argument, context)
-                )
-            except ValueError as e:
-                raise ValueError(f"--observer {name}: {e}") from None
-        return observers
+        return makeObservers(self["observer"], context, observerFactories())
 
     def _checkObservers(self) -> None:
         """
-        Let the observer plugins check their arguments now, before anything
-        listens, over a reactor that does nothing, with services that never
-        start.
+        Let the observer plugins check their arguments before anything
+        listens.
         """
-        reactor = MemoryReactor()
-        factory = ConnectProxyFactory(reactor, self.settings(), observers=[])
         try:
-            self.observers(ObserverContext(reactor, factory, MultiService()))
+            self.observers(idleContext(self.settings()))
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
 

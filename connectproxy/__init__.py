@@ -16,10 +16,18 @@ from ._errors import BadRequest, ForbiddenDestination, Refusal, ResolverBusy
 from ._factory import ConnectProxyFactory
 from ._hostnames import HostPatternTable
 from ._legacy import ProxyTunnel as ProxyTunnel
-from ._observer import AccessLogObserver, RefusedRequest, TunnelRecord
+from ._observer import (
+    AccessLogObserver,
+    ConnectionRecord,
+    Outcome,
+    RefusedRequest,
+    TunnelRecord,
+)
+from ._observercontext import ObserverContext
 from ._parser import ConnectRequest, ConnectRequestParser
 from ._policy import AccessRules, ClientRules, HostRules, NetworkRules, PortRules
 from ._proxyprotocol import serverEndpoint
+from ._relay import TunnelStats
 from ._resolver import ResolverPool
 from ._server import ConnectProxyProtocol
 from ._settings import ProxySettings
@@ -46,6 +54,7 @@ __all__ = [
     "ConnectProxyProtocol",
     "ConnectRequest",
     "ConnectRequestParser",
+    "ConnectionRecord",
     "ConnectorContext",
     "DirectConnector",
     "ForbiddenDestination",
@@ -53,6 +62,8 @@ __all__ = [
     "HostPatternTable",
     "HostRules",
     "NetworkRules",
+    "ObserverContext",
+    "Outcome",
     "PortRules",
     "ProxyConfig",
     "ProxySettings",
@@ -61,6 +72,7 @@ __all__ = [
     "ResolverBusy",
     "ResolverPool",
     "TunnelRecord",
+    "TunnelStats",
     "UpstreamRequest",
     "VettedResolver",
     "__version__",

@@ -38,6 +38,7 @@ from ._auth import (
 )
 from ._connector import UpstreamRequest
 from ._errors import Refusal, Refused
+from ._observer import Outcome, outcomeForStatus
 from ._parser import ConnectRequest
 from ._policy import AccessRules, normalizeHost
 from .interfaces import IAccessPolicy
@@ -201,7 +202,15 @@ class Gatekeeper:
                 )
                 raise Refused(500, "an access policy failed", user=user) from None
             if isinstance(refusal, Refusal):
-                raise Refused(refusal.status, refusal.reason, user=user)
+                # A policy's 4xx is a denial, whatever its status.
+                outcome = (
+                    Outcome.DENIED
+                    if refusal.status < 500
+                    else outcomeForStatus(refusal.status)
+                )
+                raise Refused(
+                    refusal.status, refusal.reason, user=user, outcome=outcome
+                )
             if refusal is not None:
                 # Fail closed on an answer the interface does not allow.
                 self._log.error(
@@ -241,7 +250,13 @@ class Gatekeeper:
             if limiter is not None:
                 self._refuseIfBlocked(limiter.blockedFor(clientHost, ""), False)
             self._failed(clientHost, None, e.reason)
-            raise Refused(407, "invalid credentials", self._challenge, True) from None
+            raise Refused(
+                407,
+                "invalid credentials",
+                self._challenge,
+                True,
+                outcome=Outcome.AUTH_FAILED,
+            ) from None
         if limiter is not None:
             self._refuseIfBlocked(limiter.blockedFor(clientHost, userName), False)
         credentials = ProxyCredentials(
@@ -253,7 +268,13 @@ class Gatekeeper:
             _, avatar, _ = yield self.portal.login(credentials, None, IProxyUser)
         except LoginFailed:
             self._failed(clientHost, userName, "wrong user name or password")
-            raise Refused(407, "invalid credentials", self._challenge, True) from None
+            raise Refused(
+                407,
+                "invalid credentials",
+                self._challenge,
+                True,
+                outcome=Outcome.AUTH_FAILED,
+            ) from None
         except CheckerBusy as e:
             raise Refused(503, e.reason, [("Retry-After", "1")]) from None
         finally:

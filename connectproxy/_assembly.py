@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol
 
+from twisted.logger import Logger
 from twisted.plugin import getPlugins
 
 from . import plugins as pluginPackage
@@ -35,6 +36,7 @@ from .interfaces import (
     IAccessPolicy,
     IAccessPolicyFactory,
     IProxyObserver,
+    IProxyObserverFactory,
     IUpstreamConnector,
     IUpstreamConnectorFactory,
 )
@@ -51,6 +53,8 @@ __all__ = [
     "proxySettings",
     "reloader",
 ]
+
+_log = Logger()
 
 #: Makes the built-in direct connector (C{--upstream direct}).
 directConnector: ConnectorMaker = partial(
@@ -148,6 +152,20 @@ def connectorFactories() -> dict[str, IUpstreamConnectorFactory]:
         factory.name: factory
         for factory in getPlugins(IUpstreamConnectorFactory, pluginPackage)
     }
+
+
+def observerFactories() -> dict[str, IProxyObserverFactory]:
+    """
+    The observer plugins installed, by name.
+    """
+    return {
+        factory.name: factory
+        for factory in getPlugins(IProxyObserverFactory, pluginPackage)
+    }
+
+
+#: The observers when no C{--observer} is given.
+DEFAULT_OBSERVERS = ("accesslog",)
 
 
 def connectorMaker(options: ParsedOptions) -> ConnectorMaker:
@@ -293,9 +311,16 @@ def reloader(
     if observers is not None:
         observers = tuple(observers)
 
+    startObservers = options["observer"]
+
     def load() -> ProxyConfig:
         parsed = kind()
         parsed.parseOptions(argv)
+        if parsed["observer"] != startObservers:
+            _log.warn(
+                "--observer changes take effect only after a restart",
+                event="reload_observer_ignored",
+            )
         return buildConfig(parsed, reactor, connector=connector, observers=observers)
 
     return load

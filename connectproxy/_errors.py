@@ -85,6 +85,9 @@ class Refused(RefusalError):
     @ivar keepAlive: Whether the client may retry on the same connection
         (a 407 challenge).
     @ivar user: The authenticated user refused, if any.
+    @ivar outcome: What the observers are told came of the request (a
+        L{connectproxy.Outcome} value), or C{""} for the usual outcome of
+        C{status}.
     """
 
     def __init__(
@@ -94,6 +97,7 @@ class Refused(RefusalError):
         headers: Sequence[tuple[str, str]] = (),
         keepAlive: bool = False,
         user: str | None = None,
+        outcome: str = "",
     ) -> None:
         super().__init__(status, reason)
         self.status = status
@@ -101,6 +105,7 @@ class Refused(RefusalError):
         self.headers = headers
         self.keepAlive = keepAlive
         self.user = user
+        self.outcome = outcome
 
 
 class ForbiddenDestination(RefusalError):

@@ -10,6 +10,7 @@ import warnings
 from collections.abc import Iterable
 from typing import Any, cast, overload
 
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IAddress, IProtocolNegotiationFactory
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
@@ -23,14 +24,17 @@ from ._connector import ConnectorContext, ConnectorMaker
 from ._deadlines import DeadlineSweeper
 from ._observer import (
     AccessLogObserver,
+    ConnectionRecord,
     ObserverFanOut,
+    Outcome,
     RefusedRequest,
     TunnelRecord,
+    formatAddress,
 )
 from ._policy import AccessRules
-from ._relay import _RelayFactory
+from ._relay import TunnelStats, _Relay, _RelayFactory
 from ._resolver import ResolverPool
-from ._server import ConnectProxyProtocol
+from ._server import SHUTTING_DOWN, ConnectProxyProtocol
 from ._settings import ProxySettings
 from ._tls import ALPN_PROTOCOLS
 from ._tunnel import DEPRECATED_IN, TunnelTransport, transportRelay
@@ -42,11 +46,32 @@ __all__ = ["ConnectProxyFactory"]
 class _Shed(Protocol):
     """
     Drops a connection at once (far over the connection limit), with no
-    response and no timer.
+    response and no timer; the observers hear of it as a connection with a
+    C{shed} refusal.
     """
 
+    def __init__(
+        self, factory: ConnectProxyFactory, addr: IAddress | None, reason: str
+    ) -> None:
+        self._factory = factory
+        self._record = ConnectionRecord(formatAddress(addr))
+        self._reason = reason
+        self._openedAt = 0.0
+
     def connectionMade(self) -> None:
+        factory = self._factory
+        self._openedAt = factory.reactor.seconds()
+        factory.connectionStarted(self._record)
+        factory.requestRefused(
+            RefusedRequest(
+                self._record.client, "", "", 0, self._reason, outcome=Outcome.SHED
+            )
+        )
         cast(TunnelTransport, self.transport).abortConnection()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        duration = self._factory.reactor.seconds() - self._openedAt
+        self._factory.connectionEnded(ConnectionRecord(self._record.client, duration))
 
 
 class _Refusal(ConnectProxyProtocol):
@@ -96,6 +121,11 @@ class ConnectProxyFactory(Factory):
     @ivar refusing: How many connections over a limit are being answered
         with a 503 now.
     @ivar openTunnels: How many tunnels are open now.
+    @ivar relays: The relays of the tunnels open now, from their 200 until
+        both of their sides are gone.
+    @ivar draining: Whether L{drain} was called: requests whose head is
+        complete from then on are answered with 503, and none gets a 407
+        it may retry on the same connection.
     @ivar deadlines: Keeps the idle, half-close and abort deadlines of every
         tunnel, with one timer on the reactor.
     @ivar relayFactory: Builds the relay of each tunnel (it may choose a
@@ -150,9 +180,16 @@ class ConnectProxyFactory(Factory):
         self.connector = connector
         if observers is None:
             observers = [AccessLogObserver()]
-        self.observer = ObserverFanOut(observers)
+        # A deprecation warning names the code that made this factory.
+        self.observer = ObserverFanOut(observers, stacklevel=3)
         self.connections: set[ConnectProxyProtocol] = set()
         self.openTunnels = 0
+        self.draining = False
+        # Every connection not yet gone (refused and shed ones included,
+        # and those whose tunnel is still closing), for whenIdle.
+        self._live = 0
+        self._idle: list[Deferred[None]] = []
+        self.relays: set[_Relay] = set()
         self.deadlines = DeadlineSweeper(reactor)
         self.relayFactory: _RelayFactory = transportRelay
         self.refusing = 0
@@ -389,7 +426,7 @@ class ConnectProxyFactory(Factory):
                 self._shedLogged = now
             # Not None: the TLS and PROXY-protocol wrapping factories would
             # wrap it anyway and leave the connection open.
-            return _Shed()
+            return _Shed(self, addr, reason)
         refusal = _Refusal(self, status, reason)
         refusal.clientAddress = addr
         return refusal
@@ -407,6 +444,26 @@ class ConnectProxyFactory(Factory):
             else:
                 self._perClient.pop(clientHost, None)
 
+    def connectionStarted(self, event: ConnectionRecord) -> None:
+        """
+        A client connection was made (any, refused or shed ones included):
+        count it and tell the observers.
+        """
+        self._live += 1
+        self.observer.connectionOpened(event)
+
+    def connectionEnded(self, event: ConnectionRecord) -> None:
+        """
+        A client connection is gone, with its tunnel if it had one: tell the
+        observers, and fire L{whenIdle}'s Deferreds if it was the last.
+        """
+        self._live -= 1
+        self.observer.connectionClosed(event)
+        if self._live == 0 and self._idle:
+            waiting, self._idle = self._idle, []
+            for d in waiting:
+                d.callback(None)
+
     def requestRefused(self, event: RefusedRequest) -> None:
         self.observer.requestRefused(event)
 
@@ -417,3 +474,65 @@ class ConnectProxyFactory(Factory):
     def tunnelClosed(self, event: TunnelRecord) -> None:
         self.openTunnels -= 1
         self.observer.tunnelClosed(event)
+
+    def openTunnelStats(self) -> list[TunnelStats]:
+        """
+        The counters of every tunnel open now, for an observer that reports
+        bytes while long tunnels are still open (a metrics scrape): each
+        relay's own live record, kept current as bytes move.  Read them,
+        do not keep them: a tunnel's final counts come in its
+        L{TunnelRecord} when it closes.
+
+        @return: One L{TunnelStats} per open tunnel, in no order.
+        """
+        return [relay.stats for relay in self.relays]
+
+    def drain(self) -> None:
+        """
+        Stop admitting requests, for a shutdown that lets established
+        tunnels finish: from now on a request whose head is complete gets
+        503 ("the proxy is shutting down") and C{Connection: close}, and a
+        407 no longer keeps the connection open for another try.  Requests
+        already being checked or connected go on (and may become tunnels);
+        tunnels keep running.  Listeners are not touched: stop them first,
+        so that no new connections arrive.  Calling it again does nothing.
+        """
+        self.draining = True
+
+    def whenIdle(self) -> Deferred[None]:
+        """
+        Wait until no client connection is left: every one made so far and
+        until then (refused and shed ones included) is gone, and so is the
+        upstream side of every tunnel.  Behind a PROXY-protocol listener a
+        connection counts from the moment its header names the client.
+
+        @return: A Deferred that fires with C{None} then (at once when no
+            connection is open now).  Cancelling it stops the wait.
+        """
+        if self._live == 0:
+            return succeed(None)
+
+        def cancel(d: Deferred[None]) -> None:
+            if d in self._idle:
+                self._idle.remove(d)
+
+        d: Deferred[None] = Deferred(cancel)
+        self._idle.append(d)
+        return d
+
+    def closeAll(self, reason: str = "shutdown", message: str = SHUTTING_DOWN) -> None:
+        """
+        Close every client connection open now: each tunnel gracefully with
+        C{reason} as its close reason (and aborted if that takes longer
+        than the abort timeout); each request not yet tunnelled with a 503
+        and C{message}, its access checks or upstream connect cancelled.
+        Connections refused over a limit, and being closed already, finish
+        closing on their own.  New connections are not refused: call
+        L{drain} and stop the listeners for that.
+
+        @param reason: The close reason of the tunnels (what their
+            L{TunnelRecord} and the access log say).
+        @param message: The short reason the 503 answers carry.
+        """
+        for protocol in list(self.connections):
+            protocol.closeWith(reason, message)

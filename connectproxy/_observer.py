@@ -1,26 +1,40 @@
 # -*- test-case-name: tests.test_observer -*-
 """
-What the proxy reports about each request and tunnel: the records, and the
-access log that turns them into one structured log event each.
+What the proxy reports about each connection, request and tunnel: the
+records and their outcomes, the fan-out to several observers, and the access
+log that turns refusals and tunnels into one structured log event each.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.logger import Logger
+from twisted.plugin import IPlugin
+from twisted.python.versions import getVersionString
 from zope.interface import implementer
 
-from .interfaces import IProxyObserver, IProxyObserverRecord
+from ._tunnel import DEPRECATED_IN
+from .interfaces import IExchangeRecord, IProxyObserver, IProxyObserverFactory
+
+if TYPE_CHECKING:
+    from ._observercontext import ObserverContext
 
 __all__ = [
     "AccessLogObserver",
+    "AccessLogObserverFactory",
+    "ConnectionRecord",
     "ObserverFanOut",
+    "Outcome",
     "RefusedRequest",
     "TunnelRecord",
     "formatAddress",
+    "outcomeForStatus",
 ]
 
 
@@ -41,18 +55,111 @@ def formatAddress(address: object) -> str:
     return str(address)
 
 
-@implementer(IProxyObserverRecord)
+class Outcome(StrEnum):
+    """
+    What came of a request, in a small fixed set: the C{outcome} of every
+    L{RefusedRequest}, and of every L{TunnelRecord} (always C{"ok"}).
+
+    The members are strings (C{Outcome.DENIED == "denied"}), so they can be
+    used as they are as metric labels and in logs.  L{requestResult} maps
+    each to the result of a request in the proxy's request metrics.
+    """
+
+    #: The tunnel was established (the 200 was sent).
+    OK = "ok"
+    #: The request head was malformed, too large, not a CONNECT, or named
+    #: an invalid target (400, 405, 414, 431, 501, 505).
+    BAD_REQUEST = "bad_request"
+    #: Authentication is required and the request had no credentials (407).
+    AUTH_REQUIRED = "auth_required"
+    #: The request's credentials were wrong or malformed (407).
+    AUTH_FAILED = "auth_failed"
+    #: The client, port, host, destination address or a policy refused it,
+    #: or the client failed to log in too often (403, 429).
+    DENIED = "denied"
+    #: The upstream connect failed: name not resolved, connection refused
+    #: or unreachable (502).
+    UPSTREAM_FAILED = "upstream_failed"
+    #: A deadline passed: the request head (408), the access checks (503)
+    #: or the upstream connect (504).
+    TIMEOUT = "timeout"
+    #: A limit was reached, or the proxy is shutting down (503).
+    OVERLOADED = "overloaded"
+    #: A bug in the proxy, a policy, a checker or a connector (500, or 502
+    #: for a connector that failed unexpectedly).
+    ERROR = "error"
+    #: The connection was closed at once, far over C{--max-connections},
+    #: before any request was read; no response was sent (status 0).
+    SHED = "shed"
+    #: The client went away while its request was being checked or
+    #: connected; no response was sent (status 0).
+    ABANDONED = "abandoned"
+
+    @property
+    def requestResult(self) -> str | None:
+        """
+        The result of the request this outcome ends, as the proxy's request
+        metrics count it: the outcome itself, except that C{auth_failed}
+        counts as C{auth_required} (both are 407 challenges), and C{shed}
+        and C{abandoned} are not answered requests (C{None}).
+        """
+        if self is Outcome.AUTH_FAILED:
+            return Outcome.AUTH_REQUIRED.value
+        if self is Outcome.SHED or self is Outcome.ABANDONED:
+            return None
+        return self.value
+
+
+_OUTCOME_BY_STATUS = {
+    403: Outcome.DENIED,
+    407: Outcome.AUTH_REQUIRED,
+    408: Outcome.TIMEOUT,
+    429: Outcome.DENIED,
+    451: Outcome.DENIED,
+    500: Outcome.ERROR,
+    501: Outcome.BAD_REQUEST,
+    502: Outcome.UPSTREAM_FAILED,
+    503: Outcome.OVERLOADED,
+    504: Outcome.TIMEOUT,
+    505: Outcome.BAD_REQUEST,
+}
+
+
+def outcomeForStatus(status: int) -> Outcome:
+    """
+    The usual outcome of a refusal with C{status}, for refusals that do not
+    say (a policy's, for instance): 403, 429 and 451 are C{"denied"},
+    407 C{"auth_required"}, 408 and 504 C{"timeout"}, 502
+    C{"upstream_failed"}, 503 C{"overloaded"}, other 4xx (and
+    501, 505) C{"bad_request"}, anything else C{"error"}.
+
+    @param status: An HTTP status code.
+    """
+    outcome = _OUTCOME_BY_STATUS.get(status)
+    if outcome is not None:
+        return outcome
+    if 400 <= status < 500:
+        return Outcome.BAD_REQUEST
+    return Outcome.ERROR
+
+
+@implementer(IExchangeRecord)
 @dataclass(frozen=True, slots=True)
 class RefusedRequest:
     """
-    A request answered with an error.
+    A request that did not become a tunnel: answered with an error, or (as
+    C{status} 0) not answered at all because the client went away or the
+    connection was shed.
 
     @ivar client: The client's address.
     @ivar method: The request method, or C{""} when the head was unreadable.
-    @ivar target: The request-target, or C{""}.
-    @ivar status: The status sent.
-    @ivar reason: The short reason sent.
+    @ivar target: The request-target as sent, or C{""}.
+    @ivar status: The status sent, or 0 when none was sent.
+    @ivar reason: The short reason sent (or, with status 0, why none was).
     @ivar user: The authenticated user name, if any.
+    @ivar outcome: What came of the request, an L{Outcome}; when not given,
+        the usual one for C{status} (L{outcomeForStatus}).
+    @raise ValueError: For an C{outcome} that is not an L{Outcome}.
     """
 
     client: str
@@ -61,14 +168,23 @@ class RefusedRequest:
     status: int
     reason: str
     user: str | None = None
+    outcome: str = ""
+
+    def __post_init__(self) -> None:
+        outcome = (
+            Outcome(self.outcome) if self.outcome else outcomeForStatus(self.status)
+        )
+        object.__setattr__(self, "outcome", outcome)
 
 
-@implementer(IProxyObserverRecord)
+@implementer(IExchangeRecord)
 @dataclass(frozen=True, slots=True)
 class TunnelRecord:
     """
     A tunnel, when it opens (byte counts zero, C{reason} C{None}) and when it
     closes.
+
+    Times are measured with the proxy's clock, in seconds.
 
     @ivar client: The client's address.
     @ivar host: The target host as requested.
@@ -80,6 +196,12 @@ class TunnelRecord:
     @ivar duration: Seconds from the 200 to the close.
     @ivar reason: What ended the tunnel.
     @ivar user: The authenticated user name, if any.
+    @ivar method: Always C{"CONNECT"}.
+    @ivar target: The request-target as sent; C{host:port} when not given.
+    @ivar admitTime: Seconds from the complete request head to the end of
+        the access checks (authentication, rules, policies).
+    @ivar connectTime: Seconds from the end of the access checks to the
+        upstream connection (name resolution and every attempt included).
     """
 
     client: str
@@ -92,6 +214,42 @@ class TunnelRecord:
     duration: float = 0.0
     reason: str | None = None
     user: str | None = None
+    method: str = "CONNECT"
+    target: str = ""
+    admitTime: float = 0.0
+    connectTime: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.target:
+            host = f"[{self.host}]" if ":" in self.host else self.host
+            object.__setattr__(self, "target", f"{host}:{self.port}")
+
+    @property
+    def outcome(self) -> Outcome:
+        """
+        Always C{Outcome.OK}: the tunnel was established.
+        """
+        return Outcome.OK
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionRecord:
+    """
+    A client connection, when it opens (C{duration} and C{requests} zero)
+    and when it is gone.  Every connection the proxy accepts has one, those
+    refused over a limit or shed included; behind a PROXY-protocol listener,
+    from the moment the header names the client.
+
+    @ivar client: The client's address.
+    @ivar duration: Seconds from the connection to its end (with its
+        tunnel, if it had one: the record of a closed connection comes after
+        that of its closed tunnel), by the proxy's clock.
+    @ivar requests: How many request heads were read on it.
+    """
+
+    client: str
+    duration: float = 0.0
+    requests: int = 0
 
 
 @implementer(IProxyObserver)
@@ -100,11 +258,23 @@ class AccessLogObserver:
     The access log: one C{twisted.logger} event per refused request and per
     closed tunnel, with a stable C{event} field (C{request_refused},
     C{tunnel_close}) and every field of the record.
+
+    Requests with no response (C{shed}, C{abandoned}) are left out: the
+    proxy logs those itself (C{connections_shed}, counted at most once a
+    second; C{connect_abandoned}).  Connections are not logged.
     """
 
     _log = Logger(namespace="connectproxy.access")
 
+    def connectionOpened(self, event: ConnectionRecord) -> None:
+        pass
+
+    def connectionClosed(self, event: ConnectionRecord) -> None:
+        pass
+
     def requestRefused(self, event: RefusedRequest) -> None:
+        if not event.status:
+            return
         self._log.info(
             "refused {client} {method} {target}: {status} {reason}",
             event="request_refused",
@@ -114,6 +284,7 @@ class AccessLogObserver:
             status=event.status,
             reason=event.reason,
             user=event.user,
+            outcome=str(event.outcome),
         )
 
     def tunnelOpened(self, event: TunnelRecord) -> None:
@@ -125,6 +296,8 @@ class AccessLogObserver:
             port=event.port,
             upstream=event.upstream,
             user=event.user,
+            admitTime=event.admitTime,
+            connectTime=event.connectTime,
         )
 
     def tunnelClosed(self, event: TunnelRecord) -> None:
@@ -143,7 +316,38 @@ class AccessLogObserver:
             duration=event.duration,
             reason=event.reason,
             user=event.user,
+            admitTime=event.admitTime,
+            connectTime=event.connectTime,
         )
+
+
+@implementer(IPlugin, IProxyObserverFactory)
+class AccessLogObserverFactory:
+    """
+    The C{accesslog} observer plugin, the default C{--observer}: an
+    L{AccessLogObserver}.
+    """
+
+    name = "accesslog"
+    description = (
+        "The access log: one event per refused request and per closed "
+        "tunnel (the default; give it with other --observer options to keep it)."
+    )
+
+    def observerFromArgument(
+        self, argument: str, context: ObserverContext
+    ) -> AccessLogObserver:
+        """
+        @raise ValueError: When given an argument: it takes none.
+        """
+        if argument:
+            raise ValueError("accesslog takes no argument: --observer accesslog")
+        return AccessLogObserver()
+
+
+#: The methods of L{IProxyObserver} that version 1 of the plugin API did not
+#: have.
+_NEW_IN_VERSION_2 = ("connectionOpened", "connectionClosed")
 
 
 @implementer(IProxyObserver)
@@ -151,17 +355,47 @@ class ObserverFanOut:
     """
     Pass each report to several observers; one that raises is logged and
     does not stop the others or the proxy.
+
+    An observer written for version 1 of the plugin API, without
+    C{connectionOpened} and C{connectionClosed}, still gets the other
+    reports, with a L{DeprecationWarning} when the fan-out is made.
+
+    @ivar observers: The observers, in order.
     """
 
     _log = Logger()
 
-    def __init__(self, observers: Iterable[IProxyObserver]) -> None:
+    def __init__(
+        self, observers: Iterable[IProxyObserver], stacklevel: int = 2
+    ) -> None:
+        """
+        @param observers: The observers.
+        @param stacklevel: Which caller a deprecation warning names (2: the
+            caller of this constructor).
+        """
         self.observers = list(observers)
+        for observer in self.observers:
+            missing = [m for m in _NEW_IN_VERSION_2 if not hasattr(observer, m)]
+            if missing:
+                warnings.warn(
+                    f"{observer!r} lacks {' and '.join(missing)}: observers "
+                    "written for plugin API version 1 were deprecated in "
+                    f"{getVersionString(DEPRECATED_IN)}; please implement "
+                    "every method of connectproxy.interfaces.IProxyObserver",
+                    DeprecationWarning,
+                    stacklevel=stacklevel,
+                )
 
     def _notify(self, method: str, event: object) -> None:
         for observer in self.observers:
             try:
-                getattr(observer, method)(event)
+                report = getattr(observer, method, None)
+                if report is None:
+                    if method in _NEW_IN_VERSION_2:
+                        # A version 1 observer (warned about above).
+                        continue
+                    report = getattr(observer, method)
+                report(event)
             except Exception:
                 self._log.failure(
                     "observer {observer!r} failed in {method}",
@@ -169,6 +403,12 @@ class ObserverFanOut:
                     method=method,
                     event="observer_error",
                 )
+
+    def connectionOpened(self, event: ConnectionRecord) -> None:
+        self._notify("connectionOpened", event)
+
+    def connectionClosed(self, event: ConnectionRecord) -> None:
+        self._notify("connectionClosed", event)
 
     def requestRefused(self, event: RefusedRequest) -> None:
         self._notify("requestRefused", event)

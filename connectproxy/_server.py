@@ -43,6 +43,8 @@ from ._errors import (
 )
 from ._eyeballs import LocalConnectError
 from ._observer import (
+    ConnectionRecord,
+    Outcome,
     RefusedRequest,
     TunnelRecord,
     formatAddress,
@@ -66,12 +68,16 @@ LINGER_BYTES = 256 * 1024
 #: How many 407 challenges one connection gets before it is closed.
 MAX_CHALLENGES = 16
 
+#: What a request gets while the proxy drains or closes every connection.
+SHUTTING_DOWN = "the proxy is shutting down"
+
 
 def _connectErrorStatus(
     failure: Failure, timedOut: bool, connectTimeout: float
-) -> tuple[int, str]:
+) -> tuple[int, str, str]:
     """
-    The status and reason for a failed upstream connect.
+    The status, reason and outcome (C{""}: the usual one for the status)
+    for a failed upstream connect.
 
     @param failure: Why the connector failed.
     @param timedOut: Whether the connect deadline passed (the failure is
@@ -81,22 +87,25 @@ def _connectErrorStatus(
     deadline = f"after {formatSeconds(connectTimeout)} (see --connect-timeout)"
     if failure.check(ResolverBusy):
         assert isinstance(failure.value, ResolverBusy)
-        return 503, failure.value.reason
+        return 503, failure.value.reason, ""
     if failure.check(LookupAbandoned):
-        return 504, f"timed out resolving the target host {deadline}"
+        return 504, f"timed out resolving the target host {deadline}", ""
     if timedOut or failure.check(ConnectingCancelledError):
-        return 504, f"timed out connecting to the target {deadline}"
+        return 504, f"timed out connecting to the target {deadline}", ""
     if failure.check(ForbiddenDestination):
         assert isinstance(failure.value, ForbiddenDestination)
-        return 403, failure.value.reason
+        return 403, failure.value.reason, ""
     if failure.check(LocalConnectError):
         assert isinstance(failure.value, LocalConnectError)
-        return failure.value.status, failure.value.reason
+        return failure.value.status, failure.value.reason, ""
     if failure.check(DNSLookupError):
-        return 502, "could not resolve the target host"
+        return 502, "could not resolve the target host", ""
     if failure.check(ConnectionRefusedError):
-        return 502, "the target refused the connection"
-    return 502, "could not connect to the target"
+        return 502, "the target refused the connection", ""
+    if failure.check(ConnectError):
+        return 502, "could not connect to the target", ""
+    # Not a way a connect fails: a bug in the connector.
+    return 502, "could not connect to the target", Outcome.ERROR
 
 
 def _expectedConnectFailure(failure: Failure, timedOut: bool) -> bool:
@@ -170,6 +179,16 @@ class ConnectProxyProtocol(Protocol):
         # taken the connection over.
         self._relayReadClosed: Callable[[], None] | None = None
         self._relayLost: Callable[[Failure], None] | None = None
+        # For the observers: when the connection was made, how many request
+        # heads it sent, when the last one was complete, admitted and
+        # connected; and whether its end was reported (nothing to report
+        # until it is made).
+        self._openedAt = 0.0
+        self._requests = 0
+        self._headAt = 0.0
+        self._admittedAt = 0.0
+        self._connectedAt = 0.0
+        self._ended = True
 
     def _addresses(self) -> tuple[IAddress, IAddress | None]:
         """
@@ -197,6 +216,9 @@ class ConnectProxyProtocol(Protocol):
     def connectionMade(self) -> None:
         self._transport = cast(TunnelTransport, self.transport)
         self._client = formatAddress(self._addresses()[0])
+        self._openedAt = self._clock.seconds()
+        self._ended = False
+        self.factory.connectionStarted(ConnectionRecord(self._client))
         self._armRequestTimer()
 
     def dataReceived(self, data: bytes) -> None:
@@ -249,7 +271,7 @@ class ConnectProxyProtocol(Protocol):
         self._client = formatAddress(client)
         refused = self.factory.gatekeeper.checkClient(client, balancer)
         if refused is not None:
-            self._refuse(refused.status, refused.reason)
+            self._refuse(refused.status, refused.reason, outcome=refused.outcome)
             return
         self._headReceived(data)
 
@@ -279,15 +301,20 @@ class ConnectProxyProtocol(Protocol):
         try:
             result = self._parser.feed(data)
         except BadRequest as e:
-            self._refuse(e.status, e.reason)
+            self._refuse(e.status, e.reason, outcome=Outcome.BAD_REQUEST)
             return
         if result is None:
             return
         request, leftover = result
         self._cancelTimer()
+        self._requests += 1
+        self._headAt = self._clock.seconds()
         self.request = request
         self._early += leftover
         self._receive = self._earlyReceived
+        if self.factory.draining:
+            self._refuse(503, SHUTTING_DOWN)
+            return
         if request.method != "CONNECT":
             self._refuse(
                 405, "this proxy only tunnels with CONNECT", [("Allow", "CONNECT")]
@@ -330,6 +357,7 @@ class ConnectProxyProtocol(Protocol):
 
     def _admitted(self, target: UpstreamRequest) -> None:
         self._pending = None
+        self._admittedAt = self._clock.seconds()
         self.user = target.user
         self._upstream = _UpstreamProtocol()
         d = maybeDeferred(
@@ -342,7 +370,8 @@ class ConnectProxyProtocol(Protocol):
 
     def _notAdmitted(self, failure: Failure) -> None:
         self._pending = None
-        if self._gone:
+        if self._gone or self._closing:
+            # The client left, or the proxy is closing every connection.
             return
         if self._timedOut:
             self._refuse(
@@ -350,6 +379,7 @@ class ConnectProxyProtocol(Protocol):
                 "timed out checking access after "
                 f"{formatSeconds(self._settings.connectTimeout)} "
                 "(see --connect-timeout)",
+                outcome=Outcome.TIMEOUT,
             )
             return
         if not failure.check(Refused):
@@ -359,10 +389,16 @@ class ConnectProxyProtocol(Protocol):
         refused = failure.value
         assert isinstance(refused, Refused)
         self.user = refused.user
-        if refused.keepAlive and _keepsAlive(self.request):
+        if (
+            refused.keepAlive
+            and _keepsAlive(self.request)
+            and not self.factory.draining
+        ):
             self._challenge(refused)
         else:
-            self._refuse(refused.status, refused.reason, refused.headers)
+            self._refuse(
+                refused.status, refused.reason, refused.headers, refused.outcome
+            )
 
     def _challenge(self, refused: Refused) -> None:
         """
@@ -374,7 +410,9 @@ class ConnectProxyProtocol(Protocol):
             self._clientFinished and not self._early
         ):
             # A client that has finished sending cannot retry.
-            self._refuse(refused.status, refused.reason, refused.headers)
+            self._refuse(
+                refused.status, refused.reason, refused.headers, refused.outcome
+            )
             return
         self._cancelTimer()
         self._transport.write(
@@ -382,7 +420,7 @@ class ConnectProxyProtocol(Protocol):
                 refused.status, refused.reason, close=False, headers=refused.headers
             )
         )
-        self._report(refused.status, refused.reason)
+        self._report(refused.status, refused.reason, refused.outcome)
         self.request = None
         self._parser = self._newParser()
         self._receive = self._headReceived
@@ -403,10 +441,11 @@ class ConnectProxyProtocol(Protocol):
 
     def _upstreamFailed(self, failure: Failure) -> None:
         self._pending = None
-        self._cancelTimer()
-        if self._gone:
+        if self._gone or self._closing:
+            # The client left, or the proxy is closing every connection.
             return
-        status, reason = _connectErrorStatus(
+        self._cancelTimer()
+        status, reason, outcome = _connectErrorStatus(
             failure, self._timedOut, self._settings.connectTimeout
         )
         target = self.request.authority if self.request else ""
@@ -426,7 +465,7 @@ class ConnectProxyProtocol(Protocol):
                 target=target,
                 error=failure.getErrorMessage(),
             )
-        self._refuse(status, reason)
+        self._refuse(status, reason, outcome=outcome)
 
     def _requestFailed(self, failure: Failure) -> None:
         """
@@ -452,6 +491,7 @@ class ConnectProxyProtocol(Protocol):
 
     def _upstreamConnected(self, upstream: IProtocol) -> None:
         self._pending = None
+        self._connectedAt = self._clock.seconds()
         self._cancelTimer()
         assert isinstance(upstream, _UpstreamProtocol)
         request = self.request
@@ -468,6 +508,7 @@ class ConnectProxyProtocol(Protocol):
             self, upstream, self._clock, self._settings, self._tunnelClosed
         )
         self.tunnel = tunnel
+        self.factory.relays.add(tunnel)
         # The factory's sweeper keeps the tunnel's deadlines, from the
         # settings in force now (a reload does not change them).
         self.factory.deadlines.watch(tunnel, self._settings)
@@ -512,14 +553,69 @@ class ConnectProxyProtocol(Protocol):
                 client=self._client,
                 target=self.request.authority if self.request else "",
             )
+            self._report(
+                0,
+                "the client went away while its access was checked"
+                if self._upstream is None
+                else "the client went away while the target was connected",
+                Outcome.ABANDONED,
+            )
             self._pending.cancel()
         if self._relayLost is not None:
             self._relayLost(reason)
         self.factory.connectionClosed(self)
+        self._end()
 
     def _tunnelClosed(self, tunnel: _Relay) -> None:
         self.factory.deadlines.forget(tunnel)
+        self.factory.relays.discard(tunnel)
         self.factory.tunnelClosed(self._tunnelRecord(tunnel))
+        self._end()
+
+    def _end(self) -> None:
+        """
+        Tell the observers the connection is gone once it is, and its
+        tunnel too if it had one (that ends after the client's connection,
+        when the upstream's is gone as well).
+        """
+        if self._ended or not self._gone:
+            return
+        tunnel = self.tunnel
+        if tunnel is not None and tunnel.stats.closedAt is None:
+            return
+        self._ended = True
+        self.factory.connectionEnded(
+            ConnectionRecord(
+                self._client, self._clock.seconds() - self._openedAt, self._requests
+            )
+        )
+
+    def closeWith(self, reason: str, message: str = SHUTTING_DOWN) -> None:
+        """
+        Close this connection now, whatever it is doing: a tunnel closes
+        gracefully with C{reason} (aborted after the abort timeout, as every
+        tunnel close), and a request not yet tunnelled (its head still being
+        read, or being checked or connected) is answered with 503 and
+        C{message}, its checks or connect cancelled.  A refused connection
+        stops lingering.
+
+        @param reason: The tunnel's close reason, for the observers.
+        @param message: The short reason sent with the 503.
+        """
+        if self._gone:
+            return
+        tunnel = self.tunnel
+        if tunnel is not None:
+            tunnel.close(reason)
+            return
+        if self._closing:
+            if self._receive != _discard:
+                self._close()
+            return
+        pending = self._pending
+        self._refuse(503, message)
+        if pending is not None:
+            pending.cancel()
 
     def _tunnelRecord(self, tunnel: _Relay) -> TunnelRecord:
         request = self.request
@@ -537,15 +633,23 @@ class ConnectProxyProtocol(Protocol):
             duration=0.0 if end is None else end - stats.openedAt,
             reason=stats.closeReason,
             user=self.user,
+            target=request.target,
+            admitTime=self._admittedAt - self._headAt,
+            connectTime=self._connectedAt - self._admittedAt,
         )
 
     # Errors.
 
     def _refuse(
-        self, status: int, reason: str, headers: Iterable[tuple[str, str]] = ()
+        self,
+        status: int,
+        reason: str,
+        headers: Iterable[tuple[str, str]] = (),
+        outcome: str = "",
     ) -> None:
         """
-        Answer with an error, report it, and close the connection.
+        Answer with an error, report it (with C{outcome}, or the usual
+        outcome of C{status}), and close the connection.
 
         On plain TCP the close lingers: the response is followed by a FIN,
         and what the client still sends is read and thrown away for a short
@@ -558,7 +662,7 @@ class ConnectProxyProtocol(Protocol):
         self._cancelTimer()
         self._receive = self._discardReceived
         self._transport.write(errorResponse(status, reason, headers=headers))
-        self._report(status, reason)
+        self._report(status, reason, outcome)
         if canHalfClose(self._transport) and not self._clientFinished:
             self._transport.loseWriteConnection()  # type: ignore[attr-defined]
             self._timer = self._clock.callLater(
@@ -567,7 +671,7 @@ class ConnectProxyProtocol(Protocol):
         else:
             self._close()
 
-    def _report(self, status: int, reason: str) -> None:
+    def _report(self, status: int, reason: str, outcome: str = "") -> None:
         request = self.request
         self.factory.requestRefused(
             RefusedRequest(
@@ -577,6 +681,7 @@ class ConnectProxyProtocol(Protocol):
                 status=status,
                 reason=reason,
                 user=self.user,
+                outcome=outcome,
             )
         )
 

@@ -20,13 +20,16 @@ if TYPE_CHECKING:
 
     from ._access import AccessRequest, Refusal
     from ._connector import ConnectorContext, UpstreamRequest
-    from ._observer import RefusedRequest, TunnelRecord
+    from ._observer import ConnectionRecord, RefusedRequest, TunnelRecord
+    from ._observercontext import ObserverContext
 
 __all__ = [
     "API_VERSION",
     "IAccessPolicy",
     "IAccessPolicyFactory",
+    "IExchangeRecord",
     "IProxyObserver",
+    "IProxyObserverFactory",
     "IUpstreamConnector",
     "IUpstreamConnectorFactory",
 ]
@@ -34,7 +37,11 @@ __all__ = [
 #: The version of the plugin API described here.  Version 2: connectors
 #: receive an L{UpstreamRequest} (version 1 connectors, which read only
 #: C{host} and C{port}, work unchanged), and connector plugins
-#: (L{IUpstreamConnectorFactory}) are chosen with C{--upstream}.
+#: (L{IUpstreamConnectorFactory}) are chosen with C{--upstream}; observers
+#: are told of connections too (version 1 observers work unchanged, with a
+#: deprecation warning), every refusal has an C{outcome}, tunnel records
+#: have timings, and observer plugins (L{IProxyObserverFactory}) are chosen
+#: with C{--observer}.
 API_VERSION = 2
 
 
@@ -71,16 +78,43 @@ class IProxyObserver(Interface):
     """
     Told what the proxy does, for access logs and metrics.  Observers must
     return quickly and not raise; they run on the reactor thread.
+
+    For each client connection, in this order: L{connectionOpened}; then
+    for each request on it, L{requestRefused} or L{tunnelOpened} (and, once
+    the tunnel is gone, L{tunnelClosed}); then L{connectionClosed}.  Nothing
+    is reported per chunk of relayed bytes: the byte counts of open tunnels
+    can be read at any time from
+    L{ConnectProxyFactory.openTunnelStats
+    <connectproxy.ConnectProxyFactory.openTunnelStats>}.
     """
+
+    def connectionOpened(event: ConnectionRecord) -> None:
+        """
+        A client connection was accepted: every one, those about to be
+        refused over a limit or shed included.  Behind a PROXY-protocol
+        listener, once the header has named the client (a connection whose
+        header is missing or invalid is never reported).  New in version 2.
+        """
+
+    def connectionClosed(event: ConnectionRecord) -> None:
+        """
+        A client connection is gone, and its tunnel if it had one;
+        C{event} carries its duration and how many requests it sent.  New
+        in version 2.
+        """
 
     def requestRefused(event: RefusedRequest) -> None:
         """
-        A request was answered with an error status.
+        A request did not become a tunnel: it was answered with an error
+        status, or (status 0) the client went away while it was checked or
+        connected, or the connection was shed.  C{event.outcome} says which
+        (L{connectproxy.Outcome}).
         """
 
     def tunnelOpened(event: TunnelRecord) -> None:
         """
-        A tunnel was established (the 200 was sent).
+        A tunnel was established (the 200 was sent); C{event} carries how
+        long admission and the upstream connect took.
         """
 
     def tunnelClosed(event: TunnelRecord) -> None:
@@ -92,11 +126,31 @@ class IProxyObserver(Interface):
 
 class IProxyObserverRecord(Interface):
     """
-    Fields common to every record given to an L{IProxyObserver}.
+    Fields common to every record of a request given to an
+    L{IProxyObserver}.
     """
 
     client = Attribute("The client's address, as text.")
     status = Attribute("The HTTP status the request was answered with.")
+
+
+class IExchangeRecord(IProxyObserverRecord):
+    """
+    One request and what came of it: what L{connectproxy.RefusedRequest}
+    and L{connectproxy.TunnelRecord} have in common, and what a record of a
+    forwarded request will have.
+    """
+
+    method = Attribute("The request method, or '' when the head was unreadable.")
+    target = Attribute(
+        "The request-target as the client sent it: an authority (host:port) "
+        "for CONNECT, a URL for a forwarded request; '' when unreadable."
+    )
+    outcome = Attribute(
+        "What came of the request: a connectproxy.Outcome, a string from a "
+        "small fixed set ('ok', 'denied', ...)."
+    )
+    user = Attribute("The authenticated user name, or None.")
 
 
 class IAccessPolicy(Interface):
@@ -167,4 +221,39 @@ class IUpstreamConnectorFactory(Interface):
         @raise ValueError: With a message for the operator when the argument
             is not valid; the command stops before listening (a reload is
             refused and the old configuration kept).
+        """
+
+
+class IProxyObserverFactory(Interface):
+    """
+    A plugin that makes an L{IProxyObserver} from the command line:
+    C{--observer NAME[:ARGUMENT]}, repeatable (C{accesslog} when not given).
+    Plugins are found with L{twisted.plugin.getPlugins} in the
+    L{connectproxy.plugins} package; the plugin object must also provide
+    L{twisted.plugin.IPlugin}.  New in version 2.
+    """
+
+    name = Attribute("The name operators choose it by, for example 'accesslog'.")
+    description = Attribute("One sentence for --help-observers.")
+
+    def observerFromArgument(argument: str, context: ObserverContext) -> IProxyObserver:
+        """
+        Make the observer.  Called when the command line is checked, and
+        again when a reload checks it (with a context whose reactor does
+        nothing and whose services never start: the observer is dropped),
+        and once when the proxy starts.  The observer made then lasts as
+        long as the process: a reload does not make it again, and one that
+        changes C{--observer} leaves the observers as they are (and logs
+        C{reload_observer_ignored}).
+
+        @param argument: What followed C{NAME:} on the command line (C{""}
+            when nothing did).
+        @param context: The reactor, the proxy's factory (its open
+            connections and tunnels, for gauges) and where to add the
+            services the observer needs running (a metrics listener):
+            C{service.setServiceParent(context.services)}.  They start
+            with the proxy and stop, in reverse order, when it stops.
+        @return: The observer.
+        @raise ValueError: With a message for the operator when the argument
+            is not valid; the command stops before listening.
         """

@@ -24,10 +24,12 @@ from twisted.python.deprecate import deprecated
 from ._acceptguard import REFUSAL, AcceptGuard, DescriptorReserve, ExhaustionReport
 from ._admission import Gatekeeper
 from ._assembly import (
+    DEFAULT_OBSERVERS,
     buildConfig,
     connectorFactories,
     connectorMaker,
     gatekeeperFor,
+    observerFactories,
     policyFactories,
     proxySettings,
     reloader,
@@ -38,6 +40,8 @@ from ._connector import ConnectorContext, ConnectorMaker
 from ._factory import ConnectProxyFactory
 from ._limits import DescriptorLimitService
 from ._listeners import ListenerError, ListenerPlan, SystemdSocketMissing, planListener
+from ._observer import ObserverFanOut
+from ._observercontext import ObserverContext, idleContext, makeObservers
 from ._optionvalues import (
     byteCount,
     checkNetwork,
@@ -64,7 +68,11 @@ from ._service import proxyService
 from ._settings import ProxySettings
 from ._tunnel import DEPRECATED_IN as _DEPRECATED_IN
 from ._version import __version__
-from .interfaces import IAccessPolicy, IProxyObserver, IUpstreamConnector
+from .interfaces import (
+    IAccessPolicy,
+    IProxyObserver,
+    IUpstreamConnector,
+)
 
 __all__ = ["DEFAULT_LISTEN", "Options", "buildConfig", "makeService"]
 
@@ -90,6 +98,7 @@ _LIST_EXAMPLES = {
     "allow-client": "192.0.2.0/24",
     "trusted-proxy": "10.0.0.0/8",
     "policy": "hostlist:/etc/connectproxy/hosts",
+    "observer": "accesslog",
     "auth": "htpasswd:/etc/connectproxy/htpasswd",
     "outgoing-address": "192.0.2.10",
 }
@@ -311,6 +320,7 @@ class Options(usage.Options, AuthOptionMixin):
         "trusted-proxy",
         "policy",
         "outgoing-address",
+        "observer",
     )
 
     def __init__(self) -> None:
@@ -500,6 +510,22 @@ class Options(usage.Options, AuthOptionMixin):
             )
         self._append("policy", description)
 
+    def opt_observer(self, description: str) -> None:
+        """
+        Tell this observer plugin what the proxy does, as NAME or
+        NAME:ARGUMENT (repeatable). The first one replaces the default,
+        accesslog: name it too to keep the access log. See
+        --help-observers. [default: accesslog]
+        """
+        name = description.partition(":")[0]
+        installed = observerFactories()
+        if name not in installed:
+            raise usage.UsageError(
+                f"--observer: no observer plugin named {name!r} "
+                f"(installed: {', '.join(sorted(installed)) or 'none'})"
+            )
+        self._append("observer", description)
+
     def opt_auth(self, description: str) -> None:
         """
         Require Basic credentials checked by this checker (repeatable), for
@@ -544,6 +570,14 @@ class Options(usage.Options, AuthOptionMixin):
             sys.stdout.write(f"{name}: {factory.description}\n")
         raise SystemExit(0)
 
+    def opt_help_observers(self) -> None:
+        """
+        List the installed observer plugins and exit.
+        """
+        for name, factory in sorted(observerFactories().items()):
+            sys.stdout.write(f"{name}: {factory.description}\n")
+        raise SystemExit(0)
+
     def opt_help_upstreams(self) -> None:
         """
         List the installed upstream connector plugins and exit.
@@ -561,6 +595,8 @@ class Options(usage.Options, AuthOptionMixin):
         self._checkDuplicateListeners()
         if not self["allow-port"]:
             self["allow-port"] = list(DEFAULT_PORTS)
+        if not self["observer"]:
+            self["observer"] = list(DEFAULT_OBSERVERS)
         if self["max-head-size"] < self["max-request-line"]:
             raise usage.UsageError(
                 "--max-head-size must be at least --max-request-line"
@@ -583,6 +619,7 @@ class Options(usage.Options, AuthOptionMixin):
             raise usage.UsageError(str(e)) from None
         self.policies = [self._makePolicy(d) for d in self["policy"]]
         self._checkUpstream()
+        self._checkObservers()
         for checker in self.checkers():
             if hasattr(checker, "cacheTTL"):
                 checker.cacheTTL = self["auth-cache-ttl"]
@@ -714,6 +751,25 @@ class Options(usage.Options, AuthOptionMixin):
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
 
+    def observers(self, context: ObserverContext) -> list[IProxyObserver]:
+        """
+        Make the observers C{--observer} names, in order, from C{context}.
+
+        @raise ValueError: Naming the option, when a plugin refuses its
+            argument.
+        """
+        return makeObservers(self["observer"], context, observerFactories())
+
+    def _checkObservers(self) -> None:
+        """
+        Let the observer plugins check their arguments before anything
+        listens.
+        """
+        try:
+            self.observers(idleContext(proxySettings(self)))
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
+
     def _applyConfig(self, path: str) -> None:
         applyConfig(
             path, loadConfig(path), self.given, self.configKeys(), self.__setitem__
@@ -792,11 +848,12 @@ def makeService(
     @return: A L{MultiService} holding the listeners; its child named
         C{"reload"} has a C{reload()} method, the one named C{"descriptors"}
         raises the descriptor limit at start (only when C{reactor} is
-        C{None}: in the proxy's own process), and the one named C{"notify"}
-        tells systemd (C{$NOTIFY_SOCKET}) when the proxy is ready, reloading
-        and stopping.
-    @raise usage.UsageError: When the C{--upstream} plugin refuses its
-        argument.
+        C{None}: in the proxy's own process), the one named C{"observers"}
+        holds the services the C{--observer} plugins added, and the one
+        named C{"notify"} tells systemd (C{$NOTIFY_SOCKET}) when the proxy
+        is ready, reloading and stopping.
+    @raise usage.UsageError: When the C{--upstream} or an C{--observer}
+        plugin refuses its argument.
     """
     installSignal = reactor is None
     if reactor is None:
@@ -812,6 +869,20 @@ def makeService(
         # The connector plugin refused its argument after all.
         raise usage.UsageError(str(e)) from None
     warnUnbindable(factory.settings.outgoingAddresses)
+    # What the observers need running starts before the listeners and
+    # stops after them.
+    observerServices = MultiService()
+    observerServices.setName("observers")
+    if observers is None:
+        # Made once, at start, by the --observer plugins; a reload keeps
+        # them.
+        try:
+            observers = tuple(
+                options.observers(ObserverContext(reactor, factory, observerServices))
+            )
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
+        factory.observer = ObserverFanOut(observers)
     load = reloader(options, reactor, connector=connector, observers=observers)
     # Descriptors: raised at start in the proxy's own process (never in a
     # caller's that passes its reactor), before the listeners listen.
@@ -839,6 +910,6 @@ def makeService(
         config,
         load,
         installSignal,
-        before=[limits],
+        before=[limits, observerServices],
         acceptGuard=acceptGuard,
     )

@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from twisted.application.service import MultiService
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
@@ -38,7 +39,12 @@ from ._access import AccessRequest, Refusal
 from ._admission import Gatekeeper
 from ._connector import ConnectorContext, UpstreamRequest
 from ._factory import ConnectProxyFactory
-from ._observer import RefusedRequest, TunnelRecord
+from ._observer import (
+    ConnectionRecord,
+    RefusedRequest,
+    TunnelRecord,
+)
+from ._observercontext import ObserverContext
 from ._parser import ConnectRequest
 from ._policy import NetworkRules
 from ._resolver import ResolverPool
@@ -165,21 +171,44 @@ class FakeConnector:
 class RecordingObserver:
     """
     An L{IProxyObserver} that keeps every report.
+
+    @ivar connectionsOpened: Each L{ConnectionRecord} of
+        C{connectionOpened}, in order.
+    @ivar connectionsClosed: Each L{ConnectionRecord} of
+        C{connectionClosed}.
+    @ivar refused: Each L{RefusedRequest}.
+    @ivar opened: Each L{TunnelRecord} of C{tunnelOpened}.
+    @ivar closed: Each L{TunnelRecord} of C{tunnelClosed}.
+    @ivar events: Every report in order, as C{(method name, record)}.
     """
 
     def __init__(self) -> None:
+        self.connectionsOpened: list[ConnectionRecord] = []
+        self.connectionsClosed: list[ConnectionRecord] = []
         self.refused: list[RefusedRequest] = []
         self.opened: list[TunnelRecord] = []
         self.closed: list[TunnelRecord] = []
+        self.events: list[tuple[str, object]] = []
+
+    def connectionOpened(self, event: ConnectionRecord) -> None:
+        self.connectionsOpened.append(event)
+        self.events.append(("connectionOpened", event))
+
+    def connectionClosed(self, event: ConnectionRecord) -> None:
+        self.connectionsClosed.append(event)
+        self.events.append(("connectionClosed", event))
 
     def requestRefused(self, event: RefusedRequest) -> None:
         self.refused.append(event)
+        self.events.append(("requestRefused", event))
 
     def tunnelOpened(self, event: TunnelRecord) -> None:
         self.opened.append(event)
+        self.events.append(("tunnelOpened", event))
 
     def tunnelClosed(self, event: TunnelRecord) -> None:
         self.closed.append(event)
+        self.events.append(("tunnelClosed", event))
 
 
 @dataclass
@@ -216,6 +245,8 @@ class ProxyHarness:
     @ivar connector: The fake upstream connector.
     @ivar observer: What the proxy reported.
     @ivar factory: The proxy factory.
+    @ivar services: Where observers made with L{observerContext} add their
+        services; not started (call C{services.startService()}).
     """
 
     def __init__(
@@ -234,6 +265,21 @@ class ProxyHarness:
         self.factory = ConnectProxyFactory(
             self.clock, settings, self.connector, [self.observer], gatekeeper
         )
+        self.services = MultiService()
+
+    def observerContext(self) -> ObserverContext:
+        """
+        The L{ObserverContext} an observer plugin gets, for this proxy: its
+        clock, its factory and L{services}.
+        """
+        return ObserverContext(self.clock, self.factory, self.services)
+
+    def addObserver(self, observer: IProxyObserver) -> None:
+        """
+        Tell C{observer} too, after L{observer}, of what the proxy does from
+        now on.
+        """
+        self.factory.observer.observers.append(observer)
 
     def connectClient(self, peer: Any = None) -> FakeClient:
         """

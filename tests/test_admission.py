@@ -958,7 +958,8 @@ def test_abandonedLoginNotAFailure(
 def test_clientLeavesDuringLogin() -> None:
     """
     A client that leaves while its credentials are checked cancels the
-    check; nothing is written, reported or left scheduled.
+    check; nothing is written or left scheduled, and the request is
+    reported as abandoned.
     """
     checker = PendingChecker()
     harness = makeHarness(checker=checker)
@@ -967,7 +968,9 @@ def test_clientLeavesDuringLogin() -> None:
     client.lose(ConnectionLost())
     assert checker.cancelled == 1
     assert client.transport.value() == b""
-    assert harness.observer.refused == []
+    [refused] = harness.observer.refused
+    assert (refused.status, refused.outcome) == (0, "abandoned")
+    assert refused.reason == "the client went away while its access was checked"
     assert harness.clock.getDelayedCalls() == []
 
 
@@ -1236,7 +1239,8 @@ def test_pendingPolicyTimesOut() -> None:
 def test_clientLeavesDuringPolicyCheck() -> None:
     """
     A client that leaves while a policy has not answered cancels it;
-    nothing is written, reported or left scheduled.
+    nothing is written or left scheduled, and the request is reported as
+    abandoned.
     """
     policy = LaterPolicy()
     harness = makeHarness(policies=[policy])
@@ -1245,7 +1249,9 @@ def test_clientLeavesDuringPolicyCheck() -> None:
     client.lose(ConnectionLost())
     assert policy.cancelled == 1
     assert client.transport.value() == b""
-    assert harness.observer.refused == []
+    assert [(r.status, r.outcome) for r in harness.observer.refused] == [
+        (0, "abandoned")
+    ]
     assert harness.clock.getDelayedCalls() == []
     assert harness.connector.attempts == []
 

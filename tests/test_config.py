@@ -151,8 +151,8 @@ def currentChecker(factory: ConnectProxyFactory) -> HtpasswdChecker:
 
 def test_everyKindOfKey(tmp_path: Path) -> None:
     """
-    Parameters, lists (also given as one string), flags, C{auth} and
-    C{policy} keys are all read from the file.
+    Parameters, lists (also given as one string), flags, C{auth},
+    C{policy} and C{observer} keys are all read from the file.
     """
     htpasswd = tmp_path / "htpasswd"
     htpasswd.write_text(sha1Entry("alice", PASSWORD), encoding="utf-8")
@@ -191,6 +191,7 @@ allow-client = ["192.0.2.0/24"]
 auth = ["htpasswd:{htpasswd}"]
 policy = ["hostlist:{hosts}"]
 outgoing-address = ["127.0.0.7", "::1"]
+observer = "accesslog"
 """,
     )
     options = parse("--config", str(path))
@@ -227,6 +228,7 @@ outgoing-address = ["127.0.0.7", "::1"]
         "trusted-proxy": [],
         "policy": [f"hostlist:{hosts}"],
         "outgoing-address": ["127.0.0.7", "::1"],
+        "observer": ["accesslog"],
     }
     [checker] = options.checkers()
     assert isinstance(checker, HtpasswdChecker)

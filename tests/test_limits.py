@@ -196,7 +196,8 @@ def test_shedFarOverLimit(limit: int, slack: int) -> None:
     """
     With C{limit + max(16, limit // 10)} connections open (here after a
     reload lowered the limit) the factory builds no protocol at all; one
-    fewer still gets a 503.
+    fewer still gets a 503.  The observers hear of both, the shed one as a
+    C{shed} refusal with no status.
     """
     harness = ProxyHarness(ProxySettings(maxConnections=0))
     connectMany(harness, limit + slack - 1)
@@ -208,13 +209,19 @@ def test_shedFarOverLimit(limit: int, slack: int) -> None:
     setLimit(harness, limit)
     assert buildRaw(harness) is None
     assert len(harness.factory.connections) == limit + slack
-    assert len(harness.observer.refused) == 1
+    assert [(r.status, r.outcome) for r in harness.observer.refused] == [
+        (503, "overloaded"),
+        (0, "shed"),
+    ]
+    shed = harness.observer.refused[1]
+    assert (shed.client, shed.method, shed.target) == ("127.0.0.1:50000", "", "")
+    assert shed.reason == "the proxy has too many connections (see --max-connections)"
 
 
 def test_shedLoggedOncePerSecond(logEvents: list[LogEvent]) -> None:
     """
     Shed connections are logged with a count at most once per second of the
-    clock.
+    clock; the observers hear of every one.
     """
     harness = ProxyHarness(ProxySettings(maxConnections=0))
     harness.clock.advance(1000)
@@ -237,7 +244,7 @@ def test_shedLoggedOncePerSecond(logEvents: list[LogEvent]) -> None:
     harness.clock.advance(10)
     assert buildRaw(harness) is None
     assert [e["count"] for e in shedEvents(logEvents)] == [1, 5, 1]
-    assert harness.observer.refused == []
+    assert [r.outcome for r in harness.observer.refused] == ["shed"] * 7
 
 
 def test_floodOfRefusalsIsShed() -> None:

@@ -198,7 +198,8 @@ def test_deadlineFreesTheQueueForOthers() -> None:
 def test_clientLeavingDropsItsQueuedLookups() -> None:
     """
     A client that leaves while its lookup waits takes it out of the queue:
-    no work is left for a client that is gone, and nothing is written.
+    no work is left for a client that is gone, nothing is written, and each
+    request is reported as abandoned, never answered.
     """
     proxy = Proxy(threads=4, perClient=1)
     first = proxy.request("127.0.0.1", "slow.example")
@@ -211,7 +212,10 @@ def test_clientLeavingDropsItsQueuedLookups() -> None:
     assert proxy.leftovers() == []
     proxy.resolver.finish()
     assert proxy.resolver.names == ["slow.example"]
-    assert proxy.observer.refused == []
+    assert [(r.target, r.status, r.outcome) for r in proxy.observer.refused] == [
+        ("later.example:443", 0, "abandoned"),
+        ("slow.example:443", 0, "abandoned"),
+    ]
 
 
 def test_localhostAndAddressesNeedNoLookup() -> None:

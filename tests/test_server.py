@@ -412,8 +412,9 @@ def test_connectingCancelledErrorIs504(harness: ProxyHarness) -> None:
 
 def test_clientGoneWhileConnecting(harness: ProxyHarness) -> None:
     """
-    A client that leaves while the upstream connect is in flight cancels it,
-    and nothing is written or reported afterwards.
+    A client that leaves while the upstream connect is in flight cancels it;
+    nothing is written, and the request is reported once, as abandoned with
+    no status.
     """
     client = harness.connectClient()
     client.send(CONNECT)
@@ -421,7 +422,10 @@ def test_clientGoneWhileConnecting(harness: ProxyHarness) -> None:
     client.lose(ConnectionLost())
     assert attempt.cancelled
     assert client.transport.value() == b""
-    assert harness.observer.refused == []
+    [refused] = harness.observer.refused
+    assert (refused.status, refused.outcome) == (0, "abandoned")
+    assert refused.reason == "the client went away while the target was connected"
+    assert (refused.method, refused.target) == ("CONNECT", "example.com:443")
     assert harness.clock.getDelayedCalls() == []
 
 
@@ -787,7 +791,8 @@ def test_observerErrorsContained(logEvents: list[LogEvent]) -> None:
             raise RuntimeError("observer bug")
 
     recorder = RecordingObserver()
-    fanOut = ObserverFanOut([Broken(), recorder])  # type: ignore[list-item]
+    with pytest.warns(DeprecationWarning, match="lacks connectionOpened"):
+        fanOut = ObserverFanOut([Broken(), recorder])  # type: ignore[list-item]
     harness = ProxyHarness()
     harness.factory.observer = fanOut
     client = harness.connectClient()

@@ -57,6 +57,7 @@ DEFAULTS = {
     "trusted-proxy": [],
     "policy": [],
     "outgoing-address": [],
+    "observer": ["accesslog"],
 }
 
 
@@ -141,6 +142,10 @@ def test_allOptions() -> None:
         "198.51.100.0/24",
         "--outgoing-address",
         "127.0.0.7",
+        "--observer",
+        "accesslog",
+        "--observer",
+        "accesslog",
     )
     assert dict(options) == {
         "listen": ["tcp:8080:interface=127.0.0.1", "tcp6:8080:interface=\\:\\:1"],
@@ -175,6 +180,7 @@ def test_allOptions() -> None:
         "trusted-proxy": ["198.51.100.0/24"],
         "policy": [],
         "outgoing-address": ["127.0.0.7"],
+        "observer": ["accesslog", "accesslog"],
     }
     rules = options.rules
     assert rules.ports.allows(8080) and not rules.ports.allows(8081)

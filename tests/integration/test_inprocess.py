@@ -221,9 +221,9 @@ def test_clientLeavesWhileConnecting(
 ) -> Generator[Deferred[Any], Any, None]:
     """
     A client that leaves (with a reset) while the upstream connect hangs
-    cancels it: the proxy keeps no connection and no timer for it.  (A FIN
-    is not leaving: it may be a half-close, passed on once the tunnel
-    exists.)
+    cancels it: the proxy keeps no connection and no timer for it, and the
+    request is reported as abandoned, with no response.  (A FIN is not
+    leaving: it may be a half-close, passed on once the tunnel exists.)
     """
     client = yield proxy.client(connectHead(blackHole))
     yield waitUntil(lambda: proxy.factory.connections)
@@ -234,7 +234,8 @@ def test_clientLeavesWhileConnecting(
     yield waitUntil(lambda: not proxy.factory.connections)
     assert protocol._pending is None
     assert protocol._timer is None
-    assert proxy.observer.refused == []
+    [refused] = proxy.observer.refused
+    assert (refused.status, refused.outcome) == (0, "abandoned")
 
 
 @pytest_twisted.inlineCallbacks

@@ -144,6 +144,7 @@ def test_pluginInstalledBesideConnectproxy(installed: Path) -> None:
     assert all(p.is_relative_to(installed) for p in found)
     assert sorted(p.name for p in found if p.suffix == ".py") == [
         "__init__.py",
+        "accesslog.py",
         "direct.py",
         "example_hours.py",
         "hostlist.py",
@@ -184,6 +185,7 @@ def test_uninstallLeavesConnectproxy(installed: Path) -> None:
         report = json.loads(run([python, "-c", FIND_MODULES], installed, 60))
         assert [Path(p).name for p in report] == [
             "__init__.py",
+            "accesslog.py",
             "direct.py",
             "hostlist.py",
         ]

@@ -15,6 +15,8 @@ from ._connector import ConnectorContext, UpstreamRequest
 from ._errors import BadRequest, ForbiddenDestination, Refusal, ResolverBusy
 from ._factory import ConnectProxyFactory
 from ._hostnames import HostPatternTable
+from ._legacy import ConnectRequest as ConnectRequest
+from ._legacy import ConnectRequestParser as ConnectRequestParser
 from ._legacy import ProxyTunnel as ProxyTunnel
 from ._observer import (
     AccessLogObserver,
@@ -24,13 +26,14 @@ from ._observer import (
     TunnelRecord,
 )
 from ._observercontext import ObserverContext
-from ._parser import ConnectRequest, ConnectRequestParser
+from ._parser import RequestHead, RequestHeadParser
 from ._policy import AccessRules, ClientRules, HostRules, NetworkRules, PortRules
 from ._proxyprotocol import serverEndpoint
 from ._relay import TunnelStats
 from ._resolver import ResolverPool
 from ._server import ConnectProxyProtocol
 from ._settings import ProxySettings
+from ._target import Target, TargetForm
 from ._tunnel import DEPRECATED_IN as _DEPRECATED_IN
 from ._upstream import DirectConnector
 from ._version import __version__
@@ -43,6 +46,19 @@ deprecatedModuleAttribute(
     __name__,
     "ProxyTunnel",
 )
+deprecatedModuleAttribute(
+    _DEPRECATED_IN,
+    "use connectproxy.RequestHead: its host, port and authority are those "
+    "of its destination, a connectproxy.Target",
+    __name__,
+    "ConnectRequest",
+)
+deprecatedModuleAttribute(
+    _DEPRECATED_IN,
+    "use connectproxy.RequestHeadParser",
+    __name__,
+    "ConnectRequestParser",
+)
 
 __all__ = [
     "AccessLogObserver",
@@ -52,8 +68,6 @@ __all__ = [
     "ClientRules",
     "ConnectProxyFactory",
     "ConnectProxyProtocol",
-    "ConnectRequest",
-    "ConnectRequestParser",
     "ConnectionRecord",
     "ConnectorContext",
     "DirectConnector",
@@ -69,8 +83,12 @@ __all__ = [
     "ProxySettings",
     "Refusal",
     "RefusedRequest",
+    "RequestHead",
+    "RequestHeadParser",
     "ResolverBusy",
     "ResolverPool",
+    "Target",
+    "TargetForm",
     "TunnelRecord",
     "TunnelStats",
     "UpstreamRequest",

@@ -49,7 +49,7 @@ from ._observer import (
     TunnelRecord,
     formatAddress,
 )
-from ._parser import ConnectRequest, ConnectRequestParser
+from ._parser import RequestHead, RequestHeadParser
 from ._relay import _Relay
 from ._responses import CONNECTION_ESTABLISHED, errorResponse, formatSeconds
 from ._tls import logHandshakeFailure
@@ -147,7 +147,7 @@ class ConnectProxyProtocol(Protocol):
     _log = Logger()
 
     factory: ConnectProxyFactory
-    request: ConnectRequest | None = None
+    request: RequestHead | None = None
     tunnel: _Relay | None = None
     user: str | None = None
     clientHost = ""
@@ -207,9 +207,9 @@ class ConnectProxyProtocol(Protocol):
             return client, peer
         return peer, None
 
-    def _newParser(self) -> ConnectRequestParser:
+    def _newParser(self) -> RequestHeadParser:
         settings = self._settings
-        return ConnectRequestParser(
+        return RequestHeadParser(
             settings.maxRequestLine, settings.maxHeadSize, settings.maxHeaderFields
         )
 
@@ -345,7 +345,7 @@ class ConnectProxyProtocol(Protocol):
             self._paused = True
             self._transport.pauseProducing()
 
-    def _admit(self, request: ConnectRequest) -> None:
+    def _admit(self, request: RequestHead) -> None:
         self._timer = self._clock.callLater(
             self._settings.connectTimeout, self._deadline
         )
@@ -724,7 +724,7 @@ def _socketPeer(transport: object) -> object:
     return None if getPeer is None else getPeer()
 
 
-def _keepsAlive(request: ConnectRequest | None) -> bool:
+def _keepsAlive(request: RequestHead | None) -> bool:
     """
     Whether the client asked to keep its connection open after a response
     (RFC 9112 section 9.3): HTTP/1.1 unless it said C{close}, HTTP/1.0 only

@@ -45,10 +45,11 @@ from ._observer import (
     TunnelRecord,
 )
 from ._observercontext import ObserverContext
-from ._parser import ConnectRequest
+from ._parser import RequestHead
 from ._policy import NetworkRules
 from ._resolver import ResolverPool
 from ._settings import ProxySettings
+from ._target import Target, TargetForm
 from ._upstream import StaticResolver
 from .interfaces import IAccessPolicy, IProxyObserver, IUpstreamConnector
 
@@ -105,7 +106,7 @@ class ConnectAttempt:
     transport: HalfCloseableStringTransport | None = None
 
     @property
-    def request(self) -> ConnectRequest:
+    def request(self) -> RequestHead:
         """
         The parsed request being connected (C{target.request}).
         """
@@ -373,13 +374,17 @@ def connectorContext(
 
 def _connectRequest(
     host: str, port: int, headers: tuple[tuple[str, str], ...]
-) -> ConnectRequest:
+) -> RequestHead:
     """
     The parsed head of a CONNECT to C{host:port}, as a client sends it.
     """
     authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    return ConnectRequest(
-        "CONNECT", authority, (1, 1), (("host", authority), *headers), host, port
+    return RequestHead(
+        "CONNECT",
+        authority,
+        (1, 1),
+        (("host", authority), *headers),
+        Target(host, port, TargetForm.AUTHORITY),
     )
 
 

@@ -11,7 +11,11 @@ from collections.abc import Iterable
 from typing import Any, cast, overload
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IAddress, IProtocolNegotiationFactory
+from twisted.internet.interfaces import (
+    IAddress,
+    IHalfCloseableProtocol,
+    IProtocolNegotiationFactory,
+)
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -32,9 +36,10 @@ from ._observer import (
     formatAddress,
 )
 from ._policy import AccessRules
+from ._refuser import Refuser
 from ._relay import TunnelStats, _Relay, _RelayFactory
 from ._resolver import ResolverPool
-from ._server import SHUTTING_DOWN, ConnectProxyProtocol
+from ._server import SHUTTING_DOWN, ConnectProxyProtocol, clientAddresses
 from ._settings import ProxySettings
 from ._tls import ALPN_PROTOCOLS
 from ._tunnel import DEPRECATED_IN, TunnelTransport, transportRelay
@@ -74,28 +79,65 @@ class _Shed(Protocol):
         self._factory.connectionEnded(ConnectionRecord(self._record.client, duration))
 
 
-class _Refusal(ConnectProxyProtocol):
+@implementer(IHalfCloseableProtocol)
+class _Refusal(Protocol):
     """
     Answers an error at once to a connection that is not served (a 503 over
     a limit, a 403 from a source a listener refuses), and closes it the way
-    every refusal is closed (lingering on plain TCP, so that the client
-    reads the response rather than a reset).  It is not counted among the
-    factory's connections, but among those it is refusing.
+    every refusal is closed (a L{Refuser}: lingering on plain TCP, so that
+    the client reads the response rather than a reset); what the client
+    sends is neither parsed nor answered.  It is not counted among the
+    factory's connections, but among those it is refusing; the observers
+    hear of it as a connection with one refused request.
     """
 
-    def __init__(self, factory: ConnectProxyFactory, status: int, reason: str) -> None:
-        super().__init__(factory)
+    def __init__(
+        self,
+        factory: ConnectProxyFactory,
+        addr: IAddress | None,
+        status: int,
+        reason: str,
+    ) -> None:
+        self._factory = factory
+        self._addr = addr
         self._status = status
         self._reason = reason
+        self._client = ""
+        self._openedAt = 0.0
 
     def connectionMade(self) -> None:
-        super().connectionMade()
-        self.factory.refusing += 1
-        self._refuse(self._status, self._reason)
+        factory = self._factory
+        transport = cast(TunnelTransport, self.transport)
+        self._client = formatAddress(clientAddresses(transport, self._addr)[0])
+        self._openedAt = factory.reactor.seconds()
+        factory.connectionStarted(ConnectionRecord(self._client))
+        factory.refusing += 1
+        self._refuser = Refuser(
+            transport, factory.reactor, factory.settings.abortTimeout
+        )
+        self._refuser.refuse(self._status, self._reason)
+        factory.requestRefused(
+            RefusedRequest(self._client, "", "", self._status, self._reason)
+        )
+
+    def dataReceived(self, data: bytes) -> None:
+        self._refuser.discard(data)
+
+    def readConnectionLost(self) -> None:
+        """
+        The client's FIN ends the linger.
+        """
+        self._refuser.close()
+
+    def writeConnectionLost(self) -> None:
+        pass
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self.factory.refusing -= 1
-        super().connectionLost(reason)
+        factory = self._factory
+        self._refuser.stop()
+        factory.refusing -= 1
+        duration = factory.reactor.seconds() - self._openedAt
+        factory.connectionEnded(ConnectionRecord(self._client, duration))
 
 
 @implementer(IProtocolNegotiationFactory)
@@ -427,9 +469,7 @@ class ConnectProxyFactory(Factory):
             # Not None: the TLS and PROXY-protocol wrapping factories would
             # wrap it anyway and leave the connection open.
             return _Shed(self, addr, reason)
-        refusal = _Refusal(self, status, reason)
-        refusal.clientAddress = addr
-        return refusal
+        return _Refusal(self, addr, status, reason)
 
     def connectionClosed(self, protocol: ConnectProxyProtocol) -> None:
         """

@@ -50,20 +50,22 @@ from ._observer import (
     formatAddress,
 )
 from ._parser import RequestHead, RequestHeadParser
+from ._refuser import LINGER_BYTES, LINGER_SECONDS, Refuser
 from ._relay import _Relay
 from ._responses import CONNECTION_ESTABLISHED, errorResponse, formatSeconds
 from ._tls import logHandshakeFailure
-from ._tunnel import TunnelTransport, _UpstreamProtocol, canHalfClose
+from ._tunnel import TunnelTransport, _UpstreamProtocol
 
 if TYPE_CHECKING:
     from ._factory import ConnectProxyFactory
 
-__all__ = ["ConnectProxyProtocol"]
-
-#: After an error response on plain TCP, how long (at most) and how many
-#: bytes the proxy keeps reading and discarding before it closes.
-LINGER_SECONDS = 2.0
-LINGER_BYTES = 256 * 1024
+__all__ = [
+    "LINGER_BYTES",
+    "LINGER_SECONDS",
+    "SHUTTING_DOWN",
+    "ConnectProxyProtocol",
+    "clientAddresses",
+]
 
 #: How many 407 challenges one connection gets before it is closed.
 MAX_CHALLENGES = 16
@@ -170,7 +172,6 @@ class ConnectProxyProtocol(Protocol):
         self._parsing = False
         self._nextHead: bytes | None = None
         self._challenges = 0
-        self._discarded = 0
         self._closing = False
         self._gone = False
         # Whether the client half-closed (sent its FIN) before the tunnel.
@@ -190,23 +191,6 @@ class ConnectProxyProtocol(Protocol):
         self._connectedAt = 0.0
         self._ended = True
 
-    def _addresses(self) -> tuple[IAddress, IAddress | None]:
-        """
-        The client's address, and the load balancer's when the client came
-        through one (C{None} otherwise).
-        """
-        peer = self._transport.getPeer()
-        wrapped = cast("IAddress | None", _socketPeer(self._transport))
-        if wrapped is not None and wrapped != peer:
-            # A transport wrapper reports the client: Twisted's haproxy:
-            # wrapper, once it has read the header.
-            return peer, wrapped
-        client = self.clientAddress
-        if isinstance(client, IPv4Address | IPv6Address) and client != peer:
-            # Built for the client a load balancer reported.
-            return client, peer
-        return peer, None
-
     def _newParser(self) -> RequestHeadParser:
         settings = self._settings
         return RequestHeadParser(
@@ -215,7 +199,15 @@ class ConnectProxyProtocol(Protocol):
 
     def connectionMade(self) -> None:
         self._transport = cast(TunnelTransport, self.transport)
-        self._client = formatAddress(self._addresses()[0])
+        self._refuser = Refuser(
+            self._transport,
+            self._clock,
+            self._settings.abortTimeout,
+            self._closeBegun,
+        )
+        self._client = formatAddress(
+            clientAddresses(self._transport, self.clientAddress)[0]
+        )
         self._openedAt = self._clock.seconds()
         self._ended = False
         self.factory.connectionStarted(ConnectionRecord(self._client))
@@ -266,7 +258,7 @@ class ConnectProxyProtocol(Protocol):
         self._receive = self._headReceived
         # The peer may have changed since connectionMade (Twisted's PROXY
         # protocol wrapper).
-        client, balancer = self._addresses()
+        client, balancer = clientAddresses(self._transport, self.clientAddress)
         self._clientPeer = client
         self._client = formatAddress(client)
         refused = self.factory.gatekeeper.checkClient(client, balancer)
@@ -546,6 +538,7 @@ class ConnectProxyProtocol(Protocol):
             # have failed.
             logHandshakeFailure(self._client, reason)
         self._cancelTimer()
+        self._refuser.stop()
         if self._pending is not None:
             self._log.info(
                 "client {client} went away while connecting to {target}",
@@ -649,27 +642,16 @@ class ConnectProxyProtocol(Protocol):
     ) -> None:
         """
         Answer with an error, report it (with C{outcome}, or the usual
-        outcome of C{status}), and close the connection.
-
-        On plain TCP the close lingers: the response is followed by a FIN,
-        and what the client still sends is read and thrown away for a short
-        while, so that the kernel does not answer those bytes with a reset
-        that could destroy the response before the client reads it.
+        outcome of C{status}), and close the connection: on plain TCP after
+        a linger (see L{Refuser}).
         """
         if self._closing or self._gone:
             return
         self._closing = True
         self._cancelTimer()
-        self._receive = self._discardReceived
-        self._transport.write(errorResponse(status, reason, headers=headers))
+        self._receive = self._refuser.discard
+        self._refuser.refuse(status, reason, headers, self._clientFinished)
         self._report(status, reason, outcome)
-        if canHalfClose(self._transport) and not self._clientFinished:
-            self._transport.loseWriteConnection()  # type: ignore[attr-defined]
-            self._timer = self._clock.callLater(
-                min(LINGER_SECONDS, self._settings.abortTimeout), self._close
-            )
-        else:
-            self._close()
 
     def _report(self, status: int, reason: str, outcome: str = "") -> None:
         request = self.request
@@ -685,31 +667,48 @@ class ConnectProxyProtocol(Protocol):
             )
         )
 
-    def _discardReceived(self, data: bytes) -> None:
-        """
-        Throw away what a refused client still sends, up to a limit.
-        """
-        self._discarded += len(data)
-        if self._discarded > LINGER_BYTES:
-            self._close()
-
     def _close(self) -> None:
         """
         Close the client connection gracefully, and abort it if that takes
         longer than the abort timeout.
         """
+        self._refuser.close()
+
+    def _closeBegun(self) -> None:
+        """
+        The connection began to close: nothing more is read or timed.
+        """
         self._cancelTimer()
         self._receive = _discard
-        self._transport.loseConnection()
-        self._timer = self._clock.callLater(
-            self._settings.abortTimeout, self._transport.abortConnection
-        )
 
     def _cancelTimer(self) -> None:
         if self._timer is not None:
             if self._timer.active():
                 self._timer.cancel()
             self._timer = None
+
+
+def clientAddresses(
+    transport: TunnelTransport, clientAddress: object
+) -> tuple[IAddress, IAddress | None]:
+    """
+    The client's address, and the load balancer's when the client came
+    through one (C{None} otherwise).
+
+    @param transport: The client connection's transport.
+    @param clientAddress: The address the factory built the protocol for
+        (C{buildProtocol}'s C{addr}), or C{None}.
+    """
+    peer = transport.getPeer()
+    wrapped = cast("IAddress | None", _socketPeer(transport))
+    if wrapped is not None and wrapped != peer:
+        # A transport wrapper reports the client: Twisted's haproxy:
+        # wrapper, once it has read the header.
+        return peer, wrapped
+    if isinstance(clientAddress, IPv4Address | IPv6Address) and clientAddress != peer:
+        # Built for the client a load balancer reported.
+        return clientAddress, peer
+    return peer, None
 
 
 def _socketPeer(transport: object) -> object:

@@ -14,6 +14,7 @@ from ._assembly import ProxyConfig
 from ._connector import ConnectorContext, UpstreamRequest
 from ._errors import BadRequest, ForbiddenDestination, Refusal, ResolverBusy
 from ._factory import ConnectProxyFactory
+from ._front import ConnectProxyProtocol
 from ._hostnames import HostPatternTable
 from ._legacy import ConnectRequest as ConnectRequest
 from ._legacy import ConnectRequestParser as ConnectRequestParser
@@ -31,7 +32,6 @@ from ._policy import AccessRules, ClientRules, HostRules, NetworkRules, PortRule
 from ._proxyprotocol import serverEndpoint
 from ._relay import TunnelStats
 from ._resolver import ResolverPool
-from ._server import ConnectProxyProtocol
 from ._settings import ProxySettings
 from ._target import Target, TargetForm
 from ._tunnel import DEPRECATED_IN as _DEPRECATED_IN

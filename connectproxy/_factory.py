@@ -8,17 +8,15 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable
-from typing import Any, cast, overload
+from typing import Any, overload
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import (
     IAddress,
-    IHalfCloseableProtocol,
     IProtocolNegotiationFactory,
 )
-from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from twisted.python.versions import getVersionString
 from zope.interface import implementer
 
@@ -26,118 +24,24 @@ from ._admission import Gatekeeper, clientHostPort
 from ._assembly import ProxyConfig, directConnector
 from ._connector import ConnectorContext, ConnectorMaker
 from ._deadlines import DeadlineSweeper
+from ._front import SHUTTING_DOWN, ConnectProxyProtocol
 from ._observer import (
     AccessLogObserver,
     ConnectionRecord,
     ObserverFanOut,
-    Outcome,
     RefusedRequest,
     TunnelRecord,
-    formatAddress,
 )
 from ._policy import AccessRules
-from ._refuser import Refuser
+from ._refuser import RefusalProtocol, ShedProtocol
 from ._relay import TunnelStats, _Relay, _RelayFactory
 from ._resolver import ResolverPool
-from ._server import SHUTTING_DOWN, ConnectProxyProtocol, clientAddresses
 from ._settings import ProxySettings
 from ._tls import ALPN_PROTOCOLS
-from ._tunnel import DEPRECATED_IN, TunnelTransport, transportRelay
+from ._tunnel import DEPRECATED_IN, transportRelay
 from .interfaces import IProxyObserver, IUpstreamConnector
 
 __all__ = ["ConnectProxyFactory"]
-
-
-class _Shed(Protocol):
-    """
-    Drops a connection at once (far over the connection limit), with no
-    response and no timer; the observers hear of it as a connection with a
-    C{shed} refusal.
-    """
-
-    def __init__(
-        self, factory: ConnectProxyFactory, addr: IAddress | None, reason: str
-    ) -> None:
-        self._factory = factory
-        self._record = ConnectionRecord(formatAddress(addr))
-        self._reason = reason
-        self._openedAt = 0.0
-
-    def connectionMade(self) -> None:
-        factory = self._factory
-        self._openedAt = factory.reactor.seconds()
-        factory.connectionStarted(self._record)
-        factory.requestRefused(
-            RefusedRequest(
-                self._record.client, "", "", 0, self._reason, outcome=Outcome.SHED
-            )
-        )
-        cast(TunnelTransport, self.transport).abortConnection()
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        duration = self._factory.reactor.seconds() - self._openedAt
-        self._factory.connectionEnded(ConnectionRecord(self._record.client, duration))
-
-
-@implementer(IHalfCloseableProtocol)
-class _Refusal(Protocol):
-    """
-    Answers an error at once to a connection that is not served (a 503 over
-    a limit, a 403 from a source a listener refuses), and closes it the way
-    every refusal is closed (a L{Refuser}: lingering on plain TCP, so that
-    the client reads the response rather than a reset); what the client
-    sends is neither parsed nor answered.  It is not counted among the
-    factory's connections, but among those it is refusing; the observers
-    hear of it as a connection with one refused request.
-    """
-
-    def __init__(
-        self,
-        factory: ConnectProxyFactory,
-        addr: IAddress | None,
-        status: int,
-        reason: str,
-    ) -> None:
-        self._factory = factory
-        self._addr = addr
-        self._status = status
-        self._reason = reason
-        self._client = ""
-        self._openedAt = 0.0
-
-    def connectionMade(self) -> None:
-        factory = self._factory
-        transport = cast(TunnelTransport, self.transport)
-        self._client = formatAddress(clientAddresses(transport, self._addr)[0])
-        self._openedAt = factory.reactor.seconds()
-        factory.connectionStarted(ConnectionRecord(self._client))
-        factory.refusing += 1
-        self._refuser = Refuser(
-            transport, factory.reactor, factory.settings.abortTimeout
-        )
-        self._refuser.refuse(self._status, self._reason)
-        factory.requestRefused(
-            RefusedRequest(self._client, "", "", self._status, self._reason)
-        )
-
-    def dataReceived(self, data: bytes) -> None:
-        self._refuser.discard(data)
-
-    def readConnectionLost(self) -> None:
-        """
-        The client's FIN ends the linger.
-        """
-        self._refuser.close()
-
-    def writeConnectionLost(self) -> None:
-        pass
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        factory = self._factory
-        self._refuser.stop()
-        factory.refusing -= 1
-        duration = factory.reactor.seconds() - self._openedAt
-        factory.connectionEnded(ConnectionRecord(self._client, duration))
 
 
 @implementer(IProtocolNegotiationFactory)
@@ -468,8 +372,8 @@ class ConnectProxyFactory(Factory):
                 self._shedLogged = now
             # Not None: the TLS and PROXY-protocol wrapping factories would
             # wrap it anyway and leave the connection open.
-            return _Shed(self, addr, reason)
-        return _Refusal(self, addr, status, reason)
+            return ShedProtocol(self, addr, reason)
+        return RefusalProtocol(self, addr, status, reason)
 
     def connectionClosed(self, protocol: ConnectProxyProtocol) -> None:
         """

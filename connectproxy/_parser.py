@@ -26,6 +26,7 @@ __all__ = [
     "BadRequest",
     "RequestHead",
     "RequestHeadParser",
+    "keepsAlive",
     "parseAuthority",
 ]
 
@@ -289,6 +290,25 @@ class RequestHeadParser:
             destination = Target.fromAuthorityForm(target)
             _checkNoContent(headers)
         return RequestHead(method, target, version, headers, destination)
+
+
+def keepsAlive(request: RequestHead | None) -> bool:
+    """
+    Whether the client asked to keep its connection open after a response
+    (RFC 9112 section 9.3): HTTP/1.1 unless it said C{close}, HTTP/1.0 only
+    if it said C{keep-alive}.
+
+    @param request: The request head, or C{None} when there is none.
+    """
+    if request is None:
+        return False
+    tokens: set[str] = set()
+    for name, value in request.headers:
+        if name in ("connection", "proxy-connection"):
+            tokens.update(t.strip().lower() for t in value.split(","))
+    if "close" in tokens:
+        return False
+    return request.version == (1, 1) or "keep-alive" in tokens
 
 
 def _parseRequestLine(line: bytes) -> tuple[str, str, tuple[int, int]]:

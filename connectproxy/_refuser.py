@@ -1,8 +1,10 @@
 # -*- test-case-name: tests.test_refuser -*-
 """
-L{Refuser}: how a client connection is answered with an error and closed,
-for the front of every connection and for a connection refused before it is
-served (over a connection limit, or from a source a listener refuses).
+How client connections are refused: L{Refuser} answers one with an error
+and closes it, for the front of every connection and for
+L{RefusalProtocol}, the protocol of a connection refused before it is
+served (over a connection limit, or from a source a listener refuses);
+L{ShedProtocol} drops one far over the limit without a word.
 
 Closing is two-staged, as every close in the proxy: C{loseConnection()},
 then C{abortConnection()} if the close takes longer than the abort timeout.
@@ -15,13 +17,33 @@ that could destroy the response before the client reads it.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, cast
 
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IHalfCloseableProtocol,
+    IReactorTime,
+)
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.python.failure import Failure
+from zope.interface import implementer
 
+from ._address import clientAddresses
+from ._observer import ConnectionRecord, Outcome, RefusedRequest, formatAddress
 from ._responses import errorResponse
 from ._tunnel import TunnelTransport, canHalfClose
 
-__all__ = ["LINGER_BYTES", "LINGER_SECONDS", "Refuser"]
+if TYPE_CHECKING:
+    from ._factory import ConnectProxyFactory
+
+__all__ = [
+    "LINGER_BYTES",
+    "LINGER_SECONDS",
+    "RefusalProtocol",
+    "Refuser",
+    "ShedProtocol",
+]
 
 #: After an error response on plain TCP, how long (at most) and how many
 #: bytes the proxy keeps reading and discarding before it closes.
@@ -132,3 +154,95 @@ class Refuser:
             if self._timer.active():
                 self._timer.cancel()
             self._timer = None
+
+
+class ShedProtocol(Protocol):
+    """
+    Drops a connection at once (far over the connection limit), with no
+    response and no timer; the observers hear of it as a connection with a
+    C{shed} refusal.
+    """
+
+    def __init__(
+        self, factory: ConnectProxyFactory, addr: IAddress | None, reason: str
+    ) -> None:
+        self._factory = factory
+        self._record = ConnectionRecord(formatAddress(addr))
+        self._reason = reason
+        self._openedAt = 0.0
+
+    def connectionMade(self) -> None:
+        factory = self._factory
+        self._openedAt = factory.reactor.seconds()
+        factory.connectionStarted(self._record)
+        factory.requestRefused(
+            RefusedRequest(
+                self._record.client, "", "", 0, self._reason, outcome=Outcome.SHED
+            )
+        )
+        cast(TunnelTransport, self.transport).abortConnection()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        duration = self._factory.reactor.seconds() - self._openedAt
+        self._factory.connectionEnded(ConnectionRecord(self._record.client, duration))
+
+
+@implementer(IHalfCloseableProtocol)
+class RefusalProtocol(Protocol):
+    """
+    Answers an error at once to a connection that is not served (a 503 over
+    a limit, a 403 from a source a listener refuses), and closes it the way
+    every refusal is closed (a L{Refuser}: lingering on plain TCP, so that
+    the client reads the response rather than a reset); what the client
+    sends is neither parsed nor answered.  It is not counted among the
+    factory's connections, but among those it is refusing; the observers
+    hear of it as a connection with one refused request.
+    """
+
+    def __init__(
+        self,
+        factory: ConnectProxyFactory,
+        addr: IAddress | None,
+        status: int,
+        reason: str,
+    ) -> None:
+        self._factory = factory
+        self._addr = addr
+        self._status = status
+        self._reason = reason
+        self._client = ""
+        self._openedAt = 0.0
+
+    def connectionMade(self) -> None:
+        factory = self._factory
+        transport = cast(TunnelTransport, self.transport)
+        self._client = formatAddress(clientAddresses(transport, self._addr)[0])
+        self._openedAt = factory.reactor.seconds()
+        factory.connectionStarted(ConnectionRecord(self._client))
+        factory.refusing += 1
+        self._refuser = Refuser(
+            transport, factory.reactor, factory.settings.abortTimeout
+        )
+        self._refuser.refuse(self._status, self._reason)
+        factory.requestRefused(
+            RefusedRequest(self._client, "", "", self._status, self._reason)
+        )
+
+    def dataReceived(self, data: bytes) -> None:
+        self._refuser.discard(data)
+
+    def readConnectionLost(self) -> None:
+        """
+        The client's FIN ends the linger.
+        """
+        self._refuser.close()
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        factory = self._factory
+        self._refuser.stop()
+        factory.refusing -= 1
+        duration = factory.reactor.seconds() - self._openedAt
+        factory.connectionEnded(ConnectionRecord(self._client, duration))

@@ -1,7 +1,9 @@
 # -*- test-case-name: tests.test_server -*-
 """
-Protocol tests for L{connectproxy._server}: a fake clock, fake transports and
-a fake upstream connector; no sockets, no real time.
+Protocol tests of a client connection through the front
+(L{connectproxy._front}) and the CONNECT handler (L{connectproxy._connect}):
+a fake clock, fake transports and a fake upstream connector; no sockets, no
+real time.
 """
 
 from __future__ import annotations

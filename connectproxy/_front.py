@@ -227,8 +227,7 @@ class ConnectProxyProtocol(Protocol):
         self._requests += 1
         headAt = self.clock.seconds()
         self.request = request
-        self._early.receive(leftover)
-        self._enter(Phase.ADMITTING)
+        self._early.keep(leftover)
         if self.factory.draining:
             self.refuse(503, SHUTTING_DOWN)
             return
@@ -252,6 +251,7 @@ class ConnectProxyProtocol(Protocol):
                 self.refuse(e.status, e.reason, outcome=Outcome.BAD_REQUEST)
                 return
             request = self.request = replace(request, destination=destination)
+        self._enter(Phase.ADMITTING)
         self._admission = Admission(self, request, headAt, handler)
         self._admission.start()
 

@@ -160,6 +160,14 @@ class EarlyData:
     def __len__(self) -> int:
         return len(self._data)
 
+    def keep(self, data: bytes) -> None:
+        """
+        Keep the bytes that came with the head, without pausing the client
+        (which may yet be refused, and then should be read to the end of a
+        linger).
+        """
+        self._data += data
+
     def receive(self, data: bytes) -> None:
         """
         Keep bytes from the client; pause it once they are over the limit.

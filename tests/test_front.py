@@ -19,6 +19,7 @@ from connectproxy import (
     ConnectProxyProtocol,
     Gatekeeper,
     PortRules,
+    ProxySettings,
     RequestHead,
     TargetForm,
     UpstreamRequest,
@@ -326,3 +327,16 @@ def test_closeAllReachesHandlers() -> None:
     front.installReceivers(lambda data: None, lambda: None, lambda reason: None)
     harness.factory.closeAll("maintenance")
     assert second.closed == ["maintenance"]
+
+
+def test_refusedWithBulkyHeadStillRead() -> None:
+    """
+    The bytes that came with a head are kept without pausing the client,
+    however many: a request refused at once is still read through its
+    linger.
+    """
+    harness = ProxyHarness(ProxySettings(maxHeadSize=1024))
+    client = harness.connectClient()
+    client.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n" + b"x" * 4096)
+    assert statusOf(client) == 405
+    assert client.transport.producerState == "producing"

@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
@@ -44,6 +43,7 @@ from twisted.python.failure import Failure
 from zope.interface import alsoProvides, implementer
 
 from ._observer import formatAddress
+from ._pemdirectory import serverFromDescription
 from ._proxyheader import InvalidProxyHeader, ProxyHeader, ProxyHeaderParser
 from ._tls import logHandshakeFailure
 
@@ -70,7 +70,9 @@ def serverEndpoint(reactor: Any, description: str) -> IStreamServerEndpoint:
     Build a listening endpoint from a strports description, like
     C{twisted.internet.endpoints.serverFromString}, except that
     C{haproxy:DESCRIPTION} gives a L{ProxyProtocolEndpoint} around the
-    endpoint C{DESCRIPTION} describes.
+    endpoint C{DESCRIPTION} describes, and C{tls:} (alone or under
+    C{haproxy:}) a L{PEMDirectoryEndpoint
+    <connectproxy._pemdirectory.PEMDirectoryEndpoint>}.
 
     @param reactor: The reactor to listen with.
     @param description: The description, for example C{haproxy:tcp:3128}.
@@ -81,9 +83,8 @@ def serverEndpoint(reactor: Any, description: str) -> IStreamServerEndpoint:
     """
     prefix, colon, rest = description.partition(":")
     if colon and prefix.lower() == PREFIX:
-        return ProxyProtocolEndpoint(serverFromString(reactor, rest))
-    endpoint: IStreamServerEndpoint = serverFromString(reactor, description)
-    return endpoint
+        return ProxyProtocolEndpoint(serverFromDescription(reactor, rest))
+    return serverFromDescription(reactor, description)
 
 
 @implementer(IStreamServerEndpoint)

@@ -252,6 +252,22 @@ class ConnectProxyFactory(Factory):
             self._perClient[clientHost] = self._perClient.get(clientHost, 0) + 1
         return protocol
 
+    def buildProxiedProtocol(self, client: IAddress, balancer: IAddress) -> Protocol:
+        """
+        Build the protocol for a client a load balancer named in a PROXY
+        protocol header: as L{buildProtocol} for C{client}, and marked as
+        behind C{balancer}, so that only the rules for clients behind a
+        balancer apply to it (C{--allow-client}; loopback is not implied,
+        even when it claims the balancer's own address).
+
+        @param client: The client's address, from the header.
+        @param balancer: The address of the connection's peer.
+        """
+        protocol = self.buildProtocol(client)
+        if isinstance(protocol, ConnectProxyProtocol):
+            protocol.balancerAddress = balancer
+        return protocol
+
     def _overLimit(self, clientHost: str) -> str | None:
         settings = self.settings
         total = settings.maxConnections

@@ -201,7 +201,12 @@ class ProxyHeaderProtocol(Protocol):
         self._stopTimer()
         self._parser = None
         peer = cast(ITCPTransport, self.transport).getPeer()
-        self._attach(self._proxy.buildProtocol(clientAddress(header, peer)))
+        if header.source is None:
+            # LOCAL, UNKNOWN: the balancer's own connection.
+            self._attach(self._proxy.buildProtocol(peer))
+        else:
+            client = clientAddress(header, peer)
+            self._attach(self._proxy.buildProxiedProtocol(client, peer))
         if leftover and self.wrappedProtocol is not None:
             self.wrappedProtocol.dataReceived(leftover)
 

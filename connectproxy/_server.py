@@ -129,6 +129,12 @@ class ConnectProxyProtocol(Protocol):
         (C{buildProtocol}'s C{addr}), when known: the client's.  Behind
         connectproxy's PROXY-protocol listener it is the address the load
         balancer reported, while the transport's peer is the balancer.
+    @ivar balancerAddress: The load balancer's address when the PROXY
+        protocol reader built this protocol for a client its header named
+        (L{ConnectProxyFactory.buildProxiedProtocol}), else C{None}.  Such a
+        client is judged by the rules for clients behind a balancer
+        (C{--allow-client} only), whatever address it claims, the
+        balancer's own included.
     """
 
     _log = Logger()
@@ -139,6 +145,7 @@ class ConnectProxyProtocol(Protocol):
     user: str | None = None
     clientHost = ""
     clientAddress: object = None
+    balancerAddress: IAddress | None = None
 
     def __init__(self, factory: ConnectProxyFactory) -> None:
         self.factory = factory
@@ -173,15 +180,18 @@ class ConnectProxyProtocol(Protocol):
         through one (C{None} otherwise).
         """
         peer = self._transport.getPeer()
-        wrapped = cast("IAddress | None", _socketPeer(self._transport))
-        if wrapped is not None and wrapped != peer:
-            # A transport wrapper reports the client: Twisted's haproxy:
-            # wrapper, once it has read the header.
+        balancer = self.balancerAddress
+        if balancer is not None:
+            # Built by the PROXY-protocol reader for the client it reported.
+            client = self.clientAddress
+            if isinstance(client, IPv4Address | IPv6Address):
+                return client, balancer
+            return peer, balancer
+        wrapped = _wrapperBalancer(self._transport)
+        if wrapped is not None:
+            # Twisted's haproxy: wrapper (in embedding code) reports the
+            # client as the peer once its header named one.
             return peer, wrapped
-        client = self.clientAddress
-        if isinstance(client, IPv4Address | IPv6Address) and client != peer:
-            # Built for the client a load balancer reported.
-            return client, peer
         return peer, None
 
     def _newParser(self) -> ConnectRequestParser:
@@ -603,16 +613,19 @@ class ConnectProxyProtocol(Protocol):
             self._timer = None
 
 
-def _socketPeer(transport: object) -> object:
+def _wrapperBalancer(transport: object) -> IAddress | None:
     """
-    The peer of the socket under a protocol wrapper (a PROXY-protocol
-    listener reports the claimed client as its peer, and the load balancer
-    is the peer of the transport it wraps), or C{None} when there is no
-    wrapper.
+    The load balancer's address under Twisted's own PROXY-protocol wrapper
+    (C{twisted.protocols.haproxy}), once the header it read named a client;
+    the wrapper reports that client as its peer.  C{None} for any other
+    transport.
     """
+    info = getattr(transport, "_proxyInfo", None)
+    if getattr(info, "source", None) is None:
+        return None
     inner = getattr(transport, "transport", None)
     getPeer = getattr(inner, "getPeer", None)
-    return None if getPeer is None else getPeer()
+    return None if getPeer is None else cast(IAddress, getPeer())
 
 
 def _keepsAlive(request: ConnectRequest | None) -> bool:

@@ -521,6 +521,58 @@ def test_claimedClientStillChecked() -> None:
 
 @pytest.mark.parametrize(
     "header",
+    [
+        b"PROXY TCP4 127.0.0.1 127.0.0.1 45000 3128\r\n",
+        b"PROXY TCP4 127.0.0.1 127.0.0.1 5555 3128\r\n",
+        b"PROXY TCP6 ::1 ::1 5555 3128\r\n",
+        b"PROXY TCP6 ::ffff:127.0.0.1 ::1 5555 3128\r\n",
+    ],
+    ids=["same-address-and-port", "same-address", "ipv6", "ipv4-mapped"],
+)
+def test_claimedLoopbackNotImplied(header: bytes) -> None:
+    """
+    A header claiming a loopback client, even the balancer's own address
+    (and port), is a client behind a balancer: it must be in
+    C{--allow-client}, loopback is not implied.
+    """
+    harness = rulesHarness(allow=("192.0.2.0/24",))
+    wrapper, transport = connectThrough(harness)
+    wrapper.dataReceived(header + CONNECT)
+    assert transport.value().startswith(b"HTTP/1.1 403 ")
+    assert b"is not allowed behind a load balancer" in transport.value()
+    assert harness.connector.attempts == []
+    inner = wrapper.wrappedProtocol
+    assert isinstance(inner, ConnectProxyProtocol)
+    assert inner.balancerAddress == BALANCER
+
+
+@pytest.mark.parametrize(
+    "claimed, served",
+    [(b"127.0.0.1", False), (b"192.0.2.7", True)],
+)
+def test_twistedWrapperClaimsChecked(claimed: bytes, served: bool) -> None:
+    """
+    Under Twisted's own PROXY-protocol wrapper (embedding code listening
+    with Twisted's C{haproxy:} endpoint), a client its header named is
+    judged as a client behind a balancer too, even when it claims the
+    balancer's own address.
+    """
+    from twisted.protocols.haproxy._wrapper import HAProxyWrappingFactory
+
+    harness = rulesHarness(allow=("192.0.2.0/24",))
+    wrapper = HAProxyWrappingFactory(harness.factory).buildProtocol(BALANCER)
+    transport = HalfCloseableStringTransport(peerAddress=BALANCER)
+    wrapper.makeConnection(transport)
+    wrapper.dataReceived(
+        b"PROXY TCP4 " + claimed + b" 127.0.0.1 5555 3128\r\n" + CONNECT
+    )
+    assert bool(harness.connector.attempts) is served
+    if not served:
+        assert transport.value().startswith(b"HTTP/1.1 403 ")
+
+
+@pytest.mark.parametrize(
+    "header",
     [b"PROXY UNKNOWN\r\n", v2(command=0), v2(familyTransport=0x31, block=bytes(216))],
     ids=["unknown", "local", "unix"],
 )

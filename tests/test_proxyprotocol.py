@@ -470,6 +470,38 @@ def test_invalidHeaderAborts(logEvents: list[LogEvent]) -> None:
     assert not harness.factory.connections
 
 
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (b"PROXY TCP4 999.1.1.1 127.0.0.1 5555 P\r\n", "invalid TCP4 address"),
+        (b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2 3\r\n", "separated by single spaces"),
+        (b"PROXY TCP4 1.2.3.4 5.6.7.8 1 99999\r\n", "invalid port"),
+        (b"PROXY " + b"x" * 200, "no CRLF within 107 bytes"),
+        (b"\r\n\r\n\x00\r\nQUIT\n\x51", "unsupported version"),
+        (b"\x16\x03\x01\x02\x00", "does not start with a PROXY header"),
+        (b"", "does not start with a PROXY header"),
+    ],
+    ids=["v1-address", "v1-fields", "v1-port", "v1-long", "v2", "tls", "http"],
+)
+def test_invalidHeaderOneEvent(
+    logEvents: list[LogEvent], data: bytes, reason: str
+) -> None:
+    """
+    Each invalid header, whatever is wrong with it, aborts the connection
+    with exactly one log event, C{proxy_header_invalid} with the reason,
+    and no traceback.
+    """
+    harness = rulesHarness()
+    wrapper, transport = connectThrough(harness)
+    wrapper.dataReceived(data + CONNECT)
+    wrapper.connectionLost()
+    assert transport.aborted and transport.value() == b""
+    [event] = logEvents
+    assert event["event"] == "proxy_header_invalid"
+    assert reason in event["reason"]
+    assert "log_failure" not in event
+
+
 def test_untrustedSource(logEvents: list[LogEvent]) -> None:
     """
     A source outside C{--trusted-proxy} gets 403 at once, without its

@@ -45,7 +45,8 @@ from zope.interface import alsoProvides, implementer
 from ._observer import formatAddress
 from ._pemdirectory import serverFromDescription
 from ._proxyheader import InvalidProxyHeader, ProxyHeader, ProxyHeaderParser
-from ._tls import logHandshakeFailure
+from ._responses import formatSeconds
+from ._tls import handshakePending, logHandshakeFailure, logHandshakeTimeout
 
 if TYPE_CHECKING:
     from ._factory import ConnectProxyFactory
@@ -226,6 +227,16 @@ class ProxyHeaderProtocol(Protocol):
 
     def _timedOut(self) -> None:
         self._timer = None
+        transport = cast(ITCPTransport, self.transport)
+        if handshakePending(transport):
+            # Under TLS (haproxy:ssl:, haproxy:tls:) the header never came
+            # because the handshake never finished.
+            self._parser = None
+            logHandshakeTimeout(
+                formatAddress(transport.getPeer()), formatSeconds(self._timeout)
+            )
+            transport.abortConnection()
+            return
         self._closeWith(
             "closed the connection from {source}: no complete PROXY header "
             "within {timeout} seconds",

@@ -49,7 +49,7 @@ from ._observer import (
 from ._parser import ConnectRequest, ConnectRequestParser
 from ._relay import _Relay
 from ._responses import CONNECTION_ESTABLISHED, errorResponse, formatSeconds
-from ._tls import logHandshakeFailure
+from ._tls import handshakePending, logHandshakeFailure, logHandshakeTimeout
 from ._tunnel import TunnelTransport, _UpstreamProtocol, canHalfClose
 
 if TYPE_CHECKING:
@@ -303,6 +303,15 @@ class ConnectProxyProtocol(Protocol):
 
     def _requestTimedOut(self) -> None:
         self._timer = None
+        if self._receive == self._firstReceived and handshakePending(self._transport):
+            # Nothing can be sent before the handshake: no 408, and nothing
+            # to flush before closing.
+            self._receive = _discard
+            logHandshakeTimeout(
+                self._client, formatSeconds(self._settings.requestTimeout)
+            )
+            self._transport.abortConnection()
+            return
         self._refuse(
             408,
             "timed out waiting for the request head after "

@@ -94,19 +94,33 @@ class TunnelRecord:
     user: str | None = None
 
 
+def _requestText(method: str, target: str) -> str:
+    """
+    The request in the text of a refusal: C{{method}} C{{target}}, C{-} in
+    place of either that is unknown, or a single C{-} when both are.
+    """
+    if not (method or target):
+        return "-"
+    return ("{method}" if method else "-") + " " + ("{target}" if target else "-")
+
+
 @implementer(IProxyObserver)
 class AccessLogObserver:
     """
     The access log: one C{twisted.logger} event per refused request and per
     closed tunnel, with a stable C{event} field (C{request_refused},
-    C{tunnel_close}) and every field of the record.
+    C{tunnel_close}) and every field of the record.  The text of a refusal
+    says C{-} for a request line that was not read; its fields are the same
+    whatever the text says (C{method} and C{target} are then C{""}).
     """
 
     _log = Logger(namespace="connectproxy.access")
 
     def requestRefused(self, event: RefusedRequest) -> None:
         self._log.info(
-            "refused {client} {method} {target}: {status} {reason}",
+            "refused {client} "
+            + _requestText(event.method, event.target)
+            + ": {status} {reason}",
             event="request_refused",
             client=event.client,
             method=event.method,

@@ -46,7 +46,7 @@ from ._observer import (
     TunnelRecord,
     formatAddress,
 )
-from ._parser import ConnectRequest, ConnectRequestParser
+from ._parser import ConnectRequest, ConnectRequestParser, requestLineOf
 from ._relay import _Relay
 from ._responses import CONNECTION_ESTABLISHED, errorResponse, formatSeconds
 from ._tls import handshakePending, logHandshakeFailure, logHandshakeTimeout
@@ -146,6 +146,9 @@ class ConnectProxyProtocol(Protocol):
     clientHost = ""
     clientAddress: object = None
     balancerAddress: IAddress | None = None
+    # The method and target of a request refused before it was parsed,
+    # for the report.
+    _requestLine: tuple[str, str] | None = None
 
     def __init__(self, factory: ConnectProxyFactory) -> None:
         self.factory = factory
@@ -255,6 +258,8 @@ class ConnectProxyProtocol(Protocol):
         self._client = formatAddress(client)
         refused = self.factory.gatekeeper.checkClient(client, balancer)
         if refused is not None:
+            # Not parsed, but named in the log if the request line came.
+            self._requestLine = requestLineOf(data, self._settings.maxRequestLine)
             self._refuse(refused.status, refused.reason)
             return
         self._headReceived(data)
@@ -285,6 +290,7 @@ class ConnectProxyProtocol(Protocol):
         try:
             result = self._parser.feed(data)
         except BadRequest as e:
+            self._requestLine = (e.method, e.target)
             self._refuse(e.status, e.reason)
             return
         if result is None:
@@ -584,11 +590,12 @@ class ConnectProxyProtocol(Protocol):
 
     def _report(self, status: int, reason: str) -> None:
         request = self.request
+        method, target = self._requestLine or ("", "")
         self.factory.requestRefused(
             RefusedRequest(
                 client=self._client,
-                method=request.method if request else "",
-                target=request.target if request else "",
+                method=request.method if request else method,
+                target=request.target if request else target,
                 status=status,
                 reason=reason,
                 user=self.user,

@@ -334,14 +334,23 @@ def failed(d: Deferred[Any]) -> BaseException:
 
 
 @pytest.mark.parametrize(
-    "data",
-    [connectHead(), b"CONNECT exa", b"\x16\x03\x01\x02\x00"],
-    ids=["complete", "incomplete", "tls"],
+    "data, method, target",
+    [
+        (connectHead(), "CONNECT", "example.com:443"),
+        (b"CONNECT example.com:443 HTTP/1.1\r\n", "CONNECT", "example.com:443"),
+        (b"CONNECT exa", "", ""),
+        (b"\x16\x03\x01\x02\x00", "", ""),
+    ],
+    ids=["complete", "request-line", "incomplete", "tls"],
 )
-def test_foreignClientRefusedAtFirstBytes(data: bytes) -> None:
+def test_foreignClientRefusedAtFirstBytes(
+    data: bytes, method: str, target: str
+) -> None:
     """
     A client outside the allowed networks gets 403 at its first bytes,
-    whatever they are, with one refusal record and no upstream attempt.
+    whatever they are, with one refusal record and no upstream attempt; the
+    record names the method and target when the first bytes hold a whole
+    request line.
     """
     harness = ProxyHarness()
     client = harness.connectClient(FOREIGN)
@@ -357,7 +366,7 @@ def test_foreignClientRefusedAtFirstBytes(data: bytes) -> None:
     [refused] = harness.observer.refused
     assert (refused.client, refused.status) == ("192.0.2.10:5000", 403)
     assert refused.reason == "client 192.0.2.10 is not allowed (see --allow-client)"
-    assert (refused.method, refused.target) == ("", "")
+    assert (refused.method, refused.target) == (method, target)
 
 
 def test_foreignClientNotAnsweredBeforeItSends() -> None:

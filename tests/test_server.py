@@ -21,11 +21,15 @@ from twisted.internet.error import (
     DNSLookupError,
     NoRouteError,
 )
-from twisted.logger import LogEvent
+from twisted.logger import LogEvent, formatEvent
 from zope.interface.verify import verifyObject
 
 from connectproxy import ProxySettings, _server
-from connectproxy._observer import AccessLogObserver, ObserverFanOut
+from connectproxy._observer import (
+    AccessLogObserver,
+    ObserverFanOut,
+    RefusedRequest,
+)
 from connectproxy._tunnel import TransportRelay, transportRelay
 from connectproxy.interfaces import IProxyObserver, IUpstreamConnector
 from connectproxy.testing import FakeClient, ProxyHarness, RecordingObserver
@@ -826,6 +830,59 @@ def test_accessLogEvents(logEvents: list[LogEvent]) -> None:
     assert closed["upstream"] == "192.0.2.1:443"
     assert closed["reason"] == "upstream closed"
     assert len(byName["tunnel_open"]) == 1
+
+
+@pytest.mark.parametrize(
+    "request_, method, target",
+    [
+        (b"CONNECT a HTTP/1.1\r\nHost: a\r\n\r\n", "CONNECT", "a"),
+        (b"CONNECT a:443 HTTP/1.1\r\n\r\n", "CONNECT", "a:443"),
+        (b"BREW a:443 HTTP/1.1\r\nHost: a\r\n\r\n", "BREW", "a:443"),
+        (b"CONNECT a:443 HTTP/2.0\r\n\r\n", "CONNECT", "a:443"),
+        (b"CONNECT a:443\r\n\r\n", "", ""),
+    ],
+)
+def test_refusalsNameTheRequest(
+    harness: ProxyHarness, request_: bytes, method: str, target: str
+) -> None:
+    """
+    A request refused by the parser is reported with its method and target
+    when its request line was readable.
+    """
+    client = harness.connectClient()
+    client.send(request_)
+    [refused] = harness.observer.refused
+    assert (refused.method, refused.target) == (method, target)
+
+
+@pytest.mark.parametrize(
+    "record, text",
+    [
+        (
+            RefusedRequest("127.0.0.1:5", "CONNECT", "a", 400, "needs a port"),
+            "refused 127.0.0.1:5 CONNECT a: 400 needs a port",
+        ),
+        (
+            RefusedRequest("127.0.0.1:5", "", "", 400, "malformed request line"),
+            "refused 127.0.0.1:5 -: 400 malformed request line",
+        ),
+        (
+            RefusedRequest("127.0.0.1:5", "CONNECT", "", 400, "malformed target"),
+            "refused 127.0.0.1:5 CONNECT -: 400 malformed target",
+        ),
+    ],
+)
+def test_accessLogText(
+    logEvents: list[LogEvent], record: RefusedRequest, text: str
+) -> None:
+    """
+    The text of a refusal says C{-} for what was not read of the request;
+    the fields stay as they are.
+    """
+    AccessLogObserver().requestRefused(record)
+    [event] = logEvents
+    assert formatEvent(event) == text
+    assert (event["method"], event["target"]) == (record.method, record.target)
 
 
 def test_interfacesProvided(harness: ProxyHarness) -> None:

@@ -94,6 +94,14 @@ class TunnelRecord:
     user: str | None = None
 
 
+def _userText(user: str | None) -> str:
+    """
+    The user in the text of an access-log line: the C{{user}} field, or
+    C{-} when there is none (as in the Common Log Format).
+    """
+    return "{user}" if user else "-"
+
+
 def _requestText(method: str, target: str) -> str:
     """
     The request in the text of a refusal: C{{method}} C{{target}}, C{-} in
@@ -109,9 +117,10 @@ class AccessLogObserver:
     """
     The access log: one C{twisted.logger} event per refused request and per
     closed tunnel, with a stable C{event} field (C{request_refused},
-    C{tunnel_close}) and every field of the record.  The text of a refusal
-    says C{-} for a request line that was not read; its fields are the same
-    whatever the text says (C{method} and C{target} are then C{""}).
+    C{tunnel_close}) and every field of the record.  The text of each line
+    names the client, then the user (C{-} for none), then the request; the
+    fields are the same whatever the text says (C{method} and C{target} are
+    C{""} when the request line was not read, C{user} C{None}).
     """
 
     _log = Logger(namespace="connectproxy.access")
@@ -119,6 +128,8 @@ class AccessLogObserver:
     def requestRefused(self, event: RefusedRequest) -> None:
         self._log.info(
             "refused {client} "
+            + _userText(event.user)
+            + " "
             + _requestText(event.method, event.target)
             + ": {status} {reason}",
             event="request_refused",
@@ -132,7 +143,9 @@ class AccessLogObserver:
 
     def tunnelOpened(self, event: TunnelRecord) -> None:
         self._log.debug(
-            "tunnel opened {client} -> {host}:{port} via {upstream}",
+            "tunnel opened {client} "
+            + _userText(event.user)
+            + " -> {host}:{port} via {upstream}",
             event="tunnel_open",
             client=event.client,
             host=event.host,
@@ -143,7 +156,9 @@ class AccessLogObserver:
 
     def tunnelClosed(self, event: TunnelRecord) -> None:
         self._log.info(
-            "tunnel closed {client} -> {host}:{port} via {upstream}: "
+            "tunnel closed {client} "
+            + _userText(event.user)
+            + " -> {host}:{port} via {upstream}: "
             "{bytesUp} bytes up, {bytesDown} bytes down, {duration:.3f}s, "
             "{reason}",
             event="tunnel_close",

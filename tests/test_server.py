@@ -29,6 +29,7 @@ from connectproxy._observer import (
     AccessLogObserver,
     ObserverFanOut,
     RefusedRequest,
+    TunnelRecord,
 )
 from connectproxy._tunnel import TransportRelay, transportRelay
 from connectproxy.interfaces import IProxyObserver, IUpstreamConnector
@@ -860,29 +861,50 @@ def test_refusalsNameTheRequest(
     [
         (
             RefusedRequest("127.0.0.1:5", "CONNECT", "a", 400, "needs a port"),
-            "refused 127.0.0.1:5 CONNECT a: 400 needs a port",
+            "refused 127.0.0.1:5 - CONNECT a: 400 needs a port",
         ),
         (
             RefusedRequest("127.0.0.1:5", "", "", 400, "malformed request line"),
-            "refused 127.0.0.1:5 -: 400 malformed request line",
+            "refused 127.0.0.1:5 - -: 400 malformed request line",
         ),
         (
             RefusedRequest("127.0.0.1:5", "CONNECT", "", 400, "malformed target"),
-            "refused 127.0.0.1:5 CONNECT -: 400 malformed target",
+            "refused 127.0.0.1:5 - CONNECT -: 400 malformed target",
+        ),
+        (
+            RefusedRequest("127.0.0.1:5", "CONNECT", "a:25", 403, "no", "alice"),
+            "refused 127.0.0.1:5 alice CONNECT a:25: 403 no",
+        ),
+        (
+            TunnelRecord("127.0.0.1:5", "a", 443, "192.0.2.1:443", user="alice"),
+            "tunnel closed 127.0.0.1:5 alice -> a:443 via 192.0.2.1:443: "
+            "0 bytes up, 0 bytes down, 0.000s, None",
+        ),
+        (
+            TunnelRecord("127.0.0.1:5", "a", 443, "192.0.2.1:443", reason="idle"),
+            "tunnel closed 127.0.0.1:5 - -> a:443 via 192.0.2.1:443: "
+            "0 bytes up, 0 bytes down, 0.000s, idle",
         ),
     ],
 )
 def test_accessLogText(
-    logEvents: list[LogEvent], record: RefusedRequest, text: str
+    logEvents: list[LogEvent], record: RefusedRequest | TunnelRecord, text: str
 ) -> None:
     """
-    The text of a refusal says C{-} for what was not read of the request;
-    the fields stay as they are.
+    The text of an access-log line names the client, the user (C{-} for
+    none) and the request (C{-} for what was not read); the fields stay
+    as they are.
     """
-    AccessLogObserver().requestRefused(record)
+    observer = AccessLogObserver()
+    if isinstance(record, RefusedRequest):
+        observer.requestRefused(record)
+    else:
+        observer.tunnelClosed(record)
     [event] = logEvents
     assert formatEvent(event) == text
-    assert (event["method"], event["target"]) == (record.method, record.target)
+    assert event["user"] == record.user
+    if isinstance(record, RefusedRequest):
+        assert (event["method"], event["target"]) == (record.method, record.target)
 
 
 def test_interfacesProvided(harness: ProxyHarness) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 from twisted.application.service import IServiceMaker, ServiceMaker
 from twisted.application.twist._options import TwistOptions
 from twisted.application.twist._twist import Twist
+from twisted.logger import LogLevel
 from twisted.python.usage import UsageError
 
 __all__ = ["commandName", "errorText", "main"]
@@ -154,10 +155,39 @@ def splitArguments(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     proxy: list[str] = []
     for option, value in pairs:
         name = option.removeprefix("--")
+        _checkRunnerValue(name, value)
         takesValue = f"{name}=" in table.longOpt
         argument = f"{option}={value}" if takesValue else option
         (runner if name in RUNNER_OPTIONS else proxy).append(argument)
     return runner, proxy + rest
+
+
+#: The values C{twist} takes for its options that take one of a few, as
+#: (what the value is, the values in order).
+_RUNNER_VALUES = {
+    "log-format": ("a log format", ("text", "json")),
+    "log-level": (
+        "a log level",
+        tuple(level.name for level in LogLevel.iterconstants()),
+    ),
+}
+
+
+def _checkRunnerValue(name: str, value: str) -> None:
+    """
+    Refuse a value C{twist} would refuse, with a message naming the option
+    (C{twist}'s own names only the value).
+
+    @raise UsageError: For a value the option does not take.
+    """
+    known = _RUNNER_VALUES.get(name)
+    if known is None:
+        return
+    what, values = known
+    # twist reads log formats in any case, log levels as written.
+    if (value.lower() if name == "log-format" else value) not in values:
+        choices = ", ".join(values[:-1]) + " or " + values[-1]
+        raise UsageError(f"--{name}: {value!r} is not {what} ({choices})")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

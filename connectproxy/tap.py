@@ -583,7 +583,7 @@ class Options(usage.Options, AuthOptionMixin):
         name = description.partition(":")[0]
         if name not in policyFactories():
             raise usage.UsageError(
-                f"--policy: no policy plugin named {name!r} "
+                f"no policy plugin named {name!r} "
                 f"(installed: {', '.join(sorted(policyFactories())) or 'none'})"
             )
         self._append("policy", description)
@@ -599,7 +599,18 @@ class Options(usage.Options, AuthOptionMixin):
                 f"--auth {authType} does not work in connectproxy: "
                 f"{UNSUPPORTED_CHECKERS[authType]}"
             )
-        super().opt_auth(description)
+        try:
+            super().opt_auth(description)
+        except usage.UsageError as e:
+            if str(e).startswith("Auth plugin not recognized"):
+                known = sorted(
+                    f.authType for f in self._checkerFactoriesForOptHelpAuth()
+                )
+                raise usage.UsageError(
+                    f"no checker type {authType!r} (known: {', '.join(known)}; "
+                    "see --help-auth)"
+                ) from None
+            raise usage.UsageError(str(e).removeprefix("Unexpected error: ")) from None
         try:
             adaptChecker(self["credCheckers"][-1])
         except ValueError as e:
@@ -736,7 +747,45 @@ class Options(usage.Options, AuthOptionMixin):
         try:
             return policyFactories()[name].policyFromArgument(argument)
         except ValueError as e:
-            raise usage.UsageError(f"--policy {name}: {e}") from None
+            raise usage.UsageError(f"{self._source('policy')} {name}: {e}") from None
+
+    def _source(self, name: str) -> str:
+        """
+        Where an option's value came from, for a message about it:
+        C{--name}, or C{FILE: key 'name':} when the configuration file gave
+        it.
+        """
+        if self["config"] is not None and name not in self.given:
+            return f"{self['config']}: key {name!r}:"
+        return f"--{name}"
+
+    def parseArgs(self, *args: str) -> None:
+        """
+        The proxy takes options only.
+
+        @raise usage.UsageError: For any argument that is not an option,
+            naming it, and the option before it when it looks like a second
+            value for that option.
+        """
+        if not args:
+            return
+        unexpected = args[0]
+        before = self.argv[: len(self.argv) - len(args)]
+        option, value = _lastOption(before, self.longOpt)
+        if option is None:
+            raise usage.UsageError(
+                f"unexpected argument {unexpected!r}: the proxy takes options only"
+            )
+        if value is None:
+            raise usage.UsageError(
+                f"unexpected argument {unexpected!r} after --{option}, which "
+                "takes no value"
+            )
+        raise usage.UsageError(
+            f"unexpected argument {unexpected!r} after --{option} {value}: an "
+            "option takes one value; repeat the option for each (--"
+            f"{option} {value} --{option} {unexpected})"
+        )
 
     def configKeys(self) -> dict[str, ConfigKey]:
         """
@@ -775,12 +824,13 @@ class Options(usage.Options, AuthOptionMixin):
         """
         name, _, argument = self["upstream"].partition(":")
         factory = connectorFactories()[name]
+        source = self._source("upstream")
 
         def make(context: ConnectorContext) -> IUpstreamConnector:
             try:
                 return factory.connectorFromArgument(argument, context)
             except ValueError as e:
-                raise ValueError(f"--upstream {name}: {e}") from None
+                raise ValueError(f"{source} {name}: {e}") from None
 
         return make
 
@@ -869,6 +919,37 @@ for _name in dir(Options):
     _method = getattr(Options, _name)
     if _name.startswith("opt_") and _method.__doc__:
         _method.__doc__ = " ".join(_method.__doc__.split())
+
+
+def _lastOption(
+    argv: Sequence[str], longOpt: Sequence[str]
+) -> tuple[str | None, str | None]:
+    """
+    The last option in C{argv}, as C{getopt} read it, and its value.
+
+    @param argv: Arguments, ending with an option (and its value).
+    @param longOpt: The long options, C{name=} for those taking a value.
+    @return: The option's full name (C{None} when the last argument is not
+        an option), and its value (C{None} for a flag).
+    """
+
+    def resolve(given: str) -> tuple[str, bool] | None:
+        names = [o for o in longOpt if o.rstrip("=") == given]
+        names = names or [o for o in longOpt if o.startswith(given)]
+        if len(names) != 1:
+            return None
+        return names[0].rstrip("="), names[0].endswith("=")
+
+    if argv and argv[-1].startswith("--"):
+        given, equals, value = argv[-1][2:].partition("=")
+        found = resolve(given)
+        if found is not None:
+            return found[0], (value if equals else None)
+    if len(argv) >= 2 and argv[-2].startswith("--") and "=" not in argv[-2]:
+        found = resolve(argv[-2][2:])
+        if found is not None and found[1]:
+            return found[0], argv[-1]
+    return None, None
 
 
 def makeService(options: Options, reactor: Any = None) -> MultiService:

@@ -232,7 +232,11 @@ def test_allOptions() -> None:
         (["--policy", "no-such-policy"], "no policy plugin named"),
         (["--policy", "hostlist"], "needs a file"),
         (["--policy", "hostlist:/nonexistent/hosts"], "cannot read"),
-        (["--auth", "nosuchtype:x"], "not recognized"),
+        (
+            ["--auth", "nosuchtype:x"],
+            "--auth: no checker type 'nosuchtype' (known: file, htpasswd, memory; "
+            "see --help-auth)",
+        ),
         (["--listen", "tcp:notaport"], "not a valid listener"),
         (["--no-such-option"], "no-such-option"),
     ],
@@ -244,6 +248,38 @@ def test_badValues(argv: list[str], message: str) -> None:
     with pytest.raises(UsageError) as raised:
         parse(*argv)
     assert message in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["--allow-port", "443", "8443"],
+            "unexpected argument '8443' after --allow-port 443: an option takes "
+            "one value; repeat the option for each (--allow-port 443 "
+            "--allow-port 8443)",
+        ),
+        (
+            ["--allow-p=443", "8443", "--check-config"],
+            "unexpected argument '8443' after --allow-port 443: an option takes "
+            "one value; repeat the option for each (--allow-port 443 "
+            "--allow-port 8443)",
+        ),
+        (
+            ["--check-config", "tcp:3128"],
+            "unexpected argument 'tcp:3128' after --check-config, which takes no value",
+        ),
+        (["tcp:3128"], "unexpected argument 'tcp:3128': the proxy takes options only"),
+    ],
+)
+def test_unexpectedArgument(argv: list[str], message: str) -> None:
+    """
+    An argument that is not an option says which one, and what to write
+    instead when it follows an option's value.
+    """
+    with pytest.raises(UsageError) as raised:
+        parse(*argv)
+    assert str(raised.value) == message
 
 
 def test_helpExplainsOptions() -> None:

@@ -42,7 +42,10 @@ class HostListPolicy:
         try:
             with open(path, encoding="utf-8") as f:
                 lines = f.read().splitlines()
-        except (OSError, UnicodeDecodeError) as e:
+        except OSError as e:
+            reason = e.strerror or str(e)
+            raise ValueError(f"cannot read host list {path}: {reason}") from None
+        except UnicodeDecodeError as e:
             raise ValueError(f"cannot read host list {path}: {e}") from None
         patterns = []
         for number, line in enumerate(lines, 1):

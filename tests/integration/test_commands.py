@@ -121,6 +121,10 @@ def test_badOption(scratchDir: Path, entry: str) -> None:
     for arguments, names in [
         (["--no-such-option"], ["--no-such-option"]),
         (["--idle-timeout", "soon"], ["--idle-timeout", "'soon'"]),
+        (
+            ["--allow-port", "443", "8443"],
+            ["unexpected argument '8443'", "--allow-port 443 --allow-port 8443"],
+        ),
     ]:
         result = run([*ENTRY_POINTS[entry], *arguments], scratchDir)
         assertShortError(result, entry, *names)

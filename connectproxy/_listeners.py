@@ -40,6 +40,8 @@ __all__ = [
     "ListenerError",
     "ListenerPlan",
     "SystemdSocketMissing",
+    "dualStackSockets",
+    "overlap",
     "planListener",
     "splitDescription",
 ]
@@ -488,6 +490,90 @@ def _whyNot(description: str, e: Exception) -> str:
             files = f"privateKey={key}, certKey={kwargs.get('certKey', key)}"
             return f"cannot load the certificate or key ({files}): {_reason(e)}"
     return _reason(e)
+
+
+def dualStackSockets(setting: str = "/proc/sys/net/ipv6/bindv6only") -> bool:
+    """
+    Whether an IPv6 socket listening on C{[::]} takes IPv4 connections too,
+    as Linux makes it by default (C{net.ipv6.bindv6only = 0}).
+
+    @param setting: The file holding the system's setting.
+    @return: C{False} where the setting cannot be read (not Linux): there
+        it is not assumed.
+    """
+    try:
+        with open(setting) as f:
+            return f.read().strip() == "0"
+    except OSError:
+        return False
+
+
+def _boundAddress(
+    host: str | None,
+) -> ipaddress.IPv4Address | ipaddress.IPv6Address | str:
+    """
+    The address a TCP listener binds, as an IP address (C{""} is every IPv4
+    address, an IPv4-mapped IPv6 address the IPv4 one), or the text of a
+    host name.
+    """
+    text = (host or "0.0.0.0").partition("%")[0]
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return text
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        return address.ipv4_mapped
+    return address
+
+
+def overlap(
+    a: ListenerPlan, b: ListenerPlan, dualStack: bool | None = None
+) -> str | None:
+    """
+    Whether two TCP listeners on different addresses would take the same
+    port of some address, so that the second could not listen: one listens
+    on every address of the other's family (C{0.0.0.0}, C{[::]}; C{[::]}
+    takes every IPv4 address too where IPv6 sockets are dual-stack).
+
+    @param dualStack: Whether IPv6 sockets on C{[::]} take IPv4 too; by
+        default as the system says (L{dualStackSockets}).
+    @return: What they share, for a message; C{None} when they can both
+        listen (or are on the same address, which is a plain duplicate).
+    """
+    if a.port is None or a.port != b.port or a.port == 0 or a.where == b.where:
+        return None
+    if dualStack is None:
+        dualStack = dualStackSockets()
+    first, second = _boundAddress(a.host), _boundAddress(b.host)
+    if isinstance(first, str) or isinstance(second, str):
+        return None
+
+    def covers(
+        wide: ipaddress.IPv4Address | ipaddress.IPv6Address,
+        narrow: ipaddress.IPv4Address | ipaddress.IPv6Address,
+    ) -> bool:
+        if not wide.is_unspecified:
+            return False
+        return wide.version == narrow.version or (
+            wide.version == 6 and dualStack is True
+        )
+
+    if first == second:
+        # An IPv4-mapped address and the IPv4 one.
+        shared = first
+    elif covers(first, second):
+        shared = second
+    elif covers(second, first):
+        shared = first
+    else:
+        return None
+    what = (
+        f"every IPv{shared.version} address" if shared.is_unspecified else str(shared)
+    )
+    return (
+        f"{a.where} and {b.where} both take port {a.port} of {what} (a "
+        "listener on every address serves that one too: keep one of them)"
+    )
 
 
 def startingEnvironment() -> Mapping[str, str]:

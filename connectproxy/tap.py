@@ -27,7 +27,13 @@ from ._auth import UNSUPPORTED_CHECKERS, FailureLimiter, adaptChecker
 from ._config import ConfigKey, applyConfig, loadConfig
 from ._connector import ConnectorContext, ConnectorMaker
 from ._factory import ConnectProxyFactory
-from ._listeners import ListenerError, ListenerPlan, SystemdSocketMissing, planListener
+from ._listeners import (
+    ListenerError,
+    ListenerPlan,
+    SystemdSocketMissing,
+    overlap,
+    planListener,
+)
 from ._policy import (
     DEFAULT_PORTS,
     AccessRules,
@@ -696,11 +702,12 @@ class Options(usage.Options, AuthOptionMixin):
 
     def _checkDuplicateListeners(self) -> None:
         """
-        Refuse two listeners on the same address (the second could never
-        listen); port 0 asks for a different free port each time.
+        Refuse two listeners on the same address, or on overlapping ones
+        (every address and one of them, on one port): the second could
+        never listen.  Port 0 asks for a different free port each time.
         """
         seen: dict[str, str] = {}
-        for plan in self.plans:
+        for index, plan in enumerate(self.plans):
             if plan.port == 0 or plan.fileno is not None:
                 continue
             if plan.where in seen:
@@ -709,6 +716,14 @@ class Options(usage.Options, AuthOptionMixin):
                     f"both listen on {plan.where}" + self._fromFile("listen")
                 )
             seen[plan.where] = plan.description
+            for other in self.plans[:index]:
+                shared = overlap(other, plan)
+                if shared is not None:
+                    raise usage.UsageError(
+                        f"--listen {other.description!r} and "
+                        f"{plan.description!r} overlap: {shared}"
+                        + self._fromFile("listen")
+                    )
 
     def checkConfig(self) -> NoReturn:
         """

@@ -215,6 +215,13 @@ def test_allOptions() -> None:
             "'tcp:3128' and 'tcp:port=3128:interface=0.0.0.0' both listen on "
             "0.0.0.0:3128",
         ),
+        (
+            ["--listen", "tcp:3128", "--listen", "tcp:3128:interface=127.0.0.1"],
+            "--listen 'tcp:3128' and 'tcp:3128:interface=127.0.0.1' overlap: "
+            "0.0.0.0:3128 and 127.0.0.1:3128 both take port 3128 of 127.0.0.1 "
+            "(a listener on every address serves that one too: keep one of "
+            "them)",
+        ),
         (["--allow-port", "0"], "--allow-port"),
         (["--allow-port", "80-70"], "--allow-port"),
         (["--allow-client", "300.0.0.0/8"], "--allow-client"),

@@ -144,6 +144,13 @@ def test_badOption(scratchDir: Path, entry: str) -> None:
             ["'systemd:domain=INET:index=0'", "LISTEN_FDS is not set"],
         ),
         (["--auth", "htpasswd:/nonexistent/htpasswd"], ["--auth", "/nonexistent"]),
+        (
+            [
+                *("--check-config", "--listen", "tcp:18136"),
+                *("--listen", "tcp:18136:interface=127.0.0.1"),
+            ],
+            ["overlap", "0.0.0.0:18136 and 127.0.0.1:18136"],
+        ),
     ],
 )
 def test_badListener(scratchDir: Path, arguments: list[str], names: list[str]) -> None:

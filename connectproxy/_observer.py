@@ -121,9 +121,16 @@ class AccessLogObserver:
     names the client, then the user (C{-} for none), then the request; the
     fields are the same whatever the text says (C{method} and C{target} are
     C{""} when the request line was not read, C{user} C{None}).
+
+    @ivar logOpens: Whether a tunnel that opens is logged (C{tunnel_open},
+        at debug level); C{twistd}, which shows every level, runs the proxy
+        without (L{connectproxy.tap.makeService}).
     """
 
     _log = Logger(namespace="connectproxy.access")
+
+    def __init__(self, logOpens: bool = True) -> None:
+        self.logOpens = logOpens
 
     def requestRefused(self, event: RefusedRequest) -> None:
         self._log.info(
@@ -142,6 +149,8 @@ class AccessLogObserver:
         )
 
     def tunnelOpened(self, event: TunnelRecord) -> None:
+        if not self.logOpens:
+            return
         self._log.debug(
             "tunnel opened {client} "
             + _userText(event.user)

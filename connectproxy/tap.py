@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from typing import Any, NoReturn, TypeVar
 
+from twisted.application.app import ServerOptions
 from twisted.application.service import MultiService
 from twisted.copyright import version as twistedVersion
 from twisted.cred.credentials import IUsernamePassword
@@ -34,6 +35,7 @@ from ._listeners import (
     overlap,
     planListener,
 )
+from ._observer import AccessLogObserver
 from ._policy import (
     DEFAULT_PORTS,
     AccessRules,
@@ -985,12 +987,16 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
 
         reactor = globalReactor
     gatekeeper = options.gatekeeper(reactor)
+    # twistd has no log level and shows debug events: one line per tunnel
+    # there, its tunnel_close.
+    underTwistd = isinstance(options.parent, ServerOptions)
     try:
         factory = ConnectProxyFactory(
             reactor,
             options.settings(),
             gatekeeper=gatekeeper,
             upstream=options.upstream(),
+            observers=[AccessLogObserver(logOpens=not underTwistd)],
         )
     except ValueError as e:
         # The connector plugin refused its argument after all.

@@ -8,6 +8,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from twisted.application.service import IServiceMaker
@@ -19,6 +20,8 @@ from twisted.python import usage
 from twisted.python.usage import UsageError
 
 from connectproxy import ConnectProxyFactory, ProxySettings, __version__
+from connectproxy._observer import TunnelRecord
+from connectproxy._service import ListenerService
 from connectproxy._settings import defaultMaxConnections
 from connectproxy.tap import DEFAULT_LISTEN, Options, makeService
 
@@ -322,6 +325,51 @@ def test_makeServiceListens(logEvents: list[LogEvent]) -> None:
     ]
     d = service.stopService()
     assert d is not None
+
+
+def listenerFactory(service: Any) -> ConnectProxyFactory:
+    """
+    The proxy factory of a L{makeService} service's listeners.
+    """
+    [factory] = {
+        child.factory for child in service if isinstance(child, ListenerService)
+    }
+    assert isinstance(factory, ConnectProxyFactory)
+    return factory
+
+
+@pytest.mark.parametrize("runner", ["twistd", "twist", None])
+def test_tunnelOpensUnderTwistd(logEvents: list[LogEvent], runner: str | None) -> None:
+    """
+    Under twistd, which has no log level and shows every event, the access
+    log does not log tunnels that open (a debug event): each tunnel is one
+    line there, its C{tunnel_close}.  Under twist (and the connectproxy
+    command), whose --log-level hides debug events unless asked, and when
+    embedded, it does.
+    """
+    from twisted.application.twist._options import TwistOptions
+    from twisted.scripts._twistd_unix import ServerOptions
+
+    listen = ["connectproxy", "--listen", "tcp:0:interface=127.0.0.1"]
+    if runner == "twistd":
+        top: Any = ServerOptions()
+        top.parseOptions(["--pidfile=", *listen])
+        options = top.subOptions
+    elif runner == "twist":
+        top = TwistOptions()
+        top.parseOptions(listen)
+        options = top.subOptions
+    else:
+        options = parse(*listen[1:])
+    factory = listenerFactory(makeService(options, MemoryReactorClock()))
+    record = TunnelRecord("127.0.0.1:5", "example.com", 443, "192.0.2.1:443")
+    factory.observer.tunnelOpened(record)
+    factory.observer.tunnelClosed(record)
+    events = [e["event"] for e in logEvents if "event" in e]
+    if runner == "twistd":
+        assert events == ["tunnel_close"]
+    else:
+        assert events == ["tunnel_open", "tunnel_close"]
 
 
 def test_pluginDiscovered() -> None:

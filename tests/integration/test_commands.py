@@ -407,3 +407,40 @@ def test_runs(
         assert readExactly(sock, 4) == b"ping"
     proxy.waitForNamed("tunnel_close", port=echo.port)
     assert proxy.stop() in (0, -signal.SIGTERM), proxy.describe()
+
+
+def test_twistdLogsOneLinePerTunnel(
+    processes: list[ChildProcess[Any]], scratchDir: Path, origin: OriginFactory
+) -> None:
+    """
+    Under C{twistd}, which shows every log level, each tunnel is one log
+    line (C{tunnel closed}, no debug C{tunnel opened}), and nothing else is
+    logged per connection; the listener's C{starting on} line comes once.
+    """
+    echo = origin("echo")
+    argv = [*FOREGROUND["twistd -n connectproxy"], "--listen", LISTEN_ANY_PORT]
+    proxy = ChildProcess(
+        [*argv, *LOOPBACK_ORIGINS], LineCollector, sourceEnvironment(), scratchDir
+    )
+    processes.append(proxy)
+    listening = proxy.output.waitFor(
+        lambda line: "connectproxy listening on" in line, 20, "the listening line"
+    )
+    port = int(listening.rsplit(":", 1)[1])
+    for _ in range(3):
+        sock, _ = openTunnel(port, echo.port)
+        with sock:
+            sock.sendall(b"ping")
+            assert readExactly(sock, 4) == b"ping"
+
+    def allClosed(line: str) -> bool:
+        return sum("tunnel closed" in seen for seen in proxy.output.records) >= 3
+
+    proxy.output.waitFor(allClosed, 20, "3 tunnel closed lines")
+    proxy.stop()
+    lines = proxy.output.records
+    served = [line for line in lines if f"-> {LOCAL}:{echo.port}" in line]
+    assert len(served) == 3 and all("tunnel closed" in line for line in served)
+    assert not any("tunnel opened" in line for line in lines), proxy.describe()
+    assert not any("Starting factory" in line for line in lines), proxy.describe()
+    assert len([line for line in lines if " starting on " in line]) == 1

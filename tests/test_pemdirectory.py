@@ -329,3 +329,43 @@ def test_planRefusesBrokenDirectory(tmp_path: Path) -> None:
         f"'tls:{tmp_path}:port=3129': no certificate in '{tmp_path}' has its "
         "private key and a DNS name (subjectAltName) in a .pem file"
     )
+
+
+def test_handshakeChoosesByServerName(tmp_path: Path) -> None:
+    """
+    Over a real TLS handshake a client gets the certificate of the name it
+    sends (SNI), with its chain, and the first certificate without a name.
+    """
+    from cryptography.hazmat.primitives.hashes import SHA256
+    from twisted.internet.protocol import Factory
+
+    from tests.test_tls import Connection, TLSClient
+    from tests.test_tlslisteners import _sniOnly
+
+    root = Issuer("root")
+    intermediate = Issuer("intermediate", root)
+    first = Issuer("first", root, ("a.example",))
+    second = Issuer("second", intermediate, ("b.example",))
+    (tmp_path / "1.pem").write_bytes(first.pem + first.keyPEM)
+    (tmp_path / "2.pem").write_bytes(second.pem + second.keyPEM + intermediate.pem)
+    (tmp_path / "root.pem").write_bytes(root.pem)
+    clock = MemoryReactorClock()
+    certificates = DirectoryCertificates.fromDirectory(str(tmp_path))
+    tls = TLSMemoryBIOFactory(
+        certificates, False, Factory.forProtocol(Protocol), clock=clock
+    )
+
+    def served(name: bytes | None) -> list[bytes]:
+        client = TLSClient()
+        creator = _sniOnly(name) if name is not None else _sniOnly(b"")
+        Connection(tls, client, creator, clock).flush()
+        handle = client.transport.getHandle()  # type: ignore[union-attr]
+        chain = handle.get_peer_cert_chain(as_cryptography=True)
+        return [c.fingerprint(SHA256()) for c in chain]
+
+    def fingerprints(*issued: Issuer) -> list[bytes]:
+        return [i.certificate.fingerprint(SHA256()) for i in issued]
+
+    assert served(b"b.example") == fingerprints(second, intermediate)
+    assert served(b"a.example") == fingerprints(first)
+    assert served(b"") == fingerprints(first)

@@ -241,6 +241,15 @@ class ConnectRequestParser:
                     e.method, e.target = line
             raise
 
+    def requestLine(self) -> tuple[str, str] | None:
+        """
+        The method and target of the request line received so far, for the
+        log of a request refused before its head was complete (a 408).
+
+        @return: As L{requestLineOf}, for the bytes not parsed yet.
+        """
+        return requestLineOf(bytes(self._buffer), self.maxRequestLine)
+
     def _feed(self, data: bytes) -> tuple[ConnectRequest, bytes] | None:
         if self._done:
             raise RuntimeError("the request head was already parsed")

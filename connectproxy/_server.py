@@ -318,6 +318,7 @@ class ConnectProxyProtocol(Protocol):
             )
             self._transport.abortConnection()
             return
+        self._requestLine = self._parser.requestLine()
         self._refuse(
             408,
             "timed out waiting for the request head after "

@@ -833,6 +833,22 @@ def test_accessLogEvents(logEvents: list[LogEvent]) -> None:
     assert len(byName["tunnel_open"]) == 1
 
 
+def test_timeoutNamesTheRequestLine(harness: ProxyHarness) -> None:
+    """
+    A 408 for a head that did not complete names the request line when it
+    came whole.
+    """
+    client = harness.connectClient()
+    client.send(b"CONNECT a.example:443 HTTP/1.1\r\nHost: a.ex")
+    other = harness.connectClient()
+    other.send(b"CONNECT a.exa")
+    harness.clock.advance(harness.factory.settings.requestTimeout)
+    assert [(r.status, r.method, r.target) for r in harness.observer.refused] == [
+        (408, "CONNECT", "a.example:443"),
+        (408, "", ""),
+    ]
+
+
 @pytest.mark.parametrize(
     "request_, method, target",
     [

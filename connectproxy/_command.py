@@ -17,6 +17,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from twisted.application.reactors import getReactorTypes
 from twisted.application.service import IServiceMaker, ServiceMaker
 from twisted.application.twist._options import TwistOptions
 from twisted.application.twist._twist import Twist
@@ -89,7 +90,12 @@ class _Twist(Twist):
         try:
             options.parseOptions(argv[1:])
         except UsageError as e:
-            raise SystemExit(errorText(e)) from None
+            message = str(e)
+            if message.startswith("Unknown reactor: "):
+                known = ", ".join(r.shortName for r in getReactorTypes())
+                name = message.removeprefix("Unknown reactor: ")
+                message = f"--reactor: no reactor named {name!r} (known: {known})"
+            raise SystemExit(errorText(UsageError(message))) from None
         return options
 
 

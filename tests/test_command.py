@@ -127,6 +127,10 @@ def test_checkConfig(capsys: pytest.CaptureFixture[str]) -> None:
             "connectproxy: error: --log-level: 'loud' is not a log level "
             "(debug, info, warn, error or critical)",
         ),
+        (
+            ["--reactor", "nosuch"],
+            "connectproxy: error: --reactor: no reactor named 'nosuch' (known: ",
+        ),
         (["--check-config", "--listen", "tls:3129"], "would listen on [::]:443"),
         (
             ["extra"],

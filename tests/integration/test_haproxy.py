@@ -205,9 +205,12 @@ def test_clientAddressFromHAProxyIPv6(
 ) -> None:
     """
     The same over IPv6: HAProxy on ::1 in front of a C{haproxy:tcp6:}
-    listener; the access log names the client's own port.
+    listener; the access log names the client's own port.  The client (::1,
+    as the balancer) must be in --allow-client: loopback is not implied.
     """
-    running = proxy(listen=["haproxy:tcp6:0:interface=\\:\\:1"])
+    running = proxy(
+        "--allow-client", "::1/128", listen=["haproxy:tcp6:0:interface=\\:\\:1"]
+    )
     front = haproxy(running, socket.AF_INET6)
     with tunnelFrom(front, echoOrigin, "::1", socket.AF_INET6) as client:
         clientPort = client.getsockname()[1]

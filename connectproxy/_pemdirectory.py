@@ -8,17 +8,18 @@ with a loop that never ends when a certificate in it issued itself (a CA
 certificate next to the server's, as most directories have) or when two
 certificates issued each other, and reads the directory again for every
 client naming a server it does not know.  L{tlsServerEndpoint} takes the
-same description fields and reads the directory once, with
-L{DirectoryCertificates.fromDirectory}; a reload (SIGHUP) reads it again.
+same description fields and reads the directory when it listens, with
+L{DirectoryCertificates.fromDirectory}, and never for a client; a reload
+(SIGHUP) reads it again.
 
 How a directory is read:
 
   - every file whose name ends in C{.pem}, in subdirectories too, in the
     order of their paths; blocks other than certificates and private keys
     (C{EC PARAMETERS}, C{DH PARAMETERS}) are skipped;
-  - each private key is paired with the certificate of its public key; the
-    certificate serves the DNS names of its subjectAltName (a name given by
-    two certificates is served by the one valid longest);
+  - each private key is paired with every certificate of its public key;
+    each serves the DNS names of its subjectAltName (a name given by two
+    certificates is served by the one valid longest);
   - its chain is the certificates that issued it, one after the other (the
     issuer's signature checked), up to but excluding a self-signed root,
     and never a certificate twice;
@@ -217,19 +218,24 @@ def pairKeys(
     certificates: Sequence[x509.Certificate], keys: Iterable[PrivateKeyTypes]
 ) -> list[tuple[x509.Certificate, PrivateKeyTypes]]:
     """
-    Pair each private key with the (first) certificate of its public key.
+    Pair each private key with every certificate of its public key (a
+    renewal may keep the key).
 
-    @return: The pairs, in the order of the keys; keys without a
-        certificate are left out.
+    @return: The pairs, in the order of the keys, then of the certificates;
+        each certificate once; keys without a certificate are left out.
     """
-    byPublicKey: dict[bytes, x509.Certificate] = {}
+    byPublicKey: dict[bytes, list[x509.Certificate]] = {}
     for certificate in certificates:
-        byPublicKey.setdefault(_publicKey(certificate), certificate)
+        byPublicKey.setdefault(_publicKey(certificate), []).append(certificate)
+    byPublicKey.pop(b"", None)
     pairs = []
+    paired: set[bytes] = set()
     for key in keys:
-        matching = byPublicKey.get(_publicKey(key))
-        if matching is not None:
-            pairs.append((matching, key))
+        for certificate in byPublicKey.get(_publicKey(key), []):
+            fingerprint = certificate.fingerprint(_SHA256)
+            if fingerprint not in paired:
+                paired.add(fingerprint)
+                pairs.append((certificate, key))
     return pairs
 
 

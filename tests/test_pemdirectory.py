@@ -238,6 +238,27 @@ def test_serverNames(tmp_path: Path) -> None:
     assert certificates.names == ["*.b.example", "a.example", "c.example"]
 
 
+def test_renewalWithTheSameKey(tmp_path: Path) -> None:
+    """
+    Two certificates of one key (a renewal that kept it) are both served,
+    the one valid longest for their name, and a certificate found twice is
+    served once.
+    """
+    root = Issuer("root")
+    old = Issuer("old", root, ("a.example",), days=10)
+    new = Issuer("new", root, ("a.example",), days=90, key=old.key)
+    (tmp_path / "1-old.pem").write_bytes(old.pem + old.keyPEM)
+    (tmp_path / "2-new.pem").write_bytes(new.pem + new.keyPEM)
+    (tmp_path / "3-copy.pem").write_bytes(new.pem)
+    certificates = DirectoryCertificates.fromDirectory(str(tmp_path))
+    assert [s.certificate for s in certificates.served] == [
+        old.certificate,
+        new.certificate,
+    ]
+    context = certificates.contextFor(b"a.example")
+    assert context is certificates.served[1].options.getContext()
+
+
 def test_otherBlocksSkipped(tmp_path: Path) -> None:
     """
     Blocks other than certificates and private keys (the C{EC PARAMETERS}
@@ -360,8 +381,8 @@ def test_handshakeChoosesByServerName(tmp_path: Path) -> None:
         creator = _sniOnly(name) if name is not None else _sniOnly(b"")
         Connection(tls, client, creator, clock).flush()
         handle = client.transport.getHandle()  # type: ignore[union-attr]
-        chain = handle.get_peer_cert_chain(as_cryptography=True)
-        return [c.fingerprint(SHA256()) for c in chain]
+        chain = handle.get_peer_cert_chain()
+        return [c.to_cryptography().fingerprint(SHA256()) for c in chain]
 
     def fingerprints(*issued: Issuer) -> list[bytes]:
         return [i.certificate.fingerprint(SHA256()) for i in issued]

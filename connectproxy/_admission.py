@@ -132,10 +132,12 @@ class Gatekeeper:
         Whether a client may use the proxy at all.  UNIX socket clients
         always may: file permissions guard those sockets.
 
-        @param address: The client's address as the transport reports it.
-        @param socketAddress: The address of the peer of the socket itself,
-            when it differs (behind a PROXY-protocol listener: the load
-            balancer's).
+        @param address: The client's address: the transport's peer, or the
+            one a PROXY-protocol header named.
+        @param socketAddress: The load balancer's address when C{address}
+            is the one its PROXY-protocol header named, else C{None}.  Such
+            a client must be in the operator's networks, whatever it claims
+            (the balancer's own address included): loopback is not implied.
         @return: C{None}, or why it may not.
         """
         host, _ = clientHostPort(address)
@@ -143,7 +145,7 @@ class Gatekeeper:
             return None
         client = ipaddress.ip_address(host)
         balancer, _ = clientHostPort(socketAddress)
-        if balancer and balancer != host:
+        if balancer:
             reason = self.rules.clients.explainProxied(
                 client, ipaddress.ip_address(balancer)
             )

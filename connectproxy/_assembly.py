@@ -177,12 +177,15 @@ def connectorMaker(options: ParsedOptions) -> ConnectorMaker:
     """
     name, _, argument = options["upstream"].partition(":")
     factory = connectorFactories()[name]
+    # Where the value came from: the command line, or a key of the
+    # configuration file.
+    source = getattr(options, "_source", lambda name: f"--{name}")("upstream")
 
     def make(context: ConnectorContext) -> IUpstreamConnector:
         try:
             return factory.connectorFromArgument(argument, context)
         except ValueError as e:
-            raise ValueError(f"--upstream {name}: {e}") from None
+            raise ValueError(f"{source} {name}: {e}") from None
 
     return make
 

@@ -17,9 +17,11 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from twisted.application.reactors import getReactorTypes
 from twisted.application.service import IServiceMaker, ServiceMaker
 from twisted.application.twist._options import TwistOptions
 from twisted.application.twist._twist import Twist
+from twisted.logger import LogLevel
 from twisted.python.usage import UsageError
 
 __all__ = ["commandName", "errorText", "main"]
@@ -88,7 +90,12 @@ class _Twist(Twist):
         try:
             options.parseOptions(argv[1:])
         except UsageError as e:
-            raise SystemExit(errorText(e)) from None
+            message = str(e)
+            if message.startswith("Unknown reactor: "):
+                known = ", ".join(r.shortName for r in getReactorTypes())
+                name = message.removeprefix("Unknown reactor: ")
+                message = f"--reactor: no reactor named {name!r} (known: {known})"
+            raise SystemExit(errorText(UsageError(message))) from None
         return options
 
 
@@ -154,10 +161,39 @@ def splitArguments(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     proxy: list[str] = []
     for option, value in pairs:
         name = option.removeprefix("--")
+        _checkRunnerValue(name, value)
         takesValue = f"{name}=" in table.longOpt
         argument = f"{option}={value}" if takesValue else option
         (runner if name in RUNNER_OPTIONS else proxy).append(argument)
     return runner, proxy + rest
+
+
+#: The values C{twist} takes for its options that take one of a few, as
+#: (what the value is, the values in order).
+_RUNNER_VALUES = {
+    "log-format": ("a log format", ("text", "json")),
+    "log-level": (
+        "a log level",
+        tuple(level.name for level in LogLevel.iterconstants()),
+    ),
+}
+
+
+def _checkRunnerValue(name: str, value: str) -> None:
+    """
+    Refuse a value C{twist} would refuse, with a message naming the option
+    (C{twist}'s own names only the value).
+
+    @raise UsageError: For a value the option does not take.
+    """
+    known = _RUNNER_VALUES.get(name)
+    if known is None:
+        return
+    what, values = known
+    # twist reads log formats in any case, log levels as written.
+    if (value.lower() if name == "log-format" else value) not in values:
+        choices = ", ".join(values[:-1]) + " or " + values[-1]
+        raise UsageError(f"--{name}: {value!r} is not {what} ({choices})")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -64,12 +64,21 @@ class BadRequest(RefusalError):
     @ivar status: The HTTP status code to answer with (400, 414, 431, 501,
         505).
     @ivar reason: A short explanation, safe to show the client.
+    @ivar method: The request method, when the request line could be split
+        into a method, a target and a version, and the method is a token;
+        else C{""}.  The parser fills it in.
+    @ivar target: The request-target then, when it is printable ASCII;
+        else C{""}.
     """
 
-    def __init__(self, status: int, reason: str) -> None:
+    def __init__(
+        self, status: int, reason: str, method: str = "", target: str = ""
+    ) -> None:
         super().__init__(status, reason)
         self.status = status
         self.reason = reason
+        self.method = method
+        self.target = target
 
     def __str__(self) -> str:
         return f"{self.status} {self.reason}"

@@ -252,19 +252,47 @@ class ConnectionRecord:
     requests: int = 0
 
 
+def _userText(user: str | None) -> str:
+    """
+    The user in the text of an access-log line: the C{{user}} field, or
+    C{-} when there is none (as in the Common Log Format).
+    """
+    return "{user}" if user else "-"
+
+
+def _requestText(method: str, target: str) -> str:
+    """
+    The request in the text of a refusal: C{{method}} C{{target}}, C{-} in
+    place of either that is unknown, or a single C{-} when both are.
+    """
+    if not (method or target):
+        return "-"
+    return ("{method}" if method else "-") + " " + ("{target}" if target else "-")
+
+
 @implementer(IProxyObserver)
 class AccessLogObserver:
     """
     The access log: one C{twisted.logger} event per refused request and per
     closed tunnel, with a stable C{event} field (C{request_refused},
-    C{tunnel_close}) and every field of the record.
+    C{tunnel_close}) and every field of the record.  The text of each line
+    names the client, then the user (C{-} for none), then the request; the
+    fields are the same whatever the text says (C{method} and C{target} are
+    C{""} when the request line was not read, C{user} C{None}).
 
     Requests with no response (C{shed}, C{abandoned}) are left out: the
     proxy logs those itself (C{connections_shed}, counted at most once a
     second; C{connect_abandoned}).  Connections are not logged.
+
+    @ivar logOpens: Whether a tunnel that opens is logged (C{tunnel_open},
+        at debug level); C{twistd}, which shows every level, runs the proxy
+        without (L{connectproxy.tap.makeService}).
     """
 
     _log = Logger(namespace="connectproxy.access")
+
+    def __init__(self, logOpens: bool = True) -> None:
+        self.logOpens = logOpens
 
     def connectionOpened(self, event: ConnectionRecord) -> None:
         pass
@@ -276,7 +304,11 @@ class AccessLogObserver:
         if not event.status:
             return
         self._log.info(
-            "refused {client} {method} {target}: {status} {reason}",
+            "refused {client} "
+            + _userText(event.user)
+            + " "
+            + _requestText(event.method, event.target)
+            + ": {status} {reason}",
             event="request_refused",
             client=event.client,
             method=event.method,
@@ -288,8 +320,12 @@ class AccessLogObserver:
         )
 
     def tunnelOpened(self, event: TunnelRecord) -> None:
+        if not self.logOpens:
+            return
         self._log.debug(
-            "tunnel opened {client} -> {host}:{port} via {upstream}",
+            "tunnel opened {client} "
+            + _userText(event.user)
+            + " -> {host}:{port} via {upstream}",
             event="tunnel_open",
             client=event.client,
             host=event.host,
@@ -302,7 +338,9 @@ class AccessLogObserver:
 
     def tunnelClosed(self, event: TunnelRecord) -> None:
         self._log.info(
-            "tunnel closed {client} -> {host}:{port} via {upstream}: "
+            "tunnel closed {client} "
+            + _userText(event.user)
+            + " -> {host}:{port} via {upstream}: "
             "{bytesUp} bytes up, {bytesDown} bytes down, {duration:.3f}s, "
             "{reason}",
             event="tunnel_close",

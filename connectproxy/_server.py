@@ -49,10 +49,10 @@ from ._observer import (
     TunnelRecord,
     formatAddress,
 )
-from ._parser import ConnectRequest, ConnectRequestParser
+from ._parser import ConnectRequest, ConnectRequestParser, requestLineOf
 from ._relay import _Relay
 from ._responses import CONNECTION_ESTABLISHED, errorResponse, formatSeconds
-from ._tls import logHandshakeFailure
+from ._tls import handshakePending, logHandshakeFailure, logHandshakeTimeout
 from ._tunnel import TunnelTransport, _UpstreamProtocol, canHalfClose
 
 if TYPE_CHECKING:
@@ -142,6 +142,12 @@ class ConnectProxyProtocol(Protocol):
         (C{buildProtocol}'s C{addr}), when known: the client's.  Behind
         connectproxy's PROXY-protocol listener it is the address the load
         balancer reported, while the transport's peer is the balancer.
+    @ivar balancerAddress: The load balancer's address when the PROXY
+        protocol reader built this protocol for a client its header named
+        (L{ConnectProxyFactory.buildProxiedProtocol}), else C{None}.  Such a
+        client is judged by the rules for clients behind a balancer
+        (C{--allow-client} only), whatever address it claims, the
+        balancer's own included.
     """
 
     _log = Logger()
@@ -152,6 +158,10 @@ class ConnectProxyProtocol(Protocol):
     user: str | None = None
     clientHost = ""
     clientAddress: object = None
+    balancerAddress: IAddress | None = None
+    # The method and target of a request refused before it was parsed,
+    # for the report.
+    _requestLine: tuple[str, str] | None = None
 
     def __init__(self, factory: ConnectProxyFactory) -> None:
         self.factory = factory
@@ -196,15 +206,18 @@ class ConnectProxyProtocol(Protocol):
         through one (C{None} otherwise).
         """
         peer = self._transport.getPeer()
-        wrapped = cast("IAddress | None", _socketPeer(self._transport))
-        if wrapped is not None and wrapped != peer:
-            # A transport wrapper reports the client: Twisted's haproxy:
-            # wrapper, once it has read the header.
+        balancer = self.balancerAddress
+        if balancer is not None:
+            # Built by the PROXY-protocol reader for the client it reported.
+            client = self.clientAddress
+            if isinstance(client, IPv4Address | IPv6Address):
+                return client, balancer
+            return peer, balancer
+        wrapped = _wrapperBalancer(self._transport)
+        if wrapped is not None:
+            # Twisted's haproxy: wrapper (in embedding code) reports the
+            # client as the peer once its header named one.
             return peer, wrapped
-        client = self.clientAddress
-        if isinstance(client, IPv4Address | IPv6Address) and client != peer:
-            # Built for the client a load balancer reported.
-            return client, peer
         return peer, None
 
     def _newParser(self) -> ConnectRequestParser:
@@ -271,6 +284,8 @@ class ConnectProxyProtocol(Protocol):
         self._client = formatAddress(client)
         refused = self.factory.gatekeeper.checkClient(client, balancer)
         if refused is not None:
+            # Not parsed, but named in the log if the request line came.
+            self._requestLine = requestLineOf(data, self._settings.maxRequestLine)
             self._refuse(refused.status, refused.reason, outcome=refused.outcome)
             return
         self._headReceived(data)
@@ -301,6 +316,7 @@ class ConnectProxyProtocol(Protocol):
         try:
             result = self._parser.feed(data)
         except BadRequest as e:
+            self._requestLine = (e.method, e.target)
             self._refuse(e.status, e.reason, outcome=Outcome.BAD_REQUEST)
             return
         if result is None:
@@ -324,6 +340,16 @@ class ConnectProxyProtocol(Protocol):
 
     def _requestTimedOut(self) -> None:
         self._timer = None
+        if self._receive == self._firstReceived and handshakePending(self._transport):
+            # Nothing can be sent before the handshake: no 408, and nothing
+            # to flush before closing.
+            self._receive = _discard
+            logHandshakeTimeout(
+                self._client, formatSeconds(self._settings.requestTimeout)
+            )
+            self._transport.abortConnection()
+            return
+        self._requestLine = self._parser.requestLine()
         self._refuse(
             408,
             "timed out waiting for the request head after "
@@ -673,11 +699,12 @@ class ConnectProxyProtocol(Protocol):
 
     def _report(self, status: int, reason: str, outcome: str = "") -> None:
         request = self.request
+        method, target = self._requestLine or ("", "")
         self.factory.requestRefused(
             RefusedRequest(
                 client=self._client,
-                method=request.method if request else "",
-                target=request.target if request else "",
+                method=request.method if request else method,
+                target=request.target if request else target,
                 status=status,
                 reason=reason,
                 user=self.user,
@@ -712,16 +739,19 @@ class ConnectProxyProtocol(Protocol):
             self._timer = None
 
 
-def _socketPeer(transport: object) -> object:
+def _wrapperBalancer(transport: object) -> IAddress | None:
     """
-    The peer of the socket under a protocol wrapper (a PROXY-protocol
-    listener reports the claimed client as its peer, and the load balancer
-    is the peer of the transport it wraps), or C{None} when there is no
-    wrapper.
+    The load balancer's address under Twisted's own PROXY-protocol wrapper
+    (C{twisted.protocols.haproxy}), once the header it read named a client;
+    the wrapper reports that client as its peer.  C{None} for any other
+    transport.
     """
+    info = getattr(transport, "_proxyInfo", None)
+    if getattr(info, "source", None) is None:
+        return None
     inner = getattr(transport, "transport", None)
     getPeer = getattr(inner, "getPeer", None)
-    return None if getPeer is None else getPeer()
+    return None if getPeer is None else cast(IAddress, getPeer())
 
 
 def _keepsAlive(request: ConnectRequest | None) -> bool:

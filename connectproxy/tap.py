@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from functools import partial
 from typing import Any, NoReturn
 
+from twisted.application.app import ServerOptions
 from twisted.application.service import MultiService
 from twisted.copyright import version as twistedVersion
 from twisted.cred.credentials import IUsernamePassword
@@ -39,8 +40,14 @@ from ._config import ConfigKey, applyConfig, loadConfig
 from ._connector import ConnectorContext, ConnectorMaker
 from ._factory import ConnectProxyFactory
 from ._limits import DescriptorLimitService
-from ._listeners import ListenerError, ListenerPlan, SystemdSocketMissing, planListener
-from ._observer import ObserverFanOut
+from ._listeners import (
+    ListenerError,
+    ListenerPlan,
+    SystemdSocketMissing,
+    overlap,
+    planListener,
+)
+from ._observer import AccessLogObserver, ObserverFanOut
 from ._observercontext import ObserverContext, idleContext, makeObservers
 from ._optionvalues import (
     byteCount,
@@ -505,7 +512,7 @@ class Options(usage.Options, AuthOptionMixin):
         name = description.partition(":")[0]
         if name not in policyFactories():
             raise usage.UsageError(
-                f"--policy: no policy plugin named {name!r} "
+                f"no policy plugin named {name!r} "
                 f"(installed: {', '.join(sorted(policyFactories())) or 'none'})"
             )
         self._append("policy", description)
@@ -537,7 +544,18 @@ class Options(usage.Options, AuthOptionMixin):
                 f"--auth {authType} does not work in connectproxy: "
                 f"{UNSUPPORTED_CHECKERS[authType]}"
             )
-        super().opt_auth(description)
+        try:
+            super().opt_auth(description)
+        except usage.UsageError as e:
+            if str(e).startswith("Auth plugin not recognized"):
+                known = sorted(
+                    f.authType for f in self._checkerFactoriesForOptHelpAuth()
+                )
+                raise usage.UsageError(
+                    f"no checker type {authType!r} (known: {', '.join(known)}; "
+                    "see --help-auth)"
+                ) from None
+            raise usage.UsageError(str(e).removeprefix("Unexpected error: ")) from None
         try:
             adaptChecker(self["credCheckers"][-1])
         except ValueError as e:
@@ -634,11 +652,12 @@ class Options(usage.Options, AuthOptionMixin):
 
     def _checkDuplicateListeners(self) -> None:
         """
-        Refuse two listeners on the same address (the second could never
-        listen); port 0 asks for a different free port each time.
+        Refuse two listeners on the same address, or on overlapping ones
+        (every address and one of them, on one port): the second could
+        never listen.  Port 0 asks for a different free port each time.
         """
         seen: dict[str, str] = {}
-        for plan in self.plans:
+        for index, plan in enumerate(self.plans):
             if plan.port == 0 or plan.fileno is not None:
                 continue
             if plan.where in seen:
@@ -647,6 +666,14 @@ class Options(usage.Options, AuthOptionMixin):
                     f"both listen on {plan.where}" + self._fromFile("listen")
                 )
             seen[plan.where] = plan.description
+            for other in self.plans[:index]:
+                shared = overlap(other, plan)
+                if shared is not None:
+                    raise usage.UsageError(
+                        f"--listen {other.description!r} and "
+                        f"{plan.description!r} overlap: {shared}"
+                        + self._fromFile("listen")
+                    )
 
     def checkConfig(self) -> NoReturn:
         """
@@ -706,7 +733,45 @@ class Options(usage.Options, AuthOptionMixin):
         try:
             return policyFactories()[name].policyFromArgument(argument)
         except ValueError as e:
-            raise usage.UsageError(f"--policy {name}: {e}") from None
+            raise usage.UsageError(f"{self._source('policy')} {name}: {e}") from None
+
+    def _source(self, name: str) -> str:
+        """
+        Where an option's value came from, for a message about it:
+        C{--name}, or C{FILE: key 'name':} when the configuration file gave
+        it.
+        """
+        if self["config"] is not None and name not in self.given:
+            return f"{self['config']}: key {name!r}:"
+        return f"--{name}"
+
+    def parseArgs(self, *args: str) -> None:
+        """
+        The proxy takes options only.
+
+        @raise usage.UsageError: For any argument that is not an option,
+            naming it, and the option before it when it looks like a second
+            value for that option.
+        """
+        if not args:
+            return
+        unexpected = args[0]
+        before = self.argv[: len(self.argv) - len(args)]
+        option, value = _lastOption(before, self.longOpt)
+        if option is None:
+            raise usage.UsageError(
+                f"unexpected argument {unexpected!r}: the proxy takes options only"
+            )
+        if value is None:
+            raise usage.UsageError(
+                f"unexpected argument {unexpected!r} after --{option}, which "
+                "takes no value"
+            )
+        raise usage.UsageError(
+            f"unexpected argument {unexpected!r} after --{option} {value}: an "
+            "option takes one value; repeat the option for each (--"
+            f"{option} {value} --{option} {unexpected})"
+        )
 
     def configKeys(self) -> dict[str, ConfigKey]:
         """
@@ -818,6 +883,37 @@ for _name in dir(Options):
         _method.__doc__ = " ".join(_method.__doc__.split())
 
 
+def _lastOption(
+    argv: Sequence[str], longOpt: Sequence[str]
+) -> tuple[str | None, str | None]:
+    """
+    The last option in C{argv}, as C{getopt} read it, and its value.
+
+    @param argv: Arguments, ending with an option (and its value).
+    @param longOpt: The long options, C{name=} for those taking a value.
+    @return: The option's full name (C{None} when the last argument is not
+        an option), and its value (C{None} for a flag).
+    """
+
+    def resolve(given: str) -> tuple[str, bool] | None:
+        names = [o for o in longOpt if o.rstrip("=") == given]
+        names = names or [o for o in longOpt if o.startswith(given)]
+        if len(names) != 1:
+            return None
+        return names[0].rstrip("="), names[0].endswith("=")
+
+    if argv and argv[-1].startswith("--"):
+        given, equals, value = argv[-1][2:].partition("=")
+        found = resolve(given)
+        if found is not None:
+            return found[0], (value if equals else None)
+    if len(argv) >= 2 and argv[-2].startswith("--") and "=" not in argv[-2]:
+        found = resolve(argv[-2][2:])
+        if found is not None and found[1]:
+            return found[0], argv[-1]
+    return None, None
+
+
 def _descriptorCeiling(reactor: Any) -> int | None:
     """
     The highest descriptor limit C{reactor} can use: C{select()} watches
@@ -882,6 +978,12 @@ def makeService(
             )
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
+        # twistd has no log level and shows debug events: one line per
+        # tunnel there, its tunnel_close.
+        underTwistd = isinstance(options.parent, ServerOptions)
+        for observer in observers:
+            if isinstance(observer, AccessLogObserver):
+                observer.logOpens = not underTwistd
         factory.observer = ObserverFanOut(observers)
     load = reloader(options, reactor, connector=connector, observers=observers)
     # Descriptors: raised at start in the proxy's own process (never in a

@@ -335,14 +335,23 @@ def failed(d: Deferred[Any]) -> BaseException:
 
 
 @pytest.mark.parametrize(
-    "data",
-    [connectHead(), b"CONNECT exa", b"\x16\x03\x01\x02\x00"],
-    ids=["complete", "incomplete", "tls"],
+    "data, method, target",
+    [
+        (connectHead(), "CONNECT", "example.com:443"),
+        (b"CONNECT example.com:443 HTTP/1.1\r\n", "CONNECT", "example.com:443"),
+        (b"CONNECT exa", "", ""),
+        (b"\x16\x03\x01\x02\x00", "", ""),
+    ],
+    ids=["complete", "request-line", "incomplete", "tls"],
 )
-def test_foreignClientRefusedAtFirstBytes(data: bytes) -> None:
+def test_foreignClientRefusedAtFirstBytes(
+    data: bytes, method: str, target: str
+) -> None:
     """
     A client outside the allowed networks gets 403 at its first bytes,
-    whatever they are, with one refusal record and no upstream attempt.
+    whatever they are, with one refusal record and no upstream attempt; the
+    record names the method and target when the first bytes hold a whole
+    request line.
     """
     harness = ProxyHarness()
     client = harness.connectClient(FOREIGN)
@@ -358,7 +367,7 @@ def test_foreignClientRefusedAtFirstBytes(data: bytes) -> None:
     [refused] = harness.observer.refused
     assert (refused.client, refused.status) == ("192.0.2.10:5000", 403)
     assert refused.reason == "client 192.0.2.10 is not allowed (see --allow-client)"
-    assert (refused.method, refused.target) == ("", "")
+    assert (refused.method, refused.target) == (method, target)
 
 
 def test_foreignClientNotAnsweredBeforeItSends() -> None:
@@ -1608,14 +1617,17 @@ def test_directConnectorGetsNetworkRules() -> None:
 
 def proxiedClient(harness: ProxyHarness, claimed: str, balancer: str) -> FakeClient:
     """
-    A client whose transport reports C{claimed} (what a PROXY header said)
-    while the socket under it is connected to C{balancer}.
+    A client a PROXY header from C{balancer} named as C{claimed}: built as
+    connectproxy's PROXY-protocol reader builds it, on the connection from
+    the balancer.
     """
-    client = harness.connectClient(IPv4Address("TCP", claimed, 5000))
-    client.transport.transport = HalfCloseableStringTransport(  # type: ignore[attr-defined]
-        peerAddress=IPv4Address("TCP", balancer, 6000)
+    balancerAddress = IPv4Address("TCP", balancer, 6000)
+    protocol = harness.factory.buildProxiedProtocol(
+        IPv4Address("TCP", claimed, 5000), balancerAddress
     )
-    return client
+    transport = HalfCloseableStringTransport(peerAddress=balancerAddress)
+    protocol.makeConnection(transport)
+    return FakeClient(protocol, transport)
 
 
 def test_forgedProxyHeaderClaimingLoopbackRefused() -> None:
@@ -1638,20 +1650,21 @@ def test_forgedProxyHeaderClaimingLoopbackRefused() -> None:
 def test_proxiedLoopbackNotImplicit() -> None:
     """
     Even from a trusted balancer, a claimed loopback client is not allowed
-    by default: only the operator's --allow-client networks are.
+    by default, not even the balancer's own address: only the operator's
+    --allow-client networks are.
     """
     harness = makeHarness()
-    client = proxiedClient(harness, "127.0.0.1", "127.0.0.1")
-    client.send(connectHead())
-    assert harness.connector.attempts != []  # same address: not proxied
-    client = proxiedClient(harness, "127.0.0.5", "127.0.0.1")
-    client.send(connectHead())
-    response = onlyResponse(client)
-    assert response.status == 403
-    assert response.body == (
-        b"403 Forbidden: client 127.0.0.5 is not allowed behind a load balancer "
-        b"(see --allow-client)\n"
-    )
+    for claimed in ("127.0.0.1", "127.0.0.5"):
+        client = proxiedClient(harness, claimed, "127.0.0.1")
+        client.send(connectHead())
+        response = onlyResponse(client)
+        assert response.status == 403
+        expected = (
+            f"403 Forbidden: client {claimed} is not allowed behind a load "
+            "balancer (see --allow-client)\n"
+        )
+        assert response.body == expected.encode()
+    assert harness.connector.attempts == []
 
 
 @pytest.mark.parametrize(

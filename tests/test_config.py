@@ -373,12 +373,12 @@ def test_valueLikeAnOptionIsAValue(tmp_path: Path) -> None:
         ("idle-timeout = -1\n", "idle-timeout", "positive number of seconds"),
         ('idle-timeout = "soon"\n', "idle-timeout", "not a number of seconds"),
         ("max-connections = 1.5\n", "max-connections", "not a whole number"),
-        ('allow-port = ["0"]\n', "allow-port", "--allow-port"),
+        ('allow-port = ["0"]\n', "allow-port", "ports go from 1 to 65535"),
         ('allow-network = ["10.0.0.1/8"]\n', "allow-network", "not a network"),
         ('allow-host = "*"\n', "allow-host", "matches all"),
         ('listen = ["bogus:1"]\n', "listen", "not a valid listener"),
         ('policy = ["no-such-policy"]\n', "policy", "no policy plugin named"),
-        ('auth = ["nosuchtype:x"]\n', "auth", "not recognized"),
+        ('auth = ["nosuchtype:x"]\n', "auth", "no checker type 'nosuchtype'"),
     ],
 )
 def test_badKey(tmp_path: Path, text: str, key: str, message: str) -> None:
@@ -541,7 +541,7 @@ def test_tunnelSurvivesReload(tmp_path: Path) -> None:
     [
         ("idle-timeout = 5\nallow-port = [\n", "not valid TOML"),
         ("idle-timeout = -1\n", "positive number of seconds"),
-        ('allow-port = ["0"]\n', "--allow-port"),
+        ('allow-port = ["0"]\n', "key 'allow-port'"),
         ("no-such-key = 1\n", "unknown key"),
         ('policy = ["hostlist:/nonexistent/hosts"]\n', "cannot read host list"),
         (None, "cannot read"),
@@ -1004,7 +1004,7 @@ def test_reloadResizesResolverPool(tmp_path: Path) -> None:
         # A string where a list of several values belongs.
         (
             'allow-port = "443, 8443"\n',
-            "key 'allow-port': --allow-port: ",
+            "key 'allow-port': invalid port range '443, 8443'",
         ),
         # A list where a string belongs.
         (
@@ -1062,6 +1062,65 @@ def test_wrongValueNamesKey(tmp_path: Path, text: str, message: str) -> None:
     assert str(raised.value).startswith(f"{path}: ")
     assert message in str(raised.value)
     assert "TypeError" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (
+            'auth = ["htpasswd:/nonexistent/htpasswd"]\n',
+            "key 'auth': cannot read htpasswd file /nonexistent/htpasswd: no "
+            "such file or directory",
+        ),
+        (
+            'auth = ["nosuch:x"]\n',
+            "key 'auth': no checker type 'nosuch' (known: file, htpasswd, memory; "
+            "see --help-auth)",
+        ),
+        (
+            'policy = ["hostlist:/nonexistent/hosts"]\n',
+            "key 'policy': hostlist: cannot read host list /nonexistent/hosts: No "
+            "such file or directory",
+        ),
+        (
+            'policy = ["nosuch"]\n',
+            "key 'policy': no policy plugin named 'nosuch' (installed: hostlist)",
+        ),
+        (
+            'upstream = "nosuch"\n',
+            "key 'upstream': ",
+        ),
+        (
+            'log-format = "json"\n',
+            "'log-format' is an option of the connectproxy and twist commands, "
+            "not a configuration key: give it on the command line "
+            "(connectproxy --log-format ...)",
+        ),
+        (
+            'pidfile = "/run/connectproxy.pid"\n',
+            "'pidfile' is an option of twistd, not a configuration key: give it "
+            "on the command line, before the subcommand (twistd --pidfile ... "
+            "connectproxy ...)",
+        ),
+        (
+            'reactor = "epoll"\n',
+            "'reactor' is an option of the connectproxy, twist and twistd "
+            "commands, not a configuration key",
+        ),
+    ],
+)
+def test_fileErrorsNameTheKey(tmp_path: Path, text: str, message: str) -> None:
+    """
+    An error in a value from the file names the file and the key (not the
+    command-line option, nor an "unexpected error"); a key that is an option
+    of the command running the proxy says so.
+    """
+    path = writeConfig(tmp_path, text)
+    with pytest.raises(UsageError) as raised:
+        parse("--config", str(path))
+    assert str(raised.value).startswith(f"{path}: {message}")
+    assert "Unexpected error" not in str(raised.value)
+    assert "did you mean" not in str(raised.value)
 
 
 def test_severalValuesInOneString(tmp_path: Path) -> None:

@@ -335,8 +335,9 @@ def test_reloadRefusesBadUpstream(
     assert not reloaderOf(service).reload()
     assert (factory.settings, factory.gatekeeper, factory.connector) == before
     [event] = named(logEvents, "reload_failed")
+    # The value came from the file: the message names the file and key.
     assert event["error"] == (
-        "--upstream direct: direct takes no argument: --upstream direct"
+        f"{path}: key 'upstream': direct: direct takes no argument: --upstream direct"
     )
 
 

@@ -164,6 +164,27 @@ def test_blockRunsOrSaysWhyNot(block: ShellBlock) -> None:
         assert Foreground() in kinds, f"{block.where()}: no command prints"
 
 
+def test_pluginCacheCommandsIsolated() -> None:
+    """
+    Every documented command that regenerates Twisted's plugin cache runs
+    Python isolated (C{-I}): run from a checkout (as the documents' commands
+    are), it would otherwise import the checkout's C{connectproxy/plugins}
+    and C{twisted/plugins} and write their caches there, not the installed
+    ones.
+    """
+    paths = [*documents(), REPO_ROOT / "docs" / "examples" / "plugin" / "README.md"]
+    found = []
+    for block in (block for path in paths for block in shellBlocks(path)):
+        for command in block.commands():
+            if "getPlugins(" not in command:
+                continue
+            words = shlex.split(command)
+            python = next(i for i, w in enumerate(words) if w.endswith("python"))
+            assert words[python + 1] == "-I", f"{block.where()}: {command}"
+            found.append(command)
+    assert len(found) >= 4
+
+
 def test_ciRunsTheReadmeTestCommand() -> None:
     """
     C{.ci/run} runs the README's test command exactly as written.

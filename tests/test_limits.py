@@ -218,10 +218,23 @@ def test_shedFarOverLimit(limit: int, slack: int) -> None:
     assert shed.reason == "the proxy has too many connections (see --max-connections)"
 
 
+def shedTimers(harness: ProxyHarness) -> list[object]:
+    """
+    The timers of the factory's C{connections_shed} summaries.
+    """
+    return [
+        call
+        for call in harness.clock.getDelayedCalls()
+        if getattr(getattr(call, "func", None), "__name__", "") == "_logShed"
+    ]
+
+
 def test_shedLoggedOncePerSecond(logEvents: list[LogEvent]) -> None:
     """
-    Shed connections are logged with a count at most once per second of the
-    clock; the observers hear of every one.
+    The first shed connection is logged at once; those shed after it are
+    counted and logged in one event a second later (at most one event a
+    second while shedding goes on), never held back until the next shed;
+    the observers hear of every one.
     """
     harness = ProxyHarness(ProxySettings(maxConnections=0))
     harness.clock.advance(1000)
@@ -235,16 +248,40 @@ def test_shedLoggedOncePerSecond(logEvents: list[LogEvent]) -> None:
     )
     assert first["log_level"].name == "warn"
     harness.clock.advance(0.5)
-    for _ in range(4):
+    for _ in range(38):
         assert buildRaw(harness) is None
     assert len(shedEvents(logEvents)) == 1
     harness.clock.advance(0.5)
+    assert [e["count"] for e in shedEvents(logEvents)] == [1, 38]
+    harness.clock.advance(0.5)
     assert buildRaw(harness) is None
-    assert [e["count"] for e in shedEvents(logEvents)] == [1, 5]
-    harness.clock.advance(10)
+    harness.clock.advance(0.5)
+    assert [e["count"] for e in shedEvents(logEvents)] == [1, 38, 1]
+    # A quiet second ends the summaries; the next shed is logged at once.
+    harness.clock.advance(1)
+    assert shedTimers(harness) == []
     assert buildRaw(harness) is None
-    assert [e["count"] for e in shedEvents(logEvents)] == [1, 5, 1]
-    assert [r.outcome for r in harness.observer.refused] == ["shed"] * 7
+    assert [e["count"] for e in shedEvents(logEvents)] == [1, 38, 1, 1]
+    harness.clock.advance(1)
+    assert shedTimers(harness) == []
+    assert len(shedEvents(logEvents)) == 4
+    assert [r.outcome for r in harness.observer.refused] == ["shed"] * 41
+
+
+def test_shedCountLoggedWhenStopping(logEvents: list[LogEvent]) -> None:
+    """
+    Shed connections still counted when the last listener stops are
+    logged then, and no timer is left behind.
+    """
+    harness = ProxyHarness(ProxySettings(maxConnections=0))
+    connectMany(harness, 20)
+    setLimit(harness, 2)
+    for _ in range(3):
+        assert buildRaw(harness) is None
+    harness.factory.doStart()
+    harness.factory.doStop()
+    assert [e["count"] for e in shedEvents(logEvents)] == [1, 2]
+    assert shedTimers(harness) == []
 
 
 def test_floodOfRefusalsIsShed() -> None:

@@ -29,6 +29,8 @@ from connectproxy._listeners import (
     ListenerError,
     ListenerPlan,
     SystemdSocketMissing,
+    dualStackSockets,
+    overlap,
     planListener,
     splitDescription,
     startingEnvironment,
@@ -376,3 +378,51 @@ def test_contextProblemWithoutDHParameters() -> None:
     assert _contextProblem("ssl:3129", error) == (
         "cannot make a TLS context: OpenSSL: no cipher match"
     )
+
+
+@pytest.mark.parametrize(
+    "first, second, dualStack, clash",
+    [
+        ("tcp:3128", "tcp:3128:interface=127.0.0.1", False, True),
+        ("tcp:3128:interface=127.0.0.1", "tcp:3128", False, True),
+        ("tcp:3128:interface=127.0.0.1", "tcp:3128:interface=127.0.0.2", False, False),
+        ("tcp:3128", "tcp:3129", False, False),
+        ("tcp6:3128", "tcp6:3128:interface=\\:\\:1", False, True),
+        ("tcp6:3128", "tcp:3128:interface=127.0.0.1", True, True),
+        ("tcp6:3128", "tcp:3128:interface=127.0.0.1", False, False),
+        ("tcp6:3128", "tcp:3128", True, True),
+        ("tcp6:3128:interface=\\:\\:1", "tcp:3128", True, False),
+        (
+            "tcp6:3128:interface=\\:\\:ffff\\:127.0.0.1",
+            "tcp:3128:interface=127.0.0.1",
+            False,
+            True,
+        ),
+        ("tcp:0", "tcp:0:interface=127.0.0.1", False, False),
+        ("unix:/run/a.sock", "tcp:3128", True, False),
+    ],
+)
+def test_overlap(first: str, second: str, dualStack: bool, clash: bool) -> None:
+    """
+    Two listeners overlap when they take the same port and one of them
+    listens on every address of the other's family (on every IPv4 address
+    too, for C{[::]} where the system makes IPv6 sockets dual-stack).
+    """
+    a, b = planListener(first), planListener(second)
+    explanation = overlap(a, b, dualStack=dualStack)
+    assert (explanation is not None) is clash
+    if explanation is not None:
+        assert explanation.startswith(f"{a.where} and {b.where} both take port ")
+
+
+def test_dualStackDefault(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """
+    Whether C{[::]} takes IPv4 too is read from the system where it says
+    (Linux: C{net.ipv6.bindv6only}); elsewhere it is not assumed.
+    """
+    setting = tmp_path / "bindv6only"
+    setting.write_text("0\n")
+    assert dualStackSockets(str(setting)) is True
+    setting.write_text("1\n")
+    assert dualStackSockets(str(setting)) is False
+    assert dualStackSockets(str(tmp_path / "missing")) is False

@@ -223,7 +223,11 @@ def test_hostlistMatches(tmp_path: Path, text: str, host: str, allowed: bool) ->
     if allowed:
         assert answer is None
     else:
-        assert answer == Refusal(403, f"host {host} is not in the allowed list")
+        assert answer == Refusal(
+            403,
+            f"host {host} is not in the allowed list "
+            f"(see --policy hostlist:{tmp_path / 'hosts'})",
+        )
 
 
 def test_hostlistPatterns(tmp_path: Path) -> None:
@@ -244,7 +248,9 @@ def test_emptyHostlistAllowsNothing(tmp_path: Path, text: str) -> None:
     assert policy.patterns == [] and policy.rules is None
     for host in ("example.com", "192.0.2.1", "localhost"):
         assert checkPolicy(policy, accessRequest(host=host)) == Refusal(
-            403, f"host {host} is not in the allowed list"
+            403,
+            f"host {host} is not in the allowed list "
+            f"(see --policy hostlist:{policy.path})",
         )
 
 
@@ -291,7 +297,11 @@ def test_hostlistInProxy(tmp_path: Path) -> None:
     refused.send(connect("denied.example:443"))
     response = refused.transport.value()
     assert response.startswith(b"HTTP/1.1 403 ")
-    assert response.endswith(b"host denied.example is not in the allowed list\n")
+    assert response.endswith(
+        b"host denied.example is not in the allowed list (see --policy hostlist:"
+        + str(tmp_path / "hosts").encode()
+        + b")\n"
+    )
     assert harness.connector.attempts == []
     [event] = harness.observer.refused
     assert (event.status, event.target) == (403, "denied.example:443")

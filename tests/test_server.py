@@ -21,11 +21,16 @@ from twisted.internet.error import (
     DNSLookupError,
     NoRouteError,
 )
-from twisted.logger import LogEvent
+from twisted.logger import LogEvent, formatEvent
 from zope.interface.verify import verifyObject
 
 from connectproxy import ProxySettings, _server
-from connectproxy._observer import AccessLogObserver, ObserverFanOut
+from connectproxy._observer import (
+    AccessLogObserver,
+    ObserverFanOut,
+    RefusedRequest,
+    TunnelRecord,
+)
 from connectproxy._tunnel import TransportRelay, transportRelay
 from connectproxy.interfaces import IProxyObserver, IUpstreamConnector
 from connectproxy.testing import FakeClient, ProxyHarness, RecordingObserver
@@ -831,6 +836,96 @@ def test_accessLogEvents(logEvents: list[LogEvent]) -> None:
     assert closed["upstream"] == "192.0.2.1:443"
     assert closed["reason"] == "upstream closed"
     assert len(byName["tunnel_open"]) == 1
+
+
+def test_timeoutNamesTheRequestLine(harness: ProxyHarness) -> None:
+    """
+    A 408 for a head that did not complete names the request line when it
+    came whole.
+    """
+    client = harness.connectClient()
+    client.send(b"CONNECT a.example:443 HTTP/1.1\r\nHost: a.ex")
+    other = harness.connectClient()
+    other.send(b"CONNECT a.exa")
+    harness.clock.advance(harness.factory.settings.requestTimeout)
+    assert [(r.status, r.method, r.target) for r in harness.observer.refused] == [
+        (408, "CONNECT", "a.example:443"),
+        (408, "", ""),
+    ]
+
+
+@pytest.mark.parametrize(
+    "request_, method, target",
+    [
+        (b"CONNECT a HTTP/1.1\r\nHost: a\r\n\r\n", "CONNECT", "a"),
+        (b"CONNECT a:443 HTTP/1.1\r\n\r\n", "CONNECT", "a:443"),
+        (b"BREW a:443 HTTP/1.1\r\nHost: a\r\n\r\n", "BREW", "a:443"),
+        (b"CONNECT a:443 HTTP/2.0\r\n\r\n", "CONNECT", "a:443"),
+        (b"CONNECT a:443\r\n\r\n", "", ""),
+    ],
+)
+def test_refusalsNameTheRequest(
+    harness: ProxyHarness, request_: bytes, method: str, target: str
+) -> None:
+    """
+    A request refused by the parser is reported with its method and target
+    when its request line was readable.
+    """
+    client = harness.connectClient()
+    client.send(request_)
+    [refused] = harness.observer.refused
+    assert (refused.method, refused.target) == (method, target)
+
+
+@pytest.mark.parametrize(
+    "record, text",
+    [
+        (
+            RefusedRequest("127.0.0.1:5", "CONNECT", "a", 400, "needs a port"),
+            "refused 127.0.0.1:5 - CONNECT a: 400 needs a port",
+        ),
+        (
+            RefusedRequest("127.0.0.1:5", "", "", 400, "malformed request line"),
+            "refused 127.0.0.1:5 - -: 400 malformed request line",
+        ),
+        (
+            RefusedRequest("127.0.0.1:5", "CONNECT", "", 400, "malformed target"),
+            "refused 127.0.0.1:5 - CONNECT -: 400 malformed target",
+        ),
+        (
+            RefusedRequest("127.0.0.1:5", "CONNECT", "a:25", 403, "no", "alice"),
+            "refused 127.0.0.1:5 alice CONNECT a:25: 403 no",
+        ),
+        (
+            TunnelRecord("127.0.0.1:5", "a", 443, "192.0.2.1:443", user="alice"),
+            "tunnel closed 127.0.0.1:5 alice -> a:443 via 192.0.2.1:443: "
+            "0 bytes up, 0 bytes down, 0.000s, None",
+        ),
+        (
+            TunnelRecord("127.0.0.1:5", "a", 443, "192.0.2.1:443", reason="idle"),
+            "tunnel closed 127.0.0.1:5 - -> a:443 via 192.0.2.1:443: "
+            "0 bytes up, 0 bytes down, 0.000s, idle",
+        ),
+    ],
+)
+def test_accessLogText(
+    logEvents: list[LogEvent], record: RefusedRequest | TunnelRecord, text: str
+) -> None:
+    """
+    The text of an access-log line names the client, the user (C{-} for
+    none) and the request (C{-} for what was not read); the fields stay
+    as they are.
+    """
+    observer = AccessLogObserver()
+    if isinstance(record, RefusedRequest):
+        observer.requestRefused(record)
+    else:
+        observer.tunnelClosed(record)
+    [event] = logEvents
+    assert formatEvent(event) == text
+    assert event["user"] == record.user
+    if isinstance(record, RefusedRequest):
+        assert (event["method"], event["target"]) == (record.method, record.target)
 
 
 def test_interfacesProvided(harness: ProxyHarness) -> None:

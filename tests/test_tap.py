@@ -8,6 +8,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from twisted.application.service import IServiceMaker
@@ -19,7 +20,9 @@ from twisted.python import usage
 from twisted.python.usage import UsageError
 
 from connectproxy import ConnectProxyFactory, ProxySettings, __version__
+from connectproxy._observer import TunnelRecord
 from connectproxy._outgoing import OutgoingAddresses
+from connectproxy._service import ListenerService
 from connectproxy.tap import DEFAULT_LISTEN, Options, buildConfig, makeService
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -226,6 +229,13 @@ def test_allOptions() -> None:
             "'tcp:3128' and 'tcp:port=3128:interface=0.0.0.0' both listen on "
             "0.0.0.0:3128",
         ),
+        (
+            ["--listen", "tcp:3128", "--listen", "tcp:3128:interface=127.0.0.1"],
+            "--listen 'tcp:3128' and 'tcp:3128:interface=127.0.0.1' overlap: "
+            "0.0.0.0:3128 and 127.0.0.1:3128 both take port 3128 of 127.0.0.1 "
+            "(a listener on every address serves that one too: keep one of "
+            "them)",
+        ),
         (["--allow-port", "0"], "--allow-port"),
         (["--allow-port", "80-70"], "--allow-port"),
         (["--allow-client", "300.0.0.0/8"], "--allow-client"),
@@ -243,7 +253,11 @@ def test_allOptions() -> None:
         (["--policy", "no-such-policy"], "no policy plugin named"),
         (["--policy", "hostlist"], "needs a file"),
         (["--policy", "hostlist:/nonexistent/hosts"], "cannot read"),
-        (["--auth", "nosuchtype:x"], "not recognized"),
+        (
+            ["--auth", "nosuchtype:x"],
+            "--auth: no checker type 'nosuchtype' (known: file, htpasswd, memory; "
+            "see --help-auth)",
+        ),
         (["--listen", "tcp:notaport"], "not a valid listener"),
         (["--no-such-option"], "no-such-option"),
     ],
@@ -255,6 +269,38 @@ def test_badValues(argv: list[str], message: str) -> None:
     with pytest.raises(UsageError) as raised:
         parse(*argv)
     assert message in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["--allow-port", "443", "8443"],
+            "unexpected argument '8443' after --allow-port 443: an option takes "
+            "one value; repeat the option for each (--allow-port 443 "
+            "--allow-port 8443)",
+        ),
+        (
+            ["--allow-p=443", "8443", "--check-config"],
+            "unexpected argument '8443' after --allow-port 443: an option takes "
+            "one value; repeat the option for each (--allow-port 443 "
+            "--allow-port 8443)",
+        ),
+        (
+            ["--check-config", "tcp:3128"],
+            "unexpected argument 'tcp:3128' after --check-config, which takes no value",
+        ),
+        (["tcp:3128"], "unexpected argument 'tcp:3128': the proxy takes options only"),
+    ],
+)
+def test_unexpectedArgument(argv: list[str], message: str) -> None:
+    """
+    An argument that is not an option says which one, and what to write
+    instead when it follows an option's value.
+    """
+    with pytest.raises(UsageError) as raised:
+        parse(*argv)
+    assert str(raised.value) == message
 
 
 def test_helpExplainsOptions() -> None:
@@ -290,6 +336,51 @@ def test_makeServiceListens(logEvents: list[LogEvent]) -> None:
     ]
     d = service.stopService()
     assert d is not None
+
+
+def listenerFactory(service: Any) -> ConnectProxyFactory:
+    """
+    The proxy factory of a L{makeService} service's listeners.
+    """
+    [factory] = {
+        child.factory for child in service if isinstance(child, ListenerService)
+    }
+    assert isinstance(factory, ConnectProxyFactory)
+    return factory
+
+
+@pytest.mark.parametrize("runner", ["twistd", "twist", None])
+def test_tunnelOpensUnderTwistd(logEvents: list[LogEvent], runner: str | None) -> None:
+    """
+    Under twistd, which has no log level and shows every event, the access
+    log does not log tunnels that open (a debug event): each tunnel is one
+    line there, its C{tunnel_close}.  Under twist (and the connectproxy
+    command), whose --log-level hides debug events unless asked, and when
+    embedded, it does.
+    """
+    from twisted.application.twist._options import TwistOptions
+    from twisted.scripts._twistd_unix import ServerOptions
+
+    listen = ["connectproxy", "--listen", "tcp:0:interface=127.0.0.1"]
+    if runner == "twistd":
+        top: Any = ServerOptions()
+        top.parseOptions(["--pidfile=", *listen])
+        options = top.subOptions
+    elif runner == "twist":
+        top = TwistOptions()
+        top.parseOptions(listen)
+        options = top.subOptions
+    else:
+        options = parse(*listen[1:])
+    factory = listenerFactory(makeService(options, MemoryReactorClock()))
+    record = TunnelRecord("127.0.0.1:5", "example.com", 443, "192.0.2.1:443")
+    factory.observer.tunnelOpened(record)
+    factory.observer.tunnelClosed(record)
+    events = [e["event"] for e in logEvents if "event" in e]
+    if runner == "twistd":
+        assert events == ["tunnel_close"]
+    else:
+        assert events == ["tunnel_open", "tunnel_close"]
 
 
 def test_pluginDiscovered() -> None:

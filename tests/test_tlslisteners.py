@@ -29,6 +29,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface.verify import verifyObject
 
 from connectproxy._listeners import ListenerError, planListener
+from connectproxy._proxyprotocol import serverEndpoint
 from connectproxy._service import ReloadService
 from connectproxy._tlslisteners import (
     ListenerTLS,
@@ -613,17 +614,15 @@ def test_tlsDirectoryReloaded(
     IService(service).stopService()
 
 
-def test_twistedTLSDirectoryReadOnce(
-    tmp_path: Path, certA: TLSFiles, certB: TLSFiles
-) -> None:
+def test_tlsDirectoryReadOnce(tmp_path: Path, certA: TLSFiles, certB: TLSFiles) -> None:
     """
-    Twisted's own C{tls:} listener never reads its directory again, not
-    even for a server name it does not know: what the reload is for.
+    A C{tls:} listener never reads its directory again by itself, not even
+    for a server name it does not know: what the reload is for.
     """
     pems = tmp_path / "pems"
     pemDirectory(pems, certA)
     clock = MemoryReactorClock()
-    serverFromString(clock, f"tls:{pems}:port=0").listen(Factory.forProtocol(Protocol))
+    serverEndpoint(clock, f"tls:{pems}:port=0").listen(Factory.forProtocol(Protocol))
     [(_, tls, _, _)] = clock.tcpServers
     assert servedSerial(handshake(tls, certA, clock, None)) == serialOf(certA)
     pemDirectory(pems, certB)

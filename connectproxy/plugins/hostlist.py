@@ -24,7 +24,8 @@ from connectproxy.interfaces import IAccessPolicy, IAccessPolicyFactory
 @implementer(IAccessPolicy)
 class HostListPolicy:
     """
-    Refuses (403) every target whose name is not in the list.
+    Refuses (403) every target whose name is not in the list, with a
+    reason naming the file to add it to.
 
     @ivar path: The file the list came from.
     @ivar patterns: The patterns read.
@@ -41,7 +42,10 @@ class HostListPolicy:
         try:
             with open(path, encoding="utf-8") as f:
                 lines = f.read().splitlines()
-        except (OSError, UnicodeDecodeError) as e:
+        except OSError as e:
+            reason = e.strerror or str(e)
+            raise ValueError(f"cannot read host list {path}: {reason}") from None
+        except UnicodeDecodeError as e:
             raise ValueError(f"cannot read host list {path}: {e}") from None
         patterns = []
         for number, line in enumerate(lines, 1):
@@ -59,7 +63,11 @@ class HostListPolicy:
     def checkAccess(self, access: AccessRequest) -> Refusal | None:
         if self.rules is not None and self.rules.check(access.host):
             return None
-        return Refusal(403, f"host {access.host} is not in the allowed list")
+        return Refusal(
+            403,
+            f"host {access.host} is not in the allowed list "
+            f"(see --policy hostlist:{self.path})",
+        )
 
 
 @implementer(IPlugin, IAccessPolicyFactory)

@@ -625,7 +625,8 @@ def test_hostListPolicy(
     response, body = refusal(running.port, connectHead(f"{LOCAL}:{sentinel.port}"))
     assert (response.status, body) == (
         403,
-        "403 Forbidden: host 127.0.0.1 is not in the allowed list\n",
+        "403 Forbidden: host 127.0.0.1 is not in the allowed list "
+        f"(see --policy hostlist:{hosts})\n",
     )
     assert not sentinel.reached()
 

@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import ssl
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -21,9 +22,11 @@ from cryptography import x509
 from tests.integration._output import Event
 from tests.integration._pki import TLSFiles, renewTLSFiles
 from tests.integration._processes import (
+    BIN_DIR,
     OriginFactory,
     ProxyFactory,
     ProxyProcess,
+    sourceEnvironment,
 )
 from tests.integration._sockets import LOCAL, readExactly
 from tests.integration.test_tls import openTLSTunnel, run, tlsDial
@@ -182,3 +185,36 @@ def test_tlsDirectoryRotation(
     replaceFile(pem, certB.serverCert.read_bytes() + certB.serverKey.read_bytes())
     reload(running, "reloaded")
     assert pythonSees(running.port, tlsCertificate) == serial(certB)
+
+
+def test_tlsDirectoryWithCA(
+    proxy: ProxyFactory, tlsCertificate: TLSFiles, scratchDir: Path
+) -> None:
+    """
+    A C{tls:} directory holding the self-signed CA next to the server's
+    certificate (on which Twisted's own C{tls:} listener never returns) is
+    checked by C{--check-config}, served (verified by C{openssl s_client}
+    and Python against the CA), and read again on C{SIGHUP}.
+    """
+    pems = scratchDir / "pems"
+    pems.mkdir()
+    replaceFile(
+        pems / "localhost.pem",
+        tlsCertificate.serverCert.read_bytes() + tlsCertificate.serverKey.read_bytes(),
+    )
+    replaceFile(pems / "ca.pem", tlsCertificate.caCert.read_bytes())
+    listener = f"tls:{pems}:port=0:interface=127.0.0.1"
+    checked = subprocess.run(
+        [str(BIN_DIR / "connectproxy"), "--check-config", "--listen", listener],
+        env=sourceEnvironment(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stderr
+    assert "configuration OK" in checked.stdout
+    running = proxy(listen=[listener])
+    assert opensslSees(running.port, tlsCertificate) == serial(tlsCertificate)
+    reload(running, "reloaded")
+    assert pythonSees(running.port, tlsCertificate) == serial(tlsCertificate)

@@ -205,9 +205,12 @@ def test_clientAddressFromHAProxyIPv6(
 ) -> None:
     """
     The same over IPv6: HAProxy on ::1 in front of a C{haproxy:tcp6:}
-    listener; the access log names the client's own port.
+    listener; the access log names the client's own port.  The client (::1,
+    as the balancer) must be in --allow-client: loopback is not implied.
     """
-    running = proxy(listen=["haproxy:tcp6:0:interface=\\:\\:1"])
+    running = proxy(
+        "--allow-client", "::1/128", listen=["haproxy:tcp6:0:interface=\\:\\:1"]
+    )
     front = haproxy(running, socket.AF_INET6)
     with tunnelFrom(front, echoOrigin, "::1", socket.AF_INET6) as client:
         clientPort = client.getsockname()[1]
@@ -349,3 +352,21 @@ def test_invalidHeader(proxy: ProxyFactory) -> None:
             pass
     event = running.waitForNamed("proxy_header_invalid")
     assert "does not start with a PROXY header" in event["reason"]
+
+
+def test_claimedBalancerAddressNotLoopback(proxy: ProxyFactory) -> None:
+    """
+    A header claiming the balancer's own address (127.0.0.1, the very port
+    it connects from) is a client behind the balancer: outside
+    C{--allow-client} it gets 403, loopback is not implied.
+    """
+    running = proxy("--allow-client", "192.0.2.0/24", listen=[LISTEN_PROXY])
+    with dialFrom(running.port) as sock:
+        source, sourcePort = sock.getsockname()
+        header = f"PROXY TCP4 {source} {LOCAL} {sourcePort} {running.port}\r\n"
+        sock.sendall(header.encode() + connectRequest(LOCAL, 443))
+        response, _ = readResponseHead(sock)
+    assert response.status == 403
+    event = running.waitForNamed("request_refused")
+    assert event["client"] == f"{source}:{sourcePort}"
+    assert "is not allowed behind a load balancer" in event["reason"]

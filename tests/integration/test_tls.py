@@ -337,6 +337,28 @@ def test_untrustingClient(
     assert "unknown ca" in event["reason"]
 
 
+def test_handshakeNeverFinished(proxy: ProxyFactory, tlsCertificate: TLSFiles) -> None:
+    """
+    A client that starts a TLS handshake and never finishes it is cut off
+    at the request timeout, without waiting for the abort timeout, and
+    logged once as a handshake that timed out (never as a 408).
+    """
+    running = proxy(
+        *("--request-timeout", "1", "--abort-timeout", "60"),
+        listen=[sslListener(tlsCertificate)],
+    )
+    with dial(running.port, CLIENT_TIMEOUT) as sock:
+        sock.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
+        try:
+            answer = readToEnd(sock)
+        except ConnectionResetError:
+            answer = b""
+    assert answer == b""
+    event = running.waitForNamed("tls_handshake_failed")
+    assert event["cause"] == "timeout"
+    assert [e for e in running.events if e.get("event") == "request_refused"] == []
+
+
 # Tunnels over TLS close fully.
 
 

@@ -38,6 +38,7 @@ from ._errors import (
     BadRequest,
     ForbiddenDestination,
     LookupAbandoned,
+    ParentProxyError,
     Refused,
     ResolverBusy,
 )
@@ -88,6 +89,9 @@ def _connectErrorStatus(
     if failure.check(ForbiddenDestination):
         assert isinstance(failure.value, ForbiddenDestination)
         return 403, failure.value.reason
+    if failure.check(ParentProxyError):
+        assert isinstance(failure.value, ParentProxyError)
+        return failure.value.status, failure.value.reason
     if failure.check(DNSLookupError):
         return 502, "could not resolve the target host"
     if failure.check(ConnectionRefusedError):
@@ -102,7 +106,11 @@ def _expectedConnectFailure(failure: Failure, timedOut: bool) -> bool:
     """
     return timedOut or bool(
         failure.check(
-            ConnectError, DNSLookupError, ForbiddenDestination, ConnectingCancelledError
+            ConnectError,
+            DNSLookupError,
+            ForbiddenDestination,
+            ConnectingCancelledError,
+            ParentProxyError,
         )
     )
 
@@ -414,7 +422,7 @@ class ConnectProxyProtocol(Protocol):
                 client=self._client,
                 target=target,
             )
-        elif status == 502:
+        elif status == 502 or failure.check(ParentProxyError):
             self._log.info(
                 "connect to {target} failed: {error}",
                 event="connect_failed",

@@ -28,6 +28,7 @@ from ._limiter import FailureLimiter
 from ._listeners import ListenerPlan
 from ._observer import AccessLogObserver
 from ._policy import AccessRules
+from ._routing import ParentRoutes
 from ._settings import ProxySettings
 from ._upstream import DirectConnectorFactory
 from .interfaces import (
@@ -152,9 +153,11 @@ def connectorFactories() -> dict[str, IUpstreamConnectorFactory]:
 def connectorMaker(options: ParsedOptions) -> ConnectorMaker:
     """
     @param options: Parsed options.
-    @return: What makes the connector C{--upstream} names, from a
-        L{ConnectorContext}; it raises L{ValueError} naming the option when
-        the plugin refuses its argument.
+    @return: What makes the connector C{--upstream} names, with the parent
+        proxies of C{--upstream-proxy} and C{--upstream-route} in front of
+        it, from a L{ConnectorContext}; it raises L{ValueError} naming the
+        option when the plugin refuses its argument or the C{--upstream-ca}
+        file cannot be read.
     """
     name, _, argument = options["upstream"].partition(":")
     factory = connectorFactories()[name]
@@ -165,7 +168,10 @@ def connectorMaker(options: ParsedOptions) -> ConnectorMaker:
         except ValueError as e:
             raise ValueError(f"--upstream {name}: {e}") from None
 
-    return make
+    parents = ParentRoutes.fromOptions(
+        options["upstream-proxy"], options["upstream-route"], options["upstream-ca"]
+    )
+    return make if parents is None else parents.maker(make)
 
 
 def proxySettings(options: ParsedOptions) -> ProxySettings:

@@ -267,6 +267,7 @@ class _ParentAttempt:
     def _resolved(self, addresses: list[Address]) -> None:
         self._pending = None
         if self._done:
+            # Cancelled meanwhile.
             return
         if not addresses:
             self._resolveFailed(Failure(DNSLookupError(self._parent.host)))
@@ -355,10 +356,9 @@ class _ParentAttempt:
         The connection to the parent exists and the C{CONNECT} is on its
         way: wait for the answer, at most the attempt timeout.
         """
-        if not self._done:
-            self._timer = self._connector.clock.callLater(
-                self._connector.attemptTimeout, self._answerTimedOut
-            )
+        self._timer = self._connector.clock.callLater(
+            self._connector.attemptTimeout, self._answerTimedOut
+        )
 
     def answered(self, response: ParentResponse, leftover: bytes) -> None:
         """
@@ -368,8 +368,6 @@ class _ParentAttempt:
         """
         handshake = self._handshake
         assert handshake is not None
-        if self._done:
-            return
         if not response.successful:
             handshake.abort()
             self._fail(Failure(refusalFor(response, self._parent)))
@@ -383,21 +381,19 @@ class _ParentAttempt:
     def malformed(self, error: MalformedResponse) -> None:
         assert self._handshake is not None
         self._handshake.abort()
-        if not self._done:
-            self._fail(
-                Failure(
-                    ParentProxyError(
-                        502,
-                        "the parent proxy's answer is not valid HTTP",
-                        self._parent.address,
-                        error.reason,
-                    )
+        self._fail(
+            Failure(
+                ParentProxyError(
+                    502,
+                    "the parent proxy's answer is not valid HTTP",
+                    self._parent.address,
+                    error.reason,
                 )
             )
+        )
 
     def lost(self, reason: Failure) -> None:
-        if not self._done:
-            self._fail(Failure(_lostBeforeAnswer(reason, self._parent)))
+        self._fail(Failure(_lostBeforeAnswer(reason, self._parent)))
 
     def _answerTimedOut(self) -> None:
         self._timer = None
@@ -422,6 +418,12 @@ class _ParentAttempt:
             timer.cancel()
 
     def _fail(self, failure: Failure) -> None:
+        """
+        Fail the attempt, unless it has already ended (the handshake stops
+        reporting once dropped, so this is a safety net).
+        """
+        if self._done:
+            return
         self._finish()
         self.deferred.errback(failure)
 

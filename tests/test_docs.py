@@ -15,6 +15,7 @@ import re
 import shlex
 import sys
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ import bcrypt
 import pytest
 
 from connectproxy import tap
+from tests.integration._pki import makeTLSFiles
 from tests._shellblocks import (
     CI_SCRIPT,
     README,
@@ -384,10 +386,18 @@ def test_optionsReferenceHasEveryOption() -> None:
         assert entry.fields.get("example"), f"--{entry.name} has no :example:"
 
 
-_FILES = {
+def _caCertificate(directory: Path) -> str:
+    """
+    A CA certificate (PEM), made for the test.
+    """
+    return makeTLSFiles(directory).caCert.read_text(encoding="ascii")
+
+
+_FILES: dict[str, str | Callable[[Path], str] | None] = {
     "htpasswd": None,  # written by the test: a bcrypt entry
     "hosts": "example.com\n*.example.org\n",
     "proxy.toml": "idle-timeout = 300\n",
+    "parent-ca.pem": _caCertificate,
 }
 
 
@@ -404,6 +414,10 @@ def _withFiles(text: str, tmp_path: Path) -> str:
         content = _FILES[name]
         if content is None:
             content = "alice:" + bcrypt.hashpw(b"secret", bcrypt.gensalt(4)).decode()
+        elif callable(content):
+            made = tmp_path / f"{name}.d"
+            made.mkdir(exist_ok=True)
+            content = content(made)
         path.write_text(content + "\n", encoding="utf-8")
         return str(path)
 

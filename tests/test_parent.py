@@ -539,3 +539,39 @@ def test_leftoverNotDeliveredAfterLoss() -> None:
     d.addCallback(lambda _: parent.close())
     parent.send(ESTABLISHED + b"leftover")
     assert protocol.log == ["connected", ("lost", ConnectionDone)]
+
+
+def test_parentOverIPv6() -> None:
+    """
+    A parent name that resolves to IPv6 addresses is connected to on the
+    parent's port.
+    """
+    attempt = Attempt(resolver=FakeResolver({PARENT_NAME: ["2001:db8::50"]}))
+    parent = attempt.parent()
+    assert (parent.host, parent.port) == ("2001:db8::50", 3128)
+
+
+def test_writeClosedPassedOn() -> None:
+    """
+    After the hand-over, the end of the connection's writing side is passed
+    on to the tunnel protocol.
+    """
+    attempt = Attempt()
+    parent = attempt.parent()
+    parent.send(ESTABLISHED)
+    parent.protocol.writeConnectionLost()
+    assert attempt.protocol.log[-1] == "write closed"
+
+
+def test_unexpectedConnectFailure() -> None:
+    """
+    A connect failure that is not a connect error is passed on as it is
+    (the proxy logs it with its traceback).
+    """
+    attempt = Attempt()
+    _, _, factory, _, _ = attempt.reactor.tcpClients[0]
+    factory.clientConnectionFailed(
+        attempt.reactor.connectors[0], Failure(RuntimeError("bug"))
+    )
+    [failure] = attempt.outcome
+    assert failure.check(RuntimeError)

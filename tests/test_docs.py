@@ -23,7 +23,6 @@ import bcrypt
 import pytest
 
 from connectproxy import tap
-from tests.integration._pki import makeTLSFiles
 from tests._shellblocks import (
     CI_SCRIPT,
     README,
@@ -40,6 +39,7 @@ from tests._shellblocks import (
     segments,
     shellBlocks,
 )
+from tests.integration._pki import makeTLSFiles
 
 EMBEDDING = Path(__file__).resolve().parent.parent / "docs" / "embedding.md"
 

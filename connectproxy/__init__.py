@@ -12,15 +12,24 @@ from ._access import AccessRequest
 from ._admission import Gatekeeper, userPortal
 from ._assembly import ProxyConfig
 from ._connector import ConnectorContext, UpstreamRequest
-from ._errors import BadRequest, ForbiddenDestination, Refusal, ResolverBusy
+from ._errors import (
+    BadRequest,
+    ForbiddenDestination,
+    ParentProxyError,
+    Refusal,
+    ResolverBusy,
+)
 from ._factory import ConnectProxyFactory
 from ._hostnames import HostPatternTable
 from ._legacy import ProxyTunnel as ProxyTunnel
 from ._observer import AccessLogObserver, RefusedRequest, TunnelRecord
+from ._parent import ParentProxyConnector
+from ._parenturl import ParentProxy
 from ._parser import ConnectRequest, ConnectRequestParser
 from ._policy import AccessRules, ClientRules, HostRules, NetworkRules, PortRules
 from ._proxyprotocol import serverEndpoint
 from ._resolver import ResolverPool
+from ._routing import RoutingConnector
 from ._server import ConnectProxyProtocol
 from ._settings import ProxySettings
 from ._tunnel import DEPRECATED_IN as _DEPRECATED_IN
@@ -53,6 +62,9 @@ __all__ = [
     "HostPatternTable",
     "HostRules",
     "NetworkRules",
+    "ParentProxy",
+    "ParentProxyConnector",
+    "ParentProxyError",
     "PortRules",
     "ProxyConfig",
     "ProxySettings",
@@ -60,6 +72,7 @@ __all__ = [
     "RefusedRequest",
     "ResolverBusy",
     "ResolverPool",
+    "RoutingConnector",
     "TunnelRecord",
     "UpstreamRequest",
     "VettedResolver",

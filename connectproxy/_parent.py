@@ -79,12 +79,14 @@ def refusalFor(response: ParentResponse, parent: ParentProxy) -> ParentProxyErro
     status = response.status
     detail = f"{status} {response.reason}".strip()[:_DETAIL_LENGTH]
     where = parent.address
+    if status == 407 and parent.user is None:
+        return ParentProxyError(
+            502, "the parent proxy requires credentials", where, detail
+        )
     if status == 407:
-        if parent.user is None:
-            reason = "the parent proxy requires credentials"
-        else:
-            reason = "the parent proxy refused the proxy's credentials"
-        return ParentProxyError(502, reason, where, detail)
+        return ParentProxyError(
+            502, "the parent proxy refused the proxy's credentials", where, detail
+        )
     if status == 403:
         return ParentProxyError(
             403, "the parent proxy denied the tunnel", where, detail
@@ -92,8 +94,7 @@ def refusalFor(response: ParentResponse, parent: ParentProxy) -> ParentProxyErro
     if status in (502, 503, 504):
         reason = f"the parent proxy could not open the tunnel ({status})"
         return ParentProxyError(status, reason, where, detail)
-    reason = f"the parent proxy answered {status}"
-    return ParentProxyError(502, reason, where, detail)
+    return ParentProxyError(502, f"the parent proxy answered {status}", where, detail)
 
 
 def _lostBeforeAnswer(reason: Failure, parent: ParentProxy) -> ParentProxyError:

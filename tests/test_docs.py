@@ -480,7 +480,8 @@ def _refusals() -> list[tuple[int, tuple[str, str], str]]:
     """
     Every status and reason the code answers clients with, where both are
     written out: C{BadRequest(400, "...")}, C{Refused(...)},
-    C{Refusal(...)}, C{_refuse(...)}, C{errorResponse(...)} and functions
+    C{Refusal(...)}, C{ParentProxyError(...)}, C{_refuse(...)},
+    C{errorResponse(...)} and functions
     returning C{(status, "reason")}.
 
     @return: C{(status, (pattern, reason), where)}, the pattern matching
@@ -504,7 +505,14 @@ def _refusals() -> list[tuple[int, tuple[str, str], str]]:
         return None
 
     found = []
-    names = {"BadRequest", "Refused", "Refusal", "_refuse", "errorResponse"}
+    names = {
+        "BadRequest",
+        "Refused",
+        "Refusal",
+        "_refuse",
+        "errorResponse",
+        "ParentProxyError",
+    }
     for path in sorted((REPO / "connectproxy").rglob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):

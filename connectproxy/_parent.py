@@ -47,7 +47,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ._connector import UpstreamRequest
-from ._errors import ParentProxyError
+from ._errors import ParentProxyError, ResolverBusy
 from ._eyeballs import ATTEMPT_DELAY, connectToFirst
 from ._parenthead import MalformedResponse, ParentResponse, ParentResponseReader
 from ._parenturl import ParentProxy, connectHead
@@ -248,6 +248,9 @@ class _ParentAttempt:
         self._handshake: _ParentHandshake | None = None
         self._timer: IDelayedCall | None = None
         self._done = False
+        # Why the lookup of the parent's name failed when it was cancelled
+        # while waiting for a resolver thread: the client is told that.
+        self._busy: Failure | None = None
         self.deferred: Deferred[IProtocol] = Deferred(self._cancel)
 
     def start(self) -> Deferred[IProtocol]:
@@ -286,6 +289,8 @@ class _ParentAttempt:
     def _resolveFailed(self, failure: Failure) -> None:
         self._pending = None
         if self._done:
+            if failure.check(ResolverBusy):
+                self._busy = failure
             return
         if failure.check(DNSLookupError):
             failure = Failure(
@@ -431,7 +436,9 @@ class _ParentAttempt:
     def _cancel(self, d: Deferred[IProtocol]) -> None:
         """
         Abandon the attempt: stop the lookup or the connection attempts, or
-        drop the connection to the parent.
+        drop the connection to the parent.  A lookup of the parent's name
+        still waiting for a resolver thread fails with L{ResolverBusy}, as
+        a target's would (503, naming the option to raise).
         """
         self._finish()
         pending, self._pending = self._pending, None
@@ -439,7 +446,7 @@ class _ParentAttempt:
             pending.cancel()
         if self._handshake is not None:
             self._handshake.abort()
-        d.errback(ConnectingCancelledError(self._address))
+        d.errback(self._busy or Failure(ConnectingCancelledError(self._address)))
 
 
 @implementer(IUpstreamConnector)

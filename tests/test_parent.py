@@ -27,7 +27,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from connectproxy import ForbiddenDestination, NetworkRules
+from connectproxy import ForbiddenDestination, NetworkRules, ProxySettings, ResolverBusy
 from connectproxy._errors import ParentProxyError
 from connectproxy._parent import ParentProxyConnector
 from connectproxy._parenturl import ParentProxy
@@ -575,3 +575,32 @@ def test_unexpectedConnectFailure() -> None:
     )
     [failure] = attempt.outcome
     assert failure.check(RuntimeError)
+
+
+def test_cancelWhileWaitingForAResolverThread() -> None:
+    """
+    Cancelled while the lookup of the parent's name waits for a resolver
+    thread: the attempt fails with L{ResolverBusy}, whose reason names the
+    option to raise, as a target's lookup would.
+    """
+    reactor = MemoryReactorClock()
+    resolver = HangingResolver()
+    context = connectorContext(
+        reactor, settings=ProxySettings(resolverThreads=1), resolver=resolver
+    )
+    connector = ParentProxyConnector(
+        reactor,
+        ParentProxy.fromURL("http://parent.example:3128"),
+        7.0,
+        context.networks,
+        context.resolverPool,
+    )
+    connector.connectUpstream(upstreamRequest(), Protocol())
+    outcome: list[Any] = []
+    waiting = connector.connectUpstream(upstreamRequest(), Protocol())
+    waiting.addBoth(outcome.append)
+    waiting.cancel()
+    [failure] = outcome
+    assert failure.check(ResolverBusy)
+    assert "--resolver" in failure.value.reason
+    assert len(resolver.hanging) == 1

@@ -38,6 +38,7 @@ from tests.integration._squid import (
     htpasswdFile,
     squidExecutable,
 )
+from tests.integration.test_reload import reload, replaceFile, roundTrip
 
 pytestmark = pytest.mark.integration
 
@@ -333,3 +334,38 @@ def test_connectproxyParentWrongCA(
     assert "certificate verify failed" in event["error"]
     parent.waitForNamed("tls_handshake_failed")
     assert not [e for e in parent.events if e.get("event") == "tunnel_close"]
+
+
+@needsSquid
+def test_sighupSwitchesParents(
+    origin: OriginFactory,
+    proxy: ProxyFactory,
+    squid: SquidFactory,
+    scratchDir: Path,
+) -> None:
+    """
+    SIGHUP re-reads the parent from the configuration file: a down parent
+    (502) is replaced by squid for new requests, and a tunnel through squid
+    carries on through a reload that routes new tunnels directly.
+    """
+    echo = origin("echo")
+    parent = openSquid(squid)
+    config = scratchDir / "proxy.toml"
+    replaceFile(config, f'upstream-proxy = "http://127.0.0.1:{closedPort()}"\n')
+    running = proxy("--config", str(config))
+    assert refusal(running.port, echo.port)[0] == 502
+    replaceFile(config, f'upstream-proxy = "http://127.0.0.1:{parent.port}"\n')
+    reload(running)
+    sock, _ = openTunnel(running.port, echo.port)
+    with sock:
+        roundTrip(sock, b"through squid")
+        replaceFile(
+            config,
+            f'upstream-proxy = "http://127.0.0.1:{parent.port}"\n'
+            'upstream-route = ["127.0.0.1=direct"]\n',
+        )
+        reload(running)
+        roundTrip(sock, b"still through squid")
+        echoThrough(running.port, echo.port)
+    running.waitForNamed("tunnel_close", upstream=f"127.0.0.1:{parent.port}")
+    running.waitForNamed("tunnel_close", upstream=f"127.0.0.1:{echo.port}")

@@ -66,7 +66,7 @@ Address = IPv4Address | IPv6Address
 _DETAIL_LENGTH = 120
 
 
-def refusalFor(response: ParentResponse, parent: ParentProxy) -> ParentProxyError:
+def _refusalFor(response: ParentResponse, parent: ParentProxy) -> ParentProxyError:
     """
     What the client is answered when the parent answers C{CONNECT} with
     anything but a 2xx: the parent's own 403, 502, 503 or 504, and 502 for
@@ -376,7 +376,7 @@ class _ParentAttempt:
         assert handshake is not None
         if not response.successful:
             handshake.abort()
-            self._fail(Failure(refusalFor(response, self._parent)))
+            self._fail(Failure(_refusalFor(response, self._parent)))
             return
         self._finish()
         handshake.handOver(self._protocol)

@@ -132,7 +132,7 @@ def _freePort() -> int:
 
 def htpasswdFile(path: Path, users: dict[str, str]) -> Path:
     """
-    Write an htpasswd file (apr1 MD5 entries, which squid's helper reads)
+    Write an htpasswd file (bcrypt entries, which squid's helper reads)
     with Apache's C{htpasswd}, readable by squid.
 
     @param path: Where.
@@ -142,7 +142,7 @@ def htpasswdFile(path: Path, users: dict[str, str]) -> Path:
     path.write_text("")
     for user, password in users.items():
         subprocess.run(
-            ["htpasswd", "-b", "-m", str(path), user, password],
+            ["htpasswd", "-b", "-B", str(path), user, password],
             check=True,
             capture_output=True,
             timeout=30,

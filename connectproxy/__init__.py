@@ -12,7 +12,13 @@ from ._access import AccessRequest
 from ._admission import Gatekeeper, userPortal
 from ._assembly import ProxyConfig
 from ._connector import ConnectorContext, UpstreamRequest
-from ._errors import BadRequest, ForbiddenDestination, Refusal, ResolverBusy
+from ._errors import (
+    BadRequest,
+    ForbiddenDestination,
+    ParentProxyError,
+    Refusal,
+    ResolverBusy,
+)
 from ._factory import ConnectProxyFactory
 from ._hostnames import HostPatternTable
 from ._legacy import ProxyTunnel as ProxyTunnel
@@ -24,11 +30,14 @@ from ._observer import (
     TunnelRecord,
 )
 from ._observercontext import ObserverContext
+from ._parent import ParentProxyConnector
+from ._parenturl import ParentProxy
 from ._parser import ConnectRequest, ConnectRequestParser
 from ._policy import AccessRules, ClientRules, HostRules, NetworkRules, PortRules
 from ._proxyprotocol import serverEndpoint
 from ._relay import TunnelStats
 from ._resolver import ResolverPool
+from ._routing import RoutingConnector
 from ._server import ConnectProxyProtocol
 from ._settings import ProxySettings
 from ._tunnel import DEPRECATED_IN as _DEPRECATED_IN
@@ -64,6 +73,9 @@ __all__ = [
     "NetworkRules",
     "ObserverContext",
     "Outcome",
+    "ParentProxy",
+    "ParentProxyConnector",
+    "ParentProxyError",
     "PortRules",
     "ProxyConfig",
     "ProxySettings",
@@ -71,6 +83,7 @@ __all__ = [
     "RefusedRequest",
     "ResolverBusy",
     "ResolverPool",
+    "RoutingConnector",
     "TunnelRecord",
     "TunnelStats",
     "UpstreamRequest",

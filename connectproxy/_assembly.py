@@ -30,6 +30,7 @@ from ._listeners import ListenerPlan
 from ._observer import AccessLogObserver
 from ._outgoing import OutgoingAddresses
 from ._policy import AccessRules
+from ._routing import ParentRoutes
 from ._settings import ProxySettings, defaultMaxConnections
 from ._upstream import DirectConnectorFactory
 from .interfaces import (
@@ -171,9 +172,11 @@ DEFAULT_OBSERVERS = ("accesslog",)
 def connectorMaker(options: ParsedOptions) -> ConnectorMaker:
     """
     @param options: Parsed options.
-    @return: What makes the connector C{--upstream} names, from a
-        L{ConnectorContext}; it raises L{ValueError} naming the option when
-        the plugin refuses its argument.
+    @return: What makes the connector C{--upstream} names, with the parent
+        proxies of C{--upstream-proxy} and C{--upstream-route} in front of
+        it, from a L{ConnectorContext}; it raises L{ValueError} naming the
+        option when the plugin refuses its argument or the C{--upstream-ca}
+        file cannot be read.
     """
     name, _, argument = options["upstream"].partition(":")
     factory = connectorFactories()[name]
@@ -187,7 +190,10 @@ def connectorMaker(options: ParsedOptions) -> ConnectorMaker:
         except ValueError as e:
             raise ValueError(f"{source} {name}: {e}") from None
 
-    return make
+    parents = ParentRoutes.fromOptions(
+        options["upstream-proxy"], options["upstream-route"], options["upstream-ca"]
+    )
+    return make if parents is None else parents.maker(make)
 
 
 def proxySettings(options: ParsedOptions) -> ProxySettings:

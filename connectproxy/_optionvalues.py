@@ -15,6 +15,8 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from ._assembly import connectorFactories
+from ._parenturl import ParentProxy
+from ._routing import parseRoute
 
 __all__ = [
     "byteCount",
@@ -24,9 +26,11 @@ __all__ = [
     "count",
     "fieldCount",
     "nonNegativeFloat",
+    "parentProxyURL",
     "positiveCount",
     "positiveFloat",
     "realm",
+    "upstreamRoute",
 ]
 
 _T = TypeVar("_T", int, float)
@@ -141,3 +145,28 @@ def connectorChoice(description: str) -> str:
 
 
 connectorChoice.coerceDoc = "NAME or NAME:ARGUMENT."  # type: ignore[attr-defined]
+
+
+def parentProxyURL(text: str) -> str:
+    """
+    A parent proxy's URL, C{http://[USER:PASSWORD@]HOST:PORT} or
+    C{https://...}; the error never repeats it (it may hold a password).
+    """
+    ParentProxy.fromURL(text)
+    return text
+
+
+parentProxyURL.coerceDoc = (  # type: ignore[attr-defined]
+    "http://HOST:PORT or https://HOST:PORT, with USER:PASSWORD@ before the "
+    "host for Basic credentials (percent-encoded)."
+)
+#: A string in the configuration file, never a number.
+parentProxyURL.string = True  # type: ignore[attr-defined]
+
+
+def upstreamRoute(text: str) -> str:
+    """
+    C{PATTERN=URL} or C{PATTERN=direct}, the pattern as for C{--allow-host}.
+    """
+    parseRoute(text)
+    return text

@@ -38,6 +38,7 @@ from ._errors import (
     BadRequest,
     ForbiddenDestination,
     LookupAbandoned,
+    ParentProxyError,
     Refused,
     ResolverBusy,
 )
@@ -98,6 +99,12 @@ def _connectErrorStatus(
     if failure.check(LocalConnectError):
         assert isinstance(failure.value, LocalConnectError)
         return failure.value.status, failure.value.reason, ""
+    if failure.check(ParentProxyError):
+        assert isinstance(failure.value, ParentProxyError)
+        outcome = (
+            Outcome.DENIED if failure.value.status == 403 else Outcome.UPSTREAM_FAILED
+        )
+        return failure.value.status, failure.value.reason, outcome
     if failure.check(DNSLookupError):
         return 502, "could not resolve the target host", ""
     if failure.check(ConnectionRefusedError):
@@ -115,7 +122,11 @@ def _expectedConnectFailure(failure: Failure, timedOut: bool) -> bool:
     """
     return timedOut or bool(
         failure.check(
-            ConnectError, DNSLookupError, ForbiddenDestination, ConnectingCancelledError
+            ConnectError,
+            DNSLookupError,
+            ForbiddenDestination,
+            ConnectingCancelledError,
+            ParentProxyError,
         )
     )
 
@@ -483,7 +494,7 @@ class ConnectProxyProtocol(Protocol):
                 client=self._client,
                 target=target,
             )
-        elif status == 502:
+        elif status == 502 or failure.check(ParentProxyError):
             self._log.info(
                 "connect to {target} failed: {error}",
                 event="connect_failed",

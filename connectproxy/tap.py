@@ -56,9 +56,11 @@ from ._optionvalues import (
     count,
     fieldCount,
     nonNegativeFloat,
+    parentProxyURL,
     positiveCount,
     positiveFloat,
     realm,
+    upstreamRoute,
 )
 from ._outgoing import OutgoingAddresses, warnUnbindable
 from ._policy import (
@@ -108,6 +110,7 @@ _LIST_EXAMPLES = {
     "observer": "accesslog",
     "auth": "htpasswd:/etc/connectproxy/htpasswd",
     "outgoing-address": "192.0.2.10",
+    "upstream-route": "*.example.com=http://parent.example:3128",
 }
 
 
@@ -264,6 +267,23 @@ class Options(usage.Options, AuthOptionMixin):
             connectorChoice,
         ],
         [
+            "upstream-proxy",
+            None,
+            None,
+            "Reach targets through this parent proxy, with CONNECT: "
+            "http://HOST:PORT or https://HOST:PORT, with USER:PASSWORD@ before "
+            "the host for its Basic credentials (percent-encoded). "
+            "--upstream-route overrides it per host.",
+            parentProxyURL,
+        ],
+        [
+            "upstream-ca",
+            None,
+            None,
+            "Trust only the CA certificates in this PEM file for https:// "
+            "parent proxies, instead of the system's; re-read on SIGHUP.",
+        ],
+        [
             "auth-realm",
             None,
             "connectproxy",
@@ -328,6 +348,7 @@ class Options(usage.Options, AuthOptionMixin):
         "policy",
         "outgoing-address",
         "observer",
+        "upstream-route",
     )
 
     def __init__(self) -> None:
@@ -532,6 +553,19 @@ class Options(usage.Options, AuthOptionMixin):
                 f"(installed: {', '.join(sorted(installed)) or 'none'})"
             )
         self._append("observer", description)
+
+    def opt_upstream_route(self, route: str) -> None:
+        """
+        Reach targets that match PATTERN (as in --allow-host) through a
+        parent proxy, PATTERN=URL, or straight, PATTERN=direct (repeatable;
+        the most specific pattern wins, --upstream-proxy or --upstream
+        takes the rest).
+        """
+        try:
+            upstreamRoute(route)
+        except ValueError as e:
+            raise usage.UsageError(f"--upstream-route: {e}") from None
+        self._append("upstream-route", route)
 
     def opt_auth(self, description: str) -> None:
         """
@@ -807,6 +841,12 @@ class Options(usage.Options, AuthOptionMixin):
         Let the connector plugin check its argument now, before anything
         listens, by making a connector over a reactor that does nothing.
         """
+        if self["upstream-proxy"] is not None and self["upstream"] != "direct":
+            raise usage.UsageError(
+                "--upstream-proxy and --upstream both say how targets are "
+                "reached: give one of them"
+                + self._fromFile("upstream-proxy", "upstream")
+            )
         reactor = MemoryReactor()
         context = ConnectorContext(
             reactor, proxySettings(self), self.rules.networks, ResolverPool(reactor)

@@ -175,6 +175,8 @@ max-connections-per-client = 5
 resolver-threads = 16
 resolver-per-client = 2
 upstream = "direct"
+upstream-proxy = "http://alice:pw@parent.example:3128"
+upstream-route = "*.lan=direct"
 auth-realm = "Corp"
 auth-cache-ttl = 0
 auth-max-failures = 3
@@ -211,6 +213,9 @@ observer = "accesslog"
         "resolver-threads": 16,
         "resolver-per-client": 2,
         "upstream": "direct",
+        "upstream-proxy": "http://alice:pw@parent.example:3128",
+        "upstream-ca": None,
+        "upstream-route": ["*.lan=direct"],
         "auth-realm": "Corp",
         "auth-cache-ttl": 0.0,
         "auth-max-failures": 3,

@@ -15,6 +15,7 @@ import re
 import shlex
 import sys
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ from tests._shellblocks import (
     segments,
     shellBlocks,
 )
+from tests.integration._pki import makeTLSFiles
 
 EMBEDDING = Path(__file__).resolve().parent.parent / "docs" / "embedding.md"
 
@@ -405,10 +407,18 @@ def test_optionsReferenceHasEveryOption() -> None:
         assert entry.fields.get("example"), f"--{entry.name} has no :example:"
 
 
-_FILES = {
+def _caCertificate(directory: Path) -> str:
+    """
+    A CA certificate (PEM), made for the test.
+    """
+    return makeTLSFiles(directory).caCert.read_text(encoding="ascii")
+
+
+_FILES: dict[str, str | Callable[[Path], str] | None] = {
     "htpasswd": None,  # written by the test: a bcrypt entry
     "hosts": "example.com\n*.example.org\n",
     "proxy.toml": "idle-timeout = 300\n",
+    "parent-ca.pem": _caCertificate,
 }
 
 
@@ -425,6 +435,10 @@ def _withFiles(text: str, tmp_path: Path) -> str:
         content = _FILES[name]
         if content is None:
             content = "alice:" + bcrypt.hashpw(b"secret", bcrypt.gensalt(4)).decode()
+        elif callable(content):
+            made = tmp_path / f"{name}.d"
+            made.mkdir(exist_ok=True)
+            content = content(made)
         path.write_text(content + "\n", encoding="utf-8")
         return str(path)
 
@@ -487,7 +501,8 @@ def _refusals() -> list[tuple[int, tuple[str, str], str]]:
     """
     Every status and reason the code answers clients with, where both are
     written out: C{BadRequest(400, "...")}, C{Refused(...)},
-    C{Refusal(...)}, C{_refuse(...)}, C{errorResponse(...)} and functions
+    C{Refusal(...)}, C{ParentProxyError(...)}, C{_refuse(...)},
+    C{errorResponse(...)} and functions
     returning C{(status, "reason")}.
 
     @return: C{(status, (pattern, reason), where)}, the pattern matching
@@ -511,7 +526,14 @@ def _refusals() -> list[tuple[int, tuple[str, str], str]]:
         return None
 
     found = []
-    names = {"BadRequest", "Refused", "Refusal", "_refuse", "errorResponse"}
+    names = {
+        "BadRequest",
+        "Refused",
+        "Refusal",
+        "_refuse",
+        "errorResponse",
+        "ParentProxyError",
+    }
     for path in sorted((REPO / "connectproxy").rglob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):

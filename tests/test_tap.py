@@ -43,6 +43,8 @@ DEFAULTS = {
     "resolver-threads": 32,
     "resolver-per-client": 8,
     "upstream": "direct",
+    "upstream-proxy": None,
+    "upstream-ca": None,
     "auth-allow-plaintext": 0,
     "check-config": 0,
     "auth-realm": "connectproxy",
@@ -61,6 +63,7 @@ DEFAULTS = {
     "policy": [],
     "outgoing-address": [],
     "observer": ["accesslog"],
+    "upstream-route": [],
 }
 
 
@@ -114,6 +117,12 @@ def test_allOptions() -> None:
         "0",
         "--upstream",
         "direct",
+        "--upstream-proxy",
+        "http://alice:pw@parent.example:3128",
+        "--upstream-route",
+        "*.lan=direct",
+        "--upstream-route",
+        "partner.example=https://gw.partner.example:3129",
         "--auth-realm",
         "Corp",
         "--auth-cache-ttl",
@@ -166,6 +175,8 @@ def test_allOptions() -> None:
         "resolver-threads": 64,
         "resolver-per-client": 0,
         "upstream": "direct",
+        "upstream-proxy": "http://alice:pw@parent.example:3128",
+        "upstream-ca": None,
         "auth-allow-plaintext": 1,
         "check-config": 0,
         "auth-realm": "Corp",
@@ -184,6 +195,10 @@ def test_allOptions() -> None:
         "policy": [],
         "outgoing-address": ["127.0.0.7"],
         "observer": ["accesslog", "accesslog"],
+        "upstream-route": [
+            "*.lan=direct",
+            "partner.example=https://gw.partner.example:3129",
+        ],
     }
     rules = options.rules
     assert rules.ports.allows(8080) and not rules.ports.allows(8081)
@@ -259,6 +274,18 @@ def test_allOptions() -> None:
             "see --help-auth)",
         ),
         (["--listen", "tcp:notaport"], "not a valid listener"),
+        (["--upstream-proxy", "socks5://p:1080"], "--upstream-proxy: unknown scheme"),
+        (["--upstream-proxy", "http://p"], "--upstream-proxy: the URL needs a port"),
+        (["--upstream-route", "*.lan"], "--upstream-route: expected PATTERN=URL"),
+        (["--upstream-route", "*=direct"], "--upstream-route: invalid host pattern"),
+        (
+            ["--upstream-route", "a=direct", "--upstream-route", "a.=direct"],
+            "--upstream-route: a is routed twice",
+        ),
+        (
+            ["--upstream-proxy", "https://p:1", "--upstream-ca", "/nonexistent"],
+            "--upstream-ca: cannot read /nonexistent",
+        ),
         (["--no-such-option"], "no-such-option"),
     ],
 )

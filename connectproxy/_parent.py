@@ -456,7 +456,7 @@ class ParentProxyConnector:
 
     The parent's name is resolved on L{resolver} and its addresses are
     tried Happy Eyeballs style; over C{https://} the parent's certificate is
-    verified against L{ParentProxy.host} (C{service_identity}).  The
+    verified against C{ParentProxy.host} (C{service_identity}).  The
     C{CONNECT} names the target as the proxy received it (normalised) and
     carries the parent's credentials, if any.  The connect Deferred fires
     only after the parent's 2xx.
@@ -503,8 +503,7 @@ class ParentProxyConnector:
         @param resolver: Resolves the parent's name; a L{ResolverPool} with
             its default bounds over the reactor's resolver when C{None}.
         @param trustRoot: The certificates trusted for an C{https://}
-            parent (an L{IOpenSSLTrustRoot
-            <twisted.internet.interfaces.IOpenSSLTrustRoot>}, see
+            parent (a Twisted C{IOpenSSLTrustRoot}, see
             L{loadTrustRoot <connectproxy._parenturl.loadTrustRoot>}); the
             system's when C{None}.
         @param attemptDelay: Seconds before the next address is tried while

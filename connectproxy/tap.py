@@ -64,7 +64,7 @@ from ._policy import (
     parsePortRange,
 )
 from ._resolver import ResolverPool
-from ._service import proxyService
+from ._service import proxyListeners, proxyService
 from ._settings import ProxySettings
 from ._tunnel import DEPRECATED_IN as _DEPRECATED_IN
 from ._version import __version__
@@ -101,6 +101,7 @@ _LIST_EXAMPLES = {
     "observer": "accesslog",
     "auth": "htpasswd:/etc/connectproxy/htpasswd",
     "outgoing-address": "192.0.2.10",
+    "metrics": "tcp:9108:interface=127.0.0.1",
 }
 
 
@@ -116,6 +117,8 @@ class Options(usage.Options, AuthOptionMixin):
     @ivar policies: The plugin policies, made from their arguments (which
         checks them), in order, after L{postOptions}.
     @ivar plans: Where each listener would listen, after parsing.
+    @ivar metricsPlans: Where each metrics listener would listen, after
+        parsing.
     """
 
     synopsis = "[options]"
@@ -321,6 +324,7 @@ class Options(usage.Options, AuthOptionMixin):
         "policy",
         "outgoing-address",
         "observer",
+        "metrics",
     )
 
     def __init__(self) -> None:
@@ -337,9 +341,11 @@ class Options(usage.Options, AuthOptionMixin):
         self.rules = AccessRules.defaults()
         self.policies: list[IAccessPolicy] = []
         self.plans: list[ListenerPlan] = []
+        self.metricsPlans: list[ListenerPlan] = []
         # systemd: listeners without their socket, refused after parsing
         # unless only checking the configuration (outside systemd).
         self._missingSockets: dict[str, SystemdSocketMissing] = {}
+        self._missingMetricsSockets: dict[str, SystemdSocketMissing] = {}
 
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
         """
@@ -526,6 +532,20 @@ class Options(usage.Options, AuthOptionMixin):
             )
         self._append("observer", description)
 
+    def opt_metrics(self, description: str) -> None:
+        """
+        Serve Prometheus metrics (GET /metrics) and a health check (GET
+        /healthz) over HTTP on this strports description (repeatable), for
+        example tcp:9108:interface=127.0.0.1; never on a proxy port.
+        """
+        try:
+            self.metricsPlans.append(planListener(description))
+        except SystemdSocketMissing as e:
+            self._missingMetricsSockets[description] = e
+        except ListenerError as e:
+            raise usage.UsageError(f"--metrics {e}") from None
+        self._append("metrics", description)
+
     def opt_auth(self, description: str) -> None:
         """
         Require Basic credentials checked by this checker (repeatable), for
@@ -593,6 +613,7 @@ class Options(usage.Options, AuthOptionMixin):
             self["listen"] = [DEFAULT_LISTEN]
             self.plans = [planListener(DEFAULT_LISTEN)]
         self._checkDuplicateListeners()
+        self._checkMetrics()
         if not self["allow-port"]:
             self["allow-port"] = list(DEFAULT_PORTS)
         if not self["observer"]:
@@ -631,6 +652,8 @@ class Options(usage.Options, AuthOptionMixin):
             self.checkConfig()
         for missing in self._missingSockets.values():
             raise usage.UsageError(f"--listen {missing}")
+        for missing in self._missingMetricsSockets.values():
+            raise usage.UsageError(f"--metrics {missing}")
 
     def _checkDuplicateListeners(self) -> None:
         """
@@ -647,6 +670,37 @@ class Options(usage.Options, AuthOptionMixin):
                     f"both listen on {plan.where}" + self._fromFile("listen")
                 )
             seen[plan.where] = plan.description
+
+    def _checkMetrics(self) -> None:
+        """
+        Refuse a metrics listener on the address of a proxy listener or of
+        another metrics listener, and C{--metrics} without
+        C{prometheus_client}.
+        """
+        if not self["metrics"]:
+            return
+        seen = {
+            plan.where: f"--listen {plan.description!r}"
+            for plan in self.plans
+            if plan.port != 0 and plan.fileno is None
+        }
+        for plan in self.metricsPlans:
+            if plan.port == 0 or plan.fileno is not None:
+                continue
+            if plan.where in seen:
+                raise usage.UsageError(
+                    f"--metrics {plan.description!r} and {seen[plan.where]} both "
+                    f"listen on {plan.where}: give the metrics a port of their "
+                    "own" + self._fromFile("metrics")
+                )
+            seen[plan.where] = f"--metrics {plan.description!r}"
+        try:
+            import prometheus_client  # noqa: F401
+        except ImportError:
+            raise usage.UsageError(
+                "--metrics needs the prometheus_client package: "
+                "pip install prometheus_client"
+            ) from None
 
     def checkConfig(self) -> NoReturn:
         """
@@ -666,11 +720,29 @@ class Options(usage.Options, AuthOptionMixin):
                     f"listen {description} -> a socket from systemd (not "
                     f"checked here: {self._missingSockets[description].reason})"
                 )
+        lines.extend(self._describeMetrics())
         lines.extend(self._describeOutgoing())
         source = f" ({self['config']})" if self["config"] is not None else ""
         lines.append(f"connectproxy {__version__}: configuration OK{source}")
         sys.stdout.write("\n".join(lines) + "\n")
         raise SystemExit(0)
+
+    def _describeMetrics(self) -> list[str]:
+        """
+        The C{--check-config} lines of the metrics listeners.
+        """
+        plans = {plan.description: plan for plan in self.metricsPlans}
+        lines = []
+        for description in self["metrics"]:
+            plan = plans.get(description)
+            if plan is None:
+                missing = self._missingMetricsSockets[description]
+                where = f"a socket from systemd (not checked here: {missing.reason})"
+            else:
+                scheme = "https" if plan.tls else "http"
+                where = f"{plan.where} ({scheme}: /metrics, /healthz)"
+            lines.append(f"metrics {description} -> {where}")
+        return lines
 
     def _describeOutgoing(self) -> list[str]:
         """
@@ -844,12 +916,14 @@ def makeService(
     @param connector: A connector to use in place of the one C{--upstream}
         names, at start and after every reload.
     @param observers: Observers to tell of refusals and tunnels in place of
-        the access log, at start and after every reload.
+        the access log, at start and after every reload (the metrics of
+        C{--metrics} are told too).
     @return: A L{MultiService} holding the listeners; its child named
         C{"reload"} has a C{reload()} method, the one named C{"descriptors"}
         raises the descriptor limit at start (only when C{reactor} is
         C{None}: in the proxy's own process), the one named C{"observers"}
-        holds the services the C{--observer} plugins added, and the one
+        holds the services the C{--observer} plugins added (and the
+        C{--metrics} listeners), and the one
         named C{"notify"} tells systemd (C{$NOTIFY_SOCKET}) when the proxy
         is ready, reloading and stopping.
     @raise usage.UsageError: When the C{--upstream} or an C{--observer}
@@ -873,16 +947,23 @@ def makeService(
     # stops after them.
     observerServices = MultiService()
     observerServices.setName("observers")
+    context = ObserverContext(reactor, factory, observerServices)
     if observers is None:
         # Made once, at start, by the --observer plugins; a reload keeps
         # them.
         try:
-            observers = tuple(
-                options.observers(ObserverContext(reactor, factory, observerServices))
-            )
+            observers = tuple(options.observers(context))
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
         factory.observer = ObserverFanOut(observers)
+    metrics = None
+    if options["metrics"]:
+        # Imported here: prometheus_client only with --metrics.
+        from ._admin import addMetrics
+
+        metrics = addMetrics(options["metrics"], context)
+        factory.observer.observers.append(metrics.observer)
+        observers = (*observers, metrics.observer)
     load = reloader(options, reactor, connector=connector, observers=observers)
     # Descriptors: raised at start in the proxy's own process (never in a
     # caller's that passes its reactor), before the listeners listen.
@@ -904,7 +985,7 @@ def makeService(
         tls = plan is not None and plan.tls
         return AcceptGuard(reactor, reserve, report, None if tls else REFUSAL)
 
-    return proxyService(
+    service = proxyService(
         reactor,
         factory,
         config,
@@ -913,3 +994,6 @@ def makeService(
         before=[limits, observerServices],
         acceptGuard=acceptGuard,
     )
+    if metrics is not None:
+        metrics.health.listeners = proxyListeners(service)
+    return service

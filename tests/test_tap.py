@@ -58,6 +58,7 @@ DEFAULTS = {
     "policy": [],
     "outgoing-address": [],
     "observer": ["accesslog"],
+    "metrics": [],
 }
 
 
@@ -146,6 +147,10 @@ def test_allOptions() -> None:
         "accesslog",
         "--observer",
         "accesslog",
+        "--metrics",
+        "tcp:9108:interface=127.0.0.1",
+        "--metrics",
+        "unix:/run/connectproxy/metrics.sock",
     )
     assert dict(options) == {
         "listen": ["tcp:8080:interface=127.0.0.1", "tcp6:8080:interface=\\:\\:1"],
@@ -181,6 +186,10 @@ def test_allOptions() -> None:
         "policy": [],
         "outgoing-address": ["127.0.0.7"],
         "observer": ["accesslog", "accesslog"],
+        "metrics": [
+            "tcp:9108:interface=127.0.0.1",
+            "unix:/run/connectproxy/metrics.sock",
+        ],
     }
     rules = options.rules
     assert rules.ports.allows(8080) and not rules.ports.allows(8081)
@@ -303,12 +312,13 @@ def test_pluginDiscovered() -> None:
 
 def test_pluginImportLight() -> None:
     """
-    Importing the plugin module imports neither the reactor nor OpenSSL nor
-    connectproxy itself.
+    Importing the plugin module imports neither the reactor, OpenSSL,
+    prometheus_client nor connectproxy itself.
     """
     code = (
         "import sys; import twisted.plugins.connectproxy_plugin; "
-        "bad = [m for m in ('twisted.internet.reactor', 'OpenSSL', 'connectproxy')"
+        "bad = [m for m in ('twisted.internet.reactor', 'OpenSSL', 'connectproxy',"
+        " 'prometheus_client')"
         " if m in sys.modules]; print(bad)"
     )
     out = subprocess.run(

@@ -279,7 +279,7 @@ class AdminListenerService(StreamServerEndpointService):
     def _listening(self, port: IListeningPort) -> IListeningPort:
         address = port.getHost()
         self._log.info(
-            "metrics on http://{address}/metrics",
+            "metrics listening on {address} (/metrics, /healthz)",
             event="metrics_listening",
             address=formatAddress(address),
             host=getattr(address, "host", None),

@@ -682,10 +682,10 @@ class Options(usage.Options, AuthOptionMixin):
         seen = {
             plan.where: f"--listen {plan.description!r}"
             for plan in self.plans
-            if plan.port != 0 and plan.fileno is None
+            if _fixedAddress(plan)
         }
         for plan in self.metricsPlans:
-            if plan.port == 0 or plan.fileno is not None:
+            if not _fixedAddress(plan):
                 continue
             if plan.where in seen:
                 raise usage.UsageError(
@@ -880,6 +880,17 @@ class Options(usage.Options, AuthOptionMixin):
         @return: Whether clients tunnel without authenticating (no C{--auth}).
         """
         return not self.checkers()
+
+
+def _fixedAddress(plan: ListenerPlan) -> bool:
+    """
+    Whether a listener's address is known before it listens, and the same
+    every time: a TCP port other than 0, a UNIX socket path, or a socket
+    from systemd.
+    """
+    if plan.port is not None:
+        return plan.port != 0
+    return plan.path is not None or plan.fileno is not None
 
 
 # usage.Options shows handler docstrings as they are, indentation included:

@@ -44,6 +44,7 @@ from connectproxy.tap import Options, makeService
 from connectproxy.testing import ProxyHarness
 from tests.test_admission import connectHead
 from tests.test_config import InterfaceReactor, writeConfig
+from tests.test_listeners import inherited  # noqa: F401 (a fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -641,3 +642,31 @@ def test_prometheusClientImportedLazily() -> None:
         check=True,
     )
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.usefixtures("inherited")
+def test_systemdSocketShared() -> None:
+    """
+    A metrics listener on the systemd socket a proxy listener takes is
+    refused; one on a socket of its own is not.
+    """
+    proxySocket = "systemd:domain=INET:name=proxy"
+    with pytest.raises(UsageError, match=r"both listen on systemd socket \(fd 3\)"):
+        parse("--listen", proxySocket, "--metrics", "systemd:domain=INET:index=0")
+    options = parse(
+        "--listen", proxySocket, "--metrics", "systemd:domain=INET:name=admin"
+    )
+    assert [plan.fileno for plan in options.metricsPlans] == [4]
+
+
+def test_pluginEndpointsNeverCollide() -> None:
+    """
+    Listeners whose address is known only once they listen (an endpoint
+    type of a plugin) are not compared.
+    """
+    from connectproxy._listeners import ListenerPlan
+    from connectproxy.tap import _fixedAddress
+
+    assert not _fixedAddress(ListenerPlan("plugin:x"))
+    assert not _fixedAddress(ListenerPlan("tcp:0", host="", port=0))
+    assert _fixedAddress(ListenerPlan("unix:/p", path="/p"))

@@ -670,3 +670,14 @@ def test_pluginEndpointsNeverCollide() -> None:
     assert not _fixedAddress(ListenerPlan("plugin:x"))
     assert not _fixedAddress(ListenerPlan("tcp:0", host="", port=0))
     assert _fixedAddress(ListenerPlan("unix:/p", path="/p"))
+
+
+def test_withoutPrometheusClient(monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    Without C{prometheus_client} installed, C{--metrics} is refused before
+    anything listens, saying what to install; the proxy runs without it.
+    """
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)
+    with pytest.raises(UsageError, match=r"^--metrics needs the prometheus_client"):
+        parse("--metrics", "tcp:9108:interface=127.0.0.1")
+    assert parse()["metrics"] == []

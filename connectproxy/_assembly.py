@@ -321,6 +321,7 @@ def reloader(
         observers = tuple(observers)
 
     startObservers = options["observer"]
+    startMetrics = options["metrics"]
 
     def load() -> ProxyConfig:
         parsed = kind()
@@ -329,6 +330,11 @@ def reloader(
             _log.warn(
                 "--observer changes take effect only after a restart",
                 event="reload_observer_ignored",
+            )
+        if parsed["metrics"] != startMetrics:
+            _log.warn(
+                "--metrics changes take effect only after a restart",
+                event="reload_metrics_ignored",
             )
         return buildConfig(parsed, reactor, connector=connector, observers=observers)
 

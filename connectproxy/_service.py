@@ -13,7 +13,12 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import IService, MultiService, Service
+from twisted.application.service import (
+    IService,
+    IServiceCollection,
+    MultiService,
+    Service,
+)
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
@@ -29,7 +34,13 @@ from ._tlslisteners import NegotiatingReactor, reloadCertificates
 if TYPE_CHECKING:
     from ._acceptguard import AcceptGuard
 
-__all__ = ["ListenFailed", "ListenerService", "ReloadService", "proxyService"]
+__all__ = [
+    "ListenFailed",
+    "ListenerService",
+    "ReloadService",
+    "proxyListeners",
+    "proxyService",
+]
 
 
 class ListenFailed(SystemExit, Exception):
@@ -49,12 +60,17 @@ class ListenFailed(SystemExit, Exception):
     @ivar reason: Why it could not listen.
     """
 
-    def __init__(self, description: str, where: str, reason: str) -> None:
+    def __init__(
+        self, description: str, where: str, reason: str, option: str = "--listen"
+    ) -> None:
+        """
+        @param option: The option that gave the description.
+        """
         super().__init__(f"cannot listen on {where}: {reason}")
         self.description = description
         self.reason = reason
         self.code = (
-            f"connectproxy: cannot listen on {where}: {reason} (--listen {description})"
+            f"connectproxy: cannot listen on {where}: {reason} ({option} {description})"
         )
 
 
@@ -85,6 +101,8 @@ class ListenerService(StreamServerEndpointService):
         messages.
     @ivar acceptGuard: Refuses clients cleanly when the descriptors run
         out, once the port listens; C{None} for none.
+    @ivar isListening: Whether the port listens: from the moment it does
+        until the service stops.
     """
 
     _log = Logger()
@@ -92,6 +110,7 @@ class ListenerService(StreamServerEndpointService):
     clientRules: Sequence[str] = ()
     description = ""
     acceptGuard: AcceptGuard | None = None
+    isListening = False
 
     def privilegedStartService(self) -> None:
         """
@@ -108,6 +127,7 @@ class ListenerService(StreamServerEndpointService):
             self._waitingForPort.addCallback(self._listening)
 
     def stopService(self) -> Any:
+        self.isListening = False
         if self.acceptGuard is not None:
             self.acceptGuard.stop()
         return super().stopService()
@@ -125,6 +145,7 @@ class ListenerService(StreamServerEndpointService):
             description=self.description,
         )
         self._address = address
+        self.isListening = True
         self.warnIfOpen()
         return port
 
@@ -367,3 +388,16 @@ def proxyService(
     notifier.setServiceParent(service)
     reloader.notifier = notifier
     return service
+
+
+def proxyListeners(service: IService) -> list[ListenerService]:
+    """
+    The proxy's listeners among C{service} and the services under it.
+
+    @param service: What L{proxyService} returned.
+    """
+    if isinstance(service, ListenerService):
+        return [service]
+    if not IServiceCollection.providedBy(service):
+        return []
+    return [found for child in service for found in proxyListeners(child)]

@@ -73,7 +73,7 @@ from ._policy import (
     parsePortRange,
 )
 from ._resolver import ResolverPool
-from ._service import proxyService
+from ._service import proxyListeners, proxyService
 from ._settings import ProxySettings
 from ._tunnel import DEPRECATED_IN as _DEPRECATED_IN
 from ._version import __version__
@@ -111,6 +111,7 @@ _LIST_EXAMPLES = {
     "auth": "htpasswd:/etc/connectproxy/htpasswd",
     "outgoing-address": "192.0.2.10",
     "upstream-route": "*.example.com=http://parent.example:3128",
+    "metrics": "tcp:9108:interface=127.0.0.1",
 }
 
 
@@ -126,6 +127,8 @@ class Options(usage.Options, AuthOptionMixin):
     @ivar policies: The plugin policies, made from their arguments (which
         checks them), in order, after L{postOptions}.
     @ivar plans: Where each listener would listen, after parsing.
+    @ivar metricsPlans: Where each metrics listener would listen, after
+        parsing.
     """
 
     synopsis = "[options]"
@@ -349,6 +352,7 @@ class Options(usage.Options, AuthOptionMixin):
         "outgoing-address",
         "observer",
         "upstream-route",
+        "metrics",
     )
 
     def __init__(self) -> None:
@@ -365,9 +369,11 @@ class Options(usage.Options, AuthOptionMixin):
         self.rules = AccessRules.defaults()
         self.policies: list[IAccessPolicy] = []
         self.plans: list[ListenerPlan] = []
+        self.metricsPlans: list[ListenerPlan] = []
         # systemd: listeners without their socket, refused after parsing
         # unless only checking the configuration (outside systemd).
         self._missingSockets: dict[str, SystemdSocketMissing] = {}
+        self._missingMetricsSockets: dict[str, SystemdSocketMissing] = {}
 
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
         """
@@ -567,6 +573,20 @@ class Options(usage.Options, AuthOptionMixin):
             raise usage.UsageError(f"--upstream-route: {e}") from None
         self._append("upstream-route", route)
 
+    def opt_metrics(self, description: str) -> None:
+        """
+        Serve Prometheus metrics (GET /metrics) and a health check (GET
+        /healthz) over HTTP on this strports description (repeatable), for
+        example tcp:9108:interface=127.0.0.1; never on a proxy port.
+        """
+        try:
+            self.metricsPlans.append(planListener(description))
+        except SystemdSocketMissing as e:
+            self._missingMetricsSockets[description] = e
+        except ListenerError as e:
+            raise usage.UsageError(f"--metrics {e}") from None
+        self._append("metrics", description)
+
     def opt_auth(self, description: str) -> None:
         """
         Require Basic credentials checked by this checker (repeatable), for
@@ -645,6 +665,7 @@ class Options(usage.Options, AuthOptionMixin):
             self["listen"] = [DEFAULT_LISTEN]
             self.plans = [planListener(DEFAULT_LISTEN)]
         self._checkDuplicateListeners()
+        self._checkMetrics()
         if not self["allow-port"]:
             self["allow-port"] = list(DEFAULT_PORTS)
         if not self["observer"]:
@@ -683,6 +704,8 @@ class Options(usage.Options, AuthOptionMixin):
             self.checkConfig()
         for missing in self._missingSockets.values():
             raise usage.UsageError(f"--listen {missing}")
+        for missing in self._missingMetricsSockets.values():
+            raise usage.UsageError(f"--metrics {missing}")
 
     def _checkDuplicateListeners(self) -> None:
         """
@@ -709,6 +732,37 @@ class Options(usage.Options, AuthOptionMixin):
                         + self._fromFile("listen")
                     )
 
+    def _checkMetrics(self) -> None:
+        """
+        Refuse a metrics listener on the address of a proxy listener or of
+        another metrics listener, and C{--metrics} without
+        C{prometheus_client}.
+        """
+        if not self["metrics"]:
+            return
+        seen = {
+            plan.where: f"--listen {plan.description!r}"
+            for plan in self.plans
+            if _fixedAddress(plan)
+        }
+        for plan in self.metricsPlans:
+            if not _fixedAddress(plan):
+                continue
+            if plan.where in seen:
+                raise usage.UsageError(
+                    f"--metrics {plan.description!r} and {seen[plan.where]} both "
+                    f"listen on {plan.where}: give the metrics a port of their "
+                    "own" + self._fromFile("metrics")
+                )
+            seen[plan.where] = f"--metrics {plan.description!r}"
+        try:
+            import prometheus_client  # noqa: F401
+        except ImportError:
+            raise usage.UsageError(
+                "--metrics needs the prometheus_client package: "
+                "pip install prometheus_client"
+            ) from None
+
     def checkConfig(self) -> NoReturn:
         """
         Print where each listener would listen, one line each, and exit with
@@ -727,11 +781,29 @@ class Options(usage.Options, AuthOptionMixin):
                     f"listen {description} -> a socket from systemd (not "
                     f"checked here: {self._missingSockets[description].reason})"
                 )
+        lines.extend(self._describeMetrics())
         lines.extend(self._describeOutgoing())
         source = f" ({self['config']})" if self["config"] is not None else ""
         lines.append(f"connectproxy {__version__}: configuration OK{source}")
         sys.stdout.write("\n".join(lines) + "\n")
         raise SystemExit(0)
+
+    def _describeMetrics(self) -> list[str]:
+        """
+        The C{--check-config} lines of the metrics listeners.
+        """
+        plans = {plan.description: plan for plan in self.metricsPlans}
+        lines = []
+        for description in self["metrics"]:
+            plan = plans.get(description)
+            if plan is None:
+                missing = self._missingMetricsSockets[description]
+                where = f"a socket from systemd (not checked here: {missing.reason})"
+            else:
+                scheme = "https" if plan.tls else "http"
+                where = f"{plan.where} ({scheme}: /metrics, /healthz)"
+            lines.append(f"metrics {description} -> {where}")
+        return lines
 
     def _describeOutgoing(self) -> list[str]:
         """
@@ -915,6 +987,17 @@ class Options(usage.Options, AuthOptionMixin):
         return not self.checkers()
 
 
+def _fixedAddress(plan: ListenerPlan) -> bool:
+    """
+    Whether a listener's address is known before it listens, and the same
+    every time: a TCP port other than 0, a UNIX socket path, or a socket
+    from systemd.
+    """
+    if plan.port is not None:
+        return plan.port != 0
+    return plan.path is not None or plan.fileno is not None
+
+
 # usage.Options shows handler docstrings as they are, indentation included:
 # make each one a single paragraph for --help.
 for _name in dir(Options):
@@ -980,12 +1063,14 @@ def makeService(
     @param connector: A connector to use in place of the one C{--upstream}
         names, at start and after every reload.
     @param observers: Observers to tell of refusals and tunnels in place of
-        the access log, at start and after every reload.
+        the access log, at start and after every reload (the metrics of
+        C{--metrics} are told too).
     @return: A L{MultiService} holding the listeners; its child named
         C{"reload"} has a C{reload()} method, the one named C{"descriptors"}
         raises the descriptor limit at start (only when C{reactor} is
         C{None}: in the proxy's own process), the one named C{"observers"}
-        holds the services the C{--observer} plugins added, and the one
+        holds the services the C{--observer} plugins added (and the
+        C{--metrics} listeners), and the one
         named C{"notify"} tells systemd (C{$NOTIFY_SOCKET}) when the proxy
         is ready, reloading and stopping.
     @raise usage.UsageError: When the C{--upstream} or an C{--observer}
@@ -1009,13 +1094,12 @@ def makeService(
     # stops after them.
     observerServices = MultiService()
     observerServices.setName("observers")
+    context = ObserverContext(reactor, factory, observerServices)
     if observers is None:
         # Made once, at start, by the --observer plugins; a reload keeps
         # them.
         try:
-            observers = tuple(
-                options.observers(ObserverContext(reactor, factory, observerServices))
-            )
+            observers = tuple(options.observers(context))
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
         # twistd has no log level and shows debug events: one line per
@@ -1025,6 +1109,14 @@ def makeService(
             if isinstance(observer, AccessLogObserver):
                 observer.logOpens = not underTwistd
         factory.observer = ObserverFanOut(observers)
+    metrics = None
+    if options["metrics"]:
+        # Imported here: prometheus_client only with --metrics.
+        from ._admin import addMetrics
+
+        metrics = addMetrics(options["metrics"], context)
+        factory.observer.observers.append(metrics.observer)
+        observers = (*observers, metrics.observer)
     load = reloader(options, reactor, connector=connector, observers=observers)
     # Descriptors: raised at start in the proxy's own process (never in a
     # caller's that passes its reactor), before the listeners listen.
@@ -1046,7 +1138,7 @@ def makeService(
         tls = plan is not None and plan.tls
         return AcceptGuard(reactor, reserve, report, None if tls else REFUSAL)
 
-    return proxyService(
+    service = proxyService(
         reactor,
         factory,
         config,
@@ -1055,3 +1147,6 @@ def makeService(
         before=[limits, observerServices],
         acceptGuard=acceptGuard,
     )
+    if metrics is not None:
+        metrics.health.listeners = proxyListeners(service)
+    return service

@@ -194,6 +194,7 @@ auth = ["htpasswd:{htpasswd}"]
 policy = ["hostlist:{hosts}"]
 outgoing-address = ["127.0.0.7", "::1"]
 observer = "accesslog"
+metrics = "tcp:9108:interface=127.0.0.1"
 """,
     )
     options = parse("--config", str(path))
@@ -234,6 +235,7 @@ observer = "accesslog"
         "policy": [f"hostlist:{hosts}"],
         "outgoing-address": ["127.0.0.7", "::1"],
         "observer": ["accesslog"],
+        "metrics": ["tcp:9108:interface=127.0.0.1"],
     }
     [checker] = options.checkers()
     assert isinstance(checker, HtpasswdChecker)

@@ -64,6 +64,7 @@ DEFAULTS = {
     "outgoing-address": [],
     "observer": ["accesslog"],
     "upstream-route": [],
+    "metrics": [],
 }
 
 
@@ -158,6 +159,10 @@ def test_allOptions() -> None:
         "accesslog",
         "--observer",
         "accesslog",
+        "--metrics",
+        "tcp:9108:interface=127.0.0.1",
+        "--metrics",
+        "unix:/run/connectproxy/metrics.sock",
     )
     assert dict(options) == {
         "listen": ["tcp:8080:interface=127.0.0.1", "tcp6:8080:interface=\\:\\:1"],
@@ -198,6 +203,10 @@ def test_allOptions() -> None:
         "upstream-route": [
             "*.lan=direct",
             "partner.example=https://gw.partner.example:3129",
+        ],
+        "metrics": [
+            "tcp:9108:interface=127.0.0.1",
+            "unix:/run/connectproxy/metrics.sock",
         ],
     }
     rules = options.rules
@@ -421,12 +430,13 @@ def test_pluginDiscovered() -> None:
 
 def test_pluginImportLight() -> None:
     """
-    Importing the plugin module imports neither the reactor nor OpenSSL nor
-    connectproxy itself.
+    Importing the plugin module imports neither the reactor, OpenSSL,
+    prometheus_client nor connectproxy itself.
     """
     code = (
         "import sys; import twisted.plugins.connectproxy_plugin; "
-        "bad = [m for m in ('twisted.internet.reactor', 'OpenSSL', 'connectproxy')"
+        "bad = [m for m in ('twisted.internet.reactor', 'OpenSSL', 'connectproxy',"
+        " 'prometheus_client')"
         " if m in sys.modules]; print(bad)"
     )
     out = subprocess.run(

@@ -17,7 +17,6 @@ from typing import Any
 
 from twisted.cred.error import LoginFailed
 from twisted.cred.portal import IRealm, Portal
-from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import (
     CancelledError,
     Deferred,
@@ -29,6 +28,7 @@ from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
 from ._access import AccessRequest
+from ._address import clientHostPort
 from ._auth import (
     CheckerBusy,
     FailureLimiter,
@@ -74,16 +74,6 @@ def userPortal(checkers: Iterable[Any]) -> Portal:
     A portal over C{checkers} whose avatars are user names.
     """
     return Portal(_UserNameRealm(), list(checkers))
-
-
-def clientHostPort(address: object) -> tuple[str, int]:
-    """
-    The IP address (as text) and port of a client, or C{("", 0)} for one
-    that has none (a UNIX socket).
-    """
-    if isinstance(address, IPv4Address | IPv6Address):
-        return address.host, address.port
-    return "", 0
 
 
 def _quote(text: str) -> str:

@@ -17,7 +17,8 @@ from twisted.python.failure import Failure
 from twisted.python.versions import getVersionString
 from zope.interface import implementer
 
-from ._admission import Gatekeeper, clientHostPort
+from ._address import clientHostPort
+from ._admission import Gatekeeper
 from ._assembly import ProxyConfig, directConnector
 from ._connector import ConnectorContext, ConnectorMaker
 from ._deadlines import DeadlineSweeper

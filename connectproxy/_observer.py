@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from ._address import formatAddress
 from .interfaces import IProxyObserver, IProxyObserverRecord
 
 __all__ = [
@@ -22,23 +22,6 @@ __all__ = [
     "TunnelRecord",
     "formatAddress",
 ]
-
-
-def formatAddress(address: object) -> str:
-    """
-    Text for an address in logs: C{host:port}, C{[v6]:port} or
-    C{unix:path}.
-    """
-    if isinstance(address, IPv4Address):
-        return f"{address.host}:{address.port}"
-    if isinstance(address, IPv6Address):
-        return f"[{address.host}]:{address.port}"
-    if isinstance(address, UNIXAddress):
-        name = address.name or b""
-        if isinstance(name, bytes):
-            return "unix:" + name.decode("utf-8", "replace")
-        return f"unix:{name}"
-    return str(address)
 
 
 @implementer(IProxyObserverRecord)

@@ -33,6 +33,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ._address import formatAddress
+from ._address import socketPeer as _socketPeer
 from ._connector import UpstreamRequest
 from ._errors import (
     BadRequest,
@@ -44,7 +46,6 @@ from ._errors import (
 from ._observer import (
     RefusedRequest,
     TunnelRecord,
-    formatAddress,
 )
 from ._parser import ConnectRequest, ConnectRequestParser
 from ._relay import _Relay
@@ -601,18 +602,6 @@ class ConnectProxyProtocol(Protocol):
             if self._timer.active():
                 self._timer.cancel()
             self._timer = None
-
-
-def _socketPeer(transport: object) -> object:
-    """
-    The peer of the socket under a protocol wrapper (a PROXY-protocol
-    listener reports the claimed client as its peer, and the load balancer
-    is the peer of the transport it wraps), or C{None} when there is no
-    wrapper.
-    """
-    inner = getattr(transport, "transport", None)
-    getPeer = getattr(inner, "getPeer", None)
-    return None if getPeer is None else getPeer()
 
 
 def _keepsAlive(request: ConnectRequest | None) -> bool:

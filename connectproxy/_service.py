@@ -19,9 +19,9 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python import usage
 
+from ._address import formatAddress
 from ._assembly import ProxyConfig
 from ._factory import ConnectProxyFactory
-from ._observer import formatAddress
 from ._proxyprotocol import serverEndpoint
 from ._sdnotify import NotifyService, SystemdNotifier
 from ._tlslisteners import NegotiatingReactor, reloadCertificates

@@ -45,7 +45,7 @@ from connectproxy import (
     Refusal,
     UpstreamRequest,
 )
-from connectproxy._admission import Gatekeeper, Refused, clientHostPort, userPortal
+from connectproxy._admission import Gatekeeper, Refused, userPortal
 from connectproxy._auth import FailureLimiter, HtpasswdChecker
 from connectproxy._policy import (
     AccessRules,
@@ -1396,16 +1396,6 @@ def test_checkClient(address: object, shown: str | None) -> None:
         assert refused is not None
         assert (refused.status, refused.keepAlive) == (403, False)
         assert refused.reason == f"client {shown} is not allowed (see --allow-client)"
-
-
-def test_clientHostPort() -> None:
-    """
-    IP clients have a host and port; others have neither.
-    """
-    assert clientHostPort(IPv4Address("TCP", "10.0.0.1", 5)) == ("10.0.0.1", 5)
-    assert clientHostPort(IPv6Address("TCP", "::1", 6)) == ("::1", 6)
-    assert clientHostPort(UNIXAddress(b"/s")) == ("", 0)
-    assert clientHostPort(None) == ("", 0)
 
 
 def test_admitWithoutAuthentication() -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from twisted.cred.error import UnauthorizedLogin
-from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.address import IPv6Address
 from twisted.internet.error import (
     ConnectError,
     ConnectingCancelledError,
@@ -839,21 +839,6 @@ def test_interfacesProvided(harness: ProxyHarness) -> None:
     assert verifyObject(IProxyObserver, AccessLogObserver())
     assert verifyObject(IProxyObserver, ObserverFanOut([]))
     assert verifyObject(IProxyObserver, RecordingObserver())
-
-
-def test_clientAddressFormats() -> None:
-    """
-    IPv6 and UNIX client addresses are logged readably.
-    """
-    from twisted.internet.address import UNIXAddress
-
-    from connectproxy._observer import formatAddress
-
-    assert formatAddress(IPv6Address("TCP", "::1", 5)) == "[::1]:5"
-    assert formatAddress(IPv4Address("TCP", "10.0.0.1", 5)) == "10.0.0.1:5"
-    assert formatAddress(UNIXAddress(b"/run/p.sock")) == "unix:/run/p.sock"
-    assert formatAddress(UNIXAddress(None)) == "unix:"
-    assert formatAddress("other") == "other"
 
 
 @pytest.fixture

@@ -29,15 +29,10 @@ from zope.interface import Interface, implementer
 
 from ._access import AccessRequest
 from ._address import clientHostPort
-from ._auth import (
-    CheckerBusy,
-    FailureLimiter,
-    InvalidCredentials,
-    ProxyCredentials,
-    parseBasicCredentials,
-)
 from ._connector import UpstreamRequest
-from ._errors import Refusal, Refused
+from ._credentials import ProxyCredentials, parseBasicCredentials
+from ._errors import CheckerBusy, InvalidCredentials, Refusal, Refused
+from ._limiter import FailureLimiter
 from ._parser import ConnectRequest
 from ._policy import AccessRules, normalizeHost
 from .interfaces import IAccessPolicy

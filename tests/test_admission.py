@@ -46,7 +46,8 @@ from connectproxy import (
     UpstreamRequest,
 )
 from connectproxy._admission import Gatekeeper, Refused, userPortal
-from connectproxy._auth import FailureLimiter, HtpasswdChecker
+from connectproxy._htpasswd import HtpasswdChecker
+from connectproxy._limiter import FailureLimiter
 from connectproxy._policy import (
     AccessRules,
     ClientRules,

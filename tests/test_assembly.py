@@ -27,7 +27,7 @@ from connectproxy import (
     ProxyConfig,
     ProxySettings,
 )
-from connectproxy._auth import HtpasswdChecker
+from connectproxy._htpasswd import HtpasswdChecker
 from connectproxy._limiter import FailureLimiter
 from connectproxy.tap import Options, buildConfig, makeService
 from connectproxy.testing import (

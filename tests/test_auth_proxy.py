@@ -26,16 +26,18 @@ from twisted.logger import LogEvent, LogLevel, formatEvent
 from twisted.python import usage
 from zope.interface import implementer
 
-from connectproxy import _auth
+from connectproxy import _htpasswd
 from connectproxy._admission import Gatekeeper, userPortal
-from connectproxy._auth import FailureLimiter, HtpasswdChecker
+from connectproxy._htpasswd import HtpasswdChecker
+from connectproxy._limiter import FailureLimiter
 from connectproxy._policy import AccessRules
 from connectproxy._settings import ProxySettings
 from connectproxy.tap import Options, buildConfig, makeService
 from connectproxy.testing import FakeClient, ProxyHarness
 from tests.test_admission import basic, connectHead, onlyResponse, responses
-from tests.test_auth import LaterRunner, sha1Hash
 from tests.test_config import currentChecker, listenerFactory, logsIn, reloaderOf
+from tests.test_htpasswd import sha1Hash
+from tests.test_verifyqueue import LaterRunner
 
 USERS = "memory:alice:secret:bob:hunter2"
 TARGET = "example.com:443"
@@ -419,15 +421,15 @@ def denyReading(monkeypatch: pytest.MonkeyPatch, path: Path) -> None:
     Make reading C{path} fail as it does for a user without permission, as
     the user C{nobody}.
     """
-    original = _auth._readFile
+    original = _htpasswd._readFile
 
     def readFile(name: str) -> tuple[tuple[int, int, int], bytes]:
         if name == str(path):
             raise PermissionError(13, "Permission denied", name)
         return original(name)
 
-    monkeypatch.setattr(_auth, "_readFile", readFile)
-    monkeypatch.setattr(_auth, "_serviceUser", lambda: "nobody")
+    monkeypatch.setattr(_htpasswd, "_readFile", readFile)
+    monkeypatch.setattr(_htpasswd, "_serviceUser", lambda: "nobody")
 
 
 def test_reloadOfUnreadablePasswordFile(

@@ -33,8 +33,8 @@ from zope.interface import implementer
 
 from connectproxy import ConnectProxyFactory, DirectConnector, ProxySettings
 from connectproxy._assembly import reloader
-from connectproxy._auth import HtpasswdChecker
 from connectproxy._config import ConfigError
+from connectproxy._htpasswd import HtpasswdChecker
 from connectproxy._service import ListenerService, ListenFailed, ReloadService
 from connectproxy.plugins.hostlist import HostListPolicy
 from connectproxy.tap import Options, buildConfig, makeService

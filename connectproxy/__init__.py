@@ -16,11 +16,12 @@ from ._errors import BadRequest, ForbiddenDestination, Refusal, ResolverBusy
 from ._factory import ConnectProxyFactory
 from ._hostnames import HostPatternTable
 from ._legacy import ProxyTunnel as ProxyTunnel
+from ._networks import NetworkRules
 from ._observer import AccessLogObserver, RefusedRequest, TunnelRecord
 from ._parser import ConnectRequest, ConnectRequestParser
-from ._policy import AccessRules, ClientRules, HostRules, NetworkRules, PortRules
 from ._proxyprotocol import serverEndpoint
 from ._resolver import ResolverPool
+from ._rules import AccessRules, ClientRules, HostRules, PortRules
 from ._server import ConnectProxyProtocol
 from ._settings import ProxySettings
 from ._tunnel import DEPRECATED_IN as _DEPRECATED_IN

@@ -32,9 +32,10 @@ from ._address import clientHostPort
 from ._connector import UpstreamRequest
 from ._credentials import ProxyCredentials, parseBasicCredentials
 from ._errors import CheckerBusy, InvalidCredentials, Refusal, Refused
+from ._hostnames import normalizeHost
 from ._limiter import FailureLimiter
 from ._parser import ConnectRequest
-from ._policy import AccessRules, normalizeHost
+from ._rules import AccessRules
 from .interfaces import IAccessPolicy
 
 __all__ = ["Gatekeeper", "IProxyUser", "Refused", "clientHostPort"]

@@ -27,7 +27,7 @@ from ._connector import ConnectorContext, ConnectorMaker
 from ._limiter import FailureLimiter
 from ._listeners import ListenerPlan
 from ._observer import AccessLogObserver
-from ._policy import AccessRules
+from ._rules import AccessRules
 from ._settings import ProxySettings
 from ._upstream import DirectConnectorFactory
 from .interfaces import (

@@ -28,9 +28,9 @@ from ._observer import (
     RefusedRequest,
     TunnelRecord,
 )
-from ._policy import AccessRules
 from ._relay import _RelayFactory
 from ._resolver import ResolverPool
+from ._rules import AccessRules
 from ._server import ConnectProxyProtocol
 from ._settings import ProxySettings
 from ._tls import ALPN_PROTOCOLS

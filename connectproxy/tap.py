@@ -36,6 +36,7 @@ from ._config import ConfigKey, applyConfig, loadConfig
 from ._connector import ConnectorContext, ConnectorMaker
 from ._factory import ConnectProxyFactory
 from ._listeners import ListenerError, ListenerPlan, SystemdSocketMissing, planListener
+from ._networks import NetworkRules
 from ._optionvalues import (
     byteCount,
     checkNetwork,
@@ -47,16 +48,15 @@ from ._optionvalues import (
     positiveFloat,
     realm,
 )
-from ._policy import (
+from ._resolver import ResolverPool
+from ._rules import (
     DEFAULT_PORTS,
     AccessRules,
     ClientRules,
     HostRules,
-    NetworkRules,
     PortRules,
     parsePortRange,
 )
-from ._resolver import ResolverPool
 from ._service import proxyService
 from ._settings import ProxySettings
 from ._tunnel import DEPRECATED_IN as _DEPRECATED_IN

@@ -38,9 +38,9 @@ from ._access import AccessRequest, Refusal
 from ._admission import Gatekeeper
 from ._connector import ConnectorContext, UpstreamRequest
 from ._factory import ConnectProxyFactory
+from ._networks import NetworkRules
 from ._observer import RefusedRequest, TunnelRecord
 from ._parser import ConnectRequest
-from ._policy import NetworkRules
 from ._resolver import ResolverPool
 from ._settings import ProxySettings
 from ._upstream import StaticResolver

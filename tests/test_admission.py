@@ -48,13 +48,8 @@ from connectproxy import (
 from connectproxy._admission import Gatekeeper, Refused, userPortal
 from connectproxy._htpasswd import HtpasswdChecker
 from connectproxy._limiter import FailureLimiter
-from connectproxy._policy import (
-    AccessRules,
-    ClientRules,
-    HostRules,
-    NetworkRules,
-    PortRules,
-)
+from connectproxy._networks import NetworkRules
+from connectproxy._rules import AccessRules, ClientRules, HostRules, PortRules
 from connectproxy._upstream import DirectConnector, ForbiddenDestination
 from connectproxy.interfaces import IAccessPolicy
 from connectproxy.testing import (

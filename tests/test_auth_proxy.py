@@ -30,7 +30,7 @@ from connectproxy import _htpasswd
 from connectproxy._admission import Gatekeeper, userPortal
 from connectproxy._htpasswd import HtpasswdChecker
 from connectproxy._limiter import FailureLimiter
-from connectproxy._policy import AccessRules
+from connectproxy._rules import AccessRules
 from connectproxy._settings import ProxySettings
 from connectproxy.tap import Options, buildConfig, makeService
 from connectproxy.testing import FakeClient, ProxyHarness

@@ -23,7 +23,6 @@ from zope.interface.verify import verifyObject
 
 from connectproxy import ConnectProxyProtocol, ProxySettings
 from connectproxy._admission import Gatekeeper
-from connectproxy._policy import AccessRules, ClientRules
 from connectproxy._proxyheader import (
     V2_SIGNATURE,
     InvalidProxyHeader,
@@ -39,6 +38,7 @@ from connectproxy._proxyprotocol import (
     clientAddress,
     serverEndpoint,
 )
+from connectproxy._rules import AccessRules, ClientRules
 from connectproxy.tap import Options, makeService
 from connectproxy.testing import HalfCloseableStringTransport, ProxyHarness
 

@@ -27,8 +27,9 @@ from zope.interface import implementer
 from connectproxy import ConnectProxyFactory, ProxySettings
 from connectproxy._access import AccessRequest, Refusal
 from connectproxy._admission import Gatekeeper
-from connectproxy._policy import AccessRules, NetworkRules
+from connectproxy._networks import NetworkRules
 from connectproxy._resolver import ResolverPool
+from connectproxy._rules import AccessRules
 from connectproxy._upstream import DirectConnector
 from connectproxy.interfaces import IAccessPolicy
 from connectproxy.testing import (

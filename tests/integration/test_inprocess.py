@@ -23,13 +23,8 @@ from zope.interface import implementer
 
 from connectproxy import ConnectProxyFactory, ProxySettings
 from connectproxy._admission import Gatekeeper
-from connectproxy._policy import (
-    AccessRules,
-    ClientRules,
-    HostRules,
-    NetworkRules,
-    PortRules,
-)
+from connectproxy._networks import NetworkRules
+from connectproxy._rules import AccessRules, ClientRules, HostRules, PortRules
 from connectproxy.testing import RecordingObserver
 
 pytestmark = pytest.mark.integration

@@ -12,20 +12,16 @@ upstream connector and synchronous (or hand-fired) credential checkers.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import gc
 import hashlib
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from twisted.cred.checkers import (
     ICredentialsChecker,
-    InMemoryUsernamePasswordDatabaseDontUse,
 )
-from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import IRealm
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
@@ -33,12 +29,9 @@ from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.error import ConnectionLost
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogEvent
-from twisted.python.failure import Failure
-from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from connectproxy import (
-    AccessRequest,
     ConnectProxyFactory,
     ProxyConfig,
     ProxySettings,
@@ -47,7 +40,6 @@ from connectproxy import (
 )
 from connectproxy._admission import Gatekeeper, Refused, userPortal
 from connectproxy._htpasswd import HtpasswdChecker
-from connectproxy._limiter import FailureLimiter
 from connectproxy._networks import NetworkRules
 from connectproxy._rules import AccessRules, ClientRules, HostRules, PortRules
 from connectproxy._upstream import DirectConnector, ForbiddenDestination
@@ -56,275 +48,60 @@ from connectproxy.testing import (
     FakeClient,
     HalfCloseableStringTransport,
     ProxyHarness,
+    Response,
     accessRequest,
     checkPolicy,
+    connectHead,
+)
+from tests._helpers import (
+    ESTABLISHED,
+    FOREIGN,
+    GOOD,
+    CountingChecker,
+    LaterPolicy,
+    PendingChecker,
+    RaisingChecker,
+    RaisingPolicy,
+    StaticPolicy,
+    authHarness,
+    basic,
+    failed,
+    failuresLogged,
+    makeHarness,
+    rulesWith,
+    succeeded,
 )
 
-ESTABLISHED = b"HTTP/1.1 200 Connection established\r\n\r\n"
-FOREIGN = IPv4Address("TCP", "192.0.2.10", 5000)
-GOOD = b"alice:secret"
-
-
-# Helpers: requests, responses, checkers, policies and harnesses.
-
-
-def connectHead(
-    target: str = "example.com:443", *fields: str, version: str = "1.1"
-) -> bytes:
-    """
-    A complete CONNECT request head for C{target} with a C{Host} field and
-    C{fields}, encoded as ISO-8859-1 so that any byte can be sent.
-    """
-    lines = [f"CONNECT {target} HTTP/{version}", f"Host: {target}", *fields]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("iso-8859-1")
-
-
-def basic(credentials: bytes, scheme: str = "Basic") -> str:
-    """
-    A C{Proxy-Authorization} field carrying C{credentials} in base64.
-    """
-    token = base64.b64encode(credentials).decode("ascii")
-    return f"Proxy-Authorization: {scheme} {token}"
-
-
-@dataclasses.dataclass
-class Response:
-    """
-    One response the proxy wrote.
-    """
-
-    status: int
-    headers: list[tuple[str, str]]
-    body: bytes
-
-    def header(self, name: str) -> str | None:
-        """
-        The value of the first field called C{name} (any case), or C{None}.
-        """
-        for key, value in self.headers:
-            if key.lower() == name.lower():
-                return value
-        return None
+# Other test modules import these helpers from here; they live in
+# tests._helpers and connectproxy.testing.
+__all__ = [
+    "FOREIGN",
+    "GOOD",
+    "LaterPolicy",
+    "PendingChecker",
+    "RaisingPolicy",
+    "StaticPolicy",
+    "basic",
+    "connectHead",
+    "makeHarness",
+    "onlyResponse",
+    "responses",
+    "rulesWith",
+]
 
 
 def responses(client: FakeClient) -> list[Response]:
     """
-    Every response the proxy wrote to C{client}, in order; parsing stops at
-    a 200, after which the bytes belong to the tunnel.
+    Every response the proxy wrote to C{client}: L{FakeClient.responses}.
     """
-    data = client.transport.value()
-    found = []
-    while data:
-        head, separator, rest = data.partition(b"\r\n\r\n")
-        assert separator, f"incomplete response head {data!r}"
-        statusLine, *lines = head.decode("utf-8").split("\r\n")
-        fields = [(n, v) for n, _, v in (line.partition(": ") for line in lines)]
-        length = int(dict((n.lower(), v) for n, v in fields).get("content-length", 0))
-        response = Response(int(statusLine.split(" ", 2)[1]), fields, rest[:length])
-        found.append(response)
-        if response.status == 200:
-            break
-        data = rest[length:]
-    return found
+    return client.responses()
 
 
 def onlyResponse(client: FakeClient) -> Response:
     """
-    The one response the proxy wrote to C{client}.
+    The one response the proxy wrote to C{client}: L{FakeClient.response}.
     """
-    [response] = responses(client)
-    return response
-
-
-def failuresLogged(events: list[LogEvent]) -> list[LogEvent]:
-    """
-    The events among C{events} that carry a failure.
-    """
-    return [event for event in events if "log_failure" in event]
-
-
-@implementer(ICredentialsChecker)
-class CountingChecker:
-    """
-    An in-memory, synchronous checker that keeps the user names it was
-    asked about.
-
-    @ivar asked: The user names (bytes) of every check, in order.
-    """
-
-    credentialInterfaces = (IUsernamePassword,)
-
-    def __init__(self, users: dict[bytes, bytes]) -> None:
-        self._database = InMemoryUsernamePasswordDatabaseDontUse()
-        for name, password in users.items():
-            self._database.addUser(name, password)
-        self.asked: list[bytes] = []
-
-    def requestAvatarId(self, credentials: Any) -> Deferred[bytes | tuple[()]]:
-        self.asked.append(credentials.username)
-        result: Deferred[bytes | tuple[()]] = self._database.requestAvatarId(
-            credentials
-        )
-        return result
-
-
-@implementer(ICredentialsChecker)
-class PendingChecker:
-    """
-    A checker whose answers the test gives by firing the Deferreds in
-    C{pending}.
-
-    @ivar cancelled: How many checks were cancelled.
-    """
-
-    credentialInterfaces = (IUsernamePassword,)
-
-    def __init__(self) -> None:
-        self.pending: list[Deferred[bytes | tuple[()]]] = []
-        self.cancelled = 0
-
-    def requestAvatarId(self, credentials: Any) -> Deferred[bytes | tuple[()]]:
-        d: Deferred[bytes | tuple[()]] = Deferred(self._cancel)
-        self.pending.append(d)
-        return d
-
-    def _cancel(self, d: Deferred[bytes | tuple[()]]) -> None:
-        self.cancelled += 1
-
-
-@implementer(ICredentialsChecker)
-class RaisingChecker:
-    """
-    A broken checker: it raises something other than L{UnauthorizedLogin}.
-    """
-
-    credentialInterfaces = (IUsernamePassword,)
-
-    def requestAvatarId(self, credentials: Any) -> Deferred[bytes | tuple[()]]:
-        raise RuntimeError("checker bug")
-
-
-@implementer(IAccessPolicy)
-class StaticPolicy:
-    """
-    A policy that answers every request the same way, at once.
-
-    @ivar seen: Every request it was asked about.
-    """
-
-    def __init__(self, answer: Refusal | None = None) -> None:
-        self.answer = answer
-        self.seen: list[AccessRequest] = []
-
-    def checkAccess(
-        self, access: AccessRequest
-    ) -> Refusal | Deferred[Refusal | None] | None:
-        self.seen.append(access)
-        return self.answer
-
-
-@implementer(IAccessPolicy)
-class LaterPolicy:
-    """
-    A policy that answers with a Deferred the test fires.
-
-    @ivar pending: The Deferreds handed out, in order.
-    @ivar cancelled: How many of them were cancelled.
-    """
-
-    def __init__(self) -> None:
-        self.seen: list[AccessRequest] = []
-        self.pending: list[Deferred[Refusal | None]] = []
-        self.cancelled = 0
-
-    def checkAccess(
-        self, access: AccessRequest
-    ) -> Refusal | Deferred[Refusal | None] | None:
-        self.seen.append(access)
-        d: Deferred[Refusal | None] = Deferred(self._cancel)
-        self.pending.append(d)
-        return d
-
-    def _cancel(self, d: Deferred[Refusal | None]) -> None:
-        self.cancelled += 1
-
-
-@implementer(IAccessPolicy)
-class RaisingPolicy:
-    """
-    A broken policy.
-    """
-
-    def checkAccess(
-        self, access: AccessRequest
-    ) -> Refusal | Deferred[Refusal | None] | None:
-        raise RuntimeError("policy bug")
-
-
-def makeHarness(
-    rules: AccessRules | None = None,
-    policies: Sequence[IAccessPolicy] = (),
-    checker: object = None,
-    realm: str = "connectproxy",
-    maxFailures: int = 3,
-    blockFor: float = 60.0,
-    settings: ProxySettings | None = None,
-) -> ProxyHarness:
-    """
-    A harness whose gatekeeper has C{rules} (the defaults when C{None}),
-    C{policies} and, when a C{checker} is given, authentication with a
-    failure limiter on the harness clock.
-    """
-    harness = ProxyHarness(settings)
-    harness.factory.gatekeeper = Gatekeeper(
-        rules if rules is not None else AccessRules.defaults(),
-        policies,
-        None if checker is None else userPortal([checker]),
-        realm,
-        FailureLimiter(harness.clock, maxFailures, blockFor=blockFor),
-    )
-    return harness
-
-
-def authHarness(**kwargs: Any) -> tuple[ProxyHarness, CountingChecker]:
-    """
-    A harness requiring authentication, with users C{alice} (password
-    C{secret}) and C{zoë} (password C{pässword}).
-    """
-    checker = CountingChecker(
-        {b"alice": b"secret", "zoë".encode(): "pässword".encode()}
-    )
-    return makeHarness(checker=checker, **kwargs), checker
-
-
-def rulesWith(**changes: Any) -> AccessRules:
-    """
-    The default rules with some parts replaced.
-    """
-    return dataclasses.replace(AccessRules.defaults(), **changes)
-
-
-def succeeded(d: Deferred[Any]) -> Any:
-    """
-    The result of a Deferred that has fired successfully.
-    """
-    outcome: list[Any] = []
-    d.addBoth(outcome.append)
-    [result] = outcome
-    assert not isinstance(result, Failure), result
-    return result
-
-
-def failed(d: Deferred[Any]) -> BaseException:
-    """
-    The exception of a Deferred that has failed.
-    """
-    outcome: list[Any] = []
-    d.addBoth(outcome.append)
-    [result] = outcome
-    assert isinstance(result, Failure), result
-    assert result.value is not None
-    return result.value
+    return client.response()
 
 
 # Client rules.
@@ -343,7 +120,7 @@ def test_foreignClientRefusedAtFirstBytes(data: bytes) -> None:
     harness = ProxyHarness()
     client = harness.connectClient(FOREIGN)
     client.send(data)
-    response = onlyResponse(client)
+    response = client.response()
     assert response.status == 403
     assert response.body == (
         b"403 Forbidden: client 192.0.2.10 is not allowed (see --allow-client)\n"
@@ -444,7 +221,7 @@ def test_missingCredentialsChallenged() -> None:
     harness, checker = authHarness(realm="Corp proxy")
     client = harness.connectClient()
     client.send(connectHead())
-    response = onlyResponse(client)
+    response = client.response()
     assert response.status == 407
     assert response.header("Proxy-Authenticate") == (
         'Basic realm="Corp proxy", charset="UTF-8"'
@@ -467,7 +244,7 @@ def test_realmQuoted() -> None:
     harness, _ = authHarness(realm='say "hi" \\ bye')
     client = harness.connectClient()
     client.send(connectHead())
-    assert onlyResponse(client).header("Proxy-Authenticate") == (
+    assert client.response().header("Proxy-Authenticate") == (
         'Basic realm="say \\"hi\\" \\\\ bye", charset="UTF-8"'
     )
 
@@ -484,7 +261,7 @@ def test_retryOnSameConnection() -> None:
     assert checker.asked == [b"alice"]
     attempt = harness.connector.attempts[0]
     upstream = attempt.succeed()
-    first, second = responses(client)
+    first, second = client.responses()
     assert (first.status, second.status) == (407, 200)
     assert client.transport.value().endswith(ESTABLISHED)
     client.send(b"ping")
@@ -514,7 +291,7 @@ def test_wrongCredentialsChallenged(
     harness, checker = authHarness()
     client = harness.connectClient()
     client.send(connectHead("example.com:443", basic(credentials)))
-    response = onlyResponse(client)
+    response = client.response()
     assert response.status == 407
     assert response.header("Proxy-Authenticate") is not None
     assert response.header("Connection") is None
@@ -555,7 +332,7 @@ def test_malformedCredentialsChallenged(field: str, logEvents: list[LogEvent]) -
     harness, checker = authHarness()
     client = harness.connectClient()
     client.send(connectHead("example.com:443", field))
-    response = onlyResponse(client)
+    response = client.response()
     assert response.status == 407
     assert response.header("Proxy-Authenticate") is not None
     assert not client.transport.disconnecting
@@ -622,7 +399,7 @@ def test_challengeClosesWithoutKeepAlive(version: str, fields: tuple[str, ...]) 
     harness, _ = authHarness()
     client = harness.connectClient()
     client.send(connectHead("example.com:443", *fields, version=version))
-    response = onlyResponse(client)
+    response = client.response()
     assert response.status == 407
     assert response.header("Proxy-Authenticate") is not None
     assert response.header("Connection") == "close"
@@ -642,7 +419,7 @@ def test_challengeKeepsHTTP10KeepAlive(field: str) -> None:
     harness, _ = authHarness()
     client = harness.connectClient()
     client.send(connectHead("example.com:443", field, version="1.0"))
-    assert onlyResponse(client).header("Connection") is None
+    assert client.response().header("Connection") is None
     assert not client.transport.disconnecting
     client.send(connectHead("example.com:443", basic(GOOD), version="1.0"))
     assert len(harness.connector.attempts) == 1
@@ -665,7 +442,7 @@ def test_pipelinedRetryAfterChallenge(split: bool) -> None:
         client.send(data)
     assert checker.asked == [b"alice"]
     upstream = harness.connector.attempts[0].succeed()
-    assert [r.status for r in responses(client)] == [407, 200]
+    assert [r.status for r in client.responses()] == [407, 200]
     assert upstream.value() == b"\x16hi"
 
 
@@ -677,7 +454,7 @@ def test_pipelinedGarbageAfterChallenge() -> None:
     harness, _ = authHarness()
     client = harness.connectClient()
     client.send(connectHead() + b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
-    assert [r.status for r in responses(client)] == [407, 405]
+    assert [r.status for r in client.responses()] == [407, 405]
     assert client.transport.disconnecting
 
 
@@ -697,7 +474,7 @@ def test_manyPipelinedChallenges(
     try:
         client.send(connectHead() * 400)
         harness.clock.advance(60)
-        answered = len(responses(client))
+        answered = len(client.responses())
         closed = client.transport.disconnecting
     finally:
         del harness, client
@@ -717,7 +494,7 @@ def test_challengeRearmsRequestTimeout() -> None:
     harness.clock.advance(4.9)
     assert not client.transport.disconnecting
     harness.clock.advance(0.1)
-    assert [r.status for r in responses(client)] == [407, 408]
+    assert [r.status for r in client.responses()] == [407, 408]
     assert client.transport.disconnecting
 
 
@@ -738,7 +515,7 @@ def test_challengeResumesPausedClient() -> None:
     assert client.transport.producerState == "producing"
     checker.pending[1].callback(b"alice")
     upstream = harness.connector.attempts[0].succeed()
-    assert [r.status for r in responses(client)] == [407, 200]
+    assert [r.status for r in client.responses()] == [407, 200]
     assert upstream.value() == b"x" * 150
 
 
@@ -756,8 +533,8 @@ def test_repeatedFailuresBlocked() -> None:
     for _ in range(3):
         client.send(connectHead("example.com:443", basic(b"alice:wrong")))
     client.send(connectHead("example.com:443", basic(GOOD)))
-    assert [r.status for r in responses(client)] == [407, 407, 407, 429]
-    blocked = responses(client)[-1]
+    assert [r.status for r in client.responses()] == [407, 407, 407, 429]
+    blocked = client.responses()[-1]
     assert blocked.header("Retry-After") == "60"
     assert blocked.header("Connection") == "close"
     assert blocked.header("Proxy-Authenticate") is None
@@ -765,7 +542,7 @@ def test_repeatedFailuresBlocked() -> None:
     assert len(checker.asked) == 3
     again = harness.connectClient()
     again.send(connectHead("example.com:443", basic(GOOD)))
-    assert onlyResponse(again).status == 429
+    assert again.response().status == 429
     assert len(checker.asked) == 3
     assert harness.connector.attempts == []
     assert harness.observer.refused[-1].status == 429
@@ -794,11 +571,11 @@ def test_blockExpires() -> None:
     harness.clock.advance(30.5)
     client = harness.connectClient()
     client.send(connectHead("example.com:443", basic(GOOD)))
-    assert onlyResponse(client).header("Retry-After") == "30"
+    assert client.response().header("Retry-After") == "30"
     harness.clock.advance(29.4)
     client = harness.connectClient()
     client.send(connectHead("example.com:443", basic(GOOD)))
-    assert onlyResponse(client).header("Retry-After") == "1"
+    assert client.response().header("Retry-After") == "1"
     harness.clock.advance(0.1)
     client = harness.connectClient()
     client.send(connectHead("example.com:443", basic(GOOD)))
@@ -819,7 +596,7 @@ def test_successKeepsFailures() -> None:
     client = harness.connectClient()
     client.send(connectHead("example.com:443", basic(b"alice:wrong")))
     client.send(connectHead("example.com:443", basic(GOOD)))
-    assert [r.status for r in responses(client)] == [407, 429]
+    assert [r.status for r in client.responses()] == [407, 429]
     assert len(harness.connector.attempts) == 1
 
 
@@ -830,9 +607,9 @@ def test_malformedCredentialsCount() -> None:
     harness, _ = authHarness(maxFailures=2)
     client = harness.connectClient()
     client.send(connectHead() * 5)
-    assert [r.status for r in responses(client)] == [407] * 5
+    assert [r.status for r in client.responses()] == [407] * 5
     client.send(connectHead("example.com:443", "Proxy-Authorization: Basic !") * 3)
-    assert [r.status for r in responses(client)][5:] == [407, 407, 429]
+    assert [r.status for r in client.responses()][5:] == [407, 407, 429]
 
 
 def test_checkerErrorIs500(logEvents: list[LogEvent]) -> None:
@@ -843,7 +620,7 @@ def test_checkerErrorIs500(logEvents: list[LogEvent]) -> None:
     harness = makeHarness(checker=RaisingChecker())
     client = harness.connectClient()
     client.send(connectHead("example.com:443", basic(GOOD)))
-    response = onlyResponse(client)
+    response = client.response()
     assert response.status == 500
     assert response.header("Proxy-Authenticate") is None
     assert client.transport.disconnecting
@@ -864,7 +641,7 @@ def test_pendingLoginTimesOut() -> None:
     assert client.transport.value() == b""
     harness.clock.advance(0.1)
     assert checker.cancelled == 1
-    assert onlyResponse(client).status == 503
+    assert client.response().status == 503
     assert client.transport.disconnecting
     assert harness.connector.attempts == []
 
@@ -881,7 +658,7 @@ def test_checkerCancelledErrorAnswered() -> None:
     checker.pending[0].errback(CancelledError())
     harness.clock.advance(100)
     assert client.transport.disconnecting
-    assert len(responses(client)) == 1
+    assert len(client.responses()) == 1
 
 
 @pytest.fixture
@@ -911,7 +688,7 @@ def test_htpasswdCheckerThroughProxy(htpasswd: str) -> None:
     client.send(connectHead("example.com:443", basic(b"alice:wrong")))
     client.send(connectHead("example.com:443", basic(GOOD)))
     harness.connector.attempts[0].succeed()
-    assert [r.status for r in responses(client)] == [407, 200]
+    assert [r.status for r in client.responses()] == [407, 200]
     assert harness.observer.opened[0].user == "alice"
 
 
@@ -979,7 +756,7 @@ def test_defaultPortOnly443(port: int) -> None:
     harness = ProxyHarness()
     client = harness.connectClient()
     client.send(connectHead(f"example.com:{port}"))
-    response = onlyResponse(client)
+    response = client.response()
     reason = f"port {port} is not allowed (see --allow-port)"
     assert response.status == 403
     assert response.body == f"403 Forbidden: {reason}\n".encode()
@@ -1049,7 +826,7 @@ def test_hostDenyPatterns(target: str, reason: str | None) -> None:
     if reason is None:
         assert len(harness.connector.attempts) == 1
         return
-    response = onlyResponse(client)
+    response = client.response()
     assert response.status == 403
     assert response.body == f"403 Forbidden: {reason}\n".encode()
     assert harness.observer.refused[0].reason == reason
@@ -1078,7 +855,7 @@ def test_hostAllowPatterns(host: str, allowed: bool) -> None:
     client.send(connectHead(f"{host}:443"))
     assert len(harness.connector.attempts) == (1 if allowed else 0)
     if not allowed:
-        response = onlyResponse(client)
+        response = client.response()
         assert response.status == 403
         assert response.body == (
             f"403 Forbidden: host {host} matches no --allow-host pattern\n".encode()
@@ -1095,7 +872,7 @@ def test_mappedAddressDeniedLikeIPv4() -> None:
     client = harness.connectClient()
     client.send(connectHead("[::ffff:93.184.216.34]:443"))
     assert harness.connector.attempts == []
-    response = onlyResponse(client)
+    response = client.response()
     assert response.status == 403
     assert response.body == (
         b"403 Forbidden: host 93.184.216.34 is denied by --deny-host 93.184.216.34\n"
@@ -1110,7 +887,7 @@ def test_unnormalisableHostIs400(host: str) -> None:
     harness = ProxyHarness()
     client = harness.connectClient()
     client.send(connectHead(f"{host}:443"))
-    response = onlyResponse(client)
+    response = client.response()
     assert response.status == 400
     assert b"invalid host name in target" in response.body
     assert harness.connector.attempts == []
@@ -1140,7 +917,7 @@ def test_policyRefuses() -> None:
     harness = makeHarness(policies=[StaticPolicy(Refusal(451, "blocked by court"))])
     client = harness.connectClient()
     client.send(connectHead())
-    response = onlyResponse(client)
+    response = client.response()
     assert response.status == 451
     assert response.body == b"451 Unavailable For Legal Reasons: blocked by court\n"
     assert response.header("Connection") == "close"
@@ -1165,7 +942,7 @@ def test_policyAnswersLater(refuse: bool) -> None:
     assert harness.connector.attempts == []
     policy.pending[0].callback(Refusal(403, "not today") if refuse else None)
     if refuse:
-        assert onlyResponse(client).status == 403
+        assert client.response().status == 403
         assert harness.connector.attempts == []
     else:
         harness.connector.attempts[0].succeed()
@@ -1183,7 +960,7 @@ def test_firstRefusalWins() -> None:
     client.send(connectHead())
     assert (len(first.seen), len(second.seen), len(third.seen)) == (1, 1, 0)
     second.pending[0].callback(Refusal(429, "quota used up"))
-    assert onlyResponse(client).status == 429
+    assert client.response().status == 429
     assert third.seen == []
 
 
@@ -1198,7 +975,7 @@ def test_brokenPolicyIs500(later: bool, logEvents: list[LogEvent]) -> None:
     client.send(connectHead())
     if isinstance(policy, LaterPolicy):
         policy.pending[0].errback(RuntimeError("policy bug"))
-    response = onlyResponse(client)
+    response = client.response()
     assert response.status == 500
     assert b"an access policy failed" in response.body
     [failure] = failuresLogged(logEvents)
@@ -1219,7 +996,7 @@ def test_pendingPolicyTimesOut() -> None:
     assert client.transport.value() == b""
     harness.clock.advance(0.1)
     assert policy.cancelled == 1
-    response = onlyResponse(client)
+    response = client.response()
     assert response.status == 503
     assert response.body == (
         b"503 Service Unavailable: timed out checking access after 10 seconds "
@@ -1309,10 +1086,10 @@ def test_authBeforePortAndHost() -> None:
     client = harness.connectClient()
     client.send(connectHead("evil.example:80"))
     client.send(connectHead("evil.example:80", basic(b"alice:wrong")))
-    assert [r.status for r in responses(client)] == [407, 407]
+    assert [r.status for r in client.responses()] == [407, 407]
     client.send(connectHead("evil.example:80", basic(GOOD)))
-    assert [r.status for r in responses(client)] == [407, 407, 403]
-    assert b"port 80" in responses(client)[-1].body
+    assert [r.status for r in client.responses()] == [407, 407, 403]
+    assert b"port 80" in client.responses()[-1].body
     assert policy.seen == []
 
 
@@ -1325,7 +1102,7 @@ def test_hostCheckedBeforePolicies() -> None:
     harness = makeHarness(rules, [policy])
     client = harness.connectClient()
     client.send(connectHead("evil.example:443"))
-    assert onlyResponse(client).status == 403
+    assert client.response().status == 403
     assert policy.seen == []
 
 
@@ -1354,7 +1131,7 @@ def test_forbiddenDestinationIs403() -> None:
     client.send(connectHead("internal.example:443"))
     reason = "internal.example resolves to 10.0.0.5, which is a private address"
     harness.connector.attempts[0].fail(ForbiddenDestination(reason))
-    response = onlyResponse(client)
+    response = client.response()
     assert response.status == 403
     expected = f"403 Forbidden: {reason}\n"
     assert response.body == expected.encode()
@@ -1531,10 +1308,10 @@ def test_reconfigureAffectsNewConnections() -> None:
     assert len(harness.connector.attempts) == 1
     client = harness.connectClient()
     client.send(connectHead("example.com:443"))
-    assert onlyResponse(client).status == 403
+    assert client.response().status == 403
     slow = harness.connectClient()
     harness.clock.advance(5)
-    assert onlyResponse(slow).status == 408
+    assert slow.response().status == 408
 
 
 def test_reconfigureKeepsTunnels() -> None:
@@ -1560,7 +1337,7 @@ def test_reconfigureKeepsTunnels() -> None:
     assert refuseAll.seen == []
     newcomer = harness.connectClient()
     newcomer.send(connectHead())
-    assert onlyResponse(newcomer).status == 403
+    assert newcomer.response().status == 403
 
 
 def test_directConnectorGetsNetworkRules() -> None:
@@ -1606,7 +1383,7 @@ def test_forgedProxyHeaderClaimingLoopbackRefused() -> None:
     harness = makeHarness()
     client = proxiedClient(harness, "127.0.0.1", "203.0.113.9")
     client.send(connectHead())
-    response = onlyResponse(client)
+    response = client.response()
     assert response.status == 403
     assert response.body == (
         b"403 Forbidden: load balancer 203.0.113.9 is not a trusted proxy "
@@ -1626,7 +1403,7 @@ def test_proxiedLoopbackNotImplicit() -> None:
     assert harness.connector.attempts != []  # same address: not proxied
     client = proxiedClient(harness, "127.0.0.5", "127.0.0.1")
     client.send(connectHead())
-    response = onlyResponse(client)
+    response = client.response()
     assert response.status == 403
     assert response.body == (
         b"403 Forbidden: client 127.0.0.5 is not allowed behind a load balancer "
@@ -1666,13 +1443,13 @@ def test_parallelGuessesCountTowardsLimit() -> None:
     for client in clients:
         client.send(connectHead("example.com:443", basic(b"alice:guess")))
     assert len(checker.pending) == 3
-    statuses = [onlyResponse(client).status for client in clients[3:]]
+    statuses = [client.response().status for client in clients[3:]]
     assert statuses == [429] * 17
     for d in checker.pending:
         d.errback(UnauthorizedLogin())
     client = harness.connectClient()
     client.send(connectHead("example.com:443", basic(GOOD)))
-    assert onlyResponse(client).status == 429
+    assert client.response().status == 429
     assert len(checker.pending) == 3
 
 
@@ -1691,7 +1468,7 @@ def test_busyCheckerIs503NotAFailure(tmp_path: Path) -> None:
     harness.connectClient().send(connectHead("example.com:443", basic(GOOD)))
     client = harness.connectClient()
     client.send(connectHead("example.com:443", basic(GOOD)))
-    response = onlyResponse(client)
+    response = client.response()
     assert (response.status, response.header("Retry-After")) == (503, "1")
     assert harness.factory.gatekeeper.limiter is not None
     assert harness.factory.gatekeeper.limiter._recentFailures("127.0.0.1", "alice") == 0

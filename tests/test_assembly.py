@@ -34,6 +34,7 @@ from connectproxy.testing import (
     FakeConnector,
     HalfCloseableStringTransport,
     RecordingObserver,
+    connectHead,
     connectorContext,
 )
 from tests.test_config import (
@@ -59,9 +60,7 @@ def request(
     protocol = factory.buildProtocol(PEER)
     transport = HalfCloseableStringTransport(peerAddress=PEER)
     protocol.makeConnection(transport)
-    protocol.dataReceived(
-        f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n".encode()
-    )
+    protocol.dataReceived(connectHead(authority))
     return transport
 
 

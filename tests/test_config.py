@@ -38,10 +38,14 @@ from connectproxy._htpasswd import HtpasswdChecker
 from connectproxy._service import ListenerService, ListenFailed, ReloadService
 from connectproxy.plugins.hostlist import HostListPolicy
 from connectproxy.tap import Options, buildConfig, makeService
-from connectproxy.testing import FakeConnector, ProxyHarness, RecordingObserver
+from connectproxy.testing import (
+    FakeConnector,
+    ProxyHarness,
+    RecordingObserver,
+    connectHead,
+)
 
 PASSWORD = "correct horse"
-CONNECT = b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"
 
 
 def sha1Entry(user: str, password: str) -> str:
@@ -509,7 +513,7 @@ def test_tunnelSurvivesReload(tmp_path: Path) -> None:
     harness.factory.reconfigure(config)
     reloadService = ReloadService(load, harness.factory, config, harness.clock, False)
     client = harness.connectClient()
-    client.send(CONNECT)
+    client.send(connectHead())
     attempt = harness.connector.attempts[-1]
     upstream = attempt.succeed()
     assert client.transport.value().startswith(b"HTTP/1.1 200 ")
@@ -525,7 +529,7 @@ def test_tunnelSurvivesReload(tmp_path: Path) -> None:
     assert not upstream.disconnecting
 
     late = harness.connectClient()
-    late.send(CONNECT)
+    late.send(connectHead())
     assert late.transport.value().startswith(b"HTTP/1.1 403 ")
     assert len(harness.connector.attempts) == 1
 

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogEvent
 from twisted.plugin import IPlugin
@@ -26,7 +25,6 @@ from zope.interface.verify import verifyObject
 from connectproxy import (
     AccessRequest,
     AccessRules,
-    ConnectRequest,
     Gatekeeper,
     HostRules,
     ProxySettings,
@@ -38,7 +36,12 @@ from connectproxy.interfaces import API_VERSION, IAccessPolicy, IAccessPolicyFac
 from connectproxy.plugins import hostlist as hostlistModule
 from connectproxy.plugins.hostlist import HostListPolicy, HostListPolicyFactory
 from connectproxy.tap import Options, buildConfig
-from connectproxy.testing import ProxyHarness, accessRequest, checkPolicy
+from connectproxy.testing import (
+    ProxyHarness,
+    accessRequest,
+    checkPolicy,
+    connectHead,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "plugins.md"
@@ -51,14 +54,6 @@ def parse(*argv: str) -> Options:
     options = Options()
     options.parseOptions(list(argv))
     return options
-
-
-def connect(authority: str, *headers: str) -> bytes:
-    """
-    A CONNECT request head for C{authority}, with extra header lines.
-    """
-    lines = [f"CONNECT {authority} HTTP/1.1", f"Host: {authority}", *headers]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8")
 
 
 def hostList(directory: Path, text: str) -> HostListPolicy:
@@ -288,7 +283,7 @@ def test_hostlistInProxy(tmp_path: Path) -> None:
     """
     harness = harnessWith(hostList(tmp_path, "allowed.example\n"))
     refused = harness.connectClient()
-    refused.send(connect("denied.example:443"))
+    refused.send(connectHead("denied.example:443"))
     response = refused.transport.value()
     assert response.startswith(b"HTTP/1.1 403 ")
     assert response.endswith(b"host denied.example is not in the allowed list\n")
@@ -297,7 +292,7 @@ def test_hostlistInProxy(tmp_path: Path) -> None:
     assert (event.status, event.target) == (403, "denied.example:443")
 
     allowed = harness.connectClient()
-    allowed.send(connect("Allowed.Example:443"))
+    allowed.send(connectHead("Allowed.Example:443"))
     [attempt] = harness.connector.attempts
     assert attempt.request.host == "allowed.example"
     attempt.succeed()
@@ -305,103 +300,6 @@ def test_hostlistInProxy(tmp_path: Path) -> None:
 
 
 # connectproxy.testing
-
-
-def test_accessRequestDefaults() -> None:
-    """
-    accessRequest() describes a loopback client asking for example.com:443
-    without a user.
-    """
-    request = ConnectRequest(
-        "CONNECT",
-        "example.com:443",
-        (1, 1),
-        (("host", "example.com:443"),),
-        "example.com",
-        443,
-    )
-    assert accessRequest() == AccessRequest(
-        "127.0.0.1", 40000, None, "example.com", 443, request
-    )
-
-
-def test_accessRequestIPv6() -> None:
-    """
-    An IPv6 target is bracketed in the request target and the Host field,
-    and bare in C{host}.
-    """
-    access = accessRequest(host="2001:db8::1", port=8443)
-    assert (access.host, access.port) == ("2001:db8::1", 8443)
-    assert access.request.target == "[2001:db8::1]:8443"
-    assert access.request.getHeader("host") == "[2001:db8::1]:8443"
-    assert access.request.authority == "[2001:db8::1]:8443"
-    assert (access.request.host, access.request.port) == ("2001:db8::1", 8443)
-
-
-def test_accessRequestFields() -> None:
-    """
-    The user, client and extra header fields given end up in the request.
-    """
-    access = accessRequest(
-        user="alice",
-        clientHost="192.0.2.7",
-        clientPort=5555,
-        headers=(("user-agent", "curl/8.5"),),
-    )
-    assert (access.user, access.clientHost, access.clientPort) == (
-        "alice",
-        "192.0.2.7",
-        5555,
-    )
-    assert access.request.getHeader("User-Agent") == "curl/8.5"
-    assert access.request.method == "CONNECT"
-
-
-@pytest.mark.parametrize(
-    "makeAnswer, expected",
-    [
-        (lambda: None, None),
-        (lambda: Refusal(403, "no"), Refusal(403, "no")),
-        (lambda: succeed(None), None),
-        (lambda: succeed(Refusal(451, "legal")), Refusal(451, "legal")),
-    ],
-    ids=["none", "refusal", "firedNone", "firedRefusal"],
-)
-def test_checkPolicyAnswers(
-    makeAnswer: Callable[[], Any], expected: Refusal | None
-) -> None:
-    """
-    checkPolicy returns a direct answer, or the result of a fired Deferred.
-    """
-    policy = Answer(makeAnswer())
-    access = accessRequest()
-    assert checkPolicy(policy, access) == expected
-    assert policy.asked == [access]
-
-
-def test_checkPolicyReraisesFailure() -> None:
-    """
-    checkPolicy raises what a failed Deferred failed with.
-    """
-    with pytest.raises(RuntimeError, match="directory down"):
-        checkPolicy(Answer(fail(RuntimeError("directory down"))), accessRequest())
-
-
-def test_checkPolicyReraisesException() -> None:
-    """
-    checkPolicy lets an exception the policy raised through.
-    """
-    with pytest.raises(KeyError):
-        checkPolicy(Answer(KeyError("x")), accessRequest())
-
-
-def test_checkPolicyUnfired() -> None:
-    """
-    checkPolicy refuses to guess when the Deferred has not fired.
-    """
-    policy = Answer(Deferred())
-    with pytest.raises(AssertionError, match="has not answered yet"):
-        checkPolicy(policy, accessRequest())
 
 
 def test_refusalStatusRange() -> None:
@@ -435,7 +333,7 @@ def test_policiesAfterBuiltInRules() -> None:
         ("bad.example:443", b"host bad.example is denied by --deny-host bad.example"),
     ]:
         client = harness.connectClient()
-        client.send(connect(authority))
+        client.send(connectHead(authority))
         assert client.transport.value().startswith(b"HTTP/1.1 403 ")
         assert client.transport.value().endswith(b": " + reason + b"\n")
     assert policy.asked == []
@@ -449,7 +347,7 @@ def test_policiesInOrderFirstRefusalWins() -> None:
     first, second, third = Answer(None), Answer(Refusal(451, "blocked")), Answer(None)
     harness = harnessWith(first, second, third)
     client = harness.connectClient()
-    client.send(connect("example.com:443"))
+    client.send(connectHead("example.com:443"))
     assert client.transport.value().startswith(b"HTTP/1.1 451 ")
     assert client.transport.value().endswith(b": blocked\n")
     assert (len(first.asked), len(second.asked), third.asked) == (1, 1, [])
@@ -464,7 +362,7 @@ def test_policySeesNormalisedRequest() -> None:
     policy = Answer(None)
     harness = harnessWith(policy)
     client = harness.connectClient()
-    client.send(connect("WWW.Example.COM.:443", "User-Agent: test"))
+    client.send(connectHead("WWW.Example.COM.:443", "User-Agent: test"))
     [access] = policy.asked
     assert (access.host, access.port, access.user) == ("www.example.com", 443, None)
     assert access.clientHost == "127.0.0.1"
@@ -483,12 +381,14 @@ def test_policySeesUser() -> None:
     gatekeeper = Gatekeeper(AccessRules.defaults(), [policy], userPortal([checker]))
     harness = ProxyHarness(None, gatekeeper)
     anonymous = harness.connectClient()
-    anonymous.send(connect("example.com:443", "Connection: close"))
+    anonymous.send(connectHead("example.com:443", "Connection: close"))
     assert anonymous.transport.value().startswith(b"HTTP/1.1 407 ")
     assert policy.asked == []
     credentials = base64.b64encode(b"alice:secret").decode("ascii")
     client = harness.connectClient()
-    client.send(connect("example.com:443", f"Proxy-Authorization: Basic {credentials}"))
+    client.send(
+        connectHead("example.com:443", f"Proxy-Authorization: Basic {credentials}")
+    )
     assert [access.user for access in policy.asked] == ["alice"]
 
 
@@ -504,7 +404,7 @@ def test_brokenPolicy(logEvents: list[LogEvent], answer: Any) -> None:
     """
     harness = harnessWith(Answer(answer))
     client = harness.connectClient()
-    client.send(connect("example.com:443"))
+    client.send(connectHead("example.com:443"))
     assert client.transport.value().startswith(b"HTTP/1.1 500 ")
     assert client.transport.value().endswith(b"an access policy failed\n")
     [failure] = [e["log_failure"] for e in logEvents if "log_failure" in e]
@@ -520,7 +420,7 @@ def test_slowPolicyTimesOut() -> None:
     pending: Deferred[Any] = Deferred(cancelled.append)
     harness = harnessWith(Answer(pending), settings=ProxySettings(connectTimeout=3))
     client = harness.connectClient()
-    client.send(connect("example.com:443"))
+    client.send(connectHead("example.com:443"))
     harness.clock.advance(2.9)
     assert client.transport.value() == b"" and cancelled == []
     harness.clock.advance(0.1)
@@ -540,7 +440,7 @@ def test_lateAnswerUsesTheRestOfTheDeadline() -> None:
     pending: Deferred[Any] = Deferred()
     harness = harnessWith(Answer(pending), settings=ProxySettings(connectTimeout=3))
     client = harness.connectClient()
-    client.send(connect("example.com:443"))
+    client.send(connectHead("example.com:443"))
     harness.clock.advance(2)
     pending.callback(None)
     [attempt] = harness.connector.attempts
@@ -557,7 +457,7 @@ def test_clientGoneCancelsPolicy() -> None:
     pending: Deferred[Any] = Deferred(cancelled.append)
     harness = harnessWith(Answer(pending))
     client = harness.connectClient()
-    client.send(connect("example.com:443"))
+    client.send(connectHead("example.com:443"))
     client.lose()
     assert cancelled == [pending]
     assert harness.connector.attempts == []
@@ -571,7 +471,7 @@ def test_answerNeitherNoneNorRefusal(logEvents: list[LogEvent]) -> None:
     """
     harness = harnessWith(Answer(False))
     client = harness.connectClient()
-    client.send(connect("example.com:443"))
+    client.send(connectHead("example.com:443"))
     assert harness.connector.attempts == []
     assert client.transport.value().startswith(b"HTTP/1.1 500 ")
 

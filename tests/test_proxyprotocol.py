@@ -40,9 +40,14 @@ from connectproxy._proxyprotocol import (
 )
 from connectproxy._rules import AccessRules, ClientRules
 from connectproxy.tap import Options, makeService
-from connectproxy.testing import HalfCloseableStringTransport, ProxyHarness
+from connectproxy.testing import (
+    HalfCloseableStringTransport,
+    ProxyHarness,
+    connectHead,
+)
 
-CONNECT = b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"
+#: A request head, as the payload after a PROXY header.
+CONNECT = connectHead()
 
 BALANCER = IPv4Address("TCP", "127.0.0.1", 45000)
 

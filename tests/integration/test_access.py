@@ -28,6 +28,7 @@ from urllib.parse import quote
 import pytest
 import requests
 
+from connectproxy.testing import connectHead
 from tests.integration._output import Event
 from tests.integration._pki import TLSFiles
 from tests.integration._processes import (
@@ -183,19 +184,6 @@ class Client:
         """
         self.send(payload)
         assert self.exactly(len(payload)) == payload
-
-
-def connectHead(target: str, *fields: str, version: str = "HTTP/1.1") -> bytes:
-    """
-    Format a CONNECT request head.
-
-    @param target: The authority, C{host:port} or C{[v6]:port}.
-    @param fields: More header field lines.
-    @param version: The HTTP version.
-    @return: The head, field values encoded as ISO-8859-1.
-    """
-    lines = [f"CONNECT {target} {version}", f"Host: {target}", *fields]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
 def basic(user: str, password: str) -> str:
@@ -880,7 +868,7 @@ def test_http10ChallengeCloses(authProxy: ProxyProcess) -> None:
     An HTTP/1.0 CONNECT without keep-alive gets its 407 with
     C{Connection: close}, and the connection closes.
     """
-    head = connectHead(f"{LOCAL}:443", version="HTTP/1.0")
+    head = connectHead(f"{LOCAL}:443", version="1.0")
     response, _ = refusal(authProxy.port, head)
     assert response.status == 407
     assert response.headers["proxy-authenticate"] == CHALLENGE

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from connectproxy.testing import connectHead
 from tests.integration._processes import (
     OriginProcess,
     ProxyFactory,
@@ -26,7 +27,6 @@ from tests.integration.test_access import (
     OTHER_LOOPBACK,
     Client,
     basic,
-    connectHead,
     refusal,
     tunnel,
 )

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_observer -*-
+# -*- test-case-name: tests.test_server -*-
 """
 What the proxy reports about each request and tunnel: the records, and the
 access log that turns them into one structured log event each.

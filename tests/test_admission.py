@@ -21,11 +21,12 @@ from pathlib import Path
 import pytest
 from twisted.cred.checkers import (
     ICredentialsChecker,
+    InMemoryUsernamePasswordDatabaseDontUse,
 )
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import IRealm
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
-from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.error import ConnectionLost
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogEvent
@@ -949,27 +950,43 @@ def test_policyAnswersLater(refuse: bool) -> None:
         assert client.transport.value() == ESTABLISHED
 
 
-def test_firstRefusalWins() -> None:
+@pytest.mark.parametrize("later", [False, True])
+def test_firstRefusalWins(later: bool) -> None:
     """
-    Policies are asked in order; the first refusal is answered and later
-    policies are not asked.
+    Policies are asked in order; the first refusal, at once or later, is
+    answered with its status and reason, and the policies after it are not
+    asked.
     """
-    first, second, third = StaticPolicy(), LaterPolicy(), StaticPolicy()
+    second: StaticPolicy | LaterPolicy
+    second = LaterPolicy() if later else StaticPolicy(Refusal(429, "quota used up"))
+    first, third = StaticPolicy(), StaticPolicy()
     harness = makeHarness(policies=[first, second, third])
     client = harness.connectClient()
     client.send(connectHead())
-    assert (len(first.seen), len(second.seen), len(third.seen)) == (1, 1, 0)
-    second.pending[0].callback(Refusal(429, "quota used up"))
-    assert client.response().status == 429
+    assert (len(first.seen), len(second.seen)) == (1, 1)
+    if isinstance(second, LaterPolicy):
+        assert third.seen == []
+        second.pending[0].callback(Refusal(429, "quota used up"))
+    response = client.response()
+    assert response.status == 429
+    assert response.body == b"429 Too Many Requests: quota used up\n"
     assert third.seen == []
+    assert harness.connector.attempts == []
 
 
-@pytest.mark.parametrize("later", [False, True])
-def test_brokenPolicyIs500(later: bool, logEvents: list[LogEvent]) -> None:
+@pytest.mark.parametrize("how", ["raises", "fails at once", "fails later"])
+def test_brokenPolicyIs500(how: str, logEvents: list[LogEvent]) -> None:
     """
-    A policy that raises, or whose Deferred fails, gives a logged 500.
+    A policy that raises, or whose Deferred fails (at once or later), gives
+    a logged 500.
     """
-    policy: IAccessPolicy = LaterPolicy() if later else RaisingPolicy()
+    policy: IAccessPolicy
+    if how == "raises":
+        policy = RaisingPolicy()
+    elif how == "fails at once":
+        policy = StaticPolicy(fail(RuntimeError("policy bug")))
+    else:
+        policy = LaterPolicy()
     harness = makeHarness(policies=[policy])
     client = harness.connectClient()
     client.send(connectHead())
@@ -977,7 +994,7 @@ def test_brokenPolicyIs500(later: bool, logEvents: list[LogEvent]) -> None:
         policy.pending[0].errback(RuntimeError("policy bug"))
     response = client.response()
     assert response.status == 500
-    assert b"an access policy failed" in response.body
+    assert response.body == b"500 Internal Server Error: an access policy failed\n"
     [failure] = failuresLogged(logEvents)
     assert failure["log_failure"].check(RuntimeError)
     assert harness.connector.attempts == []
@@ -1057,6 +1074,54 @@ def test_policyReceivesAccessRequest() -> None:
     assert (access.host, access.port) == ("example.com", 8443)
     assert access.request.target == "Example.COM.:8443"
     assert access.request.getHeader("x-team") == "blue"
+    assert len(harness.connector.attempts) == 1
+
+
+def test_lateAnswerUsesTheRestOfTheDeadline() -> None:
+    """
+    The time a policy takes counts against the same deadline as the
+    upstream connect.
+    """
+    policy = LaterPolicy()
+    harness = makeHarness(policies=[policy], settings=ProxySettings(connectTimeout=3))
+    client = harness.connectClient()
+    client.send(connectHead())
+    harness.clock.advance(2)
+    policy.pending[0].callback(None)
+    [attempt] = harness.connector.attempts
+    harness.clock.advance(1)
+    assert attempt.cancelled
+    assert client.response().status == 504
+
+
+def test_answerNeitherNoneNorRefusal(logEvents: list[LogEvent]) -> None:
+    """
+    A policy answering something other than None or a Refusal (here False)
+    breaks its contract and is treated like a failed policy (500), not as
+    an approval.
+    """
+    harness = makeHarness(policies=[StaticPolicy(False)])
+    client = harness.connectClient()
+    client.send(connectHead())
+    assert harness.connector.attempts == []
+    assert client.response().status == 500
+
+
+def test_policySeesUser() -> None:
+    """
+    Behind authentication, a policy sees the user; without credentials it is
+    not asked at all.
+    """
+    policy = StaticPolicy()
+    checker = InMemoryUsernamePasswordDatabaseDontUse(alice=b"secret")
+    harness = makeHarness(policies=[policy], checker=checker)
+    anonymous = harness.connectClient()
+    anonymous.send(connectHead("example.com:443", "Connection: close"))
+    assert anonymous.response().status == 407
+    assert policy.seen == []
+    client = harness.connectClient()
+    client.send(connectHead("example.com:443", basic(GOOD)))
+    assert [access.user for access in policy.seen] == ["alice"]
 
 
 def test_policyUnauthenticatedUnixClient() -> None:
@@ -1093,16 +1158,22 @@ def test_authBeforePortAndHost() -> None:
     assert policy.seen == []
 
 
-def test_hostCheckedBeforePolicies() -> None:
+def test_policiesAfterBuiltInRules() -> None:
     """
-    Host rules refuse before any policy is asked.
+    A request the port or host rules refuse never reaches the policies.
     """
     policy = StaticPolicy()
-    rules = rulesWith(hosts=HostRules.fromStrings(deny=["evil.example"]))
+    rules = rulesWith(hosts=HostRules.fromStrings(deny=["bad.example"]))
     harness = makeHarness(rules, [policy])
-    client = harness.connectClient()
-    client.send(connectHead("evil.example:443"))
-    assert client.response().status == 403
+    for authority, reason in [
+        ("example.com:80", b"port 80 is not allowed (see --allow-port)"),
+        ("bad.example:443", b"host bad.example is denied by --deny-host bad.example"),
+    ]:
+        client = harness.connectClient()
+        client.send(connectHead(authority))
+        response = client.response()
+        assert response.status == 403
+        assert response.body == b"403 Forbidden: " + reason + b"\n"
     assert policy.seen == []
 
 

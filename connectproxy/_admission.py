@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_admission -*-
+# -*- test-case-name: tests.test_admission,tests.test_authentication -*-
 """
 Who may tunnel where: the checks a CONNECT passes between its head and its
 upstream connect.

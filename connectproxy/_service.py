@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_config -*-
+# -*- test-case-name: tests.test_service -*-
 """
 The services L{connectproxy.tap.makeService} runs (L{proxyService}):
 listeners that say where they listen (and warn when that is an open proxy),

@@ -1,7 +1,7 @@
 """
-Helpers shared by the protocol tests of the access checks, the server and
-authentication: constants, credential checkers and access policies that the
-tests drive by hand, and harnesses built with them.
+Helpers shared by the test modules: constants, credential checkers and
+access policies that the tests drive by hand, harnesses built with them,
+and what the tests of services made by C{makeService} need.
 
 What plugin authors may want too is in L{connectproxy.testing} instead
 (L{ProxyHarness}, L{FakeClient.response}, L{connectHead}, ...).
@@ -11,25 +11,32 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-from collections.abc import Sequence
+import hashlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
+from twisted.application.service import MultiService
 from twisted.cred.checkers import (
     ICredentialsChecker,
     InMemoryUsernamePasswordDatabaseDontUse,
 )
-from twisted.cred.credentials import IUsernamePassword
+from twisted.cred.credentials import IUsernamePassword, UsernamePassword
+from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.logger import LogEvent
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from connectproxy import AccessRequest, ProxySettings, Refusal
+from connectproxy import AccessRequest, ConnectProxyFactory, ProxySettings, Refusal
 from connectproxy._admission import Gatekeeper, userPortal
+from connectproxy._htpasswd import HtpasswdChecker
 from connectproxy._limiter import FailureLimiter
 from connectproxy._rules import AccessRules
+from connectproxy._service import ListenerService, ReloadService
 from connectproxy.interfaces import IAccessPolicy
+from connectproxy.tap import Options
 from connectproxy.testing import ProxyHarness
 
 #: The proxy's answer to a CONNECT once the upstream connected.
@@ -239,3 +246,96 @@ def failed(d: Deferred[Any]) -> BaseException:
     assert isinstance(result, Failure), result
     assert result.value is not None
     return result.value
+
+
+# Services made by makeService, and their configuration.
+
+
+def sha1Entry(user: str, password: str) -> str:
+    """
+    An htpasswd line for C{user} with an unsalted C{{SHA}} hash.
+    """
+    digest = base64.b64encode(hashlib.sha1(password.encode("utf-8")).digest())
+    return f"{user}:{{SHA}}{digest.decode('ascii')}\n"
+
+
+def writeConfig(directory: Path, text: str, name: str = "proxy.toml") -> Path:
+    """
+    Write a configuration file and return its path.
+    """
+    path = directory / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def parse(*argv: str) -> Options:
+    """
+    Parse a command line.
+    """
+    options = Options()
+    options.parseOptions(list(argv))
+    return options
+
+
+def named(events: list[LogEvent], name: str) -> list[LogEvent]:
+    """
+    The events whose C{event} field is C{name}.
+    """
+    return [event for event in events if event.get("event") == name]
+
+
+def listenerFactory(service: MultiService) -> ConnectProxyFactory:
+    """
+    The proxy factory shared by the listeners of a L{makeService} service.
+    """
+    factories = {
+        child.factory for child in service if isinstance(child, ListenerService)
+    }
+    [factory] = factories
+    assert isinstance(factory, ConnectProxyFactory)
+    return factory
+
+
+def reloaderOf(service: MultiService) -> ReloadService:
+    """
+    The reload service of a L{makeService} service.
+    """
+    reloader = service.getServiceNamed("reload")
+    assert isinstance(reloader, ReloadService)
+    return reloader
+
+
+class InlineRunner:
+    """
+    Runs password verifications at once, in place of an L{HtpasswdChecker}'s
+    thread pool.
+    """
+
+    def __call__(self, verification: Callable[[], bool]) -> Deferred[bool]:
+        return succeed(verification())
+
+
+def logsIn(checker: HtpasswdChecker, user: str, password: str) -> bool:
+    """
+    Whether C{checker} accepts C{user} with C{password}.
+    """
+    checker._runInThread = InlineRunner()
+    results: list[object] = []
+    credentials = UsernamePassword(user.encode("utf-8"), password.encode("utf-8"))
+    checker.requestAvatarId(credentials).addBoth(results.append)
+    [result] = results
+    if isinstance(result, Failure):
+        result.trap(UnauthorizedLogin)
+        return False
+    return True
+
+
+def currentChecker(factory: ConnectProxyFactory) -> HtpasswdChecker:
+    """
+    The htpasswd checker the factory's gatekeeper logs users in with.
+    """
+    portal = factory.gatekeeper.portal
+    assert portal is not None
+    checker = portal.checkers[IUsernamePassword]
+    assert isinstance(checker, HtpasswdChecker)
+    return checker

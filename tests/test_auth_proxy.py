@@ -34,8 +34,7 @@ from connectproxy._rules import AccessRules
 from connectproxy._settings import ProxySettings
 from connectproxy.tap import Options, buildConfig, makeService
 from connectproxy.testing import FakeClient, ProxyHarness, connectHead
-from tests._helpers import basic
-from tests.test_config import currentChecker, listenerFactory, logsIn, reloaderOf
+from tests._helpers import basic, currentChecker, listenerFactory, logsIn, reloaderOf
 from tests.test_htpasswd import sha1Hash
 from tests.test_verifyqueue import LaterRunner
 

@@ -46,8 +46,7 @@ from connectproxy.testing import (
     connectHead,
     upstreamRequest,
 )
-from tests._helpers import ESTABLISHED
-from tests.test_config import listenerFactory, named, reloaderOf, writeConfig
+from tests._helpers import ESTABLISHED, listenerFactory, named, reloaderOf, writeConfig
 
 PINNED = '''
 """

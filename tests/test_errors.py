@@ -43,7 +43,6 @@ from connectproxy._errors import (
         (_resolver, "LookupAbandoned"),
         (_auth, "CheckerBusy"),
         (_auth, "InvalidCredentials"),
-        (connectproxy, "BadRequest"),
         (connectproxy, "ForbiddenDestination"),
         (connectproxy, "Refusal"),
         (connectproxy, "ResolverBusy"),

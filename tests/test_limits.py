@@ -14,7 +14,8 @@ from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.protocol import Protocol
 from twisted.logger import LogEvent
 
-from connectproxy import ConnectProxyProtocol, ProxyConfig, ProxySettings
+from connectproxy import ProxyConfig, ProxySettings
+from connectproxy._server import ConnectProxyProtocol
 from connectproxy._settings import defaultMaxConnections
 from connectproxy.testing import (
     FakeClient,

@@ -19,7 +19,6 @@ SOURCES = sorted(
 )
 #: Modules with nothing of their own to test.
 UNTESTED = {
-    "connectproxy/__init__.py",
     "connectproxy/_version.py",
     "connectproxy/plugins/__init__.py",
     "twisted/plugins/connectproxy_plugin.py",

@@ -21,7 +21,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogEvent
 from zope.interface.verify import verifyObject
 
-from connectproxy import ConnectProxyProtocol, ProxySettings
+from connectproxy import ProxySettings
 from connectproxy._admission import Gatekeeper
 from connectproxy._proxyheader import (
     V2_SIGNATURE,
@@ -39,6 +39,7 @@ from connectproxy._proxyprotocol import (
     serverEndpoint,
 )
 from connectproxy._rules import AccessRules, ClientRules
+from connectproxy._server import ConnectProxyProtocol
 from connectproxy.tap import Options, makeService
 from connectproxy.testing import (
     HalfCloseableStringTransport,

@@ -29,6 +29,7 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.error import ConnectionAborted, ConnectionDone
 from twisted.internet.interfaces import (
     IAddress,
+    IHalfCloseableProtocol,
     IHostnameResolver,
     IHostResolution,
     IProtocol,
@@ -610,6 +611,19 @@ class ParentConnection:
             self.closed = True
             self.protocol.connectionLost(Failure(reason or ConnectionDone()))
 
+    def finish(self) -> None:
+        """
+        Half-close the connection from the parent's side (its FIN, when the
+        target finished sending): the protocol's C{readConnectionLost}.
+
+        @raise AssertionError: When the protocol cannot be half-closed (it
+            does not provide L{IHalfCloseableProtocol}).
+        """
+        halfCloseable = IHalfCloseableProtocol(self.protocol, None)
+        if halfCloseable is None:
+            raise AssertionError(f"{self.protocol!r} cannot be half-closed")
+        halfCloseable.readConnectionLost()
+
     def _read(self, parent: FakeParentProxy) -> bool:
         """
         Read what the protocol wrote since the last time, answer a request
@@ -688,10 +702,9 @@ class FakeParentProxy:
 
     A connector that dials its parent itself (C{HostnameEndpoint} on a
     L{MemoryReactorClock}, for example) leaves an attempt in
-    C{reactor.tcpClients}; L{accept} completes it::
+    C{reactor.tcpClients}; L{acceptFrom} completes it::
 
-        host, port, factory, timeout, bindAddress = reactor.tcpClients[-1]
-        connection = parent.accept(factory)
+        connection = parent.acceptFrom(reactor)  # the latest attempt
 
     A parent that refuses: C{FakeParentProxy("HTTP/1.1 407 Proxy
     Authentication Required", [("Proxy-Authenticate", 'Basic
@@ -740,24 +753,43 @@ class FakeParentProxy:
         """
         return _ParentEndpoint(self)
 
-    def accept(self, factory: IProtocolFactory) -> ParentConnection:
+    def accept(
+        self, factory: IProtocolFactory, address: IAddress | None = None
+    ) -> ParentConnection:
         """
         Accept a connection: build the factory's protocol and connect it.
 
         @param factory: A client factory, such as the one of an attempt in
-            C{MemoryReactorClock.tcpClients}.
+            C{MemoryReactorClock.tcpClients} (L{acceptFrom} takes those).
+        @param address: The parent's address on this connection (the
+            protocol's peer); L{address} when C{None}.
         @return: The new connection.
         @raise ValueError: When the factory builds no protocol.
         """
-        protocol = factory.buildProtocol(self.address)
+        peer = self.address if address is None else address
+        protocol = factory.buildProtocol(peer)
         if protocol is None:
             raise ValueError(f"{factory!r} built no protocol")
         local = IPv4Address("TCP", "192.0.2.1", 50000 + len(self.connections))
-        transport = HalfCloseableStringTransport(local, self.address)
+        transport = HalfCloseableStringTransport(local, peer)
         connection = ParentConnection(protocol, transport)
         self.connections.append(connection)
         protocol.makeConnection(transport)
         return connection
+
+    def acceptFrom(
+        self, reactor: MemoryReactorClock, index: int = -1
+    ) -> ParentConnection:
+        """
+        Accept the connection attempt C{reactor.tcpClients[index]}: the
+        parent answers at the address the connector dialled.
+
+        @return: The new connection.
+        @raise ValueError: When the attempt's factory builds no protocol.
+        """
+        host, port, factory, _, _ = reactor.tcpClients[index]
+        family = IPv6Address if ":" in host else IPv4Address
+        return self.accept(factory, family("TCP", host, port))
 
     def flush(self) -> None:
         """

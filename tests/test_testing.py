@@ -12,14 +12,15 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from twisted.internet.address import IPv4Address
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.endpoints import TCP6ClientEndpoint, connectProtocol
 from twisted.internet.error import ConnectionAborted, ConnectionDone
-from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.interfaces import IHalfCloseableProtocol, IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
+from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from connectproxy import (
@@ -433,22 +434,66 @@ def test_parentCloses() -> None:
 
 def test_parentAcceptsReactorAttempts() -> None:
     """
-    L{FakeParentProxy.accept} completes a connection attempt left in a
-    memory reactor's C{tcpClients}.
+    L{FakeParentProxy.acceptFrom} completes a connection attempt left in a
+    memory reactor's C{tcpClients}, as the address it dialled.
     """
     reactor = MemoryReactorClock()
     protocol = Handshake()
     results: list[Any] = []
-    endpoint = TCP4ClientEndpoint(reactor, "192.0.2.8", 3128)
+    endpoint = TCP6ClientEndpoint(reactor, "2001:db8::8", 3128)
     connectProtocol(endpoint, protocol).addBoth(results.append)
     parent = FakeParentProxy()
-    host, port, factory, _, _ = reactor.tcpClients[0]
-    assert (host, port) == ("192.0.2.8", 3128)
-    connection = parent.accept(factory)
+    connection = parent.acceptFrom(reactor)
     assert results == [protocol]
+    assert connection.transport.getPeer() == IPv6Address("TCP", "2001:db8::8", 3128)
     parent.flush()
     assert connection.request is not None
     assert protocol.received.startswith(b"HTTP/1.1 200 ")
+
+
+def test_parentAcceptsFactories() -> None:
+    """
+    L{FakeParentProxy.accept} connects a factory's protocol, with the
+    parent's address as its peer unless told otherwise.
+    """
+    parent = FakeParentProxy(address=IPv4Address("TCP", "192.0.2.9", 8080))
+    first = parent.accept(Factory.forProtocol(Handshake))
+    other = IPv4Address("TCP", "192.0.2.10", 3128)
+    second = parent.accept(Factory.forProtocol(Handshake), other)
+    assert first.transport.getPeer() == IPv4Address("TCP", "192.0.2.9", 8080)
+    assert second.transport.getPeer() == other
+    assert parent.connections == [first, second]
+
+
+@implementer(IHalfCloseableProtocol)
+class HalfCloseableHandshake(Handshake):
+    """
+    A L{Handshake} that hears the parent's FIN.
+    """
+
+    finished = False
+
+    def readConnectionLost(self) -> None:
+        self.finished = True
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+
+def test_parentFinishes() -> None:
+    """
+    L{ParentConnection.finish} half-closes the connection from the
+    parent's side; a protocol that cannot be half-closed fails the test.
+    """
+    parent = FakeParentProxy()
+    halfCloseable = parent.accept(Factory.forProtocol(HalfCloseableHandshake))
+    halfCloseable.finish()
+    assert isinstance(halfCloseable.protocol, HalfCloseableHandshake)
+    assert halfCloseable.protocol.finished
+    assert not halfCloseable.closed
+    plain = parent.accept(Factory.forProtocol(Handshake))
+    with pytest.raises(AssertionError, match="cannot be half-closed"):
+        plain.finish()
 
 
 def test_parentFactoryWithoutProtocol() -> None:

@@ -1,9 +1,16 @@
+# -*- test-case-name: tests.test_namespace -*-
 """
 connectproxy: an HTTP CONNECT forward proxy built on Twisted.
 
 Run it with C{twistd connectproxy} or C{twist connectproxy}, deploy it from a
 C{.tac} file with L{connectproxy.tap.makeService}, or embed
 L{ConnectProxyFactory} in your own service.
+
+The names here are what an application embedding the proxy needs: the
+factory and its configuration records, the access rules, the records
+policies, connectors and observers receive, and the pieces a connector is
+built from.  Extension interfaces are in L{connectproxy.interfaces}, fakes
+for tests in L{connectproxy.testing}.
 """
 
 from twisted.python.deprecate import deprecatedModuleAttribute
@@ -12,16 +19,12 @@ from ._access import AccessRequest
 from ._admission import Gatekeeper, userPortal
 from ._assembly import ProxyConfig
 from ._connector import ConnectorContext, UpstreamRequest
-from ._errors import (
-    BadRequest,
-    ForbiddenDestination,
-    ParentProxyError,
-    Refusal,
-    ResolverBusy,
-)
+from ._errors import BadRequest as BadRequest
+from ._errors import ForbiddenDestination, ParentProxyError, Refusal, ResolverBusy
 from ._factory import ConnectProxyFactory
 from ._hostnames import HostPatternTable
 from ._legacy import ProxyTunnel as ProxyTunnel
+from ._networks import NetworkRules
 from ._observer import (
     AccessLogObserver,
     ConnectionRecord,
@@ -32,13 +35,14 @@ from ._observer import (
 from ._observercontext import ObserverContext
 from ._parent import ParentProxyConnector
 from ._parenturl import ParentProxy
-from ._parser import ConnectRequest, ConnectRequestParser
-from ._policy import AccessRules, ClientRules, HostRules, NetworkRules, PortRules
+from ._parser import ConnectRequest
+from ._parser import ConnectRequestParser as ConnectRequestParser
 from ._proxyprotocol import serverEndpoint
 from ._relay import TunnelStats
 from ._resolver import ResolverPool
 from ._routing import RoutingConnector
-from ._server import ConnectProxyProtocol
+from ._rules import AccessRules, ClientRules, HostRules, PortRules
+from ._server import ConnectProxyProtocol as ConnectProxyProtocol
 from ._settings import ProxySettings
 from ._tunnel import DEPRECATED_IN as _DEPRECATED_IN
 from ._upstream import DirectConnector
@@ -53,16 +57,35 @@ deprecatedModuleAttribute(
     "ProxyTunnel",
 )
 
+# The proxy's machinery: public once, not what an embedding application
+# uses.  They still work for this release.
+deprecatedModuleAttribute(
+    _DEPRECATED_IN,
+    "the protocol of a client connection is built by ConnectProxyFactory",
+    __name__,
+    "ConnectProxyProtocol",
+)
+deprecatedModuleAttribute(
+    _DEPRECATED_IN,
+    "request heads are parsed by the proxy; policies and connectors get "
+    "the parsed ConnectRequest",
+    __name__,
+    "ConnectRequestParser",
+)
+deprecatedModuleAttribute(
+    _DEPRECATED_IN,
+    "the proxy answers a malformed request head itself",
+    __name__,
+    "BadRequest",
+)
+
 __all__ = [
     "AccessLogObserver",
     "AccessRequest",
     "AccessRules",
-    "BadRequest",
     "ClientRules",
     "ConnectProxyFactory",
-    "ConnectProxyProtocol",
     "ConnectRequest",
-    "ConnectRequestParser",
     "ConnectionRecord",
     "ConnectorContext",
     "DirectConnector",

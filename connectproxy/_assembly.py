@@ -29,8 +29,8 @@ from ._limiter import FailureLimiter
 from ._listeners import ListenerPlan
 from ._observer import AccessLogObserver
 from ._outgoing import OutgoingAddresses
-from ._policy import AccessRules
 from ._routing import ParentRoutes
+from ._rules import AccessRules
 from ._settings import ProxySettings, defaultMaxConnections
 from ._upstream import DirectConnectorFactory
 from .interfaces import (

@@ -22,7 +22,8 @@ from twisted.python.failure import Failure
 from twisted.python.versions import getVersionString
 from zope.interface import implementer
 
-from ._admission import Gatekeeper, clientHostPort
+from ._address import clientHostPort
+from ._admission import Gatekeeper
 from ._assembly import ProxyConfig, directConnector
 from ._connector import ConnectorContext, ConnectorMaker
 from ._deadlines import DeadlineSweeper
@@ -35,9 +36,9 @@ from ._observer import (
     TunnelRecord,
     formatAddress,
 )
-from ._policy import AccessRules
 from ._relay import TunnelStats, _Relay, _RelayFactory
 from ._resolver import ResolverPool
+from ._rules import AccessRules
 from ._server import SHUTTING_DOWN, ConnectProxyProtocol
 from ._settings import ProxySettings
 from ._tls import ALPN_PROTOCOLS

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.logger import Logger
 from twisted.plugin import IPlugin
 from twisted.python.versions import getVersionString
 from zope.interface import implementer
 
+from ._address import formatAddress
 from ._tunnel import DEPRECATED_IN
 from .interfaces import IExchangeRecord, IProxyObserver, IProxyObserverFactory
 
@@ -36,23 +36,6 @@ __all__ = [
     "formatAddress",
     "outcomeForStatus",
 ]
-
-
-def formatAddress(address: object) -> str:
-    """
-    Text for an address in logs: C{host:port}, C{[v6]:port} or
-    C{unix:path}.
-    """
-    if isinstance(address, IPv4Address):
-        return f"{address.host}:{address.port}"
-    if isinstance(address, IPv6Address):
-        return f"[{address.host}]:{address.port}"
-    if isinstance(address, UNIXAddress):
-        name = address.name or b""
-        if isinstance(name, bytes):
-            return "unix:" + name.decode("utf-8", "replace")
-        return f"unix:{name}"
-    return str(address)
 
 
 class Outcome(StrEnum):

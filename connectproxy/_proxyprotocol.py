@@ -42,7 +42,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import alsoProvides, implementer
 
-from ._observer import formatAddress
+from ._address import formatAddress
 from ._pemdirectory import serverFromDescription
 from ._proxyheader import InvalidProxyHeader, ProxyHeader, ProxyHeaderParser
 from ._responses import formatSeconds

@@ -33,6 +33,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ._address import formatAddress
 from ._connector import UpstreamRequest
 from ._errors import (
     BadRequest,
@@ -48,7 +49,6 @@ from ._observer import (
     Outcome,
     RefusedRequest,
     TunnelRecord,
-    formatAddress,
 )
 from ._parser import ConnectRequest, ConnectRequestParser, requestLineOf
 from ._relay import _Relay

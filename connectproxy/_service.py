@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_config -*-
+# -*- test-case-name: tests.test_service -*-
 """
 The services L{connectproxy.tap.makeService} runs (L{proxyService}):
 listeners that say where they listen (and warn when that is an open proxy),
@@ -24,9 +24,9 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python import usage
 
+from ._address import formatAddress
 from ._assembly import ProxyConfig
 from ._factory import ConnectProxyFactory
-from ._observer import formatAddress
 from ._proxyprotocol import serverEndpoint
 from ._sdnotify import NotifyService, SystemdNotifier
 from ._tlslisteners import NegotiatingReactor, reloadCertificates

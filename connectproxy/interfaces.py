@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_interfaces -*-
+# -*- test-case-name: tests.test_plugins,tests.test_connectorplugins -*-
 """
 The extension points of connectproxy.
 

@@ -47,6 +47,7 @@ from ._listeners import (
     overlap,
     planListener,
 )
+from ._networks import NetworkRules
 from ._observer import AccessLogObserver, ObserverFanOut
 from ._observercontext import ObserverContext, idleContext, makeObservers
 from ._optionvalues import (
@@ -63,16 +64,15 @@ from ._optionvalues import (
     upstreamRoute,
 )
 from ._outgoing import OutgoingAddresses, warnUnbindable
-from ._policy import (
+from ._resolver import ResolverPool
+from ._rules import (
     DEFAULT_PORTS,
     AccessRules,
     ClientRules,
     HostRules,
-    NetworkRules,
     PortRules,
     parsePortRange,
 )
-from ._resolver import ResolverPool
 from ._service import proxyListeners, proxyService
 from ._settings import ProxySettings
 from ._tunnel import DEPRECATED_IN as _DEPRECATED_IN

@@ -41,10 +41,10 @@ from connectproxy._admin import (
 from connectproxy._metrics import MetricsObserver, metricsRegistry
 from connectproxy._service import ListenerService, ListenFailed, proxyListeners
 from connectproxy.tap import Options, makeService
-from connectproxy.testing import ProxyHarness
-from tests.test_admission import connectHead
-from tests.test_config import InterfaceReactor, writeConfig
+from connectproxy.testing import ProxyHarness, connectHead
+from tests._helpers import writeConfig
 from tests.test_listeners import inherited  # noqa: F401 (a fixture)
+from tests.test_service import InterfaceReactor
 
 ROOT = Path(__file__).resolve().parent.parent
 

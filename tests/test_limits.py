@@ -14,15 +14,15 @@ from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.protocol import Protocol
 from twisted.logger import LogEvent
 
-from connectproxy import ConnectProxyProtocol, ProxyConfig, ProxySettings
+from connectproxy import ProxyConfig, ProxySettings
+from connectproxy._server import ConnectProxyProtocol
 from connectproxy._settings import defaultMaxConnections
 from connectproxy.testing import (
     FakeClient,
     HalfCloseableStringTransport,
     ProxyHarness,
+    connectHead,
 )
-
-CONNECT = b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"
 
 
 def peer(host: str = "127.0.0.1", port: int = 40000) -> IPv4Address | IPv6Address:
@@ -32,13 +32,6 @@ def peer(host: str = "127.0.0.1", port: int = 40000) -> IPv4Address | IPv6Addres
     if ":" in host:
         return IPv6Address("TCP", host, port)
     return IPv4Address("TCP", host, port)
-
-
-def statusOf(client: FakeClient) -> int:
-    """
-    The status code of the response the proxy wrote to C{client}.
-    """
-    return int(client.transport.value().split(b" ", 2)[1])
 
 
 def accepted(client: FakeClient) -> bool:
@@ -131,7 +124,7 @@ def test_limitRefusalIgnoresRequest() -> None:
     harness.connectClient()
     extra = harness.connectClient()
     before = extra.transport.value()
-    extra.send(CONNECT)
+    extra.send(connectHead())
     assert extra.transport.value() == before
     assert harness.connector.attempts == []
 
@@ -167,7 +160,7 @@ def test_tunnelsCountUntilClosed() -> None:
     """
     harness = ProxyHarness(ProxySettings(maxConnections=1))
     client = harness.connectClient()
-    client.send(CONNECT)
+    client.send(connectHead())
     attempt = harness.connector.attempts[0]
     attempt.succeed()
     assert not accepted(harness.connectClient())
@@ -326,7 +319,7 @@ def test_perClientLimit() -> None:
     assert accepted(harness.connectClient(peer("127.0.0.1", 2)))
     extra = harness.connectClient(peer("127.0.0.1", 3))
     assert not accepted(extra)
-    assert statusOf(extra) == 503
+    assert extra.response().status == 503
     assert extra.transport.value().endswith(
         b"this client has too many connections (see --max-connections-per-client)\n"
     )

@@ -30,13 +30,12 @@ from connectproxy._metrics import (
 )
 from connectproxy._version import __version__
 from connectproxy.interfaces import IProxyObserver
-from connectproxy.testing import ConnectAttempt, FakeClient, ProxyHarness
-from tests.test_admission import (
+from connectproxy.testing import ConnectAttempt, FakeClient, ProxyHarness, connectHead
+from tests._helpers import (
     GOOD,
     RaisingPolicy,
     authHarness,
     basic,
-    connectHead,
     makeHarness,
 )
 

@@ -21,9 +21,8 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogEvent
 from zope.interface.verify import verifyObject
 
-from connectproxy import ConnectProxyProtocol, ProxySettings
+from connectproxy import ProxySettings
 from connectproxy._admission import Gatekeeper
-from connectproxy._policy import AccessRules, ClientRules
 from connectproxy._proxyheader import (
     V2_SIGNATURE,
     InvalidProxyHeader,
@@ -39,10 +38,17 @@ from connectproxy._proxyprotocol import (
     clientAddress,
     serverEndpoint,
 )
+from connectproxy._rules import AccessRules, ClientRules
+from connectproxy._server import ConnectProxyProtocol
 from connectproxy.tap import Options, makeService
-from connectproxy.testing import HalfCloseableStringTransport, ProxyHarness
+from connectproxy.testing import (
+    HalfCloseableStringTransport,
+    ProxyHarness,
+    connectHead,
+)
 
-CONNECT = b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"
+#: A request head, as the payload after a PROXY header.
+CONNECT = connectHead()
 
 BALANCER = IPv4Address("TCP", "127.0.0.1", 45000)
 

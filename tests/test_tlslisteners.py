@@ -37,7 +37,7 @@ from connectproxy._tlslisteners import (
     reloadCertificates,
 )
 from connectproxy.tap import Options, makeService
-from connectproxy.testing import ProxyHarness
+from connectproxy.testing import ProxyHarness, connectHead
 from tests.integration._pki import TLSFiles, makeTLSFiles, renewTLSFiles
 from tests.test_tls import Connection, TLSClient, clientOptions
 
@@ -251,9 +251,7 @@ def test_newConnectionsGetNewCertificate(
     """
     harness = ProxyHarness()
     tls, reactor = listenSSL(harness, live.ssl())
-    client = CertificateClient(
-        b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"
-    )
+    client = CertificateClient(connectHead())
     connection = Connection(
         tls, client, clientOptions(certA, [b"http/1.1"]), harness.clock
     )
@@ -477,7 +475,7 @@ def assertStillServed(client: TLSClient) -> None:
     """
     assert client.lost is None and client.received == b""
     client.transport.write(  # type: ignore[union-attr]
-        b"CONNECT example.com:1 HTTP/1.1\r\nHost: example.com:1\r\n\r\n"
+        connectHead("example.com:1")
     )
     client.pump.flush()  # type: ignore[attr-defined]
     assert client.received.startswith(b"HTTP/1.1 403 ")

@@ -24,7 +24,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from connectproxy import ConnectRequest, DirectConnector, UpstreamRequest
-from connectproxy._policy import NetworkRules
+from connectproxy._networks import NetworkRules
 from connectproxy._resolver import ResolverPool
 from connectproxy._upstream import ForbiddenDestination
 from connectproxy.testing import FakeResolver, upstreamRequest

@@ -16,8 +16,7 @@ from __future__ import annotations
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-from connectproxy import AccessRequest, Refusal
-from connectproxy._policy import HostRules
+from connectproxy import AccessRequest, HostRules, Refusal
 from connectproxy.interfaces import IAccessPolicy, IAccessPolicyFactory
 
 

@@ -99,3 +99,30 @@ def processes() -> Iterator[list[ChildProcess[Any]]]:
     started: list[ChildProcess[Any]] = []
     yield started
     stopAll(started)
+
+
+@pytest.fixture
+def strictProxy(processes: list[ChildProcess[Any]]) -> ProxyFactory:
+    """
+    Start proxies with the default destination rules (no loopback, port 443
+    only) plus the options given.
+    """
+
+    def start(*extraArgs: str) -> ProxyProcess:
+        started = ProxyProcess(proxyCommand(extraArgs, loopbackOrigins=False))
+        processes.append(started)
+        return started
+
+    return start
+
+
+@pytest.fixture(scope="module")
+def echoOrigin() -> Iterator[OriginProcess]:
+    """
+    A plain TCP echo origin, shared by the tests of a module.
+    """
+    started = OriginProcess("echo", ())
+    try:
+        yield started
+    finally:
+        stopAll([started])

@@ -206,6 +206,7 @@ def proxySettings(options: ParsedOptions) -> ProxySettings:
         resolverThreads=options["resolver-threads"],
         resolverPerClient=options["resolver-per-client"],
         outgoingAddresses=OutgoingAddresses.fromStrings(options["outgoing-address"]),
+        shutdownGrace=options["shutdown-grace"],
     )
 
 
@@ -287,6 +288,10 @@ def buildConfig(
     )
 
 
+#: The logging options, which a reload does not change.
+_LOGGING = ("access-log", "access-log-format", "log-level")
+
+
 def reloader(
     options: ParsedOptions,
     reactor: Any,
@@ -312,6 +317,7 @@ def reloader(
         observers = tuple(observers)
 
     startObservers = options["observer"]
+    startLogging = [options[name] for name in _LOGGING]
 
     def load() -> ProxyConfig:
         parsed = kind()
@@ -320,6 +326,12 @@ def reloader(
             _log.warn(
                 "--observer changes take effect only after a restart",
                 event="reload_observer_ignored",
+            )
+        if [parsed[name] for name in _LOGGING] != startLogging:
+            _log.warn(
+                "--access-log, --access-log-format and --log-level changes "
+                "take effect only after a restart",
+                event="reload_logging_ignored",
             )
         return buildConfig(parsed, reactor, connector=connector, observers=observers)
 

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from functools import partial
 from typing import Any, NoReturn
 
-from twisted.application.service import MultiService
+from twisted.application.service import IService, MultiService
 from twisted.copyright import version as twistedVersion
 from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.strcred import AuthOptionMixin
@@ -22,6 +22,7 @@ from twisted.python import usage
 from twisted.python.deprecate import deprecated
 
 from ._acceptguard import REFUSAL, AcceptGuard, DescriptorReserve, ExhaustionReport
+from ._accesslog import FORMATS, FileAccessLog
 from ._admission import Gatekeeper
 from ._assembly import (
     DEFAULT_OBSERVERS,
@@ -40,9 +41,13 @@ from ._connector import ConnectorContext, ConnectorMaker
 from ._factory import ConnectProxyFactory
 from ._limits import DescriptorLimitService
 from ._listeners import ListenerError, ListenerPlan, SystemdSocketMissing, planListener
+from ._loglevel import LogLevelService, logLevel
+from ._logwriter import LineWriter, LineWriterService
 from ._observer import ObserverFanOut
 from ._observercontext import ObserverContext, idleContext, makeObservers
 from ._optionvalues import (
+    accessLogFormat,
+    accessLogPath,
     byteCount,
     checkNetwork,
     connectorChoice,
@@ -191,6 +196,40 @@ class Options(usage.Options, AuthOptionMixin):
             _defaults.abortTimeout,
             "Seconds a graceful close may take before the connection is aborted.",
             positiveFloat,
+        ],
+        [
+            "shutdown-grace",
+            None,
+            _defaults.shutdownGrace,
+            "Seconds established tunnels may keep running after SIGTERM, "
+            "once the listeners are closed; then they are closed (reason "
+            "shutdown). A second SIGTERM or SIGINT closes them at once. 0 "
+            "closes them at once.",
+            nonNegativeFloat,
+        ],
+        [
+            "access-log",
+            None,
+            None,
+            "Write the access log to this file ('-' for standard output) "
+            "instead of the proxy's log. SIGUSR1 re-opens it (logrotate).",
+            accessLogPath,
+        ],
+        [
+            "access-log-format",
+            None,
+            "text",
+            "The format of --access-log: text (one readable line), json (one "
+            "JSON object per line) or squid (squid's native access.log).",
+            accessLogFormat,
+        ],
+        [
+            "log-level",
+            None,
+            "info",
+            "Log events of this level and above: debug, info, warn, error or "
+            "critical (the access log keeps info).",
+            logLevel,
         ],
         [
             "max-request-line",
@@ -597,6 +636,7 @@ class Options(usage.Options, AuthOptionMixin):
             self["allow-port"] = list(DEFAULT_PORTS)
         if not self["observer"]:
             self["observer"] = list(DEFAULT_OBSERVERS)
+        self._checkAccessLog()
         if self["max-head-size"] < self["max-request-line"]:
             raise usage.UsageError(
                 "--max-head-size must be at least --max-request-line"
@@ -631,6 +671,26 @@ class Options(usage.Options, AuthOptionMixin):
             self.checkConfig()
         for missing in self._missingSockets.values():
             raise usage.UsageError(f"--listen {missing}")
+
+    def _checkAccessLog(self) -> None:
+        """
+        Refuse an access-log format without a file to write, and a file
+        that the C{accesslog} observer is not there to write.
+        """
+        if self["access-log"] is None:
+            if self["access-log-format"] != "text":
+                raise usage.UsageError(
+                    f"--access-log-format {self['access-log-format']} needs "
+                    "--access-log FILE (or - for standard output)"
+                    + self._fromFile("access-log-format")
+                )
+            return
+        names = [d.partition(":")[0] for d in self["observer"]]
+        if "accesslog" not in names:
+            raise usage.UsageError(
+                "--access-log needs the accesslog observer: add --observer "
+                "accesslog" + self._fromFile("access-log", "observer")
+            )
 
     def _checkDuplicateListeners(self) -> None:
         """
@@ -876,10 +936,10 @@ def makeService(
     if observers is None:
         # Made once, at start, by the --observer plugins; a reload keeps
         # them.
+        accessLog = _fileAccessLog(options, reactor, observerServices, installSignal)
+        context = ObserverContext(reactor, factory, observerServices, accessLog)
         try:
-            observers = tuple(
-                options.observers(ObserverContext(reactor, factory, observerServices))
-            )
+            observers = tuple(options.observers(context))
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
         factory.observer = ObserverFanOut(observers)
@@ -904,12 +964,47 @@ def makeService(
         tls = plan is not None and plan.tls
         return AcceptGuard(reactor, reserve, report, None if tls else REFUSAL)
 
+    before: list[IService] = [limits, observerServices]
+    if installSignal:
+        # The process's log: filtered from the start to the very end.
+        levels = LogLevelService(options["log-level"], reactor)
+        levels.setName("loglevel")
+        before.insert(0, levels)
     return proxyService(
         reactor,
         factory,
         config,
         load,
         installSignal,
-        before=[limits, observerServices],
+        before=before,
         acceptGuard=acceptGuard,
     )
+
+
+def _fileAccessLog(
+    options: Options, reactor: Any, services: MultiService, installSignal: bool
+) -> FileAccessLog | None:
+    """
+    The access log of C{--access-log}, if given, with the service that runs
+    its writer (named C{"accesslog"}, added to C{services}; its C{writer}
+    counts the lines it dropped in C{droppedLines}).
+
+    @param installSignal: Whether C{SIGUSR1} re-opens the file.
+    """
+    path = options["access-log"]
+    if path is None:
+        return None
+    callFromThread = getattr(reactor, "callFromThread", _callNow)
+    writer = LineWriter(path, reactor, callFromThread)
+    service = LineWriterService(writer, callFromThread, installSignal)
+    service.setName("accesslog")
+    service.setServiceParent(services)
+    return FileAccessLog(writer, FORMATS[options["access-log-format"]], reactor)
+
+
+def _callNow(function: Any, *args: Any) -> None:
+    """
+    Call at once: what a reactor without threads (a test's) does for
+    C{callFromThread}.
+    """
+    function(*args)

@@ -167,6 +167,10 @@ idle-timeout = 60
 half-close-timeout = 20
 request-timeout = "5"
 abort-timeout = 1
+shutdown-grace = 0
+access-log = "-"
+access-log-format = "json"
+log-level = "debug"
 max-request-line = 1024
 max-head-size = 4096
 max-header-fields = 50
@@ -203,6 +207,10 @@ observer = "accesslog"
         "half-close-timeout": 20.0,
         "request-timeout": 5.0,
         "abort-timeout": 1.0,
+        "shutdown-grace": 0.0,
+        "access-log": "-",
+        "access-log-format": "json",
+        "log-level": "debug",
         "max-request-line": 1024,
         "max-head-size": 4096,
         "max-header-fields": 50,
@@ -255,6 +263,7 @@ observer = "accesslog"
         resolverThreads=16,
         resolverPerClient=2,
         outgoingAddresses=OutgoingAddresses("127.0.0.7", "::1"),
+        shutdownGrace=0.0,
     )
 
 

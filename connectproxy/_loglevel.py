@@ -7,7 +7,7 @@ file.
 L{LogLevelService} puts a level filter in front of every observer of the
 global log publisher once the reactor runs (by then C{twist} and C{twistd}
 have both begun logging), and takes it away when stopped.  The access log
-(the C{connectproxy.access} namespace) is kept at C{info} whatever the
+(the events of L{AccessLogObserver}) is kept at C{info} whatever the
 level, so that C{--log-level warn} quiets the rest of the log only.
 """
 
@@ -25,10 +25,13 @@ from twisted.logger import (
     globalLogPublisher,
 )
 
+from ._observer import AccessLogObserver
+
 __all__ = ["ACCESS_NAMESPACE", "LEVELS", "LogLevelService", "logLevel"]
 
-#: The namespace of the access log's events.
-ACCESS_NAMESPACE = "connectproxy.access"
+#: The namespace of the access log's events (a L{Logger} that is a class
+#: attribute logs in the namespace of its class).
+ACCESS_NAMESPACE = f"{AccessLogObserver.__module__}.{AccessLogObserver.__qualname__}"
 
 #: The level names C{--log-level} takes, least severe first.
 LEVELS = ("debug", "info", "warn", "error", "critical")

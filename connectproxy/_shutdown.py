@@ -55,7 +55,8 @@ class Drain:
       4. When no connection is left, or after L{FINAL_WAIT} more seconds,
          the Deferred L{start} returned fires.
 
-    L{now} (a second signal) skips to closing and aborting at once.
+    L{now} (a second signal) skips to step 2 at once, with L{FINAL_WAIT}
+    seconds for the closes instead of C{abortTimeout}.
     """
 
     _log = Logger()
@@ -83,6 +84,8 @@ class Drain:
         self._timer: IDelayedCall | None = None
         self._idle: Deferred[None] | None = None
         self._startedAt = 0.0
+        # Seconds the closes of the last closeAll may take.
+        self._closing = abortTimeout
         self.finished = False
 
     def start(self) -> Deferred[None]:
@@ -114,9 +117,10 @@ class Drain:
 
     def now(self) -> None:
         """
-        End at once: close and abort every connection left, then finish as
-        soon as they are gone (or after L{FINAL_WAIT} seconds).  Does
-        nothing before L{start} or once finished.
+        End at once: close every connection left, abort those still open
+        L{FINAL_WAIT} seconds later, and finish as soon as they are gone
+        (or L{FINAL_WAIT} seconds after that).  Does nothing before
+        L{start} or once finished.
         """
         if self._done is None or self.finished:
             return
@@ -124,14 +128,14 @@ class Drain:
         factory = self._factory
         self._log.warn(
             "shutting down now: closing {tunnels} tunnels and {connections} "
-            "connections at once",
+            "connections",
             event="shutdown_forced",
             tunnels=factory.openTunnels,
             connections=len(factory.connections),
         )
         factory.closeAll(SHUTDOWN_REASON)
-        self._abortAll()
-        self._waitIdle(FINAL_WAIT, self._giveUp)
+        self._closing = FINAL_WAIT
+        self._waitIdle(FINAL_WAIT, self._abortRest)
 
     def _graceOver(self) -> None:
         factory = self._factory
@@ -145,16 +149,17 @@ class Drain:
                 grace=self.grace,
             )
         factory.closeAll(SHUTDOWN_REASON)
+        self._closing = self.abortTimeout
         self._waitIdle(self.abortTimeout, self._abortRest)
 
     def _abortRest(self) -> None:
         factory = self._factory
         self._log.warn(
             "aborting {connections} connections that did not close within "
-            "{abortTimeout}s",
+            "{seconds}s",
             event="shutdown_aborting",
             connections=len(factory.connections),
-            abortTimeout=self.abortTimeout,
+            seconds=self._closing,
         )
         self._abortAll()
         self._waitIdle(FINAL_WAIT, self._giveUp)
@@ -291,9 +296,10 @@ class ShutdownService(Service):
 class ProxyService(MultiService):
     """
     The proxy's services, stopped in three steps: the services added after
-    L{barrier} (the listeners, the systemd notifications) all at once,
-    then the barrier (the drain), and once its Deferred has fired the
-    services added before it, in reverse order as L{MultiService} does.
+    L{barrier} (the listeners, the systemd notifications) all at once;
+    once they have stopped (the listening sockets are closed), the barrier
+    (the drain); and once its Deferred has fired, the services added
+    before it, in reverse order as L{MultiService} does.
 
     @ivar barrier: The service whose stop the services added before it
         wait for; C{None} to stop like a plain L{MultiService}.
@@ -311,6 +317,9 @@ class ProxyService(MultiService):
         at = children.index(barrier)
         first = [maybeDeferred(s.stopService) for s in reversed(children[at + 1 :])]
 
+        def drain(result: object) -> Deferred[Any]:
+            return maybeDeferred(barrier.stopService)
+
         def rest(result: object) -> Deferred[Any]:
             if isinstance(result, Failure):
                 self._log.failure(
@@ -319,4 +328,4 @@ class ProxyService(MultiService):
             later = [maybeDeferred(s.stopService) for s in reversed(children[:at])]
             return DeferredList(first + later)
 
-        return maybeDeferred(barrier.stopService).addBoth(rest)
+        return DeferredList(first).addCallback(drain).addBoth(rest)

@@ -11,7 +11,8 @@ import pytest
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import ILogObserver, LogEvent, Logger, LogLevel, LogPublisher
 
-from connectproxy._loglevel import LEVELS, LogLevelService, logLevel
+from connectproxy._loglevel import ACCESS_NAMESPACE, LEVELS, LogLevelService, logLevel
+from connectproxy._observer import AccessLogObserver, RefusedRequest
 from connectproxy.tap import Options, makeService
 
 
@@ -20,14 +21,17 @@ def emitAll(publisher: LogPublisher) -> None:
     One event of each level from the proxy, and one of each from the
     access log.
     """
-    for namespace in ("connectproxy._server", "connectproxy.access"):
+    for namespace in ("connectproxy._server", ACCESS_NAMESPACE):
         log = Logger(namespace=namespace, observer=publisher)
         for name in LEVELS:
             log.emit(LogLevel.levelWithName(name), name, event=name)
 
 
 def seen(events: list[LogEvent]) -> list[tuple[str, str]]:
-    return [(e["log_namespace"].rpartition(".")[2], e["event"]) for e in events]
+    return [
+        ("access" if e["log_namespace"] == ACCESS_NAMESPACE else "_server", e["event"])
+        for e in events
+    ]
 
 
 def running(level: str) -> tuple[LogLevelService, LogPublisher, list[LogEvent]]:
@@ -67,6 +71,15 @@ def test_filters() -> None:
         ("access", "error"),
         ("access", "critical"),
     ]
+
+
+def test_accessNamespace(logEvents: list[LogEvent]) -> None:
+    """
+    The access log's events are in the namespace the filter keeps.
+    """
+    AccessLogObserver().requestRefused(RefusedRequest("c", "CONNECT", "t", 403, "no"))
+    [event] = [e for e in logEvents if e.get("event") == "request_refused"]
+    assert event["log_namespace"] == ACCESS_NAMESPACE
 
 
 def test_debug() -> None:

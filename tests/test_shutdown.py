@@ -189,8 +189,9 @@ def test_zeroGrace() -> None:
 
 def test_now(logEvents: list[LogEvent]) -> None:
     """
-    L{Drain.now} (a second signal) closes and aborts every connection at
-    once, with the close reason C{shutdown}.
+    L{Drain.now} (a second signal) closes every connection at once, with
+    the close reason C{shutdown}, and aborts those still open
+    L{FINAL_WAIT} seconds later.
     """
     h = harness()
     client, attempt = tunnel(h)
@@ -199,6 +200,10 @@ def test_now(logEvents: list[LogEvent]) -> None:
     done = drain.start()
     h.clock.advance(1)
     drain.now()
+    assert client.transport.disconnecting and attempt.transport.disconnecting
+    assert waiting.transport.value().endswith(SHUTTING_DOWN)
+    assert not client.transport.aborted
+    h.clock.advance(FINAL_WAIT)
     assert client.transport.aborted and attempt.transport.aborted
     assert waiting.transport.aborted
     loseBoth(client, attempt)
@@ -293,7 +298,7 @@ def test_secondSignal(savedSignals: None) -> None:
     assert handler not in (before[signal.SIGTERM], before[signal.SIGINT])
     assert callable(handler)
     handler(signal.SIGTERM, None)
-    assert client.transport.aborted
+    assert client.transport.disconnecting
     loseBoth(client, attempt)
     assert fired(done)
     assert {n: signal.getsignal(n) for n in before} == before
@@ -331,11 +336,12 @@ class Recorder(Service):
 
 def test_proxyServiceOrder() -> None:
     """
-    L{ProxyService} stops the services after its barrier first, then the
-    barrier, and the ones before it only once the barrier's stop is done;
-    its own stop is done after all of them.
+    L{ProxyService} stops the services after its barrier first, then, once
+    they have stopped, the barrier, and the ones before it only once the
+    barrier's stop is done; its own stop is done after all of them.
     """
     log: list[str] = []
+    listenerDone: Deferred[None] = Deferred()
     barrierDone: Deferred[None] = Deferred()
     parent = ProxyService()
     for name in ("descriptors", "observers"):
@@ -343,10 +349,12 @@ def test_proxyServiceOrder() -> None:
     barrier = Recorder("shutdown", log, barrierDone)
     barrier.setServiceParent(parent)
     parent.barrier = barrier
-    for name in ("listener", "notify"):
-        Recorder(name, log).setServiceParent(parent)
+    Recorder("listener", log, listenerDone).setServiceParent(parent)
+    Recorder("notify", log).setServiceParent(parent)
     parent.startService()
     stopped = parent.stopService()
+    assert log == ["notify", "listener"]
+    listenerDone.callback(None)
     assert log == ["notify", "listener", "shutdown"]
     assert not fired(stopped)
     barrierDone.callback(None)

@@ -174,7 +174,10 @@ class LineWriter:
         """
         size = len(line)
         with self._lock:
-            if self._stopped or self._buffered + size > self._bufferBytes:
+            if self._stopped:
+                self.droppedLines += 1
+                return
+            if self._buffered + size > self._bufferBytes:
                 self.droppedLines += 1
                 self._losing += 1
                 first = self._losing == 1

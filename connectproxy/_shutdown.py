@@ -155,8 +155,7 @@ class Drain:
     def _abortRest(self) -> None:
         factory = self._factory
         self._log.warn(
-            "aborting {connections} connections that did not close within "
-            "{seconds}s",
+            "aborting {connections} connections that did not close within {seconds}s",
             event="shutdown_aborting",
             connections=len(factory.connections),
             seconds=self._closing,

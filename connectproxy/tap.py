@@ -8,6 +8,7 @@ them and returns the services that run it.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from functools import partial
@@ -727,6 +728,7 @@ class Options(usage.Options, AuthOptionMixin):
                     f"checked here: {self._missingSockets[description].reason})"
                 )
         lines.extend(self._describeOutgoing())
+        lines.extend(self._describeAccessLog())
         source = f" ({self['config']})" if self["config"] is not None else ""
         lines.append(f"connectproxy {__version__}: configuration OK{source}")
         sys.stdout.write("\n".join(lines) + "\n")
@@ -751,6 +753,25 @@ class Options(usage.Options, AuthOptionMixin):
             else:
                 lines.append(f"outgoing address {address}")
         return lines
+
+    def _describeAccessLog(self) -> list[str]:
+        """
+        The C{--check-config} line of the access-log file.
+
+        @raise usage.UsageError: When the file could not be written.
+        """
+        path = self["access-log"]
+        if path is None:
+            return []
+        where = "standard output" if path == "-" else os.path.abspath(path)
+        if path != "-":
+            target = path if os.path.exists(path) else os.path.dirname(where)
+            if not os.access(target, os.W_OK):
+                raise usage.UsageError(
+                    f"--access-log {path}: cannot write {target}"
+                    + self._fromFile("access-log")
+                )
+        return [f"access log -> {where} ({self['access-log-format']})"]
 
     def _fromFile(self, *names: str) -> str:
         """

@@ -412,3 +412,18 @@ def test_reloadKeepsLogging(tmp_path: Path, logEvents: list[LogEvent]) -> None:
     assert reloader.reload()
     [ignored] = [e for e in logEvents if e.get("event") == "reload_logging_ignored"]
     assert ignored["log_level"].name == "warn"
+
+
+def test_checkConfig(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """
+    C{--check-config} says where the access log goes, and fails when the
+    file could not be written.
+    """
+    path = tmp_path / "access.log"
+    with pytest.raises(SystemExit) as exited:
+        Options().parseOptions(["--access-log", str(path), "--check-config"])
+    assert exited.value.code == 0
+    assert f"access log -> {path} (text)\n" in capsys.readouterr().out
+    missing = tmp_path / "missing" / "access.log"
+    with pytest.raises(UsageError, match=r"--access-log .*: cannot write"):
+        Options().parseOptions(["--access-log", str(missing), "--check-config"])

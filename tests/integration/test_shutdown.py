@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import time
+from typing import Any
 
 import pytest
 
@@ -46,7 +47,7 @@ ABORT = 2.0
 SLACK = 5.0
 
 
-def tunnelCloses(proxy: ProxyProcess) -> list[dict[str, object]]:
+def tunnelCloses(proxy: ProxyProcess) -> list[dict[str, Any]]:
     return [e for e in proxy.events if e.get("event") == "tunnel_close"]
 
 
@@ -58,7 +59,7 @@ def refusedNow(port: int) -> None:
         socket.create_connection((LOCAL, port), timeout=5).close()
 
 
-def waitExit(proxy: ChildProcess[object], timeout: float) -> float:
+def waitExit(proxy: ChildProcess[Any], timeout: float) -> float:
     """
     Wait for the process to exit.
 

@@ -930,9 +930,15 @@ def makeService(
         C{"reload"} has a C{reload()} method, the one named C{"descriptors"}
         raises the descriptor limit at start (only when C{reactor} is
         C{None}: in the proxy's own process), the one named C{"observers"}
-        holds the services the C{--observer} plugins added, and the one
-        named C{"notify"} tells systemd (C{$NOTIFY_SOCKET}) when the proxy
-        is ready, reloading and stopping.
+        holds the services the C{--observer} plugins added (and, with
+        C{--access-log}, the one named C{"accesslog"} whose C{writer}
+        counts the lines it dropped, C{writer.droppedLines}), the one
+        named C{"shutdown"} drains when the service stops, the one named
+        C{"loglevel"} applies C{--log-level} (only in the proxy's own
+        process), and the one named C{"notify"} tells systemd
+        (C{$NOTIFY_SOCKET}) when the proxy is ready, reloading and
+        stopping.  Stopping it drains first: see
+        L{connectproxy._shutdown.ProxyService}.
     @raise usage.UsageError: When the C{--upstream} or an C{--observer}
         plugin refuses its argument.
     """

@@ -215,6 +215,7 @@ def proxySettings(options: ParsedOptions) -> ProxySettings:
         resolverThreads=options["resolver-threads"],
         resolverPerClient=options["resolver-per-client"],
         outgoingAddresses=OutgoingAddresses.fromStrings(options["outgoing-address"]),
+        shutdownGrace=options["shutdown-grace"],
     )
 
 
@@ -296,6 +297,10 @@ def buildConfig(
     )
 
 
+#: The logging options, which a reload does not change.
+_LOGGING = ("access-log", "access-log-format", "log-level")
+
+
 def reloader(
     options: ParsedOptions,
     reactor: Any,
@@ -322,6 +327,7 @@ def reloader(
 
     startObservers = options["observer"]
     startMetrics = options["metrics"]
+    startLogging = [options[name] for name in _LOGGING]
 
     def load() -> ProxyConfig:
         parsed = kind()
@@ -335,6 +341,12 @@ def reloader(
             _log.warn(
                 "--metrics changes take effect only after a restart",
                 event="reload_metrics_ignored",
+            )
+        if [parsed[name] for name in _LOGGING] != startLogging:
+            _log.warn(
+                "--access-log, --access-log-format and --log-level changes "
+                "take effect only after a restart",
+                event="reload_logging_ignored",
             )
         return buildConfig(parsed, reactor, connector=connector, observers=observers)
 

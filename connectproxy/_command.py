@@ -27,8 +27,9 @@ from twisted.python.usage import UsageError
 __all__ = ["commandName", "errorText", "main"]
 
 #: The options of C{twist} itself that the C{connectproxy} command passes
-#: on to it; each takes a value.
-RUNNER_OPTIONS = ("log-file", "log-format", "log-level", "reactor")
+#: on to it; each takes a value.  C{--log-level} is the proxy's own (the
+#: same under every runner), so C{twist} is told to keep every level.
+RUNNER_OPTIONS = ("log-file", "log-format", "reactor")
 
 _serviceMaker = ServiceMaker(
     "connectproxy",
@@ -108,7 +109,8 @@ def _commandOptions() -> Any:
 
     class CommandOptions(Options):
         """
-        The proxy's options and C{twist}'s logging and reactor options.
+        The proxy's options and C{twist}'s log file, log format and
+        reactor options.
         """
 
         # usage.Options gathers optParameters from every base class too.
@@ -125,13 +127,6 @@ def _commandOptions() -> Any:
                 None,
                 "Log format: text or json. [default: text on a terminal, "
                 "json otherwise]",
-            ],
-            [
-                "log-level",
-                None,
-                "info",
-                "Log events of this level and above: debug, info, warn, "
-                "error or critical.",
             ],
             ["reactor", None, "default", "The reactor to use (see twist --help)."],
         ]
@@ -212,4 +207,4 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.stdout.write(f"{_commandOptions()}\n")
         raise SystemExit(0)
     program = sys.argv[0] if sys.argv else "connectproxy"
-    _Twist.main([program, *runner, "connectproxy", *proxy])
+    _Twist.main([program, "--log-level=debug", *runner, "connectproxy", *proxy])

@@ -357,12 +357,16 @@ class AccessLogObserverFactory:
 
     def observerFromArgument(
         self, argument: str, context: ObserverContext
-    ) -> AccessLogObserver:
+    ) -> IProxyObserver:
         """
+        @return: The context's access log (the file of C{--access-log}),
+            or an L{AccessLogObserver}.
         @raise ValueError: When given an argument: it takes none.
         """
         if argument:
             raise ValueError("accesslog takes no argument: --observer accesslog")
+        if context.accessLog is not None:
+            return context.accessLog
         return AccessLogObserver()
 
 

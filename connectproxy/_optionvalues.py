@@ -14,11 +14,14 @@ import math
 from collections.abc import Callable
 from typing import TypeVar
 
+from ._accesslog import FORMATS
 from ._assembly import connectorFactories
 from ._parenturl import ParentProxy
 from ._routing import parseRoute
 
 __all__ = [
+    "accessLogFormat",
+    "accessLogPath",
     "byteCount",
     "checkNetwork",
     "coercer",
@@ -170,3 +173,32 @@ def upstreamRoute(text: str) -> str:
     """
     parseRoute(text)
     return text
+
+
+def accessLogPath(text: str) -> str:
+    """
+    The file of C{--access-log}: a path, or C{-} for standard output.
+    """
+    if not text or "\0" in text:
+        raise ValueError(f"{text!r} is not a file name (or - for standard output)")
+    return text
+
+
+accessLogPath.coerceDoc = "A file, or - for standard output."  # type: ignore[attr-defined]
+#: A string in the configuration file, never a number.
+accessLogPath.string = True  # type: ignore[attr-defined]
+
+
+def accessLogFormat(text: str) -> str:
+    """
+    A format of C{--access-log-format}: a name in L{FORMATS
+    <connectproxy._accesslog.FORMATS>}.
+    """
+    if text not in FORMATS:
+        raise ValueError(f"{text!r} is not one of {', '.join(FORMATS)}")
+    return text
+
+
+accessLogFormat.coerceDoc = "text, json or squid."  # type: ignore[attr-defined]
+#: A string in the configuration file, never a number.
+accessLogFormat.string = True  # type: ignore[attr-defined]

@@ -2,7 +2,8 @@
 """
 The services L{connectproxy.tap.makeService} runs (L{proxyService}):
 listeners that say where they listen (and warn when that is an open proxy),
-the reload service (SIGHUP), and the systemd notifications.
+the reload service (SIGHUP), the draining shutdown (SIGTERM), and the
+systemd notifications.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from ._assembly import ProxyConfig
 from ._factory import ConnectProxyFactory
 from ._proxyprotocol import serverEndpoint
 from ._sdnotify import NotifyService, SystemdNotifier
+from ._shutdown import ProxyService, ShutdownService
 from ._tlslisteners import NegotiatingReactor, reloadCertificates
 
 if TYPE_CHECKING:
@@ -346,23 +348,32 @@ def proxyService(
     @param config: The configuration at start.
     @param load: What a reload calls for the new configuration (see
         L{ReloadService}).
-    @param installSignal: Whether SIGHUP reloads.
+    @param installSignal: Whether SIGHUP reloads, and a second SIGTERM or
+        SIGINT ends a shutdown at once.
     @param before: Services started before the listeners (the descriptor
-        limit, raised before anything listens).
+        limit, raised before anything listens), and stopped after the
+        drain.
     @param acceptGuard: Makes the guard of the listener of a description,
         which refuses clients cleanly when the descriptors run out.
-    @return: A L{MultiService} named C{"connectproxy"}; its child named
-        C{"reload"} has a C{reload()} method, and the one named
-        C{"notify"} tells systemd (C{$NOTIFY_SOCKET}) when the proxy is
-        ready, reloading and stopping.
+    @return: A L{ProxyService} named C{"connectproxy"}; its child named
+        C{"reload"} has a C{reload()} method, the one named C{"shutdown"}
+        drains the factory when the service stops (once the listeners have
+        stopped; see L{ShutdownService}), and the one named C{"notify"}
+        tells systemd (C{$NOTIFY_SOCKET}) when the proxy is ready,
+        reloading and stopping.
     """
-    service = MultiService()
+    service = ProxyService()
     service.setName("connectproxy")
     for first in before:
         first.setServiceParent(service)
     reloader = ReloadService(load, factory, config, reactor, installSignal)
     reloader.setName("reload")
     reloader.setServiceParent(service)
+    # Stopped after the listeners and the notifications, before the rest.
+    shutdown = ShutdownService(factory, reactor, installSignal)
+    shutdown.setName("shutdown")
+    shutdown.setServiceParent(service)
+    service.barrier = shutdown
     listeners = []
     listenerReactors = []
     for description in config.listen:

@@ -8,13 +8,14 @@ them and returns the services that run it.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from functools import partial
 from typing import Any, NoReturn
 
 from twisted.application.app import ServerOptions
-from twisted.application.service import MultiService
+from twisted.application.service import IService, MultiService
 from twisted.copyright import version as twistedVersion
 from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.strcred import AuthOptionMixin
@@ -23,6 +24,7 @@ from twisted.python import usage
 from twisted.python.deprecate import deprecated
 
 from ._acceptguard import REFUSAL, AcceptGuard, DescriptorReserve, ExhaustionReport
+from ._accesslog import FORMATS, FileAccessLog
 from ._admission import Gatekeeper
 from ._assembly import (
     DEFAULT_OBSERVERS,
@@ -47,10 +49,14 @@ from ._listeners import (
     overlap,
     planListener,
 )
+from ._loglevel import LogLevelService, logLevel
+from ._logwriter import LineWriter, LineWriterService
 from ._networks import NetworkRules
 from ._observer import AccessLogObserver, ObserverFanOut
 from ._observercontext import ObserverContext, idleContext, makeObservers
 from ._optionvalues import (
+    accessLogFormat,
+    accessLogPath,
     byteCount,
     checkNetwork,
     connectorChoice,
@@ -204,6 +210,40 @@ class Options(usage.Options, AuthOptionMixin):
             _defaults.abortTimeout,
             "Seconds a graceful close may take before the connection is aborted.",
             positiveFloat,
+        ],
+        [
+            "shutdown-grace",
+            None,
+            _defaults.shutdownGrace,
+            "Seconds established tunnels may keep running after SIGTERM, "
+            "once the listeners are closed; then they are closed (reason "
+            "shutdown). A second SIGTERM or SIGINT closes them at once. 0 "
+            "closes them at once.",
+            nonNegativeFloat,
+        ],
+        [
+            "access-log",
+            None,
+            None,
+            "Write the access log to this file ('-' for standard output) "
+            "instead of the proxy's log. SIGUSR1 re-opens it (logrotate).",
+            accessLogPath,
+        ],
+        [
+            "access-log-format",
+            None,
+            "text",
+            "The format of --access-log: text (one readable line), json (one "
+            "JSON object per line) or squid (squid's native access.log).",
+            accessLogFormat,
+        ],
+        [
+            "log-level",
+            None,
+            "info",
+            "Log events of this level and above: debug, info, warn, error or "
+            "critical (the access log keeps info).",
+            logLevel,
         ],
         [
             "max-request-line",
@@ -670,6 +710,7 @@ class Options(usage.Options, AuthOptionMixin):
             self["allow-port"] = list(DEFAULT_PORTS)
         if not self["observer"]:
             self["observer"] = list(DEFAULT_OBSERVERS)
+        self._checkAccessLog()
         if self["max-head-size"] < self["max-request-line"]:
             raise usage.UsageError(
                 "--max-head-size must be at least --max-request-line"
@@ -706,6 +747,26 @@ class Options(usage.Options, AuthOptionMixin):
             raise usage.UsageError(f"--listen {missing}")
         for missing in self._missingMetricsSockets.values():
             raise usage.UsageError(f"--metrics {missing}")
+
+    def _checkAccessLog(self) -> None:
+        """
+        Refuse an access-log format without a file to write, and a file
+        that the C{accesslog} observer is not there to write.
+        """
+        if self["access-log"] is None:
+            if self["access-log-format"] != "text":
+                raise usage.UsageError(
+                    f"--access-log-format {self['access-log-format']} needs "
+                    "--access-log FILE (or - for standard output)"
+                    + self._fromFile("access-log-format")
+                )
+            return
+        names = [d.partition(":")[0] for d in self["observer"]]
+        if "accesslog" not in names:
+            raise usage.UsageError(
+                "--access-log needs the accesslog observer: add --observer "
+                "accesslog" + self._fromFile("access-log", "observer")
+            )
 
     def _checkDuplicateListeners(self) -> None:
         """
@@ -783,6 +844,7 @@ class Options(usage.Options, AuthOptionMixin):
                 )
         lines.extend(self._describeMetrics())
         lines.extend(self._describeOutgoing())
+        lines.extend(self._describeAccessLog())
         source = f" ({self['config']})" if self["config"] is not None else ""
         lines.append(f"connectproxy {__version__}: configuration OK{source}")
         sys.stdout.write("\n".join(lines) + "\n")
@@ -824,6 +886,25 @@ class Options(usage.Options, AuthOptionMixin):
             else:
                 lines.append(f"outgoing address {address}")
         return lines
+
+    def _describeAccessLog(self) -> list[str]:
+        """
+        The C{--check-config} line of the access-log file.
+
+        @raise usage.UsageError: When the file could not be written.
+        """
+        path = self["access-log"]
+        if path is None:
+            return []
+        where = "standard output" if path == "-" else os.path.abspath(path)
+        if path != "-":
+            target = path if os.path.exists(path) else os.path.dirname(where)
+            if not os.access(target, os.W_OK):
+                raise usage.UsageError(
+                    f"--access-log {path}: cannot write {target}"
+                    + self._fromFile("access-log")
+                )
+        return [f"access log -> {where} ({self['access-log-format']})"]
 
     def _fromFile(self, *names: str) -> str:
         """
@@ -1069,10 +1150,16 @@ def makeService(
         C{"reload"} has a C{reload()} method, the one named C{"descriptors"}
         raises the descriptor limit at start (only when C{reactor} is
         C{None}: in the proxy's own process), the one named C{"observers"}
-        holds the services the C{--observer} plugins added (and the
-        C{--metrics} listeners), and the one
-        named C{"notify"} tells systemd (C{$NOTIFY_SOCKET}) when the proxy
-        is ready, reloading and stopping.
+        holds the services the C{--observer} plugins added (the
+        C{--metrics} listeners, and, with
+        C{--access-log}, the one named C{"accesslog"} whose C{writer}
+        counts the lines it dropped, C{writer.droppedLines}), the one
+        named C{"shutdown"} drains when the service stops, the one named
+        C{"loglevel"} applies C{--log-level} (only in the proxy's own
+        process), and the one named C{"notify"} tells systemd
+        (C{$NOTIFY_SOCKET}) when the proxy is ready, reloading and
+        stopping.  Stopping it drains first: see
+        L{connectproxy._shutdown.ProxyService}.
     @raise usage.UsageError: When the C{--upstream} or an C{--observer}
         plugin refuses its argument.
     """
@@ -1098,6 +1185,8 @@ def makeService(
     if observers is None:
         # Made once, at start, by the --observer plugins; a reload keeps
         # them.
+        accessLog = _fileAccessLog(options, reactor, observerServices, installSignal)
+        context = ObserverContext(reactor, factory, observerServices, accessLog)
         try:
             observers = tuple(options.observers(context))
         except ValueError as e:
@@ -1138,15 +1227,50 @@ def makeService(
         tls = plan is not None and plan.tls
         return AcceptGuard(reactor, reserve, report, None if tls else REFUSAL)
 
+    before: list[IService] = [limits, observerServices]
+    if installSignal:
+        # The process's log: filtered from the start to the very end.
+        levels = LogLevelService(options["log-level"], reactor)
+        levels.setName("loglevel")
+        before.insert(0, levels)
     service = proxyService(
         reactor,
         factory,
         config,
         load,
         installSignal,
-        before=[limits, observerServices],
+        before=before,
         acceptGuard=acceptGuard,
     )
     if metrics is not None:
         metrics.health.listeners = proxyListeners(service)
     return service
+
+
+def _fileAccessLog(
+    options: Options, reactor: Any, services: MultiService, installSignal: bool
+) -> FileAccessLog | None:
+    """
+    The access log of C{--access-log}, if given, with the service that runs
+    its writer (named C{"accesslog"}, added to C{services}; its C{writer}
+    counts the lines it dropped in C{droppedLines}).
+
+    @param installSignal: Whether C{SIGUSR1} re-opens the file.
+    """
+    path = options["access-log"]
+    if path is None:
+        return None
+    callFromThread = getattr(reactor, "callFromThread", _callNow)
+    writer = LineWriter(path, reactor, callFromThread)
+    service = LineWriterService(writer, callFromThread, installSignal)
+    service.setName("accesslog")
+    service.setServiceParent(services)
+    return FileAccessLog(writer, FORMATS[options["access-log-format"]], reactor)
+
+
+def _callNow(function: Any, *args: Any) -> None:
+    """
+    Call at once: what a reactor without threads (a test's) does for
+    C{callFromThread}.
+    """
+    function(*args)

@@ -40,8 +40,8 @@ def argv0(monkeypatch: pytest.MonkeyPatch) -> None:
         ),
         (
             ["--idle", "5", "--log-l", "debug", "--reactor", "poll"],
-            ["--log-level=debug", "--reactor=poll"],
-            ["--idle-timeout=5"],
+            ["--reactor=poll"],
+            ["--idle-timeout=5", "--log-level=debug"],
         ),
         (
             ["--auth-realm", "--log-format"],

@@ -80,6 +80,10 @@ idle-timeout = 60
 half-close-timeout = 20
 request-timeout = "5"
 abort-timeout = 1
+shutdown-grace = 0
+access-log = "-"
+access-log-format = "json"
+log-level = "debug"
 max-request-line = 1024
 max-head-size = 4096
 max-header-fields = 50
@@ -119,6 +123,10 @@ metrics = "tcp:9108:interface=127.0.0.1"
         "half-close-timeout": 20.0,
         "request-timeout": 5.0,
         "abort-timeout": 1.0,
+        "shutdown-grace": 0.0,
+        "access-log": "-",
+        "access-log-format": "json",
+        "log-level": "debug",
         "max-request-line": 1024,
         "max-head-size": 4096,
         "max-header-fields": 50,
@@ -175,6 +183,7 @@ metrics = "tcp:9108:interface=127.0.0.1"
         resolverThreads=16,
         resolverPerClient=2,
         outgoingAddresses=OutgoingAddresses("127.0.0.7", "::1"),
+        shutdownGrace=0.0,
     )
 
 

@@ -35,6 +35,10 @@ DEFAULTS = {
     "half-close-timeout": 60.0,
     "request-timeout": 30.0,
     "abort-timeout": 15.0,
+    "shutdown-grace": 30.0,
+    "access-log": None,
+    "access-log-format": "text",
+    "log-level": "info",
     "max-request-line": 8192,
     "max-head-size": 65536,
     "max-header-fields": 256,
@@ -102,6 +106,14 @@ def test_allOptions() -> None:
         "5",
         "--abort-timeout",
         "1",
+        "--shutdown-grace",
+        "5",
+        "--access-log",
+        "/var/log/connectproxy/access.log",
+        "--access-log-format",
+        "squid",
+        "--log-level",
+        "warn",
         "--max-request-line",
         "1024",
         "--max-head-size",
@@ -172,6 +184,10 @@ def test_allOptions() -> None:
         "half-close-timeout": 20.0,
         "request-timeout": 5.0,
         "abort-timeout": 1.0,
+        "shutdown-grace": 5.0,
+        "access-log": "/var/log/connectproxy/access.log",
+        "access-log-format": "squid",
+        "log-level": "warn",
         "max-request-line": 1024,
         "max-head-size": 4096,
         "max-header-fields": 50,
@@ -228,6 +244,7 @@ def test_allOptions() -> None:
         resolverThreads=64,
         resolverPerClient=0,
         outgoingAddresses=OutgoingAddresses("127.0.0.7"),
+        shutdownGrace=5.0,
     )
 
 
@@ -296,6 +313,18 @@ def test_allOptions() -> None:
             "--upstream-ca: cannot read /nonexistent",
         ),
         (["--no-such-option"], "no-such-option"),
+        (["--shutdown-grace", "-1"], "--shutdown-grace: '-1' must not be negative"),
+        (["--log-level", "loud"], "--log-level: 'loud' is not one of debug, info"),
+        (["--access-log", ""], "--access-log: '' is not a file name"),
+        (["--access-log-format", "clf"], "'clf' is not one of text, json, squid"),
+        (
+            ["--access-log-format", "squid"],
+            "--access-log-format squid needs --access-log FILE",
+        ),
+        (
+            ["--access-log", "-", "--observer", "accesslog:x"],
+            "accesslog takes no argument",
+        ),
     ],
 )
 def test_badValues(argv: list[str], message: str) -> None:

@@ -27,6 +27,7 @@ from tests.integration._processes import (
     proxyCommand,
     stopAll,
 )
+from tests.integration._sockets import IPV4, LOCAL, Loopback
 
 
 @pytest.fixture(scope="session")
@@ -49,18 +50,29 @@ def scratchDir() -> Iterator[Path]:
 
 
 @pytest.fixture
+def family(request: pytest.FixtureRequest) -> Loopback:
+    """
+    The address family a test runs on: L{IPV4}, or each of both for a test
+    marked L{bothFamilies <tests.integration._sockets.bothFamilies>}.
+    """
+    chosen: Loopback = getattr(request, "param", IPV4)
+    return chosen
+
+
+@pytest.fixture
 def origin(tlsCertificate: TLSFiles) -> Iterator[OriginFactory]:
     """
     Start origin servers: C{origin("echo")}, C{origin("https")},
-    C{origin("bulk")}, C{origin("push", "--bytes", "N")}.
+    C{origin("bulk")}, C{origin("push", "--bytes", "N")}; on ::1 with
+    C{host="::1"}.
     """
     started: list[OriginProcess] = []
 
-    def start(mode: str, *arguments: str) -> OriginProcess:
+    def start(mode: str, *arguments: str, host: str = LOCAL) -> OriginProcess:
         if mode == "https":
             tls = ["--cert", str(tlsCertificate.serverCert)]
             arguments = (*tls, "--key", str(tlsCertificate.serverKey), *arguments)
-        process = OriginProcess(mode, arguments)
+        process = OriginProcess(mode, arguments, host)
         started.append(process)
         return process
 

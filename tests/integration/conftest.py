@@ -85,16 +85,21 @@ def proxy() -> Iterator[ProxyFactory]:
     """
     Start proxies from the source tree: C{proxy("--idle-timeout", "5")}
     listens on a free port of 127.0.0.1 with those extra options;
-    C{listen=[...]} replaces the listeners.  Stopping one fails the test if
-    it logged an unhandled error.
+    C{listen=[...]} replaces the listeners; C{loopbackOrigins=False} keeps
+    the default destination rules.  Stopping one fails the test if it
+    logged an unhandled error.
     """
     started: list[ProxyProcess] = []
 
     def start(
-        *extraArgs: str, listen: Iterable[str] = (LISTEN_ANY_PORT,)
+        *extraArgs: str,
+        listen: Iterable[str] = (LISTEN_ANY_PORT,),
+        loopbackOrigins: bool = True,
     ) -> ProxyProcess:
         listen = list(listen)
-        process = ProxyProcess(proxyCommand(extraArgs, listen), listeners=len(listen))
+        process = ProxyProcess(
+            proxyCommand(extraArgs, listen, loopbackOrigins), listeners=len(listen)
+        )
         started.append(process)
         return process
 

@@ -8,6 +8,7 @@ L{IPV6}), for tests that run on both (L{bothFamilies}).
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from dataclasses import dataclass
 
@@ -28,10 +29,14 @@ def bracketed(host: str) -> str:
     """
     A host as an authority or URL writes it: an IPv6 address in brackets.
 
-    @param host: A name, an IPv4 address, or an IPv6 address with or
-        without brackets.
+    @param host: A name, an IPv4 address, an IPv6 address with or without
+        brackets, or anything else (a whole C{host:port}), left as it is.
     """
-    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+    try:
+        ipaddress.IPv6Address(host)
+    except ValueError:
+        return host
+    return f"[{host}]"
 
 
 @dataclass(frozen=True)

@@ -41,31 +41,34 @@ def adoptedSocketProblem(fileno: int, addressFamily: int) -> str | None:
     found = _inspect(fileno)
     if found is None:
         return None
-    family, where = found
+    family, bound = found
     if family == addressFamily or family not in _FAMILIES:
         return None
     domain, name = _FAMILIES[family]
-    wanted = _FAMILIES.get(addressFamily)
-    asked = (
-        f"the {wanted[1]} one domain={wanted[0]} asks for"
-        if wanted is not None
-        else "of the family its domain= asks for"
-    )
+    wantedDomain, wanted = _FAMILIES.get(addressFamily) or _named(addressFamily)
     article = "an" if name.startswith("I") else "a"
     return (
-        f"systemd passed {article} {name} socket ({where}), not {asked}: "
-        f"write domain={domain}"
+        f"systemd passed {article} {name} socket ({_where(family, bound)}), not "
+        f"the {wanted} one domain={wantedDomain} asks for: write domain={domain}"
     )
 
 
-def _inspect(fileno: int) -> tuple[int, str] | None:
+def _named(addressFamily: int) -> tuple[str, str]:
     """
-    The real address family of a descriptor and where it is bound, read
-    from a duplicate (the descriptor itself stays as it is).
+    The C{domain=} of a family Twisted does not adopt, for a message
+    (Twisted's parser takes the family from C{socket.AF_}C{domain}).
+    """
+    name = socket.AddressFamily(addressFamily).name.removeprefix("AF_")
+    return name, name
 
-    @return: C{(family, address)}, the address as the log writes it
-        (C{host:port}, C{[v6]:port}, C{unix:path}); C{None} when the
-        descriptor is not a socket.
+
+def _inspect(fileno: int) -> tuple[int, object] | None:
+    """
+    The real address family of a descriptor and the address it is bound
+    to, read from a duplicate (the descriptor itself stays as it is).
+
+    @return: C{(family, address)}, the address as C{getsockname} gives it;
+        C{None} when the descriptor is not an open socket.
     """
     try:
         duplicate = os.dup(fileno)
@@ -77,23 +80,18 @@ def _inspect(fileno: int) -> tuple[int, str] | None:
         os.close(duplicate)
         return None
     with sock:
-        try:
-            bound = sock.getsockname()
-        except OSError:
-            bound = None
-        return sock.family, _where(sock.family, bound)
+        return sock.family, sock.getsockname()
 
 
 def _where(family: int, bound: object) -> str:
     """
-    A socket address as the log writes it.
+    A socket address as the log writes it: C{host:port}, C{[v6]:port} or
+    C{unix:path}.
     """
-    if isinstance(bound, tuple) and family == socket.AF_INET6:
-        return f"[{bound[0]}]:{bound[1]}"
     if isinstance(bound, tuple):
-        return f"{bound[0]}:{bound[1]}"
+        host = f"[{bound[0]}]" if family == socket.AF_INET6 else bound[0]
+        return f"{host}:{bound[1]}"
     if isinstance(bound, bytes):
-        bound = bound.decode("utf-8", "replace")
-    if family == socket.AF_UNIX:
-        return f"unix:{bound or '(unnamed)'}"
-    return "address unknown"
+        # An abstract socket: a NUL, then its name.
+        bound = "@" + bound[1:].decode("utf-8", "replace")
+    return f"unix:{bound or '(unnamed)'}"

@@ -340,6 +340,58 @@ def test_systemdSocketOfAnotherDomain(
     assert str(raised.value) == f"{description!r} is not a valid listener: {message}"
 
 
+def test_systemdSocketOfAFamilyNotAdopted(
+    inheritedSocket: Callable[[socket.AddressFamily], int],
+) -> None:
+    """
+    A C{domain=} that names a family Twisted does not adopt, given an IPv6
+    socket, is refused naming both.
+    """
+    inheritedSocket(socket.AF_INET6)
+    description = "systemd:domain=PACKET:name=proxy"
+    with pytest.raises(ListenerError) as raised:
+        planListener(description)
+    assert str(raised.value).endswith(
+        "systemd passed an IPv6 socket ([::]:0), not the PACKET one "
+        "domain=PACKET asks for: write domain=INET6"
+    )
+
+
+@pytest.mark.parametrize("closed", [False, True], ids=["pipe", "closed"])
+def test_systemdDescriptorNotASocket(closed: bool) -> None:
+    """
+    A descriptor that is not an open socket is not judged here: Twisted
+    fails to adopt it when the proxy listens, with its own message.
+    """
+    before = _SystemdParser._sddaemon
+    reading, writing = os.pipe()
+    os.close(writing)
+    if closed:
+        os.close(reading)
+    try:
+        _SystemdParser._sddaemon = ListenFDs([reading], ("proxy",))
+        description = "systemd:domain=INET:name=proxy"
+        assert planListener(description) == ListenerPlan(description, fileno=reading)
+    finally:
+        _SystemdParser._sddaemon = before
+        if not closed:
+            os.fstat(reading)  # Left open.
+            os.close(reading)
+
+
+def test_systemdAbstractSocketOfAnotherDomain(
+    inheritedSocket: Callable[[socket.AddressFamily], int],
+) -> None:
+    """
+    A UNIX socket bound to an abstract name is named C{unix:@NAME}.
+    """
+    fileno = inheritedSocket(socket.AF_UNIX)
+    with socket.socket(fileno=os.dup(fileno)) as sock:
+        sock.bind("\0connectproxy-test-abstract-" + str(os.getpid()))
+    with pytest.raises(ListenerError, match="unix:@connectproxy-test-abstract-"):
+        planListener("systemd:domain=INET6:name=proxy")
+
+
 PID = str(os.getpid())
 
 

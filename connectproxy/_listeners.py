@@ -28,6 +28,7 @@ from twisted.internet.testing import MemoryReactor
 from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 
+from ._adopted import adoptedSocketProblem
 from ._descriptions import splitDescription
 from ._pemdirectory import (
     DirectoryCertificates,
@@ -143,6 +144,11 @@ def planListener(
         endpoint = serverEndpoint(reactor, description)
         adopted = _innermost(endpoint)
         if isinstance(adopted, AdoptedStreamServerEndpoint):
+            problem = adoptedSocketProblem(adopted.fileno, adopted.addressFamily)
+            if problem is not None:
+                raise ListenerError(
+                    f"{description!r} is not a valid listener: {problem}"
+                )
             # Listening would close the inherited descriptor.
             return _planAdopted(description, adopted.fileno)
         if not set(_kinds(description)) <= _BUILT_IN:
@@ -156,6 +162,8 @@ def planListener(
         listening.listen(Factory.forProtocol(Protocol)).addErrback(failures.append)
         if failures:
             failures[0].raiseException()
+    except ListenerError:
+        raise
     except (IndexError, KeyError) as e:
         if "systemd" not in _kinds(description):
             raise ListenerError(_explain(description, e)) from None

@@ -243,6 +243,14 @@ def _userText(user: str | None) -> str:
     return "{user}" if user else "-"
 
 
+def _destinationText(host: str) -> str:
+    """
+    The destination in the text of a tunnel line: C{{host}:{port}}, with an
+    IPv6 host in brackets (C{[v6]:port}, as every address in the log).
+    """
+    return "[{host}]:{port}" if ":" in host else "{host}:{port}"
+
+
 def _requestText(method: str, target: str) -> str:
     """
     The request in the text of a refusal: C{{method}} C{{target}}, C{-} in
@@ -308,7 +316,9 @@ class AccessLogObserver:
         self._log.debug(
             "tunnel opened {client} "
             + _userText(event.user)
-            + " -> {host}:{port} via {upstream}",
+            + " -> "
+            + _destinationText(event.host)
+            + " via {upstream}",
             event="tunnel_open",
             client=event.client,
             host=event.host,
@@ -323,7 +333,9 @@ class AccessLogObserver:
         self._log.info(
             "tunnel closed {client} "
             + _userText(event.user)
-            + " -> {host}:{port} via {upstream}: "
+            + " -> "
+            + _destinationText(event.host)
+            + " via {upstream}: "
             "{bytesUp} bytes up, {bytesDown} bytes down, {duration:.3f}s, "
             "{reason}",
             event="tunnel_close",

@@ -159,7 +159,11 @@ class ListenerService(StreamServerEndpointService):
         address = getattr(self, "_address", None)
         host = getattr(address, "host", None)
         if self.unauthenticated and isinstance(host, str):
-            if not ipaddress.ip_address(host.partition("%")[0]).is_loopback:
+            bound = ipaddress.ip_address(host.partition("%")[0])
+            if isinstance(bound, ipaddress.IPv6Address) and bound.ipv4_mapped:
+                # ::ffff:127.0.0.1 takes IPv4 connections to 127.0.0.1 only.
+                bound = bound.ipv4_mapped
+            if not bound.is_loopback:
                 self._warnOpen(formatAddress(address))
 
     def _warnOpen(self, address: str) -> None:

@@ -647,19 +647,20 @@ def test_prometheusClientImportedLazily() -> None:
     assert out.stdout.strip() == "[]"
 
 
-@pytest.mark.usefixtures("inherited")
-def test_systemdSocketShared() -> None:
+def test_systemdSocketShared(inherited: list[int]) -> None:  # noqa: F811
     """
     A metrics listener on the systemd socket a proxy listener takes is
     refused; one on a socket of its own is not.
     """
+    proxyFd, adminFd = inherited
     proxySocket = "systemd:domain=INET:name=proxy"
-    with pytest.raises(UsageError, match=r"both listen on systemd socket \(fd 3\)"):
+    shared = rf"both listen on systemd socket \(fd {proxyFd}\)"
+    with pytest.raises(UsageError, match=shared):
         parse("--listen", proxySocket, "--metrics", "systemd:domain=INET:index=0")
     options = parse(
         "--listen", proxySocket, "--metrics", "systemd:domain=INET:name=admin"
     )
-    assert [plan.fileno for plan in options.metricsPlans] == [4]
+    assert [plan.fileno for plan in options.metricsPlans] == [adminFd]
 
 
 def test_pluginEndpointsNeverCollide() -> None:

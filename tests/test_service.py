@@ -518,6 +518,16 @@ def test_openProxyWarningWithoutClients(logEvents: list[LogEvent]) -> None:
     assert "without --allow-client" in text and "only loopback clients" in text
 
 
+def test_openProxyWarningOnEveryIPv6Address(logEvents: list[LogEvent]) -> None:
+    """
+    A C{tcp6:} listener on every address (C{[::]}) without --auth or
+    --allow-client gets the warning too, naming C{[::]:port}.
+    """
+    [event] = listenEvents(logEvents, "--listen", "tcp6:3128")
+    assert event["log_level"] is LogLevel.critical
+    assert event["address"] == "[::]:3128"
+
+
 def test_openProxyWarningWithClients(logEvents: list[LogEvent]) -> None:
     """
     With --allow-client but no --auth the warning names the client networks
@@ -543,6 +553,7 @@ def test_openProxyWarningWithClients(logEvents: list[LogEvent]) -> None:
         "tcp:3128:interface=127.0.0.1",
         "tcp:3128:interface=127.0.0.2",
         "tcp6:3128:interface=\\:\\:1",
+        "tcp6:3128:interface=\\:\\:ffff\\:127.0.0.1",
         "unix:/nonexistent/connectproxy.sock",
     ],
 )

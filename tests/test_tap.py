@@ -566,6 +566,25 @@ def test_checkConfigListeners(capsys: pytest.CaptureFixture[str]) -> None:
     ]
 
 
+def test_checkConfigIPv6(capsys: pytest.CaptureFixture[str]) -> None:
+    """
+    --check-config writes IPv6 listeners as C{[v6]:port}: C{tcp6:} without
+    an interface listens on C{[::]}; IPv6 client and destination networks
+    are accepted.
+    """
+    lines = checkConfig(
+        capsys,
+        *("--listen", "tcp6:3128", "--listen", "tcp6:3129:interface=\\:\\:1"),
+        *("--allow-client", "2001:db8::/32", "--allow-network", "2001:db8:1::/48"),
+        *("--trusted-proxy", "fd00::/8", "--deny-network", "::ffff:10.0.0.0/104"),
+    )
+    assert lines == [
+        "listen tcp6:3128 -> [::]:3128 (plain HTTP)",
+        "listen tcp6:3129:interface=\\:\\:1 -> [::1]:3129 (plain HTTP)",
+        f"connectproxy {__version__}: configuration OK",
+    ]
+
+
 def test_checkConfigDefaults(capsys: pytest.CaptureFixture[str]) -> None:
     """
     Without --listen, --check-config shows the default listener.

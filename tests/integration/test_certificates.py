@@ -28,7 +28,7 @@ from tests.integration._processes import (
     ProxyProcess,
     sourceEnvironment,
 )
-from tests.integration._sockets import LOCAL, readExactly
+from tests.integration._sockets import LOCAL, Loopback, bothFamilies, readExactly
 from tests.integration.test_tls import openTLSTunnel, run, tlsDial
 
 pytestmark = pytest.mark.integration
@@ -60,12 +60,14 @@ def peerSerial(tls: ssl.SSLSocket) -> int:
     return x509.load_der_x509_certificate(der).serial_number
 
 
-def pythonSees(port: int, ca: TLSFiles) -> int:
+def pythonSees(port: int, ca: TLSFiles, host: str = LOCAL) -> int:
     """
     The serial number of the certificate a new connection from Python's TLS
     client gets (verified against C{ca}).
+
+    @param host: The proxy's address (C{127.0.0.1} or C{::1}).
     """
-    with tlsDial(port, ca, ["http/1.1"]) as tls:
+    with tlsDial(port, ca, ["http/1.1"], host) as tls:
         return peerSerial(tls)
 
 
@@ -167,12 +169,13 @@ def test_sslCertificateRotation(
     assert len(closed) == 1 and closed[0]["bytesUp"] == closed[0]["bytesDown"]
 
 
+@bothFamilies
 def test_tlsDirectoryRotation(
-    proxy: ProxyFactory, tlsCertificate: TLSFiles, scratchDir: Path
+    proxy: ProxyFactory, tlsCertificate: TLSFiles, scratchDir: Path, family: Loopback
 ) -> None:
     """
-    A C{tls:} listener (a directory of PEM files) reads its directory again
-    on C{SIGHUP}, which Twisted alone never does.
+    A C{tls:} listener (a directory of PEM files, on 127.0.0.1 or ::1)
+    reads its directory again on C{SIGHUP}, which Twisted alone never does.
     """
     certA = renewTLSFiles(tlsCertificate, scratchDir / "a")
     certB = renewTLSFiles(tlsCertificate, scratchDir / "b")
@@ -180,11 +183,12 @@ def test_tlsDirectoryRotation(
     pems.mkdir()
     pem = pems / "proxy.pem"
     replaceFile(pem, certA.serverCert.read_bytes() + certA.serverKey.read_bytes())
-    running = proxy(listen=[f"tls:{pems}:port=0:interface=127.0.0.1"])
-    assert pythonSees(running.port, tlsCertificate) == serial(certA)
+    running = proxy(listen=[f"tls:{pems}:port=0:interface={family.interface}"])
+    assert running.host == family.host
+    assert pythonSees(running.port, tlsCertificate, family.host) == serial(certA)
     replaceFile(pem, certB.serverCert.read_bytes() + certB.serverKey.read_bytes())
     reload(running, "reloaded")
-    assert pythonSees(running.port, tlsCertificate) == serial(certB)
+    assert pythonSees(running.port, tlsCertificate, family.host) == serial(certB)
 
 
 def test_tlsDirectoryWithCA(

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from bench.launch import ExternalProxy, commandVersion
 from tests.integration._processes import REPO_ROOT
+from tests.integration._squid import squidUser, writeSquidConfig
 
 OTHERS_VENV = REPO_ROOT / "bench" / ".others-venv"
 """
@@ -62,50 +63,23 @@ def _giveTo(user: str) -> Callable[[Path], None]:
     return give
 
 
-def _squidUser() -> str | None:
-    """
-    The user squid runs as when started by root, or L{None} when not root.
-    """
-    if os.geteuid() != 0:
-        return None
-    for user in ("proxy", "squid", "nobody"):
-        try:
-            pwd.getpwnam(user)
-        except KeyError:
-            continue
-        return user
-    return None
-
-
 def _squidArgv(exe: str, limit: int) -> Callable[[int, Path], list[str]]:
     """
     Make the function that writes squid's configuration and command line.
     """
 
     def argv(port: int, directory: Path) -> list[str]:
-        user = _squidUser()
-        lines = [
-            f"http_port 127.0.0.1:{port}",
-            "acl benchclients src 127.0.0.0/8",
-            "http_access allow benchclients",
-            "http_access deny all",
-            "cache deny all",
-            "cache_mem 8 MB",
-            f"max_filedescriptors {limit}",
-            f"access_log stdio:{directory}/access.log",
-            f"cache_log {directory}/cache.log",
-            f"pid_filename {directory}/squid.pid",
-            f"coredump_dir {directory}",
-            "netdb_filename none",
-            "pinger_enable off",
-            "visible_hostname bench.invalid",
-            "shutdown_lifetime 0 seconds",
-            "logfile_rotate 0",
-            *([f"cache_effective_user {user}"] if user else []),
-        ]
-        config = directory / "squid.conf"
-        config.write_text("\n".join(lines) + "\n")
-        config.chmod(0o644)
+        config = writeSquidConfig(
+            directory,
+            port,
+            [
+                "acl benchclients src 127.0.0.0/8",
+                "http_access allow benchclients",
+                "http_access deny all",
+            ],
+            [f"max_filedescriptors {limit}"],
+            hostname="bench.invalid",
+        )
         return [exe, "-N", "-f", str(config)]
 
     return argv
@@ -170,7 +144,7 @@ class Other:
 
 
 def _startSquid(exe: str, limit: int) -> ExternalProxy:
-    user = _squidUser()
+    user = squidUser()
     return ExternalProxy(
         "squid",
         _squidArgv(exe, limit),

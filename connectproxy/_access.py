@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_access -*-
+# -*- test-case-name: tests.test_admission -*-
 """
 The records that access policies receive and return.
 """

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_admission -*-
+# -*- test-case-name: tests.test_admission,tests.test_authentication -*-
 """
 Who may tunnel where: the checks a CONNECT passes between its head and its
 upstream connect.
@@ -17,7 +17,6 @@ from typing import Any
 
 from twisted.cred.error import LoginFailed
 from twisted.cred.portal import IRealm, Portal
-from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import (
     CancelledError,
     Deferred,
@@ -29,18 +28,15 @@ from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
 from ._access import AccessRequest
-from ._auth import (
-    CheckerBusy,
-    FailureLimiter,
-    InvalidCredentials,
-    ProxyCredentials,
-    parseBasicCredentials,
-)
+from ._address import clientHostPort
 from ._connector import UpstreamRequest
-from ._errors import Refusal, Refused
+from ._credentials import ProxyCredentials, parseBasicCredentials
+from ._errors import CheckerBusy, InvalidCredentials, Refusal, Refused
+from ._hostnames import normalizeHost
+from ._limiter import FailureLimiter
 from ._observer import Outcome, outcomeForStatus
 from ._parser import RequestHead
-from ._policy import AccessRules, normalizeHost
+from ._rules import AccessRules
 from .interfaces import IAccessPolicy
 
 __all__ = ["Gatekeeper", "IProxyUser", "Refused", "clientHostPort"]
@@ -75,16 +71,6 @@ def userPortal(checkers: Iterable[Any]) -> Portal:
     A portal over C{checkers} whose avatars are user names.
     """
     return Portal(_UserNameRealm(), list(checkers))
-
-
-def clientHostPort(address: object) -> tuple[str, int]:
-    """
-    The IP address (as text) and port of a client, or C{("", 0)} for one
-    that has none (a UNIX socket).
-    """
-    if isinstance(address, IPv4Address | IPv6Address):
-        return address.host, address.port
-    return "", 0
 
 
 def _quote(text: str) -> str:
@@ -132,10 +118,12 @@ class Gatekeeper:
         Whether a client may use the proxy at all.  UNIX socket clients
         always may: file permissions guard those sockets.
 
-        @param address: The client's address as the transport reports it.
-        @param socketAddress: The address of the peer of the socket itself,
-            when it differs (behind a PROXY-protocol listener: the load
-            balancer's).
+        @param address: The client's address: the transport's peer, or the
+            one a PROXY-protocol header named.
+        @param socketAddress: The load balancer's address when C{address}
+            is the one its PROXY-protocol header named, else C{None}.  Such
+            a client must be in the operator's networks, whatever it claims
+            (the balancer's own address included): loopback is not implied.
         @return: C{None}, or why it may not.
         """
         host, _ = clientHostPort(address)
@@ -143,7 +131,7 @@ class Gatekeeper:
             return None
         client = ipaddress.ip_address(host)
         balancer, _ = clientHostPort(socketAddress)
-        if balancer and balancer != host:
+        if balancer:
             reason = self.rules.clients.explainProxied(
                 client, ipaddress.ip_address(balancer)
             )

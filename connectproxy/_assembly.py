@@ -29,7 +29,8 @@ from ._limiter import FailureLimiter
 from ._listeners import ListenerPlan
 from ._observer import AccessLogObserver
 from ._outgoing import OutgoingAddresses
-from ._policy import AccessRules
+from ._routing import ParentRoutes
+from ._rules import AccessRules
 from ._settings import ProxySettings, defaultMaxConnections
 from ._upstream import DirectConnectorFactory
 from .interfaces import (
@@ -171,20 +172,28 @@ DEFAULT_OBSERVERS = ("accesslog",)
 def connectorMaker(options: ParsedOptions) -> ConnectorMaker:
     """
     @param options: Parsed options.
-    @return: What makes the connector C{--upstream} names, from a
-        L{ConnectorContext}; it raises L{ValueError} naming the option when
-        the plugin refuses its argument.
+    @return: What makes the connector C{--upstream} names, with the parent
+        proxies of C{--upstream-proxy} and C{--upstream-route} in front of
+        it, from a L{ConnectorContext}; it raises L{ValueError} naming the
+        option when the plugin refuses its argument or the C{--upstream-ca}
+        file cannot be read.
     """
     name, _, argument = options["upstream"].partition(":")
     factory = connectorFactories()[name]
+    # Where the value came from: the command line, or a key of the
+    # configuration file.
+    source = getattr(options, "_source", lambda name: f"--{name}")("upstream")
 
     def make(context: ConnectorContext) -> IUpstreamConnector:
         try:
             return factory.connectorFromArgument(argument, context)
         except ValueError as e:
-            raise ValueError(f"--upstream {name}: {e}") from None
+            raise ValueError(f"{source} {name}: {e}") from None
 
-    return make
+    parents = ParentRoutes.fromOptions(
+        options["upstream-proxy"], options["upstream-route"], options["upstream-ca"]
+    )
+    return make if parents is None else parents.maker(make)
 
 
 def proxySettings(options: ParsedOptions) -> ProxySettings:
@@ -206,6 +215,7 @@ def proxySettings(options: ParsedOptions) -> ProxySettings:
         resolverThreads=options["resolver-threads"],
         resolverPerClient=options["resolver-per-client"],
         outgoingAddresses=OutgoingAddresses.fromStrings(options["outgoing-address"]),
+        shutdownGrace=options["shutdown-grace"],
     )
 
 
@@ -287,6 +297,10 @@ def buildConfig(
     )
 
 
+#: The logging options, which a reload does not change.
+_LOGGING = ("access-log", "access-log-format", "log-level")
+
+
 def reloader(
     options: ParsedOptions,
     reactor: Any,
@@ -312,6 +326,8 @@ def reloader(
         observers = tuple(observers)
 
     startObservers = options["observer"]
+    startMetrics = options["metrics"]
+    startLogging = [options[name] for name in _LOGGING]
 
     def load() -> ProxyConfig:
         parsed = kind()
@@ -320,6 +336,17 @@ def reloader(
             _log.warn(
                 "--observer changes take effect only after a restart",
                 event="reload_observer_ignored",
+            )
+        if parsed["metrics"] != startMetrics:
+            _log.warn(
+                "--metrics changes take effect only after a restart",
+                event="reload_metrics_ignored",
+            )
+        if [parsed[name] for name in _LOGGING] != startLogging:
+            _log.warn(
+                "--access-log, --access-log-format and --log-level changes "
+                "take effect only after a restart",
+                event="reload_logging_ignored",
             )
         return buildConfig(parsed, reactor, connector=connector, observers=observers)
 

@@ -17,16 +17,19 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from twisted.application.reactors import getReactorTypes
 from twisted.application.service import IServiceMaker, ServiceMaker
 from twisted.application.twist._options import TwistOptions
 from twisted.application.twist._twist import Twist
+from twisted.logger import LogLevel
 from twisted.python.usage import UsageError
 
 __all__ = ["commandName", "errorText", "main"]
 
 #: The options of C{twist} itself that the C{connectproxy} command passes
-#: on to it; each takes a value.
-RUNNER_OPTIONS = ("log-file", "log-format", "log-level", "reactor")
+#: on to it; each takes a value.  C{--log-level} is the proxy's own (the
+#: same under every runner), so C{twist} is told to keep every level.
+RUNNER_OPTIONS = ("log-file", "log-format", "reactor")
 
 _serviceMaker = ServiceMaker(
     "connectproxy",
@@ -88,7 +91,12 @@ class _Twist(Twist):
         try:
             options.parseOptions(argv[1:])
         except UsageError as e:
-            raise SystemExit(errorText(e)) from None
+            message = str(e)
+            if message.startswith("Unknown reactor: "):
+                known = ", ".join(r.shortName for r in getReactorTypes())
+                name = message.removeprefix("Unknown reactor: ")
+                message = f"--reactor: no reactor named {name!r} (known: {known})"
+            raise SystemExit(errorText(UsageError(message))) from None
         return options
 
 
@@ -101,7 +109,8 @@ def _commandOptions() -> Any:
 
     class CommandOptions(Options):
         """
-        The proxy's options and C{twist}'s logging and reactor options.
+        The proxy's options and C{twist}'s log file, log format and
+        reactor options.
         """
 
         # usage.Options gathers optParameters from every base class too.
@@ -118,13 +127,6 @@ def _commandOptions() -> Any:
                 None,
                 "Log format: text or json. [default: text on a terminal, "
                 "json otherwise]",
-            ],
-            [
-                "log-level",
-                None,
-                "info",
-                "Log events of this level and above: debug, info, warn, "
-                "error or critical.",
             ],
             ["reactor", None, "default", "The reactor to use (see twist --help)."],
         ]
@@ -154,10 +156,39 @@ def splitArguments(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     proxy: list[str] = []
     for option, value in pairs:
         name = option.removeprefix("--")
+        _checkRunnerValue(name, value)
         takesValue = f"{name}=" in table.longOpt
         argument = f"{option}={value}" if takesValue else option
         (runner if name in RUNNER_OPTIONS else proxy).append(argument)
     return runner, proxy + rest
+
+
+#: The values C{twist} takes for its options that take one of a few, as
+#: (what the value is, the values in order).
+_RUNNER_VALUES = {
+    "log-format": ("a log format", ("text", "json")),
+    "log-level": (
+        "a log level",
+        tuple(level.name for level in LogLevel.iterconstants()),
+    ),
+}
+
+
+def _checkRunnerValue(name: str, value: str) -> None:
+    """
+    Refuse a value C{twist} would refuse, with a message naming the option
+    (C{twist}'s own names only the value).
+
+    @raise UsageError: For a value the option does not take.
+    """
+    known = _RUNNER_VALUES.get(name)
+    if known is None:
+        return
+    what, values = known
+    # twist reads log formats in any case, log levels as written.
+    if (value.lower() if name == "log-format" else value) not in values:
+        choices = ", ".join(values[:-1]) + " or " + values[-1]
+        raise UsageError(f"--{name}: {value!r} is not {what} ({choices})")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -176,4 +207,4 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.stdout.write(f"{_commandOptions()}\n")
         raise SystemExit(0)
     program = sys.argv[0] if sys.argv else "connectproxy"
-    _Twist.main([program, *runner, "connectproxy", *proxy])
+    _Twist.main([program, "--log-level=debug", *runner, "connectproxy", *proxy])

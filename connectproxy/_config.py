@@ -95,14 +95,16 @@ def applyConfig(
     """
     for key, value in table.items():
         if key not in keys:
-            raise ConfigError(f"{path}: unknown key {key!r}{_suggest(key, keys)}")
+            raise ConfigError(f"{path}: {_unknownKey(key, keys)}")
         if key in given:
             continue
         spec = keys[key]
         try:
             _apply(key, value, spec, store)
         except (ValueError, UsageError) as e:
-            raise ConfigError(f"{path}: key {key!r}: {e}") from None
+            # The option's handler may name the option: the key is named.
+            message = str(e).removeprefix(f"--{key}: ")
+            raise ConfigError(f"{path}: key {key!r}: {message}") from None
 
 
 def _apply(
@@ -187,9 +189,65 @@ def _tomlType(value: object) -> str:
     return type(value).__name__  # pragma: no cover - tomllib makes no other
 
 
+#: Options of the commands that run the proxy, which a configuration file
+#: cannot give: C{twist}'s (the C{connectproxy} command passes them on), and
+#: C{twistd}'s own, given before its subcommand.
+_RUNNER_KEYS = {
+    **dict.fromkeys(("log-file", "log-format", "log-level"), "twist"),
+    "reactor": "both",
+    **dict.fromkeys(
+        (
+            "logfile",
+            "logger",
+            "pidfile",
+            "nodaemon",
+            "uid",
+            "gid",
+            "umask",
+            "rundir",
+            "chroot",
+            "syslog",
+            "prefix",
+            "euid",
+            "profile",
+            "profiler",
+        ),
+        "twistd",
+    ),
+}
+
+
+def _unknownKey(key: str, keys: Mapping[str, ConfigKey]) -> str:
+    """
+    Why a key is not known: an option of the command that runs the proxy,
+    or no option at all (naming the closest known key, if one is close).
+    """
+    runner = _RUNNER_KEYS.get(key.replace("_", "-").lower())
+    if runner == "twistd":
+        return (
+            f"{key!r} is an option of twistd, not a configuration key: give "
+            f"it on the command line, before the subcommand (twistd --{key} "
+            "... connectproxy ...)"
+        )
+    if runner is not None:
+        commands = (
+            "connectproxy, twist and twistd"
+            if runner == "both"
+            else ("connectproxy and twist")
+        )
+        return (
+            f"{key!r} is an option of the {commands} commands, not a "
+            f"configuration key: give it on the command line (connectproxy "
+            f"--{key} ...)"
+        )
+    return f"unknown key {key!r}{_suggest(key, keys)}"
+
+
 def _suggest(key: str, keys: Mapping[str, ConfigKey]) -> str:
     """
     A hint naming the known key closest to an unknown one, if any is close.
     """
-    close = difflib.get_close_matches(key.replace("_", "-").lower(), list(keys), 1)
+    close = difflib.get_close_matches(
+        key.replace("_", "-").lower(), list(keys), 1, cutoff=0.75
+    )
     return f" (did you mean {close[0]!r}?)" if close else ""

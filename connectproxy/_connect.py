@@ -24,11 +24,17 @@ from twisted.internet.interfaces import IProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ._address import formatAddress
 from ._connector import UpstreamRequest
-from ._errors import ForbiddenDestination, LookupAbandoned, ResolverBusy
+from ._errors import (
+    ForbiddenDestination,
+    LookupAbandoned,
+    ParentProxyError,
+    ResolverBusy,
+)
 from ._eyeballs import LocalConnectError
 from ._handler import Phase, _Admitted, _Front
-from ._observer import Outcome, TunnelRecord, formatAddress
+from ._observer import Outcome, TunnelRecord
 from ._relay import _Relay
 from ._responses import CONNECTION_ESTABLISHED, formatSeconds
 from ._tunnel import TunnelTransport, _UpstreamProtocol
@@ -62,6 +68,12 @@ def _connectErrorStatus(
     if failure.check(LocalConnectError):
         assert isinstance(failure.value, LocalConnectError)
         return failure.value.status, failure.value.reason, ""
+    if failure.check(ParentProxyError):
+        assert isinstance(failure.value, ParentProxyError)
+        outcome = (
+            Outcome.DENIED if failure.value.status == 403 else Outcome.UPSTREAM_FAILED
+        )
+        return failure.value.status, failure.value.reason, outcome
     if failure.check(DNSLookupError):
         return 502, "could not resolve the target host", ""
     if failure.check(ConnectionRefusedError):
@@ -79,7 +91,11 @@ def _expectedConnectFailure(failure: Failure, timedOut: bool) -> bool:
     """
     return timedOut or bool(
         failure.check(
-            ConnectError, DNSLookupError, ForbiddenDestination, ConnectingCancelledError
+            ConnectError,
+            DNSLookupError,
+            ForbiddenDestination,
+            ConnectingCancelledError,
+            ParentProxyError,
         )
     )
 
@@ -164,7 +180,7 @@ class ConnectHandler:
                 client=front.client,
                 target=target,
             )
-        elif status == 502:
+        elif status == 502 or failure.check(ParentProxyError):
             self._log.info(
                 "connect to {target} failed: {error}",
                 event="connect_failed",

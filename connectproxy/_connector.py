@@ -15,8 +15,8 @@ from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import IAddress
 from twisted.python.versions import Version, getVersionString
 
+from ._networks import NetworkRules
 from ._parser import RequestHead
-from ._policy import NetworkRules
 from ._resolver import ResolverPool
 from ._settings import ProxySettings
 

@@ -12,6 +12,8 @@ others are mapped to a status where they are caught:
                                                             431, 501, 505)
     L{Refused}                the access checks             its own
     L{ForbiddenDestination}   an upstream connector         403
+    L{ParentProxyError}       a parent-proxy connector      its own (403, 502,
+                                                            503, 504)
     L{ResolverBusy}           the resolver pool, cancelled  503
                               while waiting for a thread
     L{LookupAbandoned}        the resolver pool, cancelled  504
@@ -36,6 +38,7 @@ __all__ = [
     "ForbiddenDestination",
     "InvalidCredentials",
     "LookupAbandoned",
+    "ParentProxyError",
     "Refusal",
     "RefusalError",
     "Refused",
@@ -64,12 +67,21 @@ class BadRequest(RefusalError):
     @ivar status: The HTTP status code to answer with (400, 414, 431, 501,
         505).
     @ivar reason: A short explanation, safe to show the client.
+    @ivar method: The request method, when the request line could be split
+        into a method, a target and a version, and the method is a token;
+        else C{""}.  The parser fills it in.
+    @ivar target: The request-target then, when it is printable ASCII;
+        else C{""}.
     """
 
-    def __init__(self, status: int, reason: str) -> None:
+    def __init__(
+        self, status: int, reason: str, method: str = "", target: str = ""
+    ) -> None:
         super().__init__(status, reason)
         self.status = status
         self.reason = reason
+        self.method = method
+        self.target = target
 
     def __str__(self) -> str:
         return f"{self.status} {self.reason}"
@@ -120,6 +132,51 @@ class ForbiddenDestination(RefusalError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class ParentProxyError(RefusalError):
+    """
+    A parent proxy did not open the tunnel: it could not be reached, it
+    refused or answered with an error, its TLS certificate did not verify,
+    or its answer was not valid HTTP.  Any upstream connector may raise it;
+    the proxy answers the client with C{status} and C{reason}.
+
+    @ivar status: The status for the client, 400-599: the parent's own 403,
+        502, 503 or 504, and 502 for everything else.
+    @ivar reason: A short sentence for the client and the log, which never
+        names the parent's address or credentials.
+    @ivar parent: The parent, as C{scheme://host:port} (never with its
+        credentials), or C{""}; for the log.
+    @ivar detail: What exactly went wrong, for the log (the parent's status
+        line, the TLS error), or C{""}.
+    """
+
+    def __init__(
+        self, status: int, reason: str, parent: str = "", detail: str = ""
+    ) -> None:
+        """
+        @raise ValueError: When C{status} is not 400-599.
+        """
+        if not 400 <= status <= 599:
+            raise ValueError(
+                f"a parent proxy error needs a 4xx or 5xx status, not {status}"
+            )
+        super().__init__(status, reason, parent, detail)
+        self.status = status
+        self.reason = reason
+        self.parent = parent
+        self.detail = detail
+
+    def __str__(self) -> str:
+        """
+        The reason with the parent and the detail, for the log.
+        """
+        text = self.reason
+        if self.parent:
+            text += f" ({self.parent})"
+        if self.detail:
+            text += f": {self.detail}"
+        return text
 
 
 class ResolverBusy(CancelledError, RefusalError):

@@ -13,6 +13,7 @@ from typing import Any, overload
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import (
     IAddress,
+    IDelayedCall,
     IProtocolNegotiationFactory,
 )
 from twisted.internet.protocol import Factory, Protocol
@@ -20,7 +21,8 @@ from twisted.logger import Logger
 from twisted.python.versions import getVersionString
 from zope.interface import implementer
 
-from ._admission import Gatekeeper, clientHostPort
+from ._address import clientHostPort
+from ._admission import Gatekeeper
 from ._assembly import ProxyConfig, directConnector
 from ._connector import ConnectorContext, ConnectorMaker
 from ._deadlines import DeadlineSweeper
@@ -32,10 +34,10 @@ from ._observer import (
     RefusedRequest,
     TunnelRecord,
 )
-from ._policy import AccessRules
 from ._refuser import RefusalProtocol, ShedProtocol
 from ._relay import TunnelStats, _Relay, _RelayFactory
 from ._resolver import ResolverPool
+from ._rules import AccessRules
 from ._settings import ProxySettings
 from ._tls import ALPN_PROTOCOLS
 from ._tunnel import DEPRECATED_IN, transportRelay
@@ -140,8 +142,11 @@ class ConnectProxyFactory(Factory):
         self.relayFactory: _RelayFactory = transportRelay
         self.refusing = 0
         self._perClient: dict[str, int] = {}
+        # Connections shed since the last connections_shed event, the
+        # reason of the last one, and the timer of the next summary.
         self._shed = 0
-        self._shedLogged: float | None = None
+        self._shedReason = ""
+        self._shedTimer: IDelayedCall | None = None
 
     def connectorContext(
         self,
@@ -290,8 +295,15 @@ class ConnectProxyFactory(Factory):
 
     def stopFactory(self) -> None:
         """
-        The last listener stopped: let the resolver threads go.
+        The last listener stopped: log the shed connections not logged yet,
+        and let the resolver threads go.
         """
+        if self._shedTimer is not None:
+            self._shedTimer.cancel()
+            self._logShed()
+            if self._shedTimer is not None:
+                self._shedTimer.cancel()
+                self._shedTimer = None
         if self.resolverPool is not None:
             self.resolverPool.stop()
 
@@ -324,6 +336,22 @@ class ConnectProxyFactory(Factory):
             self._perClient[clientHost] = self._perClient.get(clientHost, 0) + 1
         return protocol
 
+    def buildProxiedProtocol(self, client: IAddress, balancer: IAddress) -> Protocol:
+        """
+        Build the protocol for a client a load balancer named in a PROXY
+        protocol header: as L{buildProtocol} for C{client}, and marked as
+        behind C{balancer}, so that only the rules for clients behind a
+        balancer apply to it (C{--allow-client}; loopback is not implied,
+        even when it claims the balancer's own address).
+
+        @param client: The client's address, from the header.
+        @param balancer: The address of the connection's peer.
+        """
+        protocol = self.buildProtocol(client)
+        if isinstance(protocol, ConnectProxyProtocol | RefusalProtocol):
+            protocol.balancerAddress = balancer
+        return protocol
+
     def _overLimit(self, clientHost: str) -> str | None:
         settings = self.settings
         total = settings.maxConnections
@@ -354,26 +382,45 @@ class ConnectProxyFactory(Factory):
         """
         Refuse a connection: with an error response, or (far over the total
         limit, where even a response costs too much) by closing it at once,
-        logging a count at most once a second.
+        logging a count at most once a second (L{_countShed}).
         """
         limit = self.settings.maxConnections
         open = len(self.connections) + self.refusing
         if limit and open >= limit + max(16, limit // 10):
-            self._shed += 1
-            now = self.reactor.seconds()
-            if self._shedLogged is None or now - self._shedLogged >= 1.0:
-                self._log.warn(
-                    "closed {count} connections at once: {reason}",
-                    event="connections_shed",
-                    count=self._shed,
-                    reason=reason,
-                )
-                self._shed = 0
-                self._shedLogged = now
+            self._countShed(reason)
             # Not None: the TLS and PROXY-protocol wrapping factories would
             # wrap it anyway and leave the connection open.
             return ShedProtocol(self, addr, reason)
         return RefusalProtocol(self, addr, status, reason)
+
+    def _countShed(self, reason: str) -> None:
+        """
+        Count a shed connection: the first of a burst is logged at once,
+        the rest in one C{connections_shed} event a second later (then one
+        a second while shedding goes on), from a timer on the factory's
+        clock that runs only while there is something to log.
+        """
+        self._shed += 1
+        self._shedReason = reason
+        if self._shedTimer is None:
+            self._logShed()
+
+    def _logShed(self) -> None:
+        """
+        Log the connections shed since the last event, if any, and look
+        again a second later; stop looking after a quiet second.
+        """
+        self._shedTimer = None
+        if not self._shed:
+            return
+        self._log.warn(
+            "closed {count} connections at once: {reason}",
+            event="connections_shed",
+            count=self._shed,
+            reason=self._shedReason,
+        )
+        self._shed = 0
+        self._shedTimer = self.reactor.callLater(1.0, self._logShed)
 
     def connectionClosed(self, protocol: ConnectProxyProtocol) -> None:
         """

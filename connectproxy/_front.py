@@ -13,7 +13,6 @@ phase reads the client its own way.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import replace
 from typing import TYPE_CHECKING, cast
 
 from twisted.internet.interfaces import (
@@ -26,19 +25,18 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ._address import clientAddresses
+from ._address import clientAddresses, formatAddress
 from ._admit import Admission
 from ._connect import ConnectHandler
 from ._connector import UpstreamRequest
 from ._errors import BadRequest, Refused
-from ._handler import Phase, _Handler, _HandlerFactory
+from ._handler import Phase, _Handler, _HandlerFactory, dispatch
 from ._head import EarlyData, HeadReader
-from ._observer import ConnectionRecord, Outcome, RefusedRequest, formatAddress
-from ._parser import RequestHead
+from ._observer import ConnectionRecord, Outcome, RefusedRequest
+from ._parser import RequestHead, requestLineOf
 from ._refuser import Refuser
-from ._responses import errorResponse
-from ._target import Target
-from ._tls import logHandshakeFailure
+from ._responses import errorResponse, formatSeconds
+from ._tls import handshakePending, logHandshakeFailure, logHandshakeTimeout
 from ._tunnel import TunnelTransport
 
 if TYPE_CHECKING:
@@ -58,9 +56,6 @@ MAX_CHALLENGES = 16
 #: What a request gets while the proxy drains or closes every connection.
 SHUTTING_DOWN = "the proxy is shutting down"
 
-#: What a request with a method no handler serves gets, with a 405.
-NOT_SERVED = "this proxy only tunnels with CONNECT"
-
 #: The phases in which a request waits for its admission or its handler.
 _WAITING = (Phase.ADMITTING, Phase.CONNECTING)
 
@@ -78,20 +73,23 @@ class ConnectProxyProtocol(Protocol):
     is remembered and passed on after the early data when the tunnel
     exists, as a FIN during the tunnel is.
 
+    What handlers use of it is described by L{_Front
+    <connectproxy._handler._Front>} (C{settings}, C{clock}, C{client},
+    C{refuse}, C{handOver}, ...).
+
     @cvar handlers: The handler of each method the proxy serves; any other
         method gets 405, with these in C{Allow}.  Not yet a stable
         extension point.
     @ivar phase: Where the connection is.
     @ivar request: The parsed request, once there is one.
     @ivar user: The authenticated user name, once known.
-    @ivar client: The client's address, formatted for logs and records.
-    @ivar settings: The settings in force when the connection was made.
-    @ivar clock: Where every time and timer comes from.
     @ivar clientPeer: The client's address, once it has sent something.
     @ivar clientAddress: The address the factory built this protocol for
-        (C{buildProtocol}'s C{addr}): the client's.  Behind connectproxy's
-        PROXY-protocol listener it is the address the load balancer
-        reported, while the transport's peer is the balancer.
+        (C{buildProtocol}'s C{addr}): the client's, which behind
+        connectproxy's PROXY-protocol listener a load balancer reported.
+    @ivar balancerAddress: That load balancer's address
+        (L{ConnectProxyFactory.buildProxiedProtocol}), else C{None}: the
+        client is then judged by the rules for clients behind a balancer.
     """
 
     _log = Logger()
@@ -103,6 +101,10 @@ class ConnectProxyProtocol(Protocol):
     user: str | None = None
     clientHost = ""
     clientAddress: object = None
+    balancerAddress: IAddress | None = None
+    # The method and target of a request refused before it was parsed,
+    # for the report.
+    _requestLine: tuple[str, str] | None = None
 
     def __init__(self, factory: ConnectProxyFactory) -> None:
         self.factory = factory
@@ -116,7 +118,8 @@ class ConnectProxyProtocol(Protocol):
             self.clock,
             self.settings,
             self._headComplete,
-            self.refuse,
+            self._badHead,
+            self._headTimedOut,
         )
         # The request being admitted or handled.
         self._admission: Admission | None = None
@@ -165,9 +168,7 @@ class ConnectProxyProtocol(Protocol):
         self._refuser = Refuser(
             self._transport, self.clock, self.settings.abortTimeout, self._closeBegun
         )
-        self.client = formatAddress(
-            clientAddresses(self._transport, self.clientAddress)[0]
-        )
+        self.client = formatAddress(self._addresses()[0])
         self._openedAt = self.clock.seconds()
         self._ended = False
         self.factory.connectionStarted(ConnectionRecord(self.client))
@@ -208,20 +209,47 @@ class ConnectProxyProtocol(Protocol):
         self._enter(Phase.HEAD)
         # The peer may have changed since connectionMade (Twisted's PROXY
         # protocol wrapper).
-        client, balancer = clientAddresses(self._transport, self.clientAddress)
+        client, balancer = self._addresses()
         self.clientPeer = client
         self.client = formatAddress(client)
         refused = self.factory.gatekeeper.checkClient(client, balancer)
         if refused is not None:
+            # Not parsed, but named in the log if the request line came.
+            self._requestLine = requestLineOf(data, self.settings.maxRequestLine)
             self.refuse(refused.status, refused.reason, outcome=refused.outcome)
             return
         self._headReceived(data)
+
+    def _addresses(self) -> tuple[IAddress, IAddress | None]:
+        return clientAddresses(
+            self._transport, self.clientAddress, self.balancerAddress
+        )
 
     def _headReceived(self, data: bytes) -> None:
         if self._head.feed(data) and self._clientFinished and self.phase is Phase.HEAD:
             # The client sent its FIN after a request answered with a 407,
             # and what followed that is not a whole request: none can come.
             self._refuser.close()
+
+    def _badHead(self, error: BadRequest) -> None:
+        self._requestLine = (error.method, error.target)
+        self.refuse(error.status, error.reason, outcome=Outcome.BAD_REQUEST)
+
+    def _headTimedOut(self) -> None:
+        timeout = formatSeconds(self.settings.requestTimeout)
+        if self.phase is Phase.NEW and handshakePending(self._transport):
+            # Nothing can be sent before the handshake: no 408, and nothing
+            # to flush before closing.
+            self._enter(Phase.CLOSING)
+            logHandshakeTimeout(self.client, timeout)
+            self._transport.abortConnection()
+            return
+        self._requestLine = self._head.requestLine()
+        self.refuse(
+            408,
+            f"timed out waiting for the request head after {timeout} "
+            "(see --request-timeout)",
+        )
 
     def _headComplete(self, request: RequestHead, leftover: bytes) -> None:
         self._requests += 1
@@ -231,26 +259,12 @@ class ConnectProxyProtocol(Protocol):
         if self.factory.draining:
             self.refuse(503, SHUTTING_DOWN)
             return
-        self._dispatch(request, headAt)
-
-    def _dispatch(self, request: RequestHead, headAt: float) -> None:
-        """
-        Choose the handler of the request's method (405 when there is none)
-        and admit the request for it.  A method other than CONNECT names its
-        destination in the absolute form (RFC 9112 section 3.2.2).
-        """
-        handler = self.handlers.get(request.method)
-        if handler is None:
-            allow = ", ".join(sorted(self.handlers))
-            self.refuse(405, NOT_SERVED, [("Allow", allow)])
+        try:
+            request, handler = dispatch(request, self.handlers)
+        except Refused as e:
+            self.refuse(e.status, e.reason, e.headers, e.outcome)
             return
-        if request.destination is None:
-            try:
-                destination = Target.fromAbsoluteForm(request.target)
-            except BadRequest as e:
-                self.refuse(e.status, e.reason, outcome=Outcome.BAD_REQUEST)
-                return
-            request = self.request = replace(request, destination=destination)
+        self.request = request
         self._enter(Phase.ADMITTING)
         self._admission = Admission(self, request, headAt, handler)
         self._admission.start()
@@ -444,11 +458,12 @@ class ConnectProxyProtocol(Protocol):
 
     def _report(self, status: int, reason: str, outcome: str = "") -> None:
         request = self.request
+        method, target = self._requestLine or ("", "")
         self.factory.requestRefused(
             RefusedRequest(
                 client=self.client,
-                method=request.method if request else "",
-                target=request.target if request else "",
+                method=request.method if request else method,
+                target=request.target if request else target,
                 status=status,
                 reason=reason,
                 user=self.user,

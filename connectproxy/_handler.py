@@ -14,12 +14,13 @@ CONNECT's (L{ConnectHandler <connectproxy._connect.ConnectHandler>}).
   - L{_Handler}: what the front needs of the handler of one admitted
     request.
   - L{_HandlerFactory}: makes a handler for one request; the front keeps
-    one per method it serves.
+    one per method it serves, and L{dispatch} chooses among them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from enum import Enum
 from typing import TYPE_CHECKING, Protocol
 
@@ -27,13 +28,24 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
 from ._connector import UpstreamRequest
+from ._errors import BadRequest, Refused
+from ._observer import Outcome
+from ._parser import RequestHead
 from ._relay import _Relay, _RelayEnd
 from ._settings import ProxySettings
+from ._target import Target
 
 if TYPE_CHECKING:
     from ._factory import ConnectProxyFactory
 
-__all__ = ["Phase", "_Admitted", "_Front", "_Handler", "_HandlerFactory"]
+__all__ = [
+    "Phase",
+    "_Admitted",
+    "_Front",
+    "_Handler",
+    "_HandlerFactory",
+    "dispatch",
+]
 
 
 class Phase(Enum):
@@ -207,3 +219,31 @@ class _Handler(Protocol):
 #: Makes the handler of one admitted request, given the front of its
 #: connection and the request's admission.
 _HandlerFactory = Callable[[_Front, _Admitted], _Handler]
+
+
+def dispatch(
+    request: RequestHead, handlers: Mapping[str, _HandlerFactory]
+) -> tuple[RequestHead, _HandlerFactory]:
+    """
+    Choose the handler of a request head's method.  A method other than
+    CONNECT names its destination in the absolute form (RFC 9112 section
+    3.2.2), parsed here.
+
+    @param request: The request head.
+    @param handlers: The handler of each method served.
+    @return: The request head, with its destination, and its handler.
+    @raise Refused: 405 with the methods served in C{Allow} (RFC 9110
+        section 15.5.6) when no handler serves the method; 400 when its
+        target is not an absolute C{http} URI.
+    """
+    handler = handlers.get(request.method)
+    if handler is None:
+        allow = ", ".join(sorted(handlers))
+        raise Refused(405, "this proxy only tunnels with CONNECT", [("Allow", allow)])
+    if request.destination is None:
+        try:
+            destination = Target.fromAbsoluteForm(request.target)
+        except BadRequest as e:
+            raise Refused(e.status, e.reason, outcome=Outcome.BAD_REQUEST) from None
+        request = replace(request, destination=destination)
+    return request, handler

@@ -8,14 +8,12 @@ under the request deadline, and the early data after a head
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from ._errors import BadRequest
-from ._observer import Outcome
 from ._parser import RequestHead, RequestHeadParser
-from ._responses import formatSeconds
 from ._settings import ProxySettings
 from ._tunnel import TunnelTransport
 
@@ -40,21 +38,23 @@ class HeadReader:
         clock: IReactorTime,
         settings: ProxySettings,
         onHead: Callable[[RequestHead, bytes], object],
-        onRefused: Callable[[int, str, Iterable[tuple[str, str]], str], object],
+        onBadHead: Callable[[BadRequest], object],
+        onTimeout: Callable[[], object],
     ) -> None:
         """
         @param clock: Where the request deadline's timer comes from.
         @param settings: The head size limits and the request timeout.
         @param onHead: Called with each complete head and the bytes that
             followed it, the deadline stopped.
-        @param onRefused: Called with the status, reason, header fields
-            (none) and outcome when a head is malformed or too large, or its
-            deadline passes.
+        @param onBadHead: Called with the L{BadRequest} when a head is
+            malformed or too large, the deadline stopped.
+        @param onTimeout: Called when the deadline passes.
         """
         self._clock = clock
         self._settings = settings
         self._onHead = onHead
-        self._onRefused = onRefused
+        self._onBadHead = onBadHead
+        self._onTimeout = onTimeout
         self._parser = self._newParser()
         self._timer: IDelayedCall | None = None
         self._parsing = False
@@ -117,21 +117,22 @@ class HeadReader:
             result = self._parser.feed(data)
         except BadRequest as e:
             self.stop()
-            self._onRefused(e.status, e.reason, (), Outcome.BAD_REQUEST)
+            self._onBadHead(e)
             return
         if result is not None:
             self.stop()
             self._onHead(*result)
 
+    def requestLine(self) -> tuple[str, str] | None:
+        """
+        The method and target of the request line of the head being read,
+        when that line is complete (see L{RequestHeadParser.requestLine}).
+        """
+        return self._parser.requestLine()
+
     def _timedOut(self) -> None:
         self._timer = None
-        self._onRefused(
-            408,
-            "timed out waiting for the request head after "
-            f"{formatSeconds(self._settings.requestTimeout)} (see --request-timeout)",
-            (),
-            "",
-        )
+        self._onTimeout()
 
 
 class EarlyData:

@@ -17,16 +17,35 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from typing import cast
 
 from OpenSSL import SSL, crypto
-from twisted.internet.endpoints import AdoptedStreamServerEndpoint, serverFromString
+from twisted.internet.endpoints import AdoptedStreamServerEndpoint
+from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import Certificate, KeyPair
 from twisted.internet.testing import MemoryReactor
 from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 
-__all__ = ["ListenerError", "ListenerPlan", "SystemdSocketMissing", "planListener"]
+from ._adopted import adoptedSocketProblem
+from ._descriptions import splitDescription
+from ._pemdirectory import (
+    DirectoryCertificates,
+    PEMDirectoryEndpoint,
+    PEMDirectoryError,
+)
+from ._proxyprotocol import serverEndpoint
+
+__all__ = [
+    "ListenerError",
+    "ListenerPlan",
+    "SystemdSocketMissing",
+    "dualStackSockets",
+    "overlap",
+    "planListener",
+    "splitDescription",
+]
 
 
 class ListenerError(ValueError):
@@ -122,9 +141,14 @@ def planListener(
     """
     reactor = MemoryReactor()
     try:
-        endpoint = serverFromString(reactor, description)
+        endpoint = serverEndpoint(reactor, description)
         adopted = _innermost(endpoint)
         if isinstance(adopted, AdoptedStreamServerEndpoint):
+            problem = adoptedSocketProblem(adopted.fileno, adopted.addressFamily)
+            if problem is not None:
+                raise ListenerError(
+                    f"{description!r} is not a valid listener: {problem}"
+                )
             # Listening would close the inherited descriptor.
             return _planAdopted(description, adopted.fileno)
         if not set(_kinds(description)) <= _BUILT_IN:
@@ -132,9 +156,14 @@ def planListener(
             # an inert reactor.
             return ListenerPlan(description)
         failures: list[Failure] = []
-        endpoint.listen(Factory.forProtocol(Protocol)).addErrback(failures.append)
+        # The innermost endpoint only: a tls: directory is read below, once
+        # the address is known to be the one written.
+        listening = cast(IStreamServerEndpoint, _innermost(endpoint))
+        listening.listen(Factory.forProtocol(Protocol)).addErrback(failures.append)
         if failures:
             failures[0].raiseException()
+    except ListenerError:
+        raise
     except (IndexError, KeyError) as e:
         if "systemd" not in _kinds(description):
             raise ListenerError(_explain(description, e)) from None
@@ -148,7 +177,6 @@ def planListener(
         raise ListenerError(_explain(description, e)) from None
     plan = _planFromReactor(description, reactor)
     _checkWritten(plan)
-    _checkCertificates(plan)
     return replace(plan, tlsConfiguration=_tlsConfiguration(plan, endpoint, reactor))
 
 
@@ -162,12 +190,21 @@ def _innermost(endpoint: object) -> object:
     The endpoint at the bottom of a chain of wrappers (C{haproxy:}, C{tls:}).
     """
     while True:
-        inner = getattr(endpoint, "_wrappedEndpoint", None) or getattr(
-            endpoint, "endpoint", None
-        )
+        inner = _wrappedBy(endpoint)
         if inner is None:
             return endpoint
         endpoint = inner
+
+
+def _wrappedBy(endpoint: object) -> object | None:
+    """
+    The endpoint a wrapper endpoint listens on, or C{None}.
+    """
+    for name in ("wrapped", "_wrappedEndpoint", "endpoint"):
+        inner: object | None = getattr(endpoint, name, None)
+        if inner is not None:
+            return inner
+    return None
 
 
 def _planAdopted(description: str, fileno: int) -> ListenerPlan:
@@ -214,33 +251,6 @@ def _planFromReactor(description: str, reactor: MemoryReactor) -> ListenerPlan:
             description, path=path, tls=tls, proxyProtocol=proxyProtocol
         )
     raise ListenerError(f"{description!r} is not a valid listener: it never listens")
-
-
-def splitDescription(description: str) -> tuple[list[str], dict[str, str]]:
-    """
-    Split a strports description the way Twisted does: fields separated by
-    unescaped colons, C{key=value} fields as keywords, C{\\} escaping the
-    next character.
-
-    @return: The positional fields (the type first) and the keywords.
-    """
-    fields: list[list[str]] = [[""]]
-    escaped = False
-    for char in description:
-        if escaped:
-            fields[-1][-1] += char
-            escaped = False
-        elif char == "\\":
-            escaped = True
-        elif char == ":":
-            fields.append([""])
-        elif char == "=" and len(fields[-1]) == 1:
-            fields[-1].append("")
-        else:
-            fields[-1][-1] += char
-    args = [field[0] for field in fields if len(field) == 1]
-    kwargs = {field[0]: field[1] for field in fields if len(field) == 2}
-    return args, kwargs
 
 
 def _kinds(description: str) -> list[str]:
@@ -304,22 +314,6 @@ def _sameHost(written: str, actual: str | None) -> bool:
         return written == actual
 
 
-def _checkCertificates(plan: ListenerPlan) -> None:
-    """
-    Refuse a C{tls:} listener whose directory holds no usable certificate:
-    Twisted would listen, and fail every handshake.  (C{ssl:} needs no more
-    checks: Twisted loads its certificate and key, and pairs them up, when it
-    parses the description.)
-    """
-    kinds = _kinds(plan.description)
-    if "tls" in kinds:
-        args, _ = splitDescription(plan.description)
-        directory = args[len(kinds)] if len(args) > len(kinds) else ""
-        problem = _tlsDirectoryProblem(directory)
-        if problem:
-            raise ListenerError(f"{plan.description!r}: {problem}")
-
-
 def _tlsConfiguration(
     plan: ListenerPlan, endpoint: object, reactor: MemoryReactor
 ) -> object | None:
@@ -327,9 +321,11 @@ def _tlsConfiguration(
     The TLS configuration a listener made from its files: for C{ssl:} the
     options it listened with, their context made (which reads the
     C{dhParameters=} file, the one file Twisted leaves until the first
-    connection); for C{tls:} the connection creator of its TLS endpoint.
+    connection); for C{tls:} the certificates of its directory
+    (L{DirectoryCertificates}), read here.
 
-    @raise ListenerError: When the context cannot be made, naming the file.
+    @raise ListenerError: When the context cannot be made or the directory
+        cannot be used, naming the file.
     """
     if reactor.sslServers:
         [(_, _, options, _, _)] = reactor.sslServers
@@ -342,12 +338,12 @@ def _tlsConfiguration(
         loaded: object = options
         return loaded
     while endpoint is not None:
-        creator: object | None = getattr(endpoint, "connectionCreator", None)
-        if creator is not None:
-            return creator
-        endpoint = getattr(endpoint, "_wrappedEndpoint", None) or getattr(
-            endpoint, "endpoint", None
-        )
+        if isinstance(endpoint, PEMDirectoryEndpoint):
+            try:
+                return DirectoryCertificates.fromDirectory(endpoint.directory)
+            except PEMDirectoryError as e:
+                raise ListenerError(f"{plan.description!r}: {e}") from None
+        endpoint = _wrappedBy(endpoint)
     return None
 
 
@@ -423,29 +419,6 @@ def _option(option: str, kwargs: Mapping[str, str], name: str) -> str:
             return f"privateKey={name} (certKey= defaults to it)"
         return f"{name} (the default privateKey= and certKey=)"
     return f"{name} (the default privateKey=)"
-
-
-def _tlsDirectoryProblem(directory: str) -> str | None:
-    """
-    What is wrong with a C{tls:} certificate directory, if anything.
-    """
-    if not os.path.isdir(directory):
-        return f"the certificate directory {directory!r} is not a directory"
-    try:
-        from twisted.protocols._sni import PEMObjects
-        from twisted.python.filepath import FilePath
-
-        names = PEMObjects.fromDirectory(FilePath(directory)).inferDomainMapping()
-    except ImportError:  # pragma: no cover - a Twisted without tls:
-        return None
-    except Exception as e:
-        return f"cannot load the PEM files of {directory!r}: {_reason(e)}"
-    if not names:
-        return (
-            f"no certificate in {directory!r} has its private key and a DNS "
-            "name (subjectAltName) in a .pem file"
-        )
-    return None
 
 
 def _reason(e: BaseException, withFile: bool = True) -> str:
@@ -525,6 +498,90 @@ def _whyNot(description: str, e: Exception) -> str:
             files = f"privateKey={key}, certKey={kwargs.get('certKey', key)}"
             return f"cannot load the certificate or key ({files}): {_reason(e)}"
     return _reason(e)
+
+
+def dualStackSockets(setting: str = "/proc/sys/net/ipv6/bindv6only") -> bool:
+    """
+    Whether an IPv6 socket listening on C{[::]} takes IPv4 connections too,
+    as Linux makes it by default (C{net.ipv6.bindv6only = 0}).
+
+    @param setting: The file holding the system's setting.
+    @return: C{False} where the setting cannot be read (not Linux): there
+        it is not assumed.
+    """
+    try:
+        with open(setting) as f:
+            return f.read().strip() == "0"
+    except OSError:
+        return False
+
+
+def _boundAddress(
+    host: str | None,
+) -> ipaddress.IPv4Address | ipaddress.IPv6Address | str:
+    """
+    The address a TCP listener binds, as an IP address (C{""} is every IPv4
+    address, an IPv4-mapped IPv6 address the IPv4 one), or the text of a
+    host name.
+    """
+    text = (host or "0.0.0.0").partition("%")[0]
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return text
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        return address.ipv4_mapped
+    return address
+
+
+def overlap(
+    a: ListenerPlan, b: ListenerPlan, dualStack: bool | None = None
+) -> str | None:
+    """
+    Whether two TCP listeners on different addresses would take the same
+    port of some address, so that the second could not listen: one listens
+    on every address of the other's family (C{0.0.0.0}, C{[::]}; C{[::]}
+    takes every IPv4 address too where IPv6 sockets are dual-stack).
+
+    @param dualStack: Whether IPv6 sockets on C{[::]} take IPv4 too; by
+        default as the system says (L{dualStackSockets}).
+    @return: What they share, for a message; C{None} when they can both
+        listen (or are on the same address, which is a plain duplicate).
+    """
+    if a.port is None or a.port != b.port or a.port == 0 or a.where == b.where:
+        return None
+    if dualStack is None:
+        dualStack = dualStackSockets()
+    first, second = _boundAddress(a.host), _boundAddress(b.host)
+    if isinstance(first, str) or isinstance(second, str):
+        return None
+
+    def covers(
+        wide: ipaddress.IPv4Address | ipaddress.IPv6Address,
+        narrow: ipaddress.IPv4Address | ipaddress.IPv6Address,
+    ) -> bool:
+        if not wide.is_unspecified:
+            return False
+        return wide.version == narrow.version or (
+            wide.version == 6 and dualStack is True
+        )
+
+    if first == second:
+        # An IPv4-mapped address and the IPv4 one.
+        shared = first
+    elif covers(first, second):
+        shared = second
+    elif covers(second, first):
+        shared = first
+    else:
+        return None
+    what = (
+        f"every IPv{shared.version} address" if shared.is_unspecified else str(shared)
+    )
+    return (
+        f"{a.where} and {b.where} both take port {a.port} of {what} (a "
+        "listener on every address serves that one too: keep one of them)"
+    )
 
 
 def startingEnvironment() -> Mapping[str, str]:

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.logger import Logger
 from twisted.plugin import IPlugin
 from twisted.python.versions import getVersionString
 from zope.interface import implementer
 
+from ._address import formatAddress
 from ._tunnel import DEPRECATED_IN
 from .interfaces import IExchangeRecord, IProxyObserver, IProxyObserverFactory
 
@@ -36,23 +36,6 @@ __all__ = [
     "formatAddress",
     "outcomeForStatus",
 ]
-
-
-def formatAddress(address: object) -> str:
-    """
-    Text for an address in logs: C{host:port}, C{[v6]:port} or
-    C{unix:path}.
-    """
-    if isinstance(address, IPv4Address):
-        return f"{address.host}:{address.port}"
-    if isinstance(address, IPv6Address):
-        return f"[{address.host}]:{address.port}"
-    if isinstance(address, UNIXAddress):
-        name = address.name or b""
-        if isinstance(name, bytes):
-            return "unix:" + name.decode("utf-8", "replace")
-        return f"unix:{name}"
-    return str(address)
 
 
 class Outcome(StrEnum):
@@ -252,19 +235,55 @@ class ConnectionRecord:
     requests: int = 0
 
 
+def _userText(user: str | None) -> str:
+    """
+    The user in the text of an access-log line: the C{{user}} field, or
+    C{-} when there is none (as in the Common Log Format).
+    """
+    return "{user}" if user else "-"
+
+
+def _destinationText(host: str) -> str:
+    """
+    The destination in the text of a tunnel line: C{{host}:{port}}, with an
+    IPv6 host in brackets (C{[v6]:port}, as every address in the log).
+    """
+    return "[{host}]:{port}" if ":" in host else "{host}:{port}"
+
+
+def _requestText(method: str, target: str) -> str:
+    """
+    The request in the text of a refusal: C{{method}} C{{target}}, C{-} in
+    place of either that is unknown, or a single C{-} when both are.
+    """
+    if not (method or target):
+        return "-"
+    return ("{method}" if method else "-") + " " + ("{target}" if target else "-")
+
+
 @implementer(IProxyObserver)
 class AccessLogObserver:
     """
     The access log: one C{twisted.logger} event per refused request and per
     closed tunnel, with a stable C{event} field (C{request_refused},
-    C{tunnel_close}) and every field of the record.
+    C{tunnel_close}) and every field of the record.  The text of each line
+    names the client, then the user (C{-} for none), then the request; the
+    fields are the same whatever the text says (C{method} and C{target} are
+    C{""} when the request line was not read, C{user} C{None}).
 
     Requests with no response (C{shed}, C{abandoned}) are left out: the
     proxy logs those itself (C{connections_shed}, counted at most once a
     second; C{connect_abandoned}).  Connections are not logged.
+
+    @ivar logOpens: Whether a tunnel that opens is logged (C{tunnel_open},
+        at debug level); C{twistd}, which shows every level, runs the proxy
+        without (L{connectproxy.tap.makeService}).
     """
 
     _log = Logger(namespace="connectproxy.access")
+
+    def __init__(self, logOpens: bool = True) -> None:
+        self.logOpens = logOpens
 
     def connectionOpened(self, event: ConnectionRecord) -> None:
         pass
@@ -276,7 +295,11 @@ class AccessLogObserver:
         if not event.status:
             return
         self._log.info(
-            "refused {client} {method} {target}: {status} {reason}",
+            "refused {client} "
+            + _userText(event.user)
+            + " "
+            + _requestText(event.method, event.target)
+            + ": {status} {reason}",
             event="request_refused",
             client=event.client,
             method=event.method,
@@ -288,8 +311,14 @@ class AccessLogObserver:
         )
 
     def tunnelOpened(self, event: TunnelRecord) -> None:
+        if not self.logOpens:
+            return
         self._log.debug(
-            "tunnel opened {client} -> {host}:{port} via {upstream}",
+            "tunnel opened {client} "
+            + _userText(event.user)
+            + " -> "
+            + _destinationText(event.host)
+            + " via {upstream}",
             event="tunnel_open",
             client=event.client,
             host=event.host,
@@ -302,7 +331,11 @@ class AccessLogObserver:
 
     def tunnelClosed(self, event: TunnelRecord) -> None:
         self._log.info(
-            "tunnel closed {client} -> {host}:{port} via {upstream}: "
+            "tunnel closed {client} "
+            + _userText(event.user)
+            + " -> "
+            + _destinationText(event.host)
+            + " via {upstream}: "
             "{bytesUp} bytes up, {bytesDown} bytes down, {duration:.3f}s, "
             "{reason}",
             event="tunnel_close",
@@ -336,12 +369,16 @@ class AccessLogObserverFactory:
 
     def observerFromArgument(
         self, argument: str, context: ObserverContext
-    ) -> AccessLogObserver:
+    ) -> IProxyObserver:
         """
+        @return: The context's access log (the file of C{--access-log}),
+            or an L{AccessLogObserver}.
         @raise ValueError: When given an argument: it takes none.
         """
         if argument:
             raise ValueError("accesslog takes no argument: --observer accesslog")
+        if context.accessLog is not None:
+            return context.accessLog
         return AccessLogObserver()
 
 

@@ -34,11 +34,15 @@ class ObserverContext:
     @ivar services: Where to add the services the observer needs running
         (a listener for metrics, say), with
         C{service.setServiceParent(context.services)}.
+    @ivar accessLog: What the C{accesslog} plugin gives: the access log of
+        C{--access-log}, written to a file; C{None} to log to the proxy's
+        log.
     """
 
     reactor: Any
     factory: ConnectProxyFactory
     services: IServiceCollection
+    accessLog: IProxyObserver | None = None
 
 
 def makeObservers(

@@ -14,9 +14,14 @@ import math
 from collections.abc import Callable
 from typing import TypeVar
 
+from ._accesslog import FORMATS
 from ._assembly import connectorFactories
+from ._parenturl import ParentProxy
+from ._routing import parseRoute
 
 __all__ = [
+    "accessLogFormat",
+    "accessLogPath",
     "byteCount",
     "checkNetwork",
     "coercer",
@@ -24,9 +29,11 @@ __all__ = [
     "count",
     "fieldCount",
     "nonNegativeFloat",
+    "parentProxyURL",
     "positiveCount",
     "positiveFloat",
     "realm",
+    "upstreamRoute",
 ]
 
 _T = TypeVar("_T", int, float)
@@ -141,3 +148,57 @@ def connectorChoice(description: str) -> str:
 
 
 connectorChoice.coerceDoc = "NAME or NAME:ARGUMENT."  # type: ignore[attr-defined]
+
+
+def parentProxyURL(text: str) -> str:
+    """
+    A parent proxy's URL, C{http://[USER:PASSWORD@]HOST:PORT} or
+    C{https://...}; the error never repeats it (it may hold a password).
+    """
+    ParentProxy.fromURL(text)
+    return text
+
+
+parentProxyURL.coerceDoc = (  # type: ignore[attr-defined]
+    "http://HOST:PORT or https://HOST:PORT, with USER:PASSWORD@ before the "
+    "host for Basic credentials (percent-encoded)."
+)
+#: A string in the configuration file, never a number.
+parentProxyURL.string = True  # type: ignore[attr-defined]
+
+
+def upstreamRoute(text: str) -> str:
+    """
+    C{PATTERN=URL} or C{PATTERN=direct}, the pattern as for C{--allow-host}.
+    """
+    parseRoute(text)
+    return text
+
+
+def accessLogPath(text: str) -> str:
+    """
+    The file of C{--access-log}: a path, or C{-} for standard output.
+    """
+    if not text or "\0" in text:
+        raise ValueError(f"{text!r} is not a file name (or - for standard output)")
+    return text
+
+
+accessLogPath.coerceDoc = "A file, or - for standard output."  # type: ignore[attr-defined]
+#: A string in the configuration file, never a number.
+accessLogPath.string = True  # type: ignore[attr-defined]
+
+
+def accessLogFormat(text: str) -> str:
+    """
+    A format of C{--access-log-format}: a name in L{FORMATS
+    <connectproxy._accesslog.FORMATS>}.
+    """
+    if text not in FORMATS:
+        raise ValueError(f"{text!r} is not one of {', '.join(FORMATS)}")
+    return text
+
+
+accessLogFormat.coerceDoc = "text, json or squid."  # type: ignore[attr-defined]
+#: A string in the configuration file, never a number.
+accessLogFormat.string = True  # type: ignore[attr-defined]

@@ -28,6 +28,7 @@ __all__ = [
     "RequestHeadParser",
     "keepsAlive",
     "parseAuthority",
+    "requestLineOf",
 ]
 
 #: Methods defined by RFC 9110 (and PATCH, RFC 5789).  Any other token gets
@@ -148,6 +149,7 @@ class RequestHeadParser:
         self._emptyLines = 0
         self._started = False
         self._done = False
+        self._head: bytes | None = None
 
     def feed(self, data: bytes) -> tuple[RequestHead, bytes] | None:
         """
@@ -156,9 +158,32 @@ class RequestHeadParser:
         @param data: The next bytes of the stream.
         @return: C{None} while the head is incomplete; then the request and
             every byte that followed its head (possibly C{b""}).
-        @raise BadRequest: When the head is malformed or too large.  The
-            parser must not be fed again afterwards.
+        @raise BadRequest: When the head is malformed or too large, with
+            the method and target of its request line when that line is
+            complete and readable (L{requestLineOf}).  The parser must not
+            be fed again afterwards.
         """
+        try:
+            return self._feed(data)
+        except BadRequest as e:
+            if not (e.method or e.target):
+                head = self._head
+                received = bytes(self._buffer) if head is None else head + b"\r\n"
+                line = requestLineOf(received, self.maxRequestLine)
+                if line is not None:
+                    e.method, e.target = line
+            raise
+
+    def requestLine(self) -> tuple[str, str] | None:
+        """
+        The method and target of the request line received so far, for the
+        log of a request refused before its head was complete (a 408).
+
+        @return: As L{requestLineOf}, for the bytes not parsed yet.
+        """
+        return requestLineOf(bytes(self._buffer), self.maxRequestLine)
+
+    def _feed(self, data: bytes) -> tuple[RequestHead, bytes] | None:
         if self._done:
             raise RuntimeError("the request head was already parsed")
         buf = self._buffer
@@ -179,7 +204,7 @@ class RequestHeadParser:
             self._done = True
             raise self._headTooLarge()
         self._done = True
-        head = bytes(buf[:end])
+        head = self._head = bytes(buf[:end])
         leftover = bytes(buf[headEnd:])
         del buf[:]
         return self._parseHead(head), leftover
@@ -309,6 +334,37 @@ def keepsAlive(request: RequestHead | None) -> bool:
     if "close" in tokens:
         return False
     return request.version == (1, 1) or "keep-alive" in tokens
+
+
+def requestLineOf(data: bytes, maxLength: int = 8192) -> tuple[str, str] | None:
+    """
+    The method and target of the request line at the start of C{data}, for
+    the log of a request refused before (or while) it was parsed.
+
+    @param data: What a client sent, from the start of its request.
+    @param maxLength: The longest request line accepted, in bytes.
+    @return: C{None} unless C{data} holds a whole first line (ended by
+        CRLF, after at most a few empty lines) of at most C{maxLength}
+        bytes, made of three fields; then
+        the method when it is a token, the target when it is printable
+        ASCII (each C{""} otherwise).
+    """
+    start = 0
+    for _ in range(_MAX_LEADING_EMPTY_LINES + 1):
+        if not data.startswith(b"\r\n", start):
+            break
+        start += 2
+    end = data.find(b"\r\n", start, start + maxLength + 2)
+    if end == -1:
+        return None
+    parts = data[start:end].split(b" ")
+    if len(parts) != 3:
+        return None
+    method, target = parts[0], parts[1]
+    return (
+        method.decode("ascii") if _TOKEN.match(method) else "",
+        target.decode("ascii") if _TARGET.match(target) else "",
+    )
 
 
 def _parseRequestLine(line: bytes) -> tuple[str, str, tuple[int, int]]:

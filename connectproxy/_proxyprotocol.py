@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
@@ -43,9 +42,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import alsoProvides, implementer
 
-from ._observer import formatAddress
+from ._address import formatAddress
+from ._pemdirectory import serverFromDescription
 from ._proxyheader import InvalidProxyHeader, ProxyHeader, ProxyHeaderParser
-from ._tls import logHandshakeFailure
+from ._responses import formatSeconds
+from ._tls import handshakePending, logHandshakeFailure, logHandshakeTimeout
 
 if TYPE_CHECKING:
     from ._factory import ConnectProxyFactory
@@ -70,7 +71,9 @@ def serverEndpoint(reactor: Any, description: str) -> IStreamServerEndpoint:
     Build a listening endpoint from a strports description, like
     C{twisted.internet.endpoints.serverFromString}, except that
     C{haproxy:DESCRIPTION} gives a L{ProxyProtocolEndpoint} around the
-    endpoint C{DESCRIPTION} describes.
+    endpoint C{DESCRIPTION} describes, and C{tls:} (alone or under
+    C{haproxy:}) a L{PEMDirectoryEndpoint
+    <connectproxy._pemdirectory.PEMDirectoryEndpoint>}.
 
     @param reactor: The reactor to listen with.
     @param description: The description, for example C{haproxy:tcp:3128}.
@@ -81,9 +84,8 @@ def serverEndpoint(reactor: Any, description: str) -> IStreamServerEndpoint:
     """
     prefix, colon, rest = description.partition(":")
     if colon and prefix.lower() == PREFIX:
-        return ProxyProtocolEndpoint(serverFromString(reactor, rest))
-    endpoint: IStreamServerEndpoint = serverFromString(reactor, description)
-    return endpoint
+        return ProxyProtocolEndpoint(serverFromDescription(reactor, rest))
+    return serverFromDescription(reactor, description)
 
 
 @implementer(IStreamServerEndpoint)
@@ -200,7 +202,12 @@ class ProxyHeaderProtocol(Protocol):
         self._stopTimer()
         self._parser = None
         peer = cast(ITCPTransport, self.transport).getPeer()
-        self._attach(self._proxy.buildProtocol(clientAddress(header, peer)))
+        if header.source is None:
+            # LOCAL, UNKNOWN: the balancer's own connection.
+            self._attach(self._proxy.buildProtocol(peer))
+        else:
+            client = clientAddress(header, peer)
+            self._attach(self._proxy.buildProxiedProtocol(client, peer))
         if leftover and self.wrappedProtocol is not None:
             self.wrappedProtocol.dataReceived(leftover)
 
@@ -220,6 +227,16 @@ class ProxyHeaderProtocol(Protocol):
 
     def _timedOut(self) -> None:
         self._timer = None
+        transport = cast(ITCPTransport, self.transport)
+        if handshakePending(transport):
+            # Under TLS (haproxy:ssl:, haproxy:tls:) the header never came
+            # because the handshake never finished.
+            self._parser = None
+            logHandshakeTimeout(
+                formatAddress(transport.getPeer()), formatSeconds(self._timeout)
+            )
+            transport.abortConnection()
+            return
         self._closeWith(
             "closed the connection from {source}: no complete PROXY header "
             "within {timeout} seconds",

@@ -29,8 +29,8 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ._address import clientAddresses
-from ._observer import ConnectionRecord, Outcome, RefusedRequest, formatAddress
+from ._address import clientAddresses, formatAddress
+from ._observer import ConnectionRecord, Outcome, RefusedRequest
 from ._responses import errorResponse
 from ._tunnel import TunnelTransport, canHalfClose
 
@@ -197,7 +197,13 @@ class RefusalProtocol(Protocol):
     sends is neither parsed nor answered.  It is not counted among the
     factory's connections, but among those it is refusing; the observers
     hear of it as a connection with one refused request.
+
+    @ivar balancerAddress: The load balancer's address when the PROXY
+        protocol reader asked for it for a client its header named, else
+        C{None}.
     """
+
+    balancerAddress: IAddress | None = None
 
     def __init__(
         self,
@@ -216,7 +222,8 @@ class RefusalProtocol(Protocol):
     def connectionMade(self) -> None:
         factory = self._factory
         transport = cast(TunnelTransport, self.transport)
-        self._client = formatAddress(clientAddresses(transport, self._addr)[0])
+        client, _ = clientAddresses(transport, self._addr, self.balancerAddress)
+        self._client = formatAddress(client)
         self._openedAt = factory.reactor.seconds()
         factory.connectionStarted(ConnectionRecord(self._client))
         factory.refusing += 1

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_responses -*-
+# -*- test-case-name: tests.test_server -*-
 """
 The responses the proxy writes to its clients: the CONNECT success line and
 short plain-text error responses.

@@ -23,7 +23,7 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger
 
-from ._observer import formatAddress
+from ._address import formatAddress
 
 if TYPE_CHECKING:
     from ._service import ListenerService

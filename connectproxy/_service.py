@@ -1,8 +1,9 @@
-# -*- test-case-name: tests.test_config -*-
+# -*- test-case-name: tests.test_service -*-
 """
 The services L{connectproxy.tap.makeService} runs (L{proxyService}):
 listeners that say where they listen (and warn when that is an open proxy),
-the reload service (SIGHUP), and the systemd notifications.
+the reload service (SIGHUP), the draining shutdown (SIGTERM), and the
+systemd notifications.
 """
 
 from __future__ import annotations
@@ -13,23 +14,35 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import IService, MultiService, Service
+from twisted.application.service import (
+    IService,
+    IServiceCollection,
+    MultiService,
+    Service,
+)
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python import usage
 
+from ._address import formatAddress
 from ._assembly import ProxyConfig
 from ._factory import ConnectProxyFactory
-from ._observer import formatAddress
 from ._proxyprotocol import serverEndpoint
 from ._sdnotify import NotifyService, SystemdNotifier
+from ._shutdown import ProxyService, ShutdownService
 from ._tlslisteners import NegotiatingReactor, reloadCertificates
 
 if TYPE_CHECKING:
     from ._acceptguard import AcceptGuard
 
-__all__ = ["ListenFailed", "ListenerService", "ReloadService", "proxyService"]
+__all__ = [
+    "ListenFailed",
+    "ListenerService",
+    "ReloadService",
+    "proxyListeners",
+    "proxyService",
+]
 
 
 class ListenFailed(SystemExit, Exception):
@@ -49,12 +62,17 @@ class ListenFailed(SystemExit, Exception):
     @ivar reason: Why it could not listen.
     """
 
-    def __init__(self, description: str, where: str, reason: str) -> None:
+    def __init__(
+        self, description: str, where: str, reason: str, option: str = "--listen"
+    ) -> None:
+        """
+        @param option: The option that gave the description.
+        """
         super().__init__(f"cannot listen on {where}: {reason}")
         self.description = description
         self.reason = reason
         self.code = (
-            f"connectproxy: cannot listen on {where}: {reason} (--listen {description})"
+            f"connectproxy: cannot listen on {where}: {reason} ({option} {description})"
         )
 
 
@@ -85,6 +103,8 @@ class ListenerService(StreamServerEndpointService):
         messages.
     @ivar acceptGuard: Refuses clients cleanly when the descriptors run
         out, once the port listens; C{None} for none.
+    @ivar isListening: Whether the port listens: from the moment it does
+        until the service stops.
     """
 
     _log = Logger()
@@ -92,6 +112,7 @@ class ListenerService(StreamServerEndpointService):
     clientRules: Sequence[str] = ()
     description = ""
     acceptGuard: AcceptGuard | None = None
+    isListening = False
 
     def privilegedStartService(self) -> None:
         """
@@ -108,6 +129,7 @@ class ListenerService(StreamServerEndpointService):
             self._waitingForPort.addCallback(self._listening)
 
     def stopService(self) -> Any:
+        self.isListening = False
         if self.acceptGuard is not None:
             self.acceptGuard.stop()
         return super().stopService()
@@ -125,6 +147,7 @@ class ListenerService(StreamServerEndpointService):
             description=self.description,
         )
         self._address = address
+        self.isListening = True
         self.warnIfOpen()
         return port
 
@@ -136,7 +159,11 @@ class ListenerService(StreamServerEndpointService):
         address = getattr(self, "_address", None)
         host = getattr(address, "host", None)
         if self.unauthenticated and isinstance(host, str):
-            if not ipaddress.ip_address(host.partition("%")[0]).is_loopback:
+            bound = ipaddress.ip_address(host.partition("%")[0])
+            if isinstance(bound, ipaddress.IPv6Address) and bound.ipv4_mapped:
+                # ::ffff:127.0.0.1 takes IPv4 connections to 127.0.0.1 only.
+                bound = bound.ipv4_mapped
+            if not bound.is_loopback:
                 self._warnOpen(formatAddress(address))
 
     def _warnOpen(self, address: str) -> None:
@@ -325,23 +352,32 @@ def proxyService(
     @param config: The configuration at start.
     @param load: What a reload calls for the new configuration (see
         L{ReloadService}).
-    @param installSignal: Whether SIGHUP reloads.
+    @param installSignal: Whether SIGHUP reloads, and a second SIGTERM or
+        SIGINT ends a shutdown at once.
     @param before: Services started before the listeners (the descriptor
-        limit, raised before anything listens).
+        limit, raised before anything listens), and stopped after the
+        drain.
     @param acceptGuard: Makes the guard of the listener of a description,
         which refuses clients cleanly when the descriptors run out.
-    @return: A L{MultiService} named C{"connectproxy"}; its child named
-        C{"reload"} has a C{reload()} method, and the one named
-        C{"notify"} tells systemd (C{$NOTIFY_SOCKET}) when the proxy is
-        ready, reloading and stopping.
+    @return: A L{ProxyService} named C{"connectproxy"}; its child named
+        C{"reload"} has a C{reload()} method, the one named C{"shutdown"}
+        drains the factory when the service stops (once the listeners have
+        stopped; see L{ShutdownService}), and the one named C{"notify"}
+        tells systemd (C{$NOTIFY_SOCKET}) when the proxy is ready,
+        reloading and stopping.
     """
-    service = MultiService()
+    service = ProxyService()
     service.setName("connectproxy")
     for first in before:
         first.setServiceParent(service)
     reloader = ReloadService(load, factory, config, reactor, installSignal)
     reloader.setName("reload")
     reloader.setServiceParent(service)
+    # Stopped after the listeners and the notifications, before the rest.
+    shutdown = ShutdownService(factory, reactor, installSignal)
+    shutdown.setName("shutdown")
+    shutdown.setServiceParent(service)
+    service.barrier = shutdown
     listeners = []
     listenerReactors = []
     for description in config.listen:
@@ -367,3 +403,16 @@ def proxyService(
     notifier.setServiceParent(service)
     reloader.notifier = notifier
     return service
+
+
+def proxyListeners(service: IService) -> list[ListenerService]:
+    """
+    The proxy's listeners among C{service} and the services under it.
+
+    @param service: What L{proxyService} returned.
+    """
+    if isinstance(service, ListenerService):
+        return [service]
+    if not IServiceCollection.providedBy(service):
+        return []
+    return [found for child in service for found in proxyListeners(child)]

@@ -43,6 +43,8 @@ class ProxySettings:
         and get 503 if their connect deadline passes first.
     @ivar outgoingAddresses: The local addresses upstream connections are
         made from (C{--outgoing-address}); empty: the system chooses.
+    @ivar shutdownGrace: Seconds established tunnels may keep running once
+        a shutdown began (C{SIGTERM}) before they are closed.
     """
 
     requestTimeout: float = 30.0
@@ -58,6 +60,7 @@ class ProxySettings:
     resolverThreads: int = 32
     resolverPerClient: int = 8
     outgoingAddresses: OutgoingAddresses = field(default_factory=OutgoingAddresses)
+    shutdownGrace: float = 30.0
 
 
 def defaultMaxConnections() -> int:

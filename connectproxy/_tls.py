@@ -44,7 +44,9 @@ __all__ = [
     "ALPN_PROTOCOLS",
     "NoSharedProtocol",
     "describeHandshakeFailure",
+    "handshakePending",
     "logHandshakeFailure",
+    "logHandshakeTimeout",
     "refuseUnsharedProtocols",
     "spokenProtocols",
 ]
@@ -226,6 +228,41 @@ def describeHandshakeFailure(error: SSL.Error) -> tuple[str, str]:
 
 #: Where L{logHandshakeFailure} logs (a function, so no class to hang it on).
 _log = Logger(namespace="connectproxy.tls")
+
+
+def handshakePending(transport: object) -> bool:
+    """
+    Whether a transport is TLS whose handshake has not finished: the
+    client's C{Finished} message has not arrived (RFC 8446 section 4.4.4),
+    so nothing can be sent to it yet.
+
+    @param transport: A client's transport: TLS (an C{ssl:}, C{tls:}
+        listener), or not.
+    @return: C{False} for a transport that is not TLS.
+    """
+    getHandle = getattr(transport, "getHandle", None)
+    handle = getHandle() if getHandle is not None else None
+    if not isinstance(handle, SSL.Connection):
+        return False
+    return handle.get_peer_finished() is None
+
+
+def logHandshakeTimeout(client: str, timeout: str) -> None:
+    """
+    Log a TLS handshake that did not finish in time, as one
+    C{tls_handshake_failed} event with the cause C{timeout}.
+
+    @param client: The client's address, as logged elsewhere.
+    @param timeout: The deadline, as an operator wrote it (C{"30 seconds"}).
+    """
+    _log.info(
+        "TLS handshake with {client} failed: {reason}",
+        event="tls_handshake_failed",
+        client=client,
+        cause="timeout",
+        reason=f"the handshake was not complete within {timeout} "
+        "(see --request-timeout)",
+    )
 
 
 def logHandshakeFailure(client: str, reason: Failure) -> bool:

@@ -15,9 +15,10 @@ use once the whole new configuration has loaded.  A connection keeps the
 context it was made with, so established tunnels and handshakes in progress
 are not touched.
 
-Twisted's C{tls:} listener reads its directory when it starts and, if a
-certificate was there then, never again (not even for a server name it does
-not know), so its connection creator is replaced as a whole too.
+A C{tls:} listener reads its directory when it starts
+(L{PEMDirectoryEndpoint <connectproxy._pemdirectory.PEMDirectoryEndpoint>})
+and never for a client, so its connection creator is replaced as a whole
+too.
 """
 
 from __future__ import annotations
@@ -221,7 +222,7 @@ class NegotiatingReactor:
         Listen, see L{IReactorTCP.listenTCP
         <twisted.internet.interfaces.IReactorTCP.listenTCP>}.  The TLS
         factory of a C{tls:} listener is made again around a L{ListenerTLS}
-        (its connection creator is out of reach), with this reactor as its
+        holding the certificates of its directory, with this reactor as its
         clock.
         """
         if isinstance(factory, TLSMemoryBIOFactory) and self.description:

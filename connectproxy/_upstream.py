@@ -34,9 +34,9 @@ from zope.interface import implementer
 from ._connector import DEPRECATED_IN, ConnectorContext, UpstreamRequest
 from ._errors import ForbiddenDestination
 from ._eyeballs import ATTEMPT_DELAY, connectToFirst
+from ._networks import NetworkRules
 from ._outgoing import OutgoingAddresses
 from ._parser import RequestHead
-from ._policy import NetworkRules
 from ._resolver import ResolverPool
 from ._vetting import VettedResolver
 from .interfaces import IUpstreamConnector, IUpstreamConnectorFactory

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_auth -*-
+# -*- test-case-name: tests.test_verifyqueue -*-
 """
 A bounded, fair queue of password verifications in front of a few threads:
 one client cannot fill it or hold every thread, and a check whose client

@@ -26,7 +26,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import DNSLookupError
 
 from ._errors import ForbiddenDestination
-from ._policy import NetworkRules
+from ._networks import NetworkRules
 from ._resolver import ResolverPool
 
 __all__ = ["VettedResolver", "literalAddresses", "vetAddresses"]

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_interfaces -*-
+# -*- test-case-name: tests.test_plugins,tests.test_connectorplugins -*-
 """
 The extension points of connectproxy.
 
@@ -58,6 +58,7 @@ class IUpstreamConnector(Interface):
 
         The proxy answers the client according to how the Deferred fails:
         L{connectproxy.ForbiddenDestination} with 403 and its reason;
+        L{connectproxy.ParentProxyError} with its own status and reason;
         L{twisted.internet.error.DNSLookupError},
         L{twisted.internet.error.ConnectionRefusedError} and other
         L{twisted.internet.error.ConnectError}s with 502; anything else

@@ -8,12 +8,14 @@ them and returns the services that run it.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from functools import partial
 from typing import Any, NoReturn
 
-from twisted.application.service import MultiService
+from twisted.application.app import ServerOptions
+from twisted.application.service import IService, MultiService
 from twisted.copyright import version as twistedVersion
 from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.strcred import AuthOptionMixin
@@ -22,6 +24,7 @@ from twisted.python import usage
 from twisted.python.deprecate import deprecated
 
 from ._acceptguard import REFUSAL, AcceptGuard, DescriptorReserve, ExhaustionReport
+from ._accesslog import FORMATS, FileAccessLog
 from ._admission import Gatekeeper
 from ._assembly import (
     DEFAULT_OBSERVERS,
@@ -39,32 +42,44 @@ from ._config import ConfigKey, applyConfig, loadConfig
 from ._connector import ConnectorContext, ConnectorMaker
 from ._factory import ConnectProxyFactory
 from ._limits import DescriptorLimitService
-from ._listeners import ListenerError, ListenerPlan, SystemdSocketMissing, planListener
-from ._observer import ObserverFanOut
+from ._listeners import (
+    ListenerError,
+    ListenerPlan,
+    SystemdSocketMissing,
+    overlap,
+    planListener,
+)
+from ._loglevel import LogLevelService, logLevel
+from ._logwriter import LineWriter, LineWriterService
+from ._networks import NetworkRules
+from ._observer import AccessLogObserver, ObserverFanOut
 from ._observercontext import ObserverContext, idleContext, makeObservers
 from ._optionvalues import (
+    accessLogFormat,
+    accessLogPath,
     byteCount,
     checkNetwork,
     connectorChoice,
     count,
     fieldCount,
     nonNegativeFloat,
+    parentProxyURL,
     positiveCount,
     positiveFloat,
     realm,
+    upstreamRoute,
 )
 from ._outgoing import OutgoingAddresses, warnUnbindable
-from ._policy import (
+from ._resolver import ResolverPool
+from ._rules import (
     DEFAULT_PORTS,
     AccessRules,
     ClientRules,
     HostRules,
-    NetworkRules,
     PortRules,
     parsePortRange,
 )
-from ._resolver import ResolverPool
-from ._service import proxyService
+from ._service import proxyListeners, proxyService
 from ._settings import ProxySettings
 from ._tunnel import DEPRECATED_IN as _DEPRECATED_IN
 from ._version import __version__
@@ -101,6 +116,8 @@ _LIST_EXAMPLES = {
     "observer": "accesslog",
     "auth": "htpasswd:/etc/connectproxy/htpasswd",
     "outgoing-address": "192.0.2.10",
+    "upstream-route": "*.example.com=http://parent.example:3128",
+    "metrics": "tcp:9108:interface=127.0.0.1",
 }
 
 
@@ -116,6 +133,8 @@ class Options(usage.Options, AuthOptionMixin):
     @ivar policies: The plugin policies, made from their arguments (which
         checks them), in order, after L{postOptions}.
     @ivar plans: Where each listener would listen, after parsing.
+    @ivar metricsPlans: Where each metrics listener would listen, after
+        parsing.
     """
 
     synopsis = "[options]"
@@ -193,6 +212,40 @@ class Options(usage.Options, AuthOptionMixin):
             positiveFloat,
         ],
         [
+            "shutdown-grace",
+            None,
+            _defaults.shutdownGrace,
+            "Seconds established tunnels may keep running after SIGTERM, "
+            "once the listeners are closed; then they are closed (reason "
+            "shutdown). A second SIGTERM or SIGINT closes them at once. 0 "
+            "closes them at once.",
+            nonNegativeFloat,
+        ],
+        [
+            "access-log",
+            None,
+            None,
+            "Write the access log to this file ('-' for standard output) "
+            "instead of the proxy's log. SIGUSR1 re-opens it (logrotate).",
+            accessLogPath,
+        ],
+        [
+            "access-log-format",
+            None,
+            "text",
+            "The format of --access-log: text (one readable line), json (one "
+            "JSON object per line) or squid (squid's native access.log).",
+            accessLogFormat,
+        ],
+        [
+            "log-level",
+            None,
+            "info",
+            "Log events of this level and above: debug, info, warn, error or "
+            "critical (the access log keeps info).",
+            logLevel,
+        ],
+        [
             "max-request-line",
             None,
             _defaults.maxRequestLine,
@@ -255,6 +308,23 @@ class Options(usage.Options, AuthOptionMixin):
             "How the proxy reaches targets: an upstream connector plugin, as "
             "NAME or NAME:ARGUMENT. See --help-upstreams.",
             connectorChoice,
+        ],
+        [
+            "upstream-proxy",
+            None,
+            None,
+            "Reach targets through this parent proxy, with CONNECT: "
+            "http://HOST:PORT or https://HOST:PORT, with USER:PASSWORD@ before "
+            "the host for its Basic credentials (percent-encoded). "
+            "--upstream-route overrides it per host.",
+            parentProxyURL,
+        ],
+        [
+            "upstream-ca",
+            None,
+            None,
+            "Trust only the CA certificates in this PEM file for https:// "
+            "parent proxies, instead of the system's; re-read on SIGHUP.",
         ],
         [
             "auth-realm",
@@ -321,6 +391,8 @@ class Options(usage.Options, AuthOptionMixin):
         "policy",
         "outgoing-address",
         "observer",
+        "upstream-route",
+        "metrics",
     )
 
     def __init__(self) -> None:
@@ -337,9 +409,11 @@ class Options(usage.Options, AuthOptionMixin):
         self.rules = AccessRules.defaults()
         self.policies: list[IAccessPolicy] = []
         self.plans: list[ListenerPlan] = []
+        self.metricsPlans: list[ListenerPlan] = []
         # systemd: listeners without their socket, refused after parsing
         # unless only checking the configuration (outside systemd).
         self._missingSockets: dict[str, SystemdSocketMissing] = {}
+        self._missingMetricsSockets: dict[str, SystemdSocketMissing] = {}
 
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
         """
@@ -505,7 +579,7 @@ class Options(usage.Options, AuthOptionMixin):
         name = description.partition(":")[0]
         if name not in policyFactories():
             raise usage.UsageError(
-                f"--policy: no policy plugin named {name!r} "
+                f"no policy plugin named {name!r} "
                 f"(installed: {', '.join(sorted(policyFactories())) or 'none'})"
             )
         self._append("policy", description)
@@ -526,6 +600,33 @@ class Options(usage.Options, AuthOptionMixin):
             )
         self._append("observer", description)
 
+    def opt_upstream_route(self, route: str) -> None:
+        """
+        Reach targets that match PATTERN (as in --allow-host) through a
+        parent proxy, PATTERN=URL, or straight, PATTERN=direct (repeatable;
+        the most specific pattern wins, --upstream-proxy or --upstream
+        takes the rest).
+        """
+        try:
+            upstreamRoute(route)
+        except ValueError as e:
+            raise usage.UsageError(f"--upstream-route: {e}") from None
+        self._append("upstream-route", route)
+
+    def opt_metrics(self, description: str) -> None:
+        """
+        Serve Prometheus metrics (GET /metrics) and a health check (GET
+        /healthz) over HTTP on this strports description (repeatable), for
+        example tcp:9108:interface=127.0.0.1; never on a proxy port.
+        """
+        try:
+            self.metricsPlans.append(planListener(description))
+        except SystemdSocketMissing as e:
+            self._missingMetricsSockets[description] = e
+        except ListenerError as e:
+            raise usage.UsageError(f"--metrics {e}") from None
+        self._append("metrics", description)
+
     def opt_auth(self, description: str) -> None:
         """
         Require Basic credentials checked by this checker (repeatable), for
@@ -537,7 +638,18 @@ class Options(usage.Options, AuthOptionMixin):
                 f"--auth {authType} does not work in connectproxy: "
                 f"{UNSUPPORTED_CHECKERS[authType]}"
             )
-        super().opt_auth(description)
+        try:
+            super().opt_auth(description)
+        except usage.UsageError as e:
+            if str(e).startswith("Auth plugin not recognized"):
+                known = sorted(
+                    f.authType for f in self._checkerFactoriesForOptHelpAuth()
+                )
+                raise usage.UsageError(
+                    f"no checker type {authType!r} (known: {', '.join(known)}; "
+                    "see --help-auth)"
+                ) from None
+            raise usage.UsageError(str(e).removeprefix("Unexpected error: ")) from None
         try:
             adaptChecker(self["credCheckers"][-1])
         except ValueError as e:
@@ -593,10 +705,12 @@ class Options(usage.Options, AuthOptionMixin):
             self["listen"] = [DEFAULT_LISTEN]
             self.plans = [planListener(DEFAULT_LISTEN)]
         self._checkDuplicateListeners()
+        self._checkMetrics()
         if not self["allow-port"]:
             self["allow-port"] = list(DEFAULT_PORTS)
         if not self["observer"]:
             self["observer"] = list(DEFAULT_OBSERVERS)
+        self._checkAccessLog()
         if self["max-head-size"] < self["max-request-line"]:
             raise usage.UsageError(
                 "--max-head-size must be at least --max-request-line"
@@ -631,14 +745,37 @@ class Options(usage.Options, AuthOptionMixin):
             self.checkConfig()
         for missing in self._missingSockets.values():
             raise usage.UsageError(f"--listen {missing}")
+        for missing in self._missingMetricsSockets.values():
+            raise usage.UsageError(f"--metrics {missing}")
+
+    def _checkAccessLog(self) -> None:
+        """
+        Refuse an access-log format without a file to write, and a file
+        that the C{accesslog} observer is not there to write.
+        """
+        if self["access-log"] is None:
+            if self["access-log-format"] != "text":
+                raise usage.UsageError(
+                    f"--access-log-format {self['access-log-format']} needs "
+                    "--access-log FILE (or - for standard output)"
+                    + self._fromFile("access-log-format")
+                )
+            return
+        names = [d.partition(":")[0] for d in self["observer"]]
+        if "accesslog" not in names:
+            raise usage.UsageError(
+                "--access-log needs the accesslog observer: add --observer "
+                "accesslog" + self._fromFile("access-log", "observer")
+            )
 
     def _checkDuplicateListeners(self) -> None:
         """
-        Refuse two listeners on the same address (the second could never
-        listen); port 0 asks for a different free port each time.
+        Refuse two listeners on the same address, or on overlapping ones
+        (every address and one of them, on one port): the second could
+        never listen.  Port 0 asks for a different free port each time.
         """
         seen: dict[str, str] = {}
-        for plan in self.plans:
+        for index, plan in enumerate(self.plans):
             if plan.port == 0 or plan.fileno is not None:
                 continue
             if plan.where in seen:
@@ -647,6 +784,45 @@ class Options(usage.Options, AuthOptionMixin):
                     f"both listen on {plan.where}" + self._fromFile("listen")
                 )
             seen[plan.where] = plan.description
+            for other in self.plans[:index]:
+                shared = overlap(other, plan)
+                if shared is not None:
+                    raise usage.UsageError(
+                        f"--listen {other.description!r} and "
+                        f"{plan.description!r} overlap: {shared}"
+                        + self._fromFile("listen")
+                    )
+
+    def _checkMetrics(self) -> None:
+        """
+        Refuse a metrics listener on the address of a proxy listener or of
+        another metrics listener, and C{--metrics} without
+        C{prometheus_client}.
+        """
+        if not self["metrics"]:
+            return
+        seen = {
+            plan.where: f"--listen {plan.description!r}"
+            for plan in self.plans
+            if _fixedAddress(plan)
+        }
+        for plan in self.metricsPlans:
+            if not _fixedAddress(plan):
+                continue
+            if plan.where in seen:
+                raise usage.UsageError(
+                    f"--metrics {plan.description!r} and {seen[plan.where]} both "
+                    f"listen on {plan.where}: give the metrics a port of their "
+                    "own" + self._fromFile("metrics")
+                )
+            seen[plan.where] = f"--metrics {plan.description!r}"
+        try:
+            import prometheus_client  # noqa: F401
+        except ImportError:
+            raise usage.UsageError(
+                "--metrics needs the prometheus_client package: "
+                "pip install prometheus_client"
+            ) from None
 
     def checkConfig(self) -> NoReturn:
         """
@@ -666,11 +842,30 @@ class Options(usage.Options, AuthOptionMixin):
                     f"listen {description} -> a socket from systemd (not "
                     f"checked here: {self._missingSockets[description].reason})"
                 )
+        lines.extend(self._describeMetrics())
         lines.extend(self._describeOutgoing())
+        lines.extend(self._describeAccessLog())
         source = f" ({self['config']})" if self["config"] is not None else ""
         lines.append(f"connectproxy {__version__}: configuration OK{source}")
         sys.stdout.write("\n".join(lines) + "\n")
         raise SystemExit(0)
+
+    def _describeMetrics(self) -> list[str]:
+        """
+        The C{--check-config} lines of the metrics listeners.
+        """
+        plans = {plan.description: plan for plan in self.metricsPlans}
+        lines = []
+        for description in self["metrics"]:
+            plan = plans.get(description)
+            if plan is None:
+                missing = self._missingMetricsSockets[description]
+                where = f"a socket from systemd (not checked here: {missing.reason})"
+            else:
+                scheme = "https" if plan.tls else "http"
+                where = f"{plan.where} ({scheme}: /metrics, /healthz)"
+            lines.append(f"metrics {description} -> {where}")
+        return lines
 
     def _describeOutgoing(self) -> list[str]:
         """
@@ -692,6 +887,25 @@ class Options(usage.Options, AuthOptionMixin):
                 lines.append(f"outgoing address {address}")
         return lines
 
+    def _describeAccessLog(self) -> list[str]:
+        """
+        The C{--check-config} line of the access-log file.
+
+        @raise usage.UsageError: When the file could not be written.
+        """
+        path = self["access-log"]
+        if path is None:
+            return []
+        where = "standard output" if path == "-" else os.path.abspath(path)
+        if path != "-":
+            target = path if os.path.exists(path) else os.path.dirname(where)
+            if not os.access(target, os.W_OK):
+                raise usage.UsageError(
+                    f"--access-log {path}: cannot write {target}"
+                    + self._fromFile("access-log")
+                )
+        return [f"access log -> {where} ({self['access-log-format']})"]
+
     def _fromFile(self, *names: str) -> str:
         """
         Where values that failed a cross-check came from, when some came
@@ -706,7 +920,45 @@ class Options(usage.Options, AuthOptionMixin):
         try:
             return policyFactories()[name].policyFromArgument(argument)
         except ValueError as e:
-            raise usage.UsageError(f"--policy {name}: {e}") from None
+            raise usage.UsageError(f"{self._source('policy')} {name}: {e}") from None
+
+    def _source(self, name: str) -> str:
+        """
+        Where an option's value came from, for a message about it:
+        C{--name}, or C{FILE: key 'name':} when the configuration file gave
+        it.
+        """
+        if self["config"] is not None and name not in self.given:
+            return f"{self['config']}: key {name!r}:"
+        return f"--{name}"
+
+    def parseArgs(self, *args: str) -> None:
+        """
+        The proxy takes options only.
+
+        @raise usage.UsageError: For any argument that is not an option,
+            naming it, and the option before it when it looks like a second
+            value for that option.
+        """
+        if not args:
+            return
+        unexpected = args[0]
+        before = self.argv[: len(self.argv) - len(args)]
+        option, value = _lastOption(before, self.longOpt)
+        if option is None:
+            raise usage.UsageError(
+                f"unexpected argument {unexpected!r}: the proxy takes options only"
+            )
+        if value is None:
+            raise usage.UsageError(
+                f"unexpected argument {unexpected!r} after --{option}, which "
+                "takes no value"
+            )
+        raise usage.UsageError(
+            f"unexpected argument {unexpected!r} after --{option} {value}: an "
+            "option takes one value; repeat the option for each (--"
+            f"{option} {value} --{option} {unexpected})"
+        )
 
     def configKeys(self) -> dict[str, ConfigKey]:
         """
@@ -742,6 +994,12 @@ class Options(usage.Options, AuthOptionMixin):
         Let the connector plugin check its argument now, before anything
         listens, by making a connector over a reactor that does nothing.
         """
+        if self["upstream-proxy"] is not None and self["upstream"] != "direct":
+            raise usage.UsageError(
+                "--upstream-proxy and --upstream both say how targets are "
+                "reached: give one of them"
+                + self._fromFile("upstream-proxy", "upstream")
+            )
         reactor = MemoryReactor()
         context = ConnectorContext(
             reactor, proxySettings(self), self.rules.networks, ResolverPool(reactor)
@@ -810,12 +1068,54 @@ class Options(usage.Options, AuthOptionMixin):
         return not self.checkers()
 
 
+def _fixedAddress(plan: ListenerPlan) -> bool:
+    """
+    Whether a listener's address is known before it listens, and the same
+    every time: a TCP port other than 0, a UNIX socket path, or a socket
+    from systemd.
+    """
+    if plan.port is not None:
+        return plan.port != 0
+    return plan.path is not None or plan.fileno is not None
+
+
 # usage.Options shows handler docstrings as they are, indentation included:
 # make each one a single paragraph for --help.
 for _name in dir(Options):
     _method = getattr(Options, _name)
     if _name.startswith("opt_") and _method.__doc__:
         _method.__doc__ = " ".join(_method.__doc__.split())
+
+
+def _lastOption(
+    argv: Sequence[str], longOpt: Sequence[str]
+) -> tuple[str | None, str | None]:
+    """
+    The last option in C{argv}, as C{getopt} read it, and its value.
+
+    @param argv: Arguments, ending with an option (and its value).
+    @param longOpt: The long options, C{name=} for those taking a value.
+    @return: The option's full name (C{None} when the last argument is not
+        an option), and its value (C{None} for a flag).
+    """
+
+    def resolve(given: str) -> tuple[str, bool] | None:
+        names = [o for o in longOpt if o.rstrip("=") == given]
+        names = names or [o for o in longOpt if o.startswith(given)]
+        if len(names) != 1:
+            return None
+        return names[0].rstrip("="), names[0].endswith("=")
+
+    if argv and argv[-1].startswith("--"):
+        given, equals, value = argv[-1][2:].partition("=")
+        found = resolve(given)
+        if found is not None:
+            return found[0], (value if equals else None)
+    if len(argv) >= 2 and argv[-2].startswith("--") and "=" not in argv[-2]:
+        found = resolve(argv[-2][2:])
+        if found is not None and found[1]:
+            return found[0], argv[-1]
+    return None, None
 
 
 def _descriptorCeiling(reactor: Any) -> int | None:
@@ -844,14 +1144,22 @@ def makeService(
     @param connector: A connector to use in place of the one C{--upstream}
         names, at start and after every reload.
     @param observers: Observers to tell of refusals and tunnels in place of
-        the access log, at start and after every reload.
+        the access log, at start and after every reload (the metrics of
+        C{--metrics} are told too).
     @return: A L{MultiService} holding the listeners; its child named
         C{"reload"} has a C{reload()} method, the one named C{"descriptors"}
         raises the descriptor limit at start (only when C{reactor} is
         C{None}: in the proxy's own process), the one named C{"observers"}
-        holds the services the C{--observer} plugins added, and the one
-        named C{"notify"} tells systemd (C{$NOTIFY_SOCKET}) when the proxy
-        is ready, reloading and stopping.
+        holds the services the C{--observer} plugins added (the
+        C{--metrics} listeners, and, with
+        C{--access-log}, the one named C{"accesslog"} whose C{writer}
+        counts the lines it dropped, C{writer.droppedLines}), the one
+        named C{"shutdown"} drains when the service stops, the one named
+        C{"loglevel"} applies C{--log-level} (only in the proxy's own
+        process), and the one named C{"notify"} tells systemd
+        (C{$NOTIFY_SOCKET}) when the proxy is ready, reloading and
+        stopping.  Stopping it drains first: see
+        L{connectproxy._shutdown.ProxyService}.
     @raise usage.UsageError: When the C{--upstream} or an C{--observer}
         plugin refuses its argument.
     """
@@ -873,16 +1181,31 @@ def makeService(
     # stops after them.
     observerServices = MultiService()
     observerServices.setName("observers")
+    context = ObserverContext(reactor, factory, observerServices)
     if observers is None:
         # Made once, at start, by the --observer plugins; a reload keeps
         # them.
+        accessLog = _fileAccessLog(options, reactor, observerServices, installSignal)
+        context = ObserverContext(reactor, factory, observerServices, accessLog)
         try:
-            observers = tuple(
-                options.observers(ObserverContext(reactor, factory, observerServices))
-            )
+            observers = tuple(options.observers(context))
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
+        # twistd has no log level and shows debug events: one line per
+        # tunnel there, its tunnel_close.
+        underTwistd = isinstance(options.parent, ServerOptions)
+        for observer in observers:
+            if isinstance(observer, AccessLogObserver):
+                observer.logOpens = not underTwistd
         factory.observer = ObserverFanOut(observers)
+    metrics = None
+    if options["metrics"]:
+        # Imported here: prometheus_client only with --metrics.
+        from ._admin import addMetrics
+
+        metrics = addMetrics(options["metrics"], context)
+        factory.observer.observers.append(metrics.observer)
+        observers = (*observers, metrics.observer)
     load = reloader(options, reactor, connector=connector, observers=observers)
     # Descriptors: raised at start in the proxy's own process (never in a
     # caller's that passes its reactor), before the listeners listen.
@@ -904,12 +1227,50 @@ def makeService(
         tls = plan is not None and plan.tls
         return AcceptGuard(reactor, reserve, report, None if tls else REFUSAL)
 
-    return proxyService(
+    before: list[IService] = [limits, observerServices]
+    if installSignal:
+        # The process's log: filtered from the start to the very end.
+        levels = LogLevelService(options["log-level"], reactor)
+        levels.setName("loglevel")
+        before.insert(0, levels)
+    service = proxyService(
         reactor,
         factory,
         config,
         load,
         installSignal,
-        before=[limits, observerServices],
+        before=before,
         acceptGuard=acceptGuard,
     )
+    if metrics is not None:
+        metrics.health.listeners = proxyListeners(service)
+    return service
+
+
+def _fileAccessLog(
+    options: Options, reactor: Any, services: MultiService, installSignal: bool
+) -> FileAccessLog | None:
+    """
+    The access log of C{--access-log}, if given, with the service that runs
+    its writer (named C{"accesslog"}, added to C{services}; its C{writer}
+    counts the lines it dropped in C{droppedLines}).
+
+    @param installSignal: Whether C{SIGUSR1} re-opens the file.
+    """
+    path = options["access-log"]
+    if path is None:
+        return None
+    callFromThread = getattr(reactor, "callFromThread", _callNow)
+    writer = LineWriter(path, reactor, callFromThread)
+    service = LineWriterService(writer, callFromThread, installSignal)
+    service.setName("accesslog")
+    service.setServiceParent(services)
+    return FileAccessLog(writer, FORMATS[options["access-log-format"]], reactor)
+
+
+def _callNow(function: Any, *args: Any) -> None:
+    """
+    Call at once: what a reactor without threads (a test's) does for
+    C{callFromThread}.
+    """
+    function(*args)

@@ -1,9 +1,10 @@
 # -*- test-case-name: tests.test_admission -*-
 """
 Protocol and unit tests for the access checks of L{connectproxy._admission}:
-client addresses, C{Proxy-Authorization: Basic} (with the keep-alive 407
-challenge and the failed-login limiter), port and host rules, plugin
-policies, their order and deadlines, and reloading the checks.
+client addresses (also behind a PROXY-protocol listener), port and host
+rules, plugin policies with their order and deadlines, and the gatekeeper
+on its own.  Authentication through the proxy is tested in
+tests/test_authentication.py, reloading the checks in tests/test_assembly.py.
 
 Everything runs on a L{MemoryReactorClock} with fake transports, a fake
 upstream connector and synchronous (or hand-fired) credential checkers.
@@ -11,343 +12,117 @@ upstream connector and synchronous (or hand-fired) credential checkers.
 
 from __future__ import annotations
 
-import base64
-import dataclasses
-import gc
-import hashlib
-import sys
-from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import pytest
 from twisted.cred.checkers import (
     ICredentialsChecker,
     InMemoryUsernamePasswordDatabaseDontUse,
 )
-from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import IRealm
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
-from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import ConnectionLost
-from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogEvent
-from twisted.python.failure import Failure
-from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from connectproxy import (
-    AccessRequest,
-    ConnectProxyFactory,
-    ProxyConfig,
     ProxySettings,
     Refusal,
     UpstreamRequest,
 )
-from connectproxy._admission import Gatekeeper, Refused, clientHostPort, userPortal
-from connectproxy._auth import FailureLimiter, HtpasswdChecker
-from connectproxy._policy import (
-    AccessRules,
-    ClientRules,
-    HostRules,
-    NetworkRules,
-    PortRules,
-)
-from connectproxy._upstream import DirectConnector, ForbiddenDestination
+from connectproxy._admission import Gatekeeper, Refused, userPortal
+from connectproxy._htpasswd import HtpasswdChecker
+from connectproxy._rules import AccessRules, ClientRules, HostRules, PortRules
+from connectproxy._upstream import ForbiddenDestination
 from connectproxy.interfaces import IAccessPolicy
 from connectproxy.testing import (
     FakeClient,
     HalfCloseableStringTransport,
     ProxyHarness,
+    Response,
     accessRequest,
     checkPolicy,
+    connectHead,
+)
+from tests._helpers import (
+    ESTABLISHED,
+    FOREIGN,
+    GOOD,
+    CountingChecker,
+    LaterPolicy,
+    PendingChecker,
+    RaisingChecker,
+    RaisingPolicy,
+    StaticPolicy,
+    authHarness,
+    basic,
+    failed,
+    failuresLogged,
+    makeHarness,
+    rulesWith,
+    succeeded,
 )
 
-ESTABLISHED = b"HTTP/1.1 200 Connection established\r\n\r\n"
-FOREIGN = IPv4Address("TCP", "192.0.2.10", 5000)
-GOOD = b"alice:secret"
-
-
-# Helpers: requests, responses, checkers, policies and harnesses.
-
-
-def connectHead(
-    target: str = "example.com:443", *fields: str, version: str = "1.1"
-) -> bytes:
-    """
-    A complete CONNECT request head for C{target} with a C{Host} field and
-    C{fields}, encoded as ISO-8859-1 so that any byte can be sent.
-    """
-    lines = [f"CONNECT {target} HTTP/{version}", f"Host: {target}", *fields]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("iso-8859-1")
-
-
-def basic(credentials: bytes, scheme: str = "Basic") -> str:
-    """
-    A C{Proxy-Authorization} field carrying C{credentials} in base64.
-    """
-    token = base64.b64encode(credentials).decode("ascii")
-    return f"Proxy-Authorization: {scheme} {token}"
-
-
-@dataclasses.dataclass
-class Response:
-    """
-    One response the proxy wrote.
-    """
-
-    status: int
-    headers: list[tuple[str, str]]
-    body: bytes
-
-    def header(self, name: str) -> str | None:
-        """
-        The value of the first field called C{name} (any case), or C{None}.
-        """
-        for key, value in self.headers:
-            if key.lower() == name.lower():
-                return value
-        return None
+# Other test modules import these helpers from here; they live in
+# tests._helpers and connectproxy.testing.
+__all__ = [
+    "FOREIGN",
+    "GOOD",
+    "LaterPolicy",
+    "PendingChecker",
+    "RaisingPolicy",
+    "StaticPolicy",
+    "basic",
+    "connectHead",
+    "makeHarness",
+    "onlyResponse",
+    "responses",
+    "rulesWith",
+]
 
 
 def responses(client: FakeClient) -> list[Response]:
     """
-    Every response the proxy wrote to C{client}, in order; parsing stops at
-    a 200, after which the bytes belong to the tunnel.
+    Every response the proxy wrote to C{client}: L{FakeClient.responses}.
     """
-    data = client.transport.value()
-    found = []
-    while data:
-        head, separator, rest = data.partition(b"\r\n\r\n")
-        assert separator, f"incomplete response head {data!r}"
-        statusLine, *lines = head.decode("utf-8").split("\r\n")
-        fields = [(n, v) for n, _, v in (line.partition(": ") for line in lines)]
-        length = int(dict((n.lower(), v) for n, v in fields).get("content-length", 0))
-        response = Response(int(statusLine.split(" ", 2)[1]), fields, rest[:length])
-        found.append(response)
-        if response.status == 200:
-            break
-        data = rest[length:]
-    return found
+    return client.responses()
 
 
 def onlyResponse(client: FakeClient) -> Response:
     """
-    The one response the proxy wrote to C{client}.
+    The one response the proxy wrote to C{client}: L{FakeClient.response}.
     """
-    [response] = responses(client)
-    return response
-
-
-def failuresLogged(events: list[LogEvent]) -> list[LogEvent]:
-    """
-    The events among C{events} that carry a failure.
-    """
-    return [event for event in events if "log_failure" in event]
-
-
-@implementer(ICredentialsChecker)
-class CountingChecker:
-    """
-    An in-memory, synchronous checker that keeps the user names it was
-    asked about.
-
-    @ivar asked: The user names (bytes) of every check, in order.
-    """
-
-    credentialInterfaces = (IUsernamePassword,)
-
-    def __init__(self, users: dict[bytes, bytes]) -> None:
-        self._database = InMemoryUsernamePasswordDatabaseDontUse()
-        for name, password in users.items():
-            self._database.addUser(name, password)
-        self.asked: list[bytes] = []
-
-    def requestAvatarId(self, credentials: Any) -> Deferred[bytes | tuple[()]]:
-        self.asked.append(credentials.username)
-        result: Deferred[bytes | tuple[()]] = self._database.requestAvatarId(
-            credentials
-        )
-        return result
-
-
-@implementer(ICredentialsChecker)
-class PendingChecker:
-    """
-    A checker whose answers the test gives by firing the Deferreds in
-    C{pending}.
-
-    @ivar cancelled: How many checks were cancelled.
-    """
-
-    credentialInterfaces = (IUsernamePassword,)
-
-    def __init__(self) -> None:
-        self.pending: list[Deferred[bytes | tuple[()]]] = []
-        self.cancelled = 0
-
-    def requestAvatarId(self, credentials: Any) -> Deferred[bytes | tuple[()]]:
-        d: Deferred[bytes | tuple[()]] = Deferred(self._cancel)
-        self.pending.append(d)
-        return d
-
-    def _cancel(self, d: Deferred[bytes | tuple[()]]) -> None:
-        self.cancelled += 1
-
-
-@implementer(ICredentialsChecker)
-class RaisingChecker:
-    """
-    A broken checker: it raises something other than L{UnauthorizedLogin}.
-    """
-
-    credentialInterfaces = (IUsernamePassword,)
-
-    def requestAvatarId(self, credentials: Any) -> Deferred[bytes | tuple[()]]:
-        raise RuntimeError("checker bug")
-
-
-@implementer(IAccessPolicy)
-class StaticPolicy:
-    """
-    A policy that answers every request the same way, at once.
-
-    @ivar seen: Every request it was asked about.
-    """
-
-    def __init__(self, answer: Refusal | None = None) -> None:
-        self.answer = answer
-        self.seen: list[AccessRequest] = []
-
-    def checkAccess(
-        self, access: AccessRequest
-    ) -> Refusal | Deferred[Refusal | None] | None:
-        self.seen.append(access)
-        return self.answer
-
-
-@implementer(IAccessPolicy)
-class LaterPolicy:
-    """
-    A policy that answers with a Deferred the test fires.
-
-    @ivar pending: The Deferreds handed out, in order.
-    @ivar cancelled: How many of them were cancelled.
-    """
-
-    def __init__(self) -> None:
-        self.seen: list[AccessRequest] = []
-        self.pending: list[Deferred[Refusal | None]] = []
-        self.cancelled = 0
-
-    def checkAccess(
-        self, access: AccessRequest
-    ) -> Refusal | Deferred[Refusal | None] | None:
-        self.seen.append(access)
-        d: Deferred[Refusal | None] = Deferred(self._cancel)
-        self.pending.append(d)
-        return d
-
-    def _cancel(self, d: Deferred[Refusal | None]) -> None:
-        self.cancelled += 1
-
-
-@implementer(IAccessPolicy)
-class RaisingPolicy:
-    """
-    A broken policy.
-    """
-
-    def checkAccess(
-        self, access: AccessRequest
-    ) -> Refusal | Deferred[Refusal | None] | None:
-        raise RuntimeError("policy bug")
-
-
-def makeHarness(
-    rules: AccessRules | None = None,
-    policies: Sequence[IAccessPolicy] = (),
-    checker: object = None,
-    realm: str = "connectproxy",
-    maxFailures: int = 3,
-    blockFor: float = 60.0,
-    settings: ProxySettings | None = None,
-) -> ProxyHarness:
-    """
-    A harness whose gatekeeper has C{rules} (the defaults when C{None}),
-    C{policies} and, when a C{checker} is given, authentication with a
-    failure limiter on the harness clock.
-    """
-    harness = ProxyHarness(settings)
-    harness.factory.gatekeeper = Gatekeeper(
-        rules if rules is not None else AccessRules.defaults(),
-        policies,
-        None if checker is None else userPortal([checker]),
-        realm,
-        FailureLimiter(harness.clock, maxFailures, blockFor=blockFor),
-    )
-    return harness
-
-
-def authHarness(**kwargs: Any) -> tuple[ProxyHarness, CountingChecker]:
-    """
-    A harness requiring authentication, with users C{alice} (password
-    C{secret}) and C{zoë} (password C{pässword}).
-    """
-    checker = CountingChecker(
-        {b"alice": b"secret", "zoë".encode(): "pässword".encode()}
-    )
-    return makeHarness(checker=checker, **kwargs), checker
-
-
-def rulesWith(**changes: Any) -> AccessRules:
-    """
-    The default rules with some parts replaced.
-    """
-    return dataclasses.replace(AccessRules.defaults(), **changes)
-
-
-def succeeded(d: Deferred[Any]) -> Any:
-    """
-    The result of a Deferred that has fired successfully.
-    """
-    outcome: list[Any] = []
-    d.addBoth(outcome.append)
-    [result] = outcome
-    assert not isinstance(result, Failure), result
-    return result
-
-
-def failed(d: Deferred[Any]) -> BaseException:
-    """
-    The exception of a Deferred that has failed.
-    """
-    outcome: list[Any] = []
-    d.addBoth(outcome.append)
-    [result] = outcome
-    assert isinstance(result, Failure), result
-    assert result.value is not None
-    return result.value
+    return client.response()
 
 
 # Client rules.
 
 
 @pytest.mark.parametrize(
-    "data",
-    [connectHead(), b"CONNECT exa", b"\x16\x03\x01\x02\x00"],
-    ids=["complete", "incomplete", "tls"],
+    "data, method, target",
+    [
+        (connectHead(), "CONNECT", "example.com:443"),
+        (b"CONNECT example.com:443 HTTP/1.1\r\n", "CONNECT", "example.com:443"),
+        (b"CONNECT exa", "", ""),
+        (b"\x16\x03\x01\x02\x00", "", ""),
+    ],
+    ids=["complete", "request-line", "incomplete", "tls"],
 )
-def test_foreignClientRefusedAtFirstBytes(data: bytes) -> None:
+def test_foreignClientRefusedAtFirstBytes(
+    data: bytes, method: str, target: str
+) -> None:
     """
     A client outside the allowed networks gets 403 at its first bytes,
-    whatever they are, with one refusal record and no upstream attempt.
+    whatever they are, with one refusal record and no upstream attempt; the
+    record names the method and target when the first bytes hold a whole
+    request line.
     """
     harness = ProxyHarness()
     client = harness.connectClient(FOREIGN)
     client.send(data)
-    response = onlyResponse(client)
+    response = client.response()
     assert response.status == 403
     assert response.body == (
         b"403 Forbidden: client 192.0.2.10 is not allowed (see --allow-client)\n"
@@ -358,7 +133,7 @@ def test_foreignClientRefusedAtFirstBytes(data: bytes) -> None:
     [refused] = harness.observer.refused
     assert (refused.client, refused.status) == ("192.0.2.10:5000", 403)
     assert refused.reason == "client 192.0.2.10 is not allowed (see --allow-client)"
-    assert (refused.method, refused.target) == ("", "")
+    assert (refused.method, refused.target) == (method, target)
 
 
 def test_foreignClientNotAnsweredBeforeItSends() -> None:
@@ -437,543 +212,6 @@ def test_unixClientAllowed() -> None:
     assert record.client == "unix:/run/connectproxy.sock"
 
 
-# Authentication: the challenge and retries on the same connection.
-
-
-def test_missingCredentialsChallenged() -> None:
-    """
-    A request without credentials gets a 407 with a Basic challenge, keeps
-    its connection open, and never reaches the checker.
-    """
-    harness, checker = authHarness(realm="Corp proxy")
-    client = harness.connectClient()
-    client.send(connectHead())
-    response = onlyResponse(client)
-    assert response.status == 407
-    assert response.header("Proxy-Authenticate") == (
-        'Basic realm="Corp proxy", charset="UTF-8"'
-    )
-    assert response.header("Connection") is None
-    assert response.body == b"407 Proxy Authentication Required: " + (
-        b"proxy authentication required\n"
-    )
-    assert not client.transport.disconnecting
-    assert checker.asked == []
-    assert harness.connector.attempts == []
-    [refused] = harness.observer.refused
-    assert (refused.status, refused.user) == (407, None)
-
-
-def test_realmQuoted() -> None:
-    """
-    Quotes and backslashes in the realm are escaped in the challenge.
-    """
-    harness, _ = authHarness(realm='say "hi" \\ bye')
-    client = harness.connectClient()
-    client.send(connectHead())
-    assert onlyResponse(client).header("Proxy-Authenticate") == (
-        'Basic realm="say \\"hi\\" \\\\ bye", charset="UTF-8"'
-    )
-
-
-def test_retryOnSameConnection() -> None:
-    """
-    After a 407 the client retries on the same connection with credentials
-    and gets its tunnel; the tunnel record names the user.
-    """
-    harness, checker = authHarness()
-    client = harness.connectClient()
-    client.send(connectHead())
-    client.send(connectHead("example.com:443", basic(GOOD)))
-    assert checker.asked == [b"alice"]
-    attempt = harness.connector.attempts[0]
-    upstream = attempt.succeed()
-    first, second = responses(client)
-    assert (first.status, second.status) == (407, 200)
-    assert client.transport.value().endswith(ESTABLISHED)
-    client.send(b"ping")
-    assert upstream.value() == b"ping"
-    [opened] = harness.observer.opened
-    assert opened.user == "alice"
-    assert client.protocol.user == "alice"
-    attempt.loseUpstream()
-    client.lose()
-    [closed] = harness.observer.closed
-    assert closed.user == "alice"
-
-
-@pytest.mark.parametrize(
-    "credentials, asked",
-    [(b"alice:hunter2", b"alice"), (b"mallory:secret", b"mallory")],
-    ids=["wrong password", "unknown user"],
-)
-def test_wrongCredentialsChallenged(
-    credentials: bytes, asked: bytes, logEvents: list[LogEvent]
-) -> None:
-    """
-    A wrong password or an unknown user gets a 407 that keeps the
-    connection open; the refusal record has no user, the log names the
-    attempted one and never the password.
-    """
-    harness, checker = authHarness()
-    client = harness.connectClient()
-    client.send(connectHead("example.com:443", basic(credentials)))
-    response = onlyResponse(client)
-    assert response.status == 407
-    assert response.header("Proxy-Authenticate") is not None
-    assert response.header("Connection") is None
-    assert not client.transport.disconnecting
-    assert checker.asked == [asked]
-    [refused] = harness.observer.refused
-    assert refused.user is None
-    [failure] = [e for e in logEvents if e.get("event") == "auth_failed"]
-    assert failure["user"] == asked.decode()
-    assert failure["client"] == "127.0.0.1"
-    password = credentials.split(b":")[1].decode()
-    assert not any(password in repr(event) for event in logEvents)
-
-
-@pytest.mark.parametrize(
-    "field",
-    [
-        "Proxy-Authorization: Basic !!!!",
-        "Proxy-Authorization: Basic YWxpY2U6c2VjcmV0eA",  # missing padding
-        "Proxy-Authorization: Basic YWxpY2U6c2VjcmV0PQ",
-        basic(b"alice"),
-        basic(b":secret"),
-        basic(b"\xff\xfe:secret"),
-        basic(b"al\x01ice:secret"),
-        "Proxy-Authorization: Bearer x",
-        "Proxy-Authorization: Basic",
-        "Proxy-Authorization: Basic ",
-        "Proxy-Authorization: ",
-        "Proxy-Authorization: Basic \xe9\xe9\xe9\xe9",
-        "Proxy-Authorization: Digest username=alice",
-    ],
-)
-def test_malformedCredentialsChallenged(field: str, logEvents: list[LogEvent]) -> None:
-    """
-    Malformed credentials of every kind get a keep-alive 407, never reach
-    the checker, and never crash.
-    """
-    harness, checker = authHarness()
-    client = harness.connectClient()
-    client.send(connectHead("example.com:443", field))
-    response = onlyResponse(client)
-    assert response.status == 407
-    assert response.header("Proxy-Authenticate") is not None
-    assert not client.transport.disconnecting
-    assert checker.asked == []
-    assert failuresLogged(logEvents) == []
-
-
-@pytest.mark.parametrize("scheme", ["Basic", "basic", "BASIC", "bAsIc"])
-def test_schemeCaseInsensitive(scheme: str) -> None:
-    """
-    The C{Basic} scheme name is matched in any case.
-    """
-    harness, checker = authHarness()
-    client = harness.connectClient()
-    client.send(connectHead("example.com:443", basic(GOOD, scheme)))
-    assert checker.asked == [b"alice"]
-    assert len(harness.connector.attempts) == 1
-    assert client.transport.value() == b""
-
-
-def test_passwordWithColons() -> None:
-    """
-    Only the first colon separates the user name; the password may contain
-    more.
-    """
-    checker = CountingChecker({b"bob": b"a:b::c"})
-    harness = makeHarness(checker=checker)
-    client = harness.connectClient()
-    client.send(connectHead("example.com:443", basic(b"bob:a:b::c")))
-    assert checker.asked == [b"bob"]
-    harness.connector.attempts[0].succeed()
-    assert client.protocol.user == "bob"
-
-
-def test_utf8UserName() -> None:
-    """
-    User names and passwords are UTF-8; the user name reaches the checker
-    as UTF-8 bytes and the records as text.
-    """
-    harness, checker = authHarness()
-    client = harness.connectClient()
-    client.send(connectHead("example.com:443", basic("zoë:pässword".encode())))
-    assert checker.asked == ["zoë".encode()]
-    harness.connector.attempts[0].succeed()
-    [opened] = harness.observer.opened
-    assert opened.user == "zoë"
-
-
-@pytest.mark.parametrize(
-    "version, fields",
-    [
-        ("1.0", ()),
-        ("1.1", ("Connection: close",)),
-        ("1.1", ("Proxy-Connection: Close",)),
-        ("1.1", ("Connection: keep-alive, close",)),
-        ("1.0", ("Proxy-Connection: keep-alive", "Connection: close")),
-    ],
-)
-def test_challengeClosesWithoutKeepAlive(version: str, fields: tuple[str, ...]) -> None:
-    """
-    A client that did not ask to keep its connection gets the 407 with its
-    challenge and C{Connection: close}, and is closed.
-    """
-    harness, _ = authHarness()
-    client = harness.connectClient()
-    client.send(connectHead("example.com:443", *fields, version=version))
-    response = onlyResponse(client)
-    assert response.status == 407
-    assert response.header("Proxy-Authenticate") is not None
-    assert response.header("Connection") == "close"
-    assert client.transport.disconnecting
-    client.send(connectHead("example.com:443", basic(GOOD)))
-    assert harness.connector.attempts == []
-
-
-@pytest.mark.parametrize(
-    "field", ["Connection: keep-alive", "Proxy-Connection: Keep-Alive"]
-)
-def test_challengeKeepsHTTP10KeepAlive(field: str) -> None:
-    """
-    An HTTP/1.0 client that asked for keep-alive keeps its connection after
-    a 407 and may retry on it.
-    """
-    harness, _ = authHarness()
-    client = harness.connectClient()
-    client.send(connectHead("example.com:443", field, version="1.0"))
-    assert onlyResponse(client).header("Connection") is None
-    assert not client.transport.disconnecting
-    client.send(connectHead("example.com:443", basic(GOOD), version="1.0"))
-    assert len(harness.connector.attempts) == 1
-
-
-@pytest.mark.parametrize("split", [False, True])
-def test_pipelinedRetryAfterChallenge(split: bool) -> None:
-    """
-    A retry sent along with the challenged head is parsed as the next
-    request, and the bytes after it reach the upstream, whether everything
-    arrives in one chunk or a byte at a time.
-    """
-    harness, checker = authHarness()
-    client = harness.connectClient()
-    data = connectHead() + connectHead("example.com:443", basic(GOOD)) + b"\x16hi"
-    if split:
-        for i in range(len(data)):
-            client.send(data[i : i + 1])
-    else:
-        client.send(data)
-    assert checker.asked == [b"alice"]
-    upstream = harness.connector.attempts[0].succeed()
-    assert [r.status for r in responses(client)] == [407, 200]
-    assert upstream.value() == b"\x16hi"
-
-
-def test_pipelinedGarbageAfterChallenge() -> None:
-    """
-    Bytes after a challenged head that are not a request get the error the
-    parser gives them.
-    """
-    harness, _ = authHarness()
-    client = harness.connectClient()
-    client.send(connectHead() + b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
-    assert [r.status for r in responses(client)] == [407, 405]
-    assert client.transport.disconnecting
-
-
-def test_manyPipelinedChallenges(
-    logEvents: list[LogEvent], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """
-    Many credential-less requests pipelined in one read (23 kB) are each
-    answered, or the connection is closed, without an error.
-    """
-    # What the bug leaves behind (Deferreds failed with RecursionError) is
-    # collected here, so that it cannot break whichever test runs next.
-    unraisable: list[object] = []
-    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
-    harness, _ = authHarness()
-    client = harness.connectClient()
-    try:
-        client.send(connectHead() * 400)
-        harness.clock.advance(60)
-        answered = len(responses(client))
-        closed = client.transport.disconnecting
-    finally:
-        del harness, client
-        gc.collect()
-    assert failuresLogged(logEvents) == []
-    assert unraisable == []
-    assert answered == 400 or closed
-
-
-def test_challengeRearmsRequestTimeout() -> None:
-    """
-    After a 407 the client has the request timeout to send its retry.
-    """
-    harness, _ = authHarness(settings=ProxySettings(requestTimeout=5))
-    client = harness.connectClient()
-    client.send(connectHead())
-    harness.clock.advance(4.9)
-    assert not client.transport.disconnecting
-    harness.clock.advance(0.1)
-    assert [r.status for r in responses(client)] == [407, 408]
-    assert client.transport.disconnecting
-
-
-def test_challengeResumesPausedClient() -> None:
-    """
-    A client paused for sending too much while its credentials were checked
-    is resumed by the 407, and what it sent is parsed as its retry.
-    """
-    checker = PendingChecker()
-    settings = ProxySettings(maxRequestLine=100, maxHeadSize=200)
-    harness = makeHarness(checker=checker, settings=settings)
-    client = harness.connectClient()
-    client.send(connectHead("example.com:443", basic(b"alice:wrong")))
-    client.send(connectHead("example.com:443", basic(GOOD)))
-    client.send(b"x" * 150)
-    assert client.transport.producerState == "paused"
-    checker.pending[0].errback(UnauthorizedLogin())
-    assert client.transport.producerState == "producing"
-    checker.pending[1].callback(b"alice")
-    upstream = harness.connector.attempts[0].succeed()
-    assert [r.status for r in responses(client)] == [407, 200]
-    assert upstream.value() == b"x" * 150
-
-
-# Authentication: the failed-login limiter and broken checkers.
-
-
-def test_repeatedFailuresBlocked() -> None:
-    """
-    After C{maxFailures} failed logins from one address its next request
-    gets 429 with C{Retry-After} and C{Connection: close}, without asking
-    the checker, on this connection and on new ones.
-    """
-    harness, checker = authHarness(maxFailures=3, blockFor=60)
-    client = harness.connectClient()
-    for _ in range(3):
-        client.send(connectHead("example.com:443", basic(b"alice:wrong")))
-    client.send(connectHead("example.com:443", basic(GOOD)))
-    assert [r.status for r in responses(client)] == [407, 407, 407, 429]
-    blocked = responses(client)[-1]
-    assert blocked.header("Retry-After") == "60"
-    assert blocked.header("Connection") == "close"
-    assert blocked.header("Proxy-Authenticate") is None
-    assert client.transport.disconnecting
-    assert len(checker.asked) == 3
-    again = harness.connectClient()
-    again.send(connectHead("example.com:443", basic(GOOD)))
-    assert onlyResponse(again).status == 429
-    assert len(checker.asked) == 3
-    assert harness.connector.attempts == []
-    assert harness.observer.refused[-1].status == 429
-
-
-def test_blockIsPerAddress() -> None:
-    """
-    A blocked address does not block the others.
-    """
-    harness, _ = authHarness(maxFailures=1)
-    client = harness.connectClient()
-    client.send(connectHead("example.com:443", basic(b"alice:wrong")))
-    other = harness.connectClient(IPv6Address("TCP", "::1", 5000))
-    other.send(connectHead("example.com:443", basic(GOOD)))
-    assert len(harness.connector.attempts) == 1
-
-
-def test_blockExpires() -> None:
-    """
-    C{Retry-After} counts down, and after C{blockFor} seconds the address
-    may log in again.
-    """
-    harness, checker = authHarness(maxFailures=2, blockFor=60)
-    client = harness.connectClient()
-    client.send(connectHead("example.com:443", basic(b"alice:wrong")) * 2)
-    harness.clock.advance(30.5)
-    client = harness.connectClient()
-    client.send(connectHead("example.com:443", basic(GOOD)))
-    assert onlyResponse(client).header("Retry-After") == "30"
-    harness.clock.advance(29.4)
-    client = harness.connectClient()
-    client.send(connectHead("example.com:443", basic(GOOD)))
-    assert onlyResponse(client).header("Retry-After") == "1"
-    harness.clock.advance(0.1)
-    client = harness.connectClient()
-    client.send(connectHead("example.com:443", basic(GOOD)))
-    assert checker.asked[-1] == b"alice"
-    assert len(harness.connector.attempts) == 1
-
-
-def test_successKeepsFailures() -> None:
-    """
-    A successful login does not forget the address's earlier failures: one
-    valid password must not make guessing other passwords free.
-    """
-    harness, _ = authHarness(maxFailures=3)
-    client = harness.connectClient()
-    client.send(connectHead("example.com:443", basic(b"alice:wrong")) * 2)
-    client.send(connectHead("example.com:443", basic(GOOD)))
-    assert len(harness.connector.attempts) == 1
-    client = harness.connectClient()
-    client.send(connectHead("example.com:443", basic(b"alice:wrong")))
-    client.send(connectHead("example.com:443", basic(GOOD)))
-    assert [r.status for r in responses(client)] == [407, 429]
-    assert len(harness.connector.attempts) == 1
-
-
-def test_malformedCredentialsCount() -> None:
-    """
-    Malformed credentials count as failed logins; missing ones do not.
-    """
-    harness, _ = authHarness(maxFailures=2)
-    client = harness.connectClient()
-    client.send(connectHead() * 5)
-    assert [r.status for r in responses(client)] == [407] * 5
-    client.send(connectHead("example.com:443", "Proxy-Authorization: Basic !") * 3)
-    assert [r.status for r in responses(client)][5:] == [407, 407, 429]
-
-
-def test_checkerErrorIs500(logEvents: list[LogEvent]) -> None:
-    """
-    A checker that fails with something other than a login failure gives a
-    logged 500 and a closed connection, not a 407.
-    """
-    harness = makeHarness(checker=RaisingChecker())
-    client = harness.connectClient()
-    client.send(connectHead("example.com:443", basic(GOOD)))
-    response = onlyResponse(client)
-    assert response.status == 500
-    assert response.header("Proxy-Authenticate") is None
-    assert client.transport.disconnecting
-    [failure] = failuresLogged(logEvents)
-    assert failure["log_failure"].check(RuntimeError)
-
-
-def test_pendingLoginTimesOut() -> None:
-    """
-    A checker that does not answer within the connect deadline is cancelled
-    and the client gets 503.
-    """
-    checker = PendingChecker()
-    harness = makeHarness(checker=checker, settings=ProxySettings(connectTimeout=4))
-    client = harness.connectClient()
-    client.send(connectHead("example.com:443", basic(GOOD)))
-    harness.clock.advance(3.9)
-    assert client.transport.value() == b""
-    harness.clock.advance(0.1)
-    assert checker.cancelled == 1
-    assert onlyResponse(client).status == 503
-    assert client.transport.disconnecting
-    assert harness.connector.attempts == []
-
-
-def test_checkerCancelledErrorAnswered() -> None:
-    """
-    A checker that fails with L{CancelledError} of its own accord (its
-    backend call was cancelled) still gets the client an answer and a close.
-    """
-    checker = PendingChecker()
-    harness = makeHarness(checker=checker)
-    client = harness.connectClient()
-    client.send(connectHead("example.com:443", basic(GOOD)))
-    checker.pending[0].errback(CancelledError())
-    harness.clock.advance(100)
-    assert client.transport.disconnecting
-    assert len(responses(client)) == 1
-
-
-@pytest.fixture
-def htpasswd(tmp_path: Path) -> str:
-    """
-    An htpasswd file with the user C{alice}, password C{secret}.
-    """
-    digest = base64.b64encode(hashlib.sha1(b"secret").digest()).decode()
-    path = tmp_path / "htpasswd"
-    path.write_text(f"alice:{{SHA}}{digest}\n")
-    return str(path)
-
-
-def test_htpasswdCheckerThroughProxy(htpasswd: str) -> None:
-    """
-    The built-in htpasswd checker (verifying at once instead of in a thread)
-    admits the right password and challenges a wrong one.
-    """
-
-    def runInThread(verification: Callable[[], bool]) -> Deferred[bool]:
-        return succeed(verification())
-
-    clock = MemoryReactorClock()
-    checker = HtpasswdChecker(htpasswd, clock=clock, runInThread=runInThread)
-    harness = makeHarness(checker=checker)
-    client = harness.connectClient()
-    client.send(connectHead("example.com:443", basic(b"alice:wrong")))
-    client.send(connectHead("example.com:443", basic(GOOD)))
-    harness.connector.attempts[0].succeed()
-    assert [r.status for r in responses(client)] == [407, 200]
-    assert harness.observer.opened[0].user == "alice"
-
-
-@pytest.mark.parametrize("how", ["client left", "deadline"])
-def test_abandonedLoginNotAFailure(
-    how: str, htpasswd: str, logEvents: list[LogEvent]
-) -> None:
-    """
-    A password check abandoned by the proxy (client gone, deadline) is not a
-    failed login: the same client then logs in with the right password.
-    """
-    verifications: list[Deferred[bool]] = []
-
-    def runInThread(verification: Callable[[], bool]) -> Deferred[bool]:
-        verifications.append(Deferred())
-        return verifications[-1]
-
-    clock = MemoryReactorClock()
-    checker = HtpasswdChecker(htpasswd, clock=clock, runInThread=runInThread)
-    harness = makeHarness(checker=checker, maxFailures=1)
-    client = harness.connectClient()
-    client.send(connectHead("example.com:443", basic(GOOD)))
-    if how == "deadline":
-        harness.clock.advance(10)
-    else:
-        client.lose(ConnectionLost())
-    client = harness.connectClient()
-    client.send(connectHead("example.com:443", basic(GOOD)))
-    assert client.transport.value() == b""
-    # The abandoned check still holds its thread until it really ends.
-    verifications[0].callback(True)
-    verifications[-1].callback(True)
-    assert len(verifications) == 2
-    assert len(harness.connector.attempts) == 1
-    events = [e.get("event") for e in logEvents]
-    assert "auth_failed" not in events
-    assert "auth_verify_error" not in events
-
-
-def test_clientLeavesDuringLogin() -> None:
-    """
-    A client that leaves while its credentials are checked cancels the
-    check; nothing is written or left scheduled, and the request is
-    reported as abandoned.
-    """
-    checker = PendingChecker()
-    harness = makeHarness(checker=checker)
-    client = harness.connectClient()
-    client.send(connectHead("example.com:443", basic(GOOD)))
-    client.lose(ConnectionLost())
-    assert checker.cancelled == 1
-    assert client.transport.value() == b""
-    [refused] = harness.observer.refused
-    assert (refused.status, refused.outcome) == (0, "abandoned")
-    assert refused.reason == "the client went away while its access was checked"
-    assert harness.clock.getDelayedCalls() == []
-
-
 # Port and host rules.
 
 
@@ -986,7 +224,7 @@ def test_defaultPortOnly443(port: int) -> None:
     harness = ProxyHarness()
     client = harness.connectClient()
     client.send(connectHead(f"example.com:{port}"))
-    response = onlyResponse(client)
+    response = client.response()
     reason = f"port {port} is not allowed (see --allow-port)"
     assert response.status == 403
     assert response.body == f"403 Forbidden: {reason}\n".encode()
@@ -1056,7 +294,7 @@ def test_hostDenyPatterns(target: str, reason: str | None) -> None:
     if reason is None:
         assert len(harness.connector.attempts) == 1
         return
-    response = onlyResponse(client)
+    response = client.response()
     assert response.status == 403
     assert response.body == f"403 Forbidden: {reason}\n".encode()
     assert harness.observer.refused[0].reason == reason
@@ -1085,7 +323,7 @@ def test_hostAllowPatterns(host: str, allowed: bool) -> None:
     client.send(connectHead(f"{host}:443"))
     assert len(harness.connector.attempts) == (1 if allowed else 0)
     if not allowed:
-        response = onlyResponse(client)
+        response = client.response()
         assert response.status == 403
         assert response.body == (
             f"403 Forbidden: host {host} matches no --allow-host pattern\n".encode()
@@ -1102,7 +340,7 @@ def test_mappedAddressDeniedLikeIPv4() -> None:
     client = harness.connectClient()
     client.send(connectHead("[::ffff:93.184.216.34]:443"))
     assert harness.connector.attempts == []
-    response = onlyResponse(client)
+    response = client.response()
     assert response.status == 403
     assert response.body == (
         b"403 Forbidden: host 93.184.216.34 is denied by --deny-host 93.184.216.34\n"
@@ -1117,7 +355,7 @@ def test_unnormalisableHostIs400(host: str) -> None:
     harness = ProxyHarness()
     client = harness.connectClient()
     client.send(connectHead(f"{host}:443"))
-    response = onlyResponse(client)
+    response = client.response()
     assert response.status == 400
     assert b"invalid host name in target" in response.body
     assert harness.connector.attempts == []
@@ -1147,7 +385,7 @@ def test_policyRefuses() -> None:
     harness = makeHarness(policies=[StaticPolicy(Refusal(451, "blocked by court"))])
     client = harness.connectClient()
     client.send(connectHead())
-    response = onlyResponse(client)
+    response = client.response()
     assert response.status == 451
     assert response.body == b"451 Unavailable For Legal Reasons: blocked by court\n"
     assert response.header("Connection") == "close"
@@ -1172,42 +410,58 @@ def test_policyAnswersLater(refuse: bool) -> None:
     assert harness.connector.attempts == []
     policy.pending[0].callback(Refusal(403, "not today") if refuse else None)
     if refuse:
-        assert onlyResponse(client).status == 403
+        assert client.response().status == 403
         assert harness.connector.attempts == []
     else:
         harness.connector.attempts[0].succeed()
         assert client.transport.value() == ESTABLISHED
 
 
-def test_firstRefusalWins() -> None:
+@pytest.mark.parametrize("later", [False, True])
+def test_firstRefusalWins(later: bool) -> None:
     """
-    Policies are asked in order; the first refusal is answered and later
-    policies are not asked.
+    Policies are asked in order; the first refusal, at once or later, is
+    answered with its status and reason, and the policies after it are not
+    asked.
     """
-    first, second, third = StaticPolicy(), LaterPolicy(), StaticPolicy()
+    second: StaticPolicy | LaterPolicy
+    second = LaterPolicy() if later else StaticPolicy(Refusal(429, "quota used up"))
+    first, third = StaticPolicy(), StaticPolicy()
     harness = makeHarness(policies=[first, second, third])
     client = harness.connectClient()
     client.send(connectHead())
-    assert (len(first.seen), len(second.seen), len(third.seen)) == (1, 1, 0)
-    second.pending[0].callback(Refusal(429, "quota used up"))
-    assert onlyResponse(client).status == 429
+    assert (len(first.seen), len(second.seen)) == (1, 1)
+    if isinstance(second, LaterPolicy):
+        assert third.seen == []
+        second.pending[0].callback(Refusal(429, "quota used up"))
+    response = client.response()
+    assert response.status == 429
+    assert response.body == b"429 Too Many Requests: quota used up\n"
     assert third.seen == []
+    assert harness.connector.attempts == []
 
 
-@pytest.mark.parametrize("later", [False, True])
-def test_brokenPolicyIs500(later: bool, logEvents: list[LogEvent]) -> None:
+@pytest.mark.parametrize("how", ["raises", "fails at once", "fails later"])
+def test_brokenPolicyIs500(how: str, logEvents: list[LogEvent]) -> None:
     """
-    A policy that raises, or whose Deferred fails, gives a logged 500.
+    A policy that raises, or whose Deferred fails (at once or later), gives
+    a logged 500.
     """
-    policy: IAccessPolicy = LaterPolicy() if later else RaisingPolicy()
+    policy: IAccessPolicy
+    if how == "raises":
+        policy = RaisingPolicy()
+    elif how == "fails at once":
+        policy = StaticPolicy(fail(RuntimeError("policy bug")))
+    else:
+        policy = LaterPolicy()
     harness = makeHarness(policies=[policy])
     client = harness.connectClient()
     client.send(connectHead())
     if isinstance(policy, LaterPolicy):
         policy.pending[0].errback(RuntimeError("policy bug"))
-    response = onlyResponse(client)
+    response = client.response()
     assert response.status == 500
-    assert b"an access policy failed" in response.body
+    assert response.body == b"500 Internal Server Error: an access policy failed\n"
     [failure] = failuresLogged(logEvents)
     assert failure["log_failure"].check(RuntimeError)
     assert harness.connector.attempts == []
@@ -1226,7 +480,7 @@ def test_pendingPolicyTimesOut() -> None:
     assert client.transport.value() == b""
     harness.clock.advance(0.1)
     assert policy.cancelled == 1
-    response = onlyResponse(client)
+    response = client.response()
     assert response.status == 503
     assert response.body == (
         b"503 Service Unavailable: timed out checking access after 10 seconds "
@@ -1290,6 +544,54 @@ def test_policyReceivesAccessRequest() -> None:
     assert (access.host, access.port) == ("example.com", 8443)
     assert access.request.target == "Example.COM.:8443"
     assert access.request.getHeader("x-team") == "blue"
+    assert len(harness.connector.attempts) == 1
+
+
+def test_lateAnswerUsesTheRestOfTheDeadline() -> None:
+    """
+    The time a policy takes counts against the same deadline as the
+    upstream connect.
+    """
+    policy = LaterPolicy()
+    harness = makeHarness(policies=[policy], settings=ProxySettings(connectTimeout=3))
+    client = harness.connectClient()
+    client.send(connectHead())
+    harness.clock.advance(2)
+    policy.pending[0].callback(None)
+    [attempt] = harness.connector.attempts
+    harness.clock.advance(1)
+    assert attempt.cancelled
+    assert client.response().status == 504
+
+
+def test_answerNeitherNoneNorRefusal(logEvents: list[LogEvent]) -> None:
+    """
+    A policy answering something other than None or a Refusal (here False)
+    breaks its contract and is treated like a failed policy (500), not as
+    an approval.
+    """
+    harness = makeHarness(policies=[StaticPolicy(False)])
+    client = harness.connectClient()
+    client.send(connectHead())
+    assert harness.connector.attempts == []
+    assert client.response().status == 500
+
+
+def test_policySeesUser() -> None:
+    """
+    Behind authentication, a policy sees the user; without credentials it is
+    not asked at all.
+    """
+    policy = StaticPolicy()
+    checker = InMemoryUsernamePasswordDatabaseDontUse(alice=b"secret")
+    harness = makeHarness(policies=[policy], checker=checker)
+    anonymous = harness.connectClient()
+    anonymous.send(connectHead("example.com:443", "Connection: close"))
+    assert anonymous.response().status == 407
+    assert policy.seen == []
+    client = harness.connectClient()
+    client.send(connectHead("example.com:443", basic(GOOD)))
+    assert [access.user for access in policy.seen] == ["alice"]
 
 
 def test_policyUnauthenticatedUnixClient() -> None:
@@ -1319,23 +621,29 @@ def test_authBeforePortAndHost() -> None:
     client = harness.connectClient()
     client.send(connectHead("evil.example:80"))
     client.send(connectHead("evil.example:80", basic(b"alice:wrong")))
-    assert [r.status for r in responses(client)] == [407, 407]
+    assert [r.status for r in client.responses()] == [407, 407]
     client.send(connectHead("evil.example:80", basic(GOOD)))
-    assert [r.status for r in responses(client)] == [407, 407, 403]
-    assert b"port 80" in responses(client)[-1].body
+    assert [r.status for r in client.responses()] == [407, 407, 403]
+    assert b"port 80" in client.responses()[-1].body
     assert policy.seen == []
 
 
-def test_hostCheckedBeforePolicies() -> None:
+def test_policiesAfterBuiltInRules() -> None:
     """
-    Host rules refuse before any policy is asked.
+    A request the port or host rules refuse never reaches the policies.
     """
     policy = StaticPolicy()
-    rules = rulesWith(hosts=HostRules.fromStrings(deny=["evil.example"]))
+    rules = rulesWith(hosts=HostRules.fromStrings(deny=["bad.example"]))
     harness = makeHarness(rules, [policy])
-    client = harness.connectClient()
-    client.send(connectHead("evil.example:443"))
-    assert onlyResponse(client).status == 403
+    for authority, reason in [
+        ("example.com:80", b"port 80 is not allowed (see --allow-port)"),
+        ("bad.example:443", b"host bad.example is denied by --deny-host bad.example"),
+    ]:
+        client = harness.connectClient()
+        client.send(connectHead(authority))
+        response = client.response()
+        assert response.status == 403
+        assert response.body == b"403 Forbidden: " + reason + b"\n"
     assert policy.seen == []
 
 
@@ -1364,7 +672,7 @@ def test_forbiddenDestinationIs403() -> None:
     client.send(connectHead("internal.example:443"))
     reason = "internal.example resolves to 10.0.0.5, which is a private address"
     harness.connector.attempts[0].fail(ForbiddenDestination(reason))
-    response = onlyResponse(client)
+    response = client.response()
     assert response.status == 403
     expected = f"403 Forbidden: {reason}\n"
     assert response.body == expected.encode()
@@ -1402,16 +710,6 @@ def test_checkClient(address: object, shown: str | None) -> None:
         assert refused is not None
         assert (refused.status, refused.keepAlive) == (403, False)
         assert refused.reason == f"client {shown} is not allowed (see --allow-client)"
-
-
-def test_clientHostPort() -> None:
-    """
-    IP clients have a host and port; others have neither.
-    """
-    assert clientHostPort(IPv4Address("TCP", "10.0.0.1", 5)) == ("10.0.0.1", 5)
-    assert clientHostPort(IPv6Address("TCP", "::1", 6)) == ("::1", 6)
-    assert clientHostPort(UNIXAddress(b"/s")) == ("", 0)
-    assert clientHostPort(None) == ("", 0)
 
 
 def test_admitWithoutAuthentication() -> None:
@@ -1518,104 +816,22 @@ def test_interfacesProvided() -> None:
     assert verifyObject(IAccessPolicy, RaisingPolicy())
 
 
-# Reloading.
-
-
-def harnessConfig(
-    harness: ProxyHarness, settings: ProxySettings, gatekeeper: Gatekeeper
-) -> ProxyConfig:
-    """
-    A configuration with new settings and access checks, and the harness's
-    own connector and observer.
-    """
-    return ProxyConfig(
-        settings=settings,
-        gatekeeper=gatekeeper,
-        connector=harness.connector,
-        observers=(harness.observer,),
-    )
-
-
-def test_reconfigureAffectsNewConnections() -> None:
-    """
-    After C{reconfigure}, new connections use the new settings and access
-    checks.
-    """
-    harness = ProxyHarness()
-    rules = rulesWith(ports=PortRules.fromStrings(["8443"]))
-    harness.factory.reconfigure(
-        harnessConfig(harness, ProxySettings(requestTimeout=5), Gatekeeper(rules))
-    )
-    client = harness.connectClient()
-    client.send(connectHead("example.com:8443"))
-    assert len(harness.connector.attempts) == 1
-    client = harness.connectClient()
-    client.send(connectHead("example.com:443"))
-    assert onlyResponse(client).status == 403
-    slow = harness.connectClient()
-    harness.clock.advance(5)
-    assert onlyResponse(slow).status == 408
-
-
-def test_reconfigureKeepsTunnels() -> None:
-    """
-    A tunnel established before C{reconfigure} keeps relaying both ways,
-    even when the new checks would refuse it.
-    """
-    harness = ProxyHarness()
-    client = harness.connectClient()
-    client.send(connectHead())
-    attempt = harness.connector.attempts[0]
-    upstream = attempt.succeed()
-    refuseAll = StaticPolicy(Refusal(403, "closed for maintenance"))
-    harness.factory.reconfigure(
-        harnessConfig(
-            harness, ProxySettings(), Gatekeeper(AccessRules.defaults(), [refuseAll])
-        )
-    )
-    client.send(b"ping")
-    attempt.protocol.dataReceived(b"pong")
-    assert upstream.value() == b"ping"
-    assert client.transport.value() == ESTABLISHED + b"pong"
-    assert refuseAll.seen == []
-    newcomer = harness.connectClient()
-    newcomer.send(connectHead())
-    assert onlyResponse(newcomer).status == 403
-
-
-def test_directConnectorGetsNetworkRules() -> None:
-    """
-    The built-in connector applies the gatekeeper's destination network
-    rules, and C{reconfigure} hands it the new ones.
-    """
-    first = NetworkRules.fromStrings(deny=["8.8.8.0/24"])
-    factory = ConnectProxyFactory(
-        MemoryReactorClock(),
-        ProxySettings(),
-        gatekeeper=Gatekeeper(rulesWith(networks=first)),
-    )
-    assert isinstance(factory.connector, DirectConnector)
-    assert factory.connector.networks is first
-    networks = NetworkRules.fromStrings(allow=["10.0.0.0/8"])
-    gatekeeper = Gatekeeper(rulesWith(networks=networks))
-    factory.reconfigure(ProxyConfig(gatekeeper=gatekeeper))
-    assert factory.gatekeeper is gatekeeper
-    assert factory.connector.networks is networks
-
-
 # Clients behind a PROXY-protocol listener.
 
 
 def proxiedClient(harness: ProxyHarness, claimed: str, balancer: str) -> FakeClient:
     """
-    A client whose transport reports C{claimed} (what a PROXY header said)
-    while the socket under it is connected to C{balancer}.
+    A client a PROXY header from C{balancer} named as C{claimed}: built as
+    connectproxy's PROXY-protocol reader builds it, on the connection from
+    the balancer.
     """
-    client = harness.connectClient(IPv4Address("TCP", claimed, 5000))
-    client.transport.transport = HalfCloseableStringTransport(  # type: ignore[attr-defined]
-        peerAddress=IPv4Address("TCP", balancer, 6000)
+    balancerAddress = IPv4Address("TCP", balancer, 6000)
+    protocol = harness.factory.buildProxiedProtocol(
+        IPv4Address("TCP", claimed, 5000), balancerAddress
     )
-    return client
+    transport = HalfCloseableStringTransport(peerAddress=balancerAddress)
+    protocol.makeConnection(transport)
+    return FakeClient(protocol, transport)
 
 
 def test_forgedProxyHeaderClaimingLoopbackRefused() -> None:
@@ -1626,7 +842,7 @@ def test_forgedProxyHeaderClaimingLoopbackRefused() -> None:
     harness = makeHarness()
     client = proxiedClient(harness, "127.0.0.1", "203.0.113.9")
     client.send(connectHead())
-    response = onlyResponse(client)
+    response = client.response()
     assert response.status == 403
     assert response.body == (
         b"403 Forbidden: load balancer 203.0.113.9 is not a trusted proxy "
@@ -1638,20 +854,21 @@ def test_forgedProxyHeaderClaimingLoopbackRefused() -> None:
 def test_proxiedLoopbackNotImplicit() -> None:
     """
     Even from a trusted balancer, a claimed loopback client is not allowed
-    by default: only the operator's --allow-client networks are.
+    by default, not even the balancer's own address: only the operator's
+    --allow-client networks are.
     """
     harness = makeHarness()
-    client = proxiedClient(harness, "127.0.0.1", "127.0.0.1")
-    client.send(connectHead())
-    assert harness.connector.attempts != []  # same address: not proxied
-    client = proxiedClient(harness, "127.0.0.5", "127.0.0.1")
-    client.send(connectHead())
-    response = onlyResponse(client)
-    assert response.status == 403
-    assert response.body == (
-        b"403 Forbidden: client 127.0.0.5 is not allowed behind a load balancer "
-        b"(see --allow-client)\n"
-    )
+    for claimed in ("127.0.0.1", "127.0.0.5"):
+        client = proxiedClient(harness, claimed, "127.0.0.1")
+        client.send(connectHead())
+        response = client.response()
+        assert response.status == 403
+        expected = (
+            f"403 Forbidden: client {claimed} is not allowed behind a load "
+            "balancer (see --allow-client)\n"
+        )
+        assert response.body == expected.encode()
+    assert harness.connector.attempts == []
 
 
 @pytest.mark.parametrize(
@@ -1686,13 +903,13 @@ def test_parallelGuessesCountTowardsLimit() -> None:
     for client in clients:
         client.send(connectHead("example.com:443", basic(b"alice:guess")))
     assert len(checker.pending) == 3
-    statuses = [onlyResponse(client).status for client in clients[3:]]
+    statuses = [client.response().status for client in clients[3:]]
     assert statuses == [429] * 17
     for d in checker.pending:
         d.errback(UnauthorizedLogin())
     client = harness.connectClient()
     client.send(connectHead("example.com:443", basic(GOOD)))
-    assert onlyResponse(client).status == 429
+    assert client.response().status == 429
     assert len(checker.pending) == 3
 
 
@@ -1711,7 +928,7 @@ def test_busyCheckerIs503NotAFailure(tmp_path: Path) -> None:
     harness.connectClient().send(connectHead("example.com:443", basic(GOOD)))
     client = harness.connectClient()
     client.send(connectHead("example.com:443", basic(GOOD)))
-    response = onlyResponse(client)
+    response = client.response()
     assert (response.status, response.header("Retry-After")) == (503, "1")
     assert harness.factory.gatekeeper.limiter is not None
     assert harness.factory.gatekeeper.limiter._recentFailures("127.0.0.1", "alice") == 0

@@ -26,21 +26,29 @@ from connectproxy import (
     Gatekeeper,
     ProxyConfig,
     ProxySettings,
+    Refusal,
 )
-from connectproxy._auth import HtpasswdChecker
+from connectproxy._htpasswd import HtpasswdChecker
 from connectproxy._limiter import FailureLimiter
+from connectproxy._networks import NetworkRules
+from connectproxy._rules import PortRules
 from connectproxy.tap import Options, buildConfig, makeService
 from connectproxy.testing import (
     FakeConnector,
     HalfCloseableStringTransport,
+    ProxyHarness,
     RecordingObserver,
+    connectHead,
     connectorContext,
 )
-from tests.test_config import (
+from tests._helpers import (
+    ESTABLISHED,
+    StaticPolicy,
     listenerFactory,
     named,
     parse,
     reloaderOf,
+    rulesWith,
     sha1Entry,
     writeConfig,
 )
@@ -59,9 +67,7 @@ def request(
     protocol = factory.buildProtocol(PEER)
     transport = HalfCloseableStringTransport(peerAddress=PEER)
     protocol.makeConnection(transport)
-    protocol.dataReceived(
-        f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n".encode()
-    )
+    protocol.dataReceived(connectHead(authority))
     return transport
 
 
@@ -289,6 +295,88 @@ def test_deprecatedReconfigureNeedsGatekeeper() -> None:
     factory = ConnectProxyFactory(MemoryReactorClock())
     with pytest.warns(DeprecationWarning), pytest.raises(TypeError):
         factory.reconfigure(ProxySettings())  # type: ignore[call-overload]
+
+
+def harnessConfig(
+    harness: ProxyHarness, settings: ProxySettings, gatekeeper: Gatekeeper
+) -> ProxyConfig:
+    """
+    A configuration with new settings and access checks, and the harness's
+    own connector and observer.
+    """
+    return ProxyConfig(
+        settings=settings,
+        gatekeeper=gatekeeper,
+        connector=harness.connector,
+        observers=(harness.observer,),
+    )
+
+
+def test_reconfigureAffectsNewConnections() -> None:
+    """
+    After C{reconfigure}, new connections use the new settings and access
+    checks.
+    """
+    harness = ProxyHarness()
+    rules = rulesWith(ports=PortRules.fromStrings(["8443"]))
+    harness.factory.reconfigure(
+        harnessConfig(harness, ProxySettings(requestTimeout=5), Gatekeeper(rules))
+    )
+    client = harness.connectClient()
+    client.send(connectHead("example.com:8443"))
+    assert len(harness.connector.attempts) == 1
+    client = harness.connectClient()
+    client.send(connectHead("example.com:443"))
+    assert client.response().status == 403
+    slow = harness.connectClient()
+    harness.clock.advance(5)
+    assert slow.response().status == 408
+
+
+def test_reconfigureKeepsTunnels() -> None:
+    """
+    A tunnel established before C{reconfigure} keeps relaying both ways,
+    even when the new checks would refuse it.
+    """
+    harness = ProxyHarness()
+    client = harness.connectClient()
+    client.send(connectHead())
+    attempt = harness.connector.attempts[0]
+    upstream = attempt.succeed()
+    refuseAll = StaticPolicy(Refusal(403, "closed for maintenance"))
+    harness.factory.reconfigure(
+        harnessConfig(
+            harness, ProxySettings(), Gatekeeper(AccessRules.defaults(), [refuseAll])
+        )
+    )
+    client.send(b"ping")
+    attempt.protocol.dataReceived(b"pong")
+    assert upstream.value() == b"ping"
+    assert client.transport.value() == ESTABLISHED + b"pong"
+    assert refuseAll.seen == []
+    newcomer = harness.connectClient()
+    newcomer.send(connectHead())
+    assert newcomer.response().status == 403
+
+
+def test_directConnectorGetsNetworkRules() -> None:
+    """
+    The built-in connector applies the gatekeeper's destination network
+    rules, and C{reconfigure} hands it the new ones.
+    """
+    first = NetworkRules.fromStrings(deny=["8.8.8.0/24"])
+    factory = ConnectProxyFactory(
+        MemoryReactorClock(),
+        ProxySettings(),
+        gatekeeper=Gatekeeper(rulesWith(networks=first)),
+    )
+    assert isinstance(factory.connector, DirectConnector)
+    assert factory.connector.networks is first
+    networks = NetworkRules.fromStrings(allow=["10.0.0.0/8"])
+    gatekeeper = Gatekeeper(rulesWith(networks=networks))
+    factory.reconfigure(ProxyConfig(gatekeeper=gatekeeper))
+    assert factory.gatekeeper is gatekeeper
+    assert factory.connector.networks is networks
 
 
 # makeService with a connector and observers of its own

@@ -26,16 +26,17 @@ from twisted.logger import LogEvent, LogLevel, formatEvent
 from twisted.python import usage
 from zope.interface import implementer
 
-from connectproxy import _auth
+from connectproxy import _htpasswd
 from connectproxy._admission import Gatekeeper, userPortal
-from connectproxy._auth import FailureLimiter, HtpasswdChecker
-from connectproxy._policy import AccessRules
+from connectproxy._htpasswd import HtpasswdChecker
+from connectproxy._limiter import FailureLimiter
+from connectproxy._rules import AccessRules
 from connectproxy._settings import ProxySettings
 from connectproxy.tap import Options, buildConfig, makeService
-from connectproxy.testing import FakeClient, ProxyHarness
-from tests.test_admission import basic, connectHead, onlyResponse, responses
-from tests.test_auth import LaterRunner, sha1Hash
-from tests.test_config import currentChecker, listenerFactory, logsIn, reloaderOf
+from connectproxy.testing import FakeClient, ProxyHarness, connectHead
+from tests._helpers import basic, currentChecker, listenerFactory, logsIn, reloaderOf
+from tests.test_htpasswd import sha1Hash
+from tests.test_verifyqueue import LaterRunner
 
 USERS = "memory:alice:secret:bob:hunter2"
 TARGET = "example.com:443"
@@ -84,12 +85,12 @@ def test_failuresOfOneUserDoNotLockOutOthers(logEvents: list[LogEvent]) -> None:
     harness = optionsHarness("--auth", USERS)
     client = harness.connectClient()
     client.send(connectHead(TARGET, basic(b"alice:wrong")) * 10)
-    assert [r.status for r in responses(client)] == [407] * 10
+    assert [r.status for r in client.responses()] == [407] * 10
     bob = login(harness, b"bob:hunter2")
     assert len(harness.connector.attempts) == 1
     harness.connector.attempts[0].succeed()
-    assert onlyResponse(bob).status == 200
-    alice = onlyResponse(login(harness, b"alice:secret"))
+    assert bob.response().status == 200
+    alice = login(harness, b"alice:secret").response()
     assert alice.status == 429
     assert alice.body == (
         b"429 Too Many Requests: too many failed logins for this user; "
@@ -111,7 +112,7 @@ def test_blockedUserStillLogsInFromElsewhere() -> None:
     harness = optionsHarness("--auth", USERS, "--auth-max-failures", "2")
     login(harness, b"alice:wrong")
     login(harness, b"alice:wrong")
-    assert onlyResponse(login(harness, b"alice:secret")).status == 429
+    assert login(harness, b"alice:secret").response().status == 429
     login(harness, b"alice:secret", SECOND)
     assert len(harness.connector.attempts) == 1
 
@@ -128,14 +129,14 @@ def test_sprayingBlocksTheAddress(logEvents: list[LogEvent]) -> None:
         *("--auth-block-time", "30"),
     )
     for name in [b"carol", b"dave", b"erin"]:
-        assert onlyResponse(login(harness, name + b":guess")).status == 407
+        assert login(harness, name + b":guess").response().status == 407
     refused = harness.connectClient()
     refused.send(connectHead(TARGET))
-    response = onlyResponse(refused)
+    response = refused.response()
     assert response.status == 429
     assert response.header("Retry-After") == "30"
     assert b"different user names" in response.body
-    assert onlyResponse(login(harness, b"bob:hunter2")).status == 429
+    assert login(harness, b"bob:hunter2").response().status == 429
     login(harness, b"bob:hunter2", SECOND)
     assert len(harness.connector.attempts) == 1
     [blocked] = named(logEvents, "auth_blocked")
@@ -156,7 +157,7 @@ def test_malformedCredentialsCountAsOneUser(logEvents: list[LogEvent]) -> None:
     harness = optionsHarness("--auth", USERS, "--auth-max-failures", "2")
     client = harness.connectClient()
     client.send(connectHead(TARGET, "Proxy-Authorization: Basic !") * 3)
-    assert [r.status for r in responses(client)] == [407, 407, 429]
+    assert [r.status for r in client.responses()] == [407, 407, 429]
     [blocked] = named(logEvents, "auth_blocked")
     assert (blocked["scope"], blocked["user"]) == ("user", None)
     assert formatEvent(blocked).startswith("malformed credentials refused from")
@@ -185,7 +186,7 @@ def test_twoProxyAuthorizationFieldsAre400(auth: bool) -> None:
     harness = optionsHarness(*(["--auth", USERS] if auth else []))
     client = harness.connectClient()
     client.send(DOUBLE_CREDENTIALS)
-    response = onlyResponse(client)
+    response = client.response()
     assert response.status == 400
     assert response.body == (
         b"400 Bad Request: more than one Proxy-Authorization header field\n"
@@ -224,8 +225,8 @@ def test_everyOfferedCheckerWorks(checkerArgument: str) -> None:
     challenges a wrong one, through the proxy.
     """
     harness = optionsHarness("--auth", checkerArgument)
-    assert onlyResponse(login(harness, b"alice:wrong")).status == 407
-    assert onlyResponse(login(harness, b"bob:s3cret")).status == 407
+    assert login(harness, b"alice:wrong").response().status == 407
+    assert login(harness, b"bob:s3cret").response().status == 407
     login(harness, b"alice:s3cret")
     harness.connector.attempts[0].succeed()
     assert len(harness.connector.attempts) == 1
@@ -312,7 +313,7 @@ def test_anonymousAvatarIdIs500(logEvents: list[LogEvent]) -> None:
     harness.factory.gatekeeper = Gatekeeper(
         AccessRules.defaults(), portal=userPortal([AnonymousChecker()])
     )
-    assert onlyResponse(login(harness, b"alice:x")).status == 500
+    assert login(harness, b"alice:x").response().status == 500
     assert harness.connector.attempts == []
     [error] = named(logEvents, "admission_error")
     assert error["log_failure"].check(TypeError)
@@ -369,7 +370,7 @@ def test_busyClientDoesNotDelayOthers(tmp_path: Path) -> None:
     harness = queueHarness(tmp_path, runner)
     busy = [login(harness, b"alice:pw") for _ in range(3)]
     assert len(runner.started) == 1
-    response = onlyResponse(busy[2])
+    response = busy[2].response()
     assert (response.status, response.header("Retry-After")) == (503, "1")
     assert response.body == (
         b"503 Service Unavailable: too many logins from this address are being "
@@ -379,7 +380,7 @@ def test_busyClientDoesNotDelayOthers(tmp_path: Path) -> None:
     assert len(runner.started) == 2
     runner.finish(1)
     harness.connector.attempts[0].succeed()
-    assert onlyResponse(other).status == 200
+    assert other.response().status == 200
     limiter = harness.factory.gatekeeper.limiter
     assert limiter is not None and limiter._clients == {}
 
@@ -400,15 +401,15 @@ def test_abandonedQueuedCheckDropped(tmp_path: Path, how: str) -> None:
         waiting.lose(ConnectionLost())
     else:
         harness.clock.advance(5)
-        assert onlyResponse(running).status == 503
+        assert running.response().status == 503
         assert waiting.transport.value() == b""
         harness.clock.advance(5)
-        assert onlyResponse(waiting).status == 503
+        assert waiting.response().status == 503
     runner.finish(0)
     assert len(runner.started) == 1
     if how == "client left":
         harness.connector.attempts[0].succeed()
-        assert onlyResponse(running).status == 200
+        assert running.response().status == 200
 
 
 # Password files that cannot be read again after twistd --uid (issue 7).
@@ -419,15 +420,15 @@ def denyReading(monkeypatch: pytest.MonkeyPatch, path: Path) -> None:
     Make reading C{path} fail as it does for a user without permission, as
     the user C{nobody}.
     """
-    original = _auth._readFile
+    original = _htpasswd._readFile
 
     def readFile(name: str) -> tuple[tuple[int, int, int], bytes]:
         if name == str(path):
             raise PermissionError(13, "Permission denied", name)
         return original(name)
 
-    monkeypatch.setattr(_auth, "_readFile", readFile)
-    monkeypatch.setattr(_auth, "_serviceUser", lambda: "nobody")
+    monkeypatch.setattr(_htpasswd, "_readFile", readFile)
+    monkeypatch.setattr(_htpasswd, "_serviceUser", lambda: "nobody")
 
 
 def test_reloadOfUnreadablePasswordFile(

@@ -40,8 +40,8 @@ def argv0(monkeypatch: pytest.MonkeyPatch) -> None:
         ),
         (
             ["--idle", "5", "--log-l", "debug", "--reactor", "poll"],
-            ["--log-level=debug", "--reactor=poll"],
-            ["--idle-timeout=5"],
+            ["--reactor=poll"],
+            ["--idle-timeout=5", "--log-level=debug"],
         ),
         (
             ["--auth-realm", "--log-format"],
@@ -117,9 +117,32 @@ def test_checkConfig(capsys: pytest.CaptureFixture[str]) -> None:
     [
         (["--bogus"], "connectproxy: error: option --bogus not recognized"),
         (["--idle-timeout", "x"], "connectproxy: error: --idle-timeout: 'x' is not"),
-        (["--log-format", "xml"], "connectproxy: error: Invalid log format: xml"),
+        (
+            ["--log-format", "xml"],
+            "connectproxy: error: --log-format: 'xml' is not a log format "
+            "(text or json)",
+        ),
+        (
+            ["--log-level=loud"],
+            "connectproxy: error: --log-level: 'loud' is not a log level "
+            "(debug, info, warn, error or critical)",
+        ),
+        (
+            ["--reactor", "nosuch"],
+            "connectproxy: error: --reactor: no reactor named 'nosuch' (known: ",
+        ),
         (["--check-config", "--listen", "tls:3129"], "would listen on [::]:443"),
-        (["extra"], "connectproxy: error: Wrong number of arguments."),
+        (
+            ["extra"],
+            "connectproxy: error: unexpected argument 'extra': the proxy takes "
+            "options only",
+        ),
+        (
+            ["--log-format", "text", "--allow-port", "443", "8443", "--check-config"],
+            "connectproxy: error: unexpected argument '8443' after --allow-port "
+            "443: an option takes one value; repeat the option for each "
+            "(--allow-port 443 --allow-port 8443)",
+        ),
     ],
 )
 def test_errors(argv: list[str], message: str) -> None:

@@ -31,15 +31,10 @@ from connectproxy.testing import (
     FakeConnector,
     HalfCloseableStringTransport,
     ProxyHarness,
+    connectHead,
     upstreamRequest,
 )
-
-ESTABLISHED = b"HTTP/1.1 200 Connection established\r\n\r\n"
-
-
-def connectHead(authority: str, *fields: str) -> bytes:
-    lines = [f"CONNECT {authority} HTTP/1.1", f"Host: {authority}", *fields]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8")
+from tests._helpers import ESTABLISHED
 
 
 @implementer(IAccessPolicy)
@@ -210,22 +205,6 @@ def test_recordIsFrozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         target.host = "elsewhere.example"  # type: ignore[misc]
     assert not hasattr(target, "__dict__")
-
-
-def test_upstreamRequestHelper() -> None:
-    """
-    C{upstreamRequest()} builds what a connector gets for a loopback client
-    asking for example.com:443 without a user; an IPv6 target is
-    bracketed in the request, bare in C{host}.
-    """
-    target = upstreamRequest()
-    assert (target.host, target.port, target.user) == ("example.com", 443, None)
-    assert target.client == IPv4Address("TCP", "127.0.0.1", 40000)
-    assert target.request.authority == "example.com:443"
-    ipv6 = upstreamRequest("2001:db8::1", 8443, user="bob", headers=(("x-a", "1"),))
-    assert (ipv6.host, ipv6.user) == ("2001:db8::1", "bob")
-    assert ipv6.request.target == "[2001:db8::1]:8443"
-    assert ipv6.request.getHeader("x-a") == "1"
 
 
 @pytest.mark.parametrize(

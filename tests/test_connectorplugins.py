@@ -43,12 +43,10 @@ from connectproxy.tap import Options, makeService
 from connectproxy.testing import (
     FakeConnector,
     HalfCloseableStringTransport,
-    connectorContext,
+    connectHead,
     upstreamRequest,
 )
-from tests.test_config import listenerFactory, named, reloaderOf, writeConfig
-
-ESTABLISHED = b"HTTP/1.1 200 Connection established\r\n\r\n"
+from tests._helpers import ESTABLISHED, listenerFactory, named, reloaderOf, writeConfig
 
 PINNED = '''
 """
@@ -145,9 +143,7 @@ def connectThrough(factory: ConnectProxyFactory, authority: str) -> Any:
     protocol = factory.buildProtocol(peer)
     transport = HalfCloseableStringTransport(peerAddress=peer)
     protocol.makeConnection(transport)
-    protocol.dataReceived(
-        f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n".encode()
-    )
+    protocol.dataReceived(connectHead(authority))
     return transport
 
 
@@ -335,8 +331,9 @@ def test_reloadRefusesBadUpstream(
     assert not reloaderOf(service).reload()
     assert (factory.settings, factory.gatekeeper, factory.connector) == before
     [event] = named(logEvents, "reload_failed")
+    # The value came from the file: the message names the file and key.
     assert event["error"] == (
-        "--upstream direct: direct takes no argument: --upstream direct"
+        f"{path}: key 'upstream': direct: direct takes no argument: --upstream direct"
     )
 
 
@@ -539,26 +536,6 @@ def test_swappedConnectorUsedForNewRequests() -> None:
     attempt.succeed()
     assert first.value() == second.value() == ESTABLISHED
     assert upstreamRequest("example.org").host == attempt.target.host
-
-
-def test_connectorContextHelper() -> None:
-    """
-    C{connectorContext()} gives a plugin a memory reactor, the default
-    settings and rules, and a resolver pool that looks up nothing outside
-    the process: an unknown name has no addresses.
-    """
-    made = connectorContext()
-    assert isinstance(made.reactor, MemoryReactorClock)
-    assert made.settings == ProxySettings()
-    assert made.networks == NetworkRules.fromStrings()
-    assert (made.resolverPool.threads, made.resolverPool.perClient) == (32, 8)
-    found: list[Any] = []
-    made.resolverPool.resolve("", "example.com", 443).addCallback(found.append)
-    assert found == [[]]
-    clock = MemoryReactorClock()
-    settings = ProxySettings(resolverThreads=2)
-    assert connectorContext(clock, settings).reactor is clock
-    assert connectorContext(clock, settings).resolverPool.threads == 2
 
 
 def test_makeServiceRefusesBadUpstream(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -15,6 +15,7 @@ import re
 import shlex
 import sys
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ from tests._shellblocks import (
     segments,
     shellBlocks,
 )
+from tests.integration._pki import makeTLSFiles
 
 EMBEDDING = Path(__file__).resolve().parent.parent / "docs" / "embedding.md"
 
@@ -162,6 +164,27 @@ def test_blockRunsOrSaysWhyNot(block: ShellBlock) -> None:
         )
     if "output" in block.markers:
         assert Foreground() in kinds, f"{block.where()}: no command prints"
+
+
+def test_pluginCacheCommandsIsolated() -> None:
+    """
+    Every documented command that regenerates Twisted's plugin cache runs
+    Python isolated (C{-I}): run from a checkout (as the documents' commands
+    are), it would otherwise import the checkout's C{connectproxy/plugins}
+    and C{twisted/plugins} and write their caches there, not the installed
+    ones.
+    """
+    paths = [*documents(), REPO_ROOT / "docs" / "examples" / "plugin" / "README.md"]
+    found = []
+    for block in (block for path in paths for block in shellBlocks(path)):
+        for command in block.commands():
+            if "getPlugins(" not in command:
+                continue
+            words = shlex.split(command)
+            python = next(i for i, w in enumerate(words) if w.endswith("python"))
+            assert words[python + 1] == "-I", f"{block.where()}: {command}"
+            found.append(command)
+    assert len(found) >= 4
 
 
 def test_ciRunsTheReadmeTestCommand() -> None:
@@ -384,10 +407,18 @@ def test_optionsReferenceHasEveryOption() -> None:
         assert entry.fields.get("example"), f"--{entry.name} has no :example:"
 
 
-_FILES = {
+def _caCertificate(directory: Path) -> str:
+    """
+    A CA certificate (PEM), made for the test.
+    """
+    return makeTLSFiles(directory).caCert.read_text(encoding="ascii")
+
+
+_FILES: dict[str, str | Callable[[Path], str] | None] = {
     "htpasswd": None,  # written by the test: a bcrypt entry
     "hosts": "example.com\n*.example.org\n",
     "proxy.toml": "idle-timeout = 300\n",
+    "parent-ca.pem": _caCertificate,
 }
 
 
@@ -404,6 +435,10 @@ def _withFiles(text: str, tmp_path: Path) -> str:
         content = _FILES[name]
         if content is None:
             content = "alice:" + bcrypt.hashpw(b"secret", bcrypt.gensalt(4)).decode()
+        elif callable(content):
+            made = tmp_path / f"{name}.d"
+            made.mkdir(exist_ok=True)
+            content = content(made)
         path.write_text(content + "\n", encoding="utf-8")
         return str(path)
 
@@ -466,7 +501,8 @@ def _refusals() -> list[tuple[int, tuple[str, str], str]]:
     """
     Every status and reason the code answers clients with, where both are
     written out: C{BadRequest(400, "...")}, C{Refused(...)},
-    C{Refusal(...)}, C{_refuse(...)}, C{errorResponse(...)} and functions
+    C{Refusal(...)}, C{ParentProxyError(...)}, C{_refuse(...)},
+    C{errorResponse(...)} and functions
     returning C{(status, "reason")}.
 
     @return: C{(status, (pattern, reason), where)}, the pattern matching
@@ -490,7 +526,15 @@ def _refusals() -> list[tuple[int, tuple[str, str], str]]:
         return None
 
     found = []
-    names = {"BadRequest", "Refused", "Refusal", "_refuse", "errorResponse"}
+    names = {
+        "BadRequest",
+        "Refused",
+        "Refusal",
+        "refuse",
+        "_refuse",
+        "errorResponse",
+        "ParentProxyError",
+    }
     for path in sorted((REPO / "connectproxy").rglob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):

@@ -43,7 +43,6 @@ from connectproxy._errors import (
         (_resolver, "LookupAbandoned"),
         (_auth, "CheckerBusy"),
         (_auth, "InvalidCredentials"),
-        (connectproxy, "BadRequest"),
         (connectproxy, "ForbiddenDestination"),
         (connectproxy, "Refusal"),
         (connectproxy, "ResolverBusy"),
@@ -110,3 +109,13 @@ def test_refusalRecord() -> None:
     assert not isinstance(Refusal(403, "no"), BaseException)
     with pytest.raises(ValueError, match="4xx or 5xx"):
         Refusal(302, "elsewhere")
+
+
+def test_refusalStatusRange() -> None:
+    """
+    A refusal needs an error status.
+    """
+    assert Refusal(400, "x").status == 400 and Refusal(599, "x").status == 599
+    for status in (200, 399, 600):
+        with pytest.raises(ValueError, match="4xx or 5xx"):
+            Refusal(status, "x")

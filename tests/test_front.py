@@ -16,7 +16,6 @@ from twisted.python.failure import Failure
 
 from connectproxy import (
     AccessRules,
-    ConnectProxyProtocol,
     Gatekeeper,
     PortRules,
     ProxySettings,
@@ -26,10 +25,11 @@ from connectproxy import (
     _refuser,
 )
 from connectproxy._connect import ConnectHandler
+from connectproxy._front import ConnectProxyProtocol
 from connectproxy._handler import Phase, _Admitted, _Front
 from connectproxy._relay import _Relay
 from connectproxy.testing import FakeClient, ProxyHarness
-from tests.test_admission import LaterPolicy, authHarness, makeHarness
+from tests._helpers import LaterPolicy, authHarness, makeHarness
 
 CONNECT = b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"
 GET = b"GET http://example.com/index.html?q=1 HTTP/1.1\r\nHost: example.com\r\n\r\n"

@@ -14,15 +14,15 @@ from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.protocol import Protocol
 from twisted.logger import LogEvent
 
-from connectproxy import ConnectProxyProtocol, ProxyConfig, ProxySettings
+from connectproxy import ProxyConfig, ProxySettings
+from connectproxy._front import ConnectProxyProtocol
 from connectproxy._settings import defaultMaxConnections
 from connectproxy.testing import (
     FakeClient,
     HalfCloseableStringTransport,
     ProxyHarness,
+    connectHead,
 )
-
-CONNECT = b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"
 
 
 def peer(host: str = "127.0.0.1", port: int = 40000) -> IPv4Address | IPv6Address:
@@ -32,13 +32,6 @@ def peer(host: str = "127.0.0.1", port: int = 40000) -> IPv4Address | IPv6Addres
     if ":" in host:
         return IPv6Address("TCP", host, port)
     return IPv4Address("TCP", host, port)
-
-
-def statusOf(client: FakeClient) -> int:
-    """
-    The status code of the response the proxy wrote to C{client}.
-    """
-    return int(client.transport.value().split(b" ", 2)[1])
 
 
 def accepted(client: FakeClient) -> bool:
@@ -131,7 +124,7 @@ def test_limitRefusalIgnoresRequest() -> None:
     harness.connectClient()
     extra = harness.connectClient()
     before = extra.transport.value()
-    extra.send(CONNECT)
+    extra.send(connectHead())
     assert extra.transport.value() == before
     assert harness.connector.attempts == []
 
@@ -167,7 +160,7 @@ def test_tunnelsCountUntilClosed() -> None:
     """
     harness = ProxyHarness(ProxySettings(maxConnections=1))
     client = harness.connectClient()
-    client.send(CONNECT)
+    client.send(connectHead())
     attempt = harness.connector.attempts[0]
     attempt.succeed()
     assert not accepted(harness.connectClient())
@@ -218,10 +211,23 @@ def test_shedFarOverLimit(limit: int, slack: int) -> None:
     assert shed.reason == "the proxy has too many connections (see --max-connections)"
 
 
+def shedTimers(harness: ProxyHarness) -> list[object]:
+    """
+    The timers of the factory's C{connections_shed} summaries.
+    """
+    return [
+        call
+        for call in harness.clock.getDelayedCalls()
+        if getattr(getattr(call, "func", None), "__name__", "") == "_logShed"
+    ]
+
+
 def test_shedLoggedOncePerSecond(logEvents: list[LogEvent]) -> None:
     """
-    Shed connections are logged with a count at most once per second of the
-    clock; the observers hear of every one.
+    The first shed connection is logged at once; those shed after it are
+    counted and logged in one event a second later (at most one event a
+    second while shedding goes on), never held back until the next shed;
+    the observers hear of every one.
     """
     harness = ProxyHarness(ProxySettings(maxConnections=0))
     harness.clock.advance(1000)
@@ -235,16 +241,40 @@ def test_shedLoggedOncePerSecond(logEvents: list[LogEvent]) -> None:
     )
     assert first["log_level"].name == "warn"
     harness.clock.advance(0.5)
-    for _ in range(4):
+    for _ in range(38):
         assert buildRaw(harness) is None
     assert len(shedEvents(logEvents)) == 1
     harness.clock.advance(0.5)
+    assert [e["count"] for e in shedEvents(logEvents)] == [1, 38]
+    harness.clock.advance(0.5)
     assert buildRaw(harness) is None
-    assert [e["count"] for e in shedEvents(logEvents)] == [1, 5]
-    harness.clock.advance(10)
+    harness.clock.advance(0.5)
+    assert [e["count"] for e in shedEvents(logEvents)] == [1, 38, 1]
+    # A quiet second ends the summaries; the next shed is logged at once.
+    harness.clock.advance(1)
+    assert shedTimers(harness) == []
     assert buildRaw(harness) is None
-    assert [e["count"] for e in shedEvents(logEvents)] == [1, 5, 1]
-    assert [r.outcome for r in harness.observer.refused] == ["shed"] * 7
+    assert [e["count"] for e in shedEvents(logEvents)] == [1, 38, 1, 1]
+    harness.clock.advance(1)
+    assert shedTimers(harness) == []
+    assert len(shedEvents(logEvents)) == 4
+    assert [r.outcome for r in harness.observer.refused] == ["shed"] * 41
+
+
+def test_shedCountLoggedWhenStopping(logEvents: list[LogEvent]) -> None:
+    """
+    Shed connections still counted when the last listener stops are
+    logged then, and no timer is left behind.
+    """
+    harness = ProxyHarness(ProxySettings(maxConnections=0))
+    connectMany(harness, 20)
+    setLimit(harness, 2)
+    for _ in range(3):
+        assert buildRaw(harness) is None
+    harness.factory.doStart()
+    harness.factory.doStop()
+    assert [e["count"] for e in shedEvents(logEvents)] == [1, 2]
+    assert shedTimers(harness) == []
 
 
 def test_floodOfRefusalsIsShed() -> None:
@@ -289,7 +319,7 @@ def test_perClientLimit() -> None:
     assert accepted(harness.connectClient(peer("127.0.0.1", 2)))
     extra = harness.connectClient(peer("127.0.0.1", 3))
     assert not accepted(extra)
-    assert statusOf(extra) == 503
+    assert extra.response().status == 503
     assert extra.transport.value().endswith(
         b"this client has too many connections (see --max-connections-per-client)\n"
     )
@@ -487,7 +517,7 @@ def test_limitRefusalEndsLingerAtClientFin(monkeypatch: pytest.MonkeyPatch) -> N
     harness.connectClient()
     extra = harness.connectClient()
     answered = extra.transport.value()
-    extra.send(CONNECT)
+    extra.send(connectHead())
     assert not extra.transport.disconnecting
     extra.protocol.readConnectionLost()
     assert extra.transport.disconnecting

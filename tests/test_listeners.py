@@ -7,7 +7,8 @@ listen, found without binding, and the descriptions it refuses.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import socket
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,8 @@ from connectproxy._listeners import (
     ListenerError,
     ListenerPlan,
     SystemdSocketMissing,
+    dualStackSockets,
+    overlap,
     planListener,
     splitDescription,
     startingEnvironment,
@@ -215,33 +218,178 @@ def test_splitDescription() -> None:
 
 
 @pytest.fixture
-def inherited() -> Iterator[None]:
+def inherited() -> Iterator[list[int]]:
     """
-    Make Twisted's C{systemd:} parser see two inherited sockets, 3 and 4,
-    named C{proxy} and C{admin}.
+    Make Twisted's C{systemd:} parser see two inherited IPv4 sockets, named
+    C{proxy} and C{admin}; their descriptors, in that order.
     """
     before = _SystemdParser._sddaemon
-    _SystemdParser._sddaemon = ListenFDs([3, 4], ("proxy", "admin"))
-    try:
-        yield
-    finally:
-        _SystemdParser._sddaemon = before
+    with socket.socket() as proxy, socket.socket() as admin:
+        filenos = [proxy.fileno(), admin.fileno()]
+        _SystemdParser._sddaemon = ListenFDs(filenos, ("proxy", "admin"))
+        try:
+            yield filenos
+        finally:
+            _SystemdParser._sddaemon = before
 
 
-@pytest.mark.usefixtures("inherited")
 @pytest.mark.parametrize(
-    "description, fileno",
-    [("systemd:domain=INET:index=1", 4), ("systemd:domain=INET:name=proxy", 3)],
+    "description, position",
+    [("systemd:domain=INET:index=1", 1), ("systemd:domain=INET:name=proxy", 0)],
 )
-def test_systemdPlan(description: str, fileno: int) -> None:
+def test_systemdPlan(inherited: list[int], description: str, position: int) -> None:
     """
     A C{systemd:} listener adopts the socket its index or name picks.
     """
+    fileno = inherited[position]
     plan = planListener(description)
     assert plan == ListenerPlan(description, fileno=fileno)
     assert plan.describe() == (
         f"listen {description} -> systemd socket (fd {fileno}) (plain HTTP)"
     )
+
+
+@pytest.fixture
+def inheritedSocket() -> Iterator[Callable[[socket.AddressFamily], int]]:
+    """
+    Make Twisted's C{systemd:} parser see one inherited socket, named
+    C{proxy}, of the family a test asks for: C{inheritedSocket(AF_INET6)}
+    returns its descriptor.  The sockets are closed when the test ends.
+    """
+    before = _SystemdParser._sddaemon
+    sockets: list[socket.socket] = []
+
+    def inherit(family: socket.AddressFamily) -> int:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sockets.append(sock)
+        _SystemdParser._sddaemon = ListenFDs([sock.fileno()], ("proxy",))
+        return sock.fileno()
+
+    try:
+        yield inherit
+    finally:
+        _SystemdParser._sddaemon = before
+        for sock in sockets:
+            sock.close()
+
+
+@pytest.mark.parametrize(
+    "family, domain",
+    [
+        (socket.AF_INET, "INET"),
+        (socket.AF_INET6, "INET6"),
+        (socket.AF_UNIX, "UNIX"),
+    ],
+    ids=["INET", "INET6", "UNIX"],
+)
+def test_systemdSocketOfItsDomain(
+    inheritedSocket: Callable[[socket.AddressFamily], int],
+    family: socket.AddressFamily,
+    domain: str,
+) -> None:
+    """
+    A C{systemd:} listener whose C{domain=} is the family of the socket
+    systemd passed adopts it.
+    """
+    fileno = inheritedSocket(family)
+    description = f"systemd:domain={domain}:name=proxy"
+    assert planListener(description) == ListenerPlan(description, fileno=fileno)
+
+
+@pytest.mark.parametrize(
+    "family, domain, message",
+    [
+        (
+            socket.AF_INET6,
+            "INET",
+            "systemd passed an IPv6 socket ([::]:0), not the IPv4 one "
+            "domain=INET asks for: write domain=INET6",
+        ),
+        (
+            socket.AF_INET,
+            "INET6",
+            "systemd passed an IPv4 socket (0.0.0.0:0), not the IPv6 one "
+            "domain=INET6 asks for: write domain=INET",
+        ),
+        (
+            socket.AF_UNIX,
+            "INET",
+            "systemd passed a UNIX socket (unix:(unnamed)), not the IPv4 one "
+            "domain=INET asks for: write domain=UNIX",
+        ),
+    ],
+    ids=["INET6-as-INET", "INET-as-INET6", "UNIX-as-INET"],
+)
+def test_systemdSocketOfAnotherDomain(
+    inheritedSocket: Callable[[socket.AddressFamily], int],
+    family: socket.AddressFamily,
+    domain: str,
+    message: str,
+) -> None:
+    """
+    A C{systemd:} listener whose C{domain=} is not the family of the socket
+    systemd passed (an IPv6 socket from C{ListenStream=3128} under
+    C{domain=INET}) is refused, naming the domain to write: Twisted would
+    adopt it and read every client address wrong.
+    """
+    inheritedSocket(family)
+    description = f"systemd:domain={domain}:name=proxy"
+    with pytest.raises(ListenerError) as raised:
+        planListener(description)
+    assert not isinstance(raised.value, SystemdSocketMissing)
+    assert str(raised.value) == f"{description!r} is not a valid listener: {message}"
+
+
+def test_systemdSocketOfAFamilyNotAdopted(
+    inheritedSocket: Callable[[socket.AddressFamily], int],
+) -> None:
+    """
+    A C{domain=} that names a family Twisted does not adopt, given an IPv6
+    socket, is refused naming both.
+    """
+    inheritedSocket(socket.AF_INET6)
+    description = "systemd:domain=PACKET:name=proxy"
+    with pytest.raises(ListenerError) as raised:
+        planListener(description)
+    assert str(raised.value).endswith(
+        "systemd passed an IPv6 socket ([::]:0), not the PACKET one "
+        "domain=PACKET asks for: write domain=INET6"
+    )
+
+
+@pytest.mark.parametrize("closed", [False, True], ids=["pipe", "closed"])
+def test_systemdDescriptorNotASocket(closed: bool) -> None:
+    """
+    A descriptor that is not an open socket is not judged here: Twisted
+    fails to adopt it when the proxy listens, with its own message.
+    """
+    before = _SystemdParser._sddaemon
+    reading, writing = os.pipe()
+    os.close(writing)
+    if closed:
+        os.close(reading)
+    try:
+        _SystemdParser._sddaemon = ListenFDs([reading], ("proxy",))
+        description = "systemd:domain=INET:name=proxy"
+        assert planListener(description) == ListenerPlan(description, fileno=reading)
+    finally:
+        _SystemdParser._sddaemon = before
+        if not closed:
+            os.fstat(reading)  # Left open.
+            os.close(reading)
+
+
+def test_systemdAbstractSocketOfAnotherDomain(
+    inheritedSocket: Callable[[socket.AddressFamily], int],
+) -> None:
+    """
+    A UNIX socket bound to an abstract name is named C{unix:@NAME}.
+    """
+    fileno = inheritedSocket(socket.AF_UNIX)
+    with socket.socket(fileno=os.dup(fileno)) as sock:
+        sock.bind("\0connectproxy-test-abstract-" + str(os.getpid()))
+    with pytest.raises(ListenerError, match="unix:@connectproxy-test-abstract-"):
+        planListener("systemd:domain=INET6:name=proxy")
 
 
 PID = str(os.getpid())
@@ -376,3 +524,51 @@ def test_contextProblemWithoutDHParameters() -> None:
     assert _contextProblem("ssl:3129", error) == (
         "cannot make a TLS context: OpenSSL: no cipher match"
     )
+
+
+@pytest.mark.parametrize(
+    "first, second, dualStack, clash",
+    [
+        ("tcp:3128", "tcp:3128:interface=127.0.0.1", False, True),
+        ("tcp:3128:interface=127.0.0.1", "tcp:3128", False, True),
+        ("tcp:3128:interface=127.0.0.1", "tcp:3128:interface=127.0.0.2", False, False),
+        ("tcp:3128", "tcp:3129", False, False),
+        ("tcp6:3128", "tcp6:3128:interface=\\:\\:1", False, True),
+        ("tcp6:3128", "tcp:3128:interface=127.0.0.1", True, True),
+        ("tcp6:3128", "tcp:3128:interface=127.0.0.1", False, False),
+        ("tcp6:3128", "tcp:3128", True, True),
+        ("tcp6:3128:interface=\\:\\:1", "tcp:3128", True, False),
+        (
+            "tcp6:3128:interface=\\:\\:ffff\\:127.0.0.1",
+            "tcp:3128:interface=127.0.0.1",
+            False,
+            True,
+        ),
+        ("tcp:0", "tcp:0:interface=127.0.0.1", False, False),
+        ("unix:/run/a.sock", "tcp:3128", True, False),
+    ],
+)
+def test_overlap(first: str, second: str, dualStack: bool, clash: bool) -> None:
+    """
+    Two listeners overlap when they take the same port and one of them
+    listens on every address of the other's family (on every IPv4 address
+    too, for C{[::]} where the system makes IPv6 sockets dual-stack).
+    """
+    a, b = planListener(first), planListener(second)
+    explanation = overlap(a, b, dualStack=dualStack)
+    assert (explanation is not None) is clash
+    if explanation is not None:
+        assert explanation.startswith(f"{a.where} and {b.where} both take port ")
+
+
+def test_dualStackDefault(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """
+    Whether C{[::]} takes IPv4 too is read from the system where it says
+    (Linux: C{net.ipv6.bindv6only}); elsewhere it is not assumed.
+    """
+    setting = tmp_path / "bindv6only"
+    setting.write_text("0\n")
+    assert dualStackSockets(str(setting)) is True
+    setting.write_text("1\n")
+    assert dualStackSockets(str(setting)) is False
+    assert dualStackSockets(str(tmp_path / "missing")) is False

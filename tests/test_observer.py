@@ -19,7 +19,7 @@ from twisted.internet.error import (
     ConnectionRefusedError,
     DNSLookupError,
 )
-from twisted.logger import LogEvent
+from twisted.logger import LogEvent, formatEvent
 from twisted.python.failure import Failure
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
@@ -647,6 +647,37 @@ def test_accessLogLeavesOutUnanswered(logEvents: list[LogEvent]) -> None:
     assert _named(logEvents, "request_refused") == []
     assert len(_named(logEvents, "connect_abandoned")) == 1
     assert len(_named(logEvents, "connections_shed")) == 1
+
+
+@pytest.mark.parametrize(
+    "host, destination",
+    [
+        ("2001:db8::1", "[2001:db8::1]:443"),
+        ("::ffff:7f00:1", "[::ffff:7f00:1]:443"),
+        ("192.0.2.1", "192.0.2.1:443"),
+        ("example.com", "example.com:443"),
+    ],
+)
+def test_accessLogTextBracketsIPv6(
+    logEvents: list[LogEvent], host: str, destination: str
+) -> None:
+    """
+    The text of the tunnel lines writes an IPv6 destination in brackets
+    (C{[v6]:port}, as for the client and the upstream); the C{host} field
+    stays the bare address.
+    """
+    observer = AccessLogObserver(logOpens=True)
+    record = TunnelRecord("[::1]:5", host, 443, "[2001:db8::1]:443")
+    observer.tunnelOpened(record)
+    observer.tunnelClosed(record)
+    opened, closed = logEvents
+    assert formatEvent(opened) == (
+        f"tunnel opened [::1]:5 - -> {destination} via [2001:db8::1]:443"
+    )
+    assert formatEvent(closed).startswith(
+        f"tunnel closed [::1]:5 - -> {destination} via [2001:db8::1]:443: "
+    )
+    assert (opened["host"], closed["host"]) == (host, host)
 
 
 # Observers of plugin API version 1, and the fan-out.

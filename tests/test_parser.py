@@ -19,6 +19,7 @@ from connectproxy._parser import (
     RequestHead,
     RequestHeadParser,
     parseAuthority,
+    requestLineOf,
 )
 from connectproxy._target import Target, TargetForm
 
@@ -769,17 +770,76 @@ def test_nonASCIIDigitsInContentLength(value: bytes) -> None:
     assert raised.value.status == 400
 
 
+# What a refusal says about the request.
+
+_CRLF2 = b"\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    "data, status, method, target",
+    [
+        (b"CONNECT a HTTP/1.1\r\nHost: a" + _CRLF2, 400, "CONNECT", "a"),
+        (b"CONNECT a:443 HTTP/1.1" + _CRLF2, 400, "CONNECT", "a:443"),
+        (_H11 + b"Host: a\r\nHost: b" + _CRLF2, 400, "CONNECT", "a:1"),
+        (b"CONNECT a:1 HTTP/3.0" + _CRLF2, 505, "CONNECT", "a:1"),
+        (b"BREW a:1 HTTP/1.1\r\nHost: a" + _CRLF2, 501, "BREW", "a:1"),
+        (_H11 + b"Host: a\r\nX: \x00" + _CRLF2, 400, "CONNECT", "a:1"),
+        (_H10 + b"Content-Length: 5" + _CRLF2, 400, "CONNECT", "a:1"),
+        (b"\r\n" + _H11 + b"Host: a\r\nTE: x\r\nbad" + _CRLF2, 400, "CONNECT", "a:1"),
+        (_H11 + b"Host: a\nX: y" + _CRLF2, 400, "CONNECT", "a:1"),
+        (_H11 + b"X: " + b"y" * 70000, 431, "CONNECT", "a:1"),
+        (b"CONNECT a\x01b:1 HTTP/1.1" + _CRLF2, 400, "CONNECT", ""),
+        (b"CON\x00NECT a:1 HTTP/1.1" + _CRLF2, 400, "", "a:1"),
+        (b"CONNECT a:1" + _CRLF2, 400, "", ""),
+        (b"CONNECT a:1 HTTP/1.1\n", 400, "", ""),
+        (b"GET /" + b"a" * 9000 + b" HTTP/1.1" + _CRLF2, 414, "", ""),
+        (_TLS_HELLO, 400, "", ""),
+    ],
+)
+def test_refusalNamesRequestLine(
+    data: bytes, status: int, method: str, target: str
+) -> None:
+    """
+    A refusal carries the method and target of a request line that was
+    complete and readable (a method that is a token, a target of printable
+    ASCII), and none otherwise.
+    """
+    with pytest.raises(BadRequest) as info:
+        RequestHeadParser().feed(data)
+    assert (info.value.status, info.value.method, info.value.target) == (
+        status,
+        method,
+        target,
+    )
+
+
+def test_requestLineOf() -> None:
+    """
+    L{requestLineOf} reads the method and target of a whole first line,
+    after empty lines, within a length limit.
+    """
+    assert requestLineOf(b"CONNECT a:1 HTTP/1.1\r\n") == ("CONNECT", "a:1")
+    assert requestLineOf(b"\r\n\r\nGET / HTTP/1.1\r\nHost") == ("GET", "/")
+    assert requestLineOf(b"CONNECT a:1 HTTP/1.1") is None
+    assert requestLineOf(b"CONNECT a:1\r\n") is None
+    assert requestLineOf(b"CONNECT a:1 HTTP/1.1\r\n", maxLength=10) is None
+    assert requestLineOf(b"CONNECT a:1 HTTP/1.1\r\n", maxLength=20) == (
+        "CONNECT",
+        "a:1",
+    )
+
+
 # The names before RequestHead.
 
 
 def test_deprecatedParserName() -> None:
     """
-    C{connectproxy.ConnectRequestParser} is L{RequestHeadParser}, with a
-    deprecation warning naming the new name.
+    C{connectproxy.ConnectRequestParser}, deprecated, is
+    L{RequestHeadParser}.
     """
     import connectproxy
 
-    with pytest.warns(DeprecationWarning, match=r"use connectproxy\.RequestHeadParser"):
+    with pytest.warns(DeprecationWarning, match="get the parsed RequestHead"):
         parser = connectproxy.ConnectRequestParser
     assert parser is RequestHeadParser
 

@@ -21,9 +21,9 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogEvent
 from zope.interface.verify import verifyObject
 
-from connectproxy import ConnectProxyProtocol, ProxySettings
+from connectproxy import ProxySettings
 from connectproxy._admission import Gatekeeper
-from connectproxy._policy import AccessRules, ClientRules
+from connectproxy._front import ConnectProxyProtocol
 from connectproxy._proxyheader import (
     V2_SIGNATURE,
     InvalidProxyHeader,
@@ -39,10 +39,16 @@ from connectproxy._proxyprotocol import (
     clientAddress,
     serverEndpoint,
 )
+from connectproxy._rules import AccessRules, ClientRules
 from connectproxy.tap import Options, makeService
-from connectproxy.testing import HalfCloseableStringTransport, ProxyHarness
+from connectproxy.testing import (
+    HalfCloseableStringTransport,
+    ProxyHarness,
+    connectHead,
+)
 
-CONNECT = b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"
+#: A request head, as the payload after a PROXY header.
+CONNECT = connectHead()
 
 BALANCER = IPv4Address("TCP", "127.0.0.1", 45000)
 
@@ -470,6 +476,38 @@ def test_invalidHeaderAborts(logEvents: list[LogEvent]) -> None:
     assert not harness.factory.connections
 
 
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (b"PROXY TCP4 999.1.1.1 127.0.0.1 5555 P\r\n", "invalid TCP4 address"),
+        (b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2 3\r\n", "separated by single spaces"),
+        (b"PROXY TCP4 1.2.3.4 5.6.7.8 1 99999\r\n", "invalid port"),
+        (b"PROXY " + b"x" * 200, "no CRLF within 107 bytes"),
+        (b"\r\n\r\n\x00\r\nQUIT\n\x51", "unsupported version"),
+        (b"\x16\x03\x01\x02\x00", "does not start with a PROXY header"),
+        (b"", "does not start with a PROXY header"),
+    ],
+    ids=["v1-address", "v1-fields", "v1-port", "v1-long", "v2", "tls", "http"],
+)
+def test_invalidHeaderOneEvent(
+    logEvents: list[LogEvent], data: bytes, reason: str
+) -> None:
+    """
+    Each invalid header, whatever is wrong with it, aborts the connection
+    with exactly one log event, C{proxy_header_invalid} with the reason,
+    and no traceback.
+    """
+    harness = rulesHarness()
+    wrapper, transport = connectThrough(harness)
+    wrapper.dataReceived(data + CONNECT)
+    wrapper.connectionLost()
+    assert transport.aborted and transport.value() == b""
+    [event] = logEvents
+    assert event["event"] == "proxy_header_invalid"
+    assert reason in event["reason"]
+    assert "log_failure" not in event
+
+
 def test_untrustedSource(logEvents: list[LogEvent]) -> None:
     """
     A source outside C{--trusted-proxy} gets 403 at once, without its
@@ -517,6 +555,58 @@ def test_claimedClientStillChecked() -> None:
     wrapper.dataReceived(V1_TCP4 + CONNECT)
     assert transport.value().startswith(b"HTTP/1.1 403 ")
     assert harness.observer.refused[0].client == "203.0.113.5:56324"
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"PROXY TCP4 127.0.0.1 127.0.0.1 45000 3128\r\n",
+        b"PROXY TCP4 127.0.0.1 127.0.0.1 5555 3128\r\n",
+        b"PROXY TCP6 ::1 ::1 5555 3128\r\n",
+        b"PROXY TCP6 ::ffff:127.0.0.1 ::1 5555 3128\r\n",
+    ],
+    ids=["same-address-and-port", "same-address", "ipv6", "ipv4-mapped"],
+)
+def test_claimedLoopbackNotImplied(header: bytes) -> None:
+    """
+    A header claiming a loopback client, even the balancer's own address
+    (and port), is a client behind a balancer: it must be in
+    C{--allow-client}, loopback is not implied.
+    """
+    harness = rulesHarness(allow=("192.0.2.0/24",))
+    wrapper, transport = connectThrough(harness)
+    wrapper.dataReceived(header + CONNECT)
+    assert transport.value().startswith(b"HTTP/1.1 403 ")
+    assert b"is not allowed behind a load balancer" in transport.value()
+    assert harness.connector.attempts == []
+    inner = wrapper.wrappedProtocol
+    assert isinstance(inner, ConnectProxyProtocol)
+    assert inner.balancerAddress == BALANCER
+
+
+@pytest.mark.parametrize(
+    "claimed, served",
+    [(b"127.0.0.1", False), (b"192.0.2.7", True)],
+)
+def test_twistedWrapperClaimsChecked(claimed: bytes, served: bool) -> None:
+    """
+    Under Twisted's own PROXY-protocol wrapper (embedding code listening
+    with Twisted's C{haproxy:} endpoint), a client its header named is
+    judged as a client behind a balancer too, even when it claims the
+    balancer's own address.
+    """
+    from twisted.protocols.haproxy._wrapper import HAProxyWrappingFactory
+
+    harness = rulesHarness(allow=("192.0.2.0/24",))
+    wrapper = HAProxyWrappingFactory(harness.factory).buildProtocol(BALANCER)
+    transport = HalfCloseableStringTransport(peerAddress=BALANCER)
+    wrapper.makeConnection(transport)
+    wrapper.dataReceived(
+        b"PROXY TCP4 " + claimed + b" 127.0.0.1 5555 3128\r\n" + CONNECT
+    )
+    assert bool(harness.connector.attempts) is served
+    if not served:
+        assert transport.value().startswith(b"HTTP/1.1 403 ")
 
 
 @pytest.mark.parametrize(

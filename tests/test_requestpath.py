@@ -27,36 +27,25 @@ from zope.interface import implementer
 from connectproxy import ConnectProxyFactory, ProxySettings
 from connectproxy._access import AccessRequest, Refusal
 from connectproxy._admission import Gatekeeper
-from connectproxy._policy import AccessRules, NetworkRules
+from connectproxy._networks import NetworkRules
 from connectproxy._resolver import ResolverPool
+from connectproxy._rules import AccessRules
 from connectproxy._upstream import DirectConnector
 from connectproxy.interfaces import IAccessPolicy
 from connectproxy.testing import (
     FakeClient,
     HalfCloseableStringTransport,
     ProxyHarness,
+    connectHead,
 )
+from tests._helpers import ESTABLISHED
 from tests.test_resolver import HangingResolver
 
 FAST = "fast.example"
-ESTABLISHED = b"HTTP/1.1 200 Connection established\r\n\r\n"
-
-
-def head(host: str, port: int = 443) -> bytes:
-    return b"CONNECT %s:%d HTTP/1.1\r\nHost: %s:%d\r\n\r\n" % (
-        host.encode(),
-        port,
-        host.encode(),
-        port,
-    )
 
 
 def peer(host: str, port: int = 40000) -> IPv4Address:
     return IPv4Address("TCP", host, port)
-
-
-def statusOf(client: FakeClient) -> int:
-    return int(client.transport.value().split(b" ", 2)[1])
 
 
 class Proxy:
@@ -88,7 +77,7 @@ class Proxy:
 
     def request(self, client: str, host: str) -> FakeClient:
         fake = self.harness.connectClient(peer(client, 40000 + len(self.clients())))
-        fake.send(head(host))
+        fake.send(connectHead(f"{host}:443"))
         return fake
 
     def clients(self) -> set[Any]:
@@ -155,9 +144,9 @@ def test_queuedLookupAnswered503AtDeadline() -> None:
     running = proxy.request("127.0.0.1", "slow.example")
     queued = proxy.request("127.0.0.1", "later.example")
     proxy.clock.advance(10)
-    assert statusOf(running) == 504
+    assert running.response().status == 504
     assert b"timed out resolving the target host" in running.transport.value()
-    assert statusOf(queued) == 503
+    assert queued.response().status == 503
     assert b"--resolver-per-client" in queued.transport.value()
     assert proxy.pool.waiting() == 0
     proxy.resolver.finish()
@@ -174,7 +163,7 @@ def test_queuedBehindFullPoolNamesThreadsOption() -> None:
         proxy.request("127.0.0.1", "slow.example")
     queued = proxy.request("127.0.0.2", "other.example")
     proxy.clock.advance(10)
-    assert statusOf(queued) == 503
+    assert queued.response().status == 503
     assert b"--resolver-threads" in queued.transport.value()
 
 
@@ -277,7 +266,7 @@ def test_slowPoliciesOfOneClientDoNotDelayAnother() -> None:
     proxy.connect(0)
     assert other.transport.value() == ESTABLISHED
     proxy.clock.advance(10)
-    assert {statusOf(c) for c in slow} == {503}
+    assert {c.response().status for c in slow} == {503}
     assert policy.cancelled == 50
     for client in slow:
         client.lose()
@@ -305,7 +294,7 @@ def assertAnsweredAndLoggedOnce(
     The client got C{status} at once, one event with a traceback of
     C{error} was logged, and once the client is gone nothing is left.
     """
-    assert statusOf(client) == status
+    assert client.response().status == status
     gc.collect()  # An unhandled error in a Deferred is logged when it goes.
     [logged] = failures(events)
     assert logged["event"] == eventName
@@ -416,7 +405,7 @@ def test_brokenConnectionClosedOn500(logEvents: list[LogEvent]) -> None:
 
     proxy.harness.factory.connector.connectUpstream = broken  # type: ignore[method-assign]
     client = proxy.request("127.0.0.1", FAST)
-    assert statusOf(client) == 500
+    assert client.response().status == 500
     [upstream] = upstreams
     assert upstream.aborted
 
@@ -432,7 +421,7 @@ def test_expectedFailuresLoggedWithoutTraceback(
     proxy = Proxy()
     client = proxy.request("127.0.0.1", FAST)
     proxy.fail(0, error)
-    assert statusOf(client) == 502
+    assert client.response().status == 502
     assert failures(logEvents) == []
     assert [e["event"] for e in logEvents if e.get("event") == "connect_failed"] == [
         "connect_failed"

@@ -8,12 +8,11 @@ real time.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import pytest
 from twisted.cred.error import UnauthorizedLogin
-from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.address import IPv6Address
 from twisted.internet.error import (
     ConnectError,
     ConnectingCancelledError,
@@ -23,44 +22,30 @@ from twisted.internet.error import (
     DNSLookupError,
     NoRouteError,
 )
-from twisted.logger import LogEvent
+from twisted.logger import LogEvent, formatEvent
 from zope.interface.verify import verifyObject
 
 from connectproxy import ProxySettings, _refuser
-from connectproxy._observer import AccessLogObserver, ObserverFanOut
+from connectproxy._observer import (
+    AccessLogObserver,
+    ObserverFanOut,
+    RefusedRequest,
+    TunnelRecord,
+)
 from connectproxy._tunnel import TransportRelay, transportRelay
 from connectproxy.interfaces import IProxyObserver, IUpstreamConnector
-from connectproxy.testing import FakeClient, ProxyHarness, RecordingObserver
-from tests.test_admission import (
+from connectproxy.testing import (
+    ProxyHarness,
+    RecordingObserver,
+    connectHead,
+)
+from tests._helpers import (
+    ESTABLISHED,
     LaterPolicy,
     PendingChecker,
     basic,
-    connectHead,
     makeHarness,
 )
-
-CONNECT = b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"
-ESTABLISHED = b"HTTP/1.1 200 Connection established\r\n\r\n"
-
-
-def statusOf(client: FakeClient) -> int:
-    """
-    The status code of the response the proxy wrote to C{client}.
-    """
-    return int(client.transport.value().split(b" ", 2)[1])
-
-
-def headOf(client: FakeClient) -> bytes:
-    head: bytes = client.transport.value().split(b"\r\n\r\n", 1)[0]
-    return head
-
-
-def bodyOf(client: FakeClient) -> bytes:
-    """
-    The body of the response the proxy wrote to C{client}.
-    """
-    body: bytes = client.transport.value().split(b"\r\n\r\n", 1)[1]
-    return body
 
 
 @pytest.fixture
@@ -73,7 +58,7 @@ def test_connectAnswers200(harness: ProxyHarness) -> None:
     A CONNECT is answered with a bare 200 once the upstream connects.
     """
     client = harness.connectClient()
-    client.send(CONNECT)
+    client.send(connectHead())
     assert client.transport.value() == b""
     [attempt] = harness.connector.attempts
     assert (attempt.request.host, attempt.request.port) == ("example.com", 443)
@@ -88,7 +73,7 @@ def test_clientReadWhileConnecting(harness: ProxyHarness) -> None:
     client that leaves is noticed), and producing once the tunnel exists.
     """
     client = harness.connectClient()
-    client.send(CONNECT)
+    client.send(connectHead())
     assert client.transport.producerState == "producing"
     harness.connector.attempts[0].succeed()
     assert client.transport.producerState == "producing"
@@ -116,7 +101,7 @@ def test_producersCrossRegistered(harness: ProxyHarness) -> None:
     Each transport is the other's streaming producer once the tunnel exists.
     """
     client = harness.connectClient()
-    client.send(CONNECT)
+    client.send(connectHead())
     upstream = harness.connector.attempts[0].succeed()
     assert client.transport.producer is upstream
     assert client.transport.streaming is True
@@ -131,7 +116,7 @@ def test_earlyDataReachesUpstreamFirst(harness: ProxyHarness, split: bool) -> No
     and in order, whether the head arrives whole or a byte at a time.
     """
     client = harness.connectClient()
-    data = CONNECT + b"\x16\x03\x01hello"
+    data = connectHead() + b"\x16\x03\x01hello"
     if split:
         for i in range(len(data)):
             client.send(data[i : i + 1])
@@ -150,7 +135,7 @@ def test_relayBothWays(harness: ProxyHarness) -> None:
     Bytes flow both ways through the tunnel and are counted.
     """
     client = harness.connectClient()
-    client.send(CONNECT)
+    client.send(connectHead())
     attempt = harness.connector.attempts[0]
     upstream = attempt.succeed()
     client.send(b"ping")
@@ -168,7 +153,7 @@ def test_tunnelCloseReported(harness: ProxyHarness) -> None:
     duration, upstream address and reason.
     """
     client = harness.connectClient()
-    client.send(CONNECT + b"abc")
+    client.send(connectHead() + b"abc")
     attempt = harness.connector.attempts[0]
     attempt.succeed(peer=IPv6Address("TCP", "2001:db8::1", 443))
     assert len(harness.observer.opened) == 1
@@ -206,7 +191,7 @@ def test_relayFactoryPerTunnel(harness: ProxyHarness) -> None:
 
     harness.factory.relayFactory = relayFactory
     client = harness.connectClient()
-    client.send(CONNECT)
+    client.send(connectHead())
     attempt = harness.connector.attempts[0]
     upstream = attempt.succeed()
     assert calls == [
@@ -232,7 +217,7 @@ def test_tunnelsShareOneTimer(harness: ProxyHarness) -> None:
     tunnels = []
     for _ in range(3):
         client = harness.connectClient()
-        client.send(CONNECT)
+        client.send(connectHead())
         attempt = harness.connector.attempts[-1]
         attempt.succeed()
         tunnels.append((client, attempt))
@@ -287,11 +272,11 @@ def test_refusals(
     """
     client = harness.connectClient()
     client.send(request_)
-    assert statusOf(client) == status
-    assert bodyOf(client).endswith(f": {reason}\n".encode())
-    head = headOf(client)
-    assert b"\r\nConnection: close" in head
-    assert b"\r\nContent-Type: text/plain; charset=utf-8" in head
+    assert client.response().status == status
+    assert client.response().body.endswith(f": {reason}\n".encode())
+    response = client.response()
+    assert response.header("Connection") == "close"
+    assert response.header("Content-Type") == "text/plain; charset=utf-8"
     assert client.transport.disconnecting
     assert harness.connector.attempts == []
     [refused] = harness.observer.refused
@@ -316,15 +301,15 @@ def test_oversizedHeads() -> None:
     harness = ProxyHarness(ProxySettings(maxRequestLine=100, maxHeadSize=200))
     client = harness.connectClient()
     client.send(b"CONNECT " + b"a" * 200)
-    assert statusOf(client) == 414
-    assert bodyOf(client) == (
+    assert client.response().status == 414
+    assert client.response().body == (
         b"414 Request-URI Too Long: request line longer than 100 bytes "
         b"(see --max-request-line)\n"
     )
     client = harness.connectClient()
     client.send(b"CONNECT a:1 HTTP/1.1\r\nHost: a\r\n" + b"X: y\r\n" * 40)
-    assert statusOf(client) == 431
-    assert bodyOf(client) == (
+    assert client.response().status == 431
+    assert client.response().body == (
         b"431 Request Header Fields Too Large: request head larger than 200 "
         b"bytes (see --max-head-size)\n"
     )
@@ -337,7 +322,7 @@ def test_nothingReadAfterRefusal(harness: ProxyHarness) -> None:
     client = harness.connectClient()
     client.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
     before = client.transport.value()
-    client.send(CONNECT)
+    client.send(connectHead())
     assert client.transport.value() == before
     assert harness.connector.attempts == []
 
@@ -360,9 +345,9 @@ def test_upstreamFailureIs502(
     502 with a reason.
     """
     client = harness.connectClient()
-    client.send(CONNECT)
+    client.send(connectHead())
     harness.connector.attempts[0].fail(error)
-    assert statusOf(client) == 502
+    assert client.response().status == 502
     assert reason in client.transport.value()
     assert client.transport.disconnecting
     assert harness.observer.refused[0].status == 502
@@ -374,14 +359,14 @@ def test_connectDeadlineIs504(harness: ProxyHarness) -> None:
     client gets 504, whatever error the cancellation produced.
     """
     client = harness.connectClient()
-    client.send(CONNECT)
+    client.send(connectHead())
     attempt = harness.connector.attempts[0]
     harness.clock.advance(9.9)
     assert client.transport.value() == b""
     harness.clock.advance(0.1)
     assert attempt.cancelled
-    assert statusOf(client) == 504
-    assert bodyOf(client) == (
+    assert client.response().status == 504
+    assert client.response().body == (
         b"504 Gateway Timeout: timed out connecting to the target after "
         b"10 seconds (see --connect-timeout)\n"
     )
@@ -394,12 +379,12 @@ def test_connectDeadlineDuringDNS() -> None:
     """
     harness = ProxyHarness(ProxySettings(connectTimeout=1))
     client = harness.connectClient()
-    client.send(CONNECT)
+    client.send(connectHead())
     attempt = harness.connector.attempts[0]
     attempt.deferred._canceller = lambda d: d.errback(DNSLookupError("cancelled"))
     harness.clock.advance(1)
-    assert statusOf(client) == 504
-    assert bodyOf(client).endswith(b"after 1 second (see --connect-timeout)\n")
+    assert client.response().status == 504
+    assert client.response().body.endswith(b"after 1 second (see --connect-timeout)\n")
 
 
 def test_connectingCancelledErrorIs504(harness: ProxyHarness) -> None:
@@ -407,9 +392,9 @@ def test_connectingCancelledErrorIs504(harness: ProxyHarness) -> None:
     L{ConnectingCancelledError} from the endpoint means a timeout.
     """
     client = harness.connectClient()
-    client.send(CONNECT)
+    client.send(connectHead())
     harness.connector.attempts[0].fail(ConnectingCancelledError(None))
-    assert statusOf(client) == 504
+    assert client.response().status == 504
 
 
 def test_clientGoneWhileConnecting(harness: ProxyHarness) -> None:
@@ -419,7 +404,7 @@ def test_clientGoneWhileConnecting(harness: ProxyHarness) -> None:
     no status.
     """
     client = harness.connectClient()
-    client.send(CONNECT)
+    client.send(connectHead())
     attempt = harness.connector.attempts[0]
     client.lose(ConnectionLost())
     assert attempt.cancelled
@@ -441,8 +426,8 @@ def test_connectorRaises(harness: ProxyHarness) -> None:
 
     harness.factory.connector.connectUpstream = broken  # type: ignore[method-assign,assignment]
     client = harness.connectClient()
-    client.send(CONNECT)
-    assert statusOf(client) == 502
+    client.send(connectHead())
+    assert client.response().status == 502
 
 
 def test_requestTimeoutIs408(harness: ProxyHarness) -> None:
@@ -455,8 +440,8 @@ def test_requestTimeoutIs408(harness: ProxyHarness) -> None:
     harness.clock.advance(29)
     assert client.transport.value() == b""
     harness.clock.advance(1)
-    assert statusOf(client) == 408
-    assert bodyOf(client) == (
+    assert client.response().status == 408
+    assert client.response().body == (
         b"408 Request Timeout: timed out waiting for the request head after "
         b"30 seconds (see --request-timeout)\n"
     )
@@ -468,7 +453,7 @@ def test_requestTimeoutStopsAtHead(harness: ProxyHarness) -> None:
     The head deadline ends when the head is complete.
     """
     client = harness.connectClient()
-    client.send(CONNECT)
+    client.send(connectHead())
     harness.connector.attempts[0].succeed()
     harness.clock.advance(100)
     assert client.transport.value() == ESTABLISHED
@@ -584,10 +569,10 @@ def test_finThenRefusalClosesAtOnce(harness: ProxyHarness) -> None:
     once: there is nothing left to read, so no linger.
     """
     client = harness.connectClient()
-    client.send(CONNECT)
+    client.send(connectHead())
     client.protocol.readConnectionLost()
     harness.connector.attempts[0].fail(ConnectionRefusedError())
-    assert statusOf(client) == 502
+    assert client.response().status == 502
     assert not client.transport.writeClosed
     assert client.transport.disconnecting
 
@@ -603,8 +588,8 @@ def test_finThen407Closes() -> None:
     client.send(connectHead("example.com:443", basic(b"alice:wrong")))
     client.protocol.readConnectionLost()
     checker.pending[0].errback(UnauthorizedLogin())
-    assert statusOf(client) == 407
-    assert b"\r\nConnection: close" in headOf(client)
+    assert client.response().status == 407
+    assert client.response().header("Connection") == "close"
     assert client.transport.disconnecting
 
 
@@ -627,17 +612,9 @@ def test_finAfterPipelinedRetryPassedOn() -> None:
     assert not client.transport.disconnecting
     checker.pending[1].callback(b"alice")
     upstream = harness.connector.attempts[0].succeed()
-    assert _statuses(client) == [407, 200]
+    assert [r.status for r in client.responses()] == [407, 200]
     assert upstream.value() == b"request-body"
     assert upstream.disconnecting  # the FIN, where half-close is not real
-
-
-def _statuses(client: FakeClient) -> list[int]:
-    """
-    The status codes of every response the proxy wrote to C{client}.
-    """
-    value = client.transport.value()
-    return [int(code) for code in re.findall(rb"HTTP/1\.1 (\d{3}) ", value)]
 
 
 def test_finAfter407WithPartialHeadCloses() -> None:
@@ -651,7 +628,7 @@ def test_finAfter407WithPartialHeadCloses() -> None:
     client.send(connectHead("example.com:443", basic(b"alice:wrong")) + b"CONN")
     client.protocol.readConnectionLost()
     checker.pending[0].errback(UnauthorizedLogin())
-    assert statusOf(client) == 407
+    assert client.response().status == 407
     assert client.transport.disconnecting
 
 
@@ -661,7 +638,7 @@ def test_finThenGoneCancels(harness: ProxyHarness) -> None:
     connect in flight.
     """
     client = harness.connectClient()
-    client.send(CONNECT)
+    client.send(connectHead())
     client.protocol.readConnectionLost()
     client.lose(ConnectionLost())
     assert harness.connector.attempts[0].cancelled
@@ -675,7 +652,7 @@ def test_clientLostDuringTunnel(harness: ProxyHarness) -> None:
     TCP here: aborted at once) after unregistering its producer.
     """
     client = harness.connectClient()
-    client.send(CONNECT)
+    client.send(connectHead())
     attempt = harness.connector.attempts[0]
     upstream = attempt.succeed()
     client.lose(ConnectionLost())
@@ -698,7 +675,7 @@ def test_upstreamResetResetsClient(
     """
     monkeypatch.setattr(TransportRelay, "halfClose", staticmethod(lambda t: True))
     client = harness.connectClient()
-    client.send(CONNECT)
+    client.send(connectHead())
     attempt = harness.connector.attempts[0]
     attempt.succeed()
     attempt.protocol.dataReceived(b"x" * 65536)
@@ -722,7 +699,7 @@ def test_halfCloseTimeoutSetting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(TransportRelay, "halfClose", staticmethod(lambda t: True))
     harness = ProxyHarness(ProxySettings(idleTimeout=600, halfCloseTimeout=8))
     client = harness.connectClient()
-    client.send(CONNECT)
+    client.send(connectHead())
     attempt = harness.connector.attempts[0]
     upstream = attempt.succeed()
     client.protocol.readConnectionLost()
@@ -742,7 +719,7 @@ def _fieldReportHead(fields: int) -> bytes:
     A CONNECT head with C{Host} and C{fields} ordinary header fields, 160
     bytes each (100 of them make the 16 KiB head of the field report).
     """
-    head = CONNECT[: -len(b"\r\n")]
+    head = connectHead()[: -len(b"\r\n")]
     for index in range(fields):
         line = b"X-Field-%04d: " % index
         head += line + b"v" * (160 - len(line) - 2) + b"\r\n"
@@ -776,7 +753,7 @@ def test_tooManyFieldsIs431(settings: ProxySettings, fields: int) -> None:
     assert len(harness.connector.attempts) == 1
     client = harness.connectClient()
     client.send(_fieldReportHead(fields + 1))
-    assert statusOf(client) == 431
+    assert client.response().status == 431
     assert b"--max-header-fields" in client.transport.value()
     [refused] = harness.observer.refused
     assert refused.status == 431
@@ -813,7 +790,7 @@ def test_accessLogEvents(logEvents: list[LogEvent]) -> None:
     client = harness.connectClient()
     client.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
     client = harness.connectClient()
-    client.send(CONNECT)
+    client.send(connectHead())
     attempt = harness.connector.attempts[0]
     attempt.succeed()
     client.send(b"x" * 10)
@@ -835,6 +812,96 @@ def test_accessLogEvents(logEvents: list[LogEvent]) -> None:
     assert len(byName["tunnel_open"]) == 1
 
 
+def test_timeoutNamesTheRequestLine(harness: ProxyHarness) -> None:
+    """
+    A 408 for a head that did not complete names the request line when it
+    came whole.
+    """
+    client = harness.connectClient()
+    client.send(b"CONNECT a.example:443 HTTP/1.1\r\nHost: a.ex")
+    other = harness.connectClient()
+    other.send(b"CONNECT a.exa")
+    harness.clock.advance(harness.factory.settings.requestTimeout)
+    assert [(r.status, r.method, r.target) for r in harness.observer.refused] == [
+        (408, "CONNECT", "a.example:443"),
+        (408, "", ""),
+    ]
+
+
+@pytest.mark.parametrize(
+    "request_, method, target",
+    [
+        (b"CONNECT a HTTP/1.1\r\nHost: a\r\n\r\n", "CONNECT", "a"),
+        (b"CONNECT a:443 HTTP/1.1\r\n\r\n", "CONNECT", "a:443"),
+        (b"BREW a:443 HTTP/1.1\r\nHost: a\r\n\r\n", "BREW", "a:443"),
+        (b"CONNECT a:443 HTTP/2.0\r\n\r\n", "CONNECT", "a:443"),
+        (b"CONNECT a:443\r\n\r\n", "", ""),
+    ],
+)
+def test_refusalsNameTheRequest(
+    harness: ProxyHarness, request_: bytes, method: str, target: str
+) -> None:
+    """
+    A request refused by the parser is reported with its method and target
+    when its request line was readable.
+    """
+    client = harness.connectClient()
+    client.send(request_)
+    [refused] = harness.observer.refused
+    assert (refused.method, refused.target) == (method, target)
+
+
+@pytest.mark.parametrize(
+    "record, text",
+    [
+        (
+            RefusedRequest("127.0.0.1:5", "CONNECT", "a", 400, "needs a port"),
+            "refused 127.0.0.1:5 - CONNECT a: 400 needs a port",
+        ),
+        (
+            RefusedRequest("127.0.0.1:5", "", "", 400, "malformed request line"),
+            "refused 127.0.0.1:5 - -: 400 malformed request line",
+        ),
+        (
+            RefusedRequest("127.0.0.1:5", "CONNECT", "", 400, "malformed target"),
+            "refused 127.0.0.1:5 - CONNECT -: 400 malformed target",
+        ),
+        (
+            RefusedRequest("127.0.0.1:5", "CONNECT", "a:25", 403, "no", "alice"),
+            "refused 127.0.0.1:5 alice CONNECT a:25: 403 no",
+        ),
+        (
+            TunnelRecord("127.0.0.1:5", "a", 443, "192.0.2.1:443", user="alice"),
+            "tunnel closed 127.0.0.1:5 alice -> a:443 via 192.0.2.1:443: "
+            "0 bytes up, 0 bytes down, 0.000s, None",
+        ),
+        (
+            TunnelRecord("127.0.0.1:5", "a", 443, "192.0.2.1:443", reason="idle"),
+            "tunnel closed 127.0.0.1:5 - -> a:443 via 192.0.2.1:443: "
+            "0 bytes up, 0 bytes down, 0.000s, idle",
+        ),
+    ],
+)
+def test_accessLogText(
+    logEvents: list[LogEvent], record: RefusedRequest | TunnelRecord, text: str
+) -> None:
+    """
+    The text of an access-log line names the client, the user (C{-} for
+    none) and the request (C{-} for what was not read); the fields stay
+    as they are.
+    """
+    observer = AccessLogObserver()
+    if isinstance(record, RefusedRequest):
+        observer.requestRefused(record)
+    else:
+        observer.tunnelClosed(record)
+    [event] = logEvents
+    assert formatEvent(event) == text
+    assert event["user"] == record.user
+    if isinstance(record, RefusedRequest):
+        assert (event["method"], event["target"]) == (record.method, record.target)
+
+
 def test_interfacesProvided(harness: ProxyHarness) -> None:
     """
     The built-in connector and observers provide their interfaces.
@@ -846,21 +913,6 @@ def test_interfacesProvided(harness: ProxyHarness) -> None:
     assert verifyObject(IProxyObserver, AccessLogObserver())
     assert verifyObject(IProxyObserver, ObserverFanOut([]))
     assert verifyObject(IProxyObserver, RecordingObserver())
-
-
-def test_clientAddressFormats() -> None:
-    """
-    IPv6 and UNIX client addresses are logged readably.
-    """
-    from twisted.internet.address import UNIXAddress
-
-    from connectproxy._observer import formatAddress
-
-    assert formatAddress(IPv6Address("TCP", "::1", 5)) == "[::1]:5"
-    assert formatAddress(IPv4Address("TCP", "10.0.0.1", 5)) == "10.0.0.1:5"
-    assert formatAddress(UNIXAddress(b"/run/p.sock")) == "unix:/run/p.sock"
-    assert formatAddress(UNIXAddress(None)) == "unix:"
-    assert formatAddress("other") == "other"
 
 
 @pytest.fixture
@@ -896,7 +948,7 @@ def test_lingerEndsAtLimit(harness: ProxyHarness) -> None:
     """
     client = harness.connectClient()
     client.send(b"CONNECT a:1 HTTP/1.1\r\n\r\n")
-    assert statusOf(client) == 400
+    assert client.response().status == 400
     client.send(b"x" * _refuser.LINGER_BYTES)
     assert not client.transport.disconnecting
     client.send(b"x")
@@ -922,7 +974,7 @@ def test_unresolvableNameNotLoggedAsError(
     a traceback.
     """
     client = harness.connectClient()
-    client.send(CONNECT)
+    client.send(connectHead())
     harness.connector.attempts[0].fail(DNSLookupError("no addresses"))
-    assert statusOf(client) == 502
+    assert client.response().status == 502
     assert not [e for e in logEvents if "log_failure" in e]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from twisted.application.service import IServiceMaker
@@ -19,7 +20,9 @@ from twisted.python import usage
 from twisted.python.usage import UsageError
 
 from connectproxy import ConnectProxyFactory, ProxySettings, __version__
+from connectproxy._observer import TunnelRecord
 from connectproxy._outgoing import OutgoingAddresses
+from connectproxy._service import ListenerService
 from connectproxy.tap import DEFAULT_LISTEN, Options, buildConfig, makeService
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,6 +35,10 @@ DEFAULTS = {
     "half-close-timeout": 60.0,
     "request-timeout": 30.0,
     "abort-timeout": 15.0,
+    "shutdown-grace": 30.0,
+    "access-log": None,
+    "access-log-format": "text",
+    "log-level": "info",
     "max-request-line": 8192,
     "max-head-size": 65536,
     "max-header-fields": 256,
@@ -40,6 +47,8 @@ DEFAULTS = {
     "resolver-threads": 32,
     "resolver-per-client": 8,
     "upstream": "direct",
+    "upstream-proxy": None,
+    "upstream-ca": None,
     "auth-allow-plaintext": 0,
     "check-config": 0,
     "auth-realm": "connectproxy",
@@ -58,6 +67,8 @@ DEFAULTS = {
     "policy": [],
     "outgoing-address": [],
     "observer": ["accesslog"],
+    "upstream-route": [],
+    "metrics": [],
 }
 
 
@@ -95,6 +106,14 @@ def test_allOptions() -> None:
         "5",
         "--abort-timeout",
         "1",
+        "--shutdown-grace",
+        "5",
+        "--access-log",
+        "/var/log/connectproxy/access.log",
+        "--access-log-format",
+        "squid",
+        "--log-level",
+        "warn",
         "--max-request-line",
         "1024",
         "--max-head-size",
@@ -111,6 +130,12 @@ def test_allOptions() -> None:
         "0",
         "--upstream",
         "direct",
+        "--upstream-proxy",
+        "http://alice:pw@parent.example:3128",
+        "--upstream-route",
+        "*.lan=direct",
+        "--upstream-route",
+        "partner.example=https://gw.partner.example:3129",
         "--auth-realm",
         "Corp",
         "--auth-cache-ttl",
@@ -146,6 +171,10 @@ def test_allOptions() -> None:
         "accesslog",
         "--observer",
         "accesslog",
+        "--metrics",
+        "tcp:9108:interface=127.0.0.1",
+        "--metrics",
+        "unix:/run/connectproxy/metrics.sock",
     )
     assert dict(options) == {
         "listen": ["tcp:8080:interface=127.0.0.1", "tcp6:8080:interface=\\:\\:1"],
@@ -155,6 +184,10 @@ def test_allOptions() -> None:
         "half-close-timeout": 20.0,
         "request-timeout": 5.0,
         "abort-timeout": 1.0,
+        "shutdown-grace": 5.0,
+        "access-log": "/var/log/connectproxy/access.log",
+        "access-log-format": "squid",
+        "log-level": "warn",
         "max-request-line": 1024,
         "max-head-size": 4096,
         "max-header-fields": 50,
@@ -163,6 +196,8 @@ def test_allOptions() -> None:
         "resolver-threads": 64,
         "resolver-per-client": 0,
         "upstream": "direct",
+        "upstream-proxy": "http://alice:pw@parent.example:3128",
+        "upstream-ca": None,
         "auth-allow-plaintext": 1,
         "check-config": 0,
         "auth-realm": "Corp",
@@ -181,6 +216,14 @@ def test_allOptions() -> None:
         "policy": [],
         "outgoing-address": ["127.0.0.7"],
         "observer": ["accesslog", "accesslog"],
+        "upstream-route": [
+            "*.lan=direct",
+            "partner.example=https://gw.partner.example:3129",
+        ],
+        "metrics": [
+            "tcp:9108:interface=127.0.0.1",
+            "unix:/run/connectproxy/metrics.sock",
+        ],
     }
     rules = options.rules
     assert rules.ports.allows(8080) and not rules.ports.allows(8081)
@@ -201,6 +244,7 @@ def test_allOptions() -> None:
         resolverThreads=64,
         resolverPerClient=0,
         outgoingAddresses=OutgoingAddresses("127.0.0.7"),
+        shutdownGrace=5.0,
     )
 
 
@@ -226,6 +270,13 @@ def test_allOptions() -> None:
             "'tcp:3128' and 'tcp:port=3128:interface=0.0.0.0' both listen on "
             "0.0.0.0:3128",
         ),
+        (
+            ["--listen", "tcp:3128", "--listen", "tcp:3128:interface=127.0.0.1"],
+            "--listen 'tcp:3128' and 'tcp:3128:interface=127.0.0.1' overlap: "
+            "0.0.0.0:3128 and 127.0.0.1:3128 both take port 3128 of 127.0.0.1 "
+            "(a listener on every address serves that one too: keep one of "
+            "them)",
+        ),
         (["--allow-port", "0"], "--allow-port"),
         (["--allow-port", "80-70"], "--allow-port"),
         (["--allow-client", "300.0.0.0/8"], "--allow-client"),
@@ -243,9 +294,37 @@ def test_allOptions() -> None:
         (["--policy", "no-such-policy"], "no policy plugin named"),
         (["--policy", "hostlist"], "needs a file"),
         (["--policy", "hostlist:/nonexistent/hosts"], "cannot read"),
-        (["--auth", "nosuchtype:x"], "not recognized"),
+        (
+            ["--auth", "nosuchtype:x"],
+            "--auth: no checker type 'nosuchtype' (known: file, htpasswd, memory; "
+            "see --help-auth)",
+        ),
         (["--listen", "tcp:notaport"], "not a valid listener"),
+        (["--upstream-proxy", "socks5://p:1080"], "--upstream-proxy: unknown scheme"),
+        (["--upstream-proxy", "http://p"], "--upstream-proxy: the URL needs a port"),
+        (["--upstream-route", "*.lan"], "--upstream-route: expected PATTERN=URL"),
+        (["--upstream-route", "*=direct"], "--upstream-route: invalid host pattern"),
+        (
+            ["--upstream-route", "a=direct", "--upstream-route", "a.=direct"],
+            "--upstream-route: a is routed twice",
+        ),
+        (
+            ["--upstream-proxy", "https://p:1", "--upstream-ca", "/nonexistent"],
+            "--upstream-ca: cannot read /nonexistent",
+        ),
         (["--no-such-option"], "no-such-option"),
+        (["--shutdown-grace", "-1"], "--shutdown-grace: '-1' must not be negative"),
+        (["--log-level", "loud"], "--log-level: 'loud' is not one of debug, info"),
+        (["--access-log", ""], "--access-log: '' is not a file name"),
+        (["--access-log-format", "clf"], "'clf' is not one of text, json, squid"),
+        (
+            ["--access-log-format", "squid"],
+            "--access-log-format squid needs --access-log FILE",
+        ),
+        (
+            ["--access-log", "-", "--observer", "accesslog:x"],
+            "accesslog takes no argument",
+        ),
     ],
 )
 def test_badValues(argv: list[str], message: str) -> None:
@@ -255,6 +334,38 @@ def test_badValues(argv: list[str], message: str) -> None:
     with pytest.raises(UsageError) as raised:
         parse(*argv)
     assert message in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["--allow-port", "443", "8443"],
+            "unexpected argument '8443' after --allow-port 443: an option takes "
+            "one value; repeat the option for each (--allow-port 443 "
+            "--allow-port 8443)",
+        ),
+        (
+            ["--allow-p=443", "8443", "--check-config"],
+            "unexpected argument '8443' after --allow-port 443: an option takes "
+            "one value; repeat the option for each (--allow-port 443 "
+            "--allow-port 8443)",
+        ),
+        (
+            ["--check-config", "tcp:3128"],
+            "unexpected argument 'tcp:3128' after --check-config, which takes no value",
+        ),
+        (["tcp:3128"], "unexpected argument 'tcp:3128': the proxy takes options only"),
+    ],
+)
+def test_unexpectedArgument(argv: list[str], message: str) -> None:
+    """
+    An argument that is not an option says which one, and what to write
+    instead when it follows an option's value.
+    """
+    with pytest.raises(UsageError) as raised:
+        parse(*argv)
+    assert str(raised.value) == message
 
 
 def test_helpExplainsOptions() -> None:
@@ -292,6 +403,51 @@ def test_makeServiceListens(logEvents: list[LogEvent]) -> None:
     assert d is not None
 
 
+def listenerFactory(service: Any) -> ConnectProxyFactory:
+    """
+    The proxy factory of a L{makeService} service's listeners.
+    """
+    [factory] = {
+        child.factory for child in service if isinstance(child, ListenerService)
+    }
+    assert isinstance(factory, ConnectProxyFactory)
+    return factory
+
+
+@pytest.mark.parametrize("runner", ["twistd", "twist", None])
+def test_tunnelOpensUnderTwistd(logEvents: list[LogEvent], runner: str | None) -> None:
+    """
+    Under twistd, which has no log level and shows every event, the access
+    log does not log tunnels that open (a debug event): each tunnel is one
+    line there, its C{tunnel_close}.  Under twist (and the connectproxy
+    command), whose --log-level hides debug events unless asked, and when
+    embedded, it does.
+    """
+    from twisted.application.twist._options import TwistOptions
+    from twisted.scripts._twistd_unix import ServerOptions
+
+    listen = ["connectproxy", "--listen", "tcp:0:interface=127.0.0.1"]
+    if runner == "twistd":
+        top: Any = ServerOptions()
+        top.parseOptions(["--pidfile=", *listen])
+        options = top.subOptions
+    elif runner == "twist":
+        top = TwistOptions()
+        top.parseOptions(listen)
+        options = top.subOptions
+    else:
+        options = parse(*listen[1:])
+    factory = listenerFactory(makeService(options, MemoryReactorClock()))
+    record = TunnelRecord("127.0.0.1:5", "example.com", 443, "192.0.2.1:443")
+    factory.observer.tunnelOpened(record)
+    factory.observer.tunnelClosed(record)
+    events = [e["event"] for e in logEvents if "event" in e]
+    if runner == "twistd":
+        assert events == ["tunnel_close"]
+    else:
+        assert events == ["tunnel_open", "tunnel_close"]
+
+
 def test_pluginDiscovered() -> None:
     """
     twisted.plugin finds the connectproxy service maker.
@@ -303,12 +459,13 @@ def test_pluginDiscovered() -> None:
 
 def test_pluginImportLight() -> None:
     """
-    Importing the plugin module imports neither the reactor nor OpenSSL nor
-    connectproxy itself.
+    Importing the plugin module imports neither the reactor, OpenSSL,
+    prometheus_client nor connectproxy itself.
     """
     code = (
         "import sys; import twisted.plugins.connectproxy_plugin; "
-        "bad = [m for m in ('twisted.internet.reactor', 'OpenSSL', 'connectproxy')"
+        "bad = [m for m in ('twisted.internet.reactor', 'OpenSSL', 'connectproxy',"
+        " 'prometheus_client')"
         " if m in sys.modules]; print(bad)"
     )
     out = subprocess.run(
@@ -405,6 +562,25 @@ def test_checkConfigListeners(capsys: pytest.CaptureFixture[str]) -> None:
         "(plain HTTP)",
         "listen haproxy:tcp6:3129:interface=\\:\\:1 -> [::1]:3129 "
         "(PROXY protocol, then plain HTTP)",
+        f"connectproxy {__version__}: configuration OK",
+    ]
+
+
+def test_checkConfigIPv6(capsys: pytest.CaptureFixture[str]) -> None:
+    """
+    --check-config writes IPv6 listeners as C{[v6]:port}: C{tcp6:} without
+    an interface listens on C{[::]}; IPv6 client and destination networks
+    are accepted.
+    """
+    lines = checkConfig(
+        capsys,
+        *("--listen", "tcp6:3128", "--listen", "tcp6:3129:interface=\\:\\:1"),
+        *("--allow-client", "2001:db8::/32", "--allow-network", "2001:db8:1::/48"),
+        *("--trusted-proxy", "fd00::/8", "--deny-network", "::ffff:10.0.0.0/104"),
+    )
+    assert lines == [
+        "listen tcp6:3128 -> [::]:3128 (plain HTTP)",
+        "listen tcp6:3129:interface=\\:\\:1 -> [::1]:3129 (plain HTTP)",
         f"connectproxy {__version__}: configuration OK",
     ]
 

@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connectproxy import BadRequest, Target, TargetForm
+from connectproxy import Target, TargetForm
+from connectproxy._errors import BadRequest
 from connectproxy._target import parseAuthority
 
 _PROPERTY = settings(max_examples=200, deadline=None)

@@ -504,6 +504,86 @@ def test_clientGoneBeforeHandshakeNotLogged(
     assert harness.factory.connections == set()
 
 
+@pytest.mark.parametrize(
+    "sent",
+    [b"", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"],
+    ids=["nothing", "part-of-a-client-hello"],
+)
+def test_handshakeTimeout(
+    pki: TLSFiles, sent: bytes, logEvents: list[LogEvent]
+) -> None:
+    """
+    A client that does not finish its TLS handshake within the request
+    timeout is cut off at once (nothing can be sent to it before the
+    handshake, so there is nothing to flush and no 408), with one
+    C{tls_handshake_failed} event whose cause is C{timeout}.
+    """
+    harness = ProxyHarness(ProxySettings(requestTimeout=7, abortTimeout=15))
+    tls = tlsServer(harness.factory, pki, harness.clock)
+    connection = Connection(tls, TLSClient(sent), None, harness.clock)
+    aborted: list[bool] = []
+    connection.serverTransport.abortConnection = (  # type: ignore[method-assign]
+        lambda: aborted.append(True)
+    )
+    connection.flush()
+    harness.clock.advance(6.9)
+    assert aborted == []
+    harness.clock.advance(0.1)
+    assert aborted == [True]
+    assert harness.clock.getDelayedCalls() == []
+    assert harness.observer.refused == []
+    [event] = logEvents
+    assert (event["event"], event["cause"]) == ("tls_handshake_failed", "timeout")
+    assert event["client"] == "127.0.0.1:40001"
+    assert event["reason"] == (
+        "the handshake was not complete within 7 seconds (see --request-timeout)"
+    )
+    connection.server.connectionLost(Failure(ConnectionDone()))
+    assert len(logEvents) == 1
+    assert harness.factory.connections == set()
+
+
+def test_handshakeTimeoutBeforeProxyHeader(
+    pki: TLSFiles, logEvents: list[LogEvent]
+) -> None:
+    """
+    Under an C{haproxy:ssl:} listener (the header inside TLS), a handshake
+    that never finishes is logged as such, not as a missing header.
+    """
+    harness = ProxyHarness(ProxySettings(requestTimeout=7))
+    tls = tlsServer(ProxyHeaderFactory(harness.factory), pki, harness.clock)
+    connection = Connection(tls, TLSClient(), None, harness.clock)
+    aborted: list[bool] = []
+    connection.serverTransport.abortConnection = (  # type: ignore[method-assign]
+        lambda: aborted.append(True)
+    )
+    connection.flush()
+    harness.clock.advance(7)
+    assert aborted == [True]
+    [event] = logEvents
+    assert (event["event"], event["cause"]) == ("tls_handshake_failed", "timeout")
+    assert harness.clock.getDelayedCalls() == []
+
+
+def test_requestTimeoutAfterHandshake(pki: TLSFiles, logEvents: list[LogEvent]) -> None:
+    """
+    A TLS client that finished its handshake but sends no request gets the
+    usual 408: it can be told.
+    """
+    harness = ProxyHarness(ProxySettings(requestTimeout=7))
+    tls = tlsServer(harness.factory, pki, harness.clock)
+    client = TLSClient()
+    connection = Connection(tls, client, clientOptions(pki, None), harness.clock)
+    connection.flush()
+    assert client.handshakeDone
+    harness.clock.advance(7)
+    connection.flush()
+    assert client.received.startswith(b"HTTP/1.1 408 ")
+    [refused] = harness.observer.refused
+    assert refused.status == 408
+    assert handshakeEvents(logEvents) == []
+
+
 def test_describeOtherErrors() -> None:
     """
     A TLS error of no known kind is reported with OpenSSL's words.

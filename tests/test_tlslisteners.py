@@ -29,6 +29,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface.verify import verifyObject
 
 from connectproxy._listeners import ListenerError, planListener
+from connectproxy._proxyprotocol import serverEndpoint
 from connectproxy._service import ReloadService
 from connectproxy._tlslisteners import (
     ListenerTLS,
@@ -36,7 +37,7 @@ from connectproxy._tlslisteners import (
     reloadCertificates,
 )
 from connectproxy.tap import Options, makeService
-from connectproxy.testing import ProxyHarness
+from connectproxy.testing import ProxyHarness, connectHead
 from tests.integration._pki import TLSFiles, makeTLSFiles, renewTLSFiles
 from tests.test_tls import Connection, TLSClient, clientOptions
 
@@ -250,9 +251,7 @@ def test_newConnectionsGetNewCertificate(
     """
     harness = ProxyHarness()
     tls, reactor = listenSSL(harness, live.ssl())
-    client = CertificateClient(
-        b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"
-    )
+    client = CertificateClient(connectHead())
     connection = Connection(
         tls, client, clientOptions(certA, [b"http/1.1"]), harness.clock
     )
@@ -476,7 +475,7 @@ def assertStillServed(client: TLSClient) -> None:
     """
     assert client.lost is None and client.received == b""
     client.transport.write(  # type: ignore[union-attr]
-        b"CONNECT example.com:1 HTTP/1.1\r\nHost: example.com:1\r\n\r\n"
+        connectHead("example.com:1")
     )
     client.pump.flush()  # type: ignore[attr-defined]
     assert client.received.startswith(b"HTTP/1.1 403 ")
@@ -613,17 +612,15 @@ def test_tlsDirectoryReloaded(
     IService(service).stopService()
 
 
-def test_twistedTLSDirectoryReadOnce(
-    tmp_path: Path, certA: TLSFiles, certB: TLSFiles
-) -> None:
+def test_tlsDirectoryReadOnce(tmp_path: Path, certA: TLSFiles, certB: TLSFiles) -> None:
     """
-    Twisted's own C{tls:} listener never reads its directory again, not
-    even for a server name it does not know: what the reload is for.
+    A C{tls:} listener never reads its directory again by itself, not even
+    for a server name it does not know: what the reload is for.
     """
     pems = tmp_path / "pems"
     pemDirectory(pems, certA)
     clock = MemoryReactorClock()
-    serverFromString(clock, f"tls:{pems}:port=0").listen(Factory.forProtocol(Protocol))
+    serverEndpoint(clock, f"tls:{pems}:port=0").listen(Factory.forProtocol(Protocol))
     [(_, tls, _, _)] = clock.tcpServers
     assert servedSerial(handshake(tls, certA, clock, None)) == serialOf(certA)
     pemDirectory(pems, certB)

@@ -30,7 +30,7 @@ from connectproxy import (
     TargetForm,
     UpstreamRequest,
 )
-from connectproxy._policy import NetworkRules
+from connectproxy._networks import NetworkRules
 from connectproxy._resolver import ResolverPool
 from connectproxy._upstream import ForbiddenDestination
 from connectproxy.testing import FakeResolver, upstreamRequest

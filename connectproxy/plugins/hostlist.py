@@ -16,15 +16,15 @@ from __future__ import annotations
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-from connectproxy import AccessRequest, Refusal
-from connectproxy._policy import HostRules
+from connectproxy import AccessRequest, HostRules, Refusal
 from connectproxy.interfaces import IAccessPolicy, IAccessPolicyFactory
 
 
 @implementer(IAccessPolicy)
 class HostListPolicy:
     """
-    Refuses (403) every target whose name is not in the list.
+    Refuses (403) every target whose name is not in the list, with a
+    reason naming the file to add it to.
 
     @ivar path: The file the list came from.
     @ivar patterns: The patterns read.
@@ -41,7 +41,10 @@ class HostListPolicy:
         try:
             with open(path, encoding="utf-8") as f:
                 lines = f.read().splitlines()
-        except (OSError, UnicodeDecodeError) as e:
+        except OSError as e:
+            reason = e.strerror or str(e)
+            raise ValueError(f"cannot read host list {path}: {reason}") from None
+        except UnicodeDecodeError as e:
             raise ValueError(f"cannot read host list {path}: {e}") from None
         patterns = []
         for number, line in enumerate(lines, 1):
@@ -59,7 +62,11 @@ class HostListPolicy:
     def checkAccess(self, access: AccessRequest) -> Refusal | None:
         if self.rules is not None and self.rules.check(access.host):
             return None
-        return Refusal(403, f"host {access.host} is not in the allowed list")
+        return Refusal(
+            403,
+            f"host {access.host} is not in the allowed list "
+            f"(see --policy hostlist:{self.path})",
+        )
 
 
 @implementer(IPlugin, IAccessPolicyFactory)

@@ -7,8 +7,9 @@ shares a reactor or a bug with the code under test)::
 
     python _origin.py --mode echo
 
-It listens on 127.0.0.1 on a port of the kernel's choosing and prints that
-port as the first line of its standard output.  Everything else it has to
+It listens on 127.0.0.1 (or the address of C{--host}, C{::1} say) on a
+port of the kernel's choosing and prints that port as the first line of its
+standard output.  Everything else it has to
 say (one line per event, flushed at once) follows on later lines, so a test
 can wait for a line instead of sleeping.
 
@@ -366,13 +367,15 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--key")
     parser.add_argument("--bytes", type=int, default=512 << 20)
     parser.add_argument("--stall", type=float, default=1.0)
+    parser.add_argument("--host", default="127.0.0.1")
     options = parser.parse_args(argv)
     if options.mode == "https":
         options.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         options.context.load_cert_chain(options.cert, options.key)
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    family = socket.AF_INET6 if ":" in options.host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", 0))
+    listener.bind((options.host, 0))
     listener.listen(64)
     say(str(listener.getsockname()[1]))
     while True:

@@ -53,6 +53,11 @@ LISTEN_ANY_PORT = "tcp:0:interface=127.0.0.1"
 A listener description for a free port on the loopback interface.
 """
 
+LISTEN_ANY_PORT6 = "tcp6:0:interface=\\:\\:1"
+"""
+A listener description for a free port on the IPv6 loopback address.
+"""
+
 STOP_TIMEOUT = 10.0
 """
 How long a process may take to exit after C{SIGTERM} before it is killed.
@@ -163,17 +168,23 @@ class OriginProcess(ChildProcess[str]):
     """
     The origin server of L{ORIGIN_SCRIPT}.
 
-    @ivar port: The port it listens on, on 127.0.0.1.
+    @ivar host: The address it listens on (C{127.0.0.1} or C{::1}).
+    @ivar port: The port it listens on.
     """
 
-    def __init__(self, mode: str, arguments: Sequence[str]) -> None:
+    def __init__(
+        self, mode: str, arguments: Sequence[str], host: str = "127.0.0.1"
+    ) -> None:
         """
         Start the origin and wait for its port.
 
         @param mode: C{https}, C{echo}, C{bulk} or C{push}.
         @param arguments: More command-line arguments.
+        @param host: The loopback address to listen on.
         """
-        argv = [sys.executable, str(ORIGIN_SCRIPT), "--mode", mode, *arguments]
+        self.host = host
+        argv = [sys.executable, str(ORIGIN_SCRIPT), "--mode", mode, "--host", host]
+        argv += arguments
         super().__init__(argv, LineCollector, cleanEnvironment(), REPO_ROOT)
         try:
             first = self.output.waitFor(lambda line: True, 20, "the origin's port")
@@ -218,6 +229,8 @@ class ProxyProcess(ChildProcess[Event]):
     """
     The proxy, run with a JSON log on stdout.
 
+    @ivar host: The address of its first listener (C{127.0.0.1}, C{::1}),
+        or C{None} when that is not a TCP listener.
     @ivar port: The first port it listens on.
     @ivar listening: Every C{listening} event, one per listener.
     @ivar allowFailures: Set by a test that expects unhandled errors in the
@@ -270,6 +283,8 @@ class ProxyProcess(ChildProcess[Event]):
         except BaseException:
             ChildProcess.stop(self)
             raise
+        host = self.listening[0].get("host")
+        self.host = host if isinstance(host, str) else None
         self.port = int(self.listening[0]["port"])
 
     @property

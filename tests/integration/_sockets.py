@@ -2,17 +2,96 @@
 """
 HTTP CONNECT from a raw socket: send a request head, read the response head,
 read exact amounts or up to end of input.  Every socket has a timeout, so no
-read waits forever.
+read waits forever.  The loopback address of each family (L{IPV4},
+L{IPV6}), for tests that run on both (L{bothFamilies}).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from dataclasses import dataclass
 
+import pytest
+
 LOCAL = "127.0.0.1"
 """
-The only address the tests talk to.
+The IPv4 address the tests talk to.
+"""
+
+LOCAL6 = "::1"
+"""
+The IPv6 address the tests talk to.
+"""
+
+
+def bracketed(host: str) -> str:
+    """
+    A host as an authority or URL writes it: an IPv6 address in brackets.
+
+    @param host: A name, an IPv4 address, an IPv6 address with or without
+        brackets, or anything else (a whole C{host:port}), left as it is.
+    """
+    try:
+        ipaddress.IPv6Address(host)
+    except ValueError:
+        return host
+    return f"[{host}]"
+
+
+@dataclass(frozen=True)
+class Loopback:
+    """
+    An address family the tests run on, through its loopback address.
+
+    @ivar name: C{ipv4} or C{ipv6}, the test ID.
+    @ivar host: C{127.0.0.1} or C{::1}.
+    @ivar family: C{AF_INET} or C{AF_INET6}.
+    """
+
+    name: str
+    host: str
+    family: socket.AddressFamily
+
+    @property
+    def authority(self) -> str:
+        """
+        The host as an authority or URL writes it (C{[::1]}).
+        """
+        return bracketed(self.host)
+
+    @property
+    def interface(self) -> str:
+        """
+        The host as a listener description writes it (C{\\:\\:1}).
+        """
+        return self.host.replace(":", "\\:")
+
+    @property
+    def listen(self) -> str:
+        """
+        A listener description for a free port on this address.
+        """
+        kind = "tcp6" if self.family == socket.AF_INET6 else "tcp"
+        return f"{kind}:0:interface={self.interface}"
+
+    def address(self, port: int) -> str:
+        """
+        An address on this host as the log writes it: C{127.0.0.1:PORT} or
+        C{[::1]:PORT}.
+        """
+        return f"{self.authority}:{port}"
+
+
+IPV4 = Loopback("ipv4", LOCAL, socket.AF_INET)
+IPV6 = Loopback("ipv6", LOCAL6, socket.AF_INET6)
+
+bothFamilies = pytest.mark.parametrize(
+    "family", [IPV4, IPV6], ids=["ipv4", "ipv6"], indirect=True
+)
+"""
+Runs a test that takes the C{family} fixture (L{IPV4} by default) on both
+address families.
 """
 
 
@@ -117,29 +196,35 @@ def connectRequest(host: str, port: int | None) -> bytes:
     """
     Format a CONNECT request head.
 
-    @param host: The authority's host.
+    @param host: The authority's host (an IPv6 address gets its brackets).
     @param port: Its port; L{None} leaves it out.
     @return: The head.
     """
+    host = bracketed(host)
     authority = host if port is None else f"{host}:{port}"
     return (f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n").encode(
         "ascii"
     )
 
 
-def dial(port: int, timeout: float = 20.0) -> socket.socket:
+def dial(port: int, timeout: float = 20.0, host: str = LOCAL) -> socket.socket:
     """
-    Connect to a port on 127.0.0.1.
+    Connect to a port on loopback.
 
     @param port: The port.
     @param timeout: The socket's timeout for every later operation.
+    @param host: C{127.0.0.1} or C{::1}.
     @return: The connected socket.
     """
-    return socket.create_connection((LOCAL, port), timeout=timeout)
+    return socket.create_connection((host, port), timeout=timeout)
 
 
 def openTunnel(
-    proxyPort: int, targetPort: int, host: str = LOCAL, early: bytes = b""
+    proxyPort: int,
+    targetPort: int,
+    host: str = LOCAL,
+    early: bytes = b"",
+    proxyHost: str = LOCAL,
 ) -> tuple[socket.socket, bytes]:
     """
     Open a tunnel through the proxy and check that it answered 200.
@@ -149,9 +234,10 @@ def openTunnel(
     @param host: The destination's host.
     @param early: Bytes to send right after the request head, in the same
         C{sendall}.
+    @param proxyHost: The proxy's address (C{127.0.0.1} or C{::1}).
     @return: The socket and whatever followed the response head.
     """
-    sock = dial(proxyPort)
+    sock = dial(proxyPort, host=proxyHost)
     try:
         sock.sendall(connectRequest(host, targetPort) + early)
         response, rest = readResponseHead(sock)
@@ -164,13 +250,15 @@ def openTunnel(
     return sock, rest
 
 
-def closedPort() -> int:
+def closedPort(host: str = LOCAL) -> int:
     """
-    Find a port on 127.0.0.1 that nothing listens on.
+    Find a port on loopback that nothing listens on.
 
+    @param host: C{127.0.0.1} or C{::1}.
     @return: The port of a socket that was bound, then closed.
     """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((LOCAL, 0))
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
         port: int = probe.getsockname()[1]
     return port

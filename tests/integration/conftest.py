@@ -27,6 +27,7 @@ from tests.integration._processes import (
     proxyCommand,
     stopAll,
 )
+from tests.integration._sockets import IPV4, LOCAL, Loopback
 
 
 @pytest.fixture(scope="session")
@@ -49,18 +50,29 @@ def scratchDir() -> Iterator[Path]:
 
 
 @pytest.fixture
+def family(request: pytest.FixtureRequest) -> Loopback:
+    """
+    The address family a test runs on: L{IPV4}, or each of both for a test
+    marked L{bothFamilies <tests.integration._sockets.bothFamilies>}.
+    """
+    chosen: Loopback = getattr(request, "param", IPV4)
+    return chosen
+
+
+@pytest.fixture
 def origin(tlsCertificate: TLSFiles) -> Iterator[OriginFactory]:
     """
     Start origin servers: C{origin("echo")}, C{origin("https")},
-    C{origin("bulk")}, C{origin("push", "--bytes", "N")}.
+    C{origin("bulk")}, C{origin("push", "--bytes", "N")}; on ::1 with
+    C{host="::1"}.
     """
     started: list[OriginProcess] = []
 
-    def start(mode: str, *arguments: str) -> OriginProcess:
+    def start(mode: str, *arguments: str, host: str = LOCAL) -> OriginProcess:
         if mode == "https":
             tls = ["--cert", str(tlsCertificate.serverCert)]
             arguments = (*tls, "--key", str(tlsCertificate.serverKey), *arguments)
-        process = OriginProcess(mode, arguments)
+        process = OriginProcess(mode, arguments, host)
         started.append(process)
         return process
 
@@ -73,16 +85,21 @@ def proxy() -> Iterator[ProxyFactory]:
     """
     Start proxies from the source tree: C{proxy("--idle-timeout", "5")}
     listens on a free port of 127.0.0.1 with those extra options;
-    C{listen=[...]} replaces the listeners.  Stopping one fails the test if
-    it logged an unhandled error.
+    C{listen=[...]} replaces the listeners; C{loopbackOrigins=False} keeps
+    the default destination rules.  Stopping one fails the test if it
+    logged an unhandled error.
     """
     started: list[ProxyProcess] = []
 
     def start(
-        *extraArgs: str, listen: Iterable[str] = (LISTEN_ANY_PORT,)
+        *extraArgs: str,
+        listen: Iterable[str] = (LISTEN_ANY_PORT,),
+        loopbackOrigins: bool = True,
     ) -> ProxyProcess:
         listen = list(listen)
-        process = ProxyProcess(proxyCommand(extraArgs, listen), listeners=len(listen))
+        process = ProxyProcess(
+            proxyCommand(extraArgs, listen, loopbackOrigins), listeners=len(listen)
+        )
         started.append(process)
         return process
 
@@ -99,3 +116,30 @@ def processes() -> Iterator[list[ChildProcess[Any]]]:
     started: list[ChildProcess[Any]] = []
     yield started
     stopAll(started)
+
+
+@pytest.fixture
+def strictProxy(processes: list[ChildProcess[Any]]) -> ProxyFactory:
+    """
+    Start proxies with the default destination rules (no loopback, port 443
+    only) plus the options given.
+    """
+
+    def start(*extraArgs: str) -> ProxyProcess:
+        started = ProxyProcess(proxyCommand(extraArgs, loopbackOrigins=False))
+        processes.append(started)
+        return started
+
+    return start
+
+
+@pytest.fixture(scope="module")
+def echoOrigin() -> Iterator[OriginProcess]:
+    """
+    A plain TCP echo origin, shared by the tests of a module.
+    """
+    started = OriginProcess("echo", ())
+    try:
+        yield started
+    finally:
+        stopAll([started])

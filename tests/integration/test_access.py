@@ -2,8 +2,8 @@
 """
 The access controls of a proxy process, seen from loopback clients: the
 default-deny destination rules (the SSRF guard), port, network, host and
-client rules, proxy authentication with real clients and raw sockets, the
-failed-login limiter, the connection limits and the C{hostlist} policy.
+client rules, the connection limits and the C{hostlist} policy.
+Authentication is tested in tests/integration/test_auth_process.py.
 
 Every destination is on 127.0.0.1 or ::1; the only name resolved is
 C{localhost}.
@@ -12,31 +12,21 @@ C{localhost}.
 from __future__ import annotations
 
 import base64
-import os
 import select
-import shutil
 import socket
-import subprocess
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
-from urllib.parse import quote
 
 import pytest
-import requests
 
+from connectproxy.testing import connectHead
 from tests.integration._output import Event
-from tests.integration._pki import TLSFiles
 from tests.integration._processes import (
     LISTEN_ANY_PORT,
-    ChildProcess,
     OriginProcess,
     ProxyFactory,
     ProxyProcess,
-    cleanEnvironment,
     proxyCommand,
     stopAll,
 )
@@ -47,34 +37,6 @@ pytestmark = pytest.mark.integration
 OTHER_LOOPBACK = "127.0.0.2"
 """
 A second loopback address: a client or a destination that is not 127.0.0.1.
-"""
-
-REALM = 'loopback "tests"'
-"""
-The realm of the authenticating proxies, with quotes that must be escaped.
-"""
-
-CHALLENGE = 'Basic realm="loopback \\"tests\\"", charset="UTF-8"'
-"""
-The C{Proxy-Authenticate} value that L{REALM} gives.
-"""
-
-USERS = {
-    # user: (htpasswd flags, password)
-    "bcrypt-user": (("-B", "-C", "4"), "b-secret"),
-    "apr1-user": (("-m",), "m-secret"),
-    "sha-user": (("-s",), "s-secret"),
-    "colons": (("-m",), "a:b:c:"),
-    "jürgen": (("-B", "-C", "4"), "pä:ss:wört"),
-}
-"""
-The users of the password file, one per hash format, and two with a colon
-in the password (one of them with a name that is not ASCII).
-"""
-
-CLIENT_TIMEOUT = 30
-"""
-Seconds any client process may run.
 """
 
 
@@ -185,19 +147,6 @@ class Client:
         assert self.exactly(len(payload)) == payload
 
 
-def connectHead(target: str, *fields: str, version: str = "HTTP/1.1") -> bytes:
-    """
-    Format a CONNECT request head.
-
-    @param target: The authority, C{host:port} or C{[v6]:port}.
-    @param fields: More header field lines.
-    @param version: The HTTP version.
-    @return: The head, field values encoded as ISO-8859-1.
-    """
-    lines = [f"CONNECT {target} {version}", f"Host: {target}", *fields]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-
-
 def basic(user: str, password: str) -> str:
     """
     A C{Proxy-Authorization} field line with Basic credentials in UTF-8.
@@ -306,21 +255,6 @@ class Sentinel:
 
 
 @pytest.fixture
-def strictProxy(processes: list[ChildProcess[Any]]) -> ProxyFactory:
-    """
-    Start proxies with the default destination rules (no loopback, port 443
-    only) plus the options given.
-    """
-
-    def start(*extraArgs: str) -> ProxyProcess:
-        started = ProxyProcess(proxyCommand(extraArgs, loopbackOrigins=False))
-        processes.append(started)
-        return started
-
-    return start
-
-
-@pytest.fixture
 def sentinel() -> Iterator[Sentinel]:
     """
     A L{Sentinel} on 127.0.0.1.
@@ -355,18 +289,6 @@ def defaultDenyProxy() -> Iterator[ProxyProcess]:
     A proxy with the default destination networks, on every port.
     """
     yield from startProxies("--allow-port", "1-65535", loopbackOrigins=False)
-
-
-@pytest.fixture(scope="module")
-def echoOrigin() -> Iterator[OriginProcess]:
-    """
-    A plain TCP echo origin, shared by the tests of this module.
-    """
-    started = OriginProcess("echo", ())
-    try:
-        yield started
-    finally:
-        stopAll([started])
 
 
 @pytest.mark.parametrize(
@@ -625,393 +547,10 @@ def test_hostListPolicy(
     response, body = refusal(running.port, connectHead(f"{LOCAL}:{sentinel.port}"))
     assert (response.status, body) == (
         403,
-        "403 Forbidden: host 127.0.0.1 is not in the allowed list\n",
+        "403 Forbidden: host 127.0.0.1 is not in the allowed list "
+        f"(see --policy hostlist:{hosts})\n",
     )
     assert not sentinel.reached()
-
-
-# Authentication.
-
-
-@pytest.fixture(scope="module")
-def htpasswdTool() -> str:
-    """
-    The path of Apache's C{htpasswd} tool; the tests that need it are skipped
-    without it, except under C{CI}.
-    """
-    tool = shutil.which("htpasswd")
-    if tool is None:
-        if os.environ.get("CI"):
-            pytest.fail("htpasswd is missing: install the apache2-utils package")
-        pytest.skip("htpasswd is missing: install the apache2-utils package")
-    return tool
-
-
-def addUser(tool: str, path: Path, user: str) -> None:
-    """
-    Add one of L{USERS} to an htpasswd file with the real tool.
-    """
-    flags, password = USERS[user]
-    create = [] if path.exists() else ["-c"]
-    argv = [tool, *create, "-b", *flags, str(path), user, password]
-    subprocess.run(argv, check=True, capture_output=True, timeout=CLIENT_TIMEOUT)
-
-
-@pytest.fixture(scope="module")
-def usersFile(htpasswdTool: str) -> Iterator[Path]:
-    """
-    An htpasswd file with every one of L{USERS}.
-    """
-    with tempfile.TemporaryDirectory(prefix="connectproxy-users-") as directory:
-        path = Path(directory) / "users"
-        for user in USERS:
-            addUser(htpasswdTool, path, user)
-        yield path
-
-
-@pytest.fixture(scope="module")
-def authProxy(usersFile: Path) -> Iterator[ProxyProcess]:
-    """
-    A proxy that requires a password from the users file, reaches loopback
-    origins, counts no failed logins (the limiter has its own tests) and
-    takes header lines of up to 16 KiB.
-    """
-    yield from startProxies(
-        *("--auth", f"htpasswd:{usersFile}", "--auth-realm", REALM),
-        *("--auth-max-failures", "0", "--auth-max-failed-users", "0"),
-        *("--max-request-line", "16384"),
-    )
-
-
-@pytest.fixture(scope="module")
-def httpsOrigin(tlsCertificate: TLSFiles) -> Iterator[OriginProcess]:
-    """
-    A TLS origin that answers C{GET}s, shared by the tests of this module.
-    """
-    tls = ("--cert", str(tlsCertificate.serverCert), "--key")
-    started = OriginProcess("https", (*tls, str(tlsCertificate.serverKey)))
-    try:
-        yield started
-    finally:
-        stopAll([started])
-
-
-def expectedBody(path: str) -> str:
-    """
-    The body the C{https} origin answers with.
-    """
-    return f"hello from the origin\npath={path}\n"
-
-
-@dataclass(frozen=True)
-class CurlResult:
-    """
-    What curl did.
-
-    @ivar returncode: Its exit status.
-    @ivar body: The response body it wrote.
-    @ivar connectStatus: The proxy's answer to its CONNECT, as text.
-    @ivar stderr: Its error output.
-    """
-
-    returncode: int
-    body: str
-    connectStatus: str
-    stderr: str
-
-
-def curl(proxyPort: int, url: str, ca: TLSFiles, *extra: str) -> CurlResult:
-    """
-    Fetch a URL with curl through the proxy, with no configuration file and
-    no proxy setting from the environment.
-
-    @param extra: More arguments, such as C{--proxy-user}.
-    """
-    tool = shutil.which("curl")
-    if tool is None:
-        pytest.skip("curl is not installed")
-    argv = [tool, "-q", "-sS", "-p", "-x", f"http://{LOCAL}:{proxyPort}"]
-    argv += ["--noproxy", "", "--cacert", str(ca.caCert), "--max-time", "20"]
-    argv += ["--write-out", "\n%{http_connect}", *extra, url]
-    result = subprocess.run(
-        argv,
-        capture_output=True,
-        env=cleanEnvironment(),
-        timeout=CLIENT_TIMEOUT,
-        check=False,
-    )
-    body, _, status = result.stdout.decode("utf-8").rpartition("\n")
-    return CurlResult(
-        result.returncode, body, status, result.stderr.decode("utf-8", "replace")
-    )
-
-
-@pytest.mark.parametrize("user", list(USERS))
-def test_curlWithPassword(
-    authProxy: ProxyProcess,
-    httpsOrigin: OriginProcess,
-    tlsCertificate: TLSFiles,
-    user: str,
-) -> None:
-    """
-    curl logs in with each hash format, a colon in the password and a UTF-8
-    user name, and the user is named in the tunnel's C{tunnel_close}.
-    """
-    path = "/curl/" + quote(user)
-    url = f"https://localhost:{httpsOrigin.port}{path}"
-    proxyUser = f"{user}:{USERS[user][1]}"
-    waitForLater = laterEvents(authProxy)
-    result = curl(authProxy.port, url, tlsCertificate, "--proxy-user", proxyUser)
-    assert (result.returncode, result.stderr) == (0, ""), result
-    assert (result.connectStatus, result.body) == ("200", expectedBody(path))
-    event = waitForLater("tunnel_close", port=httpsOrigin.port)
-    assert (event["user"], event["host"]) == (user, "localhost")
-
-
-@pytest.mark.parametrize("credentials", [None, "bcrypt-user:wrong", "nobody:b-secret"])
-def test_curlRefused(
-    authProxy: ProxyProcess,
-    httpsOrigin: OriginProcess,
-    tlsCertificate: TLSFiles,
-    credentials: str | None,
-) -> None:
-    """
-    curl without credentials, with a wrong password or an unknown user gets
-    407 to its CONNECT and fails.
-    """
-    extra = [] if credentials is None else ["--proxy-user", credentials]
-    url = f"https://localhost:{httpsOrigin.port}/refused"
-    result = curl(authProxy.port, url, tlsCertificate, *extra)
-    assert result.returncode != 0
-    assert (result.connectStatus, result.body) == ("407", ""), result
-    assert "407" in result.stderr
-
-
-def requestsGet(proxyURL: str, url: str, ca: TLSFiles) -> requests.Response:
-    """
-    Fetch a URL with requests through a proxy, ignoring the environment.
-    """
-    with requests.Session() as session:
-        session.trust_env = False
-        session.proxies = {"https": proxyURL}
-        session.verify = str(ca.caCert)
-        return session.get(url, timeout=20)
-
-
-@pytest.mark.parametrize("user", ["apr1-user", "colons"])
-def test_requestsWithPassword(
-    authProxy: ProxyProcess,
-    httpsOrigin: OriginProcess,
-    tlsCertificate: TLSFiles,
-    user: str,
-) -> None:
-    """
-    requests logs in with credentials percent-encoded in the proxy URL, a
-    colon in the password included.
-    """
-    # requests encodes credentials as ISO-8859-1, not UTF-8, so a user name
-    # that is not ASCII cannot log in with it; curl covers that case above.
-    password = quote(USERS[user][1], safe="")
-    proxyURL = f"http://{user}:{password}@{LOCAL}:{authProxy.port}"
-    url = f"https://localhost:{httpsOrigin.port}/requests"
-    response = requestsGet(proxyURL, url, tlsCertificate)
-    assert (response.status_code, response.text) == (200, expectedBody("/requests"))
-
-
-def test_requestsWrongPassword(
-    authProxy: ProxyProcess, httpsOrigin: OriginProcess, tlsCertificate: TLSFiles
-) -> None:
-    """
-    requests with a wrong password raises a C{ProxyError} that names 407.
-    """
-    proxyURL = f"http://apr1-user:wrong@{LOCAL}:{authProxy.port}"
-    url = f"https://localhost:{httpsOrigin.port}/refused"
-    with pytest.raises(requests.exceptions.ProxyError, match="407"):
-        requestsGet(proxyURL, url, tlsCertificate)
-
-
-def test_challengeThenRetryOnSameConnection(
-    authProxy: ProxyProcess, echoOrigin: OriginProcess
-) -> None:
-    """
-    A CONNECT without credentials gets a 407 challenge that keeps the
-    connection open; the retry on it with credentials gets a working tunnel.
-    """
-    target = f"{LOCAL}:{echoOrigin.port}"
-    with Client(authProxy.port) as client:
-        address = "{}:{}".format(*client.sock.getsockname())
-        client.send(connectHead(target))
-        response, body = client.response()
-        assert response.status == 407
-        assert response.headers["proxy-authenticate"] == CHALLENGE
-        assert "connection" not in response.headers
-        assert (
-            body
-            == b"407 Proxy Authentication Required: proxy authentication required\n"
-        )
-        client.send(connectHead(target, basic("sha-user", "s-secret")))
-        response, body = client.response()
-        assert (response.status, body) == (200, b"")
-        client.echo(b"after the challenge")
-    event = authProxy.waitForNamed("tunnel_close", client=address)
-    assert (event["user"], event["bytesUp"], event["bytesDown"]) == ("sha-user", 19, 19)
-
-
-def test_pipelinedRetry(authProxy: ProxyProcess, echoOrigin: OriginProcess) -> None:
-    """
-    A request without credentials, the retry with credentials and the first
-    tunnel bytes, sent at once, get the 407, the 200 and the echo in order.
-    """
-    target = f"{LOCAL}:{echoOrigin.port}"
-    payload = b"pipelined behind two heads"
-    with Client(authProxy.port) as client:
-        client.send(
-            connectHead(target)
-            + connectHead(target, basic("bcrypt-user", "b-secret"))
-            + payload
-        )
-        assert client.response()[0].status == 407
-        assert client.response()[0].status == 200
-        assert client.exactly(len(payload)) == payload
-
-
-def test_http10ChallengeCloses(authProxy: ProxyProcess) -> None:
-    """
-    An HTTP/1.0 CONNECT without keep-alive gets its 407 with
-    C{Connection: close}, and the connection closes.
-    """
-    head = connectHead(f"{LOCAL}:443", version="HTTP/1.0")
-    response, _ = refusal(authProxy.port, head)
-    assert response.status == 407
-    assert response.headers["proxy-authenticate"] == CHALLENGE
-    assert response.headers["connection"] == "close"
-
-
-MALFORMED = {
-    "not base64": "Basic !!!not-base64!!!",
-    "no colon": "Basic " + base64.b64encode(b"bcrypt-user").decode(),
-    "other scheme": "Bearer x",
-    "scheme alone": "Basic",
-    "empty user": "Basic " + base64.b64encode(b":b-secret").decode(),
-    "unpadded": "Basic " + base64.b64encode(b"bcrypt-user:b-secret").decode()[:-2],
-    "not UTF-8": "Basic " + base64.b64encode(b"\xff\xfe:\xc3\x28").decode(),
-    "ISO-8859-1 field": "Basic \xe9t\xe9",
-    "10 KB of base64": "Basic " + base64.b64encode(bytes(range(256)) * 30).decode(),
-    "10 KB of text": "Basic " + "garbage " * 1250,
-}
-"""
-C{Proxy-Authorization} values that are not well-formed Basic credentials.
-"""
-
-
-@pytest.mark.parametrize("value", MALFORMED.values(), ids=list(MALFORMED))
-def test_malformedCredentials(
-    authProxy: ProxyProcess, echoOrigin: OriginProcess, value: str
-) -> None:
-    """
-    Malformed credentials get a 407 challenge, and good ones on the same
-    connection still get a tunnel.
-    """
-    target = f"{LOCAL}:{echoOrigin.port}"
-    with Client(authProxy.port) as client:
-        client.send(connectHead(target, f"Proxy-Authorization: {value}"))
-        response, _ = client.response()
-        assert response.status == 407
-        assert response.headers["proxy-authenticate"] == CHALLENGE
-        client.send(connectHead(target, basic("apr1-user", "m-secret")))
-        assert client.response()[0].status == 200
-        client.echo(b"still healthy")
-
-
-def test_failedLoginsBlockClient(
-    proxy: ProxyFactory, usersFile: Path, echoOrigin: OriginProcess
-) -> None:
-    """
-    After three wrong passwords for a user name, that user name gets 429
-    with Retry-After from that address, even with the right password, while
-    another user from the same address (behind the same NAT) and the same
-    user from another address still log in.
-    """
-    # The block outlasts the test, which does not wait it out: the protocol
-    # tests cover its end on a fake clock.
-    running = proxy(
-        *("--auth", f"htpasswd:{usersFile}", "--auth-max-failures", "3"),
-        *("--auth-failure-window", "60", "--auth-block-time", "30"),
-    )
-    target = f"{LOCAL}:{echoOrigin.port}"
-    good = connectHead(target, basic("apr1-user", "m-secret"))
-    with Client(running.port) as client:
-        for _ in range(3):
-            client.send(connectHead(target, basic("apr1-user", "wrong")))
-            assert client.response()[0].status == 407
-        client.send(good)
-        response, body = client.response()
-        assert client.toEnd() == b""
-    for blocked in [response, refusal(running.port, good)[0]]:
-        assert blocked.status == 429
-        assert 1 <= int(blocked.headers["retry-after"]) <= 30
-        assert blocked.headers["connection"] == "close"
-    assert body == (
-        b"429 Too Many Requests: too many failed logins for this user; "
-        b"try again later\n"
-    )
-    # Logged after the failures, so all of them are in by then.
-    running.waitForNamed("request_refused", status=429)
-    failures = [e for e in running.events if e.get("event") == "auth_failed"]
-    assert [(e["user"], e["client"], e["reason"]) for e in failures] == [
-        ("apr1-user", LOCAL, "wrong user name or password")
-    ] * 3
-    with tunnel(running.port, good, source=OTHER_LOOPBACK) as client:
-        client.echo(b"another address is not blocked")
-    other = connectHead(target, basic("bcrypt-user", "b-secret"))
-    with tunnel(running.port, other) as client:
-        client.echo(b"another user behind the same address is not blocked")
-
-
-def test_successDoesNotForgiveGuessing(
-    proxy: ProxyFactory, usersFile: Path, echoOrigin: OriginProcess
-) -> None:
-    """
-    Three wrong passwords for a user name within the window block that user
-    name even when the client logs in successfully (to its own account)
-    between them; its own account still works.
-    """
-    running = proxy(
-        *("--auth", f"htpasswd:{usersFile}", "--auth-max-failures", "3"),
-        *("--auth-failure-window", "60", "--auth-block-time", "30"),
-    )
-    target = f"{LOCAL}:{echoOrigin.port}"
-    guess = connectHead(target, basic("bcrypt-user", "guess"))
-    own = connectHead(target, basic("apr1-user", "m-secret"))
-    with Client(running.port) as client:
-        for request in [guess, guess, own]:
-            client.send(request)
-            response, _ = client.response()
-        assert response.status == 200
-    with Client(running.port) as client:
-        client.send(guess)
-        assert client.response()[0].status == 407
-        client.send(guess)
-        assert client.response()[0].status == 429
-    with tunnel(running.port, own) as client:
-        client.echo(b"still my own account")
-
-
-@pytest.mark.parametrize(
-    "port", [pytest.param(443, id="network rule"), pytest.param(9, id="port rule")]
-)
-def test_refusalAfterLoginNamesUser(
-    strictProxy: ProxyFactory, usersFile: Path, port: int
-) -> None:
-    """
-    A request refused after a successful login is logged with the user name.
-    """
-    running = strictProxy("--auth", f"htpasswd:{usersFile}")
-    target = f"{LOCAL}:{port}"
-    head = connectHead(target, basic("apr1-user", "m-secret"))
-    assert refusal(running.port, head)[0].status == 403
-    event = running.waitForNamed("request_refused", target=target)
-    assert event["user"] == "apr1-user"
 
 
 # Connection limits.

@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import ssl
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -21,11 +22,13 @@ from cryptography import x509
 from tests.integration._output import Event
 from tests.integration._pki import TLSFiles, renewTLSFiles
 from tests.integration._processes import (
+    BIN_DIR,
     OriginFactory,
     ProxyFactory,
     ProxyProcess,
+    sourceEnvironment,
 )
-from tests.integration._sockets import LOCAL, readExactly
+from tests.integration._sockets import LOCAL, Loopback, bothFamilies, readExactly
 from tests.integration.test_tls import openTLSTunnel, run, tlsDial
 
 pytestmark = pytest.mark.integration
@@ -57,12 +60,14 @@ def peerSerial(tls: ssl.SSLSocket) -> int:
     return x509.load_der_x509_certificate(der).serial_number
 
 
-def pythonSees(port: int, ca: TLSFiles) -> int:
+def pythonSees(port: int, ca: TLSFiles, host: str = LOCAL) -> int:
     """
     The serial number of the certificate a new connection from Python's TLS
     client gets (verified against C{ca}).
+
+    @param host: The proxy's address (C{127.0.0.1} or C{::1}).
     """
-    with tlsDial(port, ca, ["http/1.1"]) as tls:
+    with tlsDial(port, ca, ["http/1.1"], host) as tls:
         return peerSerial(tls)
 
 
@@ -164,12 +169,13 @@ def test_sslCertificateRotation(
     assert len(closed) == 1 and closed[0]["bytesUp"] == closed[0]["bytesDown"]
 
 
+@bothFamilies
 def test_tlsDirectoryRotation(
-    proxy: ProxyFactory, tlsCertificate: TLSFiles, scratchDir: Path
+    proxy: ProxyFactory, tlsCertificate: TLSFiles, scratchDir: Path, family: Loopback
 ) -> None:
     """
-    A C{tls:} listener (a directory of PEM files) reads its directory again
-    on C{SIGHUP}, which Twisted alone never does.
+    A C{tls:} listener (a directory of PEM files, on 127.0.0.1 or ::1)
+    reads its directory again on C{SIGHUP}, which Twisted alone never does.
     """
     certA = renewTLSFiles(tlsCertificate, scratchDir / "a")
     certB = renewTLSFiles(tlsCertificate, scratchDir / "b")
@@ -177,8 +183,42 @@ def test_tlsDirectoryRotation(
     pems.mkdir()
     pem = pems / "proxy.pem"
     replaceFile(pem, certA.serverCert.read_bytes() + certA.serverKey.read_bytes())
-    running = proxy(listen=[f"tls:{pems}:port=0:interface=127.0.0.1"])
-    assert pythonSees(running.port, tlsCertificate) == serial(certA)
+    running = proxy(listen=[f"tls:{pems}:port=0:interface={family.interface}"])
+    assert running.host == family.host
+    assert pythonSees(running.port, tlsCertificate, family.host) == serial(certA)
     replaceFile(pem, certB.serverCert.read_bytes() + certB.serverKey.read_bytes())
     reload(running, "reloaded")
-    assert pythonSees(running.port, tlsCertificate) == serial(certB)
+    assert pythonSees(running.port, tlsCertificate, family.host) == serial(certB)
+
+
+def test_tlsDirectoryWithCA(
+    proxy: ProxyFactory, tlsCertificate: TLSFiles, scratchDir: Path
+) -> None:
+    """
+    A C{tls:} directory holding the self-signed CA next to the server's
+    certificate (on which Twisted's own C{tls:} listener never returns) is
+    checked by C{--check-config}, served (verified by C{openssl s_client}
+    and Python against the CA), and read again on C{SIGHUP}.
+    """
+    pems = scratchDir / "pems"
+    pems.mkdir()
+    replaceFile(
+        pems / "localhost.pem",
+        tlsCertificate.serverCert.read_bytes() + tlsCertificate.serverKey.read_bytes(),
+    )
+    replaceFile(pems / "ca.pem", tlsCertificate.caCert.read_bytes())
+    listener = f"tls:{pems}:port=0:interface=127.0.0.1"
+    checked = subprocess.run(
+        [str(BIN_DIR / "connectproxy"), "--check-config", "--listen", listener],
+        env=sourceEnvironment(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stderr
+    assert "configuration OK" in checked.stdout
+    running = proxy(listen=[listener])
+    assert opensslSees(running.port, tlsCertificate) == serial(tlsCertificate)
+    reload(running, "reloaded")
+    assert pythonSees(running.port, tlsCertificate) == serial(tlsCertificate)

@@ -121,6 +121,10 @@ def test_badOption(scratchDir: Path, entry: str) -> None:
     for arguments, names in [
         (["--no-such-option"], ["--no-such-option"]),
         (["--idle-timeout", "soon"], ["--idle-timeout", "'soon'"]),
+        (
+            ["--allow-port", "443", "8443"],
+            ["unexpected argument '8443'", "--allow-port 443 --allow-port 8443"],
+        ),
     ]:
         result = run([*ENTRY_POINTS[entry], *arguments], scratchDir)
         assertShortError(result, entry, *names)
@@ -140,6 +144,13 @@ def test_badOption(scratchDir: Path, entry: str) -> None:
             ["'systemd:domain=INET:index=0'", "LISTEN_FDS is not set"],
         ),
         (["--auth", "htpasswd:/nonexistent/htpasswd"], ["--auth", "/nonexistent"]),
+        (
+            [
+                *("--check-config", "--listen", "tcp:18136"),
+                *("--listen", "tcp:18136:interface=127.0.0.1"),
+            ],
+            ["overlap", "0.0.0.0:18136 and 127.0.0.1:18136"],
+        ),
     ],
 )
 def test_badListener(scratchDir: Path, arguments: list[str], names: list[str]) -> None:
@@ -396,3 +407,40 @@ def test_runs(
         assert readExactly(sock, 4) == b"ping"
     proxy.waitForNamed("tunnel_close", port=echo.port)
     assert proxy.stop() in (0, -signal.SIGTERM), proxy.describe()
+
+
+def test_twistdLogsOneLinePerTunnel(
+    processes: list[ChildProcess[Any]], scratchDir: Path, origin: OriginFactory
+) -> None:
+    """
+    Under C{twistd}, which shows every log level, each tunnel is one log
+    line (C{tunnel closed}, no debug C{tunnel opened}), and nothing else is
+    logged per connection; the listener's C{starting on} line comes once.
+    """
+    echo = origin("echo")
+    argv = [*FOREGROUND["twistd -n connectproxy"], "--listen", LISTEN_ANY_PORT]
+    proxy = ChildProcess(
+        [*argv, *LOOPBACK_ORIGINS], LineCollector, sourceEnvironment(), scratchDir
+    )
+    processes.append(proxy)
+    listening = proxy.output.waitFor(
+        lambda line: "connectproxy listening on" in line, 20, "the listening line"
+    )
+    port = int(listening.rsplit(":", 1)[1])
+    for _ in range(3):
+        sock, _ = openTunnel(port, echo.port)
+        with sock:
+            sock.sendall(b"ping")
+            assert readExactly(sock, 4) == b"ping"
+
+    def allClosed(line: str) -> bool:
+        return sum("tunnel closed" in seen for seen in proxy.output.records) >= 3
+
+    proxy.output.waitFor(allClosed, 20, "3 tunnel closed lines")
+    proxy.stop()
+    lines = proxy.output.records
+    served = [line for line in lines if f"-> {LOCAL}:{echo.port}" in line]
+    assert len(served) == 3 and all("tunnel closed" in line for line in served)
+    assert not any("tunnel opened" in line for line in lines), proxy.describe()
+    assert not any("Starting factory" in line for line in lines), proxy.describe()
+    assert len([line for line in lines if " starting on " in line]) == 1

@@ -19,13 +19,8 @@ from twisted.internet.task import Clock
 
 from connectproxy import ConnectProxyFactory, DirectConnector, ProxySettings
 from connectproxy._admission import Gatekeeper
-from connectproxy._policy import (
-    AccessRules,
-    ClientRules,
-    HostRules,
-    NetworkRules,
-    PortRules,
-)
+from connectproxy._networks import NetworkRules
+from connectproxy._rules import AccessRules, ClientRules, HostRules, PortRules
 from connectproxy.testing import RecordingObserver
 
 pytestmark = pytest.mark.integration

@@ -70,19 +70,26 @@ def haproxy(
     """
     Start HAProxy in front of a proxy: C{haproxy(running, family)} returns
     the port it listens on (on 127.0.0.1, or ::1 for C{AF_INET6}), with the
-    proxy's first listener as its only server.
+    proxy's first listener as its only server, reached over the same
+    family unless C{serverFamily} says otherwise.
     """
     if HAPROXY is None:
         pytest.skip("haproxy is not installed")
     counter = iter(range(1000))
 
-    def start(running: ProxyProcess, family: int = socket.AF_INET) -> int:
+    def start(
+        running: ProxyProcess,
+        family: int = socket.AF_INET,
+        serverFamily: int | None = None,
+    ) -> int:
         host = LOCAL if family == socket.AF_INET else "::1"
+        if serverFamily is None:
+            serverFamily = family
         with socket.socket(family, socket.SOCK_STREAM) as front:
             front.bind((host, 0))
             front.listen(16)
             port: int = front.getsockname()[1]
-            server = f"ipv4@{LOCAL}" if family == socket.AF_INET else "ipv6@::1"
+            server = f"ipv4@{LOCAL}" if serverFamily == socket.AF_INET else "ipv6@::1"
             config = scratchDir / f"haproxy-{next(counter)}.cfg"
             config.write_text(
                 "global\n"
@@ -205,10 +212,30 @@ def test_clientAddressFromHAProxyIPv6(
 ) -> None:
     """
     The same over IPv6: HAProxy on ::1 in front of a C{haproxy:tcp6:}
-    listener; the access log names the client's own port.
+    listener; the access log names the client's own port.  The client (::1,
+    as the balancer) must be in --allow-client: loopback is not implied.
     """
-    running = proxy(listen=["haproxy:tcp6:0:interface=\\:\\:1"])
+    running = proxy(
+        "--allow-client", "::1/128", listen=["haproxy:tcp6:0:interface=\\:\\:1"]
+    )
     front = haproxy(running, socket.AF_INET6)
+    with tunnelFrom(front, echoOrigin, "::1", socket.AF_INET6) as client:
+        clientPort = client.getsockname()[1]
+    event = running.waitForNamed("tunnel_close", port=echoOrigin.port)
+    assert event["client"] == f"[::1]:{clientPort}"
+
+
+def test_ipv6ClientThroughIPv4Balancer(
+    proxy: ProxyFactory, haproxy: HAProxyFactory, echoOrigin: OriginProcess
+) -> None:
+    """
+    Mixed families behind HAProxy: a client on ::1 reaches HAProxy over
+    IPv6, HAProxy reaches a C{haproxy:tcp:} listener on 127.0.0.1 over
+    IPv4; the header carries the IPv6 client, whom the IPv6 C{--allow-client}
+    serves and the log names as C{[::1]:PORT}.
+    """
+    running = proxy("--allow-client", "::1/128", listen=[LISTEN_PROXY])
+    front = haproxy(running, socket.AF_INET6, socket.AF_INET)
     with tunnelFrom(front, echoOrigin, "::1", socket.AF_INET6) as client:
         clientPort = client.getsockname()[1]
     event = running.waitForNamed("tunnel_close", port=echoOrigin.port)
@@ -349,3 +376,21 @@ def test_invalidHeader(proxy: ProxyFactory) -> None:
             pass
     event = running.waitForNamed("proxy_header_invalid")
     assert "does not start with a PROXY header" in event["reason"]
+
+
+def test_claimedBalancerAddressNotLoopback(proxy: ProxyFactory) -> None:
+    """
+    A header claiming the balancer's own address (127.0.0.1, the very port
+    it connects from) is a client behind the balancer: outside
+    C{--allow-client} it gets 403, loopback is not implied.
+    """
+    running = proxy("--allow-client", "192.0.2.0/24", listen=[LISTEN_PROXY])
+    with dialFrom(running.port) as sock:
+        source, sourcePort = sock.getsockname()
+        header = f"PROXY TCP4 {source} {LOCAL} {sourcePort} {running.port}\r\n"
+        sock.sendall(header.encode() + connectRequest(LOCAL, 443))
+        response, _ = readResponseHead(sock)
+    assert response.status == 403
+    event = running.waitForNamed("request_refused")
+    assert event["client"] == f"{source}:{sourcePort}"
+    assert "is not allowed behind a load balancer" in event["reason"]

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.integration.test_htpasswd_files -*-
 """
-L{connectproxy._auth.HtpasswdChecker} against files written by Apache's own
+L{connectproxy._htpasswd.HtpasswdChecker} against files written by Apache's own
 C{htpasswd} tool (Debian package C{apache2-utils}), verified in the checker's
 real thread pool under the global reactor that pytest-twisted runs.
 
@@ -22,7 +22,7 @@ import pytest_twisted
 from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 
-from connectproxy._auth import HtpasswdChecker
+from connectproxy._htpasswd import HtpasswdChecker
 
 pytestmark = pytest.mark.integration
 

@@ -25,14 +25,9 @@ from connectproxy import ConnectProxyFactory, ProxySettings
 from connectproxy._admission import Gatekeeper
 from connectproxy._connect import ConnectHandler
 from connectproxy._handler import Phase
-from connectproxy._policy import (
-    AccessRules,
-    ClientRules,
-    HostRules,
-    NetworkRules,
-    PortRules,
-)
-from connectproxy.testing import RecordingObserver
+from connectproxy._networks import NetworkRules
+from connectproxy._rules import AccessRules, ClientRules, HostRules, PortRules
+from connectproxy.testing import RecordingObserver, connectHead
 
 pytestmark = pytest.mark.integration
 
@@ -176,10 +171,6 @@ def blackHole() -> Iterator[int]:
     listener.close()
 
 
-def connectHead(port: int) -> bytes:
-    return b"CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % (port, port)
-
-
 @pytest_twisted.inlineCallbacks
 def test_halfCloseOnRealSockets(
     proxy: Proxy, shoutingOrigin: int
@@ -188,7 +179,7 @@ def test_halfCloseOnRealSockets(
     A client's FIN reaches the origin through the proxy, and the origin's
     answer still comes back afterwards.
     """
-    client = yield proxy.client(connectHead(shoutingOrigin) + b"early ")
+    client = yield proxy.client(connectHead(f"127.0.0.1:{shoutingOrigin}") + b"early ")
     response = yield withDeadline(client.responded)
     assert response.startswith(b"HTTP/1.1 200 Connection established\r\n\r\n")
     client.transport.write(b"and late")
@@ -210,7 +201,7 @@ def test_connectDeadlineOnRealSockets(
     An upstream that never answers gets the client a 504 after the connect
     deadline, and nothing is left open.
     """
-    client = yield proxy.client(connectHead(blackHole))
+    client = yield proxy.client(connectHead(f"127.0.0.1:{blackHole}"))
     yield withDeadline(client.closed)
     assert client.received.startswith(b"HTTP/1.1 504 ")
     assert proxy.observer.refused[0].status == 504
@@ -227,7 +218,7 @@ def test_clientLeavesWhileConnecting(
     request is reported as abandoned, with no response.  (A FIN is not
     leaving: it may be a half-close, passed on once the tunnel exists.)
     """
-    client = yield proxy.client(connectHead(blackHole))
+    client = yield proxy.client(connectHead(f"127.0.0.1:{blackHole}"))
     yield waitUntil(lambda: proxy.factory.connections)
     [protocol] = proxy.factory.connections
     yield waitUntil(lambda: protocol.phase is Phase.CONNECTING)

@@ -12,7 +12,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration._processes import ProxyFactory
+from tests.integration._processes import (
+    LISTEN_ANY_PORT,
+    LISTEN_ANY_PORT6,
+    ProxyFactory,
+)
 from tests.integration._sockets import (
     LOCAL,
     connectRequest,
@@ -90,26 +94,40 @@ def test_familyWithoutOutgoingAddressNotTried(
     assert peerOfTunnel(running.port, origin4, "localhost") == "127.0.0.7"
 
 
-def test_addressNotOnThisMachine(proxy: ProxyFactory, origin4: socket.socket) -> None:
+@pytest.mark.parametrize(
+    "address, origin",
+    [("192.0.2.1", "origin4"), ("2001:db8::1", "origin6")],
+    ids=["ipv4", "ipv6"],
+)
+def test_addressNotOnThisMachine(
+    proxy: ProxyFactory, request: pytest.FixtureRequest, address: str, origin: str
+) -> None:
     """
-    An outgoing address the machine does not have: the proxy starts with a
-    warning, each connect gets 502 naming the option, and the log has one
-    connect_failed line for it, without a traceback.
+    An outgoing address the machine does not have (IPv4 to an IPv4 origin,
+    IPv6 to an IPv6 one, each through a listener of that family): the
+    proxy starts with a warning, each connect gets 502 naming the option,
+    and the log has one connect_failed line for it, without a traceback.
     """
-    running = proxy("--outgoing-address", "192.0.2.1")
-    running.waitForNamed("outgoing_address_unavailable", address="192.0.2.1")
-    with dial(running.port) as sock:
-        sock.sendall(connectRequest(LOCAL, origin4.getsockname()[1]))
+    listening: socket.socket = request.getfixturevalue(origin)
+    host, port = listening.getsockname()[:2]
+    listen = LISTEN_ANY_PORT6 if ":" in host else LISTEN_ANY_PORT
+    running = proxy("--outgoing-address", address, listen=[listen])
+    running.waitForNamed("outgoing_address_unavailable", address=address)
+    with dial(running.port, host=host) as sock:
+        sock.sendall(connectRequest(host, port))
         response, rest = readResponseHead(sock)
         body = rest + readToEnd(sock)
     assert response.status == 502
-    assert body == (
-        b"502 Bad Gateway: cannot bind the outgoing address 192.0.2.1 "
-        b"(see --outgoing-address)\n"
+    assert (
+        body
+        == (
+            f"502 Bad Gateway: cannot bind the outgoing address {address} "
+            "(see --outgoing-address)\n"
+        ).encode()
     )
     running.waitForNamed("request_refused", status=502)
     failed = [e for e in running.events if e.get("event") == "connect_failed"]
     assert len(failed) == 1
     assert failed[0]["error"].startswith(
-        "cannot bind the outgoing address 192.0.2.1 (see --outgoing-address): "
+        f"cannot bind the outgoing address {address} (see --outgoing-address): "
     )

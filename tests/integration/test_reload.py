@@ -291,7 +291,10 @@ def test_reloadHostList(
     hosts = scratchDir / "hosts"
     replaceFile(hosts, "localhost\n")
     running = startProxy("--policy", f"hostlist:{hosts}", loopbackOrigins=True)
-    notListed = "403 Forbidden: host {} is not in the allowed list\n"
+    notListed = (
+        "403 Forbidden: host {} is not in the allowed list "
+        f"(see --policy hostlist:{hosts})\n"
+    )
     byAddress = connectRequest(LOCAL, echoOrigin.port)
     assert refusal(running.port, byAddress) == (403, notListed.format(LOCAL))
     replaceFile(hosts, f"{LOCAL}\n")

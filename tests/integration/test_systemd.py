@@ -33,7 +33,7 @@ from tests.integration._processes import (
     OriginProcess,
     sourceEnvironment,
 )
-from tests.integration._sockets import LOCAL, openTunnel, readExactly
+from tests.integration._sockets import IPV4, IPV6, Loopback, openTunnel, readExactly
 
 pytestmark = pytest.mark.integration
 
@@ -59,11 +59,11 @@ RUNNERS = {
 
 
 @pytest.fixture
-def echoOrigin(origin: OriginFactory) -> OriginProcess:
+def echoOrigin(origin: OriginFactory, family: Loopback) -> OriginProcess:
     """
-    A plain TCP echo origin.
+    A plain TCP echo origin, on the loopback address of C{family}.
     """
-    return origin("echo")
+    return origin("echo", host=family.host)
 
 
 @pytest.fixture
@@ -78,12 +78,13 @@ def notifySocket(scratchDir: Path) -> Iterator[socket.socket]:
 
 
 @pytest.fixture
-def activationSocket() -> Iterator[socket.socket]:
+def activationSocket(family: Loopback) -> Iterator[socket.socket]:
     """
-    The listening socket systemd would create from a C{.socket} unit.
+    The listening socket systemd would create from a C{.socket} unit
+    (C{ListenStream=127.0.0.1:PORT}, or C{[::1]:PORT}).
     """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOCAL, 0))
+    with socket.socket(family.family, socket.SOCK_STREAM) as sock:
+        sock.bind((family.host, 0))
         sock.listen(16)
         yield sock
 
@@ -104,13 +105,22 @@ def monotonicMicroseconds() -> int:
 
 
 @pytest.mark.parametrize(
-    "runner, selector",
+    "runner, selector, family",
     [
-        ("twist", "index=0"),
-        ("twist", "name=proxy"),
-        ("twistd", "index=0"),
-        ("twistd", "name=proxy"),
+        ("twist", "index=0", IPV4),
+        ("twist", "name=proxy", IPV4),
+        ("twistd", "index=0", IPV4),
+        ("twistd", "name=proxy", IPV4),
+        ("twist", "name=proxy", IPV6),
     ],
+    ids=[
+        "twist-index",
+        "twist-name",
+        "twistd-index",
+        "twistd-name",
+        "twist-name-INET6",
+    ],
+    indirect=["family"],
 )
 def test_socketActivationAndNotifications(
     processes: list[ChildProcess[Any]],
@@ -120,17 +130,19 @@ def test_socketActivationAndNotifications(
     echoOrigin: OriginProcess,
     runner: str,
     selector: str,
+    family: Loopback,
 ) -> None:
     """
-    With a socket passed by systemd (by index or by name) and
-    C{NOTIFY_SOCKET} set, the proxy says C{READY=1} once it listens on that
-    socket, tunnels through it, frames a C{SIGHUP} reload with
-    C{RELOADING=1} (and the time) and C{READY=1}, and says C{STOPPING=1}
-    on C{SIGTERM}.
+    With a socket passed by systemd (by index or by name; IPv4, or IPv6
+    with C{domain=INET6}) and C{NOTIFY_SOCKET} set, the proxy says
+    C{READY=1} once it listens on that socket, tunnels through it, frames a
+    C{SIGHUP} reload with C{RELOADING=1} (and the time) and C{READY=1},
+    and says C{STOPPING=1} on C{SIGTERM}.
     """
     fd = activationSocket.fileno()
+    domain = "INET6" if family == IPV6 else "INET"
     argv = [sys.executable, "-c", ACTIVATE, str(fd), *RUNNERS[runner]]
-    argv += ["connectproxy", "--listen", f"systemd:domain=INET:{selector}"]
+    argv += ["connectproxy", "--listen", f"systemd:domain={domain}:{selector}"]
     argv += LOOPBACK_ORIGINS
     env = sourceEnvironment(
         LISTEN_FDS="1",
@@ -144,9 +156,11 @@ def test_socketActivationAndNotifications(
 
     ready = message(notifySocket)
     assert ready["READY"] == "1"
-    assert ready["STATUS"] == f"listening on {LOCAL}:{port}"
+    assert ready["STATUS"] == f"listening on {family.address(port)}"
 
-    sock, rest = openTunnel(port, echoOrigin.port)
+    sock, rest = openTunnel(
+        port, echoOrigin.port, echoOrigin.host, proxyHost=family.host
+    )
     with sock:
         assert rest == b""
         sock.sendall(b"socket activation")
@@ -163,7 +177,37 @@ def test_socketActivationAndNotifications(
     proxy.process.send_signal(signal.SIGTERM)
     assert message(notifySocket)["STOPPING"] == "1"
     assert proxy.stop() in (0, -signal.SIGTERM), proxy.describe()
-    assert re.search(r"connectproxy listening on 127\.0\.0\.1:\d+", proxy.output.text())
+    listening = f"connectproxy listening on {family.address(port)}"
+    assert listening in proxy.output.text()
+
+
+@pytest.mark.parametrize("family", [IPV6], ids=["ipv6"], indirect=True)
+def test_socketOfAnotherFamily(
+    processes: list[ChildProcess[Any]],
+    scratchDir: Path,
+    activationSocket: socket.socket,
+) -> None:
+    """
+    An IPv6 socket from systemd (C{ListenStream=[::1]:PORT}, or
+    C{ListenStream=PORT}) under C{systemd:domain=INET} stops the proxy
+    before it listens, with a message naming the C{domain=} to write
+    (Twisted would adopt it and refuse every client).
+    """
+    fd = activationSocket.fileno()
+    argv = [sys.executable, "-c", ACTIVATE, str(fd), *RUNNERS["twist"]]
+    argv += ["connectproxy", "--listen", "systemd:domain=INET:name=proxy"]
+    env = sourceEnvironment(LISTEN_FDS="1", LISTEN_FDNAMES="proxy")
+    proxy = ChildProcess(argv, LineCollector, env, scratchDir, passFds=[fd])
+    processes.append(proxy)
+    port = activationSocket.getsockname()[1]
+    activationSocket.close()
+    assert proxy.process.wait(60) != 0, proxy.describe()
+    proxy.output.join(10)
+    assert (
+        "--listen 'systemd:domain=INET:name=proxy' is not a valid listener: "
+        f"systemd passed an IPv6 socket ([::1]:{port}), not the IPv4 one "
+        "domain=INET asks for: write domain=INET6"
+    ) in proxy.output.text(), proxy.describe()
 
 
 def test_unitFiles(scratchDir: Path) -> None:

@@ -35,7 +35,12 @@ from tests.integration._processes import (
     sourceEnvironment,
 )
 from tests.integration._sockets import (
+    IPV4,
+    IPV6,
     LOCAL,
+    LOCAL6,
+    Loopback,
+    bothFamilies,
     connectRequest,
     dial,
     readExactly,
@@ -53,18 +58,28 @@ Seconds any client process or socket operation may take.
 TAC = REPO_ROOT / "docs" / "examples" / "connectproxy.tac"
 
 
-def sslListener(pki: TLSFiles, prefix: str = "") -> str:
+def sslListener(pki: TLSFiles, prefix: str = "", family: Loopback = IPV4) -> str:
     """
     The description of an HTTPS-proxy listener on a free loopback port.
 
     @param pki: Where the proxy's certificate and key are.
     @param prefix: A wrapper in front (C{haproxy:}).
+    @param family: Whose loopback address to listen on.
     @return: The strports description.
     """
     return (
-        f"{prefix}ssl:0:interface=127.0.0.1:privateKey={pki.serverKey}"
+        f"{prefix}ssl:0:interface={family.interface}:privateKey={pki.serverKey}"
         f":certKey={pki.serverCert}"
     )
+
+
+def originHost(family: Loopback) -> str:
+    """
+    The host of the URLs the clients fetch from the C{https} origin: the
+    name C{localhost} over IPv4, the literal C{[::1]} over IPv6 (the
+    origin listens on that address only).
+    """
+    return "localhost" if family == IPV4 else family.authority
 
 
 def expectedBody(path: str) -> str:
@@ -93,17 +108,20 @@ def tlsContext(ca: TLSFiles, alpn: list[str] | None) -> ssl.SSLContext:
     return context
 
 
-def tlsDial(port: int, ca: TLSFiles, alpn: list[str] | None) -> ssl.SSLSocket:
+def tlsDial(
+    port: int, ca: TLSFiles, alpn: list[str] | None, host: str = LOCAL
+) -> ssl.SSLSocket:
     """
     Connect to the HTTPS-proxy listener and complete the handshake.
 
+    @param host: The proxy's address (C{127.0.0.1} or C{::1}).
     @return: The TLS socket, which raises L{ssl.SSLEOFError} on a close
         without close_notify.
     """
-    sock = dial(port, CLIENT_TIMEOUT)
+    sock = dial(port, CLIENT_TIMEOUT, host)
     try:
         return tlsContext(ca, alpn).wrap_socket(
-            sock, server_hostname=LOCAL, suppress_ragged_eofs=False
+            sock, server_hostname=host, suppress_ragged_eofs=False
         )
     except BaseException:
         sock.close()
@@ -111,19 +129,20 @@ def tlsDial(port: int, ca: TLSFiles, alpn: list[str] | None) -> ssl.SSLSocket:
 
 
 def openTLSTunnel(
-    port: int, ca: TLSFiles, target: int, preface: bytes = b""
+    port: int, ca: TLSFiles, target: int, preface: bytes = b"", host: str = LOCAL
 ) -> ssl.SSLSocket:
     """
     Open a tunnel through the HTTPS-proxy listener, offering http/1.1.
 
     @param preface: Bytes sent inside TLS before the request (a PROXY
         header).
+    @param host: The address of both the proxy and the target.
     @return: The TLS socket, after the C{200}.
     """
-    tls = tlsDial(port, ca, ["http/1.1"])
+    tls = tlsDial(port, ca, ["http/1.1"], host)
     try:
         assert tls.selected_alpn_protocol() == "http/1.1"
-        tls.sendall(preface + connectRequest(LOCAL, target))
+        tls.sendall(preface + connectRequest(host, target))
         response, rest = readResponseHead(tls)
         assert (response.status, rest) == (200, b""), response.raw
     except BaseException:
@@ -150,52 +169,72 @@ def run(argv: list[str], stdin: str = "") -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture
-def httpsOrigin(origin: OriginFactory) -> OriginProcess:
+def httpsOrigin(origin: OriginFactory, family: Loopback) -> OriginProcess:
     """
-    A TLS origin that answers C{GET}s.
+    A TLS origin that answers C{GET}s, on the loopback address of
+    C{family}.
     """
-    return origin("https")
+    return origin("https", host=family.host)
 
 
 @pytest.fixture
-def tlsProxy(proxy: ProxyFactory, tlsCertificate: TLSFiles) -> ProxyProcess:
+def tlsProxy(
+    proxy: ProxyFactory, tlsCertificate: TLSFiles, family: Loopback
+) -> ProxyProcess:
     """
-    A proxy with one HTTPS-proxy listener.
+    A proxy with one HTTPS-proxy listener, on the loopback address of
+    C{family}.
     """
-    return proxy(listen=[sslListener(tlsCertificate)])
+    return proxy(listen=[sslListener(tlsCertificate, family=family)])
 
 
 # Real clients, through the proxy to an HTTPS origin.
 
 
+@bothFamilies
 def test_curl(
-    tlsProxy: ProxyProcess, httpsOrigin: OriginProcess, tlsCertificate: TLSFiles
+    tlsProxy: ProxyProcess,
+    httpsOrigin: OriginProcess,
+    tlsCertificate: TLSFiles,
+    family: Loopback,
 ) -> None:
     """
-    C{curl -x https://...} fetches an HTTPS URL through the HTTPS proxy.
+    C{curl -x https://...} fetches an HTTPS URL through the HTTPS proxy:
+    over IPv4, and over IPv6 (C{-x https://[::1]:PORT}, the origin's URL
+    an IPv6 literal too).
     """
-    url = f"https://localhost:{httpsOrigin.port}/curl"
+    url = f"https://{originHost(family)}:{httpsOrigin.port}/curl"
     ca = str(tlsCertificate.caCert)
     result = run(
         [
             *("curl", "-q", "-sS", "--fail", "-p", "--noproxy", "", "--max-time", "20"),
-            *("-x", f"https://{LOCAL}:{tlsProxy.port}", "--proxy-cacert", ca),
+            *("-x", f"https://{family.address(tlsProxy.port)}", "--proxy-cacert", ca),
             *("--cacert", ca, url),
         ]
     )
     assert (result.returncode, result.stderr) == (0, "")
     assert result.stdout == expectedBody("/curl")
-    tlsProxy.waitForNamed("tunnel_close", port=httpsOrigin.port)
+    event = tlsProxy.waitForNamed("tunnel_close", port=httpsOrigin.port)
+    assert event["client"].startswith(family.authority + ":")
+    assert event["upstream"] == family.address(httpsOrigin.port)
 
 
+@bothFamilies
 def test_httpx(
-    tlsProxy: ProxyProcess, httpsOrigin: OriginProcess, tlsCertificate: TLSFiles
+    tlsProxy: ProxyProcess,
+    httpsOrigin: OriginProcess,
+    tlsCertificate: TLSFiles,
+    family: Loopback,
 ) -> None:
     """
-    httpx, which offers ALPN to the proxy, fetches through the HTTPS proxy.
+    httpx, which offers ALPN to the proxy, fetches through the HTTPS proxy
+    listening on IPv4 or IPv6.  The origin is C{localhost}, over IPv6 too:
+    httpcore (1.0) writes an IPv6 literal target without its brackets
+    (C{CONNECT ::1:PORT}), which the proxy refuses with 400 as RFC 9112
+    says.
     """
     context = tlsContext(tlsCertificate, None)
-    proxyURL = f"https://{LOCAL}:{tlsProxy.port}"
+    proxyURL = f"https://{family.address(tlsProxy.port)}"
     with httpx.Client(
         proxy=httpx.Proxy(proxyURL, ssl_context=context),
         verify=context,
@@ -263,14 +302,17 @@ def test_opensslClient(
 # Clients that fail the handshake: one log event each, nothing else.
 
 
-def test_opensslOnlyH2Refused(tlsProxy: ProxyProcess, tlsCertificate: TLSFiles) -> None:
+@bothFamilies
+def test_opensslOnlyH2Refused(
+    tlsProxy: ProxyProcess, tlsCertificate: TLSFiles, family: Loopback
+) -> None:
     """
     A client offering only C{h2} gets a C{no_application_protocol} alert;
-    the proxy logs it once.
+    the proxy logs it once, naming the client (C{[::1]:PORT} over IPv6).
     """
     result = run(
         [
-            *("openssl", "s_client", "-connect", f"{LOCAL}:{tlsProxy.port}"),
+            *("openssl", "s_client", "-connect", family.address(tlsProxy.port)),
             *("-CAfile", str(tlsCertificate.caCert), "-alpn", "h2"),
         ]
     )
@@ -283,7 +325,7 @@ def test_opensslOnlyH2Refused(tlsProxy: ProxyProcess, tlsCertificate: TLSFiles) 
     assert event["reason"] == (
         "the client offered h2 over ALPN; this proxy speaks http/1.1"
     )
-    assert event["client"].startswith(f"{LOCAL}:")
+    assert event["client"].startswith(family.authority + ":")
 
 
 def test_pythonOnlyH2Refused(tlsProxy: ProxyProcess, tlsCertificate: TLSFiles) -> None:
@@ -300,13 +342,16 @@ def test_pythonOnlyH2Refused(tlsProxy: ProxyProcess, tlsCertificate: TLSFiles) -
     )
 
 
-def test_plaintextToTLSPort(tlsProxy: ProxyProcess, httpsOrigin: OriginProcess) -> None:
+@bothFamilies
+def test_plaintextToTLSPort(
+    tlsProxy: ProxyProcess, httpsOrigin: OriginProcess, family: Loopback
+) -> None:
     """
     A plain CONNECT sent to the TLS port ends the connection at once, with
     one log event that says the client did not speak TLS.
     """
-    with dial(tlsProxy.port, CLIENT_TIMEOUT) as sock:
-        sock.sendall(connectRequest(LOCAL, httpsOrigin.port))
+    with dial(tlsProxy.port, CLIENT_TIMEOUT, family.host) as sock:
+        sock.sendall(connectRequest(family.host, httpsOrigin.port))
         try:
             answer = readToEnd(sock)
         except ConnectionResetError:
@@ -337,11 +382,37 @@ def test_untrustingClient(
     assert "unknown ca" in event["reason"]
 
 
+def test_handshakeNeverFinished(proxy: ProxyFactory, tlsCertificate: TLSFiles) -> None:
+    """
+    A client that starts a TLS handshake and never finishes it is cut off
+    at the request timeout, without waiting for the abort timeout, and
+    logged once as a handshake that timed out (never as a 408).
+    """
+    running = proxy(
+        *("--request-timeout", "1", "--abort-timeout", "60"),
+        listen=[sslListener(tlsCertificate)],
+    )
+    with dial(running.port, CLIENT_TIMEOUT) as sock:
+        sock.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
+        try:
+            answer = readToEnd(sock)
+        except ConnectionResetError:
+            answer = b""
+    assert answer == b""
+    event = running.waitForNamed("tls_handshake_failed")
+    assert event["cause"] == "timeout"
+    assert [e for e in running.events if e.get("event") == "request_refused"] == []
+
+
 # Tunnels over TLS close fully.
 
 
+@bothFamilies
 def test_tunnelFlushedAndClosed(
-    proxy: ProxyFactory, origin: OriginFactory, tlsCertificate: TLSFiles
+    proxy: ProxyFactory,
+    origin: OriginFactory,
+    tlsCertificate: TLSFiles,
+    family: Loopback,
 ) -> None:
     """
     When the upstream sends its last bytes and closes, a TLS client gets
@@ -349,9 +420,13 @@ def test_tunnelFlushedAndClosed(
     closes the tunnel at once, well within the abort timeout.
     """
     size = 3 << 20
-    push = origin("push", "--bytes", str(size))
-    running = proxy("--abort-timeout", "60", listen=[sslListener(tlsCertificate)])
-    tls = openTLSTunnel(running.port, tlsCertificate, push.port)
+    push = origin("push", "--bytes", str(size), host=family.host)
+    running = proxy(
+        "--abort-timeout",
+        "60",
+        listen=[sslListener(tlsCertificate, family=family)],
+    )
+    tls = openTLSTunnel(running.port, tlsCertificate, push.port, host=family.host)
     with tls:
         received = readToEnd(tls, limit=size)
         assert len(received) == size
@@ -382,28 +457,41 @@ def test_silentTLSClientAborted(
 # Other ways to run the HTTPS-proxy listener.
 
 
+@bothFamilies
 def test_haproxySSLListener(
-    proxy: ProxyFactory, origin: OriginFactory, tlsCertificate: TLSFiles
+    proxy: ProxyFactory,
+    origin: OriginFactory,
+    tlsCertificate: TLSFiles,
+    family: Loopback,
 ) -> None:
     """
     An C{haproxy:ssl:} listener (the PROXY header inside TLS) negotiates
     http/1.1 through the PROXY-protocol wrapper and tunnels; a client
-    sharing no protocol is refused cleanly there too.
+    sharing no protocol is refused cleanly there too.  Over IPv6 the header
+    names an IPv6 client (C{TCP6}), served by an IPv6 C{--allow-client}.
     """
-    echo = origin("echo")
+    echo = origin("echo", host=family.host)
+    if family == IPV6:
+        clients, claimed = "2001:db8:5::/48", f"TCP6 2001:db8:5::7 {LOCAL6}"
+        client = "[2001:db8:5::7]:5555"
+    else:
+        clients, claimed = "203.0.113.0/24", f"TCP4 203.0.113.5 {LOCAL}"
+        client = "203.0.113.5:5555"
     running = proxy(
         "--allow-client",
-        "203.0.113.0/24",
-        listen=[sslListener(tlsCertificate, "haproxy:")],
+        clients,
+        listen=[sslListener(tlsCertificate, "haproxy:", family)],
     )
-    header = f"PROXY TCP4 203.0.113.5 127.0.0.1 5555 {running.port}\r\n".encode()
-    with openTLSTunnel(running.port, tlsCertificate, echo.port, header) as tls:
+    header = f"PROXY {claimed} 5555 {running.port}\r\n".encode()
+    with openTLSTunnel(
+        running.port, tlsCertificate, echo.port, header, family.host
+    ) as tls:
         tls.sendall(b"through PROXY inside TLS")
         assert readExactly(tls, 24) == b"through PROXY inside TLS"
     event = running.waitForNamed("tunnel_close", port=echo.port)
-    assert event["client"] == "203.0.113.5:5555"
+    assert event["client"] == client
     with pytest.raises(ssl.SSLError, match="alert no application protocol"):
-        tlsDial(running.port, tlsCertificate, ["h2"]).close()
+        tlsDial(running.port, tlsCertificate, ["h2"], family.host).close()
     running.waitForNamed("tls_handshake_failed", cause="no_shared_protocol")
 
 

@@ -1,10 +1,10 @@
-# -*- test-case-name: tests.test_auth -*-
+# -*- test-case-name: tests.test_htpasswd -*-
 """
 The C{--auth htpasswd:PATH} checker factory, found by
 L{twisted.cred.strcred.makeChecker}.
 
 Every C{twistd --help} on the machine imports this module, so it stays
-import-light: L{connectproxy._auth}, with bcrypt and passlib, is imported
+import-light: L{connectproxy._htpasswd}, with bcrypt and passlib, is imported
 only when a checker is made.
 """
 
@@ -18,7 +18,7 @@ from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 if TYPE_CHECKING:
-    from connectproxy._auth import HtpasswdChecker
+    from connectproxy._htpasswd import HtpasswdChecker
 
 
 @implementer(ICheckerFactory, IPlugin)
@@ -47,7 +47,7 @@ and on SIGHUP; it must stay readable by the user the proxy runs as.
         @param argstring: The path of the htpasswd file.
         @raise ValueError: If there is no path or the file cannot be read.
         """
-        from connectproxy._auth import HtpasswdChecker
+        from connectproxy._htpasswd import HtpasswdChecker
 
         if not argstring.strip():
             raise ValueError("htpasswd needs a file: --auth htpasswd:PATH")

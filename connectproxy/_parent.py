@@ -1,0 +1,551 @@
+# -*- test-case-name: tests.test_parent -*-
+"""
+The parent-proxy connector: L{ParentProxyConnector} reaches the target
+through another HTTP proxy, by sending it its own C{CONNECT}.
+
+The tunnel is handed to the proxy only after the parent's 2xx.  Until then
+the client's early bytes stay where the proxy holds them, so nothing the
+client sent can reach the parent before the parent has agreed to tunnel:
+bytes sent early would otherwise be read by the parent as a second request
+(the request desync of Envoy's CVE-2025-64763).  The bytes that follow the
+parent's 2xx head are the target's first bytes and reach the client; the
+content of any other answer never does.
+
+The parent's own address is the operator's choice: it is resolved on the
+proxy's resolver pool, but not checked against the destination network
+rules.  The target is checked as far as this proxy can: an IP-literal
+target (and C{localhost}) against the network rules; a name goes to the
+parent unresolved, and the parent resolves it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from OpenSSL.SSL import Error as TLSError
+from service_identity import VerificationError
+from twisted.internet.address import HostnameAddress, IPv4Address, IPv6Address
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.error import (
+    ConnectError,
+    ConnectingCancelledError,
+    ConnectionDone,
+    ConnectionRefusedError,
+    DNSLookupError,
+)
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IHalfCloseableProtocol,
+    IProtocol,
+    IReactorTime,
+    ITransport,
+)
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.internet.ssl import optionsForClientTLS, platformTrust
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from ._connector import UpstreamRequest
+from ._errors import ParentProxyError, ResolverBusy
+from ._eyeballs import ATTEMPT_DELAY, connectToFirst
+from ._parenthead import MalformedResponse, ParentResponse, ParentResponseReader
+from ._parenturl import ParentProxy, connectHead
+from ._policy import NetworkRules
+from ._resolver import ResolverPool
+from ._tunnel import TunnelTransport
+from ._upstream import _OneProtocolFactory
+from ._vetting import VettedResolver, literalAddresses
+from .interfaces import IUpstreamConnector
+
+__all__ = ["ParentProxyConnector", "ParentProxyError"]
+
+Address = IPv4Address | IPv6Address
+
+#: What the parent's status line may add to the log, at most, in characters.
+_DETAIL_LENGTH = 120
+
+
+def _refusalFor(response: ParentResponse, parent: ParentProxy) -> ParentProxyError:
+    """
+    What the client is answered when the parent answers C{CONNECT} with
+    anything but a 2xx: the parent's own 403, 502, 503 or 504, and 502 for
+    everything else.  A 407 becomes 502 too: the credentials for the parent
+    are the operator's, and the client cannot fix them.
+
+    @param response: The parent's final response head.
+    @param parent: The parent, for the log.
+    """
+    status = response.status
+    detail = f"{status} {response.reason}".strip()[:_DETAIL_LENGTH]
+    where = parent.address
+    if status == 407 and parent.user is None:
+        return ParentProxyError(
+            502, "the parent proxy requires credentials", where, detail
+        )
+    if status == 407:
+        return ParentProxyError(
+            502, "the parent proxy refused the proxy's credentials", where, detail
+        )
+    if status == 403:
+        return ParentProxyError(
+            403, "the parent proxy denied the tunnel", where, detail
+        )
+    if status in (502, 503, 504):
+        reason = f"the parent proxy could not open the tunnel ({status})"
+        return ParentProxyError(status, reason, where, detail)
+    return ParentProxyError(502, f"the parent proxy answered {status}", where, detail)
+
+
+def _lostBeforeAnswer(reason: Failure, parent: ParentProxy) -> ParentProxyError:
+    """
+    What the client is answered when the connection to the parent ends
+    before its answer: a TLS failure, or a plain close.
+    """
+    where = parent.address
+    if reason.check(VerificationError):
+        return ParentProxyError(
+            502,
+            "the parent proxy's certificate does not match its name",
+            where,
+            reason.getErrorMessage()[:_DETAIL_LENGTH],
+        )
+    if reason.check(TLSError):
+        return ParentProxyError(
+            502,
+            "the TLS handshake with the parent proxy failed",
+            where,
+            reason.getErrorMessage()[:_DETAIL_LENGTH],
+        )
+    return ParentProxyError(
+        502, "the parent proxy closed the connection before answering", where
+    )
+
+
+@implementer(IHalfCloseableProtocol)
+class _ParentHandshake(Protocol):
+    """
+    The connection to the parent: it sends the C{CONNECT}, reads the answer,
+    and once the attempt hands the tunnel's protocol over
+    (L{handOver}), passes everything on to it.
+
+    It stays the transport's protocol for the connection's whole life, so
+    the tunnel's bytes, FIN and loss pass through here: one call each.
+    """
+
+    def __init__(self, attempt: _ParentAttempt, head: bytes) -> None:
+        self._attempt = attempt
+        self._head = head
+        self._reader: ParentResponseReader | None = ParentResponseReader()
+        self._tunnel: IProtocol | None = None
+
+    _transport: TunnelTransport | None = None
+
+    def connectionMade(self) -> None:
+        self._transport = cast(TunnelTransport, self.transport)
+        # Over TLS the head waits in the TLS layer until the handshake is
+        # done.
+        self._transport.write(self._head)
+        self._attempt.connectionMade(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        tunnel = self._tunnel
+        if tunnel is not None:
+            tunnel.dataReceived(data)
+            return
+        reader = self._reader
+        if reader is None:
+            return
+        try:
+            result = reader.feed(data)
+        except MalformedResponse as e:
+            self._reader = None
+            self._attempt.malformed(e)
+            return
+        if result is not None:
+            self._reader = None
+            self._attempt.answered(*result)
+
+    def handOver(self, tunnel: IProtocol) -> None:
+        """
+        Connect the tunnel's protocol to this connection: from now on it
+        gets everything.
+        """
+        self._tunnel = tunnel
+        tunnel.makeConnection(cast(ITransport, self._transport))
+
+    def deliver(self, data: bytes) -> None:
+        """
+        Give the tunnel's protocol the bytes that followed the parent's
+        answer, unless the connection has gone meanwhile.
+        """
+        if self._tunnel is not None and self.connected:
+            self._tunnel.dataReceived(data)
+
+    def abort(self) -> None:
+        """
+        Drop the connection to the parent at once.
+        """
+        self._reader = None
+        if self._transport is not None:
+            self._transport.abortConnection()
+
+    def readConnectionLost(self) -> None:
+        tunnel = self._tunnel
+        if tunnel is not None:
+            halfCloseable = IHalfCloseableProtocol(tunnel, None)
+            if halfCloseable is not None:
+                halfCloseable.readConnectionLost()
+            elif self._transport is not None:
+                self._transport.loseConnection()
+            return
+        if self._reader is not None:
+            self._reader = None
+            self._attempt.lost(Failure(ConnectionDone()))
+            self.abort()
+
+    def writeConnectionLost(self) -> None:
+        halfCloseable = IHalfCloseableProtocol(self._tunnel, None)
+        if halfCloseable is not None:
+            halfCloseable.writeConnectionLost()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.connected = False
+        tunnel = self._tunnel
+        if tunnel is not None:
+            tunnel.connectionLost(reason)
+            return
+        if self._reader is not None:
+            self._reader = None
+            self._attempt.lost(reason)
+
+
+class _ParentAttempt:
+    """
+    One C{CONNECT} through a parent: resolve the parent's name, connect to
+    it (over TLS for C{https://}), ask for the tunnel, and fire
+    L{deferred} with the tunnel's protocol after the 2xx.
+
+    @ivar deferred: Fires with the tunnel's protocol, connected, or fails;
+        cancelling it abandons the attempt at whatever stage it is and
+        leaves no connection.
+    """
+
+    def __init__(
+        self,
+        connector: ParentProxyConnector,
+        target: UpstreamRequest,
+        protocol: IProtocol,
+    ) -> None:
+        self._connector = connector
+        self._parent = connector.parent
+        self._target = target
+        self._protocol = protocol
+        self._address = HostnameAddress(
+            self._parent.host.encode("ascii"), self._parent.port
+        )
+        self._pending: Deferred[Any] | None = None
+        self._handshake: _ParentHandshake | None = None
+        self._timer: IDelayedCall | None = None
+        self._done = False
+        # Why the lookup of the parent's name failed when it was cancelled
+        # while waiting for a resolver thread: the client is told that.
+        self._busy: Failure | None = None
+        self.deferred: Deferred[IProtocol] = Deferred(self._cancel)
+
+    def start(self) -> Deferred[IProtocol]:
+        parent = self._parent
+        addresses = literalAddresses(parent.host, parent.port)
+        if addresses is not None:
+            self._connect(addresses)
+        else:
+            d = self._connector.resolver.resolve(
+                self._target.clientHost, parent.host, parent.port
+            )
+            self._pending = d
+            d.addCallbacks(self._resolved, self._resolveFailed)
+        return self.deferred
+
+    # Finding and reaching the parent.
+
+    def _resolved(self, addresses: list[Address]) -> None:
+        self._pending = None
+        if self._done:
+            # Cancelled meanwhile.
+            return
+        if not addresses:
+            self._resolveFailed(Failure(DNSLookupError(self._parent.host)))
+            return
+        port = self._parent.port
+        self._connect(
+            [
+                IPv6Address("TCP", a.host, port, a.flowInfo, a.scopeID)
+                if isinstance(a, IPv6Address)
+                else IPv4Address("TCP", a.host, port)
+                for a in addresses
+            ]
+        )
+
+    def _resolveFailed(self, failure: Failure) -> None:
+        self._pending = None
+        if self._done:
+            if failure.check(ResolverBusy):
+                self._busy = failure
+            return
+        if failure.check(DNSLookupError):
+            failure = Failure(
+                ParentProxyError(
+                    502,
+                    "could not resolve the parent proxy's host name",
+                    self._parent.address,
+                    failure.getErrorMessage(),
+                )
+            )
+        self._fail(failure)
+
+    def _connect(self, addresses: list[Address]) -> None:
+        connector = self._connector
+        head = connectHead(
+            self._target.host, self._target.port, self._parent.authorization
+        )
+        handshake = _ParentHandshake(self, head)
+        self._handshake = handshake
+        protocol: IProtocol = handshake
+        if connector.tlsOptions is not None:
+            tls = TLSMemoryBIOFactory(
+                connector.tlsOptions,
+                True,
+                _OneProtocolFactory(handshake),
+                connector.clock,
+            )
+            protocol = tls.buildProtocol(self._address)
+        d = connectToFirst(
+            connector.reactor,
+            addresses,
+            protocol,
+            self._address,
+            connector.attemptTimeout,
+            connector.attemptDelay,
+            connector.clock,
+        )
+        self._pending = d
+        d.addCallbacks(self._connected, self._connectFailed)
+
+    def _connected(self, protocol: IProtocol) -> None:
+        self._pending = None
+
+    def _connectFailed(self, failure: Failure) -> None:
+        self._pending = None
+        if self._done:
+            return
+        where = self._parent.address
+        if failure.check(ConnectionRefusedError):
+            error = ParentProxyError(
+                502, "the parent proxy refused the connection", where
+            )
+        elif failure.check(ConnectError):
+            error = ParentProxyError(
+                502,
+                "could not connect to the parent proxy",
+                where,
+                failure.getErrorMessage(),
+            )
+        else:
+            self._fail(failure)
+            return
+        self._fail(Failure(error))
+
+    # The parent's answer.
+
+    def connectionMade(self, handshake: _ParentHandshake) -> None:
+        """
+        The connection to the parent exists and the C{CONNECT} is on its
+        way: wait for the answer, at most the attempt timeout.
+        """
+        self._timer = self._connector.clock.callLater(
+            self._connector.attemptTimeout, self._answerTimedOut
+        )
+
+    def answered(self, response: ParentResponse, leftover: bytes) -> None:
+        """
+        The parent answered: hand the tunnel over after a 2xx, with the
+        bytes that followed the head; otherwise drop the connection (its
+        content is never read) and fail.
+        """
+        handshake = self._handshake
+        assert handshake is not None
+        if not response.successful:
+            handshake.abort()
+            self._fail(Failure(_refusalFor(response, self._parent)))
+            return
+        self._finish()
+        handshake.handOver(self._protocol)
+        self.deferred.callback(self._protocol)
+        if leftover:
+            handshake.deliver(leftover)
+
+    def malformed(self, error: MalformedResponse) -> None:
+        assert self._handshake is not None
+        self._handshake.abort()
+        self._fail(
+            Failure(
+                ParentProxyError(
+                    502,
+                    "the parent proxy's answer is not valid HTTP",
+                    self._parent.address,
+                    error.reason,
+                )
+            )
+        )
+
+    def lost(self, reason: Failure) -> None:
+        self._fail(Failure(_lostBeforeAnswer(reason, self._parent)))
+
+    def _answerTimedOut(self) -> None:
+        self._timer = None
+        assert self._handshake is not None
+        self._handshake.abort()
+        self._fail(
+            Failure(
+                ParentProxyError(
+                    504,
+                    "timed out waiting for the parent proxy's answer",
+                    self._parent.address,
+                )
+            )
+        )
+
+    # Ending.
+
+    def _finish(self) -> None:
+        self._done = True
+        timer, self._timer = self._timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def _fail(self, failure: Failure) -> None:
+        """
+        Fail the attempt, unless it has already ended (the handshake stops
+        reporting once dropped, so this is a safety net).
+        """
+        if self._done:
+            return
+        self._finish()
+        self.deferred.errback(failure)
+
+    def _cancel(self, d: Deferred[IProtocol]) -> None:
+        """
+        Abandon the attempt: stop the lookup or the connection attempts, or
+        drop the connection to the parent.  A lookup of the parent's name
+        still waiting for a resolver thread fails with L{ResolverBusy}, as
+        a target's would (503, naming the option to raise).
+        """
+        self._finish()
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.cancel()
+        if self._handshake is not None:
+            self._handshake.abort()
+        d.errback(self._busy or Failure(ConnectingCancelledError(self._address)))
+
+
+@implementer(IUpstreamConnector)
+class ParentProxyConnector:
+    """
+    Reach every target through one parent proxy, with C{CONNECT}.
+
+    The parent's name is resolved on L{resolver} and its addresses are
+    tried Happy Eyeballs style; over C{https://} the parent's certificate is
+    verified against C{ParentProxy.host} (C{service_identity}).  The
+    C{CONNECT} names the target as the proxy received it (normalised) and
+    carries the parent's credentials, if any.  The connect Deferred fires
+    only after the parent's 2xx.
+
+    How the parent's answers reach the client: 403 as 403; 502, 503 and
+    504 as themselves; 407 (the parent wants other credentials than the
+    operator configured) and every other answer as 502; a parent that
+    cannot be reached, closes early, fails TLS or answers with something
+    that is not HTTP as 502.  Each fails the Deferred with a
+    L{ParentProxyError} carrying that status.
+
+    @ivar parent: The parent proxy.
+    @ivar networks: The destination network rules, applied to IP-literal
+        targets (and C{localhost}) only: names are resolved by the parent.
+    @ivar resolver: Where the parent's name is resolved.
+    @ivar attemptTimeout: Seconds one connection attempt to the parent may
+        take, and then again seconds its answer may take; a backstop under
+        the proxy's own deadline.
+    @ivar attemptDelay: Seconds before the next address of the parent is
+        tried while an attempt is pending.
+    @ivar tlsOptions: The TLS client options for an C{https://} parent,
+        C{None} for C{http://}.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        parent: ParentProxy,
+        attemptTimeout: float = 30.0,
+        networks: NetworkRules | None = None,
+        resolver: ResolverPool | None = None,
+        trustRoot: Any = None,
+        attemptDelay: float = ATTEMPT_DELAY,
+        clock: IReactorTime | None = None,
+    ) -> None:
+        """
+        @param reactor: The reactor to connect with
+            (L{twisted.internet.interfaces.IReactorTCP}).
+        @param parent: The parent proxy.
+        @param attemptTimeout: Seconds one connection attempt, and the wait
+            for the parent's answer, may take.
+        @param networks: The destination network rules; the defaults
+            (globally routable unicast only) when C{None}.
+        @param resolver: Resolves the parent's name; a L{ResolverPool} with
+            its default bounds over the reactor's resolver when C{None}.
+        @param trustRoot: The certificates trusted for an C{https://}
+            parent (a Twisted C{IOpenSSLTrustRoot}, see
+            L{loadTrustRoot <connectproxy._parenturl.loadTrustRoot>}); the
+            system's when C{None}.
+        @param attemptDelay: Seconds before the next address is tried while
+            an attempt is pending.
+        @param clock: Times the attempts, the wait for the answer and TLS;
+            C{reactor} when C{None}.
+        """
+        self.reactor = reactor
+        self.clock: IReactorTime = reactor if clock is None else clock
+        self.parent = parent
+        self.attemptTimeout = attemptTimeout
+        self.attemptDelay = attemptDelay
+        self.networks = networks if networks is not None else NetworkRules.fromStrings()
+        self.resolver = resolver if resolver is not None else ResolverPool(reactor)
+        self.tlsOptions: Any = None
+        if parent.tls:
+            self.tlsOptions = optionsForClientTLS(
+                parent.host,
+                platformTrust() if trustRoot is None else trustRoot,
+                acceptableProtocols=[b"http/1.1"],
+            )
+
+    def __repr__(self) -> str:
+        return f"<ParentProxyConnector {self.parent.address}>"
+
+    def connectUpstream(
+        self, target: UpstreamRequest, protocol: IProtocol
+    ) -> Deferred[IProtocol]:
+        """
+        Ask the parent for a tunnel to C{target} and connect C{protocol} to
+        it once the parent has answered 2xx.
+
+        @return: A Deferred firing with C{protocol} after the 2xx, or
+            failing with L{ForbiddenDestination
+            <connectproxy.ForbiddenDestination>} (an IP-literal target the
+            network rules deny), L{ParentProxyError}, or
+            L{ConnectingCancelledError} when cancelled.
+        """
+        try:
+            VettedResolver(self.networks, self.resolver).vetLiteral(
+                target.host, target.port
+            )
+        except Exception:
+            return fail()
+        return _ParentAttempt(self, target, protocol).start()

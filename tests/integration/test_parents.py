@@ -1,0 +1,371 @@
+# -*- test-case-name: tests.integration.test_parents -*-
+"""
+Parent proxies end to end, on loopback: connectproxy -> a real squid (its
+configuration written to a temporary directory) -> an origin, with and
+without squid's Basic authentication, a squid that refuses and one that is
+down; and connectproxy -> connectproxy with an HTTPS-proxy (C{ssl:})
+listener and a private CA -> an origin, and the same with the wrong CA.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration._pki import TLSFiles, makeTLSFiles
+from tests.integration._processes import (
+    ChildProcess,
+    OriginFactory,
+    ProxyFactory,
+    ProxyProcess,
+)
+from tests.integration._sockets import (
+    closedPort,
+    connectRequest,
+    dial,
+    openTunnel,
+    readExactly,
+    readResponseHead,
+    readToEnd,
+)
+from tests.integration._squid import (
+    BASIC_AUTH_HELPER,
+    SquidProcess,
+    htpasswdFile,
+    squidExecutable,
+)
+from tests.integration.test_reload import reload, replaceFile, roundTrip
+
+pytestmark = pytest.mark.integration
+
+#: For the tests that run squid (the Debian package) as the parent.
+needsSquid = pytest.mark.skipif(
+    squidExecutable() is None, reason="squid is not installed"
+)
+
+SquidFactory = Callable[..., SquidProcess]
+
+#: squid's access rules when it asks for no credentials: loopback clients
+#: may CONNECT anywhere but to the port a test wants refused.
+OPEN = (
+    "acl clients src 127.0.0.0/8",
+    "acl connect method CONNECT",
+)
+
+
+@pytest.fixture
+def squid(scratchDir: Path, processes: list[ChildProcess[Any]]) -> SquidFactory:
+    """
+    Start squids: C{squid(*accessLines)}, each in a directory of its own
+    under the test's scratch directory, stopped by PID at the end.
+    """
+    # squid runs as its own user: it must get through to its directory.
+    scratchDir.chmod(0o711)
+    started = 0
+
+    def start(*access: str) -> SquidProcess:
+        nonlocal started
+        started += 1
+        directory = scratchDir / f"squid{started}"
+        directory.mkdir()
+        process = SquidProcess(
+            directory,
+            access,
+            # No DNS but loopback: every target here is an IP address.
+            extra=["dns_nameservers 127.0.0.1"],
+        )
+        processes.append(process)
+        return process
+
+    return start
+
+
+def openSquid(squid: SquidFactory, refusedPort: int = 0) -> SquidProcess:
+    """
+    A squid that lets loopback clients CONNECT to any port but
+    C{refusedPort}, without credentials.
+    """
+    return squid(
+        *OPEN,
+        f"acl refused port {refusedPort or 1}",
+        "http_access deny connect refused",
+        "http_access allow clients",
+        "http_access deny all",
+    )
+
+
+def authSquid(squid: SquidFactory, scratchDir: Path) -> SquidProcess:
+    """
+    A squid that asks for Basic credentials (C{proxyuser}, password
+    C{p@ss:word}) checked by its C{basic_ncsa_auth} helper.
+    """
+    passwords = htpasswdFile(scratchDir / "squid-passwords", {"proxyuser": "p@ss:word"})
+    return squid(
+        f"auth_param basic program {BASIC_AUTH_HELPER} {passwords}",
+        "auth_param basic realm parent",
+        "acl clients src 127.0.0.0/8",
+        "acl users proxy_auth REQUIRED",
+        "http_access allow clients users",
+        "http_access deny all",
+    )
+
+
+def echoThrough(proxyPort: int, originPort: int) -> None:
+    """
+    Open a tunnel to the echo origin with early bytes in the same write as
+    the request, and check everything comes back, in order, and the tunnel
+    closes cleanly.
+    """
+    early = b"\x16\x03\x01 early bytes"
+    sock, rest = openTunnel(proxyPort, originPort, early=early)
+    with sock:
+        assert rest + readExactly(sock, len(early) - len(rest)) == early
+        sock.sendall(b"ping")
+        assert readExactly(sock, 4) == b"ping"
+        sock.shutdown(socket.SHUT_WR)
+        assert readToEnd(sock) == b""
+
+
+def refusal(proxyPort: int, targetPort: int) -> tuple[int, bytes]:
+    """
+    Ask for a tunnel that is refused: the status and the whole response.
+    """
+    with dial(proxyPort) as sock:
+        sock.sendall(connectRequest("127.0.0.1", targetPort) + b"early")
+        response, rest = readResponseHead(sock)
+        body = rest + readToEnd(sock)
+    return response.status, response.raw + body
+
+
+@needsSquid
+def test_throughSquid(
+    origin: OriginFactory, proxy: ProxyFactory, squid: SquidFactory
+) -> None:
+    """
+    Every tunnel goes through squid, early bytes included, and the access
+    log names squid as the upstream.
+    """
+    echo = origin("echo")
+    parent = openSquid(squid)
+    running = proxy("--upstream-proxy", f"http://127.0.0.1:{parent.port}")
+    echoThrough(running.port, echo.port)
+    event = running.waitForNamed("tunnel_close")
+    assert event["upstream"] == f"127.0.0.1:{parent.port}"
+    assert (event["host"], event["port"]) == ("127.0.0.1", echo.port)
+
+
+@needsSquid
+def test_squidWithCredentials(
+    origin: OriginFactory,
+    proxy: ProxyFactory,
+    squid: SquidFactory,
+    scratchDir: Path,
+) -> None:
+    """
+    With the parent's credentials in the URL (percent-encoded), squid's
+    Basic authentication lets the tunnel through; the log never shows the
+    password.
+    """
+    echo = origin("echo")
+    parent = authSquid(squid, scratchDir)
+    running = proxy(
+        "--upstream-proxy", f"http://proxyuser:p%40ss%3Aword@127.0.0.1:{parent.port}"
+    )
+    echoThrough(running.port, echo.port)
+    running.waitForNamed("tunnel_close")
+    assert "p@ss:word" not in repr(running.events)
+    assert "p%40ss" not in repr(running.events)
+
+
+@needsSquid
+def test_squidWrongCredentials(
+    origin: OriginFactory,
+    proxy: ProxyFactory,
+    squid: SquidFactory,
+    scratchDir: Path,
+) -> None:
+    """
+    squid's 407 for credentials it refuses, or for none, reaches the client
+    as 502 with a clear reason; squid's error page does not.
+    """
+    echo = origin("echo")
+    parent = authSquid(squid, scratchDir)
+    wrong = proxy("--upstream-proxy", f"http://proxyuser:nope@127.0.0.1:{parent.port}")
+    status, response = refusal(wrong.port, echo.port)
+    assert status == 502
+    assert b"the parent proxy refused the proxy's credentials" in response
+    assert b"squid" not in response.lower()
+    event = wrong.waitForNamed("connect_failed")
+    assert event["error"].startswith(
+        "the parent proxy refused the proxy's credentials "
+        f"(http://127.0.0.1:{parent.port}): 407"
+    )
+    assert "nope" not in repr(wrong.events)
+    none = proxy("--upstream-proxy", f"http://127.0.0.1:{parent.port}")
+    status, response = refusal(none.port, echo.port)
+    assert status == 502
+    assert b"the parent proxy requires credentials" in response
+
+
+@needsSquid
+def test_squidRefuses(
+    origin: OriginFactory, proxy: ProxyFactory, squid: SquidFactory
+) -> None:
+    """
+    squid's 403 reaches the client as 403; the early bytes and squid's
+    error page go nowhere.
+    """
+    echo = origin("echo")
+    parent = openSquid(squid, refusedPort=echo.port)
+    running = proxy("--upstream-proxy", f"http://127.0.0.1:{parent.port}")
+    status, response = refusal(running.port, echo.port)
+    assert status == 403
+    assert b"the parent proxy denied the tunnel" in response
+    assert b"squid" not in response.lower()
+    refused = running.waitForNamed("request_refused")
+    assert refused["status"] == 403
+
+
+def test_parentDown(origin: OriginFactory, proxy: ProxyFactory) -> None:
+    """
+    A parent that nothing listens for gets the client a 502.
+    """
+    echo = origin("echo")
+    running = proxy("--upstream-proxy", f"http://127.0.0.1:{closedPort()}")
+    status, response = refusal(running.port, echo.port)
+    assert status == 502
+    assert b"the parent proxy refused the connection" in response
+
+
+@needsSquid
+def test_routesAroundSquid(
+    origin: OriginFactory, proxy: ProxyFactory, squid: SquidFactory
+) -> None:
+    """
+    A route sends one target directly while the rest goes through squid.
+    """
+    echo = origin("echo")
+    parent = openSquid(squid, refusedPort=echo.port)
+    running = proxy(
+        "--upstream-proxy",
+        f"http://127.0.0.1:{parent.port}",
+        "--upstream-route",
+        "127.0.0.1=direct",
+    )
+    echoThrough(running.port, echo.port)
+    event = running.waitForNamed("tunnel_close")
+    assert event["upstream"] == f"127.0.0.1:{echo.port}"
+
+
+# connectproxy as the parent, over TLS
+
+
+@pytest.fixture
+def otherCA(scratchDir: Path) -> Iterator[Path]:
+    """
+    The certificate of a CA that signed nothing the parent has.
+    """
+    directory = scratchDir / "other-ca"
+    directory.mkdir()
+    yield makeTLSFiles(directory).caCert
+
+
+def tlsParent(proxy: ProxyFactory, pki: TLSFiles) -> ProxyProcess:
+    """
+    connectproxy as an HTTPS proxy on a free loopback port, tunnelling to
+    loopback origins.
+    """
+    return proxy(
+        listen=[
+            f"ssl:0:interface=127.0.0.1:privateKey={pki.serverKey}"
+            f":certKey={pki.serverCert}"
+        ]
+    )
+
+
+def test_throughConnectproxyOverTLS(
+    origin: OriginFactory, proxy: ProxyFactory, tlsCertificate: TLSFiles
+) -> None:
+    """
+    connectproxy tunnels through another connectproxy's HTTPS-proxy
+    listener, trusting its private CA; the parent sees the tunnel too.
+    """
+    echo = origin("echo")
+    parent = tlsParent(proxy, tlsCertificate)
+    running = proxy(
+        "--upstream-proxy",
+        f"https://127.0.0.1:{parent.port}",
+        "--upstream-ca",
+        str(tlsCertificate.caCert),
+    )
+    echoThrough(running.port, echo.port)
+    assert running.waitForNamed("tunnel_close")["upstream"] == (
+        f"127.0.0.1:{parent.port}"
+    )
+    assert parent.waitForNamed("tunnel_close")["port"] == echo.port
+
+
+def test_connectproxyParentWrongCA(
+    origin: OriginFactory,
+    proxy: ProxyFactory,
+    tlsCertificate: TLSFiles,
+    otherCA: Path,
+) -> None:
+    """
+    Trusting another CA, the proxy refuses the parent's certificate: the
+    client gets 502, and the parent never sees a CONNECT.
+    """
+    echo = origin("echo")
+    parent = tlsParent(proxy, tlsCertificate)
+    running = proxy(
+        "--upstream-proxy",
+        f"https://127.0.0.1:{parent.port}",
+        "--upstream-ca",
+        str(otherCA),
+    )
+    status, response = refusal(running.port, echo.port)
+    assert status == 502
+    assert b"the TLS handshake with the parent proxy failed" in response
+    event = running.waitForNamed("connect_failed")
+    assert "certificate verify failed" in event["error"]
+    parent.waitForNamed("tls_handshake_failed")
+    assert not [e for e in parent.events if e.get("event") == "tunnel_close"]
+
+
+@needsSquid
+def test_sighupSwitchesParents(
+    origin: OriginFactory,
+    proxy: ProxyFactory,
+    squid: SquidFactory,
+    scratchDir: Path,
+) -> None:
+    """
+    SIGHUP re-reads the parent from the configuration file: a down parent
+    (502) is replaced by squid for new requests, and a tunnel through squid
+    carries on through a reload that routes new tunnels directly.
+    """
+    echo = origin("echo")
+    parent = openSquid(squid)
+    config = scratchDir / "proxy.toml"
+    replaceFile(config, f'upstream-proxy = "http://127.0.0.1:{closedPort()}"\n')
+    running = proxy("--config", str(config))
+    assert refusal(running.port, echo.port)[0] == 502
+    replaceFile(config, f'upstream-proxy = "http://127.0.0.1:{parent.port}"\n')
+    reload(running)
+    sock, _ = openTunnel(running.port, echo.port)
+    with sock:
+        roundTrip(sock, b"through squid")
+        replaceFile(
+            config,
+            f'upstream-proxy = "http://127.0.0.1:{parent.port}"\n'
+            'upstream-route = ["127.0.0.1=direct"]\n',
+        )
+        reload(running)
+        roundTrip(sock, b"still through squid")
+        echoThrough(running.port, echo.port)
+    running.waitForNamed("tunnel_close", upstream=f"127.0.0.1:{parent.port}")
+    running.waitForNamed("tunnel_close", upstream=f"127.0.0.1:{echo.port}")

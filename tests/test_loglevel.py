@@ -1,0 +1,130 @@
+# -*- test-case-name: tests.test_loglevel -*-
+"""
+Tests for C{--log-level} (L{connectproxy._loglevel}).
+"""
+
+from __future__ import annotations
+
+from typing import cast
+
+import pytest
+from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import ILogObserver, LogEvent, Logger, LogLevel, LogPublisher
+
+from connectproxy._loglevel import ACCESS_NAMESPACE, LEVELS, LogLevelService, logLevel
+from connectproxy._observer import AccessLogObserver, RefusedRequest
+from connectproxy.tap import Options, makeService
+
+
+def emitAll(publisher: LogPublisher) -> None:
+    """
+    One event of each level from the proxy, and one of each from the
+    access log.
+    """
+    for namespace in ("connectproxy._server", ACCESS_NAMESPACE):
+        log = Logger(namespace=namespace, observer=publisher)
+        for name in LEVELS:
+            log.emit(LogLevel.levelWithName(name), name, event=name)
+
+
+def seen(events: list[LogEvent]) -> list[tuple[str, str]]:
+    return [
+        ("access" if e["log_namespace"] == ACCESS_NAMESPACE else "_server", e["event"])
+        for e in events
+    ]
+
+
+def running(level: str) -> tuple[LogLevelService, LogPublisher, list[LogEvent]]:
+    """
+    A started service filtering a publisher with one observer, after the
+    reactor started.
+    """
+    events: list[LogEvent] = []
+    publisher = LogPublisher(cast(ILogObserver, events.append))
+    reactor = MemoryReactorClock()
+    service = LogLevelService(level, reactor, publisher)
+    service.startService()
+    reactor.run()
+    return service, publisher, events
+
+
+def test_logLevelValues() -> None:
+    """
+    C{--log-level} takes the names of Twisted's levels.
+    """
+    assert [logLevel(name) for name in LEVELS] == list(LEVELS)
+    with pytest.raises(ValueError, match="'verbose' is not one of debug, info"):
+        logLevel("verbose")
+
+
+def test_filters() -> None:
+    """
+    Events below the level are dropped; the access log keeps C{info}.
+    """
+    _, publisher, events = running("error")
+    emitAll(publisher)
+    assert seen(events) == [
+        ("_server", "error"),
+        ("_server", "critical"),
+        ("access", "info"),
+        ("access", "warn"),
+        ("access", "error"),
+        ("access", "critical"),
+    ]
+
+
+def test_accessNamespace(logEvents: list[LogEvent]) -> None:
+    """
+    The access log's events are in the namespace the filter keeps.
+    """
+    AccessLogObserver().requestRefused(RefusedRequest("c", "CONNECT", "t", 403, "no"))
+    [event] = [e for e in logEvents if e.get("event") == "request_refused"]
+    assert event["log_namespace"] == ACCESS_NAMESPACE
+
+
+def test_debug() -> None:
+    """
+    At C{debug}, everything passes, the access log's debug events too.
+    """
+    _, publisher, events = running("debug")
+    emitAll(publisher)
+    assert len(events) == 2 * len(LEVELS)
+
+
+def test_onlyOnceRunning() -> None:
+    """
+    The filter goes in when the reactor runs (after C{twist} and
+    C{twistd} have begun logging), not at start.
+    """
+    events: list[LogEvent] = []
+    publisher = LogPublisher(cast(ILogObserver, events.append))
+    reactor = MemoryReactorClock()
+    service = LogLevelService("warn", reactor, publisher)
+    service.startService()
+    emitAll(publisher)
+    assert len(events) == 2 * len(LEVELS)
+
+
+def test_stopPutsBack() -> None:
+    """
+    Stopping the service takes the filter away.
+    """
+    service, publisher, events = running("critical")
+    service.stopService()
+    emitAll(publisher)
+    assert len(events) == 2 * len(LEVELS)
+    service.install()
+    emitAll(publisher)
+    assert len(events) == 4 * len(LEVELS)
+
+
+def test_makeServiceWithReactor() -> None:
+    """
+    A caller that passes its reactor keeps its log as it is: only the
+    proxy's own process filters it (tests/integration/test_accesslog.py
+    checks that).
+    """
+    options = Options()
+    options.parseOptions(["--log-level", "warn"])
+    service = makeService(options, MemoryReactorClock())
+    assert "loglevel" not in [s.name for s in service]

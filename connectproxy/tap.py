@@ -1182,6 +1182,7 @@ def makeService(
     observerServices = MultiService()
     observerServices.setName("observers")
     context = ObserverContext(reactor, factory, observerServices)
+    accessLog = None
     if observers is None:
         # Made once, at start, by the --observer plugins; a reload keeps
         # them.
@@ -1204,6 +1205,8 @@ def makeService(
         from ._admin import addMetrics
 
         metrics = addMetrics(options["metrics"], context)
+        if accessLog is not None:
+            metrics.observer.accessLogDropped = lambda: accessLog.droppedLines
         factory.observer.observers.append(metrics.observer)
         observers = (*observers, metrics.observer)
     load = reloader(options, reactor, connector=connector, observers=observers)

@@ -16,7 +16,7 @@ This module imports C{prometheus_client}: only C{--metrics} imports it.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, ProcessCollector
@@ -212,6 +212,9 @@ class MetricsObserver:
         self._closedDown = 0
         self._connectTimes = _Buckets(CONNECT_BUCKETS)
         self._durations = _Buckets(DURATION_BUCKETS)
+        #: Reads how many lines the C{--access-log} file lost (a full or
+        #: slow disk); C{None} without one.
+        self.accessLogDropped: Callable[[], int] | None = None
 
     # IProxyObserver
 
@@ -305,6 +308,13 @@ class MetricsObserver:
             "connectproxy_auth_failures",
             "Requests with wrong or malformed credentials (answered 407).",
             value=self.authFailures,
+        )
+        dropped = self.accessLogDropped
+        yield CounterMetricFamily(
+            "connectproxy_access_log_dropped_lines",
+            "Lines the --access-log file lost because the disk was full or "
+            "too slow (the tunnels are not affected).",
+            value=0 if dropped is None else dropped(),
         )
         yield CounterMetricFamily(
             "connectproxy_connections_shed",

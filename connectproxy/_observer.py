@@ -276,8 +276,7 @@ class AccessLogObserver:
     second; C{connect_abandoned}).  Connections are not logged.
 
     @ivar logOpens: Whether a tunnel that opens is logged (C{tunnel_open},
-        at debug level); C{twistd}, which shows every level, runs the proxy
-        without (L{connectproxy.tap.makeService}).
+        at debug level, which C{--log-level debug} shows).
     """
 
     _log = Logger(namespace="connectproxy.access")

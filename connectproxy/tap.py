@@ -14,7 +14,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from functools import partial
 from typing import Any, NoReturn
 
-from twisted.application.app import ServerOptions
 from twisted.application.service import IService, MultiService
 from twisted.copyright import version as twistedVersion
 from twisted.cred.credentials import IUsernamePassword
@@ -52,7 +51,7 @@ from ._listeners import (
 from ._loglevel import LogLevelService, logLevel
 from ._logwriter import LineWriter, LineWriterService
 from ._networks import NetworkRules
-from ._observer import AccessLogObserver, ObserverFanOut
+from ._observer import ObserverFanOut
 from ._observercontext import ObserverContext, idleContext, makeObservers
 from ._optionvalues import (
     accessLogFormat,
@@ -1182,6 +1181,7 @@ def makeService(
     observerServices = MultiService()
     observerServices.setName("observers")
     context = ObserverContext(reactor, factory, observerServices)
+    accessLog = None
     if observers is None:
         # Made once, at start, by the --observer plugins; a reload keeps
         # them.
@@ -1191,12 +1191,6 @@ def makeService(
             observers = tuple(options.observers(context))
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
-        # twistd has no log level and shows debug events: one line per
-        # tunnel there, its tunnel_close.
-        underTwistd = isinstance(options.parent, ServerOptions)
-        for observer in observers:
-            if isinstance(observer, AccessLogObserver):
-                observer.logOpens = not underTwistd
         factory.observer = ObserverFanOut(observers)
     metrics = None
     if options["metrics"]:
@@ -1204,6 +1198,8 @@ def makeService(
         from ._admin import addMetrics
 
         metrics = addMetrics(options["metrics"], context)
+        if accessLog is not None:
+            metrics.observer.accessLogDropped = lambda: accessLog.droppedLines
         factory.observer.observers.append(metrics.observer)
         observers = (*observers, metrics.observer)
     load = reloader(options, reactor, connector=connector, observers=observers)

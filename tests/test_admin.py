@@ -685,3 +685,28 @@ def test_withoutPrometheusClient(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(UsageError, match=r"^--metrics needs the prometheus_client"):
         parse("--metrics", "tcp:9108:interface=127.0.0.1")
     assert parse()["metrics"] == []
+
+
+def test_makeServiceCountsDroppedAccessLogLines(tmp_path: Path) -> None:
+    """
+    With C{--access-log} and C{--metrics}, the metrics read how many lines
+    the access-log file lost.
+    """
+    options = parse(
+        "--listen",
+        "tcp:3128:interface=127.0.0.1",
+        "--metrics",
+        "tcp:9108:interface=127.0.0.1",
+        "--access-log",
+        str(tmp_path / "access.log"),
+    )
+    service = makeService(options, InterfaceReactor())
+    factory = proxyFactory(service)
+    [metrics] = [
+        o for o in factory.observer.observers if type(o).__name__ == "MetricsObserver"
+    ]
+    writer = service.getServiceNamed("observers").getServiceNamed("accesslog").writer
+    assert metrics.accessLogDropped is not None
+    assert metrics.accessLogDropped() == 0
+    writer.droppedLines = 3
+    assert metrics.accessLogDropped() == 3

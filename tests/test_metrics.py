@@ -159,6 +159,7 @@ def test_everyMetricBeforeTraffic() -> None:
         "connectproxy_tunnels_active",
         "connectproxy_auth_failures_total",
         "connectproxy_connections_shed_total",
+        "connectproxy_access_log_dropped_lines_total",
         "connectproxy_connections_total",
         "connectproxy_connections_active",
         "connectproxy_upstream_connect_seconds_count",
@@ -170,6 +171,18 @@ def test_everyMetricBeforeTraffic() -> None:
     maxConnections = metrics.harness.factory.settings.maxConnections
     assert metrics.value("connectproxy_max_connections") == maxConnections
     assert metrics.value("process_open_fds") > 0
+
+
+def test_accessLogDroppedLines() -> None:
+    """
+    The lines the access-log file lost are read at scrape time.
+    """
+    metrics = Metrics()
+    lost = [0]
+    metrics.observer.accessLogDropped = lambda: lost[0]
+    assert metrics.value("connectproxy_access_log_dropped_lines_total") == 0
+    lost[0] = 7
+    assert metrics.value("connectproxy_access_log_dropped_lines_total") == 7
 
 
 def test_requestResults() -> None:

@@ -253,7 +253,7 @@ def test_logLevelWarn(
     proxy.process.process.send_signal(signal.SIGHUP)
     proxy.waitForLine("--listen changes take effect only after a restart")
     refused(proxy.port)
-    proxy.waitForLine("refused 127.0.0.1:\\d+ CONNECT denied.example:443: 403")
+    proxy.waitForLine("refused 127.0.0.1:\\d+ - CONNECT denied.example:443: 403")
     assert not any("configuration reloaded" in line for line in proxy.lines())
 
 

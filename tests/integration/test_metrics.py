@@ -8,6 +8,7 @@ C{/healthz}.
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -240,3 +241,28 @@ def test_metricsPortInUse(scratchDir: Any) -> None:
         f"(--metrics {description})"
     )
     assert "Traceback" not in output
+
+
+def test_healthzWhileDraining(
+    proxy: ProxyFactory, origin: OriginFactory, session: requests.Session
+) -> None:
+    """
+    After SIGTERM, while an open tunnel may still finish, C{/healthz} of a
+    running proxy answers 503 C{draining} (a load balancer stops sending
+    it clients), and the metrics are still served.
+    """
+    echo = origin("echo")
+    p = proxy("--metrics", METRICS, "--shutdown-grace", "30")
+    scraper = Scraper(p, session)
+    assert scraper.get("/healthz").status_code == 200
+    sock, _ = openTunnel(p.port, echo.port)
+    with sock:
+        p.process.send_signal(signal.SIGTERM)
+        p.waitForNamed("shutdown_draining")
+        health = scraper.get("/healthz")
+        assert (health.status_code, health.text) == (503, "draining\n")
+        assert scraper.metrics()[("connectproxy_tunnels_active", ())] == 1
+        sock.sendall(b"still")
+        assert readExactly(sock, 5) == b"still"
+        p.process.send_signal(signal.SIGINT)
+        p.waitForNamed("shutdown_forced")

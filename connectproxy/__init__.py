@@ -22,7 +22,10 @@ from ._connector import ConnectorContext, UpstreamRequest
 from ._errors import BadRequest as BadRequest
 from ._errors import ForbiddenDestination, ParentProxyError, Refusal, ResolverBusy
 from ._factory import ConnectProxyFactory
+from ._front import ConnectProxyProtocol as ConnectProxyProtocol
 from ._hostnames import HostPatternTable
+from ._legacy import ConnectRequest as ConnectRequest
+from ._legacy import ConnectRequestParser as ConnectRequestParser
 from ._legacy import ProxyTunnel as ProxyTunnel
 from ._networks import NetworkRules
 from ._observer import (
@@ -35,15 +38,14 @@ from ._observer import (
 from ._observercontext import ObserverContext
 from ._parent import ParentProxyConnector
 from ._parenturl import ParentProxy
-from ._parser import ConnectRequest
-from ._parser import ConnectRequestParser as ConnectRequestParser
+from ._parser import RequestHead
 from ._proxyprotocol import serverEndpoint
 from ._relay import TunnelStats
 from ._resolver import ResolverPool
 from ._routing import RoutingConnector
 from ._rules import AccessRules, ClientRules, HostRules, PortRules
-from ._server import ConnectProxyProtocol as ConnectProxyProtocol
 from ._settings import ProxySettings
+from ._target import Target, TargetForm
 from ._tunnel import DEPRECATED_IN as _DEPRECATED_IN
 from ._upstream import DirectConnector
 from ._version import __version__
@@ -55,6 +57,13 @@ deprecatedModuleAttribute(
     "an IProxyObserver gets each tunnel's TunnelRecord",
     __name__,
     "ProxyTunnel",
+)
+deprecatedModuleAttribute(
+    _DEPRECATED_IN,
+    "use connectproxy.RequestHead: its host, port and authority are those "
+    "of its destination, a connectproxy.Target",
+    __name__,
+    "ConnectRequest",
 )
 
 # The proxy's machinery: public once, not what an embedding application
@@ -68,7 +77,7 @@ deprecatedModuleAttribute(
 deprecatedModuleAttribute(
     _DEPRECATED_IN,
     "request heads are parsed by the proxy; policies and connectors get "
-    "the parsed ConnectRequest",
+    "the parsed RequestHead",
     __name__,
     "ConnectRequestParser",
 )
@@ -85,7 +94,6 @@ __all__ = [
     "AccessRules",
     "ClientRules",
     "ConnectProxyFactory",
-    "ConnectRequest",
     "ConnectionRecord",
     "ConnectorContext",
     "DirectConnector",
@@ -104,9 +112,12 @@ __all__ = [
     "ProxySettings",
     "Refusal",
     "RefusedRequest",
+    "RequestHead",
     "ResolverBusy",
     "ResolverPool",
     "RoutingConnector",
+    "Target",
+    "TargetForm",
     "TunnelRecord",
     "TunnelStats",
     "UpstreamRequest",

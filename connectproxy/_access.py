@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ._errors import Refusal
-from ._parser import ConnectRequest
+from ._parser import RequestHead
 
 __all__ = ["AccessRequest", "Refusal"]
 
@@ -25,7 +25,8 @@ class AccessRequest:
     @ivar host: The target host: a lower-cased name without trailing dot, or
         an IP address.
     @ivar port: The target port.
-    @ivar request: The whole parsed request (its header fields, for example).
+    @ivar request: The whole parsed request head (its header fields, for
+        example).
     """
 
     clientHost: str
@@ -33,4 +34,4 @@ class AccessRequest:
     user: str | None
     host: str
     port: int
-    request: ConnectRequest
+    request: RequestHead

@@ -35,7 +35,7 @@ from ._errors import CheckerBusy, InvalidCredentials, Refusal, Refused
 from ._hostnames import normalizeHost
 from ._limiter import FailureLimiter
 from ._observer import Outcome, outcomeForStatus
-from ._parser import ConnectRequest
+from ._parser import RequestHead
 from ._rules import AccessRules
 from .interfaces import IAccessPolicy
 
@@ -141,41 +141,42 @@ class Gatekeeper:
 
     @inlineCallbacks
     def admit(
-        self, client: IAddress | None, request: ConnectRequest
+        self, client: IAddress | None, request: RequestHead
     ) -> Generator[Deferred[Any], Any, UpstreamRequest]:
         """
-        Authenticate and authorise a CONNECT.
+        Authenticate and authorise a request for a destination.
 
         @param client: The client's address (behind a PROXY-protocol
             listener, the one the header claims).
-        @param request: The CONNECT request.
+        @param request: The request head; it must have a destination (a
+            CONNECT's authority, or an absolute-form target).
         @return: A Deferred firing with what the upstream connector is to
             connect: the normalised target the host rules and policies saw,
             the user name (C{None} when no authentication is configured),
             the client and the request; or failing with L{Refused}.
         """
-        assert request.host is not None and request.port is not None
+        destination = request.destination
+        assert destination is not None
+        port = destination.port
         clientHost, clientPort = clientHostPort(client)
         user: str | None = None
         if self.portal is not None:
             user = yield self._authenticate(clientHost, request)
-        if not self.rules.ports.allows(request.port):
+        if not self.rules.ports.allows(port):
             raise Refused(
                 403,
-                f"port {request.port} is not allowed (see --allow-port)",
+                f"port {port} is not allowed (see --allow-port)",
                 user=user,
             )
         try:
-            host = normalizeHost(request.host)
+            host = normalizeHost(destination.host)
         except ValueError:
             raise Refused(400, "invalid host name in target", user=user) from None
         denial = self.rules.hosts.explain(host)
         if denial is not None:
             raise Refused(403, f"host {denial}", user=user)
-        access = AccessRequest(
-            clientHost, clientPort, user, host, request.port, request
-        )
-        target = UpstreamRequest(host, request.port, user, client, request)
+        access = AccessRequest(clientHost, clientPort, user, host, port, request)
+        target = UpstreamRequest(host, port, user, client, request)
         for policy in self.policies:
             try:
                 refusal = yield maybeDeferred(policy.checkAccess, access)
@@ -213,7 +214,7 @@ class Gatekeeper:
 
     @inlineCallbacks
     def _authenticate(
-        self, clientHost: str, request: ConnectRequest
+        self, clientHost: str, request: RequestHead
     ) -> Generator[Deferred[Any], Any, str]:
         """
         Check the request's Basic credentials.

@@ -16,7 +16,7 @@ from twisted.internet.interfaces import IAddress
 from twisted.python.versions import Version, getVersionString
 
 from ._networks import NetworkRules
-from ._parser import ConnectRequest
+from ._parser import RequestHead
 from ._resolver import ResolverPool
 from ._settings import ProxySettings
 
@@ -28,7 +28,7 @@ __all__ = ["ConnectorContext", "ConnectorMaker", "UpstreamRequest"]
 #: The release that deprecates what API version 2 replaces.
 DEPRECATED_IN = Version("connectproxy", 0, 2, 0)
 
-# What a version-1 connector could read on the ConnectRequest it was given,
+# What a version-1 connector could read on the parsed request it was given,
 # besides host and port.
 _REQUEST_ATTRIBUTES = frozenset(
     ["authority", "getHeader", "headers", "method", "target", "version"]
@@ -64,7 +64,7 @@ class UpstreamRequest:
     port: int
     user: str | None
     client: IAddress | None
-    request: ConnectRequest
+    request: RequestHead
 
     @property
     def clientHost(self) -> str:

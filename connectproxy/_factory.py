@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable
-from typing import Any, cast, overload
+from typing import Any, overload
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import (
@@ -16,9 +16,8 @@ from twisted.internet.interfaces import (
     IDelayedCall,
     IProtocolNegotiationFactory,
 )
-from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from twisted.python.versions import getVersionString
 from zope.interface import implementer
 
@@ -27,80 +26,24 @@ from ._admission import Gatekeeper
 from ._assembly import ProxyConfig, directConnector
 from ._connector import ConnectorContext, ConnectorMaker
 from ._deadlines import DeadlineSweeper
+from ._front import SHUTTING_DOWN, ConnectProxyProtocol
 from ._observer import (
     AccessLogObserver,
     ConnectionRecord,
     ObserverFanOut,
-    Outcome,
     RefusedRequest,
     TunnelRecord,
-    formatAddress,
 )
+from ._refuser import RefusalProtocol, ShedProtocol
 from ._relay import TunnelStats, _Relay, _RelayFactory
 from ._resolver import ResolverPool
 from ._rules import AccessRules
-from ._server import SHUTTING_DOWN, ConnectProxyProtocol
 from ._settings import ProxySettings
 from ._tls import ALPN_PROTOCOLS
-from ._tunnel import DEPRECATED_IN, TunnelTransport, transportRelay
+from ._tunnel import DEPRECATED_IN, transportRelay
 from .interfaces import IProxyObserver, IUpstreamConnector
 
 __all__ = ["ConnectProxyFactory"]
-
-
-class _Shed(Protocol):
-    """
-    Drops a connection at once (far over the connection limit), with no
-    response and no timer; the observers hear of it as a connection with a
-    C{shed} refusal.
-    """
-
-    def __init__(
-        self, factory: ConnectProxyFactory, addr: IAddress | None, reason: str
-    ) -> None:
-        self._factory = factory
-        self._record = ConnectionRecord(formatAddress(addr))
-        self._reason = reason
-        self._openedAt = 0.0
-
-    def connectionMade(self) -> None:
-        factory = self._factory
-        self._openedAt = factory.reactor.seconds()
-        factory.connectionStarted(self._record)
-        factory.requestRefused(
-            RefusedRequest(
-                self._record.client, "", "", 0, self._reason, outcome=Outcome.SHED
-            )
-        )
-        cast(TunnelTransport, self.transport).abortConnection()
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        duration = self._factory.reactor.seconds() - self._openedAt
-        self._factory.connectionEnded(ConnectionRecord(self._record.client, duration))
-
-
-class _Refusal(ConnectProxyProtocol):
-    """
-    Answers an error at once to a connection that is not served (a 503 over
-    a limit, a 403 from a source a listener refuses), and closes it the way
-    every refusal is closed (lingering on plain TCP, so that the client
-    reads the response rather than a reset).  It is not counted among the
-    factory's connections, but among those it is refusing.
-    """
-
-    def __init__(self, factory: ConnectProxyFactory, status: int, reason: str) -> None:
-        super().__init__(factory)
-        self._status = status
-        self._reason = reason
-
-    def connectionMade(self) -> None:
-        super().connectionMade()
-        self.factory.refusing += 1
-        self._refuse(self._status, self._reason)
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self.factory.refusing -= 1
-        super().connectionLost(reason)
 
 
 @implementer(IProtocolNegotiationFactory)
@@ -405,7 +348,7 @@ class ConnectProxyFactory(Factory):
         @param balancer: The address of the connection's peer.
         """
         protocol = self.buildProtocol(client)
-        if isinstance(protocol, ConnectProxyProtocol):
+        if isinstance(protocol, ConnectProxyProtocol | RefusalProtocol):
             protocol.balancerAddress = balancer
         return protocol
 
@@ -447,10 +390,8 @@ class ConnectProxyFactory(Factory):
             self._countShed(reason)
             # Not None: the TLS and PROXY-protocol wrapping factories would
             # wrap it anyway and leave the connection open.
-            return _Shed(self, addr, reason)
-        refusal = _Refusal(self, status, reason)
-        refusal.clientAddress = addr
-        return refusal
+            return ShedProtocol(self, addr, reason)
+        return RefusalProtocol(self, addr, status, reason)
 
     def _countShed(self, reason: str) -> None:
         """

@@ -2,30 +2,31 @@
 """
 A strict, incremental, sans-I/O parser for the head of an HTTP/1.x request.
 
-Bytes go in through L{ConnectRequestParser.feed}; out comes C{None} (more
-bytes are needed), a C{(ConnectRequest, leftover)} pair, or a L{BadRequest}
-carrying the status the proxy should answer with.  Nothing here touches a
-transport or a clock.
+Bytes go in through L{RequestHeadParser.feed}; out comes C{None} (more bytes
+are needed), a C{(RequestHead, leftover)} pair, or a L{BadRequest} carrying
+the status the proxy should answer with.  Nothing here touches a transport
+or a clock.
 
 The grammar is RFC 9112 (message syntax) and RFC 9110 (semantics); the
-authority form of a CONNECT target is RFC 9110 section 9.3.6 with the host
-syntax of RFC 3986 section 3.2.2.
+request-target of a CONNECT becomes a L{Target} (its authority form, RFC
+9110 section 9.3.6, parsed in L{connectproxy._target}).
 """
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from dataclasses import dataclass
 
 from ._errors import BadRequest
+from ._target import Target, parseAuthority
 
 __all__ = [
     "KNOWN_METHODS",
     "MAX_HEADER_FIELDS",
     "BadRequest",
-    "ConnectRequest",
-    "ConnectRequestParser",
+    "RequestHead",
+    "RequestHeadParser",
+    "keepsAlive",
     "parseAuthority",
     "requestLineOf",
 ]
@@ -52,39 +53,32 @@ _VERSION = re.compile(rb"HTTP/([0-9])\.([0-9])\Z")
 _TARGET = re.compile(rb"[\x21-\x7e]+\Z")
 # A field value: visible ASCII, obs-text, SP and HTAB (RFC 9110 section 5.5).
 _FIELD_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*\Z")
-# A DNS-style host name label: letters, digits, hyphen and underscore.
-_LABEL = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\Z")
-_PORT = re.compile(r"[0-9]{1,5}\Z")
-# A number as inet_aton reads one: decimal, octal or hexadecimal.
-_NUMBER = re.compile(r"(0[xX][0-9A-Fa-f]*|[0-9]+)\Z")
-
 #: The default limit on header fields in one head (C{--max-header-fields}).
 MAX_HEADER_FIELDS = 256
 _MAX_LEADING_EMPTY_LINES = 8
 
 
 @dataclass(frozen=True, slots=True)
-class ConnectRequest:
+class RequestHead:
     """
-    A parsed request head.
+    A parsed request head: what a client asks for, before any content.
 
     @ivar method: The request method, for example C{"CONNECT"}.
     @ivar target: The request-target exactly as sent.
     @ivar version: C{(1, 0)} or C{(1, 1)}.
     @ivar headers: The header fields in order, names lower-cased, values
         decoded as ISO-8859-1 (lossless) with surrounding whitespace removed.
-    @ivar host: For CONNECT, the target host: a lower-cased name, a dotted
-        IPv4 address, or an IPv6 address without brackets.  C{None} for other
-        methods.
-    @ivar port: For CONNECT, the target port (1-65535); C{None} otherwise.
+    @ivar destination: Where the request goes, parsed from C{target}: for a
+        CONNECT, a L{Target} of the authority form.  C{None} for other
+        methods, whose absolute-form targets the proxy does not serve yet
+        (L{Target.fromAbsoluteForm} parses them).
     """
 
     method: str
     target: str
     version: tuple[int, int]
     headers: tuple[tuple[str, str], ...]
-    host: str | None = None
-    port: int | None = None
+    destination: Target | None = None
 
     def getHeader(self, name: str) -> str | None:
         """
@@ -98,93 +92,32 @@ class ConnectRequest:
         return None
 
     @property
+    def host(self) -> str | None:
+        """
+        The destination's host (see C{Target.host}), or C{None} without one.
+        """
+        destination = self.destination
+        return None if destination is None else destination.host
+
+    @property
+    def port(self) -> int | None:
+        """
+        The destination's port (1-65535), or C{None} without one.
+        """
+        destination = self.destination
+        return None if destination is None else destination.port
+
+    @property
     def authority(self) -> str:
         """
-        The CONNECT target as C{host:port}, IPv6 addresses in brackets.
+        The destination as C{host:port}, IPv6 addresses in brackets; C{""}
+        without one.
         """
-        host = self.host or ""
-        if ":" in host:
-            host = f"[{host}]"
-        return f"{host}:{self.port}"
+        destination = self.destination
+        return "" if destination is None else destination.authority
 
 
-def parseAuthority(authority: str) -> tuple[str, int]:
-    """
-    Parse the authority form of a CONNECT request-target (C{host:port}).
-
-    @param authority: The request-target.
-    @return: The host (lower-cased name, IPv4 address, or IPv6 address without
-        brackets) and the port.
-    @raise BadRequest: (400) when it is not a valid C{host:port}.
-    """
-    if authority.startswith("["):
-        end = authority.find("]")
-        if end == -1:
-            raise BadRequest(400, "unterminated IPv6 literal in target")
-        literal = authority[1:end]
-        rest = authority[end + 1 :]
-        try:
-            host = str(ipaddress.IPv6Address(literal))
-        except ValueError:
-            raise BadRequest(400, "invalid IPv6 literal in target") from None
-        if "%" in literal:
-            raise BadRequest(400, "zone identifiers are not allowed in target")
-        if not rest.startswith(":"):
-            raise BadRequest(400, "CONNECT target needs a port")
-        portText = rest[1:]
-    else:
-        host, sep, portText = authority.rpartition(":")
-        if not sep:
-            raise BadRequest(400, "CONNECT target needs a port")
-        host = _checkHostName(host)
-    return host, _checkPort(portText)
-
-
-def _checkHostName(host: str) -> str:
-    """
-    Validate a reg-name or IPv4 address from an authority.
-
-    @return: The host, lower-cased, without one trailing dot.
-    @raise BadRequest: When it is empty or not a plausible host name.
-    """
-    if not host:
-        raise BadRequest(400, "CONNECT target needs a host")
-    if "@" in host:
-        raise BadRequest(400, "user information is not allowed in target")
-    if ":" in host:
-        raise BadRequest(400, "IPv6 addresses must be in brackets")
-    name = host[:-1] if host.endswith(".") else host
-    labels = name.split(".")
-    if len(name) > 253 or not all(_LABEL.match(label) for label in labels):
-        raise BadRequest(400, "invalid host name in target")
-    if labels[-1].isdigit() or all(_NUMBER.match(label) for label in labels):
-        # Names made of numbers are IPv4 addresses or nothing: resolvers
-        # read "1234", "010.1.1.1" or "0x7f.1" as addresses (inet_aton),
-        # which rules written for dotted quads would not see.
-        try:
-            ipaddress.IPv4Address(name)
-        except ValueError:
-            raise BadRequest(400, "invalid IPv4 address in target") from None
-    return name.lower()
-
-
-def _checkPort(portText: str) -> int:
-    """
-    Validate the port of a CONNECT target (RFC 9110 section 9.3.6).
-
-    @raise BadRequest: When it is empty, not a number, zero or above 65535.
-    """
-    if not portText:
-        raise BadRequest(400, "CONNECT target needs a port")
-    if not _PORT.match(portText):
-        raise BadRequest(400, "invalid port in target")
-    port = int(portText)
-    if not 0 < port < 65536:
-        raise BadRequest(400, "port out of range in target")
-    return port
-
-
-class ConnectRequestParser:
+class RequestHeadParser:
     """
     Collect and parse one request head.
 
@@ -218,7 +151,7 @@ class ConnectRequestParser:
         self._done = False
         self._head: bytes | None = None
 
-    def feed(self, data: bytes) -> tuple[ConnectRequest, bytes] | None:
+    def feed(self, data: bytes) -> tuple[RequestHead, bytes] | None:
         """
         Add bytes received from the client.
 
@@ -250,7 +183,7 @@ class ConnectRequestParser:
         """
         return requestLineOf(bytes(self._buffer), self.maxRequestLine)
 
-    def _feed(self, data: bytes) -> tuple[ConnectRequest, bytes] | None:
+    def _feed(self, data: bytes) -> tuple[RequestHead, bytes] | None:
         if self._done:
             raise RuntimeError("the request head was already parsed")
         buf = self._buffer
@@ -348,7 +281,7 @@ class ConnectRequestParser:
             f"request head larger than {self.maxHeadSize} bytes (see --max-head-size)",
         )
 
-    def _parseHead(self, head: bytes) -> ConnectRequest:
+    def _parseHead(self, head: bytes) -> RequestHead:
         """
         Parse a complete head (without its final empty line).
         """
@@ -377,12 +310,30 @@ class ConnectRequestParser:
             raise BadRequest(400, "invalid Host header field")
         if [name for name, _ in headers].count("proxy-authorization") > 1:
             raise BadRequest(400, "more than one Proxy-Authorization header field")
-        host: str | None = None
-        port: int | None = None
+        destination: Target | None = None
         if method == "CONNECT":
-            host, port = parseAuthority(target)
+            destination = Target.fromAuthorityForm(target)
             _checkNoContent(headers)
-        return ConnectRequest(method, target, version, headers, host, port)
+        return RequestHead(method, target, version, headers, destination)
+
+
+def keepsAlive(request: RequestHead | None) -> bool:
+    """
+    Whether the client asked to keep its connection open after a response
+    (RFC 9112 section 9.3): HTTP/1.1 unless it said C{close}, HTTP/1.0 only
+    if it said C{keep-alive}.
+
+    @param request: The request head, or C{None} when there is none.
+    """
+    if request is None:
+        return False
+    tokens: set[str] = set()
+    for name, value in request.headers:
+        if name in ("connection", "proxy-connection"):
+            tokens.update(t.strip().lower() for t in value.split(","))
+    if "close" in tokens:
+        return False
+    return request.version == (1, 1) or "keep-alive" in tokens
 
 
 def requestLineOf(data: bytes, maxLength: int = 8192) -> tuple[str, str] | None:

@@ -36,7 +36,7 @@ from ._errors import ForbiddenDestination
 from ._eyeballs import ATTEMPT_DELAY, connectToFirst
 from ._networks import NetworkRules
 from ._outgoing import OutgoingAddresses
-from ._parser import ConnectRequest
+from ._parser import RequestHead
 from ._resolver import ResolverPool
 from ._vetting import VettedResolver
 from .interfaces import IUpstreamConnector, IUpstreamConnectorFactory
@@ -172,11 +172,11 @@ class DirectConnector:
         """
         Connect C{protocol} to the vetted addresses of C{target}.
 
-        @param target: The target; passing the parsed L{ConnectRequest}
+        @param target: The target; passing the parsed L{RequestHead}
             instead, as plugin API version 1 did, is deprecated (the
             lookup then counts against no client's share).
         """
-        if isinstance(target, ConnectRequest):
+        if isinstance(target, RequestHead):
             target = _fromVersion1(target)
         host, port = target.host, target.port
         resolver = VettedResolver(self.networks, self.resolver)
@@ -196,13 +196,14 @@ class DirectConnector:
         return resolver.resolve(target.clientHost, host, port).addCallback(connect)
 
 
-def _fromVersion1(request: ConnectRequest) -> UpstreamRequest:
+def _fromVersion1(request: RequestHead) -> UpstreamRequest:
     """
     The target of a request given the way plugin API version 1 did, with a
     deprecation warning for the caller of C{connectUpstream}.
     """
     warnings.warn(
-        "Passing a ConnectRequest to connectproxy.DirectConnector.connectUpstream "
+        "Passing the parsed request (a RequestHead) to "
+        "connectproxy.DirectConnector.connectUpstream "
         f"was deprecated in {getVersionString(DEPRECATED_IN)}; please pass "
         "a connectproxy.UpstreamRequest instead",
         DeprecationWarning,

@@ -54,9 +54,10 @@ from ._observer import (
     TunnelRecord,
 )
 from ._observercontext import ObserverContext
-from ._parser import ConnectRequest, ConnectRequestParser
+from ._parser import RequestHead, RequestHeadParser
 from ._resolver import ResolverPool
 from ._settings import ProxySettings
+from ._target import Target, TargetForm
 from ._upstream import StaticResolver
 from .interfaces import IAccessPolicy, IProxyObserver, IUpstreamConnector
 
@@ -118,7 +119,7 @@ class ConnectAttempt:
     transport: HalfCloseableStringTransport | None = None
 
     @property
-    def request(self) -> ConnectRequest:
+    def request(self) -> RequestHead:
         """
         The parsed request being connected (C{target.request}).
         """
@@ -415,13 +416,17 @@ def connectorContext(
 
 def _connectRequest(
     host: str, port: int, headers: tuple[tuple[str, str], ...]
-) -> ConnectRequest:
+) -> RequestHead:
     """
     The parsed head of a CONNECT to C{host:port}, as a client sends it.
     """
     authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    return ConnectRequest(
-        "CONNECT", authority, (1, 1), (("host", authority), *headers), host, port
+    return RequestHead(
+        "CONNECT",
+        authority,
+        (1, 1),
+        (("host", authority), *headers),
+        Target(host, port, TargetForm.AUTHORITY),
     )
 
 
@@ -630,12 +635,12 @@ class ParentConnection:
 
     protocol: IProtocol
     transport: HalfCloseableStringTransport
-    request: ConnectRequest | None = None
+    request: RequestHead | None = None
     answered: bool = False
     received: bytes = b""
     closed: bool = False
-    _parser: ConnectRequestParser = field(
-        init=False, default_factory=ConnectRequestParser, repr=False
+    _parser: RequestHeadParser = field(
+        init=False, default_factory=RequestHeadParser, repr=False
     )
     _readUpTo: int = field(init=False, default=0, repr=False)
 

@@ -530,6 +530,7 @@ def _refusals() -> list[tuple[int, tuple[str, str], str]]:
         "BadRequest",
         "Refused",
         "Refusal",
+        "refuse",
         "_refuse",
         "errorResponse",
         "ParentProxyError",

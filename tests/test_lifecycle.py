@@ -19,7 +19,7 @@ from connectproxy import (
     AccessRules,
     Gatekeeper,
     ProxySettings,
-    _server,
+    _refuser,
     userPortal,
 )
 from connectproxy.testing import (
@@ -379,7 +379,7 @@ def test_closeAllEndsLinger(monkeypatch: pytest.MonkeyPatch) -> None:
     A connection lingering after its error response (on plain TCP) closes
     at once.
     """
-    monkeypatch.setattr(_server, "canHalfClose", lambda transport: True)
+    monkeypatch.setattr(_refuser, "canHalfClose", lambda transport: True)
     harness = ProxyHarness()
     client = harness.connectClient()
     client.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")

@@ -15,7 +15,7 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import LogEvent
 
 from connectproxy import ProxyConfig, ProxySettings
-from connectproxy._server import ConnectProxyProtocol
+from connectproxy._front import ConnectProxyProtocol
 from connectproxy._settings import defaultMaxConnections
 from connectproxy.testing import (
     FakeClient,
@@ -487,9 +487,9 @@ def test_limitRefusalLingers(monkeypatch: pytest.MonkeyPatch) -> None:
     refusal, so the client reads it rather than a reset; the connection
     counts as being refused until it is gone.
     """
-    from connectproxy import _server
+    from connectproxy import _refuser
 
-    monkeypatch.setattr(_server, "canHalfClose", lambda transport: True)
+    monkeypatch.setattr(_refuser, "canHalfClose", lambda transport: True)
     harness = ProxyHarness(ProxySettings(maxConnections=1))
     first = harness.connectClient()
     extra = harness.connectClient()
@@ -497,9 +497,31 @@ def test_limitRefusalLingers(monkeypatch: pytest.MonkeyPatch) -> None:
     assert extra.transport.writeClosed
     assert not extra.transport.disconnecting
     assert harness.factory.refusing == 1
-    harness.clock.advance(_server.LINGER_SECONDS)
+    harness.clock.advance(_refuser.LINGER_SECONDS)
     assert extra.transport.disconnecting
     extra.lose()
     first.lose()
     assert harness.factory.refusing == 0
     assert harness.clock.getDelayedCalls() == []
+
+
+def test_limitRefusalEndsLingerAtClientFin(monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    The client's FIN ends the linger of a limit refusal at once, as it ends
+    every refusal's; what it sent before is neither parsed nor answered.
+    """
+    from connectproxy import _refuser
+
+    monkeypatch.setattr(_refuser, "canHalfClose", lambda transport: True)
+    harness = ProxyHarness(ProxySettings(maxConnections=1))
+    harness.connectClient()
+    extra = harness.connectClient()
+    answered = extra.transport.value()
+    extra.send(connectHead())
+    assert not extra.transport.disconnecting
+    extra.protocol.readConnectionLost()
+    assert extra.transport.disconnecting
+    assert extra.transport.value() == answered
+    assert harness.connector.attempts == []
+    harness.clock.advance(15)
+    assert extra.transport.aborted

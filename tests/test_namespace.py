@@ -12,7 +12,7 @@ import warnings
 import pytest
 
 import connectproxy
-from connectproxy import _errors, _legacy, _parser, _server
+from connectproxy import _errors, _front, _legacy, _parser
 
 PUBLIC = {
     # The factory, its configuration and its listeners.
@@ -33,7 +33,6 @@ PUBLIC = {
     # What policies, connectors and observers receive or answer.
     "AccessLogObserver",
     "AccessRequest",
-    "ConnectRequest",
     "ConnectorContext",
     "ForbiddenDestination",
     "Refusal",
@@ -41,6 +40,10 @@ PUBLIC = {
     "ResolverBusy",
     "TunnelRecord",
     "UpstreamRequest",
+    # The parsed request head and its destination.
+    "RequestHead",
+    "Target",
+    "TargetForm",
     # What a connector is built from.
     "DirectConnector",
     "ResolverPool",
@@ -60,8 +63,9 @@ PUBLIC = {
 
 DEPRECATED = {
     "BadRequest": _errors.BadRequest,
-    "ConnectProxyProtocol": _server.ConnectProxyProtocol,
-    "ConnectRequestParser": _parser.ConnectRequestParser,
+    "ConnectProxyProtocol": _front.ConnectProxyProtocol,
+    "ConnectRequest": _legacy.ConnectRequest,
+    "ConnectRequestParser": _parser.RequestHeadParser,
     "ProxyTunnel": _legacy.ProxyTunnel,
 }
 

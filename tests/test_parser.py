@@ -16,11 +16,12 @@ from hypothesis import strategies as st
 
 from connectproxy._parser import (
     BadRequest,
-    ConnectRequest,
-    ConnectRequestParser,
+    RequestHead,
+    RequestHeadParser,
     parseAuthority,
     requestLineOf,
 )
+from connectproxy._target import Target, TargetForm
 
 _PROPERTY = settings(max_examples=250, deadline=None)
 _STATUSES = {400, 414, 431, 501, 505}
@@ -30,9 +31,9 @@ _H11 = b"CONNECT a:1 HTTP/1.1\r\n"
 _TLS_HELLO = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\x00\r\r\n\r\n\xff"
 
 
-def _parse(data: bytes, **limits: int) -> tuple[ConnectRequest, bytes]:
+def _parse(data: bytes, **limits: int) -> tuple[RequestHead, bytes]:
     """Feed C{data} in one call to a new parser and return its result."""
-    result = ConnectRequestParser(**limits).feed(data)
+    result = RequestHeadParser(**limits).feed(data)
     assert result is not None
     return result
 
@@ -40,7 +41,7 @@ def _parse(data: bytes, **limits: int) -> tuple[ConnectRequest, bytes]:
 def _refusal(data: bytes, **limits: int) -> int:
     """Feed C{data} in one call to a new parser and return the refusal status."""
     with pytest.raises(BadRequest) as info:
-        ConnectRequestParser(**limits).feed(data)
+        RequestHeadParser(**limits).feed(data)
     return info.value.status
 
 
@@ -50,8 +51,13 @@ def _reason(data: bytes, **limits: int) -> tuple[int, str]:
     and reason.
     """
     with pytest.raises(BadRequest) as info:
-        ConnectRequestParser(**limits).feed(data)
+        RequestHeadParser(**limits).feed(data)
     return info.value.status, info.value.reason
+
+
+def _authority(host: str, port: int) -> Target:
+    """The destination of a CONNECT to C{host} and C{port}."""
+    return Target(host, port, TargetForm.AUTHORITY)
 
 
 def _connect(target: str, version: str = "1.1") -> bytes:
@@ -82,8 +88,8 @@ def _chunks(data: bytes, cuts: list[int]) -> list[bytes]:
 
 
 def _feedChunks(
-    parser: ConnectRequestParser, chunks: list[bytes]
-) -> tuple[ConnectRequest, bytes] | None:
+    parser: RequestHeadParser, chunks: list[bytes]
+) -> tuple[RequestHead, bytes] | None:
     """
     Feed chunks until a result, which gets the chunks never fed appended to its
     leftover.
@@ -119,8 +125,8 @@ def _feedChunks(
 def test_connectTarget(target: str, host: str, port: int) -> None:
     """A valid CONNECT target comes back as a normalised host and an integer port."""
     request, leftover = _parse(_connect(target))
-    assert request == ConnectRequest(
-        "CONNECT", target, (1, 1), (("host", target),), host, port
+    assert request == RequestHead(
+        "CONNECT", target, (1, 1), (("host", target),), _authority(host, port)
     )
     assert leftover == b""
 
@@ -170,7 +176,7 @@ def test_leadingEmptyLines(count: int) -> None:
     """Up to eight empty lines before the request line are skipped."""
     head = _connect("a:1")
     assert _parse(b"\r\n" * count + head) == _parse(head)
-    parser = ConnectRequestParser()
+    parser = RequestHeadParser()
     for _ in range(count):
         assert parser.feed(b"\r") is None
         assert parser.feed(b"\n") is None
@@ -201,7 +207,7 @@ def test_getHeaderCaseInsensitive() -> None:
 )
 def test_authorityProperty(host: str, authority: str) -> None:
     """C{authority} formats host and port, bracketing IPv6 addresses."""
-    request = ConnectRequest("CONNECT", authority, (1, 1), (), host, 443)
+    request = RequestHead("CONNECT", authority, (1, 1), (), _authority(host, 443))
     assert request.authority == authority
 
 
@@ -230,7 +236,7 @@ def test_leftoverOneFeed(payload: bytes) -> None:
 def test_leftoverByteByByte() -> None:
     """Fed a byte at a time, the result arrives on the final LF with no leftover."""
     head = _connect("a:1")
-    parser = ConnectRequestParser()
+    parser = RequestHeadParser()
     for index in range(len(head) - 1):
         assert parser.feed(head[index : index + 1]) is None
     assert parser.feed(head[-1:]) == (_parse(head)[0], b"")
@@ -239,7 +245,7 @@ def test_leftoverByteByByte() -> None:
 def test_leftoverInCompletingChunk() -> None:
     """The chunk that completes the head hands back what follows the head."""
     head = _connect("a:1")
-    parser = ConnectRequestParser()
+    parser = RequestHeadParser()
     assert parser.feed(head[:-2]) is None
     assert parser.feed(head[-2:] + _TLS_HELLO) == (_parse(head)[0], _TLS_HELLO)
 
@@ -256,7 +262,7 @@ def test_leftoverWithLineFeed(payload: bytes) -> None:
 @pytest.mark.parametrize("data", [_connect("a:1"), b"FOO / HTTP/1.1\r\n\r\n"])
 def test_feedAfterDone(data: bytes) -> None:
     """Feeding a parser that returned a result or refused raises RuntimeError."""
-    parser = ConnectRequestParser()
+    parser = RequestHeadParser()
     try:
         parser.feed(data)
     except BadRequest:
@@ -375,7 +381,7 @@ def test_badRequest(data: bytes) -> None:
 def test_bareLineFeed(data: bytes) -> None:
     """A LF not preceded by CR is refused with 400 as soon as it arrives."""
     assert _refusal(data) == 400
-    parser = ConnectRequestParser()
+    parser = RequestHeadParser()
     lineFeed = data.index(b"\n")
     assert parser.feed(data[:lineFeed]) is None
     with pytest.raises(BadRequest) as info:
@@ -419,7 +425,7 @@ def test_requestLineTooLongEarly(limits: dict[str, int]) -> None:
     limit = limits.get("maxRequestLine", 8192)
     reason = f"request line longer than {limit} bytes (see --max-request-line)"
     assert _reason(b"GET /" + b"a" * limit, **limits) == (414, reason)
-    parser = ConnectRequestParser(**limits)
+    parser = RequestHeadParser(**limits)
     with pytest.raises(BadRequest) as info:
         for _ in range(limit + 2):
             parser.feed(b"a")
@@ -428,7 +434,7 @@ def test_requestLineTooLongEarly(limits: dict[str, int]) -> None:
 
 def test_requestLineAtLimitThenCR() -> None:
     """C{maxRequestLine} bytes and a CR may still end in CRLF, so wait for more."""
-    parser = ConnectRequestParser(maxRequestLine=8)
+    parser = RequestHeadParser(maxRequestLine=8)
     assert parser.feed(b"a" * 8 + b"\r") is None
 
 
@@ -460,7 +466,7 @@ def test_incompleteHeadTooLarge(lineMax: int, headMax: int) -> None:
     """An unfinished head of C{maxHeadSize} bytes gets 431 before it completes."""
     limits = {"maxRequestLine": lineMax, "maxHeadSize": headMax}
     head = _paddedHead(headMax + 1, lineMax)
-    assert ConnectRequestParser(**limits).feed(head[: headMax - 1]) is None
+    assert RequestHeadParser(**limits).feed(head[: headMax - 1]) is None
     assert _reason(head[:headMax], **limits) == (
         431,
         f"request head larger than {headMax} bytes (see --max-head-size)",
@@ -502,7 +508,7 @@ def test_fieldCountDefault(count: int, status: int | None) -> None:
         assert len(_parse(data)[0].headers) == count
         return
     with pytest.raises(BadRequest) as info:
-        ConnectRequestParser().feed(data)
+        RequestHeadParser().feed(data)
     assert info.value.status == 431
     assert "--max-header-fields" in info.value.reason
     assert "256" in info.value.reason
@@ -616,7 +622,7 @@ def _fields(draw: st.DrawFn) -> tuple[bytes, tuple[str, str]]:
 
 
 @st.composite
-def _validRequests(draw: st.DrawFn) -> tuple[bytes, ConnectRequest]:
+def _validRequests(draw: st.DrawFn) -> tuple[bytes, RequestHead]:
     """Draw a valid CONNECT head and the request it parses to."""
     hostText, host = draw(_HOSTS)
     port = draw(st.integers(1, 65535))
@@ -630,7 +636,9 @@ def _validRequests(draw: st.DrawFn) -> tuple[bytes, ConnectRequest]:
     head += f"CONNECT {target} HTTP/{version[0]}.{version[1]}\r\n".encode()
     head += b"".join(line + b"\r\n" for line, _ in fields) + b"\r\n"
     headers = tuple(parsed for _, parsed in fields)
-    return head, ConnectRequest("CONNECT", target, version, headers, host, port)
+    return head, RequestHead(
+        "CONNECT", target, version, headers, _authority(host, port)
+    )
 
 
 @_PROPERTY
@@ -640,14 +648,14 @@ def _validRequests(draw: st.DrawFn) -> tuple[bytes, ConnectRequest]:
     data=st.data(),
 )
 def test_anySplit(
-    case: tuple[bytes, ConnectRequest], leftover: bytes, data: st.DataObject
+    case: tuple[bytes, RequestHead], leftover: bytes, data: st.DataObject
 ) -> None:
     """Any split of a valid request gives the same result as feeding it at once."""
     head, expected = case
     stream = head + leftover
     assert _parse(stream) == (expected, leftover)
     cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=12))
-    assert _feedChunks(ConnectRequestParser(), _chunks(stream, cuts)) == (
+    assert _feedChunks(RequestHeadParser(), _chunks(stream, cuts)) == (
         expected,
         leftover,
     )
@@ -676,14 +684,14 @@ def test_noCrash(
     Arbitrary input, split arbitrarily, only ever yields None, a result or a
     BadRequest with a known status.
     """
-    parser = ConnectRequestParser(**limits)
+    parser = RequestHeadParser(**limits)
     try:
         result = _feedChunks(parser, _chunks(prefix + noise, cuts))
     except BadRequest as error:
         assert error.status in _STATUSES
     else:
         if result is not None:
-            assert isinstance(result[0], ConnectRequest)
+            assert isinstance(result[0], RequestHead)
             assert isinstance(result[1], bytes)
 
 
@@ -693,16 +701,16 @@ def test_authorityRoundTrip(target: tuple[str, str], port: int) -> None:
     """Parsing a formatted or re-formatted authority gives back host and port."""
     hostText, host = target
     assert parseAuthority(f"{hostText}:{port}") == (host, port)
-    request = ConnectRequest("CONNECT", "", (1, 1), (), host, port)
+    request = RequestHead("CONNECT", "", (1, 1), (), _authority(host, port))
     assert parseAuthority(request.authority) == (host, port)
 
 
 @_PROPERTY
 @given(case=_validRequests())
-def test_byteByByteValidHead(case: tuple[bytes, ConnectRequest]) -> None:
+def test_byteByByteValidHead(case: tuple[bytes, RequestHead]) -> None:
     """A valid head fed byte by byte gives None until its final LF, then the result."""
     head, expected = case
-    parser = ConnectRequestParser()
+    parser = RequestHeadParser()
     for index in range(len(head) - 1):
         assert parser.feed(head[index : index + 1]) is None
     assert parser.feed(head[-1:]) == (expected, b"")
@@ -758,7 +766,7 @@ def test_nonASCIIDigitsInContentLength(value: bytes) -> None:
     crash."""
     head = b"CONNECT a:1 HTTP/1.1\r\nHost: a\r\nContent-Length: " + value + b"\r\n\r\n"
     with pytest.raises(BadRequest) as raised:
-        ConnectRequestParser().feed(head)
+        RequestHeadParser().feed(head)
     assert raised.value.status == 400
 
 
@@ -797,7 +805,7 @@ def test_refusalNamesRequestLine(
     ASCII), and none otherwise.
     """
     with pytest.raises(BadRequest) as info:
-        ConnectRequestParser().feed(data)
+        RequestHeadParser().feed(data)
     assert (info.value.status, info.value.method, info.value.target) == (
         status,
         method,
@@ -819,3 +827,58 @@ def test_requestLineOf() -> None:
         "CONNECT",
         "a:1",
     )
+
+
+# The names before RequestHead.
+
+
+def test_deprecatedParserName() -> None:
+    """
+    C{connectproxy.ConnectRequestParser}, deprecated, is
+    L{RequestHeadParser}.
+    """
+    import connectproxy
+
+    with pytest.warns(DeprecationWarning, match="get the parsed RequestHead"):
+        parser = connectproxy.ConnectRequestParser
+    assert parser is RequestHeadParser
+
+
+def test_deprecatedRequestName() -> None:
+    """
+    C{connectproxy.ConnectRequest}, with a deprecation warning, still builds
+    a request from its old fields (host and port, positional or by name)
+    that equals the parsed head, and every parsed head is an instance of it.
+    """
+    import connectproxy
+
+    with pytest.warns(DeprecationWarning, match=r"use connectproxy\.RequestHead"):
+        legacy = connectproxy.ConnectRequest
+    parsed, _ = _parse(_connect("example.com:443"))
+    headers = (("host", "example.com:443"),)
+    built = legacy(
+        "CONNECT",
+        "example.com:443",
+        (1, 1),
+        headers,
+        "example.com",  # type: ignore[arg-type]
+        443,  # type: ignore[call-arg]
+    )
+    assert built == parsed
+    assert type(built) is RequestHead
+    assert built.destination == _authority("example.com", 443)
+    named = legacy(
+        method="CONNECT",
+        target="example.com:443",
+        version=(1, 1),
+        headers=headers,
+        host="example.com",  # type: ignore[call-arg]
+        port=443,
+    )
+    assert named == parsed
+    assert isinstance(parsed, legacy)
+    assert issubclass(RequestHead, legacy)
+    assert not isinstance("CONNECT example.com:443", legacy)
+    other = legacy("GET", "/", (1, 1), (("host", "x"),))
+    assert (other.destination, other.host, other.port) == (None, None, None)
+    assert other.authority == ""

@@ -23,6 +23,7 @@ from zope.interface.verify import verifyObject
 
 from connectproxy import ProxySettings
 from connectproxy._admission import Gatekeeper
+from connectproxy._front import ConnectProxyProtocol
 from connectproxy._proxyheader import (
     V2_SIGNATURE,
     InvalidProxyHeader,
@@ -39,7 +40,6 @@ from connectproxy._proxyprotocol import (
     serverEndpoint,
 )
 from connectproxy._rules import AccessRules, ClientRules
-from connectproxy._server import ConnectProxyProtocol
 from connectproxy.tap import Options, makeService
 from connectproxy.testing import (
     HalfCloseableStringTransport,

@@ -1,7 +1,9 @@
 # -*- test-case-name: tests.test_server -*-
 """
-Protocol tests for L{connectproxy._server}: a fake clock, fake transports and
-a fake upstream connector; no sockets, no real time.
+Protocol tests of a client connection through the front
+(L{connectproxy._front}) and the CONNECT handler (L{connectproxy._connect}):
+a fake clock, fake transports and a fake upstream connector; no sockets, no
+real time.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from twisted.internet.error import (
 from twisted.logger import LogEvent, formatEvent
 from zope.interface.verify import verifyObject
 
-from connectproxy import ProxySettings, _server
+from connectproxy import ProxySettings, _refuser
 from connectproxy._observer import (
     AccessLogObserver,
     ObserverFanOut,
@@ -918,7 +920,7 @@ def lingering(monkeypatch: pytest.MonkeyPatch) -> None:
     """
     Treat the fake client transport as plain TCP, which can half-close.
     """
-    monkeypatch.setattr(_server, "canHalfClose", lambda transport: True)
+    monkeypatch.setattr(_refuser, "canHalfClose", lambda transport: True)
 
 
 @pytest.mark.usefixtures("lingering")
@@ -932,7 +934,7 @@ def test_refusalLingers(harness: ProxyHarness) -> None:
     assert client.transport.writeClosed
     assert not client.transport.disconnecting
     client.send(b"more of a large upload")
-    harness.clock.advance(_server.LINGER_SECONDS)
+    harness.clock.advance(_refuser.LINGER_SECONDS)
     assert client.transport.disconnecting
     harness.clock.advance(15)
     assert client.transport.aborted
@@ -947,7 +949,7 @@ def test_lingerEndsAtLimit(harness: ProxyHarness) -> None:
     client = harness.connectClient()
     client.send(b"CONNECT a:1 HTTP/1.1\r\n\r\n")
     assert client.response().status == 400
-    client.send(b"x" * _server.LINGER_BYTES)
+    client.send(b"x" * _refuser.LINGER_BYTES)
     assert not client.transport.disconnecting
     client.send(b"x")
     assert client.transport.disconnecting

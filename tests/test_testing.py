@@ -25,9 +25,11 @@ from zope.interface.verify import verifyObject
 
 from connectproxy import (
     AccessRequest,
-    ConnectRequest,
     ProxySettings,
     Refusal,
+    RequestHead,
+    Target,
+    TargetForm,
 )
 from connectproxy._networks import NetworkRules
 from connectproxy.testing import (
@@ -519,13 +521,12 @@ def test_accessRequestDefaults() -> None:
     accessRequest() describes a loopback client asking for example.com:443
     without a user.
     """
-    request = ConnectRequest(
+    request = RequestHead(
         "CONNECT",
         "example.com:443",
         (1, 1),
         (("host", "example.com:443"),),
-        "example.com",
-        443,
+        Target("example.com", 443, TargetForm.AUTHORITY),
     )
     assert accessRequest() == AccessRequest(
         "127.0.0.1", 40000, None, "example.com", 443, request

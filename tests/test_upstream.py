@@ -23,7 +23,13 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from connectproxy import ConnectRequest, DirectConnector, UpstreamRequest
+from connectproxy import (
+    DirectConnector,
+    RequestHead,
+    Target,
+    TargetForm,
+    UpstreamRequest,
+)
 from connectproxy._networks import NetworkRules
 from connectproxy._resolver import ResolverPool
 from connectproxy._upstream import ForbiddenDestination
@@ -275,8 +281,12 @@ def test_connectRequestDeprecated() -> None:
     resolver = HangingResolver({"example.com": ["93.184.216.34"]})
     pool = ResolverPool(reactor, threads=4, perClient=1, resolver=resolver)
     connector = DirectConnector(reactor, resolver=pool)
-    parsed = ConnectRequest(
-        "CONNECT", "example.com:443", (1, 1), (), "example.com", 443
+    parsed = RequestHead(
+        "CONNECT",
+        "example.com:443",
+        (1, 1),
+        (),
+        Target("example.com", 443, TargetForm.AUTHORITY),
     )
     with pytest.warns(
         DeprecationWarning, match="pass a connectproxy.UpstreamRequest"

@@ -23,6 +23,8 @@ from zope.interface import implementer
 
 from connectproxy import ConnectProxyFactory, ProxySettings
 from connectproxy._admission import Gatekeeper
+from connectproxy._connect import ConnectHandler
+from connectproxy._handler import Phase
 from connectproxy._networks import NetworkRules
 from connectproxy._rules import AccessRules, ClientRules, HostRules, PortRules
 from connectproxy.testing import RecordingObserver, connectHead
@@ -219,12 +221,17 @@ def test_clientLeavesWhileConnecting(
     client = yield proxy.client(connectHead(f"127.0.0.1:{blackHole}"))
     yield waitUntil(lambda: proxy.factory.connections)
     [protocol] = proxy.factory.connections
-    yield waitUntil(lambda: protocol._pending is not None)
+    yield waitUntil(lambda: protocol.phase is Phase.CONNECTING)
+    admission = protocol._admission
+    assert admission is not None
+    handler = admission.handler
+    assert isinstance(handler, ConnectHandler)
+    assert handler._pending is not None
     client.transport.abortConnection()
     yield withDeadline(client.closed)
     yield waitUntil(lambda: not proxy.factory.connections)
-    assert protocol._pending is None
-    assert protocol._timer is None
+    assert handler._pending is None
+    assert admission._timer is None
     [refused] = proxy.observer.refused
     assert (refused.status, refused.outcome) == (0, "abandoned")
 

@@ -1,0 +1,484 @@
+# -*- test-case-name: tests.test_front -*-
+"""
+The front of a client connection: L{ConnectProxyProtocol}.  It checks the
+client, reads the request head (L{HeadReader}), chooses the handler of its
+method (405 when there is none), admits the request (L{Admission}; a 407
+may be answered and the next head read on the same connection: the 407
+loop), and hands it to the handler (L{ConnectHandler
+<connectproxy._connect.ConnectHandler>} for CONNECT).  Refusals go through
+a L{Refuser}.  Where the connection is is one explicit L{Phase}, and each
+phase reads the client its own way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, cast
+
+from twisted.internet.interfaces import (
+    IAddress,
+    IHalfCloseableProtocol,
+    IReactorTime,
+)
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from ._address import clientAddresses, formatAddress
+from ._admit import Admission
+from ._connect import ConnectHandler
+from ._connector import UpstreamRequest
+from ._errors import BadRequest, Refused
+from ._handler import Phase, _Handler, _HandlerFactory, dispatch
+from ._head import EarlyData, HeadReader
+from ._observer import ConnectionRecord, Outcome, RefusedRequest
+from ._parser import RequestHead, requestLineOf
+from ._refuser import Refuser
+from ._responses import errorResponse, formatSeconds
+from ._tls import handshakePending, logHandshakeFailure, logHandshakeTimeout
+from ._tunnel import TunnelTransport
+
+if TYPE_CHECKING:
+    from ._factory import ConnectProxyFactory
+    from ._relay import _Relay
+
+__all__ = [
+    "MAX_CHALLENGES",
+    "SHUTTING_DOWN",
+    "ConnectProxyProtocol",
+    "Phase",
+]
+
+#: How many 407 challenges one connection gets before it is closed.
+MAX_CHALLENGES = 16
+
+#: What a request gets while the proxy drains or closes every connection.
+SHUTTING_DOWN = "the proxy is shutting down"
+
+#: The phases in which a request waits for its admission or its handler.
+_WAITING = (Phase.ADMITTING, Phase.CONNECTING)
+
+
+@implementer(IHalfCloseableProtocol)
+class ConnectProxyProtocol(Protocol):
+    """
+    The front of one client connection: read the request head, admit it,
+    and hand it to the handler of its method.
+
+    Bytes from the client go to the receiver of the connection's L{phase}.
+    Once handed over, a relay takes the connection over: its receivers
+    (L{installReceivers}) replace C{dataReceived} itself and get the FIN
+    and the loss.  A FIN once the head is complete (C{printf ... | nc -N})
+    is remembered and passed on after the early data when the tunnel
+    exists, as a FIN during the tunnel is.
+
+    What handlers use of it is described by L{_Front
+    <connectproxy._handler._Front>} (C{settings}, C{clock}, C{client},
+    C{refuse}, C{handOver}, ...).
+
+    @cvar handlers: The handler of each method the proxy serves; any other
+        method gets 405, with these in C{Allow}.  Not yet a stable
+        extension point.
+    @ivar phase: Where the connection is.
+    @ivar request: The parsed request, once there is one.
+    @ivar user: The authenticated user name, once known.
+    @ivar clientPeer: The client's address, once it has sent something.
+    @ivar clientAddress: The address the factory built this protocol for
+        (C{buildProtocol}'s C{addr}): the client's, which behind
+        connectproxy's PROXY-protocol listener a load balancer reported.
+    @ivar balancerAddress: That load balancer's address
+        (L{ConnectProxyFactory.buildProxiedProtocol}), else C{None}: the
+        client is then judged by the rules for clients behind a balancer.
+    """
+
+    _log = Logger()
+
+    handlers: Mapping[str, _HandlerFactory] = {"CONNECT": ConnectHandler}
+
+    factory: ConnectProxyFactory
+    request: RequestHead | None = None
+    user: str | None = None
+    clientHost = ""
+    clientAddress: object = None
+    balancerAddress: IAddress | None = None
+    # The method and target of a request refused before it was parsed,
+    # for the report.
+    _requestLine: tuple[str, str] | None = None
+
+    def __init__(self, factory: ConnectProxyFactory) -> None:
+        self.factory = factory
+        self.settings = factory.settings
+        self.clock: IReactorTime = factory.reactor
+        self.phase = Phase.NEW
+        self.client = ""
+        self.clientPeer: IAddress | None = None
+        self._receive: Callable[[bytes], None] = self._firstReceived
+        self._head = HeadReader(
+            self.clock,
+            self.settings,
+            self._headComplete,
+            self._badHead,
+            self._headTimedOut,
+        )
+        # The request being admitted or handled.
+        self._admission: Admission | None = None
+        self._challenges = 0
+        # Whether the client half-closed (sent its FIN) before the tunnel.
+        self._clientFinished = False
+        # The relay's receivers of the client's FIN and loss, once it has
+        # taken the connection over.
+        self._relayReadClosed: Callable[[], None] | None = None
+        self._relayLost: Callable[[Failure], None] | None = None
+        # For the observers: when the connection was made, how many request
+        # heads it sent, and whether its end was reported (nothing to
+        # report until it is made).
+        self._openedAt = 0.0
+        self._requests = 0
+        self._ended = True
+
+    @property
+    def _handler(self) -> _Handler | None:
+        return None if self._admission is None else self._admission.handler
+
+    @property
+    def tunnel(self) -> _Relay | None:
+        """
+        The relay the connection was handed to, once it was.
+        """
+        return None if self._handler is None else self._handler.tunnel
+
+    def _enter(self, phase: Phase) -> None:
+        """
+        Move to C{phase}, and read the client the way it does (a relay
+        installs its own receivers).
+        """
+        self.phase = phase
+        if phase is Phase.HEAD:
+            self._receive = self._headReceived
+        elif phase is Phase.ADMITTING or phase is Phase.CONNECTING:
+            self._receive = self._early.receive
+        elif phase is not Phase.RELAYING:
+            # Refusing or closing: thrown away (a linger's bytes counted).
+            self._receive = self._refuser.discard
+
+    def connectionMade(self) -> None:
+        self._transport = cast(TunnelTransport, self.transport)
+        self._early = EarlyData(self._transport, self.settings.maxHeadSize)
+        self._refuser = Refuser(
+            self._transport, self.clock, self.settings.abortTimeout, self._closeBegun
+        )
+        self.client = formatAddress(self._addresses()[0])
+        self._openedAt = self.clock.seconds()
+        self._ended = False
+        self.factory.connectionStarted(ConnectionRecord(self.client))
+        self._head.start()
+
+    def dataReceived(self, data: bytes) -> None:
+        self._receive(data)
+
+    def installReceivers(
+        self,
+        dataReceived: Callable[[bytes], None],
+        readConnectionLost: Callable[[], None],
+        connectionLost: Callable[[Failure], None],
+    ) -> None:
+        """
+        Hand the client's bytes, FIN and loss to a relay from now on (the
+        C{Phase.RELAYING} phase; see L{_RelayEnd.installReceivers
+        <connectproxy._relay._RelayEnd.installReceivers>}).  The data
+        receiver replaces C{dataReceived} itself; the FIN and the loss still
+        pass through here first.
+        """
+        self.phase = Phase.RELAYING
+        self.dataReceived = dataReceived  # type: ignore[method-assign,assignment]
+        # A wrapper that took this protocol's dataReceived earlier (the
+        # PROXY-protocol reader) still calls the method: it reaches the
+        # relay too.
+        self._receive = dataReceived
+        self._relayReadClosed = readConnectionLost
+        self._relayLost = connectionLost
+
+    # The request head.
+
+    def _firstReceived(self, data: bytes) -> None:
+        """
+        Check the client's address once it has sent something (behind a
+        PROXY-protocol listener, only then is the real address known).
+        """
+        self._enter(Phase.HEAD)
+        # The peer may have changed since connectionMade (Twisted's PROXY
+        # protocol wrapper).
+        client, balancer = self._addresses()
+        self.clientPeer = client
+        self.client = formatAddress(client)
+        refused = self.factory.gatekeeper.checkClient(client, balancer)
+        if refused is not None:
+            # Not parsed, but named in the log if the request line came.
+            self._requestLine = requestLineOf(data, self.settings.maxRequestLine)
+            self.refuse(refused.status, refused.reason, outcome=refused.outcome)
+            return
+        self._headReceived(data)
+
+    def _addresses(self) -> tuple[IAddress, IAddress | None]:
+        return clientAddresses(
+            self._transport, self.clientAddress, self.balancerAddress
+        )
+
+    def _headReceived(self, data: bytes) -> None:
+        if self._head.feed(data) and self._clientFinished and self.phase is Phase.HEAD:
+            # The client sent its FIN after a request answered with a 407,
+            # and what followed that is not a whole request: none can come.
+            self._refuser.close()
+
+    def _badHead(self, error: BadRequest) -> None:
+        self._requestLine = (error.method, error.target)
+        self.refuse(error.status, error.reason, outcome=Outcome.BAD_REQUEST)
+
+    def _headTimedOut(self) -> None:
+        timeout = formatSeconds(self.settings.requestTimeout)
+        if self.phase is Phase.NEW and handshakePending(self._transport):
+            # Nothing can be sent before the handshake: no 408, and nothing
+            # to flush before closing.
+            self._enter(Phase.CLOSING)
+            logHandshakeTimeout(self.client, timeout)
+            self._transport.abortConnection()
+            return
+        self._requestLine = self._head.requestLine()
+        self.refuse(
+            408,
+            f"timed out waiting for the request head after {timeout} "
+            "(see --request-timeout)",
+        )
+
+    def _headComplete(self, request: RequestHead, leftover: bytes) -> None:
+        self._requests += 1
+        headAt = self.clock.seconds()
+        self.request = request
+        self._early.keep(leftover)
+        if self.factory.draining:
+            self.refuse(503, SHUTTING_DOWN)
+            return
+        try:
+            request, handler = dispatch(request, self.handlers)
+        except Refused as e:
+            self.refuse(e.status, e.reason, e.headers, e.outcome)
+            return
+        self.request = request
+        self._enter(Phase.ADMITTING)
+        self._admission = Admission(self, request, headAt, handler)
+        self._admission.start()
+
+    # Admission, under the connect deadline.
+
+    def admitted(self, target: UpstreamRequest) -> None:
+        """
+        The request was admitted: its handler starts now.
+        """
+        self.user = target.user
+        self._enter(Phase.CONNECTING)
+
+    def challenge(self, refused: Refused) -> None:
+        """
+        Answer with an error (a 407) and read the next request on the same
+        connection, up to L{MAX_CHALLENGES} times.
+        """
+        self._challenges += 1
+        if self._challenges > MAX_CHALLENGES or (
+            self._clientFinished and not self._early
+        ):
+            # A client that has finished sending cannot retry.
+            self.refuse(
+                refused.status, refused.reason, refused.headers, refused.outcome
+            )
+            return
+        self._cancelTimer()
+        self._transport.write(
+            errorResponse(
+                refused.status, refused.reason, close=False, headers=refused.headers
+            )
+        )
+        self._report(refused.status, refused.reason, refused.outcome)
+        self.request = None
+        self._enter(Phase.HEAD)
+        self._head.next()
+        self._early.resume()
+        if self._early:
+            self._headReceived(self._early.take())
+
+    # What handlers use (L{_Front <connectproxy._handler._Front>}).
+
+    def handOver(self, response: bytes) -> tuple[bytes, bool]:
+        """
+        Write C{response} (a CONNECT's C{200}), stop the deadline, and
+        pause the client (a relay resumes it once it is ready).
+
+        @return: The early data, and whether the client sent its FIN.
+        """
+        self._transport.write(response)
+        self._cancelTimer()
+        if not self._early.paused and not self._clientFinished:
+            self._transport.pauseProducing()
+        return self._early.take(), self._clientFinished
+
+    def requestFailed(self, failure: Failure) -> None:
+        """
+        Handling the request failed unexpectedly (a bug, here or in a
+        connector): log it with its traceback, and answer 500, or abort the
+        connection if it was handed over already.
+        """
+        self._log.failure(
+            "handling the request of {client} failed",
+            failure,
+            event="request_error",
+            client=self.client,
+        )
+        if self.phase is Phase.RELAYING:
+            self._transport.abortConnection()
+            return
+        self.refuse(500, "the proxy failed handling this request")
+
+    def exchangeEnded(self) -> None:
+        """
+        What the connection was handed to is over.
+        """
+        self._end()
+
+    # The end.
+
+    def readConnectionLost(self) -> None:
+        """
+        The client sent a FIN (plain TCP only).  In the tunnel it is passed
+        on.  While the request is checked and connected it is remembered and
+        passed on after the early data once the tunnel exists: the client
+        may still read.  Before a complete head no request can follow, so
+        the connection is closed; after an error response the FIN ends the
+        linger.
+        """
+        if self._relayReadClosed is not None:
+            self._relayReadClosed()
+            return
+        self._clientFinished = True
+        if self.phase in (Phase.NEW, Phase.HEAD, Phase.REFUSING):
+            self._refuser.close()
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        previous = self.phase
+        self._enter(Phase.CLOSED)
+        if previous is Phase.NEW:
+            # Nothing came through: on a TLS listener the handshake may
+            # have failed.
+            logHandshakeFailure(self.client, reason)
+        self._cancelTimer()
+        self._refuser.stop()
+        admission = self._admission
+        if admission is not None and previous in _WAITING:
+            self._abandoned(admission.abandoned)
+            admission.cancel()
+        if self._relayLost is not None:
+            self._relayLost(reason)
+        self.factory.connectionClosed(self)
+        self._end()
+
+    def _abandoned(self, reason: str) -> None:
+        self._log.info(
+            "client {client} went away while connecting to {target}",
+            event="connect_abandoned",
+            client=self.client,
+            target=self.request.authority if self.request else "",
+        )
+        self._report(0, reason, Outcome.ABANDONED)
+
+    def _end(self) -> None:
+        """
+        Tell the observers the connection is gone once it is, and what it
+        was handed to too (a tunnel ends after the client's connection, when
+        the upstream's is gone as well).
+        """
+        if self._ended or self.phase is not Phase.CLOSED:
+            return
+        if self._handler is not None and not self._handler.done:
+            return
+        self._ended = True
+        self.factory.connectionEnded(
+            ConnectionRecord(
+                self.client, self.clock.seconds() - self._openedAt, self._requests
+            )
+        )
+
+    def closeWith(self, reason: str, message: str = SHUTTING_DOWN) -> None:
+        """
+        Close this connection now, whatever it is doing: a tunnel closes
+        gracefully with C{reason} (aborted after the abort timeout, as every
+        tunnel close), and a request not yet tunnelled (its head still being
+        read, or being checked or connected) is answered with 503 and
+        C{message}, its checks or connect cancelled.  A refused connection
+        stops lingering; one already closing is left to close.
+
+        @param reason: The tunnel's close reason, for the observers.
+        @param message: The short reason sent with the 503.
+        """
+        phase = self.phase
+        if phase is Phase.CLOSED or phase is Phase.CLOSING:
+            return
+        if phase is Phase.RELAYING:
+            assert self._handler is not None
+            self._handler.close(reason)
+            return
+        if phase is Phase.REFUSING:
+            self._refuser.close()
+            return
+        self.refuse(503, message)
+        if self._admission is not None and phase in _WAITING:
+            self._admission.cancel()
+
+    # Errors.
+
+    def refuse(
+        self,
+        status: int,
+        reason: str,
+        headers: Iterable[tuple[str, str]] = (),
+        outcome: str = "",
+    ) -> None:
+        """
+        Answer with an error, report it (with C{outcome}, or the usual
+        outcome of C{status}), and close the connection: on plain TCP after
+        a linger (see L{Refuser}).  Once refusing or closing, do nothing.
+        """
+        if self.phase in (Phase.REFUSING, Phase.CLOSING, Phase.CLOSED):
+            return
+        self._enter(Phase.REFUSING)
+        self._cancelTimer()
+        self._refuser.refuse(status, reason, headers, self._clientFinished)
+        self._report(status, reason, outcome)
+
+    def _report(self, status: int, reason: str, outcome: str = "") -> None:
+        request = self.request
+        method, target = self._requestLine or ("", "")
+        self.factory.requestRefused(
+            RefusedRequest(
+                client=self.client,
+                method=request.method if request else method,
+                target=request.target if request else target,
+                status=status,
+                reason=reason,
+                user=self.user,
+                outcome=outcome,
+            )
+        )
+
+    def _closeBegun(self) -> None:
+        """
+        The connection began to close: nothing more is read or timed.
+        """
+        self._cancelTimer()
+        self._enter(Phase.CLOSING)
+
+    def _cancelTimer(self) -> None:
+        self._head.stop()
+        if self._admission is not None:
+            self._admission.stop()

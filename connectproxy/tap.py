@@ -800,21 +800,29 @@ class Options(usage.Options, AuthOptionMixin):
         """
         if not self["metrics"]:
             return
-        seen = {
-            plan.where: f"--listen {plan.description!r}"
+        seen = [
+            (plan, f"--listen {plan.description!r}")
             for plan in self.plans
             if _fixedAddress(plan)
-        }
+        ]
         for plan in self.metricsPlans:
             if not _fixedAddress(plan):
                 continue
-            if plan.where in seen:
+            for other, named in seen:
+                # The same address, or one that takes it too (0.0.0.0 and
+                # 127.0.0.1 on one port, say).
+                if plan.where == other.where:
+                    clash = f"both listen on {plan.where}"
+                else:
+                    shared = overlap(other, plan)
+                    if shared is None:
+                        continue
+                    clash = f"overlap: {shared}"
                 raise usage.UsageError(
-                    f"--metrics {plan.description!r} and {seen[plan.where]} both "
-                    f"listen on {plan.where}: give the metrics a port of their "
-                    "own" + self._fromFile("metrics")
+                    f"--metrics {plan.description!r} and {named} {clash}: give "
+                    "the metrics a port of their own" + self._fromFile("metrics")
                 )
-            seen[plan.where] = f"--metrics {plan.description!r}"
+            seen.append((plan, f"--metrics {plan.description!r}"))
         try:
             import prometheus_client  # noqa: F401
         except ImportError:

@@ -414,6 +414,22 @@ def test_optionRepeats() -> None:
             "--metrics 'tcp:9108:interface=0.0.0.0' and --metrics 'tcp:9108' "
             "both listen on 0.0.0.0:9108",
         ),
+        # Every address of the family takes the loopback one too.
+        (
+            [
+                "--listen",
+                "tcp:19200",
+                "--metrics",
+                "tcp:19200:interface=127.0.0.1",
+            ],
+            "--metrics 'tcp:19200:interface=127.0.0.1' and --listen 'tcp:19200' "
+            "overlap: ",
+        ),
+        (
+            ["--metrics", "tcp:19210", "--metrics", "tcp:19210:interface=127.0.0.1"],
+            "--metrics 'tcp:19210:interface=127.0.0.1' and --metrics 'tcp:19210' "
+            "overlap: ",
+        ),
     ],
 )
 def test_optionErrors(argv: list[str], message: str) -> None:

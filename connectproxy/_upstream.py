@@ -24,7 +24,6 @@ from twisted.internet.interfaces import (
     IProtocol,
     IReactorTime,
     IResolutionReceiver,
-    IStreamClientEndpoint,
 )
 from twisted.internet.protocol import Factory
 from twisted.plugin import IPlugin
@@ -46,7 +45,6 @@ __all__ = [
     "DirectConnectorFactory",
     "ForbiddenDestination",
     "StaticResolver",
-    "connectQuietly",
 ]
 
 Address = IPv4Address | IPv6Address
@@ -64,16 +62,6 @@ class _OneProtocolFactory(Factory):
 
     def buildProtocol(self, addr: IAddress) -> IProtocol:  # type: ignore[override]
         return self._protocol
-
-
-def connectQuietly(
-    endpoint: IStreamClientEndpoint, protocol: IProtocol
-) -> Deferred[IProtocol]:
-    """
-    Like L{twisted.internet.endpoints.connectProtocol}, without the two log
-    lines per connection.
-    """
-    return endpoint.connect(_OneProtocolFactory(protocol))
 
 
 @implementer(IHostnameResolver)

@@ -67,6 +67,7 @@ from ._optionvalues import (
     positiveFloat,
     realm,
     upstreamRoute,
+    workerCount,
 )
 from ._outgoing import OutgoingAddresses, warnUnbindable
 from ._resolver import ResolverPool
@@ -82,6 +83,9 @@ from ._service import proxyListeners, proxyService
 from ._settings import ProxySettings
 from ._tunnel import DEPRECATED_IN as _DEPRECATED_IN
 from ._version import __version__
+from ._worker import ParentWatch
+from ._worker import current as currentWorker
+from ._workers import supervisorService, workersProblem
 from .interfaces import (
     IAccessPolicy,
     IProxyObserver,
@@ -281,6 +285,17 @@ class Options(usage.Options, AuthOptionMixin):
             _defaults.maxConnectionsPerClient,
             "Most connections at once from one client address; more get 503.",
             count,
+        ],
+        [
+            "workers",
+            None,
+            1,
+            "Run this many worker processes (auto: one per CPU) sharing the "
+            "listeners; the process started supervises them: it restarts a "
+            "worker that dies and passes SIGHUP, SIGUSR1 and SIGTERM on. "
+            "Connection limits, per-client limits, failed-login counts and "
+            "resolver threads are per worker.",
+            workerCount,
         ],
         [
             "resolver-threads",
@@ -731,6 +746,7 @@ class Options(usage.Options, AuthOptionMixin):
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
         self.policies = [self._makePolicy(d) for d in self["policy"]]
+        self._checkWorkers()
         self._checkUpstream()
         self._checkObservers()
         for checker in self.checkers():
@@ -746,6 +762,17 @@ class Options(usage.Options, AuthOptionMixin):
             raise usage.UsageError(f"--listen {missing}")
         for missing in self._missingMetricsSockets.values():
             raise usage.UsageError(f"--metrics {missing}")
+
+    def _checkWorkers(self) -> None:
+        """
+        Refuse C{--workers} with listeners the workers cannot share.
+        """
+        problem = workersProblem(self["workers"], self["listen"])
+        if problem is not None:
+            raise usage.UsageError(
+                f"--workers {self['workers']}: {problem}"
+                + self._fromFile("workers", "listen")
+            )
 
     def _checkAccessLog(self) -> None:
         """
@@ -852,6 +879,8 @@ class Options(usage.Options, AuthOptionMixin):
         lines.extend(self._describeMetrics())
         lines.extend(self._describeOutgoing())
         lines.extend(self._describeAccessLog())
+        if self["workers"] > 1:
+            lines.append(f"workers {self['workers']} (sharing the listeners)")
         source = f" ({self['config']})" if self["config"] is not None else ""
         lines.append(f"connectproxy {__version__}: configuration OK{source}")
         sys.stdout.write("\n".join(lines) + "\n")
@@ -1175,9 +1204,19 @@ def makeService(
         from twisted.internet import reactor as globalReactor
 
         reactor = globalReactor
+    worker = currentWorker() if installSignal else None
+    if worker is None and options["workers"] > 1:
+        if connector is not None or observers is not None:
+            raise usage.UsageError(
+                "--workers: each worker runs the command line; a connector or "
+                "observers given to makeService cannot be passed to them"
+            )
+        return supervisorService(options, reactor, installSignal)
     if observers is not None:
         observers = tuple(observers)
     config = buildConfig(options, reactor, connector=connector, observers=observers)
+    if worker is not None:
+        config = worker.configure(config)
     try:
         factory = ConnectProxyFactory.fromConfig(reactor, config)
     except ValueError as e:
@@ -1205,7 +1244,12 @@ def makeService(
         # Imported here: prometheus_client only with --metrics.
         from ._admin import addMetrics
 
-        metrics = addMetrics(options["metrics"], context)
+        if worker is None:
+            metrics = addMetrics(options["metrics"], context)
+        else:
+            metrics = addMetrics(
+                worker.metricsListen(options["metrics"]), context, False
+            )
         if accessLog is not None:
             metrics.observer.accessLogDropped = lambda: accessLog.droppedLines
         factory.observer.observers.append(metrics.observer)
@@ -1245,7 +1289,11 @@ def makeService(
         installSignal,
         before=before,
         acceptGuard=acceptGuard,
+        adopted=() if worker is None else worker.adopted,
+        notifier=None if worker is None else worker.notifier(),
     )
+    if worker is not None:
+        ParentWatch(reactor, worker.worker).setServiceParent(service)
     if metrics is not None:
         metrics.health.listeners = proxyListeners(service)
     return service

@@ -1,0 +1,143 @@
+# -*- test-case-name: tests.test_workerlog -*-
+"""
+A worker's output, into the supervisor's log.
+
+A worker logs JSON events (Twisted's C{jsonFileLogObserver} records, RFC
+7464) to a pipe its supervisor reads.  L{WorkerOutput} turns each record
+back into the event it was (L{eventFromJSON}), adds the worker's number
+and process ID (fields C{worker} and C{worker_pid}, and both in
+C{log_system}, which the text format shows in brackets) and emits it into
+the supervisor's log: there it is written in the supervisor's format (text
+or JSON, to its file) like the supervisor's own events, with its fields
+and time unchanged.  Lines of the worker's standard error become
+C{worker_stderr} events.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from twisted.logger import Logger, LogLevel, eventFromJSON, globalLogPublisher
+
+__all__ = ["MAX_LINE", "WorkerOutput"]
+
+#: The longest line kept whole, in bytes: a longer one is cut there.
+MAX_LINE = 1 << 20
+
+_RS = b"\x1e"
+
+
+class _Lines:
+    """
+    Splits bytes into lines, keeping the last, incomplete one.
+    """
+
+    def __init__(self) -> None:
+        self._pending = b""
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """
+        Add bytes.
+
+        @return: The lines they complete, without their newlines.
+        """
+        data = self._pending + data
+        lines = data.split(b"\n")
+        self._pending = lines.pop()
+        if len(self._pending) > MAX_LINE:
+            lines.append(self._pending)
+            self._pending = b""
+        return lines
+
+    def rest(self) -> list[bytes]:
+        """
+        The incomplete last line, once the output ended.
+        """
+        pending, self._pending = self._pending, b""
+        return [pending] if pending else []
+
+
+class WorkerOutput:
+    """
+    One worker's log records and standard error, emitted as events of the
+    supervisor's log.
+
+    @ivar worker: The worker's number.
+    @ivar pid: Its process ID.
+    """
+
+    _log = Logger()
+
+    def __init__(self, worker: int, pid: int) -> None:
+        """
+        @param worker: The worker's number.
+        @param pid: Its process ID.
+        """
+        self.worker = worker
+        self.pid = pid
+        self._records = _Lines()
+        self._errors = _Lines()
+        self._suffix = f" worker={worker} pid={pid}"
+
+    def logReceived(self, data: bytes) -> None:
+        """
+        Bytes of the worker's log arrived.
+        """
+        for line in self._records.feed(data):
+            self._record(line)
+
+    def stderrReceived(self, data: bytes) -> None:
+        """
+        Bytes of the worker's standard error arrived.
+        """
+        for line in self._errors.feed(data):
+            self._stderr(line)
+
+    def ended(self) -> None:
+        """
+        The worker's output ended: emit what was left of it.
+        """
+        for line in self._records.rest():
+            self._record(line)
+        for line in self._errors.rest():
+            self._stderr(line)
+
+    def _record(self, line: bytes) -> None:
+        text = line.lstrip(_RS).strip()
+        if not text:
+            return
+        try:
+            event: Any = eventFromJSON(text.decode("utf-8", "replace"))
+        except ValueError:
+            event = None
+        if not isinstance(event, dict) or not isinstance(
+            event.get("log_level"), type(LogLevel.info)
+        ):
+            # Not a record (something else wrote to the pipe): keep it as
+            # a line.
+            self._stderr(line.lstrip(_RS))
+            return
+        system = event.get("log_system")
+        if not isinstance(system, str):
+            system = f"{event.get('log_namespace', '-')}#{event['log_level'].name}"
+        event["log_system"] = system + self._suffix
+        event["worker"] = self.worker
+        event["worker_pid"] = self.pid
+        if not isinstance(event.get("log_time"), int | float):
+            event["log_time"] = time.time()
+        globalLogPublisher(event)
+
+    def _stderr(self, line: bytes) -> None:
+        text = line.decode("utf-8", "replace").rstrip("\r")
+        if not text.strip():
+            return
+        self._log.emit(
+            LogLevel.error,
+            "{text}",
+            event="worker_stderr",
+            text=text,
+            worker=self.worker,
+            worker_pid=self.pid,
+            log_system=f"stderr{self._suffix}",
+        )

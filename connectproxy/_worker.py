@@ -63,12 +63,15 @@ class WorkerMarker:
         notifications.
     @ivar metrics: The UNIX socket to serve metrics on, with C{--metrics};
         else C{None}.
+    @ivar parent: The descriptor of the pipe from the supervisor, which
+        closes when it exits: the worker's standard input.
     """
 
     worker: int
     listen: tuple[tuple[str, int | None], ...]
     notify: int
     metrics: str | None = None
+    parent: int = 0
 
     def encode(self) -> str:
         """
@@ -80,6 +83,7 @@ class WorkerMarker:
                 "listen": [list(pair) for pair in self.listen],
                 "notify": self.notify,
                 "metrics": self.metrics,
+                "parent": self.parent,
             }
         )
 
@@ -94,6 +98,7 @@ class WorkerMarker:
             fields = json.loads(text)
             worker, notify = fields["worker"], fields["notify"]
             metrics = fields["metrics"]
+            parent = _required(fields["parent"])
             listen = tuple((str(d), _descriptor(fd)) for d, fd in fields["listen"])
         except (ValueError, KeyError, TypeError) as e:
             raise ValueError(f"{MARKER} is not what a supervisor sets: {e}") from None
@@ -101,7 +106,7 @@ class WorkerMarker:
             raise ValueError(f"{MARKER}: bad worker number {worker!r}")
         if metrics is not None and not isinstance(metrics, str):
             raise ValueError(f"{MARKER}: bad metrics socket {metrics!r}")
-        return cls(worker, listen, _required(notify), metrics)
+        return cls(worker, listen, _required(notify), metrics, parent)
 
     @property
     def adopted(self) -> list[int | None]:
@@ -180,12 +185,26 @@ def main(argv: Sequence[str] | None = None) -> None:
         # signals too.
         pass
     if "LISTEN_FDS" in os.environ:
-        # The sockets from systemd, inherited with the same numbers, are
-        # this process's now.
-        os.environ["LISTEN_PID"] = str(os.getpid())
+        _adoptSystemdSockets()
     from ._command import main as command
 
     command(list(sys.argv[1:] if argv is None else argv))
+
+
+def _adoptSystemdSockets() -> None:
+    """
+    Make the sockets systemd passed the supervisor, inherited under the
+    same numbers, this process's: Twisted reads C{LISTEN_PID} when its
+    endpoints module is imported, which happened before this process could
+    set it.
+    """
+    os.environ["LISTEN_PID"] = str(os.getpid())
+    from twisted.internet import endpoints
+    from twisted.python.systemd import ListenFDs
+
+    parser = getattr(endpoints, "_SystemdParser", None)
+    if parser is not None:
+        parser._sddaemon = ListenFDs.fromEnvironment()
 
 
 @implementer(IReadDescriptor)

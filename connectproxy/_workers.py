@@ -407,7 +407,7 @@ class Supervisor(Service):
         self._installSignals = installSignals
         self._forwardUSR1 = forwardUSR1
         self._privateDirectory = privateDirectory
-        self._spawn = spawn if spawn is not None else reactor.spawnProcess
+        self._spawn = spawn
         self._bind = bind
         self._policy = policy
         self._previous: dict[int, Any] = {}
@@ -504,7 +504,8 @@ class Supervisor(Service):
         slot.ready = slot.reloading = slot.reloadFailed = False
         slot.startedAt = self._reactor.seconds()
         try:
-            transport = self._spawn(
+            spawn = self._spawn or self._reactor.spawnProcess
+            transport = spawn(
                 protocol,
                 launch.executable,
                 launch.args,
@@ -788,7 +789,8 @@ class Supervisor(Service):
             workers=len(running),
         )
         closing = [maybeDeferred(port.close) for port in self.ports]
-        self._allEnded = Deferred()
+        allEnded: Deferred[None] = Deferred()
+        self._allEnded = allEnded
         for slot in running:
             slot.pending = []
             slot.signal(signal.SIGTERM)
@@ -796,7 +798,7 @@ class Supervisor(Service):
             for number in (signal.SIGTERM, signal.SIGINT):
                 self._previous[number] = signal.signal(number, self._again)
         self._checkAllEnded()
-        done: Deferred[Any] = DeferredList([self._allEnded, *closing])
+        done: Deferred[Any] = DeferredList([allEnded, *closing])
         return done.addBoth(self._stopped)
 
     def _again(self, signum: int, frame: object) -> None:

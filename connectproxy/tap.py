@@ -1204,7 +1204,7 @@ def makeService(
         from twisted.internet import reactor as globalReactor
 
         reactor = globalReactor
-    worker = currentWorker() if installSignal else None
+    worker = currentWorker()
     if worker is None and options["workers"] > 1:
         if connector is not None or observers is not None:
             raise usage.UsageError(
@@ -1293,7 +1293,7 @@ def makeService(
         notifier=None if worker is None else worker.notifier(),
     )
     if worker is not None:
-        ParentWatch(reactor, worker.worker).setServiceParent(service)
+        ParentWatch(reactor, worker.worker, worker.parent).setServiceParent(service)
     if metrics is not None:
         metrics.health.listeners = proxyListeners(service)
     return service

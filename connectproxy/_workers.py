@@ -791,9 +791,7 @@ class Supervisor(Service):
         closing = [maybeDeferred(port.close) for port in self.ports]
         allEnded: Deferred[None] = Deferred()
         self._allEnded = allEnded
-        for slot in running:
-            slot.pending = []
-            slot.signal(signal.SIGTERM)
+        self._terminate()
         if self._installSignals:
             for number in (signal.SIGTERM, signal.SIGINT):
                 self._previous[number] = signal.signal(number, self._again)
@@ -802,7 +800,17 @@ class Supervisor(Service):
         return done.addBoth(self._stopped)
 
     def _again(self, signum: int, frame: object) -> None:
-        self._reactor.callFromThread(self._forward, signal.SIGTERM)
+        self._reactor.callFromThread(self._terminate)
+
+    def _terminate(self) -> None:
+        """
+        Send SIGTERM to every worker, listening or not (a draining worker
+        says it is stopping): the first makes it drain, the second closes
+        its tunnels at once.
+        """
+        for slot in self._slots:
+            slot.pending = []
+            slot.signal(signal.SIGTERM)
 
     def _checkAllEnded(self) -> None:
         ended = self._allEnded

@@ -571,6 +571,7 @@ def test_signalHandlers() -> None:
     assert spawned.process.signals == [signal.SIGHUP, signal.SIGUSR1]
     assert called == [signal.SIGUSR1]
     stopped = supervisor.stopService()
+    spawned.notify("STOPPING=1", "STATUS=stopping")
     handler(signal.SIGTERM)(signal.SIGTERM, None)
     assert spawned.process.signals[-2:] == [signal.SIGTERM, signal.SIGTERM]
     spawned.end(sig=signal.SIGTERM)

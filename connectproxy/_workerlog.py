@@ -15,10 +15,17 @@ C{worker_stderr} events.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
-from twisted.logger import Logger, LogLevel, eventFromJSON, globalLogPublisher
+from twisted.logger import (
+    InvalidLogLevelError,
+    Logger,
+    LogLevel,
+    eventFromJSON,
+    globalLogPublisher,
+)
 
 __all__ = ["MAX_LINE", "WorkerOutput"]
 
@@ -56,6 +63,40 @@ class _Lines:
         """
         pending, self._pending = self._pending, b""
         return [pending] if pending else []
+
+
+def _parse(text: str) -> dict[str, Any] | None:
+    """
+    The event a JSON log record holds, as L{eventFromJSON} reads it: plain
+    JSON, with the level made a L{LogLevel} again (and a failure a
+    L{Failure <twisted.python.failure.Failure>}, which takes the slower
+    L{eventFromJSON}).
+
+    @return: The event, or C{None} for a line that is not a record.
+    """
+    try:
+        if text.count(_CLASS) > 1:
+            event = eventFromJSON(text)
+        else:
+            event = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(event, dict):
+        return None
+    level = event.get("log_level")
+    if isinstance(level, dict):
+        try:
+            event["log_level"] = LogLevel.levelWithName(str(level.get("name")))
+        except InvalidLogLevelError:
+            return None
+    elif not isinstance(level, type(LogLevel.info)):
+        return None
+    return event
+
+
+#: How a JSON record marks an object C{eventFromJSON} revives: its level,
+#: and (rarely) a failure.
+_CLASS = '"__class_uuid__"'
 
 
 class WorkerOutput:
@@ -107,13 +148,8 @@ class WorkerOutput:
         text = line.lstrip(_RS).strip()
         if not text:
             return
-        try:
-            event: Any = eventFromJSON(text.decode("utf-8", "replace"))
-        except ValueError:
-            event = None
-        if not isinstance(event, dict) or not isinstance(
-            event.get("log_level"), type(LogLevel.info)
-        ):
+        event = _parse(text.decode("utf-8", "replace"))
+        if event is None:
             # Not a record (something else wrote to the pipe): keep it as
             # a line.
             self._stderr(line.lstrip(_RS))

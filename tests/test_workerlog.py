@@ -11,6 +11,7 @@ from twisted.logger import (
     eventAsJSON,
     formatEventAsClassicLogText,
 )
+from twisted.python.failure import Failure
 
 from connectproxy._workerlog import MAX_LINE, WorkerOutput
 
@@ -124,3 +125,28 @@ def test_longLineCut(logEvents: list[LogEvent]) -> None:
     assert len(event["text"]) == MAX_LINE + 1
     output.stderrReceived(b"y\n")
     assert logEvents[-1]["text"] == "y"
+
+
+def test_failureRevived(logEvents: list[LogEvent]) -> None:
+    """
+    A record with a failure keeps it: the text format shows the traceback.
+    """
+    failure = Failure(ZeroDivisionError("division by zero"))
+    output = WorkerOutput(1, 5)
+    output.logReceived(record(who="boom", log_failure=failure))
+    [event] = relayed(logEvents)
+    assert isinstance(event["log_failure"], Failure)
+    text = formatEventAsClassicLogText(event)
+    assert text is not None and "ZeroDivisionError" in text
+
+
+def test_unknownLevel(logEvents: list[LogEvent]) -> None:
+    """
+    A record with a level that does not exist is kept as a line.
+    """
+    output = WorkerOutput(1, 5)
+    line = record(who="x").replace(b'"name": "warn"', b'"name": "loud"')
+    output.logReceived(line)
+    assert [e for e in logEvents if "who" in e] == []
+    [kept] = [e for e in logEvents if e.get("event") == "worker_stderr"]
+    assert '"loud"' in kept["text"]

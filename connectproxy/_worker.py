@@ -3,10 +3,11 @@
 The worker side of C{--workers}: what a worker process is told by its
 supervisor, and what it does differently from a proxy on its own.
 
-The supervisor starts each worker as C{python -m connectproxy._worker}
-with the runner options of the C{connectproxy} command (the reactor, a JSON
-log written to a pipe it reads) and the proxy's own options, as given to
-the supervisor (the same configuration file).  What makes it a worker is
+The supervisor starts each worker as C{python -m connectproxy._worker},
+which runs C{twist} with the runner options the supervisor chose (its
+reactor; its own log file and format, or a JSON log on a pipe it reads),
+then C{connectproxy} and the proxy's own options, as given to the
+supervisor (the same configuration file).  What makes it a worker is
 the environment variable L{MARKER}, which only the supervisor sets (no
 option of the command line does): it names the listening sockets the
 worker inherited, the pipe for its notifications and where to serve its
@@ -186,9 +187,29 @@ def main(argv: Sequence[str] | None = None) -> None:
         pass
     if "LISTEN_FDS" in os.environ:
         _adoptSystemdSockets()
-    from ._command import main as command
+    _run(_current.worker, list(sys.argv[1:] if argv is None else argv))
 
-    command(list(sys.argv[1:] if argv is None else argv))
+
+def _run(worker: int, argv: list[str]) -> None:
+    """
+    Run C{twist} with C{argv} (runner options, C{connectproxy}, the
+    proxy's options), every event of its log carrying the worker's number
+    and process ID.
+    """
+    from ._command import _Twist
+    from ._workerlog import workerFields
+
+    class WorkerTwist(_Twist):
+        @staticmethod
+        def options(argv: Sequence[str]) -> Any:
+            options = _Twist.options(argv)
+            factory = options["fileLogObserverFactory"]
+            options["fileLogObserverFactory"] = lambda outFile: workerFields(
+                factory(outFile), worker, os.getpid()
+            )
+            return options
+
+    WorkerTwist.main([sys.argv[0] if sys.argv else "connectproxy", *argv])
 
 
 def _adoptSystemdSockets() -> None:

@@ -2,32 +2,36 @@
 """
 A worker's output, into the supervisor's log.
 
-A worker logs JSON events (Twisted's C{jsonFileLogObserver} records, RFC
-7464) to a pipe its supervisor reads.  L{WorkerOutput} turns each record
-back into the event it was (L{eventFromJSON}), adds the worker's number
-and process ID (fields C{worker} and C{worker_pid}, and both in
-C{log_system}, which the text format shows in brackets) and emits it into
-the supervisor's log: there it is written in the supervisor's format (text
-or JSON, to its file) like the supervisor's own events, with its fields
-and time unchanged.  Lines of the worker's standard error become
-C{worker_stderr} events.
+Every event a worker logs names it: fields C{worker} and C{worker_pid},
+and both after C{log_system}, which the text format shows in brackets
+(L{workerFields}).  Where it can, a worker writes its events to the
+supervisor's own log file in the supervisor's format itself (see
+L{LogRoute <connectproxy._workers.LogRoute>}).  Otherwise it logs JSON
+events (Twisted's C{jsonFileLogObserver} records, RFC 7464) to a pipe its
+supervisor reads: L{WorkerOutput} turns each record back into the event it
+was (as L{eventFromJSON} does) and emits it into the supervisor's log,
+where it is written in the supervisor's format (text or JSON, to its file)
+like the supervisor's own events, with its fields and time unchanged.
+Lines of the worker's standard error become C{worker_stderr} events.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Any, cast
 
 from twisted.logger import (
+    ILogObserver,
     InvalidLogLevelError,
+    LogEvent,
     Logger,
     LogLevel,
     eventFromJSON,
     globalLogPublisher,
 )
 
-__all__ = ["MAX_LINE", "WorkerOutput"]
+__all__ = ["MAX_LINE", "WorkerOutput", "workerFields"]
 
 #: The longest line kept whole, in bytes: a longer one is cut there.
 MAX_LINE = 1 << 20
@@ -63,6 +67,40 @@ class _Lines:
         """
         pending, self._pending = self._pending, b""
         return [pending] if pending else []
+
+
+def _addWorker(event: dict[str, Any], suffix: str, worker: int, pid: int) -> None:
+    """
+    Name a worker in an event: fields C{worker} and C{worker_pid}, and both
+    after C{log_system} (the bracketed part of a text line).
+    """
+    system = event.get("log_system")
+    if not isinstance(system, str):
+        level = getattr(event.get("log_level"), "name", "-")
+        system = f"{event.get('log_namespace', '-')}#{level}"
+    event["log_system"] = system + suffix
+    event["worker"] = worker
+    event["worker_pid"] = pid
+
+
+def workerFields(observer: ILogObserver, worker: int, pid: int) -> ILogObserver:
+    """
+    Wrap a worker's log observer so that every event it writes names the
+    worker, as the supervisor names those it writes for workers.
+
+    @param observer: The observer that writes the log.
+    @param worker: The worker's number.
+    @param pid: Its process ID.
+    """
+    suffix = f" worker={worker} pid={pid}"
+
+    def observe(event: LogEvent) -> None:
+        if "worker_pid" not in event:
+            event = dict(event)
+            _addWorker(event, suffix, worker, pid)
+        observer(event)
+
+    return cast(ILogObserver, observe)
 
 
 def _parse(text: str) -> dict[str, Any] | None:
@@ -154,12 +192,8 @@ class WorkerOutput:
             # a line.
             self._stderr(line.lstrip(_RS))
             return
-        system = event.get("log_system")
-        if not isinstance(system, str):
-            system = f"{event.get('log_namespace', '-')}#{event['log_level'].name}"
-        event["log_system"] = system + self._suffix
-        event["worker"] = self.worker
-        event["worker_pid"] = self.pid
+        if "worker_pid" not in event:
+            _addWorker(event, self._suffix, self.worker, self.pid)
         if not isinstance(event.get("log_time"), int | float):
             event["log_time"] = time.time()
         globalLogPublisher(event)

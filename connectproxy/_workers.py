@@ -48,11 +48,13 @@ from ._workerlog import WorkerOutput
 
 __all__ = [
     "RELOAD_WAIT",
+    "LogRoute",
     "RestartPolicy",
     "Supervisor",
     "WorkerCommand",
     "WorkerProtocol",
     "describeExit",
+    "logRoute",
     "supervisorService",
     "workersProblem",
 ]
@@ -123,6 +125,98 @@ def reactorName(reactor: Any) -> str | None:
 
 
 @dataclass(frozen=True, slots=True)
+class LogRoute:
+    """
+    Where the workers write their log themselves: the supervisor's own log
+    file, in its format.  Each worker adds its number and process ID to
+    every event, so that its lines are the ones the supervisor would have
+    written for it, without the supervisor reading and writing each event
+    again.
+
+    @ivar format: C{json} or C{text}.
+    @ivar file: C{-} (standard output), C{+} (standard error), or the path
+        of a file (opened for appending).
+    @ivar level: The least level of the runner's own filter (C{twist
+        --log-level}).
+    """
+
+    format: str
+    file: str
+    level: str = "debug"
+
+    @property
+    def arguments(self) -> list[str]:
+        """
+        The runner options that log there.
+        """
+        return [
+            "--log-level",
+            self.level,
+            "--log-format",
+            self.format,
+            "--log-file",
+            self.file,
+        ]
+
+
+def logRoute(runner: Any) -> LogRoute | None:
+    """
+    Where workers can write the log themselves, if the supervisor's runner
+    logs where they can too: C{twist} (and the C{connectproxy} command) to
+    standard output, standard error or a file, in text or JSON; C{twistd
+    -n} to standard output.  Otherwise (a file C{twistd} rotates, syslog, a
+    C{--logger}, a C{.tac} file) the supervisor writes their events
+    (L{connectproxy._workerlog}).
+
+    @param runner: The runner's options: the C{parent} of the proxy's
+        L{Options <connectproxy.tap.Options>}, or C{None}.
+    @return: The route, or C{None} for the supervisor to write them.
+    """
+    from twisted.application.twist._options import TwistOptions
+    from twisted.logger import jsonFileLogObserver, textFileLogObserver
+
+    if isinstance(runner, TwistOptions):
+        factory = runner.get("fileLogObserverFactory")
+        formats = {jsonFileLogObserver: "json", textFileLogObserver: "text"}
+        where = _logFile(runner.get("logFile"))
+        level = getattr(runner.get("logLevel"), "name", None)
+        if factory in formats and where is not None and level is not None:
+            return LogRoute(formats[factory], where, level)
+        return None
+    if not isinstance(runner, Mapping) and not hasattr(runner, "get"):
+        return None
+    try:
+        toStdout = (
+            runner.get("nodaemon")
+            and runner.get("logfile") in (None, "", "-")
+            and not runner.get("syslog")
+            and runner.get("logger") is None
+        )
+    except (KeyError, TypeError):
+        return None
+    return LogRoute("text", "-") if toStdout else None
+
+
+def _logFile(logFile: object) -> str | None:
+    """
+    How a worker names the log file the runner opened: C{-}, C{+} or an
+    absolute path; C{None} for one it could not open the same.
+    """
+    try:
+        fileno = logFile.fileno()  # type: ignore[attr-defined]
+    except (AttributeError, OSError, ValueError):
+        return None
+    if fileno == 1:
+        return "-"
+    if fileno == 2:
+        return "+"
+    name = getattr(logFile, "name", None)
+    if isinstance(name, str) and os.path.isfile(name):
+        return os.path.abspath(name)
+    return None
+
+
+@dataclass(frozen=True, slots=True)
 class Launch:
     """
     How to start one worker process.
@@ -132,7 +226,8 @@ class Launch:
     @ivar env: Its environment.
     @ivar path: Its working directory.
     @ivar childFDs: Its descriptors, as C{spawnProcess} takes them.
-    @ivar log: The descriptor the worker logs to (read by the supervisor).
+    @ivar log: The descriptor the worker logs to, read by the supervisor;
+        C{None} when the worker writes the supervisor's log file itself.
     @ivar notify: The descriptor it notifies on (read by the supervisor).
     """
 
@@ -141,16 +236,17 @@ class Launch:
     env: dict[str, str]
     path: str
     childFDs: dict[int, int | str]
-    log: int
+    log: int | None
     notify: int
 
 
 class WorkerCommand:
     """
     The command line, environment and descriptors of the workers: the
-    proxy's options as the supervisor got them, run with the C{connectproxy}
-    command's runner (C{python -m connectproxy._worker}) on the same kind
-    of reactor, logging JSON to a pipe.
+    proxy's options as the supervisor got them, run by C{twist} (as
+    C{python -m connectproxy._worker}) on the same kind of reactor, logging
+    to the supervisor's log file (L{LogRoute}), or in JSON to a pipe the
+    supervisor reads.
     """
 
     def __init__(
@@ -160,11 +256,14 @@ class WorkerCommand:
         environ: Mapping[str, str] | None = None,
         starting: Mapping[str, str] | None = None,
         cwd: str | None = None,
+        log: LogRoute | None = None,
     ) -> None:
         """
         @param argv: The proxy's options (L{Options.argv
             <connectproxy.tap.Options>}).
         @param reactor: The C{--reactor} name, or C{None} for the default.
+        @param log: Where the workers log themselves; C{None} to log to a
+            pipe the supervisor reads.
         @param environ: The supervisor's environment; C{os.environ} by
             default.
         @param starting: The environment the supervisor started with, which
@@ -177,6 +276,7 @@ class WorkerCommand:
         self._environ = os.environ if environ is None else environ
         self._starting = starting
         self._cwd = cwd
+        self.log = log
 
     def launch(
         self, worker: int, ports: Sequence[SharedPort], metrics: str | None = None
@@ -202,13 +302,23 @@ class WorkerCommand:
                 childFDs[free] = port.fileno
                 listen.append((port.description, free))
                 free += 1
-        log, notify = free, free + 1
-        childFDs[log] = childFDs[notify] = "r"
+        notify = free
+        childFDs[notify] = "r"
+        log: int | None = None
+        if self.log is None:
+            log = notify + 1
+            childFDs[log] = "r"
+            runner = LogRoute("json", f"/dev/fd/{log}").arguments
+        else:
+            runner = self.log.arguments
+            if self.log.file == "+":
+                # The log is on standard error: the worker's goes there too.
+                childFDs[2] = 2
         marker = WorkerMarker(worker, tuple(listen), notify, metrics)
-        runner = ["--log-format", "json", "--log-file", f"/dev/fd/{log}"]
         if self.reactor is not None:
             runner = ["--reactor", self.reactor, *runner]
-        args = [sys.executable, "-m", "connectproxy._worker", *runner, *self.argv]
+        args = [sys.executable, "-m", "connectproxy._worker", *runner]
+        args += ["connectproxy", *self.argv]
         env = self._environment(marker, bool(inherited))
         cwd = os.getcwd() if self._cwd is None else self._cwd
         return Launch(sys.executable, args, env, cwd, childFDs, log, notify)
@@ -904,7 +1014,11 @@ def supervisorService(options: Any, reactor: Any, installSignal: bool) -> MultiS
         reactor,
         options["workers"],
         options["listen"],
-        WorkerCommand(options.argv, reactorName(reactor)),
+        WorkerCommand(
+            options.argv,
+            reactorName(reactor),
+            log=logRoute(getattr(options, "parent", None)) if installSignal else None,
+        ),
         notifier=SystemdNotifier.fromEnvironment(),
         installSignals=installSignal,
         forwardUSR1=options["access-log"] is not None,

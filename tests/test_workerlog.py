@@ -13,7 +13,7 @@ from twisted.logger import (
 )
 from twisted.python.failure import Failure
 
-from connectproxy._workerlog import MAX_LINE, WorkerOutput
+from connectproxy._workerlog import MAX_LINE, WorkerOutput, workerFields
 
 
 def record(**fields: object) -> bytes:
@@ -150,3 +150,21 @@ def test_unknownLevel(logEvents: list[LogEvent]) -> None:
     assert [e for e in logEvents if "who" in e] == []
     [kept] = [e for e in logEvents if e.get("event") == "worker_stderr"]
     assert '"loud"' in kept["text"]
+
+
+def test_workerFields() -> None:
+    """
+    A worker's own observer names the worker in every event it writes,
+    leaving the original event alone, and an event that names it already
+    as it is.
+    """
+    written: list[LogEvent] = []
+    observe = workerFields(written.append, 2, 77)  # type: ignore[arg-type]
+    event = {"log_level": LogLevel.info, "log_namespace": "x", "log_format": "hi"}
+    observe(event)
+    assert written[0]["worker"] == 2 and written[0]["worker_pid"] == 77
+    assert written[0]["log_system"] == "x#info worker=2 pid=77"
+    assert "worker" not in event
+    named = {**event, "worker": 1, "worker_pid": 5}
+    observe(named)
+    assert written[1] is named

@@ -27,11 +27,13 @@ from connectproxy._sharedports import SharedPort
 from connectproxy._worker import MARKER, WorkerMarker
 from connectproxy._workers import (
     RELOAD_WAIT,
+    LogRoute,
     RestartPolicy,
     Supervisor,
     WorkerCommand,
     WorkerProtocol,
     describeExit,
+    logRoute,
     reactorName,
     workersProblem,
 )
@@ -740,10 +742,93 @@ def test_commandSystemdSockets() -> None:
     marker = WorkerMarker.decode(launch.env[MARKER])
     assert marker.listen == (("systemd:domain=INET:index=0", None), ("tcp:0", 4))
     assert launch.childFDs[3] == 3 and launch.childFDs[4] == 9
-    assert (launch.log, launch.notify) == (5, 6)
+    assert (launch.notify, launch.log) == (5, 6)
     assert launch.env["LISTEN_FDS"] == "2"
     assert launch.env["LISTEN_FDNAMES"] == "proxy:metrics"
     assert "LISTEN_PID" not in launch.env
+
+
+def test_commandLogsItself() -> None:
+    """
+    With a log route, workers log there themselves: no pipe for their log;
+    their standard error is the supervisor's when the log is there.
+    """
+    route = LogRoute("text", "+", "warn")
+    launch = WorkerCommand([], log=route).launch(1, [])
+    assert launch.log is None
+    assert launch.args[3:9] == [
+        "--log-level",
+        "warn",
+        "--log-format",
+        "text",
+        "--log-file",
+        "+",
+    ]
+    assert launch.args[9] == "connectproxy"
+    assert launch.childFDs[2] == 2
+    assert sorted(v for v in launch.childFDs.values() if v == "r") == ["r"]
+
+
+class LogFile:
+    """
+    An open log file, as the runner holds it.
+    """
+
+    def __init__(self, fileno: int, name: str = "") -> None:
+        self._fileno = fileno
+        self.name = name
+
+    def fileno(self) -> int:
+        return self._fileno
+
+
+def twistOptions(logFile: LogFile, format: str = "json", level: str = "info") -> Any:
+    """
+    C{twist}'s options as parsing would leave them (parsing them would
+    install the global reactor).
+    """
+    from twisted.application.twist._options import TwistOptions
+    from twisted.logger import jsonFileLogObserver, textFileLogObserver
+
+    options = TwistOptions()
+    options["logFile"] = logFile
+    options["logLevel"] = LogLevel.levelWithName(level)
+    factories = {"json": jsonFileLogObserver, "text": textFileLogObserver}
+    options["fileLogObserverFactory"] = factories[format]
+    return options
+
+
+def test_logRouteTwist(tmp_path: Path) -> None:
+    """
+    Under C{twist}, workers write the supervisor's log file in its format,
+    with its level.
+    """
+    assert logRoute(twistOptions(LogFile(1))) == LogRoute("json", "-", "info")
+    options = twistOptions(LogFile(2), "text")
+    assert logRoute(options) == LogRoute("text", "+", "info")
+    path = tmp_path / "proxy.log"
+    path.touch()
+    options = twistOptions(LogFile(9, str(path)), level="warn")
+    assert logRoute(options) == LogRoute("json", str(path), "warn")
+    assert logRoute(twistOptions(LogFile(9, "<fd>"))) is None
+    options["fileLogObserverFactory"] = print
+    assert logRoute(options) is None
+
+
+def test_logRouteTwistd() -> None:
+    """
+    Under C{twistd -n} logging to standard output, workers write it too;
+    otherwise (a file twistd rotates, syslog, a logger of its own, a daemon,
+    no runner) the supervisor writes their events.
+    """
+    stdout = {"nodaemon": True, "logfile": None, "syslog": False, "logger": None}
+    assert logRoute(stdout) == LogRoute("text", "-")
+    assert logRoute({**stdout, "logfile": "-"}) == LogRoute("text", "-")
+    assert logRoute({**stdout, "logfile": "/var/log/x"}) is None
+    assert logRoute({**stdout, "syslog": True}) is None
+    assert logRoute({**stdout, "logger": print}) is None
+    assert logRoute({**stdout, "nodaemon": False}) is None
+    assert logRoute(None) is None
 
 
 def test_reactorName() -> None:

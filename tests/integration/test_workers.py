@@ -11,20 +11,24 @@ metrics are summed over the workers; systemd hears only the supervisor.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.integration._output import Event
+from tests.integration._output import Event, LineCollector
 from tests.integration._processes import (
     BIN_DIR,
     LISTEN_ANY_PORT,
     LOOPBACK_ORIGINS,
+    REPO_ROOT,
+    ChildProcess,
     OriginFactory,
     OriginProcess,
     ProxyProcess,
@@ -180,6 +184,31 @@ def test_twistdWorkers(workers: list[Workers], origin: OriginFactory) -> None:
         assert waitForExit(pid, WAIT)
     assert {e["worker"] for e in running.named("shutdown_drained")} == {1, 2}
     assert running.named("workers_stopped")
+
+
+def test_twistdText(processes: list[ChildProcess[Any]], origin: OriginFactory) -> None:
+    """
+    Under C{twistd -n} logging text to standard output, every worker's lines
+    are text lines there too, naming the worker in brackets.
+    """
+    echo = origin("echo")
+    argv = [str(BIN_DIR / "twistd"), "-n", "--pidfile=", "connectproxy"]
+    argv += ["--listen", LISTEN_ANY_PORT, *LOOPBACK_ORIGINS, "--workers", "2"]
+    process = ChildProcess(argv, LineCollector, sourceEnvironment(), REPO_ROOT)
+    processes.append(process)
+    process.output.waitFor(
+        lambda line: "all 2 workers are listening on" in line, WAIT, "readiness"
+    )
+    line = process.output.waitFor(
+        lambda line: "connectproxy listening on" in line, WAIT, "a listening line"
+    )
+    assert re.search(r"\[connectproxy\S* worker=[12] pid=\d+\] ", line), line
+    echoOnce(int(line.rsplit(":", 1)[1]), echo)
+    closed = process.output.waitFor(
+        lambda line: "tunnel closed" in line, WAIT, "the tunnel's line"
+    )
+    assert re.search(r"#info worker=[12] pid=\d+\] tunnel closed ", closed), closed
+    assert not any(line.startswith(("{", "\x1e")) for line in process.output.records)
 
 
 def test_workerRestarted(workers: list[Workers], origin: OriginFactory) -> None:

@@ -888,3 +888,36 @@ def test_markerRoundTrip() -> None:
     marker = WorkerMarker(3, (("tcp:0", 5), ("systemd:index=0", None)), 7, "/x/m3")
     assert WorkerMarker.decode(marker.encode()) == marker
     assert json.loads(marker.encode())["worker"] == 3
+
+
+def test_reloadWorkersIgnored(tmp_path: Path, logEvents: list[LogEvent]) -> None:
+    """
+    A reload that changes C{workers} warns that it takes a restart.
+    """
+    path = tmp_path / "proxy.toml"
+    path.write_text("workers = 1\n")
+    options = Options()
+    options.parseOptions(["--config", str(path)])
+    service = makeService(options, MemoryReactorClock())
+    path.write_text("workers = 2\n")
+    assert service.getServiceNamed("reload").reload()
+    assert named(logEvents, "reload_workers_ignored")
+
+
+def test_optionsRefuseUnsharable() -> None:
+    """
+    C{--workers} refuses a listener it cannot share, naming both.
+    """
+    options = Options()
+    with pytest.raises(usage.UsageError, match="--workers 2: 'stdio:' is an endpoint"):
+        options.parseOptions(["--workers", "2", "--listen", "stdio:"])
+
+
+def test_checkConfigSaysWorkers(capsys: pytest.CaptureFixture[str]) -> None:
+    """
+    C{--check-config} says how many workers would run.
+    """
+    options = Options()
+    with pytest.raises(SystemExit):
+        options.parseOptions(["--workers", "3", "--check-config"])
+    assert "workers 3 (sharing the listeners)" in capsys.readouterr().out

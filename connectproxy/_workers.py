@@ -21,40 +21,34 @@ from __future__ import annotations
 import atexit
 import os
 import signal
-import site
 import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from shutil import rmtree
 from typing import Any
 
-from twisted.application.reactors import getReactorTypes
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
-from twisted.internet.error import ProcessDone, ProcessExitedAlready, ProcessTerminated
-from twisted.internet.interfaces import IDelayedCall, IProcessTransport
-from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ._listeners import startingEnvironment
 from ._loglevel import LogLevelService
 from ._sdnotify import RELOAD_FAILED, SystemdNotifier
 from ._sharedports import SharedPort, bindListeners, unsharable
 from ._shutdown import ProxyService
-from ._worker import MARKER, WorkerMarker
-from ._workerlog import WorkerOutput
+from ._workercommand import WorkerCommand, logRoute, reactorName
+from ._workerprocess import (
+    RestartPolicy,
+    Spawner,
+    WorkerProtocol,
+    WorkerSlot,
+    describeExit,
+)
 
 __all__ = [
     "RELOAD_WAIT",
-    "LogRoute",
-    "RestartPolicy",
     "Supervisor",
-    "WorkerCommand",
-    "WorkerProtocol",
-    "describeExit",
-    "logRoute",
     "supervisorService",
     "workersProblem",
 ]
@@ -63,402 +57,8 @@ __all__ = [
 #: C{READY=1} without waiting for the rest.
 RELOAD_WAIT = 30.0
 
-#: The supervisor's end of each worker's standard input: it closes when
-#: the supervisor exits, which stops the worker.
-_STDIN = 0
-
-
-@dataclass(frozen=True, slots=True)
-class RestartPolicy:
-    """
-    When a dead worker is started again.
-
-    A worker that exits within C{stableAfter} seconds of its start has
-    failed; after C{maxFailures} such failures in a row the supervisor
-    gives up.  The next start waits C{firstDelay} seconds after the first
-    failure, twice as long after each further one, at most C{maxDelay};
-    a worker that ran longer is started again at once.
-    """
-
-    stableAfter: float = 10.0
-    firstDelay: float = 0.5
-    maxDelay: float = 30.0
-    maxFailures: int = 5
-
-    def delay(self, failures: int) -> float:
-        """
-        Seconds to wait before the next start.
-
-        @param failures: Failures in a row so far (0 after a worker that
-            ran long enough).
-        """
-        if failures <= 0:
-            return 0.0
-        return float(min(self.maxDelay, self.firstDelay * 2 ** (failures - 1)))
-
-
-def describeExit(reason: Failure) -> str:
-    """
-    How a worker ended, for the log: C{exit status 1}, C{signal 9}.
-    """
-    value = reason.value
-    if isinstance(value, ProcessDone):
-        return "exit status 0"
-    if isinstance(value, ProcessTerminated):
-        if value.signal is not None:
-            return f"signal {value.signal}"
-        return f"exit status {value.exitCode}"
-    return str(value)
-
-
-def reactorName(reactor: Any) -> str | None:
-    """
-    The C{--reactor} name of a reactor, for workers to run the same kind.
-
-    @return: The short name, or C{None} when none names its module.
-    """
-    module = type(reactor).__module__
-    for installable in getReactorTypes():
-        if getattr(installable, "moduleName", None) == module:
-            return str(installable.shortName)
-    return None
-
-
-@dataclass(frozen=True, slots=True)
-class LogRoute:
-    """
-    Where the workers write their log themselves: the supervisor's own log
-    file, in its format.  Each worker adds its number and process ID to
-    every event, so that its lines are the ones the supervisor would have
-    written for it, without the supervisor reading and writing each event
-    again.
-
-    @ivar format: C{json} or C{text}.
-    @ivar file: C{-} (standard output), C{+} (standard error), or the path
-        of a file (opened for appending).
-    @ivar level: The least level of the runner's own filter (C{twist
-        --log-level}).
-    """
-
-    format: str
-    file: str
-    level: str = "debug"
-
-    @property
-    def arguments(self) -> list[str]:
-        """
-        The runner options that log there.
-        """
-        return [
-            "--log-level",
-            self.level,
-            "--log-format",
-            self.format,
-            "--log-file",
-            self.file,
-        ]
-
-
-def logRoute(runner: Any) -> LogRoute | None:
-    """
-    Where workers can write the log themselves, if the supervisor's runner
-    logs where they can too: C{twist} (and the C{connectproxy} command) to
-    standard output, standard error or a file, in text or JSON; C{twistd
-    -n} to standard output.  Otherwise (a file C{twistd} rotates, syslog, a
-    C{--logger}, a C{.tac} file) the supervisor writes their events
-    (L{connectproxy._workerlog}).
-
-    @param runner: The runner's options: the C{parent} of the proxy's
-        L{Options <connectproxy.tap.Options>}, or C{None}.
-    @return: The route, or C{None} for the supervisor to write them.
-    """
-    from twisted.application.twist._options import TwistOptions
-    from twisted.logger import jsonFileLogObserver, textFileLogObserver
-
-    if isinstance(runner, TwistOptions):
-        factory = runner.get("fileLogObserverFactory")
-        formats = {jsonFileLogObserver: "json", textFileLogObserver: "text"}
-        where = _logFile(runner.get("logFile"))
-        level = getattr(runner.get("logLevel"), "name", None)
-        if factory in formats and where is not None and level is not None:
-            return LogRoute(formats[factory], where, level)
-        return None
-    if not isinstance(runner, Mapping) and not hasattr(runner, "get"):
-        return None
-    try:
-        toStdout = (
-            runner.get("nodaemon")
-            and runner.get("logfile") in (None, "", "-")
-            and not runner.get("syslog")
-            and runner.get("logger") is None
-        )
-    except (KeyError, TypeError):
-        return None
-    return LogRoute("text", "-") if toStdout else None
-
-
-def _logFile(logFile: object) -> str | None:
-    """
-    How a worker names the log file the runner opened: C{-}, C{+} or an
-    absolute path; C{None} for one it could not open the same.
-    """
-    try:
-        fileno = logFile.fileno()  # type: ignore[attr-defined]
-    except (AttributeError, OSError, ValueError):
-        return None
-    if fileno == 1:
-        return "-"
-    if fileno == 2:
-        return "+"
-    name = getattr(logFile, "name", None)
-    if isinstance(name, str) and os.path.isfile(name):
-        return os.path.abspath(name)
-    return None
-
-
-@dataclass(frozen=True, slots=True)
-class Launch:
-    """
-    How to start one worker process.
-
-    @ivar executable: The program.
-    @ivar args: Its arguments, the program first.
-    @ivar env: Its environment.
-    @ivar path: Its working directory.
-    @ivar childFDs: Its descriptors, as C{spawnProcess} takes them.
-    @ivar log: The descriptor the worker logs to, read by the supervisor;
-        C{None} when the worker writes the supervisor's log file itself.
-    @ivar notify: The descriptor it notifies on (read by the supervisor).
-    """
-
-    executable: str
-    args: list[str]
-    env: dict[str, str]
-    path: str
-    childFDs: dict[int, int | str]
-    log: int | None
-    notify: int
-
-
-class WorkerCommand:
-    """
-    The command line, environment and descriptors of the workers: the
-    proxy's options as the supervisor got them, run by C{twist} (as
-    C{python -m connectproxy._worker}) on the same kind of reactor, logging
-    to the supervisor's log file (L{LogRoute}), or in JSON to a pipe the
-    supervisor reads.
-    """
-
-    def __init__(
-        self,
-        argv: Sequence[str],
-        reactor: str | None = None,
-        environ: Mapping[str, str] | None = None,
-        starting: Mapping[str, str] | None = None,
-        cwd: str | None = None,
-        log: LogRoute | None = None,
-    ) -> None:
-        """
-        @param argv: The proxy's options (L{Options.argv
-            <connectproxy.tap.Options>}).
-        @param reactor: The C{--reactor} name, or C{None} for the default.
-        @param log: Where the workers log themselves; C{None} to log to a
-            pipe the supervisor reads.
-        @param environ: The supervisor's environment; C{os.environ} by
-            default.
-        @param starting: The environment the supervisor started with, which
-            still says which sockets systemd passed; by default
-            L{startingEnvironment}.
-        @param cwd: The working directory; the supervisor's by default.
-        """
-        self.argv = list(argv)
-        self.reactor = reactor
-        self._environ = os.environ if environ is None else environ
-        self._starting = starting
-        self._cwd = cwd
-        self.log = log
-
-    def launch(
-        self, worker: int, ports: Sequence[SharedPort], metrics: str | None = None
-    ) -> Launch:
-        """
-        How to start worker number C{worker}.
-
-        @param ports: The listening sockets, in the order of C{--listen}.
-        @param metrics: The UNIX socket it serves metrics on, if any.
-        """
-        childFDs: dict[int, int | str] = {_STDIN: "w", 1: 1, 2: "r"}
-        if not _isOpen(1):
-            childFDs[1] = "r"
-        listen: list[tuple[str, int | None]] = []
-        inherited = [port.fileno for port in ports if port.port is None]
-        # Numbers systemd's sockets may use are left to them.
-        free = max([2, *inherited]) + 1
-        for port in ports:
-            if port.port is None:
-                childFDs[port.fileno] = port.fileno
-                listen.append((port.description, None))
-            else:
-                childFDs[free] = port.fileno
-                listen.append((port.description, free))
-                free += 1
-        notify = free
-        childFDs[notify] = "r"
-        log: int | None = None
-        if self.log is None:
-            log = notify + 1
-            childFDs[log] = "r"
-            runner = LogRoute("json", f"/dev/fd/{log}").arguments
-        else:
-            runner = self.log.arguments
-            if self.log.file == "+":
-                # The log is on standard error: the worker's goes there too.
-                childFDs[2] = 2
-        marker = WorkerMarker(worker, tuple(listen), notify, metrics)
-        if self.reactor is not None:
-            runner = ["--reactor", self.reactor, *runner]
-        args = [sys.executable, "-m", "connectproxy._worker", *runner]
-        args += ["connectproxy", *self.argv]
-        env = self._environment(marker, bool(inherited))
-        cwd = os.getcwd() if self._cwd is None else self._cwd
-        return Launch(sys.executable, args, env, cwd, childFDs, log, notify)
-
-    def _environment(self, marker: WorkerMarker, systemd: bool) -> dict[str, str]:
-        env = dict(self._environ)
-        for name in ("NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"):
-            env.pop(name, None)
-        if systemd:
-            starting = self._starting
-            if starting is None:
-                starting = startingEnvironment()
-            for name in ("LISTEN_FDS", "LISTEN_FDNAMES"):
-                if name in starting:
-                    env[name] = starting[name]
-        env[MARKER] = marker.encode()
-        # The workers import this very package.
-        here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        if here not in _defaultPath():
-            paths = [here, *env.get("PYTHONPATH", "").split(os.pathsep)]
-            env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
-        return env
-
-
-def _defaultPath() -> list[str]:
-    """
-    The directories a new interpreter imports from without C{PYTHONPATH}:
-    its site-packages.
-    """
-    paths = list(site.getsitepackages())
-    if site.ENABLE_USER_SITE:
-        paths.append(site.getusersitepackages())
-    return [os.path.abspath(p) for p in paths]
-
-
-def _isOpen(fileno: int) -> bool:
-    try:
-        os.fstat(fileno)
-    except OSError:
-        return False
-    return True
-
-
-Spawner = Callable[..., IProcessTransport]
-"""
-Starts a process: C{reactor.spawnProcess}'s signature.
-"""
-
-
-class WorkerProtocol(ProcessProtocol):
-    """
-    One worker process: its log, standard error and notifications go to
-    the supervisor, and so does its end.
-
-    @ivar worker: The worker's number.
-    """
-
-    def __init__(self, supervisor: Supervisor, worker: int, launch: Launch) -> None:
-        self._supervisor = supervisor
-        self.worker = worker
-        self._log = launch.log
-        self._notify = launch.notify
-        self._pending = b""
-        self.output: WorkerOutput | None = None
-
-    def connectionMade(self) -> None:
-        pid = self.transport.pid  # type: ignore[union-attr]
-        self.output = WorkerOutput(self.worker, pid)
-
-    def childDataReceived(self, childFD: int, data: bytes) -> None:
-        output = self.output
-        if output is None:
-            return
-        if childFD == self._log:
-            output.logReceived(data)
-        elif childFD == self._notify:
-            self._notified(data)
-        else:
-            output.stderrReceived(data)
-
-    def _notified(self, data: bytes) -> None:
-        messages = (self._pending + data).split(b"\0")
-        self._pending = messages.pop()[-65536:]
-        for message in messages:
-            assignments = {}
-            for line in message.decode("utf-8", "replace").split("\n"):
-                key, equals, value = line.partition("=")
-                if equals:
-                    assignments[key] = value
-            self._supervisor.workerNotified(self.worker, self, assignments)
-
-    def processEnded(self, reason: Failure) -> None:
-        if self.output is not None:
-            self.output.ended()
-        self._supervisor.workerEnded(self.worker, self, reason)
-
-
-@dataclass
-class _Slot:
-    """
-    One of the N workers, over its successive processes.
-
-    @ivar number: The worker's number, from 1.
-    @ivar protocol: Its process now, or C{None} between processes.
-    @ivar pid: The process's ID.
-    @ivar startedAt: When the process started, on the reactor's clock.
-    @ivar ready: Whether it says it listens.
-    @ivar failures: Failures in a row (see L{RestartPolicy}).
-    @ivar restart: The start waiting for its delay.
-    @ivar pending: Signals to pass on once it is ready (it would not
-        survive them before).
-    @ivar reloading: Whether a reload was passed on and not yet done.
-    @ivar reloadFailed: Whether its last reload did not load.
-    """
-
-    number: int
-    protocol: WorkerProtocol | None = None
-    pid: int | None = None
-    startedAt: float = 0.0
-    ready: bool = False
-    failures: int = 0
-    restart: IDelayedCall | None = None
-    pending: list[int] = field(default_factory=list)
-    reloading: bool = False
-    reloadFailed: bool = False
-
-    def signal(self, number: int) -> bool:
-        """
-        Send a signal to the process.
-
-        @return: Whether it had a process to send it to.
-        """
-        protocol = self.protocol
-        if protocol is None or protocol.transport is None:
-            return False
-        try:
-            protocol.transport.signalProcess(number)
-        except ProcessExitedAlready:
-            return False
-        return True
+#: When dead workers are started again, unless told otherwise.
+_RESTARTS = RestartPolicy()
 
 
 class Supervisor(Service):
@@ -491,7 +91,7 @@ class Supervisor(Service):
         privateDirectory: bool = False,
         spawn: Spawner | None = None,
         bind: Callable[[Any, Sequence[str]], Sequence[SharedPort]] = bindListeners,
-        policy: RestartPolicy = RestartPolicy(),
+        policy: RestartPolicy = _RESTARTS,
     ) -> None:
         """
         @param reactor: Where time and processes come from.
@@ -510,7 +110,7 @@ class Supervisor(Service):
         @param policy: When dead workers are started again.
         """
         self._reactor = reactor
-        self._slots = [_Slot(number) for number in range(1, workers + 1)]
+        self._slots = [WorkerSlot(number) for number in range(1, workers + 1)]
         self._descriptions = tuple(descriptions)
         self._command = command
         self._notifier = notifier or SystemdNotifier(None)
@@ -600,7 +200,7 @@ class Supervisor(Service):
             if slot.protocol is None and slot.restart is None:
                 self._start(slot)
 
-    def _start(self, slot: _Slot) -> None:
+    def _start(self, slot: WorkerSlot) -> None:
         slot.restart = None
         if self._stopping:
             return
@@ -670,7 +270,7 @@ class Supervisor(Service):
             slot.reloadFailed = assignments.get("STATUS", "").endswith(RELOAD_FAILED)
             self._reloadProgress()
 
-    def _workerReady(self, slot: _Slot) -> None:
+    def _workerReady(self, slot: WorkerSlot) -> None:
         self._log.info(
             "worker {worker} (pid {worker_pid}) is listening",
             event="worker_ready",
@@ -741,14 +341,14 @@ class Supervisor(Service):
         else:
             self._failed(slot, how)
 
-    def _failed(self, slot: _Slot, how: str) -> None:
+    def _failed(self, slot: WorkerSlot, how: str) -> None:
         slot.failures += 1
         if slot.failures >= self._policy.maxFailures:
             self._giveUp(slot, how)
             return
         self._restart(slot)
 
-    def _restart(self, slot: _Slot) -> None:
+    def _restart(self, slot: WorkerSlot) -> None:
         self.restarts += 1
         delay = self._policy.delay(slot.failures)
         self._log.info(
@@ -760,7 +360,7 @@ class Supervisor(Service):
         )
         slot.restart = self._reactor.callLater(delay, self._start, slot)
 
-    def _giveUp(self, slot: _Slot, how: str) -> None:
+    def _giveUp(self, slot: WorkerSlot, how: str) -> None:
         self._log.critical(
             "worker {worker} exited {failures} times in a row within "
             "{seconds}s of starting (last: {how}); giving up: the proxy "
@@ -795,7 +395,7 @@ class Supervisor(Service):
         for number, handler in previous.items():
             signal.signal(number, signal.SIG_DFL if handler is None else handler)
 
-    def _forward(self, number: int) -> list[_Slot]:
+    def _forward(self, number: int) -> list[WorkerSlot]:
         """
         Pass a signal on to every worker that listens; those still
         starting get it once they do.

@@ -12,6 +12,7 @@ options, gathered the same way.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from twisted.python import reflect, usage
@@ -20,7 +21,7 @@ from ._listeners import ListenerPlan
 from ._rules import AccessRules
 from .interfaces import IAccessPolicy
 
-__all__ = ["OptionGroup", "gathered"]
+__all__ = ["OptionGroup", "gathered", "lastOption"]
 
 
 def gathered(optionsClass: type[Any], attribute: str) -> list[list[Any]]:
@@ -88,3 +89,34 @@ class OptionGroup(usage.Options):
         if self["config"] is not None and name not in self.given:
             return f"{self['config']}: key {name!r}:"
         return f"--{name}"
+
+
+def lastOption(
+    argv: Sequence[str], longOpt: Sequence[str]
+) -> tuple[str | None, str | None]:
+    """
+    The last option in C{argv}, as C{getopt} read it, and its value.
+
+    @param argv: Arguments, ending with an option (and its value).
+    @param longOpt: The long options, C{name=} for those taking a value.
+    @return: The option's full name (C{None} when the last argument is not
+        an option), and its value (C{None} for a flag).
+    """
+
+    def resolve(given: str) -> tuple[str, bool] | None:
+        names = [o for o in longOpt if o.rstrip("=") == given]
+        names = names or [o for o in longOpt if o.startswith(given)]
+        if len(names) != 1:
+            return None
+        return names[0].rstrip("="), names[0].endswith("=")
+
+    if argv and argv[-1].startswith("--"):
+        given, equals, value = argv[-1][2:].partition("=")
+        found = resolve(given)
+        if found is not None:
+            return found[0], (value if equals else None)
+    if len(argv) >= 2 and argv[-2].startswith("--") and "=" not in argv[-2]:
+        found = resolve(argv[-2][2:])
+        if found is not None and found[1]:
+            return found[0], argv[-1]
+    return None, None

@@ -11,16 +11,19 @@ import os
 import sys
 from typing import Any
 
+from twisted.application.service import MultiService
 from twisted.python import usage
 
+from ._accesslog import FORMATS, FileAccessLog
 from ._assembly import DEFAULT_OBSERVERS, observerFactories, proxySettings
 from ._loglevel import logLevel
+from ._logwriter import LineWriter, LineWriterService
 from ._observercontext import ObserverContext, idleContext, makeObservers
 from ._options_base import OptionGroup
 from ._optionvalues import accessLogFormat, accessLogPath
 from .interfaces import IProxyObserver
 
-__all__ = ["ObserverOptions"]
+__all__ = ["ObserverOptions", "fileAccessLog"]
 
 
 class ObserverOptions(OptionGroup):
@@ -142,3 +145,38 @@ class ObserverOptions(OptionGroup):
                     + self._fromFile("access-log")
                 )
         return [f"access log -> {where} ({self['access-log-format']})"]
+
+
+def fileAccessLog(
+    options: ObserverOptions, reactor: Any, services: MultiService, installSignal: bool
+) -> FileAccessLog | None:
+    """
+    The access log of C{--access-log}, if given, with the service that runs
+    its writer (named C{"accesslog"}, added to C{services}; its C{writer}
+    counts the lines it dropped in C{droppedLines}).
+
+    @param options: Parsed options.
+    @param reactor: The reactor the writer reports to (from its thread, with
+        C{callFromThread} when the reactor has it).
+    @param services: Where the writer's service is added.
+    @param installSignal: Whether C{SIGUSR1} re-opens the file.
+    @return: The observer that writes the access log, or C{None} without
+        C{--access-log}.
+    """
+    path = options["access-log"]
+    if path is None:
+        return None
+    callFromThread = getattr(reactor, "callFromThread", _callNow)
+    writer = LineWriter(path, reactor, callFromThread)
+    service = LineWriterService(writer, callFromThread, installSignal)
+    service.setName("accesslog")
+    service.setServiceParent(services)
+    return FileAccessLog(writer, FORMATS[options["access-log-format"]], reactor)
+
+
+def _callNow(function: Any, *args: Any) -> None:
+    """
+    Call at once: what a reactor without threads (a test's) does for
+    C{callFromThread}.
+    """
+    function(*args)

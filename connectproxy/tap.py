@@ -19,7 +19,6 @@ from twisted.python import usage
 from twisted.python.deprecate import deprecated
 
 from ._acceptguard import REFUSAL, AcceptGuard, DescriptorReserve, ExhaustionReport
-from ._accesslog import FORMATS, FileAccessLog
 from ._admission import Gatekeeper
 from ._assembly import (
     buildConfig,
@@ -31,17 +30,16 @@ from ._assembly import (
 from ._config import ConfigKey, applyConfig, loadConfig
 from ._connector import ConnectorMaker
 from ._factory import ConnectProxyFactory
-from ._limits import DescriptorLimitService
+from ._limits import DescriptorLimitService, descriptorCeiling
 from ._loglevel import LogLevelService
-from ._logwriter import LineWriter, LineWriterService
 from ._observer import ObserverFanOut
 from ._observercontext import ObserverContext
 from ._options_access import AUTH_EXAMPLE, AccessOptions
-from ._options_base import OptionGroup, gathered
+from ._options_base import OptionGroup, gathered, lastOption
 from ._options_limits import LimitOptions
 from ._options_listen import DEFAULT_LISTEN as _DEFAULT_LISTEN
 from ._options_listen import ListenOptions, fixedAddress
-from ._options_observe import ObserverOptions
+from ._options_observe import ObserverOptions, fileAccessLog
 from ._options_upstream import UpstreamOptions
 from ._outgoing import warnUnbindable
 from ._service import proxyListeners, proxyService
@@ -217,7 +215,7 @@ class Options(
             return
         unexpected = args[0]
         before = self.argv[: len(self.argv) - len(args)]
-        option, value = _lastOption(before, self.longOpt)
+        option, value = lastOption(before, self.longOpt)
         if option is None:
             raise usage.UsageError(
                 f"unexpected argument {unexpected!r}: the proxy takes options only"
@@ -309,47 +307,6 @@ for _name in dir(Options):
         _method.__doc__ = " ".join(_method.__doc__.split())
 
 
-def _lastOption(
-    argv: Sequence[str], longOpt: Sequence[str]
-) -> tuple[str | None, str | None]:
-    """
-    The last option in C{argv}, as C{getopt} read it, and its value.
-
-    @param argv: Arguments, ending with an option (and its value).
-    @param longOpt: The long options, C{name=} for those taking a value.
-    @return: The option's full name (C{None} when the last argument is not
-        an option), and its value (C{None} for a flag).
-    """
-
-    def resolve(given: str) -> tuple[str, bool] | None:
-        names = [o for o in longOpt if o.rstrip("=") == given]
-        names = names or [o for o in longOpt if o.startswith(given)]
-        if len(names) != 1:
-            return None
-        return names[0].rstrip("="), names[0].endswith("=")
-
-    if argv and argv[-1].startswith("--"):
-        given, equals, value = argv[-1][2:].partition("=")
-        found = resolve(given)
-        if found is not None:
-            return found[0], (value if equals else None)
-    if len(argv) >= 2 and argv[-2].startswith("--") and "=" not in argv[-2]:
-        found = resolve(argv[-2][2:])
-        if found is not None and found[1]:
-            return found[0], argv[-1]
-    return None, None
-
-
-def _descriptorCeiling(reactor: Any) -> int | None:
-    """
-    The highest descriptor limit C{reactor} can use: C{select()} watches
-    descriptors below C{FD_SETSIZE} (1024) only.
-    """
-    from twisted.internet.selectreactor import SelectReactor
-
-    return 1024 if isinstance(reactor, SelectReactor) else None
-
-
 def makeService(
     options: Options,
     reactor: Any = None,
@@ -408,7 +365,7 @@ def makeService(
     if observers is None:
         # Made once, at start, by the --observer plugins; a reload keeps
         # them.
-        accessLog = _fileAccessLog(options, reactor, observerServices, installSignal)
+        accessLog = fileAccessLog(options, reactor, observerServices, installSignal)
         context = ObserverContext(reactor, factory, observerServices, accessLog)
         try:
             observers = tuple(options.observers(context))
@@ -436,7 +393,7 @@ def makeService(
         report,
         raiseLimit=installSignal,
         automaticMaxConnections=options["max-connections"] is None,
-        ceiling=_descriptorCeiling(reactor),
+        ceiling=descriptorCeiling(reactor),
     )
     limits.setName("descriptors")
     plans = {plan.description: plan for plan in config.plans}
@@ -464,32 +421,3 @@ def makeService(
     if metrics is not None:
         metrics.health.listeners = proxyListeners(service)
     return service
-
-
-def _fileAccessLog(
-    options: Options, reactor: Any, services: MultiService, installSignal: bool
-) -> FileAccessLog | None:
-    """
-    The access log of C{--access-log}, if given, with the service that runs
-    its writer (named C{"accesslog"}, added to C{services}; its C{writer}
-    counts the lines it dropped in C{droppedLines}).
-
-    @param installSignal: Whether C{SIGUSR1} re-opens the file.
-    """
-    path = options["access-log"]
-    if path is None:
-        return None
-    callFromThread = getattr(reactor, "callFromThread", _callNow)
-    writer = LineWriter(path, reactor, callFromThread)
-    service = LineWriterService(writer, callFromThread, installSignal)
-    service.setName("accesslog")
-    service.setServiceParent(services)
-    return FileAccessLog(writer, FORMATS[options["access-log-format"]], reactor)
-
-
-def _callNow(function: Any, *args: Any) -> None:
-    """
-    Call at once: what a reactor without threads (a test's) does for
-    C{callFromThread}.
-    """
-    function(*args)

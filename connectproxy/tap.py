@@ -29,6 +29,7 @@ from ._assembly import (
 )
 from ._config import ConfigKey, applyConfig, loadConfig
 from ._connector import ConnectorMaker
+from ._deprecation import DEPRECATED_IN as _DEPRECATED_IN
 from ._factory import ConnectProxyFactory
 from ._limits import DescriptorLimitService, descriptorCeiling
 from ._loglevel import LogLevelService
@@ -44,7 +45,6 @@ from ._options_upstream import UpstreamOptions
 from ._outgoing import warnUnbindable
 from ._service import proxyListeners, proxyService
 from ._settings import ProxySettings
-from ._tunnel import DEPRECATED_IN as _DEPRECATED_IN
 from ._version import __version__
 from .interfaces import IProxyObserver, IUpstreamConnector
 

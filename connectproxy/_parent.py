@@ -45,7 +45,8 @@ from zope.interface import implementer
 
 from ._connector import UpstreamRequest
 from ._errors import ParentProxyError, ResolverBusy
-from ._eyeballs import ATTEMPT_DELAY, connectToFirst
+from ._eyeballs import ATTEMPT_DELAY, LocalConnectError, connectToFirst
+from ._outgoing import OutgoingAddresses
 from ._parenthandshake import ParentHandshake, lostBeforeAnswer, refusalFor
 from ._parenthead import MalformedResponse, ParentResponse
 from ._parenturl import ParentProxy, connectHead
@@ -145,6 +146,11 @@ class _ParentAttempt:
 
     def _connect(self, addresses: list[Address]) -> None:
         connector = self._connector
+        outgoing = connector.outgoing
+        if outgoing and all(outgoing.sourceFor(a) is None for a in addresses):
+            reason = outgoing.missingFamily(addresses, "the parent proxy")
+            self._fail(Failure(ParentProxyError(502, reason, self._parent.address)))
+            return
         head = connectHead(
             self._target.host, self._target.port, self._parent.authorization
         )
@@ -167,6 +173,7 @@ class _ParentAttempt:
             connector.attemptTimeout,
             connector.attemptDelay,
             connector.clock,
+            outgoing,
         )
         self._pending = d
         d.addCallbacks(self._connected, self._connectFailed)
@@ -179,7 +186,12 @@ class _ParentAttempt:
         if self._done:
             return
         where = self._parent.address
-        if failure.check(ConnectionRefusedError):
+        if failure.check(LocalConnectError):
+            # The outgoing address cannot be bound, or no descriptor is left.
+            local = failure.value
+            assert isinstance(local, LocalConnectError)
+            error = ParentProxyError(local.status, local.reason, where, local.detail)
+        elif failure.check(ConnectionRefusedError):
             error = ParentProxyError(
                 502, "the parent proxy refused the connection", where
             )
@@ -317,6 +329,8 @@ class ParentProxyConnector:
         the proxy's own deadline.
     @ivar attemptDelay: Seconds before the next address of the parent is
         tried while an attempt is pending.
+    @ivar outgoing: The local addresses the parent is connected to from
+        (C{--outgoing-address}).
     @ivar tlsOptions: The TLS client options for an C{https://} parent,
         C{None} for C{http://}.
     """
@@ -331,6 +345,7 @@ class ParentProxyConnector:
         trustRoot: Any = None,
         attemptDelay: float = ATTEMPT_DELAY,
         clock: IReactorTime | None = None,
+        outgoing: OutgoingAddresses | None = None,
     ) -> None:
         """
         @param reactor: The reactor to connect with
@@ -350,12 +365,17 @@ class ParentProxyConnector:
             an attempt is pending.
         @param clock: Times the attempts, the wait for the answer and TLS;
             C{reactor} when C{None}.
+        @param outgoing: The local addresses to connect to the parent from
+            (C{--outgoing-address}): the one of each parent address's
+            family, and addresses of a family without one are not tried;
+            the system chooses when C{None} or empty.
         """
         self.reactor = reactor
         self.clock: IReactorTime = reactor if clock is None else clock
         self.parent = parent
         self.attemptTimeout = attemptTimeout
         self.attemptDelay = attemptDelay
+        self.outgoing = outgoing if outgoing is not None else OutgoingAddresses()
         self.networks = networks if networks is not None else NetworkRules.fromStrings()
         self.resolver = resolver if resolver is not None else ResolverPool(reactor)
         self.tlsOptions: Any = None

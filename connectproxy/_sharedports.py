@@ -31,7 +31,8 @@ from twisted.python.failure import Failure
 from zope.interface import directlyProvides, providedBy
 
 from ._address import formatAddress
-from ._listeners import _BUILT_IN, _innermost, _kinds
+from ._descriptions import endpointKinds
+from ._listeners import _BUILT_IN, _innermost
 from ._proxyprotocol import serverEndpoint
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "SharedPort",
     "bindListeners",
     "unsharable",
+    "workersProblem",
 ]
 
 
@@ -51,7 +53,7 @@ def unsharable(description: str) -> str | None:
         can be shared (C{tcp:}, C{tcp6:}, C{ssl:}, C{tls:}, C{unix:},
         C{systemd:}, under C{haproxy:} or not).
     """
-    kinds = _kinds(description)
+    kinds = endpointKinds(description)
     if set(kinds) <= _BUILT_IN:
         return None
     return (
@@ -59,6 +61,26 @@ def unsharable(description: str) -> str | None:
         "worker processes cannot share (tcp:, tcp6:, ssl:, tls:, unix:, "
         "systemd: and haproxy: listeners can)"
     )
+
+
+def workersProblem(workers: int, descriptions: Sequence[str]) -> str | None:
+    """
+    Say why the proxy cannot run C{workers} worker processes.
+
+    @param workers: The number C{--workers} gave.
+    @param descriptions: The C{--listen} descriptions.
+    @return: A sentence, or C{None} when it can (always with one worker:
+        then there is no supervisor).
+    """
+    if workers <= 1:
+        return None
+    if os.name != "posix":
+        return "worker processes need a POSIX system"
+    for description in descriptions:
+        problem = unsharable(description)
+        if problem is not None:
+            return problem
+    return None
 
 
 @dataclass(frozen=True, slots=True)

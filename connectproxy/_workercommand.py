@@ -19,7 +19,7 @@ from typing import Any
 
 from twisted.application.reactors import getReactorTypes
 
-from ._listeners import startingEnvironment
+from ._listenerproblems import startingEnvironment
 from ._sharedports import SharedPort
 from ._worker import MARKER, WorkerMarker
 

@@ -35,7 +35,7 @@ from twisted.python.failure import Failure
 
 from ._loglevel import LogLevelService
 from ._sdnotify import RELOAD_FAILED, SystemdNotifier
-from ._sharedports import SharedPort, bindListeners, unsharable
+from ._sharedports import SharedPort, bindListeners
 from ._shutdown import ProxyService
 from ._workercommand import WorkerCommand, logRoute, reactorName
 from ._workerprocess import (
@@ -50,7 +50,6 @@ __all__ = [
     "RELOAD_WAIT",
     "Supervisor",
     "supervisorService",
-    "workersProblem",
 ]
 
 #: Seconds a reload may take in the workers before systemd is told
@@ -568,26 +567,6 @@ def _exitWith(status: int) -> None:
         except (OSError, ValueError):
             pass
     os._exit(status)
-
-
-def workersProblem(workers: int, descriptions: Sequence[str]) -> str | None:
-    """
-    Say why the proxy cannot run C{workers} worker processes.
-
-    @param workers: The number C{--workers} gave.
-    @param descriptions: The C{--listen} descriptions.
-    @return: A sentence, or C{None} when it can (always with one worker:
-        then there is no supervisor).
-    """
-    if workers <= 1:
-        return None
-    if os.name != "posix":
-        return "worker processes need a POSIX system"
-    for description in descriptions:
-        problem = unsharable(description)
-        if problem is not None:
-            return problem
-    return None
 
 
 def supervisorService(options: Any, reactor: Any, installSignal: bool) -> MultiService:

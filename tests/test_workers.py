@@ -23,11 +23,11 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 
 from connectproxy._sdnotify import RELOAD_FAILED, SystemdNotifier
-from connectproxy._sharedports import SharedPort
+from connectproxy._sharedports import SharedPort, workersProblem
 from connectproxy._worker import MARKER, WorkerMarker
 from connectproxy._workercommand import LogRoute, WorkerCommand, logRoute, reactorName
 from connectproxy._workerprocess import RestartPolicy, WorkerProtocol, describeExit
-from connectproxy._workers import RELOAD_WAIT, Supervisor, workersProblem
+from connectproxy._workers import RELOAD_WAIT, Supervisor
 from connectproxy.tap import Options, makeService
 from connectproxy.testing import FakeConnector
 

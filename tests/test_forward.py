@@ -20,9 +20,12 @@ from connectproxy._accesslog import formatJSON, formatSquid, formatText
 from connectproxy._handler import Phase
 from connectproxy._metrics import MetricsObserver
 from connectproxy._observer import AccessLogObserver, ForwardedRequest, ObserverFanOut
+from connectproxy._rules import PortRules
 from connectproxy.interfaces import IForwardingObserver
-from connectproxy.testing import RecordingObserver
+from connectproxy.tap import Options
+from connectproxy.testing import ProxyHarness, RecordingObserver, connectHead
 from tests._forwarding import (
+    ResponseReader,
     connectOrigin,
     forwardingHarness,
     get,
@@ -30,6 +33,7 @@ from tests._forwarding import (
     phaseOf,
     responseOf,
 )
+from tests._helpers import ESTABLISHED, GOOD, authHarness, basic, rulesWith
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
 
@@ -467,3 +471,178 @@ def test_versionTwoObserverNotTold() -> None:
     fanOut.requestForwarded(_record())
     assert old.events == []
     assert verifyObject(IForwardingObserver, RecordingObserver())
+
+
+# Ports.
+
+
+def test_port80ByDefaultForForwardedOnly() -> None:
+    """
+    With no --allow-port, forwarded requests may go to port 80, tunnels
+    may not.
+    """
+    harness = ProxyHarness()
+    client = harness.connectClient()
+    client.send(get())
+    assert len(harness.connector.attempts) == 1
+    tunnel = harness.connectClient()
+    tunnel.send(connectHead("example.com:80"))
+    assert tunnel.response().status == 403
+    assert b"port 80 is not allowed (see --allow-port)" in tunnel.transport.value()
+    other = harness.connectClient()
+    other.send(get("http://example.com:8080/"))
+    assert other.response().status == 403
+
+
+def test_explicitPortsApplyToBoth() -> None:
+    """
+    Ports the operator names apply to forwarded requests and tunnels alike:
+    without 80 among them, a forwarded request to port 80 is refused.
+    """
+    options = Options()
+    options.parseOptions(["--allow-port", "443"])
+    assert not options.rules.ports.allows(80, forwarded=True)
+    options = Options()
+    options.parseOptions([])
+    assert options.rules.ports.allows(80, forwarded=True)
+    assert not options.rules.ports.allows(80)
+
+
+# Persistent connections.
+
+
+def test_pipelinedAnsweredInOrder() -> None:
+    """
+    Requests pipelined behind one another are answered in order: the
+    second is read only once the first's response is complete.
+    """
+    harness = forwardingHarness()
+    client = harness.connectClient()
+    client.send(get("http://example.com/1") + get("http://example.com/2"))
+    assert len(harness.connector.attempts) == 1
+    first = connectOrigin(harness)
+    assert first.request().target == "/1"
+    first.send(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\none")
+    assert len(harness.connector.attempts) == 2
+    second = connectOrigin(harness)
+    assert second.request().target == "/2"
+    second.send(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\ntwo")
+    reader = ResponseReader(client, ["GET", "GET"])
+    bodies = [e.data for e in reader.poll() if isinstance(e, h11.Data)]
+    assert bodies == [b"one", b"two"]
+
+
+def test_pipelinedBytesBounded() -> None:
+    """
+    While a response is in flight the client is read only up to a head's
+    worth of pipelined bytes, then paused; it is resumed for the next head.
+    """
+    harness = forwardingHarness(ProxySettings(maxHeadSize=1024, maxRequestLine=512))
+    client = harness.connectClient()
+    client.send(get())
+    origin = connectOrigin(harness)
+    client.send(b"x" * 600)
+    assert client.transport.producerState == "producing"
+    client.send(b"x" * 600)
+    assert client.transport.producerState == "paused"
+    origin.send(OK)
+    assert client.transport.producerState == "producing"
+    # The garbage is read as the next head, and refused.
+    assert b"HTTP/1.1 4" in client.transport.value()[len(b"HTTP/1.1 200") :]
+
+
+def test_connectAfterForwarded() -> None:
+    """
+    A CONNECT on a connection that carried forwarded requests opens a
+    tunnel.
+    """
+    harness = forwardingHarness()
+    client = harness.connectClient()
+    client.send(get())
+    connectOrigin(harness).send(OK)
+    client.send(connectHead("example.com:443") + b"early")
+    attempt = harness.connector.attempts[-1]
+    assert attempt.request.method == "CONNECT"
+    upstream = attempt.succeed()
+    assert upstream.value() == b"early"
+    assert client.transport.value().endswith(ESTABLISHED)
+    assert phaseOf(client) is Phase.RELAYING
+
+
+def test_eachRequestAuthenticated() -> None:
+    """
+    With authentication, a forwarded request without credentials gets 407
+    and the connection stays for the retry; each request on the connection
+    is admitted with its own credentials, and the client's
+    Proxy-Authorization is never forwarded.
+    """
+    harness, _ = authHarness(rules=rulesWith(ports=PortRules.fromStrings(["80"])))
+    client = harness.connectClient()
+    client.send(get())
+    assert client.transport.value().startswith(b"HTTP/1.1 407 ")
+    assert not client.transport.disconnecting
+    client.transport.clear()
+    client.send(get("http://example.com/", basic(GOOD)))
+    origin = connectOrigin(harness)
+    assert origin.request().getHeader("proxy-authorization") is None
+    assert harness.connector.attempts[-1].target.user == "alice"
+    origin.send(OK)
+    client.transport.clear()
+    client.send(get("http://example.com/again"))
+    assert client.transport.value().startswith(b"HTTP/1.1 407 ")
+
+
+def test_challengeWithBodyCloses() -> None:
+    """
+    A 407 to a request with a body closes the connection: the body is not
+    read, so no next request can be found after it.
+    """
+    harness, _ = authHarness(rules=rulesWith(ports=PortRules.fromStrings(["80"])))
+    client = harness.connectClient()
+    client.send(get("http://example.com/", "Content-Length: 3", method="POST") + b"abc")
+    assert client.transport.value().startswith(b"HTTP/1.1 407 ")
+    assert client.transport.disconnecting
+
+
+def test_idleKeepAliveClosedQuietly() -> None:
+    """
+    A kept-alive connection with no next request is closed at the request
+    timeout without a 408, and nothing is reported refused.
+    """
+    harness = forwardingHarness(ProxySettings(requestTimeout=5))
+    client = harness.connectClient()
+    client.send(get())
+    connectOrigin(harness).send(OK)
+    before = client.transport.value()
+    harness.clock.advance(5)
+    assert client.transport.value() == before
+    assert client.transport.disconnecting
+    assert harness.observer.refused == []
+
+
+def test_partialNextHeadTimesOut() -> None:
+    """
+    A next head that starts but does not finish gets 408 at the request
+    timeout.
+    """
+    harness = forwardingHarness(ProxySettings(requestTimeout=5))
+    client = harness.connectClient()
+    client.send(get())
+    connectOrigin(harness).send(OK)
+    client.send(b"GET http://exa")
+    harness.clock.advance(5)
+    assert b"HTTP/1.1 408 " in client.transport.value()
+
+
+def test_drainingClosesAfterResponse() -> None:
+    """
+    While the proxy drains, a kept-alive connection is closed after the
+    response in flight.
+    """
+    harness = forwardingHarness()
+    client = harness.connectClient()
+    client.send(get())
+    origin = connectOrigin(harness)
+    harness.factory.drain()
+    origin.send(OK)
+    assert client.transport.disconnecting

@@ -14,7 +14,8 @@ from connectproxy import ProxySettings
 from connectproxy._errors import BadRequest
 from connectproxy._messages import Framing, requestFraming
 from connectproxy._parser import RequestHeadParser
-from tests._forwarding import connectOrigin, forwardingHarness, get
+from connectproxy.testing import FakeClient, ProxyHarness
+from tests._forwarding import Origin, connectOrigin, forwardingHarness, get
 
 
 def head(*fields: str, version: str = "1.1") -> bytes:
@@ -135,7 +136,9 @@ def test_requestRefusedBeforeConnecting(fields: tuple[str, ...], version: str) -
     assert refused.outcome == "bad_request"
 
 
-def _chunked(settings: ProxySettings | None = None):  # type: ignore[no-untyped-def]
+def _chunked(
+    settings: ProxySettings | None = None,
+) -> tuple[ProxyHarness, FakeClient, Origin]:
     """
     A proxy forwarding a chunked POST, connected to its origin.
     """

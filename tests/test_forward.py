@@ -247,7 +247,7 @@ def test_keepAliveSecondRequest() -> None:
     After a complete exchange the connection reads the next request, which
     is admitted and forwarded on its own.
     """
-    harness = forwardingHarness()
+    harness = forwardingHarness(ProxySettings(upstreamKeepalive=0))
     client = harness.connectClient()
     client.send(get())
     connectOrigin(harness).send(OK)
@@ -516,7 +516,7 @@ def test_pipelinedAnsweredInOrder() -> None:
     Requests pipelined behind one another are answered in order: the
     second is read only once the first's response is complete.
     """
-    harness = forwardingHarness()
+    harness = forwardingHarness(ProxySettings(upstreamKeepalive=0))
     client = harness.connectClient()
     client.send(get("http://example.com/1") + get("http://example.com/2"))
     assert len(harness.connector.attempts) == 1

@@ -55,6 +55,7 @@ from ._messages import (
     requestFraming,
     requestHeaders,
     responseHeaders,
+    wantsUpgrade,
 )
 from ._observer import ForwardedRequest, Outcome
 from ._parenturl import ParentProxy
@@ -162,6 +163,7 @@ class ForwardHandler:
         self._leftover = bytearray()
         self._clientPaused = False
         self._clientEOF = False
+        self._clientDone = False
         self._producers = False
 
     # The _Handler interface.
@@ -179,7 +181,7 @@ class ForwardHandler:
         connector = self._front.factory.connector
         via = getattr(connector, "forwardVia", None)
         self._parent = None if via is None else via(target)
-        fields = requestHeaders(request, framing)
+        fields = requestHeaders(request, framing, upgrade=wantsUpgrade(request))
         requestTarget = destination.path
         route = "direct"
         if self._parent is not None:
@@ -239,8 +241,12 @@ class ForwardHandler:
     def close(self, reason: str) -> None:
         """
         The proxy closes every connection: end the exchange now, closing
-        the client's connection (a response being relayed is cut short).
+        the client's connection (a response being relayed is cut short);
+        a tunnel after a C{101} closes gracefully.
         """
+        if self.tunnel is not None:
+            self.tunnel.close(reason)
+            return
         if self._ended:
             return
         if self._stats is not None:
@@ -253,6 +259,9 @@ class ForwardHandler:
         """
         Whether the connection to the origin is no longer this handler's.
         """
+        tunnel = self.tunnel
+        if tunnel is not None:
+            return tunnel.stats.closedAt is not None
         return self._upstream is None
 
     # Connecting.
@@ -402,6 +411,7 @@ class ForwardHandler:
         refused; after a complete one, the connection closes once the
         response is relayed.
         """
+        self._clientDone = True
         if self._requestComplete or self._ended:
             return
         assert self._server is not None
@@ -569,6 +579,9 @@ class ForwardHandler:
         client gets none (RFC 9110 section 15.2).
         """
         assert self._target is not None and self._server is not None
+        if event.status_code == 101:
+            self._switch(event)
+            return
         if self._target.request.version < (1, 1):
             return
         fields = responseHeaders(_text(event.headers.raw_items()))
@@ -581,6 +594,55 @@ class ForwardHandler:
                 )
             )
         )
+
+    def _switch(self, event: h11.InformationalResponse) -> None:
+        """
+        The origin switches protocols (C{101}, RFC 9110 section 15.2.2):
+        relay its head, then hand both connections over to a relay, as a
+        tunnel, with the bytes each side sent after the heads written
+        first.
+        """
+        origin = self._origin
+        assert origin is not None and self._protocol is not None
+        front = self._front
+        factory = front.factory
+        fields = responseHeaders(_text(event.headers.raw_items()), upgrade=True)
+        lines = [
+            f"HTTP/1.1 101 {event.reason.decode('latin-1') or 'Switching Protocols'}"
+        ]
+        lines.extend(f"{name}: {value}" for name, value in fields)
+        self._status = 101
+        self._ended = True
+        self._unwire()
+        self._writeClient(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        fromOrigin, _ = origin.trailing_data
+        if fromOrigin:
+            self._writeClient(fromOrigin)
+        if self._clientPaused:
+            self._clientPaused = False
+            self._client.resumeProducing()
+        self._client.pauseProducing()
+        relay = factory.relayFactory(
+            front, self._protocol, front.clock, front.settings, self._switchedClosed
+        )
+        self.tunnel = relay
+        factory.deadlines.watch(relay, front.settings)
+        relay.start(bytes(self._leftover), self._clientDone)
+        self._leftover.clear()
+
+    def _switchedClosed(self, relay: _Relay) -> None:
+        """
+        The tunnel after a C{101} is closed: report the exchange, with what
+        went through the tunnel.
+        """
+        front = self._front
+        front.factory.deadlines.forget(relay)
+        self._upstream = None
+        assert self._stats is not None
+        self._stats.bytesUp += relay.stats.bytesUp
+        self._stats.bytesDown += relay.stats.bytesDown
+        self._report(Outcome.OK, relay.stats.closeReason or "closed")
+        front.exchangeEnded()
 
     def _responseHead(self, event: h11.Response) -> bool:
         """
@@ -735,6 +797,12 @@ class ForwardHandler:
         """
         self._ended = True
         self._unwire()
+        self._report(outcome, reason)
+
+    def _report(self, outcome: Outcome, reason: str) -> None:
+        """
+        Report the exchange to the observers.
+        """
         assert self._target is not None and self._stats is not None
         front = self._front
         admission = self._admission

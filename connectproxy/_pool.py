@@ -14,7 +14,7 @@ injected clock, set for the earliest deadline, keeps them all.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Protocol as TypingProtocol
 from typing import cast
@@ -69,6 +69,20 @@ class OriginProtocol(Protocol):
         """
         return cast(TunnelTransport, self.transport)
 
+    def installReceivers(
+        self,
+        dataReceived: Callable[[bytes], None],
+        readConnectionLost: Callable[[], None],
+        connectionLost: Callable[[Failure], None],
+    ) -> None:
+        """
+        Hand the connection's bytes, FIN and loss to a relay (a tunnel
+        after the origin's C{101}): see L{_RelayEnd.installReceivers
+        <connectproxy._relay._RelayEnd.installReceivers>}.
+        """
+        self.dataReceived = dataReceived  # type: ignore[method-assign,assignment]
+        self.owner = _RelayOwner(dataReceived, readConnectionLost, connectionLost)
+
     def dataReceived(self, data: bytes) -> None:
         self.owner.upstreamData(data)
 
@@ -81,6 +95,17 @@ class OriginProtocol(Protocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.lost = True
         self.owner.upstreamLost(reason)
+
+
+@dataclass(frozen=True)
+class _RelayOwner:
+    """
+    The owner of a connection a relay took over: its receivers.
+    """
+
+    upstreamData: Callable[[bytes], None]
+    upstreamFinished: Callable[[], None]
+    upstreamLost: Callable[[Failure], None]
 
 
 @dataclass(eq=False)

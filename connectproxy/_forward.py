@@ -651,6 +651,18 @@ class ForwardHandler:
         @return: Whether it was relayed.
         """
         assert self._server is not None
+        if self._parent is not None and event.status_code == 407:
+            # The parent wants other credentials than the operator's: the
+            # client cannot fix that (as for tunnels, 502).
+            self._abortUpstream()
+            self._stop()
+            if self._parent.user is None:
+                self._front.refuse(502, "the parent proxy requires credentials")
+            else:
+                self._front.refuse(
+                    502, "the parent proxy refused the proxy's credentials"
+                )
+            return False
         received = _text(event.headers.raw_items())
         names = {name.lower() for name, _ in received}
         if "content-length" in names and "transfer-encoding" in names:

@@ -52,9 +52,11 @@ from ._handler import Phase, _Admitted, _Front
 from ._messages import (
     Framing,
     hostField,
+    maxForwards,
     requestFraming,
     requestHeaders,
     responseHeaders,
+    traceBody,
     wantsUpgrade,
 )
 from ._observer import ForwardedRequest, Outcome
@@ -181,7 +183,16 @@ class ForwardHandler:
         connector = self._front.factory.connector
         via = getattr(connector, "forwardVia", None)
         self._parent = None if via is None else via(target)
-        fields = requestHeaders(request, framing, upgrade=wantsUpgrade(request))
+        forwards = maxForwards(request)
+        if forwards == 0:
+            self._answerHere(request)
+            return
+        fields = requestHeaders(
+            request,
+            framing,
+            upgrade=wantsUpgrade(request),
+            maxForwards=None if forwards is None else forwards - 1,
+        )
         requestTarget = destination.path
         route = "direct"
         if self._parent is not None:
@@ -210,6 +221,65 @@ class ForwardHandler:
             self._connected(pooled)
             return
         self._connect()
+
+    def _answerHere(self, request: RequestHead) -> None:
+        """
+        Answer a TRACE or OPTIONS whose C{Max-Forwards} is 0 (RFC 9110
+        section 7.6.2): the proxy is its final recipient.  TRACE gets the
+        request head back (C{message/http}, without credentials or
+        cookies), OPTIONS the methods served.
+        """
+        front = self._front
+        keepAlive = _keepsAlive(request) and self._framing.empty
+        if request.method == "TRACE":
+            body = traceBody(request)
+            fields = [("Content-Type", "message/http")]
+        else:
+            body = b""
+            fields = [("Allow", ", ".join(("CONNECT", *FORWARDED_METHODS)))]
+        fields.append(("Content-Length", str(len(body))))
+        if not keepAlive:
+            fields.append(("Connection", "close"))
+        head = "HTTP/1.1 200 OK\r\n" + "".join(f"{n}: {v}\r\n" for n, v in fields)
+        response = head.encode("ascii") + b"\r\n" + body
+        self._ended = True
+        early, _ = front.forward(self._ignore, lambda: None)
+        self._client.write(response)
+        now = front.clock.seconds()
+        admission = self._admission
+        assert self._target is not None
+        front.report(
+            ForwardedRequest(
+                client=front.client,
+                method=request.method,
+                target=self._url(request),
+                host=self._target.host,
+                port=self._target.port,
+                upstream="",
+                status=200,
+                bytesDown=len(response),
+                duration=now - admission.headAt,
+                reason="answered by the proxy (Max-Forwards: 0)",
+                user=self._target.user,
+                admitTime=admission.admittedAt - admission.headAt,
+            )
+        )
+        if keepAlive:
+            front.requestDone(early)
+        else:
+            front.finish()
+
+    def _ignore(self, data: bytes) -> None:
+        pass
+
+    def _url(self, request: RequestHead) -> str:
+        """
+        The request's URL as the access log shows it: without its query
+        string unless C{--log-query}.
+        """
+        if self._front.settings.logQuery:
+            return request.target
+        return request.target.partition("?")[0]
 
     def _connect(self) -> None:
         """
@@ -822,9 +892,7 @@ class ForwardHandler:
         destination = request.destination
         assert destination is not None
         now = front.clock.seconds()
-        url = request.target
-        if not front.settings.logQuery:
-            url = url.partition("?")[0]
+        url = self._url(request)
         front.report(
             ForwardedRequest(
                 client=front.client,

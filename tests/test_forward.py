@@ -841,3 +841,102 @@ def test_pluginConnectorWithoutForwardVia() -> None:
     client.send(get())
     [attempt] = harness.connector.attempts
     assert (attempt.target.host, attempt.target.port) == ("example.com", 80)
+
+
+# Max-Forwards.
+
+
+def test_traceMaxForwardsZeroAnsweredHere() -> None:
+    """
+    A TRACE with Max-Forwards: 0 is answered by the proxy with the request
+    head as message/http, without credentials or cookies; nothing is
+    connected, and the connection stays.
+    """
+    harness = forwardingHarness()
+    client = harness.connectClient()
+    client.send(
+        get(
+            "http://example.com/t",
+            "Max-Forwards: 0",
+            "Cookie: secret=1",
+            "Authorization: Basic eA==",
+            "X-Seen: yes",
+            method="TRACE",
+        )
+    )
+    assert harness.connector.attempts == []
+    response, body, _ = responseOf(client, "TRACE")
+    assert header(response, "content-type") == ["message/http"]
+    assert body.startswith(b"TRACE http://example.com/t HTTP/1.1\r\n")
+    assert b"x-seen: yes" in body
+    assert b"secret" not in body and b"eA==" not in body
+    assert phaseOf(client) is Phase.HEAD
+    [record] = harness.observer.forwarded
+    assert (record.status, record.upstream) == (200, "")
+
+
+def test_optionsMaxForwardsZeroAnsweredHere() -> None:
+    """
+    An OPTIONS with Max-Forwards: 0 gets 200 with the methods served.
+    """
+    harness = forwardingHarness()
+    client = harness.connectClient()
+    client.send(get("http://example.com/", "Max-Forwards: 0", method="OPTIONS"))
+    response, _, _ = responseOf(client, "OPTIONS")
+    [allow] = header(response, "allow")
+    assert "CONNECT" in allow and "GET" in allow and "TRACE" in allow
+    assert harness.connector.attempts == []
+
+
+def test_maxForwardsDecremented() -> None:
+    """
+    A TRACE or OPTIONS with Max-Forwards above 0 is forwarded with it one
+    lower; other methods' Max-Forwards is left alone.
+    """
+    harness = forwardingHarness()
+    client = harness.connectClient()
+    client.send(get("http://example.com/", "Max-Forwards: 3", method="OPTIONS"))
+    origin = connectOrigin(harness)
+    assert origin.request().getHeader("max-forwards") == "2"
+    other = harness.connectClient()
+    other.send(get("http://example.com/", "Max-Forwards: 0"))
+    origin = connectOrigin(harness)
+    assert origin.request().getHeader("max-forwards") == "0"
+
+
+# Flow control.
+
+
+def test_slowClientPausesOrigin() -> None:
+    """
+    A client whose buffer fills pauses reading from the origin (the
+    transport calls its producer, the origin's transport), and resumes it
+    when it drains; the response streams, unbuffered.
+    """
+    harness = forwardingHarness()
+    client = harness.connectClient()
+    client.send(get())
+    origin = connectOrigin(harness)
+    origin.send(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 50000)
+    assert client.transport.value().endswith(b"x" * 50000)
+    client.transport.producer.pauseProducing()
+    assert origin.transport.producerState == "paused"
+    client.transport.producer.resumeProducing()
+    assert origin.transport.producerState == "producing"
+
+
+def test_slowOriginPausesClient() -> None:
+    """
+    An origin whose buffer fills during a request body pauses reading from
+    the client.
+    """
+    harness = forwardingHarness()
+    client = harness.connectClient()
+    client.send(get("http://example.com/", "Content-Length: 100000", method="PUT"))
+    origin = connectOrigin(harness)
+    client.send(b"y" * 50000)
+    assert origin.body() == b"y" * 50000
+    origin.transport.producer.pauseProducing()
+    assert client.transport.producerState == "paused"
+    origin.transport.producer.resumeProducing()
+    assert client.transport.producerState == "producing"

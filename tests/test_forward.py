@@ -919,9 +919,11 @@ def test_slowClientPausesOrigin() -> None:
     origin = connectOrigin(harness)
     origin.send(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 50000)
     assert client.transport.value().endswith(b"x" * 50000)
-    client.transport.producer.pauseProducing()
+    producer = client.transport.producer
+    assert producer is origin.transport
+    producer.pauseProducing()
     assert origin.transport.producerState == "paused"
-    client.transport.producer.resumeProducing()
+    producer.resumeProducing()
     assert origin.transport.producerState == "producing"
 
 
@@ -936,7 +938,9 @@ def test_slowOriginPausesClient() -> None:
     origin = connectOrigin(harness)
     client.send(b"y" * 50000)
     assert origin.body() == b"y" * 50000
-    origin.transport.producer.pauseProducing()
+    producer = origin.transport.producer
+    assert producer is client.transport
+    producer.pauseProducing()
     assert client.transport.producerState == "paused"
-    origin.transport.producer.resumeProducing()
+    producer.resumeProducing()
     assert client.transport.producerState == "producing"

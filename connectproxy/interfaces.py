@@ -155,7 +155,7 @@ class IForwardingObserver(IProxyObserver):
     proxy forwarded.  New in version 3: the method is optional, and an
     observer without it (every version 2 observer) is simply not told of
     forwarded requests; declare this interface when you implement it.
-    Refusals of forwarded requests go to L{IProxyObserver.requestRefused}
+    Refusals of forwarded requests go to C{requestRefused}
     as every refusal does.
     """
 

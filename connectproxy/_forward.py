@@ -688,9 +688,7 @@ class ForwardHandler:
         fromOrigin, _ = origin.trailing_data
         if fromOrigin:
             self._writeClient(fromOrigin)
-        if self._clientPaused:
-            self._clientPaused = False
-            self._client.resumeProducing()
+        self._clientPaused = False
         self._client.pauseProducing()
         relay = factory.relayFactory(
             front, self._protocol, front.clock, front.settings, self._switchedClosed
@@ -839,6 +837,7 @@ class ForwardHandler:
         reusable = (
             origin.our_state is h11.DONE
             and origin.their_state is h11.DONE
+            and not origin.trailing_data[0]
             and not factory.draining
         )
         if upstream is not None and protocol is not None:
@@ -861,9 +860,11 @@ class ForwardHandler:
         if not keepAlive:
             self._front.finish()
             return
-        if self._clientPaused:
-            self._clientPaused = False
-        self._client.resumeProducing()
+        self._clientPaused = False
+        if not self._clientDone:
+            # Read the next head (a transport that saw the client's FIN is
+            # not resumed: it would report the FIN again).
+            self._client.resumeProducing()
         self._front.requestDone(bytes(self._leftover))
 
     def _stop(self) -> None:

@@ -944,3 +944,45 @@ def test_slowOriginPausesClient() -> None:
     assert client.transport.producerState == "paused"
     producer.resumeProducing()
     assert client.transport.producerState == "producing"
+
+
+def test_connectTimeout504() -> None:
+    """
+    An origin not connected within --connect-timeout gets the client a
+    504, as a CONNECT does, and the attempt cancelled.
+    """
+    harness = forwardingHarness(ProxySettings(connectTimeout=3))
+    client = harness.connectClient()
+    client.send(get())
+    harness.clock.advance(3)
+    [attempt] = harness.connector.attempts
+    assert attempt.cancelled
+    assert client.transport.value().startswith(b"HTTP/1.1 504 ")
+
+
+def test_originSendsMoreNotPooled() -> None:
+    """
+    An origin that sends bytes after a complete response is not reused.
+    """
+    harness = forwardingHarness()
+    client = harness.connectClient()
+    client.send(get())
+    origin = connectOrigin(harness)
+    origin.send(OK + b"HTTP/1.1 200 OK\r\n")
+    assert origin.transport.disconnecting
+    assert len(harness.factory.upstreamPool) == 0
+
+
+def test_clientFinishedAfterRequest() -> None:
+    """
+    A client that half-closes after its request still gets the response,
+    then the connection is closed.
+    """
+    harness = forwardingHarness()
+    client = harness.connectClient()
+    client.send(get())
+    client.protocol.readConnectionLost()
+    origin = connectOrigin(harness)
+    origin.send(OK)
+    assert client.transport.value().endswith(b"hello")
+    assert client.transport.disconnecting

@@ -397,6 +397,9 @@ class ConnectProxyProtocol(Protocol):
         self.request = None
         self.user = None
         self._requestLine = None
+        # A request went through: the 407s before it do not count against
+        # the next one.
+        self._challenges = 0
         self._enter(Phase.HEAD)
         self._head.next()
         if leftover:

@@ -20,6 +20,7 @@ from zope.interface.verify import verifyObject
 
 from connectproxy import ProxySettings
 from connectproxy._accesslog import formatJSON, formatSquid, formatText
+from connectproxy._front import MAX_CHALLENGES
 from connectproxy._handler import Phase
 from connectproxy._metrics import MetricsObserver
 from connectproxy._observer import AccessLogObserver, ForwardedRequest, ObserverFanOut
@@ -986,3 +987,25 @@ def test_clientFinishedAfterRequest() -> None:
     origin.send(OK)
     assert client.transport.value().endswith(b"hello")
     assert client.transport.disconnecting
+
+
+def test_challengesCountedPerRequest() -> None:
+    """
+    The 407s a connection may get are counted from its last forwarded
+    request: a long kept-alive connection is not closed for the 407s of
+    many requests.
+    """
+    harness, _ = authHarness(rules=rulesWith(ports=PortRules.fromStrings(["80"])))
+    client = harness.connectClient()
+    origin = None
+    for index in range(MAX_CHALLENGES + 2):
+        client.send(get(f"http://example.com/{index}"))
+        assert client.transport.value().startswith(b"HTTP/1.1 407 ")
+        client.transport.clear()
+        client.send(get(f"http://example.com/{index}", basic(GOOD)))
+        # The first goes on a new connection, the others on the pooled one.
+        origin = origin or connectOrigin(harness)
+        origin.send(OK)
+        assert client.transport.value().endswith(b"hello")
+        client.transport.clear()
+    assert not client.transport.disconnecting

@@ -25,6 +25,7 @@ __all__ = [
     "Framing",
     "connectionTokens",
     "hasBody",
+    "localAnswer",
     "requestFraming",
     "requestHeaders",
     "responseHeaders",
@@ -274,6 +275,30 @@ def maxForwards(request: RequestHead) -> int | None:
     if value is None or not value.isascii() or not value.isdigit():
         return None
     return int(value)
+
+
+def localAnswer(request: RequestHead, methods: Sequence[str], keepAlive: bool) -> bytes:
+    """
+    The proxy's own answer to a TRACE or OPTIONS whose C{Max-Forwards} is
+    0 (RFC 9110 section 7.6.2): TRACE gets the request head back
+    (L{traceBody}), OPTIONS the methods served in C{Allow}.
+
+    @param request: The request head.
+    @param methods: The methods served.
+    @param keepAlive: Whether the connection stays open after it.
+    @return: The whole response.
+    """
+    if request.method == "TRACE":
+        body = traceBody(request)
+        fields = [("Content-Type", "message/http")]
+    else:
+        body = b""
+        fields = [("Allow", ", ".join(methods))]
+    fields.append(("Content-Length", str(len(body))))
+    if not keepAlive:
+        fields.append(("Connection", "close"))
+    head = "HTTP/1.1 200 OK\r\n" + "".join(f"{n}: {v}\r\n" for n, v in fields)
+    return head.encode("ascii") + b"\r\n" + body
 
 
 def traceBody(request: RequestHead) -> bytes:

@@ -8,10 +8,19 @@ and protocol tests through a whole proxy.
 
 from __future__ import annotations
 
+import h11
 import pytest
 
 from connectproxy import ProxySettings
 from connectproxy._errors import BadRequest
+from connectproxy._exchange import (
+    BadRequestBody,
+    BadResponse,
+    ClosedEarly,
+    Exchange,
+    ParentChallenge,
+    latin1,
+)
 from connectproxy._messages import Framing, requestFraming
 from connectproxy._parser import RequestHeadParser
 from connectproxy.testing import FakeClient, ProxyHarness
@@ -282,3 +291,78 @@ def test_truncatedResponseAborts() -> None:
     assert client.transport.aborted
     [record] = harness.observer.forwarded
     assert record.outcome == "upstream_failed"
+
+
+# The exchange, sans I/O.
+
+
+def exchange(
+    *fields: str, method: str = "POST", throughParent: bool = False
+) -> tuple[Exchange, list[bytes], list[bytes]]:
+    """
+    An L{Exchange} for a request with C{fields}, begun, and what it wrote
+    upstream and to the client.
+    """
+    parsed = RequestHeadParser().feed(
+        get("http://example.com/", *fields, method=method)
+    )
+    assert parsed is not None
+    request = parsed[0]
+    framing = requestFraming(request)
+    outgoing = h11.Request(
+        method=method,
+        target="/",
+        headers=latin1([("Host", "example.com"), *framing.fields()]),
+    )
+    upstream: list[bytes] = []
+    client: list[bytes] = []
+    result = Exchange(
+        request,
+        outgoing,
+        framing,
+        upstream.append,
+        client.append,
+        1024,
+        4096,
+        throughParent,
+    )
+    result.begin()
+    return result, upstream, client
+
+
+def test_exchangeReframes() -> None:
+    """
+    The exchange sends the request head and the body as the origin's
+    framing says, and the response to the client, tracking where each
+    message is.
+    """
+    ex, upstream, client = exchange("Transfer-Encoding: chunked")
+    assert b"".join(upstream).startswith(b"POST / HTTP/1.1\r\n")
+    ex.fromClient(b"3;x\r\nabc\r\n0\r\n\r\nGET next")
+    assert b"".join(upstream).endswith(b"3\r\nabc\r\n0\r\n\r\n")
+    assert ex.requestComplete and bytes(ex.leftover) == b"GET next"
+    ex.fromOrigin(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    assert (ex.status, ex.responseComplete) == (200, True)
+    assert b"".join(client).endswith(b"\r\n\r\nok")
+    assert ex.originReusable and ex.clientReusable
+
+
+def test_exchangeErrors() -> None:
+    """
+    A bad body, a close before the response, a bad response and a
+    parent's 407 each come out as their exception.
+    """
+    ex, _, _ = exchange("Transfer-Encoding: chunked")
+    with pytest.raises(BadRequestBody):
+        ex.fromClient(b"zz\r\n")
+    ex, _, _ = exchange(method="GET")
+    with pytest.raises(ClosedEarly):
+        ex.originFinished()
+    ex, _, _ = exchange(method="GET")
+    with pytest.raises(BadResponse):
+        ex.fromOrigin(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"
+        )
+    ex, _, _ = exchange(method="GET", throughParent=True)
+    with pytest.raises(ParentChallenge):
+        ex.fromOrigin(b"HTTP/1.1 407 No\r\nContent-Length: 0\r\n\r\n")

@@ -39,7 +39,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 import h11
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred, TimeoutError, maybeDeferred
 from twisted.internet.interfaces import IProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -332,6 +332,10 @@ class ForwardHandler:
         if self._parent is not None:
             connect = connector.connectForwarding  # type: ignore[attr-defined]
         d = maybeDeferred(connect, self._target, self._protocol)
+        if self._retried:
+            # The admission's deadline is over: a retry has its own.
+            front = self._front
+            d.addTimeout(front.settings.connectTimeout, front.clock)
         self._pending = d
         d.addCallbacks(self._connected, self._failed).addErrback(self._broken)
 
@@ -342,7 +346,7 @@ class ForwardHandler:
             self._retried and front.phase is Phase.FORWARDING
         ):
             return
-        timedOut = self._admission.timedOut
+        timedOut = self._admission.timedOut or bool(failure.check(TimeoutError))
         status, reason, outcome = _connectErrorStatus(
             failure, timedOut, front.settings.connectTimeout
         )

@@ -18,7 +18,7 @@ from twisted.logger import LogEvent, formatEvent
 from twisted.python.failure import Failure
 from zope.interface.verify import verifyObject
 
-from connectproxy import ProxySettings
+from connectproxy import ForbiddenDestination, ProxySettings
 from connectproxy._accesslog import formatJSON, formatSquid, formatText
 from connectproxy._front import MAX_CHALLENGES
 from connectproxy._handler import Phase
@@ -1009,3 +1009,21 @@ def test_challengesCountedPerRequest() -> None:
         assert client.transport.value().endswith(b"hello")
         client.transport.clear()
     assert not client.transport.disconnecting
+
+
+def test_forbiddenDestination403() -> None:
+    """
+    A connector that refuses the destination (its addresses are denied by
+    the network rules) gets the client a 403 with its reason, as a CONNECT.
+    """
+    harness = forwardingHarness()
+    client = harness.connectClient()
+    client.send(get())
+    harness.connector.attempts[-1].fail(
+        ForbiddenDestination("127.0.0.1 is a loopback address")
+    )
+    value = client.transport.value()
+    assert value.startswith(b"HTTP/1.1 403 ")
+    assert b"127.0.0.1 is a loopback address" in value
+    [refused] = harness.observer.refused
+    assert (refused.method, refused.outcome) == ("GET", "denied")

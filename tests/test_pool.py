@@ -251,3 +251,19 @@ def test_everyUpstreamClosed() -> None:
     harness.clock.advance(5)
     harness.factory.drain()
     assert all(o.transport.disconnecting for o in origins)
+
+
+def test_retryHasItsOwnDeadline() -> None:
+    """
+    The retry's connect has the connect deadline of its own: an origin
+    not connected in time gets the client a 504.
+    """
+    harness = forwardingHarness(ProxySettings(connectTimeout=3))
+    client = harness.connectClient()
+    pooled = exchange(harness, client)
+    client.send(get("http://example.com/retry"))
+    pooled.lose()
+    assert len(harness.connector.attempts) == 2
+    harness.clock.advance(3)
+    assert harness.connector.attempts[-1].cancelled
+    assert b"HTTP/1.1 504 " in client.transport.value()

@@ -30,6 +30,7 @@ from ._front import SHUTTING_DOWN, ConnectProxyProtocol
 from ._observer import (
     AccessLogObserver,
     ConnectionRecord,
+    ForwardedRequest,
     ObserverFanOut,
     RefusedRequest,
     TunnelRecord,
@@ -457,6 +458,12 @@ class ConnectProxyFactory(Factory):
 
     def requestRefused(self, event: RefusedRequest) -> None:
         self.observer.requestRefused(event)
+
+    def requestForwarded(self, event: ForwardedRequest) -> None:
+        """
+        A forwarded request's exchange is over: tell the observers.
+        """
+        self.observer.requestForwarded(event)
 
     def tunnelOpened(self, event: TunnelRecord) -> None:
         self.openTunnels += 1

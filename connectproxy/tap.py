@@ -705,7 +705,8 @@ class Options(usage.Options, AuthOptionMixin):
             self.plans = [planListener(DEFAULT_LISTEN)]
         self._checkDuplicateListeners()
         self._checkMetrics()
-        if not self["allow-port"]:
+        defaultPorts = not self["allow-port"]
+        if defaultPorts:
             self["allow-port"] = list(DEFAULT_PORTS)
         if not self["observer"]:
             self["observer"] = list(DEFAULT_OBSERVERS)
@@ -717,7 +718,9 @@ class Options(usage.Options, AuthOptionMixin):
             )
         try:
             self.rules = AccessRules(
-                ports=PortRules.fromStrings(self["allow-port"]),
+                ports=PortRules.defaults()
+                if defaultPorts
+                else PortRules.fromStrings(self["allow-port"]),
                 networks=NetworkRules.fromStrings(
                     allow=self["allow-network"], deny=self["deny-network"]
                 ),

@@ -50,6 +50,7 @@ from ._factory import ConnectProxyFactory
 from ._networks import NetworkRules
 from ._observer import (
     ConnectionRecord,
+    ForwardedRequest,
     RefusedRequest,
     TunnelRecord,
 )
@@ -59,7 +60,12 @@ from ._resolver import ResolverPool
 from ._settings import ProxySettings
 from ._target import Target, TargetForm
 from ._upstream import StaticResolver
-from .interfaces import IAccessPolicy, IProxyObserver, IUpstreamConnector
+from .interfaces import (
+    IAccessPolicy,
+    IForwardingObserver,
+    IProxyObserver,
+    IUpstreamConnector,
+)
 
 __all__ = [
     "ConnectAttempt",
@@ -181,10 +187,11 @@ class FakeConnector:
         return d
 
 
-@implementer(IProxyObserver)
+@implementer(IForwardingObserver)
 class RecordingObserver:
     """
-    An L{IProxyObserver} that keeps every report.
+    An L{IProxyObserver} (and L{IForwardingObserver}) that keeps every
+    report.
 
     @ivar connectionsOpened: Each L{ConnectionRecord} of
         C{connectionOpened}, in order.
@@ -193,6 +200,7 @@ class RecordingObserver:
     @ivar refused: Each L{RefusedRequest}.
     @ivar opened: Each L{TunnelRecord} of C{tunnelOpened}.
     @ivar closed: Each L{TunnelRecord} of C{tunnelClosed}.
+    @ivar forwarded: Each L{ForwardedRequest} of C{requestForwarded}.
     @ivar events: Every report in order, as C{(method name, record)}.
     """
 
@@ -202,6 +210,7 @@ class RecordingObserver:
         self.refused: list[RefusedRequest] = []
         self.opened: list[TunnelRecord] = []
         self.closed: list[TunnelRecord] = []
+        self.forwarded: list[ForwardedRequest] = []
         self.events: list[tuple[str, object]] = []
 
     def connectionOpened(self, event: ConnectionRecord) -> None:
@@ -223,6 +232,10 @@ class RecordingObserver:
     def tunnelClosed(self, event: TunnelRecord) -> None:
         self.closed.append(event)
         self.events.append(("tunnelClosed", event))
+
+    def requestForwarded(self, event: ForwardedRequest) -> None:
+        self.forwarded.append(event)
+        self.events.append(("requestForwarded", event))
 
 
 @dataclass

@@ -35,6 +35,7 @@ PUBLIC = {
     "AccessRequest",
     "ConnectorContext",
     "ForbiddenDestination",
+    "ForwardedRequest",
     "Refusal",
     "RefusedRequest",
     "ResolverBusy",

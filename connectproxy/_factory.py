@@ -35,6 +35,7 @@ from ._observer import (
     RefusedRequest,
     TunnelRecord,
 )
+from ._pool import UpstreamPool
 from ._refuser import RefusalProtocol, ShedProtocol
 from ._relay import TunnelStats, _Relay, _RelayFactory
 from ._resolver import ResolverPool
@@ -77,6 +78,8 @@ class ConnectProxyFactory(Factory):
         it may retry on the same connection.
     @ivar deadlines: Keeps the idle, half-close and abort deadlines of every
         tunnel, with one timer on the reactor.
+    @ivar upstreamPool: The idle upstream connections of forwarded
+        requests, kept for reuse (C{--upstream-keepalive}).
     @ivar relayFactory: Builds the relay of each tunnel (it may choose a
         different relay per tunnel); relaying through the transports by
         default.  Not yet a stable extension point.
@@ -140,6 +143,7 @@ class ConnectProxyFactory(Factory):
         self._idle: list[Deferred[None]] = []
         self.relays: set[_Relay] = set()
         self.deadlines = DeadlineSweeper(reactor)
+        self.upstreamPool = UpstreamPool(reactor)
         self.relayFactory: _RelayFactory = transportRelay
         self.refusing = 0
         self._perClient: dict[str, int] = {}
@@ -305,6 +309,7 @@ class ConnectProxyFactory(Factory):
             if self._shedTimer is not None:
                 self._shedTimer.cancel()
                 self._shedTimer = None
+        self.upstreamPool.closeAll()
         if self.resolverPool is not None:
             self.resolverPool.stop()
 
@@ -493,9 +498,12 @@ class ConnectProxyFactory(Factory):
         407 no longer keeps the connection open for another try.  Requests
         already being checked or connected go on (and may become tunnels);
         tunnels keep running.  Listeners are not touched: stop them first,
-        so that no new connections arrive.  Calling it again does nothing.
+        so that no new connections arrive.  Idle upstream connections of
+        forwarded requests are closed, and none is kept from then on.
+        Calling it again does nothing.
         """
         self.draining = True
+        self.upstreamPool.closeAll()
 
     def whenIdle(self) -> Deferred[None]:
         """
@@ -534,3 +542,4 @@ class ConnectProxyFactory(Factory):
         """
         for protocol in list(self.connections):
             protocol.closeWith(reason, message)
+        self.upstreamPool.closeAll()

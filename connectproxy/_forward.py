@@ -40,25 +40,35 @@ from typing import Any, cast
 
 import h11
 from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.interfaces import IHalfCloseableProtocol, IProtocol
-from twisted.internet.protocol import Protocol, connectionDone
+from twisted.internet.interfaces import IProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
 from ._address import formatAddress
 from ._connect import _connectErrorStatus, _expectedConnectFailure
 from ._connector import UpstreamRequest
 from ._errors import ParentProxyError
 from ._handler import Phase, _Admitted, _Front
-from ._messages import requestFraming, requestHeaders, responseHeaders
+from ._messages import (
+    Framing,
+    hostField,
+    requestFraming,
+    requestHeaders,
+    responseHeaders,
+    wantsUpgrade,
+)
 from ._observer import ForwardedRequest, Outcome
+from ._parenturl import ParentProxy
 from ._parser import RequestHead, keepsAlive
+from ._pool import OriginProtocol, PoolKey
 from ._relay import TunnelStats, _Relay
 from ._responses import formatSeconds
 from ._tunnel import TunnelTransport
 
 __all__ = ["FORWARDED_METHODS", "ForwardHandler"]
+
+#: The idempotent methods (RFC 9110 section 9.2.2): only these are retried.
+_IDEMPOTENT = frozenset(["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"])
 
 #: The methods forwarded (RFC 9110 section 9.3, and PATCH of RFC 5789).
 FORWARDED_METHODS = (
@@ -79,32 +89,6 @@ def _latin1(fields: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
     ISO-8859-1, which keeps every byte).
     """
     return [(n.encode("latin-1"), v.encode("latin-1")) for n, v in fields]
-
-
-@implementer(IHalfCloseableProtocol)
-class _OriginProtocol(Protocol):
-    """
-    The connection to the origin (or to a parent proxy) of forwarded
-    requests: it passes what it receives to its owner, the handler of the
-    exchange in flight.
-    """
-
-    def __init__(self, owner: ForwardHandler) -> None:
-        self.owner = owner
-        self.lost = False
-
-    def dataReceived(self, data: bytes) -> None:
-        self.owner.upstreamData(data)
-
-    def readConnectionLost(self) -> None:
-        self.owner.upstreamFinished()
-
-    def writeConnectionLost(self) -> None:
-        pass
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self.lost = True
-        self.owner.upstreamLost(reason)
 
 
 class _Deadline:
@@ -154,10 +138,17 @@ class ForwardHandler:
         self._admission = admission
         self._target: UpstreamRequest | None = None
         self._pending: Deferred[Any] | None = None
-        self._protocol: _OriginProtocol | None = None
+        self._protocol: OriginProtocol | None = None
+        self._key: PoolKey = ("direct", "", 0)
+        self._parent: ParentProxy | None = None
+        self._reused = False
+        self._retried = False
+        self._responseBytes = 0
+        self._originEOF = False
         self._upstream: TunnelTransport | None = None
         self._client = cast(TunnelTransport, front.transport)
         self._request: h11.Request | None = None
+        self._framing = Framing()
         self._server: h11.Connection | None = None
         self._origin: h11.Connection | None = None
         self._stats: TunnelStats | None = None
@@ -172,6 +163,7 @@ class ForwardHandler:
         self._leftover = bytearray()
         self._clientPaused = False
         self._clientEOF = False
+        self._clientDone = False
         self._producers = False
 
     # The _Handler interface.
@@ -185,19 +177,52 @@ class ForwardHandler:
         destination = request.destination
         assert destination is not None
         framing = requestFraming(request)
+        self._framing = framing
+        connector = self._front.factory.connector
+        via = getattr(connector, "forwardVia", None)
+        self._parent = None if via is None else via(target)
+        fields = requestHeaders(request, framing, upgrade=wantsUpgrade(request))
+        requestTarget = destination.path
+        route = "direct"
+        if self._parent is not None:
+            # A parent proxy gets the absolute form, and its own
+            # credentials (RFC 9112 section 3.2.2).
+            route = self._parent.address
+            requestTarget = f"http://{hostField(destination)}{destination.path}"
+            authorization = self._parent.authorization
+            if authorization is not None:
+                fields.append(("Proxy-Authorization", authorization.decode("ascii")))
+        self._key = (route, target.host, target.port)
         try:
             self._request = h11.Request(
                 method=request.method,
-                target=destination.path,
-                headers=_latin1(requestHeaders(request, framing)),
+                target=requestTarget,
+                headers=_latin1(fields),
             )
         except h11.LocalProtocolError:
             self._front.refuse(400, "a header field of the request is not valid")
             return
-        self._protocol = _OriginProtocol(self)
-        d = maybeDeferred(
-            self._front.factory.connector.connectUpstream, target, self._protocol
-        )
+        pooled = self._front.factory.upstreamPool.take(self._key)
+        if pooled is not None:
+            self._reused = True
+            pooled.owner = self
+            self._protocol = pooled
+            self._connected(pooled)
+            return
+        self._connect()
+
+    def _connect(self) -> None:
+        """
+        Connect a fresh upstream connection: to the origin through the
+        connector, or to the parent proxy the connector names.
+        """
+        assert self._target is not None
+        self._protocol = OriginProtocol(self)
+        connector = self._front.factory.connector
+        connect = connector.connectUpstream
+        if self._parent is not None:
+            connect = connector.connectForwarding  # type: ignore[attr-defined]
+        d = maybeDeferred(connect, self._target, self._protocol)
         self._pending = d
         d.addCallbacks(self._connected, self._failed).addErrback(self._broken)
 
@@ -216,8 +241,12 @@ class ForwardHandler:
     def close(self, reason: str) -> None:
         """
         The proxy closes every connection: end the exchange now, closing
-        the client's connection (a response being relayed is cut short).
+        the client's connection (a response being relayed is cut short);
+        a tunnel after a C{101} closes gracefully.
         """
+        if self.tunnel is not None:
+            self.tunnel.close(reason)
+            return
         if self._ended:
             return
         if self._stats is not None:
@@ -230,6 +259,9 @@ class ForwardHandler:
         """
         Whether the connection to the origin is no longer this handler's.
         """
+        tunnel = self.tunnel
+        if tunnel is not None:
+            return tunnel.stats.closedAt is not None
         return self._upstream is None
 
     # Connecting.
@@ -237,7 +269,9 @@ class ForwardHandler:
     def _failed(self, failure: Failure) -> None:
         self._pending = None
         front = self._front
-        if front.phase is not Phase.CONNECTING:
+        if front.phase is not Phase.CONNECTING and not (
+            self._retried and front.phase is Phase.FORWARDING
+        ):
             return
         timedOut = self._admission.timedOut
         status, reason, outcome = _connectErrorStatus(
@@ -273,20 +307,16 @@ class ForwardHandler:
         origin = self._protocol
         assert protocol is origin and origin is not None
         assert self._request is not None
-        upstream = cast(TunnelTransport, origin.transport)
+        upstream = origin.upstream
         self._upstream = upstream
         clock = front.clock
         self._connectedAt = clock.seconds()
-        self._stats = TunnelStats(upstream.getPeer(), self._connectedAt)
+        if self._stats is None:
+            self._stats = TunnelStats(upstream.getPeer(), self._connectedAt)
+        else:
+            # A retry: the counts go on.
+            self._stats.upstreamAddress = upstream.getPeer()
         settings = front.settings
-        request = self._target.request if self._target else None
-        assert request is not None
-        self._server = h11.Connection(
-            h11.SERVER, max_incomplete_event_size=settings.maxRequestLine
-        )
-        self._server.receive_data(self._clientHead())
-        event = self._server.next_event()
-        assert isinstance(event, h11.Request)
         self._origin = h11.Connection(
             h11.CLIENT, max_incomplete_event_size=settings.maxHeadSize
         )
@@ -297,6 +327,16 @@ class ForwardHandler:
         self._producers = True
         self._deadline = _Deadline(self, self._stats)
         front.factory.deadlines.watch(self._deadline, settings)
+        if self._server is not None:
+            # A retry: the request (without a body) is complete already.
+            self._writeUpstream(self._origin.send(h11.EndOfMessage()))
+            return
+        self._server = h11.Connection(
+            h11.SERVER, max_incomplete_event_size=settings.maxRequestLine
+        )
+        self._server.receive_data(self._clientHead())
+        event = self._server.next_event()
+        assert isinstance(event, h11.Request)
         early, finished = front.forward(self._clientData, self._clientFinished)
         self._clientData(early)
         if finished and not self._ended:
@@ -371,6 +411,7 @@ class ForwardHandler:
         refused; after a complete one, the connection closes once the
         response is relayed.
         """
+        self._clientDone = True
         if self._requestComplete or self._ended:
             return
         assert self._server is not None
@@ -418,6 +459,7 @@ class ForwardHandler:
         """
         if self._ended or self._origin is None:
             return
+        self._responseBytes += len(data)
         self._origin.receive_data(data)
         self._readResponse()
 
@@ -427,6 +469,7 @@ class ForwardHandler:
         """
         if self._ended or self._origin is None:
             return
+        self._originEOF = True
         self._origin.receive_data(b"")
         self._readResponse()
 
@@ -434,7 +477,10 @@ class ForwardHandler:
         """
         The connection to the origin is gone.
         """
+        if self._retrying():
+            return
         if not self._ended and self._origin is not None:
+            self._originEOF = True
             if self._origin.their_state is not h11.ERROR:
                 self._origin.receive_data(b"")
             self._readResponse()
@@ -444,6 +490,47 @@ class ForwardHandler:
         if self._front.phase is Phase.CLOSED:
             self._front.exchangeEnded()
 
+    def _retrying(self) -> bool:
+        """
+        Retry the request once on a fresh connection if the pooled one it
+        was sent on died before any byte of the response, and the request
+        is idempotent (RFC 9110 section 9.2.2) and had no body: the origin
+        most likely closed the idle connection as the request went out.
+
+        @return: Whether a retry started.
+        """
+        if (
+            self._ended
+            or not self._reused
+            or self._retried
+            or self._responseBytes
+            or not self._requestComplete
+            or not self._framing.empty
+            or self._target is None
+            or self._target.request.method not in _IDEMPOTENT
+        ):
+            return False
+        self._retried = True
+        self._reused = False
+        self._unwire()
+        upstream, protocol = self._upstream, self._protocol
+        self._upstream = None
+        self._origin = None
+        self._originEOF = False
+        if protocol is not None:
+            protocol.owner = _Closing()
+        if upstream is not None and protocol is not None and not protocol.lost:
+            upstream.abortConnection()
+        self._log.info(
+            "pooled connection to {target} closed before the response; "
+            "retrying on a fresh one",
+            event="forward_retry",
+            client=self._front.client,
+            target=self._target.request.authority,
+        )
+        self._connect()
+        return True
+
     def _readResponse(self) -> None:
         origin, server = self._origin, self._server
         assert origin is not None and server is not None
@@ -451,6 +538,8 @@ class ForwardHandler:
             try:
                 event = origin.next_event()
             except h11.RemoteProtocolError as e:
+                if origin.their_state is h11.ERROR and self._closedEarly():
+                    return
                 self._badResponse(str(e))
                 return
             if event is h11.NEED_DATA or event is h11.PAUSED:
@@ -468,8 +557,21 @@ class ForwardHandler:
                 self._maybeDone()
                 return
             elif isinstance(event, h11.ConnectionClosed):
-                self._upstreamBroke("the origin closed the connection before answering")
+                self._closedEarly()
                 return
+
+    def _closedEarly(self) -> bool:
+        """
+        The origin's connection ended: before any byte of the response, the
+        request is retried or answered 502.
+
+        @return: Whether it ended before the response (and was dealt with).
+        """
+        if not self._originEOF or self._responseBytes:
+            return False
+        if not self._retrying():
+            self._upstreamBroke("the origin closed the connection before answering")
+        return True
 
     def _informational(self, event: h11.InformationalResponse) -> None:
         """
@@ -477,6 +579,9 @@ class ForwardHandler:
         client gets none (RFC 9110 section 15.2).
         """
         assert self._target is not None and self._server is not None
+        if event.status_code == 101:
+            self._switch(event)
+            return
         if self._target.request.version < (1, 1):
             return
         fields = responseHeaders(_text(event.headers.raw_items()))
@@ -489,6 +594,55 @@ class ForwardHandler:
                 )
             )
         )
+
+    def _switch(self, event: h11.InformationalResponse) -> None:
+        """
+        The origin switches protocols (C{101}, RFC 9110 section 15.2.2):
+        relay its head, then hand both connections over to a relay, as a
+        tunnel, with the bytes each side sent after the heads written
+        first.
+        """
+        origin = self._origin
+        assert origin is not None and self._protocol is not None
+        front = self._front
+        factory = front.factory
+        fields = responseHeaders(_text(event.headers.raw_items()), upgrade=True)
+        lines = [
+            f"HTTP/1.1 101 {event.reason.decode('latin-1') or 'Switching Protocols'}"
+        ]
+        lines.extend(f"{name}: {value}" for name, value in fields)
+        self._status = 101
+        self._ended = True
+        self._unwire()
+        self._writeClient(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        fromOrigin, _ = origin.trailing_data
+        if fromOrigin:
+            self._writeClient(fromOrigin)
+        if self._clientPaused:
+            self._clientPaused = False
+            self._client.resumeProducing()
+        self._client.pauseProducing()
+        relay = factory.relayFactory(
+            front, self._protocol, front.clock, front.settings, self._switchedClosed
+        )
+        self.tunnel = relay
+        factory.deadlines.watch(relay, front.settings)
+        relay.start(bytes(self._leftover), self._clientDone)
+        self._leftover.clear()
+
+    def _switchedClosed(self, relay: _Relay) -> None:
+        """
+        The tunnel after a C{101} is closed: report the exchange, with what
+        went through the tunnel.
+        """
+        front = self._front
+        front.factory.deadlines.forget(relay)
+        self._upstream = None
+        assert self._stats is not None
+        self._stats.bytesUp += relay.stats.bytesUp
+        self._stats.bytesDown += relay.stats.bytesDown
+        self._report(Outcome.OK, relay.stats.closeReason or "closed")
+        front.exchangeEnded()
 
     def _responseHead(self, event: h11.Response) -> bool:
         """
@@ -596,9 +750,27 @@ class ForwardHandler:
         origin, server = self._origin, self._server
         assert origin is not None and server is not None
         self._end(Outcome.OK, "complete")
-        upstream = self._upstream
-        if upstream is not None:
-            upstream.loseConnection()
+        upstream, protocol = self._upstream, self._protocol
+        self._upstream = None
+        factory = self._front.factory
+        settings = self._front.settings
+        reusable = (
+            origin.our_state is h11.DONE
+            and origin.their_state is h11.DONE
+            and not factory.draining
+        )
+        if upstream is not None and protocol is not None:
+            if not (
+                reusable
+                and factory.upstreamPool.put(
+                    self._key,
+                    protocol,
+                    settings.upstreamKeepalive,
+                    settings.upstreamIdleTimeout,
+                )
+            ):
+                protocol.owner = _Closing()
+                upstream.loseConnection()
         keepAlive = (
             server.our_state is h11.DONE
             and server.their_state is h11.DONE
@@ -625,6 +797,12 @@ class ForwardHandler:
         """
         self._ended = True
         self._unwire()
+        self._report(outcome, reason)
+
+    def _report(self, outcome: Outcome, reason: str) -> None:
+        """
+        Report the exchange to the observers.
+        """
         assert self._target is not None and self._stats is not None
         front = self._front
         admission = self._admission
@@ -632,7 +810,9 @@ class ForwardHandler:
         destination = request.destination
         assert destination is not None
         now = front.clock.seconds()
-        url = request.target.partition("?")[0]
+        url = request.target
+        if not front.settings.logQuery:
+            url = url.partition("?")[0]
         front.report(
             ForwardedRequest(
                 client=front.client,
@@ -650,6 +830,8 @@ class ForwardHandler:
                 outcome=outcome,
                 admitTime=admission.admittedAt - admission.headAt,
                 connectTime=self._connectedAt - admission.admittedAt,
+                parent=None if self._parent is None else self._parent.address,
+                reused=self._reused,
             )
         )
 
@@ -688,6 +870,22 @@ class ForwardHandler:
             assert self._stats is not None
             self._stats.bytesDown += len(data)
             self._client.write(data)
+
+
+class _Closing:
+    """
+    The owner of an upstream connection being closed after its exchange:
+    what it still says is ignored.
+    """
+
+    def upstreamData(self, data: bytes) -> None:
+        pass
+
+    def upstreamFinished(self) -> None:
+        pass
+
+    def upstreamLost(self, reason: Failure) -> None:
+        pass
 
 
 def _text(fields: Any) -> list[tuple[str, str]]:

@@ -156,6 +156,12 @@ class Options(usage.Options, AuthOptionMixin):
             "Accept plaintext passwords in htpasswd files (refused otherwise).",
         ],
         [
+            "log-query",
+            None,
+            "Keep the query string of forwarded http:// URLs in the access "
+            "log (left out by default: it may carry secrets).",
+        ],
+        [
             "check-config",
             None,
             "Check the options, the configuration file, password files, "
@@ -184,6 +190,22 @@ class Options(usage.Options, AuthOptionMixin):
             _defaults.idleTimeout,
             "Seconds a tunnel may go without a byte in either direction "
             "before it is closed.",
+            positiveFloat,
+        ],
+        [
+            "upstream-keepalive",
+            None,
+            _defaults.upstreamKeepalive,
+            "Most idle upstream connections of forwarded http:// requests "
+            "kept open for reuse, in all (0: none).",
+            count,
+        ],
+        [
+            "upstream-idle-timeout",
+            None,
+            _defaults.upstreamIdleTimeout,
+            "Seconds an idle upstream connection of forwarded requests is "
+            "kept for reuse.",
             positiveFloat,
         ],
         [

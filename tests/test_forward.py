@@ -247,7 +247,7 @@ def test_keepAliveSecondRequest() -> None:
     After a complete exchange the connection reads the next request, which
     is admitted and forwarded on its own.
     """
-    harness = forwardingHarness()
+    harness = forwardingHarness(ProxySettings(upstreamKeepalive=0))
     client = harness.connectClient()
     client.send(get())
     connectOrigin(harness).send(OK)
@@ -516,7 +516,7 @@ def test_pipelinedAnsweredInOrder() -> None:
     Requests pipelined behind one another are answered in order: the
     second is read only once the first's response is complete.
     """
-    harness = forwardingHarness()
+    harness = forwardingHarness(ProxySettings(upstreamKeepalive=0))
     client = harness.connectClient()
     client.send(get("http://example.com/1") + get("http://example.com/2"))
     assert len(harness.connector.attempts) == 1
@@ -646,3 +646,72 @@ def test_drainingClosesAfterResponse() -> None:
     harness.factory.drain()
     origin.send(OK)
     assert client.transport.disconnecting
+
+
+# Upgrade.
+
+
+def test_upgradeBecomesTunnel() -> None:
+    """
+    A request with Connection: upgrade and Upgrade is forwarded with both;
+    on the origin's 101 the response is relayed and the connection becomes
+    a tunnel, with the bytes each side sent after the heads relayed first.
+    """
+    harness = forwardingHarness()
+    client = harness.connectClient()
+    client.send(
+        get("http://example.com/ws", "Connection: Upgrade", "Upgrade: websocket")
+        + b"early-client"
+    )
+    origin = connectOrigin(harness)
+    request = origin.request()
+    assert request.getHeader("upgrade") == "websocket"
+    assert "upgrade" in (request.getHeader("connection") or "").lower()
+    origin.send(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\n\r\nearly-origin"
+    )
+    value = client.transport.value()
+    assert value.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+    assert b"Upgrade: websocket\r\n" in value
+    assert value.endswith(b"\r\n\r\nearly-origin")
+    assert phaseOf(client) is Phase.RELAYING
+    assert origin.read().endswith(b"early-client")
+    client.send(b"ping")
+    assert origin.read().endswith(b"ping")
+    origin.send(b"pong")
+    assert client.transport.value().endswith(b"pong")
+    assert client.transport.producer is origin.transport
+    origin.lose()
+    client.lose()
+    [record] = harness.observer.forwarded
+    assert record.status == 101
+    assert harness.observer.connectionsClosed
+
+
+def test_upgradeRefusedStaysHTTP() -> None:
+    """
+    An upgrade request answered with anything but 101 stays HTTP.
+    """
+    harness = forwardingHarness()
+    client = harness.connectClient()
+    client.send(
+        get("http://example.com/ws", "Connection: upgrade", "Upgrade: websocket")
+    )
+    origin = connectOrigin(harness)
+    origin.send(b"HTTP/1.1 400 No\r\nContent-Length: 0\r\n\r\n")
+    assert responseOf(client)[0].status_code == 400
+    assert phaseOf(client) is Phase.HEAD
+
+
+def test_upgradeClosedByShutdown() -> None:
+    """
+    Closing every connection closes a tunnel after a 101 gracefully.
+    """
+    harness = forwardingHarness()
+    client = harness.connectClient()
+    client.send(get("http://example.com/ws", "Connection: upgrade", "Upgrade: x"))
+    origin = connectOrigin(harness)
+    origin.send(b"HTTP/1.1 101 OK\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n")
+    harness.factory.closeAll("shutdown")
+    assert client.transport.disconnecting and origin.transport.disconnecting

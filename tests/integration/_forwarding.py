@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import socket
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -58,25 +59,36 @@ def curlProgram() -> str:
 
 
 def curl(
-    proxyPort: int, *arguments: str, stdin: Path | None = None
+    proxyPort: int,
+    *arguments: str,
+    stdin: Path | None = None,
+    fromEnvironment: bool = False,
 ) -> subprocess.CompletedProcess[bytes]:
     """
     Run curl through the proxy as an C{http_proxy}, with no configuration
-    file and no proxy setting from the environment.
+    file and no other proxy setting.
 
     @param proxyPort: The proxy's port on 127.0.0.1.
     @param arguments: curl's other arguments, the URLs among them.
     @param stdin: A file to give curl as its standard input.
+    @param fromEnvironment: Whether to name the proxy in the C{http_proxy}
+        environment variable, as operators do, instead of with C{-x}.
     @return: The finished curl (its output as bytes).
     """
+    proxyURL = f"http://{LOCAL}:{proxyPort}"
     argv = [curlProgram(), "-q", "-sS", "--noproxy", "", "--max-time", "90"]
-    argv += ["-x", f"http://{LOCAL}:{proxyPort}", *arguments]
+    if fromEnvironment:
+        env = cleanEnvironment(http_proxy=proxyURL)
+    else:
+        env = cleanEnvironment()
+        argv += ["-x", proxyURL]
+    argv += arguments
     with open(stdin or "/dev/null", "rb") as source:
         return subprocess.run(
             argv,
             stdin=source,
             capture_output=True,
-            env=cleanEnvironment(),
+            env=env,
             timeout=CLIENT_TIMEOUT,
             check=False,
         )
@@ -138,12 +150,24 @@ class RawClient:
     @ivar buffer: Bytes read and not consumed yet.
     """
 
-    def __init__(self, proxyPort: int, timeout: float = 10.0) -> None:
+    def __init__(
+        self, proxyPort: int, timeout: float = 10.0, buffers: int | None = None
+    ) -> None:
         """
         @param proxyPort: The proxy's port on 127.0.0.1.
         @param timeout: The socket's timeout for every later operation.
+        @param buffers: The size of the socket's kernel buffers, each way,
+            if not the system's default (small ones make the client's flow
+            control show at once).
         """
-        self.sock = dial(proxyPort, timeout)
+        if buffers is None:
+            self.sock = dial(proxyPort, timeout)
+        else:
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffers)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, buffers)
+            self.sock.settimeout(timeout)
+            self.sock.connect((LOCAL, proxyPort))
         self.buffer = b""
 
     def __enter__(self) -> RawClient:

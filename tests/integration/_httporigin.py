@@ -19,6 +19,11 @@ requests with the same C{PEER} came over one connection.
   - C{upload PEER LENGTH SHA256 FRAMING}: a request body was read to its
     end, C{FRAMING} being C{chunked}, C{length} or C{none}.
   - C{download PEER LENGTH SHA256}: a generated body was sent.
+  - C{blocked PEER SENT}: sending a generated body made no progress for
+    L{STALL} seconds (the peer reads nothing), after C{SENT} bytes of it.
+  - C{holding PEER}: a request to C{/hold} waits for C{/release}.
+  - C{dropped PEER METHOD TARGET}: a request was read and its connection
+    closed without an answer (after C{/once/}).
   - C{upgraded PEER} and C{echo-eof PEER}: a connection switched
     protocols, and later its client finished sending.
   - C{closed PEER}: the connection is closed.
@@ -27,12 +32,18 @@ requests with the same C{PEER} came over one connection.
 Resources, by path (the query is ignored):
 
   - C{/hello/...} (C{GET}, C{HEAD}): a short text that names the target.
+  - C{/once/...}: as C{/hello/}, but the next request on the same
+    connection is read and the connection closed without an answer, as
+    when a server closes an idle connection just as a request arrives.
   - C{/echo-head}: the request head as JSON (method, target, version, and
     the header fields in order).
   - C{/sha256} (C{POST}, C{PUT}): reads the body in small pieces, never
     all of it at once, and answers with its SHA-256 and length as JSON.
     C{Expect: 100-continue} gets a C{100 Continue} first.
   - C{/json} (C{POST}): the JSON body, echoed as C{{"received": ...}}.
+  - C{/hold} (C{POST}, C{PUT}): as C{/sha256}, but reads nothing of the
+    body until a request to C{/release} (on any connection) came.
+  - C{/release}: lets every C{/hold} request read its body.
   - C{/download/N}: N random bytes, with C{Content-Length}.
   - C{/chunked/N}: N random bytes, chunked.
   - C{/close-delimited/N}: N random bytes, neither chunked nor with a
@@ -55,6 +66,7 @@ import hashlib
 import io
 import json
 import random
+import select
 import socket
 import sys
 import threading
@@ -66,6 +78,17 @@ from urllib.parse import unquote, urlsplit
 BLOCK_SIZE = 1 << 16
 """
 The most the origin reads or writes of a body at once.
+"""
+
+STALL = 1.0
+"""
+Seconds without progress after which sending a generated body is reported
+as blocked.
+"""
+
+RELEASED = threading.Event()
+"""
+Set by a request to C{/release}: C{/hold} requests may read their bodies.
 """
 
 MAX_LINE = 65536
@@ -279,6 +302,7 @@ class Exchange:
         self.rfile: io.BufferedReader = conn.makefile("rb")
         self.peer = conn.getpeername()[1]
         self.directory = directory
+        self.dropNext = False
 
     def serve(self) -> None:
         """
@@ -289,6 +313,9 @@ class Exchange:
         while True:
             request = readRequest(self.rfile)
             if request is None:
+                break
+            if self.dropNext:
+                say(f"dropped {self.peer} {request.method} {request.target}")
                 break
             say(f"request {self.peer} {request.method} {request.target}")
             if not self.answer(request) or not request.keepAlive:
@@ -343,6 +370,11 @@ class Exchange:
         path = request.path
         if path == "/sha256":
             return self.answerUpload(request)
+        if path == "/hold":
+            say(f"holding {self.peer}")
+            if not RELEASED.wait(60):
+                raise EOFError("/release never came")
+            return self.answerUpload(request)
         if path == "/json":
             received = json.loads(b"".join(readBody(self.rfile, request)))
             body = json.dumps({"received": received}).encode("utf-8")
@@ -366,6 +398,10 @@ class Exchange:
             return True
         if path == "/upgrade":
             return self.answerUpgrade(request)
+        if path == "/release":
+            RELEASED.set()
+            self.sendText(request, 200, "released\n")
+            return True
         for prefix in ("/download/", "/chunked/", "/close-delimited/"):
             if path.startswith(prefix):
                 return self.answerGenerated(request, prefix, int(path[len(prefix) :]))
@@ -376,7 +412,9 @@ class Exchange:
             else:
                 self.sendText(request, status, f"status {status}\n")
             return True
-        if path.startswith("/hello/"):
+        if path.startswith("/once/"):
+            self.dropNext = True
+        if path.startswith(("/hello/", "/once/")):
             text = f"hello from the origin\npath={request.target}\n"
             self.sendText(request, 200, text)
             return True
@@ -426,15 +464,39 @@ class Exchange:
         self.send(200, headers, close=close)
         digest = hashlib.sha256()
         if request.method != "HEAD":
+            sent = 0
             for block in randomBlocks(size):
                 digest.update(block)
                 if kind == "/chunked/":
                     block = b"%x\r\n%s\r\n" % (len(block), block)
-                self.conn.sendall(block)
+                sent = self.sendWatched(block, sent)
             if kind == "/chunked/":
                 self.conn.sendall(b"0\r\n\r\n")
         say(f"download {self.peer} {size} {digest.hexdigest()}")
         return not close
+
+    def sendWatched(self, data: bytes, sent: int) -> int:
+        """
+        Send all of C{data}, reporting each time the peer takes nothing for
+        L{STALL} seconds.
+
+        @param data: The bytes.
+        @param sent: How many bytes of the body were sent before.
+        @return: How many are sent now.
+        """
+        view = memoryview(data)
+        reported = False
+        while view:
+            _, writable, _ = select.select([], [self.conn], [], STALL)
+            if not writable:
+                if not reported:
+                    say(f"blocked {self.peer} {sent}")
+                    reported = True
+                continue
+            count = self.conn.send(view)
+            view = view[count:]
+            sent += count
+        return sent
 
     def answerUpgrade(self, request: Request) -> bool:
         """

@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
+import select
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,14 +41,31 @@ from tests.integration._processes import (
     OriginProcess,
     ProxyFactory,
     ProxyProcess,
+    residentBytes,
 )
-from tests.integration._sockets import LOCAL, closedPort, readExactly, readToEnd
+from tests.integration._sockets import LOCAL, closedPort, readToEnd
+from tests.integration._squid import (
+    BASIC_AUTH_HELPER,
+    SquidProcess,
+    htpasswdFile,
+    squidExecutable,
+)
 
 pytestmark = pytest.mark.integration
 
 BIG = 64 << 20
 """
 The size of the large bodies, each way.
+"""
+
+FLOW_SIZE = 128 << 20
+"""
+The size of the bodies of the flow-control tests, each way.
+"""
+
+SAMPLE_EVERY = 4 << 20
+"""
+Bytes moved between two samples of the proxy's memory.
 """
 
 MEMORY_MARGIN = 32 << 20
@@ -136,6 +155,20 @@ def test_curlGet(forwarder: ProxyProcess, httpOrigin: OriginProcess) -> None:
     assert len(forwardedEvents(forwarder)) == 1
 
 
+def test_curlFromEnvironment(
+    forwarder: ProxyProcess, httpOrigin: OriginProcess
+) -> None:
+    """
+    curl with the proxy in C{http_proxy}, as operators set it for every
+    program, gets the page through the proxy.
+    """
+    url = originURL(httpOrigin, "/hello/environment")
+    result = curl(forwarder.port, url, fromEnvironment=True)
+    assert (result.returncode, result.stderr) == (0, b""), result.stderr
+    assert result.stdout == b"hello from the origin\npath=/hello/environment\n"
+    forwarder.waitForNamed(FORWARDED, target=url)
+
+
 def test_curlHead(forwarder: ProxyProcess, httpOrigin: OriginProcess) -> None:
     """
     curl's C{HEAD} gets the origin's header fields, a C{Content-Length}
@@ -182,6 +215,32 @@ def test_messageRewritten(forwarder: ProxyProcess, httpOrigin: OriginProcess) ->
         assert hop not in names, headers
     via = [value for name, value in headers if name == "via"]
     assert len(via) == 1 and via[0].startswith("1.1 "), headers
+
+
+def test_maxForwards(forwarder: ProxyProcess, httpOrigin: OriginProcess) -> None:
+    """
+    A C{TRACE} with C{Max-Forwards: 0} is answered by the proxy itself (the
+    request as C{message/http}, without its cookies), and an C{OPTIONS}
+    with C{Max-Forwards: 1} reaches the origin with C{Max-Forwards: 0}.
+    """
+    authority = f"{LOCAL}:{httpOrigin.port}"
+    url = f"http://{authority}/echo-head"
+    with RawClient(forwarder.port) as client:
+        trace = [("Max-Forwards", "0"), ("Cookie", "secret=1")]
+        client.send(requestHead("TRACE", url, authority, trace))
+        answer = client.response()
+        assert answer.head.status == 200, answer.head.raw
+        assert answer.head.headers["content-type"].startswith("message/http")
+        assert answer.body.startswith(f"TRACE {url} HTTP/1.1\r\n".encode())
+        assert b"secret" not in answer.body, answer.body
+        client.send(requestHead("OPTIONS", url, authority, [("Max-Forwards", "1")]))
+        answer = client.response()
+        assert answer.head.status == 200, answer.head.raw
+        seen = json.loads(answer.body)
+    assert seen["method"] == "OPTIONS"
+    forwards = [v for n, v in seen["headers"] if n.lower() == "max-forwards"]
+    assert forwards == ["0"], seen
+    assert [line[2] for line in originLines(httpOrigin, "request")] == ["OPTIONS"]
 
 
 def test_curlPostLargeBody(
@@ -280,6 +339,118 @@ def test_curlFramedDownloads(
     sent = httpOrigin.waitForLine(rf"download \d+ {size} ([0-9a-f]{{64}})$")
     assert download.stat().st_size == size
     assert fileDigest(download) == sent.group(1)
+
+
+def test_slowReaderDownload(forwarder: ProxyProcess, httpOrigin: OriginProcess) -> None:
+    """
+    While a client reads nothing of a 128 MiB response, the origin gets
+    blocked after a small part of it and the proxy's memory stays within
+    32 MiB of what it was; when the client reads, in small pieces, all of
+    it arrives, intact, and the memory stays bounded all along.
+    """
+    baseline = residentBytes(forwarder.pid)
+    authority = f"{LOCAL}:{httpOrigin.port}"
+    target = f"http://{authority}/download/{FLOW_SIZE}"
+    with RawClient(forwarder.port, timeout=30, buffers=65536) as client:
+        client.send(requestHead("GET", target, authority))
+        blocked = httpOrigin.waitForLine(r"blocked \d+ (\d+)$", timeout=30)
+        assert int(blocked.group(1)) < MEMORY_MARGIN, blocked.group(0)
+        largest = residentBytes(forwarder.pid)
+        head = client.head()
+        assert head.status == 200, head.raw
+        digest = hashlib.sha256(client.buffer)
+        received = len(client.buffer)
+        nextSample = received + SAMPLE_EVERY
+        while received < FLOW_SIZE:
+            chunk = client.sock.recv(16384)
+            assert chunk, f"end of input after {received} bytes"
+            digest.update(chunk)
+            received += len(chunk)
+            if received >= nextSample:
+                largest = max(largest, residentBytes(forwarder.pid))
+                nextSample += SAMPLE_EVERY
+    assert received == FLOW_SIZE
+    sent = httpOrigin.waitForLine(rf"download \d+ {FLOW_SIZE} ([0-9a-f]{{64}})$")
+    assert digest.hexdigest() == sent.group(1)
+    assert largest < baseline + MEMORY_MARGIN, (baseline, largest)
+
+
+def pushUntilBlocked(
+    sock: socket.socket, blocks: Iterator[bytes], digest: Any
+) -> tuple[int, memoryview]:
+    """
+    Send blocks without blocking until the peer takes nothing for a second.
+
+    @param sock: A non-blocking socket.
+    @param blocks: The blocks to send; each one taken is added to
+        C{digest}.
+    @param digest: A SHA-256 object.
+    @return: How many bytes were sent, and the rest of the block being
+        sent.
+    @raise AssertionError: When the peer took L{MEMORY_MARGIN} bytes
+        without blocking.
+    """
+    sent = 0
+    pending = memoryview(b"")
+    while True:
+        if not pending:
+            block = next(blocks)
+            digest.update(block)
+            pending = memoryview(block)
+        _, writable, _ = select.select([], [sock], [], 1.0)
+        if not writable:
+            return sent, pending
+        try:
+            count = sock.send(pending)
+        except BlockingIOError:
+            continue
+        pending = pending[count:]
+        sent += count
+        assert sent < MEMORY_MARGIN, "the proxy took a body the origin does not read"
+
+
+def test_slowOriginUpload(forwarder: ProxyProcess, httpOrigin: OriginProcess) -> None:
+    """
+    While the origin reads nothing of a 128 MiB request body, the client
+    gets blocked after a small part of it and the proxy's memory stays
+    bounded; once the origin reads, all of it arrives, intact.
+    """
+    baseline = residentBytes(forwarder.pid)
+    authority = f"{LOCAL}:{httpOrigin.port}"
+    fields = [("Content-Length", str(FLOW_SIZE))]
+    head = requestHead("POST", f"http://{authority}/hold", authority, fields)
+    source = random.Random("upload")
+    blocks = (source.randbytes(1 << 20) for _ in range(FLOW_SIZE >> 20))
+    digest = hashlib.sha256()
+    with RawClient(forwarder.port, timeout=30, buffers=65536) as client:
+        client.send(head)
+        httpOrigin.waitForLine(r"holding \d+$")
+        client.sock.setblocking(False)
+        sent, pending = pushUntilBlocked(client.sock, blocks, digest)
+        largest = residentBytes(forwarder.pid)
+        with RawClient(httpOrigin.port) as release:
+            release.send(requestHead("GET", "/release", authority))
+            assert release.response().head.status == 200
+        client.sock.settimeout(30)
+        client.send(bytes(pending))
+        sent += len(pending)
+        nextSample = sent + SAMPLE_EVERY
+        for block in blocks:
+            digest.update(block)
+            client.send(block)
+            sent += len(block)
+            if sent >= nextSample:
+                largest = max(largest, residentBytes(forwarder.pid))
+                nextSample += SAMPLE_EVERY
+        answer = client.response()
+    assert sent == FLOW_SIZE
+    assert answer.head.status == 200, answer.head.raw
+    assert json.loads(answer.body) == {
+        "sha256": digest.hexdigest(),
+        "length": FLOW_SIZE,
+        "framing": "length",
+    }
+    assert largest < baseline + MEMORY_MARGIN, (baseline, largest)
 
 
 def test_curlResponsesWithoutBody(
@@ -412,6 +583,55 @@ def test_poolDisabled(strictProxy: ProxyFactory, httpOrigin: OriginProcess) -> N
     assert len(originLines(httpOrigin, "connection")) == 2
 
 
+def poolDroppingNext(proxy: ProxyProcess, origin: OriginProcess) -> str:
+    """
+    Leave an idle pooled connection to the origin that the origin will
+    close, without answering, when the next request arrives on it.
+
+    @param proxy: The proxy.
+    @param origin: The HTTP origin.
+    @return: Its client port, as the origin names it.
+    """
+    url = originURL(origin, "/once/x")
+    result = curl(proxy.port, url)
+    assert (result.returncode, result.stderr) == (0, b""), result.stderr
+    proxy.waitForNamed(FORWARDED, target=url)
+    [*_, (_, peer, _, _)] = originLines(origin, "request")
+    return peer
+
+
+def test_retryIdempotent(forwarder: ProxyProcess, httpOrigin: OriginProcess) -> None:
+    """
+    When the origin closes a pooled connection as a C{GET} arrives on it,
+    without answering, the request is sent once more on a fresh connection
+    and the client gets the page.
+    """
+    pooled = poolDroppingNext(forwarder, httpOrigin)
+    result = curl(forwarder.port, "-i", originURL(httpOrigin, "/hello/again"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(b"HTTP/1.1 200 OK\r\n"), result.stdout
+    assert result.stdout.endswith(b"path=/hello/again\n"), result.stdout
+    httpOrigin.waitForLine(rf"dropped {pooled} GET /hello/again$")
+    [*_, (_, peer, method, path)] = originLines(httpOrigin, "request")
+    assert (method, path) == ("GET", "/hello/again")
+    assert peer != pooled
+
+
+def test_noRetryWithBody(forwarder: ProxyProcess, httpOrigin: OriginProcess) -> None:
+    """
+    When the origin closes a pooled connection as a C{POST} arrives on it,
+    the request (not idempotent, and with a body) is not sent again: the
+    client gets 502.
+    """
+    pooled = poolDroppingNext(forwarder, httpOrigin)
+    url = originURL(httpOrigin, "/json")
+    result = curl(forwarder.port, "-i", "--data-binary", "[1, 2]", url)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(b"HTTP/1.1 502 Bad Gateway\r\n"), result.stdout
+    httpOrigin.waitForLine(rf"dropped {pooled} POST /json$")
+    assert originLines(httpOrigin, "request")[-1][2:] == ["GET", "/once/x"]
+
+
 def test_pipelinedThenConnect(
     proxy: ProxyFactory, httpOrigin: OriginProcess, origin: OriginFactory
 ) -> None:
@@ -512,30 +732,83 @@ def test_upgrade(forwarder: ProxyProcess, httpOrigin: OriginProcess) -> None:
     """
     A request with C{Connection: upgrade} and C{Upgrade} that the origin
     answers with C{101} becomes a tunnel: the bytes the origin wrote with
-    its C{101} arrive, then whatever the client sends is echoed, and the
-    client's end of input reaches the origin.
+    its C{101} arrive, the bytes the client wrote right after its request
+    reach the origin (which echoes them), then whatever the client sends is
+    echoed, and the client's end of input reaches the origin.  The exchange
+    is logged once the tunnel is closed, with status 101 and its bytes.
     """
     authority = f"{LOCAL}:{httpOrigin.port}"
+    target = f"http://{authority}/upgrade"
     head = requestHead(
-        "GET",
-        f"http://{authority}/upgrade",
-        authority,
-        [("Connection", "Upgrade"), ("Upgrade", "echo")],
+        "GET", target, authority, [("Connection", "Upgrade"), ("Upgrade", "echo")]
     )
+    early = b"sent before the 101"
     with RawClient(forwarder.port) as client:
-        client.send(head)
+        client.send(head + early)
         response = client.head()
         assert response.status == 101, response.raw
         assert response.headers.get("upgrade") == "echo", response.raw
         assert "upgrade" in response.headers.get("connection", "").lower()
         greeting = b"hello after 101\n"
-        assert client.exactly(len(greeting)) == greeting
+        assert client.exactly(len(greeting) + len(early)) == greeting + early
         payload = os.urandom(1 << 20)
         client.send(payload)
-        assert readExactly(client.sock, len(payload)) == payload
+        assert client.exactly(len(payload)) == payload
         client.sock.shutdown(socket.SHUT_WR)
         httpOrigin.waitForLine(r"echo-eof \d+$")
         assert readToEnd(client.sock) == b""
+    event = forwarder.waitForNamed(FORWARDED, target=target)
+    assert (event["status"], event["outcome"]) == (101, "ok")
+    assert event["bytesUp"] > len(payload) and event["bytesDown"] > len(payload)
+
+
+@pytest.mark.skipif(squidExecutable() is None, reason="squid is not installed")
+def test_throughParentProxy(
+    strictProxy: ProxyFactory,
+    httpOrigin: OriginProcess,
+    scratchDir: Path,
+    processes: list[ChildProcess[Any]],
+) -> None:
+    """
+    Through a parent proxy (a real squid that wants credentials of its
+    own), a forwarded request reaches the origin with the parent's
+    credentials, never the client's (squid lets it through), both proxies
+    in its C{Via}; the log names squid as the upstream.
+    """
+    scratchDir.chmod(0o711)
+    passwords = htpasswdFile(scratchDir / "squid-passwords", {"proxyuser": "p@ss:word"})
+    directory = scratchDir / "squid"
+    directory.mkdir()
+    parent = SquidProcess(
+        directory,
+        [
+            f"auth_param basic program {BASIC_AUTH_HELPER} {passwords}",
+            "auth_param basic realm parent",
+            "acl clients src 127.0.0.0/8",
+            "acl users proxy_auth REQUIRED",
+            "http_access allow clients users",
+            "http_access deny all",
+        ],
+        extra=["dns_nameservers 127.0.0.1"],
+    )
+    processes.append(parent)
+    running = strictProxy(
+        *("--allow-network", "127.0.0.0/8", "--allow-port", str(httpOrigin.port)),
+        *("--auth", "memory:alice:s3cret"),
+        "--upstream-proxy",
+        f"http://proxyuser:p%40ss%3Aword@127.0.0.1:{parent.port}",
+    )
+    url = originURL(httpOrigin, "/echo-head")
+    result = curl(running.port, "--proxy-user", "alice:s3cret", url)
+    assert (result.returncode, result.stderr) == (0, b""), result.stderr
+    seen = json.loads(result.stdout)
+    via = ", ".join(v for n, v in seen["headers"] if n.lower() == "via")
+    assert "connectproxy" in via and "squid" in via, seen
+    event = running.waitForNamed(FORWARDED, target=url)
+    assert (event["status"], event["user"]) == (200, "alice")
+    assert event["upstream"] == f"127.0.0.1:{parent.port}"
+    assert event["parent"], event
+    assert "p@ss:word" not in repr(running.events)
 
 
 def test_originDown(proxy: ProxyFactory) -> None:

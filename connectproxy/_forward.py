@@ -52,9 +52,11 @@ from ._handler import Phase, _Admitted, _Front
 from ._messages import (
     Framing,
     hostField,
+    maxForwards,
     requestFraming,
     requestHeaders,
     responseHeaders,
+    traceBody,
     wantsUpgrade,
 )
 from ._observer import ForwardedRequest, Outcome
@@ -181,7 +183,16 @@ class ForwardHandler:
         connector = self._front.factory.connector
         via = getattr(connector, "forwardVia", None)
         self._parent = None if via is None else via(target)
-        fields = requestHeaders(request, framing, upgrade=wantsUpgrade(request))
+        forwards = maxForwards(request)
+        if forwards == 0:
+            self._answerHere(request)
+            return
+        fields = requestHeaders(
+            request,
+            framing,
+            upgrade=wantsUpgrade(request),
+            maxForwards=None if forwards is None else forwards - 1,
+        )
         requestTarget = destination.path
         route = "direct"
         if self._parent is not None:
@@ -210,6 +221,65 @@ class ForwardHandler:
             self._connected(pooled)
             return
         self._connect()
+
+    def _answerHere(self, request: RequestHead) -> None:
+        """
+        Answer a TRACE or OPTIONS whose C{Max-Forwards} is 0 (RFC 9110
+        section 7.6.2): the proxy is its final recipient.  TRACE gets the
+        request head back (C{message/http}, without credentials or
+        cookies), OPTIONS the methods served.
+        """
+        front = self._front
+        keepAlive = _keepsAlive(request) and self._framing.empty
+        if request.method == "TRACE":
+            body = traceBody(request)
+            fields = [("Content-Type", "message/http")]
+        else:
+            body = b""
+            fields = [("Allow", ", ".join(("CONNECT", *FORWARDED_METHODS)))]
+        fields.append(("Content-Length", str(len(body))))
+        if not keepAlive:
+            fields.append(("Connection", "close"))
+        head = "HTTP/1.1 200 OK\r\n" + "".join(f"{n}: {v}\r\n" for n, v in fields)
+        response = head.encode("ascii") + b"\r\n" + body
+        self._ended = True
+        early, _ = front.forward(self._ignore, lambda: None)
+        self._client.write(response)
+        now = front.clock.seconds()
+        admission = self._admission
+        assert self._target is not None
+        front.report(
+            ForwardedRequest(
+                client=front.client,
+                method=request.method,
+                target=self._url(request),
+                host=self._target.host,
+                port=self._target.port,
+                upstream="",
+                status=200,
+                bytesDown=len(response),
+                duration=now - admission.headAt,
+                reason="answered by the proxy (Max-Forwards: 0)",
+                user=self._target.user,
+                admitTime=admission.admittedAt - admission.headAt,
+            )
+        )
+        if keepAlive:
+            front.requestDone(early)
+        else:
+            front.finish()
+
+    def _ignore(self, data: bytes) -> None:
+        pass
+
+    def _url(self, request: RequestHead) -> str:
+        """
+        The request's URL as the access log shows it: without its query
+        string unless C{--log-query}.
+        """
+        if self._front.settings.logQuery:
+            return request.target
+        return request.target.partition("?")[0]
 
     def _connect(self) -> None:
         """
@@ -618,9 +688,7 @@ class ForwardHandler:
         fromOrigin, _ = origin.trailing_data
         if fromOrigin:
             self._writeClient(fromOrigin)
-        if self._clientPaused:
-            self._clientPaused = False
-            self._client.resumeProducing()
+        self._clientPaused = False
         self._client.pauseProducing()
         relay = factory.relayFactory(
             front, self._protocol, front.clock, front.settings, self._switchedClosed
@@ -651,6 +719,18 @@ class ForwardHandler:
         @return: Whether it was relayed.
         """
         assert self._server is not None
+        if self._parent is not None and event.status_code == 407:
+            # The parent wants other credentials than the operator's: the
+            # client cannot fix that (as for tunnels, 502).
+            self._abortUpstream()
+            self._stop()
+            if self._parent.user is None:
+                self._front.refuse(502, "the parent proxy requires credentials")
+            else:
+                self._front.refuse(
+                    502, "the parent proxy refused the proxy's credentials"
+                )
+            return False
         received = _text(event.headers.raw_items())
         names = {name.lower() for name, _ in received}
         if "content-length" in names and "transfer-encoding" in names:
@@ -757,6 +837,7 @@ class ForwardHandler:
         reusable = (
             origin.our_state is h11.DONE
             and origin.their_state is h11.DONE
+            and not origin.trailing_data[0]
             and not factory.draining
         )
         if upstream is not None and protocol is not None:
@@ -779,9 +860,11 @@ class ForwardHandler:
         if not keepAlive:
             self._front.finish()
             return
-        if self._clientPaused:
-            self._clientPaused = False
-        self._client.resumeProducing()
+        self._clientPaused = False
+        if not self._clientDone:
+            # Read the next head (a transport that saw the client's FIN is
+            # not resumed: it would report the FIN again).
+            self._client.resumeProducing()
         self._front.requestDone(bytes(self._leftover))
 
     def _stop(self) -> None:
@@ -810,9 +893,7 @@ class ForwardHandler:
         destination = request.destination
         assert destination is not None
         now = front.clock.seconds()
-        url = request.target
-        if not front.settings.logQuery:
-            url = url.partition("?")[0]
+        url = self._url(request)
         front.report(
             ForwardedRequest(
                 client=front.client,

@@ -55,7 +55,23 @@ API_VERSION = 3
 
 class IUpstreamConnector(Interface):
     """
-    Makes the upstream connection for an accepted CONNECT request.
+    Makes the upstream connection for an accepted request: a CONNECT's
+    tunnel, or the connection a plain C{http://} request is forwarded on
+    (C{target.request.destination.form} is C{"absolute"} then, and the
+    proxy sends the request on the connection itself).
+
+    Plain HTTP through a parent proxy (new in version 3): a connector may
+    also have two optional methods, C{forwardVia(target)}, returning the
+    L{connectproxy.ParentProxy} that plain HTTP requests for C{target} go
+    to (or C{None} to connect to the target itself), and
+    C{connectForwarding(target, protocol)}, which connects C{protocol} to
+    that parent (no C{CONNECT}: the proxy sends the request in absolute
+    form, with the parent's credentials) and answers as
+    C{connectUpstream} does.  L{connectproxy.ParentProxyConnector} and
+    L{connectproxy.RoutingConnector} have both.  A connector without
+    C{forwardVia} has plain HTTP requests connected with
+    C{connectUpstream}, to the target's host and port, as direct
+    connections are.
     """
 
     def connectUpstream(
@@ -139,7 +155,7 @@ class IForwardingObserver(IProxyObserver):
     proxy forwarded.  New in version 3: the method is optional, and an
     observer without it (every version 2 observer) is simply not told of
     forwarded requests; declare this interface when you implement it.
-    Refusals of forwarded requests go to L{IProxyObserver.requestRefused}
+    Refusals of forwarded requests go to C{requestRefused}
     as every refusal does.
     """
 

@@ -7,12 +7,15 @@ with a memory reactor, fake transports and a fake connector.
 
 from __future__ import annotations
 
+import base64
 import json
 import warnings
 
 import h11
 import pytest
+from twisted.internet.error import ConnectionRefusedError
 from twisted.logger import LogEvent, formatEvent
+from twisted.python.failure import Failure
 from zope.interface.verify import verifyObject
 
 from connectproxy import ProxySettings
@@ -20,10 +23,21 @@ from connectproxy._accesslog import formatJSON, formatSquid, formatText
 from connectproxy._handler import Phase
 from connectproxy._metrics import MetricsObserver
 from connectproxy._observer import AccessLogObserver, ForwardedRequest, ObserverFanOut
+from connectproxy._parent import ParentProxyConnector
+from connectproxy._parenturl import ParentProxy
+from connectproxy._parser import RequestHeadParser
+from connectproxy._routing import RoutingConnector
 from connectproxy._rules import PortRules
 from connectproxy.interfaces import IForwardingObserver
 from connectproxy.tap import Options
-from connectproxy.testing import ProxyHarness, RecordingObserver, connectHead
+from connectproxy.testing import (
+    FakeResolver,
+    ProxyHarness,
+    RecordingObserver,
+    connectHead,
+    connectorContext,
+)
+from tests._fakeparent import FakeParent
 from tests._forwarding import (
     ResponseReader,
     connectOrigin,
@@ -715,3 +729,260 @@ def test_upgradeClosedByShutdown() -> None:
     origin.send(b"HTTP/1.1 101 OK\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n")
     harness.factory.closeAll("shutdown")
     assert client.transport.disconnecting and origin.transport.disconnecting
+
+
+# Through a parent proxy.
+
+
+def parentHarness(url: str = "http://alice:s3cret@parent.example:3128") -> ProxyHarness:
+    """
+    A proxy whose every route goes through the parent at C{url}
+    (C{parent.example} is 192.0.2.50), over a memory reactor.
+    """
+    harness = ProxyHarness(ProxySettings(connectTimeout=5.0))
+    context = connectorContext(
+        harness.clock, resolver=FakeResolver({"parent.example": ["192.0.2.50"]})
+    )
+    parent = ParentProxyConnector(
+        harness.clock,
+        ParentProxy.fromURL(url),
+        5.0,
+        context.networks,
+        context.resolverPool,
+    )
+    harness.factory.connector = RoutingConnector(
+        [("direct.example", harness.connector)], parent
+    )
+    return harness
+
+
+def test_parentGetsAbsoluteForm() -> None:
+    """
+    Through a parent, a forwarded request goes in absolute form with the
+    parent's own credentials; the client's Proxy-Authorization never goes
+    on, and no CONNECT is sent.
+    """
+    harness = parentHarness()
+    client = harness.connectClient()
+    client.send(
+        get("http://example.com/a?b", "Proxy-Authorization: Basic Y2xpZW50OnB3")
+    )
+    parent = FakeParent(harness.clock)
+    assert (parent.host, parent.port) == ("192.0.2.50", 3128)
+    parsed = RequestHeadParser().feed(parent.received())
+    assert parsed is not None
+    request = parsed[0]
+    assert (request.method, request.target) == ("GET", "http://example.com/a?b")
+    assert request.getHeader("host") == "example.com"
+    assert request.getHeader("proxy-authorization") == "Basic " + base64.b64encode(
+        b"alice:s3cret"
+    ).decode("ascii")
+    parent.send(OK)
+    response, body, _ = responseOf(client)
+    assert (response.status_code, body) == (200, b"hello")
+    [record] = harness.observer.forwarded
+    assert record.parent == "http://parent.example:3128"
+
+
+def test_parentRoutePooledApart() -> None:
+    """
+    A connection to a parent is pooled under the parent's route, apart
+    from direct connections to the same host.
+    """
+    harness = parentHarness()
+    client = harness.connectClient()
+    client.send(get())
+    parent = FakeParent(harness.clock)
+    parent.send(OK)
+    [(route, host, port)] = [idle.key for idle in harness.factory.upstreamPool._idle]
+    assert (route, host, port) == ("http://parent.example:3128", "example.com", 80)
+    client.send(get("http://direct.example/"))
+    assert len(harness.connector.attempts) == 1
+
+
+def test_parent407Is502() -> None:
+    """
+    A parent's 407 (it wants other credentials than the operator's) gets
+    the client a 502, never the parent's challenge.
+    """
+    harness = parentHarness()
+    client = harness.connectClient()
+    client.send(get())
+    parent = FakeParent(harness.clock)
+    parent.send(
+        b"HTTP/1.1 407 Auth\r\nProxy-Authenticate: Basic\r\nContent-Length: 0\r\n\r\n"
+    )
+    value = client.transport.value()
+    assert value.startswith(b"HTTP/1.1 502 ")
+    assert b"the parent proxy refused the proxy's credentials" in value
+
+
+def test_parentUnreachable502() -> None:
+    """
+    A parent that refuses the connection gets the client a 502 saying so.
+    """
+    harness = parentHarness()
+    client = harness.connectClient()
+    client.send(get())
+    _, _, factory, _, _ = harness.clock.tcpClients[-1]
+    factory.clientConnectionFailed(
+        harness.clock.connectors[-1], Failure(ConnectionRefusedError())
+    )
+    assert b"the parent proxy refused the connection" in client.transport.value()
+
+
+def test_pluginConnectorWithoutForwardVia() -> None:
+    """
+    A connector without forwardVia has forwarded requests connected with
+    connectUpstream, to the target itself.
+    """
+    harness = forwardingHarness()
+    client = harness.connectClient()
+    client.send(get())
+    [attempt] = harness.connector.attempts
+    assert (attempt.target.host, attempt.target.port) == ("example.com", 80)
+
+
+# Max-Forwards.
+
+
+def test_traceMaxForwardsZeroAnsweredHere() -> None:
+    """
+    A TRACE with Max-Forwards: 0 is answered by the proxy with the request
+    head as message/http, without credentials or cookies; nothing is
+    connected, and the connection stays.
+    """
+    harness = forwardingHarness()
+    client = harness.connectClient()
+    client.send(
+        get(
+            "http://example.com/t",
+            "Max-Forwards: 0",
+            "Cookie: secret=1",
+            "Authorization: Basic eA==",
+            "X-Seen: yes",
+            method="TRACE",
+        )
+    )
+    assert harness.connector.attempts == []
+    response, body, _ = responseOf(client, "TRACE")
+    assert header(response, "content-type") == ["message/http"]
+    assert body.startswith(b"TRACE http://example.com/t HTTP/1.1\r\n")
+    assert b"x-seen: yes" in body
+    assert b"secret" not in body and b"eA==" not in body
+    assert phaseOf(client) is Phase.HEAD
+    [record] = harness.observer.forwarded
+    assert (record.status, record.upstream) == (200, "")
+
+
+def test_optionsMaxForwardsZeroAnsweredHere() -> None:
+    """
+    An OPTIONS with Max-Forwards: 0 gets 200 with the methods served.
+    """
+    harness = forwardingHarness()
+    client = harness.connectClient()
+    client.send(get("http://example.com/", "Max-Forwards: 0", method="OPTIONS"))
+    response, _, _ = responseOf(client, "OPTIONS")
+    [allow] = header(response, "allow")
+    assert "CONNECT" in allow and "GET" in allow and "TRACE" in allow
+    assert harness.connector.attempts == []
+
+
+def test_maxForwardsDecremented() -> None:
+    """
+    A TRACE or OPTIONS with Max-Forwards above 0 is forwarded with it one
+    lower; other methods' Max-Forwards is left alone.
+    """
+    harness = forwardingHarness()
+    client = harness.connectClient()
+    client.send(get("http://example.com/", "Max-Forwards: 3", method="OPTIONS"))
+    origin = connectOrigin(harness)
+    assert origin.request().getHeader("max-forwards") == "2"
+    other = harness.connectClient()
+    other.send(get("http://example.com/", "Max-Forwards: 0"))
+    origin = connectOrigin(harness)
+    assert origin.request().getHeader("max-forwards") == "0"
+
+
+# Flow control.
+
+
+def test_slowClientPausesOrigin() -> None:
+    """
+    A client whose buffer fills pauses reading from the origin (the
+    transport calls its producer, the origin's transport), and resumes it
+    when it drains; the response streams, unbuffered.
+    """
+    harness = forwardingHarness()
+    client = harness.connectClient()
+    client.send(get())
+    origin = connectOrigin(harness)
+    origin.send(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 50000)
+    assert client.transport.value().endswith(b"x" * 50000)
+    producer = client.transport.producer
+    assert producer is origin.transport
+    producer.pauseProducing()
+    assert origin.transport.producerState == "paused"
+    producer.resumeProducing()
+    assert origin.transport.producerState == "producing"
+
+
+def test_slowOriginPausesClient() -> None:
+    """
+    An origin whose buffer fills during a request body pauses reading from
+    the client.
+    """
+    harness = forwardingHarness()
+    client = harness.connectClient()
+    client.send(get("http://example.com/", "Content-Length: 100000", method="PUT"))
+    origin = connectOrigin(harness)
+    client.send(b"y" * 50000)
+    assert origin.body() == b"y" * 50000
+    producer = origin.transport.producer
+    assert producer is client.transport
+    producer.pauseProducing()
+    assert client.transport.producerState == "paused"
+    producer.resumeProducing()
+    assert client.transport.producerState == "producing"
+
+
+def test_connectTimeout504() -> None:
+    """
+    An origin not connected within --connect-timeout gets the client a
+    504, as a CONNECT does, and the attempt cancelled.
+    """
+    harness = forwardingHarness(ProxySettings(connectTimeout=3))
+    client = harness.connectClient()
+    client.send(get())
+    harness.clock.advance(3)
+    [attempt] = harness.connector.attempts
+    assert attempt.cancelled
+    assert client.transport.value().startswith(b"HTTP/1.1 504 ")
+
+
+def test_originSendsMoreNotPooled() -> None:
+    """
+    An origin that sends bytes after a complete response is not reused.
+    """
+    harness = forwardingHarness()
+    client = harness.connectClient()
+    client.send(get())
+    origin = connectOrigin(harness)
+    origin.send(OK + b"HTTP/1.1 200 OK\r\n")
+    assert origin.transport.disconnecting
+    assert len(harness.factory.upstreamPool) == 0
+
+
+def test_clientFinishedAfterRequest() -> None:
+    """
+    A client that half-closes after its request still gets the response,
+    then the connection is closed.
+    """
+    harness = forwardingHarness()
+    client = harness.connectClient()
+    client.send(get())
+    client.protocol.readConnectionLost()
+    origin = connectOrigin(harness)
+    origin.send(OK)
+    assert client.transport.value().endswith(b"hello")
+    assert client.transport.disconnecting

@@ -187,6 +187,28 @@ def test_curlHead(forwarder: ProxyProcess, httpOrigin: OriginProcess) -> None:
     forwarder.waitForNamed(FORWARDED, method="HEAD", status=200)
 
 
+def test_http10Client(forwarder: ProxyProcess, httpOrigin: OriginProcess) -> None:
+    """
+    An HTTP/1.0 client without C{Host} gets the page, a response that ends
+    with the origin's connection whole, and its connection closed after
+    each response; the origin gets C{Host} from the URL.
+    """
+    authority = f"{LOCAL}:{httpOrigin.port}"
+    for path, expected in [("/echo-head", None), ("/close-delimited/70000", 70000)]:
+        with RawClient(forwarder.port) as client:
+            client.send(f"GET http://{authority}{path} HTTP/1.0\r\n\r\n".encode())
+            answer = client.response()
+            assert answer.head.status == 200, answer.head.raw
+            if expected is None:
+                seen = json.loads(answer.body)
+                assert [v for n, v in seen["headers"] if n.lower() == "host"] == [
+                    authority
+                ]
+            else:
+                assert len(answer.body) == expected
+            assert client.atEnd()
+
+
 def test_messageRewritten(forwarder: ProxyProcess, httpOrigin: OriginProcess) -> None:
     """
     The origin gets the request in origin-form, with C{Host} naming the

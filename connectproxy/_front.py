@@ -5,8 +5,11 @@ client, reads the request head (L{HeadReader}), chooses the handler of its
 method (405 when there is none), admits the request (L{Admission}; a 407
 may be answered and the next head read on the same connection: the 407
 loop), and hands it to the handler (L{ConnectHandler
-<connectproxy._connect.ConnectHandler>} for CONNECT).  Refusals go through
-a L{Refuser}.  Where the connection is is one explicit L{Phase}, and each
+<connectproxy._connect.ConnectHandler>} for CONNECT, L{ForwardHandler
+<connectproxy._forward.ForwardHandler>} for the methods forwarded as plain
+HTTP, which reads the client itself while its exchange lasts and then
+hands the connection back for the next request).  Refusals go through a
+L{Refuser}.  Where the connection is is one explicit L{Phase}, and each
 phase reads the client its own way.
 """
 

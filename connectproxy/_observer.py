@@ -56,8 +56,9 @@ class Outcome(StrEnum):
 
     #: The tunnel was established (the 200 was sent).
     OK = "ok"
-    #: The request head was malformed, too large, not a CONNECT, or named
-    #: an invalid target (400, 405, 414, 431, 501, 505).
+    #: The request head was malformed, too large, of a method not served,
+    #: or named an invalid target, or a forwarded request's body was framed
+    #: ambiguously or malformed (400, 405, 414, 431, 501, 505).
     BAD_REQUEST = "bad_request"
     #: Authentication is required and the request had no credentials (407).
     AUTH_REQUIRED = "auth_required"

@@ -216,6 +216,9 @@ def proxySettings(options: ParsedOptions) -> ProxySettings:
         resolverPerClient=options["resolver-per-client"],
         outgoingAddresses=OutgoingAddresses.fromStrings(options["outgoing-address"]),
         shutdownGrace=options["shutdown-grace"],
+        upstreamKeepalive=options["upstream-keepalive"],
+        upstreamIdleTimeout=options["upstream-idle-timeout"],
+        logQuery=bool(options["log-query"]),
     )
 
 

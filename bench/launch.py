@@ -16,6 +16,7 @@ logs hundreds of thousands of them.
 from __future__ import annotations
 
 import json
+import os
 import resource
 import shlex
 import socket
@@ -286,6 +287,7 @@ class ConnectproxyVariant(Launched):
         argv = shlex.split(prefix.replace("{python}", shlex.quote(sys.executable)))
         argv += ["--listen", LISTEN_ANY_PORT, *LOOPBACK_ORIGINS]
         argv += shlex.split(options)
+        workers = workerCount(shlex.split(options))
         try:
             process = _TallyProxyProcess(argv)
         except AssertionError as e:
@@ -295,12 +297,36 @@ class ConnectproxyVariant(Launched):
         self.port = process.port
         self.tally = cast(TallyCollector, process.output)
         self.version = _gitVersion()
+        if workers > 1:
+            # The first worker's "listening" came first: measure once all
+            # of them listen.
+            if self.tally.waitForCount("workers_ready", 1, START_TIMEOUT) < 1:
+                process.stop()
+                raise BenchError(
+                    f"{name}: not every worker listened\n{self.describe()}"
+                )
 
     def failures(self) -> list[Event]:
         """
         The unhandled errors it logged.
         """
         return [e for e in self.child.output.records if isUnexpectedFailure(e)]
+
+
+def workerCount(options: Sequence[str]) -> int:
+    """
+    How many worker processes the options ask for (C{--workers N} or
+    C{auto}); 1 without the option.
+    """
+    value = "1"
+    for index, option in enumerate(options):
+        if option == "--workers" and index + 1 < len(options):
+            value = options[index + 1]
+        elif option.startswith("--workers="):
+            value = option.partition("=")[2]
+    if value == "auto":
+        return os.cpu_count() or 1
+    return int(value) if value.isdigit() else 1
 
 
 def _gitVersion() -> str:

@@ -331,6 +331,7 @@ def reloader(
     startObservers = options["observer"]
     startMetrics = options["metrics"]
     startLogging = [options[name] for name in _LOGGING]
+    startWorkers = options["workers"]
 
     def load() -> ProxyConfig:
         parsed = kind()
@@ -350,6 +351,11 @@ def reloader(
                 "--access-log, --access-log-format and --log-level changes "
                 "take effect only after a restart",
                 event="reload_logging_ignored",
+            )
+        if parsed["workers"] != startWorkers:
+            _log.warn(
+                "--workers changes take effect only after a restart",
+                event="reload_workers_ignored",
             )
         return buildConfig(parsed, reactor, connector=connector, observers=observers)
 

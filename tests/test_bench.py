@@ -10,13 +10,15 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
+import sys
 import threading
 import zlib
 
 import pytest
 
 from bench.__main__ import parseArgs
-from bench.launch import TallyCollector, _BoundedText
+from bench.launch import TallyCollector, _BoundedText, workerCount
 from bench.measure import Route, expectedCrc, percentile
 from bench.memory import sourceAddresses
 from bench.origin import CHUNK, _receiveBulk, payloadChunk
@@ -187,3 +189,32 @@ def test_procReaders() -> None:
     assert pssKiB(pids) > 0
     assert descriptorCount(pids) >= 3
     assert processTree(2**22 + 1) == []
+
+
+def test_workerCount() -> None:
+    """
+    A variant's options say how many worker processes to wait for.
+    """
+    assert workerCount([]) == 1
+    assert workerCount(["--workers", "2"]) == 2
+    assert workerCount(["--workers=3", "--idle-timeout", "5"]) == 3
+    assert workerCount(["--workers", "auto"]) == (os.cpu_count() or 1)
+
+
+def test_procReadersSumChildren() -> None:
+    """
+    The readers see the children of a process (the workers of a
+    supervisor) with it.
+    """
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdin.read()"],
+        stdin=subprocess.PIPE,
+    )
+    try:
+        pids = processTree(os.getpid())
+        assert child.pid in pids
+        assert pssKiB(pids) > pssKiB([os.getpid()])
+    finally:
+        assert child.stdin is not None
+        child.stdin.close()
+        child.wait(10)

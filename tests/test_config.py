@@ -7,6 +7,7 @@ and the sample file.  Its reload on SIGHUP is tested in tests/test_service.py.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,7 @@ max-connections = 100
 max-connections-per-client = 5
 resolver-threads = 16
 resolver-per-client = 2
+workers = "auto"
 upstream = "direct"
 upstream-proxy = "http://alice:pw@parent.example:3128"
 upstream-route = "*.lan=direct"
@@ -140,6 +142,7 @@ metrics = "tcp:9108:interface=127.0.0.1"
         "max-connections-per-client": 5,
         "resolver-threads": 16,
         "resolver-per-client": 2,
+        "workers": os.cpu_count() or 1,
         "upstream": "direct",
         "upstream-proxy": "http://alice:pw@parent.example:3128",
         "upstream-ca": None,

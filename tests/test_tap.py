@@ -49,6 +49,7 @@ DEFAULTS = {
     "max-connections-per-client": 0,
     "resolver-threads": 32,
     "resolver-per-client": 8,
+    "workers": 1,
     "upstream": "direct",
     "upstream-proxy": None,
     "upstream-ca": None,
@@ -136,6 +137,8 @@ def test_allOptions() -> None:
         "64",
         "--resolver-per-client",
         "0",
+        "--workers",
+        "3",
         "--upstream",
         "direct",
         "--upstream-proxy",
@@ -206,6 +209,7 @@ def test_allOptions() -> None:
         "max-connections-per-client": 5,
         "resolver-threads": 64,
         "resolver-per-client": 0,
+        "workers": 3,
         "upstream": "direct",
         "upstream-proxy": "http://alice:pw@parent.example:3128",
         "upstream-ca": None,
@@ -339,6 +343,8 @@ def test_allOptions() -> None:
             ["--access-log", "-", "--observer", "accesslog:x"],
             "accesslog takes no argument",
         ),
+        (["--workers", "0"], "--workers: '0' must be from 1 to 256"),
+        (["--workers", "many"], "--workers: 'many' is not a whole number or auto"),
     ],
 )
 def test_badValues(argv: list[str], message: str) -> None:

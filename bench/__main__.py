@@ -23,6 +23,7 @@ from bench.report import formatTable
 from bench.run import Run, machineFacts, progress, startupMemory
 from tests.integration._processes import REPO_ROOT
 
+KINDS = ("bulk", "setup", "latency", "memory")
 ROUTES = ["direct", "connectproxy", *(other.name for other in OTHERS)]
 DEFAULT_JSON = REPO_ROOT / "bench" / "last-run.json"
 
@@ -111,6 +112,13 @@ def makeParser() -> argparse.ArgumentParser:
         "--baseline",
         default="squid",
         help="ratios are to this route (default squid, else direct)",
+    )
+    add(
+        "--only",
+        type=_list(list(KINDS)),
+        default=list(KINDS),
+        metavar="LIST",
+        help=f"measure only these ({','.join(KINDS)}; default all)",
     )
     add("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     add(

@@ -54,19 +54,27 @@ def makeRows(args: argparse.Namespace) -> dict[str, Row]:
     """
     The rows this run measures, in the order of the report.
     """
-    rows = [Row(mode, f"bulk {mode}", "MB/s", True) for mode in args.modes]
-    rows.append(Row("cpuPerGiB", "proxy CPU per GiB moved", "CPU s/GiB", False))
-    rows += [
-        Row(f"setupRateC{c}", f"tunnel setup rate, c={c}", "tunnels/s", True)
-        for c in args.concurrency
-    ]
-    rows += [
-        Row("latencyP50", "echo latency p50", "us", False),
-        Row("latencyP99", "echo latency p99", "us", False),
-        Row("idleMemory", "memory per idle tunnel (PSS)", "KiB", False),
-        Row("idleOpenRate", "idle tunnels opened one by one", "tunnels/s", True),
-        Row("slowReaderGrowth", "slow-reader memory growth", "KiB/tunnel", False),
-    ]
+    only = args.only
+    rows = []
+    if "bulk" in only:
+        rows += [Row(mode, f"bulk {mode}", "MB/s", True) for mode in args.modes]
+        rows.append(Row("cpuPerGiB", "proxy CPU per GiB moved", "CPU s/GiB", False))
+    if "setup" in only:
+        rows += [
+            Row(f"setupRateC{c}", f"tunnel setup rate, c={c}", "tunnels/s", True)
+            for c in args.concurrency
+        ]
+    if "latency" in only:
+        rows += [
+            Row("latencyP50", "echo latency p50", "us", False),
+            Row("latencyP99", "echo latency p99", "us", False),
+        ]
+    if "memory" in only:
+        rows += [
+            Row("idleMemory", "memory per idle tunnel (PSS)", "KiB", False),
+            Row("idleOpenRate", "idle tunnels opened one by one", "tunnels/s", True),
+            Row("slowReaderGrowth", "slow-reader memory growth", "KiB/tunnel", False),
+        ]
     return {row.key: row for row in rows}
 
 
@@ -310,34 +318,43 @@ class Run:
         slow readers last (whose byte counts nobody can check).
         """
         args = self.args
-        if self.idleCount() < args.idle_tunnels:
+        memory = "memory" in args.only
+        if memory and self.idleCount() < args.idle_tunnels:
             self.notes.append(
                 f"idle tunnels lowered from {args.idle_tunnels} to "
                 f"{self.idleCount()}: the descriptor limit is {self.limit} and a "
                 "proxy needs two per tunnel (raise the hard limit to go further)"
             )
             progress(self.notes[-1])
-        for index in range(args.memory_rounds if args.idle_tunnels else 0):
+        for index in range(args.memory_rounds if memory and args.idle_tunnels else 0):
             progress(f"idle-tunnel round {index + 1} of {args.memory_rounds}")
             for route in self.order(index, proxiesOnly=True):
                 self._sample(route, "idle tunnels", partial(self.idleTest, route))
         for index in range(args.rounds):
             progress(f"round {index + 1} of {args.rounds}")
-            for mode in args.modes:
-                for route in self.order(index):
-                    self._sample(route, mode, partial(self.bulk, route, mode))
-            self.cpuPerGiB()
-            for c in args.concurrency:
-                for route in self.order(index):
-                    self._sample(route, f"c={c}", partial(self.rate, route, c))
-            for route in self.order(index):
-                self._sample(route, "latency", partial(self.latency, route))
+            self.measureRound(index)
         self.checkBytes()
-        for index in range(args.memory_rounds if args.slow_tunnels else 0):
+        for index in range(args.memory_rounds if memory and args.slow_tunnels else 0):
             progress(f"slow-reader round {index + 1} of {args.memory_rounds}")
             for route in self.order(index, proxiesOnly=True):
                 self._sample(route, "slow readers", partial(self.slowTest, route))
         self.waitForCloses()
+
+    def measureRound(self, index: int) -> None:
+        """
+        One round of the throughput, setup and latency samples that
+        C{--only} asks for, every route in turn.
+        """
+        args = self.args
+        for mode in args.modes if "bulk" in args.only else ():
+            for route in self.order(index):
+                self._sample(route, mode, partial(self.bulk, route, mode))
+        self.cpuPerGiB()
+        for c in args.concurrency if "setup" in args.only else ():
+            for route in self.order(index):
+                self._sample(route, f"c={c}", partial(self.rate, route, c))
+        for route in self.order(index) if "latency" in args.only else ():
+            self._sample(route, "latency", partial(self.latency, route))
 
     def proxyFacts(self, stopped: dict[str, int]) -> dict[str, dict[str, Any]]:
         """

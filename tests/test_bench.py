@@ -22,6 +22,7 @@ from bench.memory import sourceAddresses
 from bench.origin import CHUNK, _receiveBulk, payloadChunk
 from bench.proc import cpuSeconds, descriptorCount, processTree, pssKiB
 from bench.report import Row, formatRow
+from bench.run import makeRows
 
 
 def test_percentileNearestRank() -> None:
@@ -72,9 +73,21 @@ def test_variantOption() -> None:
     assert args.variant == [("splice", "--relay=splice --workers=2")]
 
 
+def test_onlyOption() -> None:
+    """
+    --only picks the kinds of measurement, and the report has the rows of
+    those only; by default every kind is measured.
+    """
+    assert parseArgs([]).only == ["bulk", "setup", "latency", "memory"]
+    args = parseArgs(["--only", "setup,latency", "--concurrency", "1"])
+    assert args.only == ["setup", "latency"]
+    assert list(makeRows(args)) == ["setupRateC1", "latencyP50", "latencyP99"]
+
+
 @pytest.mark.parametrize(
     "argv",
     [
+        ["--only", "setup,nosuchkind"],
         ["--variant", "no-equals-sign"],
         ["--variant", "squid=--x"],
         ["--variant", "a=", "--variant", "a=--x"],

@@ -97,6 +97,15 @@ def makeParser() -> argparse.ArgumentParser:
         "(default one variant: connectproxy='')",
     )
     add(
+        "--source",
+        type=_variant,
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="one more connectproxy variant, run from the source tree in DIR "
+        "(an earlier commit's, say: git worktree add DIR COMMIT), repeatable",
+    )
+    add(
         "--connectproxy-command",
         default=DEFAULT_CONNECTPROXY_COMMAND,
         metavar="CMD",
@@ -209,9 +218,12 @@ def parseArgs(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not args.variant:
         args.variant = [("connectproxy", "")]
-    names = [name for name, _ in args.variant]
+    for name, directory in args.source:
+        if not (Path(directory) / "connectproxy" / "__init__.py").is_file():
+            parser.error(f"--source {name}={directory}: no connectproxy source there")
+    names = [name for name, _ in args.variant + args.source]
     if len(set(names)) != len(names):
-        parser.error("--variant names must differ")
+        parser.error("--variant and --source names must differ")
     for name in ("rounds", "megabytes", "rate_tunnels", "pings"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -245,7 +257,7 @@ def buildReport(run: Run, argv: list[str], extra: dict[str, Any]) -> dict[str, A
         f"{machine['loadAverageAtStart'][0]:.2f} at start, "
         f"{machine['loadAverage'][0]:.2f} at the end"
     )
-    variants = {name for name, _ in args.variant} | {"direct"}
+    variants = {name for name, _ in args.variant + args.source} | {"direct"}
     problems: list[str] = []
     warnings: list[str] = list(run.notes)
     for name, errors in run.errors.items():
@@ -312,7 +324,7 @@ def runAll(args: argparse.Namespace, argv: list[str]) -> int:
     progress(f"JSON report written to {args.json_file}")
     if report["problems"]:
         for name, proxy in run.launched.items():
-            if name in {variant for variant, _ in args.variant}:
+            if name in {variant for variant, _ in args.variant + args.source}:
                 progress(proxy.describe()[-6000:])
     return 1 if report["problems"] else 0
 

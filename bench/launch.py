@@ -272,7 +272,9 @@ class ConnectproxyVariant(Launched):
     @ivar tally: The counts from its log.
     """
 
-    def __init__(self, name: str, prefix: str, options: str) -> None:
+    def __init__(
+        self, name: str, prefix: str, options: str, root: Path = REPO_ROOT
+    ) -> None:
         """
         Start it and wait for its C{listening} event.
 
@@ -280,21 +282,25 @@ class ConnectproxyVariant(Launched):
         @param prefix: The command before the options, with C{{python}} for
             this interpreter; it must log JSON events to stdout.
         @param options: The variant's options, split as a shell would.
+        @param root: The source tree it runs from (another commit's, to
+            compare two in one run).
         @raise BenchError: If it does not start listening.
         """
         self.name, self.kind = name, "connectproxy"
         argv = shlex.split(prefix.replace("{python}", shlex.quote(sys.executable)))
         argv += ["--listen", LISTEN_ANY_PORT, *LOOPBACK_ORIGINS]
         argv += shlex.split(options)
+        env = sourceEnvironment()
+        env["PYTHONPATH"] = str(root)
         try:
-            process = _TallyProxyProcess(argv)
+            process = _TallyProxyProcess(argv, env, root)
         except AssertionError as e:
             raise BenchError(f"{name} did not start listening: {e}") from e
         process.allowFailures = True  # Reported, not raised, by the bench.
         self.child = process
         self.port = process.port
         self.tally = cast(TallyCollector, process.output)
-        self.version = _gitVersion()
+        self.version = _gitVersion(root)
 
     def failures(self) -> list[Event]:
         """
@@ -303,14 +309,15 @@ class ConnectproxyVariant(Launched):
         return [e for e in self.child.output.records if isUnexpectedFailure(e)]
 
 
-def _gitVersion() -> str:
+def _gitVersion(root: Path) -> str:
     """
-    The source tree's commit, with C{+dirty} if it has uncommitted changes.
+    The commit of the source tree in C{root}, with C{+dirty} if it has
+    uncommitted changes.
     """
     try:
         described = subprocess.run(
             ["git", "describe", "--always", "--dirty=+dirty"],
-            cwd=REPO_ROOT,
+            cwd=root,
             capture_output=True,
             text=True,
             timeout=10,

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from bench.launch import (
@@ -135,9 +136,14 @@ class Run:
         if "direct" in wanted:
             self.routes.append(Route("direct", None))
         if "connectproxy" in wanted:
+            command = self.args.connectproxy_command
             for name, options in self.args.variant:
-                command = self.args.connectproxy_command
                 self._launch(name, partial(ConnectproxyVariant, name, command, options))
+            for name, directory in self.args.source:
+                self._launch(
+                    name,
+                    partial(ConnectproxyVariant, name, command, "", Path(directory)),
+                )
         for other in OTHERS:
             if other.name not in wanted:
                 continue

@@ -65,6 +65,15 @@ def makeRows(args: argparse.Namespace) -> dict[str, Row]:
             Row(f"setupRateC{c}", f"tunnel setup rate, c={c}", "tunnels/s", True)
             for c in args.concurrency
         ]
+        rows += [
+            Row(
+                f"setupCpuC{c}",
+                f"proxy CPU per tunnel set up, c={c}",
+                "CPU us",
+                False,
+            )
+            for c in args.concurrency
+        ]
     if "latency" in only:
         rows += [
             Row("latencyP50", "echo latency p50", "us", False),
@@ -226,6 +235,8 @@ class Run:
         One tunnel-setup-rate sample at C{concurrency}.
         """
         args = self.args
+        proxy = self.launched.get(route.name)
+        before = cpuSeconds(proxy.pids()) if proxy else 0.0
         sample = rateRun(
             route,
             self.origin.echoPort,
@@ -235,7 +246,12 @@ class Run:
         )
         figure = sample.count / sample.seconds
         self.rows[f"setupRateC{concurrency}"].add(route.name, figure)
-        progress(f"  c={concurrency:<6} {route.name:<16} {figure:9.1f} tunnels/s")
+        cpu = ""
+        if proxy is not None and sample.count:
+            perTunnel = (cpuSeconds(proxy.pids()) - before) / sample.count * 1e6
+            self.rows[f"setupCpuC{concurrency}"].add(route.name, perTunnel)
+            cpu = f", {perTunnel:7.1f} CPU us each"
+        progress(f"  c={concurrency:<6} {route.name:<16} {figure:9.1f} tunnels/s{cpu}")
 
     def latency(self, route: Route) -> None:
         """

@@ -11,7 +11,6 @@ network rules are applied to resolved addresses by the connector.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Generator, Iterable, Sequence
 from typing import Any
 
@@ -34,6 +33,7 @@ from ._credentials import ProxyCredentials, parseBasicCredentials
 from ._errors import CheckerBusy, InvalidCredentials, Refusal, Refused
 from ._hostnames import normalizeHost
 from ._limiter import FailureLimiter
+from ._networks import parseAddress
 from ._observer import Outcome, outcomeForStatus
 from ._parser import RequestHead
 from ._rules import AccessRules
@@ -129,12 +129,10 @@ class Gatekeeper:
         host, _ = clientHostPort(address)
         if not host:
             return None
-        client = ipaddress.ip_address(host)
+        client = parseAddress(host)
         balancer, _ = clientHostPort(socketAddress)
         if balancer:
-            reason = self.rules.clients.explainProxied(
-                client, ipaddress.ip_address(balancer)
-            )
+            reason = self.rules.clients.explainProxied(client, parseAddress(balancer))
         else:
             reason = self.rules.clients.explain(client)
         return None if reason is None else Refused(403, reason)

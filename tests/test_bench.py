@@ -15,6 +15,7 @@ import zlib
 
 import pytest
 
+from bench import pathcost
 from bench.__main__ import parseArgs
 from bench.launch import TallyCollector, _BoundedText
 from bench.measure import Route, expectedCrc, percentile
@@ -81,7 +82,12 @@ def test_onlyOption() -> None:
     assert parseArgs([]).only == ["bulk", "setup", "latency", "memory"]
     args = parseArgs(["--only", "setup,latency", "--concurrency", "1"])
     assert args.only == ["setup", "latency"]
-    assert list(makeRows(args)) == ["setupRateC1", "latencyP50", "latencyP99"]
+    assert list(makeRows(args)) == [
+        "setupRateC1",
+        "setupCpuC1",
+        "latencyP50",
+        "latencyP99",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -200,3 +206,11 @@ def test_procReaders() -> None:
     assert pssKiB(pids) > 0
     assert descriptorCount(pids) >= 3
     assert processTree(2**22 + 1) == []
+
+
+def test_pathCostRuns() -> None:
+    """
+    bench.pathcost sets up, uses and closes tunnels on a memory reactor,
+    every one of them closed, and reports a CPU time per tunnel.
+    """
+    assert pathcost.tunnels(20) > 0

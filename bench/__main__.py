@@ -23,7 +23,7 @@ from bench.report import formatTable
 from bench.run import Run, machineFacts, progress, startupMemory
 from tests.integration._processes import REPO_ROOT
 
-KINDS = ("bulk", "setup", "latency", "memory")
+KINDS = ("bulk", "setup", "names", "latency", "memory")
 ROUTES = ["direct", "connectproxy", *(other.name for other in OTHERS)]
 DEFAULT_JSON = REPO_ROOT / "bench" / "last-run.json"
 
@@ -162,6 +162,12 @@ def makeParser() -> argparse.ArgumentParser:
         type=int,
         default=20000,
         help="tunnels at most per setup-rate sample",
+    )
+    add(
+        "--dns-ttl",
+        type=int,
+        default=300,
+        help="TTL of the DNS records of host-name targets (default 300 s)",
     )
     add("--pings", type=int, default=1000, help="round trips per latency sample")
     add(
@@ -312,6 +318,7 @@ def runAll(args: argparse.Namespace, argv: list[str]) -> int:
     finally:
         if run is not None:
             stopped = run.stopAll()
+            run.stopDns()
         origin.stop()
     machine = machineFacts()
     machine["loadAverageAtStart"] = loadAtStart

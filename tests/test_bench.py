@@ -14,8 +14,9 @@ import threading
 import zlib
 
 import pytest
+from twisted.names import dns
 
-from bench import pathcost
+from bench import dnsserver, pathcost
 from bench.__main__ import parseArgs
 from bench.launch import TallyCollector, _BoundedText
 from bench.measure import Route, expectedCrc, percentile
@@ -24,6 +25,7 @@ from bench.origin import CHUNK, _receiveBulk, payloadChunk
 from bench.proc import cpuSeconds, descriptorCount, processTree, pssKiB
 from bench.report import Row, formatRow
 from bench.run import makeRows
+from tests._helpers import succeeded
 
 
 def test_percentileNearestRank() -> None:
@@ -79,7 +81,7 @@ def test_onlyOption() -> None:
     --only picks the kinds of measurement, and the report has the rows of
     those only; by default every kind is measured.
     """
-    assert parseArgs([]).only == ["bulk", "setup", "latency", "memory"]
+    assert parseArgs([]).only == ["bulk", "setup", "names", "latency", "memory"]
     args = parseArgs(["--only", "setup,latency", "--concurrency", "1"])
     assert args.only == ["setup", "latency"]
     assert list(makeRows(args)) == [
@@ -214,3 +216,18 @@ def test_pathCostRuns() -> None:
     every one of them closed, and reports a CPU time per tunnel.
     """
     assert pathcost.tunnels(20) > 0
+
+
+def test_dnsZoneAnswers() -> None:
+    """
+    The bench's DNS zone answers every name in it with 127.0.0.1 and the
+    TTL it was given, and has no AAAA records: an empty answer with the
+    zone's SOA, for negative caching.
+    """
+    zone = dnsserver._Zone("bench.test", 60)
+    answers, _, _ = succeeded(zone.lookupAddress("origin.bench.test"))
+    [record] = answers
+    assert (record.payload.dottedQuad(), record.ttl) == ("127.0.0.1", 60)
+    answers, authority, _ = succeeded(zone.lookupIPV6Address("origin.bench.test"))
+    assert answers == []
+    assert [r.type for r in authority] == [dns.SOA]

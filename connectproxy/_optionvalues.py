@@ -33,6 +33,7 @@ __all__ = [
     "positiveCount",
     "positiveFloat",
     "realm",
+    "resolverChoice",
     "upstreamRoute",
 ]
 
@@ -202,3 +203,22 @@ def accessLogFormat(text: str) -> str:
 accessLogFormat.coerceDoc = "text, json or squid."  # type: ignore[attr-defined]
 #: A string in the configuration file, never a number.
 accessLogFormat.string = True  # type: ignore[attr-defined]
+
+#: The values of C{--resolver}.
+RESOLVERS = ("dns", "system")
+
+
+def resolverChoice(text: str) -> str:
+    """
+    A C{--resolver} value: one of L{RESOLVERS}.
+
+    @raise ValueError: For another.
+    """
+    if text not in RESOLVERS:
+        raise ValueError(f"{text!r} is not one of {', '.join(RESOLVERS)}")
+    return text
+
+
+resolverChoice.coerceDoc = "dns or system."  # type: ignore[attr-defined]
+#: A string in the configuration file, never a number.
+resolverChoice.string = True  # type: ignore[attr-defined]

@@ -66,6 +66,7 @@ from ._optionvalues import (
     positiveCount,
     positiveFloat,
     realm,
+    resolverChoice,
     upstreamRoute,
 )
 from ._outgoing import OutgoingAddresses, warnUnbindable
@@ -298,6 +299,24 @@ class Options(usage.Options, AuthOptionMixin):
             "Most name lookups at once for one client address, so that one "
             "client's slow names cannot hold up the others; more wait their "
             "turn. 0 lets one client use every resolver thread.",
+            count,
+        ],
+        [
+            "resolver",
+            None,
+            _defaults.resolver,
+            "How target names are resolved: dns (a DNS client asking the "
+            "name servers of /etc/resolv.conf, after /etc/hosts, its answers "
+            "kept for their TTL) or system (getaddrinfo in the resolver "
+            "threads, nothing kept).",
+            resolverChoice,
+        ],
+        [
+            "dns-cache-size",
+            None,
+            _defaults.dnsCacheSize,
+            "Most DNS answers --resolver dns keeps (one per name and record "
+            "type), the least recently used dropped first; 0 keeps none.",
             count,
         ],
         [

@@ -91,6 +91,8 @@ max-connections = 100
 max-connections-per-client = 5
 resolver-threads = 16
 resolver-per-client = 2
+resolver = "system"
+dns-cache-size = 100
 upstream = "direct"
 upstream-proxy = "http://alice:pw@parent.example:3128"
 upstream-route = "*.lan=direct"
@@ -134,6 +136,8 @@ metrics = "tcp:9108:interface=127.0.0.1"
         "max-connections-per-client": 5,
         "resolver-threads": 16,
         "resolver-per-client": 2,
+        "resolver": "system",
+        "dns-cache-size": 100,
         "upstream": "direct",
         "upstream-proxy": "http://alice:pw@parent.example:3128",
         "upstream-ca": None,
@@ -182,6 +186,8 @@ metrics = "tcp:9108:interface=127.0.0.1"
         maxConnectionsPerClient=5,
         resolverThreads=16,
         resolverPerClient=2,
+        resolver="system",
+        dnsCacheSize=100,
         outgoingAddresses=OutgoingAddresses("127.0.0.7", "::1"),
         shutdownGrace=0.0,
     )

@@ -50,7 +50,7 @@ from connectproxy import (
     Gatekeeper,
     ProxySettings,
 )
-from connectproxy._loglevel import levelPredicate
+from connectproxy._loglevel import LogLevelService
 from connectproxy._networks import NetworkRules
 from connectproxy._rules import AccessRules, ClientRules, HostRules, PortRules
 from connectproxy.testing import HalfCloseableStringTransport
@@ -62,16 +62,17 @@ _MESSAGE = b"connectproxy-bench-ping".ljust(32, b".")
 def _logToNowhere() -> None:
     """
     Log as C{twist --log-format json} with C{--log-level info} does, into
-    C{/dev/null}.
+    C{/dev/null}: Twisted's level filter in front of its JSON file
+    observer, and the proxy's own in front of both (L{LogLevelService}).
     """
     sink = open(os.devnull, "w")
     observer = FilteringLogObserver(
-        FilteringLogObserver(
-            jsonFileLogObserver(sink), [LogLevelFilterPredicate(LogLevel.info)]
-        ),
-        [levelPredicate("info")],
+        jsonFileLogObserver(sink), [LogLevelFilterPredicate(LogLevel.info)]
     )
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+    levels = LogLevelService("info", None)
+    levels.running = True
+    levels.install()
 
 
 def _factory(clock: MemoryReactorClock) -> ConnectProxyFactory:

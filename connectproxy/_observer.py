@@ -287,9 +287,14 @@ class AccessLogObserver:
 
     @ivar logOpens: Whether a tunnel that opens is logged (C{tunnel_open},
         at debug level, which C{--log-level debug} shows).
+    @cvar debugShown: Whether the proxy's log keeps debug events: while
+        C{--log-level} is above C{debug}, the level filter
+        (L{LogLevelService <connectproxy._loglevel.LogLevelService>}) sets
+        it false, and no C{tunnel_open} event is made, to be dropped.
     """
 
     _log = Logger(namespace="connectproxy.access")
+    debugShown = True
 
     def __init__(self, logOpens: bool = True) -> None:
         self.logOpens = logOpens
@@ -322,7 +327,7 @@ class AccessLogObserver:
         self._log.info(_PREFORMATTED, log_text=text, event="request_refused", **fields)
 
     def tunnelOpened(self, event: TunnelRecord) -> None:
-        if not self.logOpens:
+        if not (self.logOpens and self.debugShown):
             return
         self._log.debug(
             "tunnel opened {client} "

@@ -152,8 +152,9 @@ class CachingDNSResolver:
     cache keeps at most L{size} answers, dropping the least recently used.
 
     Addresses come IPv6 first (RFC 8305 section 4), each family in the
-    order the DNS gave them.  Search domains are not applied: a name is
-    looked up as it is given.
+    order the DNS gave them.  A name of one label is looked up in each
+    search domain of C{resolv.conf} first, then as it is, as the system
+    resolver does with its default C{ndots:1}; a longer name as it is.
 
     @ivar size: The most answers kept.
     """
@@ -247,6 +248,32 @@ class CachingDNSResolver:
             known = self._hosts.lookup(name)
             if known is not None:
                 return succeed(known)
+        if "." in name:
+            return self._both(name)
+        # A single label: the search domains first, then the name itself,
+        # as the system resolver does (resolv.conf's default ndots:1).
+        candidates = [f"{name}.{domain}" for domain in self._searchDomains()]
+        candidates.append(name)
+
+        def tryNext(found: tuple[Sequence[str], Sequence[str]], index: int) -> Any:
+            if found[0] or found[1] or index == len(candidates):
+                return found
+            return self._both(candidates[index]).addCallback(tryNext, index + 1)
+
+        return self._both(candidates[0]).addCallback(tryNext, 1)
+
+    def _searchDomains(self) -> Sequence[str]:
+        """
+        The search domains of the DNS client's configuration (its
+        C{searchDomains()}, if it has one).
+        """
+        domains = getattr(self._resolver, "searchDomains", None)
+        return () if domains is None else domains()
+
+    def _both(self, name: str) -> Deferred[tuple[Sequence[str], Sequence[str]]]:
+        """
+        The IPv6 and IPv4 addresses of exactly C{name}.
+        """
         v6, v4 = (self._lookup(name, kind) for kind in _TYPES)
         if v6.called and v4.called:
             # Both cached: no Deferred chain to wait through.
@@ -397,6 +424,22 @@ class _LazyClient:
 
     def lookupIPV6Address(self, name: str) -> Deferred[Any]:
         return self._get().lookupIPV6Address(name)  # type: ignore[no-any-return]
+
+    def searchDomains(self) -> list[str]:
+        """
+        The domains of C{resolv.conf}'s C{search} line, or of its C{domain}
+        line.
+        """
+        client = self._get()
+        domain = getattr(client, "domain", None)
+        search = getattr(client, "search", None) or ([domain] if domain else [])
+        return [
+            d.decode("ascii", "replace").strip(".").lower()
+            if isinstance(d, bytes)
+            else str(d).strip(".").lower()
+            for d in search
+            if d
+        ]
 
     def stop(self) -> None:
         """

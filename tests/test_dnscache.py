@@ -424,3 +424,77 @@ def test_sizeZeroOrOne(size: int) -> None:
     _known(client, "www.example", v4=[_a("www.example", "192.0.2.1", 60)])
     _addresses(resolver, "www.example")
     assert len(resolver) == size
+
+
+class SearchingDNS(FakeDNS):
+    """
+    A fake DNS client with search domains, as resolv.conf's C{search} line
+    gives them.
+    """
+
+    def __init__(self, *domains: str) -> None:
+        super().__init__()
+        self.domains = list(domains)
+
+    def searchDomains(self) -> list[str]:
+        return self.domains
+
+
+def test_singleLabelSearched() -> None:
+    """
+    A name of one label is looked up in each search domain in turn, then
+    as it is: the first with an address wins.  A longer name is looked up
+    as it is only.
+    """
+    clock = Clock()
+    client = SearchingDNS("corp.example", "example")
+    resolver = CachingDNSResolver(clock, client, 100)
+    _known(client, "intranet.corp.example")
+    _known(client, "intranet.example", v4=[_a("intranet.example", "192.0.2.9", 60)])
+    assert _addresses(resolver, "intranet") == [IPv4Address("TCP", "192.0.2.9", 443)]
+    assert [name for _, name in client.asked] == [
+        "intranet.corp.example",
+        "intranet.corp.example",
+        "intranet.example",
+        "intranet.example",
+    ]
+    _known(client, "host.example")
+    assert _addresses(resolver, "host.example") == []
+    assert client.asked[4:] == [(dns.AAAA, "host.example"), (dns.A, "host.example")]
+
+
+def test_singleLabelItselfLast() -> None:
+    """
+    When no search domain has the name, the name itself is looked up last;
+    every answer is cached, so the next lookup asks nothing.
+    """
+    clock = Clock()
+    client = SearchingDNS("corp.example")
+    resolver = CachingDNSResolver(clock, client, 100)
+    _known(client, "printer.corp.example")
+    _known(client, "printer", v6=[_aaaa("printer", "2001:db8::7", 60)])
+    assert _addresses(resolver, "printer") == [IPv6Address("TCP", "2001:db8::7", 443)]
+    assert len(client.asked) == 4
+    _addresses(resolver, "printer")
+    assert len(client.asked) == 4
+
+
+def test_searchDomainsFromResolvConf(tmp_path: Path) -> None:
+    """
+    The search domains come from resolv.conf's C{search} line, or its
+    C{domain} line.
+    """
+    reactor = MemoryReactorClock()
+    for text, domains in (
+        (
+            "nameserver 127.0.0.153\nsearch Corp.Example. example\n",
+            ["corp.example", "example"],
+        ),
+        ("nameserver 127.0.0.153\ndomain lan\n", ["lan"]),
+        ("nameserver 127.0.0.153\n", []),
+    ):
+        resolvConf = tmp_path / "resolv.conf"
+        resolvConf.write_text(text)
+        resolver = dnsResolver(reactor, 10, str(resolvConf))
+        assert resolver._searchDomains() == domains
+        resolver.stop()

@@ -214,6 +214,8 @@ def proxySettings(options: ParsedOptions) -> ProxySettings:
         maxConnectionsPerClient=options["max-connections-per-client"],
         resolverThreads=options["resolver-threads"],
         resolverPerClient=options["resolver-per-client"],
+        resolver=options["resolver"],
+        dnsCacheSize=options["dns-cache-size"],
         outgoingAddresses=OutgoingAddresses.fromStrings(options["outgoing-address"]),
         shutdownGrace=options["shutdown-grace"],
         upstreamKeepalive=options["upstream-keepalive"],

@@ -34,6 +34,7 @@ __all__ = [
     "positiveCount",
     "positiveFloat",
     "realm",
+    "resolverChoice",
     "upstreamRoute",
     "workerCount",
 ]
@@ -229,3 +230,23 @@ def workerCount(text: str) -> int:
 workerCount.coerceDoc = (  # type: ignore[attr-defined]
     f"A whole number from 1 to {MAX_WORKERS}, or auto (one per CPU)."
 )
+
+
+#: The values of C{--resolver}.
+RESOLVERS = ("dns", "system")
+
+
+def resolverChoice(text: str) -> str:
+    """
+    A C{--resolver} value: one of L{RESOLVERS}.
+
+    @raise ValueError: For another.
+    """
+    if text not in RESOLVERS:
+        raise ValueError(f"{text!r} is not one of {', '.join(RESOLVERS)}")
+    return text
+
+
+resolverChoice.coerceDoc = "dns or system."  # type: ignore[attr-defined]
+#: A string in the configuration file, never a number.
+resolverChoice.string = True  # type: ignore[attr-defined]

@@ -96,6 +96,8 @@ max-connections-per-client = 5
 resolver-threads = 16
 resolver-per-client = 2
 workers = "auto"
+resolver = "system"
+dns-cache-size = 100
 upstream = "direct"
 upstream-proxy = "http://alice:pw@parent.example:3128"
 upstream-route = "*.lan=direct"
@@ -143,6 +145,8 @@ metrics = "tcp:9108:interface=127.0.0.1"
         "resolver-threads": 16,
         "resolver-per-client": 2,
         "workers": os.cpu_count() or 1,
+        "resolver": "system",
+        "dns-cache-size": 100,
         "upstream": "direct",
         "upstream-proxy": "http://alice:pw@parent.example:3128",
         "upstream-ca": None,
@@ -191,6 +195,8 @@ metrics = "tcp:9108:interface=127.0.0.1"
         maxConnectionsPerClient=5,
         resolverThreads=16,
         resolverPerClient=2,
+        resolver="system",
+        dnsCacheSize=100,
         outgoingAddresses=OutgoingAddresses("127.0.0.7", "::1"),
         shutdownGrace=0.0,
         upstreamKeepalive=0,

@@ -155,6 +155,9 @@ class IdleResult:
     @ivar checked: Tunnels that echoed a message once all were open.
     @ivar pssBeforeKiB: The proxy's PSS before, in KiB.
     @ivar pssHeldKiB: The proxy's PSS with every tunnel open, in KiB.
+    @ivar byProcess: For each process of the proxy (its workers, say): its
+        PID and the growth of its descriptors and of its PSS (KiB) with
+        every tunnel open, which shows how the tunnels spread.
     """
 
     requested: int
@@ -168,6 +171,7 @@ class IdleResult:
     checked: int = 0
     pssBeforeKiB: int = 0
     pssHeldKiB: int = 0
+    byProcess: tuple[tuple[int, int, int], ...] = ()
 
 
 def _waitForDescriptors(pids: PidsOf, ceiling: int, timeout: float) -> int:
@@ -217,6 +221,7 @@ def idleTunnels(
     holders: list[HolderProcess] = []
     errors: list[str] = []
     opened = checked = growth = fdGrowth = 0
+    byProcess: tuple[tuple[int, int, int], ...] = ()
     fdBefore = descriptorCount(pids())
     try:
         # Every client process runs before the first measurement: the
@@ -229,6 +234,7 @@ def idleTunnels(
         tree = pids()
         pssBefore = pssHeld = pssKiB(tree)
         fdBefore = descriptorCount(tree)
+        before = {pid: (descriptorCount([pid]), pssKiB([pid])) for pid in tree}
         started = time.perf_counter()
         for holder in holders:
             holder.send("open")
@@ -242,6 +248,10 @@ def idleTunnels(
         tree = pids()
         pssHeld = pssKiB(tree)
         growth, fdGrowth = pssHeld - pssBefore, descriptorCount(tree) - fdBefore
+        byProcess = tuple(
+            (pid, descriptorCount([pid]) - fds, pssKiB([pid]) - pss)
+            for pid, (fds, pss) in before.items()
+        )
         if not errors:
             for holder in holders:
                 holder.send("check")
@@ -270,6 +280,7 @@ def idleTunnels(
         checked,
         pssBefore,
         pssHeld,
+        byProcess,
     )
 
 

@@ -215,9 +215,12 @@ def test_checkTunnelsEchoes() -> None:
         ours = [near for near, _ in pairs]
         for near in ours:
             near.settimeout(5.0)
-        echo = threading.Thread(
-            target=lambda: [far.sendall(far.recv(len(PING))) for _, far in pairs[::3]]
-        )
+
+        def echoChosen() -> None:
+            for _, far in pairs[::3]:
+                far.sendall(far.recv(len(PING)))
+
+        echo = threading.Thread(target=echoChosen)
         echo.start()
         assert checkTunnels(ours, 2) == 2
         echo.join()

@@ -5,6 +5,10 @@ tunnel, and whether the proxy can hold that many), and a few tunnels whose
 client reads slowly while the origin pushes (memory growth per tunnel, which
 flow control keeps bounded).
 
+The idle tunnels are opened by client processes (L{bench.holders}) of at
+most L{PER_PROCESS} tunnels each, to hold origins spread over processes, so
+that tens of thousands of tunnels fit under a per-process descriptor limit.
+
 Memory is the proportional set size (PSS) of the proxy's whole process tree
 from C{/proc/PID/smaps_rollup}, so that worker processes and shared pages are
 counted once.

@@ -245,6 +245,84 @@ def test_hopByHopRemoved() -> None:
     assert names2 == {"x-end", "content-length", "via"}
 
 
+@pytest.mark.parametrize(
+    ("statusLine", "via"),
+    [
+        (b"HTTP/1.0 200 OK", "1.0 connectproxy"),
+        (b"HTTP/1.1 200 OK", "1.1 connectproxy"),
+    ],
+)
+def test_responseViaNamesOriginVersion(statusLine: bytes, via: str) -> None:
+    """
+    The Via added to a response names the protocol version the proxy
+    received it with (RFC 9110 section 7.6.3): the origin's, not the one
+    it goes on with to the client; after any Via already there.
+    """
+    harness = forwardingHarness()
+    client = harness.connectClient()
+    client.send(get())
+    origin = connectOrigin(harness)
+    origin.send(statusLine + b"\r\nVia: 1.1 cache\r\nContent-Length: 2\r\n\r\nok")
+    response, body, _ = responseOf(client)
+    assert response.http_version == b"1.1"
+    assert header(response, "via") == ["1.1 cache", via]
+    assert body == b"ok"
+
+
+def test_informationalViaNamesOriginVersion() -> None:
+    """
+    A 100 Continue relayed to the client carries the proxy's Via too, with
+    the origin's protocol version.
+    """
+    harness = forwardingHarness()
+    client = harness.connectClient()
+    client.send(
+        get(
+            "http://example.com/",
+            "Expect: 100-continue",
+            "Content-Length: 1",
+            method="PUT",
+        )
+    )
+    origin = connectOrigin(harness)
+    origin.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+    client.send(b"x")
+    origin.send(OK)
+    _, _, events = responseOf(client, "PUT")
+    assert isinstance(events[0], h11.InformationalResponse)
+    assert header(events[0], "via") == ["1.1 connectproxy"]
+
+
+def test_switchViaNamesOriginVersion() -> None:
+    """
+    The 101 of a protocol switch carries the proxy's Via with the origin's
+    protocol version.
+    """
+    harness = forwardingHarness()
+    client = harness.connectClient()
+    client.send(get("http://example.com/ws", "Connection: Upgrade", "Upgrade: echo"))
+    origin = connectOrigin(harness)
+    origin.send(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\n\r\n")
+    assert b"\r\nVia: 1.1 connectproxy\r\n" in client.transport.value()
+
+
+@pytest.mark.parametrize("version", ["1.0", "1.1"])
+def test_requestViaNamesClientVersion(version: str) -> None:
+    """
+    The Via added to a request names the client's protocol version, while
+    the request goes on to the origin as HTTP/1.1.
+    """
+    harness = forwardingHarness()
+    client = harness.connectClient()
+    client.send(get("http://example.com/", "Via: 1.1 first", version=version))
+    origin = connectOrigin(harness)
+    assert origin.read().startswith(b"GET / HTTP/1.1\r\n")
+    assert [v for n, v in origin.request().headers if n == "via"] == [
+        "1.1 first",
+        f"{version} connectproxy",
+    ]
+
+
 def test_hostReplaced() -> None:
     """
     The Host field is replaced by the target's authority, with the port

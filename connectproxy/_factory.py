@@ -109,7 +109,8 @@ class ConnectProxyFactory(Factory):
         @param observers: Told of refusals and tunnels; the access log when
             C{None}.
         @param gatekeeper: The access checks; the safe defaults (loopback
-            clients, port 443, no authentication) when C{None}.
+            clients, port 443, or 80 and 443 for forwarded requests, no
+            authentication) when C{None}.
         @param upstream: Makes the connector when none is given, now and
             again at each L{reconfigure}, from a L{ConnectorContext} with
             the factory's L{ResolverPool}; when C{None}, the built-in

@@ -230,12 +230,14 @@ class ForwardHandler:
 
     def cancel(self) -> None:
         """
-        Stop: cancel the connect in flight, or (the client is gone) end the
-        exchange and drop the origin's connection.
+        Stop: cancel the connect in flight, and (the client is gone) end
+        the exchange, if it began, and drop the origin's connection.  The
+        first connect's end is the front's to report (a refusal, or the
+        client abandoning); once the exchange began (a retry's connect
+        included), it is reported here, once.
         """
         if self._pending is not None:
             self._pending.cancel()
-            return
         if not self._ended and self._stats is not None:
             self._end(Outcome.ABANDONED, "the client went away")
             self._abortUpstream()
@@ -243,8 +245,9 @@ class ForwardHandler:
     def close(self, reason: str) -> None:
         """
         The proxy closes every connection: end the exchange now, closing
-        the client's connection (a response being relayed is cut short);
-        a tunnel after a C{101} closes gracefully.
+        the client's connection (a response being relayed is cut short,
+        a retry's connect is cancelled); a tunnel after a C{101} closes
+        gracefully.
         """
         if self.tunnel is not None:
             self.tunnel.close(reason)
@@ -253,6 +256,8 @@ class ForwardHandler:
             return
         if self._stats is not None:
             self._end(Outcome.ABANDONED, reason)
+        if self._pending is not None:
+            self._pending.cancel()
         self._abortUpstream()
         self._front.finish()
 
@@ -342,9 +347,12 @@ class ForwardHandler:
     def _failed(self, failure: Failure) -> None:
         self._pending = None
         front = self._front
-        if front.phase is not Phase.CONNECTING and not (
-            self._retried and front.phase is Phase.FORWARDING
+        if self._ended or (
+            front.phase is not Phase.CONNECTING
+            and not (self._retried and front.phase is Phase.FORWARDING)
         ):
+            # Cancelled: the client left, or the proxy closes the
+            # connection (and reported the exchange if it began).
             return
         timedOut = self._admission.timedOut or bool(failure.check(TimeoutError))
         status, reason, outcome = _connectErrorStatus(

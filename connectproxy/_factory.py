@@ -511,7 +511,10 @@ class ConnectProxyFactory(Factory):
         """
         Wait until no client connection is left: every one made so far and
         until then (refused and shed ones included) is gone, and so is the
-        upstream side of every tunnel.  Behind a PROXY-protocol listener a
+        upstream side of every tunnel, and every upstream connection of a
+        forwarded request that was not pooled (idle pooled connections are
+        the pool's: L{drain} closes them, without waiting).  Behind a
+        PROXY-protocol listener a
         connection counts from the moment its header names the client.
 
         @return: A Deferred that fires with C{None} then (at once when no

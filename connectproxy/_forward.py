@@ -40,7 +40,7 @@ from typing import Any, cast
 
 import h11
 from twisted.internet.defer import Deferred, TimeoutError, maybeDeferred
-from twisted.internet.interfaces import IProtocol
+from twisted.internet.interfaces import IDelayedCall, IProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -118,9 +118,14 @@ class _Deadline:
 
 class _Closing:
     """
-    The owner of an upstream connection being closed after its exchange:
-    what it still says is ignored.
+    The owner of an upstream connection the handler closes after its
+    exchange (or gave up for a retry): what it still says is ignored, and
+    its loss tells the handler.
     """
+
+    def __init__(self, handler: ForwardHandler, protocol: OriginProtocol) -> None:
+        self._handler = handler
+        self._protocol = protocol
 
     def upstreamData(self, data: bytes) -> None:
         pass
@@ -129,7 +134,7 @@ class _Closing:
         pass
 
     def upstreamLost(self, reason: Failure) -> None:
-        pass
+        self._handler._upstreamClosed(self._protocol)
 
 
 class ForwardHandler:
@@ -176,6 +181,9 @@ class ForwardHandler:
         self._producers = False
         self._clientPaused = False
         self._clientDone = False
+        # The upstream connections being closed, each with the timer that
+        # aborts it if it takes too long (none when aborted already).
+        self._closing: dict[OriginProtocol, IDelayedCall | None] = {}
 
     # The _Handler interface.
 
@@ -264,9 +272,12 @@ class ForwardHandler:
     @property
     def done(self) -> bool:
         """
-        Whether the connection to the origin is no longer this handler's
-        (and a tunnel after a C{101} is closed).
+        Whether no upstream connection is this handler's any more: none in
+        use, none it closed still open (a pooled one is the pool's), and a
+        tunnel after a C{101} closed.
         """
+        if self._closing:
+            return False
         tunnel = self.tunnel
         if tunnel is not None:
             return tunnel.stats.closedAt is not None
@@ -463,12 +474,10 @@ class ForwardHandler:
         self._retried = True
         self._reused = False
         self._unwire()
-        upstream, protocol = self._upstream, self._protocol
+        protocol = self._protocol
         self._upstream = None
         if protocol is not None:
-            protocol.owner = _Closing()
-            if upstream is not None and not protocol.lost:
-                upstream.abortConnection()
+            self._closeUpstream(protocol, abort=True)
         self._log.info(
             "pooled connection to {target} closed before the response; "
             "retrying on a fresh one",
@@ -762,8 +771,39 @@ class ForwardHandler:
                 settings.upstreamIdleTimeout,
             )
         ):
-            protocol.owner = _Closing()
+            self._closeUpstream(protocol, abort=False)
+
+    def _closeUpstream(self, protocol: OriginProtocol, abort: bool) -> None:
+        """
+        Close an upstream connection this handler no longer uses, and keep
+        it until it is gone (L{done}): aborted, or closed gracefully and
+        aborted after the abort timeout (a two-stage close).
+        """
+        if protocol.lost:
+            return
+        protocol.owner = _Closing(self, protocol)
+        upstream = protocol.upstream
+        timer = None
+        if abort:
+            upstream.abortConnection()
+        else:
             upstream.loseConnection()
+            front = self._front
+            timer = front.clock.callLater(
+                front.settings.abortTimeout, upstream.abortConnection
+            )
+        self._closing[protocol] = timer
+
+    def _upstreamClosed(self, protocol: OriginProtocol) -> None:
+        """
+        An upstream connection this handler closed is gone: the client
+        connection's end may be reported once nothing else is left.
+        """
+        timer = self._closing.pop(protocol, None)
+        if timer is not None and timer.active():
+            timer.cancel()
+        if self._front.phase is Phase.CLOSED:
+            self._front.exchangeEnded()
 
     def _stop(self) -> None:
         """

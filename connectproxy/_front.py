@@ -143,6 +143,10 @@ class ConnectProxyProtocol(Protocol):
         # deadline.
         self._answered = False
         self._relayLost: Callable[[Failure], None] | None = None
+        # The handlers of earlier requests on this connection that still
+        # close what they opened (an upstream connection not pooled): the
+        # connection's end waits for them too.
+        self._finishing: list[_Handler] = []
         # For the observers: when the connection was made, how many request
         # heads it sent, and whether its end was reported (nothing to
         # report until it is made).
@@ -393,6 +397,10 @@ class ConnectProxyProtocol(Protocol):
         if self.factory.draining or (self._clientFinished and not leftover):
             self.finish()
             return
+        self._finishing = [h for h in self._finishing if not h.done]
+        handler = self._handler
+        if handler is not None and not handler.done:
+            self._finishing.append(handler)
         self._admission = None
         self.request = None
         self.user = None
@@ -478,12 +486,16 @@ class ConnectProxyProtocol(Protocol):
         """
         Tell the observers the connection is gone once it is, and what it
         was handed to too (a tunnel ends after the client's connection, when
-        the upstream's is gone as well).
+        the upstream's is gone as well; a forwarded request's upstream
+        connection that its handler closes, when it is gone).
         """
         if self._ended or self.phase is not Phase.CLOSED:
             return
         if self._handler is not None and not self._handler.done:
             return
+        if any(not handler.done for handler in self._finishing):
+            return
+        self._finishing = []
         self._ended = True
         self.factory.connectionEnded(
             ConnectionRecord(

@@ -176,3 +176,109 @@ def test_closedByProxyReportedOnce(makeScene: Callable[[], Scene]) -> None:
         origin.lose()
     assert len(scene.reports()) == 1
     assert len(harness.observer.connectionsClosed) == 1
+
+
+# The connection's end waits for the upstream connections its requests
+# closed.
+
+CLOSE = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok"
+
+
+def watchIdle(harness: ProxyHarness) -> list[object]:
+    """
+    Drain the proxy and watch C{whenIdle}.
+
+    @return: A list that gets C{None} when it fires.
+    """
+    harness.factory.drain()
+    fired: list[object] = []
+    harness.factory.whenIdle().addCallback(fired.append)
+    return fired
+
+
+def test_closedUpstreamHoldsConnectionEnd() -> None:
+    """
+    An upstream connection closed after its exchange (the origin said
+    C{Connection: close}) keeps the client connection's end from being
+    reported, and a drain waiting, until it is gone.
+    """
+    harness = forwardingHarness()
+    client = harness.connectClient()
+    client.send(get())
+    origin = connectOrigin(harness)
+    origin.send(CLOSE)
+    assert origin.transport.disconnecting and not origin.transport.aborted
+    idle = watchIdle(harness)
+    client.lose()
+    assert (idle, harness.observer.connectionsClosed) == ([], [])
+    origin.lose()
+    assert idle == [None]
+    assert len(harness.observer.connectionsClosed) == 1
+
+
+def test_closedUpstreamOfEarlierRequestHoldsConnectionEnd() -> None:
+    """
+    An upstream connection closed after the first request of a kept-alive
+    client connection holds the connection's end too, though a later
+    request on it ended cleanly.
+    """
+    harness = forwardingHarness()
+    client = harness.connectClient()
+    client.send(get())
+    first = connectOrigin(harness)
+    first.send(CLOSE)
+    assert first.transport.disconnecting
+    client.send(get("http://other.example/"))
+    second = connectOrigin(harness)
+    second.send(OK)
+    idle = watchIdle(harness)
+    client.lose()
+    assert (idle, harness.observer.connectionsClosed) == ([], [])
+    first.lose()
+    assert idle == [None]
+    assert len(harness.observer.connectionsClosed) == 1
+
+
+def test_retriedUpstreamHoldsConnectionEnd() -> None:
+    """
+    The pooled connection a retry gave up (the origin sent its FIN before
+    answering; the proxy aborts it) holds the connection's end until it is
+    gone.
+    """
+    harness = forwardingHarness()
+    client = harness.connectClient()
+    client.send(get())
+    pooled = connectOrigin(harness)
+    pooled.send(OK)
+    client.send(get("http://example.com/retry"))
+    pooled.finish()
+    assert pooled.transport.aborted
+    fresh = connectOrigin(harness)
+    fresh.send(OK)
+    idle = watchIdle(harness)
+    client.lose()
+    assert (idle, harness.observer.connectionsClosed) == ([], [])
+    pooled.lose()
+    assert idle == [None]
+    assert len(harness.observer.connectionsClosed) == 1
+
+
+def test_closedUpstreamAbortedAfterAbortTimeout() -> None:
+    """
+    An upstream connection closed after its exchange that does not go
+    within the abort timeout is aborted (two-stage close): the connection's
+    end is never held for long.
+    """
+    harness = forwardingHarness()
+    client = harness.connectClient()
+    client.send(get())
+    origin = connectOrigin(harness)
+    origin.send(CLOSE)
+    harness.clock.advance(harness.factory.settings.abortTimeout - 0.5)
+    assert not origin.transport.aborted
+    harness.clock.advance(1)
+    assert origin.transport.aborted
+    origin.lose()
+    client.lose()
+    assert len(harness.observer.connectionsClosed) == 1
+    assert not harness.clock.getDelayedCalls()

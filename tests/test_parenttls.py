@@ -235,6 +235,7 @@ def test_forwardingHandshakeTimeout(pki: TLSFiles) -> None:
     )
     host, port, factory, _, _ = attempt.reactor.tcpClients[-1]
     clientProtocol = factory.buildProtocol(IPv4Address("TCP", host, port))
+    assert clientProtocol is not None
     transport = StringTransport()
     clientProtocol.makeConnection(transport)
     assert attempt.outcome == []

@@ -6,7 +6,7 @@ section 6), and how a request head and a response head are rewritten on
 their way through the proxy (RFC 9110 section 7.6: hop-by-hop fields,
 C{Via}, C{Host}, C{Max-Forwards}).
 
-The bodies themselves are framed by C{h11} (see L{connectproxy._forward});
+The bodies themselves are framed by C{h11} (see L{connectproxy._exchange});
 what is checked here is what C{h11} accepts but a proxy must refuse.
 """
 

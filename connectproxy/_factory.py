@@ -501,11 +501,14 @@ class ConnectProxyFactory(Factory):
         already being checked or connected go on (and may become tunnels);
         tunnels keep running.  Listeners are not touched: stop them first,
         so that no new connections arrive.  Idle upstream connections of
-        forwarded requests are closed, and none is kept from then on.
-        Calling it again does nothing.
+        forwarded requests are closed, and none is kept from then on; so
+        are client connections kept alive and idle between forwarded
+        requests.  Calling it again does nothing.
         """
         self.draining = True
         self.upstreamPool.closeAll()
+        for protocol in list(self.connections):
+            protocol.drainIdle()
 
     def whenIdle(self) -> Deferred[None]:
         """

@@ -503,6 +503,16 @@ class ConnectProxyProtocol(Protocol):
             )
         )
 
+    def drainIdle(self) -> None:
+        """
+        The proxy drains: a kept-alive connection idle between requests
+        (a request was answered, nothing of the next one came) is closed
+        now, without a word (RFC 9112 section 9.6), rather than holding the
+        shutdown for its grace.  Any other connection is left as it is.
+        """
+        if self.phase is Phase.HEAD and self._answered and not self._head.started:
+            self._refuser.close()
+
     def closeWith(self, reason: str, message: str = SHUTTING_DOWN) -> None:
         """
         Close this connection now, whatever it is doing: a tunnel closes

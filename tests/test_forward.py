@@ -741,6 +741,44 @@ def test_drainingClosesAfterResponse() -> None:
     assert client.transport.disconnecting
 
 
+def test_drainClosesIdleKeepAlive() -> None:
+    """
+    A drain closes a kept-alive connection idle between requests at once,
+    without a response (RFC 9112 section 9.6), so that a shutdown does not
+    wait for it; C{whenIdle} fires once it is gone.
+    """
+    harness = forwardingHarness()
+    client = harness.connectClient()
+    client.send(get())
+    connectOrigin(harness).send(OK)
+    before = client.transport.value()
+    harness.factory.drain()
+    assert client.transport.disconnecting
+    assert client.transport.value() == before
+    idle: list[object] = []
+    harness.factory.whenIdle().addCallback(idle.append)
+    client.lose()
+    assert idle == [None]
+    assert harness.observer.refused == []
+
+
+def test_drainAnswersStartedHead() -> None:
+    """
+    A drain leaves a kept-alive connection whose next head has begun: the
+    request gets 503 once its head is complete.
+    """
+    harness = forwardingHarness()
+    client = harness.connectClient()
+    client.send(get())
+    connectOrigin(harness).send(OK)
+    client.send(b"GET http://example.com/next HTTP/1.1\r\n")
+    harness.factory.drain()
+    assert not client.transport.disconnecting
+    client.send(b"Host: example.com\r\n\r\n")
+    assert b"HTTP/1.1 503 " in client.transport.value()
+    assert client.transport.disconnecting
+
+
 # Upgrade.
 
 

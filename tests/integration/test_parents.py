@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -551,6 +552,11 @@ def test_forwardingThroughConnectproxyOverTLS(
         assert here["status"] == 200
         assert here["upstream"] == f"127.0.0.1:{parent.port}"
         assert here["parent"], here
+    # The proxy keeps its connection to the parent alive and idle: the
+    # parent's drain closes it at once, and the parent exits on SIGTERM
+    # (it is not killed after a wait).
+    assert parent.stop() == -signal.SIGTERM
+    parent.waitForNamed("shutdown_drained")
 
 
 def test_forwardingThroughConnectproxyWrongCA(

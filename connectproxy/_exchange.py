@@ -89,6 +89,15 @@ def _text(fields: Any) -> list[tuple[str, str]]:
     return [(n.decode("latin-1"), v.decode("latin-1")) for n, v in fields]
 
 
+def _version(event: h11.Response | h11.InformationalResponse) -> tuple[int, int]:
+    """
+    The protocol version of a response's status line (C{h11} reads only
+    C{HTTP/1.0} and C{HTTP/1.1}).
+    """
+    major, _, minor = event.http_version.partition(b".")
+    return int(major), int(minor)
+
+
 def clientKeepsAlive(request: RequestHead) -> bool:
     """
     Whether the client's connection may carry another request after this
@@ -308,7 +317,9 @@ class Exchange:
         protocols: its head, and what followed it, go to the client.
         """
         if event.status_code == 101:
-            fields = responseHeaders(_text(event.headers.raw_items()), upgrade=True)
+            fields = responseHeaders(
+                _text(event.headers.raw_items()), _version(event), upgrade=True
+            )
             phrase = event.reason.decode("latin-1") or "Switching Protocols"
             lines = [f"HTTP/1.1 101 {phrase}"]
             lines.extend(f"{name}: {value}" for name, value in fields)
@@ -322,7 +333,7 @@ class Exchange:
             return
         if self._request.version < (1, 1):
             return
-        fields = responseHeaders(_text(event.headers.raw_items()))
+        fields = responseHeaders(_text(event.headers.raw_items()), _version(event))
         self._writeClient(
             self._server.send(
                 h11.InformationalResponse(
@@ -348,7 +359,7 @@ class Exchange:
             # RFC 9112 section 6.3: an error, and the sign of a smuggling
             # attempt.
             raise BadResponse("both Content-Length and Transfer-Encoding")
-        fields = responseHeaders(received)
+        fields = responseHeaders(received, _version(event))
         if not self.requestComplete:
             # The origin answered before the end of the request body: the
             # rest of it is not read, so the connection cannot go on.

@@ -144,6 +144,10 @@ class ConnectProxyProtocol(Protocol):
         # deadline.
         self._answered = False
         self._relayLost: Callable[[Failure], None] | None = None
+        # The handlers of earlier requests on this connection that still
+        # close what they opened (an upstream connection not pooled): the
+        # connection's end waits for them too.
+        self._finishing: list[_Handler] = []
         # For the observers: when the connection was made, how many request
         # heads it sent, and whether its end was reported (nothing to
         # report until it is made).
@@ -396,6 +400,10 @@ class ConnectProxyProtocol(Protocol):
         if self.factory.draining or (self._clientFinished and not leftover):
             self.finish()
             return
+        self._finishing = [h for h in self._finishing if not h.done]
+        handler = self._handler
+        if handler is not None and not handler.done:
+            self._finishing.append(handler)
         self._admission = None
         self.request = None
         self.user = None
@@ -481,18 +489,32 @@ class ConnectProxyProtocol(Protocol):
         """
         Tell the observers the connection is gone once it is, and what it
         was handed to too (a tunnel ends after the client's connection, when
-        the upstream's is gone as well).
+        the upstream's is gone as well; a forwarded request's upstream
+        connection that its handler closes, when it is gone).
         """
         if self._ended or self.phase is not Phase.CLOSED:
             return
         if self._handler is not None and not self._handler.done:
             return
+        if any(not handler.done for handler in self._finishing):
+            return
+        self._finishing = []
         self._ended = True
         self.factory.connectionEnded(
             ConnectionRecord(
                 self.client, self.clock.seconds() - self._openedAt, self._requests
             )
         )
+
+    def drainIdle(self) -> None:
+        """
+        The proxy drains: a kept-alive connection idle between requests
+        (a request was answered, nothing of the next one came) is closed
+        now, without a word (RFC 9112 section 9.6), rather than holding the
+        shutdown for its grace.  Any other connection is left as it is.
+        """
+        if self.phase is Phase.HEAD and self._answered and not self._head.started:
+            self._refuser.close()
 
     def closeWith(self, reason: str, message: str = SHUTTING_DOWN) -> None:
         """

@@ -6,7 +6,7 @@ section 6), and how a request head and a response head are rewritten on
 their way through the proxy (RFC 9110 section 7.6: hop-by-hop fields,
 C{Via}, C{Host}, C{Max-Forwards}).
 
-The bodies themselves are framed by C{h11} (see L{connectproxy._forward});
+The bodies themselves are framed by C{h11} (see L{connectproxy._exchange});
 what is checked here is what C{h11} accepts but a proxy must refuse.
 """
 
@@ -227,6 +227,7 @@ def requestHeaders(
         fields.append((name, value))
     if maxForwards is not None:
         fields.append(("Max-Forwards", str(maxForwards)))
+    # The version the request was received with (RFC 9110 section 7.6.3).
     fields.append(("Via", _via(request.version)))
     if upgrade:
         fields.append(("Connection", "upgrade"))
@@ -242,7 +243,9 @@ def _via(version: tuple[int, int]) -> str:
 
 
 def responseHeaders(
-    headers: Sequence[tuple[str, str]], upgrade: bool = False
+    headers: Sequence[tuple[str, str]],
+    version: tuple[int, int],
+    upgrade: bool = False,
 ) -> list[tuple[str, str]]:
     """
     The header fields of a response on its way back to the client: the
@@ -250,6 +253,9 @@ def responseHeaders(
     it), and C{Via} with this proxy appended.
 
     @param headers: The response's fields, as received.
+    @param version: The protocol version the response was received with
+        (its status line's): the one C{Via} names (RFC 9110 section
+        7.6.3), whatever version it goes on with to the client.
     @param upgrade: Whether it switches protocols (a C{101}): C{Upgrade}
         and C{Connection: upgrade} are kept.
     """
@@ -257,7 +263,7 @@ def responseHeaders(
     if upgrade:
         keep |= {"upgrade"}
     fields = _endToEnd(headers, keep)
-    fields.append(("Via", _via((1, 1))))
+    fields.append(("Via", _via(version)))
     if upgrade:
         fields.append(("Connection", "upgrade"))
     return fields

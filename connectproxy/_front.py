@@ -65,6 +65,12 @@ SHUTTING_DOWN = "the proxy is shutting down"
 _WAITING = (Phase.ADMITTING, Phase.CONNECTING)
 
 
+def _ignore(data: bytes) -> None:
+    """
+    Receive bytes on a closed connection: none come.
+    """
+
+
 @implementer(IHalfCloseableProtocol)
 class ConnectProxyProtocol(Protocol):
     """
@@ -154,6 +160,24 @@ class ConnectProxyProtocol(Protocol):
         self._openedAt = 0.0
         self._requests = 0
         self._ended = True
+        # What answers with an error and closes, made when first needed
+        # (most connections are never refused).
+        self._refuserMade: Refuser | None = None
+
+    @property
+    def _refuser(self) -> Refuser:
+        """
+        What refuses and closes the connection, made on first use.
+        """
+        refuser = self._refuserMade
+        if refuser is None:
+            refuser = self._refuserMade = Refuser(
+                self._transport,
+                self.clock,
+                self.settings.abortTimeout,
+                self._closeBegun,
+            )
+        return refuser
 
     @property
     def _handler(self) -> _Handler | None:
@@ -176,6 +200,9 @@ class ConnectProxyProtocol(Protocol):
             self._receive = self._headReceived
         elif phase is Phase.ADMITTING or phase is Phase.CONNECTING:
             self._receive = self._early.receive
+        elif phase is Phase.CLOSED:
+            # Nothing can come any more.
+            self._receive = _ignore
         elif phase is not Phase.RELAYING and phase is not Phase.FORWARDING:
             # Refusing or closing: thrown away (a linger's bytes counted).
             self._receive = self._refuser.discard
@@ -183,9 +210,6 @@ class ConnectProxyProtocol(Protocol):
     def connectionMade(self) -> None:
         self._transport = cast(TunnelTransport, self.transport)
         self._early = EarlyData(self._transport, self.settings.maxHeadSize)
-        self._refuser = Refuser(
-            self._transport, self.clock, self.settings.abortTimeout, self._closeBegun
-        )
         self.client = formatAddress(self._addresses()[0])
         self._openedAt = self.clock.seconds()
         self._ended = False
@@ -463,7 +487,8 @@ class ConnectProxyProtocol(Protocol):
             # have failed.
             logHandshakeFailure(self.client, reason)
         self._cancelTimer()
-        self._refuser.stop()
+        if self._refuserMade is not None:
+            self._refuserMade.stop()
         admission = self._admission
         if admission is not None and previous in _WAITING:
             self._abandoned(admission.abandoned)

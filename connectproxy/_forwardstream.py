@@ -14,7 +14,7 @@ decides on a retry, makes the tunnel after a C{101}, and reports it.
 
 from __future__ import annotations
 
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 import h11
 from twisted.logger import Logger
@@ -33,8 +33,9 @@ from ._messages import Framing
 from ._observer import Outcome
 from ._parser import RequestHead
 from ._relay import TunnelStats
+from ._resets import ResetWhenFlushed
 from ._responses import formatSeconds
-from ._tunnel import TunnelTransport
+from ._tunnel import TunnelTransport, canHalfClose
 
 __all__ = ["StreamedExchange"]
 
@@ -84,9 +85,12 @@ class StreamedExchange:
     @ivar exchange: Its framing, once the first connection is there.
     @ivar stats: Its byte counts, from then on.
     @ivar ended: Whether it is over (reported, refused, or switched).
+    @cvar resettable: Whether a transport is plain TCP, whose reset can
+        wait until what was written to it has reached the peer.
     """
 
     _log = Logger()
+    resettable: Any = staticmethod(canHalfClose)
 
     def __init__(
         self,
@@ -292,7 +296,12 @@ class StreamedExchange:
                 self._cutShort(Outcome.UPSTREAM_FAILED, why, 502, why)
             return
         except BadResponse as e:
-            self._badResponse(str(e))
+            if exchange.status:
+                # The head was relayed: the body was cut short.
+                why = "the origin closed the connection before the end of the response"
+                self._badResponse(str(e), why)
+            else:
+                self._badResponse(str(e))
             return
         self._maybeDone()
 
@@ -312,10 +321,10 @@ class StreamedExchange:
         exchange.leftover.clear()
         self._handler.switch(leftover, self._clientDone)
 
-    def _badResponse(self, error: str) -> None:
+    def _badResponse(self, error: str, why: str = "malformed response") -> None:
         """
         The origin's response is not valid HTTP/1.1, is framed ambiguously
-        or was cut short.
+        or was cut short (C{why}, reported once the head was relayed).
         """
         self._log.info(
             "bad response from {target}: {error}",
@@ -326,7 +335,7 @@ class StreamedExchange:
         )
         self._cutShort(
             Outcome.UPSTREAM_FAILED,
-            "malformed response",
+            why,
             502,
             "the origin's response is not valid HTTP",
         )
@@ -353,15 +362,32 @@ class StreamedExchange:
         End the exchange before its end, dropping the origin's connection:
         answered C{status} with C{reason} while no response head reached
         the client; after one, reported with C{outcome} and C{why}, and the
-        client's connection aborted.
+        client's connection reset (L{_resetClient}).
         """
         self.abortUpstream()
         if self.exchange is not None and self.exchange.status:
             self.end(outcome, why)
-            self._client.abortConnection()
+            self._resetClient()
             return
         self.stop()
         self._front.refuse(status, reason)
+
+    def _resetClient(self) -> None:
+        """
+        Reset the client's connection after a response cut short, so that
+        the client sees an error rather than a clean end: on plain TCP
+        what was written to it (the head, the body so far) is delivered
+        first, then the connection closes with a reset (C{SO_LINGER} 0),
+        as a tunnel's reset does (L{ResetWhenFlushed}); the front's abort
+        timer (C{--abort-timeout}) bounds the wait.  Any other transport
+        (TLS) is aborted at once.
+        """
+        client = self._client
+        if self.resettable(client):
+            ResetWhenFlushed(client, self._front.clock).start()
+            self._front.finish()
+        else:
+            client.abortConnection()
 
     def _maybeDone(self) -> None:
         """

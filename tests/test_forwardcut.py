@@ -1,0 +1,106 @@
+# -*- test-case-name: tests.test_forwardcut -*-
+"""
+Protocol tests of forwarded exchanges that end before their end: a
+response cut short by the origin, a client that leaves or stalls.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from connectproxy import ProxySettings
+from connectproxy._forwardstream import StreamedExchange
+from connectproxy._resets import ResetWhenFlushed
+from connectproxy.testing import FakeClient, ProxyHarness
+from tests._forwarding import Origin, connectOrigin, forwardingHarness, get
+
+SHORT = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort"
+
+
+@pytest.fixture
+def resettable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    Let the string transports of the tests be reset as plain TCP ones are
+    (after a flush).
+    """
+    monkeypatch.setattr(
+        StreamedExchange, "resettable", staticmethod(lambda transport: True)
+    )
+
+
+def _cutShort(
+    settings: ProxySettings | None = None,
+) -> tuple[ProxyHarness, FakeClient, Origin]:
+    harness = forwardingHarness(settings)
+    client = harness.connectClient()
+    client.send(get())
+    origin = connectOrigin(harness)
+    origin.send(SHORT)
+    origin.finish()
+    return harness, client, origin
+
+
+@pytest.mark.usefixtures("resettable")
+def test_cutShortResponseDeliveredThenReset() -> None:
+    """
+    A response the origin cuts short reaches the client as far as it came
+    (head and body so far), and only then is the client's connection reset
+    (once everything was flushed): the client sees an error, not a clean
+    end, and not a reset that loses what was written.
+    """
+    harness, client, origin = _cutShort()
+    assert client.transport.value() == (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nVia: 1.1 connectproxy\r\n\r\nshort"
+    )
+    assert origin.transport.aborted
+    producer = client.transport.producer
+    assert isinstance(producer, ResetWhenFlushed)
+    assert client.transport.disconnecting and not client.transport.aborted
+    # The transport's buffer is empty: the reset goes out.
+    producer.resumeProducing()
+    assert client.transport.aborted
+    [record] = harness.observer.forwarded
+    assert (record.status, record.outcome) == (200, "upstream_failed")
+    assert record.reason == (
+        "the origin closed the connection before the end of the response"
+    )
+    assert record.bytesDown == len(client.transport.value())
+
+
+@pytest.mark.usefixtures("resettable")
+def test_cutShortResetBounded() -> None:
+    """
+    A client that does not take what was written is aborted after the
+    abort timeout.
+    """
+    harness, client, _ = _cutShort(ProxySettings(abortTimeout=5))
+    assert not client.transport.aborted
+    harness.clock.advance(5)
+    assert client.transport.aborted
+
+
+def test_cutShortOtherTransportAborted() -> None:
+    """
+    A transport that is not plain TCP (TLS) cannot wait for the peer's
+    acknowledgement: it is aborted at once.
+    """
+    _, client, _ = _cutShort()
+    assert client.transport.aborted
+
+
+@pytest.mark.usefixtures("resettable")
+def test_badResponseBodyDeliveredThenReset() -> None:
+    """
+    A malformed chunked body after a relayed head ends the same way: what
+    was relayed is delivered, then the reset.
+    """
+    harness = forwardingHarness()
+    client = harness.connectClient()
+    client.send(get())
+    origin = connectOrigin(harness)
+    origin.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
+    origin.send(b"zz\r\n")
+    assert client.transport.value().endswith(b"3\r\nabc\r\n")
+    assert isinstance(client.transport.producer, ResetWhenFlushed)
+    [record] = harness.observer.forwarded
+    assert (record.status, record.reason) == (200, "malformed response")

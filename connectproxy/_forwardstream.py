@@ -70,10 +70,10 @@ class _Deadline:
         pass
 
     def close(self, reason: str) -> None:
-        self._exchange.timedOut()
+        self._exchange.timedOut(halfClosed=self.stats.halfClosedAt is not None)
 
     def abort(self) -> None:
-        self._exchange.timedOut()
+        self._exchange.timedOut(halfClosed=self.stats.halfClosedAt is not None)
 
 
 class StreamedExchange:
@@ -197,12 +197,17 @@ class StreamedExchange:
         """
         The client sent its FIN: a request whose body is incomplete is
         refused; after a complete one, the connection closes once the
-        response is relayed.
+        response is relayed, and from now on the half-close deadline
+        (C{--half-close-timeout}) applies to the exchange, as to a tunnel
+        with one direction finished: a client that left after its request
+        does not keep the origin's connection until the idle timeout.
         """
         self._clientDone = True
         exchange = self.exchange
         if exchange is None or self.ended:
             return
+        if self.stats is not None and self.stats.halfClosedAt is None:
+            self.stats.halfClosedAt = self._front.clock.seconds()
         try:
             exchange.clientFinished()
         except BadRequestBody as e:
@@ -340,18 +345,31 @@ class StreamedExchange:
             "the origin's response is not valid HTTP",
         )
 
-    def timedOut(self) -> None:
+    def timedOut(self, halfClosed: bool = False) -> None:
         """
-        Nothing moved either way for the idle timeout.
+        Nothing moved either way for the idle timeout, or, once the client
+        sent its FIN (C{halfClosed}), for the half-close timeout if shorter.
         """
         if self.ended:
+            return
+        settings = self._front.settings
+        if halfClosed and settings.halfCloseTimeout <= settings.idleTimeout:
+            self._cutShort(
+                Outcome.TIMEOUT,
+                "half-close timeout",
+                504,
+                "timed out waiting for the origin's response after the "
+                "client finished sending, "
+                f"{formatSeconds(settings.halfCloseTimeout)} "
+                "(see --half-close-timeout)",
+            )
             return
         self._cutShort(
             Outcome.TIMEOUT,
             "idle timeout",
             504,
             "timed out waiting for the origin's response after "
-            f"{formatSeconds(self._front.settings.idleTimeout)} "
+            f"{formatSeconds(settings.idleTimeout)} "
             "(see --idle-timeout)",
         )
 

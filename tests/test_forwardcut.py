@@ -104,3 +104,60 @@ def test_badResponseBodyDeliveredThenReset() -> None:
     assert isinstance(client.transport.producer, ResetWhenFlushed)
     [record] = harness.observer.forwarded
     assert (record.status, record.reason) == (200, "malformed response")
+
+
+def test_clientFINAppliesHalfCloseTimeout() -> None:
+    """
+    A client that sends its FIN after a whole request does not keep the
+    origin's connection until the idle timeout: after the half-close
+    timeout the origin's connection is aborted and the client's closed,
+    with a 504 naming the option.
+    """
+    harness = forwardingHarness(ProxySettings(halfCloseTimeout=10, idleTimeout=600))
+    client = harness.connectClient()
+    client.send(get())
+    client.protocol.readConnectionLost()  # type: ignore[attr-defined]
+    origin = connectOrigin(harness)
+    harness.clock.advance(9)
+    assert not origin.transport.aborted
+    harness.clock.advance(2)
+    assert origin.transport.aborted
+    value = client.transport.value()
+    assert value.startswith(b"HTTP/1.1 504 ")
+    assert b"--half-close-timeout" in value
+    assert client.transport.disconnecting
+
+
+def test_clientFINResponseMovingGoesOn() -> None:
+    """
+    After the client's FIN, a response whose bytes keep moving is relayed
+    to its end, however long it takes.
+    """
+    harness = forwardingHarness(ProxySettings(halfCloseTimeout=10))
+    client = harness.connectClient()
+    client.send(get())
+    client.protocol.readConnectionLost()  # type: ignore[attr-defined]
+    origin = connectOrigin(harness)
+    origin.send(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n")
+    for piece in (b"a", b"b"):
+        harness.clock.advance(8)
+        origin.send(piece)
+    harness.clock.advance(8)
+    origin.send(b"c")
+    assert client.transport.value().endswith(b"abc")
+    assert not origin.transport.aborted
+    [record] = harness.observer.forwarded
+    assert record.outcome == "ok"
+
+
+def test_clientGoneAbortsUpstream() -> None:
+    """
+    A client whose connection is lost (a reset, a failed write) while the
+    origin has not answered has the origin's connection aborted at once.
+    """
+    harness = forwardingHarness()
+    client = harness.connectClient()
+    client.send(get())
+    origin = connectOrigin(harness)
+    client.lose()
+    assert origin.transport.aborted

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -130,11 +131,45 @@ def test_cutShortResponseDelivered(
 
 
 def openDescriptors(process: ProxyProcess) -> int:
+    """
+    How many descriptors the proxy process has open.
+    """
     return len(os.listdir(f"/proc/{process.pid}/fd"))
 
 
-def waitFor(condition: object, what: str) -> None:
+def waitForDescriptors(process: ProxyProcess, count: int) -> None:
+    """
+    Wait (bounded) until the proxy has C{count} descriptors open.
+    """
     deadline = time.monotonic() + TIMEOUT
-    while not callable(condition) or not condition():
-        assert time.monotonic() < deadline, what
+    while openDescriptors(process) != count:
+        assert time.monotonic() < deadline, (openDescriptors(process), count)
         time.sleep(0.05)
+
+
+@pytest.mark.parametrize("reset", [False, True])
+def test_clientGoneReleasesOrigin(
+    proxy: ProxyFactory, origins: list[ScriptedOrigin], reset: bool
+) -> None:
+    """
+    A client that sends its request and closes its socket (a FIN), or
+    resets it, while the origin does not answer: the proxy closes the
+    origin's connection (after --half-close-timeout for a FIN, at once for
+    a reset, long before --idle-timeout), and its descriptors come back to
+    what they were.
+    """
+    running = proxy("--half-close-timeout", "1", "--idle-timeout", "600")
+    origin = ScriptedOrigin(b"", hold=True)
+    origins.append(origin)
+    baseline = openDescriptors(running)
+    sock = dial(running.port, TIMEOUT)
+    sock.sendall(_request(origin.port))
+    assert origin.accepted.wait(TIMEOUT)
+    if reset:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+    assert origin.closedByPeer.wait(TIMEOUT)
+    waitForDescriptors(running, baseline)
+    if not reset:
+        event = running.waitForNamed("request_refused", status=504)
+        assert "--half-close-timeout" in str(event["reason"])

@@ -116,7 +116,7 @@ def test_clientFINAppliesHalfCloseTimeout() -> None:
     harness = forwardingHarness(ProxySettings(halfCloseTimeout=10, idleTimeout=600))
     client = harness.connectClient()
     client.send(get())
-    client.protocol.readConnectionLost()  # type: ignore[attr-defined]
+    client.protocol.readConnectionLost()
     origin = connectOrigin(harness)
     harness.clock.advance(9)
     assert not origin.transport.aborted
@@ -136,7 +136,7 @@ def test_clientFINResponseMovingGoesOn() -> None:
     harness = forwardingHarness(ProxySettings(halfCloseTimeout=10))
     client = harness.connectClient()
     client.send(get())
-    client.protocol.readConnectionLost()  # type: ignore[attr-defined]
+    client.protocol.readConnectionLost()
     origin = connectOrigin(harness)
     origin.send(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n")
     for piece in (b"a", b"b"):

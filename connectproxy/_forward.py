@@ -73,6 +73,15 @@ FORWARDED_METHODS = (
 )
 
 
+def _emptyPath(target: str) -> bool:
+    """
+    Whether an absolute-form target (checked) has an empty path and no
+    query: C{http://host[:port]}.
+    """
+    rest = target.partition("://")[2]
+    return "/" not in rest and "?" not in rest
+
+
 class ForwardHandler:
     """
     The handler of one admitted absolute-form request: connect to the
@@ -131,10 +140,16 @@ class ForwardHandler:
             maxForwards=None if forwards is None else forwards - 1,
         )
         requestTarget = destination.path
+        asterisk = request.method == "OPTIONS" and _emptyPath(request.target)
+        if asterisk:
+            # RFC 9112 section 3.2.4: the server as a whole, not "/".
+            requestTarget = "*"
         if parent is not None:
-            # A parent proxy gets the absolute form, and its own
+            # A parent proxy gets the absolute form (with the empty path
+            # kept, for the last proxy to send "*"), and its own
             # credentials (RFC 9112 section 3.2.2).
-            requestTarget = f"http://{hostField(destination)}{destination.path}"
+            path = "" if asterisk else destination.path
+            requestTarget = f"http://{hostField(destination)}{path}"
             if parent.authorization is not None:
                 authorization = parent.authorization.decode("ascii")
                 fields.append(("Proxy-Authorization", authorization))

@@ -161,3 +161,34 @@ def test_clientGoneAbortsUpstream() -> None:
     origin = connectOrigin(harness)
     client.lose()
     assert origin.transport.aborted
+
+
+@pytest.mark.parametrize(
+    ("url", "target"),
+    [
+        ("http://example.com", "*"),
+        ("http://example.com:8080", "*"),
+        ("http://example.com/", "/"),
+        ("http://example.com?x", "/?x"),
+    ],
+)
+def test_optionsEmptyPathAsterisk(url: str, target: str) -> None:
+    """
+    An OPTIONS whose URL has an empty path and no query reaches the origin
+    as C{OPTIONS *} (RFC 9112 section 3.2.4); any other path as it is.
+    """
+    harness = forwardingHarness()
+    client = harness.connectClient()
+    client.send(get(url, method="OPTIONS"))
+    origin = connectOrigin(harness)
+    assert origin.read().startswith(f"OPTIONS {target} HTTP/1.1\r\n".encode())
+
+
+def test_getEmptyPathSlash() -> None:
+    """
+    Other methods get C{/} for an empty path.
+    """
+    harness = forwardingHarness()
+    client = harness.connectClient()
+    client.send(get("http://example.com"))
+    assert connectOrigin(harness).read().startswith(b"GET / HTTP/1.1\r\n")

@@ -318,7 +318,10 @@ class Exchange:
         """
         if event.status_code == 101:
             fields = responseHeaders(
-                _text(event.headers.raw_items()), _version(event), upgrade=True
+                _text(event.headers.raw_items()),
+                _version(event),
+                upgrade=True,
+                status=101,
             )
             phrase = event.reason.decode("latin-1") or "Switching Protocols"
             lines = [f"HTTP/1.1 101 {phrase}"]
@@ -333,7 +336,9 @@ class Exchange:
             return
         if self._request.version < (1, 1):
             return
-        fields = responseHeaders(_text(event.headers.raw_items()), _version(event))
+        fields = responseHeaders(
+            _text(event.headers.raw_items()), _version(event), status=event.status_code
+        )
         self._writeClient(
             self._server.send(
                 h11.InformationalResponse(
@@ -359,7 +364,7 @@ class Exchange:
             # RFC 9112 section 6.3: an error, and the sign of a smuggling
             # attempt.
             raise BadResponse("both Content-Length and Transfer-Encoding")
-        fields = responseHeaders(received, _version(event))
+        fields = responseHeaders(received, _version(event), status=event.status_code)
         if not self.requestComplete:
             # The origin answered before the end of the request body: the
             # rest of it is not read, so the connection cannot go on.

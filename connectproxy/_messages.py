@@ -246,6 +246,7 @@ def responseHeaders(
     headers: Sequence[tuple[str, str]],
     version: tuple[int, int],
     upgrade: bool = False,
+    status: int = 200,
 ) -> list[tuple[str, str]]:
     """
     The header fields of a response on its way back to the client: the
@@ -258,8 +259,13 @@ def responseHeaders(
         7.6.3), whatever version it goes on with to the client.
     @param upgrade: Whether it switches protocols (a C{101}): C{Upgrade}
         and C{Connection: upgrade} are kept.
+    @param status: Its status: a C{1xx} or C{204} loses its
+        C{Content-Length}, which it must not have (RFC 9110 section 8.6); a
+        C{304} keeps it (it describes the selected representation).
     """
-    keep = frozenset(["content-length"])
+    keep = (
+        frozenset() if status < 200 or status == 204 else frozenset(["content-length"])
+    )
     if upgrade:
         keep |= {"upgrade"}
     fields = _endToEnd(headers, keep)

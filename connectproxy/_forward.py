@@ -38,6 +38,7 @@ from twisted.python.failure import Failure
 
 from ._address import formatAddress
 from ._connector import UpstreamRequest
+from ._errors import BadRequest
 from ._exchange import latin1
 from ._forwardlocal import answerHere, loggedURL
 from ._forwardstream import StreamedExchange
@@ -128,7 +129,11 @@ class ForwardHandler:
         self._framing = framing = requestFraming(request)
         via = getattr(self._front.factory.connector, "forwardVia", None)
         self._parent = parent = None if via is None else via(target)
-        forwards = maxForwards(request)
+        try:
+            forwards = maxForwards(request)
+        except BadRequest as e:
+            self._front.refuse(e.status, e.reason, outcome=Outcome.BAD_REQUEST)
+            return
         if forwards == 0:
             methods = ("CONNECT", *FORWARDED_METHODS)
             answerHere(self._front, self._admission, target, framing, methods)

@@ -280,11 +280,19 @@ def maxForwards(request: RequestHead) -> int | None:
     The C{Max-Forwards} of a TRACE or OPTIONS request (RFC 9110 section
     7.6.2), or C{None} for other methods and when there is none (or it is
     not a number, which is then ignored).
+
+    @raise BadRequest: (400) When the request has several values (in one
+        field or several): which one counts is ambiguous.
     """
     if request.method not in ("TRACE", "OPTIONS"):
         return None
-    value = request.getHeader("max-forwards")
-    if value is None or not value.isascii() or not value.isdigit():
+    values = _values(request.headers, "max-forwards")
+    if len(values) > 1:
+        raise BadRequest(400, "several Max-Forwards values")
+    if not values:
+        return None
+    value = values[0]
+    if not value.isascii() or not value.isdigit():
         return None
     return int(value)
 

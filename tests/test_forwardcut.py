@@ -192,3 +192,52 @@ def test_getEmptyPathSlash() -> None:
     client = harness.connectClient()
     client.send(get("http://example.com"))
     assert connectOrigin(harness).read().startswith(b"GET / HTTP/1.1\r\n")
+
+
+@pytest.mark.parametrize(("status", "kept"), [(204, False), (304, True), (200, True)])
+def test_contentLengthOfBodilessResponses(status: int, kept: bool) -> None:
+    """
+    A 204's Content-Length is dropped (RFC 9110 section 8.6: it must have
+    none); a 304's is kept (it describes the representation).
+    """
+    harness = forwardingHarness()
+    client = harness.connectClient()
+    client.send(get(method="HEAD" if status == 200 else "GET"))
+    origin = connectOrigin(harness)
+    origin.send(b"HTTP/1.1 %d X\r\nContent-Length: 7\r\n\r\n" % status)
+    head = client.transport.value().lower()
+    assert head.startswith(b"http/1.1 %d " % status)
+    assert (b"content-length: 7\r\n" in head) is kept
+
+
+def test_contentLengthOfInformationalDropped() -> None:
+    """
+    A 100 Continue loses a Content-Length the origin gave it.
+    """
+    harness = forwardingHarness()
+    client = harness.connectClient()
+    client.send(get("http://example.com/", "Content-Length: 3", method="POST"))
+    origin = connectOrigin(harness)
+    origin.send(b"HTTP/1.1 100 Continue\r\nContent-Length: 0\r\n\r\n")
+    assert client.transport.value().startswith(b"HTTP/1.1 100 ")
+    assert b"content-length" not in client.transport.value().lower()
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [("Max-Forwards: 5", "Max-Forwards: 0"), ("Max-Forwards: 5, 0",)],
+)
+def test_duplicateMaxForwardsRefused(fields: tuple[str, ...]) -> None:
+    """
+    A TRACE or OPTIONS with several Max-Forwards values is ambiguous: 400,
+    never forwarded.
+    """
+    harness = forwardingHarness()
+    client = harness.connectClient()
+    client.send(get("http://example.com/", *fields, method="OPTIONS"))
+    value = client.transport.value()
+    assert value.startswith(b"HTTP/1.1 400 ")
+    assert b"several Max-Forwards values" in value
+    assert not harness.connector.attempts
+    [refused] = harness.observer.refused
+    assert refused.outcome == "bad_request"

@@ -7,6 +7,7 @@ response cut short by the origin, a client that leaves or stalls.
 from __future__ import annotations
 
 import pytest
+from twisted.logger import LogEvent
 
 from connectproxy import ProxySettings
 from connectproxy._forwardstream import StreamedExchange
@@ -241,3 +242,25 @@ def test_duplicateMaxForwardsRefused(fields: tuple[str, ...]) -> None:
     assert not harness.connector.attempts
     [refused] = harness.observer.refused
     assert refused.outcome == "bad_request"
+
+
+def test_continueThenCloseIsClosedBeforeAnswering(
+    logEvents: list[LogEvent],
+) -> None:
+    """
+    An origin that sends C{100 Continue} and closes has not answered: 502
+    "the origin closed the connection before answering", not a parser's
+    error, and no C{bad_response} event.
+    """
+    harness = forwardingHarness()
+    client = harness.connectClient()
+    client.send(get("http://example.com/", "Content-Length: 3", method="POST"))
+    origin = connectOrigin(harness)
+    origin.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+    origin.finish()
+    value = client.transport.value()
+    assert value.startswith(b"HTTP/1.1 100 Continue\r\n")
+    assert b"HTTP/1.1 502 " in value
+    [refused] = harness.observer.refused
+    assert refused.reason == "the origin closed the connection before answering"
+    assert not [e for e in logEvents if e.get("event") == "bad_response"]

@@ -364,6 +364,18 @@ class StreamedExchange:
                 "(see --half-close-timeout)",
             )
             return
+        exchange = self.exchange
+        if exchange is not None and not exchange.requestComplete:
+            # The proxy was waiting for the client's body, not the origin.
+            self._cutShort(
+                Outcome.TIMEOUT,
+                "request body timeout",
+                408,
+                "timed out waiting for the request body after "
+                f"{formatSeconds(settings.idleTimeout)} "
+                "(see --idle-timeout)",
+            )
+            return
         self._cutShort(
             Outcome.TIMEOUT,
             "idle timeout",

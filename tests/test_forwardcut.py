@@ -264,3 +264,24 @@ def test_continueThenCloseIsClosedBeforeAnswering(
     [refused] = harness.observer.refused
     assert refused.reason == "the origin closed the connection before answering"
     assert not [e for e in logEvents if e.get("event") == "bad_response"]
+
+
+def test_stalledRequestBody408() -> None:
+    """
+    A request body that stops arriving is the client's fault: 408 naming
+    the request body and the option, not a 504 blaming the origin.
+    """
+    harness = forwardingHarness(ProxySettings(idleTimeout=20))
+    client = harness.connectClient()
+    client.send(get("http://example.com/", "Content-Length: 10", method="POST"))
+    client.send(b"abc")
+    origin = connectOrigin(harness)
+    for _ in range(4):
+        harness.clock.advance(10)
+    value = client.transport.value()
+    assert value.startswith(b"HTTP/1.1 408 ")
+    assert b"timed out waiting for the request body" in value
+    assert b"--idle-timeout" in value
+    assert origin.transport.aborted
+    [refused] = harness.observer.refused
+    assert refused.status == 408

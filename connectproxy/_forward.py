@@ -38,6 +38,7 @@ from twisted.python.failure import Failure
 
 from ._address import formatAddress
 from ._connector import UpstreamRequest
+from ._errors import BadRequest
 from ._exchange import latin1
 from ._forwardlocal import answerHere, loggedURL
 from ._forwardstream import StreamedExchange
@@ -71,6 +72,15 @@ FORWARDED_METHODS = (
     "PUT",
     "TRACE",
 )
+
+
+def _emptyPath(target: str) -> bool:
+    """
+    Whether an absolute-form target (checked) has an empty path and no
+    query: C{http://host[:port]}.
+    """
+    rest = target.partition("://")[2]
+    return "/" not in rest and "?" not in rest
 
 
 class ForwardHandler:
@@ -119,7 +129,11 @@ class ForwardHandler:
         self._framing = framing = requestFraming(request)
         via = getattr(self._front.factory.connector, "forwardVia", None)
         self._parent = parent = None if via is None else via(target)
-        forwards = maxForwards(request)
+        try:
+            forwards = maxForwards(request)
+        except BadRequest as e:
+            self._front.refuse(e.status, e.reason, outcome=Outcome.BAD_REQUEST)
+            return
         if forwards == 0:
             methods = ("CONNECT", *FORWARDED_METHODS)
             answerHere(self._front, self._admission, target, framing, methods)
@@ -131,10 +145,16 @@ class ForwardHandler:
             maxForwards=None if forwards is None else forwards - 1,
         )
         requestTarget = destination.path
+        asterisk = request.method == "OPTIONS" and _emptyPath(request.target)
+        if asterisk:
+            # RFC 9112 section 3.2.4: the server as a whole, not "/".
+            requestTarget = "*"
         if parent is not None:
-            # A parent proxy gets the absolute form, and its own
+            # A parent proxy gets the absolute form (with the empty path
+            # kept, for the last proxy to send "*"), and its own
             # credentials (RFC 9112 section 3.2.2).
-            requestTarget = f"http://{hostField(destination)}{destination.path}"
+            path = "" if asterisk else destination.path
+            requestTarget = f"http://{hostField(destination)}{path}"
             if parent.authorization is not None:
                 authorization = parent.authorization.decode("ascii")
                 fields.append(("Proxy-Authorization", authorization))

@@ -17,6 +17,7 @@ from ._handler import _Admitted, _Front
 from ._messages import Framing, localAnswer
 from ._observer import ForwardedRequest
 from ._parser import RequestHead
+from ._target import loggedTarget
 from ._tunnel import TunnelTransport
 
 __all__ = ["answerHere", "loggedURL"]
@@ -25,11 +26,10 @@ __all__ = ["answerHere", "loggedURL"]
 def loggedURL(front: _Front, request: RequestHead) -> str:
     """
     The request's URL as the access log shows it: without its query string
-    unless C{--log-query}.
+    unless C{--log-query}, never with user information
+    (L{loggedTarget}).
     """
-    if front.settings.logQuery:
-        return request.target
-    return request.target.partition("?")[0]
+    return loggedTarget(request.target, front.settings.logQuery)
 
 
 def answerHere(

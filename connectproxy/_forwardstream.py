@@ -14,7 +14,7 @@ decides on a retry, makes the tunnel after a C{101}, and reports it.
 
 from __future__ import annotations
 
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 import h11
 from twisted.logger import Logger
@@ -33,8 +33,9 @@ from ._messages import Framing
 from ._observer import Outcome
 from ._parser import RequestHead
 from ._relay import TunnelStats
+from ._resets import ResetWhenFlushed
 from ._responses import formatSeconds
-from ._tunnel import TunnelTransport
+from ._tunnel import TunnelTransport, canHalfClose
 
 __all__ = ["StreamedExchange"]
 
@@ -69,10 +70,10 @@ class _Deadline:
         pass
 
     def close(self, reason: str) -> None:
-        self._exchange.timedOut()
+        self._exchange.timedOut(halfClosed=self.stats.halfClosedAt is not None)
 
     def abort(self) -> None:
-        self._exchange.timedOut()
+        self._exchange.timedOut(halfClosed=self.stats.halfClosedAt is not None)
 
 
 class StreamedExchange:
@@ -84,9 +85,12 @@ class StreamedExchange:
     @ivar exchange: Its framing, once the first connection is there.
     @ivar stats: Its byte counts, from then on.
     @ivar ended: Whether it is over (reported, refused, or switched).
+    @cvar resettable: Whether a transport is plain TCP, whose reset can
+        wait until what was written to it has reached the peer.
     """
 
     _log = Logger()
+    resettable: Any = staticmethod(canHalfClose)
 
     def __init__(
         self,
@@ -193,12 +197,17 @@ class StreamedExchange:
         """
         The client sent its FIN: a request whose body is incomplete is
         refused; after a complete one, the connection closes once the
-        response is relayed.
+        response is relayed, and from now on the half-close deadline
+        (C{--half-close-timeout}) applies to the exchange, as to a tunnel
+        with one direction finished: a client that left after its request
+        does not keep the origin's connection until the idle timeout.
         """
         self._clientDone = True
         exchange = self.exchange
         if exchange is None or self.ended:
             return
+        if self.stats is not None and self.stats.halfClosedAt is None:
+            self.stats.halfClosedAt = self._front.clock.seconds()
         try:
             exchange.clientFinished()
         except BadRequestBody as e:
@@ -292,7 +301,12 @@ class StreamedExchange:
                 self._cutShort(Outcome.UPSTREAM_FAILED, why, 502, why)
             return
         except BadResponse as e:
-            self._badResponse(str(e))
+            if exchange.status:
+                # The head was relayed: the body was cut short.
+                why = "the origin closed the connection before the end of the response"
+                self._badResponse(str(e), why)
+            else:
+                self._badResponse(str(e))
             return
         self._maybeDone()
 
@@ -312,10 +326,10 @@ class StreamedExchange:
         exchange.leftover.clear()
         self._handler.switch(leftover, self._clientDone)
 
-    def _badResponse(self, error: str) -> None:
+    def _badResponse(self, error: str, why: str = "malformed response") -> None:
         """
         The origin's response is not valid HTTP/1.1, is framed ambiguously
-        or was cut short.
+        or was cut short (C{why}, reported once the head was relayed).
         """
         self._log.info(
             "bad response from {target}: {error}",
@@ -326,23 +340,48 @@ class StreamedExchange:
         )
         self._cutShort(
             Outcome.UPSTREAM_FAILED,
-            "malformed response",
+            why,
             502,
             "the origin's response is not valid HTTP",
         )
 
-    def timedOut(self) -> None:
+    def timedOut(self, halfClosed: bool = False) -> None:
         """
-        Nothing moved either way for the idle timeout.
+        Nothing moved either way for the idle timeout, or, once the client
+        sent its FIN (C{halfClosed}), for the half-close timeout if shorter.
         """
         if self.ended:
+            return
+        settings = self._front.settings
+        if halfClosed and settings.halfCloseTimeout <= settings.idleTimeout:
+            self._cutShort(
+                Outcome.TIMEOUT,
+                "half-close timeout",
+                504,
+                "timed out waiting for the origin's response after the "
+                "client finished sending, "
+                f"{formatSeconds(settings.halfCloseTimeout)} "
+                "(see --half-close-timeout)",
+            )
+            return
+        exchange = self.exchange
+        if exchange is not None and not exchange.requestComplete:
+            # The proxy was waiting for the client's body, not the origin.
+            self._cutShort(
+                Outcome.TIMEOUT,
+                "request body timeout",
+                408,
+                "timed out waiting for the request body after "
+                f"{formatSeconds(settings.idleTimeout)} "
+                "(see --idle-timeout)",
+            )
             return
         self._cutShort(
             Outcome.TIMEOUT,
             "idle timeout",
             504,
             "timed out waiting for the origin's response after "
-            f"{formatSeconds(self._front.settings.idleTimeout)} "
+            f"{formatSeconds(settings.idleTimeout)} "
             "(see --idle-timeout)",
         )
 
@@ -353,15 +392,32 @@ class StreamedExchange:
         End the exchange before its end, dropping the origin's connection:
         answered C{status} with C{reason} while no response head reached
         the client; after one, reported with C{outcome} and C{why}, and the
-        client's connection aborted.
+        client's connection reset (L{_resetClient}).
         """
         self.abortUpstream()
         if self.exchange is not None and self.exchange.status:
             self.end(outcome, why)
-            self._client.abortConnection()
+            self._resetClient()
             return
         self.stop()
         self._front.refuse(status, reason)
+
+    def _resetClient(self) -> None:
+        """
+        Reset the client's connection after a response cut short, so that
+        the client sees an error rather than a clean end: on plain TCP
+        what was written to it (the head, the body so far) is delivered
+        first, then the connection closes with a reset (C{SO_LINGER} 0),
+        as a tunnel's reset does (L{ResetWhenFlushed}); the front's abort
+        timer (C{--abort-timeout}) bounds the wait.  Any other transport
+        (TLS) is aborted at once.
+        """
+        client = self._client
+        if self.resettable(client):
+            ResetWhenFlushed(client, self._front.clock).start()
+            self._front.finish()
+        else:
+            client.abortConnection()
 
     def _maybeDone(self) -> None:
         """

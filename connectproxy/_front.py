@@ -40,6 +40,7 @@ from ._observer import ConnectionRecord, ForwardedRequest, Outcome, RefusedReque
 from ._parser import RequestHead, requestLineOf
 from ._refuser import Refuser
 from ._responses import errorResponse, formatSeconds
+from ._target import loggedTarget
 from ._tls import handshakePending, logHandshakeFailure, logHandshakeTimeout
 from ._tunnel import TunnelTransport
 from ._writethrough import writerFor
@@ -595,7 +596,9 @@ class ConnectProxyProtocol(Protocol):
             RefusedRequest(
                 client=self.client,
                 method=request.method if request else method,
-                target=request.target if request else target,
+                target=loggedTarget(
+                    request.target if request else target, self.settings.logQuery
+                ),
                 status=status,
                 reason=reason,
                 user=self.user,

@@ -9,13 +9,20 @@ loop), and hands it to the handler (L{ConnectHandler
 <connectproxy._forward.ForwardHandler>} for the methods forwarded as plain
 HTTP, which reads the client itself while its exchange lasts and then
 hands the connection back for the next request).  Refusals go through a
-L{Refuser}.  Where the connection is is one explicit L{Phase}, and each
-phase reads the client its own way.
+L{Refuser <connectproxy._refuser.Refuser>}.  Where the connection is is
+one explicit L{Phase}, and each phase reads the client its own way.
+
+The class is assembled from parts: this module has the head, the dispatch
+and the admission hand-off, the hand-over and the client's FIN and loss;
+L{_FrontRequests <connectproxy._frontrequests._FrontRequests>} the next
+request on the same connection (the 407 loop, and the forwarding
+handler's keep-alive hooks); L{_FrontEnd <connectproxy._frontends._FrontEnd>}
+refusals, reports and the end of the connection.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, cast
 
 from twisted.internet.interfaces import (
@@ -34,13 +41,14 @@ from ._connect import ConnectHandler
 from ._connector import UpstreamRequest
 from ._errors import BadRequest, Refused
 from ._forward import FORWARDED_METHODS, ForwardHandler
+from ._frontends import _WAITING, SHUTTING_DOWN
+from ._frontrequests import MAX_CHALLENGES, _FrontRequests
 from ._handler import Phase, _Handler, _HandlerFactory, dispatch
 from ._head import EarlyData, HeadReader
-from ._observer import ConnectionRecord, ForwardedRequest, Outcome, RefusedRequest
+from ._observer import ConnectionRecord, Outcome
 from ._parser import RequestHead, requestLineOf
 from ._refuser import Refuser
-from ._responses import errorResponse, formatSeconds
-from ._target import loggedTarget
+from ._responses import formatSeconds
 from ._tls import handshakePending, logHandshakeFailure, logHandshakeTimeout
 from ._tunnel import TunnelTransport
 from ._writethrough import writerFor
@@ -56,15 +64,6 @@ __all__ = [
     "Phase",
 ]
 
-#: How many 407 challenges one connection gets before it is closed.
-MAX_CHALLENGES = 16
-
-#: What a request gets while the proxy drains or closes every connection.
-SHUTTING_DOWN = "the proxy is shutting down"
-
-#: The phases in which a request waits for its admission or its handler.
-_WAITING = (Phase.ADMITTING, Phase.CONNECTING)
-
 
 def _ignore(data: bytes) -> None:
     """
@@ -73,7 +72,7 @@ def _ignore(data: bytes) -> None:
 
 
 @implementer(IHalfCloseableProtocol)
-class ConnectProxyProtocol(Protocol):
+class ConnectProxyProtocol(_FrontRequests, Protocol):
     """
     The front of one client connection: read the request head, admit it,
     and hand it to the handler of its method.
@@ -164,21 +163,6 @@ class ConnectProxyProtocol(Protocol):
         # What answers with an error and closes, made when first needed
         # (most connections are never refused).
         self._refuserMade: Refuser | None = None
-
-    @property
-    def _refuser(self) -> Refuser:
-        """
-        What refuses and closes the connection, made on first use.
-        """
-        refuser = self._refuserMade
-        if refuser is None:
-            refuser = self._refuserMade = Refuser(
-                self._transport,
-                self.clock,
-                self.settings.abortTimeout,
-                self._closeBegun,
-            )
-        return refuser
 
     @property
     def _handler(self) -> _Handler | None:
@@ -326,34 +310,6 @@ class ConnectProxyProtocol(Protocol):
         self.user = target.user
         self._enter(Phase.CONNECTING)
 
-    def challenge(self, refused: Refused) -> None:
-        """
-        Answer with an error (a 407) and read the next request on the same
-        connection, up to L{MAX_CHALLENGES} times.
-        """
-        self._challenges += 1
-        if self._challenges > MAX_CHALLENGES or (
-            self._clientFinished and not self._early
-        ):
-            # A client that has finished sending cannot retry.
-            self.refuse(
-                refused.status, refused.reason, refused.headers, refused.outcome
-            )
-            return
-        self._cancelTimer()
-        self._transport.write(
-            errorResponse(
-                refused.status, refused.reason, close=False, headers=refused.headers
-            )
-        )
-        self._report(refused.status, refused.reason, refused.outcome)
-        self.request = None
-        self._enter(Phase.HEAD)
-        self._head.next()
-        self._early.resume()
-        if self._early:
-            self._headReceived(self._early.take())
-
     # What handlers use (L{_Front <connectproxy._handler._Front>}).
 
     def handOver(self, response: bytes) -> tuple[bytes, bool]:
@@ -393,68 +349,6 @@ class ConnectProxyProtocol(Protocol):
         What the connection was handed to is over.
         """
         self._end()
-
-    def forward(
-        self,
-        dataReceived: Callable[[bytes], None],
-        readConnectionLost: Callable[[], None],
-    ) -> tuple[bytes, bool]:
-        """
-        Let a forwarding handler read the client (L{Phase.FORWARDING}): stop
-        the deadline, and pass it the client's bytes and FIN from now on.
-
-        @return: The early data, and whether the client sent its FIN.
-        """
-        self._cancelTimer()
-        self._enter(Phase.FORWARDING)
-        self._receive = dataReceived
-        self._forwardReadClosed = readConnectionLost
-        self._early.resume()
-        return self._early.take(), self._clientFinished
-
-    def requestDone(self, leftover: bytes) -> None:
-        """
-        The forwarded request's exchange is over and the connection stays:
-        read the next head (the client may send CONNECT too), starting with
-        what it pipelined.  A connection whose client has finished sending
-        and pipelined nothing is closed; while the proxy drains, so is
-        every connection.
-        """
-        self._forwardReadClosed = None
-        self._answered = True
-        if self.factory.draining or (self._clientFinished and not leftover):
-            self.finish()
-            return
-        self._finishing = [h for h in self._finishing if not h.done]
-        handler = self._handler
-        if handler is not None and not handler.done:
-            self._finishing.append(handler)
-        self._admission = None
-        self.request = None
-        self.user = None
-        self._requestLine = None
-        # A request went through: the 407s before it do not count against
-        # the next one.
-        self._challenges = 0
-        self._enter(Phase.HEAD)
-        self._head.next()
-        if leftover:
-            self._headReceived(leftover)
-
-    def finish(self) -> None:
-        """
-        Close the connection gracefully, its exchange over.
-        """
-        self._forwardReadClosed = None
-        if self.phase not in (Phase.CLOSING, Phase.CLOSED):
-            self._refuser.close()
-
-    def report(self, record: object) -> None:
-        """
-        Tell the observers of a forwarded request.
-        """
-        assert isinstance(record, ForwardedRequest)
-        self.factory.requestForwarded(record)
 
     # The end.
 
@@ -501,117 +395,6 @@ class ConnectProxyProtocol(Protocol):
             self._relayLost(reason)
         self.factory.connectionClosed(self)
         self._end()
-
-    def _abandoned(self, reason: str) -> None:
-        self._log.info(
-            "client {client} went away while connecting to {target}",
-            event="connect_abandoned",
-            client=self.client,
-            target=self.request.authority if self.request else "",
-        )
-        self._report(0, reason, Outcome.ABANDONED)
-
-    def _end(self) -> None:
-        """
-        Tell the observers the connection is gone once it is, and what it
-        was handed to too (a tunnel ends after the client's connection, when
-        the upstream's is gone as well; a forwarded request's upstream
-        connection that its handler closes, when it is gone).
-        """
-        if self._ended or self.phase is not Phase.CLOSED:
-            return
-        if self._handler is not None and not self._handler.done:
-            return
-        if any(not handler.done for handler in self._finishing):
-            return
-        self._finishing = []
-        self._ended = True
-        self.factory.connectionEnded(
-            ConnectionRecord(
-                self.client, self.clock.seconds() - self._openedAt, self._requests
-            )
-        )
-
-    def drainIdle(self) -> None:
-        """
-        The proxy drains: a kept-alive connection idle between requests
-        (a request was answered, nothing of the next one came) is closed
-        now, without a word (RFC 9112 section 9.6), rather than holding the
-        shutdown for its grace.  Any other connection is left as it is.
-        """
-        if self.phase is Phase.HEAD and self._answered and not self._head.started:
-            self._refuser.close()
-
-    def closeWith(self, reason: str, message: str = SHUTTING_DOWN) -> None:
-        """
-        Close this connection now, whatever it is doing: a tunnel closes
-        gracefully with C{reason} (aborted after the abort timeout, as every
-        tunnel close), and a request not yet tunnelled (its head still being
-        read, or being checked or connected) is answered with 503 and
-        C{message}, its checks or connect cancelled.  A refused connection
-        stops lingering; one already closing is left to close.
-
-        @param reason: The tunnel's close reason, for the observers.
-        @param message: The short reason sent with the 503.
-        """
-        phase = self.phase
-        if phase is Phase.CLOSED or phase is Phase.CLOSING:
-            return
-        if phase is Phase.RELAYING or phase is Phase.FORWARDING:
-            assert self._handler is not None
-            self._handler.close(reason)
-            return
-        if phase is Phase.REFUSING:
-            self._refuser.close()
-            return
-        self.refuse(503, message)
-        if self._admission is not None and phase in _WAITING:
-            self._admission.cancel()
-
-    # Errors.
-
-    def refuse(
-        self,
-        status: int,
-        reason: str,
-        headers: Iterable[tuple[str, str]] = (),
-        outcome: str = "",
-    ) -> None:
-        """
-        Answer with an error, report it (with C{outcome}, or the usual
-        outcome of C{status}), and close the connection: on plain TCP after
-        a linger (see L{Refuser}).  Once refusing or closing, do nothing.
-        """
-        if self.phase in (Phase.REFUSING, Phase.CLOSING, Phase.CLOSED):
-            return
-        self._enter(Phase.REFUSING)
-        self._cancelTimer()
-        self._refuser.refuse(status, reason, headers, self._clientFinished)
-        self._report(status, reason, outcome)
-
-    def _report(self, status: int, reason: str, outcome: str = "") -> None:
-        request = self.request
-        method, target = self._requestLine or ("", "")
-        self.factory.requestRefused(
-            RefusedRequest(
-                client=self.client,
-                method=request.method if request else method,
-                target=loggedTarget(
-                    request.target if request else target, self.settings.logQuery
-                ),
-                status=status,
-                reason=reason,
-                user=self.user,
-                outcome=outcome,
-            )
-        )
-
-    def _closeBegun(self) -> None:
-        """
-        The connection began to close: nothing more is read or timed.
-        """
-        self._cancelTimer()
-        self._enter(Phase.CLOSING)
 
     def _cancelTimer(self) -> None:
         self._head.stop()

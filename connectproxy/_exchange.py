@@ -111,11 +111,21 @@ def _version(event: h11.Response | h11.InformationalResponse) -> tuple[int, int]
 
 def clientKeepsAlive(request: RequestHead) -> bool:
     """
-    Whether the client's connection may carry another request after this
-    one: HTTP/1.1 without C{Connection: close} (h11 keeps no HTTP/1.0
-    connection open).
+    Whether the client asked for its connection to carry another request
+    after this one (RFC 9112 section 9.3): HTTP/1.1 without C{Connection:
+    close}, or HTTP/1.0 with C{Connection: keep-alive}.  An HTTP/1.0 client
+    gets its connection kept only after a response whose length it can
+    tell (Appendix C.2.2), with C{Connection: keep-alive} in it.
     """
-    return keepsAlive(request) and request.version >= (1, 1)
+    return keepsAlive(request)
+
+
+def _lengthDelimited(status: int, names: set[str]) -> bool:
+    """
+    Whether a final response's end is known to an HTTP/1.0 client without
+    a close: it has a C{Content-Length}, or never a body (204, 304).
+    """
+    return "content-length" in names or status in (204, 304)
 
 
 class Exchange:
@@ -182,6 +192,8 @@ class Exchange:
         self._responseChecker: ChunkedChecker | None = None
         self._headTail = b""
         self._chunkedResponse = False
+        self._keepAlive10 = False
+        self._rawBody = False
         self._origin: h11.Connection | None = None
         self._originEOF = False
         self._interimOnly = False
@@ -201,6 +213,12 @@ class Exchange:
         """
         request = self._request
         version = f"HTTP/{request.version[0]}.{request.version[1]}"
+        if request.version < (1, 1) and clientKeepsAlive(request):
+            # HTTP/1.0 with keep-alive: h11 keeps no HTTP/1.0 connection,
+            # so it is told HTTP/1.1; a response without a length is framed
+            # for the client here, until the close (_rawHead).
+            self._keepAlive10 = True
+            version = "HTTP/1.1"
         lines = [f"{request.method} / {version}", "Host: proxy"]
         lines.extend(f"{name}: {value}" for name, value in self._framing.fields())
         if not clientKeepsAlive(request):
@@ -371,9 +389,13 @@ class Exchange:
             elif isinstance(event, h11.Response):
                 self._responseHead(event)
             elif isinstance(event, h11.Data):
-                self._writeClient(self._server.send(h11.Data(data=event.data)))
+                if self._rawBody:
+                    self._writeClient(bytes(event.data))
+                else:
+                    self._writeClient(self._server.send(h11.Data(data=event.data)))
             elif isinstance(event, h11.EndOfMessage):
-                self._writeClient(self._server.send(h11.EndOfMessage()))
+                if not self._rawBody:
+                    self._writeClient(self._server.send(h11.EndOfMessage()))
                 self.responseComplete = True
             elif isinstance(event, h11.ConnectionClosed):
                 if self._unanswered:
@@ -451,6 +473,11 @@ class Exchange:
             # rest of it is not read, so the connection cannot go on.
             self.closeClient = True
             fields.append(("Connection", "close"))
+        elif self._keepAlive10:
+            if not _lengthDelimited(event.status_code, names):
+                self._rawHead(event, fields)
+                return
+            fields.append(("Connection", "keep-alive"))
         try:
             head = self._server.send(
                 h11.Response(
@@ -463,6 +490,21 @@ class Exchange:
             raise BadResponse(str(e)) from None
         self.status = event.status_code
         self._writeClient(head)
+
+    def _rawHead(self, event: h11.Response, fields: list[tuple[str, str]]) -> None:
+        """
+        Relay the head of a response without a length to an HTTP/1.0
+        client that asked for keep-alive: its body goes as it comes, until
+        the proxy closes the connection (RFC 9112 section 6.3, item 8).
+        """
+        self._rawBody = True
+        self.closeClient = True
+        phrase = event.reason.decode("latin-1")
+        lines = [f"HTTP/1.1 {event.status_code} {phrase}"]
+        lines.extend(f"{name}: {value}" for name, value in fields)
+        lines.append("Connection: close")
+        self.status = event.status_code
+        self._writeClient(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
 
     # After the response.
 

@@ -197,6 +197,17 @@ class Admission:
         ):
             # A request with a body is not read to its end: the connection
             # cannot carry the next one.
+            if self.request is not None and self.request.version < (1, 1):
+                # An HTTP/1.0 client keeps its connection only when told
+                # (RFC 9112 Appendix C.2.2), as for a forwarded response.
+                refused = Refused(
+                    refused.status,
+                    refused.reason,
+                    [*refused.headers, ("Connection", "keep-alive")],
+                    refused.keepAlive,
+                    refused.user,
+                    refused.outcome,
+                )
             front.challenge(refused)
         else:
             front.refuse(

@@ -18,18 +18,24 @@ exception.
     C{Content-Length}, chunked, read until the close).
 
 Chunk extensions and trailers are dropped: each leg's body is framed
-anew (RFC 9110 section 6.5.1 allows discarding trailers).
+anew (RFC 9110 section 6.5.1 allows discarding trailers).  A chunked body,
+on either leg, is read by a L{ChunkedChecker} before C{h11}, so that its
+chunk lines and trailers are held to the grammar and the limits whatever
+the reads; on the origin's leg C{h11} is given the response head alone
+first, so that the checker sees the body from its first byte.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
 import h11
 
+from ._chunked import ChunkedChecker, ChunkError
 from ._messages import Framing, responseHeaders
-from ._parser import RequestHead, keepsAlive
+from ._parser import MAX_HEADER_FIELDS, RequestHead, keepsAlive
 
 __all__ = [
     "BadRequestBody",
@@ -41,17 +47,22 @@ __all__ = [
 ]
 
 
+# Where h11 sees the end of a head (it accepts a bare LF).
+_HEAD_END = re.compile(b"\n\r?\n")
+
+
 class BadRequestBody(Exception):
     """
-    The client's request body is malformed, has too long a chunk line or
-    trailer (C{tooLong}), or was cut short by the client's FIN.
+    The client's request body is malformed, passes a limit (C{reason}), or
+    was cut short by the client's FIN.
 
-    @ivar tooLong: Whether a chunk line or the trailers passed the limit.
+    @ivar reason: What to tell the client when a chunk line or the
+        trailers passed a limit (naming the option), else C{None}.
     """
 
-    def __init__(self, detail: str, tooLong: bool = False) -> None:
+    def __init__(self, detail: str, reason: str | None = None) -> None:
         super().__init__(detail)
-        self.tooLong = tooLong
+        self.reason = reason
 
 
 class BadResponse(Exception):
@@ -100,11 +111,21 @@ def _version(event: h11.Response | h11.InformationalResponse) -> tuple[int, int]
 
 def clientKeepsAlive(request: RequestHead) -> bool:
     """
-    Whether the client's connection may carry another request after this
-    one: HTTP/1.1 without C{Connection: close} (h11 keeps no HTTP/1.0
-    connection open).
+    Whether the client asked for its connection to carry another request
+    after this one (RFC 9112 section 9.3): HTTP/1.1 without C{Connection:
+    close}, or HTTP/1.0 with C{Connection: keep-alive}.  An HTTP/1.0 client
+    gets its connection kept only after a response whose length it can
+    tell (Appendix C.2.2), with C{Connection: keep-alive} in it.
     """
-    return keepsAlive(request) and request.version >= (1, 1)
+    return keepsAlive(request)
+
+
+def _lengthDelimited(status: int, names: set[str]) -> bool:
+    """
+    Whether a final response's end is known to an HTTP/1.0 client without
+    a close: it has a C{Content-Length}, or never a body (204, 304).
+    """
+    return "content-length" in names or status in (204, 304)
 
 
 class Exchange:
@@ -136,6 +157,7 @@ class Exchange:
         maxChunkLine: int,
         maxResponseHead: int,
         throughParent: bool = False,
+        maxHeaderFields: int = MAX_HEADER_FIELDS,
     ) -> None:
         """
         @param request: The client's request head.
@@ -143,11 +165,14 @@ class Exchange:
         @param framing: How the client's body is delimited (checked).
         @param writeUpstream: Writes bytes to the origin.
         @param writeClient: Writes bytes to the client.
-        @param maxChunkLine: Longest chunk line or trailer section of the
-            request, in bytes.
-        @param maxResponseHead: Largest response head, in bytes.
+        @param maxChunkLine: Longest chunk line or trailer field line of
+            the request, in bytes, without its CRLF.
+        @param maxResponseHead: Largest response head, in bytes; also the
+            largest trailer section of the request, and the longest chunk
+            line and largest trailer section of the response.
         @param throughParent: Whether the request goes to a parent proxy
             (whose 407 is not the client's business).
+        @param maxHeaderFields: Most trailer fields of the request.
         """
         self._request = request
         self._outgoing = outgoing
@@ -156,9 +181,19 @@ class Exchange:
         self._writeClient = writeClient
         self._maxResponseHead = maxResponseHead
         self._throughParent = throughParent
-        self._server = h11.Connection(
-            h11.SERVER, max_incomplete_event_size=maxChunkLine
+        self._server = h11.Connection(h11.SERVER)
+        self._requestChecker = (
+            ChunkedChecker(
+                maxChunkLine, maxHeaderFields, maxResponseHead, "--max-request-line"
+            )
+            if framing.chunked
+            else None
         )
+        self._responseChecker: ChunkedChecker | None = None
+        self._headTail = b""
+        self._chunkedResponse = False
+        self._keepAlive10 = False
+        self._rawBody = False
         self._origin: h11.Connection | None = None
         self._originEOF = False
         self._interimOnly = False
@@ -178,6 +213,12 @@ class Exchange:
         """
         request = self._request
         version = f"HTTP/{request.version[0]}.{request.version[1]}"
+        if request.version < (1, 1) and clientKeepsAlive(request):
+            # HTTP/1.0 with keep-alive: h11 keeps no HTTP/1.0 connection,
+            # so it is told HTTP/1.1; a response without a length is framed
+            # for the client here, until the close (_rawHead).
+            self._keepAlive10 = True
+            version = "HTTP/1.1"
         lines = [f"{request.method} / {version}", "Host: proxy"]
         lines.extend(f"{name}: {value}" for name, value in self._framing.fields())
         if not clientKeepsAlive(request):
@@ -202,6 +243,9 @@ class Exchange:
             h11.CLIENT, max_incomplete_event_size=self._maxResponseHead
         )
         self._origin = origin
+        self._responseChecker = None
+        self._headTail = b""
+        self._chunkedResponse = False
         self._originEOF = False
         self._interimOnly = False
         self.responseBytes = 0
@@ -219,6 +263,12 @@ class Exchange:
         if self.requestComplete:
             self.leftover += data
             return
+        checker = self._requestChecker
+        if checker is not None and not checker.done:
+            try:
+                data = checker.feed(data)
+            except ChunkError as e:
+                raise BadRequestBody(str(e), e.reason) from None
         if data:
             # Not an empty string: h11 reads that as the end of input.
             self._server.receive_data(data)
@@ -243,9 +293,7 @@ class Exchange:
             try:
                 event = server.next_event()
             except h11.RemoteProtocolError as e:
-                raise BadRequestBody(
-                    str(e), tooLong="Receive buffer too long" in str(e)
-                ) from None
+                raise BadRequestBody(str(e)) from None
             if event is h11.NEED_DATA or event is h11.PAUSED:
                 return
             if isinstance(event, h11.Data):
@@ -265,9 +313,47 @@ class Exchange:
         @raise BadResponse: When the response is malformed or ambiguous.
         @raise ParentChallenge: When a parent proxy answered 407.
         """
-        assert self._origin is not None
+        origin = self._origin
+        assert origin is not None
         self.responseBytes += len(data)
-        self._origin.receive_data(data)
+        while origin.their_state is h11.SEND_RESPONSE and data:
+            # The response's head (or an interim one): h11 gets no byte
+            # past its end, so that a chunked body goes through the
+            # checker from its first byte.
+            seen = self._headTail + data
+            found = _HEAD_END.search(seen)
+            cut = len(data) if found is None else found.end() - len(self._headTail)
+            head, data = data[:cut], data[cut:]
+            self._headTail = b"" if found is not None else seen[-2:]
+            origin.receive_data(head)
+            self._readResponse()
+            if self.switched:
+                if data:
+                    self._writeClient(data)
+                return
+            # (Read again: the response head changed it.)
+            state: object = origin.their_state
+            if (
+                self._chunkedResponse
+                and state is h11.SEND_BODY
+                and self._responseChecker is None
+            ):
+                self._responseChecker = ChunkedChecker(
+                    self._maxResponseHead,
+                    None,
+                    self._maxResponseHead,
+                    "--max-head-size",
+                )
+            if not data:
+                return
+        checker = self._responseChecker
+        if checker is not None and not checker.done:
+            try:
+                data = checker.feed(data)
+            except ChunkError as e:
+                raise BadResponse(str(e)) from None
+        if data:
+            origin.receive_data(data)
         self._readResponse()
 
     def originFinished(self) -> None:
@@ -303,9 +389,13 @@ class Exchange:
             elif isinstance(event, h11.Response):
                 self._responseHead(event)
             elif isinstance(event, h11.Data):
-                self._writeClient(self._server.send(h11.Data(data=event.data)))
+                if self._rawBody:
+                    self._writeClient(bytes(event.data))
+                else:
+                    self._writeClient(self._server.send(h11.Data(data=event.data)))
             elif isinstance(event, h11.EndOfMessage):
-                self._writeClient(self._server.send(h11.EndOfMessage()))
+                if not self._rawBody:
+                    self._writeClient(self._server.send(h11.EndOfMessage()))
                 self.responseComplete = True
             elif isinstance(event, h11.ConnectionClosed):
                 if self._unanswered:
@@ -372,6 +462,7 @@ class Exchange:
             raise ParentChallenge()
         received = _text(event.headers.raw_items())
         names = {name.lower() for name, _ in received}
+        self._chunkedResponse = "transfer-encoding" in names
         if "content-length" in names and "transfer-encoding" in names:
             # RFC 9112 section 6.3: an error, and the sign of a smuggling
             # attempt.
@@ -382,6 +473,11 @@ class Exchange:
             # rest of it is not read, so the connection cannot go on.
             self.closeClient = True
             fields.append(("Connection", "close"))
+        elif self._keepAlive10:
+            if not _lengthDelimited(event.status_code, names):
+                self._rawHead(event, fields)
+                return
+            fields.append(("Connection", "keep-alive"))
         try:
             head = self._server.send(
                 h11.Response(
@@ -394,6 +490,21 @@ class Exchange:
             raise BadResponse(str(e)) from None
         self.status = event.status_code
         self._writeClient(head)
+
+    def _rawHead(self, event: h11.Response, fields: list[tuple[str, str]]) -> None:
+        """
+        Relay the head of a response without a length to an HTTP/1.0
+        client that asked for keep-alive: its body goes as it comes, until
+        the proxy closes the connection (RFC 9112 section 6.3, item 8).
+        """
+        self._rawBody = True
+        self.closeClient = True
+        phrase = event.reason.decode("latin-1")
+        lines = [f"HTTP/1.1 {event.status_code} {phrase}"]
+        lines.extend(f"{name}: {value}" for name, value in fields)
+        lines.append("Connection: close")
+        self.status = event.status_code
+        self._writeClient(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
 
     # After the response.
 

@@ -156,6 +156,7 @@ class StreamedExchange:
             settings.maxRequestLine,
             settings.maxHeadSize,
             self._throughParent,
+            settings.maxHeaderFields,
         )
         exchange.begin()
         self._watch()
@@ -215,22 +216,19 @@ class StreamedExchange:
 
     def _badRequestBody(self, error: BadRequestBody) -> None:
         """
-        The request's body is malformed, has too long a chunk line, or was
-        cut short: 400 and close.
+        The request's body is malformed, has too long a chunk line or
+        trailer field line, too many or too large trailers, or was cut
+        short: 400 and close.
         """
         assert self.exchange is not None
-        limit = self._front.settings.maxRequestLine
         self._log.info(
             "bad request body from {client}: {error}",
             event="bad_request_body",
             client=self._front.client,
             error=str(error),
         )
-        if error.tooLong:
-            reason = (
-                f"chunk line or trailer longer than {limit} bytes "
-                "(see --max-request-line)"
-            )
+        if error.reason is not None:
+            reason = error.reason
         elif self.exchange.clientEOF:
             reason = "the client closed before the end of its request body"
         else:

@@ -317,6 +317,9 @@ def localAnswer(request: RequestHead, methods: Sequence[str], keepAlive: bool) -
     fields.append(("Content-Length", str(len(body))))
     if not keepAlive:
         fields.append(("Connection", "close"))
+    elif request.version < (1, 1):
+        # RFC 9112 Appendix C.2.2: an HTTP/1.0 client is told.
+        fields.append(("Connection", "keep-alive"))
     head = "HTTP/1.1 200 OK\r\n" + "".join(f"{n}: {v}\r\n" for n, v in fields)
     return head.encode("ascii") + b"\r\n" + body
 

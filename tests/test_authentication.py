@@ -249,12 +249,13 @@ def test_challengeClosesWithoutKeepAlive(version: str, fields: tuple[str, ...]) 
 def test_challengeKeepsHTTP10KeepAlive(field: str) -> None:
     """
     An HTTP/1.0 client that asked for keep-alive keeps its connection after
-    a 407 and may retry on it.
+    a 407, is told so (C{Connection: keep-alive}, RFC 9112 Appendix
+    C.2.2), and may retry on it.
     """
     harness, _ = authHarness()
     client = harness.connectClient()
     client.send(connectHead("example.com:443", field, version="1.0"))
-    assert client.response().header("Connection") is None
+    assert client.response().header("Connection") == "keep-alive"
     assert not client.transport.disconnecting
     client.send(connectHead("example.com:443", basic(GOOD), version="1.0"))
     assert len(harness.connector.attempts) == 1

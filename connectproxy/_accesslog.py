@@ -134,7 +134,8 @@ def formatJSON(event: RefusedRequest | TunnelRecord, when: float) -> str:
         C{reason};
       - tunnels also: C{host}, C{port}, C{upstream}, C{parent} (the parent
         proxy, C{null} when connected directly), C{bytesUp}, C{bytesDown},
-        C{duration}, C{admitTime}, C{connectTime} (seconds).
+        C{duration}, C{admitTime}, C{connectTime} (seconds), C{relay}
+        (C{"transport"} or C{"splice"}).
 
     @param event: The record.
     @param when: When it is logged, in seconds since the epoch.
@@ -162,6 +163,7 @@ def formatJSON(event: RefusedRequest | TunnelRecord, when: float) -> str:
             duration=round(event.duration, 6),
             admitTime=round(event.admitTime, 6),
             connectTime=round(event.connectTime, 6),
+            relay=event.relay,
         )
     return json.dumps(record, separators=(",", ":"))
 

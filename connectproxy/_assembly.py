@@ -216,6 +216,7 @@ def proxySettings(options: ParsedOptions) -> ProxySettings:
         resolverPerClient=options["resolver-per-client"],
         outgoingAddresses=OutgoingAddresses.fromStrings(options["outgoing-address"]),
         shutdownGrace=options["shutdown-grace"],
+        relay=options["relay"],
     )
 
 

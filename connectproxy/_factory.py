@@ -36,11 +36,12 @@ from ._observer import (
 )
 from ._refuser import RefusalProtocol, ShedProtocol
 from ._relay import TunnelStats, _Relay, _RelayFactory
+from ._relaychoice import RelayChoice
 from ._resolver import ResolverPool
 from ._rules import AccessRules
 from ._settings import ProxySettings
 from ._tls import ALPN_PROTOCOLS
-from ._tunnel import DEPRECATED_IN, transportRelay
+from ._tunnel import DEPRECATED_IN
 from .interfaces import IProxyObserver, IUpstreamConnector
 
 __all__ = ["ConnectProxyFactory"]
@@ -77,8 +78,10 @@ class ConnectProxyFactory(Factory):
     @ivar deadlines: Keeps the idle, half-close and abort deadlines of every
         tunnel, with one timer on the reactor.
     @ivar relayFactory: Builds the relay of each tunnel (it may choose a
-        different relay per tunnel); relaying through the transports by
-        default.  Not yet a stable extension point.
+        different relay per tunnel); by default a L{RelayChoice
+        <connectproxy._relaychoice.RelayChoice>}, which follows the
+        C{relay} setting of the tunnel's settings (C{--relay}).  Not yet a
+        stable extension point.
     """
 
     _log = Logger()
@@ -139,7 +142,7 @@ class ConnectProxyFactory(Factory):
         self._idle: list[Deferred[None]] = []
         self.relays: set[_Relay] = set()
         self.deadlines = DeadlineSweeper(reactor)
-        self.relayFactory: _RelayFactory = transportRelay
+        self.relayFactory: _RelayFactory = RelayChoice()
         self.refusing = 0
         self._perClient: dict[str, int] = {}
         # Connections shed since the last connections_shed event, the

@@ -185,6 +185,8 @@ class TunnelRecord:
         the access checks (authentication, rules, policies).
     @ivar connectTime: Seconds from the end of the access checks to the
         upstream connection (name resolution and every attempt included).
+    @ivar relay: How the tunnel moved its bytes (C{--relay}):
+        C{"transport"} or C{"splice"}.
     """
 
     client: str
@@ -201,6 +203,7 @@ class TunnelRecord:
     target: str = ""
     admitTime: float = 0.0
     connectTime: float = 0.0
+    relay: str = "transport"
 
     def __post_init__(self) -> None:
         if not self.target:
@@ -326,6 +329,7 @@ class AccessLogObserver:
             user=event.user,
             admitTime=event.admitTime,
             connectTime=event.connectTime,
+            relay=event.relay,
         )
 
     def tunnelClosed(self, event: TunnelRecord) -> None:
@@ -350,6 +354,7 @@ class AccessLogObserver:
             user=event.user,
             admitTime=event.admitTime,
             connectTime=event.connectTime,
+            relay=event.relay,
         )
 
 

@@ -82,6 +82,12 @@ class _Relay(Protocol):
         the relay's whole life.
         """
 
+    @property
+    def kind(self) -> str:
+        """
+        The relay's name, for the access log: C{"transport"}, C{"splice"}.
+        """
+
     def start(self, earlyData: bytes, clientFinished: bool) -> None:
         """
         Begin relaying: write C{earlyData} upstream first, then move bytes

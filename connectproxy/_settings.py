@@ -45,6 +45,10 @@ class ProxySettings:
         made from (C{--outgoing-address}); empty: the system chooses.
     @ivar shutdownGrace: Seconds established tunnels may keep running once
         a shutdown began (C{SIGTERM}) before they are closed.
+    @ivar relay: How tunnels relay bytes (C{--relay}): C{"auto"} and
+        C{"splice"} with C{splice(2)} between plain TCP sockets where that
+        applies and through Twisted's transports elsewhere, C{"transport"}
+        always through the transports.
     """
 
     requestTimeout: float = 30.0
@@ -61,6 +65,7 @@ class ProxySettings:
     resolverPerClient: int = 8
     outgoingAddresses: OutgoingAddresses = field(default_factory=OutgoingAddresses)
     shutdownGrace: float = 30.0
+    relay: str = "auto"
 
 
 def defaultMaxConnections() -> int:

@@ -66,6 +66,7 @@ from ._optionvalues import (
     positiveCount,
     positiveFloat,
     realm,
+    relayMode,
     upstreamRoute,
 )
 from ._outgoing import OutgoingAddresses, warnUnbindable
@@ -219,6 +220,17 @@ class Options(usage.Options, AuthOptionMixin):
             "shutdown). A second SIGTERM or SIGINT closes them at once. 0 "
             "closes them at once.",
             nonNegativeFloat,
+        ],
+        [
+            "relay",
+            None,
+            _defaults.relay,
+            "How tunnels move bytes: splice (splice(2) between plain TCP "
+            "sockets, Linux; the bytes stay in the kernel), transport (through "
+            "Twisted's transports), or auto (splice where it applies, the "
+            "transports elsewhere: TLS, https:// parents, UNIX sockets). "
+            "splice refuses to start where splice(2) does not exist.",
+            relayMode,
         ],
         [
             "access-log",

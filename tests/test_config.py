@@ -81,6 +81,7 @@ half-close-timeout = 20
 request-timeout = "5"
 abort-timeout = 1
 shutdown-grace = 0
+relay = "splice"
 access-log = "-"
 access-log-format = "json"
 log-level = "debug"
@@ -124,6 +125,7 @@ metrics = "tcp:9108:interface=127.0.0.1"
         "request-timeout": 5.0,
         "abort-timeout": 1.0,
         "shutdown-grace": 0.0,
+        "relay": "splice",
         "access-log": "-",
         "access-log-format": "json",
         "log-level": "debug",
@@ -184,6 +186,7 @@ metrics = "tcp:9108:interface=127.0.0.1"
         resolverPerClient=2,
         outgoingAddresses=OutgoingAddresses("127.0.0.7", "::1"),
         shutdownGrace=0.0,
+        relay="splice",
     )
 
 

@@ -36,6 +36,7 @@ DEFAULTS = {
     "request-timeout": 30.0,
     "abort-timeout": 15.0,
     "shutdown-grace": 30.0,
+    "relay": "auto",
     "access-log": None,
     "access-log-format": "text",
     "log-level": "info",
@@ -108,6 +109,8 @@ def test_allOptions() -> None:
         "1",
         "--shutdown-grace",
         "5",
+        "--relay",
+        "transport",
         "--access-log",
         "/var/log/connectproxy/access.log",
         "--access-log-format",
@@ -185,6 +188,7 @@ def test_allOptions() -> None:
         "request-timeout": 5.0,
         "abort-timeout": 1.0,
         "shutdown-grace": 5.0,
+        "relay": "transport",
         "access-log": "/var/log/connectproxy/access.log",
         "access-log-format": "squid",
         "log-level": "warn",
@@ -245,6 +249,7 @@ def test_allOptions() -> None:
         resolverPerClient=0,
         outgoingAddresses=OutgoingAddresses("127.0.0.7"),
         shutdownGrace=5.0,
+        relay="transport",
     )
 
 

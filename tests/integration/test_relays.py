@@ -35,12 +35,16 @@ from zope.interface import implementer
 from connectproxy import ProxySettings
 from connectproxy._deadlines import DeadlineSweeper
 from connectproxy._relay import _Relay, _RelayFactory
+from connectproxy._splice import spliceRelay
 from connectproxy._tunnel import _UpstreamProtocol, transportRelay
 
 pytestmark = pytest.mark.integration
 
 #: Every relay implementation; each must pass every test here.
-RELAYS = [pytest.param(transportRelay, id="transport")]
+RELAYS = [
+    pytest.param(transportRelay, id="transport"),
+    pytest.param(spliceRelay, id="splice"),
+]
 
 #: Seconds any one wait may take before the test fails.
 DEADLINE = 20.0

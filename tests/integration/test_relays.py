@@ -15,6 +15,7 @@ them.  Every wait is bounded.
 from __future__ import annotations
 
 import fcntl
+import os
 import socket
 import struct
 import termios
@@ -35,7 +36,7 @@ from zope.interface import implementer
 from connectproxy import ProxySettings
 from connectproxy._deadlines import DeadlineSweeper
 from connectproxy._relay import _Relay, _RelayFactory
-from connectproxy._splice import spliceRelay
+from connectproxy._splice import PIPES, spliceRelay
 from connectproxy._tunnel import _UpstreamProtocol, transportRelay
 
 pytestmark = pytest.mark.integration
@@ -45,6 +46,9 @@ RELAYS = [
     pytest.param(transportRelay, id="transport"),
     pytest.param(spliceRelay, id="splice"),
 ]
+
+#: The state of a TCP connection that was reset (Linux C{TCP_INFO}).
+TCP_CLOSE = 7
 
 #: Seconds any one wait may take before the test fails.
 DEADLINE = 20.0
@@ -165,6 +169,15 @@ class Peer(Protocol):
         count: int = struct.unpack("i", raw)[0]
         return count
 
+    def tcpState(self) -> int:
+        """
+        The state of this peer's TCP connection (C{TCP_INFO}): L{TCP_CLOSE}
+        once a reset arrived, whether the peer reads or not.
+        """
+        sock = self.transport.getHandle()  # type: ignore[union-attr]
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)
+        return int(info[0])
+
     def reset(self) -> None:
         """
         Close with a reset (C{SO_LINGER} 0), not a FIN.
@@ -229,9 +242,11 @@ class _End(_UpstreamProtocol):
 
     @ivar sawFin: Whether the peer's FIN arrived before a relay took the
         end over.
+    @ivar gone: Whether its connection is gone.
     """
 
     sawFin = False
+    gone = False
 
     def __init__(self, ends: DeferredQueue[_End]) -> None:
         self._ends = ends
@@ -243,6 +258,10 @@ class _End(_UpstreamProtocol):
         if self._readClosed is None:
             self.sawFin = True
         super().readConnectionLost()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.gone = True
+        super().connectionLost(reason)
 
 
 @dataclass
@@ -257,6 +276,7 @@ class Tunnel:
     origin: Peer
     relay: _Relay
     closed: Deferred[_Relay] = field(repr=False)
+    ends: tuple[_End, _End] = field(repr=False)
 
 
 class Relays:
@@ -325,7 +345,7 @@ class Relays:
         self._relays.append(relay)
         self.sweeper.watch(relay, settings)
         relay.start(early, clientFinished)
-        return Tunnel(client, origin, relay, closed)
+        return Tunnel(client, origin, relay, closed, (clientEnd, upstreamEnd))
 
     def cleanUp(self) -> None:
         for relay in self._relays:
@@ -458,6 +478,27 @@ def test_bothWaysCounted(relays: Relays) -> Generator[Deferred[Any], Any, None]:
 
 
 @pytest_twisted.inlineCallbacks
+def stalled(sender: Sender) -> Generator[Deferred[Any], Any, None]:
+    """
+    Wait until C{sender} is paused and hands nothing more over: whoever
+    reads its bytes stopped, all the way back to it.
+    """
+    progress = [-1]
+
+    def still() -> bool:
+        # Paused, and nothing more handed over since the last look.
+        result = sender.paused and sender.sent == progress[0]
+        progress[0] = sender.sent
+        return result
+
+    yield waitUntil(lambda: sender.sent > 0)
+    end = reactor().seconds() + DEADLINE
+    while not still():
+        assert reactor().seconds() < end, "the sender never stalled"
+        yield deferLater(reactor(), 0.2, lambda: None)
+
+
+@pytest_twisted.inlineCallbacks
 def test_slowReaderBoundsMemory(relays: Relays) -> Generator[Deferred[Any], Any, None]:
     """
     A client that reads nothing stops the origin: the relay stops reading
@@ -471,17 +512,7 @@ def test_slowReaderBoundsMemory(relays: Relays) -> Generator[Deferred[Any], Any,
     tunnel.client.transport.pauseProducing()
     data = pattern(total, 3)
     sender = Sender(tunnel.origin.transport, data)
-    progress = [-1]
-
-    def stalled() -> bool:
-        # Paused, and nothing more handed over since the last look.
-        still = sender.paused and sender.sent == progress[0]
-        progress[0] = sender.sent
-        return still
-
-    yield waitUntil(lambda: sender.sent > 0)
-    while not stalled():
-        yield deferLater(reactor(), 0.2, lambda: None)
+    yield stalled(sender)
     assert sender.sent <= bound, sender.sent
     tunnel.client.transport.resumeProducing()
     yield withDeadline(sender.done)
@@ -554,3 +585,229 @@ def test_resetPassedOn(
     lost = "client" if side == "client" else "upstream"
     assert stats.closeReason is not None
     assert stats.closeReason.startswith(f"{lost} connection lost"), stats.closeReason
+
+
+@pytest.mark.parametrize("side", ["client", "origin"])
+@pytest_twisted.inlineCallbacks
+def test_cleanCloseClosesOther(
+    relays: Relays, side: str
+) -> Generator[Deferred[Any], Any, None]:
+    """
+    Either side closing cleanly closes the other cleanly (a FIN, never a
+    reset), with that side as the reason.
+    """
+    tunnel = yield relays.open()
+    closer = tunnel.client if side == "client" else tunnel.origin
+    closer.transport.loseConnection()
+    yield closedCleanly(tunnel)
+    expected = "client closed" if side == "client" else "upstream closed"
+    assert tunnel.relay.stats.closeReason == expected
+
+
+@pytest_twisted.inlineCallbacks
+def test_statsRecord(relays: Relays) -> Generator[Deferred[Any], Any, None]:
+    """
+    The stats record has the upstream's address as connected, the counts,
+    and its times in order: opened, the first FIN passed on, closing,
+    closed.
+    """
+    before = reactor().seconds()
+    tunnel = yield relays.open(early=b"hello", keepOpen=True)
+    stats = tunnel.relay.stats
+    assert stats.upstreamAddress == tunnel.ends[1].transport.getPeer()
+    assert before <= stats.openedAt <= reactor().seconds()
+    assert stats.halfClosedAt is stats.closingAt is stats.closedAt is None
+    assert stats.closeReason is None
+    tunnel.origin.send(b"12345")
+    tunnel.client.finish()
+    yield withDeadline(tunnel.origin.eof)
+    assert stats.halfClosedAt is not None and stats.closingAt is None
+    yield waitUntil(lambda: len(tunnel.client.received) == 5)
+    tunnel.origin.finish()
+    yield closedCleanly(tunnel)
+    assert stats.closingAt is not None and stats.closedAt is not None
+    assert stats.openedAt <= stats.halfClosedAt <= stats.closingAt <= stats.closedAt
+    assert (stats.bytesUp, stats.bytesDown) == (5, 5)
+    assert stats.closeReason == "client closed"
+
+
+@pytest_twisted.inlineCallbacks
+def test_closeThenAbort(relays: Relays) -> Generator[Deferred[Any], Any, None]:
+    """
+    A close that cannot finish (the client reads nothing while the origin's
+    bytes wait for it) is aborted after the abort timeout, and the client
+    sees a reset; closing again changes neither the reason nor the time
+    the close began.
+    """
+    abortTimeout = 0.5
+    settings = ProxySettings(
+        idleTimeout=60, halfCloseTimeout=60, abortTimeout=abortTimeout
+    )
+    tunnel = yield relays.open(settings=settings)
+    tunnel.client.transport.pauseProducing()
+    yield stalled(Sender(tunnel.origin.transport, pattern(16 << 20, 5)))
+    stats = tunnel.relay.stats
+    tunnel.relay.close("first")
+    closingAt = stats.closingAt
+    assert closingAt is not None
+    tunnel.relay.close("second")
+    assert (stats.closeReason, stats.closingAt) == ("first", closingAt)
+    yield withDeadline(tunnel.closed)
+    assert stats.closedAt is not None
+    assert stats.closedAt - closingAt >= abortTimeout
+    tunnel.client.transport.resumeProducing()
+    yield withDeadline(tunnel.client.gone)
+    assert tunnel.client.reason is not None
+    assert not tunnel.client.reason.check(ConnectionDone), tunnel.client.reason
+    assert stats.closeReason == "first"
+
+
+@pytest_twisted.inlineCallbacks
+def test_halfCloseDeadline(relays: Relays) -> Generator[Deferred[Any], Any, None]:
+    """
+    Once one direction has finished, the (shorter) half-close deadline
+    applies, counted from the FIN: the tunnel closes with that reason.
+    """
+    halfClose = 0.5
+    settings = ProxySettings(idleTimeout=60, halfCloseTimeout=halfClose)
+    tunnel = yield relays.open(settings=settings, keepOpen=True)
+    tunnel.client.send(b"question")
+    tunnel.client.finish()
+    yield withDeadline(tunnel.origin.eof)
+    yield withDeadline(tunnel.closed)
+    stats = tunnel.relay.stats
+    assert stats.closeReason == "half-close timeout"
+    assert stats.halfClosedAt is not None and stats.closingAt is not None
+    assert stats.closingAt - stats.halfClosedAt >= halfClose
+    yield withDeadline(tunnel.client.gone)
+    assert tunnel.client.reason is not None
+    assert tunnel.client.reason.check(ConnectionDone)
+
+
+@pytest_twisted.inlineCallbacks
+def test_trafficDefersIdleDeadline(
+    relays: Relays,
+) -> Generator[Deferred[Any], Any, None]:
+    """
+    Traffic either way pushes the idle deadline back: a tunnel busy for
+    longer than the idle timeout stays open, and closes once idle.
+    """
+    idle = 1.0
+    settings = ProxySettings(idleTimeout=idle, halfCloseTimeout=60)
+    tunnel = yield relays.open(settings=settings)
+    for i in range(16):
+        (tunnel.client if i % 2 else tunnel.origin).send(b"x")
+        yield deferLater(reactor(), idle / 10, lambda: None)
+    stats = tunnel.relay.stats
+    assert stats.closingAt is None
+    yield closedCleanly(tunnel)
+    assert stats.closeReason == "idle timeout"
+    assert (stats.bytesUp, stats.bytesDown) == (8, 8)
+
+
+@pytest_twisted.inlineCallbacks
+def test_resetAfterFinPassedOn(relays: Relays) -> Generator[Deferred[Any], Any, None]:
+    """
+    A client that sent its FIN (passed on) and then resets: once the
+    origin's answer finds it gone, the origin gets a reset (which it sees
+    even though it no longer reads: its connection is closed, not waiting
+    for its FIN), and the reset is the close reason, not the FIN.
+    """
+    tunnel = yield relays.open(keepOpen=True)
+    tunnel.client.send(b"question")
+    tunnel.client.finish()
+    yield withDeadline(tunnel.origin.eof)
+    tunnel.client.reset()
+    yield withDeadline(tunnel.client.gone)
+    tunnel.origin.send(b"answer")
+    yield withDeadline(tunnel.closed)
+    yield waitUntil(lambda: tunnel.origin.tcpState() == TCP_CLOSE)
+    reason = tunnel.relay.stats.closeReason
+    assert reason is not None and reason.startswith("client connection lost"), reason
+
+
+@pytest_twisted.inlineCallbacks
+def test_resetWhileClosing(relays: Relays) -> Generator[Deferred[Any], Any, None]:
+    """
+    A side lost with an error while a graceful close waits for both peers
+    to read turns the survivor's close into a reset: once it reads, it gets
+    every byte relayed to it, then a reset.  The reason stays the close's.
+    """
+    settings = ProxySettings(idleTimeout=60, halfCloseTimeout=60, abortTimeout=20)
+    tunnel = yield relays.open(settings=settings)
+    tunnel.client.transport.pauseProducing()
+    tunnel.origin.transport.pauseProducing()
+    up = pattern(16 << 20, 6)
+    senders = [
+        Sender(tunnel.client.transport, up),
+        Sender(tunnel.origin.transport, pattern(16 << 20, 7)),
+    ]
+    for sender in senders:
+        yield stalled(sender)
+    stats = tunnel.relay.stats
+    tunnel.relay.close("idle timeout")
+    tunnel.client.reset()
+    yield withDeadline(tunnel.client.gone)
+    yield waitUntil(lambda: tunnel.ends[0].gone)
+    tunnel.origin.transport.resumeProducing()
+    yield withDeadline(tunnel.origin.gone)
+    assert tunnel.origin.reason is not None
+    assert not tunnel.origin.reason.check(ConnectionDone), tunnel.origin.reason
+    assert tunnel.origin.received == up[: stats.bytesUp]
+    yield withDeadline(tunnel.closed)
+    assert stats.closeReason == "idle timeout"
+    assert stats.halfClosedAt is None
+
+
+def openDescriptors() -> int:
+    """
+    How many descriptors this process holds.
+    """
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest_twisted.inlineCallbacks
+def test_noDescriptorLeak(relays: Relays) -> Generator[Deferred[Any], Any, None]:
+    """
+    Tunnels that end every way (FINs after bulk both ways with a slow
+    reader, a reset, an abort) leave nothing open: once they are gone, and
+    the pipes kept for the next tunnels are closed, the process holds the
+    descriptors it held before, and no pipe is in use.
+    """
+    PIPES.close()
+    before = openDescriptors()
+    tunnels = []
+    for index in range(8):
+        tunnel = yield relays.open(keepOpen=True)
+        tunnels.append(tunnel)
+        senders = [
+            Sender(tunnel.client.transport, pattern(1 << 20, index)),
+            Sender(tunnel.origin.transport, pattern(1 << 20, index + 1)),
+        ]
+        if index % 2:
+            tunnel.client.transport.pauseProducing()
+            yield stalled(senders[1])
+            tunnel.client.transport.resumeProducing()
+        for sender in senders:
+            yield withDeadline(sender.done)
+        tunnel.client.finish()
+        tunnel.origin.finish()
+    reset = yield relays.open()
+    tunnels.append(reset)
+    reset.origin.send(b"before the reset")
+    yield waitUntil(lambda: reset.client.received == b"before the reset")
+    reset.origin.reset()
+    aborted = yield relays.open()
+    tunnels.append(aborted)
+    aborted.origin.send(b"before the abort")
+    yield waitUntil(lambda: aborted.client.received == b"before the abort")
+    aborted.relay.abort()
+    for tunnel in tunnels:
+        yield withDeadline(tunnel.closed)
+        for peer in (tunnel.client, tunnel.origin):
+            yield withDeadline(peer.gone)
+    assert PIPES.inUse == 0
+    PIPES.close()
+    assert PIPES.open == 0
+    yield waitUntil(lambda: openDescriptors() <= before)
+    assert openDescriptors() == before

@@ -299,8 +299,12 @@ class ConnectProxyFactory(Factory):
     def stopFactory(self) -> None:
         """
         The last listener stopped: log the shed connections not logged yet,
-        and let the resolver threads go.
+        let the resolver threads go, and close what the relay factory keeps
+        for the next tunnels (its C{stop}, if it has one).
         """
+        stop = getattr(self.relayFactory, "stop", None)
+        if stop is not None:
+            stop()
         if self._shedTimer is not None:
             self._shedTimer.cancel()
             self._logShed()

@@ -20,9 +20,10 @@ from typing import Any
 from twisted.internet import tcp
 from twisted.internet.interfaces import IReactorFDSet, IReactorTime
 
+from ._pipes import PIPES, PipePool
 from ._relay import _Relay, _RelayEnd
 from ._settings import ProxySettings
-from ._splice import PIPES, PipePool, spliceRelay
+from ._splice import spliceRelay
 from ._tunnel import transportRelay
 
 __all__ = [
@@ -132,3 +133,10 @@ class RelayChoice:
         ):
             return spliceRelay(client, upstream, clock, settings, onClosed, self.pool)
         return transportRelay(client, upstream, clock, settings, onClosed)
+
+    def stop(self) -> None:
+        """
+        Close the empty pipes kept for the next tunnels (the proxy stopped
+        listening); tunnels still open go on, and make pipes as they need.
+        """
+        self.pool.close()

@@ -30,473 +30,33 @@ How the sockets change hands:
     by its owner, and the front and the observers see the end as with the
     transport relay.
 
-Pipes come from a L{PipePool}: a direction holds one only while bytes wait
-in it for a slow reader, so an idle tunnel holds no pipe, only its two
-sockets.
+Pipes come from a L{PipePool <connectproxy._pipes.PipePool>}: a direction
+holds one only while bytes wait in it for a slow reader, so an idle tunnel
+holds no pipe, only its two sockets.  Each socket is held by a L{_Side
+<connectproxy._spliceside._Side>}, which does the per-chunk work.
 """
 
 from __future__ import annotations
 
-import errno
-import fcntl
-import os
 import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet import tcp
-from twisted.internet.error import ConnectionDone, ConnectionLost
-from twisted.internet.interfaces import (
-    IPullProducer,
-    IReactorTime,
-    IReadDescriptor,
-    IWriteDescriptor,
-)
-from twisted.logger import Logger
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
+from ._pipes import PIPES, PipePool
 from ._relay import TunnelStats, _Relay, _RelayEnd
 from ._resets import ResetWhenFlushed
+from ._spliceside import LOST, OWNED, RETURNED, WAITING, _Side
 
 if TYPE_CHECKING:
     from ._settings import ProxySettings
     from ._tunnel import TunnelTransport
 
-__all__ = ["PIPES", "PipePool", "SpliceRelay", "spliceRelay"]
-
-#: The most bytes one C{splice} call is asked to move: more than a pipe
-#: holds, so each call moves what the socket has, up to the pipe's size.
-_CHUNK = 1 << 22
-
-#: The flags of every C{splice} call: never block on the pipe.
-_FLAGS = getattr(os, "SPLICE_F_MOVE", 0) | getattr(os, "SPLICE_F_NONBLOCK", 0)
-
-#: The size asked for each pipe (C{F_SETPIPE_SZ}), in bytes: how much one
-#: direction may hold for a slow reader, and the most one C{splice} moves.
-#: The kernel keeps its default (64 KiB) where this is refused.
-PIPE_SIZE = 1 << 20
-
-#: Empty pipes kept for the next tunnel that needs one.
-_KEEP = 16
-
-_Pipe = tuple[int, int]
-
-# The states of a side.
-_WAITING = "waiting"  # its transport still writes what it holds
-_OWNED = "owned"  # the relay reads and writes its socket
-_RETURNED = "returned"  # handed back to its transport, closing
-_LOST = "lost"  # its connection is gone
-
-
-class PipePool:
-    """
-    Empty pipes for splicing, shared by every splice relay of a process.
-
-    A pipe is taken for each C{splice} out of a socket and given back as
-    soon as it is empty again, which is at once unless the other socket
-    cannot take everything: so pipes are held only by the directions that
-    wait for a slow reader, plus those kept for the next (at most
-    L{keep}).
-
-    @ivar size: The size asked for each new pipe, in bytes; 0 for the
-        kernel's default.
-    @ivar keep: How many empty pipes are kept open.
-    @ivar open: How many pipes are open now (in use and kept).
-    """
-
-    _log = Logger()
-
-    def __init__(self, size: int = PIPE_SIZE, keep: int = _KEEP) -> None:
-        self.size = size
-        self.keep = keep
-        self.open = 0
-        self.free: list[_Pipe] = []
-        self._failing = False
-
-    @property
-    def inUse(self) -> int:
-        """
-        How many pipes relays hold now.
-        """
-        return self.open - len(self.free)
-
-    def take(self) -> _Pipe | None:
-        """
-        An empty pipe, kept or new.
-
-        @return: Its read and write descriptors (both non-blocking), or
-            C{None} when no pipe can be made (the process or the system is
-            out of descriptors): one C{splice_pipe_failed} event is logged
-            until a pipe can be made again.
-        """
-        if self.free:
-            return self.free.pop()
-        try:
-            pipe = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError as e:
-            if not self._failing:
-                self._failing = True
-                self._log.warn(
-                    "cannot make a pipe for splicing ({error}): tunnels copy "
-                    "through the proxy until pipes can be made again",
-                    event="splice_pipe_failed",
-                    error=e.strerror,
-                )
-            return None
-        self._failing = False
-        self.open += 1
-        if self.size:
-            try:
-                fcntl.fcntl(pipe[1], fcntl.F_SETPIPE_SZ, self.size)
-            except OSError:
-                # Over the system's limits (fs.pipe-max-size, the user's
-                # pipe pages): the default size works too.
-                pass
-        return pipe
-
-    def give(self, pipe: _Pipe) -> None:
-        """
-        Give back a pipe that is empty: it is kept, or closed when enough
-        are kept.
-        """
-        if len(self.free) < self.keep:
-            self.free.append(pipe)
-        else:
-            self.discard(pipe)
-
-    def discard(self, pipe: _Pipe) -> None:
-        """
-        Close a pipe (one that may hold bytes nobody will read).
-        """
-        self.open -= 1
-        os.close(pipe[0])
-        os.close(pipe[1])
-
-    def close(self) -> None:
-        """
-        Close the pipes kept; pipes in use are given back later as usual.
-        """
-        while self.free:
-            self.discard(self.free.pop())
-
-
-#: The pipes of this process's splice relays.
-PIPES = PipePool()
-
-
-def _lostWith(error: OSError) -> Failure:
-    """
-    What a transport's protocol is told when its socket failed.
-    """
-    code = error.errno or errno.EIO
-    return Failure(ConnectionLost(os.strerror(code)))
-
-
-@implementer(IReadDescriptor, IWriteDescriptor, IPullProducer)
-class _Side:
-    """
-    One side of a splice relay: its transport, and once the relay owns the
-    socket, the reactor's reader and writer of it.  It reads its socket
-    into a pipe and writes into it what the other side read.
-
-    @ivar name: C{"client"} or C{"upstream"}.
-    @ivar state: Who has the socket (see the module's C{_WAITING}, ...).
-    @ivar pending: Bytes owed to this side that are written before the
-        pipe: the early data, and bytes the protocols handed over.
-    @ivar pipe: The pipe holding bytes owed to this side, or C{None}.
-    @ivar queued: How many bytes L{pipe} holds.
-    @ivar eof: Whether this side sent its FIN.
-    @ivar fin: Whether a FIN is to be passed to this side once it is owed
-        nothing; L{shut} once it was.
-    @ivar finish: C{"close"} or C{"reset"} once this side is to be closed
-        (when it is owed nothing), else C{None}.
-    """
-
-    __slots__ = (
-        "_registering",
-        "eof",
-        "fd",
-        "fin",
-        "finish",
-        "name",
-        "peer",
-        "pending",
-        "pipe",
-        "pool",
-        "queued",
-        "reactor",
-        "reading",
-        "relay",
-        "shut",
-        "sock",
-        "state",
-        "stats",
-        "transport",
-        "up",
-        "writing",
-    )
-
-    def __init__(
-        self, relay: SpliceRelay, name: str, transport: tcp.Connection, pool: PipePool
-    ) -> None:
-        self.relay = relay
-        self.name = name
-        self.up = name == "client"
-        self.transport = transport
-        self.reactor: Any = transport.reactor
-        self.sock: socket.socket = transport.getHandle()
-        self.fd = self.sock.fileno()
-        self.pool = pool
-        self.stats = relay.stats
-        self.peer: _Side = self
-        self.state = _WAITING
-        self.pending = b""
-        self.pipe: _Pipe | None = None
-        self.queued = 0
-        self.eof = False
-        self.fin = False
-        self.shut = False
-        self.finish: str | None = None
-        self.reading = False
-        self.writing = False
-        self._registering = False
-
-    # The reactor's descriptor (IReadDescriptor, IWriteDescriptor).
-
-    def fileno(self) -> int:
-        return self.fd
-
-    def logPrefix(self) -> str:
-        return "SpliceRelay"
-
-    def doRead(self) -> None:
-        """
-        Splice what the socket has into a pipe and on into the other
-        socket; keep in the pipe what that socket cannot take now, and stop
-        reading until it took it.
-        """
-        dst = self.peer
-        pool = self.pool
-        pipe = pool.free.pop() if pool.free else pool.take()
-        if pipe is None:
-            self._copy(dst)
-            return
-        try:
-            n = os.splice(self.fd, pipe[1], _CHUNK, None, None, _FLAGS)
-        except BlockingIOError:
-            pool.give(pipe)
-            return
-        except OSError as e:
-            # Nothing moved: the pipe is still empty.
-            pool.give(pipe)
-            self.relay._broken(self, _lostWith(e))
-            return
-        if not n:
-            pool.give(pipe)
-            self.relay._eof(self)
-            return
-        if self.up:
-            self.stats.bytesUp += n
-        else:
-            self.stats.bytesDown += n
-        try:
-            m = os.splice(pipe[0], dst.fd, n, None, None, _FLAGS)
-        except BlockingIOError:
-            m = 0
-        except OSError as e:
-            pool.discard(pipe)
-            self.relay._broken(dst, _lostWith(e))
-            return
-        if m == n:
-            pool.give(pipe)
-            return
-        dst.pipe = pipe
-        dst.queued = n - m
-        self.stopReading()
-        dst.startWriting()
-
-    def _copy(self, dst: _Side) -> None:
-        """
-        Without a pipe, read a chunk into memory and write it as pending
-        bytes.
-        """
-        try:
-            data = self.sock.recv(65536)
-        except BlockingIOError:
-            return
-        except OSError as e:
-            self.relay._broken(self, _lostWith(e))
-            return
-        if not data:
-            self.relay._eof(self)
-            return
-        if self.up:
-            self.stats.bytesUp += len(data)
-        else:
-            self.stats.bytesDown += len(data)
-        dst.pending = data
-        self.stopReading()
-        dst.startWriting()
-
-    def doWrite(self) -> None:
-        """
-        Write what this side is owed: the pending bytes, then the pipe.
-        Once it is owed nothing, let the relay go on (a FIN, a close, the
-        other side read again).
-        """
-        if self.pending:
-            try:
-                sent = self.sock.send(self.pending)
-            except BlockingIOError:
-                return
-            except OSError as e:
-                self.relay._broken(self, _lostWith(e))
-                return
-            self.pending = self.pending[sent:]
-            if self.pending:
-                return
-        pipe = self.pipe
-        if pipe is not None:
-            try:
-                m = os.splice(pipe[0], self.fd, self.queued, None, None, _FLAGS)
-            except BlockingIOError:
-                return
-            except OSError as e:
-                self.relay._broken(self, _lostWith(e))
-                return
-            self.queued -= m
-            if self.queued:
-                return
-            self.pipe = None
-            self.pool.give(pipe)
-        self.stopWriting()
-        self.relay._drained(self)
-
-    def connectionLost(self, reason: Failure) -> None:
-        """
-        The reactor dropped the descriptor: an error it saw (or an
-        exception here), or the reactor is stopping.
-        """
-        self.reading = self.writing = False
-        self.relay._broken(self, reason)
-
-    def startReading(self) -> None:
-        if not self.reading:
-            self.reading = True
-            self.reactor.addReader(self)
-
-    def stopReading(self) -> None:
-        if self.reading:
-            self.reading = False
-            self.reactor.removeReader(self)
-
-    def startWriting(self) -> None:
-        if not self.writing:
-            self.writing = True
-            self.reactor.addWriter(self)
-
-    def stopWriting(self) -> None:
-        if self.writing:
-            self.writing = False
-            self.reactor.removeWriter(self)
-
-    @property
-    def owes(self) -> bool:
-        """
-        Whether bytes are waiting to be written to this side.
-        """
-        return bool(self.pending) or self.queued > 0
-
-    def release(self) -> None:
-        """
-        Drop what this side was owed: it cannot be delivered any more.
-        """
-        self.pending = b""
-        self.queued = 0
-        if self.pipe is not None:
-            pipe, self.pipe = self.pipe, None
-            self.pool.discard(pipe)
-
-    # Taking the socket over from the transport (IPullProducer).
-
-    def takeOver(self) -> None:
-        """
-        Stop the transport reading, and wait until it wrote what it holds:
-        as its pull producer, which it asks for data once its buffer is
-        empty (L{resumeProducing}).
-        """
-        transport = self.transport
-        transport.pauseProducing()
-        self._registering = True
-        try:
-            transport.registerProducer(self, False)
-        finally:
-            self._registering = False
-        # Look at the buffer on the next turn even when it is empty.
-        transport.startWriting()
-
-    def resumeProducing(self) -> None:
-        if self._registering or self.state is not _WAITING:
-            return
-        transport = self.transport
-        transport.unregisterProducer()
-        transport.stopReading()
-        transport.stopWriting()
-        self.state = _OWNED
-        self.relay._owned(self)
-
-    def stopProducing(self) -> None:
-        # The transport is gone: its protocol tells the relay.
-        pass
-
-    def handBack(self) -> None:
-        """
-        Give the socket back to the transport to close it: gracefully, or
-        with a reset once the peer has everything.
-        """
-        self.stopReading()
-        self.stopWriting()
-        self.state = _RETURNED
-        if self.finish == "reset":
-            self.relay._resetWhenFlushed(self)
-        elif self.shut:
-            # The transport does not know its write side is shut: it would
-            # try to write.  This is what its loseConnection does after its
-            # own half-close.
-            self.transport.connectionLost(Failure(ConnectionDone()))
-        else:
-            self.transport.loseConnection()
-
-    # What the protocol hands over (its receivers).
-
-    def received(self, data: bytes) -> None:
-        """
-        Bytes from this side that came through its transport (before the
-        relay owns the socket): owed to the other side.
-        """
-        if self.up:
-            self.stats.bytesUp += len(data)
-        else:
-            self.stats.bytesDown += len(data)
-        dst = self.peer
-        if dst.state is _LOST or dst.state is _RETURNED:
-            return
-        dst.pending += data
-        if dst.state is _OWNED:
-            dst.startWriting()
-
-    def readClosed(self) -> None:
-        """
-        This side's FIN came through its transport.
-        """
-        self.relay._eof(self)
-
-    def lost(self, reason: Failure) -> None:
-        """
-        This side's connection is gone (its transport told its protocol).
-        """
-        self.relay._lost(self, reason)
+__all__ = ["SpliceRelay", "spliceRelay"]
 
 
 class SpliceRelay:
@@ -555,20 +115,20 @@ class SpliceRelay:
         self.client.takeOver()
         self.upstream.takeOver()
         if clientFinished:
-            self._eof(self.client)
+            self.sideFinished(self.client)
 
-    # What the sides report.
+    # What the sides report (called by them only).
 
-    def _owned(self, side: _Side) -> None:
+    def sideOwned(self, side: _Side) -> None:
         """
         The relay owns C{side}'s socket now.
         """
         if side.owes:
             side.startWriting()
         else:
-            self._drained(side)
+            self.sideDrained(side)
 
-    def _drained(self, side: _Side) -> None:
+    def sideDrained(self, side: _Side) -> None:
         """
         C{side} is owed nothing now: close it if it is to be closed, pass a
         FIN on, and read again where that waited for it.
@@ -585,8 +145,8 @@ class SpliceRelay:
     def _canRead(self, side: _Side) -> bool:
         dst = side.peer
         return (
-            side.state is _OWNED
-            and dst.state is _OWNED
+            side.state is OWNED
+            and dst.state is OWNED
             and not side.eof
             and not self._closing
             and not dst.pending
@@ -604,7 +164,7 @@ class SpliceRelay:
             # Gone already: reading or writing it says how.
             pass
 
-    def _eof(self, side: _Side) -> None:
+    def sideFinished(self, side: _Side) -> None:
         """
         C{side} sent its FIN: pass it on once the other side has what came
         before it, or close the tunnel at the second FIN.
@@ -624,10 +184,10 @@ class SpliceRelay:
         receiver.fin = True
         # From now on the (shorter) half-close deadline applies.
         self.stats.halfClosedAt = self._clock.seconds()
-        if receiver.state is _OWNED and not receiver.owes:
+        if receiver.state is OWNED and not receiver.owes:
             self._shutdown(receiver)
 
-    def _broken(self, side: _Side, reason: Failure) -> None:
+    def sideBroken(self, side: _Side, reason: Failure) -> None:
         """
         C{side}'s socket failed (or the reactor dropped it): end its
         transport now, with C{reason}, as Twisted does.
@@ -637,20 +197,20 @@ class SpliceRelay:
         side.release()
         side.transport.connectionLost(reason)
 
-    def _lost(self, side: _Side, reason: Failure) -> None:
+    def sideLost(self, side: _Side, reason: Failure) -> None:
         """
         C{side}'s connection is gone: a clean close closes the other side
         gracefully, anything else (a reset, an abort) resets it.
         """
         # The transport unregistered the descriptor before closing it.
         side.reading = side.writing = False
-        side.state = _LOST
+        side.state = LOST
         side.release()
         if reason.check(ConnectionDone):
             self.close(self._finReason or f"{side.name} closed")
         else:
             self.reset(f"{side.name} connection lost: {reason.getErrorMessage()}")
-        if self.client.state is _LOST and self.upstream.state is _LOST:
+        if self.client.state is LOST and self.upstream.state is LOST:
             self._finished()
 
     # Closing.
@@ -687,13 +247,13 @@ class SpliceRelay:
         reset) took too long.
         """
         for side in (self.client, self.upstream):
-            if side.state is _LOST:
+            if side.state is LOST:
                 continue
             side.stopReading()
             side.stopWriting()
             side.release()
             transport = side.transport
-            if side.state is _WAITING and transport.producer is side:
+            if side.state is WAITING and transport.producer is side:
                 transport.unregisterProducer()
             transport.abortConnection()
 
@@ -711,22 +271,22 @@ class SpliceRelay:
         nothing; a reset overrides a graceful close not yet done.
         """
         state = side.state
-        if state is _LOST:
+        if state is LOST:
             return
-        if state is _RETURNED:
+        if state is RETURNED:
             if kind == "reset" and side.finish != "reset":
                 side.finish = "reset"
-                self._resetWhenFlushed(side)
+                self.resetWhenFlushed(side)
             return
         if side.finish != "reset":
             side.finish = kind
         side.stopReading()
-        if state is _OWNED and not side.owes:
+        if state is OWNED and not side.owes:
             side.handBack()
         # Otherwise when it is owned (a waiting side), or when it has
         # written what it is owed (it is writing).
 
-    def _resetWhenFlushed(self, side: _Side) -> None:
+    def resetWhenFlushed(self, side: _Side) -> None:
         resetter = ResetWhenFlushed(
             cast("TunnelTransport", side.transport), self._clock
         )

@@ -19,14 +19,15 @@ from twisted.internet import tcp
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 
-from connectproxy import ProxySettings
+from connectproxy import ConnectProxyFactory, ProxySettings
+from connectproxy._pipes import PipePool
 from connectproxy._relaychoice import (
     RelayChoice,
     spliceable,
     spliceAvailable,
     spliceUnavailableReason,
 )
-from connectproxy._splice import PipePool, SpliceRelay
+from connectproxy._splice import SpliceRelay
 from connectproxy._tunnel import TransportRelay, _UpstreamProtocol
 from connectproxy.testing import ProxyHarness, connectHead
 
@@ -187,6 +188,32 @@ def test_transportWithoutSplice(sockets: list[socket.socket]) -> None:
     transports.
     """
     assert isinstance(choose(sockets, "auto", available=False), TransportRelay)
+
+
+def test_stopClosesKeptPipes() -> None:
+    """
+    Stopping the choice (the factory stopped) closes the pipes kept for the
+    next tunnels.
+    """
+    pool = PipePool()
+    pool.give(pool.take() or (-1, -1))
+    assert (pool.open, len(pool.free)) == (1, 1)
+    RelayChoice(pool).stop()
+    assert (pool.open, pool.free) == (0, [])
+
+
+def test_factoryStopsChoice() -> None:
+    """
+    When its last listener stops, the factory stops its relay factory: the
+    kept pipes are closed.
+    """
+    pool = PipePool()
+    pool.give(pool.take() or (-1, -1))
+    factory = ConnectProxyFactory(MemoryReactorClock())
+    factory.relayFactory = RelayChoice(pool)
+    factory.doStart()
+    factory.doStop()
+    assert pool.open == 0
 
 
 def test_factoryFollowsSettings() -> None:

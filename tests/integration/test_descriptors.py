@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from connectproxy._splice import PipePool
+from connectproxy._pipes import PipePool
 from tests.integration._output import Event
 from tests.integration._processes import (
     LISTEN_ANY_PORT,

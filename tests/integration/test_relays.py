@@ -14,6 +14,7 @@ them.  Every wait is bounded.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import socket
@@ -27,7 +28,11 @@ import pytest
 import pytest_twisted
 from twisted.internet.defer import Deferred, DeferredQueue
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
+from twisted.internet.interfaces import (
+    IHalfCloseableProtocol,
+    IPushProducer,
+    IReactorTime,
+)
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
@@ -35,16 +40,39 @@ from zope.interface import implementer
 
 from connectproxy import ProxySettings
 from connectproxy._deadlines import DeadlineSweeper
-from connectproxy._relay import _Relay, _RelayFactory
-from connectproxy._splice import PIPES, spliceRelay
+from connectproxy._pipes import PIPES, Pipe, PipePool
+from connectproxy._relay import _Relay, _RelayEnd, _RelayFactory
+from connectproxy._splice import spliceRelay
 from connectproxy._tunnel import _UpstreamProtocol, transportRelay
 
 pytestmark = pytest.mark.integration
+
+
+def _noPipe() -> Pipe:
+    raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+
+
+def spliceWithoutPipes(
+    client: _RelayEnd,
+    upstream: _RelayEnd,
+    clock: IReactorTime,
+    settings: ProxySettings,
+    onClosed: Callable[[_Relay], object],
+) -> _Relay:
+    """
+    The splice relay where no pipe can be made (the process is out of
+    descriptors): it copies through memory instead, and must keep every
+    promise all the same.
+    """
+    pool = PipePool(make=_noPipe)
+    return spliceRelay(client, upstream, clock, settings, onClosed, pool)
+
 
 #: Every relay implementation; each must pass every test here.
 RELAYS = [
     pytest.param(transportRelay, id="transport"),
     pytest.param(spliceRelay, id="splice"),
+    pytest.param(spliceWithoutPipes, id="splice-without-pipes"),
 ]
 
 #: The state of a TCP connection that was reset (Linux C{TCP_INFO}).

@@ -136,6 +136,11 @@ class _Side:
         socket; keep in the pipe what that socket cannot take now, and stop
         reading until it took it.
         """
+        if not self.reading:
+            # An event of the reactor's last poll that came after the relay
+            # stopped reading (while handling another descriptor's): the
+            # other side may be gone, and its descriptor reused.
+            return
         dst = self.peer
         pool = self.pool
         pipe = pool.free.pop() if pool.free else pool.take()
@@ -205,6 +210,9 @@ class _Side:
         Once it is owed nothing, let the relay go on (a FIN, a close, the
         other side read again).
         """
+        if not self.writing:
+            # As in doRead: the relay stopped writing since the last poll.
+            return
         if self.pending:
             try:
                 sent = self.sock.send(self.pending)
@@ -239,7 +247,8 @@ class _Side:
         exception here), or the reactor is stopping.
         """
         self.reading = self.writing = False
-        self.relay.sideBroken(self, reason)
+        if self.state is OWNED:
+            self.relay.sideBroken(self, reason)
 
     def startReading(self) -> None:
         if not self.reading:

@@ -42,7 +42,7 @@ from connectproxy import ProxySettings
 from connectproxy._deadlines import DeadlineSweeper
 from connectproxy._pipes import PIPES, Pipe, PipePool
 from connectproxy._relay import _Relay, _RelayEnd, _RelayFactory
-from connectproxy._splice import spliceRelay
+from connectproxy._splice import SpliceRelay, spliceRelay
 from connectproxy._tunnel import _UpstreamProtocol, transportRelay
 
 pytestmark = pytest.mark.integration
@@ -839,3 +839,46 @@ def test_noDescriptorLeak(relays: Relays) -> Generator[Deferred[Any], Any, None]
     assert PIPES.open == 0
     yield waitUntil(lambda: openDescriptors() <= before)
     assert openDescriptors() == before
+
+
+# The splice relay's own.
+
+
+@pytest.fixture
+def splicing() -> Generator[Relays, None, None]:
+    relays = Relays(spliceRelay)
+    yield relays
+    relays.cleanUp()
+    pytest_twisted.blockon(relays.port.stopListening())
+
+
+@pytest_twisted.inlineCallbacks
+def test_staleEventsIgnored(splicing: Relays) -> Generator[Deferred[Any], Any, None]:
+    """
+    A readiness event the reactor reports for a side after the relay
+    stopped reading or writing it (an event of the same poll, handled after
+    another descriptor's) moves nothing: that side's peer may be gone.
+    """
+    tunnel = yield splicing.open()
+    relay = tunnel.relay
+    assert isinstance(relay, SpliceRelay)
+    tunnel.client.send(b"first")
+    yield waitUntil(lambda: tunnel.origin.received == b"first")
+    side = relay.client
+    side.stopReading()
+    tunnel.client.send(b"late")
+
+    def waiting() -> bytes:
+        try:
+            return side.sock.recv(4, socket.MSG_PEEK)
+        except BlockingIOError:
+            return b""
+
+    yield waitUntil(lambda: waiting() == b"late")
+    side.doRead()
+    side.doWrite()
+    assert relay.stats.bytesUp == 5
+    side.startReading()
+    yield waitUntil(lambda: tunnel.origin.received == b"firstlate")
+    tunnel.client.transport.loseConnection()
+    yield closedCleanly(tunnel)

@@ -61,7 +61,8 @@ class _Side:
     into a pipe and writes into it what the other side read.
 
     @ivar name: C{"client"} or C{"upstream"}.
-    @ivar state: Who has the socket (C{WAITING}, C{OWNED}, C{RETURNED}, C{LOST}).
+    @ivar state: Who has the socket: C{WAITING}, C{OWNED}, C{RETURNED},
+        C{LOST}.
     @ivar pending: Bytes owed to this side that are written before the
         pipe: the early data, and bytes the protocols handed over.
     @ivar pipe: The pipe holding bytes owed to this side, or C{None}.
@@ -352,6 +353,8 @@ class _Side:
         if dst.state is LOST or dst.state is RETURNED:
             return
         dst.pending += data
+        # Nothing more is read from here until the other side has it.
+        self.stopReading()
         if dst.state is OWNED:
             dst.startWriting()
 

@@ -19,6 +19,7 @@ from ._access import AccessRequest
 from ._admission import Gatekeeper, userPortal
 from ._assembly import ProxyConfig
 from ._connector import ConnectorContext, UpstreamRequest
+from ._deprecation import DEPRECATED_IN as _DEPRECATED_IN
 from ._errors import BadRequest as BadRequest
 from ._errors import ForbiddenDestination, ParentProxyError, Refusal, ResolverBusy
 from ._factory import ConnectProxyFactory
@@ -46,7 +47,6 @@ from ._routing import RoutingConnector
 from ._rules import AccessRules, ClientRules, HostRules, PortRules
 from ._settings import ProxySettings
 from ._target import Target, TargetForm
-from ._tunnel import DEPRECATED_IN as _DEPRECATED_IN
 from ._upstream import DirectConnector
 from ._version import __version__
 from ._vetting import VettedResolver, vetAddresses

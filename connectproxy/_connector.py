@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import IAddress
-from twisted.python.versions import Version, getVersionString
+from twisted.python.versions import getVersionString
 
+from ._deprecation import DEPRECATED_IN
 from ._networks import NetworkRules
 from ._parser import RequestHead
 from ._resolver import ResolverPool
@@ -25,8 +26,6 @@ if TYPE_CHECKING:
 
 __all__ = ["ConnectorContext", "ConnectorMaker", "UpstreamRequest"]
 
-#: The release that deprecates what API version 2 replaces.
-DEPRECATED_IN = Version("connectproxy", 0, 2, 0)
 
 # What a version-1 connector could read on the parsed request it was given,
 # besides host and port.

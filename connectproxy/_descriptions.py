@@ -6,7 +6,7 @@ Twisted splits them.
 
 from __future__ import annotations
 
-__all__ = ["splitDescription"]
+__all__ = ["endpointKinds", "splitDescription"]
 
 
 def splitDescription(description: str) -> tuple[list[str], dict[str, str]]:
@@ -34,3 +34,15 @@ def splitDescription(description: str) -> tuple[list[str], dict[str, str]]:
     args = [field[0] for field in fields if len(field) == 1]
     kwargs = {field[0]: field[1] for field in fields if len(field) == 2}
     return args, kwargs
+
+
+def endpointKinds(description: str) -> list[str]:
+    """
+    The endpoint types of a description, outermost first: C{["haproxy",
+    "tcp"]} for C{haproxy:tcp:3128}.
+    """
+    args, _ = splitDescription(description)
+    kinds = [args[0].lower()] if args else []
+    if kinds == ["haproxy"] and len(args) > 1:
+        kinds.append(args[1].lower())
+    return kinds

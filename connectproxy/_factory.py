@@ -26,6 +26,7 @@ from ._admission import Gatekeeper
 from ._assembly import ProxyConfig, directConnector
 from ._connector import ConnectorContext, ConnectorMaker
 from ._deadlines import DeadlineSweeper
+from ._deprecation import DEPRECATED_IN
 from ._front import SHUTTING_DOWN, ConnectProxyProtocol
 from ._observer import (
     AccessLogObserver,
@@ -41,7 +42,6 @@ from ._resolver import ResolverPool
 from ._rules import AccessRules
 from ._settings import ProxySettings
 from ._tls import ALPN_PROTOCOLS
-from ._tunnel import DEPRECATED_IN
 from .interfaces import IProxyObserver, IUpstreamConnector
 
 __all__ = ["ConnectProxyFactory"]

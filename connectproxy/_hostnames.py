@@ -84,7 +84,8 @@ def normalizePattern(pattern: str) -> str:
     """
     Bring a host pattern to the form L{HostPatternTable} compares: an exact
     name or IP address as L{normalizeHost} makes it, or C{*.} followed by a
-    normalised name.
+    normalised name.  An IPv6 address may be written in brackets, as in a
+    URL's authority (C{[::1]}).
 
     @return: The pattern with its name part normalised, C{*.} kept.
     @raise ValueError: Naming it, when it is not an exact name, an IP
@@ -96,6 +97,9 @@ def normalizePattern(pattern: str) -> str:
         raise ValueError(f"invalid host pattern {pattern!r}: '*' alone matches all")
     wildcard = pattern.startswith("*.")
     name = pattern[2:] if wildcard else pattern
+    if name.startswith("[") and name.endswith("]") and ":" in name:
+        # An IPv6 address as a URL writes it (RFC 3986 section 3.2.2).
+        name = name[1:-1]
     if "*" in name:
         raise ValueError(
             f"invalid host pattern {pattern!r}: '*' may only be the first label"

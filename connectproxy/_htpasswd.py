@@ -6,18 +6,13 @@ reactor, and explaining files that cannot be read.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import os
 import pwd
-import re
-from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
-from typing import Any, Final
+from typing import Final
 
-import bcrypt
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.error import UnauthorizedLogin
@@ -31,125 +26,11 @@ from zope.interface import implementer
 
 from ._credentials import ProxyCredentials, _asBytes, _hasControl
 from ._errors import CheckerBusy
+from ._htpasswdhashes import HtpasswdEntry, classify, slowest
 from ._limiter import makeRoom
 from ._verifyqueue import ThreadRunner, Verification, VerificationQueue
 
 __all__ = ["CheckerBusy", "HtpasswdChecker", "unreadableFile"]
-
-
-_BCRYPT_MAX: Final = 72
-
-
-def _checkBcrypt(stored: str, password: bytes) -> bool:
-    # bcrypt only ever uses the first 72 bytes of a password. Apache's
-    # htpasswd -B accepts longer ones and hashes those 72 bytes; bcrypt 5
-    # raises ValueError for longer passwords, older versions truncate. Verify
-    # the first 72 bytes, as Apache does, so the password the user set works.
-    try:
-        return bcrypt.checkpw(password[:_BCRYPT_MAX], stored.encode("ascii"))
-    except ValueError:
-        return False
-
-
-def _passlibHandler(name: str) -> Any:
-    from passlib import hash as passlibHash  # type: ignore[import-untyped]
-
-    return getattr(passlibHash, name)
-
-
-def _checkPasslib(name: str, stored: str, password: bytes) -> bool:
-    try:
-        return bool(_passlibHandler(name).verify(password, stored))
-    except (ValueError, TypeError):
-        return False
-
-
-def _checkSha1(stored: str, password: bytes) -> bool:
-    digest = base64.b64encode(hashlib.sha1(password).digest())
-    return hmac.compare_digest(digest, stored[len("{SHA}") :].encode("utf-8"))
-
-
-def _checkPlaintext(stored: str, password: bytes) -> bool:
-    return hmac.compare_digest(password, stored.encode("utf-8"))
-
-
-_VERIFIERS: Final[dict[str, Callable[[str, bytes], bool]]] = {
-    # Ordered from the most to the least expensive: see _pickDummy.
-    "bcrypt": _checkBcrypt,
-    "sha512-crypt": partial(_checkPasslib, "sha512_crypt"),
-    "sha256-crypt": partial(_checkPasslib, "sha256_crypt"),
-    "apr1": partial(_checkPasslib, "apr_md5_crypt"),
-    "sha1": _checkSha1,
-    "plaintext": _checkPlaintext,
-}
-_PREFIXES: Final = (
-    ("$2y$", "bcrypt"),
-    ("$2a$", "bcrypt"),
-    ("$2b$", "bcrypt"),
-    ("$6$", "sha512-crypt"),
-    ("$5$", "sha256-crypt"),
-    ("$apr1$", "apr1"),
-    ("{SHA}", "sha1"),
-)
-_PASSLIB_NAMES: Final = {
-    "sha512-crypt": "sha512_crypt",
-    "sha256-crypt": "sha256_crypt",
-    "apr1": "apr_md5_crypt",
-}
-_BCRYPT_HASH: Final = re.compile(r"\$2[aby]\$[0-9]{2}\$[./A-Za-z0-9]{53}")
-_SHA1_HASH: Final = re.compile(r"\{SHA\}[A-Za-z0-9+/]{27}=")
-_OTHER_HASH: Final = re.compile(r"\$|\{[A-Za-z0-9-]+\}|[./A-Za-z0-9]{13}\Z")
-
-
-@dataclass(frozen=True, slots=True)
-class _Entry:
-    """
-    One user's line of an htpasswd file.
-
-    @ivar scheme: A key of L{_VERIFIERS}, or C{None} if it never matches.
-    @ivar stored: The stored hash (or plaintext password).
-    """
-
-    scheme: str | None
-    stored: str
-
-    def verify(self, password: bytes) -> bool:
-        """
-        @return: Whether C{password} matches; always C{False} without a scheme.
-        """
-        verifier = _VERIFIERS.get(self.scheme or "")
-        return verifier is not None and verifier(self.stored, password)
-
-
-def _classify(stored: str, allowPlaintext: bool) -> tuple[str | None, str]:
-    """
-    Find how to verify an htpasswd hash field.
-
-    @return: The scheme (C{None} if the entry must never match) and, if it
-        must not, why.
-    """
-    scheme = next(
-        (name for prefix, name in _PREFIXES if stored.startswith(prefix)), None
-    )
-    if scheme is None:
-        if not stored:
-            return None, "empty password field"
-        if _OTHER_HASH.match(stored):
-            return None, "unsupported hash format (re-create it with htpasswd -B)"
-        if not allowPlaintext:
-            return None, "plaintext password refused (see --auth-allow-plaintext)"
-        return "plaintext", ""
-    if scheme == "bcrypt":
-        wellFormed = _BCRYPT_HASH.fullmatch(stored) is not None
-    elif scheme == "sha1":
-        wellFormed = _SHA1_HASH.fullmatch(stored) is not None
-    else:
-        try:
-            _passlibHandler(_PASSLIB_NAMES[scheme]).from_string(stored)
-            wellFormed = True
-        except (ValueError, TypeError):
-            wellFormed = False
-    return (scheme, "") if wellFormed else (None, f"malformed {scheme} hash")
 
 
 def _fileSignature(status: os.stat_result) -> tuple[int, int, int]:
@@ -231,8 +112,8 @@ class HtpasswdChecker:
         self._stopped = False
         self._secret = os.urandom(32)
         self._cache: dict[bytes, float] = {}
-        self._entries: dict[bytes, _Entry] = {}
-        self._dummy: _Entry | None = None
+        self._entries: dict[bytes, HtpasswdEntry] = {}
+        self._dummy: HtpasswdEntry | None = None
         self._generation = 0
         self._signature: tuple[int, int, int] | None = None
         self._lastStat: float | None = None
@@ -337,7 +218,7 @@ class HtpasswdChecker:
             return fail(e)
         return d.addErrback(self._verificationFailed).addCallback(checked)
 
-    def _verify(self, entry: _Entry, password: bytes) -> bool:
+    def _verify(self, entry: HtpasswdEntry, password: bytes) -> bool:
         """
         Run one verification, in a pool thread; skip it after L{stop}.
         """
@@ -409,12 +290,8 @@ class HtpasswdChecker:
     def _load(self) -> None:
         signature, data = _readFile(self.path)
         entries = self._parse(data)
-        usable = [e for e in entries.values() if e.scheme is not None]
-        ranks = list(_VERIFIERS)
         self._entries = entries
-        self._dummy = min(
-            usable, key=lambda e: ranks.index(e.scheme or ""), default=None
-        )
+        self._dummy = slowest(entries.values())
         self._signature = signature
         self._cache.clear()
         self._generation += 1
@@ -425,8 +302,8 @@ class HtpasswdChecker:
             event="auth_file_loaded",
         )
 
-    def _parse(self, data: bytes) -> dict[bytes, _Entry]:
-        entries: dict[bytes, _Entry] = {}
+    def _parse(self, data: bytes) -> dict[bytes, HtpasswdEntry]:
+        entries: dict[bytes, HtpasswdEntry] = {}
         weak: list[str] = []
         for number, rawLine in enumerate(data.split(b"\n"), 1):
             line = rawLine.rstrip(b"\r")
@@ -444,7 +321,7 @@ class HtpasswdChecker:
             if key in entries:
                 self._skipped(number, "duplicate user (the first line wins)")
                 continue
-            scheme, problem = _classify(stored, self.allowPlaintext)
+            scheme, problem = classify(stored, self.allowPlaintext)
             if problem:
                 self._log.warn(
                     "htpasswd file {path}: user {user} can never log in: {reason}",
@@ -455,7 +332,7 @@ class HtpasswdChecker:
                 )
             elif scheme == "sha1":
                 weak.append(user)
-            entries[key] = _Entry(scheme, stored)
+            entries[key] = HtpasswdEntry(scheme, stored)
         if weak:
             self._log.warn(
                 "htpasswd file {path}: {count} users have weak unsalted {{SHA}} "

@@ -21,7 +21,12 @@ from twisted.logger import Logger
 from ._acceptguard import DescriptorReserve, ExhaustionReport
 from ._settings import defaultMaxConnections
 
-__all__ = ["DescriptorLimitService", "LimitChange", "raiseDescriptorLimit"]
+__all__ = [
+    "DescriptorLimitService",
+    "LimitChange",
+    "descriptorCeiling",
+    "raiseDescriptorLimit",
+]
 
 #: The soft limit tried when the hard limit is infinite (macOS refuses more
 #: than C{OPEN_MAX}, the second figure).
@@ -168,3 +173,13 @@ class DescriptorLimitService(Service):
             hard=change.hard,
             maxConnections=self._factory.settings.maxConnections,
         )
+
+
+def descriptorCeiling(reactor: Any) -> int | None:
+    """
+    The highest descriptor limit C{reactor} can use: C{select()} watches
+    descriptors below C{FD_SETSIZE} (1024) only.
+    """
+    from twisted.internet.selectreactor import SelectReactor
+
+    return 1024 if isinstance(reactor, SelectReactor) else None

@@ -19,7 +19,7 @@ from twisted.python.versions import getVersionString
 from zope.interface import implementer
 
 from ._address import formatAddress
-from ._tunnel import DEPRECATED_IN
+from ._deprecation import DEPRECATED_IN
 from .interfaces import IExchangeRecord, IProxyObserver, IProxyObserverFactory
 
 if TYPE_CHECKING:

@@ -113,19 +113,24 @@ class OutgoingAddresses:
             return self.ipv6
         return self.ipv4
 
-    def missingFamily(self, addresses: Iterable[IPv4Address | IPv6Address]) -> str:
+    def missingFamily(
+        self,
+        addresses: Iterable[IPv4Address | IPv6Address],
+        what: str = "the target",
+    ) -> str:
         """
         Say why none of C{addresses} can be tried: the reason a client gets.
 
-        @param addresses: A target's addresses, all of a family without an
-            outgoing address.
+        @param addresses: The addresses of a target (or of a parent proxy),
+            all of a family without an outgoing address.
+        @param what: Names whose addresses they are, in the sentence.
         @return: A short sentence naming the option.
         """
         family = (
             "IPv6" if any(isinstance(a, IPv6Address) for a in addresses) else "IPv4"
         )
         return (
-            f"the target has only {family} addresses and --outgoing-address "
+            f"{what} has only {family} addresses and --outgoing-address "
             f"gives no {family} address"
         )
 

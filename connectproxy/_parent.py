@@ -16,31 +16,28 @@ proxy's resolver pool, but not checked against the destination network
 rules.  The target is checked as far as this proxy can: an IP-literal
 target (and C{localhost}) against the network rules; a name goes to the
 parent unresolved, and the parent resolves it.
+
+The connection to the parent itself (the C{CONNECT}, its answer, and what a
+refusal means for the client) is L{connectproxy._parenthandshake}.
 """
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
-from OpenSSL.SSL import Error as TLSError
-from service_identity import VerificationError
 from twisted.internet.address import HostnameAddress, IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import (
     ConnectError,
     ConnectingCancelledError,
-    ConnectionDone,
     ConnectionRefusedError,
     DNSLookupError,
 )
 from twisted.internet.interfaces import (
     IDelayedCall,
-    IHalfCloseableProtocol,
     IProtocol,
     IReactorTime,
-    ITransport,
 )
-from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.ssl import optionsForClientTLS, platformTrust
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
@@ -48,12 +45,13 @@ from zope.interface import implementer
 
 from ._connector import UpstreamRequest
 from ._errors import ParentProxyError, ResolverBusy
-from ._eyeballs import ATTEMPT_DELAY, connectToFirst
-from ._parenthead import MalformedResponse, ParentResponse, ParentResponseReader
+from ._eyeballs import ATTEMPT_DELAY, LocalConnectError, connectToFirst
+from ._outgoing import OutgoingAddresses
+from ._parenthandshake import ParentHandshake, lostBeforeAnswer, refusalFor
+from ._parenthead import MalformedResponse, ParentResponse
 from ._parenturl import ParentProxy, connectHead
 from ._policy import NetworkRules
 from ._resolver import ResolverPool
-from ._tunnel import TunnelTransport
 from ._upstream import _OneProtocolFactory
 from ._vetting import VettedResolver, literalAddresses
 from .interfaces import IUpstreamConnector
@@ -61,163 +59,6 @@ from .interfaces import IUpstreamConnector
 __all__ = ["ParentProxyConnector", "ParentProxyError"]
 
 Address = IPv4Address | IPv6Address
-
-#: What the parent's status line may add to the log, at most, in characters.
-_DETAIL_LENGTH = 120
-
-
-def _refusalFor(response: ParentResponse, parent: ParentProxy) -> ParentProxyError:
-    """
-    What the client is answered when the parent answers C{CONNECT} with
-    anything but a 2xx: the parent's own 403, 502, 503 or 504, and 502 for
-    everything else.  A 407 becomes 502 too: the credentials for the parent
-    are the operator's, and the client cannot fix them.
-
-    @param response: The parent's final response head.
-    @param parent: The parent, for the log.
-    """
-    status = response.status
-    detail = f"{status} {response.reason}".strip()[:_DETAIL_LENGTH]
-    where = parent.address
-    if status == 407 and parent.user is None:
-        return ParentProxyError(
-            502, "the parent proxy requires credentials", where, detail
-        )
-    if status == 407:
-        return ParentProxyError(
-            502, "the parent proxy refused the proxy's credentials", where, detail
-        )
-    if status == 403:
-        return ParentProxyError(
-            403, "the parent proxy denied the tunnel", where, detail
-        )
-    if status in (502, 503, 504):
-        reason = f"the parent proxy could not open the tunnel ({status})"
-        return ParentProxyError(status, reason, where, detail)
-    return ParentProxyError(502, f"the parent proxy answered {status}", where, detail)
-
-
-def _lostBeforeAnswer(reason: Failure, parent: ParentProxy) -> ParentProxyError:
-    """
-    What the client is answered when the connection to the parent ends
-    before its answer: a TLS failure, or a plain close.
-    """
-    where = parent.address
-    if reason.check(VerificationError):
-        return ParentProxyError(
-            502,
-            "the parent proxy's certificate does not match its name",
-            where,
-            reason.getErrorMessage()[:_DETAIL_LENGTH],
-        )
-    if reason.check(TLSError):
-        return ParentProxyError(
-            502,
-            "the TLS handshake with the parent proxy failed",
-            where,
-            reason.getErrorMessage()[:_DETAIL_LENGTH],
-        )
-    return ParentProxyError(
-        502, "the parent proxy closed the connection before answering", where
-    )
-
-
-@implementer(IHalfCloseableProtocol)
-class _ParentHandshake(Protocol):
-    """
-    The connection to the parent: it sends the C{CONNECT}, reads the answer,
-    and once the attempt hands the tunnel's protocol over
-    (L{handOver}), passes everything on to it.
-
-    It stays the transport's protocol for the connection's whole life, so
-    the tunnel's bytes, FIN and loss pass through here: one call each.
-    """
-
-    def __init__(self, attempt: _ParentAttempt, head: bytes) -> None:
-        self._attempt = attempt
-        self._head = head
-        self._reader: ParentResponseReader | None = ParentResponseReader()
-        self._tunnel: IProtocol | None = None
-
-    _transport: TunnelTransport | None = None
-
-    def connectionMade(self) -> None:
-        self._transport = cast(TunnelTransport, self.transport)
-        # Over TLS the head waits in the TLS layer until the handshake is
-        # done.
-        self._transport.write(self._head)
-        self._attempt.connectionMade(self)
-
-    def dataReceived(self, data: bytes) -> None:
-        tunnel = self._tunnel
-        if tunnel is not None:
-            tunnel.dataReceived(data)
-            return
-        reader = self._reader
-        if reader is None:
-            return
-        try:
-            result = reader.feed(data)
-        except MalformedResponse as e:
-            self._reader = None
-            self._attempt.malformed(e)
-            return
-        if result is not None:
-            self._reader = None
-            self._attempt.answered(*result)
-
-    def handOver(self, tunnel: IProtocol) -> None:
-        """
-        Connect the tunnel's protocol to this connection: from now on it
-        gets everything.
-        """
-        self._tunnel = tunnel
-        tunnel.makeConnection(cast(ITransport, self._transport))
-
-    def deliver(self, data: bytes) -> None:
-        """
-        Give the tunnel's protocol the bytes that followed the parent's
-        answer, unless the connection has gone meanwhile.
-        """
-        if self._tunnel is not None and self.connected:
-            self._tunnel.dataReceived(data)
-
-    def abort(self) -> None:
-        """
-        Drop the connection to the parent at once.
-        """
-        self._reader = None
-        if self._transport is not None:
-            self._transport.abortConnection()
-
-    def readConnectionLost(self) -> None:
-        tunnel = self._tunnel
-        if tunnel is not None:
-            halfCloseable = IHalfCloseableProtocol(tunnel, None)
-            if halfCloseable is not None:
-                halfCloseable.readConnectionLost()
-            elif self._transport is not None:
-                self._transport.loseConnection()
-            return
-        if self._reader is not None:
-            self._reader = None
-            self._attempt.lost(Failure(ConnectionDone()))
-            self.abort()
-
-    def writeConnectionLost(self) -> None:
-        halfCloseable = IHalfCloseableProtocol(self._tunnel, None)
-        if halfCloseable is not None:
-            halfCloseable.writeConnectionLost()
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self.connected = False
-        tunnel = self._tunnel
-        if tunnel is not None:
-            tunnel.connectionLost(reason)
-            return
-        if self._reader is not None:
-            self._reader = None
-            self._attempt.lost(reason)
 
 
 class _ParentAttempt:
@@ -245,7 +86,7 @@ class _ParentAttempt:
             self._parent.host.encode("ascii"), self._parent.port
         )
         self._pending: Deferred[Any] | None = None
-        self._handshake: _ParentHandshake | None = None
+        self._handshake: ParentHandshake | None = None
         self._timer: IDelayedCall | None = None
         self._done = False
         # Why the lookup of the parent's name failed when it was cancelled
@@ -305,10 +146,15 @@ class _ParentAttempt:
 
     def _connect(self, addresses: list[Address]) -> None:
         connector = self._connector
+        outgoing = connector.outgoing
+        if outgoing and all(outgoing.sourceFor(a) is None for a in addresses):
+            reason = outgoing.missingFamily(addresses, "the parent proxy")
+            self._fail(Failure(ParentProxyError(502, reason, self._parent.address)))
+            return
         head = connectHead(
             self._target.host, self._target.port, self._parent.authorization
         )
-        handshake = _ParentHandshake(self, head)
+        handshake = ParentHandshake(self, head)
         self._handshake = handshake
         protocol: IProtocol = handshake
         if connector.tlsOptions is not None:
@@ -327,6 +173,7 @@ class _ParentAttempt:
             connector.attemptTimeout,
             connector.attemptDelay,
             connector.clock,
+            outgoing,
         )
         self._pending = d
         d.addCallbacks(self._connected, self._connectFailed)
@@ -339,7 +186,12 @@ class _ParentAttempt:
         if self._done:
             return
         where = self._parent.address
-        if failure.check(ConnectionRefusedError):
+        if failure.check(LocalConnectError):
+            # The outgoing address cannot be bound, or no descriptor is left.
+            local = failure.value
+            assert isinstance(local, LocalConnectError)
+            error = ParentProxyError(local.status, local.reason, where, local.detail)
+        elif failure.check(ConnectionRefusedError):
             error = ParentProxyError(
                 502, "the parent proxy refused the connection", where
             )
@@ -357,7 +209,7 @@ class _ParentAttempt:
 
     # The parent's answer.
 
-    def connectionMade(self, handshake: _ParentHandshake) -> None:
+    def connectionMade(self, handshake: ParentHandshake) -> None:
         """
         The connection to the parent exists and the C{CONNECT} is on its
         way: wait for the answer, at most the attempt timeout.
@@ -376,7 +228,7 @@ class _ParentAttempt:
         assert handshake is not None
         if not response.successful:
             handshake.abort()
-            self._fail(Failure(_refusalFor(response, self._parent)))
+            self._fail(Failure(refusalFor(response, self._parent)))
             return
         self._finish()
         handshake.handOver(self._protocol)
@@ -399,7 +251,7 @@ class _ParentAttempt:
         )
 
     def lost(self, reason: Failure) -> None:
-        self._fail(Failure(_lostBeforeAnswer(reason, self._parent)))
+        self._fail(Failure(lostBeforeAnswer(reason, self._parent)))
 
     def _answerTimedOut(self) -> None:
         self._timer = None
@@ -477,6 +329,8 @@ class ParentProxyConnector:
         the proxy's own deadline.
     @ivar attemptDelay: Seconds before the next address of the parent is
         tried while an attempt is pending.
+    @ivar outgoing: The local addresses the parent is connected to from
+        (C{--outgoing-address}).
     @ivar tlsOptions: The TLS client options for an C{https://} parent,
         C{None} for C{http://}.
     """
@@ -491,6 +345,7 @@ class ParentProxyConnector:
         trustRoot: Any = None,
         attemptDelay: float = ATTEMPT_DELAY,
         clock: IReactorTime | None = None,
+        outgoing: OutgoingAddresses | None = None,
     ) -> None:
         """
         @param reactor: The reactor to connect with
@@ -510,12 +365,17 @@ class ParentProxyConnector:
             an attempt is pending.
         @param clock: Times the attempts, the wait for the answer and TLS;
             C{reactor} when C{None}.
+        @param outgoing: The local addresses to connect to the parent from
+            (C{--outgoing-address}): the one of each parent address's
+            family, and addresses of a family without one are not tried;
+            the system chooses when C{None} or empty.
         """
         self.reactor = reactor
         self.clock: IReactorTime = reactor if clock is None else clock
         self.parent = parent
         self.attemptTimeout = attemptTimeout
         self.attemptDelay = attemptDelay
+        self.outgoing = outgoing if outgoing is not None else OutgoingAddresses()
         self.networks = networks if networks is not None else NetworkRules.fromStrings()
         self.resolver = resolver if resolver is not None else ResolverPool(reactor)
         self.tlsOptions: Any = None

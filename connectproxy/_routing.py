@@ -182,6 +182,7 @@ class ParentRoutes:
                         context.networks,
                         context.resolverPool,
                         trustRoot,
+                        outgoing=context.settings.outgoingAddresses,
                     )
                 return connectors[parent]
 

@@ -38,9 +38,9 @@ from twisted.internet.interfaces import (
 )
 from twisted.python.deprecate import deprecatedProperty
 from twisted.python.failure import Failure
-from twisted.python.versions import Version
 from zope.interface import implementer
 
+from ._deprecation import DEPRECATED_IN
 from ._relay import TunnelStats, _Relay, _RelayEnd
 from ._resets import ResetWhenFlushed
 
@@ -48,17 +48,12 @@ if TYPE_CHECKING:
     from ._settings import ProxySettings
 
 __all__ = [
-    "DEPRECATED_IN",
     "ReadingOf",
     "TransportRelay",
     "TunnelTransport",
     "canHalfClose",
     "transportRelay",
 ]
-
-#: The release that deprecated C{ProxyTunnel} and the tunnel attributes
-#: that moved to L{TunnelStats}.
-DEPRECATED_IN = Version("connectproxy", 0, 1, 0)
 
 
 class TunnelTransport(Protocol):

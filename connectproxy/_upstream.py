@@ -30,7 +30,8 @@ from twisted.plugin import IPlugin
 from twisted.python.versions import getVersionString
 from zope.interface import implementer
 
-from ._connector import DEPRECATED_IN, ConnectorContext, UpstreamRequest
+from ._connector import ConnectorContext, UpstreamRequest
+from ._deprecation import DEPRECATED_IN
 from ._errors import ForbiddenDestination
 from ._eyeballs import ATTEMPT_DELAY, connectToFirst
 from ._networks import NetworkRules

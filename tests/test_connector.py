@@ -175,9 +175,9 @@ def test_version1ConnectorReadingMore() -> None:
     messages = [str(w.message) for w in caught]
     assert messages == [
         "connectproxy.UpstreamRequest.authority was deprecated in connectproxy "
-        "0.2.0; please use UpstreamRequest.request.authority instead",
+        "0.1.0; please use UpstreamRequest.request.authority instead",
         "connectproxy.UpstreamRequest.getHeader was deprecated in connectproxy "
-        "0.2.0; please use UpstreamRequest.request.getHeader instead",
+        "0.1.0; please use UpstreamRequest.request.getHeader instead",
     ]
     assert {w.filename for w in caught} == {__file__}
     connector.inner.attempts[0].succeed()

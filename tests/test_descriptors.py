@@ -30,6 +30,7 @@ from connectproxy._acceptguard import (
 from connectproxy._limits import (
     DescriptorLimitService,
     LimitChange,
+    descriptorCeiling,
     raiseDescriptorLimit,
 )
 from connectproxy._service import ListenerService
@@ -544,3 +545,16 @@ def test_stopForgetsThePort() -> None:
     listener.port.connected = False
     listener.guard._resume()
     assert not listener.reading()
+
+
+def test_descriptorCeilingOfSelect() -> None:
+    """
+    Under the select reactor the limit is raised to 1024 at most, the
+    descriptors C{select()} can watch; other reactors have no ceiling.
+    """
+    from twisted.internet.selectreactor import SelectReactor
+
+    # Not started: only its type matters, and it opens no descriptor.
+    select = SelectReactor.__new__(SelectReactor)
+    assert descriptorCeiling(select) == 1024
+    assert descriptorCeiling(MemoryReactorClock()) is None

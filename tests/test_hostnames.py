@@ -158,3 +158,21 @@ def test_mostSpecificWins(entries: list[tuple[str, int]], host: str) -> None:
     expected = _reference(entries, host)
     assert table.match(host) == expected
     assert table.match(host.upper() + ".") == expected
+
+
+@pytest.mark.parametrize("pattern", ["[::1]", "[0:0::1]", "::1"])
+def test_bracketedIPv6(pattern: str) -> None:
+    """
+    An IPv6 address may be written in brackets, as URLs write it
+    (C{--upstream-route '[::1]=...'}): it is the same pattern as without.
+    """
+    assert normalizePattern(pattern) == "::1"
+
+
+@pytest.mark.parametrize("pattern", ["[example.com]", "*.[::1]", "[::1"])
+def test_bracketsOnlyAroundIPv6(pattern: str) -> None:
+    """
+    Brackets are accepted only around a whole IPv6 address.
+    """
+    with pytest.raises(ValueError, match="invalid host pattern"):
+        normalizePattern(pattern)

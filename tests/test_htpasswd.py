@@ -42,7 +42,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from connectproxy import _htpasswd
+from connectproxy import _htpasswd, _htpasswdhashes
 from connectproxy._htpasswd import HtpasswdChecker
 from twisted.plugins.connectproxy_htpasswd import connectproxyHtpasswd
 
@@ -291,8 +291,8 @@ def test_bcryptLongPasswordNeverRaises() -> None:
     verifier never hands it one.
     """
     stored = bcrypt.hashpw(b"x" * 72, bcrypt.gensalt(4)).decode("ascii")
-    assert _htpasswd._Entry("bcrypt", stored).verify(b"x" * 4096) is True
-    assert _htpasswd._Entry("bcrypt", stored).verify(b"y" * 4096) is False
+    assert _htpasswdhashes.HtpasswdEntry("bcrypt", stored).verify(b"x" * 4096) is True
+    assert _htpasswdhashes.HtpasswdEntry("bcrypt", stored).verify(b"y" * 4096) is False
 
 
 def test_passwordWithColons(tmp_path: Path) -> None:
@@ -365,7 +365,10 @@ def test_bcryptRefusalIsAFailure() -> None:
     """
     A bcrypt hash that bcrypt itself refuses fails the check without an error.
     """
-    assert _htpasswd._Entry("bcrypt", "$2y$05$not-a-hash").verify(b"pw") is False
+    assert (
+        _htpasswdhashes.HtpasswdEntry("bcrypt", "$2y$05$not-a-hash").verify(b"pw")
+        is False
+    )
 
 
 def test_nulInUserNameFails(tmp_path: Path) -> None:
@@ -710,20 +713,20 @@ def test_verificationRunsInThePool(tmp_path: Path) -> None:
     checker.bind(reactor)
     assert checker._pool is None
     threads: list[int] = []
-    original = _htpasswd._VERIFIERS["bcrypt"]
+    original = _htpasswdhashes.VERIFIERS["bcrypt"]
 
     def spy(stored: str, password: bytes) -> bool:
         threads.append(threading.get_ident())
         return original(stored, password)
 
-    _htpasswd._VERIFIERS["bcrypt"] = spy
+    _htpasswdhashes.VERIFIERS["bcrypt"] = spy
     try:
         right = checker.requestAvatarId(UsernamePassword(b"alice", b"pw"))
         reactor.runOne()
         wrong = checker.requestAvatarId(UsernamePassword(b"alice", b"px"))
         reactor.runOne()
     finally:
-        _htpasswd._VERIFIERS["bcrypt"] = original
+        _htpasswdhashes.VERIFIERS["bcrypt"] = original
         checker.stop()
     assert resultOf(right) == b"alice"
     assert resultOf(wrong) is None

@@ -26,6 +26,7 @@ from twisted.plugin import IPlugin
 from twisted.python.systemd import ListenFDs
 from zope.interface import implementer
 
+from connectproxy._listenerproblems import startingEnvironment
 from connectproxy._listeners import (
     ListenerError,
     ListenerPlan,
@@ -34,7 +35,6 @@ from connectproxy._listeners import (
     overlap,
     planListener,
     splitDescription,
-    startingEnvironment,
 )
 from tests.integration._pki import TLSFiles, makeTLSFiles
 
@@ -518,10 +518,10 @@ def test_contextProblemWithoutDHParameters() -> None:
     """
     from OpenSSL import SSL
 
-    from connectproxy._listeners import _contextProblem
+    from connectproxy._listenerproblems import contextProblem
 
     error = SSL.Error([("SSL routines", "", "no cipher match")])
-    assert _contextProblem("ssl:3129", error) == (
+    assert contextProblem("ssl:3129", error) == (
         "cannot make a TLS context: OpenSSL: no cipher match"
     )
 

@@ -7,6 +7,7 @@ deprecated.
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import pytest
@@ -97,3 +98,43 @@ def test_deprecatedNames(name: str) -> None:
         f"connectproxy.{name} was deprecated in connectproxy 0.1.0: "
     )
     assert warning.filename == __file__
+
+
+def test_deprecationsNameOneRelease() -> None:
+    """
+    Every deprecation of plugin API version 2 names the same release,
+    C{DEPRECATED_IN}, whichever module warns: a tunnel attribute that moved
+    to its stats, an attribute of the parsed request read on
+    L{connectproxy.UpstreamRequest}, and a version-1 call to
+    L{connectproxy.DirectConnector}.  That release is not later than the
+    package's own version.
+    """
+    from twisted.internet.protocol import Protocol
+    from twisted.internet.testing import MemoryReactorClock
+    from twisted.python.versions import Version, getVersionString
+
+    from connectproxy._deprecation import DEPRECATED_IN
+    from connectproxy.testing import FakeResolver, upstreamRequest
+    from tests.test_tunnel import Tunnel
+
+    release = getVersionString(DEPRECATED_IN)
+    assert release == "connectproxy 0.1.0"
+    current = re.match(r"(\d+)\.(\d+)\.(\d+)", connectproxy.__version__)
+    assert current is not None
+    assert DEPRECATED_IN <= Version("connectproxy", *map(int, current.groups()))
+    target = upstreamRequest("example.com")
+    connector = connectproxy.DirectConnector(
+        MemoryReactorClock(),
+        resolver=connectproxy.ResolverPool(
+            MemoryReactorClock(), resolver=FakeResolver({})
+        ),
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        Tunnel().start(b"").tunnel.bytesUp  # noqa: B018
+        target.authority  # noqa: B018
+        connector.connectUpstream(target.request, Protocol())  # type: ignore[arg-type]
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 3
+    for message in messages:
+        assert f"deprecated in {release}" in message, message

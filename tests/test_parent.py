@@ -15,6 +15,7 @@ import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.error import (
+    ConnectBindError,
     ConnectingCancelledError,
     ConnectionDone,
     ConnectionRefusedError,
@@ -29,6 +30,7 @@ from zope.interface.verify import verifyObject
 
 from connectproxy import ForbiddenDestination, NetworkRules, ProxySettings, ResolverBusy
 from connectproxy._errors import ParentProxyError
+from connectproxy._outgoing import OutgoingAddresses
 from connectproxy._parent import ParentProxyConnector
 from connectproxy._parenturl import ParentProxy
 from connectproxy.interfaces import IUpstreamConnector
@@ -85,6 +87,7 @@ class Attempt:
         networks: NetworkRules | None = None,
         resolver: Any = None,
         trustRoot: Any = None,
+        outgoing: OutgoingAddresses | None = None,
     ) -> None:
         self.reactor = MemoryReactorClock()
         if resolver is None:
@@ -98,6 +101,7 @@ class Attempt:
             context.networks,
             context.resolverPool,
             trustRoot,
+            outgoing=outgoing,
         )
         self.protocol = RecordingProtocol()
         self.outcome: list[Any] = []
@@ -549,6 +553,65 @@ def test_parentOverIPv6() -> None:
     attempt = Attempt(resolver=FakeResolver({PARENT_NAME: ["2001:db8::50"]}))
     parent = attempt.parent()
     assert (parent.host, parent.port) == ("2001:db8::50", 3128)
+
+
+@pytest.mark.parametrize(
+    ("address", "source"),
+    [(PARENT_ADDRESS, "192.0.2.7"), ("2001:db8::50", "2001:db8::7")],
+    ids=["ipv4", "ipv6"],
+)
+def test_outgoingAddress(address: str, source: str) -> None:
+    """
+    With outgoing addresses, the connection to the parent is made from the
+    one of the parent address's family (C{--outgoing-address} covers every
+    upstream connection, the parent's too).
+    """
+    attempt = Attempt(
+        resolver=FakeResolver({PARENT_NAME: [address]}),
+        outgoing=OutgoingAddresses("192.0.2.7", "2001:db8::7"),
+    )
+    # (Twisted's annotation of the bind address is wrong: it is a tuple.)
+    bindAddress: object = attempt.reactor.tcpClients[0][4]
+    assert bindAddress == (source, 0)
+
+
+def test_noOutgoingAddressOfTheParentsFamily() -> None:
+    """
+    A parent with only IPv6 addresses, and an IPv4 outgoing address only:
+    nothing is tried, and the client gets 502 saying so.
+    """
+    attempt = Attempt(
+        resolver=FakeResolver({PARENT_NAME: ["2001:db8::50"]}),
+        outgoing=OutgoingAddresses("192.0.2.7", None),
+    )
+    assert attempt.reactor.tcpClients == []
+    error = attempt.error()
+    assert (error.status, error.reason, error.parent) == (
+        502,
+        "the parent proxy has only IPv6 addresses and --outgoing-address "
+        "gives no IPv6 address",
+        f"http://{PARENT_NAME}:3128",
+    )
+
+
+def test_outgoingAddressCannotBeBound() -> None:
+    """
+    An outgoing address the machine does not have fails the connection to
+    the parent with 502 naming the option, and the parent in the log.
+    """
+    attempt = Attempt(outgoing=OutgoingAddresses("192.0.2.7", None))
+    _, _, factory, _, _ = attempt.reactor.tcpClients[0]
+    factory.clientConnectionFailed(
+        attempt.reactor.connectors[0],
+        Failure(ConnectBindError(99, "Cannot assign requested address")),
+    )
+    error = attempt.error()
+    assert (error.status, error.reason, error.parent) == (
+        502,
+        "cannot bind the outgoing address 192.0.2.7 (see --outgoing-address)",
+        f"http://{PARENT_NAME}:3128",
+    )
+    assert "Cannot assign requested address" in error.detail
 
 
 def test_writeClosedPassedOn() -> None:

@@ -13,8 +13,9 @@ import pytest
 from twisted.internet.protocol import Protocol
 from zope.interface.verify import verifyObject
 
-from connectproxy import DirectConnector
+from connectproxy import DirectConnector, ProxySettings
 from connectproxy._connector import ConnectorContext
+from connectproxy._outgoing import OutgoingAddresses
 from connectproxy._parent import ParentProxyConnector
 from connectproxy._parenturl import ParentProxy
 from connectproxy._routing import ParentRoutes, RoutingConnector, parseRoute
@@ -166,6 +167,27 @@ def test_makerParentOnly() -> None:
     assert connector.resolver is ctx.resolverPool
     assert connector.attemptTimeout == ctx.settings.connectTimeout
     assert connector.tlsOptions is None
+
+
+def test_makerOutgoingAddresses() -> None:
+    """
+    Parent connectors connect from the settings' outgoing addresses
+    (C{--outgoing-address}), as the direct connector does.
+    """
+    outgoing = OutgoingAddresses("192.0.2.7", None)
+    ctx = connectorContext(
+        settings=ProxySettings(outgoingAddresses=outgoing),
+        resolver=FakeResolver({}),
+    )
+    connector = ParentRoutes(PARENT, (("*.lan", PARENT),)).maker(
+        lambda c: FakeConnector()
+    )(ctx)
+    assert isinstance(connector, RoutingConnector)
+    parent = connector.connectorFor("a.lan")
+    assert isinstance(parent, ParentProxyConnector)
+    assert parent.outgoing is outgoing
+    assert isinstance(connector.default, ParentProxyConnector)
+    assert connector.default.outgoing is outgoing
 
 
 def test_makerRoutes() -> None:

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+from twisted.python import reflect
+
 __all__ = ["OptionDoc", "documentedOptions", "options", "tomlExample"]
 
 _DEFAULT_NOTE = re.compile(r"\s*\[default: [^\]]*\]\s*$")
@@ -73,8 +75,14 @@ def options(optionsClass: Any = None) -> dict[str, OptionDoc]:
     instance = optionsClass()
     lists = set(getattr(instance, "_lists", ())) | {"auth"}
     notInFile = set(getattr(instance, "_notInFile", ("config",)))
-    parameters = {row[0]: row for row in instance.optParameters}
-    flags = {row[0] for row in instance.optFlags}
+    # usage.Options gathers the rows of every base class (the groups of
+    # options mixed into connectproxy.tap.Options).
+    rows: list[Any] = []
+    reflect.accumulateClassList(optionsClass, "optParameters", rows)
+    parameters = {row[0]: row for row in rows}
+    flagRows: list[Any] = []
+    reflect.accumulateClassList(optionsClass, "optFlags", flagRows)
+    flags = {row[0] for row in flagRows}
     fileKeys: dict[str, str] = {}
     configKeys = getattr(instance, "configKeys", None)
     if configKeys is not None:

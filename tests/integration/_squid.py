@@ -3,7 +3,7 @@
 squid (the Debian package) as a real parent proxy for the tests, and as a
 proxy the benchmark compares with: L{writeSquidConfig} writes a
 configuration for a temporary directory, L{SquidProcess} starts squid on
-loopback in the foreground and stops it by PID.
+loopback (127.0.0.1, or ::1) in the foreground and stops it by PID.
 
 Started by root, squid drops to an unprivileged user (C{proxy} on Debian):
 its directory, configuration, logs and password file must be readable by
@@ -15,6 +15,7 @@ imports it.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import pwd
 import shutil
@@ -29,10 +30,14 @@ from tests.integration._processes import ChildProcess, cleanEnvironment
 __all__ = [
     "BASIC_AUTH_HELPER",
     "SquidProcess",
+    "bracketed",
+    "freePort",
     "giveToSquid",
+    "housekeeping",
     "htpasswdFile",
     "squidExecutable",
     "squidUser",
+    "writeConfigLines",
     "writeSquidConfig",
 ]
 
@@ -41,6 +46,29 @@ BASIC_AUTH_HELPER = Path("/usr/lib/squid/basic_ncsa_auth")
 
 #: Seconds squid may take to start listening.
 START_TIMEOUT = 30.0
+
+#: The address squid listens on unless told otherwise.
+LOCAL = "127.0.0.1"
+
+
+def bracketed(host: str) -> str:
+    """
+    An address as C{http_port} and URLs write it: an IPv6 one in brackets.
+    """
+    return f"[{host}]" if ipaddress.ip_address(host).version == 6 else host
+
+
+def freePort(host: str = LOCAL) -> int:
+    """
+    A port on C{host} that nothing listens on now (squid cannot listen on
+    port 0 and report the port).
+
+    @param host: A loopback address, IPv4 or IPv6.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
 
 
 def squidExecutable() -> str | None:
@@ -78,28 +106,18 @@ def giveToSquid(path: Path) -> None:
     path.chmod(0o755 if path.is_dir() else 0o644)
 
 
-def writeSquidConfig(
-    directory: Path,
-    port: int,
-    access: Sequence[str],
-    extra: Sequence[str] = (),
-    hostname: str = "squid.invalid",
-) -> Path:
+def housekeeping(directory: Path, hostname: str = "squid.invalid") -> list[str]:
     """
-    Write a squid configuration that listens on C{127.0.0.1:port}, caches
-    nothing and keeps its logs, PID file and core files in C{directory}.
+    The configuration lines that keep squid's files (logs, PID file, core
+    files) in C{directory}, cache nothing, start no helper it does not need,
+    stop at once, and run as the user L{squidUser} names when we are root.
 
     @param directory: The directory (given to squid's user already).
-    @param port: The port to listen on.
-    @param access: The C{acl}, C{auth_param} and C{http_access} lines.
-    @param extra: More lines.
     @param hostname: squid's C{visible_hostname}.
-    @return: The configuration file.
+    @return: The lines.
     """
     user = squidUser()
-    lines = [
-        f"http_port 127.0.0.1:{port}",
-        *access,
+    return [
         "cache deny all",
         "cache_mem 8 MB",
         f"access_log stdio:{directory}/access.log",
@@ -111,23 +129,47 @@ def writeSquidConfig(
         f"visible_hostname {hostname}",
         "shutdown_lifetime 0 seconds",
         "logfile_rotate 0",
-        *extra,
         *([f"cache_effective_user {user}"] if user else []),
     ]
+
+
+def writeSquidConfig(
+    directory: Path,
+    port: int,
+    access: Sequence[str],
+    extra: Sequence[str] = (),
+    hostname: str = "squid.invalid",
+    host: str = LOCAL,
+) -> Path:
+    """
+    Write a squid configuration that listens on C{host:port}, caches
+    nothing and keeps its logs, PID file and core files in C{directory}.
+
+    @param directory: The directory (given to squid's user already).
+    @param port: The port to listen on.
+    @param access: The C{acl}, C{auth_param} and C{http_access} lines.
+    @param extra: More lines.
+    @param hostname: squid's C{visible_hostname}.
+    @param host: The address to listen on: C{127.0.0.1}, C{::1} (written
+        C{http_port [::1]:PORT}) or another loopback address.
+    @return: The configuration file.
+    """
+    lines = [f"http_port {bracketed(host)}:{port}", *access, *extra]
+    return writeConfigLines(directory, lines + housekeeping(directory, hostname))
+
+
+def writeConfigLines(directory: Path, lines: Sequence[str]) -> Path:
+    """
+    Write C{squid.conf} in C{directory}, readable by squid's user.
+
+    @param directory: The directory.
+    @param lines: The whole configuration.
+    @return: The file.
+    """
     config = directory / "squid.conf"
     config.write_text("\n".join(lines) + "\n")
     config.chmod(0o644)
     return config
-
-
-def _freePort() -> int:
-    """
-    A port on 127.0.0.1 that nothing listens on now (squid cannot listen on
-    port 0 and report the port).
-    """
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def htpasswdFile(path: Path, users: dict[str, str]) -> Path:
@@ -155,32 +197,46 @@ class SquidProcess(ChildProcess[str]):
     """
     squid in the foreground (C{-N}), with its cache log on stdout (C{-d 1}).
 
-    @ivar port: The port it listens on, on 127.0.0.1.
+    @ivar host: The address it listens on (C{127.0.0.1}, C{::1}, ...).
+    @ivar port: The port it listens on.
     @ivar directory: Its directory.
     """
 
     def __init__(
         self,
         directory: Path,
-        access: Sequence[str],
+        access: Sequence[str] = (),
         extra: Sequence[str] = (),
+        host: str = LOCAL,
+        config: Path | None = None,
+        port: int | None = None,
     ) -> None:
         """
-        Write the configuration in C{directory}, start squid and wait until
-        it says it accepts connections.
+        Write the configuration in C{directory} (unless given), start squid
+        and wait until it says it accepts connections.
 
         @param directory: An empty directory.
         @param access: The C{acl}, C{auth_param} and C{http_access} lines.
         @param extra: More configuration lines.
+        @param host: The loopback address it listens on.
+        @param config: A configuration written already (L{writeConfigLines})
+            that listens on C{host:port}; C{access} and C{extra} are then
+            not used.
+        @param port: The port C{config} listens on; without C{config}, a
+            free port is chosen.
         @raise AssertionError: When squid is not installed, or does not
             start within L{START_TIMEOUT}.
         """
         executable = squidExecutable()
         assert executable is not None, "squid is not installed"
+        assert (config is None) is (port is None), "give a config with its port"
         giveToSquid(directory)
         self.directory = directory
-        self.port = _freePort()
-        config = writeSquidConfig(directory, self.port, access, extra)
+        self.host = host
+        # squid cannot listen on port 0 and report the port.
+        self.port = freePort(host) if port is None else port
+        if config is None:
+            config = writeSquidConfig(directory, self.port, access, extra, host=host)
         super().__init__(
             [executable, "-N", "-d", "1", "-f", str(config)],
             LineCollector,
@@ -196,6 +252,14 @@ class SquidProcess(ChildProcess[str]):
         except BaseException:
             ChildProcess.stop(self)
             raise
+
+    @property
+    def address(self) -> str:
+        """
+        Where it listens, as a URL and the proxy's log write it:
+        C{127.0.0.1:PORT} or C{[::1]:PORT}.
+        """
+        return f"{bracketed(self.host)}:{self.port}"
 
     def accessLog(self) -> str:
         """

@@ -131,3 +131,46 @@ def test_addressNotOnThisMachine(
     assert failed[0]["error"].startswith(
         f"cannot bind the outgoing address {address} (see --outgoing-address): "
     )
+
+
+def test_parentSeesOutgoingAddress(proxy: ProxyFactory, origin4: socket.socket) -> None:
+    """
+    Through a parent proxy (C{--upstream-proxy}), the connection to the
+    parent comes from the outgoing address too: a parent (here a listening
+    socket that answers the proxy's CONNECT itself) sees 127.0.0.7.
+    """
+    parentPort = origin4.getsockname()[1]
+    running = proxy(
+        "--outgoing-address",
+        "127.0.0.7",
+        "--upstream-proxy",
+        f"http://{LOCAL}:{parentPort}",
+    )
+    with dial(running.port) as client:
+        client.sendall(connectRequest(LOCAL, 443))
+        accepted, peer = origin4.accept()
+        with accepted:
+            accepted.settimeout(20)
+            head, _ = readHead(accepted)
+            assert head.startswith(b"CONNECT 127.0.0.1:443 HTTP/1.1\r\n")
+            accepted.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            response, _ = readResponseHead(client)
+            assert response.status == 200
+    assert peer[0] == "127.0.0.7"
+    event = running.waitForNamed("tunnel_close")
+    assert event["upstream"] == f"{LOCAL}:{parentPort}"
+
+
+def readHead(sock: socket.socket) -> tuple[bytes, bytes]:
+    """
+    Read a request head from a socket with a timeout.
+
+    @return: The head (with its empty line) and what followed it.
+    """
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        assert chunk, f"closed before a request head: {data!r}"
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    return head + b"\r\n\r\n", rest

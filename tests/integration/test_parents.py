@@ -3,8 +3,10 @@
 Parent proxies end to end, on loopback: connectproxy -> a real squid (its
 configuration written to a temporary directory) -> an origin, with and
 without squid's Basic authentication, a squid that refuses and one that is
-down; and connectproxy -> connectproxy with an HTTPS-proxy (C{ssl:})
-listener and a private CA -> an origin, and the same with the wrong CA.
+down, on 127.0.0.1 and on ::1 (C{http_port [::1]:PORT}, the parent named
+C{http://[::1]:PORT}, by C{--upstream-proxy} or by a route); and
+connectproxy -> connectproxy with an HTTPS-proxy (C{ssl:}) listener and a
+private CA -> an origin, and the same with the wrong CA.
 """
 
 from __future__ import annotations
@@ -18,12 +20,16 @@ import pytest
 
 from tests.integration._pki import TLSFiles, makeTLSFiles
 from tests.integration._processes import (
+    LISTEN_ANY_PORT6,
     ChildProcess,
     OriginFactory,
     ProxyFactory,
     ProxyProcess,
+    waitForPath,
 )
 from tests.integration._sockets import (
+    LOCAL,
+    LOCAL6,
     closedPort,
     connectRequest,
     dial,
@@ -49,10 +55,13 @@ needsSquid = pytest.mark.skipif(
 
 SquidFactory = Callable[..., SquidProcess]
 
+#: squid's clients: the proxy, on IPv4 or IPv6 loopback.
+CLIENTS = "acl clients src 127.0.0.0/8 ::1"
+
 #: squid's access rules when it asks for no credentials: loopback clients
 #: may CONNECT anywhere but to the port a test wants refused.
 OPEN = (
-    "acl clients src 127.0.0.0/8",
+    CLIENTS,
     "acl connect method CONNECT",
 )
 
@@ -60,14 +69,15 @@ OPEN = (
 @pytest.fixture
 def squid(scratchDir: Path, processes: list[ChildProcess[Any]]) -> SquidFactory:
     """
-    Start squids: C{squid(*accessLines)}, each in a directory of its own
-    under the test's scratch directory, stopped by PID at the end.
+    Start squids: C{squid(*accessLines)} on 127.0.0.1 (C{host="::1"}: on
+    ::1), each in a directory of its own under the test's scratch
+    directory, stopped by PID at the end.
     """
     # squid runs as its own user: it must get through to its directory.
     scratchDir.chmod(0o711)
     started = 0
 
-    def start(*access: str) -> SquidProcess:
+    def start(*access: str, host: str = LOCAL) -> SquidProcess:
         nonlocal started
         started += 1
         directory = scratchDir / f"squid{started}"
@@ -77,6 +87,7 @@ def squid(scratchDir: Path, processes: list[ChildProcess[Any]]) -> SquidFactory:
             access,
             # No DNS but loopback: every target here is an IP address.
             extra=["dns_nameservers 127.0.0.1"],
+            host=host,
         )
         processes.append(process)
         return process
@@ -84,9 +95,11 @@ def squid(scratchDir: Path, processes: list[ChildProcess[Any]]) -> SquidFactory:
     return start
 
 
-def openSquid(squid: SquidFactory, refusedPort: int = 0) -> SquidProcess:
+def openSquid(
+    squid: SquidFactory, refusedPort: int = 0, host: str = LOCAL
+) -> SquidProcess:
     """
-    A squid that lets loopback clients CONNECT to any port but
+    A squid on C{host} that lets loopback clients CONNECT to any port but
     C{refusedPort}, without credentials.
     """
     return squid(
@@ -95,33 +108,42 @@ def openSquid(squid: SquidFactory, refusedPort: int = 0) -> SquidProcess:
         "http_access deny connect refused",
         "http_access allow clients",
         "http_access deny all",
+        host=host,
     )
 
 
-def authSquid(squid: SquidFactory, scratchDir: Path) -> SquidProcess:
+def authSquid(squid: SquidFactory, scratchDir: Path, host: str = LOCAL) -> SquidProcess:
     """
-    A squid that asks for Basic credentials (C{proxyuser}, password
-    C{p@ss:word}) checked by its C{basic_ncsa_auth} helper.
+    A squid on C{host} that asks for Basic credentials (C{proxyuser},
+    password C{p@ss:word}) checked by its C{basic_ncsa_auth} helper.
     """
     passwords = htpasswdFile(scratchDir / "squid-passwords", {"proxyuser": "p@ss:word"})
     return squid(
         f"auth_param basic program {BASIC_AUTH_HELPER} {passwords}",
         "auth_param basic realm parent",
-        "acl clients src 127.0.0.0/8",
+        CLIENTS,
         "acl users proxy_auth REQUIRED",
         "http_access allow clients users",
         "http_access deny all",
+        host=host,
     )
 
 
-def echoThrough(proxyPort: int, originPort: int) -> None:
+def echoThrough(
+    proxyPort: int, originPort: int, host: str = LOCAL, proxyHost: str = LOCAL
+) -> None:
     """
     Open a tunnel to the echo origin with early bytes in the same write as
     the request, and check everything comes back, in order, and the tunnel
     closes cleanly.
+
+    @param host: The origin's address.
+    @param proxyHost: The proxy's address.
     """
     early = b"\x16\x03\x01 early bytes"
-    sock, rest = openTunnel(proxyPort, originPort, early=early)
+    sock, rest = openTunnel(
+        proxyPort, originPort, host, early=early, proxyHost=proxyHost
+    )
     with sock:
         assert rest + readExactly(sock, len(early) - len(rest)) == early
         sock.sendall(b"ping")
@@ -130,12 +152,13 @@ def echoThrough(proxyPort: int, originPort: int) -> None:
         assert readToEnd(sock) == b""
 
 
-def refusal(proxyPort: int, targetPort: int) -> tuple[int, bytes]:
+def refusal(proxyPort: int, targetPort: int, host: str = LOCAL) -> tuple[int, bytes]:
     """
-    Ask for a tunnel that is refused: the status and the whole response.
+    Ask for a tunnel to C{host} that is refused: the status and the whole
+    response.
     """
     with dial(proxyPort) as sock:
-        sock.sendall(connectRequest("127.0.0.1", targetPort) + b"early")
+        sock.sendall(connectRequest(host, targetPort) + b"early")
         response, rest = readResponseHead(sock)
         body = rest + readToEnd(sock)
     return response.status, response.raw + body
@@ -302,6 +325,149 @@ def test_routesAroundSquid(
     echoThrough(running.port, echo.port)
     event = running.waitForNamed("tunnel_close")
     assert event["upstream"] == f"127.0.0.1:{echo.port}"
+
+
+# squid on ::1
+
+
+def squidLogged(parent: SquidProcess, *targets: str) -> None:
+    """
+    Wait for squid's access log to show a tunnel to each target, from the
+    proxy on ::1 (squid writes a line when a tunnel ends).
+
+    @param targets: Each as C{host:port}, IPv6 hosts in brackets.
+    """
+
+    def logged() -> bool:
+        lines = parent.accessLog().splitlines()
+        return all(
+            any(" ::1 " in line and f" CONNECT {target} " in line for line in lines)
+            for target in targets
+        )
+
+    waitForPath(logged, 10, f"squid's log of the tunnels to {targets}")
+
+
+@needsSquid
+def test_throughSquidOnIPv6(
+    origin: OriginFactory, proxy: ProxyFactory, squid: SquidFactory
+) -> None:
+    """
+    A parent on ::1 (squid with C{http_port [::1]:PORT}, named
+    C{http://[::1]:PORT}) carries tunnels from a C{tcp6:} listener to an
+    origin on ::1 and to one on 127.0.0.1, early bytes included; the log
+    names the parent C{[::1]:PORT}, and squid logs both tunnels, from ::1.
+    """
+    echo6 = origin("echo", host=LOCAL6)
+    echo4 = origin("echo")
+    parent = openSquid(squid, host=LOCAL6)
+    assert parent.address == f"[::1]:{parent.port}"
+    running = proxy(
+        "--upstream-proxy", f"http://{parent.address}", listen=[LISTEN_ANY_PORT6]
+    )
+    for echo in [echo6, echo4]:
+        echoThrough(running.port, echo.port, echo.host, proxyHost=LOCAL6)
+        event = running.waitForNamed("tunnel_close", port=echo.port)
+        assert (event["host"], event["upstream"]) == (echo.host, parent.address)
+    squidLogged(parent, f"[::1]:{echo6.port}", f"127.0.0.1:{echo4.port}")
+
+
+@needsSquid
+def test_squidOnIPv6WithCredentials(
+    origin: OriginFactory,
+    proxy: ProxyFactory,
+    squid: SquidFactory,
+    scratchDir: Path,
+) -> None:
+    """
+    squid on ::1 asking for Basic credentials: with them in the URL
+    (C{http://user:pass@[::1]:PORT}, percent-encoded) the tunnel goes
+    through; with wrong ones the client gets 502 and the log names the
+    parent C{http://[::1]:PORT}, never the password.
+    """
+    echo = origin("echo", host=LOCAL6)
+    parent = authSquid(squid, scratchDir, host=LOCAL6)
+    running = proxy(
+        "--upstream-proxy", f"http://proxyuser:p%40ss%3Aword@{parent.address}"
+    )
+    echoThrough(running.port, echo.port, LOCAL6)
+    assert running.waitForNamed("tunnel_close")["upstream"] == parent.address
+    wrong = proxy("--upstream-proxy", f"http://proxyuser:nope@{parent.address}")
+    status, response = refusal(wrong.port, echo.port, LOCAL6)
+    assert status == 502
+    assert b"the parent proxy refused the proxy's credentials" in response
+    event = wrong.waitForNamed("connect_failed")
+    assert event["error"].startswith(
+        "the parent proxy refused the proxy's credentials "
+        f"(http://{parent.address}): 407"
+    )
+    for events in [running.events, wrong.events]:
+        assert "p@ss" not in repr(events) and "p%40ss" not in repr(events)
+        assert "nope" not in repr(events)
+
+
+@needsSquid
+def test_squidOnIPv6Refuses(
+    origin: OriginFactory, proxy: ProxyFactory, squid: SquidFactory
+) -> None:
+    """
+    squid on ::1 refusing the tunnel (403) gets the client 403, and its
+    error page goes nowhere.
+    """
+    echo = origin("echo", host=LOCAL6)
+    parent = openSquid(squid, refusedPort=echo.port, host=LOCAL6)
+    running = proxy("--upstream-proxy", f"http://{parent.address}")
+    status, response = refusal(running.port, echo.port, LOCAL6)
+    assert status == 403
+    assert b"the parent proxy denied the tunnel" in response
+    assert b"squid" not in response.lower()
+    event = running.waitForNamed("connect_failed")
+    assert f"(http://{parent.address}): 403" in event["error"]
+
+
+def test_parentDownOnIPv6(origin: OriginFactory, proxy: ProxyFactory) -> None:
+    """
+    A parent on ::1 that nothing listens for gets the client a 502, and the
+    log names it C{http://[::1]:PORT}.
+    """
+    echo = origin("echo", host=LOCAL6)
+    down = f"[::1]:{closedPort(LOCAL6)}"
+    running = proxy("--upstream-proxy", f"http://{down}")
+    status, response = refusal(running.port, echo.port, LOCAL6)
+    assert status == 502
+    assert b"the parent proxy refused the connection" in response
+    event = running.waitForNamed("connect_failed")
+    assert event["error"].startswith(
+        f"the parent proxy refused the connection (http://{down})"
+    )
+
+
+@needsSquid
+def test_routeToSquidOnIPv6(
+    origin: OriginFactory, proxy: ProxyFactory, squid: SquidFactory
+) -> None:
+    """
+    C{--upstream-route} sends the targets an IPv6 literal and a name match
+    through squid on ::1 (C{PATTERN=http://[::1]:PORT}), while the rest go
+    directly.
+    """
+    echo6 = origin("echo", host=LOCAL6)
+    echo4 = origin("echo")
+    parent = openSquid(squid, host=LOCAL6)
+    running = proxy(
+        *("--upstream-route", f"::1=http://{parent.address}"),
+        *("--upstream-route", f"localhost=http://{parent.address}"),
+    )
+    echoThrough(running.port, echo6.port, LOCAL6)
+    event = running.waitForNamed("tunnel_close", host=LOCAL6)
+    assert event["upstream"] == parent.address
+    echoThrough(running.port, echo4.port, "localhost")
+    event = running.waitForNamed("tunnel_close", host="localhost")
+    assert event["upstream"] == parent.address
+    echoThrough(running.port, echo4.port, LOCAL)
+    event = running.waitForNamed("tunnel_close", host=LOCAL)
+    assert event["upstream"] == f"{LOCAL}:{echo4.port}"
+    squidLogged(parent, f"[::1]:{echo6.port}", f"localhost:{echo4.port}")
 
 
 # connectproxy as the parent, over TLS

@@ -62,13 +62,26 @@ __all__ = ["SpliceRelay", "spliceRelay"]
 class SpliceRelay:
     """
     A relay between two plain TCP connections with C{splice(2)}: see the
-    module.
+    module.  Its sides report to it through its C{side*} methods.
 
     @ivar stats: The tunnel's counters and times.
+    @ivar client: The client's side.
+    @ivar upstream: The upstream's side.
     @cvar kind: The relay's name for the access log.
     """
 
     kind = "splice"
+
+    __slots__ = (
+        "_clock",
+        "_closing",
+        "_finReason",
+        "_onClosed",
+        "_resets",
+        "client",
+        "stats",
+        "upstream",
+    )
 
     def __init__(
         self,

@@ -19,7 +19,7 @@ from twisted.plugin import getPlugins
 from twisted.python import usage
 from twisted.python.usage import UsageError
 
-from connectproxy import ConnectProxyFactory, ProxySettings, __version__
+from connectproxy import ConnectProxyFactory, ProxySettings, __version__, _optionvalues
 from connectproxy._observer import TunnelRecord
 from connectproxy._outgoing import OutgoingAddresses
 from connectproxy._service import ListenerService
@@ -319,6 +319,7 @@ def test_allOptions() -> None:
         ),
         (["--no-such-option"], "no-such-option"),
         (["--shutdown-grace", "-1"], "--shutdown-grace: '-1' must not be negative"),
+        (["--relay", "fast"], "--relay: 'fast' is not one of auto, splice, transport"),
         (["--log-level", "loud"], "--log-level: 'loud' is not one of debug, info"),
         (["--access-log", ""], "--access-log: '' is not a file name"),
         (["--access-log-format", "clf"], "'clf' is not one of text, json, squid"),
@@ -339,6 +340,24 @@ def test_badValues(argv: list[str], message: str) -> None:
     with pytest.raises(UsageError) as raised:
         parse(*argv)
     assert message in str(raised.value)
+
+
+def test_relaySpliceUnavailable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    Where C{splice(2)} does not exist, C{--relay splice} refuses to start,
+    saying why and what to use instead; C{auto} and C{transport} start.
+    """
+    monkeypatch.setattr(
+        _optionvalues, "spliceUnavailableReason", lambda: "splice(2) is Linux only"
+    )
+    with pytest.raises(UsageError) as raised:
+        parse("--relay", "splice")
+    assert str(raised.value) == (
+        "--relay: splice is not available: splice(2) is Linux only; use auto "
+        "or transport"
+    )
+    assert parse("--relay", "auto")["relay"] == "auto"
+    assert parse("--relay", "transport")["relay"] == "transport"
 
 
 @pytest.mark.parametrize(

@@ -300,6 +300,11 @@ class SpliceRelay:
         # written what it is owed (it is writing).
 
     def resetWhenFlushed(self, side: _Side) -> None:
+        """
+        Pass a reset on to C{side}, whose transport has the socket back:
+        once the peer has acknowledged every byte (at once, if the relay
+        already shut the socket's write side), then C{SO_LINGER} 0.
+        """
         resetter = ResetWhenFlushed(
             cast("TunnelTransport", side.transport), self._clock
         )

@@ -32,6 +32,7 @@ from ._networks import NetworkRules
 from ._observer import (
     AccessLogObserver,
     ConnectionRecord,
+    ForwardedRequest,
     Outcome,
     RefusedRequest,
     TunnelRecord,
@@ -98,6 +99,7 @@ __all__ = [
     "ConnectorContext",
     "DirectConnector",
     "ForbiddenDestination",
+    "ForwardedRequest",
     "Gatekeeper",
     "HostPatternTable",
     "HostRules",

@@ -25,9 +25,15 @@ from urllib.parse import quote
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
-from ._observer import ConnectionRecord, Outcome, RefusedRequest, TunnelRecord
+from ._observer import (
+    ConnectionRecord,
+    ForwardedRequest,
+    Outcome,
+    RefusedRequest,
+    TunnelRecord,
+)
 from ._responses import CONNECTION_ESTABLISHED, errorResponse
-from .interfaces import IProxyObserver
+from .interfaces import IForwardingObserver
 
 __all__ = [
     "FORMATS",
@@ -51,9 +57,12 @@ class LineSink(Protocol):
     def write(self, line: bytes) -> None: ...
 
 
+#: What the access log has a line for.
+Record = RefusedRequest | TunnelRecord | ForwardedRequest
+
 #: A format: the line (without its newline) for a record, logged at a time
 #: (seconds since the epoch).
-Formatter = Callable[[RefusedRequest | TunnelRecord, float], str]
+Formatter = Callable[[Record, float], str]
 
 
 def _printable(text: str) -> str:
@@ -98,9 +107,10 @@ def isoTime(when: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
 
 
-def formatText(event: RefusedRequest | TunnelRecord, when: float) -> str:
+def formatText(event: Record, when: float) -> str:
     """
-    The C{text} line of a record: the time (UTC), C{tunnel} or C{refused},
+    The C{text} line of a record: the time (UTC), C{tunnel}, C{forwarded}
+    or C{refused},
     the client and the user (C{-} for none), then what the proxy's own log
     says of it (docs/operations.md has examples).
 
@@ -113,6 +123,13 @@ def formatText(event: RefusedRequest | TunnelRecord, when: float) -> str:
             f"{event.target} via {event.upstream}: {event.bytesUp} bytes up, "
             f"{event.bytesDown} bytes down, {event.duration:.3f}s, {event.reason}"
         )
+    elif isinstance(event, ForwardedRequest):
+        line = (
+            f"{isoTime(when)} forwarded {event.client} {_user(event.user)} "
+            f"{event.method} {event.target}: {event.status} via "
+            f"{event.upstream or '-'}, {event.bytesUp} bytes up, "
+            f"{event.bytesDown} bytes down, {event.duration:.3f}s, {event.reason}"
+        )
     else:
         line = (
             f"{isoTime(when)} refused {event.client} {_user(event.user)} "
@@ -122,7 +139,7 @@ def formatText(event: RefusedRequest | TunnelRecord, when: float) -> str:
     return _printable(line)
 
 
-def formatJSON(event: RefusedRequest | TunnelRecord, when: float) -> str:
+def formatJSON(event: Record, when: float) -> str:
     """
     The C{json} line of a record: one JSON object (ASCII, no separator
     character before it), with these fields, always all of them, in this
@@ -134,8 +151,11 @@ def formatJSON(event: RefusedRequest | TunnelRecord, when: float) -> str:
         C{reason};
       - tunnels also: C{host}, C{port}, C{upstream}, C{parent} (the parent
         proxy, C{null} when connected directly), C{bytesUp}, C{bytesDown},
-        C{duration}, C{admitTime}, C{connectTime} (seconds), C{relay}
-        (C{"transport"} or C{"splice"}).
+        C{duration}, C{admitTime}, C{connectTime} (seconds), then C{relay}
+        (C{"transport"} or C{"splice"});
+      - forwarded requests (C{event} C{"request_forwarded"}) the same as
+        tunnels but C{relay}, then C{reused} (whether a pooled upstream
+        connection carried it).
 
     @param event: The record.
     @param when: When it is logged, in seconds since the epoch.
@@ -151,8 +171,10 @@ def formatJSON(event: RefusedRequest | TunnelRecord, when: float) -> str:
         "outcome": str(event.outcome),
         "reason": event.reason,
     }
-    if isinstance(event, TunnelRecord):
-        record["event"] = "tunnel_close"
+    if isinstance(event, TunnelRecord | ForwardedRequest):
+        record["event"] = (
+            "tunnel_close" if isinstance(event, TunnelRecord) else "request_forwarded"
+        )
         record.update(
             host=event.host,
             port=event.port,
@@ -163,12 +185,15 @@ def formatJSON(event: RefusedRequest | TunnelRecord, when: float) -> str:
             duration=round(event.duration, 6),
             admitTime=round(event.admitTime, 6),
             connectTime=round(event.connectTime, 6),
-            relay=event.relay,
         )
+    if isinstance(event, TunnelRecord):
+        record["relay"] = event.relay
+    if isinstance(event, ForwardedRequest):
+        record["reused"] = event.reused
     return json.dumps(record, separators=(",", ":"))
 
 
-def _parent(event: TunnelRecord) -> str | None:
+def _parent(event: TunnelRecord | ForwardedRequest) -> str | None:
     """
     The parent proxy a tunnel went through, if its record says so.
     """
@@ -194,7 +219,7 @@ def _host(address: str) -> str:
 _DENIED = {Outcome.DENIED, Outcome.AUTH_REQUIRED, Outcome.AUTH_FAILED}
 
 
-def formatSquid(event: RefusedRequest | TunnelRecord, when: float) -> str:
+def formatSquid(event: Record, when: float) -> str:
     """
     The C{squid} line of a record, squid's native layout
     (C{%ts.%03tu %6tr %>a %Ss/%03>Hs %<st %rm %ru %[un %Sh/%<a %mt};
@@ -210,7 +235,9 @@ def formatSquid(event: RefusedRequest | TunnelRecord, when: float) -> str:
     (C{host:port}); the user is percent-encoded; the hierarchy is
     C{HIER_DIRECT/ip} (C{FIRSTUP_PARENT/ip} through a parent proxy) or
     C{HIER_NONE/-}; the type is C{-} for a tunnel and C{text/plain} for an
-    error response.
+    error response.  A forwarded request is C{TCP_MISS} with its status,
+    its bytes down, its method and URL (the proxy has no cache), and the
+    type C{-}.
 
     @param event: The record.
     @param when: When it is logged, in seconds since the epoch.
@@ -222,6 +249,13 @@ def formatSquid(event: RefusedRequest | TunnelRecord, when: float) -> str:
         code = "TCP_TUNNEL"
         size = len(CONNECTION_ESTABLISHED) + event.bytesDown
         hierarchy = "FIRSTUP_PARENT" if _parent(event) else "HIER_DIRECT"
+        peer = f"{hierarchy}/{_host(event.upstream)}"
+        kind = "-"
+    elif isinstance(event, ForwardedRequest):
+        elapsed = event.duration
+        code = "TCP_MISS"
+        size = event.bytesDown
+        hierarchy = "FIRSTUP_PARENT" if event.parent else "HIER_DIRECT"
         peer = f"{hierarchy}/{_host(event.upstream)}"
         kind = "-"
     else:
@@ -247,7 +281,7 @@ FORMATS: dict[str, Formatter] = {
 }
 
 
-@implementer(IProxyObserver)
+@implementer(IForwardingObserver)
 class FileAccessLog:
     """
     The access log as lines in a file: one per refused request that was
@@ -282,7 +316,7 @@ class FileAccessLog:
         """
         return self.writer.droppedLines
 
-    def _write(self, event: RefusedRequest | TunnelRecord) -> None:
+    def _write(self, event: Record) -> None:
         line = self._format(event, self._clock.seconds()) + "\n"
         self.writer.write(line.encode("utf-8", "backslashreplace"))
 
@@ -300,4 +334,7 @@ class FileAccessLog:
         pass
 
     def tunnelClosed(self, event: TunnelRecord) -> None:
+        self._write(event)
+
+    def requestForwarded(self, event: ForwardedRequest) -> None:
         self._write(event)

@@ -37,6 +37,7 @@ from ._limiter import FailureLimiter
 from ._observer import Outcome, outcomeForStatus
 from ._parser import RequestHead
 from ._rules import AccessRules
+from ._target import TargetForm
 from .interfaces import IAccessPolicy
 
 __all__ = ["Gatekeeper", "IProxyUser", "Refused", "clientHostPort"]
@@ -162,7 +163,8 @@ class Gatekeeper:
         user: str | None = None
         if self.portal is not None:
             user = yield self._authenticate(clientHost, request)
-        if not self.rules.ports.allows(port):
+        forwarded = destination.form is TargetForm.ABSOLUTE
+        if not self.rules.ports.allows(port, forwarded):
             raise Refused(
                 403,
                 f"port {port} is not allowed (see --allow-port)",

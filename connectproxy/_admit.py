@@ -17,6 +17,7 @@ from twisted.python.failure import Failure
 from ._connector import UpstreamRequest
 from ._errors import Refused
 from ._handler import Phase, _Handler, _HandlerFactory
+from ._messages import hasBody
 from ._observer import Outcome
 from ._parser import RequestHead, keepsAlive
 from ._responses import formatSeconds
@@ -155,8 +156,11 @@ class Admission:
         if (
             refused.keepAlive
             and keepsAlive(self.request)
+            and not hasBody(self.request)
             and not front.factory.draining
         ):
+            # A request with a body is not read to its end: the connection
+            # cannot carry the next one.
             front.challenge(refused)
         else:
             front.refuse(

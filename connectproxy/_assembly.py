@@ -217,6 +217,9 @@ def proxySettings(options: ParsedOptions) -> ProxySettings:
         outgoingAddresses=OutgoingAddresses.fromStrings(options["outgoing-address"]),
         shutdownGrace=options["shutdown-grace"],
         relay=options["relay"],
+        upstreamKeepalive=options["upstream-keepalive"],
+        upstreamIdleTimeout=options["upstream-idle-timeout"],
+        logQuery=bool(options["log-query"]),
     )
 
 

@@ -31,10 +31,12 @@ from ._front import SHUTTING_DOWN, ConnectProxyProtocol
 from ._observer import (
     AccessLogObserver,
     ConnectionRecord,
+    ForwardedRequest,
     ObserverFanOut,
     RefusedRequest,
     TunnelRecord,
 )
+from ._pool import UpstreamPool
 from ._refuser import RefusalProtocol, ShedProtocol
 from ._relay import TunnelStats, _Relay, _RelayFactory
 from ._relaychoice import RelayChoice
@@ -77,6 +79,8 @@ class ConnectProxyFactory(Factory):
         it may retry on the same connection.
     @ivar deadlines: Keeps the idle, half-close and abort deadlines of every
         tunnel, with one timer on the reactor.
+    @ivar upstreamPool: The idle upstream connections of forwarded
+        requests, kept for reuse (C{--upstream-keepalive}).
     @ivar relayFactory: Builds the relay of each tunnel (it may choose a
         different relay per tunnel); by default a L{RelayChoice
         <connectproxy._relaychoice.RelayChoice>}, which follows the
@@ -142,6 +146,7 @@ class ConnectProxyFactory(Factory):
         self._idle: list[Deferred[None]] = []
         self.relays: set[_Relay] = set()
         self.deadlines = DeadlineSweeper(reactor)
+        self.upstreamPool = UpstreamPool(reactor)
         self.relayFactory: _RelayFactory = RelayChoice()
         self.refusing = 0
         self._perClient: dict[str, int] = {}
@@ -311,6 +316,7 @@ class ConnectProxyFactory(Factory):
             if self._shedTimer is not None:
                 self._shedTimer.cancel()
                 self._shedTimer = None
+        self.upstreamPool.closeAll()
         if self.resolverPool is not None:
             self.resolverPool.stop()
 
@@ -465,6 +471,12 @@ class ConnectProxyFactory(Factory):
     def requestRefused(self, event: RefusedRequest) -> None:
         self.observer.requestRefused(event)
 
+    def requestForwarded(self, event: ForwardedRequest) -> None:
+        """
+        A forwarded request's exchange is over: tell the observers.
+        """
+        self.observer.requestForwarded(event)
+
     def tunnelOpened(self, event: TunnelRecord) -> None:
         self.openTunnels += 1
         self.observer.tunnelOpened(event)
@@ -493,9 +505,12 @@ class ConnectProxyFactory(Factory):
         407 no longer keeps the connection open for another try.  Requests
         already being checked or connected go on (and may become tunnels);
         tunnels keep running.  Listeners are not touched: stop them first,
-        so that no new connections arrive.  Calling it again does nothing.
+        so that no new connections arrive.  Idle upstream connections of
+        forwarded requests are closed, and none is kept from then on.
+        Calling it again does nothing.
         """
         self.draining = True
+        self.upstreamPool.closeAll()
 
     def whenIdle(self) -> Deferred[None]:
         """
@@ -534,3 +549,4 @@ class ConnectProxyFactory(Factory):
         """
         for protocol in list(self.connections):
             protocol.closeWith(reason, message)
+        self.upstreamPool.closeAll()

@@ -5,8 +5,11 @@ client, reads the request head (L{HeadReader}), chooses the handler of its
 method (405 when there is none), admits the request (L{Admission}; a 407
 may be answered and the next head read on the same connection: the 407
 loop), and hands it to the handler (L{ConnectHandler
-<connectproxy._connect.ConnectHandler>} for CONNECT).  Refusals go through
-a L{Refuser}.  Where the connection is is one explicit L{Phase}, and each
+<connectproxy._connect.ConnectHandler>} for CONNECT, L{ForwardHandler
+<connectproxy._forward.ForwardHandler>} for the methods forwarded as plain
+HTTP, which reads the client itself while its exchange lasts and then
+hands the connection back for the next request).  Refusals go through a
+L{Refuser}.  Where the connection is is one explicit L{Phase}, and each
 phase reads the client its own way.
 """
 
@@ -30,9 +33,10 @@ from ._admit import Admission
 from ._connect import ConnectHandler
 from ._connector import UpstreamRequest
 from ._errors import BadRequest, Refused
+from ._forward import FORWARDED_METHODS, ForwardHandler
 from ._handler import Phase, _Handler, _HandlerFactory, dispatch
 from ._head import EarlyData, HeadReader
-from ._observer import ConnectionRecord, Outcome, RefusedRequest
+from ._observer import ConnectionRecord, ForwardedRequest, Outcome, RefusedRequest
 from ._parser import RequestHead, requestLineOf
 from ._refuser import Refuser
 from ._responses import errorResponse, formatSeconds
@@ -94,7 +98,10 @@ class ConnectProxyProtocol(Protocol):
 
     _log = Logger()
 
-    handlers: Mapping[str, _HandlerFactory] = {"CONNECT": ConnectHandler}
+    handlers: Mapping[str, _HandlerFactory] = {
+        "CONNECT": ConnectHandler,
+        **dict.fromkeys(FORWARDED_METHODS, ForwardHandler),
+    }
 
     factory: ConnectProxyFactory
     request: RequestHead | None = None
@@ -127,8 +134,14 @@ class ConnectProxyProtocol(Protocol):
         # Whether the client half-closed (sent its FIN) before the tunnel.
         self._clientFinished = False
         # The relay's receivers of the client's FIN and loss, once it has
-        # taken the connection over.
+        # taken the connection over; the forwarding handler's receiver of
+        # the FIN while it reads the client.
         self._relayReadClosed: Callable[[], None] | None = None
+        self._forwardReadClosed: Callable[[], None] | None = None
+        # Whether a forwarded request was answered on this connection: an
+        # idle keep-alive connection is then closed quietly at the request
+        # deadline.
+        self._answered = False
         self._relayLost: Callable[[Failure], None] | None = None
         # For the observers: when the connection was made, how many request
         # heads it sent, and whether its end was reported (nothing to
@@ -158,7 +171,7 @@ class ConnectProxyProtocol(Protocol):
             self._receive = self._headReceived
         elif phase is Phase.ADMITTING or phase is Phase.CONNECTING:
             self._receive = self._early.receive
-        elif phase is not Phase.RELAYING:
+        elif phase is not Phase.RELAYING and phase is not Phase.FORWARDING:
             # Refusing or closing: thrown away (a linger's bytes counted).
             self._receive = self._refuser.discard
 
@@ -243,6 +256,11 @@ class ConnectProxyProtocol(Protocol):
             self._enter(Phase.CLOSING)
             logHandshakeTimeout(self.client, timeout)
             self._transport.abortConnection()
+            return
+        if self._answered and not self._head.started:
+            # An idle keep-alive connection: closed without a word (RFC
+            # 9112 section 9.6), nothing to report.
+            self._refuser.close()
             return
         self._requestLine = self._head.requestLine()
         self.refuse(
@@ -344,6 +362,64 @@ class ConnectProxyProtocol(Protocol):
         """
         self._end()
 
+    def forward(
+        self,
+        dataReceived: Callable[[bytes], None],
+        readConnectionLost: Callable[[], None],
+    ) -> tuple[bytes, bool]:
+        """
+        Let a forwarding handler read the client (L{Phase.FORWARDING}): stop
+        the deadline, and pass it the client's bytes and FIN from now on.
+
+        @return: The early data, and whether the client sent its FIN.
+        """
+        self._cancelTimer()
+        self._enter(Phase.FORWARDING)
+        self._receive = dataReceived
+        self._forwardReadClosed = readConnectionLost
+        self._early.resume()
+        return self._early.take(), self._clientFinished
+
+    def requestDone(self, leftover: bytes) -> None:
+        """
+        The forwarded request's exchange is over and the connection stays:
+        read the next head (the client may send CONNECT too), starting with
+        what it pipelined.  A connection whose client has finished sending
+        and pipelined nothing is closed; while the proxy drains, so is
+        every connection.
+        """
+        self._forwardReadClosed = None
+        self._answered = True
+        if self.factory.draining or (self._clientFinished and not leftover):
+            self.finish()
+            return
+        self._admission = None
+        self.request = None
+        self.user = None
+        self._requestLine = None
+        # A request went through: the 407s before it do not count against
+        # the next one.
+        self._challenges = 0
+        self._enter(Phase.HEAD)
+        self._head.next()
+        if leftover:
+            self._headReceived(leftover)
+
+    def finish(self) -> None:
+        """
+        Close the connection gracefully, its exchange over.
+        """
+        self._forwardReadClosed = None
+        if self.phase not in (Phase.CLOSING, Phase.CLOSED):
+            self._refuser.close()
+
+    def report(self, record: object) -> None:
+        """
+        Tell the observers of a forwarded request.
+        """
+        assert isinstance(record, ForwardedRequest)
+        self.factory.requestForwarded(record)
+
     # The end.
 
     def readConnectionLost(self) -> None:
@@ -359,6 +435,9 @@ class ConnectProxyProtocol(Protocol):
             self._relayReadClosed()
             return
         self._clientFinished = True
+        if self._forwardReadClosed is not None:
+            self._forwardReadClosed()
+            return
         if self.phase in (Phase.NEW, Phase.HEAD, Phase.REFUSING):
             self._refuser.close()
 
@@ -377,6 +456,9 @@ class ConnectProxyProtocol(Protocol):
         admission = self._admission
         if admission is not None and previous in _WAITING:
             self._abandoned(admission.abandoned)
+            admission.cancel()
+        elif admission is not None and previous is Phase.FORWARDING:
+            # The handler sees the phase: the client is gone.
             admission.cancel()
         if self._relayLost is not None:
             self._relayLost(reason)
@@ -424,7 +506,7 @@ class ConnectProxyProtocol(Protocol):
         phase = self.phase
         if phase is Phase.CLOSED or phase is Phase.CLOSING:
             return
-        if phase is Phase.RELAYING:
+        if phase is Phase.RELAYING or phase is Phase.FORWARDING:
             assert self._handler is not None
             self._handler.close(reason)
             return

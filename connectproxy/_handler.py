@@ -29,6 +29,7 @@ from twisted.python.failure import Failure
 
 from ._connector import UpstreamRequest
 from ._errors import BadRequest, Refused
+from ._messages import requestFraming
 from ._observer import Outcome
 from ._parser import RequestHead
 from ._relay import _Relay, _RelayEnd
@@ -65,6 +66,10 @@ class Phase(Enum):
     #: Admitted: the method's handler connects upstream, under the same
     #: deadline; what the client sends is still kept.
     CONNECTING = "connecting"
+    #: A forwarded request's exchange: its handler gets the client's bytes
+    #: (the request's body, then what the client pipelined after it) until
+    #: the response is complete.
+    FORWARDING = "forwarding"
     #: Handed over to a relay, whose receivers get the client's bytes.
     RELAYING = "relaying"
     #: Answered with an error: lingering, what the client sends is thrown
@@ -144,6 +149,38 @@ class _Front(_RelayEnd, Protocol):
         """
         What the handler handed the connection to is over (both sides of a
         tunnel are gone): the connection's end may be reported now.
+        """
+
+    def forward(
+        self,
+        dataReceived: Callable[[bytes], None],
+        readConnectionLost: Callable[[], None],
+    ) -> tuple[bytes, bool]:
+        """
+        Let the handler read the client from now on (L{Phase.FORWARDING}):
+        stop the deadline, and give it the client's bytes and its FIN.
+
+        @return: The early data (what the client sent after its head), and
+            whether the client has sent its FIN.
+        """
+
+    def requestDone(self, leftover: bytes) -> None:
+        """
+        The forwarded request's exchange is over and the connection may
+        carry another request: read the next head, starting with
+        C{leftover} (what the client pipelined), under the request deadline.
+        """
+
+    def finish(self) -> None:
+        """
+        The forwarded request's exchange is over and the connection carries
+        no more: close it gracefully (aborted after the abort timeout).
+        """
+
+    def report(self, record: object) -> None:
+        """
+        Report a forwarded request to the observers (a
+        L{ForwardedRequest <connectproxy._observer.ForwardedRequest>}).
         """
 
 
@@ -234,15 +271,23 @@ def dispatch(
     @return: The request head, with its destination, and its handler.
     @raise Refused: 405 with the methods served in C{Allow} (RFC 9110
         section 15.5.6) when no handler serves the method; 400 when its
-        target is not an absolute C{http} URI.
+        target is not an absolute C{http} URI, or its body's framing could
+        smuggle a request (L{requestFraming
+        <connectproxy._messages.requestFraming>}).
     """
     handler = handlers.get(request.method)
     if handler is None:
         allow = ", ".join(sorted(handlers))
-        raise Refused(405, "this proxy only tunnels with CONNECT", [("Allow", allow)])
+        reason = (
+            "this proxy only tunnels with CONNECT"
+            if list(handlers) == ["CONNECT"]
+            else f"this proxy does not serve {request.method}"
+        )
+        raise Refused(405, reason, [("Allow", allow)])
     if request.destination is None:
         try:
             destination = Target.fromAbsoluteForm(request.target)
+            requestFraming(request)
         except BadRequest as e:
             raise Refused(e.status, e.reason, outcome=Outcome.BAD_REQUEST) from None
         request = replace(request, destination=destination)

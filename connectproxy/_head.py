@@ -123,6 +123,13 @@ class HeadReader:
             self.stop()
             self._onHead(*result)
 
+    @property
+    def started(self) -> bool:
+        """
+        Whether any byte of the head being read has arrived.
+        """
+        return self._parser.started
+
     def requestLine(self) -> tuple[str, str] | None:
         """
         The method and target of the request line of the head being read,

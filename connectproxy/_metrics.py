@@ -30,17 +30,25 @@ from prometheus_client.metrics_core import (
 from prometheus_client.utils import floatToGoString
 from zope.interface import implementer
 
-from ._observer import ConnectionRecord, Outcome, RefusedRequest, TunnelRecord
+from ._forward import FORWARDED_METHODS
+from ._observer import (
+    ConnectionRecord,
+    ForwardedRequest,
+    Outcome,
+    RefusedRequest,
+    TunnelRecord,
+)
 from ._relay import TunnelStats
 from ._settings import ProxySettings
 from ._version import __version__
-from .interfaces import IProxyObserver
+from .interfaces import IForwardingObserver
 
 __all__ = [
     "CLOSE_REASONS",
     "CONNECT_BUCKETS",
     "DURATION_BUCKETS",
     "REQUEST_RESULTS",
+    "STATUS_CLASSES",
     "MetricsObserver",
     "closeReasonLabel",
     "metricsRegistry",
@@ -178,7 +186,23 @@ class _OpenTunnels(Protocol):
     def openTunnelStats(self) -> list[TunnelStats]: ...
 
 
-@implementer(IProxyObserver)
+#: The values of the C{status} label of
+#: C{connectproxy_forwarded_requests_total}: the response's status class, or
+#: C{none} when no response reached the client.
+STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx", "none")
+
+
+def statusClass(status: int) -> str:
+    """
+    The C{status} label of a forwarded request's status (one of
+    L{STATUS_CLASSES}).
+    """
+    if 100 <= status < 600:
+        return f"{status // 100}xx"
+    return "none"
+
+
+@implementer(IForwardingObserver)
 class MetricsObserver:
     """
     Counts what the proxy reports, for Prometheus: an L{IProxyObserver}
@@ -210,6 +234,11 @@ class MetricsObserver:
         self.tunnelsOpen = 0
         self._closedUp = 0
         self._closedDown = 0
+        #: Forwarded requests by method and status class, those seen so far
+        #: (at most L{FORWARDED_METHODS} times L{STATUS_CLASSES}).
+        self.forwarded: dict[tuple[str, str], int] = {}
+        self.forwardedUp = 0
+        self.forwardedDown = 0
         self._connectTimes = _Buckets(CONNECT_BUCKETS)
         self._durations = _Buckets(DURATION_BUCKETS)
         #: Reads how many lines the C{--access-log} file lost (a full or
@@ -246,6 +275,13 @@ class MetricsObserver:
         self._closedDown += event.bytesDown
         self.closes[closeReasonLabel(event.reason)] += 1
         self._durations.observe(event.duration)
+
+    def requestForwarded(self, event: ForwardedRequest) -> None:
+        if event.method in FORWARDED_METHODS:
+            key = (event.method, statusClass(event.status))
+            self.forwarded[key] = self.forwarded.get(key, 0) + 1
+        self.forwardedUp += event.bytesUp
+        self.forwardedDown += event.bytesDown
 
     # The collector
 
@@ -286,6 +322,23 @@ class MetricsObserver:
             "clients to upstreams, down back to clients.",
             "direction",
             [("up", up), ("down", down)],
+        )
+        forwarded = CounterMetricFamily(
+            "connectproxy_forwarded_requests",
+            "Plain http:// requests forwarded, by method and status class "
+            "(none: no response reached the client).",
+            labels=["method", "status"],
+        )
+        for (method, status), count in sorted(self.forwarded.items()):
+            forwarded.add_metric([method, status], count)
+        yield forwarded
+        yield _labelled(
+            CounterMetricFamily,
+            "connectproxy_forwarded_bytes",
+            "Bytes of forwarded requests: up to upstreams (heads and bodies), "
+            "down to clients.",
+            "direction",
+            [("up", self.forwardedUp), ("down", self.forwardedDown)],
         )
         yield self._connectTimes.family(
             "connectproxy_upstream_connect_seconds",

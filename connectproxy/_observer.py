@@ -20,7 +20,12 @@ from zope.interface import implementer
 
 from ._address import formatAddress
 from ._deprecation import DEPRECATED_IN
-from .interfaces import IExchangeRecord, IProxyObserver, IProxyObserverFactory
+from .interfaces import (
+    IExchangeRecord,
+    IForwardingObserver,
+    IProxyObserver,
+    IProxyObserverFactory,
+)
 
 if TYPE_CHECKING:
     from ._observercontext import ObserverContext
@@ -29,6 +34,7 @@ __all__ = [
     "AccessLogObserver",
     "AccessLogObserverFactory",
     "ConnectionRecord",
+    "ForwardedRequest",
     "ObserverFanOut",
     "Outcome",
     "RefusedRequest",
@@ -50,8 +56,9 @@ class Outcome(StrEnum):
 
     #: The tunnel was established (the 200 was sent).
     OK = "ok"
-    #: The request head was malformed, too large, not a CONNECT, or named
-    #: an invalid target (400, 405, 414, 431, 501, 505).
+    #: The request head was malformed, too large, of a method not served,
+    #: or named an invalid target, or a forwarded request's body was framed
+    #: ambiguously or malformed (400, 405, 414, 431, 501, 505).
     BAD_REQUEST = "bad_request"
     #: Authentication is required and the request had no credentials (407).
     AUTH_REQUIRED = "auth_required"
@@ -218,6 +225,68 @@ class TunnelRecord:
         return Outcome.OK
 
 
+@implementer(IExchangeRecord)
+@dataclass(frozen=True, slots=True)
+class ForwardedRequest:
+    """
+    A plain HTTP request the proxy forwarded (an absolute-form C{http://}
+    request), once its exchange is over: the response relayed whole, or
+    the exchange cut short.
+
+    Times are measured with the proxy's clock, in seconds.
+
+    @ivar client: The client's address.
+    @ivar method: The request method.
+    @ivar target: The request's URL, without its query string unless
+        C{--log-query} is given.
+    @ivar host: The target host, normalised.
+    @ivar port: The target port.
+    @ivar upstream: The address the request went to (the origin, or a
+        parent proxy); C{""} when none was reached.
+    @ivar status: The response's status as relayed to the client, or 0 when
+        no response head reached the client.
+    @ivar bytesUp: Bytes sent upstream: the request head and its body (as
+        framed on that leg).
+    @ivar bytesDown: Bytes written to the client: the response heads and
+        its body (as framed on that leg).
+    @ivar duration: Seconds from the complete request head to the end of
+        the exchange.
+    @ivar reason: How the exchange ended (C{"complete"}, or what cut it
+        short).
+    @ivar user: The authenticated user name, if any.
+    @ivar outcome: C{"ok"} for a response relayed whole, else what cut it
+        short (C{"abandoned"}, C{"upstream_failed"}, C{"timeout"},
+        C{"bad_request"}, C{"error"}).
+    @ivar parent: The parent proxy the request went through, or C{None}.
+    @ivar admitTime: Seconds from the complete request head to the end of
+        the access checks.
+    @ivar connectTime: Seconds from the end of the access checks to the
+        upstream connection (0 for a pooled one).
+    @ivar reused: Whether the upstream connection was an idle pooled one.
+    """
+
+    client: str
+    method: str
+    target: str
+    host: str
+    port: int
+    upstream: str
+    status: int
+    bytesUp: int = 0
+    bytesDown: int = 0
+    duration: float = 0.0
+    reason: str = "complete"
+    user: str | None = None
+    outcome: str = Outcome.OK.value
+    parent: str | None = None
+    admitTime: float = 0.0
+    connectTime: float = 0.0
+    reused: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "outcome", Outcome(self.outcome))
+
+
 @dataclass(frozen=True, slots=True)
 class ConnectionRecord:
     """
@@ -264,7 +333,7 @@ def _requestText(method: str, target: str) -> str:
     return ("{method}" if method else "-") + " " + ("{target}" if target else "-")
 
 
-@implementer(IProxyObserver)
+@implementer(IForwardingObserver)
 class AccessLogObserver:
     """
     The access log: one C{twisted.logger} event per refused request and per
@@ -332,6 +401,33 @@ class AccessLogObserver:
             relay=event.relay,
         )
 
+    def requestForwarded(self, event: ForwardedRequest) -> None:
+        self._log.info(
+            "forwarded {client} "
+            + _userText(event.user)
+            + " {method} {target}: {status} via {upstream}, "
+            "{bytesUp} bytes up, {bytesDown} bytes down, {duration:.3f}s, "
+            "{reason}",
+            event="request_forwarded",
+            client=event.client,
+            method=event.method,
+            target=event.target,
+            host=event.host,
+            port=event.port,
+            status=event.status,
+            upstream=event.upstream,
+            parent=event.parent,
+            bytesUp=event.bytesUp,
+            bytesDown=event.bytesDown,
+            duration=event.duration,
+            reason=event.reason,
+            user=event.user,
+            outcome=str(event.outcome),
+            reused=event.reused,
+            admitTime=event.admitTime,
+            connectTime=event.connectTime,
+        )
+
     def tunnelClosed(self, event: TunnelRecord) -> None:
         self._log.info(
             "tunnel closed {client} "
@@ -390,8 +486,12 @@ class AccessLogObserverFactory:
 #: have.
 _NEW_IN_VERSION_2 = ("connectionOpened", "connectionClosed")
 
+#: The optional methods of L{IProxyObserver}, new in version 3: an observer
+#: without them is not told of what they report, and not warned about.
+_OPTIONAL = ("requestForwarded",)
 
-@implementer(IProxyObserver)
+
+@implementer(IForwardingObserver)
 class ObserverFanOut:
     """
     Pass each report to several observers; one that raises is logged and
@@ -432,7 +532,7 @@ class ObserverFanOut:
             try:
                 report = getattr(observer, method, None)
                 if report is None:
-                    if method in _NEW_IN_VERSION_2:
+                    if method in _NEW_IN_VERSION_2 or method in _OPTIONAL:
                         # A version 1 observer (warned about above).
                         continue
                     report = getattr(observer, method)
@@ -459,3 +559,6 @@ class ObserverFanOut:
 
     def tunnelClosed(self, event: TunnelRecord) -> None:
         self._notify("tunnelClosed", event)
+
+    def requestForwarded(self, event: ForwardedRequest) -> None:
+        self._notify("requestForwarded", event)

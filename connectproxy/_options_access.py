@@ -266,11 +266,14 @@ class AccessOptions(OptionGroup, AuthOptionMixin):
         Build the access rules (C{--allow-port 443} when none is given) and
         the policies, which checks their arguments.
         """
-        if not self["allow-port"]:
+        defaultPorts = not self["allow-port"]
+        if defaultPorts:
             self["allow-port"] = list(DEFAULT_PORTS)
         try:
             self.rules = AccessRules(
-                ports=PortRules.fromStrings(self["allow-port"]),
+                ports=PortRules.defaults()
+                if defaultPorts
+                else PortRules.fromStrings(self["allow-port"]),
                 networks=NetworkRules.fromStrings(
                     allow=self["allow-network"], deny=self["deny-network"]
                 ),

@@ -28,9 +28,18 @@ __all__ = ["ObserverOptions", "fileAccessLog"]
 
 class ObserverOptions(OptionGroup):
     """
-    C{--observer}, C{--access-log}, C{--access-log-format} and
-    C{--log-level}.
+    C{--observer}, C{--access-log}, C{--access-log-format}, C{--log-level}
+    and C{--log-query}.
     """
+
+    optFlags: list[list[Any]] = [
+        [
+            "log-query",
+            None,
+            "Keep the query string of forwarded http:// URLs in the access "
+            "log (left out by default: it may carry secrets).",
+        ],
+    ]
 
     optParameters: list[list[Any]] = [
         [

@@ -21,6 +21,7 @@ from ._optionvalues import (
     count,
     parentProxyURL,
     positiveCount,
+    positiveFloat,
     upstreamRoute,
 )
 from ._outgoing import OutgoingAddresses
@@ -35,11 +36,28 @@ _defaults = ProxySettings()
 class UpstreamOptions(OptionGroup):
     """
     C{--upstream}, C{--upstream-proxy}, C{--upstream-ca},
-    C{--upstream-route}, C{--outgoing-address}, C{--resolver-threads} and
-    C{--resolver-per-client}.
+    C{--upstream-route}, C{--outgoing-address}, C{--resolver-threads},
+    C{--resolver-per-client}, C{--upstream-keepalive} and
+    C{--upstream-idle-timeout}.
     """
 
     optParameters: list[list[Any]] = [
+        [
+            "upstream-keepalive",
+            None,
+            _defaults.upstreamKeepalive,
+            "Most idle upstream connections of forwarded http:// requests "
+            "kept open for reuse, in all (0: none).",
+            count,
+        ],
+        [
+            "upstream-idle-timeout",
+            None,
+            _defaults.upstreamIdleTimeout,
+            "Seconds an idle upstream connection of forwarded requests is "
+            "kept for reuse.",
+            positiveFloat,
+        ],
         [
             "resolver-threads",
             None,

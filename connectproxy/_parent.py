@@ -77,7 +77,14 @@ class _ParentAttempt:
         connector: ParentProxyConnector,
         target: UpstreamRequest,
         protocol: IProtocol,
+        tunnel: bool = True,
     ) -> None:
+        """
+        @param tunnel: Whether to ask the parent for a tunnel (C{CONNECT});
+            without, the connection to the parent itself is handed over
+            once made (plain HTTP forwarding sends its own requests on it).
+        """
+        self._tunnel = tunnel
         self._connector = connector
         self._parent = connector.parent
         self._target = target
@@ -151,9 +158,11 @@ class _ParentAttempt:
             reason = outgoing.missingFamily(addresses, "the parent proxy")
             self._fail(Failure(ParentProxyError(502, reason, self._parent.address)))
             return
-        head = connectHead(
-            self._target.host, self._target.port, self._parent.authorization
-        )
+        head = b""
+        if self._tunnel:
+            head = connectHead(
+                self._target.host, self._target.port, self._parent.authorization
+            )
         handshake = ParentHandshake(self, head)
         self._handshake = handshake
         protocol: IProtocol = handshake
@@ -212,8 +221,15 @@ class _ParentAttempt:
     def connectionMade(self, handshake: ParentHandshake) -> None:
         """
         The connection to the parent exists and the C{CONNECT} is on its
-        way: wait for the answer, at most the attempt timeout.
+        way: wait for the answer, at most the attempt timeout.  Without a
+        C{CONNECT} to send, hand the connection over now (over TLS, what
+        is written waits for the handshake).
         """
+        if not self._tunnel:
+            self._finish()
+            handshake.handOver(self._protocol)
+            self.deferred.callback(self._protocol)
+            return
         self._timer = self._connector.clock.callLater(
             self._connector.attemptTimeout, self._answerTimedOut
         )
@@ -409,3 +425,32 @@ class ParentProxyConnector:
         except Exception:
             return fail()
         return _ParentAttempt(self, target, protocol).start()
+
+    def forwardVia(self, target: UpstreamRequest) -> ParentProxy:
+        """
+        Where plain HTTP requests for C{target} go: this connector's parent
+        (see L{IUpstreamConnector
+        <connectproxy.interfaces.IUpstreamConnector>}'s optional methods).
+        """
+        return self.parent
+
+    def connectForwarding(
+        self, target: UpstreamRequest, protocol: IProtocol
+    ) -> Deferred[IProtocol]:
+        """
+        Connect C{protocol} to the parent itself, for plain HTTP requests
+        to C{target} that the proxy sends it in absolute form: the parent's
+        name resolved, its addresses tried, TLS to an C{https://} parent
+        verified as for tunnels; an IP-literal target checked against the
+        network rules first.
+
+        @return: A Deferred firing with C{protocol} once connected, or
+            failing as L{connectUpstream} does.
+        """
+        try:
+            VettedResolver(self.networks, self.resolver).vetLiteral(
+                target.host, target.port
+            )
+        except Exception:
+            return fail()
+        return _ParentAttempt(self, target, protocol, tunnel=False).start()

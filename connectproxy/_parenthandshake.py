@@ -140,7 +140,10 @@ class ParentHandshake(Protocol):
         self._transport = cast(TunnelTransport, self.transport)
         # Over TLS the head waits in the TLS layer until the handshake is
         # done.
-        self._transport.write(self._head)
+        if self._head:
+            self._transport.write(self._head)
+        else:
+            self._reader = None
         self._attempt.connectionMade(self)
 
     def dataReceived(self, data: bytes) -> None:

@@ -32,7 +32,7 @@ __all__ = [
 ]
 
 #: Methods defined by RFC 9110 (and PATCH, RFC 5789).  Any other token gets
-#: 501; these get 405 when they are not CONNECT.
+#: 501; these get 405 when no handler serves them.
 KNOWN_METHODS = frozenset(
     [
         b"GET",
@@ -173,6 +173,14 @@ class RequestHeadParser:
                 if line is not None:
                     e.method, e.target = line
             raise
+
+    @property
+    def started(self) -> bool:
+        """
+        Whether any byte was fed (empty lines before the request line
+        included).
+        """
+        return self._started or bool(self._buffer) or self._emptyLines > 0
 
     def requestLine(self) -> tuple[str, str] | None:
         """
@@ -387,7 +395,9 @@ def _parseRequestLine(line: bytes) -> tuple[str, str, tuple[int, int]]:
     if version not in ((1, 0), (1, 1)):
         raise BadRequest(505, "HTTP version not supported: use HTTP/1.1")
     if rawMethod not in KNOWN_METHODS:
-        raise BadRequest(501, "unknown method: this proxy only tunnels with CONNECT")
+        raise BadRequest(
+            501, "unknown method (methods are case-sensitive: GET, not get)"
+        )
     if not _TARGET.match(rawTarget):
         raise BadRequest(400, "malformed request target")
     return rawMethod.decode("ascii"), rawTarget.decode("ascii"), version

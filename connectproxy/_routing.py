@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IProtocol
@@ -80,6 +81,28 @@ class RoutingConnector:
         Connect through the connector of C{target.host}'s route.
         """
         return self.connectorFor(target.host).connectUpstream(target, protocol)
+
+    def forwardVia(self, target: UpstreamRequest) -> ParentProxy | None:
+        """
+        The parent proxy plain HTTP requests for C{target} go to: its
+        route's, or C{None} for a direct route (or a connector without
+        parents).
+        """
+        via = getattr(self.connectorFor(target.host), "forwardVia", None)
+        return None if via is None else cast(ParentProxy | None, via(target))
+
+    def connectForwarding(
+        self, target: UpstreamRequest, protocol: IProtocol
+    ) -> Deferred[IProtocol]:
+        """
+        Connect to the parent of C{target}'s route (L{forwardVia} named
+        one).
+        """
+        connector = self.connectorFor(target.host)
+        return cast(
+            "Deferred[IProtocol]",
+            connector.connectForwarding(target, protocol),  # type: ignore[attr-defined]
+        )
 
 
 def parseRoute(text: str) -> tuple[str, ParentProxy | None]:

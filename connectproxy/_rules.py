@@ -30,6 +30,10 @@ __all__ = [
 #: The destination ports allowed when the operator names none.
 DEFAULT_PORTS = ("443",)
 
+#: The destination ports allowed to forwarded (plain C{http://}) requests
+#: when the operator names none: port 80 besides the tunnels' 443.
+DEFAULT_FORWARD_PORTS = ("80", "443")
+
 _PORT_RANGE = re.compile(r"([0-9]{1,5})(?:-([0-9]{1,5}))?\Z")
 
 
@@ -61,9 +65,25 @@ class PortRules:
 
     @ivar ranges: Inclusive C{(low, high)} port ranges; a port is allowed
         when it falls in any of them, so no ranges allow nothing.
+    @ivar forwardRanges: The ranges for forwarded (plain C{http://})
+        requests, or C{None} for the same as C{ranges}: only the defaults
+        differ (L{DEFAULT_FORWARD_PORTS}); ports the operator names apply
+        to both.
     """
 
     ranges: tuple[tuple[int, int], ...]
+    forwardRanges: tuple[tuple[int, int], ...] | None = None
+
+    @classmethod
+    def defaults(cls) -> PortRules:
+        """
+        @return: The rules when the operator names no port: 443 for
+            tunnels, 80 and 443 for forwarded requests.
+        """
+        return cls(
+            tuple(parsePortRange(text) for text in DEFAULT_PORTS),
+            tuple(parsePortRange(text) for text in DEFAULT_FORWARD_PORTS),
+        )
 
     @classmethod
     def fromStrings(cls, texts: Iterable[str]) -> PortRules:
@@ -73,11 +93,17 @@ class PortRules:
         """
         return cls(tuple(parsePortRange(text) for text in texts))
 
-    def allows(self, port: int) -> bool:
+    def allows(self, port: int, forwarded: bool = False) -> bool:
         """
+        @param port: The destination port.
+        @param forwarded: Whether the request is a forwarded one (an
+            absolute-form C{http://} request) rather than a tunnel.
         @return: Whether C{port} is in one of the ranges.
         """
-        return any(low <= port <= high for low, high in self.ranges)
+        ranges = self.ranges
+        if forwarded and self.forwardRanges is not None:
+            ranges = self.forwardRanges
+        return any(low <= port <= high for low, high in ranges)
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,11 +289,12 @@ class AccessRules:
     @classmethod
     def defaults(cls) -> AccessRules:
         """
-        @return: The rules with no operator options: port 443, globally
-            routable destinations, any host name, loopback clients.
+        @return: The rules with no operator options: port 443 (and 80 for
+            forwarded requests), globally routable destinations, any host
+            name, loopback clients.
         """
         return cls(
-            PortRules.fromStrings(DEFAULT_PORTS),
+            PortRules.defaults(),
             NetworkRules.fromStrings(),
             HostRules.fromStrings(),
             ClientRules.fromStrings(),

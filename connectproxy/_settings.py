@@ -45,6 +45,12 @@ class ProxySettings:
         made from (C{--outgoing-address}); empty: the system chooses.
     @ivar shutdownGrace: Seconds established tunnels may keep running once
         a shutdown began (C{SIGTERM}) before they are closed.
+    @ivar upstreamKeepalive: Most idle upstream connections of forwarded
+        requests kept open for reuse, in all (0: none are kept).
+    @ivar upstreamIdleTimeout: Seconds an idle upstream connection is kept
+        for reuse.
+    @ivar logQuery: Whether the access log of forwarded requests keeps the
+        query string of their URLs (it may carry secrets).
     @ivar relay: How tunnels relay bytes (C{--relay}): C{"auto"} and
         C{"splice"} with C{splice(2)} between plain TCP sockets where that
         applies and through Twisted's transports elsewhere, C{"transport"}
@@ -65,6 +71,9 @@ class ProxySettings:
     resolverPerClient: int = 8
     outgoingAddresses: OutgoingAddresses = field(default_factory=OutgoingAddresses)
     shutdownGrace: float = 30.0
+    upstreamKeepalive: int = 64
+    upstreamIdleTimeout: float = 30.0
+    logQuery: bool = False
     relay: str = "auto"
 
 

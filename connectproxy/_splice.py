@@ -67,10 +67,7 @@ class SpliceRelay:
     @ivar stats: The tunnel's counters and times.
     @ivar client: The client's side.
     @ivar upstream: The upstream's side.
-    @cvar kind: The relay's name for the access log.
     """
-
-    kind = "splice"
 
     __slots__ = (
         "_clock",
@@ -102,7 +99,7 @@ class SpliceRelay:
         """
         self._clock = clock
         self._onClosed = onClosed
-        self.stats = TunnelStats(upstream.getPeer(), clock.seconds())
+        self.stats = TunnelStats(upstream.getPeer(), clock.seconds(), relay="splice")
         self.client = _Side(self, "client", client, pool)
         self.upstream = _Side(self, "upstream", upstream, pool)
         self.client.peer = self.upstream

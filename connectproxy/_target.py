@@ -33,6 +33,7 @@ _VISIBLE = re.compile(r"[\x21-\x7e]+\Z")
 # The scheme of an absolute-form target, and what separates it from the
 # authority (RFC 3986 section 3).
 _HTTP = re.compile(r"http://", re.IGNORECASE)
+_HTTPS = re.compile(r"https://", re.IGNORECASE)
 
 #: The port of an C{http} URI that names none (RFC 9110 section 4.2.1).
 HTTP_PORT = 80
@@ -110,6 +111,14 @@ class Target:
         """
         if not _VISIBLE.match(text):
             raise BadRequest(400, "malformed request target")
+        if text.startswith("/") or text == "*":
+            raise BadRequest(
+                400,
+                "this is a proxy: send the full URL (http://host/path), "
+                "or CONNECT for a tunnel",
+            )
+        if _HTTPS.match(text):
+            raise BadRequest(400, "use CONNECT for https:// URLs")
         if not _HTTP.match(text):
             raise BadRequest(400, "absolute-form target must be an http:// URI")
         rest = text[len("http://") :]

@@ -145,10 +145,8 @@ class TransportRelay:
     decides when to L{close} or L{abort} it.
 
     @ivar stats: The tunnel's counters and times.
-    @cvar kind: The relay's name for the access log.
     """
 
-    kind = "transport"
     halfClose: Callable[[Any], bool] = staticmethod(canHalfClose)
 
     # The tunnel's counters and times were its own attributes (and

@@ -20,7 +20,12 @@ if TYPE_CHECKING:
 
     from ._access import AccessRequest, Refusal
     from ._connector import ConnectorContext, UpstreamRequest
-    from ._observer import ConnectionRecord, RefusedRequest, TunnelRecord
+    from ._observer import (
+        ConnectionRecord,
+        ForwardedRequest,
+        RefusedRequest,
+        TunnelRecord,
+    )
     from ._observercontext import ObserverContext
 
 __all__ = [
@@ -28,6 +33,7 @@ __all__ = [
     "IAccessPolicy",
     "IAccessPolicyFactory",
     "IExchangeRecord",
+    "IForwardingObserver",
     "IProxyObserver",
     "IProxyObserverFactory",
     "IUpstreamConnector",
@@ -41,13 +47,31 @@ __all__ = [
 #: are told of connections too (version 1 observers work unchanged, with a
 #: deprecation warning), every refusal has an C{outcome}, tunnel records
 #: have timings, and observer plugins (L{IProxyObserverFactory}) are chosen
-#: with C{--observer}.
-API_VERSION = 2
+#: with C{--observer}.  Version 3: plain C{http://} requests are forwarded,
+#: and observers that also provide L{IForwardingObserver} are told of each
+#: (C{requestForwarded}); observers without it work unchanged.
+API_VERSION = 3
 
 
 class IUpstreamConnector(Interface):
     """
-    Makes the upstream connection for an accepted CONNECT request.
+    Makes the upstream connection for an accepted request: a CONNECT's
+    tunnel, or the connection a plain C{http://} request is forwarded on
+    (C{target.request.destination.form} is C{"absolute"} then, and the
+    proxy sends the request on the connection itself).
+
+    Plain HTTP through a parent proxy (new in version 3): a connector may
+    also have two optional methods, C{forwardVia(target)}, returning the
+    L{connectproxy.ParentProxy} that plain HTTP requests for C{target} go
+    to (or C{None} to connect to the target itself), and
+    C{connectForwarding(target, protocol)}, which connects C{protocol} to
+    that parent (no C{CONNECT}: the proxy sends the request in absolute
+    form, with the parent's credentials) and answers as
+    C{connectUpstream} does.  L{connectproxy.ParentProxyConnector} and
+    L{connectproxy.RoutingConnector} have both.  A connector without
+    C{forwardVia} has plain HTTP requests connected with
+    C{connectUpstream}, to the target's host and port, as direct
+    connections are.
     """
 
     def connectUpstream(
@@ -122,6 +146,27 @@ class IProxyObserver(Interface):
         """
         A tunnel ended; C{event} carries its byte counts, duration and close
         reason.
+        """
+
+
+class IForwardingObserver(IProxyObserver):
+    """
+    An observer that is also told of each plain C{http://} request the
+    proxy forwarded.  New in version 3: the method is optional, and an
+    observer without it (every version 2 observer) is simply not told of
+    forwarded requests; declare this interface when you implement it.
+    Refusals of forwarded requests go to C{requestRefused}
+    as every refusal does.
+    """
+
+    def requestForwarded(event: ForwardedRequest) -> None:
+        """
+        A forwarded request's exchange is over: the response was relayed
+        whole (C{event.outcome} C{"ok"}), or the exchange was cut short (a
+        client that left, an origin that broke off).  C{event} carries the
+        method, the URL (without its query string unless C{--log-query}),
+        the status, the bytes each way, the duration and the upstream
+        address.
         """
 
 

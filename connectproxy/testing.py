@@ -38,6 +38,7 @@ from ._admission import Gatekeeper
 from ._factory import ConnectProxyFactory
 from ._observer import (
     ConnectionRecord,
+    ForwardedRequest,
     RefusedRequest,
     TunnelRecord,
 )
@@ -59,7 +60,7 @@ from ._testingupstream import (
     connectorContext,
     upstreamRequest,
 )
-from .interfaces import IProxyObserver
+from .interfaces import IForwardingObserver, IProxyObserver
 
 __all__ = [
     "ConnectAttempt",
@@ -80,10 +81,11 @@ __all__ = [
 ]
 
 
-@implementer(IProxyObserver)
+@implementer(IForwardingObserver)
 class RecordingObserver:
     """
-    An L{IProxyObserver} that keeps every report.
+    An L{IProxyObserver} (and L{IForwardingObserver}) that keeps every
+    report.
 
     @ivar connectionsOpened: Each L{ConnectionRecord} of
         C{connectionOpened}, in order.
@@ -92,6 +94,7 @@ class RecordingObserver:
     @ivar refused: Each L{RefusedRequest}.
     @ivar opened: Each L{TunnelRecord} of C{tunnelOpened}.
     @ivar closed: Each L{TunnelRecord} of C{tunnelClosed}.
+    @ivar forwarded: Each L{ForwardedRequest} of C{requestForwarded}.
     @ivar events: Every report in order, as C{(method name, record)}.
     """
 
@@ -101,6 +104,7 @@ class RecordingObserver:
         self.refused: list[RefusedRequest] = []
         self.opened: list[TunnelRecord] = []
         self.closed: list[TunnelRecord] = []
+        self.forwarded: list[ForwardedRequest] = []
         self.events: list[tuple[str, object]] = []
 
     def connectionOpened(self, event: ConnectionRecord) -> None:
@@ -122,6 +126,10 @@ class RecordingObserver:
     def tunnelClosed(self, event: TunnelRecord) -> None:
         self.closed.append(event)
         self.events.append(("tunnelClosed", event))
+
+    def requestForwarded(self, event: ForwardedRequest) -> None:
+        self.forwarded.append(event)
+        self.events.append(("requestForwarded", event))
 
 
 @dataclass

@@ -80,6 +80,9 @@ idle-timeout = 60
 half-close-timeout = 20
 request-timeout = "5"
 abort-timeout = 1
+upstream-keepalive = 0
+upstream-idle-timeout = 2.5
+log-query = true
 shutdown-grace = 0
 relay = "splice"
 access-log = "-"
@@ -124,6 +127,9 @@ metrics = "tcp:9108:interface=127.0.0.1"
         "half-close-timeout": 20.0,
         "request-timeout": 5.0,
         "abort-timeout": 1.0,
+        "upstream-keepalive": 0,
+        "upstream-idle-timeout": 2.5,
+        "log-query": True,
         "shutdown-grace": 0.0,
         "relay": "splice",
         "access-log": "-",
@@ -186,6 +192,9 @@ metrics = "tcp:9108:interface=127.0.0.1"
         resolverPerClient=2,
         outgoingAddresses=OutgoingAddresses("127.0.0.7", "::1"),
         shutdownGrace=0.0,
+        upstreamKeepalive=0,
+        upstreamIdleTimeout=2.5,
+        logQuery=True,
         relay="splice",
     )
 

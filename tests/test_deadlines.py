@@ -30,8 +30,6 @@ class FakeRelay:
     @ivar aborts: How many times L{abort} was called.
     """
 
-    kind = "fake"
-
     def __init__(self, clock: MemoryReactorClock) -> None:
         self._clock = clock
         self.stats = TunnelStats(IPv4Address("TCP", "192.0.2.7", 443), clock.seconds())

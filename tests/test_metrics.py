@@ -18,11 +18,13 @@ from twisted.internet.error import ConnectionLost, ConnectionRefusedError
 from zope.interface.verify import verifyObject
 
 from connectproxy import Outcome, ProxySettings, RefusedRequest, TunnelRecord
+from connectproxy._forward import FORWARDED_METHODS
 from connectproxy._metrics import (
     CLOSE_REASONS,
     CONNECT_BUCKETS,
     DURATION_BUCKETS,
     REQUEST_RESULTS,
+    STATUS_CLASSES,
     MetricsObserver,
     closeReasonLabel,
     isKnownCloseReason,
@@ -423,6 +425,8 @@ ALLOWED_LABELS = {
     "reason": set(CLOSE_REASONS),
     "direction": {"up", "down"},
     "version": {__version__},
+    "method": set(FORWARDED_METHODS),
+    "status": set(STATUS_CLASSES),
 }
 
 

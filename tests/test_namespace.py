@@ -36,6 +36,7 @@ PUBLIC = {
     "AccessRequest",
     "ConnectorContext",
     "ForbiddenDestination",
+    "ForwardedRequest",
     "Refusal",
     "RefusedRequest",
     "ResolverBusy",

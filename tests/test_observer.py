@@ -494,7 +494,7 @@ def _abandoned(harness: ProxyHarness) -> None:
     "scenario, status, outcome",
     [
         (_malformed, 400, "bad_request"),
-        (_notConnect, 405, "bad_request"),
+        (_notConnect, 400, "bad_request"),
         (_invalidHost, 400, "bad_request"),
         (_headTimeout, 408, "timeout"),
         (_noCredentials, 407, "auth_required"),
@@ -622,7 +622,7 @@ def test_accessLogOutcomeAndTimes(logEvents: list[LogEvent]) -> None:
     attempt.loseUpstream()
     client.lose()
     [refused] = _named(logEvents, "request_refused")
-    assert (refused["status"], refused["outcome"]) == (405, "bad_request")
+    assert (refused["status"], refused["outcome"]) == (400, "bad_request")
     assert type(refused["outcome"]) is str
     [opened] = _named(logEvents, "tunnel_open")
     [closed] = _named(logEvents, "tunnel_close")

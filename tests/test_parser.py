@@ -559,7 +559,7 @@ def test_unknownMethod(method: bytes) -> None:
     """A well-formed but unknown method token gets 501 saying what works."""
     assert _reason(method + b" a:1 HTTP/1.1\r\nHost: a\r\n\r\n") == (
         501,
-        "unknown method: this proxy only tunnels with CONNECT",
+        "unknown method (methods are case-sensitive: GET, not get)",
     )
 
 

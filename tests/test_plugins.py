@@ -42,7 +42,7 @@ def test_apiVersion() -> None:
     """
     The plugin API is at version 2 (connectors receive an UpstreamRequest).
     """
-    assert API_VERSION == 2
+    assert API_VERSION == 3
 
 
 def test_hostlistDiscovered() -> None:

@@ -154,7 +154,7 @@ def test_spliceWhereItApplies(sockets: list[socket.socket], mode: str) -> None:
     """
     relay = choose(sockets, mode)
     assert isinstance(relay, SpliceRelay)
-    assert relay.kind == "splice"
+    assert relay.stats.relay == "splice"
 
 
 @pytest.mark.parametrize("mode", ["auto", "splice"])
@@ -172,7 +172,7 @@ def test_transportElsewhere(sockets: list[socket.socket], mode: str, side: str) 
         else choose(sockets, mode, upstream=tls)
     )
     assert isinstance(relay, TransportRelay)
-    assert relay.kind == "transport"
+    assert relay.stats.relay == "transport"
 
 
 def test_transportMode(sockets: list[socket.socket]) -> None:

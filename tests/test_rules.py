@@ -432,15 +432,21 @@ def test_clientRulesRejectBadNetworks() -> None:
 
 
 def test_accessRulesDefaults() -> None:
-    """The defaults are port 443, global destinations, any name, loopback clients."""
+    """
+    The defaults are port 443 (and 80 for forwarded requests), global
+    destinations, any name, loopback clients.
+    """
     rules = AccessRules.defaults()
     assert rules == AccessRules(
-        PortRules(((443, 443),)),
+        PortRules(((443, 443),), ((80, 80), (443, 443))),
         NetworkRules(),
         HostRules(),
         ClientRules.fromStrings(),
     )
     assert rules.ports.allows(443) and not rules.ports.allows(80)
+    assert rules.ports.allows(80, forwarded=True)
+    assert rules.ports.allows(443, forwarded=True)
+    assert not rules.ports.allows(8080, forwarded=True)
     assert not rules.networks.allows(IPv4Address("127.0.0.1"))
     assert rules.hosts.check("example.com")
     assert rules.clients.allows(IPv4Address("127.0.0.1"))

@@ -26,6 +26,8 @@ from twisted.logger import LogEvent, formatEvent
 from zope.interface.verify import verifyObject
 
 from connectproxy import ProxySettings, _refuser
+from connectproxy._connect import ConnectHandler
+from connectproxy._front import ConnectProxyProtocol
 from connectproxy._observer import (
     AccessLogObserver,
     ObserverFanOut,
@@ -238,8 +240,14 @@ def test_tunnelsShareOneTimer(harness: ProxyHarness) -> None:
     [
         (
             b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
-            405,
-            "this proxy only tunnels with CONNECT",
+            400,
+            "this is a proxy: send the full URL (http://host/path), "
+            "or CONNECT for a tunnel",
+        ),
+        (
+            b"GET https://a/ HTTP/1.1\r\nHost: a\r\n\r\n",
+            400,
+            "use CONNECT for https:// URLs",
         ),
         (b"CONNECT a HTTP/1.1\r\nHost: a\r\n\r\n", 400, "CONNECT target needs a port"),
         (
@@ -256,7 +264,7 @@ def test_tunnelsShareOneTimer(harness: ProxyHarness) -> None:
         (
             b"BREW a:443 HTTP/1.1\r\nHost: a\r\n\r\n",
             501,
-            "unknown method: this proxy only tunnels with CONNECT",
+            "unknown method (methods are case-sensitive: GET, not get)",
         ),
         (
             b"CONNECT a:443 HTTP/1.1\r\nHost: a\r\nX: \x00\r\n\r\n",
@@ -287,13 +295,19 @@ def test_refusals(
     assert refused.client == "127.0.0.1:40000"
 
 
-def test_405NamesConnect(harness: ProxyHarness) -> None:
+def test_405NamesConnect(
+    harness: ProxyHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """
-    A 405 says which method is allowed.
+    A 405 says which method is allowed: with CONNECT alone served, that it
+    only tunnels.
     """
+    monkeypatch.setattr(ConnectProxyProtocol, "handlers", {"CONNECT": ConnectHandler})
     client = harness.connectClient()
     client.send(b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n")
-    assert b"\r\nAllow: CONNECT\r\n" in client.transport.value()
+    value = client.transport.value()
+    assert b"\r\nAllow: CONNECT\r\n" in value
+    assert b"this proxy only tunnels with CONNECT" in value
 
 
 def test_oversizedHeads() -> None:
@@ -806,7 +820,7 @@ def test_accessLogEvents(logEvents: list[LogEvent]) -> None:
         if "event" in e:
             byName.setdefault(e["event"], []).append(e)
     [refused] = byName["request_refused"]
-    assert (refused["status"], refused["method"]) == (405, "GET")
+    assert (refused["status"], refused["method"]) == (400, "GET")
     [closed] = byName["tunnel_close"]
     assert (closed["bytesUp"], closed["bytesDown"]) == (10, 1000)
     assert closed["host"] == "example.com"

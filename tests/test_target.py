@@ -17,6 +17,10 @@ from connectproxy._target import parseAuthority
 
 _PROPERTY = settings(max_examples=200, deadline=None)
 
+ORIGIN_FORM = (
+    "this is a proxy: send the full URL (http://host/path), or CONNECT for a tunnel"
+)
+
 
 def _refusal(text: str) -> tuple[int, str]:
     """Parse C{text} as an absolute-form target; return the refusal."""
@@ -118,9 +122,10 @@ def test_absoluteForm(text: str, expected: Target) -> None:
 @pytest.mark.parametrize(
     ("text", "reason"),
     [
-        ("https://example.com/", "absolute-form target must be an http:// URI"),
-        ("/index.html", "absolute-form target must be an http:// URI"),
-        ("*", "absolute-form target must be an http:// URI"),
+        ("https://example.com/", "use CONNECT for https:// URLs"),
+        ("HTTPS://example.com/", "use CONNECT for https:// URLs"),
+        ("/index.html", ORIGIN_FORM),
+        ("*", ORIGIN_FORM),
         ("example.com:80", "absolute-form target must be an http:// URI"),
         ("http:example.com/", "absolute-form target must be an http:// URI"),
         ("http:///path", "absolute-form target needs a host"),

@@ -364,7 +364,7 @@ def test_alpnClientNegotiatesHTTP11(pki: TLSFiles) -> None:
         tls = tlsServer(harness.factory, pki, harness.clock)
         Connection(tls, client, clientOptions(pki, offer), harness.clock).flush()
         assert (client.handshakeDone, client.negotiated) == (True, b"http/1.1")
-        assert client.received.startswith(b"HTTP/1.1 405 ")
+        assert client.received.startswith(b"HTTP/1.1 400 ")
 
 
 def test_connectionLimitOverTLS(pki: TLSFiles, logEvents: list[LogEvent]) -> None:

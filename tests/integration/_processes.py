@@ -43,6 +43,12 @@ ORIGIN_SCRIPT = Path(__file__).resolve().with_name("_origin.py")
 The origin server script (standard library only).
 """
 
+HTTP_ORIGIN_SCRIPT = Path(__file__).resolve().with_name("_httporigin.py")
+"""
+The HTTP/1.1 origin server script of the forwarding tests (standard library
+only).
+"""
+
 BIN_DIR = Path(sys.executable).parent
 """
 The directory of the running interpreter, where C{twistd} and C{twist} live.
@@ -173,17 +179,23 @@ class OriginProcess(ChildProcess[str]):
     """
 
     def __init__(
-        self, mode: str, arguments: Sequence[str], host: str = "127.0.0.1"
+        self,
+        mode: str,
+        arguments: Sequence[str],
+        host: str = "127.0.0.1",
+        script: Path = ORIGIN_SCRIPT,
     ) -> None:
         """
         Start the origin and wait for its port.
 
-        @param mode: C{https}, C{echo}, C{bulk} or C{push}.
+        @param mode: C{https}, C{echo}, C{bulk} or C{push} (of
+            L{ORIGIN_SCRIPT}), or C{http} (of L{HTTP_ORIGIN_SCRIPT}).
         @param arguments: More command-line arguments.
         @param host: The loopback address to listen on.
+        @param script: The origin server script.
         """
         self.host = host
-        argv = [sys.executable, str(ORIGIN_SCRIPT), "--mode", mode, "--host", host]
+        argv = [sys.executable, str(script), "--mode", mode, "--host", host]
         argv += arguments
         super().__init__(argv, LineCollector, cleanEnvironment(), REPO_ROOT)
         try:

@@ -234,14 +234,15 @@ def test_connectWithoutPort(oneProxy: ProxyProcess) -> None:
     assert oneProxy.waitForNamed("request_refused")["status"] == 400
 
 
-def test_getIsNotAllowed(oneProxy: ProxyProcess) -> None:
+def test_originFormIsRefused(oneProxy: ProxyProcess) -> None:
     """
-    A GET gets 405 naming CONNECT as the one allowed method.
+    A GET in origin form (what a web server gets, not a proxy) gets 400
+    saying to send the full URL, and the connection closed.
     """
     request = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"
-    status, headers, _ = refusal(oneProxy.port, request)
-    assert status == 405
-    assert headers["allow"] == "CONNECT"
+    status, headers, body = refusal(oneProxy.port, request)
+    assert status == 400
+    assert b"send the full URL" in body
     assert headers["connection"].lower() == "close"
 
 

@@ -100,9 +100,9 @@ def test_pluginObservesProxy(
         refused.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
         response, _ = readResponseHead(refused)
         readToEnd(refused)
-    assert response.status == 405
+    assert response.status == 400
     proxy.waitForNamed("observed", method="connectionClosed", client=refusedClient)
-    proxy.waitForNamed("request_refused", status=405, outcome="bad_request")
+    proxy.waitForNamed("request_refused", status=400, outcome="bad_request")
     observed = [
         (e["method"], e["client"], e["outcome"])
         for e in proxy.events

@@ -294,9 +294,9 @@ def test_opensslClient(
     )
     assert negotiated in result.stdout, result.stdout + result.stderr
     assert "Verify return code: 0 (ok)" in result.stdout
-    assert "HTTP/1.1 405 Method Not Allowed" in result.stdout
+    assert "HTTP/1.1 400 Bad Request" in result.stdout
     [event] = connectionEvents(tlsProxy)
-    assert (event["event"], event["status"]) == ("request_refused", 405)
+    assert (event["event"], event["status"]) == ("request_refused", 400)
 
 
 # Clients that fail the handshake: one log event each, nothing else.

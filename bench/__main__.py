@@ -23,6 +23,7 @@ from bench.report import formatTable
 from bench.run import Run, machineFacts, progress, startupMemory
 from tests.integration._processes import REPO_ROOT
 
+KINDS = ("bulk", "setup", "names", "latency", "memory")
 ROUTES = ["direct", "connectproxy", *(other.name for other in OTHERS)]
 DEFAULT_JSON = REPO_ROOT / "bench" / "last-run.json"
 
@@ -96,6 +97,15 @@ def makeParser() -> argparse.ArgumentParser:
         "(default one variant: connectproxy='')",
     )
     add(
+        "--source",
+        type=_variant,
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="one more connectproxy variant, run from the source tree in DIR "
+        "(an earlier commit's, say: git worktree add DIR COMMIT), repeatable",
+    )
+    add(
         "--connectproxy-command",
         default=DEFAULT_CONNECTPROXY_COMMAND,
         metavar="CMD",
@@ -111,6 +121,13 @@ def makeParser() -> argparse.ArgumentParser:
         "--baseline",
         default="squid",
         help="ratios are to this route (default squid, else direct)",
+    )
+    add(
+        "--only",
+        type=_list(list(KINDS)),
+        default=list(KINDS),
+        metavar="LIST",
+        help=f"measure only these ({','.join(KINDS)}; default all)",
     )
     add("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     add(
@@ -145,6 +162,12 @@ def makeParser() -> argparse.ArgumentParser:
         type=int,
         default=20000,
         help="tunnels at most per setup-rate sample",
+    )
+    add(
+        "--dns-ttl",
+        type=int,
+        default=300,
+        help="TTL of the DNS records of host-name targets (default 300 s)",
     )
     add("--pings", type=int, default=1000, help="round trips per latency sample")
     add(
@@ -201,9 +224,12 @@ def parseArgs(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not args.variant:
         args.variant = [("connectproxy", "")]
-    names = [name for name, _ in args.variant]
+    for name, directory in args.source:
+        if not (Path(directory) / "connectproxy" / "__init__.py").is_file():
+            parser.error(f"--source {name}={directory}: no connectproxy source there")
+    names = [name for name, _ in args.variant + args.source]
     if len(set(names)) != len(names):
-        parser.error("--variant names must differ")
+        parser.error("--variant and --source names must differ")
     for name in ("rounds", "megabytes", "rate_tunnels", "pings"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -237,7 +263,7 @@ def buildReport(run: Run, argv: list[str], extra: dict[str, Any]) -> dict[str, A
         f"{machine['loadAverageAtStart'][0]:.2f} at start, "
         f"{machine['loadAverage'][0]:.2f} at the end"
     )
-    variants = {name for name, _ in args.variant} | {"direct"}
+    variants = {name for name, _ in args.variant + args.source} | {"direct"}
     problems: list[str] = []
     warnings: list[str] = list(run.notes)
     for name, errors in run.errors.items():
@@ -292,6 +318,7 @@ def runAll(args: argparse.Namespace, argv: list[str]) -> int:
     finally:
         if run is not None:
             stopped = run.stopAll()
+            run.stopDns()
         origin.stop()
     machine = machineFacts()
     machine["loadAverageAtStart"] = loadAtStart
@@ -304,7 +331,7 @@ def runAll(args: argparse.Namespace, argv: list[str]) -> int:
     progress(f"JSON report written to {args.json_file}")
     if report["problems"]:
         for name, proxy in run.launched.items():
-            if name in {variant for variant, _ in args.variant}:
+            if name in {variant for variant, _ in args.variant + args.source}:
                 progress(proxy.describe()[-6000:])
     return 1 if report["problems"] else 0
 

@@ -16,8 +16,10 @@ logs hundreds of thousands of them.
 from __future__ import annotations
 
 import json
+import os
 import resource
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
@@ -272,7 +274,14 @@ class ConnectproxyVariant(Launched):
     @ivar tally: The counts from its log.
     """
 
-    def __init__(self, name: str, prefix: str, options: str) -> None:
+    def __init__(
+        self,
+        name: str,
+        prefix: str,
+        options: str,
+        root: Path = REPO_ROOT,
+        nameserver: str | None = None,
+    ) -> None:
         """
         Start it and wait for its C{listening} event.
 
@@ -280,21 +289,43 @@ class ConnectproxyVariant(Launched):
         @param prefix: The command before the options, with C{{python}} for
             this interpreter; it must log JSON events to stdout.
         @param options: The variant's options, split as a shell would.
+        @param root: The source tree it runs from (another commit's, to
+            compare two in one run).
+        @param nameserver: A loopback address whose port 53 answers DNS
+            queries: the proxy then runs in a mount namespace of its own
+            whose C{/etc/resolv.conf} names only that server (and whose
+            C{/etc/hosts} has only C{localhost}); see L{inNamespace}.
         @raise BenchError: If it does not start listening.
         """
         self.name, self.kind = name, "connectproxy"
         argv = shlex.split(prefix.replace("{python}", shlex.quote(sys.executable)))
         argv += ["--listen", LISTEN_ANY_PORT, *LOOPBACK_ORIGINS]
         argv += shlex.split(options)
+        workers = workerCount(shlex.split(options))
+        env = sourceEnvironment()
+        env["PYTHONPATH"] = str(root)
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if nameserver is not None:
+            self._tmp = tempfile.TemporaryDirectory(prefix=f"bench-{name}-")
+            argv = inNamespace(Path(self._tmp.name), nameserver, argv)
         try:
-            process = _TallyProxyProcess(argv)
+            process = _TallyProxyProcess(argv, env, root)
         except AssertionError as e:
+            self._cleanUp()
             raise BenchError(f"{name} did not start listening: {e}") from e
         process.allowFailures = True  # Reported, not raised, by the bench.
         self.child = process
         self.port = process.port
         self.tally = cast(TallyCollector, process.output)
-        self.version = _gitVersion()
+        self.version = _gitVersion(root)
+        if workers > 1:
+            # The first worker's "listening" came first: measure once all
+            # of them listen.
+            if self.tally.waitForCount("workers_ready", 1, START_TIMEOUT) < 1:
+                self.stop()
+                raise BenchError(
+                    f"{name}: not every worker listened\n{self.describe()}"
+                )
 
     def failures(self) -> list[Event]:
         """
@@ -302,15 +333,147 @@ class ConnectproxyVariant(Launched):
         """
         return [e for e in self.child.output.records if isUnexpectedFailure(e)]
 
+    def stop(self) -> int:
+        """
+        Stop it by PID, and remove its resolver files.
+        """
+        try:
+            return self.child.stop()
+        finally:
+            self._cleanUp()
 
-def _gitVersion() -> str:
+    def _cleanUp(self) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+
+def workerCount(options: Sequence[str]) -> int:
     """
-    The source tree's commit, with C{+dirty} if it has uncommitted changes.
+    How many worker processes the options ask for (C{--workers N} or
+    C{auto}); 1 without the option.
+    """
+    value = "1"
+    for index, option in enumerate(options):
+        if option == "--workers" and index + 1 < len(options):
+            value = options[index + 1]
+        elif option.startswith("--workers="):
+            value = option.partition("=")[2]
+    if value == "auto":
+        return os.cpu_count() or 1
+    return int(value) if value.isdigit() else 1
+
+
+#: Runs a command with the files given first bind-mounted over
+#: /etc/resolv.conf and /etc/hosts (it runs under C{unshare --mount}, so
+#: only the command sees them).  C{unshare} and C{sh} exec the command: its
+#: PID is the one started.
+_NAMESPACE = (
+    'mount --bind "$1" /etc/resolv.conf && mount --bind "$2" /etc/hosts '
+    '&& shift 2 && exec "$@"'
+)
+
+
+def inNamespace(directory: Path, nameserver: str, argv: list[str]) -> list[str]:
+    """
+    The command line that runs C{argv} in a mount namespace of its own,
+    where C{/etc/resolv.conf} names only C{nameserver} and C{/etc/hosts}
+    has only C{localhost}: its name lookups go to the benchmark's DNS
+    server, and the machine's resolver configuration is never touched.
+
+    @param directory: Where to write the two files.
+    """
+    resolvConf = directory / "resolv.conf"
+    resolvConf.write_text(f"nameserver {nameserver}\noptions timeout:5 attempts:2\n")
+    hosts = directory / "hosts"
+    hosts.write_text("127.0.0.1 localhost\n::1 localhost\n")
+    for path in (directory, resolvConf, hosts):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return [
+        "unshare",
+        "--mount",
+        "sh",
+        "-c",
+        _NAMESPACE,
+        "sh",
+        str(resolvConf),
+        str(hosts),
+        *argv,
+    ]
+
+
+def namespaceRefusal() -> str | None:
+    """
+    Why name lookups cannot be pointed at the benchmark's DNS server here
+    (not Linux, not root, no C{unshare}), or C{None} when they can.
+    """
+    if not sys.platform.startswith("linux"):
+        return "mount namespaces are Linux only"
+    if os.geteuid() != 0:
+        return "a DNS server on port 53 and bind-mounting /etc/resolv.conf need root"
+    if shutil.which("unshare") is None:
+        return "unshare is not installed"
+    with tempfile.TemporaryDirectory(prefix="bench-probe-") as directory:
+        argv = inNamespace(Path(directory), "127.0.0.1", ["true"])
+        try:
+            result = subprocess.run(argv, capture_output=True, timeout=20)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return f"unshare failed: {e}"
+    if result.returncode != 0:
+        return f"unshare --mount is not permitted: {result.stderr!r}"
+    return None
+
+
+class DnsServer:
+    """
+    The DNS server of C{bench/dnsserver.py}, in a child process, on UDP
+    port 53 of one loopback address per proxy.
+
+    @ivar zone: The zone it serves: every name in it is 127.0.0.1.
+    @ivar addresses: Its addresses.
+    @ivar queries: After L{stop}, the queries each address received.
+    """
+
+    def __init__(self, count: int, ttl: int, zone: str = "bench.test") -> None:
+        """
+        Start it on C{count} addresses and wait until it is ready.
+
+        @param ttl: The TTL of its records, and of its negative answers.
+        @raise BenchError: If it does not start.
+        """
+        self.zone = zone
+        base = f"127.53.{os.getpid() % 200 + 50}"
+        self.addresses = [f"{base}.{index + 1}" for index in range(count)]
+        self.queries: dict[str, int] = {}
+        argv = [sys.executable, "-m", "bench.dnsserver", "--zone", zone]
+        argv += ["--ttl", str(ttl), *self.addresses]
+        self.child = ChildProcess(argv, LineCollector, sourceEnvironment(), REPO_ROOT)
+        try:
+            self.child.output.waitFor(lambda line: "ready" in line, 20, "DNS ready")
+        except AssertionError as e:
+            detail = self.child.describe()
+            self.child.stop()
+            raise BenchError(f"the DNS server did not start: {detail}") from e
+
+    def stop(self) -> None:
+        """
+        Stop it by PID and read how many queries each address received.
+        """
+        self.child.stop()
+        for line in self.child.output.records:
+            if line.startswith('{"queries"'):
+                self.queries = json.loads(line)["queries"]
+
+
+def _gitVersion(root: Path) -> str:
+    """
+    The commit of the source tree in C{root}, with C{+dirty} if it has
+    uncommitted changes.
     """
     try:
         described = subprocess.run(
             ["git", "describe", "--always", "--dirty=+dirty"],
-            cwd=REPO_ROOT,
+            cwd=root,
             capture_output=True,
             text=True,
             timeout=10,

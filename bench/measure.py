@@ -119,6 +119,7 @@ class Route:
         source: str | None = None,
         timeout: float = STALL_TIMEOUT,
         receiveBuffer: int | None = None,
+        host: str = LOOPBACK,
     ) -> socket.socket:
         """
         Connect to origin C{port} on loopback.
@@ -126,6 +127,8 @@ class Route:
         @param source: The local address to bind, for example C{127.0.0.2}.
         @param timeout: Seconds each socket operation may take.
         @param receiveBuffer: C{SO_RCVBUF} in bytes, set before connecting.
+        @param host: The host of the C{CONNECT} target: a name that the
+            proxy resolves to 127.0.0.1 rather than the address itself.
         @return: A connected socket with C{TCP_NODELAY}.
         @raise BenchError: If the proxy does not answer 200.
         @raise OSError: If the connection fails.
@@ -144,17 +147,18 @@ class Route:
             sock.connect(target)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self.proxyPort is not None:
-                self._connect(sock, port)
+                self._connect(sock, host, port)
         except BaseException:
             sock.close()
             raise
         return sock
 
-    def _connect(self, sock: socket.socket, port: int) -> None:
+    def _connect(self, sock: socket.socket, host: str, port: int) -> None:
         """
-        Send C{CONNECT} for origin C{port} and read the proxy's 200.
+        Send C{CONNECT} for C{host} and origin C{port} and read the proxy's
+        200.
         """
-        authority = f"{LOOPBACK}:{port}".encode("ascii")
+        authority = f"{host}:{port}".encode("ascii")
         sock.sendall(
             b"CONNECT " + authority + b" HTTP/1.1\r\nHost: " + authority + b"\r\n\r\n"
         )
@@ -299,14 +303,15 @@ def bulkOnce(route: Route, port: int, mode: str, size: int, cap: float) -> BulkS
     return BulkSample(upload + download, seconds, False)
 
 
-def exchangeOnce(route: Route, port: int) -> None:
+def exchangeOnce(route: Route, port: int, host: str = LOOPBACK) -> None:
     """
     Open a connection, send one message to the echo origin, read it back,
     close.
 
+    @param host: The host of the C{CONNECT} target (see L{Route.open}).
     @raise BenchError: If the echo does not come back intact.
     """
-    with route.open(port) as sock:
+    with route.open(port, host=host) as sock:
         sock.sendall(_MESSAGE)
         reply = recvExactly(sock, ECHO_SIZE)
     if reply != _MESSAGE:
@@ -328,12 +333,18 @@ class RateSample:
 
 
 def rateRun(
-    route: Route, port: int, limit: int, seconds: float, concurrency: int
+    route: Route,
+    port: int,
+    limit: int,
+    seconds: float,
+    concurrency: int,
+    host: str = LOOPBACK,
 ) -> RateSample:
     """
     Run L{exchangeOnce} from C{concurrency} threads until C{limit} exchanges
     have completed or C{seconds} have passed.
 
+    @param host: The host of the C{CONNECT} targets (see L{Route.open}).
     @raise BenchError: With the first failure, after all threads stopped.
     """
     lock = threading.Lock()
@@ -348,7 +359,7 @@ def rateRun(
                     return
                 claimed[0] += 1
             try:
-                exchangeOnce(route, port)
+                exchangeOnce(route, port, host)
             except (OSError, BenchError) as e:
                 errors.append(f"{type(e).__name__}: {e}")
                 return

@@ -63,10 +63,15 @@ def _giveTo(user: str) -> Callable[[Path], None]:
     return give
 
 
-def _squidArgv(exe: str, limit: int) -> Callable[[int, Path], list[str]]:
+def _squidArgv(
+    exe: str, limit: int, nameserver: str | None
+) -> Callable[[int, Path], list[str]]:
     """
-    Make the function that writes squid's configuration and command line.
+    Make the function that writes squid's configuration and command line;
+    with C{nameserver}, squid's own DNS client asks only that server (on
+    port 53).
     """
+    dns = [f"dns_nameservers {nameserver}"] if nameserver else []
 
     def argv(port: int, directory: Path) -> list[str]:
         config = writeSquidConfig(
@@ -77,7 +82,7 @@ def _squidArgv(exe: str, limit: int) -> Callable[[int, Path], list[str]]:
                 "http_access allow benchclients",
                 "http_access deny all",
             ],
-            [f"max_filedescriptors {limit}"],
+            [f"max_filedescriptors {limit}", *dns],
             hostname="bench.invalid",
         )
         return [exe, "-N", "-f", str(config)]
@@ -135,26 +140,30 @@ class Other:
 
     @ivar name: Its name in the report and in C{--proxies}.
     @ivar find: Returns its executable, or L{None} when not installed.
-    @ivar start: Starts it, given the executable and the descriptor limit.
+    @ivar start: Starts it, given the executable, the descriptor limit and
+        the address of a DNS server (or L{None}).
+    @ivar resolvesWith: Whether it can be told to resolve names with the
+        benchmark's DNS server (the others would ask the machine's).
     """
 
     name: str
     find: Callable[[], str | None]
-    start: Callable[[str, int], ExternalProxy]
+    start: Callable[[str, int, str | None], ExternalProxy]
+    resolvesWith: bool = False
 
 
-def _startSquid(exe: str, limit: int) -> ExternalProxy:
+def _startSquid(exe: str, limit: int, nameserver: str | None) -> ExternalProxy:
     user = squidUser()
     return ExternalProxy(
         "squid",
-        _squidArgv(exe, limit),
+        _squidArgv(exe, limit, nameserver),
         commandVersion([exe, "-v"]),
         _giveTo(user) if user else lambda directory: None,
         ("cache.log",),
     )
 
 
-def _startTinyproxy(exe: str, limit: int) -> ExternalProxy:
+def _startTinyproxy(exe: str, limit: int, nameserver: str | None) -> ExternalProxy:
     user = _tinyproxyUser()
     return ExternalProxy(
         "tinyproxy",
@@ -165,7 +174,7 @@ def _startTinyproxy(exe: str, limit: int) -> ExternalProxy:
     )
 
 
-def _startProxyPy(exe: str, limit: int) -> ExternalProxy:
+def _startProxyPy(exe: str, limit: int, nameserver: str | None) -> ExternalProxy:
     return ExternalProxy(
         "proxy.py",
         lambda port, directory: [
@@ -185,7 +194,7 @@ def _startProxyPy(exe: str, limit: int) -> ExternalProxy:
     )
 
 
-def _startPproxy(exe: str, limit: int) -> ExternalProxy:
+def _startPproxy(exe: str, limit: int, nameserver: str | None) -> ExternalProxy:
     return ExternalProxy(
         "pproxy",
         lambda port, directory: [exe, "-l", f"http://127.0.0.1:{port}"],
@@ -193,7 +202,7 @@ def _startPproxy(exe: str, limit: int) -> ExternalProxy:
     )
 
 
-def _startNaive(exe: str, limit: int) -> ExternalProxy:
+def _startNaive(exe: str, limit: int, nameserver: str | None) -> ExternalProxy:
     import twisted
 
     return ExternalProxy(
@@ -204,7 +213,7 @@ def _startNaive(exe: str, limit: int) -> ExternalProxy:
 
 
 OTHERS = (
-    Other("squid", lambda: _executable("squid"), _startSquid),
+    Other("squid", lambda: _executable("squid"), _startSquid, resolvesWith=True),
     Other("tinyproxy", lambda: _executable("tinyproxy"), _startTinyproxy),
     Other("proxy.py", lambda: _executable("proxy"), _startProxyPy),
     Other("pproxy", lambda: _executable("pproxy"), _startPproxy),

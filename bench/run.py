@@ -16,12 +16,15 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from bench.launch import (
     ConnectproxyVariant,
+    DnsServer,
     Launched,
     Origin,
+    namespaceRefusal,
     raiseDescriptorLimit,
 )
 from bench.measure import (
@@ -54,19 +57,55 @@ def makeRows(args: argparse.Namespace) -> dict[str, Row]:
     """
     The rows this run measures, in the order of the report.
     """
-    rows = [Row(mode, f"bulk {mode}", "MB/s", True) for mode in args.modes]
-    rows.append(Row("cpuPerGiB", "proxy CPU per GiB moved", "CPU s/GiB", False))
-    rows += [
-        Row(f"setupRateC{c}", f"tunnel setup rate, c={c}", "tunnels/s", True)
-        for c in args.concurrency
-    ]
-    rows += [
-        Row("latencyP50", "echo latency p50", "us", False),
-        Row("latencyP99", "echo latency p99", "us", False),
-        Row("idleMemory", "memory per idle tunnel (PSS)", "KiB", False),
-        Row("idleOpenRate", "idle tunnels opened one by one", "tunnels/s", True),
-        Row("slowReaderGrowth", "slow-reader memory growth", "KiB/tunnel", False),
-    ]
+    only = args.only
+    rows = []
+    if "bulk" in only:
+        rows += [Row(mode, f"bulk {mode}", "MB/s", True) for mode in args.modes]
+        rows.append(Row("cpuPerGiB", "proxy CPU per GiB moved", "CPU s/GiB", False))
+    if "setup" in only:
+        rows += [
+            Row(f"setupRateC{c}", f"tunnel setup rate, c={c}", "tunnels/s", True)
+            for c in args.concurrency
+        ]
+        rows += [
+            Row(
+                f"setupCpuC{c}",
+                f"proxy CPU per tunnel set up, c={c}",
+                "CPU us",
+                False,
+            )
+            for c in args.concurrency
+        ]
+    if "names" in only:
+        for c in args.concurrency:
+            rows += [
+                Row(
+                    f"namesRateC{c}",
+                    f"tunnel setup rate, host-name target, c={c}",
+                    "tunnels/s",
+                    True,
+                ),
+                Row(
+                    f"namesCpuC{c}",
+                    f"proxy CPU per tunnel set up, host-name target, c={c}",
+                    "CPU us",
+                    False,
+                ),
+            ]
+        rows.append(
+            Row("dnsQueries", "DNS queries per host-name tunnel", "queries", False)
+        )
+    if "latency" in only:
+        rows += [
+            Row("latencyP50", "echo latency p50", "us", False),
+            Row("latencyP99", "echo latency p99", "us", False),
+        ]
+    if "memory" in only:
+        rows += [
+            Row("idleMemory", "memory per idle tunnel (PSS)", "KiB", False),
+            Row("idleOpenRate", "idle tunnels opened one by one", "tunnels/s", True),
+            Row("slowReaderGrowth", "slow-reader memory growth", "KiB/tunnel", False),
+        ]
     return {row.key: row for row in rows}
 
 
@@ -97,6 +136,11 @@ class Run:
         self.notes: list[str] = []
         self.limit = raiseDescriptorLimit()
         self._cpu: dict[str, list[float]] = {}
+        # The DNS server for host-name targets, its address for each route
+        # that resolves with it, and the host-name tunnels each opened.
+        self.dns: DnsServer | None = None
+        self.nameservers: dict[str, str] = {}
+        self.namedTunnels: dict[str, int] = {}
 
     def fail(self, route: str, message: str) -> None:
         """
@@ -126,10 +170,32 @@ class Run:
         """
         if "direct" in wanted:
             self.routes.append(Route("direct", None))
+        nameservers = self._startDns(wanted)
         if "connectproxy" in wanted:
+            command = self.args.connectproxy_command
             for name, options in self.args.variant:
-                command = self.args.connectproxy_command
-                self._launch(name, partial(ConnectproxyVariant, name, command, options))
+                self._launch(
+                    name,
+                    partial(
+                        ConnectproxyVariant,
+                        name,
+                        command,
+                        options,
+                        nameserver=nameservers.get(name),
+                    ),
+                )
+            for name, directory in self.args.source:
+                self._launch(
+                    name,
+                    partial(
+                        ConnectproxyVariant,
+                        name,
+                        command,
+                        "",
+                        Path(directory),
+                        nameservers.get(name),
+                    ),
+                )
         for other in OTHERS:
             if other.name not in wanted:
                 continue
@@ -137,9 +203,63 @@ class Run:
             if exe is None:
                 progress(f"{other.name}: not installed, left out")
                 continue
-            self._launch(other.name, partial(other.start, exe, self.limit))
+            nameserver = nameservers.get(other.name)
+            self._launch(other.name, partial(other.start, exe, self.limit, nameserver))
+        self.nameservers = {
+            route.name: nameservers[route.name]
+            for route in self.routes
+            if route.name in nameservers
+        }
         for route in list(self.routes):
             self._warmUp(route)
+
+    def _startDns(self, wanted: list[str]) -> dict[str, str]:
+        """
+        Start the DNS server for the host-name rows, when they are asked
+        for and can be measured here: one address for each connectproxy
+        variant (each runs in a mount namespace whose resolver asks it) and
+        for each other proxy that can be told to ask it (squid).
+
+        @return: Route name to its DNS server's address.
+        """
+        if "names" not in self.args.only:
+            return {}
+        refusal = namespaceRefusal()
+        if refusal is not None:
+            self.notes.append(f"host-name targets not measured: {refusal}")
+            progress(self.notes[-1])
+            return {}
+        names = []
+        if "connectproxy" in wanted:
+            names += [name for name, _ in self.args.variant + self.args.source]
+        names += [o.name for o in OTHERS if o.resolvesWith and o.name in wanted]
+        if not names:
+            return {}
+        try:
+            self.dns = DnsServer(len(names), self.args.dns_ttl)
+        except (BenchError, OSError) as e:
+            self.notes.append(f"host-name targets not measured: {e}")
+            progress(self.notes[-1])
+            return {}
+        progress(
+            f"DNS server: pid {self.dns.child.pid}, zone {self.dns.zone}, "
+            f"TTL {self.args.dns_ttl} s"
+        )
+        return dict(zip(names, self.dns.addresses, strict=True))
+
+    def stopDns(self) -> None:
+        """
+        Stop the DNS server, and turn its query counts into the DNS queries
+        per host-name tunnel of each route.
+        """
+        if self.dns is None:
+            return
+        self.dns.stop()
+        for name, address in self.nameservers.items():
+            tunnels = self.namedTunnels.get(name, 0)
+            queries = self.dns.queries.get(address)
+            if tunnels and queries is not None:
+                self.rows["dnsQueries"].add(name, queries / tunnels)
 
     def _launch(self, name: str, start: Callable[[], Launched]) -> None:
         """
@@ -212,6 +332,8 @@ class Run:
         One tunnel-setup-rate sample at C{concurrency}.
         """
         args = self.args
+        proxy = self.launched.get(route.name)
+        before = cpuSeconds(proxy.pids()) if proxy else 0.0
         sample = rateRun(
             route,
             self.origin.echoPort,
@@ -221,7 +343,43 @@ class Run:
         )
         figure = sample.count / sample.seconds
         self.rows[f"setupRateC{concurrency}"].add(route.name, figure)
-        progress(f"  c={concurrency:<6} {route.name:<16} {figure:9.1f} tunnels/s")
+        cpu = ""
+        if proxy is not None and sample.count:
+            perTunnel = (cpuSeconds(proxy.pids()) - before) / sample.count * 1e6
+            self.rows[f"setupCpuC{concurrency}"].add(route.name, perTunnel)
+            cpu = f", {perTunnel:7.1f} CPU us each"
+        progress(f"  c={concurrency:<6} {route.name:<16} {figure:9.1f} tunnels/s{cpu}")
+
+    def rateNames(self, route: Route, concurrency: int) -> None:
+        """
+        One tunnel-setup-rate sample at C{concurrency} with a host-name
+        target, which the proxy resolves with the benchmark's DNS server.
+        """
+        args = self.args
+        assert self.dns is not None
+        proxy = self.launched[route.name]
+        before = cpuSeconds(proxy.pids())
+        sample = rateRun(
+            route,
+            self.origin.echoPort,
+            args.rate_tunnels,
+            args.rate_seconds,
+            concurrency,
+            f"origin.{self.dns.zone}",
+        )
+        figure = sample.count / sample.seconds
+        self.rows[f"namesRateC{concurrency}"].add(route.name, figure)
+        self.namedTunnels[route.name] = (
+            self.namedTunnels.get(route.name, 0) + sample.count
+        )
+        perTunnel = 0.0
+        if sample.count:
+            perTunnel = (cpuSeconds(proxy.pids()) - before) / sample.count * 1e6
+            self.rows[f"namesCpuC{concurrency}"].add(route.name, perTunnel)
+        progress(
+            f"  names c={concurrency:<4} {route.name:<14} {figure:9.1f} tunnels/s, "
+            f"{perTunnel:7.1f} CPU us each"
+        )
 
     def latency(self, route: Route) -> None:
         """
@@ -310,34 +468,49 @@ class Run:
         slow readers last (whose byte counts nobody can check).
         """
         args = self.args
-        if self.idleCount() < args.idle_tunnels:
+        memory = "memory" in args.only
+        if memory and self.idleCount() < args.idle_tunnels:
             self.notes.append(
                 f"idle tunnels lowered from {args.idle_tunnels} to "
                 f"{self.idleCount()}: the descriptor limit is {self.limit} and a "
                 "proxy needs two per tunnel (raise the hard limit to go further)"
             )
             progress(self.notes[-1])
-        for index in range(args.memory_rounds if args.idle_tunnels else 0):
+        for index in range(args.memory_rounds if memory and args.idle_tunnels else 0):
             progress(f"idle-tunnel round {index + 1} of {args.memory_rounds}")
             for route in self.order(index, proxiesOnly=True):
                 self._sample(route, "idle tunnels", partial(self.idleTest, route))
         for index in range(args.rounds):
             progress(f"round {index + 1} of {args.rounds}")
-            for mode in args.modes:
-                for route in self.order(index):
-                    self._sample(route, mode, partial(self.bulk, route, mode))
-            self.cpuPerGiB()
-            for c in args.concurrency:
-                for route in self.order(index):
-                    self._sample(route, f"c={c}", partial(self.rate, route, c))
-            for route in self.order(index):
-                self._sample(route, "latency", partial(self.latency, route))
+            self.measureRound(index)
         self.checkBytes()
-        for index in range(args.memory_rounds if args.slow_tunnels else 0):
+        for index in range(args.memory_rounds if memory and args.slow_tunnels else 0):
             progress(f"slow-reader round {index + 1} of {args.memory_rounds}")
             for route in self.order(index, proxiesOnly=True):
                 self._sample(route, "slow readers", partial(self.slowTest, route))
         self.waitForCloses()
+
+    def measureRound(self, index: int) -> None:
+        """
+        One round of the throughput, setup and latency samples that
+        C{--only} asks for, every route in turn.
+        """
+        args = self.args
+        for mode in args.modes if "bulk" in args.only else ():
+            for route in self.order(index):
+                self._sample(route, mode, partial(self.bulk, route, mode))
+        self.cpuPerGiB()
+        for c in args.concurrency if "setup" in args.only else ():
+            for route in self.order(index):
+                self._sample(route, f"c={c}", partial(self.rate, route, c))
+        for c in args.concurrency if self.nameservers else ():
+            for route in self.order(index):
+                if route.name in self.nameservers:
+                    self._sample(
+                        route, f"names c={c}", partial(self.rateNames, route, c)
+                    )
+        for route in self.order(index) if "latency" in args.only else ():
+            self._sample(route, "latency", partial(self.latency, route))
 
     def proxyFacts(self, stopped: dict[str, int]) -> dict[str, dict[str, Any]]:
         """

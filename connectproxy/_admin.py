@@ -25,12 +25,11 @@ from prometheus_client.exposition import choose_encoder
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.web import http
 from twisted.web.resource import EncodingResourceWrapper, Resource
 from twisted.web.server import GzipEncoderFactory, Request, Site
 
-from ._factory import ConnectProxyFactory
 from ._metrics import MetricsObserver, metricsRegistry
 from ._observer import formatAddress
 from ._observercontext import ObserverContext
@@ -132,6 +131,19 @@ class MetricsResource(_Leaf):
         return encode(self._registry)
 
 
+class _Draining(Protocol):
+    """
+    What the health check reads of the proxy: its L{ConnectProxyFactory
+    <connectproxy.ConnectProxyFactory>}, or the supervisor of C{--workers}.
+    """
+
+    @property
+    def draining(self) -> bool:
+        """
+        Whether it is shutting down.
+        """
+
+
 class _Listener(Protocol):
     """
     What the health check reads of a proxy listener
@@ -155,11 +167,10 @@ class HealthResource(_Leaf):
     @ivar listeners: The proxy's listeners, given once they exist.
     """
 
-    def __init__(
-        self, proxy: ConnectProxyFactory, listeners: Sequence[_Listener] = ()
-    ) -> None:
+    def __init__(self, proxy: _Draining, listeners: Sequence[_Listener] = ()) -> None:
         """
-        @param proxy: The proxy's factory, whose C{draining} is read.
+        @param proxy: The proxy's factory (or the supervisor of
+            C{--workers}), whose C{draining} is read.
         @param listeners: The proxy's listeners.
         """
         super().__init__()
@@ -225,7 +236,7 @@ class AdminSite(Site):
         pass
 
 
-def adminRoot(metrics: MetricsResource, health: HealthResource) -> Resource:
+def adminRoot(metrics: Resource, health: HealthResource) -> Resource:
     """
     The resources of the metrics listener: C{/metrics} (gzip-compressed for
     a scraper that accepts it), C{/healthz} and an index at C{/}; anything
@@ -250,15 +261,21 @@ class AdminListenerService(StreamServerEndpointService):
 
     _log = Logger()
 
-    def __init__(self, reactor: Any, description: str, site: Site) -> None:
+    def __init__(
+        self, reactor: Any, description: str, site: Site, announce: bool = True
+    ) -> None:
         """
         @param reactor: The reactor to listen with.
         @param description: A strports description.
         @param site: What answers there.
+        @param announce: Whether C{metrics_listening} is an C{info} event
+            (C{debug} for the private socket a worker of C{--workers}
+            serves its supervisor on).
         """
         super().__init__(serverFromString(reactor, description), site)
         self.description = description
         self._raiseSynchronously = True
+        self._announce = announce
 
     def privilegedStartService(self) -> None:
         """
@@ -278,7 +295,8 @@ class AdminListenerService(StreamServerEndpointService):
 
     def _listening(self, port: IListeningPort) -> IListeningPort:
         address = port.getHost()
-        self._log.info(
+        self._log.emit(
+            LogLevel.info if self._announce else LogLevel.debug,
             "metrics listening on {address} (/metrics, /healthz)",
             event="metrics_listening",
             address=formatAddress(address),
@@ -307,7 +325,9 @@ class MetricsServer:
     listeners: tuple[AdminListenerService, ...]
 
 
-def addMetrics(descriptions: Iterable[str], context: ObserverContext) -> MetricsServer:
+def addMetrics(
+    descriptions: Iterable[str], context: ObserverContext, announce: bool = True
+) -> MetricsServer:
     """
     Make the metrics of the proxy of C{context} and one metrics listener per
     description, added to C{context.services} (they start before the proxy's
@@ -316,6 +336,8 @@ def addMetrics(descriptions: Iterable[str], context: ObserverContext) -> Metrics
     @param descriptions: The strports descriptions of C{--metrics}.
     @param context: The proxy's reactor, factory and the services of its
         observers.
+    @param announce: Whether the listeners say where they listen at the
+        C{info} level (see L{AdminListenerService}).
     """
     observer = MetricsObserver(context.factory)
     registry = metricsRegistry(observer)
@@ -323,7 +345,7 @@ def addMetrics(descriptions: Iterable[str], context: ObserverContext) -> Metrics
     site = AdminSite(adminRoot(MetricsResource(registry), health), context.reactor)
     listeners = []
     for description in descriptions:
-        listener = AdminListenerService(context.reactor, description, site)
+        listener = AdminListenerService(context.reactor, description, site, announce)
         listener.setServiceParent(context.services)
         listeners.append(listener)
     return MetricsServer(observer, registry, health, tuple(listeners))

@@ -11,7 +11,6 @@ network rules are applied to resolved addresses by the connector.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Generator, Iterable, Sequence
 from typing import Any
 
@@ -20,8 +19,10 @@ from twisted.cred.portal import IRealm, Portal
 from twisted.internet.defer import (
     CancelledError,
     Deferred,
+    fail,
     inlineCallbacks,
     maybeDeferred,
+    succeed,
 )
 from twisted.internet.interfaces import IAddress
 from twisted.logger import Logger
@@ -34,6 +35,7 @@ from ._credentials import ProxyCredentials, parseBasicCredentials
 from ._errors import CheckerBusy, InvalidCredentials, Refusal, Refused
 from ._hostnames import normalizeHost
 from ._limiter import FailureLimiter
+from ._networks import parseAddress
 from ._observer import Outcome, outcomeForStatus
 from ._parser import RequestHead
 from ._rules import AccessRules
@@ -130,20 +132,25 @@ class Gatekeeper:
         host, _ = clientHostPort(address)
         if not host:
             return None
-        client = ipaddress.ip_address(host)
+        client = parseAddress(host)
         balancer, _ = clientHostPort(socketAddress)
         if balancer:
-            reason = self.rules.clients.explainProxied(
-                client, ipaddress.ip_address(balancer)
-            )
+            reason = self.rules.clients.explainProxied(client, parseAddress(balancer))
         else:
             reason = self.rules.clients.explain(client)
         return None if reason is None else Refused(403, reason)
 
-    @inlineCallbacks
+    @property
+    def immediate(self) -> bool:
+        """
+        Whether L{admitNow} can decide: no authentication and no plugin
+        policies, whose answers may take time.
+        """
+        return self.portal is None and not self.policies
+
     def admit(
         self, client: IAddress | None, request: RequestHead
-    ) -> Generator[Deferred[Any], Any, UpstreamRequest]:
+    ) -> Deferred[UpstreamRequest]:
         """
         Authenticate and authorise a request for a destination.
 
@@ -156,13 +163,41 @@ class Gatekeeper:
             the user name (C{None} when no authentication is configured),
             the client and the request; or failing with L{Refused}.
         """
+        if self.immediate:
+            try:
+                return succeed(self.admitNow(client, request))
+            except Exception:
+                return fail()
+        return self._admit(client, request)
+
+    def admitNow(
+        self, client: IAddress | None, request: RequestHead
+    ) -> UpstreamRequest:
+        """
+        Authorise a request for a destination at once, when the gatekeeper
+        is L{immediate}: the same checks as L{admit}, without a Deferred.
+
+        @param client: As for L{admit}.
+        @param request: As for L{admit}.
+        @return: What the upstream connector is to connect, the user
+            C{None}.
+        @raise Refused: When the rules refuse it.
+        """
+        assert self.immediate, "authentication or policies need admit()"
+        return self._checkDestination(client, request, None)[1]
+
+    def _checkDestination(
+        self, client: IAddress | None, request: RequestHead, user: str | None
+    ) -> tuple[AccessRequest, UpstreamRequest]:
+        """
+        The port and host rules.
+
+        @return: What the policies check, and what the connector connects.
+        @raise Refused: When the rules refuse the destination.
+        """
         destination = request.destination
         assert destination is not None
         port = destination.port
-        clientHost, clientPort = clientHostPort(client)
-        user: str | None = None
-        if self.portal is not None:
-            user = yield self._authenticate(clientHost, request)
         forwarded = destination.form is TargetForm.ABSOLUTE
         if not self.rules.ports.allows(port, forwarded):
             raise Refused(
@@ -177,8 +212,22 @@ class Gatekeeper:
         denial = self.rules.hosts.explain(host)
         if denial is not None:
             raise Refused(403, f"host {denial}", user=user)
+        clientHost, clientPort = clientHostPort(client)
         access = AccessRequest(clientHost, clientPort, user, host, port, request)
-        target = UpstreamRequest(host, port, user, client, request)
+        return access, UpstreamRequest(host, port, user, client, request)
+
+    @inlineCallbacks
+    def _admit(
+        self, client: IAddress | None, request: RequestHead
+    ) -> Generator[Deferred[Any], Any, UpstreamRequest]:
+        """
+        L{admit}, with authentication or policies to wait for.
+        """
+        clientHost, _ = clientHostPort(client)
+        user: str | None = None
+        if self.portal is not None:
+            user = yield self._authenticate(clientHost, request)
+        access, target = self._checkDestination(client, request, user)
         for policy in self.policies:
             try:
                 refusal = yield maybeDeferred(policy.checkAccess, access)

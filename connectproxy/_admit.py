@@ -82,11 +82,35 @@ class Admission:
         self._timer = front.clock.callLater(
             front.settings.connectTimeout, self._deadline
         )
-        d = front.factory.gatekeeper.admit(front.clientPeer, self.request)
+        gatekeeper = front.factory.gatekeeper
+        if gatekeeper.immediate:
+            # No authentication and no policies: nothing to wait for, so no
+            # Deferred either.
+            self._admitNow()
+            return
+        d = gatekeeper.admit(front.clientPeer, self.request)
         self._pending = d
         d.addCallbacks(self._admitted, self._notAdmitted).addErrback(
             front.requestFailed
         )
+
+    def _admitNow(self) -> None:
+        """
+        Admit or refuse the request at once, as the Deferred of
+        L{Gatekeeper.admit <connectproxy.Gatekeeper.admit>} would have.
+        """
+        front = self._front
+        try:
+            try:
+                target = front.factory.gatekeeper.admitNow(
+                    front.clientPeer, self.request
+                )
+            except Exception:
+                self._notAdmitted(Failure())
+            else:
+                self._admitted(target)
+        except Exception:
+            front.requestFailed(Failure())
 
     def stop(self) -> None:
         """

@@ -214,6 +214,8 @@ def proxySettings(options: ParsedOptions) -> ProxySettings:
         maxConnectionsPerClient=options["max-connections-per-client"],
         resolverThreads=options["resolver-threads"],
         resolverPerClient=options["resolver-per-client"],
+        resolver=options["resolver"],
+        dnsCacheSize=options["dns-cache-size"],
         outgoingAddresses=OutgoingAddresses.fromStrings(options["outgoing-address"]),
         shutdownGrace=options["shutdown-grace"],
         relay=options["relay"],
@@ -332,6 +334,7 @@ def reloader(
     startObservers = options["observer"]
     startMetrics = options["metrics"]
     startLogging = [options[name] for name in _LOGGING]
+    startWorkers = options["workers"]
 
     def load() -> ProxyConfig:
         parsed = kind()
@@ -351,6 +354,11 @@ def reloader(
                 "--access-log, --access-log-format and --log-level changes "
                 "take effect only after a restart",
                 event="reload_logging_ignored",
+            )
+        if parsed["workers"] != startWorkers:
+            _log.warn(
+                "--workers changes take effect only after a restart",
+                event="reload_workers_ignored",
             )
         return buildConfig(parsed, reactor, connector=connector, observers=observers)
 

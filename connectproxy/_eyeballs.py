@@ -188,13 +188,6 @@ class _Race:
         self._startNext()
         return self.deferred
 
-    def _endpoint(self, address: Address, source: str | None) -> IStreamClientEndpoint:
-        host, port, timeout = address.host, address.port, self._attemptTimeout
-        bind = None if source is None else (source, 0)
-        if isinstance(address, IPv6Address):
-            return TCP6ClientEndpoint(self._reactor, host, port, timeout, bind)
-        return TCP4ClientEndpoint(self._reactor, host, port, timeout, bind)
-
     def _startNext(self) -> None:
         """
         Start the next attempt now.  An attempt that fails at once asks for
@@ -223,7 +216,8 @@ class _Race:
         if self._next < len(self._addresses):
             self._timer = self._clock.callLater(self._attemptDelay, self._startNext)
         source = self._outgoing.sourceFor(address)
-        d = maybeDeferred(self._endpoint(address, source).connect, self._factory)
+        endpoint = _endpoint(self._reactor, address, self._attemptTimeout, source)
+        d = maybeDeferred(endpoint.connect, self._factory)
         self._pending.append(d)
         d.addCallbacks(
             self._connected,
@@ -329,6 +323,10 @@ def connectToFirst(
         usable = [a for a in addresses if outgoing.sourceFor(a) is not None]
         if not usable:
             return fail(LocalConnectError(502, outgoing.missingFamily(addresses)))
+    if len(usable) == 1:
+        return _connectOne(
+            reactor, usable[0], protocol, target, attemptTimeout, outgoing
+        )
     race = _Race(
         reactor,
         reactor if clock is None else clock,
@@ -340,3 +338,46 @@ def connectToFirst(
         outgoing,
     )
     return race.start()
+
+
+def _endpoint(
+    reactor: Any, address: Address, timeout: float, source: str | None
+) -> IStreamClientEndpoint:
+    """
+    The endpoint of one attempt: C{address}, from C{source} when given.
+    """
+    host, port = address.host, address.port
+    bind = None if source is None else (source, 0)
+    if isinstance(address, IPv6Address):
+        return TCP6ClientEndpoint(reactor, host, port, timeout, bind)
+    return TCP4ClientEndpoint(reactor, host, port, timeout, bind)
+
+
+def _connectOne(
+    reactor: Any,
+    address: Address,
+    protocol: IProtocol,
+    target: IAddress,
+    attemptTimeout: float,
+    outgoing: OutgoingAddresses,
+) -> Deferred[IProtocol]:
+    """
+    L{connectToFirst} for a single address (an IP-literal target): one
+    attempt, with the same results as a race of one, without the race.
+    """
+    source = outgoing.sourceFor(address)
+    attempt = _endpoint(reactor, address, attemptTimeout, source).connect(
+        _OnceFactory(protocol)
+    )
+
+    def cancel(result: Deferred[IProtocol]) -> None:
+        result.errback(ConnectingCancelledError(target))
+        attempt.cancel()
+
+    def failed(failure: Failure) -> None:
+        if not result.called:
+            result.errback(_localError(failure, source))
+
+    result: Deferred[IProtocol] = Deferred(cancel)
+    attempt.addCallbacks(result.callback, failed)
+    return result

@@ -27,6 +27,7 @@ from ._assembly import ProxyConfig, directConnector
 from ._connector import ConnectorContext, ConnectorMaker
 from ._deadlines import DeadlineSweeper
 from ._deprecation import DEPRECATED_IN
+from ._dnscache import CachingDNSResolver, dnsResolver
 from ._front import SHUTTING_DOWN, ConnectProxyProtocol
 from ._observer import (
     AccessLogObserver,
@@ -156,6 +157,14 @@ class ConnectProxyFactory(Factory):
         self._shedReason = ""
         self._shedTimer: IDelayedCall | None = None
 
+    def _dnsResolver(self, settings: ProxySettings) -> CachingDNSResolver | None:
+        """
+        The DNS resolver of C{--resolver dns}, or C{None} for C{system}.
+        """
+        if settings.resolver != "dns":
+            return None
+        return dnsResolver(self.reactor, settings.dnsCacheSize)
+
     def connectorContext(
         self,
         settings: ProxySettings | None = None,
@@ -173,7 +182,10 @@ class ConnectProxyFactory(Factory):
         gatekeeper = self.gatekeeper if gatekeeper is None else gatekeeper
         if self.resolverPool is None:
             self.resolverPool = ResolverPool(
-                self.reactor, settings.resolverThreads, settings.resolverPerClient
+                self.reactor,
+                settings.resolverThreads,
+                settings.resolverPerClient,
+                dns=self._dnsResolver(settings),
             )
         return ConnectorContext(
             self.reactor, settings, gatekeeper.rules.networks, self.resolverPool
@@ -296,10 +308,15 @@ class ConnectProxyFactory(Factory):
         self.gatekeeper = gatekeeper
         self.connector = connector
         self._upstream = maker
-        if self.resolverPool is not None:
-            self.resolverPool.resize(
-                settings.resolverThreads, settings.resolverPerClient
-            )
+        pool = self.resolverPool
+        if pool is not None:
+            pool.resize(settings.resolverThreads, settings.resolverPerClient)
+            if pool.dns is None or settings.resolver != "dns":
+                pool.dns = self._dnsResolver(settings)
+            elif isinstance(pool.dns, CachingDNSResolver):
+                # A smaller cache drops its least recently used answers as
+                # new ones come.
+                pool.dns.size = settings.dnsCacheSize
 
     def stopFactory(self) -> None:
         """

@@ -42,6 +42,7 @@ from ._refuser import Refuser
 from ._responses import errorResponse, formatSeconds
 from ._tls import handshakePending, logHandshakeFailure, logHandshakeTimeout
 from ._tunnel import TunnelTransport
+from ._writethrough import writerFor
 
 if TYPE_CHECKING:
     from ._factory import ConnectProxyFactory
@@ -333,7 +334,9 @@ class ConnectProxyProtocol(Protocol):
 
         @return: The early data, and whether the client sent its FIN.
         """
-        self._transport.write(response)
+        # Sent at once when nothing waits (plain TCP), not one reactor
+        # iteration later: the client waits for it to start talking.
+        writerFor(self._transport)(response)
         self._cancelTimer()
         if not self._early.paused and not self._clientFinished:
             self._transport.pauseProducing()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
+from functools import lru_cache
 from ipaddress import IPv6Address, ip_address
 from typing import Generic, TypeVar
 
@@ -32,9 +33,24 @@ def normalizeHost(host: str) -> str:
     the request parser allows.  IP addresses come back in L{ipaddress}'s
     canonical text form, IPv4-mapped IPv6 addresses as their IPv4 address.
 
+    The last L{_NORMALIZED} results are remembered: a target's name is
+    normalised by several checks, and the same targets come back.
+
     @raise ValueError: Naming C{host}, when it is not a valid host name or
         IP address (empty or blank labels, an all-digit name that is not an
         IPv4 address, an invalid A-label, a name too long).
+    """
+    return _normalized(host)
+
+
+#: How many host names L{normalizeHost} remembers.
+_NORMALIZED = 4096
+
+
+@lru_cache(maxsize=_NORMALIZED)
+def _normalized(host: str) -> str:
+    """
+    L{normalizeHost}, remembered (a L{ValueError} is not).
     """
     try:
         if host.isascii():
@@ -115,9 +131,11 @@ def normalizePattern(pattern: str) -> str:
     return "*." + normal
 
 
+@lru_cache(maxsize=_NORMALIZED)
 def isAddress(host: str) -> bool:
     """
-    @return: Whether C{host} is an IP address (as text, without brackets).
+    @return: Whether C{host} is an IP address (as text, without brackets);
+        the last answers are remembered, as L{normalizeHost}'s are.
     """
     try:
         ip_address(host)

@@ -99,6 +99,9 @@ class LogLevelService(Service):
         """
         if not self.running or self._wrapped:
             return
+        # Events below the level are dropped: the access log need not make
+        # its debug ones (tunnel_open, one per tunnel).
+        AccessLogObserver.debugShown = self.level == "debug"
         # A LogPublisher does not list its observers but keeps them here.
         observers = list(getattr(self._publisher, "_observers", ()))
         for observer in observers:
@@ -109,6 +112,7 @@ class LogLevelService(Service):
 
     def stopService(self) -> None:
         super().stopService()
+        AccessLogObserver.debugShown = True
         wrapped, self._wrapped = self._wrapped, []
         for observer, wrapper in wrapped:
             self._publisher.removeObserver(wrapper)

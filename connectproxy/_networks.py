@@ -13,16 +13,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from ipaddress import (
     IPv4Address,
     IPv4Network,
     IPv6Address,
     IPv6Network,
+    ip_address,
     ip_network,
 )
 from typing import TypeAlias
 
-__all__ = ["IPAddress", "IPNetwork", "NetworkRules"]
+__all__ = ["IPAddress", "IPNetwork", "NetworkRules", "parseAddress"]
 
 IPAddress: TypeAlias = IPv4Address | IPv6Address
 IPNetwork: TypeAlias = IPv4Network | IPv6Network
@@ -35,6 +37,24 @@ _NETWORK_TYPES: dict[int, type[IPv4Network] | type[IPv6Network]] = {
     4: IPv4Network,
     6: IPv6Network,
 }
+
+
+#: How many addresses L{parseAddress} and each L{NetworkRules} remember: the
+#: clients and targets of the moment, bounded so that many different ones
+#: cost memory once.
+CACHE_SIZE = 4096
+
+
+@lru_cache(maxsize=CACHE_SIZE)
+def parseAddress(text: str) -> IPAddress:
+    """
+    Parse an IP address, as L{ipaddress.ip_address} does, remembering the
+    last L{CACHE_SIZE} (the objects are immutable): a tunnel's client and
+    target addresses are parsed once, not at every check.
+
+    @raise ValueError: When C{text} is not an IP address (not remembered).
+    """
+    return ip_address(text)
 
 
 def _parseNetwork(text: str) -> IPNetwork:
@@ -208,6 +228,10 @@ class NetworkRules:
         init=False, repr=False, compare=False
     )
     _lengths: dict[int, tuple[int, ...]] = field(init=False, repr=False, compare=False)
+    # Verdicts already reached (the rules never change), at most CACHE_SIZE.
+    _verdicts: dict[IPAddress, tuple[bool, str]] = field(
+        init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         index: dict[IPNetwork, tuple[bool, str]] = {}
@@ -225,6 +249,7 @@ class NetworkRules:
         }
         object.__setattr__(self, "_index", index)
         object.__setattr__(self, "_lengths", lengths)
+        object.__setattr__(self, "_verdicts", {})
 
     @classmethod
     def fromStrings(
@@ -258,6 +283,19 @@ class NetworkRules:
         return self._judge(address)[1]
 
     def _judge(self, address: IPAddress) -> tuple[bool, str]:
+        """
+        @return: The verdict on C{address} and its one-line reason,
+            remembered for the next time.
+        """
+        verdicts = self._verdicts
+        verdict = verdicts.get(address)
+        if verdict is None:
+            if len(verdicts) >= CACHE_SIZE:
+                verdicts.clear()
+            verdict = verdicts[address] = self._judgeNow(address)
+        return verdict
+
+    def _judgeNow(self, address: IPAddress) -> tuple[bool, str]:
         """
         @return: The verdict on C{address} and its one-line reason.
         """

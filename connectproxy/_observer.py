@@ -307,6 +307,16 @@ class ConnectionRecord:
     requests: int = 0
 
 
+#: The format of the access log's events, whose text is formatted once, by
+#: C{str.format_map}, when the event is made (in C{log_text}, as Twisted's
+#: legacy log events have it): every observer that renders the event (the
+#: text and JSON files of C{twistd} and C{twist}) then has one field to
+#: fill, not a dozen to look up and format through C{twisted.logger}'s
+#: pure-Python formatter, once per tunnel.  The fields are all in the event
+#: still, with their names and values.
+_PREFORMATTED = "{log_text}"
+
+
 def _userText(user: str | None) -> str:
     """
     The user in the text of an access-log line: the C{{user}} field, or
@@ -349,9 +359,14 @@ class AccessLogObserver:
 
     @ivar logOpens: Whether a tunnel that opens is logged (C{tunnel_open},
         at debug level, which C{--log-level debug} shows).
+    @cvar debugShown: Whether the proxy's log keeps debug events: while
+        C{--log-level} is above C{debug}, the level filter
+        (L{LogLevelService <connectproxy._loglevel.LogLevelService>}) sets
+        it false, and no C{tunnel_open} event is made, to be dropped.
     """
 
     _log = Logger(namespace="connectproxy.access")
+    debugShown = True
 
     def __init__(self, logOpens: bool = True) -> None:
         self.logOpens = logOpens
@@ -365,24 +380,26 @@ class AccessLogObserver:
     def requestRefused(self, event: RefusedRequest) -> None:
         if not event.status:
             return
-        self._log.info(
+        fields = {
+            "client": event.client,
+            "method": event.method,
+            "target": event.target,
+            "status": event.status,
+            "reason": event.reason,
+            "user": event.user,
+            "outcome": str(event.outcome),
+        }
+        text = (
             "refused {client} "
             + _userText(event.user)
             + " "
             + _requestText(event.method, event.target)
-            + ": {status} {reason}",
-            event="request_refused",
-            client=event.client,
-            method=event.method,
-            target=event.target,
-            status=event.status,
-            reason=event.reason,
-            user=event.user,
-            outcome=str(event.outcome),
-        )
+            + ": {status} {reason}"
+        ).format_map(fields)
+        self._log.info(_PREFORMATTED, log_text=text, event="request_refused", **fields)
 
     def tunnelOpened(self, event: TunnelRecord) -> None:
-        if not self.logOpens:
+        if not (self.logOpens and self.debugShown):
             return
         self._log.debug(
             "tunnel opened {client} "
@@ -429,29 +446,31 @@ class AccessLogObserver:
         )
 
     def tunnelClosed(self, event: TunnelRecord) -> None:
-        self._log.info(
+        fields = {
+            "client": event.client,
+            "host": event.host,
+            "port": event.port,
+            "upstream": event.upstream,
+            "status": event.status,
+            "bytesUp": event.bytesUp,
+            "bytesDown": event.bytesDown,
+            "duration": event.duration,
+            "reason": event.reason,
+            "user": event.user,
+            "admitTime": event.admitTime,
+            "connectTime": event.connectTime,
+            "relay": event.relay,
+        }
+        text = (
             "tunnel closed {client} "
             + _userText(event.user)
             + " -> "
             + _destinationText(event.host)
             + " via {upstream}: "
             "{bytesUp} bytes up, {bytesDown} bytes down, {duration:.3f}s, "
-            "{reason}",
-            event="tunnel_close",
-            client=event.client,
-            host=event.host,
-            port=event.port,
-            upstream=event.upstream,
-            status=event.status,
-            bytesUp=event.bytesUp,
-            bytesDown=event.bytesDown,
-            duration=event.duration,
-            reason=event.reason,
-            user=event.user,
-            admitTime=event.admitTime,
-            connectTime=event.connectTime,
-            relay=event.relay,
-        )
+            "{reason}"
+        ).format_map(fields)
+        self._log.info(_PREFORMATTED, log_text=text, event="tunnel_close", **fields)
 
 
 @implementer(IPlugin, IProxyObserverFactory)

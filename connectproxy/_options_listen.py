@@ -2,8 +2,9 @@
 """
 The options that say where the proxy listens: C{--listen} (TCP, UNIX, TLS,
 systemd and PROXY-protocol listeners), C{--trusted-proxy} (whose PROXY
-headers are believed) and C{--metrics} (the metrics and health listeners),
-with the checks between them.
+headers are believed), C{--metrics} (the metrics and health listeners) and
+C{--workers} (the processes that share the listeners), with the checks
+between them.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from ._listeners import (
     planListener,
 )
 from ._options_base import OptionGroup
-from ._optionvalues import checkNetwork
+from ._optionvalues import checkNetwork, workerCount
+from ._sharedports import workersProblem
 
 __all__ = ["DEFAULT_LISTEN", "ListenOptions", "fixedAddress"]
 
@@ -30,12 +32,26 @@ DEFAULT_LISTEN = "tcp:3128:interface=127.0.0.1"
 
 class ListenOptions(OptionGroup):
     """
-    C{--listen}, C{--trusted-proxy} and C{--metrics}.
+    C{--listen}, C{--trusted-proxy}, C{--metrics} and C{--workers}.
 
     @ivar plans: Where each listener would listen, after parsing.
     @ivar metricsPlans: Where each metrics listener would listen, after
         parsing.
     """
+
+    optParameters: list[list[Any]] = [
+        [
+            "workers",
+            None,
+            1,
+            "Run this many worker processes (auto: one per CPU) sharing the "
+            "listeners; the process started supervises them: it restarts a "
+            "worker that dies and passes SIGHUP, SIGUSR1 and SIGTERM on. "
+            "Connection limits, per-client limits, failed-login counts and "
+            "resolver threads are per worker.",
+            workerCount,
+        ],
+    ]
 
     optLists: list[list[Any]] = [
         ["listen", DEFAULT_LISTEN],
@@ -104,6 +120,18 @@ class ListenOptions(OptionGroup):
             self.plans = [planListener(DEFAULT_LISTEN)]
         self._checkDuplicateListeners()
         self._checkMetrics()
+        self._checkWorkers()
+
+    def _checkWorkers(self) -> None:
+        """
+        Refuse C{--workers} with listeners the workers cannot share.
+        """
+        problem = workersProblem(self["workers"], self["listen"])
+        if problem is not None:
+            raise usage.UsageError(
+                f"--workers {self['workers']}: {problem}"
+                + self._fromFile("workers", "listen")
+            )
 
     def _checkDuplicateListeners(self) -> None:
         """
@@ -193,6 +221,8 @@ class ListenOptions(OptionGroup):
                     f"listen {description} -> a socket from systemd (not "
                     f"checked here: {self._missingSockets[description].reason})"
                 )
+        if self["workers"] > 1:
+            lines.append(f"workers {self['workers']} (sharing the listeners)")
         return lines + self._describeMetrics()
 
     def _describeMetrics(self) -> list[str]:

@@ -22,6 +22,7 @@ from ._optionvalues import (
     parentProxyURL,
     positiveCount,
     positiveFloat,
+    resolverChoice,
     upstreamRoute,
 )
 from ._outgoing import OutgoingAddresses
@@ -37,7 +38,8 @@ class UpstreamOptions(OptionGroup):
     """
     C{--upstream}, C{--upstream-proxy}, C{--upstream-ca},
     C{--upstream-route}, C{--outgoing-address}, C{--resolver-threads},
-    C{--resolver-per-client}, C{--upstream-keepalive} and
+    C{--resolver-per-client}, C{--resolver}, C{--dns-cache-size},
+    C{--upstream-keepalive} and
     C{--upstream-idle-timeout}.
     """
 
@@ -74,6 +76,24 @@ class UpstreamOptions(OptionGroup):
             "Most name lookups at once for one client address, so that one "
             "client's slow names cannot hold up the others; more wait their "
             "turn. 0 lets one client use every resolver thread.",
+            count,
+        ],
+        [
+            "resolver",
+            None,
+            _defaults.resolver,
+            "How target names are resolved: dns (a DNS client asking the "
+            "name servers of /etc/resolv.conf, after /etc/hosts, its answers "
+            "kept for their TTL) or system (getaddrinfo in the resolver "
+            "threads, nothing kept).",
+            resolverChoice,
+        ],
+        [
+            "dns-cache-size",
+            None,
+            _defaults.dnsCacheSize,
+            "Most DNS answers --resolver dns keeps (one per name and record "
+            "type), the least recently used dropped first; 0 keeps none.",
             count,
         ],
         [

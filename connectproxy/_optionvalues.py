@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import os
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -35,7 +36,9 @@ __all__ = [
     "positiveFloat",
     "realm",
     "relayMode",
+    "resolverChoice",
     "upstreamRoute",
+    "workerCount",
 ]
 
 _T = TypeVar("_T", int, float)
@@ -226,3 +229,48 @@ def relayMode(text: str) -> str:
 relayMode.coerceDoc = "auto, splice or transport."  # type: ignore[attr-defined]
 #: A string in the configuration file, never a number.
 relayMode.string = True  # type: ignore[attr-defined]
+
+
+#: The most worker processes C{--workers} takes.
+MAX_WORKERS = 256
+
+
+def workerCount(text: str) -> int:
+    """
+    A C{--workers} value: a number of worker processes, or C{auto} for one
+    per CPU (C{os.cpu_count()}).
+    """
+    if text.strip().lower() == "auto":
+        return os.cpu_count() or 1
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a whole number or auto") from None
+    if not 1 <= value <= MAX_WORKERS:
+        raise ValueError(f"{text!r} must be from 1 to {MAX_WORKERS}")
+    return value
+
+
+workerCount.coerceDoc = (  # type: ignore[attr-defined]
+    f"A whole number from 1 to {MAX_WORKERS}, or auto (one per CPU)."
+)
+
+
+#: The values of C{--resolver}.
+RESOLVERS = ("dns", "system")
+
+
+def resolverChoice(text: str) -> str:
+    """
+    A C{--resolver} value: one of L{RESOLVERS}.
+
+    @raise ValueError: For another.
+    """
+    if text not in RESOLVERS:
+        raise ValueError(f"{text!r} is not one of {', '.join(RESOLVERS)}")
+    return text
+
+
+resolverChoice.coerceDoc = "dns or system."  # type: ignore[attr-defined]
+#: A string in the configuration file, never a number.
+resolverChoice.string = True  # type: ignore[attr-defined]

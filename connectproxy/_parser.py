@@ -51,6 +51,8 @@ _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _VERSION = re.compile(rb"HTTP/([0-9])\.([0-9])\Z")
 # A request-target: visible ASCII only (RFC 9112 section 3.2).
 _TARGET = re.compile(rb"[\x21-\x7e]+\Z")
+#: A Host field value: visible ASCII only, or empty.
+_HOST_FIELD = re.compile(r"[\x21-\x7e]*\Z")
 # A field value: visible ASCII, obs-text, SP and HTAB (RFC 9110 section 5.5).
 _FIELD_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*\Z")
 #: The default limit on header fields in one head (C{--max-header-fields}).
@@ -439,7 +441,7 @@ def _validHostField(value: str) -> bool:
     Whether a Host field value is plausible: empty, or C{uri-host [":" port]}
     with no whitespace or controls.
     """
-    return all(0x21 <= ord(c) <= 0x7E for c in value)
+    return _HOST_FIELD.match(value) is not None
 
 
 def _checkNoContent(headers: tuple[tuple[str, str], ...]) -> None:

@@ -229,6 +229,9 @@ class ResolverPool:
     @ivar threads: The most lookups at once.
     @ivar perClient: The most lookups at once for one client (0: no limit
         but L{threads}).
+    @ivar dns: What replaces Twisted's stock resolver (C{--resolver dns}:
+        a L{CachingDNSResolver <connectproxy._dnscache.CachingDNSResolver>}),
+        or C{None} for C{getaddrinfo} on this pool's threads.
     """
 
     def __init__(
@@ -238,6 +241,7 @@ class ResolverPool:
         perClient: int = 8,
         resolver: IHostnameResolver | None = None,
         getaddrinfo: _GetAddrInfo = socket.getaddrinfo,
+        dns: IHostnameResolver | None = None,
     ) -> None:
         """
         @param reactor: The reactor: its C{callFromThread} delivers results,
@@ -250,9 +254,12 @@ class ResolverPool:
             reactor's shared thread pool) is replaced by C{getaddrinfo} on
             this pool's own threads.
         @param getaddrinfo: The function those threads call.
+        @param dns: Replaces Twisted's stock resolver instead of those
+            threads, under the same bounds (C{--resolver dns}).
         """
         self._reactor = reactor
         self._resolver = resolver
+        self.dns = dns
         self._getaddrinfo = getaddrinfo
         self._lookupThreads: _LookupThreads | None = None
         self._running = 0
@@ -287,6 +294,9 @@ class ResolverPool:
         """
         if self._lookupThreads is not None:
             self._lookupThreads.trim(0)
+        stop = getattr(self.dns, "stop", None)
+        if stop is not None:
+            stop()
 
     @property
     def running(self) -> int:
@@ -348,6 +358,8 @@ class ResolverPool:
         if resolver is None:
             resolver = self._reactor.nameResolver
             if isinstance(resolver, GAIResolver):
+                if self.dns is not None:
+                    return _resolveWith(self.dns, host, port)
                 if self._lookupThreads is None:
                     self._lookupThreads = _LookupThreads(
                         self._reactor.callFromThread, self._getaddrinfo

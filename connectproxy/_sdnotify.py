@@ -28,7 +28,10 @@ from ._address import formatAddress
 if TYPE_CHECKING:
     from ._service import ListenerService
 
-__all__ = ["NotifyService", "SystemdNotifier"]
+__all__ = ["RELOAD_FAILED", "NotifyService", "PipeNotifier", "SystemdNotifier"]
+
+#: What the status says after a reload that did not load.
+RELOAD_FAILED = "; the last reload failed, see the log"
 
 
 def monotonicMicroseconds() -> int:
@@ -150,6 +153,42 @@ class SystemdNotifier:
         return self.notify("STOPPING=1", _status("stopping"))
 
 
+class PipeNotifier(SystemdNotifier):
+    """
+    The notifications of a worker process of C{--workers}: the same
+    messages, written to a pipe its supervisor reads (each followed by a
+    NUL byte) instead of sent to systemd, which only the supervisor tells.
+    """
+
+    def __init__(self, fileno: int) -> None:
+        """
+        @param fileno: The pipe's descriptor; made non-blocking, so that a
+            supervisor that stopped reading cannot hold up the worker.
+        """
+        super().__init__(None)
+        self.fileno = fileno
+        os.set_blocking(fileno, False)
+
+    def notify(self, *assignments: str) -> bool:
+        """
+        Write one message.
+
+        @return: Whether it was written (a failure is logged).
+        """
+        message = "\n".join(assignments).encode("utf-8") + b"\0"
+        try:
+            os.write(self.fileno, message)
+        except OSError as e:
+            self._log.warn(
+                "could not tell the supervisor ({state}): {error}",
+                event="sd_notify_failed",
+                state=assignments[0] if assignments else "",
+                error=str(e),
+            )
+            return False
+        return True
+
+
 def _status(text: str) -> str:
     return "STATUS=" + " ".join(text.split())
 
@@ -215,7 +254,7 @@ class NotifyService(Service):
         if self.isReady:
             status = self._status
             if not succeeded:
-                status += "; the last reload failed, see the log"
+                status += RELOAD_FAILED
             self.notifier.ready(status)
 
     def stopService(self) -> None:

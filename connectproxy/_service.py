@@ -30,6 +30,7 @@ from ._assembly import ProxyConfig
 from ._factory import ConnectProxyFactory
 from ._proxyprotocol import serverEndpoint
 from ._sdnotify import NotifyService, SystemdNotifier
+from ._sharedports import AdoptingReactor
 from ._shutdown import ProxyService, ShutdownService
 from ._tlslisteners import NegotiatingReactor, reloadCertificates
 
@@ -342,6 +343,8 @@ def proxyService(
     *,
     before: Sequence[IService] = (),
     acceptGuard: Callable[[str], AcceptGuard | None] | None = None,
+    adopted: Sequence[int | None] = (),
+    notifier: SystemdNotifier | None = None,
 ) -> MultiService:
     """
     The proxy's services: one listener per description in C{config.listen},
@@ -359,6 +362,12 @@ def proxyService(
         drain.
     @param acceptGuard: Makes the guard of the listener of a description,
         which refuses clients cleanly when the descriptors run out.
+    @param adopted: In a worker process of C{--workers}, the inherited
+        listening socket of each description, in order (C{None} for one
+        that listens as usual, a C{systemd:} one); each listener adopts
+        its socket instead of binding one.
+    @param notifier: Where the notifications go; systemd's
+        (C{$NOTIFY_SOCKET}) when C{None}.
     @return: A L{ProxyService} named C{"connectproxy"}; its child named
         C{"reload"} has a C{reload()} method, the one named C{"shutdown"}
         drains the factory when the service stops (once the listeners have
@@ -380,10 +389,14 @@ def proxyService(
     service.barrier = shutdown
     listeners = []
     listenerReactors = []
-    for description in config.listen:
+    for index, description in enumerate(config.listen):
+        fileno = adopted[index] if index < len(adopted) else None
         # TLS listeners refuse clients that share no ALPN protocol cleanly,
         # and take new certificates on reload.
-        listenerReactor = NegotiatingReactor(reactor, description)
+        listenerReactor = NegotiatingReactor(
+            reactor if fileno is None else AdoptingReactor(reactor, fileno),
+            description,
+        )
         listenerReactors.append(listenerReactor)
         listener = ListenerService(
             serverEndpoint(listenerReactor, description), factory
@@ -398,10 +411,12 @@ def proxyService(
         listeners.append(listener)
     reloader.listeners = listeners
     reloader.listenerReactors = listenerReactors
-    notifier = NotifyService(SystemdNotifier.fromEnvironment(), listeners)
-    notifier.setName("notify")
-    notifier.setServiceParent(service)
-    reloader.notifier = notifier
+    if notifier is None:
+        notifier = SystemdNotifier.fromEnvironment()
+    notifications = NotifyService(notifier, listeners)
+    notifications.setName("notify")
+    notifications.setServiceParent(service)
+    reloader.notifier = notifications
     return service
 
 

@@ -41,6 +41,11 @@ class ProxySettings:
     @ivar resolverPerClient: Most name lookups at once for one client
         address (0: no limit but L{resolverThreads}); more wait their turn,
         and get 503 if their connect deadline passes first.
+    @ivar resolver: How names are resolved: C{"system"} (C{getaddrinfo} in
+        the resolver pool's threads, nothing cached) or C{"dns"} (a DNS
+        client on the reactor, answers cached for their TTL).
+    @ivar dnsCacheSize: The most DNS answers C{"dns"} keeps (one per name
+        and record type; 0: none).
     @ivar outgoingAddresses: The local addresses upstream connections are
         made from (C{--outgoing-address}); empty: the system chooses.
     @ivar shutdownGrace: Seconds established tunnels may keep running once
@@ -69,6 +74,8 @@ class ProxySettings:
     maxConnectionsPerClient: int = 0
     resolverThreads: int = 32
     resolverPerClient: int = 8
+    resolver: str = "dns"
+    dnsCacheSize: int = 4096
     outgoingAddresses: OutgoingAddresses = field(default_factory=OutgoingAddresses)
     shutdownGrace: float = 30.0
     upstreamKeepalive: int = 64

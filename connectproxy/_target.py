@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from ._errors import BadRequest
+from ._networks import parseAddress
 
 __all__ = ["Target", "TargetForm", "parseAuthority"]
 
@@ -215,7 +216,7 @@ def _checkHostName(host: str, form: TargetForm = TargetForm.AUTHORITY) -> str:
         # read "1234", "010.1.1.1" or "0x7f.1" as addresses (inet_aton),
         # which rules written for dotted quads would not see.
         try:
-            ipaddress.IPv4Address(name)
+            parseAddress(name)  # No colon here: an IPv4 address or nothing.
         except ValueError:
             raise BadRequest(400, "invalid IPv4 address in target") from None
     return name.lower()

@@ -7,7 +7,9 @@ upstream half that a connector connects.
 Flow control is the transports' own: each transport is registered (through
 a L{ReadingOf}) as the other's streaming producer, so when one side's write
 buffer fills, reading from the other side stops until it drains.  The relay
-itself never buffers.
+itself never buffers.  A chunk for a plain TCP connection with nothing
+waiting to be sent goes to its socket at once (L{writerFor
+<connectproxy._writethrough.writerFor>}), not one reactor iteration later.
 
 Half-close is passed on only where the receiving transport really is a plain
 TCP connection; anywhere else (TLS, wrappers) the relay closes fully after
@@ -43,6 +45,7 @@ from zope.interface import implementer
 from ._deprecation import DEPRECATED_IN
 from ._relay import TunnelStats, _Relay, _RelayEnd
 from ._resets import ResetWhenFlushed
+from ._writethrough import writerFor
 
 if TYPE_CHECKING:
     from ._settings import ProxySettings
@@ -178,6 +181,9 @@ class TransportRelay:
         self._upstream = upstream
         self._clock = clock
         self._onClosed = onClosed
+        # The per-chunk writers: straight to the socket where that is safe.
+        self._writeUp = writerFor(upstream)
+        self._writeDown = writerFor(client)
         self.stats = TunnelStats(upstream.getPeer(), clock.seconds())
         self._closing = False
         # The reason of the first FIN: what ended the tunnel if the FINs do.
@@ -224,14 +230,14 @@ class TransportRelay:
         Relay bytes from the client to the upstream.
         """
         self.stats.bytesUp += len(data)
-        self._upstream.write(data)
+        self._writeUp(data)
 
     def upstreamData(self, data: bytes) -> None:
         """
         Relay bytes from the upstream to the client.
         """
         self.stats.bytesDown += len(data)
-        self._client.write(data)
+        self._writeDown(data)
 
     # Half-close.
 

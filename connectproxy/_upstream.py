@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from twisted.internet.address import HostnameAddress, IPv4Address, IPv6Address
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import (
     IAddress,
     IHostnameResolver,
@@ -182,6 +182,13 @@ class DirectConnector:
                 self.outgoing,
             )
 
+        try:
+            literal = resolver.vetLiteral(host, port)
+            if literal is not None:
+                # An IP-literal target (or localhost): nothing to wait for.
+                return connect(literal)
+        except Exception:
+            return fail()
         return resolver.resolve(target.clientHost, host, port).addCallback(connect)
 
 

@@ -15,7 +15,6 @@ L{VettedResolver.vetLiteral} whether IP-literal targets are vetted.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypeAlias
@@ -26,7 +25,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import DNSLookupError
 
 from ._errors import ForbiddenDestination
-from ._networks import NetworkRules
+from ._networks import NetworkRules, parseAddress
 from ._resolver import ResolverPool
 
 __all__ = ["VettedResolver", "literalAddresses", "vetAddresses"]
@@ -76,7 +75,7 @@ def vetAddresses(
     allowed = []
     refusals = []
     for address in addresses:
-        ip = ipaddress.ip_address(address.host)
+        ip = parseAddress(address.host)
         if networks.allows(ip):
             allowed.append(address)
         else:

@@ -46,6 +46,9 @@ from ._outgoing import warnUnbindable
 from ._service import proxyListeners, proxyService
 from ._settings import ProxySettings
 from ._version import __version__
+from ._worker import ParentWatch
+from ._worker import current as currentWorker
+from ._workers import supervisorService
 from .interfaces import IProxyObserver, IUpstreamConnector
 
 __all__ = ["DEFAULT_LISTEN", "Options", "buildConfig", "makeService"]
@@ -347,9 +350,19 @@ def makeService(
         from twisted.internet import reactor as globalReactor
 
         reactor = globalReactor
+    worker = currentWorker()
+    if worker is None and options["workers"] > 1:
+        if connector is not None or observers is not None:
+            raise usage.UsageError(
+                "--workers: each worker runs the command line; a connector or "
+                "observers given to makeService cannot be passed to them"
+            )
+        return supervisorService(options, reactor, installSignal)
     if observers is not None:
         observers = tuple(observers)
     config = buildConfig(options, reactor, connector=connector, observers=observers)
+    if worker is not None:
+        config = worker.configure(config)
     try:
         factory = ConnectProxyFactory.fromConfig(reactor, config)
     except ValueError as e:
@@ -377,7 +390,11 @@ def makeService(
         # Imported here: prometheus_client only with --metrics.
         from ._admin import addMetrics
 
-        metrics = addMetrics(options["metrics"], context)
+        if worker is None:
+            metrics = addMetrics(options["metrics"], context)
+        else:
+            private = worker.metricsListen(options["metrics"])
+            metrics = addMetrics(private, context, False)
         if accessLog is not None:
             metrics.observer.accessLogDropped = lambda: accessLog.droppedLines
         factory.observer.observers.append(metrics.observer)
@@ -417,7 +434,11 @@ def makeService(
         installSignal,
         before=before,
         acceptGuard=acceptGuard,
+        adopted=() if worker is None else worker.adopted,
+        notifier=None if worker is None else worker.notifier(),
     )
+    if worker is not None:
+        ParentWatch(reactor, worker.worker, worker.parent).setServiceParent(service)
     if metrics is not None:
         metrics.health.listeners = proxyListeners(service)
     return service

@@ -212,6 +212,7 @@ BALANCER = "Behind a load balancer with the PROXY protocol"
 HTTPS = "HTTPS-proxy listener"
 PARENTS = "Parent proxies"
 LOGS = "Keeping logs bounded"
+WORKERS = "Several processes"
 
 EXAMPLES: dict[str, Example] = {
     "balancer command": _deployment(BALANCER, "sh", "--listen haproxy:tcp:3128"),
@@ -224,6 +225,7 @@ EXAMPLES: dict[str, Example] = {
     "parent toml": _deployment(PARENTS, "toml", "upstream-route"),
     "parent command": _deployment(PARENTS, "sh", "--config /etc/connectproxy/"),
     "https parent toml": _deployment(PARENTS, "toml", "upstream-ca"),
+    "workers command": _deployment(WORKERS, "sh", "--workers auto"),
     "check-config transcript": _operating(
         "Checking a configuration", "console", "--check-config"
     ),

@@ -26,3 +26,15 @@ def logEvents() -> Iterator[list[LogEvent]]:
         yield events
     finally:
         globalLogPublisher.removeObserver(observer)
+
+
+@pytest.fixture(autouse=True)
+def _accessLogShowsDebug() -> Iterator[None]:
+    """
+    A log-level filter left running by a test (it tells the access log
+    whether debug events are kept) does not change what later tests log.
+    """
+    yield
+    from connectproxy._observer import AccessLogObserver
+
+    AccessLogObserver.debugShown = True

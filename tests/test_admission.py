@@ -743,6 +743,39 @@ def test_admitRefuses(port: int, host: str, status: int) -> None:
     assert (error.status, error.keepAlive, error.headers) == (status, False, ())
 
 
+@pytest.mark.parametrize(
+    "port, host, status",
+    [(80, "example.com", 403), (443, "evil.example", 403), (443, "xn--zz", 400)],
+)
+def test_admitNowRefuses(port: int, host: str, status: int) -> None:
+    """
+    Without authentication and policies the gatekeeper is immediate:
+    C{admitNow} raises the L{Refused} that C{admit} fails with, and answers
+    an allowed request with the same target, at once.
+    """
+    rules = rulesWith(hosts=HostRules.fromStrings(deny=["evil.example"]))
+    gatekeeper = Gatekeeper(rules)
+    assert gatekeeper.immediate
+    with pytest.raises(Refused) as raised:
+        gatekeeper.admitNow(FOREIGN, accessRequest(host, port).request)
+    assert (raised.value.status, raised.value.keepAlive) == (status, False)
+    request = accessRequest("Example.COM.", 443).request
+    target = gatekeeper.admitNow(FOREIGN, request)
+    assert target == succeeded(gatekeeper.admit(FOREIGN, request))
+    assert target == UpstreamRequest("example.com", 443, None, FOREIGN, request)
+
+
+def test_notImmediateWithAuthenticationOrPolicies() -> None:
+    """
+    A gatekeeper with authentication or a policy is not immediate: its
+    checks may take time, and only C{admit} makes them.
+    """
+    checker = CountingChecker({b"alice": b"secret"})
+    rules = AccessRules.defaults()
+    assert not Gatekeeper(rules, portal=userPortal([checker])).immediate
+    assert not Gatekeeper(rules, [StaticPolicy()]).immediate
+
+
 def test_admitAuthenticates() -> None:
     """
     With a portal, C{admit} challenges a request without credentials and

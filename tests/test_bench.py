@@ -10,18 +10,24 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
+import sys
 import threading
 import zlib
 
 import pytest
+from twisted.names import dns
 
+from bench import dnsserver, pathcost
 from bench.__main__ import parseArgs
-from bench.launch import TallyCollector, _BoundedText
+from bench.launch import TallyCollector, _BoundedText, workerCount
 from bench.measure import Route, expectedCrc, percentile
 from bench.memory import sourceAddresses
 from bench.origin import CHUNK, _receiveBulk, payloadChunk
 from bench.proc import cpuSeconds, descriptorCount, processTree, pssKiB
 from bench.report import Row, formatRow
+from bench.run import makeRows
+from tests._helpers import succeeded
 
 
 def test_percentileNearestRank() -> None:
@@ -72,9 +78,26 @@ def test_variantOption() -> None:
     assert args.variant == [("splice", "--relay=splice --workers=2")]
 
 
+def test_onlyOption() -> None:
+    """
+    --only picks the kinds of measurement, and the report has the rows of
+    those only; by default every kind is measured.
+    """
+    assert parseArgs([]).only == ["bulk", "setup", "names", "latency", "memory"]
+    args = parseArgs(["--only", "setup,latency", "--concurrency", "1"])
+    assert args.only == ["setup", "latency"]
+    assert list(makeRows(args)) == [
+        "setupRateC1",
+        "setupCpuC1",
+        "latencyP50",
+        "latencyP99",
+    ]
+
+
 @pytest.mark.parametrize(
     "argv",
     [
+        ["--only", "setup,nosuchkind"],
         ["--variant", "no-equals-sign"],
         ["--variant", "squid=--x"],
         ["--variant", "a=", "--variant", "a=--x"],
@@ -187,3 +210,55 @@ def test_procReaders() -> None:
     assert pssKiB(pids) > 0
     assert descriptorCount(pids) >= 3
     assert processTree(2**22 + 1) == []
+
+
+def test_workerCount() -> None:
+    """
+    A variant's options say how many worker processes to wait for.
+    """
+    assert workerCount([]) == 1
+    assert workerCount(["--workers", "2"]) == 2
+    assert workerCount(["--workers=3", "--idle-timeout", "5"]) == 3
+    assert workerCount(["--workers", "auto"]) == (os.cpu_count() or 1)
+
+
+def test_procReadersSumChildren() -> None:
+    """
+    The readers see the children of a process (the workers of a
+    supervisor) with it.
+    """
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdin.read()"],
+        stdin=subprocess.PIPE,
+    )
+    try:
+        pids = processTree(os.getpid())
+        assert child.pid in pids
+        assert pssKiB(pids) > pssKiB([os.getpid()])
+    finally:
+        assert child.stdin is not None
+        child.stdin.close()
+        child.wait(10)
+
+
+def test_pathCostRuns() -> None:
+    """
+    bench.pathcost sets up, uses and closes tunnels on a memory reactor,
+    every one of them closed, and reports a CPU time per tunnel.
+    """
+    assert pathcost.tunnels(20) > 0
+
+
+def test_dnsZoneAnswers() -> None:
+    """
+    The bench's DNS zone answers every name in it with 127.0.0.1 and the
+    TTL it was given, and has no AAAA records: an empty answer with the
+    zone's SOA, for negative caching.
+    """
+    zone = dnsserver._Zone("bench.test", 60)
+    answers, _, _ = succeeded(zone.lookupAddress("origin.bench.test"))
+    [record] = answers
+    assert (record.payload.dottedQuad(), record.ttl) == ("127.0.0.1", 60)
+    answers, authority, _ = succeeded(zone.lookupIPV6Address("origin.bench.test"))
+    assert answers == []
+    assert [r.type for r in authority] == [dns.SOA]

@@ -7,6 +7,7 @@ and the sample file.  Its reload on SIGHUP is tested in tests/test_service.py.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,9 @@ max-connections = 100
 max-connections-per-client = 5
 resolver-threads = 16
 resolver-per-client = 2
+workers = "auto"
+resolver = "system"
+dns-cache-size = 100
 upstream = "direct"
 upstream-proxy = "http://alice:pw@parent.example:3128"
 upstream-route = "*.lan=direct"
@@ -142,6 +146,9 @@ metrics = "tcp:9108:interface=127.0.0.1"
         "max-connections-per-client": 5,
         "resolver-threads": 16,
         "resolver-per-client": 2,
+        "workers": os.cpu_count() or 1,
+        "resolver": "system",
+        "dns-cache-size": 100,
         "upstream": "direct",
         "upstream-proxy": "http://alice:pw@parent.example:3128",
         "upstream-ca": None,
@@ -190,6 +197,8 @@ metrics = "tcp:9108:interface=127.0.0.1"
         maxConnectionsPerClient=5,
         resolverThreads=16,
         resolverPerClient=2,
+        resolver="system",
+        dnsCacheSize=100,
         outgoingAddresses=OutgoingAddresses("127.0.0.7", "::1"),
         shutdownGrace=0.0,
         upstreamKeepalive=0,

@@ -7,11 +7,13 @@ by hand.
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
 import pytest
 from twisted.internet.address import HostnameAddress, IPv4Address, IPv6Address
 from twisted.internet.error import (
+    ConnectBindError,
     ConnectingCancelledError,
     ConnectionRefusedError,
     NoRouteError,
@@ -24,6 +26,7 @@ from twisted.python.failure import Failure
 
 from connectproxy._eyeballs import (
     ATTEMPT_DELAY,
+    LocalConnectError,
     _OnceFactory,
     connectToFirst,
     interleave,
@@ -166,6 +169,50 @@ def test_cancelStopsEveryAttempt() -> None:
     assert all(c.stoppedConnecting for c in race.reactor.connectors)
     assert race.reactor.getDelayedCalls() == []
     assert len(race.attempted()) == 2
+
+
+def test_singleAddressConnects() -> None:
+    """
+    One address (an IP-literal target) is one attempt, with the attempt
+    timeout and no stagger timer, and fires with the protocol.
+    """
+    race = Race(v4("192.0.2.1"))
+    assert race.attempted() == ["192.0.2.1"]
+    assert race.reactor.tcpClients[0][3] == 7
+    assert race.reactor.getDelayedCalls() == []
+    race.connect(0)
+    assert race.outcome == [race.protocol]
+
+
+def test_singleAddressFails() -> None:
+    """
+    The failure of the only attempt is the failure, a bind error on the
+    proxy's side said as for a race (503 when out of descriptors).
+    """
+    race = Race(v4("192.0.2.1"))
+    race.fail(0, ConnectionRefusedError())
+    [failure] = race.outcome
+    assert failure.check(ConnectionRefusedError)
+    race = Race(v4("192.0.2.1"))
+    race.fail(0, ConnectBindError(errno.EMFILE, "Too many open files"))
+    [failure] = race.outcome
+    assert failure.check(LocalConnectError)
+    assert failure.value.status == 503
+
+
+def test_singleAddressCancelled() -> None:
+    """
+    Cancelling the one attempt stops it and fails with
+    L{ConnectingCancelledError} naming the target, once, even when the
+    attempt then reports its own cancellation.
+    """
+    race = Race(v4("192.0.2.1"))
+    race.deferred.cancel()
+    [failure] = race.outcome
+    assert failure.check(ConnectingCancelledError)
+    assert failure.value.address == TARGET
+    assert race.reactor.connectors[0].stoppedConnecting
+    assert race.reactor.getDelayedCalls() == []
 
 
 @pytest.mark.parametrize(

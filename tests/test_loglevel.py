@@ -12,7 +12,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import ILogObserver, LogEvent, Logger, LogLevel, LogPublisher
 
 from connectproxy._loglevel import ACCESS_NAMESPACE, LEVELS, LogLevelService, logLevel
-from connectproxy._observer import AccessLogObserver, RefusedRequest
+from connectproxy._observer import AccessLogObserver, RefusedRequest, TunnelRecord
 from connectproxy.tap import Options, makeService
 
 
@@ -89,6 +89,24 @@ def test_debug() -> None:
     _, publisher, events = running("debug")
     emitAll(publisher)
     assert len(events) == 2 * len(LEVELS)
+
+
+@pytest.mark.parametrize("level, logged", [("info", []), ("debug", ["tunnel_open"])])
+def test_tunnelOpenOnlyWhenShown(
+    logEvents: list[LogEvent], level: str, logged: list[str]
+) -> None:
+    """
+    Below C{debug} the access log makes no C{tunnel_open} event (the
+    filter would drop it); at C{debug} it does, and once the filter is
+    taken away it does again.
+    """
+    service, _, _ = running(level)
+    record = TunnelRecord("127.0.0.1:5", "example.com", 443, "192.0.2.1:443")
+    AccessLogObserver().tunnelOpened(record)
+    assert [e["event"] for e in logEvents] == logged
+    service.stopService()
+    AccessLogObserver().tunnelOpened(record)
+    assert [e["event"] for e in logEvents] == [*logged, "tunnel_open"]
 
 
 def test_onlyOnceRunning() -> None:

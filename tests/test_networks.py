@@ -13,7 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connectproxy._networks import NetworkRules
+from connectproxy import _networks
+from connectproxy._networks import NetworkRules, parseAddress
 
 _PROPERTY = settings(max_examples=200, deadline=None)
 _DEFAULT = NetworkRules.fromStrings()
@@ -404,3 +405,34 @@ def test_allowEverything(address: IPv4Address | IPv6Address) -> None:
     """Allowing both whole address spaces allows every address."""
     rules = NetworkRules.fromStrings(allow=["0.0.0.0/0", "::/0"])
     assert rules.allows(address)
+
+
+def test_parseAddressRemembers() -> None:
+    """
+    parseAddress parses as ip_address does, hands back the same object for
+    the same text, and raises ValueError for text that is not an address.
+    """
+    first = parseAddress("192.0.2.1")
+    assert first == IPv4Address("192.0.2.1")
+    assert parseAddress("192.0.2.1") is first
+    assert parseAddress("2001:db8::1") == IPv6Address("2001:db8::1")
+    with pytest.raises(ValueError):
+        parseAddress("example.com")
+
+
+def test_verdictsRememberedBounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    The rules remember their verdicts, at most CACHE_SIZE of them: past
+    that they start over, and every verdict stays the same.
+    """
+    monkeypatch.setattr(_networks, "CACHE_SIZE", 4)
+    rules = NetworkRules.fromStrings(allow=["10.0.0.0/8"], deny=["10.0.0.3"])
+    addresses = [IPv4Address(f"10.0.0.{n}") for n in range(1, 11)]
+    for _ in range(2):
+        verdicts = [rules.allows(address) for address in addresses]
+        assert verdicts == [n != 3 for n in range(1, 11)]
+        assert len(rules._verdicts) <= 4
+    assert (
+        rules.explain(addresses[2])
+        == "10.0.0.3 is denied by --deny-network 10.0.0.3/32"
+    )

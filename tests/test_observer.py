@@ -19,7 +19,7 @@ from twisted.internet.error import (
     ConnectionRefusedError,
     DNSLookupError,
 )
-from twisted.logger import LogEvent, formatEvent
+from twisted.logger import LogEvent, eventAsJSON, eventFromJSON, formatEvent
 from twisted.python.failure import Failure
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
@@ -678,6 +678,48 @@ def test_accessLogTextBracketsIPv6(
         f"tunnel closed [::1]:5 - -> {destination} via [2001:db8::1]:443: "
     )
     assert (opened["host"], closed["host"]) == (host, host)
+
+
+def test_accessLogTextWhole(logEvents: list[LogEvent]) -> None:
+    """
+    The access log's lines are formatted once, when the event is made: the
+    text is whole (a reason with braces in it is not a format of its own),
+    every field is in the event with its value, and an event read back from
+    C{twist}'s JSON log renders the same text.
+    """
+    observer = AccessLogObserver()
+    record = TunnelRecord(
+        "127.0.0.1:5",
+        "example.com",
+        443,
+        "192.0.2.1:443",
+        bytesUp=10,
+        bytesDown=2000,
+        duration=1.23456,
+        reason="upstream {closed}",
+        user="alice",
+        admitTime=0.25,
+    )
+    observer.tunnelClosed(record)
+    observer.requestRefused(
+        RefusedRequest("127.0.0.1:6", "CONNECT", "a:1", 403, "port {1}", "bob")
+    )
+    closed, refused = logEvents
+    closedText = (
+        "tunnel closed 127.0.0.1:5 alice -> example.com:443 via 192.0.2.1:443: "
+        "10 bytes up, 2000 bytes down, 1.235s, upstream {closed}"
+    )
+    refusedText = "refused 127.0.0.1:6 bob CONNECT a:1: 403 port {1}"
+    assert formatEvent(closed) == closedText
+    assert formatEvent(refused) == refusedText
+    assert {key: closed[key] for key in ("bytesDown", "duration", "user")} == {
+        "bytesDown": 2000,
+        "duration": 1.23456,
+        "user": "alice",
+    }
+    assert (refused["status"], refused["reason"]) == (403, "port {1}")
+    for event, text in ((closed, closedText), (refused, refusedText)):
+        assert formatEvent(eventFromJSON(eventAsJSON(event))) == text
 
 
 # Observers of plugin API version 1, and the fan-out.

@@ -792,6 +792,44 @@ def test_squidParentExample(
     assert event["upstream"] == f"{LOCAL}:{echo.port}"
 
 
+# Several processes: the documented command with --workers.
+
+
+def test_workersExample(
+    processes: list[ChildProcess[Any]],
+    scratchDir: Path,
+    origin: OriginFactory,
+) -> None:
+    """
+    The documented command with C{--workers} runs a supervisor and its
+    workers on one port: both listen, each names itself in the log, and a
+    client of the allowed network tunnels with a password.
+    """
+    echo = origin("echo")
+    users = passwordFile(scratchDir)
+    argv = commandOf(
+        EXAMPLES["workers command"].block(),
+        [
+            (".venv/bin/twist", TWIST),
+            JSON_LOG,
+            ("--listen tcp:3128 ", f"--listen tcp:0:interface={PROXY1} "),
+            ("10.0.0.0/8", f"{CLIENT}/32"),
+            ("/etc/connectproxy/htpasswd", str(users)),
+            # Two workers, however many CPUs this machine has.
+            ("--workers auto", "--workers 2"),
+        ],
+    )
+    # Addition: the test's origins are on loopback, on any port.
+    running = start(processes, [*argv, *LOOPBACK_ORIGINS], scratchDir)
+    ready = running.waitForNamed("workers_ready", 30)
+    assert ready["workers"] == 2
+    assert ready["addresses"] == f"{PROXY1}:{running.port}"
+    with tunnel(running.port, echo, source=CLIENT, proxyHost=PROXY1):
+        pass
+    event = running.waitForNamed("tunnel_close")
+    assert event["user"] == USER and event["worker"] in (1, 2)
+
+
 # systemd: the shipped units, and the unit of the logging section.
 
 

@@ -1,10 +1,11 @@
 # -*- test-case-name: tests.integration.test_resolution -*-
 """
-Name resolution in a real proxy process whose DNS server never answers.
+Name resolution in a real proxy process whose DNS server never answers, or
+is the benchmark's (C{bench/dnsserver.py}), which answers and counts.
 
 The proxy runs in a mount namespace of its own (C{unshare --mount}, Linux,
-as root) where C{/etc/resolv.conf} names a silent DNS server that this test
-runs on a loopback address, and C{/etc/hosts} holds the names that must
+as root) where C{/etc/resolv.conf} names a DNS server that this test runs
+on a loopback address, and C{/etc/hosts} holds the names that must
 resolve.  The machine's own resolver configuration is never touched, and no
 query leaves the loopback interface.  Where that is not permitted the tests
 are skipped.
@@ -261,3 +262,70 @@ def test_hangingNamesOfOneClientDoNotStarveOthers(
     assert len(asked) == 2, asked
     status = proxy.stop()
     assert status in (0, -signal.SIGTERM), proxy.describe()
+
+
+@pytest.fixture
+def answeringDNS() -> Iterator[Any]:
+    """
+    The benchmark's DNS server (C{bench/dnsserver.py}) on port 53 of a
+    loopback address: every name under C{bench.test} is 127.0.0.1 (TTL
+    300 s), with no AAAA record; it counts the queries it gets.
+    """
+    refusal = _namespaceRefusal()
+    if refusal is not None:
+        pytest.skip(refusal)
+    from bench.launch import DnsServer
+    from bench.measure import BenchError
+
+    try:
+        server = DnsServer(1, 300)
+    except (BenchError, OSError) as e:
+        pytest.skip(f"no DNS server on a loopback port 53: {e}")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _tunnelTo(proxyPort: int, target: str) -> None:
+    """
+    Open a tunnel to C{target} (an echo origin), check it echoes, close it.
+    """
+    with request(proxyPort, target) as sock:
+        response, rest = readResponseHead(sock)
+        assert response.status == 200, response.raw
+        sock.sendall(b"ping")
+        assert rest + readExactly(sock, 4 - len(rest)) == b"ping"
+
+
+@pytest.mark.parametrize("resolver, queries", [("dns", 2), ("system", 6)])
+def test_answersCachedForTheirTTL(
+    answeringDNS: Any,
+    origin: OriginFactory,
+    scratchDir: Path,
+    processes: list[ChildProcess[Any]],
+    resolver: str,
+    queries: int,
+) -> None:
+    """
+    With C{--resolver dns} (the default) three tunnels to one name cost one
+    A and one AAAA query, their answers kept for their TTL (the missing
+    AAAA for the SOA's negative TTL); with C{--resolver system} every
+    tunnel asks both again.
+    """
+    echo = origin("echo")
+    address = answeringDNS.addresses[0]
+    resolvConf = scratchDir / "resolv.conf"
+    resolvConf.write_text(f"nameserver {address}\noptions timeout:5 attempts:1\n")
+    hosts = scratchDir / "hosts"
+    hosts.write_text("127.0.0.1 localhost\n")
+    argv = ["unshare", "--mount", "sh", "-c", NAMESPACE, "sh"]
+    argv += [str(resolvConf), str(hosts)]
+    argv += proxyCommand(["--resolver", resolver])
+    proxy = ProxyProcess(argv)
+    processes.append(proxy)
+    for _ in range(3):
+        _tunnelTo(proxy.port, f"origin.bench.test:{echo.port}")
+    proxy.stop()
+    answeringDNS.stop()
+    assert answeringDNS.queries == {address: queries}

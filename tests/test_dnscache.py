@@ -1,0 +1,500 @@
+# -*- test-case-name: tests.test_dnscache -*-
+"""
+C{--resolver dns}: L{CachingDNSResolver} over a fake DNS client and a
+clock (no query leaves the process), the hosts file it reads first, and
+how the resolver pool and the factory use it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from twisted.internet._resolver import GAIResolver
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IHostnameResolver, IResolutionReceiver
+from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
+from twisted.names import dns
+from twisted.names.error import DNSNameError, DNSQueryTimeoutError
+from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from connectproxy import ProxySettings
+from connectproxy._assembly import ProxyConfig
+from connectproxy._dnscache import (
+    MAX_NEGATIVE_TTL,
+    MAX_TTL,
+    CachingDNSResolver,
+    HostsFile,
+    dnsResolver,
+)
+from connectproxy._factory import ConnectProxyFactory
+from connectproxy._resolver import ResolverPool, _resolveWith
+from tests._helpers import succeeded
+
+
+def _a(name: str, address: str, ttl: int) -> dns.RRHeader:
+    return dns.RRHeader(name, dns.A, ttl=ttl, payload=dns.Record_A(address, ttl))
+
+
+def _aaaa(name: str, address: str, ttl: int) -> dns.RRHeader:
+    return dns.RRHeader(name, dns.AAAA, ttl=ttl, payload=dns.Record_AAAA(address, ttl))
+
+
+def _cname(name: str, target: str, ttl: int) -> dns.RRHeader:
+    return dns.RRHeader(name, dns.CNAME, ttl=ttl, payload=dns.Record_CNAME(target, ttl))
+
+
+def _soa(ttl: int, minimum: int) -> dns.RRHeader:
+    payload = dns.Record_SOA(b"ns.example", b"root.example", minimum=minimum, ttl=ttl)
+    return dns.RRHeader("example", dns.SOA, ttl=ttl, payload=payload)
+
+
+class FakeDNS:
+    """
+    A DNS client whose answers the test gives: each lookup is recorded and
+    waits until answered, or is answered at once from L{answers}.
+
+    @ivar asked: The (record type, name) of every query, in order.
+    @ivar pending: The queries not answered yet, by (type, name).
+    @ivar answers: Answers given at once, by (type, name): the three
+        sections, or an exception to fail with.
+    """
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[int, str]] = []
+        self.pending: dict[tuple[int, str], Deferred[Any]] = {}
+        self.answers: dict[tuple[int, str], Any] = {}
+
+    def _ask(self, kind: int, name: str) -> Deferred[Any]:
+        self.asked.append((kind, name))
+        answer = self.answers.get((kind, name))
+        if isinstance(answer, Exception):
+            return fail(answer)
+        if answer is not None:
+            return succeed(answer)
+        d: Deferred[Any] = Deferred()
+        self.pending[(kind, name)] = d
+        return d
+
+    def lookupAddress(self, name: str) -> Deferred[Any]:
+        return self._ask(dns.A, name)
+
+    def lookupIPV6Address(self, name: str) -> Deferred[Any]:
+        return self._ask(dns.AAAA, name)
+
+    def answer(
+        self, kind: int, name: str, answers: list[Any], authority: Any = ()
+    ) -> None:
+        self.pending.pop((kind, name)).callback((answers, list(authority), []))
+
+    def refuse(self, kind: int, name: str, error: Exception) -> None:
+        self.pending.pop((kind, name)).errback(error)
+
+
+def _resolver(size: int = 100) -> tuple[CachingDNSResolver, FakeDNS, Clock]:
+    clock = Clock()
+    client = FakeDNS()
+    return CachingDNSResolver(clock, client, size), client, clock
+
+
+def _known(
+    client: FakeDNS,
+    name: str,
+    v4: list[Any] | None = None,
+    v6: list[Any] | None = None,
+    authority: list[Any] | None = None,
+) -> None:
+    """
+    Answer C{name}'s A and AAAA queries at once; an empty answer comes with
+    an SOA whose negative TTL is 60 s unless C{authority} is given.
+    """
+    if authority is None:
+        authority = [_soa(ttl=60, minimum=60)]
+    client.answers[(dns.A, name)] = (v4 or [], list(authority), [])
+    client.answers[(dns.AAAA, name)] = (v6 or [], list(authority), [])
+
+
+def _addresses(resolver: CachingDNSResolver, name: str, port: int = 443) -> Any:
+    return succeeded(_resolveWith(resolver, name, port))
+
+
+def test_providesInterface() -> None:
+    """
+    The resolver is an L{IHostnameResolver}.
+    """
+    resolver, _, _ = _resolver()
+    assert verifyObject(IHostnameResolver, resolver)
+
+
+def test_addressesIPv6First() -> None:
+    """
+    A name's AAAA and A records are asked for at once; its addresses come
+    IPv6 first, each family in the order the DNS gave, with the port.
+    """
+    resolver, client, _ = _resolver()
+    d = _resolveWith(resolver, "www.example", 443)
+    assert sorted(client.asked) == [(dns.A, "www.example"), (dns.AAAA, "www.example")]
+    client.answer(
+        dns.A,
+        "www.example",
+        [_a("www.example", "192.0.2.2", 60), _a("www.example", "192.0.2.1", 60)],
+    )
+    assert not d.called
+    client.answer(dns.AAAA, "www.example", [_aaaa("www.example", "2001:db8::1", 60)])
+    assert succeeded(d) == [
+        IPv6Address("TCP", "2001:db8::1", 443),
+        IPv4Address("TCP", "192.0.2.2", 443),
+        IPv4Address("TCP", "192.0.2.1", 443),
+    ]
+
+
+def test_answersKeptForTheirTTL() -> None:
+    """
+    An answer is kept for the shortest TTL of its records, CNAMEs included:
+    until then no query is made; after, the DNS is asked again.
+    """
+    resolver, client, clock = _resolver()
+    _known(
+        client,
+        "www.example",
+        v4=[
+            _cname("www.example", "cdn.example", 30),
+            _a("cdn.example", "192.0.2.1", 300),
+        ],
+    )
+    first = _addresses(resolver, "www.example")
+    assert first == [IPv4Address("TCP", "192.0.2.1", 443)]
+    assert len(client.asked) == 2
+    clock.advance(29)
+    assert _addresses(resolver, "www.example", 80) == [
+        IPv4Address("TCP", "192.0.2.1", 80)
+    ]
+    assert len(client.asked) == 2
+    clock.advance(1)
+    _addresses(resolver, "www.example")
+    assert client.asked[2:] == [(dns.A, "www.example")]
+
+
+def test_longTTLsCapped() -> None:
+    """
+    No answer is kept longer than L{MAX_TTL}.
+    """
+    resolver, client, clock = _resolver()
+    long = [_a("www.example", "192.0.2.1", 10 * MAX_TTL)]
+    _known(client, "www.example", long, [_aaaa("www.example", "::2", 10 * MAX_TTL)])
+    _addresses(resolver, "www.example")
+    clock.advance(MAX_TTL - 1)
+    _addresses(resolver, "www.example")
+    assert len(client.asked) == 2
+    clock.advance(1)
+    _addresses(resolver, "www.example")
+    assert client.asked[2:] == [(dns.AAAA, "www.example"), (dns.A, "www.example")]
+
+
+def test_noDataKeptForNegativeTTL() -> None:
+    """
+    A record type the name does not have (an empty answer with the zone's
+    SOA) is remembered for the smaller of the SOA's TTL and minimum.
+    """
+    resolver, client, clock = _resolver()
+    _known(
+        client,
+        "v4only.example",
+        v4=[_a("v4only.example", "192.0.2.1", 600)],
+        authority=[_soa(ttl=120, minimum=60)],
+    )
+    _addresses(resolver, "v4only.example")
+    clock.advance(59)
+    _addresses(resolver, "v4only.example")
+    assert len(client.asked) == 2
+    clock.advance(1)
+    _addresses(resolver, "v4only.example")
+    assert client.asked[2:] == [(dns.AAAA, "v4only.example")]
+
+
+def test_missingNameRemembered() -> None:
+    """
+    A name that does not exist (NXDOMAIN) has no address, and is
+    remembered for its SOA's negative TTL, at most L{MAX_NEGATIVE_TTL}.
+    """
+    resolver, client, clock = _resolver()
+    message = dns.Message(rCode=dns.ENAME)
+    message.authority = [_soa(ttl=10 * MAX_NEGATIVE_TTL, minimum=10 * MAX_NEGATIVE_TTL)]
+    for kind in (dns.A, dns.AAAA):
+        client.answers[(kind, "nx.example")] = DNSNameError(message)
+    assert _addresses(resolver, "nx.example") == []
+    clock.advance(MAX_NEGATIVE_TTL - 1)
+    assert _addresses(resolver, "nx.example") == []
+    assert len(client.asked) == 2
+    clock.advance(1)
+    _addresses(resolver, "nx.example")
+    assert len(client.asked) == 4
+
+
+def test_failuresNotRemembered() -> None:
+    """
+    A query that fails (a timeout, a server failure, NXDOMAIN without an
+    SOA) gives no address and is not remembered: the next lookup asks.
+    """
+    resolver, client, _ = _resolver()
+    client.answers[(dns.A, "down.example")] = DNSQueryTimeoutError("down.example")
+    client.answers[(dns.AAAA, "down.example")] = DNSNameError(dns.Message())
+    assert _addresses(resolver, "down.example") == []
+    assert _addresses(resolver, "down.example") == []
+    assert len(client.asked) == 4
+    assert len(resolver) == 0
+
+
+def test_oneQueryForLookupsAtOnce() -> None:
+    """
+    Lookups of a name whose answer is awaited wait for that answer rather
+    than asking again, and all get it.
+    """
+    resolver, client, _ = _resolver()
+    first = _resolveWith(resolver, "www.example", 443)
+    second = _resolveWith(resolver, "www.example", 8443)
+    assert len(client.asked) == 2
+    client.answer(dns.A, "www.example", [_a("www.example", "192.0.2.1", 60)])
+    client.answer(dns.AAAA, "www.example", [])
+    assert succeeded(first) == [IPv4Address("TCP", "192.0.2.1", 443)]
+    assert succeeded(second) == [IPv4Address("TCP", "192.0.2.1", 8443)]
+
+
+def test_cacheBounded() -> None:
+    """
+    The cache keeps at most C{size} answers, dropping the least recently
+    used first; a size of 0 keeps nothing.
+    """
+    resolver, client, _ = _resolver(size=4)
+    for name in ("a.example", "b.example", "c.example"):
+        _known(client, name, v4=[_a(name, "192.0.2.1", 60)])
+    _addresses(resolver, "a.example")
+    _addresses(resolver, "b.example")
+    _addresses(resolver, "a.example")  # Now b is the least recently used.
+    _addresses(resolver, "c.example")
+    assert len(resolver) == 4
+    asked = len(client.asked)
+    _addresses(resolver, "a.example")
+    assert len(client.asked) == asked
+    _addresses(resolver, "b.example")
+    assert len(client.asked) == asked + 2
+    resolver.size = 0
+    _known(client, "d.example", v4=[_a("d.example", "192.0.2.1", 60)])
+    _addresses(resolver, "d.example")
+    assert len(resolver) == 0
+    _addresses(resolver, "d.example")
+    assert len(client.asked) == asked + 6
+
+
+def test_addressTypesFilter() -> None:
+    """
+    Only the address types asked for are delivered.
+    """
+    resolver, client, _ = _resolver()
+    _known(
+        client,
+        "dual.example",
+        v4=[_a("dual.example", "192.0.2.1", 60)],
+        v6=[_aaaa("dual.example", "2001:db8::1", 60)],
+    )
+    delivered: list[Any] = []
+
+    @implementer(IResolutionReceiver)
+    class Receiver:
+        def resolutionBegan(self, resolution: Any) -> None:
+            pass
+
+        def addressResolved(self, address: Any) -> None:
+            delivered.append(address)
+
+        def resolutionComplete(self) -> None:
+            delivered.append("done")
+
+    resolver.resolveHostName(Receiver(), "Dual.Example.", 80, [IPv4Address])
+    assert delivered == [IPv4Address("TCP", "192.0.2.1", 80), "done"]
+
+
+def test_hostsFileFirst(tmp_path: Path) -> None:
+    """
+    Names in the hosts file are answered from it, without a query, and the
+    file is read again when it changes (checked at most once a second).
+    """
+    path = tmp_path / "hosts"
+    path.write_text(
+        "# comment\n127.0.0.1 localhost\n192.0.2.7 Origin.Test alias\n::1 v6.test\n"
+    )
+    clock = Clock()
+    client = FakeDNS()
+    resolver = CachingDNSResolver(clock, client, 100, HostsFile(clock, str(path)))
+    assert _addresses(resolver, "origin.test") == [IPv4Address("TCP", "192.0.2.7", 443)]
+    assert _addresses(resolver, "alias") == [IPv4Address("TCP", "192.0.2.7", 443)]
+    assert _addresses(resolver, "v6.test") == [IPv6Address("TCP", "::1", 443)]
+    assert client.asked == []
+    path.write_text("192.0.2.8 origin.test other.test\n")
+    clock.advance(1)
+    assert _addresses(resolver, "origin.test") == [IPv4Address("TCP", "192.0.2.8", 443)]
+    _known(client, "alias", v4=[_a("alias", "198.51.100.1", 60)])
+    assert _addresses(resolver, "alias") == [IPv4Address("TCP", "198.51.100.1", 443)]
+
+
+def test_missingHostsFile(tmp_path: Path) -> None:
+    """
+    Without a hosts file every name goes to the DNS.
+    """
+    clock = Clock()
+    hosts = HostsFile(clock, str(tmp_path / "none"))
+    assert hosts.lookup("localhost") is None
+
+
+def test_poolUsesItForTheStockResolver() -> None:
+    """
+    The resolver pool resolves with it in place of Twisted's stock
+    resolver (C{getaddrinfo} in threads), under the same bounds; a reactor
+    with a resolver of its own (a test's fake) keeps that.
+    """
+    resolver, client, _ = _resolver()
+    _known(client, "www.example", v4=[_a("www.example", "192.0.2.1", 60)])
+    reactor: Any = MemoryReactorClock()
+    reactor.nameResolver = GAIResolver(reactor, getThreadPool=ThreadPool)
+    pool = ResolverPool(reactor, 4, 2, dns=resolver)
+    d = pool.resolve("127.0.0.1", "www.example", 443)
+    assert succeeded(d) == [IPv4Address("TCP", "192.0.2.1", 443)]
+    assert pool.running == 0
+
+
+def test_factoryMakesIt() -> None:
+    """
+    The factory's resolver pool has a DNS resolver for C{--resolver dns}
+    (the default), made without touching the DNS, and none for
+    C{system}; a reload switches between them and resizes the cache.
+    """
+    reactor = MemoryReactorClock()
+    factory = ConnectProxyFactory(reactor, ProxySettings(dnsCacheSize=10))
+    pool = factory.connectorContext().resolverPool
+    assert isinstance(pool.dns, CachingDNSResolver)
+    assert pool.dns.size == 10
+    assert reactor.getDelayedCalls() == []
+    assert pool.dns._resolver._client is None
+    factory.reconfigure(ProxyConfig(settings=ProxySettings(resolver="system")))
+    assert pool.dns is None
+    factory.reconfigure(ProxyConfig(settings=ProxySettings(dnsCacheSize=5)))
+    assert isinstance(pool.dns, CachingDNSResolver) and pool.dns.size == 5
+    kept = pool.dns
+    factory.reconfigure(ProxyConfig(settings=ProxySettings(dnsCacheSize=7)))
+    assert pool.dns is kept and kept.size == 7
+
+
+def test_dnsResolverReadsResolvConfOnFirstLookup(tmp_path: Path) -> None:
+    """
+    The DNS client of L{dnsResolver} is made at the first lookup that
+    needs it (it reads resolv.conf and keeps a timer to read it again),
+    and stopping lets that timer go.
+    """
+    resolvConf = tmp_path / "resolv.conf"
+    resolvConf.write_text("nameserver 127.0.0.153\n")
+    reactor = MemoryReactorClock()
+    resolver = dnsResolver(reactor, 10, str(resolvConf))
+    assert reactor.getDelayedCalls() == []
+    resolver.addresses("www.example")
+
+    def rereads() -> list[Any]:
+        return [
+            call
+            for call in reactor.getDelayedCalls()
+            if getattr(getattr(call, "func", None), "__name__", "")
+            == "maybeParseConfig"
+        ]
+
+    assert len(rereads()) == 1
+    resolver.stop()
+    assert rereads() == []
+
+
+@pytest.mark.parametrize("size", [0, 1])
+def test_sizeZeroOrOne(size: int) -> None:
+    """
+    Tiny caches work: 0 keeps nothing, 1 keeps the last answer.
+    """
+    resolver, client, _ = _resolver(size=size)
+    _known(client, "www.example", v4=[_a("www.example", "192.0.2.1", 60)])
+    _addresses(resolver, "www.example")
+    assert len(resolver) == size
+
+
+class SearchingDNS(FakeDNS):
+    """
+    A fake DNS client with search domains, as resolv.conf's C{search} line
+    gives them.
+    """
+
+    def __init__(self, *domains: str) -> None:
+        super().__init__()
+        self.domains = list(domains)
+
+    def searchDomains(self) -> list[str]:
+        return self.domains
+
+
+def test_singleLabelSearched() -> None:
+    """
+    A name of one label is looked up in each search domain in turn, then
+    as it is: the first with an address wins.  A longer name is looked up
+    as it is only.
+    """
+    clock = Clock()
+    client = SearchingDNS("corp.example", "example")
+    resolver = CachingDNSResolver(clock, client, 100)
+    _known(client, "intranet.corp.example")
+    _known(client, "intranet.example", v4=[_a("intranet.example", "192.0.2.9", 60)])
+    assert _addresses(resolver, "intranet") == [IPv4Address("TCP", "192.0.2.9", 443)]
+    assert [name for _, name in client.asked] == [
+        "intranet.corp.example",
+        "intranet.corp.example",
+        "intranet.example",
+        "intranet.example",
+    ]
+    _known(client, "host.example")
+    assert _addresses(resolver, "host.example") == []
+    assert client.asked[4:] == [(dns.AAAA, "host.example"), (dns.A, "host.example")]
+
+
+def test_singleLabelItselfLast() -> None:
+    """
+    When no search domain has the name, the name itself is looked up last;
+    every answer is cached, so the next lookup asks nothing.
+    """
+    clock = Clock()
+    client = SearchingDNS("corp.example")
+    resolver = CachingDNSResolver(clock, client, 100)
+    _known(client, "printer.corp.example")
+    _known(client, "printer", v6=[_aaaa("printer", "2001:db8::7", 60)])
+    assert _addresses(resolver, "printer") == [IPv6Address("TCP", "2001:db8::7", 443)]
+    assert len(client.asked) == 4
+    _addresses(resolver, "printer")
+    assert len(client.asked) == 4
+
+
+def test_searchDomainsFromResolvConf(tmp_path: Path) -> None:
+    """
+    The search domains come from resolv.conf's C{search} line, or its
+    C{domain} line.
+    """
+    reactor = MemoryReactorClock()
+    for text, domains in (
+        (
+            "nameserver 127.0.0.153\nsearch Corp.Example. example\n",
+            ["corp.example", "example"],
+        ),
+        ("nameserver 127.0.0.153\ndomain lan\n", ["lan"]),
+        ("nameserver 127.0.0.153\n", []),
+    ):
+        resolvConf = tmp_path / "resolv.conf"
+        resolvConf.write_text(text)
+        resolver = dnsResolver(reactor, 10, str(resolvConf))
+        assert resolver._searchDomains() == domains
+        resolver.stop()

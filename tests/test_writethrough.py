@@ -1,0 +1,165 @@
+# -*- test-case-name: tests.test_writethrough -*-
+"""
+The relay's write-through (L{connectproxy._writethrough}), on a Twisted TCP
+connection over a real socket pair that a L{MemoryReactor} watches: the
+chunk reaches the socket at once when nothing waits in the transport's
+buffer, and goes through C{write}, in order, otherwise.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import pytest
+from twisted.internet import tcp
+from twisted.internet.protocol import Protocol
+from twisted.internet.testing import MemoryReactor, StringTransport
+
+from connectproxy._writethrough import writerFor
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[tcp.Connection, socket.socket, MemoryReactor]]:
+    """
+    A Twisted TCP connection on one end of a socket pair, the other end,
+    and the reactor that watches the connection.
+    """
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    theirs.settimeout(5)
+    reactor = MemoryReactor()
+    connection = tcp.Connection(ours, Protocol(), reactor)
+    connection.connected = True
+    yield connection, theirs, reactor
+    ours.close()
+    theirs.close()
+
+
+def _received(sock: socket.socket, count: int) -> bytes:
+    data = b""
+    while len(data) < count:
+        chunk = sock.recv(count - len(data))
+        assert chunk, f"closed after {data!r}"
+        data += chunk
+    return data
+
+
+def test_otherTransportsWrittenAsUsual() -> None:
+    """
+    Anything but a plain TCP connection gets its own C{write}.
+    """
+    transport = StringTransport()
+    assert writerFor(transport) == transport.write
+
+
+def test_tlsWrittenAsUsual(
+    pair: tuple[tcp.Connection, socket.socket, MemoryReactor],
+) -> None:
+    """
+    A TCP connection carrying TLS gets its own C{write}: the bytes must go
+    through the TLS layer.
+    """
+    connection, _, _ = pair
+    connection.TLS = True
+    assert writerFor(connection) == connection.write
+
+
+def test_emptyBufferWritesThrough(
+    pair: tuple[tcp.Connection, socket.socket, MemoryReactor],
+) -> None:
+    """
+    With nothing waiting, the chunk is on the socket when the call returns,
+    and the reactor is not asked to watch for writability.
+    """
+    connection, theirs, reactor = pair
+    write = writerFor(connection)
+    write(b"hello")
+    write(b" world")
+    assert _received(theirs, 11) == b"hello world"
+    assert reactor.getWriters() == []
+    assert connection._tempDataLen == 0 and not connection.dataBuffer
+
+
+def test_waitingBytesGoFirst(
+    pair: tuple[tcp.Connection, socket.socket, MemoryReactor],
+) -> None:
+    """
+    When bytes wait in the buffer, the chunk waits behind them, and both
+    leave in order when the reactor finds the socket writable.
+    """
+    connection, theirs, reactor = pair
+    connection.write(b"first ")
+    write = writerFor(connection)
+    write(b"second")
+    assert reactor.getWriters() == [connection]
+    connection.doWrite()
+    assert _received(theirs, 12) == b"first second"
+
+
+def test_partialSendRestBuffered(
+    pair: tuple[tcp.Connection, socket.socket, MemoryReactor],
+) -> None:
+    """
+    What the kernel does not take at once is buffered, after what it took,
+    with the producer paused when the buffer fills, as C{write} does.
+    """
+    connection, theirs, reactor = pair
+    connection.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    producer = _Producer()
+    connection.registerProducer(producer, True)
+    chunk = bytes(range(256)) * 4096  # 1 MiB: more than the socket takes.
+    writerFor(connection)(chunk)
+    assert 0 < connection._tempDataLen < len(chunk)
+    assert reactor.getWriters() == [connection]
+    assert producer.paused
+    received = b""
+    while len(received) < len(chunk):
+        connection.doWrite()
+        received += theirs.recv(1 << 20)
+    assert received == chunk
+
+
+class _Producer:
+    paused = False
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+
+    def stopProducing(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("state", ["disconnecting", "_writeDisconnecting", "_aborting"])
+def test_closingWrittenAsUsual(
+    pair: tuple[tcp.Connection, socket.socket, MemoryReactor], state: str
+) -> None:
+    """
+    A connection that is closing, half-closing or aborted is written to as
+    usual: nothing goes to its socket directly.
+    """
+    connection, theirs, _ = pair
+    write = writerFor(connection)
+    setattr(connection, state, True)
+    write(b"late")
+    theirs.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        theirs.recv(10)
+
+
+def test_lostConnectionBuffered(
+    pair: tuple[tcp.Connection, socket.socket, MemoryReactor],
+) -> None:
+    """
+    When the socket fails (the peer is gone), the chunk goes to C{write},
+    and the reactor finds the loss when it writes.
+    """
+    connection, theirs, reactor = pair
+    theirs.close()
+    write = writerFor(connection)
+    write(b"x" * 100000)
+    write(b"more")
+    assert reactor.getWriters() == [connection]

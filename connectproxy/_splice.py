@@ -11,10 +11,12 @@ L{DeadlineSweeper <connectproxy._deadlines.DeadlineSweeper>}.
 
 How the sockets change hands:
 
-  - L{SpliceRelay.start} stops both transports reading and waits until
-    each has written what it holds (the C{200}, on the client's side): it
-    registers as each transport's pull producer and asks it to look at its
-    buffer, and the transport asks for more data once the buffer is empty.
+  - L{SpliceRelay.start} stops both transports reading and takes each
+    socket over once its transport has written what it holds: at once when
+    it holds nothing (the C{200} usually went out as it was written), else
+    it registers as the transport's pull producer and asks it to look at
+    its buffer, and the transport asks for more data once the buffer is
+    empty.
   - Then the relay owns the socket: a L{_Side} of its own is the reactor's
     reader and writer of that descriptor (the reactor takes one
     registration per descriptor, so the transport is registered for
@@ -122,10 +124,11 @@ class SpliceRelay:
         if earlyData:
             self.stats.bytesUp += len(earlyData)
             self.upstream.pending = earlyData
-        self.client.takeOver()
-        self.upstream.takeOver()
         if clientFinished:
             self.sideFinished(self.client)
+        owned = [side for side in (self.client, self.upstream) if side.takeOver()]
+        for side in owned:
+            self.sideOwned(side)
 
     # What the sides report (called by them only).
 

@@ -45,6 +45,18 @@ RETURNED = "returned"  # handed back to its transport, closing
 LOST = "lost"  # its connection is gone
 
 
+def _holdsNothing(transport: tcp.Connection) -> bool:
+    """
+    Whether C{transport} has nothing waiting to be written, as far as can
+    be told: Twisted's TCP transports keep it in C{dataBuffer} and
+    C{_tempDataLen}; another version's are waited for.
+    """
+    return (
+        getattr(transport, "dataBuffer", None) == b""
+        and getattr(transport, "_tempDataLen", None) == 0
+    )
+
+
 def _lostWith(error: OSError) -> Failure:
     """
     What a transport's protocol is told when its socket failed.
@@ -290,14 +302,22 @@ class _Side:
 
     # Taking the socket over from the transport (IPullProducer).
 
-    def takeOver(self) -> None:
+    def takeOver(self) -> bool:
         """
-        Stop the transport reading, and wait until it wrote what it holds:
-        as its pull producer, which it asks for data once its buffer is
-        empty (L{resumeProducing}).
+        Stop the transport reading, and take the socket over once the
+        transport has written what it holds: at once when it holds nothing
+        (the usual case: the C{200} went out when it was written), else as
+        its pull producer, which it asks for data once its buffer is empty
+        (L{resumeProducing}).
+
+        @return: Whether the relay owns the socket now.
         """
         transport = self.transport
         transport.pauseProducing()
+        if _holdsNothing(transport):
+            transport.stopWriting()
+            self.state = OWNED
+            return True
         self._registering = True
         try:
             transport.registerProducer(self, False)
@@ -305,6 +325,7 @@ class _Side:
             self._registering = False
         # Look at the buffer on the next turn even when it is empty.
         transport.startWriting()
+        return False
 
     def resumeProducing(self) -> None:
         if self._registering or self.state is not WAITING:

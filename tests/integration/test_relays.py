@@ -347,6 +347,7 @@ class Relays:
         early: bytes = b"",
         clientFinished: bool = False,
         keepOpen: bool = False,
+        written: bytes = b"",
     ) -> Generator[Deferred[Any], Any, Tunnel]:
         """
         Open a tunnel and start its relay, as the proxy does after its
@@ -354,6 +355,8 @@ class Relays:
         FIN, which is then sent and seen first), the deadlines watched.
 
         @param keepOpen: Whether the peers keep writing after a FIN.
+        @param written: Written to the client before the relay starts, as
+            the proxy writes its C{200}.
         """
         client, clientEnd = yield self.pair()
         origin, upstreamEnd = yield self.pair()
@@ -363,6 +366,8 @@ class Relays:
             yield waitUntil(lambda: clientEnd.sawFin)
         else:
             clientEnd.transport.pauseProducing()
+        if written:
+            clientEnd.transport.write(written)
         closed: Deferred[_Relay] = Deferred()
 
         def onClosed(relay: _Relay) -> None:
@@ -425,6 +430,26 @@ def test_earlyDataFirst(relays: Relays) -> Generator[Deferred[Any], Any, None]:
     assert (stats.bytesUp, stats.bytesDown) == (14, 6)
     assert stats.closeReason == "client closed"
     assert len(relays.sweeper) == 0 and relays.sweeper.interval is None
+
+
+@pytest_twisted.inlineCallbacks
+def test_writtenBeforeFirst(relays: Relays) -> Generator[Deferred[Any], Any, None]:
+    """
+    What the client's transport still holds when the relay starts (a
+    client slow to read the C{200} and what came with it) reaches the
+    client before anything relayed, and is not counted as relayed.
+    """
+    written = pattern(4 << 20, 8)
+    tunnel = yield relays.open(written=written)
+    tunnel.origin.send(b"after")
+    tunnel.client.send(b"up")
+    yield waitUntil(lambda: tunnel.origin.received == b"up")
+    yield waitUntil(lambda: len(tunnel.client.received) == len(written) + 5)
+    assert tunnel.client.received == written + b"after"
+    stats = tunnel.relay.stats
+    assert (stats.bytesUp, stats.bytesDown) == (2, 5)
+    tunnel.client.transport.loseConnection()
+    yield closedCleanly(tunnel)
 
 
 @pytest.mark.parametrize("first", ["client", "origin"])

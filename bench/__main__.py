@@ -16,7 +16,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench.launch import DEFAULT_CONNECTPROXY_COMMAND, Origin
+from bench.launch import DEFAULT_CONNECTPROXY_COMMAND, Origin, raiseDescriptorLimit
 from bench.measure import MODES, BenchError
 from bench.others import OTHERS, OTHERS_VENV, installOthers
 from bench.report import formatTable
@@ -255,10 +255,12 @@ def buildReport(run: Run, argv: list[str], extra: dict[str, Any]) -> dict[str, A
     baseline = args.baseline if args.baseline in names else None
     if baseline is None and "direct" in names:
         baseline = "direct"
+    counts = [run.idleCount(route) for route in run.routes if not route.direct]
+    idle = max(counts, default=0) if args.idle_tunnels else 0
     summary = (
         f"{args.rounds} rounds, {args.megabytes} MiB per bulk sample, setup "
         f"{args.rate_seconds:g} s per sample, {args.pings} pings, "
-        f"{run.idleCount() if args.idle_tunnels else 0} idle tunnels, "
+        f"{idle} idle tunnels, "
         f"{args.slow_tunnels} slow readers; {machine['cpus']} CPUs, load "
         f"{machine['loadAverageAtStart'][0]:.2f} at start, "
         f"{machine['loadAverage'][0]:.2f} at the end"
@@ -306,7 +308,8 @@ def runAll(args: argparse.Namespace, argv: list[str]) -> int:
     """
     run: Run | None = None
     loadAtStart = list(os.getloadavg())
-    origin = Origin(max(4, args.idle_tunnels // 16000 + 2))
+    raiseDescriptorLimit()  # Before the origin starts: it inherits it.
+    origin = Origin(4)
     stopped: dict[str, int] = {}
     try:
         run = Run(args, origin)

@@ -29,9 +29,12 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from bench.measure import BenchError
+
+if TYPE_CHECKING:
+    from bench.memory import HolderShare
 from bench.proc import processTree
 from tests.integration._output import Event, EventCollector, LineCollector
 from tests.integration._processes import (
@@ -214,6 +217,8 @@ class Launched:
     @ivar kind: C{"connectproxy"} or the other proxy's name.
     @ivar port: Its port on 127.0.0.1.
     @ivar version: What it says its version is.
+    @ivar processes: How many processes serve its tunnels, each with its own
+        descriptor limit (C{--workers}).
     """
 
     name: str
@@ -221,6 +226,7 @@ class Launched:
     port: int
     version: str
     child: ChildProcess[Any]
+    processes: int = 1
 
     @property
     def pid(self) -> int:
@@ -302,6 +308,7 @@ class ConnectproxyVariant(Launched):
         argv += ["--listen", LISTEN_ANY_PORT, *LOOPBACK_ORIGINS]
         argv += shlex.split(options)
         workers = workerCount(shlex.split(options))
+        self.processes = workers
         env = sourceEnvironment()
         env["PYTHONPATH"] = str(root)
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -628,3 +635,88 @@ class Origin:
         Stop it by PID.
         """
         self.child.stop()
+
+
+class HolderProcess(ChildProcess[str]):
+    """
+    A client process of the idle-tunnel scale test (C{bench.holders}): it
+    opens and holds its share of the tunnels, and takes commands on its
+    standard input.
+    """
+
+    def __init__(self, proxyPort: int, share: HolderShare, timeout: float = 30.0):
+        """
+        Start it; it starts opening its tunnels at once.
+
+        @param proxyPort: The proxy's port on 127.0.0.1.
+        @param share: What it opens.
+        @param timeout: Seconds each of its socket operations may take.
+        """
+        job = {
+            "proxyPort": proxyPort,
+            "count": share.count,
+            "sources": list(share.sources),
+            "ports": list(share.ports),
+            "sample": share.sample,
+            "timeout": timeout,
+        }
+        self.argv = [sys.executable, "-m", "bench.holders", json.dumps(job)]
+        self.process = subprocess.Popen(
+            self.argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=sourceEnvironment(),
+            cwd=REPO_ROOT,
+        )
+        assert self.process.stdout is not None
+        self.output = LineCollector(self.process.stdout, f"drain-{self.process.pid}")
+
+    def send(self, command: str) -> None:
+        """
+        Write one command line (C{check}, C{close}) to its standard input.
+
+        @raise BenchError: If it has exited.
+        """
+        assert self.process.stdin is not None
+        try:
+            self.process.stdin.write(command.encode("ascii") + b"\n")
+            self.process.stdin.flush()
+        except OSError as e:
+            raise BenchError(f"holder {self.pid} is gone: {e}") from e
+
+    def waitFor(self, key: str, timeout: float) -> dict[str, Any]:
+        """
+        Wait for its JSON line that has C{key}.
+
+        @param timeout: Seconds to wait at most.
+        @return: That line, parsed.
+        @raise BenchError: If it does not come in time.
+        """
+
+        def has(line: str) -> bool:
+            try:
+                return line.startswith("{") and key in json.loads(line)
+            except ValueError:
+                return False
+
+        try:
+            return cast(
+                dict[str, Any], json.loads(self.output.waitFor(has, timeout, key))
+            )
+        except AssertionError as e:
+            raise BenchError(f"holder {self.pid}: {e}") from e
+
+    def close(self) -> None:
+        """
+        Tell it to close its tunnels, wait a bounded time for it to exit,
+        and stop it by PID if it has not.
+        """
+        try:
+            self.send("close")
+            assert self.process.stdin is not None
+            self.process.stdin.close()
+            self.process.wait(30.0)
+        except (BenchError, OSError, subprocess.TimeoutExpired):
+            pass
+        self.stop()

@@ -113,6 +113,13 @@ class Route:
                 self.moved[0] += up
                 self.moved[1] += down
 
+    def addOpened(self, count: int) -> None:
+        """
+        Count tunnels that another process opened through this route.
+        """
+        with self._lock:
+            self.opened += count
+
     def open(
         self,
         port: int,

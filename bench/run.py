@@ -37,7 +37,7 @@ from bench.measure import (
     pingRun,
     rateRun,
 )
-from bench.memory import idleTunnels, slowReaders
+from bench.memory import PER_PROCESS, idleTunnels, slowReaders, splitEvenly
 from bench.others import OTHERS
 from bench.proc import cpuSeconds, pssKiB
 from bench.report import Row
@@ -103,6 +103,7 @@ def makeRows(args: argparse.Namespace) -> dict[str, Row]:
     if "memory" in only:
         rows += [
             Row("idleMemory", "memory per idle tunnel (PSS)", "KiB", False),
+            Row("idleHeld", "idle tunnels held at once", "tunnels", True),
             Row("idleOpenRate", "idle tunnels opened one by one", "tunnels/s", True),
             Row("slowReaderGrowth", "slow-reader memory growth", "KiB/tunnel", False),
         ]
@@ -135,6 +136,7 @@ class Run:
         self.checks: dict[str, list[str]] = {}
         self.notes: list[str] = []
         self.limit = raiseDescriptorLimit()
+        self.holdOrigins: list[Origin] = []
         self._cpu: dict[str, list[float]] = {}
         # The DNS server for host-name targets, its address for each route
         # that resolves with it, and the host-name tunnels each opened.
@@ -406,29 +408,69 @@ class Run:
                 self.rows["cpuPerGiB"].add(name, seconds / (moved / GIB))
         self._cpu.clear()
 
-    def idleCount(self) -> int:
+    def idleCount(self, route: Route) -> int:
         """
-        The idle-tunnel count, lowered to what the descriptor limit allows
-        (the proxy holds two descriptors per tunnel).
+        The idle-tunnel count for C{route}, lowered to what the descriptor
+        limit allows: the proxy holds two descriptors per tunnel in one of
+        its processes (each worker of C{--workers} has a limit of its own).
         """
-        most = max(1, (self.limit - 256) // 2)
+        proxy = self.launched.get(route.name)
+        processes = proxy.processes if proxy is not None else 1
+        most = processes * max(1, (self.limit - 256) // 2)
         return min(int(self.args.idle_tunnels), most)
+
+    def perProcess(self) -> int:
+        """
+        The most sockets one client or origin process of the idle-tunnel
+        test holds.
+        """
+        return max(1, min(PER_PROCESS, self.limit - 256))
+
+    def startHoldOrigins(self, count: int) -> None:
+        """
+        Start enough more origin processes that none holds more than
+        L{perProcess} of C{count} idle tunnels.
+        """
+        needed = len(splitEvenly(count, self.perProcess()))
+        while len(self.holdOrigins) + 1 < needed:
+            self.holdOrigins.append(Origin(len(self.origin.holdPorts)))
+        if self.holdOrigins:
+            progress(
+                f"hold origins: pids {self.origin.child.pid}, "
+                + ", ".join(str(o.child.pid) for o in self.holdOrigins)
+            )
+
+    def stopHoldOrigins(self) -> None:
+        """
+        Stop the origin processes of L{startHoldOrigins} by PID.
+        """
+        for origin in self.holdOrigins:
+            origin.stop()
+        self.holdOrigins.clear()
 
     def idleTest(self, route: Route) -> None:
         """
         The idle-tunnel measurement for one proxy.
         """
         proxy = self.launched[route.name]
-        result = idleTunnels(route, self.origin.holdPorts, self.idleCount(), proxy.pids)
+        ports = list(self.origin.holdPorts)
+        for origin in self.holdOrigins:
+            ports += origin.holdPorts
+        result = idleTunnels(
+            route, ports, self.idleCount(route), proxy.pids, self.perProcess()
+        )
         self.idle.setdefault(route.name, []).append(asdict(result))
         progress(
             f"  idle     {route.name:<16} {result.opened} of {result.requested}"
-            f" tunnels, {result.kibPerTunnel or 0:.1f} KiB each"
+            f" tunnels ({result.clients} client processes, {result.checked}"
+            f" echoed), {result.kibPerTunnel or 0:.2f} KiB each,"
+            f" {result.openSeconds:.1f} s to open"
         )
         if result.error is not None:
             self.fail(route.name, f"idle tunnels: {result.error}")
         elif result.kibPerTunnel is not None:
             self.rows["idleMemory"].add(route.name, result.kibPerTunnel)
+            self.rows["idleHeld"].add(route.name, result.opened)
             self.rows["idleOpenRate"].add(
                 route.name, result.opened / result.openSeconds
             )
@@ -469,17 +511,18 @@ class Run:
         """
         args = self.args
         memory = "memory" in args.only
-        if memory and self.idleCount() < args.idle_tunnels:
-            self.notes.append(
-                f"idle tunnels lowered from {args.idle_tunnels} to "
-                f"{self.idleCount()}: the descriptor limit is {self.limit} and a "
-                "proxy needs two per tunnel (raise the hard limit to go further)"
-            )
-            progress(self.notes[-1])
-        for index in range(args.memory_rounds if memory and args.idle_tunnels else 0):
-            progress(f"idle-tunnel round {index + 1} of {args.memory_rounds}")
-            for route in self.order(index, proxiesOnly=True):
-                self._sample(route, "idle tunnels", partial(self.idleTest, route))
+        idleRounds = args.memory_rounds if memory and args.idle_tunnels else 0
+        if idleRounds:
+            self.noteIdleCounts()
+            counts = [self.idleCount(route) for route in self.order(0, True)]
+            self.startHoldOrigins(max(counts, default=0))
+        try:
+            for index in range(idleRounds):
+                progress(f"idle-tunnel round {index + 1} of {args.memory_rounds}")
+                for route in self.order(index, proxiesOnly=True):
+                    self._sample(route, "idle tunnels", partial(self.idleTest, route))
+        finally:
+            self.stopHoldOrigins()
         for index in range(args.rounds):
             progress(f"round {index + 1} of {args.rounds}")
             self.measureRound(index)
@@ -489,6 +532,30 @@ class Run:
             for route in self.order(index, proxiesOnly=True):
                 self._sample(route, "slow readers", partial(self.slowTest, route))
         self.waitForCloses()
+
+    def noteIdleCounts(self) -> None:
+        """
+        Note each route whose idle-tunnel count the descriptor limit
+        lowers.
+        """
+        for route in self.order(0, proxiesOnly=True):
+            count = self.idleCount(route)
+            if count >= self.args.idle_tunnels:
+                continue
+            proxy = self.launched[route.name]
+            processes = (
+                f"{proxy.processes} worker processes"
+                if proxy.processes > 1
+                else "one process"
+            )
+            self.notes.append(
+                f"idle tunnels of {route.name} lowered from "
+                f"{self.args.idle_tunnels} to {count}: it serves them in "
+                f"{processes}, each with a descriptor limit of {self.limit} "
+                "and two per tunnel (more --workers, or a higher hard limit, "
+                "go further)"
+            )
+            progress(self.notes[-1])
 
     def measureRound(self, index: int) -> None:
         """

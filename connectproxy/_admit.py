@@ -50,6 +50,18 @@ class Admission:
 
     _log = Logger()
 
+    __slots__ = (
+        "_front",
+        "_makeHandler",
+        "_pending",
+        "_timer",
+        "admittedAt",
+        "handler",
+        "headAt",
+        "request",
+        "timedOut",
+    )
+
     def __init__(
         self,
         front: ConnectProxyProtocol,

@@ -89,6 +89,15 @@ def _text(fields: Any) -> list[tuple[str, str]]:
     return [(n.decode("latin-1"), v.decode("latin-1")) for n, v in fields]
 
 
+def _version(event: h11.Response | h11.InformationalResponse) -> tuple[int, int]:
+    """
+    The protocol version of a response's status line (C{h11} reads only
+    C{HTTP/1.0} and C{HTTP/1.1}).
+    """
+    major, _, minor = event.http_version.partition(b".")
+    return int(major), int(minor)
+
+
 def clientKeepsAlive(request: RequestHead) -> bool:
     """
     Whether the client's connection may carry another request after this
@@ -152,6 +161,7 @@ class Exchange:
         )
         self._origin: h11.Connection | None = None
         self._originEOF = False
+        self._interimOnly = False
         self.requestComplete = False
         self.responseComplete = False
         self.status = 0
@@ -193,6 +203,7 @@ class Exchange:
         )
         self._origin = origin
         self._originEOF = False
+        self._interimOnly = False
         self.responseBytes = 0
         self._writeUpstream(origin.send(self._outgoing))
         return origin
@@ -282,7 +293,7 @@ class Exchange:
             try:
                 event = origin.next_event()
             except h11.RemoteProtocolError as e:
-                if self._originEOF and not self.responseBytes:
+                if self._originEOF and self._unanswered:
                     raise ClosedEarly() from None
                 raise BadResponse(str(e)) from None
             if event is h11.NEED_DATA or event is h11.PAUSED:
@@ -297,9 +308,17 @@ class Exchange:
                 self._writeClient(self._server.send(h11.EndOfMessage()))
                 self.responseComplete = True
             elif isinstance(event, h11.ConnectionClosed):
-                if not self.responseBytes:
+                if self._unanswered:
                     raise ClosedEarly()
                 raise BadResponse("the origin closed the connection")
+
+    @property
+    def _unanswered(self) -> bool:
+        """
+        Whether the origin sent nothing but whole interim responses (a
+        C{100 Continue}) on its current connection, or nothing at all.
+        """
+        return not self.responseBytes or self._interimOnly
 
     def _informational(self, event: h11.InformationalResponse) -> None:
         """
@@ -307,8 +326,14 @@ class Exchange:
         client gets none (RFC 9110 section 15.2).  A C{101} switches
         protocols: its head, and what followed it, go to the client.
         """
+        self._interimOnly = True
         if event.status_code == 101:
-            fields = responseHeaders(_text(event.headers.raw_items()), upgrade=True)
+            fields = responseHeaders(
+                _text(event.headers.raw_items()),
+                _version(event),
+                upgrade=True,
+                status=101,
+            )
             phrase = event.reason.decode("latin-1") or "Switching Protocols"
             lines = [f"HTTP/1.1 101 {phrase}"]
             lines.extend(f"{name}: {value}" for name, value in fields)
@@ -322,7 +347,9 @@ class Exchange:
             return
         if self._request.version < (1, 1):
             return
-        fields = responseHeaders(_text(event.headers.raw_items()))
+        fields = responseHeaders(
+            _text(event.headers.raw_items()), _version(event), status=event.status_code
+        )
         self._writeClient(
             self._server.send(
                 h11.InformationalResponse(
@@ -340,6 +367,7 @@ class Exchange:
         @raise BadResponse: When it is.
         @raise ParentChallenge: For a parent proxy's 407.
         """
+        self._interimOnly = False
         if self._throughParent and event.status_code == 407:
             raise ParentChallenge()
         received = _text(event.headers.raw_items())
@@ -348,7 +376,7 @@ class Exchange:
             # RFC 9112 section 6.3: an error, and the sign of a smuggling
             # attempt.
             raise BadResponse("both Content-Length and Transfer-Encoding")
-        fields = responseHeaders(received)
+        fields = responseHeaders(received, _version(event), status=event.status_code)
         if not self.requestComplete:
             # The origin answered before the end of the request body: the
             # rest of it is not read, so the connection cannot go on.

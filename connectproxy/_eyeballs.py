@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, fail, maybeDeferred
@@ -162,7 +162,7 @@ class _Race:
         clock: IReactorTime,
         addresses: Sequence[Address],
         protocol: IProtocol,
-        attemptTimeout: float,
+        attemptTimeout: float | None,
         attemptDelay: float,
         target: IAddress,
         outgoing: OutgoingAddresses,
@@ -278,7 +278,7 @@ def connectToFirst(
     addresses: Sequence[Address],
     protocol: IProtocol,
     target: IAddress,
-    attemptTimeout: float = 30.0,
+    attemptTimeout: float | None = 30.0,
     attemptDelay: float = ATTEMPT_DELAY,
     clock: IReactorTime | None = None,
     outgoing: OutgoingAddresses | None = None,
@@ -298,7 +298,9 @@ def connectToFirst(
     @param protocol: The protocol of the connection that wins; it is
         connected once.
     @param target: Named in the L{ConnectingCancelledError} of a cancel.
-    @param attemptTimeout: Seconds one attempt may take.
+    @param attemptTimeout: Seconds one attempt may take, or C{None} for no
+        per-attempt timer (when the caller keeps a deadline over the whole
+        connect that is no longer: the proxy's C{--connect-timeout}).
     @param attemptDelay: Seconds before the next attempt starts while the
         previous one is pending.
     @param clock: Times the attempt delay; C{reactor} when C{None}.
@@ -341,16 +343,20 @@ def connectToFirst(
 
 
 def _endpoint(
-    reactor: Any, address: Address, timeout: float, source: str | None
+    reactor: Any, address: Address, timeout: float | None, source: str | None
 ) -> IStreamClientEndpoint:
     """
-    The endpoint of one attempt: C{address}, from C{source} when given.
+    The endpoint of one attempt: C{address}, from C{source} when given,
+    with no timer of its own when C{timeout} is C{None} (the reactor's
+    C{connectTCP} starts none then).
     """
     host, port = address.host, address.port
     bind = None if source is None else (source, 0)
+    # Twisted's annotation says float, but connectTCP takes None: no timer.
+    seconds = cast(float, timeout)
     if isinstance(address, IPv6Address):
-        return TCP6ClientEndpoint(reactor, host, port, timeout, bind)
-    return TCP4ClientEndpoint(reactor, host, port, timeout, bind)
+        return TCP6ClientEndpoint(reactor, host, port, seconds, bind)
+    return TCP4ClientEndpoint(reactor, host, port, seconds, bind)
 
 
 def _connectOne(
@@ -358,7 +364,7 @@ def _connectOne(
     address: Address,
     protocol: IProtocol,
     target: IAddress,
-    attemptTimeout: float,
+    attemptTimeout: float | None,
     outgoing: OutgoingAddresses,
 ) -> Deferred[IProtocol]:
     """

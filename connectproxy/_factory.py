@@ -112,7 +112,8 @@ class ConnectProxyFactory(Factory):
         @param observers: Told of refusals and tunnels; the access log when
             C{None}.
         @param gatekeeper: The access checks; the safe defaults (loopback
-            clients, port 443, no authentication) when C{None}.
+            clients, port 443, or 80 and 443 for forwarded requests, no
+            authentication) when C{None}.
         @param upstream: Makes the connector when none is given, now and
             again at each L{reconfigure}, from a L{ConnectorContext} with
             the factory's L{ResolverPool}; when C{None}, the built-in
@@ -523,17 +524,23 @@ class ConnectProxyFactory(Factory):
         already being checked or connected go on (and may become tunnels);
         tunnels keep running.  Listeners are not touched: stop them first,
         so that no new connections arrive.  Idle upstream connections of
-        forwarded requests are closed, and none is kept from then on.
-        Calling it again does nothing.
+        forwarded requests are closed, and none is kept from then on; so
+        are client connections kept alive and idle between forwarded
+        requests.  Calling it again does nothing.
         """
         self.draining = True
         self.upstreamPool.closeAll()
+        for protocol in list(self.connections):
+            protocol.drainIdle()
 
     def whenIdle(self) -> Deferred[None]:
         """
         Wait until no client connection is left: every one made so far and
         until then (refused and shed ones included) is gone, and so is the
-        upstream side of every tunnel.  Behind a PROXY-protocol listener a
+        upstream side of every tunnel, and every upstream connection of a
+        forwarded request that was not pooled (idle pooled connections are
+        the pool's: L{drain} closes them, without waiting).  Behind a
+        PROXY-protocol listener a
         connection counts from the moment its header names the client.
 
         @return: A Deferred that fires with C{None} then (at once when no

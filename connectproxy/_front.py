@@ -40,6 +40,7 @@ from ._observer import ConnectionRecord, ForwardedRequest, Outcome, RefusedReque
 from ._parser import RequestHead, requestLineOf
 from ._refuser import Refuser
 from ._responses import errorResponse, formatSeconds
+from ._target import loggedTarget
 from ._tls import handshakePending, logHandshakeFailure, logHandshakeTimeout
 from ._tunnel import TunnelTransport
 from ._writethrough import writerFor
@@ -63,6 +64,12 @@ SHUTTING_DOWN = "the proxy is shutting down"
 
 #: The phases in which a request waits for its admission or its handler.
 _WAITING = (Phase.ADMITTING, Phase.CONNECTING)
+
+
+def _ignore(data: bytes) -> None:
+    """
+    Receive bytes on a closed connection: none come.
+    """
 
 
 @implementer(IHalfCloseableProtocol)
@@ -144,12 +151,34 @@ class ConnectProxyProtocol(Protocol):
         # deadline.
         self._answered = False
         self._relayLost: Callable[[Failure], None] | None = None
+        # The handlers of earlier requests on this connection that still
+        # close what they opened (an upstream connection not pooled): the
+        # connection's end waits for them too.
+        self._finishing: list[_Handler] = []
         # For the observers: when the connection was made, how many request
         # heads it sent, and whether its end was reported (nothing to
         # report until it is made).
         self._openedAt = 0.0
         self._requests = 0
         self._ended = True
+        # What answers with an error and closes, made when first needed
+        # (most connections are never refused).
+        self._refuserMade: Refuser | None = None
+
+    @property
+    def _refuser(self) -> Refuser:
+        """
+        What refuses and closes the connection, made on first use.
+        """
+        refuser = self._refuserMade
+        if refuser is None:
+            refuser = self._refuserMade = Refuser(
+                self._transport,
+                self.clock,
+                self.settings.abortTimeout,
+                self._closeBegun,
+            )
+        return refuser
 
     @property
     def _handler(self) -> _Handler | None:
@@ -172,6 +201,9 @@ class ConnectProxyProtocol(Protocol):
             self._receive = self._headReceived
         elif phase is Phase.ADMITTING or phase is Phase.CONNECTING:
             self._receive = self._early.receive
+        elif phase is Phase.CLOSED:
+            # Nothing can come any more.
+            self._receive = _ignore
         elif phase is not Phase.RELAYING and phase is not Phase.FORWARDING:
             # Refusing or closing: thrown away (a linger's bytes counted).
             self._receive = self._refuser.discard
@@ -179,9 +211,6 @@ class ConnectProxyProtocol(Protocol):
     def connectionMade(self) -> None:
         self._transport = cast(TunnelTransport, self.transport)
         self._early = EarlyData(self._transport, self.settings.maxHeadSize)
-        self._refuser = Refuser(
-            self._transport, self.clock, self.settings.abortTimeout, self._closeBegun
-        )
         self.client = formatAddress(self._addresses()[0])
         self._openedAt = self.clock.seconds()
         self._ended = False
@@ -396,6 +425,10 @@ class ConnectProxyProtocol(Protocol):
         if self.factory.draining or (self._clientFinished and not leftover):
             self.finish()
             return
+        self._finishing = [h for h in self._finishing if not h.done]
+        handler = self._handler
+        if handler is not None and not handler.done:
+            self._finishing.append(handler)
         self._admission = None
         self.request = None
         self.user = None
@@ -455,7 +488,8 @@ class ConnectProxyProtocol(Protocol):
             # have failed.
             logHandshakeFailure(self.client, reason)
         self._cancelTimer()
-        self._refuser.stop()
+        if self._refuserMade is not None:
+            self._refuserMade.stop()
         admission = self._admission
         if admission is not None and previous in _WAITING:
             self._abandoned(admission.abandoned)
@@ -481,18 +515,32 @@ class ConnectProxyProtocol(Protocol):
         """
         Tell the observers the connection is gone once it is, and what it
         was handed to too (a tunnel ends after the client's connection, when
-        the upstream's is gone as well).
+        the upstream's is gone as well; a forwarded request's upstream
+        connection that its handler closes, when it is gone).
         """
         if self._ended or self.phase is not Phase.CLOSED:
             return
         if self._handler is not None and not self._handler.done:
             return
+        if any(not handler.done for handler in self._finishing):
+            return
+        self._finishing = []
         self._ended = True
         self.factory.connectionEnded(
             ConnectionRecord(
                 self.client, self.clock.seconds() - self._openedAt, self._requests
             )
         )
+
+    def drainIdle(self) -> None:
+        """
+        The proxy drains: a kept-alive connection idle between requests
+        (a request was answered, nothing of the next one came) is closed
+        now, without a word (RFC 9112 section 9.6), rather than holding the
+        shutdown for its grace.  Any other connection is left as it is.
+        """
+        if self.phase is Phase.HEAD and self._answered and not self._head.started:
+            self._refuser.close()
 
     def closeWith(self, reason: str, message: str = SHUTTING_DOWN) -> None:
         """
@@ -548,7 +596,9 @@ class ConnectProxyProtocol(Protocol):
             RefusedRequest(
                 client=self.client,
                 method=request.method if request else method,
-                target=request.target if request else target,
+                target=loggedTarget(
+                    request.target if request else target, self.settings.logQuery
+                ),
                 status=status,
                 reason=reason,
                 user=self.user,

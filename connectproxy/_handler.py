@@ -148,7 +148,9 @@ class _Front(_RelayEnd, Protocol):
     def exchangeEnded(self) -> None:
         """
         What the handler handed the connection to is over (both sides of a
-        tunnel are gone): the connection's end may be reported now.
+        tunnel are gone), or an upstream connection it closed is gone: the
+        connection's end may be reported now, once every handler of the
+        connection is L{done <_Handler.done>}.
         """
 
     def forward(
@@ -249,7 +251,11 @@ class _Handler(Protocol):
     def done(self) -> bool:
         """
         Whether nothing the handler made is left (a tunnel's both sides are
-        gone, or there never was one).
+        gone, or there never was one; no upstream connection it uses or
+        closed is still open).  The connection's end (its
+        L{ConnectionRecord <connectproxy._observer.ConnectionRecord>}, and
+        the factory's C{whenIdle}) waits for it, for the handlers of
+        earlier requests on a kept-alive connection too.
         """
 
 

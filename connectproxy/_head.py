@@ -33,6 +33,18 @@ class HeadReader:
     the stack.
     """
 
+    __slots__ = (
+        "_clock",
+        "_next",
+        "_onBadHead",
+        "_onHead",
+        "_onTimeout",
+        "_parser",
+        "_parsing",
+        "_settings",
+        "_timer",
+    )
+
     def __init__(
         self,
         clock: IReactorTime,
@@ -154,6 +166,8 @@ class EarlyData:
 
     @ivar paused: Whether reading the client is paused.
     """
+
+    __slots__ = ("_data", "_limit", "_transport", "paused")
 
     def __init__(self, transport: TunnelTransport, limit: int) -> None:
         """

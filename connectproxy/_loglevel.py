@@ -17,17 +17,19 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.logger import (
-    FilteringLogObserver,
     ILogObserver,
+    LogEvent,
     LogLevel,
     LogLevelFilterPredicate,
     LogPublisher,
+    PredicateResult,
     globalLogPublisher,
 )
+from zope.interface import implementer
 
 from ._observer import AccessLogObserver
 
-__all__ = ["ACCESS_NAMESPACE", "LEVELS", "LogLevelService", "logLevel"]
+__all__ = ["ACCESS_NAMESPACE", "LEVELS", "LevelFilter", "LogLevelService", "logLevel"]
 
 #: The namespace of the access log's events (a L{Logger} that is a class
 #: attribute logs in the namespace of its class).
@@ -65,6 +67,47 @@ def levelPredicate(name: str) -> LogLevelFilterPredicate:
     access = level if LEVELS.index(name) < LEVELS.index("info") else LogLevel.info
     predicate.setLogLevelForNamespace(ACCESS_NAMESPACE, access)
     return predicate
+
+
+#: How many (namespace, level) answers a L{LevelFilter} keeps at most.
+_CACHED = 1024
+
+
+@implementer(ILogObserver)
+class LevelFilter:
+    """
+    Passes the events a L{LogLevelFilterPredicate} keeps on to an observer,
+    as C{FilteringLogObserver(observer, [predicate])} does, with the
+    predicate's answer kept for each namespace and level: every event
+    costs a dictionary look-up, not a walk up its namespace.
+
+    @ivar observer: The observer the kept events go to.
+    """
+
+    def __init__(
+        self, observer: ILogObserver, predicate: LogLevelFilterPredicate
+    ) -> None:
+        """
+        @param observer: Where the kept events go.
+        @param predicate: Says which are kept; its levels must not change
+            afterwards.
+        """
+        self.observer = observer
+        self._predicate = predicate
+        self._kept: dict[tuple[object, object], bool] = {}
+
+    def __call__(self, event: LogEvent) -> None:
+        key = (event.get("log_namespace"), event.get("log_level"))
+        kept = self._kept.get(key)
+        if kept is None:
+            if len(self._kept) >= _CACHED:
+                self._kept.clear()
+            kept = self._predicate(event) is not PredicateResult.no
+            self._kept[key] = kept
+        if kept:
+            if "log_trace" in event:
+                event["log_trace"].append((self, self.observer))
+            self.observer(event)
 
 
 class LogLevelService(Service):
@@ -105,7 +148,7 @@ class LogLevelService(Service):
         # A LogPublisher does not list its observers but keeps them here.
         observers = list(getattr(self._publisher, "_observers", ()))
         for observer in observers:
-            wrapper = FilteringLogObserver(observer, [self._predicate])
+            wrapper = LevelFilter(observer, self._predicate)
             self._publisher.removeObserver(observer)
             self._publisher.addObserver(wrapper)
             self._wrapped.append((observer, wrapper))

@@ -6,7 +6,7 @@ section 6), and how a request head and a response head are rewritten on
 their way through the proxy (RFC 9110 section 7.6: hop-by-hop fields,
 C{Via}, C{Host}, C{Max-Forwards}).
 
-The bodies themselves are framed by C{h11} (see L{connectproxy._forward});
+The bodies themselves are framed by C{h11} (see L{connectproxy._exchange});
 what is checked here is what C{h11} accepts but a proxy must refuse.
 """
 
@@ -227,6 +227,7 @@ def requestHeaders(
         fields.append((name, value))
     if maxForwards is not None:
         fields.append(("Max-Forwards", str(maxForwards)))
+    # The version the request was received with (RFC 9110 section 7.6.3).
     fields.append(("Via", _via(request.version)))
     if upgrade:
         fields.append(("Connection", "upgrade"))
@@ -242,7 +243,10 @@ def _via(version: tuple[int, int]) -> str:
 
 
 def responseHeaders(
-    headers: Sequence[tuple[str, str]], upgrade: bool = False
+    headers: Sequence[tuple[str, str]],
+    version: tuple[int, int],
+    upgrade: bool = False,
+    status: int = 200,
 ) -> list[tuple[str, str]]:
     """
     The header fields of a response on its way back to the client: the
@@ -250,14 +254,22 @@ def responseHeaders(
     it), and C{Via} with this proxy appended.
 
     @param headers: The response's fields, as received.
+    @param version: The protocol version the response was received with
+        (its status line's): the one C{Via} names (RFC 9110 section
+        7.6.3), whatever version it goes on with to the client.
     @param upgrade: Whether it switches protocols (a C{101}): C{Upgrade}
         and C{Connection: upgrade} are kept.
+    @param status: Its status: a C{1xx} or C{204} loses its
+        C{Content-Length}, which it must not have (RFC 9110 section 8.6); a
+        C{304} keeps it (it describes the selected representation).
     """
-    keep = frozenset(["content-length"])
+    keep = (
+        frozenset() if status < 200 or status == 204 else frozenset(["content-length"])
+    )
     if upgrade:
         keep |= {"upgrade"}
     fields = _endToEnd(headers, keep)
-    fields.append(("Via", _via((1, 1))))
+    fields.append(("Via", _via(version)))
     if upgrade:
         fields.append(("Connection", "upgrade"))
     return fields
@@ -268,11 +280,19 @@ def maxForwards(request: RequestHead) -> int | None:
     The C{Max-Forwards} of a TRACE or OPTIONS request (RFC 9110 section
     7.6.2), or C{None} for other methods and when there is none (or it is
     not a number, which is then ignored).
+
+    @raise BadRequest: (400) When the request has several values (in one
+        field or several): which one counts is ambiguous.
     """
     if request.method not in ("TRACE", "OPTIONS"):
         return None
-    value = request.getHeader("max-forwards")
-    if value is None or not value.isascii() or not value.isdigit():
+    values = _values(request.headers, "max-forwards")
+    if len(values) > 1:
+        raise BadRequest(400, "several Max-Forwards values")
+    if not values:
+        return None
+    value = values[0]
+    if not value.isascii() or not value.isdigit():
         return None
     return int(value)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.plugin import IPlugin
 from twisted.python.versions import getVersionString
 from zope.interface import implementer
@@ -370,6 +370,9 @@ class AccessLogObserver:
 
     def __init__(self, logOpens: bool = True) -> None:
         self.logOpens = logOpens
+        # The logger bound to this observer (the events' source), made once
+        # rather than by the descriptor at every event.
+        self._emit = self._log.emit
 
     def connectionOpened(self, event: ConnectionRecord) -> None:
         pass
@@ -396,7 +399,13 @@ class AccessLogObserver:
             + _requestText(event.method, event.target)
             + ": {status} {reason}"
         ).format_map(fields)
-        self._log.info(_PREFORMATTED, log_text=text, event="request_refused", **fields)
+        self._emit(
+            LogLevel.info,
+            _PREFORMATTED,
+            log_text=text,
+            event="request_refused",
+            **fields,
+        )
 
     def tunnelOpened(self, event: TunnelRecord) -> None:
         if not (self.logOpens and self.debugShown):
@@ -470,7 +479,9 @@ class AccessLogObserver:
             "{bytesUp} bytes up, {bytesDown} bytes down, {duration:.3f}s, "
             "{reason}"
         ).format_map(fields)
-        self._log.info(_PREFORMATTED, log_text=text, event="tunnel_close", **fields)
+        self._emit(
+            LogLevel.info, _PREFORMATTED, log_text=text, event="tunnel_close", **fields
+        )
 
 
 @implementer(IPlugin, IProxyObserverFactory)

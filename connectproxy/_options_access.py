@@ -128,8 +128,10 @@ class AccessOptions(OptionGroup, AuthOptionMixin):
 
     def opt_allow_port(self, ports: str) -> None:
         """
-        Allow CONNECT to this port or range of ports, like 443 or 8000-8080
-        (repeatable). [default: 443]
+        Allow CONNECT and forwarded http:// requests to this port or range
+        of ports, like 443 or 8000-8080 (repeatable; replaces both
+        defaults). [default: 443 for CONNECT, 80 and 443 for forwarded
+        http:// requests]
         """
         try:
             parsePortRange(ports)
@@ -263,8 +265,11 @@ class AccessOptions(OptionGroup, AuthOptionMixin):
 
     def _checkAccess(self) -> None:
         """
-        Build the access rules (C{--allow-port 443} when none is given) and
-        the policies, which checks their arguments.
+        Build the access rules and the policies, which checks their
+        arguments.  Without C{--allow-port}, the default ports
+        (L{PortRules.defaults}): 443 for CONNECT, 80 and 443 for forwarded
+        C{http://} requests; the option's value then shows C{443} only.
+        Ports given replace both defaults and apply to both alike.
         """
         defaultPorts = not self["allow-port"]
         if defaultPorts:

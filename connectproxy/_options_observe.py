@@ -36,8 +36,9 @@ class ObserverOptions(OptionGroup):
         [
             "log-query",
             None,
-            "Keep the query string of forwarded http:// URLs in the access "
-            "log (left out by default: it may carry secrets).",
+            "Keep the query string of http:// URLs in the access log, for "
+            "forwarded and refused requests (left out by default: it may "
+            "carry secrets; user:password@ is always left out).",
         ],
     ]
 

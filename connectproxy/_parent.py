@@ -167,6 +167,7 @@ class _ParentAttempt:
         self._handshake = handshake
         protocol: IProtocol = handshake
         if connector.tlsOptions is not None:
+            handshake.listenForHandshake()
             tls = TLSMemoryBIOFactory(
                 connector.tlsOptions,
                 True,
@@ -222,17 +223,36 @@ class _ParentAttempt:
         """
         The connection to the parent exists and the C{CONNECT} is on its
         way: wait for the answer, at most the attempt timeout.  Without a
-        C{CONNECT} to send, hand the connection over now (over TLS, what
-        is written waits for the handshake).
+        C{CONNECT} to send, hand the connection over now, or over TLS once
+        the handshake is done (at most the attempt timeout too): a parent
+        whose certificate is refused then fails the connect, with the
+        reason, instead of the first request sent on it.
         """
+        connector = self._connector
         if not self._tunnel:
-            self._finish()
-            handshake.handOver(self._protocol)
-            self.deferred.callback(self._protocol)
+            if connector.tlsOptions is None:
+                self._handOver(handshake)
+                return
+            self._timer = connector.clock.callLater(
+                connector.attemptTimeout, self._handshakeTimedOut
+            )
             return
-        self._timer = self._connector.clock.callLater(
-            self._connector.attemptTimeout, self._answerTimedOut
+        self._timer = connector.clock.callLater(
+            connector.attemptTimeout, self._answerTimedOut
         )
+
+    def handshakeCompleted(self, handshake: ParentHandshake) -> None:
+        """
+        The TLS handshake with the parent is done: without a C{CONNECT},
+        the connection is ready.
+        """
+        if not self._tunnel and not self._done:
+            self._handOver(handshake)
+
+    def _handOver(self, handshake: ParentHandshake) -> None:
+        self._finish()
+        handshake.handOver(self._protocol)
+        self.deferred.callback(self._protocol)
 
     def answered(self, response: ParentResponse, leftover: bytes) -> None:
         """
@@ -246,9 +266,7 @@ class _ParentAttempt:
             handshake.abort()
             self._fail(Failure(refusalFor(response, self._parent)))
             return
-        self._finish()
-        handshake.handOver(self._protocol)
-        self.deferred.callback(self._protocol)
+        self._handOver(handshake)
         if leftover:
             handshake.deliver(leftover)
 
@@ -278,6 +296,20 @@ class _ParentAttempt:
                 ParentProxyError(
                     504,
                     "timed out waiting for the parent proxy's answer",
+                    self._parent.address,
+                )
+            )
+        )
+
+    def _handshakeTimedOut(self) -> None:
+        self._timer = None
+        assert self._handshake is not None
+        self._handshake.abort()
+        self._fail(
+            Failure(
+                ParentProxyError(
+                    504,
+                    "timed out waiting for the TLS handshake with the parent proxy",
                     self._parent.address,
                 )
             )

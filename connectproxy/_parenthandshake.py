@@ -4,7 +4,9 @@ The connection to a parent proxy until it agrees to tunnel:
 L{ParentHandshake} sends the C{CONNECT}, reads the answer and reports it
 to its L{HandshakeReceiver}, then passes the tunnel's bytes on to the
 tunnel's protocol; L{refusalFor} and L{lostBeforeAnswer} say what the
-client is answered when the parent refuses or goes away first.
+client is answered when the parent refuses or goes away first.  For plain
+HTTP forwarding there is no C{CONNECT}: over TLS it reports the end of the
+TLS handshake instead, and the connection's loss before it.
 """
 
 from __future__ import annotations
@@ -15,10 +17,15 @@ from typing import cast
 from OpenSSL.SSL import Error as TLSError
 from service_identity import VerificationError
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IHalfCloseableProtocol, IProtocol, ITransport
+from twisted.internet.interfaces import (
+    IHalfCloseableProtocol,
+    IHandshakeListener,
+    IProtocol,
+    ITransport,
+)
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
-from zope.interface import implementer
+from zope.interface import alsoProvides, implementer
 
 from ._errors import ParentProxyError
 from ._parenthead import MalformedResponse, ParentResponse, ParentResponseReader
@@ -31,14 +38,20 @@ __all__ = ["HandshakeReceiver", "ParentHandshake", "lostBeforeAnswer", "refusalF
 class HandshakeReceiver(TypingProtocol):
     """
     What a L{ParentHandshake} reports to: the attempt it belongs to.  After
-    the first of L{answered}, L{malformed} and L{lost} it reports nothing
-    more.
+    the first of L{answered}, L{malformed} and L{lost} (or once the
+    connection is handed over, or dropped) it reports nothing more.
     """
 
     def connectionMade(self, handshake: ParentHandshake) -> None:
         """
         The connection to the parent exists and the C{CONNECT} is on its
         way.
+        """
+
+    def handshakeCompleted(self, handshake: ParentHandshake) -> None:
+        """
+        Over TLS: the TLS handshake with the parent is done, its
+        certificate verified.
         """
 
     def answered(self, response: ParentResponse, leftover: bytes) -> None:
@@ -120,8 +133,8 @@ def lostBeforeAnswer(reason: Failure, parent: ParentProxy) -> ParentProxyError:
 @implementer(IHalfCloseableProtocol)
 class ParentHandshake(Protocol):
     """
-    The connection to the parent: it sends the C{CONNECT}, reads the answer,
-    and once the attempt hands the tunnel's protocol over
+    The connection to the parent: it sends the C{CONNECT} (if it has one),
+    reads the answer, and once the attempt hands the tunnel's protocol over
     (L{handOver}), passes everything on to it.
 
     It stays the transport's protocol for the connection's whole life, so
@@ -133,6 +146,9 @@ class ParentHandshake(Protocol):
         self._head = head
         self._reader: ParentResponseReader | None = ParentResponseReader()
         self._tunnel: IProtocol | None = None
+        # Whether the attempt still hears from this: until the answer, the
+        # loss, the hand-over or the abort.
+        self._waiting = True
 
     _transport: TunnelTransport | None = None
 
@@ -157,18 +173,40 @@ class ParentHandshake(Protocol):
         try:
             result = reader.feed(data)
         except MalformedResponse as e:
-            self._reader = None
+            self._stopWaiting()
             self._attempt.malformed(e)
             return
         if result is not None:
-            self._reader = None
+            self._stopWaiting()
             self._attempt.answered(*result)
+
+    def listenForHandshake(self) -> None:
+        """
+        Under TLS: be told when the handshake is done (L{IHandshakeListener},
+        provided by this instance only: Twisted's endpoint wrapper keeps
+        only one of the interfaces it forwards, and a plain connection
+        must keep L{IHalfCloseableProtocol}).
+        """
+        alsoProvides(self, IHandshakeListener)
+
+    def handshakeCompleted(self) -> None:
+        """
+        The TLS handshake with the parent is done: tell the attempt, unless
+        the connection was handed over or dropped already.
+        """
+        if self._waiting and self._tunnel is None:
+            self._attempt.handshakeCompleted(self)
+
+    def _stopWaiting(self) -> None:
+        self._waiting = False
+        self._reader = None
 
     def handOver(self, tunnel: IProtocol) -> None:
         """
         Connect the tunnel's protocol to this connection: from now on it
         gets everything.
         """
+        self._stopWaiting()
         self._tunnel = tunnel
         tunnel.makeConnection(cast(ITransport, self._transport))
 
@@ -184,7 +222,7 @@ class ParentHandshake(Protocol):
         """
         Drop the connection to the parent at once.
         """
-        self._reader = None
+        self._stopWaiting()
         if self._transport is not None:
             self._transport.abortConnection()
 
@@ -197,8 +235,8 @@ class ParentHandshake(Protocol):
             elif self._transport is not None:
                 self._transport.loseConnection()
             return
-        if self._reader is not None:
-            self._reader = None
+        if self._waiting:
+            self._stopWaiting()
             self._attempt.lost(Failure(ConnectionDone()))
             self.abort()
 
@@ -213,6 +251,6 @@ class ParentHandshake(Protocol):
         if tunnel is not None:
             tunnel.connectionLost(reason)
             return
-        if self._reader is not None:
-            self._reader = None
+        if self._waiting:
+            self._stopWaiting()
             self._attempt.lost(reason)

@@ -54,8 +54,9 @@ class ProxySettings:
         requests kept open for reuse, in all (0: none are kept).
     @ivar upstreamIdleTimeout: Seconds an idle upstream connection is kept
         for reuse.
-    @ivar logQuery: Whether the access log of forwarded requests keeps the
-        query string of their URLs (it may carry secrets).
+    @ivar logQuery: Whether the access log of forwarded and refused
+        requests keeps the query string of their URLs (it may carry
+        secrets; user information is never kept).
     @ivar relay: How tunnels relay bytes (C{--relay}): C{"auto"} and
         C{"splice"} with C{splice(2)} between plain TCP sockets where that
         applies and through Twisted's transports elsewhere, C{"transport"}

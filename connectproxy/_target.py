@@ -22,7 +22,7 @@ from enum import StrEnum
 from ._errors import BadRequest
 from ._networks import parseAddress
 
-__all__ = ["Target", "TargetForm", "parseAuthority"]
+__all__ = ["Target", "TargetForm", "loggedTarget", "parseAuthority"]
 
 # A DNS-style host name label: letters, digits, hyphen and underscore.
 _LABEL = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\Z")
@@ -236,3 +236,35 @@ def _checkPort(portText: str) -> int:
     if not 0 < port < 65536:
         raise BadRequest(400, "port out of range in target")
     return port
+
+
+def loggedTarget(target: str, logQuery: bool = False) -> str:
+    """
+    A request-target as a log or an observer record may show it: never
+    with user information (C{user:password@} before a host, RFC 3986
+    section 3.2.1), and without its query and fragment unless
+    C{logQuery} (they often carry tokens).  Any text is accepted (the
+    target of a refused request may be malformed).
+
+    @param target: The request-target as received.
+    @param logQuery: Whether to keep the query (C{--log-query}).
+    @return: The target to log.
+    """
+    scheme, separator, rest = target.partition("://")
+    if not separator:
+        scheme, rest = "", target
+    if not rest.startswith("/"):
+        # An authority (absolute or authority form) first: it ends at the
+        # first of "/", "?" or "#".
+        end = len(rest)
+        for delimiter in "/?#":
+            index = rest.find(delimiter)
+            if index != -1:
+                end = min(end, index)
+        at = rest.rfind("@", 0, end)
+        if at != -1:
+            rest = rest[at + 1 :]
+    if not logQuery:
+        for delimiter in "?#":
+            rest = rest.partition(delimiter)[0]
+    return scheme + separator + rest

@@ -112,7 +112,8 @@ class DirectConnector:
     while it is pending.
 
     The proxy puts one total deadline over the whole attempt and cancels it
-    when the client goes away; the per-attempt timeout here is a backstop.
+    when the client goes away; the per-attempt timeout here is a backstop,
+    left out (no timer per attempt) when C{perAttemptTimer} is false.
 
     @ivar networks: The destination network rules; replaced when the
         configuration is reloaded.
@@ -121,6 +122,10 @@ class DirectConnector:
     @ivar resolver: Where names are resolved.
     @ivar outgoing: The local addresses to connect from
         (C{--outgoing-address}).
+    @ivar perAttemptTimer: Whether each attempt is timed on its own
+        (C{attemptTimeout}); false when the caller keeps a deadline over
+        every connect that is no longer, as the proxy does with
+        C{--connect-timeout}.
     """
 
     def __init__(
@@ -132,6 +137,7 @@ class DirectConnector:
         attemptDelay: float = ATTEMPT_DELAY,
         clock: IReactorTime | None = None,
         outgoing: OutgoingAddresses | None = None,
+        perAttemptTimer: bool = True,
     ) -> None:
         """
         @param reactor: The reactor to connect with
@@ -146,8 +152,12 @@ class DirectConnector:
         @param clock: Times the attempt delay; C{reactor} when C{None}.
         @param outgoing: The local addresses to connect from; the system
             chooses when C{None}.
+        @param perAttemptTimer: Whether to time each attempt with
+            C{attemptTimeout}; C{False} saves a timer per attempt when the
+            caller's own deadline over the connect is no longer.
         """
         self._reactor = reactor
+        self.perAttemptTimer = perAttemptTimer
         self._clock = reactor if clock is None else clock
         self.attemptTimeout = attemptTimeout
         self._attemptDelay = attemptDelay
@@ -169,6 +179,7 @@ class DirectConnector:
             target = _fromVersion1(target)
         host, port = target.host, target.port
         resolver = VettedResolver(self.networks, self.resolver)
+        attemptTimeout = self.attemptTimeout if self.perAttemptTimer else None
 
         def connect(addresses: list[Address]) -> Deferred[IProtocol]:
             return connectToFirst(
@@ -176,7 +187,7 @@ class DirectConnector:
                 addresses,
                 protocol,
                 HostnameAddress(host.encode("ascii", "replace"), port),
-                self.attemptTimeout,
+                attemptTimeout,
                 self._attemptDelay,
                 self._clock,
                 self.outgoing,
@@ -214,7 +225,9 @@ class DirectConnectorFactory:
     """
     The C{direct} connector plugin, the default C{--upstream}: a
     L{DirectConnector} with the proxy's network rules and resolver pool,
-    and the connect timeout as its per-attempt timeout.
+    and the connect timeout as its attempt timeout; no timer per attempt,
+    since the proxy's connect deadline (the same timeout, started before
+    the connect) covers every attempt.
     """
 
     name = "direct"
@@ -237,4 +250,5 @@ class DirectConnectorFactory:
             context.networks,
             context.resolverPool,
             outgoing=context.settings.outgoingAddresses,
+            perAttemptTimer=False,
         )

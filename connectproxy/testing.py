@@ -207,7 +207,8 @@ class ProxyHarness:
         """
         @param settings: The proxy's tunables; the defaults when C{None}.
         @param gatekeeper: The access checks; the safe defaults when
-            C{None} (loopback clients, port 443, no authentication).
+            C{None} (loopback clients, port 443, or 80 and 443 for forwarded
+            requests, no authentication).
         """
         self.clock = MemoryReactorClock()
         self.connector = FakeConnector()

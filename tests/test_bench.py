@@ -20,9 +20,10 @@ from twisted.names import dns
 
 from bench import dnsserver, pathcost
 from bench.__main__ import parseArgs
+from bench.holders import PING, checkTunnels, spread
 from bench.launch import TallyCollector, _BoundedText, workerCount
-from bench.measure import Route, expectedCrc, percentile
-from bench.memory import sourceAddresses
+from bench.measure import BenchError, Route, expectedCrc, percentile
+from bench.memory import HolderShare, planShares, sourceAddresses, splitEvenly
 from bench.origin import CHUNK, _receiveBulk, payloadChunk
 from bench.proc import cpuSeconds, descriptorCount, processTree, pssKiB
 from bench.report import Row, formatRow
@@ -123,6 +124,113 @@ def test_sourceAddresses() -> None:
     """
     assert sourceAddresses(10) == ["127.0.0.2", "127.0.0.3"]
     assert len(sourceAddresses(50000)) == 4
+
+
+def test_splitEvenly() -> None:
+    """
+    splitEvenly makes as few parts as the bound allows, their sizes
+    differing by one at most, and nothing for no tunnel.
+    """
+    assert splitEvenly(50000, 10000) == [10000] * 5
+    assert splitEvenly(50001, 10000) == [8334] * 3 + [8333] * 3
+    assert splitEvenly(9872, 10000) == [9872]
+    assert splitEvenly(7, 3) == [3, 2, 2]
+    assert splitEvenly(0, 10) == []
+    for total, most in [(50000, 9744), (12345, 1000), (1, 1)]:
+        parts = splitEvenly(total, most)
+        assert sum(parts) == total
+        assert max(parts) <= most and max(parts) - min(parts) <= 1
+        assert len(parts) == -(-total // most)
+    with pytest.raises(ValueError):
+        splitEvenly(10, 0)
+
+
+def test_planSharesScale() -> None:
+    """
+    50,000 tunnels go to five client processes of 10,000, each with a
+    source address of its own and every hold port, each starting one port
+    further, and each checking 1% of its tunnels.
+    """
+    ports = [1001, 1002, 1003, 1004, 2001, 2002, 2003, 2004]
+    shares = planShares(50000, ports)
+    assert [share.count for share in shares] == [10000] * 5
+    assert [share.sources for share in shares] == [
+        (f"127.0.0.{n}",) for n in range(2, 7)
+    ]
+    assert shares[0].ports == tuple(ports)
+    assert shares[1].ports == (1002, 1003, 1004, 2001, 2002, 2003, 2004, 1001)
+    assert all(sorted(share.ports) == ports for share in shares)
+    assert sum(share.sample for share in shares) == 500
+
+
+def test_planSharesSmall() -> None:
+    """
+    One client process for a few tunnels, with two source addresses and
+    at least one tunnel checked; no process for none.
+    """
+    assert planShares(20, [5000]) == [
+        HolderShare(20, ("127.0.0.2", "127.0.0.3"), (5000,), 1)
+    ]
+    assert planShares(0, [5000]) == []
+
+
+def test_planSharesBounds() -> None:
+    """
+    No process takes more than its bound, no source address more than its
+    own, and the addresses of the processes differ.
+    """
+    shares = planShares(50000, [1, 2, 3], perProcess=19744, perSource=16000)
+    assert [share.count for share in shares] == [16667, 16667, 16666]
+    assert all(len(share.sources) == 2 for share in shares)
+    addresses = [a for share in shares for a in share.sources]
+    assert len(set(addresses)) == len(addresses) == 6
+    with pytest.raises(ValueError):
+        planShares(10, [])
+    with pytest.raises(ValueError):
+        planShares(10_000_000, [1], perSource=100)
+
+
+def test_spread() -> None:
+    """
+    spread picks indexes evenly, first and last included, none twice.
+    """
+    assert spread(100, 1) == [0]
+    assert spread(100, 2) == [0, 99]
+    assert spread(101, 5) == [0, 25, 50, 75, 100]
+    assert spread(3, 10) == [0, 1, 2]
+    assert spread(0, 5) == spread(10, 0) == []
+    picked = spread(10000, 100)
+    assert len(picked) == 100 and picked == sorted(set(picked))
+
+
+def test_checkTunnelsEchoes() -> None:
+    """
+    checkTunnels sends the check message through the chosen sockets and
+    reads it back; a wrong echo fails.
+    """
+    pairs = [socket.socketpair() for _ in range(4)]
+    try:
+        for _, far in pairs:
+            far.settimeout(5.0)
+        ours = [near for near, _ in pairs]
+        for near in ours:
+            near.settimeout(5.0)
+
+        def echoChosen() -> None:
+            for _, far in pairs[::3]:
+                far.sendall(far.recv(len(PING)))
+
+        echo = threading.Thread(target=echoChosen)
+        echo.start()
+        assert checkTunnels(ours, 2) == 2
+        echo.join()
+        pairs[0][1].sendall(b"x" * len(PING))
+        with pytest.raises(BenchError, match="wrong bytes"):
+            checkTunnels(ours, 1)
+    finally:
+        for near, far in pairs:
+            near.close()
+            far.close()
 
 
 def test_payloadChecksum() -> None:

@@ -579,6 +579,18 @@ def test_sampleLoadsToDefaults() -> None:
     }
 
 
+def test_sampleKeepsDefaultRules() -> None:
+    """
+    The sample file leaves the access rules as they are without it: port
+    80 stays allowed to forwarded C{http://} requests, and refused to
+    CONNECT.
+    """
+    rules = parse("--config", str(SAMPLE)).rules
+    assert rules == parse().rules
+    assert rules.ports.allows(80, forwarded=True)
+    assert not rules.ports.allows(80)
+
+
 def test_sampleCoversEveryKey() -> None:
     """
     The sample shows every key the file accepts, and no other: an option

@@ -165,7 +165,8 @@ def test_directMadeFromContext() -> None:
     """
     The C{direct} plugin makes a L{DirectConnector} with the context's
     network rules and resolver pool, and the connect timeout as its
-    per-attempt timeout.
+    attempt timeout, with no timer per attempt (the proxy's connect
+    deadline covers it).
     """
     made = context(NetworkRules.fromStrings(allow=["10.0.0.0/8"]), connectTimeout=4)
     connector = DirectConnectorFactory().connectorFromArgument("", made)
@@ -174,6 +175,7 @@ def test_directMadeFromContext() -> None:
     assert connector.networks is made.networks
     assert connector.resolver is made.resolverPool
     assert connector.attemptTimeout == 4
+    assert connector.perAttemptTimer is False
 
 
 def test_directTakesNoArgument() -> None:

@@ -246,6 +246,84 @@ def test_hopByHopRemoved() -> None:
     assert names2 == {"x-end", "content-length", "via"}
 
 
+@pytest.mark.parametrize(
+    ("statusLine", "via"),
+    [
+        (b"HTTP/1.0 200 OK", "1.0 connectproxy"),
+        (b"HTTP/1.1 200 OK", "1.1 connectproxy"),
+    ],
+)
+def test_responseViaNamesOriginVersion(statusLine: bytes, via: str) -> None:
+    """
+    The Via added to a response names the protocol version the proxy
+    received it with (RFC 9110 section 7.6.3): the origin's, not the one
+    it goes on with to the client; after any Via already there.
+    """
+    harness = forwardingHarness()
+    client = harness.connectClient()
+    client.send(get())
+    origin = connectOrigin(harness)
+    origin.send(statusLine + b"\r\nVia: 1.1 cache\r\nContent-Length: 2\r\n\r\nok")
+    response, body, _ = responseOf(client)
+    assert response.http_version == b"1.1"
+    assert header(response, "via") == ["1.1 cache", via]
+    assert body == b"ok"
+
+
+def test_informationalViaNamesOriginVersion() -> None:
+    """
+    A 100 Continue relayed to the client carries the proxy's Via too, with
+    the origin's protocol version.
+    """
+    harness = forwardingHarness()
+    client = harness.connectClient()
+    client.send(
+        get(
+            "http://example.com/",
+            "Expect: 100-continue",
+            "Content-Length: 1",
+            method="PUT",
+        )
+    )
+    origin = connectOrigin(harness)
+    origin.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+    client.send(b"x")
+    origin.send(OK)
+    _, _, events = responseOf(client, "PUT")
+    assert isinstance(events[0], h11.InformationalResponse)
+    assert header(events[0], "via") == ["1.1 connectproxy"]
+
+
+def test_switchViaNamesOriginVersion() -> None:
+    """
+    The 101 of a protocol switch carries the proxy's Via with the origin's
+    protocol version.
+    """
+    harness = forwardingHarness()
+    client = harness.connectClient()
+    client.send(get("http://example.com/ws", "Connection: Upgrade", "Upgrade: echo"))
+    origin = connectOrigin(harness)
+    origin.send(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\n\r\n")
+    assert b"\r\nVia: 1.1 connectproxy\r\n" in client.transport.value()
+
+
+@pytest.mark.parametrize("version", ["1.0", "1.1"])
+def test_requestViaNamesClientVersion(version: str) -> None:
+    """
+    The Via added to a request names the client's protocol version, while
+    the request goes on to the origin as HTTP/1.1.
+    """
+    harness = forwardingHarness()
+    client = harness.connectClient()
+    client.send(get("http://example.com/", "Via: 1.1 first", version=version))
+    origin = connectOrigin(harness)
+    assert origin.read().startswith(b"GET / HTTP/1.1\r\n")
+    assert [v for n, v in origin.request().headers if n == "via"] == [
+        "1.1 first",
+        f"{version} connectproxy",
+    ]
+
+
 def test_hostReplaced() -> None:
     """
     The Host field is replaced by the target's authority, with the port
@@ -661,6 +739,44 @@ def test_drainingClosesAfterResponse() -> None:
     origin = connectOrigin(harness)
     harness.factory.drain()
     origin.send(OK)
+    assert client.transport.disconnecting
+
+
+def test_drainClosesIdleKeepAlive() -> None:
+    """
+    A drain closes a kept-alive connection idle between requests at once,
+    without a response (RFC 9112 section 9.6), so that a shutdown does not
+    wait for it; C{whenIdle} fires once it is gone.
+    """
+    harness = forwardingHarness()
+    client = harness.connectClient()
+    client.send(get())
+    connectOrigin(harness).send(OK)
+    before = client.transport.value()
+    harness.factory.drain()
+    assert client.transport.disconnecting
+    assert client.transport.value() == before
+    idle: list[object] = []
+    harness.factory.whenIdle().addCallback(idle.append)
+    client.lose()
+    assert idle == [None]
+    assert harness.observer.refused == []
+
+
+def test_drainAnswersStartedHead() -> None:
+    """
+    A drain leaves a kept-alive connection whose next head has begun: the
+    request gets 503 once its head is complete.
+    """
+    harness = forwardingHarness()
+    client = harness.connectClient()
+    client.send(get())
+    connectOrigin(harness).send(OK)
+    client.send(b"GET http://example.com/next HTTP/1.1\r\n")
+    harness.factory.drain()
+    assert not client.transport.disconnecting
+    client.send(b"Host: example.com\r\n\r\n")
+    assert b"HTTP/1.1 503 " in client.transport.value()
     assert client.transport.disconnecting
 
 

@@ -11,7 +11,14 @@ import pytest
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import ILogObserver, LogEvent, Logger, LogLevel, LogPublisher
 
-from connectproxy._loglevel import ACCESS_NAMESPACE, LEVELS, LogLevelService, logLevel
+from connectproxy._loglevel import (
+    ACCESS_NAMESPACE,
+    LEVELS,
+    LevelFilter,
+    LogLevelService,
+    levelPredicate,
+    logLevel,
+)
 from connectproxy._observer import AccessLogObserver, RefusedRequest, TunnelRecord
 from connectproxy.tap import Options, makeService
 
@@ -71,6 +78,44 @@ def test_filters() -> None:
         ("access", "error"),
         ("access", "critical"),
     ]
+
+
+def test_filtersTheSameEveryTime() -> None:
+    """
+    The filter keeps what C{FilteringLogObserver} with the same predicate
+    keeps, the second time an event of a namespace and level comes as the
+    first: events of sub-namespaces by their parent's level, and none
+    without a level or a namespace.
+    """
+    events: list[LogEvent] = []
+    keep = LevelFilter(cast(ILogObserver, events.append), levelPredicate("warn"))
+    sent: list[LogEvent] = [
+        {"log_namespace": "connectproxy._front", "log_level": LogLevel.info},
+        {"log_namespace": "connectproxy._front", "log_level": LogLevel.warn},
+        {"log_namespace": ACCESS_NAMESPACE, "log_level": LogLevel.info},
+        {"log_namespace": ACCESS_NAMESPACE + ".sub", "log_level": LogLevel.info},
+        {"log_namespace": ACCESS_NAMESPACE, "log_level": LogLevel.debug},
+        {"log_namespace": "connectproxy._front"},
+        {"log_level": LogLevel.error},
+    ]
+    for _ in range(2):
+        for event in sent:
+            keep(dict(event))
+    expected = [sent[1], sent[2], sent[3]]
+    assert events == expected + expected
+
+
+def test_filterTraced() -> None:
+    """
+    A traced event (C{log_trace}) names the filter and its observer, as
+    Twisted's filtering observer does.
+    """
+    events: list[LogEvent] = []
+    observer = cast(ILogObserver, events.append)
+    keep = LevelFilter(observer, levelPredicate("info"))
+    trace: list[object] = []
+    keep({"log_namespace": "x", "log_level": LogLevel.info, "log_trace": trace})
+    assert trace == [(keep, observer)]
 
 
 def test_accessNamespace(logEvents: list[LogEvent]) -> None:

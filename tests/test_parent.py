@@ -88,7 +88,13 @@ class Attempt:
         resolver: Any = None,
         trustRoot: Any = None,
         outgoing: OutgoingAddresses | None = None,
+        forwarding: bool = False,
     ) -> None:
+        """
+        @param forwarding: Whether to connect for plain HTTP forwarding
+            (C{connectForwarding}: the connection to the parent itself)
+            instead of a tunnel.
+        """
         self.reactor = MemoryReactorClock()
         if resolver is None:
             resolver = FakeResolver({PARENT_NAME: [PARENT_ADDRESS]})
@@ -105,9 +111,10 @@ class Attempt:
         )
         self.protocol = RecordingProtocol()
         self.outcome: list[Any] = []
-        self.deferred = self.connector.connectUpstream(
-            upstreamRequest(host, port), self.protocol
-        )
+        connect = self.connector.connectUpstream
+        if forwarding:
+            connect = self.connector.connectForwarding
+        self.deferred = connect(upstreamRequest(host, port), self.protocol)
         self.deferred.addBoth(self.record)
 
     def record(self, result: Any) -> Any:

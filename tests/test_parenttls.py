@@ -16,6 +16,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import IProtocolNegotiationFactory
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import PrivateCertificate
+from twisted.internet.testing import StringTransport
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.test.iosim import FakeTransport, IOPump, connect
 from zope.interface import implementer
@@ -169,3 +170,80 @@ def test_systemTrustByDefault(pki: TLSFiles) -> None:
     attempt = Attempt("https://127.0.0.1:3129")
     serveTLS(attempt, pki)
     assert attempt.error().reason == "the TLS handshake with the parent proxy failed"
+
+
+def test_forwardingVerifiedParent(pki: TLSFiles) -> None:
+    """
+    For plain HTTP forwarding, the connection to a verified parent is
+    handed over once the TLS handshake is done, and carries the requests
+    written on it.
+    """
+    attempt = Attempt(
+        "https://127.0.0.1:3129",
+        host="example.com",
+        port=80,
+        trustRoot=loadTrustRoot(str(pki.caCert)),
+        forwarding=True,
+    )
+    pump, _, server = serveTLS(attempt, pki)
+    assert attempt.outcome == [attempt.protocol]
+    assert attempt.protocol.log == ["connected", "fired"]
+    transport = attempt.protocol.transport
+    assert transport is not None
+    transport.write(b"GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\n\r\n")
+    pump.flush()
+    assert server.received.startswith(b"GET http://example.com/ HTTP/1.1\r\n")
+    assert (
+        attempt.protocol.log[-1] == b"HTTP/1.1 200 Connection established\r\n\r\nhello"
+    )
+
+
+def test_forwardingUntrustedParent(pki: TLSFiles, otherCA: Path) -> None:
+    """
+    For plain HTTP forwarding too, a parent whose certificate no trusted CA
+    signed fails the connect itself with 502 naming the TLS handshake: the
+    forwarded request never goes out on a connection that cannot carry it.
+    """
+    attempt = Attempt(
+        "https://127.0.0.1:3129",
+        port=80,
+        trustRoot=loadTrustRoot(str(otherCA)),
+        forwarding=True,
+    )
+    _, _, server = serveTLS(attempt, pki)
+    assert server.received == b""
+    error = attempt.error()
+    assert (error.status, error.reason) == (
+        502,
+        "the TLS handshake with the parent proxy failed",
+    )
+    assert "certificate verify failed" in error.detail
+    assert attempt.protocol.log == ["fired"]
+
+
+def test_forwardingHandshakeTimeout(pki: TLSFiles) -> None:
+    """
+    For plain HTTP forwarding, a parent that never completes the TLS
+    handshake fails the connect after the attempt timeout, with 504, and
+    its connection is dropped.
+    """
+    attempt = Attempt(
+        "https://127.0.0.1:3129",
+        port=80,
+        trustRoot=loadTrustRoot(str(pki.caCert)),
+        forwarding=True,
+    )
+    host, port, factory, _, _ = attempt.reactor.tcpClients[-1]
+    clientProtocol = factory.buildProtocol(IPv4Address("TCP", host, port))
+    assert clientProtocol is not None
+    transport = StringTransport()
+    clientProtocol.makeConnection(transport)
+    assert attempt.outcome == []
+    attempt.reactor.advance(7.0)
+    error = attempt.error()
+    assert (error.status, error.reason) == (
+        504,
+        "timed out waiting for the TLS handshake with the parent proxy",
+    )
+    assert transport.disconnecting or transport.disconnected
+    assert attempt.protocol.log == ["fired"]

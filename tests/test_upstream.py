@@ -76,6 +76,21 @@ def test_connectsToResolvedAddress() -> None:
     assert (host, port, timeout) == ("8.8.8.8", 443, 7)
 
 
+def test_noTimerPerAttempt() -> None:
+    """
+    Without a timer per attempt (C{perAttemptTimer=False}: the caller's
+    deadline covers the connect), the reactor is asked to connect with no
+    timeout, so that it starts no timer.
+    """
+    reactor = MemoryReactorClock()
+    reactor.installNameResolver(FakeResolver({"example.com": ["93.184.216.34"]}))
+    connector = DirectConnector(reactor, attemptTimeout=7, perAttemptTimer=False)
+    connector.connectUpstream(request("example.com"), Protocol())
+    [(_, _, _, timeout, _)] = reactor.tcpClients
+    assert timeout is None
+    assert reactor.getDelayedCalls() == []
+
+
 def test_nameResolvingToLoopbackRefused() -> None:
     """
     A name that resolves to a loopback address is refused without any

@@ -14,7 +14,8 @@ written here in Python.  Two environment variables configure it:
   and wins over the file's `listen`.
 
 With neither, the proxy has the safe defaults: it listens on 127.0.0.1:3128
-only, serves loopback clients and tunnels to port 443 of public addresses.
+only, serves loopback clients and tunnels to port 443 of public addresses
+(and forwards http:// URLs on ports 80 and 443).
 """
 
 import os

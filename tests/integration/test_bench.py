@@ -34,6 +34,7 @@ ROWS = {
     "latencyP50",
     "latencyP99",
     "idleMemory",
+    "idleHeld",
     "idleOpenRate",
     "slowReaderGrowth",
 }
@@ -97,4 +98,5 @@ def test_benchSmokeRun(scratchDir: Path, processes: list[ChildProcess[Any]]) -> 
     assert any("matches" in check for check in connectproxy["checks"])
     idle = result["idleTunnels"]["connectproxy"][0]
     assert (idle["opened"], idle["descriptorsLeft"], idle["error"]) == (20, 0, None)
+    assert (idle["clients"], idle["checked"], idle["descriptorsPerTunnel"]) == (1, 1, 2)
     assert "bulk upload (MB/s, higher is better)" in bench.output.text()

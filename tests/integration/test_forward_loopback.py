@@ -8,6 +8,7 @@ Upgrade that becomes an echo tunnel after the origin's 101.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import socket
 import threading
@@ -40,6 +41,9 @@ class TinyOrigin:
         self._listener.settimeout(TIMEOUT)
         self.port: int = self._listener.getsockname()[1]
         self.connections = 0
+        self._stopping = False
+        self._lock = threading.Lock()
+        self._open: set[socket.socket] = set()
         self._threads: list[threading.Thread] = []
         self._accepting = threading.Thread(target=self._serve, daemon=True)
         self._accepting.start()
@@ -50,6 +54,12 @@ class TinyOrigin:
                 connection, _ = self._listener.accept()
             except OSError:
                 return
+            with self._lock:
+                if self._stopping:
+                    # The connection that woke the accept up to stop.
+                    connection.close()
+                    return
+                self._open.add(connection)
             self.connections += 1
             thread = threading.Thread(
                 target=self._handle, args=(connection,), daemon=True
@@ -58,51 +68,82 @@ class TinyOrigin:
             thread.start()
 
     def _handle(self, connection: socket.socket) -> None:
+        try:
+            self._exchange(connection)
+        except OSError:
+            # Closed under it by close(), or timed out.
+            pass
+        finally:
+            with self._lock:
+                self._open.discard(connection)
+            connection.close()
+
+    def _exchange(self, connection: socket.socket) -> None:
         connection.settimeout(TIMEOUT)
-        with connection:
-            buffer = b""
-            while True:
-                while b"\r\n\r\n" not in buffer:
-                    data = connection.recv(65536)
-                    if not data:
-                        return
-                    buffer += data
-                head, _, buffer = buffer.partition(b"\r\n\r\n")
-                lines = head.split(b"\r\n")
-                target = lines[0].split(b" ")[1]
-                fields = dict(
-                    (name.strip().lower(), value.strip())
-                    for name, _, value in (line.partition(b":") for line in lines[1:])
-                )
-                length = int(fields.get(b"content-length", b"0"))
-                digest = hashlib.sha256()
-                while length:
-                    if not buffer:
-                        buffer = connection.recv(65536)
-                        if not buffer:
-                            return
-                    piece, buffer = buffer[:length], buffer[length:]
-                    digest.update(piece)
-                    length -= len(piece)
-                if b"upgrade" in fields:
-                    connection.sendall(
-                        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\n"
-                        b"Connection: Upgrade\r\n\r\n" + buffer
-                    )
-                    while data := connection.recv(65536):
-                        connection.sendall(data)
+        buffer = b""
+        while True:
+            while b"\r\n\r\n" not in buffer:
+                data = connection.recv(65536)
+                if not data:
                     return
-                reply = b"path=" + target + b" sha256=" + digest.hexdigest().encode()
+                buffer += data
+            head, _, buffer = buffer.partition(b"\r\n\r\n")
+            lines = head.split(b"\r\n")
+            target = lines[0].split(b" ")[1]
+            fields = dict(
+                (name.strip().lower(), value.strip())
+                for name, _, value in (line.partition(b":") for line in lines[1:])
+            )
+            length = int(fields.get(b"content-length", b"0"))
+            digest = hashlib.sha256()
+            while length:
+                if not buffer:
+                    buffer = connection.recv(65536)
+                    if not buffer:
+                        return
+                piece, buffer = buffer[:length], buffer[length:]
+                digest.update(piece)
+                length -= len(piece)
+            if b"upgrade" in fields:
                 connection.sendall(
-                    b"HTTP/1.1 200 OK\r\nContent-Length: "
-                    + str(len(reply)).encode()
-                    + b"\r\n\r\n"
-                    + reply
+                    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\n"
+                    b"Connection: Upgrade\r\n\r\n" + buffer
                 )
+                while data := connection.recv(65536):
+                    connection.sendall(data)
+                return
+            reply = b"path=" + target + b" sha256=" + digest.hexdigest().encode()
+            connection.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Length: "
+                + str(len(reply)).encode()
+                + b"\r\n\r\n"
+                + reply
+            )
 
     def close(self) -> None:
-        self._listener.close()
+        """
+        Stop at once: wake the thread blocked in C{accept} with a
+        connection of its own (closing a listening socket does not wake
+        it), shut down every connection still open (which wakes the
+        threads blocked reading them), and wait for every thread, each
+        for a bounded time.
+
+        @raise AssertionError: When a thread is still running after that.
+        """
+        with self._lock:
+            self._stopping = True
+            still = list(self._open)
+        with contextlib.suppress(OSError):
+            socket.create_connection((LOCAL, self.port), TIMEOUT).close()
+        for connection in still:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
         self._accepting.join(TIMEOUT)
+        self._listener.close()
+        for thread in self._threads:
+            thread.join(TIMEOUT)
+        running = [t for t in [self._accepting, *self._threads] if t.is_alive()]
+        assert not running, running
 
 
 @pytest.fixture

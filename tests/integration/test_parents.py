@@ -6,18 +6,24 @@ without squid's Basic authentication, a squid that refuses and one that is
 down, on 127.0.0.1 and on ::1 (C{http_port [::1]:PORT}, the parent named
 C{http://[::1]:PORT}, by C{--upstream-proxy} or by a route); and
 connectproxy -> connectproxy with an HTTPS-proxy (C{ssl:}) listener and a
-private CA -> an origin, and the same with the wrong CA.
+private CA -> an origin, and the same with the wrong CA, for tunnels and
+for forwarded plain C{http://} requests.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+import signal
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
+from tests.integration._forwarding import FORWARDED, startHTTPOrigin
 from tests.integration._pki import TLSFiles, makeTLSFiles
 from tests.integration._processes import (
     LISTEN_ANY_PORT6,
@@ -545,6 +551,91 @@ def test_connectproxyParentWrongCA(
     assert "certificate verify failed" in event["error"]
     parent.waitForNamed("tls_handshake_failed")
     assert not [e for e in parent.events if e.get("event") == "tunnel_close"]
+
+
+def test_forwardingThroughConnectproxyOverTLS(
+    proxy: ProxyFactory,
+    tlsCertificate: TLSFiles,
+    processes: list[ChildProcess[Any]],
+) -> None:
+    """
+    Forwarded C{http://} requests (a GET, and a POST with a body checked at
+    the origin) go through another connectproxy's HTTPS-proxy listener,
+    trusting its private CA: the parent receives them in absolute form (its
+    access log shows the URL), and the origin in origin form with both
+    proxies in C{Via}.
+    """
+    httpOrigin = startHTTPOrigin()
+    processes.append(httpOrigin)
+    parent = tlsParent(proxy, tlsCertificate)
+    running = proxy(
+        "--upstream-proxy",
+        f"https://127.0.0.1:{parent.port}",
+        "--upstream-ca",
+        str(tlsCertificate.caCert),
+    )
+    proxies = {"http": f"http://{LOCAL}:{running.port}"}
+    base = f"http://{LOCAL}:{httpOrigin.port}"
+    body = os.urandom(1 << 20)
+    with requests.Session() as session:
+        got = session.get(base + "/echo-head", proxies=proxies, timeout=30)
+        assert got.status_code == 200, got.text
+        seen = got.json()
+        posted = session.post(base + "/sha256", data=body, proxies=proxies, timeout=30)
+    assert seen["target"] == "/echo-head"
+    vias = [value for name, value in seen["headers"] if name.lower() == "via"]
+    assert vias == ["1.1 connectproxy", "1.1 connectproxy"], seen
+    assert posted.status_code == 200, posted.text
+    assert posted.json()["sha256"] == hashlib.sha256(body).hexdigest()
+    for method, path in [("GET", "/echo-head"), ("POST", "/sha256")]:
+        # The parent got the absolute form: it forwarded the whole URL (an
+        # origin-form request would have got 400 there).
+        atParent = parent.waitForNamed(FORWARDED, method=method, target=base + path)
+        assert (atParent["status"], atParent["parent"]) == (200, None)
+        assert atParent["upstream"] == f"{LOCAL}:{httpOrigin.port}"
+        here = running.waitForNamed(FORWARDED, method=method, target=base + path)
+        assert here["status"] == 200
+        assert here["upstream"] == f"127.0.0.1:{parent.port}"
+        assert here["parent"], here
+    # The proxy keeps its connection to the parent alive and idle: the
+    # parent's drain closes it at once, and the parent exits on SIGTERM
+    # (it is not killed after a wait).
+    assert parent.stop() == -signal.SIGTERM
+    parent.waitForNamed("shutdown_drained")
+
+
+def test_forwardingThroughConnectproxyWrongCA(
+    proxy: ProxyFactory,
+    tlsCertificate: TLSFiles,
+    otherCA: Path,
+    processes: list[ChildProcess[Any]],
+) -> None:
+    """
+    Trusting another CA, the proxy refuses the parent's certificate for a
+    forwarded C{http://} request too: the client gets 502 naming the
+    handshake, and the parent never sees the request.
+    """
+    httpOrigin = startHTTPOrigin()
+    processes.append(httpOrigin)
+    parent = tlsParent(proxy, tlsCertificate)
+    running = proxy(
+        "--upstream-proxy",
+        f"https://127.0.0.1:{parent.port}",
+        "--upstream-ca",
+        str(otherCA),
+    )
+    url = f"http://{LOCAL}:{httpOrigin.port}/echo-head"
+    got = requests.get(
+        url, proxies={"http": f"http://{LOCAL}:{running.port}"}, timeout=30
+    )
+    assert got.status_code == 502
+    assert "the TLS handshake with the parent proxy failed" in got.text
+    event = running.waitForNamed("connect_failed")
+    assert "certificate verify failed" in event["error"]
+    refused = running.waitForNamed("request_refused", status=502)
+    assert (refused["method"], refused["target"]) == ("GET", url)
+    parent.waitForNamed("tls_handshake_failed")
+    assert not [e for e in parent.events if e.get("event") == FORWARDED]
 
 
 @needsSquid

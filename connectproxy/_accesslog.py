@@ -151,10 +151,11 @@ def formatJSON(event: Record, when: float) -> str:
         C{reason};
       - tunnels also: C{host}, C{port}, C{upstream}, C{parent} (the parent
         proxy, C{null} when connected directly), C{bytesUp}, C{bytesDown},
-        C{duration}, C{admitTime}, C{connectTime} (seconds);
+        C{duration}, C{admitTime}, C{connectTime} (seconds), then C{relay}
+        (C{"transport"} or C{"splice"});
       - forwarded requests (C{event} C{"request_forwarded"}) the same as
-        tunnels, and C{reused} (whether a pooled upstream connection
-        carried it).
+        tunnels but C{relay}, then C{reused} (whether a pooled upstream
+        connection carried it).
 
     @param event: The record.
     @param when: When it is logged, in seconds since the epoch.
@@ -185,6 +186,8 @@ def formatJSON(event: Record, when: float) -> str:
             admitTime=round(event.admitTime, 6),
             connectTime=round(event.connectTime, 6),
         )
+    if isinstance(event, TunnelRecord):
+        record["relay"] = event.relay
     if isinstance(event, ForwardedRequest):
         record["reused"] = event.reused
     return json.dumps(record, separators=(",", ":"))

@@ -218,6 +218,7 @@ def proxySettings(options: ParsedOptions) -> ProxySettings:
         dnsCacheSize=options["dns-cache-size"],
         outgoingAddresses=OutgoingAddresses.fromStrings(options["outgoing-address"]),
         shutdownGrace=options["shutdown-grace"],
+        relay=options["relay"],
         upstreamKeepalive=options["upstream-keepalive"],
         upstreamIdleTimeout=options["upstream-idle-timeout"],
         logQuery=bool(options["log-query"]),

@@ -255,4 +255,5 @@ class ConnectHandler:
             target=request.target,
             admitTime=admission.admittedAt - admission.headAt,
             connectTime=self._connectedAt - admission.admittedAt,
+            relay=stats.relay,
         )

@@ -40,11 +40,11 @@ from ._observer import (
 from ._pool import UpstreamPool
 from ._refuser import RefusalProtocol, ShedProtocol
 from ._relay import TunnelStats, _Relay, _RelayFactory
+from ._relaychoice import RelayChoice
 from ._resolver import ResolverPool
 from ._rules import AccessRules
 from ._settings import ProxySettings
 from ._tls import ALPN_PROTOCOLS
-from ._tunnel import transportRelay
 from .interfaces import IProxyObserver, IUpstreamConnector
 
 __all__ = ["ConnectProxyFactory"]
@@ -83,8 +83,10 @@ class ConnectProxyFactory(Factory):
     @ivar upstreamPool: The idle upstream connections of forwarded
         requests, kept for reuse (C{--upstream-keepalive}).
     @ivar relayFactory: Builds the relay of each tunnel (it may choose a
-        different relay per tunnel); relaying through the transports by
-        default.  Not yet a stable extension point.
+        different relay per tunnel); by default a L{RelayChoice
+        <connectproxy._relaychoice.RelayChoice>}, which follows the
+        C{relay} setting of the tunnel's settings (C{--relay}).  Not yet a
+        stable extension point.
     """
 
     _log = Logger()
@@ -147,7 +149,7 @@ class ConnectProxyFactory(Factory):
         self.relays: set[_Relay] = set()
         self.deadlines = DeadlineSweeper(reactor)
         self.upstreamPool = UpstreamPool(reactor)
-        self.relayFactory: _RelayFactory = transportRelay
+        self.relayFactory: _RelayFactory = RelayChoice()
         self.refusing = 0
         self._perClient: dict[str, int] = {}
         # Connections shed since the last connections_shed event, the
@@ -320,8 +322,12 @@ class ConnectProxyFactory(Factory):
     def stopFactory(self) -> None:
         """
         The last listener stopped: log the shed connections not logged yet,
-        and let the resolver threads go.
+        let the resolver threads go, and close what the relay factory keeps
+        for the next tunnels (its C{stop}, if it has one).
         """
+        stop = getattr(self.relayFactory, "stop", None)
+        if stop is not None:
+            stop()
         if self._shedTimer is not None:
             self._shedTimer.cancel()
             self._logShed()

@@ -192,6 +192,8 @@ class TunnelRecord:
         the access checks (authentication, rules, policies).
     @ivar connectTime: Seconds from the end of the access checks to the
         upstream connection (name resolution and every attempt included).
+    @ivar relay: How the tunnel moved its bytes (C{--relay}):
+        C{"transport"} or C{"splice"}.
     """
 
     client: str
@@ -208,6 +210,7 @@ class TunnelRecord:
     target: str = ""
     admitTime: float = 0.0
     connectTime: float = 0.0
+    relay: str = "transport"
 
     def __post_init__(self) -> None:
         if not self.target:
@@ -421,6 +424,7 @@ class AccessLogObserver:
             user=event.user,
             admitTime=event.admitTime,
             connectTime=event.connectTime,
+            relay=event.relay,
         )
 
     def requestForwarded(self, event: ForwardedRequest) -> None:
@@ -464,6 +468,7 @@ class AccessLogObserver:
             "user": event.user,
             "admitTime": event.admitTime,
             "connectTime": event.connectTime,
+            "relay": event.relay,
         }
         text = (
             "tunnel closed {client} "

@@ -2,7 +2,7 @@
 """
 The options that bound what one connection, and all of them, may take: the
 deadlines (seconds) and the limits on request heads (bytes, fields) and on
-connections.
+connections; and how a tunnel moves its bytes (C{--relay}).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from ._optionvalues import (
     fieldCount,
     nonNegativeFloat,
     positiveFloat,
+    relayMode,
 )
 from ._settings import ProxySettings
 
@@ -28,8 +29,8 @@ _defaults = ProxySettings()
 
 class LimitOptions(OptionGroup):
     """
-    The C{--*-timeout} options, C{--shutdown-grace} and the C{--max-*}
-    options.
+    The C{--*-timeout} options, C{--shutdown-grace}, C{--relay} and the
+    C{--max-*} options.
     """
 
     optParameters: list[list[Any]] = [
@@ -83,6 +84,17 @@ class LimitOptions(OptionGroup):
             "shutdown). A second SIGTERM or SIGINT closes them at once. 0 "
             "closes them at once.",
             nonNegativeFloat,
+        ],
+        [
+            "relay",
+            None,
+            _defaults.relay,
+            "How tunnels move bytes: splice (splice(2) between plain TCP "
+            "sockets, Linux; the bytes stay in the kernel), transport (through "
+            "Twisted's transports), or auto (splice where it applies, the "
+            "transports elsewhere: TLS, https:// parents, UNIX sockets). "
+            "splice refuses to start where splice(2) does not exist.",
+            relayMode,
         ],
         [
             "max-request-line",

@@ -18,6 +18,7 @@ from typing import TypeVar
 from ._accesslog import FORMATS
 from ._assembly import connectorFactories
 from ._parenturl import ParentProxy
+from ._relaychoice import RELAY_MODES, spliceUnavailableReason
 from ._routing import parseRoute
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "positiveCount",
     "positiveFloat",
     "realm",
+    "relayMode",
     "resolverChoice",
     "upstreamRoute",
     "workerCount",
@@ -205,6 +207,28 @@ def accessLogFormat(text: str) -> str:
 accessLogFormat.coerceDoc = "text, json or squid."  # type: ignore[attr-defined]
 #: A string in the configuration file, never a number.
 accessLogFormat.string = True  # type: ignore[attr-defined]
+
+
+def relayMode(text: str) -> str:
+    """
+    A mode of C{--relay}: one of L{RELAY_MODES
+    <connectproxy._relaychoice.RELAY_MODES>}; C{splice} only where
+    C{splice(2)} exists (C{auto} falls back to the transports there).
+    """
+    if text not in RELAY_MODES:
+        raise ValueError(f"{text!r} is not one of {', '.join(RELAY_MODES)}")
+    if text == "splice":
+        missing = spliceUnavailableReason()
+        if missing is not None:
+            raise ValueError(
+                f"splice is not available: {missing}; use auto or transport"
+            )
+    return text
+
+
+relayMode.coerceDoc = "auto, splice or transport."  # type: ignore[attr-defined]
+#: A string in the configuration file, never a number.
+relayMode.string = True  # type: ignore[attr-defined]
 
 
 #: The most worker processes C{--workers} takes.

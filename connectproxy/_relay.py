@@ -50,6 +50,8 @@ class TunnelStats:
     @ivar closedAt: When both sides were gone, or C{None}.
     @ivar closeReason: What ended the tunnel, or C{None} while open: the
         first side that closed or was lost, or the deadline that expired.
+    @ivar relay: Which relay moves the tunnel's bytes (C{--relay}):
+        C{"transport"} or C{"splice"}.
     """
 
     upstreamAddress: IAddress
@@ -60,6 +62,7 @@ class TunnelStats:
     closingAt: float | None = None
     closedAt: float | None = None
     closeReason: str | None = None
+    relay: str = "transport"
 
 
 class _Relay(Protocol):

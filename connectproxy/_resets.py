@@ -92,11 +92,19 @@ class ResetWhenFlushed:
         self._done = False
         self._call: IDelayedCall | None = None
 
-    def start(self) -> None:
+    def start(self, flushed: bool = False) -> None:
         """
         Stop reading, flush, then reset.
+
+        @param flushed: Whether the transport holds nothing and writes
+            nothing more (whoever owned its socket sent the FIN with
+            C{shutdown}): then only the peer's acknowledgement is awaited.
         """
         _resetOnClose(self._transport)
+        if flushed:
+            self._started = True
+            self._checkSent()
+            return
         # The transport asks for data once as soon as it is registered;
         # only the requests after loseConnection mean "my buffer is empty".
         self._transport.registerProducer(self, False)

@@ -57,6 +57,10 @@ class ProxySettings:
     @ivar logQuery: Whether the access log of forwarded and refused
         requests keeps the query string of their URLs (it may carry
         secrets; user information is never kept).
+    @ivar relay: How tunnels relay bytes (C{--relay}): C{"auto"} and
+        C{"splice"} with C{splice(2)} between plain TCP sockets where that
+        applies and through Twisted's transports elsewhere, C{"transport"}
+        always through the transports.
     """
 
     requestTimeout: float = 30.0
@@ -78,6 +82,7 @@ class ProxySettings:
     upstreamKeepalive: int = 64
     upstreamIdleTimeout: float = 30.0
     logQuery: bool = False
+    relay: str = "auto"
 
 
 def defaultMaxConnections() -> int:

@@ -4,12 +4,12 @@ L{TransportRelay}: relay bytes between a client and its upstream once the
 CONNECT has succeeded, through the transports; and L{_UpstreamProtocol}, the
 upstream half that a connector connects.
 
-Flow control is the transports' own: each transport is registered as the
-other's streaming producer, so when one side's write buffer fills, reading
-from the other side stops until it drains.  The relay itself never buffers.
-A chunk for a plain TCP connection with nothing waiting to be sent goes to
-its socket at once (L{writerFor <connectproxy._writethrough.writerFor>}),
-not one reactor iteration later.
+Flow control is the transports' own: each transport is registered (through
+a L{ReadingOf}) as the other's streaming producer, so when one side's write
+buffer fills, reading from the other side stops until it drains.  The relay
+itself never buffers.  A chunk for a plain TCP connection with nothing
+waiting to be sent goes to its socket at once (L{writerFor
+<connectproxy._writethrough.writerFor>}), not one reactor iteration later.
 
 Half-close is passed on only where the receiving transport really is a plain
 TCP connection; anywhere else (TLS, wrappers) the relay closes fully after
@@ -35,6 +35,7 @@ from twisted.internet.interfaces import (
     IAddress,
     IHalfCloseableProtocol,
     IProducer,
+    IPushProducer,
     IReactorTime,
 )
 from twisted.python.deprecate import deprecatedProperty
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
     from ._settings import ProxySettings
 
 __all__ = [
+    "ReadingOf",
     "TransportRelay",
     "TunnelTransport",
     "canHalfClose",
@@ -84,6 +86,37 @@ def canHalfClose(transport: Any) -> bool:
     close_notify, so interface checks are not proof.
     """
     return isinstance(transport, tcp.Connection)
+
+
+@implementer(IPushProducer)
+class ReadingOf:
+    """
+    The streaming producer a relay registers with one transport for the
+    other: it pauses and resumes reading from C{transport} as the consumer's
+    buffer fills and drains, and ignores C{stopProducing}.
+
+    A transport that is lost stops its producer.  Were the producer the
+    other transport itself, that would close it gracefully (at once, when
+    its write side is already shut) before the relay hears of the loss, and
+    a reset could no longer be passed on: the relay closes the survivor
+    itself.
+
+    @ivar transport: The transport read from.
+    """
+
+    __slots__ = ("transport",)
+
+    def __init__(self, transport: TunnelTransport) -> None:
+        self.transport = transport
+
+    def pauseProducing(self) -> None:
+        self.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self.transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        pass
 
 
 def _statsAlias(name: str, doc: str) -> Any:
@@ -178,7 +211,7 @@ class TransportRelay:
         if earlyData:
             self.stats.bytesUp += len(earlyData)
             self._upstream.write(earlyData)
-        self._client.registerProducer(self._upstream, True)  # type: ignore[arg-type]
+        self._client.registerProducer(ReadingOf(self._upstream), True)
         self._clientHasProducer = True
         if clientFinished:
             # The client produces nothing more: it is neither registered
@@ -186,7 +219,7 @@ class TransportRelay:
             # of input again).
             self.clientReadClosed()
             return
-        self._upstream.registerProducer(self._client, True)  # type: ignore[arg-type]
+        self._upstream.registerProducer(ReadingOf(self._client), True)
         self._upstreamHasProducer = True
         self._client.resumeProducing()
 

@@ -55,6 +55,7 @@ TUNNEL = TunnelRecord(
     user="alice",
     admitTime=0.1,
     connectTime=0.104,
+    relay="splice",
 )
 
 DENIED = RefusedRequest(
@@ -257,6 +258,7 @@ def test_jsonTunnel() -> None:
         "duration": 1.0,
         "admitTime": 0.1,
         "connectTime": 0.104,
+        "relay": "splice",
     }
     assert list(record)[:3] == ["time", "event", "client"]
 

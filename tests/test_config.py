@@ -85,6 +85,7 @@ upstream-keepalive = 0
 upstream-idle-timeout = 2.5
 log-query = true
 shutdown-grace = 0
+relay = "splice"
 access-log = "-"
 access-log-format = "json"
 log-level = "debug"
@@ -134,6 +135,7 @@ metrics = "tcp:9108:interface=127.0.0.1"
         "upstream-idle-timeout": 2.5,
         "log-query": True,
         "shutdown-grace": 0.0,
+        "relay": "splice",
         "access-log": "-",
         "access-log-format": "json",
         "log-level": "debug",
@@ -202,6 +204,7 @@ metrics = "tcp:9108:interface=127.0.0.1"
         upstreamKeepalive=0,
         upstreamIdleTimeout=2.5,
         logQuery=True,
+        relay="splice",
     )
 
 

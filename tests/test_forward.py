@@ -29,6 +29,7 @@ from connectproxy._parenturl import ParentProxy
 from connectproxy._parser import RequestHeadParser
 from connectproxy._routing import RoutingConnector
 from connectproxy._rules import PortRules
+from connectproxy._tunnel import ReadingOf
 from connectproxy.interfaces import IForwardingObserver
 from connectproxy.tap import Options
 from connectproxy.testing import (
@@ -812,7 +813,8 @@ def test_upgradeBecomesTunnel() -> None:
     assert origin.read().endswith(b"ping")
     origin.send(b"pong")
     assert client.transport.value().endswith(b"pong")
-    assert client.transport.producer is origin.transport
+    producer = client.transport.producer
+    assert isinstance(producer, ReadingOf) and producer.transport is origin.transport
     origin.lose()
     client.lose()
     [record] = harness.observer.forwarded

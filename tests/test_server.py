@@ -34,7 +34,7 @@ from connectproxy._observer import (
     RefusedRequest,
     TunnelRecord,
 )
-from connectproxy._tunnel import TransportRelay, transportRelay
+from connectproxy._tunnel import ReadingOf, TransportRelay, transportRelay
 from connectproxy.interfaces import IProxyObserver, IUpstreamConnector
 from connectproxy.testing import (
     ProxyHarness,
@@ -100,14 +100,17 @@ def test_earlyDataFloodPauses() -> None:
 
 def test_producersCrossRegistered(harness: ProxyHarness) -> None:
     """
-    Each transport is the other's streaming producer once the tunnel exists.
+    Each transport is the other's streaming producer once the tunnel exists
+    (through a L{ReadingOf}).
     """
     client = harness.connectClient()
     client.send(connectHead())
     upstream = harness.connector.attempts[0].succeed()
-    assert client.transport.producer is upstream
+    assert isinstance(client.transport.producer, ReadingOf)
+    assert client.transport.producer.transport is upstream
     assert client.transport.streaming is True
-    assert upstream.producer is client.transport
+    assert isinstance(upstream.producer, ReadingOf)
+    assert upstream.producer.transport is client.transport
     assert upstream.streaming is True
 
 

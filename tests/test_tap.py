@@ -19,7 +19,7 @@ from twisted.plugin import getPlugins
 from twisted.python import usage
 from twisted.python.usage import UsageError
 
-from connectproxy import ConnectProxyFactory, ProxySettings, __version__
+from connectproxy import ConnectProxyFactory, ProxySettings, __version__, _optionvalues
 from connectproxy._observer import TunnelRecord
 from connectproxy._outgoing import OutgoingAddresses
 from connectproxy._service import ListenerService
@@ -39,6 +39,7 @@ DEFAULTS = {
     "upstream-idle-timeout": 30.0,
     "log-query": 0,
     "shutdown-grace": 30.0,
+    "relay": "auto",
     "access-log": None,
     "access-log-format": "text",
     "log-level": "info",
@@ -119,6 +120,8 @@ def test_allOptions() -> None:
         "--log-query",
         "--shutdown-grace",
         "5",
+        "--relay",
+        "transport",
         "--access-log",
         "/var/log/connectproxy/access.log",
         "--access-log-format",
@@ -205,6 +208,7 @@ def test_allOptions() -> None:
         "upstream-idle-timeout": 5.0,
         "log-query": 1,
         "shutdown-grace": 5.0,
+        "relay": "transport",
         "access-log": "/var/log/connectproxy/access.log",
         "access-log-format": "squid",
         "log-level": "warn",
@@ -273,6 +277,7 @@ def test_allOptions() -> None:
         upstreamKeepalive=8,
         upstreamIdleTimeout=5.0,
         logQuery=True,
+        relay="transport",
     )
 
 
@@ -344,6 +349,7 @@ def test_allOptions() -> None:
         ),
         (["--no-such-option"], "no-such-option"),
         (["--shutdown-grace", "-1"], "--shutdown-grace: '-1' must not be negative"),
+        (["--relay", "fast"], "--relay: 'fast' is not one of auto, splice, transport"),
         (["--log-level", "loud"], "--log-level: 'loud' is not one of debug, info"),
         (["--access-log", ""], "--access-log: '' is not a file name"),
         (["--access-log-format", "clf"], "'clf' is not one of text, json, squid"),
@@ -366,6 +372,24 @@ def test_badValues(argv: list[str], message: str) -> None:
     with pytest.raises(UsageError) as raised:
         parse(*argv)
     assert message in str(raised.value)
+
+
+def test_relaySpliceUnavailable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    Where C{splice(2)} does not exist, C{--relay splice} refuses to start,
+    saying why and what to use instead; C{auto} and C{transport} start.
+    """
+    monkeypatch.setattr(
+        _optionvalues, "spliceUnavailableReason", lambda: "splice(2) is Linux only"
+    )
+    with pytest.raises(UsageError) as raised:
+        parse("--relay", "splice")
+    assert str(raised.value) == (
+        "--relay: splice is not available: splice(2) is Linux only; use auto "
+        "or transport"
+    )
+    assert parse("--relay", "auto")["relay"] == "auto"
+    assert parse("--relay", "transport")["relay"] == "transport"
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ import pytest
 from twisted.internet import tcp
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
-from twisted.internet.interfaces import IPullProducer
+from twisted.internet.interfaces import IPullProducer, IPushProducer
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
@@ -24,7 +24,12 @@ from zope.interface.verify import verifyObject
 from connectproxy import ProxySettings, _resets
 from connectproxy._deadlines import DeadlineSweeper
 from connectproxy._relay import TunnelStats, _Relay
-from connectproxy._tunnel import _UpstreamProtocol, canHalfClose, transportRelay
+from connectproxy._tunnel import (
+    ReadingOf,
+    _UpstreamProtocol,
+    canHalfClose,
+    transportRelay,
+)
 from connectproxy.testing import HalfCloseableStringTransport
 
 
@@ -137,16 +142,37 @@ def test_upstreamProtocolBeforeRelay() -> None:
 
 def test_startWiresProducers() -> None:
     """
-    Starting registers each transport as the other's streaming producer and
-    resumes the client.
+    Starting registers each transport as the other's streaming producer
+    (through a L{ReadingOf}) and resumes the client.
     """
     t = Tunnel().start()
-    assert t.client.producer is t.upstream
+    assert isinstance(t.client.producer, ReadingOf)
+    assert t.client.producer.transport is t.upstream
     assert t.client.streaming is True
-    assert t.upstream.producer is t.client
+    assert isinstance(t.upstream.producer, ReadingOf)
+    assert t.upstream.producer.transport is t.client
     assert t.upstream.streaming is True
     assert t.client.producerState == "producing"
     assert t.stats.upstreamAddress == IPv4Address("TCP", "192.0.2.7", 443)
+
+
+def test_readingOf() -> None:
+    """
+    The producer registered for the other transport pauses and resumes
+    reading from it, and does nothing when stopped: a transport that is
+    lost stops its producer, and that must not close the survivor before
+    the relay decides how (a reset, say).
+    """
+    transport = HalfCloseableStringTransport()
+    producer = ReadingOf(transport)
+    assert verifyObject(IPushProducer, producer)
+    producer.pauseProducing()
+    assert transport.producerState == "paused"
+    producer.resumeProducing()
+    assert transport.producerState == "producing"
+    producer.stopProducing()
+    assert transport.producerState == "producing"
+    assert not transport.disconnecting
 
 
 def test_earlyDataFirst() -> None:

@@ -80,16 +80,36 @@ def origin(tlsCertificate: TLSFiles) -> Iterator[OriginFactory]:
     stopAll(started)
 
 
+#: The relays (C{--relay}) a test that asks for the C{relay} fixture runs
+#: with, once each.
+RELAYS = ("transport", "splice")
+
+
+@pytest.fixture(params=RELAYS)
+def relay(request: pytest.FixtureRequest) -> str:
+    """
+    The relay (C{--relay}) of every proxy the test starts with the C{proxy}
+    fixture: a test that asks for it, or a module marked
+    C{pytest.mark.usefixtures("relay")}, runs once with each of L{RELAYS}.
+    """
+    chosen: str = request.param
+    return chosen
+
+
 @pytest.fixture
-def proxy() -> Iterator[ProxyFactory]:
+def proxy(request: pytest.FixtureRequest) -> Iterator[ProxyFactory]:
     """
     Start proxies from the source tree: C{proxy("--idle-timeout", "5")}
     listens on a free port of 127.0.0.1 with those extra options;
     C{listen=[...]} replaces the listeners; C{loopbackOrigins=False} keeps
     the default destination rules.  Stopping one fails the test if it
-    logged an unhandled error.
+    logged an unhandled error.  In a test that uses the C{relay} fixture,
+    each runs with that C{--relay}.
     """
     started: list[ProxyProcess] = []
+    relayArgs: tuple[str, ...] = ()
+    if "relay" in request.fixturenames:
+        relayArgs = ("--relay", request.getfixturevalue("relay"))
 
     def start(
         *extraArgs: str,
@@ -98,7 +118,8 @@ def proxy() -> Iterator[ProxyFactory]:
     ) -> ProxyProcess:
         listen = list(listen)
         process = ProxyProcess(
-            proxyCommand(extraArgs, listen, loopbackOrigins), listeners=len(listen)
+            proxyCommand((*relayArgs, *extraArgs), listen, loopbackOrigins),
+            listeners=len(listen),
         )
         started.append(process)
         return process

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.integration.test_bulk -*-
 """
 Bulk transfer in both directions at once through a proxy process, checked
-with SHA-256 at both ends.
+with SHA-256 at both ends, with each relay (C{--relay}).
 """
 
 from __future__ import annotations
@@ -23,7 +23,11 @@ from tests.integration._origin import (
 from tests.integration._processes import OriginFactory, ProxyFactory
 from tests.integration._sockets import openTunnel, readToEnd
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.usefixtures("relay"),
+]
 
 SIZE = 64 << 20
 """
@@ -70,10 +74,12 @@ def receiveDownload(sock: socket.socket) -> tuple[str, int]:
     return digest.hexdigest(), count
 
 
-def test_bothDirectionsAtOnce(proxy: ProxyFactory, origin: OriginFactory) -> None:
+def test_bothDirectionsAtOnce(
+    proxy: ProxyFactory, origin: OriginFactory, relay: str
+) -> None:
     """
     64 MiB up and 64 MiB down at the same time arrive intact at both ends,
-    and the access log counts every byte.
+    and the access log counts every byte, with each relay.
     """
     server = origin("bulk")
     running = proxy()
@@ -106,3 +112,4 @@ def test_bothDirectionsAtOnce(proxy: ProxyFactory, origin: OriginFactory) -> Non
     assert event["status"] == 200
     assert event["bytesUp"] == BULK_HEADER_SIZE + SIZE
     assert event["bytesDown"] == SIZE + TRAILER_SIZE
+    assert event["relay"] == relay

@@ -7,7 +7,9 @@ passed on after the early data.
 
 The test drives both ends itself with blocking sockets (each with a
 timeout): it is the client and, through a listening socket of its own, the
-origin.
+origin.  Each test runs with each relay (C{--relay transport} and C{--relay
+splice}), and checks that the access log names the relay that moved the
+bytes.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from tests.integration._sockets import (
     readToEnd,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("relay")]
 
 PAYLOAD = bytes(range(256)) * 256
 """
@@ -125,7 +127,9 @@ def readUntilReset(sock: socket.socket, limit: int = 1 << 20) -> tuple[bytes, st
     raise AssertionError(f"more than {limit} bytes")
 
 
-def test_originResetReachesClient(proxy: ProxyFactory, listener: socket.socket) -> None:
+def test_originResetReachesClient(
+    proxy: ProxyFactory, listener: socket.socket, relay: str
+) -> None:
     """
     An origin that sends 64 KiB and resets: the client gets every byte and
     then a reset, not a clean end of input that would make the truncated
@@ -141,9 +145,12 @@ def test_originResetReachesClient(proxy: ProxyFactory, listener: socket.socket) 
     event = running.waitForNamed("tunnel_close", port=listener.getsockname()[1])
     assert event["reason"].startswith("upstream connection lost")
     assert (event["bytesUp"], event["bytesDown"]) == (0, len(PAYLOAD))
+    assert event["relay"] == relay
 
 
-def test_clientResetReachesOrigin(proxy: ProxyFactory, listener: socket.socket) -> None:
+def test_clientResetReachesOrigin(
+    proxy: ProxyFactory, listener: socket.socket, relay: str
+) -> None:
     """
     A client that sends 64 KiB and resets: the origin gets every byte and
     then a reset.
@@ -158,6 +165,7 @@ def test_clientResetReachesOrigin(proxy: ProxyFactory, listener: socket.socket) 
     event = running.waitForNamed("tunnel_close", port=listener.getsockname()[1])
     assert event["reason"].startswith("client connection lost")
     assert (event["bytesUp"], event["bytesDown"]) == (len(PAYLOAD), 0)
+    assert event["relay"] == relay
 
 
 def test_originResetReachesTLSClient(
@@ -165,7 +173,8 @@ def test_originResetReachesTLSClient(
 ) -> None:
     """
     Behind a TLS listener an origin's reset reaches the client as a reset
-    of the TCP connection, not as a TLS close_notify (a clean end).
+    of the TCP connection, not as a TLS close_notify (a clean end).  Such a
+    tunnel relays through the transports, whatever C{--relay} says.
     """
     tls = tlsCertificate
     running = proxy(
@@ -191,9 +200,12 @@ def test_originResetReachesTLSClient(
             client.recv(65536)
     event = running.waitForNamed("tunnel_close", port=listener.getsockname()[1])
     assert event["reason"].startswith("upstream connection lost")
+    assert event["relay"] == "transport"
 
 
-def test_cleanCloseStaysClean(proxy: ProxyFactory, listener: socket.socket) -> None:
+def test_cleanCloseStaysClean(
+    proxy: ProxyFactory, listener: socket.socket, relay: str
+) -> None:
     """
     An origin that sends 64 KiB and closes normally: the client gets every
     byte and a clean end of input.
@@ -207,9 +219,10 @@ def test_cleanCloseStaysClean(proxy: ProxyFactory, listener: socket.socket) -> N
     assert (received, end) == (PAYLOAD, "eof")
     event = running.waitForNamed("tunnel_close", port=listener.getsockname()[1])
     assert event["reason"] == "upstream closed"
+    assert event["relay"] == relay
 
 
-def test_finWithConnect(proxy: ProxyFactory, origin: OriginFactory) -> None:
+def test_finWithConnect(proxy: ProxyFactory, origin: OriginFactory, relay: str) -> None:
     """
     A CONNECT with a request body and a FIN right behind it (what
     C{printf ... | nc -N} sends): the origin gets the body and the FIN, and
@@ -230,9 +243,12 @@ def test_finWithConnect(proxy: ProxyFactory, origin: OriginFactory) -> None:
     event = running.waitForNamed("tunnel_close", port=echo.port)
     assert (event["bytesUp"], event["bytesDown"]) == (12, 12)
     assert event["reason"] == "client closed"
+    assert event["relay"] == relay
 
 
-def test_halfCloseTimeout(proxy: ProxyFactory, listener: socket.socket) -> None:
+def test_halfCloseTimeout(
+    proxy: ProxyFactory, listener: socket.socket, relay: str
+) -> None:
     """
     With C{--half-close-timeout}, a tunnel whose client has sent its FIN and
     whose origin never closes is closed after that time (not after the
@@ -252,3 +268,4 @@ def test_halfCloseTimeout(proxy: ProxyFactory, listener: socket.socket) -> None:
     event = running.waitForNamed("tunnel_close", port=listener.getsockname()[1])
     assert event["reason"] == "half-close timeout"
     assert 1.0 <= event["duration"] < 5.0
+    assert event["relay"] == relay

@@ -19,21 +19,24 @@ import socket
 import sys
 import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from connectproxy._pipes import PipePool
 from tests.integration._output import Event
 from tests.integration._processes import (
     LISTEN_ANY_PORT,
     ChildProcess,
     OriginFactory,
+    ProxyFactory,
     ProxyProcess,
     proxyCommand,
     waitForPath,
 )
-from tests.integration._sockets import LOCAL, openTunnel, readExactly
+from tests.integration._sockets import LOCAL, openTunnel, readExactly, readToEnd
 
 pytestmark = pytest.mark.integration
 
@@ -218,3 +221,65 @@ def test_floodAtDescriptorLimit(
         assert early + readExactly(sock, len(b"still serving") - len(early)) == (
             b"still serving"
         )
+
+
+def closedAtLeast(running: ProxyProcess, count: int) -> bool:
+    """
+    Whether the proxy logged at least C{count} C{tunnel_close} events.
+    """
+    closes = [e for e in running.events if e.get("event") == "tunnel_close"]
+    return len(closes) >= count
+
+
+#: What the push origin sends through each tunnel that waits to be read.
+PUSHED = 2 << 20
+
+
+@pytest.mark.usefixtures("relay")
+def test_noDescriptorLeftAfterTunnels(
+    proxy: ProxyFactory, origin: OriginFactory, relay: str
+) -> None:
+    """
+    Many tunnels leave no descriptor behind, with either relay: after two
+    rounds of tunnels (several at once that wait to be read while the
+    origin pushes, so that the splice relay holds pipes for them, then
+    echo tunnels one after the other) the proxy holds no more descriptors
+    than when it started, but for the empty pipes the splice relay keeps
+    for the next tunnels (a bounded number).
+    """
+    push = origin("push", "--bytes", str(PUSHED))
+    echo = origin("echo")
+    running = proxy()
+    pid = running.pid
+    kept = 2 * PipePool().keep if relay == "splice" else 0
+
+    def tunnelRound(waiting: int, echoes: int) -> None:
+        opened = [openTunnel(running.port, push.port) for _ in range(waiting)]
+        for sock, rest in opened:
+            with sock:
+                assert len(rest) + len(readToEnd(sock, PUSHED)) == PUSHED
+        for _ in range(echoes):
+            sock, rest = openTunnel(running.port, echo.port)
+            with sock:
+                sock.sendall(b"x" * 1000)
+                assert rest + readExactly(sock, 1000 - len(rest)) == b"x" * 1000
+
+    # What the proxy makes once, at its first tunnels (the reactor's
+    # waker for threads, say), is not a leak.
+    tunnelRound(1, 1)
+    waitForPath(partial(closedAtLeast, running, 2), 30, "2 tunnel_close")
+    before = openDescriptors(pid)
+    tunnels = 2
+    for _ in range(2):
+        tunnelRound(8, 40)
+        tunnels += 48
+        waitForPath(
+            partial(closedAtLeast, running, tunnels), 30, f"{tunnels} tunnel_close"
+        )
+        waitForPath(
+            lambda: openDescriptors(pid) <= before + kept,
+            20,
+            "the proxy to close the descriptors of the tunnels",
+        )
+    closes = [e for e in running.events if e.get("event") == "tunnel_close"]
+    assert {e["relay"] for e in closes} == {relay}

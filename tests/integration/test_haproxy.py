@@ -294,13 +294,15 @@ def test_headerByteByByte(proxy: ProxyFactory, echoOrigin: OriginProcess) -> Non
     assert event["client"] == "127.0.0.9:4242"
 
 
+@pytest.mark.usefixtures("relay")
 def test_finPassedOnBehindProxyProtocol(
-    proxy: ProxyFactory, echoOrigin: OriginProcess
+    proxy: ProxyFactory, echoOrigin: OriginProcess, relay: str
 ) -> None:
     """
     Behind a PROXY-protocol listener the proxy runs on the plain TCP
     connection: a FIN right after the request reaches the origin as a FIN,
-    and the origin's reply still reaches the client.
+    and the origin's reply still reaches the client.  Either relay applies
+    there (the header was read before the tunnel).
     """
     running = proxy(*ALLOW_LOOPBACK, listen=[LISTEN_PROXY])
     header = f"PROXY TCP4 127.0.0.9 {LOCAL} 4242 {running.port}\r\n".encode()
@@ -316,9 +318,13 @@ def test_finPassedOnBehindProxyProtocol(
         4,
         "client closed",
     )
+    assert event["relay"] == relay
 
 
-def test_originResetReachesClientBehindProxyProtocol(proxy: ProxyFactory) -> None:
+@pytest.mark.usefixtures("relay")
+def test_originResetReachesClientBehindProxyProtocol(
+    proxy: ProxyFactory, relay: str
+) -> None:
     """
     Behind a PROXY-protocol listener, an origin that sends 64 KiB and
     resets: the client gets every byte and then a reset, as on a plain TCP
@@ -343,6 +349,7 @@ def test_originResetReachesClientBehindProxyProtocol(proxy: ProxyFactory) -> Non
     assert received == payload
     event = running.waitForNamed("tunnel_close", port=target)
     assert event["client"] == "127.0.0.9:4242"
+    assert event["relay"] == relay
 
 
 def test_headerNeverCompletes(proxy: ProxyFactory) -> None:

@@ -148,14 +148,16 @@ def test_ipv6Targets(
     assert refused["client"].startswith("[::1]:")
 
 
+@pytest.mark.usefixtures("relay")
 def test_mixedFamilies(
-    proxy: ProxyFactory, echo4: OriginProcess, echo6: OriginProcess
+    proxy: ProxyFactory, echo4: OriginProcess, echo6: OriginProcess, relay: str
 ) -> None:
     """
     A C{tcp:} and a C{tcp6:} listener at once: each says where it listens
     (C{127.0.0.1:PORT}, C{[::1]:PORT}), and a client of either family
     tunnels to a target of either family, IPv4-mapped targets reaching the
     IPv4 origin; the log names each client and upstream in its own family.
+    Each relay moves bytes between any two families.
     """
     running = proxy(listen=[LISTEN_ANY_PORT, LISTEN_ANY_PORT6])
     ports = {}
@@ -179,6 +181,7 @@ def test_mixedFamilies(
             event = closedTunnel(running, client, clientPort)
             assert event["upstream"] == upstream.address(origin.port)
             assert event["bytesUp"] == event["bytesDown"] == len(payload)
+            assert event["relay"] == relay
 
 
 def test_ipv6ClientRules(proxy: ProxyFactory, echo6: OriginProcess) -> None:

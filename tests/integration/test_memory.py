@@ -14,7 +14,11 @@ import pytest
 from tests.integration._processes import OriginFactory, ProxyFactory, residentBytes
 from tests.integration._sockets import LOCAL, connectRequest, readResponseHead
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.usefixtures("relay"),
+]
 
 TOTAL = 512 << 20
 """
@@ -57,12 +61,13 @@ def slowClient(proxyPort: int, originPort: int) -> tuple[socket.socket, int]:
 
 
 def test_slowReaderKeepsProxyMemoryBounded(
-    proxy: ProxyFactory, origin: OriginFactory
+    proxy: ProxyFactory, origin: OriginFactory, relay: str
 ) -> None:
     """
     While the client reads nothing the origin gets blocked after a small
     part of 512 MiB, and while the client reads it all in small pieces the
-    proxy's resident memory stays within 64 MiB of its idle size.
+    proxy's resident memory stays within 64 MiB of its idle size, with each
+    relay.
     """
     running = proxy()
     baseline = residentBytes(running.pid)
@@ -91,3 +96,4 @@ def test_slowReaderKeepsProxyMemoryBounded(
     pusher.waitForLine(f"done {TOTAL}$")
     event = running.waitForNamed("tunnel_close", port=pusher.port)
     assert (event["bytesUp"], event["bytesDown"]) == (0, TOTAL)
+    assert event["relay"] == relay

@@ -171,12 +171,14 @@ def refusal(proxyPort: int, targetPort: int, host: str = LOCAL) -> tuple[int, by
 
 
 @needsSquid
+@pytest.mark.usefixtures("relay")
 def test_throughSquid(
-    origin: OriginFactory, proxy: ProxyFactory, squid: SquidFactory
+    origin: OriginFactory, proxy: ProxyFactory, squid: SquidFactory, relay: str
 ) -> None:
     """
     Every tunnel goes through squid, early bytes included, and the access
-    log names squid as the upstream.
+    log names squid as the upstream; through a parent over plain HTTP
+    either relay applies.
     """
     echo = origin("echo")
     parent = openSquid(squid)
@@ -185,6 +187,47 @@ def test_throughSquid(
     event = running.waitForNamed("tunnel_close")
     assert event["upstream"] == f"127.0.0.1:{parent.port}"
     assert (event["host"], event["port"]) == ("127.0.0.1", echo.port)
+    assert event["relay"] == relay
+
+
+@pytest.mark.usefixtures("relay")
+def test_targetSpeaksFirstThroughParent(proxy: ProxyFactory, relay: str) -> None:
+    """
+    A target that speaks first (an SSH or SMTP server): its first bytes,
+    which follow the parent's C{200} in the same segment, reach the client
+    before anything else, and the tunnel then carries bytes both ways and
+    the FINs, with either relay.  The test plays the parent.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        listener.settimeout(20)
+        running = proxy(
+            "--upstream-proxy", f"http://127.0.0.1:{listener.getsockname()[1]}"
+        )
+        with dial(running.port) as client:
+            client.sendall(connectRequest("127.0.0.1", 22))
+            parent, _ = listener.accept()
+            with parent:
+                parent.settimeout(20)
+                head = b""
+                while not head.endswith(b"\r\n\r\n"):
+                    head += parent.recv(1)
+                assert head.startswith(b"CONNECT 127.0.0.1:22 HTTP/1.1\r\n")
+                parent.sendall(b"HTTP/1.1 200 Connection established\r\n\r\nbanner")
+                response, rest = readResponseHead(client)
+                assert response.status == 200
+                assert rest + readExactly(client, 6 - len(rest)) == b"banner"
+                client.sendall(b"hello")
+                assert readExactly(parent, 5) == b"hello"
+                parent.sendall(b"world")
+                assert readExactly(client, 5) == b"world"
+                client.shutdown(socket.SHUT_WR)
+                assert parent.recv(1) == b""
+            assert readToEnd(client) == b""
+    event = running.waitForNamed("tunnel_close")
+    assert (event["bytesUp"], event["bytesDown"]) == (5, 11)
+    assert event["relay"] == relay
 
 
 @needsSquid
@@ -475,10 +518,12 @@ def test_throughConnectproxyOverTLS(
         str(tlsCertificate.caCert),
     )
     echoThrough(running.port, echo.port)
-    assert running.waitForNamed("tunnel_close")["upstream"] == (
-        f"127.0.0.1:{parent.port}"
-    )
-    assert parent.waitForNamed("tunnel_close")["port"] == echo.port
+    event = running.waitForNamed("tunnel_close")
+    assert event["upstream"] == f"127.0.0.1:{parent.port}"
+    # TLS on one side: both proxies relay through the transports.
+    assert event["relay"] == "transport"
+    event = parent.waitForNamed("tunnel_close")
+    assert (event["port"], event["relay"]) == (echo.port, "transport")
 
 
 def test_connectproxyParentWrongCA(

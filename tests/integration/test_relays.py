@@ -14,7 +14,9 @@ them.  Every wait is bounded.
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import os
 import socket
 import struct
 import termios
@@ -26,7 +28,11 @@ import pytest
 import pytest_twisted
 from twisted.internet.defer import Deferred, DeferredQueue
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
+from twisted.internet.interfaces import (
+    IHalfCloseableProtocol,
+    IPushProducer,
+    IReactorTime,
+)
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
@@ -34,13 +40,43 @@ from zope.interface import implementer
 
 from connectproxy import ProxySettings
 from connectproxy._deadlines import DeadlineSweeper
-from connectproxy._relay import _Relay, _RelayFactory
+from connectproxy._pipes import PIPES, Pipe, PipePool
+from connectproxy._relay import _Relay, _RelayEnd, _RelayFactory
+from connectproxy._splice import SpliceRelay, spliceRelay
 from connectproxy._tunnel import _UpstreamProtocol, transportRelay
 
 pytestmark = pytest.mark.integration
 
+
+def _noPipe() -> Pipe:
+    raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+
+
+def spliceWithoutPipes(
+    client: _RelayEnd,
+    upstream: _RelayEnd,
+    clock: IReactorTime,
+    settings: ProxySettings,
+    onClosed: Callable[[_Relay], object],
+) -> _Relay:
+    """
+    The splice relay where no pipe can be made (the process is out of
+    descriptors): it copies through memory instead, and must keep every
+    promise all the same.
+    """
+    pool = PipePool(make=_noPipe)
+    return spliceRelay(client, upstream, clock, settings, onClosed, pool)
+
+
 #: Every relay implementation; each must pass every test here.
-RELAYS = [pytest.param(transportRelay, id="transport")]
+RELAYS = [
+    pytest.param(transportRelay, id="transport"),
+    pytest.param(spliceRelay, id="splice"),
+    pytest.param(spliceWithoutPipes, id="splice-without-pipes"),
+]
+
+#: The state of a TCP connection that was reset (Linux C{TCP_INFO}).
+TCP_CLOSE = 7
 
 #: Seconds any one wait may take before the test fails.
 DEADLINE = 20.0
@@ -161,6 +197,15 @@ class Peer(Protocol):
         count: int = struct.unpack("i", raw)[0]
         return count
 
+    def tcpState(self) -> int:
+        """
+        The state of this peer's TCP connection (C{TCP_INFO}): L{TCP_CLOSE}
+        once a reset arrived, whether the peer reads or not.
+        """
+        sock = self.transport.getHandle()  # type: ignore[union-attr]
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)
+        return int(info[0])
+
     def reset(self) -> None:
         """
         Close with a reset (C{SO_LINGER} 0), not a FIN.
@@ -225,9 +270,11 @@ class _End(_UpstreamProtocol):
 
     @ivar sawFin: Whether the peer's FIN arrived before a relay took the
         end over.
+    @ivar gone: Whether its connection is gone.
     """
 
     sawFin = False
+    gone = False
 
     def __init__(self, ends: DeferredQueue[_End]) -> None:
         self._ends = ends
@@ -239,6 +286,10 @@ class _End(_UpstreamProtocol):
         if self._readClosed is None:
             self.sawFin = True
         super().readConnectionLost()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.gone = True
+        super().connectionLost(reason)
 
 
 @dataclass
@@ -253,6 +304,7 @@ class Tunnel:
     origin: Peer
     relay: _Relay
     closed: Deferred[_Relay] = field(repr=False)
+    ends: tuple[_End, _End] = field(repr=False)
 
 
 class Relays:
@@ -295,6 +347,7 @@ class Relays:
         early: bytes = b"",
         clientFinished: bool = False,
         keepOpen: bool = False,
+        written: bytes = b"",
     ) -> Generator[Deferred[Any], Any, Tunnel]:
         """
         Open a tunnel and start its relay, as the proxy does after its
@@ -302,6 +355,8 @@ class Relays:
         FIN, which is then sent and seen first), the deadlines watched.
 
         @param keepOpen: Whether the peers keep writing after a FIN.
+        @param written: Written to the client before the relay starts, as
+            the proxy writes its C{200}.
         """
         client, clientEnd = yield self.pair()
         origin, upstreamEnd = yield self.pair()
@@ -311,6 +366,8 @@ class Relays:
             yield waitUntil(lambda: clientEnd.sawFin)
         else:
             clientEnd.transport.pauseProducing()
+        if written:
+            clientEnd.transport.write(written)
         closed: Deferred[_Relay] = Deferred()
 
         def onClosed(relay: _Relay) -> None:
@@ -321,7 +378,7 @@ class Relays:
         self._relays.append(relay)
         self.sweeper.watch(relay, settings)
         relay.start(early, clientFinished)
-        return Tunnel(client, origin, relay, closed)
+        return Tunnel(client, origin, relay, closed, (clientEnd, upstreamEnd))
 
     def cleanUp(self) -> None:
         for relay in self._relays:
@@ -373,6 +430,26 @@ def test_earlyDataFirst(relays: Relays) -> Generator[Deferred[Any], Any, None]:
     assert (stats.bytesUp, stats.bytesDown) == (14, 6)
     assert stats.closeReason == "client closed"
     assert len(relays.sweeper) == 0 and relays.sweeper.interval is None
+
+
+@pytest_twisted.inlineCallbacks
+def test_writtenBeforeFirst(relays: Relays) -> Generator[Deferred[Any], Any, None]:
+    """
+    What the client's transport still holds when the relay starts (a
+    client slow to read the C{200} and what came with it) reaches the
+    client before anything relayed, and is not counted as relayed.
+    """
+    written = pattern(4 << 20, 8)
+    tunnel = yield relays.open(written=written)
+    tunnel.origin.send(b"after")
+    tunnel.client.send(b"up")
+    yield waitUntil(lambda: tunnel.origin.received == b"up")
+    yield waitUntil(lambda: len(tunnel.client.received) == len(written) + 5)
+    assert tunnel.client.received == written + b"after"
+    stats = tunnel.relay.stats
+    assert (stats.bytesUp, stats.bytesDown) == (2, 5)
+    tunnel.client.transport.loseConnection()
+    yield closedCleanly(tunnel)
 
 
 @pytest.mark.parametrize("first", ["client", "origin"])
@@ -454,6 +531,27 @@ def test_bothWaysCounted(relays: Relays) -> Generator[Deferred[Any], Any, None]:
 
 
 @pytest_twisted.inlineCallbacks
+def stalled(sender: Sender) -> Generator[Deferred[Any], Any, None]:
+    """
+    Wait until C{sender} is paused and hands nothing more over: whoever
+    reads its bytes stopped, all the way back to it.
+    """
+    progress = [-1]
+
+    def still() -> bool:
+        # Paused, and nothing more handed over since the last look.
+        result = sender.paused and sender.sent == progress[0]
+        progress[0] = sender.sent
+        return result
+
+    yield waitUntil(lambda: sender.sent > 0)
+    end = reactor().seconds() + DEADLINE
+    while not still():
+        assert reactor().seconds() < end, "the sender never stalled"
+        yield deferLater(reactor(), 0.2, lambda: None)
+
+
+@pytest_twisted.inlineCallbacks
 def test_slowReaderBoundsMemory(relays: Relays) -> Generator[Deferred[Any], Any, None]:
     """
     A client that reads nothing stops the origin: the relay stops reading
@@ -467,17 +565,7 @@ def test_slowReaderBoundsMemory(relays: Relays) -> Generator[Deferred[Any], Any,
     tunnel.client.transport.pauseProducing()
     data = pattern(total, 3)
     sender = Sender(tunnel.origin.transport, data)
-    progress = [-1]
-
-    def stalled() -> bool:
-        # Paused, and nothing more handed over since the last look.
-        still = sender.paused and sender.sent == progress[0]
-        progress[0] = sender.sent
-        return still
-
-    yield waitUntil(lambda: sender.sent > 0)
-    while not stalled():
-        yield deferLater(reactor(), 0.2, lambda: None)
+    yield stalled(sender)
     assert sender.sent <= bound, sender.sent
     tunnel.client.transport.resumeProducing()
     yield withDeadline(sender.done)
@@ -550,3 +638,272 @@ def test_resetPassedOn(
     lost = "client" if side == "client" else "upstream"
     assert stats.closeReason is not None
     assert stats.closeReason.startswith(f"{lost} connection lost"), stats.closeReason
+
+
+@pytest.mark.parametrize("side", ["client", "origin"])
+@pytest_twisted.inlineCallbacks
+def test_cleanCloseClosesOther(
+    relays: Relays, side: str
+) -> Generator[Deferred[Any], Any, None]:
+    """
+    Either side closing cleanly closes the other cleanly (a FIN, never a
+    reset), with that side as the reason.
+    """
+    tunnel = yield relays.open()
+    closer = tunnel.client if side == "client" else tunnel.origin
+    closer.transport.loseConnection()
+    yield closedCleanly(tunnel)
+    expected = "client closed" if side == "client" else "upstream closed"
+    assert tunnel.relay.stats.closeReason == expected
+
+
+@pytest_twisted.inlineCallbacks
+def test_statsRecord(relays: Relays) -> Generator[Deferred[Any], Any, None]:
+    """
+    The stats record has the upstream's address as connected, the counts,
+    and its times in order: opened, the first FIN passed on, closing,
+    closed.
+    """
+    before = reactor().seconds()
+    tunnel = yield relays.open(early=b"hello", keepOpen=True)
+    stats = tunnel.relay.stats
+    assert stats.upstreamAddress == tunnel.ends[1].transport.getPeer()
+    assert before <= stats.openedAt <= reactor().seconds()
+    assert stats.halfClosedAt is stats.closingAt is stats.closedAt is None
+    assert stats.closeReason is None
+    tunnel.origin.send(b"12345")
+    tunnel.client.finish()
+    yield withDeadline(tunnel.origin.eof)
+    assert stats.halfClosedAt is not None and stats.closingAt is None
+    yield waitUntil(lambda: len(tunnel.client.received) == 5)
+    tunnel.origin.finish()
+    yield closedCleanly(tunnel)
+    assert stats.closingAt is not None and stats.closedAt is not None
+    assert stats.openedAt <= stats.halfClosedAt <= stats.closingAt <= stats.closedAt
+    assert (stats.bytesUp, stats.bytesDown) == (5, 5)
+    assert stats.closeReason == "client closed"
+
+
+@pytest_twisted.inlineCallbacks
+def test_closeThenAbort(relays: Relays) -> Generator[Deferred[Any], Any, None]:
+    """
+    A close that cannot finish (the client reads nothing while the origin's
+    bytes wait for it) is aborted after the abort timeout, and the client
+    sees a reset; closing again changes neither the reason nor the time
+    the close began.
+    """
+    abortTimeout = 0.5
+    settings = ProxySettings(
+        idleTimeout=60, halfCloseTimeout=60, abortTimeout=abortTimeout
+    )
+    tunnel = yield relays.open(settings=settings)
+    tunnel.client.transport.pauseProducing()
+    yield stalled(Sender(tunnel.origin.transport, pattern(16 << 20, 5)))
+    stats = tunnel.relay.stats
+    tunnel.relay.close("first")
+    closingAt = stats.closingAt
+    assert closingAt is not None
+    tunnel.relay.close("second")
+    assert (stats.closeReason, stats.closingAt) == ("first", closingAt)
+    yield withDeadline(tunnel.closed)
+    assert stats.closedAt is not None
+    assert stats.closedAt - closingAt >= abortTimeout
+    tunnel.client.transport.resumeProducing()
+    yield withDeadline(tunnel.client.gone)
+    assert tunnel.client.reason is not None
+    assert not tunnel.client.reason.check(ConnectionDone), tunnel.client.reason
+    assert stats.closeReason == "first"
+
+
+@pytest_twisted.inlineCallbacks
+def test_halfCloseDeadline(relays: Relays) -> Generator[Deferred[Any], Any, None]:
+    """
+    Once one direction has finished, the (shorter) half-close deadline
+    applies, counted from the FIN: the tunnel closes with that reason.
+    """
+    halfClose = 0.5
+    settings = ProxySettings(idleTimeout=60, halfCloseTimeout=halfClose)
+    tunnel = yield relays.open(settings=settings, keepOpen=True)
+    tunnel.client.send(b"question")
+    tunnel.client.finish()
+    yield withDeadline(tunnel.origin.eof)
+    yield withDeadline(tunnel.closed)
+    stats = tunnel.relay.stats
+    assert stats.closeReason == "half-close timeout"
+    assert stats.halfClosedAt is not None and stats.closingAt is not None
+    assert stats.closingAt - stats.halfClosedAt >= halfClose
+    yield withDeadline(tunnel.client.gone)
+    assert tunnel.client.reason is not None
+    assert tunnel.client.reason.check(ConnectionDone)
+
+
+@pytest_twisted.inlineCallbacks
+def test_trafficDefersIdleDeadline(
+    relays: Relays,
+) -> Generator[Deferred[Any], Any, None]:
+    """
+    Traffic either way pushes the idle deadline back: a tunnel busy for
+    longer than the idle timeout stays open, and closes once idle.
+    """
+    idle = 1.0
+    settings = ProxySettings(idleTimeout=idle, halfCloseTimeout=60)
+    tunnel = yield relays.open(settings=settings)
+    for i in range(16):
+        (tunnel.client if i % 2 else tunnel.origin).send(b"x")
+        yield deferLater(reactor(), idle / 10, lambda: None)
+    stats = tunnel.relay.stats
+    assert stats.closingAt is None
+    yield closedCleanly(tunnel)
+    assert stats.closeReason == "idle timeout"
+    assert (stats.bytesUp, stats.bytesDown) == (8, 8)
+
+
+@pytest_twisted.inlineCallbacks
+def test_resetAfterFinPassedOn(relays: Relays) -> Generator[Deferred[Any], Any, None]:
+    """
+    A client that sent its FIN (passed on) and then resets: once the
+    origin's answer finds it gone, the origin gets a reset (which it sees
+    even though it no longer reads: its connection is closed, not waiting
+    for its FIN), and the reset is the close reason, not the FIN.
+    """
+    tunnel = yield relays.open(keepOpen=True)
+    tunnel.client.send(b"question")
+    tunnel.client.finish()
+    yield withDeadline(tunnel.origin.eof)
+    tunnel.client.reset()
+    yield withDeadline(tunnel.client.gone)
+    tunnel.origin.send(b"answer")
+    yield withDeadline(tunnel.closed)
+    yield waitUntil(lambda: tunnel.origin.tcpState() == TCP_CLOSE)
+    reason = tunnel.relay.stats.closeReason
+    assert reason is not None and reason.startswith("client connection lost"), reason
+
+
+@pytest_twisted.inlineCallbacks
+def test_resetWhileClosing(relays: Relays) -> Generator[Deferred[Any], Any, None]:
+    """
+    A side lost with an error while a graceful close waits for both peers
+    to read turns the survivor's close into a reset: once it reads, it gets
+    every byte relayed to it, then a reset.  The reason stays the close's.
+    """
+    settings = ProxySettings(idleTimeout=60, halfCloseTimeout=60, abortTimeout=20)
+    tunnel = yield relays.open(settings=settings)
+    tunnel.client.transport.pauseProducing()
+    tunnel.origin.transport.pauseProducing()
+    up = pattern(16 << 20, 6)
+    senders = [
+        Sender(tunnel.client.transport, up),
+        Sender(tunnel.origin.transport, pattern(16 << 20, 7)),
+    ]
+    for sender in senders:
+        yield stalled(sender)
+    stats = tunnel.relay.stats
+    tunnel.relay.close("idle timeout")
+    tunnel.client.reset()
+    yield withDeadline(tunnel.client.gone)
+    yield waitUntil(lambda: tunnel.ends[0].gone)
+    tunnel.origin.transport.resumeProducing()
+    yield withDeadline(tunnel.origin.gone)
+    assert tunnel.origin.reason is not None
+    assert not tunnel.origin.reason.check(ConnectionDone), tunnel.origin.reason
+    assert tunnel.origin.received == up[: stats.bytesUp]
+    yield withDeadline(tunnel.closed)
+    assert stats.closeReason == "idle timeout"
+    assert stats.halfClosedAt is None
+
+
+def openDescriptors() -> int:
+    """
+    How many descriptors this process holds.
+    """
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest_twisted.inlineCallbacks
+def test_noDescriptorLeak(relays: Relays) -> Generator[Deferred[Any], Any, None]:
+    """
+    Tunnels that end every way (FINs after bulk both ways with a slow
+    reader, a reset, an abort) leave nothing open: once they are gone, and
+    the pipes kept for the next tunnels are closed, the process holds the
+    descriptors it held before, and no pipe is in use.
+    """
+    PIPES.close()
+    before = openDescriptors()
+    tunnels = []
+    for index in range(8):
+        tunnel = yield relays.open(keepOpen=True)
+        tunnels.append(tunnel)
+        senders = [
+            Sender(tunnel.client.transport, pattern(1 << 20, index)),
+            Sender(tunnel.origin.transport, pattern(1 << 20, index + 1)),
+        ]
+        if index % 2:
+            tunnel.client.transport.pauseProducing()
+            yield stalled(senders[1])
+            tunnel.client.transport.resumeProducing()
+        for sender in senders:
+            yield withDeadline(sender.done)
+        tunnel.client.finish()
+        tunnel.origin.finish()
+    reset = yield relays.open()
+    tunnels.append(reset)
+    reset.origin.send(b"before the reset")
+    yield waitUntil(lambda: reset.client.received == b"before the reset")
+    reset.origin.reset()
+    aborted = yield relays.open()
+    tunnels.append(aborted)
+    aborted.origin.send(b"before the abort")
+    yield waitUntil(lambda: aborted.client.received == b"before the abort")
+    aborted.relay.abort()
+    for tunnel in tunnels:
+        yield withDeadline(tunnel.closed)
+        for peer in (tunnel.client, tunnel.origin):
+            yield withDeadline(peer.gone)
+    assert PIPES.inUse == 0
+    PIPES.close()
+    assert PIPES.open == 0
+    yield waitUntil(lambda: openDescriptors() <= before)
+    assert openDescriptors() == before
+
+
+# The splice relay's own.
+
+
+@pytest.fixture
+def splicing() -> Generator[Relays, None, None]:
+    relays = Relays(spliceRelay)
+    yield relays
+    relays.cleanUp()
+    pytest_twisted.blockon(relays.port.stopListening())
+
+
+@pytest_twisted.inlineCallbacks
+def test_staleEventsIgnored(splicing: Relays) -> Generator[Deferred[Any], Any, None]:
+    """
+    A readiness event the reactor reports for a side after the relay
+    stopped reading or writing it (an event of the same poll, handled after
+    another descriptor's) moves nothing: that side's peer may be gone.
+    """
+    tunnel = yield splicing.open()
+    relay = tunnel.relay
+    assert isinstance(relay, SpliceRelay)
+    tunnel.client.send(b"first")
+    yield waitUntil(lambda: tunnel.origin.received == b"first")
+    side = relay.client
+    side.stopReading()
+    tunnel.client.send(b"late")
+
+    def waiting() -> bytes:
+        try:
+            return side.sock.recv(4, socket.MSG_PEEK)
+        except BlockingIOError:
+            return b""
+
+    yield waitUntil(lambda: waiting() == b"late")
+    side.doRead()
+    side.doWrite()
+    assert relay.stats.bytesUp == 5
+    side.startReading()
+    yield waitUntil(lambda: tunnel.origin.received == b"firstlate")
+    tunnel.client.transport.loseConnection()
+    yield closedCleanly(tunnel)

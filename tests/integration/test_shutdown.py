@@ -39,6 +39,10 @@ from tests.integration._sockets import (
 
 pytestmark = pytest.mark.integration
 
+#: Tests that run with each relay (C{--relay}): how a tunnel closes is the
+#: relay's business.
+bothRelays = pytest.mark.usefixtures("relay")
+
 GRACE = 3.0
 ABORT = 2.0
 
@@ -73,7 +77,8 @@ def waitExit(proxy: ChildProcess[Any], timeout: float) -> float:
     return time.monotonic() - started
 
 
-def test_drainThenClose(proxy: ProxyFactory, origin: OriginFactory) -> None:
+@bothRelays
+def test_drainThenClose(proxy: ProxyFactory, origin: OriginFactory, relay: str) -> None:
     """
     After SIGTERM: new connections are refused at once; an established
     tunnel keeps relaying through the grace period, then its client sees
@@ -112,12 +117,14 @@ def test_drainThenClose(proxy: ProxyFactory, origin: OriginFactory) -> None:
     closes = tunnelCloses(p)
     assert sorted(e["port"] for e in closes) == sorted([echo.port, push.port])
     assert [e["reason"] for e in closes] == ["shutdown", "shutdown"]
+    assert [e["relay"] for e in closes] == [relay, relay]
     names = [e.get("event") for e in p.events]
     for name in ("shutdown_closing", "shutdown_aborting", "shutdown_drained"):
         assert names.count(name) == 1, name
     assert "shutdown_incomplete" not in names
 
 
+@bothRelays
 def test_secondSignal(proxy: ProxyFactory, origin: OriginFactory) -> None:
     """
     A second SIGTERM (or SIGINT) during the grace period closes every
@@ -149,6 +156,7 @@ def test_idleExitsAtOnce(proxy: ProxyFactory) -> None:
     assert p.process.returncode == -signal.SIGTERM
 
 
+@bothRelays
 def test_lastTunnelEndsTheDrain(proxy: ProxyFactory, origin: OriginFactory) -> None:
     """
     When the last tunnel ends during the grace period, the proxy exits

@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.test_limits -*-
 """
 L{ConnectProxyFactory}: builds a L{ConnectProxyProtocol} per client
-connection, holds what they share, and enforces the connection limits.
+connection, holds what they share, and enforces the connection limits
+(counted and checked by L{connectproxy._connlimits}).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from typing import Any, overload
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import (
     IAddress,
-    IDelayedCall,
     IProtocolNegotiationFactory,
 )
 from twisted.internet.protocol import Factory, Protocol
@@ -25,6 +25,7 @@ from ._address import clientHostPort
 from ._admission import Gatekeeper
 from ._assembly import ProxyConfig, directConnector
 from ._connector import ConnectorContext, ConnectorMaker
+from ._connlimits import ConnectionLimits
 from ._deadlines import DeadlineSweeper
 from ._deprecation import DEPRECATED_IN
 from ._dnscache import CachingDNSResolver, dnsResolver
@@ -151,12 +152,7 @@ class ConnectProxyFactory(Factory):
         self.upstreamPool = UpstreamPool(reactor)
         self.relayFactory: _RelayFactory = RelayChoice()
         self.refusing = 0
-        self._perClient: dict[str, int] = {}
-        # Connections shed since the last connections_shed event, the
-        # reason of the last one, and the timer of the next summary.
-        self._shed = 0
-        self._shedReason = ""
-        self._shedTimer: IDelayedCall | None = None
+        self._limits = ConnectionLimits(self._log)
 
     def _dnsResolver(self, settings: ProxySettings) -> CachingDNSResolver | None:
         """
@@ -328,12 +324,7 @@ class ConnectProxyFactory(Factory):
         stop = getattr(self.relayFactory, "stop", None)
         if stop is not None:
             stop()
-        if self._shedTimer is not None:
-            self._shedTimer.cancel()
-            self._logShed()
-            if self._shedTimer is not None:
-                self._shedTimer.cancel()
-                self._shedTimer = None
+        self._limits.stop()
         self.upstreamPool.closeAll()
         if self.resolverPool is not None:
             self.resolverPool.stop()
@@ -356,15 +347,16 @@ class ConnectProxyFactory(Factory):
             balancer reported.  Per-client limits count it.
         """
         clientHost, _ = clientHostPort(addr)
-        refusal = self._overLimit(clientHost)
+        refusal = self._limits.overLimit(
+            self.settings, len(self.connections), clientHost
+        )
         if refusal is not None:
             return self._shedOrRefuse(addr, 503, refusal)
         protocol = ConnectProxyProtocol(self)
         protocol.clientAddress = addr
         protocol.clientHost = clientHost
         self.connections.add(protocol)
-        if clientHost:
-            self._perClient[clientHost] = self._perClient.get(clientHost, 0) + 1
+        self._limits.opened(clientHost)
         return protocol
 
     def buildProxiedProtocol(self, client: IAddress, balancer: IAddress) -> Protocol:
@@ -383,19 +375,6 @@ class ConnectProxyFactory(Factory):
             protocol.balancerAddress = balancer
         return protocol
 
-    def _overLimit(self, clientHost: str) -> str | None:
-        settings = self.settings
-        total = settings.maxConnections
-        if total and len(self.connections) >= total:
-            return "the proxy has too many connections (see --max-connections)"
-        perClient = settings.maxConnectionsPerClient
-        if perClient and clientHost and self._perClient.get(clientHost, 0) >= perClient:
-            return (
-                "this client has too many connections "
-                "(see --max-connections-per-client)"
-            )
-        return None
-
     def buildRefusal(self, addr: IAddress | None, status: int, reason: str) -> Protocol:
         """
         Build a protocol that answers an error at once and closes: for a
@@ -413,58 +392,23 @@ class ConnectProxyFactory(Factory):
         """
         Refuse a connection: with an error response, or (far over the total
         limit, where even a response costs too much) by closing it at once,
-        logging a count at most once a second (L{_countShed}).
+        logging a count at most once a second (L{ConnectionLimits.countShed
+        <connectproxy._connlimits.ConnectionLimits.countShed>}).
         """
-        limit = self.settings.maxConnections
         open = len(self.connections) + self.refusing
-        if limit and open >= limit + max(16, limit // 10):
-            self._countShed(reason)
+        if self._limits.shouldShed(self.settings, open):
+            self._limits.countShed(reason, self.reactor)
             # Not None: the TLS and PROXY-protocol wrapping factories would
             # wrap it anyway and leave the connection open.
             return ShedProtocol(self, addr, reason)
         return RefusalProtocol(self, addr, status, reason)
-
-    def _countShed(self, reason: str) -> None:
-        """
-        Count a shed connection: the first of a burst is logged at once,
-        the rest in one C{connections_shed} event a second later (then one
-        a second while shedding goes on), from a timer on the factory's
-        clock that runs only while there is something to log.
-        """
-        self._shed += 1
-        self._shedReason = reason
-        if self._shedTimer is None:
-            self._logShed()
-
-    def _logShed(self) -> None:
-        """
-        Log the connections shed since the last event, if any, and look
-        again a second later; stop looking after a quiet second.
-        """
-        self._shedTimer = None
-        if not self._shed:
-            return
-        self._log.warn(
-            "closed {count} connections at once: {reason}",
-            event="connections_shed",
-            count=self._shed,
-            reason=self._shedReason,
-        )
-        self._shed = 0
-        self._shedTimer = self.reactor.callLater(1.0, self._logShed)
 
     def connectionClosed(self, protocol: ConnectProxyProtocol) -> None:
         """
         A client connection is gone.
         """
         self.connections.discard(protocol)
-        clientHost = protocol.clientHost
-        if clientHost:
-            count = self._perClient.get(clientHost, 0) - 1
-            if count > 0:
-                self._perClient[clientHost] = count
-            else:
-                self._perClient.pop(clientHost, None)
+        self._limits.closed(protocol.clientHost)
 
     def connectionStarted(self, event: ConnectionRecord) -> None:
         """

@@ -13,7 +13,9 @@ file) on to every worker, and on SIGTERM or SIGINT closes its sockets and
 tells every worker to drain, then stops once all have exited.  It tells
 systemd C{READY=1} once every worker listens; the workers tell it, never
 systemd (L{connectproxy._worker}).  What each worker logs reaches the
-supervisor's log (L{connectproxy._workerlog}).
+supervisor's log (L{connectproxy._workerlog}).  Its signal handlers are
+L{connectproxy._workersignals}; the services it runs with are assembled by
+L{connectproxy._supervisorservice}.
 """
 
 from __future__ import annotations
@@ -21,23 +23,20 @@ from __future__ import annotations
 import atexit
 import os
 import signal
-import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from shutil import rmtree
 from typing import Any
 
-from twisted.application.service import MultiService, Service
+from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ._loglevel import LogLevelService
 from ._sdnotify import RELOAD_FAILED, SystemdNotifier
 from ._sharedports import SharedPort, bindListeners
-from ._shutdown import ProxyService
-from ._workercommand import WorkerCommand, logRoute, reactorName
+from ._workercommand import WorkerCommand
 from ._workerprocess import (
     RestartPolicy,
     Spawner,
@@ -45,11 +44,11 @@ from ._workerprocess import (
     WorkerSlot,
     describeExit,
 )
+from ._workersignals import SignalHandlers, exitWith
 
 __all__ = [
     "RELOAD_WAIT",
     "Supervisor",
-    "supervisorService",
 ]
 
 #: Seconds a reload may take in the workers before systemd is told
@@ -119,7 +118,7 @@ class Supervisor(Service):
         self._spawn = spawn
         self._bind = bind
         self._policy = policy
-        self._previous: dict[int, Any] = {}
+        self._signals = SignalHandlers()
         self._stopping = False
         self._allEnded: Deferred[None] | None = None
         self._reloadTimer: IDelayedCall | None = None
@@ -372,7 +371,7 @@ class Supervisor(Service):
         )
         self.exitStatus = 1
         if self._installSignals:
-            atexit.register(_exitWith, 1)
+            atexit.register(exitWith, 1)
         if self._reactor.running:
             self._reactor.stop()
 
@@ -385,14 +384,7 @@ class Supervisor(Service):
         if self._forwardUSR1:
             wanted.append((signal.SIGUSR1, self.reopen))
         for number, action in wanted:
-            self._previous[number] = signal.signal(
-                number, _handler(self._reactor, action, self._previous, number)
-            )
-
-    def _restoreHandlers(self) -> None:
-        previous, self._previous = self._previous, {}
-        for number, handler in previous.items():
-            signal.signal(number, signal.SIG_DFL if handler is None else handler)
+            self._signals.forward(self._reactor, number, action)
 
     def _forward(self, number: int) -> list[WorkerSlot]:
         """
@@ -503,7 +495,7 @@ class Supervisor(Service):
         self._terminate()
         if self._installSignals:
             for number in (signal.SIGTERM, signal.SIGINT):
-                self._previous[number] = signal.signal(number, self._again)
+                self._signals.replace(number, self._again)
         self._checkAllEnded()
         done: Deferred[Any] = DeferredList([allEnded, *closing])
         return done.addBoth(self._stopped)
@@ -528,7 +520,7 @@ class Supervisor(Service):
             ended.callback(None)
 
     def _stopped(self, result: object) -> None:
-        self._restoreHandlers()
+        self._signals.restore()
         if self.directory is not None:
             rmtree(self.directory, ignore_errors=True)
             self.directory = None
@@ -537,81 +529,3 @@ class Supervisor(Service):
 
 def _numbers(numbers: Sequence[int]) -> str:
     return ", ".join(str(n) for n in numbers)
-
-
-def _handler(
-    reactor: Any, action: Callable[[], None], previous: Mapping[int, Any], number: int
-) -> Callable[[int, object], None]:
-    """
-    A signal handler that runs C{action} on the reactor, then whatever
-    handled the signal before (C{twistd} rotates its log on SIGUSR1).
-    """
-
-    def handle(signum: int, frame: object) -> None:
-        reactor.callFromThread(action)
-        before = previous.get(number)
-        if callable(before):
-            before(signum, frame)
-
-    return handle
-
-
-def _exitWith(status: int) -> None:
-    """
-    End the process with C{status}, once C{twistd} or C{twist} is done:
-    they exit with 0 when the reactor stops.
-    """
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
-    os._exit(status)
-
-
-def supervisorService(options: Any, reactor: Any, installSignal: bool) -> MultiService:
-    """
-    The services of the supervisor of C{--workers N}: the log level, the
-    C{--metrics} listeners (the workers' metrics added up) and the
-    L{Supervisor}, which stops (its workers drained) before the others.
-
-    @param options: The parsed L{Options <connectproxy.tap.Options>}; its
-        C{argv} is what the workers run.
-    @param reactor: The reactor.
-    @param installSignal: Whether the supervisor owns the process's signals
-        (and log).
-    @return: A L{ProxyService} named C{"connectproxy"}; its child named
-        C{"workers"} is the L{Supervisor}.
-    """
-    service = ProxyService()
-    service.setName("connectproxy")
-    if installSignal:
-        levels = LogLevelService(options["log-level"], reactor)
-        levels.setName("loglevel")
-        levels.setServiceParent(service)
-    supervisor = Supervisor(
-        reactor,
-        options["workers"],
-        options["listen"],
-        WorkerCommand(
-            options.argv,
-            reactorName(reactor),
-            log=logRoute(getattr(options, "parent", None)) if installSignal else None,
-        ),
-        notifier=SystemdNotifier.fromEnvironment(),
-        installSignals=installSignal,
-        forwardUSR1=options["access-log"] is not None,
-        privateDirectory=bool(options["metrics"]),
-    )
-    if options["metrics"]:
-        # Imported here: prometheus_client only with --metrics.
-        from ._workermetrics import addWorkerMetrics
-
-        metrics = MultiService()
-        metrics.setName("metrics")
-        metrics.setServiceParent(service)
-        addWorkerMetrics(options["metrics"], reactor, supervisor, metrics)
-    supervisor.setName("workers")
-    supervisor.setServiceParent(service)
-    service.barrier = supervisor
-    return service

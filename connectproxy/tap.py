@@ -45,10 +45,10 @@ from ._options_upstream import UpstreamOptions
 from ._outgoing import warnUnbindable
 from ._service import proxyListeners, proxyService
 from ._settings import ProxySettings
+from ._supervisorservice import supervisorService
 from ._version import __version__
 from ._worker import ParentWatch
 from ._worker import current as currentWorker
-from ._workers import supervisorService
 from .interfaces import IProxyObserver, IUpstreamConnector
 
 __all__ = ["DEFAULT_LISTEN", "Options", "buildConfig", "makeService"]

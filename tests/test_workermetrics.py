@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import pytest
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -206,7 +207,9 @@ def test_workersAddedUp() -> None:
         ]
         for n in (1, 2)
     ]
-    assert found[("process_cpu_seconds_total", ())] == 1.5 + sum(workerCPU)
+    assert found[("process_cpu_seconds_total", ())] == pytest.approx(
+        1.5 + sum(workerCPU)
+    )
     assert found[("connectproxy_workers", ())] == 2
     assert found[("connectproxy_worker_restarts_total", ())] == 3
 

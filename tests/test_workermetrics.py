@@ -288,3 +288,20 @@ def test_resource() -> None:
     workers.draining = False
     workers.ready = []
     assert request(site, "GET", "/healthz").body == b"not listening\n"
+
+
+def test_scrapeIsQuiet(logEvents: list[LogEvent]) -> None:
+    """
+    A worker's metrics are fetched over its UNIX socket, and the client's
+    factory starting and stopping (once per worker per scrape) logs
+    nothing.
+    """
+    reactor = MemoryReactorClock()
+    metrics = WorkerMetrics(reactor, FakeWorkers([(1, 101)]), own=ownMetrics)
+    metrics.collect()
+    [(path, factory, timeout, _)] = reactor.unixClients
+    assert path == "/private/m1"
+    assert timeout == SCRAPE_TIMEOUT
+    factory.doStart()
+    factory.doStop()
+    assert logEvents == []

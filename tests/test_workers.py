@@ -949,3 +949,22 @@ def test_checkConfigSaysWorkers(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         options.parseOptions(["--workers", "3", "--check-config"])
     assert "workers 3 (sharing the listeners)" in capsys.readouterr().out
+
+
+def test_logRouteOperatorsLevel() -> None:
+    """
+    Workers that write the log themselves filter it at the operator's
+    C{--log-level} (at most C{info}, which the access log keeps), never
+    below the runner's own level: under the C{connectproxy} command (whose
+    C{twist} keeps every level) or C{twistd -n}, a worker's debug events
+    stay out of the log at the default C{info}.
+    """
+    everything = twistOptions(LogFile(1), level="debug")
+    assert logRoute(everything, "info") == LogRoute("json", "-", "info")
+    assert logRoute(everything, "debug") == LogRoute("json", "-", "debug")
+    assert logRoute(everything, "error") == LogRoute("json", "-", "info")
+    quiet = twistOptions(LogFile(1), level="warn")
+    assert logRoute(quiet, "debug") == LogRoute("json", "-", "warn")
+    stdout = {"nodaemon": True, "logfile": None, "syslog": False, "logger": None}
+    assert logRoute(stdout, "info") == LogRoute("text", "-", "info")
+    assert logRoute(stdout, "debug") == LogRoute("text", "-", "debug")

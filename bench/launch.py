@@ -36,6 +36,7 @@ from bench.measure import BenchError
 if TYPE_CHECKING:
     from bench.memory import HolderShare
 from bench.proc import processTree
+from connectproxy._optionvalues import workerCount as workerValue
 from tests.integration._output import Event, EventCollector, LineCollector
 from tests.integration._processes import (
     LISTEN_ANY_PORT,
@@ -367,7 +368,7 @@ def workerCount(options: Sequence[str]) -> int:
         elif option.startswith("--workers="):
             value = option.partition("=")[2]
     if value == "auto":
-        return os.cpu_count() or 1
+        return workerValue("auto")
     return int(value) if value.isdigit() else 1
 
 

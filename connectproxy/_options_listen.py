@@ -44,7 +44,7 @@ class ListenOptions(OptionGroup):
             "workers",
             None,
             1,
-            "Run this many worker processes (auto: one per CPU) sharing the "
+            "Run this many worker processes (auto: one per usable CPU) sharing the "
             "listeners; the process started supervises them: it restarts a "
             "worker that dies and passes SIGHUP, SIGUSR1 and SIGTERM on. "
             "Connection limits, per-client limits, failed-login counts and "

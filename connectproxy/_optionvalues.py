@@ -235,13 +235,32 @@ relayMode.string = True  # type: ignore[attr-defined]
 MAX_WORKERS = 256
 
 
+def usableCPUs() -> int:
+    """
+    How many CPUs this process may run on: those of its CPU affinity
+    (C{taskset}, a cgroup's cpuset, systemd's C{CPUAffinity=}) where the
+    system tells it (C{os.sched_getaffinity}), else every CPU of the
+    machine (C{os.cpu_count()}); at least 1.
+    """
+    getaffinity = getattr(os, "sched_getaffinity", None)
+    if getaffinity is not None:
+        try:
+            return max(1, len(getaffinity(0)))
+        except OSError:
+            pass
+    return os.cpu_count() or 1
+
+
 def workerCount(text: str) -> int:
     """
     A C{--workers} value: a number of worker processes, or C{auto} for one
-    per CPU (C{os.cpu_count()}).
+    per CPU this process may run on (L{usableCPUs}), at most
+    L{MAX_WORKERS}.
+
+    @raise ValueError: For anything else, or a number out of range.
     """
     if text.strip().lower() == "auto":
-        return os.cpu_count() or 1
+        return min(usableCPUs(), MAX_WORKERS)
     try:
         value = int(text)
     except ValueError:
@@ -252,7 +271,7 @@ def workerCount(text: str) -> int:
 
 
 workerCount.coerceDoc = (  # type: ignore[attr-defined]
-    f"A whole number from 1 to {MAX_WORKERS}, or auto (one per CPU)."
+    f"A whole number from 1 to {MAX_WORKERS}, or auto (one per CPU it may run on)."
 )
 
 

@@ -47,7 +47,11 @@ def supervisorService(options: Any, reactor: Any, installSignal: bool) -> MultiS
         WorkerCommand(
             options.argv,
             reactorName(reactor),
-            log=logRoute(getattr(options, "parent", None)) if installSignal else None,
+            log=(
+                logRoute(getattr(options, "parent", None), options["log-level"])
+                if installSignal
+                else None
+            ),
         ),
         notifier=SystemdNotifier.fromEnvironment(),
         installSignals=installSignal,

@@ -50,6 +50,9 @@ __all__ = ["MARKER", "ParentWatch", "WorkerMarker", "current", "main"]
 #: supervisor only, read and removed by L{main}.
 MARKER = "CONNECTPROXY_WORKER"
 
+#: The program name of a worker, in its messages.
+PROGRAM = "connectproxy"
+
 
 @dataclass(frozen=True, slots=True)
 class WorkerMarker:
@@ -209,7 +212,10 @@ def _run(worker: int, argv: list[str]) -> None:
             )
             return options
 
-    WorkerTwist.main([sys.argv[0] if sys.argv else "connectproxy", *argv])
+    # The program name the proxy's options report (in a usage error, its
+    # help): the command the operator runs, not this module.
+    sys.argv = [PROGRAM, *argv]
+    WorkerTwist.main([PROGRAM, *argv])
 
 
 def _adoptSystemdSockets() -> None:

@@ -78,7 +78,7 @@ class LogRoute:
         ]
 
 
-def logRoute(runner: Any) -> LogRoute | None:
+def logRoute(runner: Any, level: str = "debug") -> LogRoute | None:
     """
     Where workers can write the log themselves, if the supervisor's runner
     logs where they can too: C{twist} (and the C{connectproxy} command) to
@@ -87,8 +87,15 @@ def logRoute(runner: Any) -> LogRoute | None:
     C{--logger}, a C{.tac} file) the supervisor writes their events
     (L{connectproxy._workerlog}).
 
+    The workers filter the log at the operator's C{--log-level}, but
+    never above C{info} (the access log keeps its C{info} events whatever
+    the level; the worker's own level filter drops the rest once it runs)
+    nor below the runner's own level.
+
     @param runner: The runner's options: the C{parent} of the proxy's
         L{Options <connectproxy.tap.Options>}, or C{None}.
+    @param level: The proxy's C{--log-level}, one of
+        L{LEVELS <connectproxy._loglevel.LEVELS>}.
     @return: The route, or C{None} for the supervisor to write them.
     """
     from twisted.application.twist._options import TwistOptions
@@ -98,9 +105,9 @@ def logRoute(runner: Any) -> LogRoute | None:
         factory = runner.get("fileLogObserverFactory")
         formats = {jsonFileLogObserver: "json", textFileLogObserver: "text"}
         where = _logFile(runner.get("logFile"))
-        level = getattr(runner.get("logLevel"), "name", None)
-        if factory in formats and where is not None and level is not None:
-            return LogRoute(formats[factory], where, level)
+        own = getattr(runner.get("logLevel"), "name", None)
+        if factory in formats and where is not None and own is not None:
+            return LogRoute(formats[factory], where, _routeLevel(own, level))
         return None
     if not isinstance(runner, Mapping) and not hasattr(runner, "get"):
         return None
@@ -113,7 +120,19 @@ def logRoute(runner: Any) -> LogRoute | None:
         )
     except (KeyError, TypeError):
         return None
-    return LogRoute("text", "-") if toStdout else None
+    return LogRoute("text", "-", _routeLevel("debug", level)) if toStdout else None
+
+
+def _routeLevel(runner: str, proxy: str) -> str:
+    """
+    The level the workers' runner filters at: the proxy's C{--log-level},
+    at most C{info}, at least the supervisor's runner's level.
+    """
+    from ._loglevel import LEVELS
+
+    rank = {name: index for index, name in enumerate(LEVELS)}
+    wanted = min(rank.get(proxy, 0), rank["info"])
+    return LEVELS[max(wanted, rank.get(runner, 0))]
 
 
 def _logFile(logFile: object) -> str | None:

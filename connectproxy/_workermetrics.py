@@ -37,7 +37,12 @@ from prometheus_client.metrics_core import (
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.endpoints import UNIXClientEndpoint
-from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.interfaces import (
+    IProtocol,
+    IProtocolFactory,
+    IStreamClientEndpoint,
+)
+from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool, readBody
@@ -160,7 +165,25 @@ class _UNIXEndpoints:
         self._path = path
 
     def endpointForURI(self, uri: Any) -> IStreamClientEndpoint:
-        return UNIXClientEndpoint(self._reactor, self._path, timeout=SCRAPE_TIMEOUT)
+        return _QuietEndpoint(
+            UNIXClientEndpoint(self._reactor, self._path, timeout=SCRAPE_TIMEOUT)
+        )
+
+
+@implementer(IStreamClientEndpoint)
+class _QuietEndpoint:
+    """
+    Connects with a factory that does not log its starting and stopping:
+    the agent's factory would log two lines at info per worker per scrape.
+    """
+
+    def __init__(self, endpoint: IStreamClientEndpoint) -> None:
+        self._endpoint = endpoint
+
+    def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
+        if isinstance(protocolFactory, Factory):
+            protocolFactory.noisy = False
+        return self._endpoint.connect(protocolFactory)
 
 
 class WorkerMetrics:

@@ -200,7 +200,7 @@ class Supervisor(Service):
 
     def _start(self, slot: WorkerSlot) -> None:
         slot.restart = None
-        if self._stopping:
+        if self._stopping or self.exitStatus is not None:
             return
         metrics = self.metricsSocket(slot.number)
         if metrics is not None and os.path.lexists(metrics):
@@ -359,6 +359,10 @@ class Supervisor(Service):
         slot.restart = self._reactor.callLater(delay, self._start, slot)
 
     def _giveUp(self, slot: WorkerSlot, how: str) -> None:
+        if self.exitStatus is not None:
+            # Another worker gave up first (in the same turn of the
+            # reactor): the proxy is stopping already.
+            return
         self._log.critical(
             "worker {worker} exited {failures} times in a row within "
             "{seconds}s of starting (last: {how}); giving up: the proxy "

@@ -28,6 +28,7 @@ from bench.origin import CHUNK, _receiveBulk, payloadChunk
 from bench.proc import cpuSeconds, descriptorCount, processTree, pssKiB
 from bench.report import Row, formatRow
 from bench.run import makeRows
+from connectproxy._optionvalues import usableCPUs
 from tests._helpers import succeeded
 
 
@@ -327,7 +328,7 @@ def test_workerCount() -> None:
     assert workerCount([]) == 1
     assert workerCount(["--workers", "2"]) == 2
     assert workerCount(["--workers=3", "--idle-timeout", "5"]) == 3
-    assert workerCount(["--workers", "auto"]) == (os.cpu_count() or 1)
+    assert workerCount(["--workers", "auto"]) == min(usableCPUs(), 256)
 
 
 def test_procReadersSumChildren() -> None:

@@ -7,7 +7,6 @@ and the sample file.  Its reload on SIGHUP is tested in tests/test_service.py.
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from twisted.python.usage import UsageError
 from connectproxy import ProxySettings
 from connectproxy._config import ConfigError
 from connectproxy._htpasswd import HtpasswdChecker
+from connectproxy._optionvalues import usableCPUs
 from connectproxy._outgoing import OutgoingAddresses
 from connectproxy.plugins.hostlist import HostListPolicy
 from connectproxy.tap import Options, buildConfig
@@ -146,7 +146,7 @@ metrics = "tcp:9108:interface=127.0.0.1"
         "max-connections-per-client": 5,
         "resolver-threads": 16,
         "resolver-per-client": 2,
-        "workers": os.cpu_count() or 1,
+        "workers": usableCPUs(),
         "resolver": "system",
         "dns-cache-size": 100,
         "upstream": "direct",

@@ -5,6 +5,7 @@ Tests for the command line (L{connectproxy.tap}) and the twistd plugin.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -750,3 +751,31 @@ def test_configKeysMatchOptions() -> None:
     notKeys = {"config", "check-config", "version", "help"}
     helps = {name for name in names if name.startswith("help-")}
     assert set(options.configKeys()) == names - notKeys - helps
+
+
+def test_workersAutoFollowsAffinity(monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    C{--workers auto} starts one worker per CPU the process may run on (its
+    affinity: C{taskset}, a cpuset, systemd's C{CPUAffinity=}), not one per
+    CPU of the machine, and at most 256.
+    """
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {2, 5}, raising=False)
+    assert parse("--workers", "auto")["workers"] == 2
+    monkeypatch.setattr(
+        os, "sched_getaffinity", lambda pid: set(range(300)), raising=False
+    )
+    assert parse("--workers", "auto")["workers"] == 256
+
+
+def test_workersAutoWithoutAffinity(monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    Where the system does not say the process's CPU affinity,
+    C{--workers auto} starts one worker per CPU of the machine (one when
+    even that is unknown).
+    """
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 3)
+    assert parse("--workers", "auto")["workers"] == 3
+    monkeypatch.setattr(os, "cpu_count", lambda: None)
+    assert parse("--workers", "auto")["workers"] == 1

@@ -210,3 +210,20 @@ def test_workerService(pipe: tuple[int, int], monkeypatch: pytest.MonkeyPatch) -
         os.close(parentWrite)
     with pytest.raises(OSError):
         os.fstat(inherited)
+
+
+def test_usageErrorNamesCommand(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """
+    A worker that cannot start for an error in the proxy's options (a
+    configuration file changed since the supervisor started) names the
+    C{connectproxy} command in its message, not the worker's module.
+    """
+    monkeypatch.setattr("sys.argv", ["/somewhere/connectproxy/_worker.py"])
+    with pytest.raises(SystemExit) as raised:
+        _worker._run(1, ["connectproxy", "--max-connections", "many"])
+    message = str(raised.value.code) + capsys.readouterr().err
+    assert message.startswith("connectproxy: error: --max-connections: ")
+    assert "See 'connectproxy --help' for the options." in message
+    assert "_worker" not in message

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import pytest
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -206,7 +207,9 @@ def test_workersAddedUp() -> None:
         ]
         for n in (1, 2)
     ]
-    assert found[("process_cpu_seconds_total", ())] == 1.5 + sum(workerCPU)
+    assert found[("process_cpu_seconds_total", ())] == pytest.approx(
+        1.5 + sum(workerCPU)
+    )
     assert found[("connectproxy_workers", ())] == 2
     assert found[("connectproxy_worker_restarts_total", ())] == 3
 
@@ -285,3 +288,20 @@ def test_resource() -> None:
     workers.draining = False
     workers.ready = []
     assert request(site, "GET", "/healthz").body == b"not listening\n"
+
+
+def test_scrapeIsQuiet(logEvents: list[LogEvent]) -> None:
+    """
+    A worker's metrics are fetched over its UNIX socket, and the client's
+    factory starting and stopping (once per worker per scrape) logs
+    nothing.
+    """
+    reactor = MemoryReactorClock()
+    metrics = WorkerMetrics(reactor, FakeWorkers([(1, 101)]), own=ownMetrics)
+    metrics.collect()
+    [(path, factory, timeout, _)] = reactor.unixClients
+    assert path == "/private/m1"
+    assert timeout == SCRAPE_TIMEOUT
+    factory.doStart()
+    factory.doStop()
+    assert logEvents == []

@@ -16,7 +16,12 @@ from typing import Any
 import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
-from twisted.internet.error import ProcessDone, ProcessExitedAlready, ProcessTerminated
+from twisted.internet.error import (
+    ProcessDone,
+    ProcessExitedAlready,
+    ProcessTerminated,
+    ReactorNotRunning,
+)
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogEvent, LogLevel, eventAsJSON
 from twisted.python import usage
@@ -171,11 +176,13 @@ class Setup:
     notifier: RecordingNotifier
 
 
-def makeSupervisor(workers: int = 2, **kwargs: Any) -> Setup:
+def makeSupervisor(
+    workers: int = 2, reactor: MemoryReactorClock | None = None, **kwargs: Any
+) -> Setup:
     """
     A started supervisor over a running memory reactor.
     """
-    reactor = MemoryReactorClock()
+    reactor = MemoryReactorClock() if reactor is None else reactor
     reactor.running = True
     spawner = Spawner()
     notifier = RecordingNotifier()
@@ -348,6 +355,36 @@ def test_givesUp(logEvents: list[LogEvent]) -> None:
     assert setup.supervisor.exitStatus == 1
     assert setup.reactor.hasStopped
     assert len(setup.spawner.spawned) == 4
+
+
+class StopOnce(MemoryReactorClock):
+    """
+    A memory reactor whose C{stop} fails when called twice, as a real
+    reactor's does.
+    """
+
+    def stop(self) -> None:
+        if self.hasStopped:
+            raise ReactorNotRunning("Can't stop reactor that isn't running.")
+        super().stop()
+
+
+def test_givesUpOnce(logEvents: list[LogEvent]) -> None:
+    """
+    Two workers that give up in the same turn of the reactor stop it once,
+    and the supervisor says it gives up once.
+    """
+    reactor = StopOnce()
+    setup = makeSupervisor(2, policy=RestartPolicy(maxFailures=1), reactor=reactor)
+    setup.spawner.last(1).end(code=1)
+    setup.spawner.last(2).end(code=1)
+    [gaveUp] = named(logEvents, "workers_gave_up")
+    assert gaveUp["worker"] == 1
+    assert setup.supervisor.exitStatus == 1
+    assert reactor.hasStopped
+    assert len(named(logEvents, "worker_exited")) == 2
+    setup.reactor.advance(60)
+    assert len(setup.spawner.spawned) == 2
 
 
 def test_spawnFailureRetried(logEvents: list[LogEvent]) -> None:
@@ -912,3 +949,22 @@ def test_checkConfigSaysWorkers(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         options.parseOptions(["--workers", "3", "--check-config"])
     assert "workers 3 (sharing the listeners)" in capsys.readouterr().out
+
+
+def test_logRouteOperatorsLevel() -> None:
+    """
+    Workers that write the log themselves filter it at the operator's
+    C{--log-level} (at most C{info}, which the access log keeps), never
+    below the runner's own level: under the C{connectproxy} command (whose
+    C{twist} keeps every level) or C{twistd -n}, a worker's debug events
+    stay out of the log at the default C{info}.
+    """
+    everything = twistOptions(LogFile(1), level="debug")
+    assert logRoute(everything, "info") == LogRoute("json", "-", "info")
+    assert logRoute(everything, "debug") == LogRoute("json", "-", "debug")
+    assert logRoute(everything, "error") == LogRoute("json", "-", "info")
+    quiet = twistOptions(LogFile(1), level="warn")
+    assert logRoute(quiet, "debug") == LogRoute("json", "-", "warn")
+    stdout = {"nodaemon": True, "logfile": None, "syslog": False, "logger": None}
+    assert logRoute(stdout, "info") == LogRoute("text", "-", "info")
+    assert logRoute(stdout, "debug") == LogRoute("text", "-", "debug")

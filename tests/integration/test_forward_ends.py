@@ -32,7 +32,8 @@ class ScriptedOrigin:
     C{hold}, keeps the connection until the proxy closes it.
 
     @ivar port: Where it listens.
-    @ivar closedByPeer: Set when a held connection was closed by the proxy.
+    @ivar closedByPeer: Set when a held connection was closed by the proxy
+        (before or after the request head came).
     """
 
     def __init__(self, answer: bytes, hold: bool = False) -> None:
@@ -59,6 +60,11 @@ class ScriptedOrigin:
                 while b"\r\n\r\n" not in received:
                     chunk = connection.recv(65536)
                     if not chunk:
+                        # The proxy closed before sending the whole head:
+                        # it gave the connection up (its client left before
+                        # it was connected), which is closing it too.
+                        if self._hold:
+                            self.closedByPeer.set()
                         return
                     received += chunk
                 if self._answer:
@@ -130,20 +136,30 @@ def test_cutShortResponseDelivered(
     )
 
 
-def openDescriptors(process: ProxyProcess) -> int:
+def openSockets(process: ProxyProcess) -> int:
     """
-    How many descriptors the proxy process has open.
+    How many sockets the proxy process has open.  Sockets only: the
+    reactor opens pipes of its own (its waker) once it runs, which may be
+    after the proxy says it listens.
     """
-    return len(os.listdir(f"/proc/{process.pid}/fd"))
+    directory = f"/proc/{process.pid}/fd"
+    count = 0
+    for name in os.listdir(directory):
+        try:
+            target = os.readlink(f"{directory}/{name}")
+        except FileNotFoundError:
+            continue
+        count += target.startswith("socket:")
+    return count
 
 
-def waitForDescriptors(process: ProxyProcess, count: int) -> None:
+def waitForSockets(process: ProxyProcess, count: int) -> None:
     """
-    Wait (bounded) until the proxy has C{count} descriptors open.
+    Wait (bounded) until the proxy has C{count} sockets open.
     """
     deadline = time.monotonic() + TIMEOUT
-    while openDescriptors(process) != count:
-        assert time.monotonic() < deadline, (openDescriptors(process), count)
+    while openSockets(process) != count:
+        assert time.monotonic() < deadline, (openSockets(process), count)
         time.sleep(0.05)
 
 
@@ -155,13 +171,15 @@ def test_clientGoneReleasesOrigin(
     A client that sends its request and closes its socket (a FIN), or
     resets it, while the origin does not answer: the proxy closes the
     origin's connection (after --half-close-timeout for a FIN, at once for
-    a reset, long before --idle-timeout), and its descriptors come back to
-    what they were.
+    a reset, long before --idle-timeout), and its sockets come back to
+    what they were.  A client that leaves before the proxy is connected
+    (the origin accepted, the proxy has not heard yet) has the connect
+    given up, which closes the origin's connection before any request.
     """
     running = proxy("--half-close-timeout", "1", "--idle-timeout", "600")
     origin = ScriptedOrigin(b"", hold=True)
     origins.append(origin)
-    baseline = openDescriptors(running)
+    baseline = openSockets(running)
     sock = dial(running.port, TIMEOUT)
     sock.sendall(_request(origin.port))
     assert origin.accepted.wait(TIMEOUT)
@@ -169,7 +187,7 @@ def test_clientGoneReleasesOrigin(
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     sock.close()
     assert origin.closedByPeer.wait(TIMEOUT)
-    waitForDescriptors(running, baseline)
+    waitForSockets(running, baseline)
     if not reset:
         event = running.waitForNamed("request_refused", status=504)
         assert "--half-close-timeout" in str(event["reason"])

@@ -42,6 +42,7 @@ __all__ = [
     "MAX_TTL",
     "CachingDNSResolver",
     "HostsFile",
+    "chooseResolver",
     "dnsResolver",
 ]
 
@@ -449,6 +450,80 @@ class _LazyClient:
         call = getattr(client, "_parseCall", None)
         if call is not None and call.active():
             call.cancel()
+
+
+def _hostsSources(nsswitch: str) -> list[str] | None:
+    """
+    The sources of the C{hosts:} line of C{nsswitch} (C{[...]} actions
+    included, as words), C{None} when the file does not exist, and an empty
+    list when it has no such line.
+    """
+    try:
+        with open(nsswitch, encoding="utf-8", errors="replace") as f:
+            lines = f.readlines()
+    except FileNotFoundError:
+        return None
+    sources: list[str] = []
+    for line in lines:
+        fields = line.split("#", 1)[0].split()
+        if fields and fields[0] == "hosts:":
+            sources = fields[1:]
+    return sources
+
+
+def _ndots(resolvConf: str) -> int:
+    """
+    The C{ndots} of C{resolvConf}'s last C{options} line that sets it (1,
+    the default, when none does or the file cannot be read).
+    """
+    ndots = 1
+    try:
+        with open(resolvConf, encoding="utf-8", errors="replace") as f:
+            lines = f.readlines()
+    except OSError:
+        return ndots
+    for line in lines:
+        fields = line.split("#", 1)[0].split(";", 1)[0].split()
+        if not fields or fields[0] != "options":
+            continue
+        for option in fields[1:]:
+            if option.startswith("ndots:"):
+                try:
+                    ndots = int(option[len("ndots:") :])
+                except ValueError:
+                    pass
+    return ndots
+
+
+def chooseResolver(
+    nsswitch: str = "/etc/nsswitch.conf", resolvConf: str = "/etc/resolv.conf"
+) -> tuple[str, str]:
+    """
+    What C{--resolver auto} resolves with: C{"dns"} only where it gives the
+    answers the system resolver would, that is when C{nsswitch} does not
+    exist or its C{hosts:} line is exactly C{files dns} or C{dns files},
+    and C{resolvConf} sets no C{ndots} above 1; C{"system"} otherwise (LDAP,
+    mDNS, sssd or another source, C{[...]} actions, or the search rules of
+    C{ndots:5} in Kubernetes, which the DNS client does not follow).
+
+    @param nsswitch: The name service switch configuration file.
+    @param resolvConf: The resolver configuration file.
+    @return: C{"dns"} or C{"system"}, and why, for the log and
+        C{--check-config}.
+    """
+    sources = _hostsSources(nsswitch)
+    if sources is not None and sources not in (["files", "dns"], ["dns", "files"]):
+        line = " ".join(sources) if sources else "(none)"
+        return "system", f"{nsswitch} has hosts: {line}, not files dns"
+    ndots = _ndots(resolvConf)
+    if ndots > 1:
+        return "system", f"{resolvConf} sets ndots:{ndots}"
+    if sources is None:
+        return "dns", f"no {nsswitch}, and {resolvConf} sets no ndots above 1"
+    return "dns", (
+        f"{nsswitch} has hosts: {' '.join(sources)}, and {resolvConf} sets "
+        "no ndots above 1"
+    )
 
 
 def dnsResolver(

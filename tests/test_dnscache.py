@@ -17,6 +17,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IHostnameResolver, IResolutionReceiver
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import LogEvent
 from twisted.names import dns
 from twisted.names.error import DNSNameError, DNSQueryTimeoutError
 from twisted.python.threadpool import ThreadPool
@@ -30,6 +31,7 @@ from connectproxy._dnscache import (
     MAX_TTL,
     CachingDNSResolver,
     HostsFile,
+    chooseResolver,
     dnsResolver,
 )
 from connectproxy._factory import ConnectProxyFactory
@@ -370,11 +372,13 @@ def test_poolUsesItForTheStockResolver() -> None:
 def test_factoryMakesIt() -> None:
     """
     The factory's resolver pool has a DNS resolver for C{--resolver dns}
-    (the default), made without touching the DNS, and none for
+    , made without touching the DNS, and none for
     C{system}; a reload switches between them and resizes the cache.
     """
     reactor = MemoryReactorClock()
-    factory = ConnectProxyFactory(reactor, ProxySettings(dnsCacheSize=10))
+    factory = ConnectProxyFactory(
+        reactor, ProxySettings(resolver="dns", dnsCacheSize=10)
+    )
     pool = factory.connectorContext().resolverPool
     assert isinstance(pool.dns, CachingDNSResolver)
     assert pool.dns.size == 10
@@ -382,10 +386,14 @@ def test_factoryMakesIt() -> None:
     assert pool.dns._resolver._client is None
     factory.reconfigure(ProxyConfig(settings=ProxySettings(resolver="system")))
     assert pool.dns is None
-    factory.reconfigure(ProxyConfig(settings=ProxySettings(dnsCacheSize=5)))
+    factory.reconfigure(
+        ProxyConfig(settings=ProxySettings(resolver="dns", dnsCacheSize=5))
+    )
     assert isinstance(pool.dns, CachingDNSResolver) and pool.dns.size == 5
     kept = pool.dns
-    factory.reconfigure(ProxyConfig(settings=ProxySettings(dnsCacheSize=7)))
+    factory.reconfigure(
+        ProxyConfig(settings=ProxySettings(resolver="dns", dnsCacheSize=7))
+    )
     assert pool.dns is kept and kept.size == 7
 
 
@@ -498,3 +506,63 @@ def test_searchDomainsFromResolvConf(tmp_path: Path) -> None:
         resolver = dnsResolver(reactor, 10, str(resolvConf))
         assert resolver._searchDomains() == domains
         resolver.stop()
+
+
+@pytest.mark.parametrize(
+    ("nsswitch", "resolvConf", "chosen", "why"),
+    [
+        (None, "nameserver 127.0.0.53\n", "dns", "no "),
+        ("hosts: files dns\n", "options ndots:1\n", "dns", "files dns"),
+        ("passwd: files\nhosts:   dns   files # x\n", "", "dns", "dns files"),
+        ("hosts: files ldap dns\n", "", "system", "files ldap dns"),
+        ("hosts: files mdns4_minimal [NOTFOUND=return] dns\n", "", "system", "mdns"),
+        ("hosts: files dns [!UNAVAIL=return]\n", "", "system", "UNAVAIL"),
+        ("hosts: files\n", "", "system", "hosts: files,"),
+        ("passwd: files\n", "", "system", "(none)"),
+        ("hosts: files dns\n", "search a.svc\noptions ndots:5\n", "system", "ndots:5"),
+        (None, "options rotate ndots:2 timeout:1\n", "system", "ndots:2"),
+    ],
+)
+def test_chooseResolver(
+    tmp_path: Path, nsswitch: str | None, resolvConf: str, chosen: str, why: str
+) -> None:
+    """
+    C{--resolver auto} chooses C{dns} only where nsswitch.conf is missing
+    or says exactly C{files dns} (or C{dns files}) and resolv.conf sets no
+    C{ndots} above 1; C{system} otherwise, saying why.
+    """
+    nsswitchPath = tmp_path / "nsswitch.conf"
+    if nsswitch is not None:
+        nsswitchPath.write_text(nsswitch)
+    resolvPath = tmp_path / "resolv.conf"
+    resolvPath.write_text(resolvConf)
+    result = chooseResolver(str(nsswitchPath), str(resolvPath))
+    assert result[0] == chosen
+    assert why in result[1]
+
+
+def test_autoChosenAtStartAndReload(logEvents: list[LogEvent]) -> None:
+    """
+    With C{--resolver auto} (the default) the factory asks which resolver
+    to use at start and at each reload, and logs one C{resolver_chosen}
+    event each time.
+    """
+    choices = [("system", "because"), ("dns", "now dns")]
+    reactor = MemoryReactorClock()
+
+    class Factory(ConnectProxyFactory):
+        @staticmethod
+        def chooseResolver() -> tuple[str, str]:  # type: ignore[override]
+            return choices.pop(0)
+
+    assert ProxySettings().resolver == "auto"
+    factory = Factory(reactor, ProxySettings())
+    pool = factory.connectorContext().resolverPool
+    assert pool.dns is None
+    factory.reconfigure(ProxyConfig(settings=ProxySettings()))
+    assert isinstance(pool.dns, CachingDNSResolver)
+    chosen = [e for e in logEvents if e.get("event") == "resolver_chosen"]
+    assert [(e["chosen"], e["why"]) for e in chosen] == [
+        ("system", "because"),
+        ("dns", "now dns"),
+    ]

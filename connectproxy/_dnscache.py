@@ -44,6 +44,7 @@ __all__ = [
     "HostsFile",
     "chooseResolver",
     "dnsResolver",
+    "queryTimeouts",
 ]
 
 #: How many answers (one per name and record type) the cache keeps.
@@ -192,6 +193,16 @@ class CachingDNSResolver:
         @return: How many answers are kept now.
         """
         return len(self._cache)
+
+    def setDeadline(self, deadline: float) -> None:
+        """
+        Bound the DNS client's queries by a new connect deadline (a
+        reload), if it takes one (its C{deadline}).
+
+        @param deadline: Seconds.
+        """
+        if hasattr(self._resolver, "deadline"):
+            self._resolver.deadline = deadline
 
     def stop(self) -> None:
         """
@@ -401,17 +412,84 @@ def _negativeTTL(authority: list[Any], cap: float) -> float | None:
     return None
 
 
+#: C{resolv.conf}'s default C{timeout} (seconds) and C{attempts}, as glibc's.
+DEFAULT_QUERY_TIMEOUT = 5.0
+DEFAULT_QUERY_ATTEMPTS = 2
+
+
+def queryTimeouts(resolvConf: str, deadline: float | None) -> tuple[float, ...]:
+    """
+    How long each round of a DNS query waits for an answer, in seconds:
+    C{resolvConf}'s C{options timeout:N} (5) for each of its C{attempts:N}
+    (2), as the system resolver does, cut so that the rounds end within
+    C{deadline} (the connect deadline), when given.
+
+    @return: At least one positive timeout.
+    """
+    timeout, attempts = DEFAULT_QUERY_TIMEOUT, DEFAULT_QUERY_ATTEMPTS
+    try:
+        with open(resolvConf, encoding="utf-8", errors="replace") as f:
+            lines = f.readlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        fields = line.split("#", 1)[0].split(";", 1)[0].split()
+        if not fields or fields[0] != "options":
+            continue
+        for option in fields[1:]:
+            name, _, value = option.partition(":")
+            try:
+                if name == "timeout":
+                    timeout = float(min(max(int(value), 1), 30))
+                elif name == "attempts":
+                    attempts = min(max(int(value), 1), 5)
+            except ValueError:
+                pass
+    timeouts: list[float] = []
+    left = float("inf") if deadline is None else deadline
+    for _ in range(attempts):
+        if left <= 0:
+            break
+        timeouts.append(min(timeout, left))
+        left -= timeout
+    return tuple(timeouts) or (timeout,)
+
+
 class _LazyClient:
     """
     A L{twisted.names.client.Resolver} made at its first lookup (it reads
     C{resolv.conf} and keeps a timer to read it again when it changes), and
-    let go by L{stop}.
+    let go by L{stop}.  Its queries wait as long as C{resolv.conf}'s
+    C{timeout} and C{attempts} say, within L{deadline} (L{queryTimeouts}),
+    rather than Twisted's 1 + 3 + 11 + 45 seconds.
+
+    @ivar deadline: The connect deadline (seconds), or C{None}.
     """
 
-    def __init__(self, reactor: Any, resolvConf: str) -> None:
+    def __init__(
+        self, reactor: Any, resolvConf: str, deadline: float | None = None
+    ) -> None:
         self._reactor = reactor
         self._resolvConf = resolvConf
         self._client: Any = None
+        self.deadline = deadline
+        self._timeouts: tuple[float, ...] = ()
+        self._stamp: tuple[float | None, float | None] | None = None
+
+    def timeouts(self) -> tuple[float, ...]:
+        """
+        The timeouts of the next query (L{queryTimeouts}), read again when
+        C{resolv.conf} or the deadline changes.
+        """
+        try:
+            mtime: float | None = os.stat(self._resolvConf).st_mtime
+        except OSError:
+            mtime = None
+        stamp = (mtime, self.deadline)
+        if stamp != self._stamp:
+            self._stamp = stamp
+            self._timeouts = queryTimeouts(self._resolvConf, self.deadline)
+        return self._timeouts
 
     def _get(self) -> Any:
         if self._client is None:
@@ -421,10 +499,12 @@ class _LazyClient:
         return self._client
 
     def lookupAddress(self, name: str) -> Deferred[Any]:
-        return self._get().lookupAddress(name)  # type: ignore[no-any-return]
+        client = self._get()
+        return client.lookupAddress(name, self.timeouts())  # type: ignore[no-any-return]
 
     def lookupIPV6Address(self, name: str) -> Deferred[Any]:
-        return self._get().lookupIPV6Address(name)  # type: ignore[no-any-return]
+        client = self._get()
+        return client.lookupIPV6Address(name, self.timeouts())  # type: ignore[no-any-return]
 
     def searchDomains(self) -> list[str]:
         """
@@ -527,7 +607,10 @@ def chooseResolver(
 
 
 def dnsResolver(
-    reactor: Any, size: int, resolvConf: str = "/etc/resolv.conf"
+    reactor: Any,
+    size: int,
+    resolvConf: str = "/etc/resolv.conf",
+    deadline: float | None = None,
 ) -> CachingDNSResolver:
     """
     A L{CachingDNSResolver} over the name servers of C{resolvConf} (read
@@ -536,7 +619,9 @@ def dnsResolver(
 
     @param reactor: The reactor: its clock, and where the queries go.
     @param size: The most answers kept (C{--dns-cache-size}).
+    @param deadline: The connect deadline (C{--connect-timeout}, seconds):
+        no query waits longer (see L{CachingDNSResolver.setDeadline}).
     """
     return CachingDNSResolver(
-        reactor, _LazyClient(reactor, resolvConf), size, HostsFile(reactor)
+        reactor, _LazyClient(reactor, resolvConf, deadline), size, HostsFile(reactor)
     )

@@ -181,7 +181,9 @@ class ConnectProxyFactory(Factory):
         """
         if self._resolverFor(settings) != "dns":
             return None
-        return dnsResolver(self.reactor, settings.dnsCacheSize)
+        return dnsResolver(
+            self.reactor, settings.dnsCacheSize, deadline=settings.connectTimeout
+        )
 
     def connectorContext(
         self,
@@ -334,7 +336,11 @@ class ConnectProxyFactory(Factory):
                 if isinstance(pool.dns, CachingDNSResolver):
                     pool.dns.stop()
                 pool.dns = (
-                    dnsResolver(self.reactor, settings.dnsCacheSize)
+                    dnsResolver(
+                        self.reactor,
+                        settings.dnsCacheSize,
+                        deadline=settings.connectTimeout,
+                    )
                     if resolver == "dns"
                     else None
                 )
@@ -342,6 +348,7 @@ class ConnectProxyFactory(Factory):
                 # A smaller cache drops its least recently used answers as
                 # new ones come.
                 pool.dns.size = settings.dnsCacheSize
+                pool.dns.setDeadline(settings.connectTimeout)
 
     def stopFactory(self) -> None:
         """

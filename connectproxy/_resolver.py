@@ -11,10 +11,13 @@ clients take turns when the pool is full, and a waiting lookup is dropped as
 soon as the request behind it is cancelled (its deadline passed, or its
 client left).
 
-A lookup that has started cannot be interrupted: C{getaddrinfo} returns
-when the system resolver gives up.  Until then it holds its thread and
-counts against its client's share, even if the client has gone, so that a
-client cannot fill the pool by asking and leaving.
+A lookup that has started in a thread cannot be interrupted:
+C{getaddrinfo} returns when the system resolver gives up.  Until then it
+holds its thread and counts against its client's share, even if the client
+has gone, so that a client cannot fill the pool by asking and leaving.  A
+lookup on the DNS client of C{--resolver dns} holds no thread: its slot is
+let go as soon as its request stops waiting, and its queries end by
+themselves within their timeouts (its answer still goes to the cache).
 """
 
 from __future__ import annotations
@@ -211,6 +214,10 @@ class _Waiter:
     @ivar client: Whose share it counts against.
     @ivar deferred: What the requester holds.
     @ivar running: Whether it holds a slot.
+    @ivar interruptible: Whether its slot is let go when it is cancelled
+        while it runs (a DNS query on the reactor, which holds no thread
+        and ends by itself within its own timeouts), rather than when the
+        lookup ends (a thread in C{getaddrinfo}).
     """
 
     client: str
@@ -218,6 +225,7 @@ class _Waiter:
     port: int
     deferred: Deferred[list[Address]] = field(init=False, repr=False)
     running: bool = False
+    interruptible: bool = False
 
 
 class ResolverPool:
@@ -348,10 +356,34 @@ class ResolverPool:
 
     def _start(self, waiter: _Waiter) -> None:
         waiter.running = True
+        waiter.interruptible = self._onDNS()
         self._running += 1
         self._runningFor[waiter.client] = self._runningFor.get(waiter.client, 0) + 1
         d = maybeDeferred(self._lookup, waiter.host, waiter.port)
         d.addBoth(self._finished, waiter)
+
+    def _onDNS(self) -> bool:
+        """
+        Whether lookups go to L{dns} (rather than to threads or to a
+        resolver of the caller's).
+        """
+        return (
+            self._resolver is None
+            and self.dns is not None
+            and isinstance(self._reactor.nameResolver, GAIResolver)
+        )
+
+    def _release(self, waiter: _Waiter) -> None:
+        """
+        Let go of a running lookup's slot.
+        """
+        self._running -= 1
+        count = self._runningFor[waiter.client] - 1
+        if count:
+            self._runningFor[waiter.client] = count
+        else:
+            del self._runningFor[waiter.client]
+        waiter.running = False
 
     def _lookup(self, host: str, port: int) -> Deferred[list[Address]]:
         resolver = self._resolver
@@ -368,13 +400,10 @@ class ResolverPool:
         return _resolveWith(resolver, host, port)
 
     def _finished(self, result: object, waiter: _Waiter) -> None:
-        self._running -= 1
-        count = self._runningFor[waiter.client] - 1
-        if count:
-            self._runningFor[waiter.client] = count
-        else:
-            del self._runningFor[waiter.client]
-        waiter.running = False
+        if not waiter.running:
+            # Its slot went when it was cancelled; the result is dropped.
+            return
+        self._release(waiter)
         if not waiter.deferred.called:
             if isinstance(result, Failure):
                 waiter.deferred.errback(result)
@@ -418,9 +447,13 @@ class ResolverPool:
 
     def _cancel(self, waiter: _Waiter) -> None:
         if waiter.running:
+            if waiter.interruptible:
+                self._release(waiter)
             waiter.deferred.errback(
                 LookupAbandoned(f"stopped waiting for {waiter.host} to resolve")
             )
+            if not waiter.running:
+                self._dispatch()
             return
         waiting = self._queues[waiter.client]
         waiting.remove(waiter)

@@ -33,9 +33,12 @@ from connectproxy._dnscache import (
     HostsFile,
     chooseResolver,
     dnsResolver,
+    queryTimeouts,
 )
 from connectproxy._factory import ConnectProxyFactory
 from connectproxy._resolver import ResolverPool, _resolveWith
+from connectproxy._upstream import DirectConnector
+from connectproxy.testing import ProxyHarness, connectHead
 from tests._helpers import succeeded
 
 
@@ -566,3 +569,147 @@ def test_autoChosenAtStartAndReload(logEvents: list[LogEvent]) -> None:
         ("system", "because"),
         ("dns", "now dns"),
     ]
+
+
+def _proxyOverDNS(perClient: int = 1) -> tuple[ProxyHarness, ResolverPool, FakeDNS]:
+    """
+    A proxy whose direct connector resolves on a pool over a
+    L{CachingDNSResolver} whose DNS never answers (unless told to).
+    """
+    harness = ProxyHarness(ProxySettings(connectTimeout=10))
+    clock: Any = harness.clock
+    clock.nameResolver = GAIResolver(clock, getThreadPool=ThreadPool)
+    client = FakeDNS()
+    pool = ResolverPool(clock, 4, perClient, dns=CachingDNSResolver(clock, client))
+    harness.factory.connector = DirectConnector(clock, 10, resolver=pool)
+    return harness, pool, client
+
+
+def test_abandonedDNSLookupFreesItsSlotAtTheDeadline() -> None:
+    """
+    A DNS lookup that never answers holds its client's slot only until
+    its request's connect deadline: right after the 504 the slot is free,
+    and the client's next lookup starts at once.  A late answer is kept
+    for the next asker and changes nothing else.
+    """
+    harness, pool, client = _proxyOverDNS()
+    first = harness.connectClient(IPv4Address("TCP", "127.0.0.1", 40000))
+    first.send(connectHead("slow.example:443"))
+    assert (pool.running, pool.waiting()) == (1, 0)
+    harness.clock.advance(10)
+    assert first.response().status == 504
+    assert pool.running == 0
+    second = harness.connectClient(IPv4Address("TCP", "127.0.0.1", 40001))
+    second.send(connectHead("other.example:443"))
+    assert (pool.running, pool.waiting()) == (1, 0)
+    client.answer(dns.A, "slow.example", [_a("slow.example", "192.0.2.1", 60)])
+    client.answer(dns.AAAA, "slow.example", [])
+    assert pool.running == 1
+
+
+def test_abandonedDNSLookupFreesItsSlotWhenTheClientLeaves() -> None:
+    """
+    A client that leaves while its DNS lookup runs frees its slot at once.
+    """
+    harness, pool, _ = _proxyOverDNS()
+    first = harness.connectClient(IPv4Address("TCP", "127.0.0.1", 40000))
+    first.send(connectHead("slow.example:443"))
+    assert pool.running == 1
+    first.lose()
+    assert pool.running == 0
+    second = harness.connectClient(IPv4Address("TCP", "127.0.0.1", 40001))
+    second.send(connectHead("other.example:443"))
+    assert (pool.running, pool.waiting()) == (1, 0)
+
+
+@pytest.mark.parametrize(
+    ("options", "deadline", "timeouts"),
+    [
+        ("", None, (5.0, 5.0)),
+        ("", 10.0, (5.0, 5.0)),
+        ("", 7.0, (5.0, 2.0)),
+        ("", 3.0, (3.0,)),
+        ("options timeout:1 attempts:3\n", 10.0, (1.0, 1.0, 1.0)),
+        ("options attempts:9 timeout:0\n", None, (1.0,) * 5),
+        ("options timeout:x attempts:\n", None, (5.0, 5.0)),
+    ],
+)
+def test_queryTimeouts(
+    tmp_path: Path,
+    options: str,
+    deadline: float | None,
+    timeouts: tuple[float, ...],
+) -> None:
+    """
+    DNS queries wait as resolv.conf's C{timeout} and C{attempts} say
+    (glibc's 5 s and 2 by default, bounded as glibc bounds them), cut to
+    end within the connect deadline.
+    """
+    resolvConf = tmp_path / "resolv.conf"
+    resolvConf.write_text("nameserver 127.0.0.153\n" + options)
+    assert queryTimeouts(str(resolvConf), deadline) == timeouts
+
+
+class _UDPPort:
+    """
+    A UDP port of L{UDPMemoryReactor}: what is written is kept.
+    """
+
+    def __init__(self, reactor: UDPMemoryReactor, protocol: Any) -> None:
+        self._reactor = reactor
+        self.protocol = protocol
+        self.written: list[tuple[bytes, Any]] = []
+
+    def write(self, data: bytes, address: Any) -> None:
+        self.written.append((data, address))
+
+    def stopListening(self) -> None:
+        self._reactor.udpOpen.remove(self)
+        self.protocol.doStop()
+
+
+class UDPMemoryReactor(MemoryReactorClock):
+    """
+    A memory reactor with UDP ports that send nowhere.
+
+    @ivar udpOpen: The ports listening now.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.udpOpen: list[_UDPPort] = []
+
+    def listenUDP(self, port: int, protocol: Any, *args: Any, **kw: Any) -> _UDPPort:
+        udp = _UDPPort(self, protocol)
+        self.udpOpen.append(udp)
+        protocol.makeConnection(udp)
+        return udp
+
+
+def test_unansweredQueryEndsWithinTheDeadline(tmp_path: Path) -> None:
+    """
+    The real DNS client's query that gets no answer fails once the
+    resolv.conf timeouts (within the connect deadline) have passed, not
+    after Twisted's 60 s; the lookup ends with no address, and a reload's
+    new deadline applies to the next query.
+    """
+    resolvConf = tmp_path / "resolv.conf"
+    resolvConf.write_text("nameserver 127.0.0.153\n")
+    reactor = UDPMemoryReactor()
+    resolver = dnsResolver(reactor, 10, str(resolvConf), deadline=8)
+    d = resolver.addresses("www.example")
+    assert len(reactor.udpOpen) == 2
+    reactor.advance(5)
+    assert not d.called
+    reactor.advance(3)
+    assert succeeded(d) == ((), ())
+    assert reactor.udpOpen == []
+    resolver.setDeadline(2)
+    d = resolver.addresses("www.example")
+    reactor.advance(1.9)
+    assert not d.called
+    reactor.advance(0.1)
+    assert succeeded(d) == ((), ())
+    assert reactor.udpOpen == []
+    resolver.stop()
+    assert reactor.getDelayedCalls() == []

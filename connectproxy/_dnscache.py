@@ -33,6 +33,7 @@ from twisted.internet.interfaces import (
 )
 from twisted.names import dns
 from twisted.names.error import DNSNameError
+from twisted.python import log
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -412,6 +413,43 @@ def _negativeTTL(authority: list[Any], cap: float) -> float | None:
     return None
 
 
+#: The log context key of the events of the DNS client's own machinery
+#: (each query's UDP port starting and closing, the first reading of
+#: C{resolv.conf}), which the proxy's log leaves out
+#: (L{LevelFilter <connectproxy._loglevel.LevelFilter>}).
+QUIET = "connectproxy_dns_quiet"
+
+
+def _quietly(f: Any, *args: Any) -> Any:
+    """
+    Call C{f} with the log events it emits marked L{QUIET}.
+    """
+    return log.callWithContext({QUIET: True}, f, *args)
+
+
+class _QuietReactor:
+    """
+    The reactor as the DNS client sees it: each query's UDP port (one per
+    query, from a random source port) and its protocol log nothing when
+    they start and stop, where Twisted logs four lines a query.
+    """
+
+    def __init__(self, reactor: Any) -> None:
+        self._reactor = reactor
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._reactor, name)
+
+    def listenUDP(self, port: int, protocol: Any, *args: Any, **kw: Any) -> Any:
+        protocol.noisy = False
+        udpPort = _quietly(lambda: self._reactor.listenUDP(port, protocol, *args, **kw))
+        connectionLost = getattr(udpPort, "connectionLost", None)
+        if connectionLost is not None:
+            # Logs "(UDP Port N Closed)" a reactor turn after stopListening.
+            udpPort.connectionLost = lambda *a: _quietly(connectionLost, *a)
+        return udpPort
+
+
 #: C{resolv.conf}'s default C{timeout} (seconds) and C{attempts}, as glibc's.
 DEFAULT_QUERY_TIMEOUT = 5.0
 DEFAULT_QUERY_ATTEMPTS = 2
@@ -495,7 +533,12 @@ class _LazyClient:
         if self._client is None:
             from twisted.names.client import Resolver
 
-            self._client = Resolver(resolv=self._resolvConf, reactor=self._reactor)
+            # Its first reading of resolv.conf logs that it "changed".
+            self._client = _quietly(
+                lambda: Resolver(
+                    resolv=self._resolvConf, reactor=_QuietReactor(self._reactor)
+                )
+            )
         return self._client
 
     def lookupAddress(self, name: str) -> Deferred[Any]:

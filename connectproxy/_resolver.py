@@ -214,6 +214,8 @@ class _Waiter:
     @ivar client: Whose share it counts against.
     @ivar deferred: What the requester holds.
     @ivar running: Whether it holds a slot.
+    @ivar overShare: Whether it waited for its client's share (rather
+        than for a free slot in the pool) when it was queued.
     @ivar interruptible: Whether its slot is let go when it is cancelled
         while it runs (a DNS query on the reactor, which holds no thread
         and ends by itself within its own timeouts), rather than when the
@@ -226,6 +228,7 @@ class _Waiter:
     deferred: Deferred[list[Address]] = field(init=False, repr=False)
     running: bool = False
     interruptible: bool = False
+    overShare: bool = False
 
 
 class ResolverPool:
@@ -338,6 +341,7 @@ class ResolverPool:
         waiter = _Waiter(client, host, port)
         waiter.deferred = Deferred(lambda d: self._cancel(waiter))
         if self._queues.get(client) or not self._hasRoomFor(client):
+            waiter.overShare = self._runningFor.get(client, 0) >= self._share()
             self._queues.setdefault(client, deque()).append(waiter)
         else:
             self._start(waiter)
@@ -453,13 +457,21 @@ class ResolverPool:
                 LookupAbandoned(f"stopped waiting for {waiter.host} to resolve")
             )
             if not waiter.running:
-                self._dispatch()
+                # A turn later: the requests whose deadlines pass at the
+                # same time as this one's are answered first, rather than
+                # started and abandoned at once.
+                self._reactor.callLater(0, self._dispatch)
             return
         waiting = self._queues[waiter.client]
         waiting.remove(waiter)
         if not waiting:
             del self._queues[waiter.client]
-        if self._runningFor.get(waiter.client, 0) >= self._share():
+        overShare = self._runningFor.get(waiter.client, 0) >= self._share()
+        if not overShare and self._running < self.threads:
+            # There is room now (a slot let go a moment ago, its turn not
+            # come yet): say why it waited.
+            overShare = waiter.overShare
+        if overShare:
             reason = (
                 "this client has too many name lookups in progress "
                 "(see --resolver-per-client)"

@@ -8,7 +8,7 @@ how the resolver pool and the factory use it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from twisted.internet._resolver import GAIResolver
@@ -17,9 +17,10 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IHostnameResolver, IResolutionReceiver
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import LogEvent
+from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
 from twisted.names import dns
 from twisted.names.error import DNSNameError, DNSQueryTimeoutError
+from twisted.python import log
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
@@ -31,11 +32,13 @@ from connectproxy._dnscache import (
     MAX_TTL,
     CachingDNSResolver,
     HostsFile,
+    _quietly,
     chooseResolver,
     dnsResolver,
     queryTimeouts,
 )
 from connectproxy._factory import ConnectProxyFactory
+from connectproxy._loglevel import LevelFilter, levelPredicate
 from connectproxy._resolver import ResolverPool, _resolveWith
 from connectproxy._upstream import DirectConnector
 from connectproxy.testing import ProxyHarness, connectHead
@@ -713,3 +716,37 @@ def test_unansweredQueryEndsWithinTheDeadline(tmp_path: Path) -> None:
     assert reactor.udpOpen == []
     resolver.stop()
     assert reactor.getDelayedCalls() == []
+
+
+def test_lookupsLogNothing(tmp_path: Path, logEvents: list[LogEvent]) -> None:
+    """
+    The DNS client's per-query machinery (its UDP port and protocol
+    starting and stopping, its first reading of resolv.conf) logs nothing
+    the proxy's log keeps: its protocols are not noisy, and what its ports
+    log is marked so that the proxy's level filter leaves it out.
+    """
+    resolvConf = tmp_path / "resolv.conf"
+    resolvConf.write_text("nameserver 127.0.0.153\n")
+    reactor = UDPMemoryReactor()
+    resolver = dnsResolver(reactor, 10, str(resolvConf), deadline=4)
+    kept: list[LogEvent] = []
+    keep = LevelFilter(cast(ILogObserver, kept.append), levelPredicate("debug"))
+    d = resolver.addresses("www.example")
+    assert [port.protocol.noisy for port in reactor.udpOpen] == [False, False]
+    reactor.advance(4)
+    assert succeeded(d) == ((), ())
+    resolver.stop()
+    for event in logEvents:
+        keep(event)
+    assert [formatEvent(e) for e in kept] == []
+    # What the ports of a real reactor log is left out too.
+    marked: list[LogEvent] = []
+    observer = cast(ILogObserver, marked.append)
+    globalLogPublisher.addObserver(observer)
+    try:
+        _quietly(log.msg, "(UDP Port 4242 Closed)")
+    finally:
+        globalLogPublisher.removeObserver(observer)
+    assert len(marked) == 1
+    keep(marked[0])
+    assert kept == []

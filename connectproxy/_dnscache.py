@@ -21,9 +21,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from twisted.internet import defer
 from twisted.internet._resolver import HostResolution
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import DNSLookupError
 from twisted.internet.interfaces import (
     IAddress,
     IHostnameResolver,
@@ -32,7 +34,12 @@ from twisted.internet.interfaces import (
     IResolutionReceiver,
 )
 from twisted.names import dns
-from twisted.names.error import DNSNameError
+from twisted.names.error import (
+    DNSNameError,
+    DNSQueryRefusedError,
+    DNSQueryTimeoutError,
+    DNSServerError,
+)
 from twisted.python import log
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -42,6 +49,7 @@ __all__ = [
     "MAX_NEGATIVE_TTL",
     "MAX_TTL",
     "CachingDNSResolver",
+    "DNSServerFailure",
     "HostsFile",
     "chooseResolver",
     "dnsResolver",
@@ -64,6 +72,46 @@ MAX_NEGATIVE_TTL = 3600
 HOSTS_CHECK_INTERVAL = 1.0
 
 _TYPES = (dns.AAAA, dns.A)
+
+
+class DNSServerFailure(DNSLookupError):
+    """
+    The DNS gave no answer for a name (a server failure, a refusal, no
+    answer in time), rather than saying it has no address: the proxy
+    answers 502 with L{REASON}.
+    """
+
+    #: The reason the client is told.
+    REASON = "the DNS server failed to resolve the target host"
+
+
+class _NoAnswer(tuple[str, ...]):
+    """
+    No addresses because the DNS failed, not because there are none.
+
+    @ivar why: What went wrong (C{SERVFAIL}, C{REFUSED}, C{timeout}, ...).
+    """
+
+    why: str
+
+
+def _noAnswer(why: str) -> _NoAnswer:
+    result = _NoAnswer()
+    result.why = why
+    return result
+
+
+def _why(failure: Failure) -> str:
+    """
+    What a failed query's failure says went wrong, in a word.
+    """
+    if failure.check(DNSServerError):
+        return "SERVFAIL"
+    if failure.check(DNSQueryRefusedError):
+        return "REFUSED"
+    if failure.check(DNSQueryTimeoutError, TimeoutError, defer.TimeoutError):
+        return "timeout"
+    return type(failure.value).__name__
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +297,34 @@ class CachingDNSResolver:
         self.addresses(name).addCallback(deliver)
         return resolution
 
+    def resolve(self, host: str, port: int) -> Deferred[list[Any]]:
+        """
+        The addresses of C{host}, IPv6 first.
+
+        @param host: A host name.
+        @param port: The port of the addresses.
+        @return: A Deferred firing with the L{IPv6Address} and
+            L{IPv4Address} objects (possibly none: the name or its records
+            do not exist), or failing with L{DNSServerFailure} when there
+            is none because the DNS failed to answer.
+        """
+        name = host.lower().rstrip(".")
+
+        def found(families: tuple[Sequence[str], Sequence[str]]) -> list[Any]:
+            v6, v4 = families
+            if not v6 and not v4:
+                whys = [f.why for f in families if isinstance(f, _NoAnswer)]
+                whys = sorted(set(whys), key=whys.index)
+                if whys:
+                    raise DNSServerFailure(
+                        f"the DNS server failed for {host} ({', '.join(whys)})"
+                    )
+            return [IPv6Address("TCP", a, port) for a in v6] + [
+                IPv4Address("TCP", a, port) for a in v4
+            ]
+
+        return self.addresses(name).addCallback(found)
+
     def addresses(self, name: str) -> Deferred[tuple[Sequence[str], Sequence[str]]]:
         """
         The IPv6 and IPv4 addresses of C{name}, each possibly empty.
@@ -357,14 +433,15 @@ class CachingDNSResolver:
             self._finish(key, (), _negativeTTL(authority, self._maxNegativeTTL))
 
     def _failed(self, failure: Failure, key: tuple[str, int]) -> None:
-        ttl: float | None = None
         if failure.check(DNSNameError):
             # The name does not exist (NXDOMAIN): as long as its SOA says.
             args = getattr(failure.value, "args", ())
             message = args[0] if args else None
             authority = getattr(message, "authority", [])
-            ttl = _negativeTTL(authority, self._maxNegativeTTL)
-        self._finish(key, (), ttl)
+            self._finish(key, (), _negativeTTL(authority, self._maxNegativeTTL))
+        else:
+            # No answer: not remembered, and told apart from no address.
+            self._finish(key, _noAnswer(_why(failure)), None)
 
     def _finish(
         self, key: tuple[str, int], addresses: tuple[str, ...], ttl: float | None

@@ -395,6 +395,11 @@ class ResolverPool:
             resolver = self._reactor.nameResolver
             if isinstance(resolver, GAIResolver):
                 if self.dns is not None:
+                    resolve = getattr(self.dns, "resolve", None)
+                    if resolve is not None:
+                        # It tells a failed DNS apart from a name without
+                        # addresses (DNSServerFailure).
+                        return resolve(host, port)  # type: ignore[no-any-return]
                     return _resolveWith(self.dns, host, port)
                 if self._lookupThreads is None:
                     self._lookupThreads = _LookupThreads(

@@ -19,7 +19,12 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
 from twisted.names import dns
-from twisted.names.error import DNSNameError, DNSQueryTimeoutError
+from twisted.names.error import (
+    DNSNameError,
+    DNSQueryRefusedError,
+    DNSQueryTimeoutError,
+    DNSServerError,
+)
 from twisted.python import log
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
@@ -31,6 +36,7 @@ from connectproxy._dnscache import (
     MAX_NEGATIVE_TTL,
     MAX_TTL,
     CachingDNSResolver,
+    DNSServerFailure,
     HostsFile,
     _quietly,
     chooseResolver,
@@ -750,3 +756,60 @@ def test_lookupsLogNothing(tmp_path: Path, logEvents: list[LogEvent]) -> None:
     assert len(marked) == 1
     keep(marked[0])
     assert kept == []
+
+
+@pytest.mark.parametrize(
+    ("error", "why"),
+    [
+        (DNSServerError("servfail"), "SERVFAIL"),
+        (DNSQueryRefusedError("refused"), "REFUSED"),
+        (DNSQueryTimeoutError(1), "timeout"),
+    ],
+)
+def test_serverFailureToldApart(error: Exception, why: str) -> None:
+    """
+    A name the DNS failed to answer for (a server failure, a refusal, no
+    answer in time) fails with L{DNSServerFailure} saying what went wrong;
+    a name that does not exist or has no address resolves to no address,
+    as before.
+    """
+    resolver, client, _ = _resolver()
+    client.answers[(dns.A, "broken.example")] = error
+    client.answers[(dns.AAAA, "broken.example")] = error
+    client.answers[(dns.A, "gone.example")] = DNSNameError("nxdomain")
+    client.answers[(dns.AAAA, "gone.example")] = DNSNameError("nxdomain")
+    _known(client, "empty.example")
+    failures: list[Any] = []
+    resolver.resolve("broken.example", 443).addErrback(failures.append)
+    [failure] = failures
+    assert failure.check(DNSServerFailure)
+    assert str(failure.value) == (
+        f"DNS lookup failed: the DNS server failed for broken.example ({why})."
+    )
+    assert succeeded(resolver.resolve("gone.example", 443)) == []
+    assert succeeded(resolver.resolve("empty.example", 443)) == []
+
+
+def test_serverFailureAnswered502(logEvents: list[LogEvent]) -> None:
+    """
+    Through the proxy, a DNS server failure is answered 502 with its own
+    reason, logged in one C{connect_failed} event that says what went
+    wrong; a missing name keeps its reason.
+    """
+    harness, _, client = _proxyOverDNS(perClient=2)
+    client.answers[(dns.A, "broken.example")] = DNSServerError("servfail")
+    client.answers[(dns.AAAA, "broken.example")] = DNSServerError("servfail")
+    _known(client, "empty.example")
+    broken = harness.connectClient(IPv4Address("TCP", "127.0.0.1", 40000))
+    broken.send(connectHead("broken.example:443"))
+    response = broken.response()
+    assert response.status == 502
+    assert b"the DNS server failed to resolve the target host" in response.body
+    empty = harness.connectClient(IPv4Address("TCP", "127.0.0.1", 40001))
+    empty.send(connectHead("empty.example:443"))
+    assert empty.response().status == 502
+    assert b"could not resolve the target host" in empty.response().body
+    [failed, _] = [e for e in logEvents if e.get("event") == "connect_failed"]
+    assert failed["error"] == (
+        "DNS lookup failed: the DNS server failed for broken.example (SERVFAIL)."
+    )

@@ -26,6 +26,7 @@ from twisted.python.failure import Failure
 
 from ._address import formatAddress
 from ._connector import UpstreamRequest
+from ._dnscache import DNSServerFailure
 from ._errors import (
     ForbiddenDestination,
     LookupAbandoned,
@@ -74,6 +75,8 @@ def _connectErrorStatus(
             Outcome.DENIED if failure.value.status == 403 else Outcome.UPSTREAM_FAILED
         )
         return failure.value.status, failure.value.reason, outcome
+    if failure.check(DNSServerFailure):
+        return 502, DNSServerFailure.REASON, ""
     if failure.check(DNSLookupError):
         return 502, "could not resolve the target host", ""
     if failure.check(ConnectionRefusedError):

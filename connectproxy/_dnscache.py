@@ -21,9 +21,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from twisted.internet import defer
 from twisted.internet._resolver import HostResolution
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import DNSLookupError
 from twisted.internet.interfaces import (
     IAddress,
     IHostnameResolver,
@@ -32,7 +34,13 @@ from twisted.internet.interfaces import (
     IResolutionReceiver,
 )
 from twisted.names import dns
-from twisted.names.error import DNSNameError
+from twisted.names.error import (
+    DNSNameError,
+    DNSQueryRefusedError,
+    DNSQueryTimeoutError,
+    DNSServerError,
+)
+from twisted.python import log
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -41,8 +49,11 @@ __all__ = [
     "MAX_NEGATIVE_TTL",
     "MAX_TTL",
     "CachingDNSResolver",
+    "DNSServerFailure",
     "HostsFile",
+    "chooseResolver",
     "dnsResolver",
+    "queryTimeouts",
 ]
 
 #: How many answers (one per name and record type) the cache keeps.
@@ -61,6 +72,46 @@ MAX_NEGATIVE_TTL = 3600
 HOSTS_CHECK_INTERVAL = 1.0
 
 _TYPES = (dns.AAAA, dns.A)
+
+
+class DNSServerFailure(DNSLookupError):
+    """
+    The DNS gave no answer for a name (a server failure, a refusal, no
+    answer in time), rather than saying it has no address: the proxy
+    answers 502 with L{REASON}.
+    """
+
+    #: The reason the client is told.
+    REASON = "the DNS server failed to resolve the target host"
+
+
+class _NoAnswer(tuple[str, ...]):
+    """
+    No addresses because the DNS failed, not because there are none.
+
+    @ivar why: What went wrong (C{SERVFAIL}, C{REFUSED}, C{timeout}, ...).
+    """
+
+    why: str
+
+
+def _noAnswer(why: str) -> _NoAnswer:
+    result = _NoAnswer()
+    result.why = why
+    return result
+
+
+def _why(failure: Failure) -> str:
+    """
+    What a failed query's failure says went wrong, in a word.
+    """
+    if failure.check(DNSServerError):
+        return "SERVFAIL"
+    if failure.check(DNSQueryRefusedError):
+        return "REFUSED"
+    if failure.check(DNSQueryTimeoutError, TimeoutError, defer.TimeoutError):
+        return "timeout"
+    return type(failure.value).__name__
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +243,16 @@ class CachingDNSResolver:
         """
         return len(self._cache)
 
+    def setDeadline(self, deadline: float) -> None:
+        """
+        Bound the DNS client's queries by a new connect deadline (a
+        reload), if it takes one (its C{deadline}).
+
+        @param deadline: Seconds.
+        """
+        if hasattr(self._resolver, "deadline"):
+            self._resolver.deadline = deadline
+
     def stop(self) -> None:
         """
         Let the DNS client go, if it can be (the proxy stops); the cache
@@ -235,6 +296,34 @@ class CachingDNSResolver:
 
         self.addresses(name).addCallback(deliver)
         return resolution
+
+    def resolve(self, host: str, port: int) -> Deferred[list[Any]]:
+        """
+        The addresses of C{host}, IPv6 first.
+
+        @param host: A host name.
+        @param port: The port of the addresses.
+        @return: A Deferred firing with the L{IPv6Address} and
+            L{IPv4Address} objects (possibly none: the name or its records
+            do not exist), or failing with L{DNSServerFailure} when there
+            is none because the DNS failed to answer.
+        """
+        name = host.lower().rstrip(".")
+
+        def found(families: tuple[Sequence[str], Sequence[str]]) -> list[Any]:
+            v6, v4 = families
+            if not v6 and not v4:
+                whys = [f.why for f in families if isinstance(f, _NoAnswer)]
+                whys = sorted(set(whys), key=whys.index)
+                if whys:
+                    raise DNSServerFailure(
+                        f"the DNS server failed for {host} ({', '.join(whys)})"
+                    )
+            return [IPv6Address("TCP", a, port) for a in v6] + [
+                IPv4Address("TCP", a, port) for a in v4
+            ]
+
+        return self.addresses(name).addCallback(found)
 
     def addresses(self, name: str) -> Deferred[tuple[Sequence[str], Sequence[str]]]:
         """
@@ -344,14 +433,15 @@ class CachingDNSResolver:
             self._finish(key, (), _negativeTTL(authority, self._maxNegativeTTL))
 
     def _failed(self, failure: Failure, key: tuple[str, int]) -> None:
-        ttl: float | None = None
         if failure.check(DNSNameError):
             # The name does not exist (NXDOMAIN): as long as its SOA says.
             args = getattr(failure.value, "args", ())
             message = args[0] if args else None
             authority = getattr(message, "authority", [])
-            ttl = _negativeTTL(authority, self._maxNegativeTTL)
-        self._finish(key, (), ttl)
+            self._finish(key, (), _negativeTTL(authority, self._maxNegativeTTL))
+        else:
+            # No answer: not remembered, and told apart from no address.
+            self._finish(key, _noAnswer(_why(failure)), None)
 
     def _finish(
         self, key: tuple[str, int], addresses: tuple[str, ...], ttl: float | None
@@ -400,30 +490,141 @@ def _negativeTTL(authority: list[Any], cap: float) -> float | None:
     return None
 
 
+#: The log context key of the events of the DNS client's own machinery
+#: (each query's UDP port starting and closing, the first reading of
+#: C{resolv.conf}), which the proxy's log leaves out
+#: (L{LevelFilter <connectproxy._loglevel.LevelFilter>}).
+QUIET = "connectproxy_dns_quiet"
+
+
+def _quietly(f: Any, *args: Any) -> Any:
+    """
+    Call C{f} with the log events it emits marked L{QUIET}.
+    """
+    return log.callWithContext({QUIET: True}, f, *args)
+
+
+class _QuietReactor:
+    """
+    The reactor as the DNS client sees it: each query's UDP port (one per
+    query, from a random source port) and its protocol log nothing when
+    they start and stop, where Twisted logs four lines a query.
+    """
+
+    def __init__(self, reactor: Any) -> None:
+        self._reactor = reactor
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._reactor, name)
+
+    def listenUDP(self, port: int, protocol: Any, *args: Any, **kw: Any) -> Any:
+        protocol.noisy = False
+        udpPort = _quietly(lambda: self._reactor.listenUDP(port, protocol, *args, **kw))
+        connectionLost = getattr(udpPort, "connectionLost", None)
+        if connectionLost is not None:
+            # Logs "(UDP Port N Closed)" a reactor turn after stopListening.
+            udpPort.connectionLost = lambda *a: _quietly(connectionLost, *a)
+        return udpPort
+
+
+#: C{resolv.conf}'s default C{timeout} (seconds) and C{attempts}, as glibc's.
+DEFAULT_QUERY_TIMEOUT = 5.0
+DEFAULT_QUERY_ATTEMPTS = 2
+
+
+def queryTimeouts(resolvConf: str, deadline: float | None) -> tuple[float, ...]:
+    """
+    How long each round of a DNS query waits for an answer, in seconds:
+    C{resolvConf}'s C{options timeout:N} (5) for each of its C{attempts:N}
+    (2), as the system resolver does, cut so that the rounds end within
+    C{deadline} (the connect deadline), when given.
+
+    @return: At least one positive timeout.
+    """
+    timeout, attempts = DEFAULT_QUERY_TIMEOUT, DEFAULT_QUERY_ATTEMPTS
+    try:
+        with open(resolvConf, encoding="utf-8", errors="replace") as f:
+            lines = f.readlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        fields = line.split("#", 1)[0].split(";", 1)[0].split()
+        if not fields or fields[0] != "options":
+            continue
+        for option in fields[1:]:
+            name, _, value = option.partition(":")
+            try:
+                if name == "timeout":
+                    timeout = float(min(max(int(value), 1), 30))
+                elif name == "attempts":
+                    attempts = min(max(int(value), 1), 5)
+            except ValueError:
+                pass
+    timeouts: list[float] = []
+    left = float("inf") if deadline is None else deadline
+    for _ in range(attempts):
+        if left <= 0:
+            break
+        timeouts.append(min(timeout, left))
+        left -= timeout
+    return tuple(timeouts) or (timeout,)
+
+
 class _LazyClient:
     """
     A L{twisted.names.client.Resolver} made at its first lookup (it reads
     C{resolv.conf} and keeps a timer to read it again when it changes), and
-    let go by L{stop}.
+    let go by L{stop}.  Its queries wait as long as C{resolv.conf}'s
+    C{timeout} and C{attempts} say, within L{deadline} (L{queryTimeouts}),
+    rather than Twisted's 1 + 3 + 11 + 45 seconds.
+
+    @ivar deadline: The connect deadline (seconds), or C{None}.
     """
 
-    def __init__(self, reactor: Any, resolvConf: str) -> None:
+    def __init__(
+        self, reactor: Any, resolvConf: str, deadline: float | None = None
+    ) -> None:
         self._reactor = reactor
         self._resolvConf = resolvConf
         self._client: Any = None
+        self.deadline = deadline
+        self._timeouts: tuple[float, ...] = ()
+        self._stamp: tuple[float | None, float | None] | None = None
+
+    def timeouts(self) -> tuple[float, ...]:
+        """
+        The timeouts of the next query (L{queryTimeouts}), read again when
+        C{resolv.conf} or the deadline changes.
+        """
+        try:
+            mtime: float | None = os.stat(self._resolvConf).st_mtime
+        except OSError:
+            mtime = None
+        stamp = (mtime, self.deadline)
+        if stamp != self._stamp:
+            self._stamp = stamp
+            self._timeouts = queryTimeouts(self._resolvConf, self.deadline)
+        return self._timeouts
 
     def _get(self) -> Any:
         if self._client is None:
             from twisted.names.client import Resolver
 
-            self._client = Resolver(resolv=self._resolvConf, reactor=self._reactor)
+            # Its first reading of resolv.conf logs that it "changed".
+            self._client = _quietly(
+                lambda: Resolver(
+                    resolv=self._resolvConf, reactor=_QuietReactor(self._reactor)
+                )
+            )
         return self._client
 
     def lookupAddress(self, name: str) -> Deferred[Any]:
-        return self._get().lookupAddress(name)  # type: ignore[no-any-return]
+        client = self._get()
+        return client.lookupAddress(name, self.timeouts())  # type: ignore[no-any-return]
 
     def lookupIPV6Address(self, name: str) -> Deferred[Any]:
-        return self._get().lookupIPV6Address(name)  # type: ignore[no-any-return]
+        client = self._get()
+        return client.lookupIPV6Address(name, self.timeouts())  # type: ignore[no-any-return]
 
     def searchDomains(self) -> list[str]:
         """
@@ -451,8 +652,85 @@ class _LazyClient:
             call.cancel()
 
 
+def _hostsSources(nsswitch: str) -> list[str] | None:
+    """
+    The sources of the C{hosts:} line of C{nsswitch} (C{[...]} actions
+    included, as words), C{None} when the file does not exist, and an empty
+    list when it has no such line.
+    """
+    try:
+        with open(nsswitch, encoding="utf-8", errors="replace") as f:
+            lines = f.readlines()
+    except FileNotFoundError:
+        return None
+    sources: list[str] = []
+    for line in lines:
+        fields = line.split("#", 1)[0].split()
+        if fields and fields[0] == "hosts:":
+            sources = fields[1:]
+    return sources
+
+
+def _ndots(resolvConf: str) -> int:
+    """
+    The C{ndots} of C{resolvConf}'s last C{options} line that sets it (1,
+    the default, when none does or the file cannot be read).
+    """
+    ndots = 1
+    try:
+        with open(resolvConf, encoding="utf-8", errors="replace") as f:
+            lines = f.readlines()
+    except OSError:
+        return ndots
+    for line in lines:
+        fields = line.split("#", 1)[0].split(";", 1)[0].split()
+        if not fields or fields[0] != "options":
+            continue
+        for option in fields[1:]:
+            if option.startswith("ndots:"):
+                try:
+                    ndots = int(option[len("ndots:") :])
+                except ValueError:
+                    pass
+    return ndots
+
+
+def chooseResolver(
+    nsswitch: str = "/etc/nsswitch.conf", resolvConf: str = "/etc/resolv.conf"
+) -> tuple[str, str]:
+    """
+    What C{--resolver auto} resolves with: C{"dns"} only where it gives the
+    answers the system resolver would, that is when C{nsswitch} does not
+    exist or its C{hosts:} line is exactly C{files dns} or C{dns files},
+    and C{resolvConf} sets no C{ndots} above 1; C{"system"} otherwise (LDAP,
+    mDNS, sssd or another source, C{[...]} actions, or the search rules of
+    C{ndots:5} in Kubernetes, which the DNS client does not follow).
+
+    @param nsswitch: The name service switch configuration file.
+    @param resolvConf: The resolver configuration file.
+    @return: C{"dns"} or C{"system"}, and why, for the log and
+        C{--check-config}.
+    """
+    sources = _hostsSources(nsswitch)
+    if sources is not None and sources not in (["files", "dns"], ["dns", "files"]):
+        line = " ".join(sources) if sources else "(none)"
+        return "system", f"{nsswitch} has hosts: {line}, not files dns"
+    ndots = _ndots(resolvConf)
+    if ndots > 1:
+        return "system", f"{resolvConf} sets ndots:{ndots}"
+    if sources is None:
+        return "dns", f"no {nsswitch}, and {resolvConf} sets no ndots above 1"
+    return "dns", (
+        f"{nsswitch} has hosts: {' '.join(sources)}, and {resolvConf} sets "
+        "no ndots above 1"
+    )
+
+
 def dnsResolver(
-    reactor: Any, size: int, resolvConf: str = "/etc/resolv.conf"
+    reactor: Any,
+    size: int,
+    resolvConf: str = "/etc/resolv.conf",
+    deadline: float | None = None,
 ) -> CachingDNSResolver:
     """
     A L{CachingDNSResolver} over the name servers of C{resolvConf} (read
@@ -461,7 +739,9 @@ def dnsResolver(
 
     @param reactor: The reactor: its clock, and where the queries go.
     @param size: The most answers kept (C{--dns-cache-size}).
+    @param deadline: The connect deadline (C{--connect-timeout}, seconds):
+        no query waits longer (see L{CachingDNSResolver.setDeadline}).
     """
     return CachingDNSResolver(
-        reactor, _LazyClient(reactor, resolvConf), size, HostsFile(reactor)
+        reactor, _LazyClient(reactor, resolvConf, deadline), size, HostsFile(reactor)
     )

@@ -28,7 +28,7 @@ from ._connector import ConnectorContext, ConnectorMaker
 from ._connlimits import ConnectionLimits
 from ._deadlines import DeadlineSweeper
 from ._deprecation import DEPRECATED_IN
-from ._dnscache import CachingDNSResolver, dnsResolver
+from ._dnscache import CachingDNSResolver, chooseResolver, dnsResolver
 from ._front import SHUTTING_DOWN, ConnectProxyProtocol
 from ._observer import (
     AccessLogObserver,
@@ -154,13 +154,36 @@ class ConnectProxyFactory(Factory):
         self.refusing = 0
         self._limits = ConnectionLimits(self._log)
 
+    #: What C{--resolver auto} asks which resolver to use (at start and at
+    #: each reload): L{chooseResolver}, replaced in tests.
+    chooseResolver = staticmethod(chooseResolver)
+
+    def _resolverFor(self, settings: ProxySettings) -> str:
+        """
+        C{"dns"} or C{"system"}: C{settings.resolver}, or what C{auto}
+        chooses (logged as C{resolver_chosen}).
+        """
+        if settings.resolver != "auto":
+            return settings.resolver
+        chosen, why = self.chooseResolver()
+        self._log.info(
+            "--resolver auto chose {chosen}: {why}",
+            event="resolver_chosen",
+            chosen=chosen,
+            why=why,
+        )
+        return chosen
+
     def _dnsResolver(self, settings: ProxySettings) -> CachingDNSResolver | None:
         """
-        The DNS resolver of C{--resolver dns}, or C{None} for C{system}.
+        The DNS resolver of C{--resolver dns} (or C{auto} choosing it), or
+        C{None} for C{system}.
         """
-        if settings.resolver != "dns":
+        if self._resolverFor(settings) != "dns":
             return None
-        return dnsResolver(self.reactor, settings.dnsCacheSize)
+        return dnsResolver(
+            self.reactor, settings.dnsCacheSize, deadline=settings.connectTimeout
+        )
 
     def connectorContext(
         self,
@@ -308,12 +331,24 @@ class ConnectProxyFactory(Factory):
         pool = self.resolverPool
         if pool is not None:
             pool.resize(settings.resolverThreads, settings.resolverPerClient)
-            if pool.dns is None or settings.resolver != "dns":
-                pool.dns = self._dnsResolver(settings)
+            resolver = self._resolverFor(settings)
+            if pool.dns is None or resolver != "dns":
+                if isinstance(pool.dns, CachingDNSResolver):
+                    pool.dns.stop()
+                pool.dns = (
+                    dnsResolver(
+                        self.reactor,
+                        settings.dnsCacheSize,
+                        deadline=settings.connectTimeout,
+                    )
+                    if resolver == "dns"
+                    else None
+                )
             elif isinstance(pool.dns, CachingDNSResolver):
                 # A smaller cache drops its least recently used answers as
                 # new ones come.
                 pool.dns.size = settings.dnsCacheSize
+                pool.dns.setDeadline(settings.connectTimeout)
 
     def stopFactory(self) -> None:
         """

@@ -27,6 +27,7 @@ from twisted.logger import (
 )
 from zope.interface import implementer
 
+from ._dnscache import QUIET
 from ._observer import AccessLogObserver
 
 __all__ = ["ACCESS_NAMESPACE", "LEVELS", "LevelFilter", "LogLevelService", "logLevel"]
@@ -97,6 +98,10 @@ class LevelFilter:
         self._kept: dict[tuple[object, object], bool] = {}
 
     def __call__(self, event: LogEvent) -> None:
+        if QUIET in event:
+            # The DNS client's per-query machinery: nothing an operator
+            # needs, several lines per name looked up.
+            return
         key = (event.get("log_namespace"), event.get("log_level"))
         kept = self._kept.get(key)
         if kept is None:

@@ -7,7 +7,7 @@ making the observers C{--observer} names (L{makeObservers}).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from twisted.application.service import IServiceCollection, MultiService
@@ -80,5 +80,7 @@ def idleContext(settings: ProxySettings) -> ObserverContext:
     from twisted.internet.testing import MemoryReactor
 
     reactor = MemoryReactor()
+    # A check: no resolver to choose (and log the choice of) yet.
+    settings = replace(settings, resolver="system")
     factory = ConnectProxyFactory(reactor, settings, observers=[])
     return ObserverContext(reactor, factory, MultiService())

@@ -15,6 +15,7 @@ from twisted.python import usage
 
 from ._assembly import connectorFactories, connectorMaker, proxySettings
 from ._connector import ConnectorContext
+from ._dnscache import chooseResolver
 from ._options_base import OptionGroup
 from ._optionvalues import (
     connectorChoice,
@@ -84,8 +85,10 @@ class UpstreamOptions(OptionGroup):
             _defaults.resolver,
             "How target names are resolved: dns (a DNS client asking the "
             "name servers of /etc/resolv.conf, after /etc/hosts, its answers "
-            "kept for their TTL) or system (getaddrinfo in the resolver "
-            "threads, nothing kept).",
+            "kept for their TTL), system (getaddrinfo in the resolver "
+            "threads, nothing kept) or auto (dns when /etc/nsswitch.conf has "
+            "hosts: files dns, or none, and resolv.conf no ndots above 1; "
+            "system otherwise).",
             resolverChoice,
         ],
         [
@@ -180,6 +183,16 @@ class UpstreamOptions(OptionGroup):
             connectorMaker(self)(context)
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
+
+    def _describeResolver(self) -> list[str]:
+        """
+        The C{--check-config} line of C{--resolver}: with C{auto}, which
+        resolver it chooses on this machine now, and why.
+        """
+        if self["resolver"] != "auto":
+            return [f"resolver: {self['resolver']}"]
+        chosen, why = chooseResolver()
+        return [f"resolver: auto -> {chosen} ({why})"]
 
     def _describeOutgoing(self) -> list[str]:
         """

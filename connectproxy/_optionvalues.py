@@ -276,7 +276,7 @@ workerCount.coerceDoc = (  # type: ignore[attr-defined]
 
 
 #: The values of C{--resolver}.
-RESOLVERS = ("dns", "system")
+RESOLVERS = ("auto", "dns", "system")
 
 
 def resolverChoice(text: str) -> str:
@@ -290,6 +290,6 @@ def resolverChoice(text: str) -> str:
     return text
 
 
-resolverChoice.coerceDoc = "dns or system."  # type: ignore[attr-defined]
+resolverChoice.coerceDoc = "auto, dns or system."  # type: ignore[attr-defined]
 #: A string in the configuration file, never a number.
 resolverChoice.string = True  # type: ignore[attr-defined]

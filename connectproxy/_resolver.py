@@ -11,10 +11,13 @@ clients take turns when the pool is full, and a waiting lookup is dropped as
 soon as the request behind it is cancelled (its deadline passed, or its
 client left).
 
-A lookup that has started cannot be interrupted: C{getaddrinfo} returns
-when the system resolver gives up.  Until then it holds its thread and
-counts against its client's share, even if the client has gone, so that a
-client cannot fill the pool by asking and leaving.
+A lookup that has started in a thread cannot be interrupted:
+C{getaddrinfo} returns when the system resolver gives up.  Until then it
+holds its thread and counts against its client's share, even if the client
+has gone, so that a client cannot fill the pool by asking and leaving.  A
+lookup on the DNS client of C{--resolver dns} holds no thread: its slot is
+let go as soon as its request stops waiting, and its queries end by
+themselves within their timeouts (its answer still goes to the cache).
 """
 
 from __future__ import annotations
@@ -211,6 +214,12 @@ class _Waiter:
     @ivar client: Whose share it counts against.
     @ivar deferred: What the requester holds.
     @ivar running: Whether it holds a slot.
+    @ivar overShare: Whether it waited for its client's share (rather
+        than for a free slot in the pool) when it was queued.
+    @ivar interruptible: Whether its slot is let go when it is cancelled
+        while it runs (a DNS query on the reactor, which holds no thread
+        and ends by itself within its own timeouts), rather than when the
+        lookup ends (a thread in C{getaddrinfo}).
     """
 
     client: str
@@ -218,6 +227,8 @@ class _Waiter:
     port: int
     deferred: Deferred[list[Address]] = field(init=False, repr=False)
     running: bool = False
+    interruptible: bool = False
+    overShare: bool = False
 
 
 class ResolverPool:
@@ -330,6 +341,7 @@ class ResolverPool:
         waiter = _Waiter(client, host, port)
         waiter.deferred = Deferred(lambda d: self._cancel(waiter))
         if self._queues.get(client) or not self._hasRoomFor(client):
+            waiter.overShare = self._runningFor.get(client, 0) >= self._share()
             self._queues.setdefault(client, deque()).append(waiter)
         else:
             self._start(waiter)
@@ -348,10 +360,34 @@ class ResolverPool:
 
     def _start(self, waiter: _Waiter) -> None:
         waiter.running = True
+        waiter.interruptible = self._onDNS()
         self._running += 1
         self._runningFor[waiter.client] = self._runningFor.get(waiter.client, 0) + 1
         d = maybeDeferred(self._lookup, waiter.host, waiter.port)
         d.addBoth(self._finished, waiter)
+
+    def _onDNS(self) -> bool:
+        """
+        Whether lookups go to L{dns} (rather than to threads or to a
+        resolver of the caller's).
+        """
+        return (
+            self._resolver is None
+            and self.dns is not None
+            and isinstance(self._reactor.nameResolver, GAIResolver)
+        )
+
+    def _release(self, waiter: _Waiter) -> None:
+        """
+        Let go of a running lookup's slot.
+        """
+        self._running -= 1
+        count = self._runningFor[waiter.client] - 1
+        if count:
+            self._runningFor[waiter.client] = count
+        else:
+            del self._runningFor[waiter.client]
+        waiter.running = False
 
     def _lookup(self, host: str, port: int) -> Deferred[list[Address]]:
         resolver = self._resolver
@@ -359,6 +395,11 @@ class ResolverPool:
             resolver = self._reactor.nameResolver
             if isinstance(resolver, GAIResolver):
                 if self.dns is not None:
+                    resolve = getattr(self.dns, "resolve", None)
+                    if resolve is not None:
+                        # It tells a failed DNS apart from a name without
+                        # addresses (DNSServerFailure).
+                        return resolve(host, port)  # type: ignore[no-any-return]
                     return _resolveWith(self.dns, host, port)
                 if self._lookupThreads is None:
                     self._lookupThreads = _LookupThreads(
@@ -368,13 +409,10 @@ class ResolverPool:
         return _resolveWith(resolver, host, port)
 
     def _finished(self, result: object, waiter: _Waiter) -> None:
-        self._running -= 1
-        count = self._runningFor[waiter.client] - 1
-        if count:
-            self._runningFor[waiter.client] = count
-        else:
-            del self._runningFor[waiter.client]
-        waiter.running = False
+        if not waiter.running:
+            # Its slot went when it was cancelled; the result is dropped.
+            return
+        self._release(waiter)
         if not waiter.deferred.called:
             if isinstance(result, Failure):
                 waiter.deferred.errback(result)
@@ -418,15 +456,27 @@ class ResolverPool:
 
     def _cancel(self, waiter: _Waiter) -> None:
         if waiter.running:
+            if waiter.interruptible:
+                self._release(waiter)
             waiter.deferred.errback(
                 LookupAbandoned(f"stopped waiting for {waiter.host} to resolve")
             )
+            if not waiter.running:
+                # A turn later: the requests whose deadlines pass at the
+                # same time as this one's are answered first, rather than
+                # started and abandoned at once.
+                self._reactor.callLater(0, self._dispatch)
             return
         waiting = self._queues[waiter.client]
         waiting.remove(waiter)
         if not waiting:
             del self._queues[waiter.client]
-        if self._runningFor.get(waiter.client, 0) >= self._share():
+        overShare = self._runningFor.get(waiter.client, 0) >= self._share()
+        if not overShare and self._running < self.threads:
+            # There is room now (a slot let go a moment ago, its turn not
+            # come yet): say why it waited.
+            overShare = waiter.overShare
+        if overShare:
             reason = (
                 "this client has too many name lookups in progress "
                 "(see --resolver-per-client)"

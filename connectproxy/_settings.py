@@ -42,8 +42,10 @@ class ProxySettings:
         address (0: no limit but L{resolverThreads}); more wait their turn,
         and get 503 if their connect deadline passes first.
     @ivar resolver: How names are resolved: C{"system"} (C{getaddrinfo} in
-        the resolver pool's threads, nothing cached) or C{"dns"} (a DNS
-        client on the reactor, answers cached for their TTL).
+        the resolver pool's threads, nothing cached), C{"dns"} (a DNS
+        client on the reactor, answers cached for their TTL) or C{"auto"}
+        (C{"dns"} where it answers as the system resolver would, see
+        L{chooseResolver <connectproxy._dnscache.chooseResolver>}).
     @ivar dnsCacheSize: The most DNS answers C{"dns"} keeps (one per name
         and record type; 0: none).
     @ivar outgoingAddresses: The local addresses upstream connections are
@@ -75,7 +77,7 @@ class ProxySettings:
     maxConnectionsPerClient: int = 0
     resolverThreads: int = 32
     resolverPerClient: int = 8
-    resolver: str = "dns"
+    resolver: str = "auto"
     dnsCacheSize: int = 4096
     outgoingAddresses: OutgoingAddresses = field(default_factory=OutgoingAddresses)
     shutdownGrace: float = 30.0

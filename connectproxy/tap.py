@@ -201,6 +201,7 @@ class Options(
         """
         lines = self._describeListeners()
         lines.extend(self._describeOutgoing())
+        lines.extend(self._describeResolver())
         lines.extend(self._describeAccessLog())
         source = f" ({self['config']})" if self["config"] is not None else ""
         lines.append(f"connectproxy {__version__}: configuration OK{source}")

@@ -8,7 +8,7 @@ how the resolver pool and the factory use it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from twisted.internet._resolver import GAIResolver
@@ -17,8 +17,15 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IHostnameResolver, IResolutionReceiver
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
 from twisted.names import dns
-from twisted.names.error import DNSNameError, DNSQueryTimeoutError
+from twisted.names.error import (
+    DNSNameError,
+    DNSQueryRefusedError,
+    DNSQueryTimeoutError,
+    DNSServerError,
+)
+from twisted.python import log
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
@@ -29,11 +36,18 @@ from connectproxy._dnscache import (
     MAX_NEGATIVE_TTL,
     MAX_TTL,
     CachingDNSResolver,
+    DNSServerFailure,
     HostsFile,
+    _quietly,
+    chooseResolver,
     dnsResolver,
+    queryTimeouts,
 )
 from connectproxy._factory import ConnectProxyFactory
+from connectproxy._loglevel import LevelFilter, levelPredicate
 from connectproxy._resolver import ResolverPool, _resolveWith
+from connectproxy._upstream import DirectConnector
+from connectproxy.testing import ProxyHarness, connectHead
 from tests._helpers import succeeded
 
 
@@ -370,11 +384,13 @@ def test_poolUsesItForTheStockResolver() -> None:
 def test_factoryMakesIt() -> None:
     """
     The factory's resolver pool has a DNS resolver for C{--resolver dns}
-    (the default), made without touching the DNS, and none for
+    , made without touching the DNS, and none for
     C{system}; a reload switches between them and resizes the cache.
     """
     reactor = MemoryReactorClock()
-    factory = ConnectProxyFactory(reactor, ProxySettings(dnsCacheSize=10))
+    factory = ConnectProxyFactory(
+        reactor, ProxySettings(resolver="dns", dnsCacheSize=10)
+    )
     pool = factory.connectorContext().resolverPool
     assert isinstance(pool.dns, CachingDNSResolver)
     assert pool.dns.size == 10
@@ -382,10 +398,14 @@ def test_factoryMakesIt() -> None:
     assert pool.dns._resolver._client is None
     factory.reconfigure(ProxyConfig(settings=ProxySettings(resolver="system")))
     assert pool.dns is None
-    factory.reconfigure(ProxyConfig(settings=ProxySettings(dnsCacheSize=5)))
+    factory.reconfigure(
+        ProxyConfig(settings=ProxySettings(resolver="dns", dnsCacheSize=5))
+    )
     assert isinstance(pool.dns, CachingDNSResolver) and pool.dns.size == 5
     kept = pool.dns
-    factory.reconfigure(ProxyConfig(settings=ProxySettings(dnsCacheSize=7)))
+    factory.reconfigure(
+        ProxyConfig(settings=ProxySettings(resolver="dns", dnsCacheSize=7))
+    )
     assert pool.dns is kept and kept.size == 7
 
 
@@ -498,3 +518,298 @@ def test_searchDomainsFromResolvConf(tmp_path: Path) -> None:
         resolver = dnsResolver(reactor, 10, str(resolvConf))
         assert resolver._searchDomains() == domains
         resolver.stop()
+
+
+@pytest.mark.parametrize(
+    ("nsswitch", "resolvConf", "chosen", "why"),
+    [
+        (None, "nameserver 127.0.0.53\n", "dns", "no "),
+        ("hosts: files dns\n", "options ndots:1\n", "dns", "files dns"),
+        ("passwd: files\nhosts:   dns   files # x\n", "", "dns", "dns files"),
+        ("hosts: files ldap dns\n", "", "system", "files ldap dns"),
+        ("hosts: files mdns4_minimal [NOTFOUND=return] dns\n", "", "system", "mdns"),
+        ("hosts: files dns [!UNAVAIL=return]\n", "", "system", "UNAVAIL"),
+        ("hosts: files\n", "", "system", "hosts: files,"),
+        ("passwd: files\n", "", "system", "(none)"),
+        ("hosts: files dns\n", "search a.svc\noptions ndots:5\n", "system", "ndots:5"),
+        (None, "options rotate ndots:2 timeout:1\n", "system", "ndots:2"),
+    ],
+)
+def test_chooseResolver(
+    tmp_path: Path, nsswitch: str | None, resolvConf: str, chosen: str, why: str
+) -> None:
+    """
+    C{--resolver auto} chooses C{dns} only where nsswitch.conf is missing
+    or says exactly C{files dns} (or C{dns files}) and resolv.conf sets no
+    C{ndots} above 1; C{system} otherwise, saying why.
+    """
+    nsswitchPath = tmp_path / "nsswitch.conf"
+    if nsswitch is not None:
+        nsswitchPath.write_text(nsswitch)
+    resolvPath = tmp_path / "resolv.conf"
+    resolvPath.write_text(resolvConf)
+    result = chooseResolver(str(nsswitchPath), str(resolvPath))
+    assert result[0] == chosen
+    assert why in result[1]
+
+
+def test_autoChosenAtStartAndReload(logEvents: list[LogEvent]) -> None:
+    """
+    With C{--resolver auto} (the default) the factory asks which resolver
+    to use at start and at each reload, and logs one C{resolver_chosen}
+    event each time.
+    """
+    choices = [("system", "because"), ("dns", "now dns")]
+    reactor = MemoryReactorClock()
+
+    class Factory(ConnectProxyFactory):
+        @staticmethod
+        def chooseResolver() -> tuple[str, str]:  # type: ignore[override]
+            return choices.pop(0)
+
+    assert ProxySettings().resolver == "auto"
+    factory = Factory(reactor, ProxySettings())
+    pool = factory.connectorContext().resolverPool
+    assert pool.dns is None
+    factory.reconfigure(ProxyConfig(settings=ProxySettings()))
+    assert isinstance(pool.dns, CachingDNSResolver)
+    chosen = [e for e in logEvents if e.get("event") == "resolver_chosen"]
+    assert [(e["chosen"], e["why"]) for e in chosen] == [
+        ("system", "because"),
+        ("dns", "now dns"),
+    ]
+
+
+def _proxyOverDNS(perClient: int = 1) -> tuple[ProxyHarness, ResolverPool, FakeDNS]:
+    """
+    A proxy whose direct connector resolves on a pool over a
+    L{CachingDNSResolver} whose DNS never answers (unless told to).
+    """
+    harness = ProxyHarness(ProxySettings(connectTimeout=10))
+    clock: Any = harness.clock
+    clock.nameResolver = GAIResolver(clock, getThreadPool=ThreadPool)
+    client = FakeDNS()
+    pool = ResolverPool(clock, 4, perClient, dns=CachingDNSResolver(clock, client))
+    harness.factory.connector = DirectConnector(clock, 10, resolver=pool)
+    return harness, pool, client
+
+
+def test_abandonedDNSLookupFreesItsSlotAtTheDeadline() -> None:
+    """
+    A DNS lookup that never answers holds its client's slot only until
+    its request's connect deadline: right after the 504 the slot is free,
+    and the client's next lookup starts at once.  A late answer is kept
+    for the next asker and changes nothing else.
+    """
+    harness, pool, client = _proxyOverDNS()
+    first = harness.connectClient(IPv4Address("TCP", "127.0.0.1", 40000))
+    first.send(connectHead("slow.example:443"))
+    assert (pool.running, pool.waiting()) == (1, 0)
+    harness.clock.advance(10)
+    assert first.response().status == 504
+    assert pool.running == 0
+    second = harness.connectClient(IPv4Address("TCP", "127.0.0.1", 40001))
+    second.send(connectHead("other.example:443"))
+    assert (pool.running, pool.waiting()) == (1, 0)
+    client.answer(dns.A, "slow.example", [_a("slow.example", "192.0.2.1", 60)])
+    client.answer(dns.AAAA, "slow.example", [])
+    assert pool.running == 1
+
+
+def test_abandonedDNSLookupFreesItsSlotWhenTheClientLeaves() -> None:
+    """
+    A client that leaves while its DNS lookup runs frees its slot at once.
+    """
+    harness, pool, _ = _proxyOverDNS()
+    first = harness.connectClient(IPv4Address("TCP", "127.0.0.1", 40000))
+    first.send(connectHead("slow.example:443"))
+    assert pool.running == 1
+    first.lose()
+    assert pool.running == 0
+    second = harness.connectClient(IPv4Address("TCP", "127.0.0.1", 40001))
+    second.send(connectHead("other.example:443"))
+    assert (pool.running, pool.waiting()) == (1, 0)
+
+
+@pytest.mark.parametrize(
+    ("options", "deadline", "timeouts"),
+    [
+        ("", None, (5.0, 5.0)),
+        ("", 10.0, (5.0, 5.0)),
+        ("", 7.0, (5.0, 2.0)),
+        ("", 3.0, (3.0,)),
+        ("options timeout:1 attempts:3\n", 10.0, (1.0, 1.0, 1.0)),
+        ("options attempts:9 timeout:0\n", None, (1.0,) * 5),
+        ("options timeout:x attempts:\n", None, (5.0, 5.0)),
+    ],
+)
+def test_queryTimeouts(
+    tmp_path: Path,
+    options: str,
+    deadline: float | None,
+    timeouts: tuple[float, ...],
+) -> None:
+    """
+    DNS queries wait as resolv.conf's C{timeout} and C{attempts} say
+    (glibc's 5 s and 2 by default, bounded as glibc bounds them), cut to
+    end within the connect deadline.
+    """
+    resolvConf = tmp_path / "resolv.conf"
+    resolvConf.write_text("nameserver 127.0.0.153\n" + options)
+    assert queryTimeouts(str(resolvConf), deadline) == timeouts
+
+
+class _UDPPort:
+    """
+    A UDP port of L{UDPMemoryReactor}: what is written is kept.
+    """
+
+    def __init__(self, reactor: UDPMemoryReactor, protocol: Any) -> None:
+        self._reactor = reactor
+        self.protocol = protocol
+        self.written: list[tuple[bytes, Any]] = []
+
+    def write(self, data: bytes, address: Any) -> None:
+        self.written.append((data, address))
+
+    def stopListening(self) -> None:
+        self._reactor.udpOpen.remove(self)
+        self.protocol.doStop()
+
+
+class UDPMemoryReactor(MemoryReactorClock):
+    """
+    A memory reactor with UDP ports that send nowhere.
+
+    @ivar udpOpen: The ports listening now.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.udpOpen: list[_UDPPort] = []
+
+    def listenUDP(self, port: int, protocol: Any, *args: Any, **kw: Any) -> _UDPPort:
+        udp = _UDPPort(self, protocol)
+        self.udpOpen.append(udp)
+        protocol.makeConnection(udp)
+        return udp
+
+
+def test_unansweredQueryEndsWithinTheDeadline(tmp_path: Path) -> None:
+    """
+    The real DNS client's query that gets no answer fails once the
+    resolv.conf timeouts (within the connect deadline) have passed, not
+    after Twisted's 60 s; the lookup ends with no address, and a reload's
+    new deadline applies to the next query.
+    """
+    resolvConf = tmp_path / "resolv.conf"
+    resolvConf.write_text("nameserver 127.0.0.153\n")
+    reactor = UDPMemoryReactor()
+    resolver = dnsResolver(reactor, 10, str(resolvConf), deadline=8)
+    d = resolver.addresses("www.example")
+    assert len(reactor.udpOpen) == 2
+    reactor.advance(5)
+    assert not d.called
+    reactor.advance(3)
+    assert succeeded(d) == ((), ())
+    assert reactor.udpOpen == []
+    resolver.setDeadline(2)
+    d = resolver.addresses("www.example")
+    reactor.advance(1.9)
+    assert not d.called
+    reactor.advance(0.1)
+    assert succeeded(d) == ((), ())
+    assert reactor.udpOpen == []
+    resolver.stop()
+    assert reactor.getDelayedCalls() == []
+
+
+def test_lookupsLogNothing(tmp_path: Path, logEvents: list[LogEvent]) -> None:
+    """
+    The DNS client's per-query machinery (its UDP port and protocol
+    starting and stopping, its first reading of resolv.conf) logs nothing
+    the proxy's log keeps: its protocols are not noisy, and what its ports
+    log is marked so that the proxy's level filter leaves it out.
+    """
+    resolvConf = tmp_path / "resolv.conf"
+    resolvConf.write_text("nameserver 127.0.0.153\n")
+    reactor = UDPMemoryReactor()
+    resolver = dnsResolver(reactor, 10, str(resolvConf), deadline=4)
+    kept: list[LogEvent] = []
+    keep = LevelFilter(cast(ILogObserver, kept.append), levelPredicate("debug"))
+    d = resolver.addresses("www.example")
+    assert [port.protocol.noisy for port in reactor.udpOpen] == [False, False]
+    reactor.advance(4)
+    assert succeeded(d) == ((), ())
+    resolver.stop()
+    for event in logEvents:
+        keep(event)
+    assert [formatEvent(e) for e in kept] == []
+    # What the ports of a real reactor log is left out too.
+    marked: list[LogEvent] = []
+    observer = cast(ILogObserver, marked.append)
+    globalLogPublisher.addObserver(observer)
+    try:
+        _quietly(log.msg, "(UDP Port 4242 Closed)")
+    finally:
+        globalLogPublisher.removeObserver(observer)
+    assert len(marked) == 1
+    keep(marked[0])
+    assert kept == []
+
+
+@pytest.mark.parametrize(
+    ("error", "why"),
+    [
+        (DNSServerError("servfail"), "SERVFAIL"),
+        (DNSQueryRefusedError("refused"), "REFUSED"),
+        (DNSQueryTimeoutError(1), "timeout"),
+    ],
+)
+def test_serverFailureToldApart(error: Exception, why: str) -> None:
+    """
+    A name the DNS failed to answer for (a server failure, a refusal, no
+    answer in time) fails with L{DNSServerFailure} saying what went wrong;
+    a name that does not exist or has no address resolves to no address,
+    as before.
+    """
+    resolver, client, _ = _resolver()
+    client.answers[(dns.A, "broken.example")] = error
+    client.answers[(dns.AAAA, "broken.example")] = error
+    client.answers[(dns.A, "gone.example")] = DNSNameError("nxdomain")
+    client.answers[(dns.AAAA, "gone.example")] = DNSNameError("nxdomain")
+    _known(client, "empty.example")
+    failures: list[Any] = []
+    resolver.resolve("broken.example", 443).addErrback(failures.append)
+    [failure] = failures
+    assert failure.check(DNSServerFailure)
+    assert str(failure.value) == (
+        f"DNS lookup failed: the DNS server failed for broken.example ({why})."
+    )
+    assert succeeded(resolver.resolve("gone.example", 443)) == []
+    assert succeeded(resolver.resolve("empty.example", 443)) == []
+
+
+def test_serverFailureAnswered502(logEvents: list[LogEvent]) -> None:
+    """
+    Through the proxy, a DNS server failure is answered 502 with its own
+    reason, logged in one C{connect_failed} event that says what went
+    wrong; a missing name keeps its reason.
+    """
+    harness, _, client = _proxyOverDNS(perClient=2)
+    client.answers[(dns.A, "broken.example")] = DNSServerError("servfail")
+    client.answers[(dns.AAAA, "broken.example")] = DNSServerError("servfail")
+    _known(client, "empty.example")
+    broken = harness.connectClient(IPv4Address("TCP", "127.0.0.1", 40000))
+    broken.send(connectHead("broken.example:443"))
+    response = broken.response()
+    assert response.status == 502
+    assert b"the DNS server failed to resolve the target host" in response.body
+    empty = harness.connectClient(IPv4Address("TCP", "127.0.0.1", 40001))
+    empty.send(connectHead("empty.example:443"))
+    assert empty.response().status == 502
+    assert b"could not resolve the target host" in empty.response().body
+    [failed, _] = [e for e in logEvents if e.get("event") == "connect_failed"]
+    assert failed["error"] == (
+        "DNS lookup failed: the DNS server failed for broken.example (SERVFAIL)."
+    )

@@ -21,6 +21,7 @@ from twisted.python import usage
 from twisted.python.usage import UsageError
 
 from connectproxy import ConnectProxyFactory, ProxySettings, __version__, _optionvalues
+from connectproxy._dnscache import chooseResolver
 from connectproxy._observer import TunnelRecord
 from connectproxy._outgoing import OutgoingAddresses
 from connectproxy._service import ListenerService
@@ -52,7 +53,7 @@ DEFAULTS = {
     "resolver-threads": 32,
     "resolver-per-client": 8,
     "workers": 1,
-    "resolver": "dns",
+    "resolver": "auto",
     "dns-cache-size": 4096,
     "upstream": "direct",
     "upstream-proxy": None,
@@ -324,7 +325,7 @@ def test_allOptions() -> None:
         (["--max-connections", "-1"], "must not be negative"),
         (["--resolver-threads", "0"], "must be at least 1"),
         (["--resolver-per-client", "-1"], "must not be negative"),
-        (["--resolver", "nscd"], "is not one of dns, system"),
+        (["--resolver", "nscd"], "is not one of auto, dns, system"),
         (["--dns-cache-size", "-1"], "must not be negative"),
         (["--auth-cache-ttl", "-5"], "must not be negative"),
         (["--policy", "no-such-policy"], "no policy plugin named"),
@@ -501,7 +502,8 @@ def test_tunnelOpensUnderEveryRunner(
     factory.observer.tunnelOpened(record)
     factory.observer.tunnelClosed(record)
     events = [e["event"] for e in logEvents if "event" in e]
-    assert events == ["tunnel_open", "tunnel_close"]
+    # --resolver auto says what it chose when the proxy starts.
+    assert events == ["resolver_chosen", "tunnel_open", "tunnel_close"]
 
 
 def test_pluginDiscovered() -> None:
@@ -598,6 +600,24 @@ def checkConfig(capsys: pytest.CaptureFixture[str], *argv: str) -> list[str]:
     return capsys.readouterr().out.splitlines()
 
 
+def _autoLine() -> str:
+    """
+    The C{--check-config} line of C{--resolver auto} on this machine.
+    """
+    chosen, why = chooseResolver()
+    return f"resolver: auto -> {chosen} ({why})"
+
+
+def test_checkConfigResolver(capsys: pytest.CaptureFixture[str]) -> None:
+    """
+    --check-config prints the resolver: what C{auto} chooses here and why,
+    or the one given.
+    """
+    assert _autoLine() in checkConfig(capsys)
+    assert "resolver: system" in checkConfig(capsys, "--resolver", "system")
+    assert "resolver: dns" in checkConfig(capsys, "--resolver", "dns")
+
+
 def test_checkConfigListeners(capsys: pytest.CaptureFixture[str]) -> None:
     """
     --check-config prints one line per listener, saying where it would
@@ -618,6 +638,7 @@ def test_checkConfigListeners(capsys: pytest.CaptureFixture[str]) -> None:
         "(plain HTTP)",
         "listen haproxy:tcp6:3129:interface=\\:\\:1 -> [::1]:3129 "
         "(PROXY protocol, then plain HTTP)",
+        _autoLine(),
         f"connectproxy {__version__}: configuration OK",
     ]
 
@@ -637,6 +658,7 @@ def test_checkConfigIPv6(capsys: pytest.CaptureFixture[str]) -> None:
     assert lines == [
         "listen tcp6:3128 -> [::]:3128 (plain HTTP)",
         "listen tcp6:3129:interface=\\:\\:1 -> [::1]:3129 (plain HTTP)",
+        _autoLine(),
         f"connectproxy {__version__}: configuration OK",
     ]
 
@@ -659,6 +681,7 @@ def test_checkConfigFile(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     lines = checkConfig(capsys, "--config", str(config))
     assert lines == [
         "listen tcp:8080:interface=127.0.0.1 -> 127.0.0.1:8080 (plain HTTP)",
+        _autoLine(),
         f"connectproxy {__version__}: configuration OK ({config})",
     ]
 

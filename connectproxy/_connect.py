@@ -103,6 +103,44 @@ def _expectedConnectFailure(failure: Failure, timedOut: bool) -> bool:
     )
 
 
+def connectRefusal(
+    log: Logger, failure: Failure, timedOut: bool, front: _Front, target: str
+) -> tuple[int, str, str]:
+    """
+    What a failed upstream connect is answered, for a tunnel or a forwarded
+    request alike, logged on C{log}: an unexpected failure with its
+    traceback (C{connector_error}), an unreachable target or a parent's
+    refusal as C{connect_failed}.
+
+    @param failure: Why the connect failed.
+    @param timedOut: Whether the connect deadline passed.
+    @param front: The front of the client's connection (its client and
+        settings).
+    @param target: The request's target, for the log.
+    @return: The status, the reason and the outcome.
+    """
+    status, reason, outcome = _connectErrorStatus(
+        failure, timedOut, front.settings.connectTimeout
+    )
+    if not _expectedConnectFailure(failure, timedOut):
+        log.failure(
+            "upstream connector failed connecting {client} to {target}",
+            failure,
+            event="connector_error",
+            client=front.client,
+            target=target,
+        )
+    elif status == 502 or failure.check(ParentProxyError):
+        log.info(
+            "connect to {target} failed: {error}",
+            event="connect_failed",
+            client=front.client,
+            target=target,
+            error=failure.getErrorMessage(),
+        )
+    return status, reason, outcome
+
+
 class ConnectHandler:
     """
     The handler of one admitted CONNECT: connect upstream, answer C{200},
@@ -170,27 +208,10 @@ class ConnectHandler:
         if front.phase is not Phase.CONNECTING:
             # The client left, or the proxy is closing every connection.
             return
-        timedOut = self._admission.timedOut
-        status, reason, outcome = _connectErrorStatus(
-            failure, timedOut, front.settings.connectTimeout
-        )
         target = self._target.request.authority if self._target else ""
-        if not _expectedConnectFailure(failure, timedOut):
-            self._log.failure(
-                "upstream connector failed connecting {client} to {target}",
-                failure,
-                event="connector_error",
-                client=front.client,
-                target=target,
-            )
-        elif status == 502 or failure.check(ParentProxyError):
-            self._log.info(
-                "connect to {target} failed: {error}",
-                event="connect_failed",
-                client=front.client,
-                target=target,
-                error=failure.getErrorMessage(),
-            )
+        status, reason, outcome = connectRefusal(
+            self._log, failure, self._admission.timedOut, front, target
+        )
         front.refuse(status, reason, outcome=outcome)
 
     def _broken(self, failure: Failure) -> None:

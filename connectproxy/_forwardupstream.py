@@ -24,9 +24,8 @@ from twisted.internet.interfaces import IDelayedCall, IProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ._connect import _connectErrorStatus, _expectedConnectFailure
+from ._connect import connectRefusal
 from ._connector import UpstreamRequest
-from ._errors import ParentProxyError
 from ._handler import _Front
 from ._parenturl import ParentProxy
 from ._pool import OriginProtocol, PoolKey, _Owner
@@ -190,28 +189,9 @@ class OriginLink:
         @return: The status, the reason and the outcome.
         """
         timedOut = timedOut or bool(failure.check(TimeoutError))
-        front = self._front
-        status, reason, outcome = _connectErrorStatus(
-            failure, timedOut, front.settings.connectTimeout
+        return connectRefusal(
+            self._log, failure, timedOut, self._front, self._target.request.authority
         )
-        target = self._target.request.authority
-        if not _expectedConnectFailure(failure, timedOut):
-            self._log.failure(
-                "upstream connector failed connecting {client} to {target}",
-                failure,
-                event="connector_error",
-                client=front.client,
-                target=target,
-            )
-        elif status == 502 or failure.check(ParentProxyError):
-            self._log.info(
-                "connect to {target} failed: {error}",
-                event="connect_failed",
-                client=front.client,
-                target=target,
-                error=failure.getErrorMessage(),
-            )
-        return status, reason, outcome
 
     # Letting go.
 

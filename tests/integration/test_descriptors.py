@@ -186,7 +186,9 @@ def test_floodAtDescriptorLimit(
         running.waitForNamed("descriptors_exhausted")
         cpu = cpuSeconds(running.pid) - cpuBefore
         wall = time.monotonic() - wallBefore
-        assert cpu < 0.5 * wall, f"{cpu:.2f} s of CPU in {wall:.2f} s"
+        # /proc counts CPU time in 10 ms ticks: allow a few of them, so a
+        # flood answered in a few milliseconds does not count as busy.
+        assert cpu < 0.5 * wall + 0.05, f"{cpu:.2f} s of CPU in {wall:.2f} s"
         refusal = (
             b"HTTP/1.1 503 Service Unavailable\r\n",
             b"503 Service Unavailable: the proxy is out of file descriptors; "

@@ -23,26 +23,29 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.defer import Deferred, fail, maybeDeferred
-from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import (
     ConnectBindError,
     ConnectError,
     ConnectingCancelledError,
     ConnectionRefusedError,
+    NoProtocol,
     TCPTimedOutError,
     TimeoutError,
 )
 from twisted.internet.interfaces import (
     IAddress,
+    IConnector,
     IDelayedCall,
+    ILoggingContext,
     IProtocol,
     IReactorTime,
-    IStreamClientEndpoint,
+    ITransport,
 )
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import ClientFactory, Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from ._outgoing import OutgoingAddresses
 
@@ -216,8 +219,9 @@ class _Race:
         if self._next < len(self._addresses):
             self._timer = self._clock.callLater(self._attemptDelay, self._startNext)
         source = self._outgoing.sourceFor(address)
-        endpoint = _endpoint(self._reactor, address, self._attemptTimeout, source)
-        d = maybeDeferred(endpoint.connect, self._factory)
+        d = _connectAttempt(
+            self._reactor, address, self._factory, self._attemptTimeout, source
+        )
         self._pending.append(d)
         d.addCallbacks(
             self._connected,
@@ -342,21 +346,118 @@ def connectToFirst(
     return race.start()
 
 
-def _endpoint(
-    reactor: Any, address: Address, timeout: float | None, source: str | None
-) -> IStreamClientEndpoint:
+class _Attempt(ClientFactory):
     """
-    The endpoint of one attempt: C{address}, from C{source} when given,
-    with no timer of its own when C{timeout} is C{None} (the reactor's
-    C{connectTCP} starts none then).
+    One connection attempt, made with the reactor's C{connectTCP} (what a
+    TCP client endpoint does), minus the endpoint's wrapper protocol: that
+    wrapper stays between the transport and the protocol for the life of
+    the connection (one more call per chunk received) and copies the
+    protocol's interface declarations when it is built.  Here the
+    transport is given the real protocol as it connects, and the attempt's
+    Deferred fires once that protocol's C{connectionMade} has run, as an
+    endpoint's does.
+
+    @ivar deferred: Fires with the protocol once connected, or fails with
+        the reason the attempt failed (L{ConnectingCancelledError} when it
+        is cancelled).
     """
-    host, port = address.host, address.port
+
+    noisy = False
+
+    def __init__(self, factory: Factory, address: Address) -> None:
+        self._factory = factory
+        self._address = address
+        self._protocol: IProtocol | None = None
+        self.connector: IConnector | None = None
+        self.deferred: Deferred[IProtocol] = Deferred(self._cancel)
+
+    def buildProtocol(self, addr: IAddress) -> _Handover | None:  # type: ignore[override]
+        protocol = self._factory.buildProtocol(addr)
+        if protocol is None:
+            # Another attempt of the race won in the same instant.
+            if not self.deferred.called:
+                self.deferred.errback(NoProtocol())
+            return None
+        self._protocol = protocol
+        return _Handover(self)
+
+    def connected(self, transport: ITransport) -> None:
+        """
+        The connection is made: it belongs to the protocol from now on.
+        """
+        protocol = self._protocol
+        assert protocol is not None
+        cast(Any, transport).protocol = protocol
+        protocol.makeConnection(transport)
+        if not self.deferred.called:
+            self.deferred.callback(protocol)
+
+    def clientConnectionFailed(self, connector: IConnector, reason: Failure) -> None:
+        if not self.deferred.called:
+            self.deferred.errback(reason)
+
+    def _cancel(self, deferred: Deferred[IProtocol]) -> None:
+        deferred.errback(ConnectingCancelledError(self._address))
+        if self.connector is not None:
+            self.connector.stopConnecting()
+
+
+@implementer(ILoggingContext)
+class _Handover:
+    """
+    What the transport of an L{_Attempt} is built with: it hands the
+    transport to the real protocol as soon as it is connected, and a real
+    transport never calls it again.  Anything else asked of it (by a test
+    that drives the protocol C{buildProtocol} returned, on a memory
+    reactor) is the protocol's.
+    """
+
+    __slots__ = ("_attempt",)
+
+    def __init__(self, attempt: _Attempt) -> None:
+        self._attempt = attempt
+
+    def makeConnection(self, transport: ITransport) -> None:
+        self._attempt.connected(transport)
+
+    def logPrefix(self) -> str:
+        """
+        The protocol's log prefix, which the transport keeps for its log
+        lines.
+        """
+        protocol = self._attempt._protocol
+        if ILoggingContext.providedBy(protocol):
+            return str(cast(ILoggingContext, protocol).logPrefix())
+        return type(protocol).__name__
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._attempt._protocol, name)
+
+
+def _connectAttempt(
+    reactor: Any,
+    address: Address,
+    factory: Factory,
+    timeout: float | None,
+    source: str | None,
+) -> Deferred[IProtocol]:
+    """
+    Start one attempt: connect the protocol C{factory} builds to
+    C{address}, from C{source} when given, with no timer of its own when
+    C{timeout} is C{None} (the reactor's C{connectTCP} starts none then).
+
+    @return: L{_Attempt.deferred}.
+    """
+    attempt = _Attempt(factory, address)
     bind = None if source is None else (source, 0)
-    # Twisted's annotation says float, but connectTCP takes None: no timer.
-    seconds = cast(float, timeout)
-    if isinstance(address, IPv6Address):
-        return TCP6ClientEndpoint(reactor, host, port, seconds, bind)
-    return TCP4ClientEndpoint(reactor, host, port, seconds, bind)
+    try:
+        attempt.connector = reactor.connectTCP(
+            address.host, address.port, attempt, timeout, bind
+        )
+    except Exception:
+        if not attempt.deferred.called:
+            attempt.deferred.errback()
+    return attempt.deferred
 
 
 def _connectOne(
@@ -372,8 +473,8 @@ def _connectOne(
     attempt, with the same results as a race of one, without the race.
     """
     source = outgoing.sourceFor(address)
-    attempt = _endpoint(reactor, address, attemptTimeout, source).connect(
-        _OnceFactory(protocol)
+    attempt = _connectAttempt(
+        reactor, address, _OnceFactory(protocol), attemptTimeout, source
     )
 
     def cancel(result: Deferred[IProtocol]) -> None:

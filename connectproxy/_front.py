@@ -314,8 +314,11 @@ class ConnectProxyProtocol(_FrontRequests, Protocol):
 
     def handOver(self, response: bytes) -> tuple[bytes, bool]:
         """
-        Write C{response} (a CONNECT's C{200}), stop the deadline, and
-        pause the client (a relay resumes it once it is ready).
+        Write C{response} (a CONNECT's C{200}) and stop the deadline.  The
+        caller starts a relay in the same call, before the reactor reads
+        anything more from the client: the client is not paused (only an
+        early-data overflow has paused it), since pausing and resuming
+        would cost two C{epoll_ctl} calls for nothing.
 
         @return: The early data, and whether the client sent its FIN.
         """
@@ -323,8 +326,6 @@ class ConnectProxyProtocol(_FrontRequests, Protocol):
         # iteration later: the client waits for it to start talking.
         writerFor(self._transport)(response)
         self._cancelTimer()
-        if not self._early.paused and not self._clientFinished:
-            self._transport.pauseProducing()
         return self._early.take(), self._clientFinished
 
     def requestFailed(self, failure: Failure) -> None:

@@ -138,8 +138,9 @@ class _Front(_RelayEnd, Protocol):
 
     def handOver(self, response: bytes) -> tuple[bytes, bool]:
         """
-        End the front's part: write C{response}, stop the deadline and
-        pause the client.
+        End the front's part: write C{response} and stop the deadline.  The
+        client is not paused: the caller hands it to a relay in the same
+        call.
 
         @return: The early data (what the client sent after its head), and
             whether the client has sent its FIN.

@@ -151,8 +151,10 @@ class _RelayEnd(Protocol):
 class _RelayFactory(Protocol):
     """
     Builds the relay of one tunnel, and installs its receivers on both
-    ends.  It is called once the upstream is connected, the C{200} written
-    and the client paused; the relay starts when L{_Relay.start} is called.
+    ends.  It is called once the upstream is connected and the C{200}
+    written, and L{_Relay.start} follows in the same call: the client may
+    still be reading (paused only when its early data filled the buffer),
+    and a relay that must not read through the transport pauses it itself.
     """
 
     def __call__(

@@ -334,7 +334,8 @@ def spliceRelay(
     plain TCP connections (see L{spliceable
     <connectproxy._relaychoice.spliceable>}).
 
-    @param client: The client's side; its transport is paused.
+    @param client: The client's side (the relay pauses its transport
+        when it takes the socket over).
     @param upstream: The upstream's side, connected.
     @param clock: Where the relay's times come from.
     @param settings: Unused: the deadlines are kept by the sweeper.

@@ -25,6 +25,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ._pipes import Pipe, PipePool
+from ._writethrough import loseConnectionNow
 
 if TYPE_CHECKING:
     from ._splice import SpliceRelay
@@ -357,7 +358,9 @@ class _Side:
             # own half-close.
             self.transport.connectionLost(Failure(ConnectionDone()))
         else:
-            self.transport.loseConnection()
+            # Nothing waits in the transport (the relay took the socket over
+            # once it was empty): closed in this call.
+            loseConnectionNow(self.transport)
 
     # What the protocol hands over (its receivers).
 

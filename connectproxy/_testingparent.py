@@ -240,6 +240,9 @@ class FakeParentProxy:
         connection = ParentConnection(protocol, transport)
         self.connections.append(connection)
         protocol.makeConnection(transport)
+        # An attempt may give the transport its real protocol as it
+        # connects (the direct connections do, with no wrapper between).
+        connection.protocol = getattr(transport, "protocol", None) or protocol
         return connection
 
     def acceptFrom(

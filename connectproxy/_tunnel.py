@@ -45,7 +45,7 @@ from zope.interface import implementer
 from ._deprecation import DEPRECATED_IN
 from ._relay import TunnelStats, _Relay, _RelayEnd
 from ._resets import ResetWhenFlushed
-from ._writethrough import writerFor
+from ._writethrough import loseConnectionNow, writerFor
 
 if TYPE_CHECKING:
     from ._settings import ProxySettings
@@ -324,10 +324,12 @@ class TransportRelay:
             set.
         """
         self._beginClosing(reason)
+        # Closed in this call when nothing waits to be written (plain TCP):
+        # the lost side's report may come back here before it returns.
         if not self._clientLost:
-            self._client.loseConnection()
+            loseConnectionNow(self._client)
         if not self._upstreamLost:
-            self._upstream.loseConnection()
+            loseConnectionNow(self._upstream)
 
     def reset(self, reason: str) -> None:
         """
@@ -406,7 +408,8 @@ def transportRelay(
     both ends: a L{_RelayFactory} for any pair of transports (plain TCP,
     TLS, PROXY-protocol wrappers, UNIX sockets).
 
-    @param client: The client's side; its transport is paused.
+    @param client: The client's side (paused only by an early-data
+        overflow; L{TransportRelay.start} resumes it).
     @param upstream: The upstream's side, connected.
     @param clock: Where the relay's times come from.
     @param settings: Unused: the transport relay has no tunables (its

@@ -1,6 +1,8 @@
 # -*- test-case-name: tests.test_writethrough -*-
 """
-Write-through for the relay: a chunk for a plain TCP connection whose send
+Write-through and close-through for the relay.
+
+Write-through: a chunk for a plain TCP connection whose send
 buffer is empty goes to its socket at once, in the call that received it,
 instead of waiting in Twisted's buffer for the next turn of the reactor.
 
@@ -15,6 +17,12 @@ sending at once is exactly what the reactor would do next; when it is not
 chunk, or what is left of it, goes through C{write} as before, behind the
 bytes already waiting, with Twisted's flow control (the producer paused
 when the buffer fills) unchanged.
+
+Close-through (L{loseConnectionNow}) is the same for the end of a
+connection: Twisted's C{loseConnection} waits for the next writability
+event even when nothing is buffered, then sends zero bytes before it
+closes (one more reactor iteration, two C{epoll_ctl} calls and an empty
+C{send}); with nothing buffered, closing at once is what it would do.
 """
 
 from __future__ import annotations
@@ -23,8 +31,10 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import tcp
+from twisted.internet.main import CONNECTION_DONE
+from twisted.python.failure import Failure
 
-__all__ = ["writerFor"]
+__all__ = ["loseConnectionNow", "writerFor"]
 
 #: The attributes of Twisted's TCP transports that the write-through reads;
 #: a transport without them (another Twisted version) is written to as
@@ -39,6 +49,21 @@ _STATE = (
     "writeSomeData",
 )
 
+#: What the close-through reads besides L{_STATE}.
+_CLOSE_STATE = (*_STATE, "producer", "stopReading", "stopWriting")
+
+
+def _plainTCP(transport: Any, state: tuple[str, ...]) -> bool:
+    """
+    Whether C{transport} is a plain TCP connection (not TLS, not wrapped)
+    of a Twisted version with the attributes in C{state}.
+    """
+    return (
+        isinstance(transport, tcp.Connection)
+        and not getattr(transport, "TLS", True)
+        and all(hasattr(transport, name) for name in state)
+    )
+
 
 def writerFor(transport: Any) -> Callable[[bytes], None]:
     """
@@ -49,11 +74,7 @@ def writerFor(transport: Any) -> Callable[[bytes], None]:
     @param transport: Where the chunks go.
     @return: A function of one chunk (C{bytes}).
     """
-    if (
-        not isinstance(transport, tcp.Connection)
-        or getattr(transport, "TLS", True)
-        or not all(hasattr(transport, name) for name in _STATE)
-    ):
+    if not _plainTCP(transport, _STATE):
         return transport.write  # type: ignore[no-any-return]
     write = transport.write
     send = transport.writeSomeData
@@ -78,3 +99,32 @@ def writerFor(transport: Any) -> Callable[[bytes], None]:
         write(data)
 
     return writeThrough
+
+
+def loseConnectionNow(transport: Any) -> None:
+    """
+    Close C{transport} gracefully: a plain TCP connection with nothing
+    waiting to be written and no producer is closed in this call (its
+    protocol's C{connectionLost} is called, with L{ConnectionDone
+    <twisted.internet.error.ConnectionDone>}, before this returns);
+    anything else (bytes still buffered, a producer, TLS, a wrapped
+    transport, a connection already closing) through its own
+    C{loseConnection}, which sends what is buffered first.
+
+    @param transport: The connection to close.
+    """
+    t = transport
+    if (
+        _plainTCP(t, _CLOSE_STATE)
+        and not t.dataBuffer
+        and not t._tempDataLen
+        and t.connected
+        and not t.disconnecting
+        and not t._aborting
+        and t.producer is None
+    ):
+        t.stopReading()
+        t.stopWriting()
+        t.connectionLost(Failure(CONNECTION_DONE))
+        return
+    t.loseConnection()

@@ -184,6 +184,33 @@ def test_singleAddressConnects() -> None:
     assert race.outcome == [race.protocol]
 
 
+def test_transportGivenTheProtocolItself() -> None:
+    """
+    The connection is given the protocol itself, with no wrapper between
+    them (one call less per chunk received), and the Deferred fires after
+    the protocol's C{connectionMade}; the transport's log prefix is the
+    protocol's.
+    """
+    seen: list[str] = []
+
+    class Recording(Protocol):
+        def connectionMade(self) -> None:
+            seen.append("connectionMade")
+
+    reactor = MemoryReactorClock()
+    protocol = Recording()
+    d = connectToFirst(reactor, [v4("192.0.2.1")], protocol, TARGET)
+    d.addCallback(lambda p: seen.append("fired"))
+    host, port, factory, _, _ = reactor.tcpClients[0]
+    handover: Any = factory.buildProtocol(IPv4Address("TCP", host, port))
+    assert handover.logPrefix() == "Recording"
+    transport: Any = StringTransport()
+    handover.makeConnection(transport)
+    assert transport.protocol is protocol
+    assert protocol.transport is transport
+    assert seen == ["connectionMade", "fired"]
+
+
 def test_singleAddressFails() -> None:
     """
     The failure of the only attempt is the failure, a bind error on the

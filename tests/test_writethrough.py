@@ -13,10 +13,30 @@ from collections.abc import Iterator
 
 import pytest
 from twisted.internet import tcp
+from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactor, StringTransport
+from twisted.python.failure import Failure
 
-from connectproxy._writethrough import writerFor
+from connectproxy._writethrough import loseConnectionNow, writerFor
+
+
+class _LossRecorder(Protocol):
+    """
+    Records why its connection was lost.
+    """
+
+    lost: Failure | None = None
+    closing = False
+
+    def loseConnection(self) -> None:
+        """
+        What a TLS connection closes through.
+        """
+        self.closing = True
+
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        self.lost = reason
 
 
 @pytest.fixture
@@ -29,7 +49,7 @@ def pair() -> Iterator[tuple[tcp.Connection, socket.socket, MemoryReactor]]:
     ours.setblocking(False)
     theirs.settimeout(5)
     reactor = MemoryReactor()
-    connection = tcp.Connection(ours, Protocol(), reactor)
+    connection = tcp.Connection(ours, _LossRecorder(), reactor)
     connection.connected = True
     yield connection, theirs, reactor
     ours.close()
@@ -163,3 +183,86 @@ def test_lostConnectionBuffered(
     write(b"x" * 100000)
     write(b"more")
     assert reactor.getWriters() == [connection]
+
+
+def test_emptyBufferClosesAtOnce(
+    pair: tuple[tcp.Connection, socket.socket, MemoryReactor],
+) -> None:
+    """
+    With nothing waiting to be written, the connection is closed in the
+    call: the protocol is told (a clean close), the peer reads the end of
+    the stream, and the reactor watches nothing.
+    """
+    connection, theirs, reactor = pair
+    protocol = connection.protocol
+    assert isinstance(protocol, _LossRecorder)
+    reactor.addReader(connection)
+    writerFor(connection)(b"last words")
+    loseConnectionNow(connection)
+    assert protocol.lost is not None and protocol.lost.check(ConnectionDone)
+    assert _received(theirs, 10) == b"last words"
+    assert theirs.recv(10) == b""
+    assert reactor.getReaders() == [] and reactor.getWriters() == []
+
+
+def test_bufferedBytesSentBeforeClosing(
+    pair: tuple[tcp.Connection, socket.socket, MemoryReactor],
+) -> None:
+    """
+    With bytes waiting, the connection closes as C{loseConnection} does:
+    once they are written.
+    """
+    connection, theirs, reactor = pair
+    connection.write(b"waiting")
+    loseConnectionNow(connection)
+    assert connection.disconnecting
+    assert isinstance(connection.protocol, _LossRecorder)
+    assert connection.protocol.lost is None
+    assert reactor.getWriters() == [connection]
+    connection.doWrite()
+    assert _received(theirs, 7) == b"waiting"
+
+
+def test_producerClosesAsUsual(
+    pair: tuple[tcp.Connection, socket.socket, MemoryReactor],
+) -> None:
+    """
+    A connection with a producer is closed through C{loseConnection}, which
+    waits for the producer as it always does.
+    """
+    connection, _, reactor = pair
+    connection.registerProducer(_Producer(), True)
+    loseConnectionNow(connection)
+    assert connection.disconnecting
+    assert reactor.getWriters() == [connection]
+
+
+@pytest.mark.parametrize("state", ["disconnecting", "_aborting"])
+def test_closingClosesAsUsual(
+    pair: tuple[tcp.Connection, socket.socket, MemoryReactor], state: str
+) -> None:
+    """
+    A connection already closing or aborting is left to finish as it was.
+    """
+    connection, _, _ = pair
+    setattr(connection, state, True)
+    loseConnectionNow(connection)
+    assert isinstance(connection.protocol, _LossRecorder)
+    assert connection.protocol.lost is None
+
+
+def test_otherTransportsCloseAsUsual(
+    pair: tuple[tcp.Connection, socket.socket, MemoryReactor],
+) -> None:
+    """
+    Any other transport, and TLS over TCP, is closed with its own
+    C{loseConnection}.
+    """
+    transport = StringTransport()
+    loseConnectionNow(transport)
+    assert transport.disconnecting
+    connection, _, _ = pair
+    connection.TLS = True
+    loseConnectionNow(connection)
+    assert isinstance(connection.protocol, _LossRecorder)
+    assert connection.protocol.closing and connection.protocol.lost is None

@@ -45,7 +45,7 @@ from zope.interface import implementer
 from ._deprecation import DEPRECATED_IN
 from ._relay import TunnelStats, _Relay, _RelayEnd
 from ._resets import ResetWhenFlushed
-from ._writethrough import loseConnectionNow, writerFor
+from ._writethrough import loseConnectionNow, loseWriteConnectionNow, writerFor
 
 if TYPE_CHECKING:
     from ._settings import ProxySettings
@@ -280,7 +280,7 @@ class TransportRelay:
         if receiverDone or not self.halfClose(receiver):
             self.close(self._finReason)
             return
-        receiver.loseWriteConnection()  # type: ignore[attr-defined]
+        loseWriteConnectionNow(receiver)
         # From now on the (shorter) half-close deadline applies, counted from
         # this FIN.  (A second FIN always closes the tunnel above.)
         self.stats.halfClosedAt = self._clock.seconds()

@@ -23,6 +23,9 @@ connection: Twisted's C{loseConnection} waits for the next writability
 event even when nothing is buffered, then sends zero bytes before it
 closes (one more reactor iteration, two C{epoll_ctl} calls and an empty
 C{send}); with nothing buffered, closing at once is what it would do.
+Its C{loseWriteConnection} (a half-close: the FIN of RFC 9293 section
+3.6 with the other direction still open) waits the same way, and
+L{loseWriteConnectionNow} sends the FIN at once instead.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from twisted.internet import tcp
 from twisted.internet.main import CONNECTION_DONE
 from twisted.python.failure import Failure
 
-__all__ = ["loseConnectionNow", "writerFor"]
+__all__ = ["loseConnectionNow", "loseWriteConnectionNow", "writerFor"]
 
 #: The attributes of Twisted's TCP transports that the write-through reads;
 #: a transport without them (another Twisted version) is written to as
@@ -51,6 +54,9 @@ _STATE = (
 
 #: What the close-through reads besides L{_STATE}.
 _CLOSE_STATE = (*_STATE, "producer", "stopReading", "stopWriting")
+
+#: What the half-close-through reads and sets besides L{_CLOSE_STATE}.
+_HALF_CLOSE_STATE = (*_CLOSE_STATE, "_writeDisconnected", "_closeWriteConnection")
 
 
 def _plainTCP(transport: Any, state: tuple[str, ...]) -> bool:
@@ -128,3 +134,33 @@ def loseConnectionNow(transport: Any) -> None:
         t.connectionLost(Failure(CONNECTION_DONE))
         return
     t.loseConnection()
+
+
+def loseWriteConnectionNow(transport: Any) -> None:
+    """
+    Half-close C{transport} (send a FIN, keep reading): in this call for a
+    plain TCP connection with nothing waiting to be written and no producer
+    (its protocol's C{writeConnectionLost} is called before this returns,
+    as Twisted does after its own half-close); anything else through its
+    own C{loseWriteConnection}, which sends what is buffered first.
+
+    @param transport: The connection to half-close (its protocol supports
+        half-close).
+    """
+    t = transport
+    if (
+        _plainTCP(t, _HALF_CLOSE_STATE)
+        and not t.dataBuffer
+        and not t._tempDataLen
+        and t.connected
+        and not t.disconnecting
+        and not t._writeDisconnecting
+        and not t._aborting
+        and t.producer is None
+    ):
+        # What Twisted's doWrite does once the buffer is empty.
+        t._writeDisconnecting = True
+        t._writeDisconnected = True
+        t._closeWriteConnection()
+        return
+    t.loseWriteConnection()

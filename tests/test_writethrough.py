@@ -14,13 +14,20 @@ from collections.abc import Iterator
 import pytest
 from twisted.internet import tcp
 from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
-from connectproxy._writethrough import loseConnectionNow, writerFor
+from connectproxy._writethrough import (
+    loseConnectionNow,
+    loseWriteConnectionNow,
+    writerFor,
+)
 
 
+@implementer(IHalfCloseableProtocol)
 class _LossRecorder(Protocol):
     """
     Records why its connection was lost.
@@ -28,6 +35,17 @@ class _LossRecorder(Protocol):
 
     lost: Failure | None = None
     closing = False
+    writeLost = 0
+
+    def readConnectionLost(self) -> None:
+        pass
+
+    def writeConnectionLost(self) -> None:
+        """
+        Counts the half-closes Twisted reports (a protocol that supports
+        half-close).
+        """
+        self.writeLost += 1
 
     def loseConnection(self) -> None:
         """
@@ -266,3 +284,76 @@ def test_otherTransportsCloseAsUsual(
     loseConnectionNow(connection)
     assert isinstance(connection.protocol, _LossRecorder)
     assert connection.protocol.closing and connection.protocol.lost is None
+
+
+def test_emptyBufferHalfClosesAtOnce(
+    pair: tuple[tcp.Connection, socket.socket, MemoryReactor],
+) -> None:
+    """
+    With nothing waiting, the FIN goes out in the call: the peer reads the
+    end of the stream, the connection still reads, the protocol is told
+    once, and a close that follows is at once too.
+    """
+    connection, theirs, reactor = pair
+    protocol = connection.protocol
+    assert isinstance(protocol, _LossRecorder)
+    reactor.addReader(connection)
+    writerFor(connection)(b"bye")
+    loseWriteConnectionNow(connection)
+    assert _received(theirs, 3) == b"bye"
+    assert theirs.recv(10) == b""
+    assert protocol.writeLost == 1
+    assert reactor.getReaders() == [connection]
+    assert reactor.getWriters() == []
+    theirs.sendall(b"still open")
+    assert connection.socket.recv(10) == b"still open"
+    loseConnectionNow(connection)
+    assert protocol.lost is not None and protocol.lost.check(ConnectionDone)
+    assert protocol.writeLost == 1
+
+
+def test_bufferedBytesSentBeforeHalfClosing(
+    pair: tuple[tcp.Connection, socket.socket, MemoryReactor],
+) -> None:
+    """
+    With bytes waiting, the half-close waits for them, as
+    C{loseWriteConnection} does.
+    """
+    connection, theirs, reactor = pair
+    connection.write(b"waiting")
+    loseWriteConnectionNow(connection)
+    assert connection._writeDisconnecting and not connection._writeDisconnected
+    assert reactor.getWriters() == [connection]
+    connection.doWrite()
+    assert _received(theirs, 7) == b"waiting"
+    assert theirs.recv(10) == b""
+
+
+@pytest.mark.parametrize("state", ["disconnecting", "_writeDisconnecting", "_aborting"])
+def test_closingHalfClosesAsUsual(
+    pair: tuple[tcp.Connection, socket.socket, MemoryReactor], state: str
+) -> None:
+    """
+    A connection closing, half-closing or aborting is left as it was: no
+    second FIN, no second report.
+    """
+    connection, _, _ = pair
+    setattr(connection, state, True)
+    loseWriteConnectionNow(connection)
+    assert not connection._writeDisconnected
+    assert isinstance(connection.protocol, _LossRecorder)
+    assert connection.protocol.writeLost == 0
+
+
+def test_otherTransportsHalfCloseAsUsual() -> None:
+    """
+    Any other transport is half-closed with its own C{loseWriteConnection}.
+    """
+    closed: list[bool] = []
+
+    class HalfCloseable(StringTransport):
+        def loseWriteConnection(self) -> None:
+            closed.append(True)
+
+    loseWriteConnectionNow(HalfCloseable())
+    assert closed == [True]

@@ -39,36 +39,42 @@ from twisted.python.failure import Failure
 
 __all__ = ["loseConnectionNow", "loseWriteConnectionNow", "writerFor"]
 
-#: The attributes of Twisted's TCP transports that the write-through reads;
-#: a transport without them (another Twisted version) is written to as
-#: usual.
+#: The attributes of Twisted's TCP transports that the write-, close- and
+#: half-close-through read and set (defined on the class, or set by its
+#: constructor); a transport without them (another Twisted version) is
+#: written to and closed as usual.
 _STATE = (
     "dataBuffer",
     "_tempDataLen",
     "connected",
     "disconnecting",
     "_writeDisconnecting",
+    "_writeDisconnected",
     "_aborting",
+    "producer",
     "writeSomeData",
+    "stopReading",
+    "stopWriting",
+    "_closeWriteConnection",
 )
 
-#: What the close-through reads besides L{_STATE}.
-_CLOSE_STATE = (*_STATE, "producer", "stopReading", "stopWriting")
-
-#: What the half-close-through reads and sets besides L{_CLOSE_STATE}.
-_HALF_CLOSE_STATE = (*_CLOSE_STATE, "_writeDisconnected", "_closeWriteConnection")
+#: Whether the transports of each class seen have the attributes of
+#: L{_STATE}: looked at on the first connection of the class only.
+_knownClasses: dict[type, bool] = {}
 
 
-def _plainTCP(transport: Any, state: tuple[str, ...]) -> bool:
+def _plainTCP(transport: Any) -> bool:
     """
     Whether C{transport} is a plain TCP connection (not TLS, not wrapped)
-    of a Twisted version with the attributes in C{state}.
+    of a Twisted version with the attributes of L{_STATE}.
     """
-    return (
-        isinstance(transport, tcp.Connection)
-        and not getattr(transport, "TLS", True)
-        and all(hasattr(transport, name) for name in state)
-    )
+    cls = type(transport)
+    known = _knownClasses.get(cls)
+    if known is None:
+        known = _knownClasses[cls] = issubclass(cls, tcp.Connection) and all(
+            hasattr(transport, name) for name in _STATE
+        )
+    return known and not getattr(transport, "TLS", True)
 
 
 def writerFor(transport: Any) -> Callable[[bytes], None]:
@@ -80,7 +86,7 @@ def writerFor(transport: Any) -> Callable[[bytes], None]:
     @param transport: Where the chunks go.
     @return: A function of one chunk (C{bytes}).
     """
-    if not _plainTCP(transport, _STATE):
+    if not _plainTCP(transport):
         return transport.write  # type: ignore[no-any-return]
     write = transport.write
     send = transport.writeSomeData
@@ -121,7 +127,7 @@ def loseConnectionNow(transport: Any) -> None:
     """
     t = transport
     if (
-        _plainTCP(t, _CLOSE_STATE)
+        _plainTCP(t)
         and not t.dataBuffer
         and not t._tempDataLen
         and t.connected
@@ -149,7 +155,7 @@ def loseWriteConnectionNow(transport: Any) -> None:
     """
     t = transport
     if (
-        _plainTCP(t, _HALF_CLOSE_STATE)
+        _plainTCP(t)
         and not t.dataBuffer
         and not t._tempDataLen
         and t.connected

@@ -52,7 +52,7 @@ from twisted.python.failure import Failure
 from ._pipes import PIPES, PipePool
 from ._relay import TunnelStats, _Relay, _RelayEnd
 from ._resets import ResetWhenFlushed
-from ._spliceside import LOST, OWNED, RETURNED, WAITING, _Side
+from ._spliceside import LOST, OWNED, RETURNED, WAITING, _Side, adoptReading
 
 if TYPE_CHECKING:
     from ._settings import ProxySettings
@@ -126,6 +126,9 @@ class SpliceRelay:
             self.upstream.pending = earlyData
         if clientFinished:
             self.sideFinished(self.client)
+        elif not earlyData and adoptReading((self.client, self.upstream)):
+            # Both sockets are the relay's, both read: nothing else to do.
+            return
         owned = [side for side in (self.client, self.upstream) if side.takeOver()]
         for side in owned:
             self.sideOwned(side)

@@ -228,7 +228,7 @@ def usersFile(htpasswdTool: str) -> Iterator[Path]:
 
 
 @pytest.fixture(scope="module")
-def authProxy(usersFile: Path) -> Iterator[ProxyProcess]:
+def authProxy(usersFile: Path, workerArgs: tuple[str, ...]) -> Iterator[ProxyProcess]:
     """
     A proxy that requires a password from the users file, reaches loopback
     origins, counts no failed logins (the limiter has its own tests) and
@@ -238,6 +238,7 @@ def authProxy(usersFile: Path) -> Iterator[ProxyProcess]:
         *("--auth", f"htpasswd:{usersFile}", "--auth-realm", REALM),
         *("--auth-max-failures", "0", "--auth-max-failed-users", "0"),
         *("--max-request-line", "16384"),
+        workerArgs=workerArgs,
     )
 
 

@@ -73,7 +73,10 @@ class Scraper:
     """
 
     def __init__(self, proxy: ProxyProcess, session: requests.Session) -> None:
-        event = proxy.waitForNamed("metrics_listening")
+        # With --workers, the supervisor's (each worker's is private).
+        event = proxy.waitForEvent(
+            lambda e: e.get("event") == "metrics_listening" and "worker" not in e
+        )
         assert event["address"] == f"127.0.0.1:{event['port']}"
         self.url = f"http://127.0.0.1:{event['port']}"
         self.session = session

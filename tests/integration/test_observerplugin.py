@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from tests.integration._modes import withWorkers
 from tests.integration._processes import (
     REPO_ROOT,
     ChildProcess,
@@ -74,7 +75,10 @@ def test_helpObserversListsPlugin(tmp_path: Path) -> None:
 
 
 def test_pluginObservesProxy(
-    tmp_path: Path, origin: OriginFactory, processes: list[ChildProcess[Any]]
+    tmp_path: Path,
+    origin: OriginFactory,
+    processes: list[ChildProcess[Any]],
+    workerArgs: tuple[str, ...],
 ) -> None:
     """
     With C{--observer accesslog --observer counting:it}, the plugin's
@@ -83,7 +87,8 @@ def test_pluginObservesProxy(
     with the proxy.
     """
     echo = origin("echo")
-    argv = proxyCommand(["--observer", "accesslog", "--observer", "counting:it"])
+    observers = ["--observer", "accesslog", "--observer", "counting:it"]
+    argv = proxyCommand(withWorkers(workerArgs, observers))
     proxy = ProxyProcess(argv, env=pluginEnvironment(tmp_path), cwd=tmp_path)
     processes.append(proxy)
     proxy.waitForNamed("counting_started", label="it")

@@ -399,6 +399,53 @@ class ProxyProcess(ChildProcess[Event]):
             f"a {name!r} event with {fields!r}",
         )
 
+    def waitForEach(
+        self, predicate: Callable[[Event], bool], timeout: float = 10.0
+    ) -> list[Event]:
+        """
+        Wait until the process that serves clients, or with C{--workers}
+        every worker, has logged an event (old or new) that satisfies
+        C{predicate}: what each process does on a signal (a reload, a
+        drain), say.
+
+        @param predicate: Says whether an event is the one.
+        @param timeout: Seconds to wait at most.
+        @return: The first such event of each process (by worker number).
+        """
+        if not self.workers:
+            return [self.waitForEvent(predicate, timeout)]
+        wanted = range(1, self.workers + 1)
+
+        def firstOfEach() -> dict[int, Event]:
+            found: dict[int, Event] = {}
+            for e in self.events:
+                if predicate(e):
+                    found.setdefault(int(e.get("worker", 0)), e)
+            return found
+
+        self.output.waitFor(
+            lambda e: all(worker in firstOfEach() for worker in wanted),
+            timeout,
+            "an awaited event from every worker",
+        )
+        found = firstOfEach()
+        return [found[worker] for worker in wanted]
+
+    def waitForDraining(self, timeout: float = 10.0) -> list[Event]:
+        """
+        Wait until the proxy, told to stop, no longer accepts: it logged
+        C{shutdown_draining}; with C{--workers}, every worker did, or
+        exited (one with nothing open exits at once).
+
+        @param timeout: Seconds to wait at most.
+        @return: The C{shutdown_draining} events.
+        """
+        if not self.workers:
+            return [self.waitForNamed("shutdown_draining", timeout)]
+        ended = ("shutdown_draining", "worker_exited")
+        each = self.waitForEach(lambda e: e.get("event") in ended, timeout)
+        return [e for e in each if e["event"] == "shutdown_draining"]
+
     def stop(self) -> int:
         """
         Stop the proxy, and fail if it logged an unhandled error or, with
@@ -458,17 +505,21 @@ def proxyCommand(
     return argv + list(extraArgs)
 
 
-def residentBytes(pid: int) -> int:
+def residentBytes(*pids: int) -> int:
     """
-    Read a process's resident set size.
+    Read the resident set size of processes (a proxy's L{servingPids
+    <ProxyProcess.servingPids>}, say), added up.
 
-    @param pid: The process.
-    @return: C{VmRSS} in bytes.
+    @param pids: The processes.
+    @return: Their C{VmRSS} in bytes, added up.
     """
-    status = Path(f"/proc/{pid}/status").read_text()
-    match = re.search(r"^VmRSS:\s+(\d+) kB$", status, re.MULTILINE)
-    assert match is not None, status
-    return int(match.group(1)) * 1024
+    total = 0
+    for pid in pids:
+        status = Path(f"/proc/{pid}/status").read_text()
+        match = re.search(r"^VmRSS:\s+(\d+) kB$", status, re.MULTILINE)
+        assert match is not None, status
+        total += int(match.group(1)) * 1024
+    return total
 
 
 def waitForExit(pid: int, timeout: float) -> bool:

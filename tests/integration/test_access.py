@@ -21,7 +21,7 @@ from types import TracebackType
 import pytest
 
 from connectproxy.testing import connectHead
-from tests.integration._modes import withWorkers
+from tests.integration._modes import onlyOneProcess, withWorkers
 from tests.integration._output import Event
 from tests.integration._processes import (
     LISTEN_ANY_PORT,
@@ -564,6 +564,10 @@ def test_hostListPolicy(
 # Connection limits.
 
 
+@onlyOneProcess(
+    "counts --max-connections, which is per worker "
+    "(docs/operating.md, Limits are per worker)"
+)
 def test_maxConnections(proxy: ProxyFactory, echoOrigin: OriginProcess) -> None:
     """
     With C{--max-connections 2}, a third connection gets 503 and is closed;
@@ -592,6 +596,10 @@ def test_maxConnections(proxy: ProxyFactory, echoOrigin: OriginProcess) -> None:
             fourth.echo(b"room again, next to the idle one")
 
 
+@onlyOneProcess(
+    "counts --max-connections-per-client, which is per worker "
+    "(docs/operating.md, Limits are per worker)"
+)
 def test_maxConnectionsPerClient(
     proxy: ProxyFactory, echoOrigin: OriginProcess
 ) -> None:

@@ -261,7 +261,7 @@ def test_healthzWhileDraining(
     sock, _ = openTunnel(p.port, echo.port)
     with sock:
         p.process.send_signal(signal.SIGTERM)
-        p.waitForNamed("shutdown_draining")
+        p.waitForDraining()
         health = scraper.get("/healthz")
         assert (health.status_code, health.text) == (503, "draining\n")
         assert scraper.metrics()[("connectproxy_tunnels_active", ())] == 1

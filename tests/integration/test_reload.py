@@ -107,11 +107,12 @@ def reload(running: ProxyProcess, outcome: str = "reloaded") -> Event:
     names = ("reloaded", "reload_failed")
     before = [e for e in running.events if e.get("event") in names]
     os.kill(running.pid, signal.SIGHUP)
-    event = running.waitForEvent(
+    # With --workers, once every worker has said.
+    events = running.waitForEach(
         lambda e: e.get("event") in names and not any(e is b for b in before)
     )
-    assert event["event"] == outcome, event
-    return event
+    assert all(e["event"] == outcome for e in events), events
+    return events[0]
 
 
 def roundTrip(sock: socket.socket, payload: bytes) -> None:

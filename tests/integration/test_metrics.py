@@ -22,6 +22,7 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from connectproxy import __version__
+from tests.integration._modes import withWorkers
 from tests.integration._processes import (
     REPO_ROOT,
     OriginFactory,
@@ -216,17 +217,18 @@ def test_openMetricsAndProcess(proxy: ProxyFactory, session: requests.Session) -
     )
 
 
-def test_metricsPortInUse(scratchDir: Any) -> None:
+def test_metricsPortInUse(scratchDir: Any, workerArgs: tuple[str, ...]) -> None:
     """
-    A metrics port already in use stops the proxy with status 1 and one
-    line naming C{--metrics}, without a traceback.
+    A metrics port already in use stops the proxy (with C{--workers}, the
+    supervisor, which serves the metrics) with status 1 and one line naming
+    C{--metrics}, without a traceback.
     """
     with socket.socket() as holder:
         holder.bind((LOCAL, 0))
         holder.listen()
         busy = holder.getsockname()[1]
         description = f"tcp:{busy}:interface=127.0.0.1"
-        argv = proxyCommand(["--metrics", description])
+        argv = proxyCommand(withWorkers(workerArgs, ["--metrics", description]))
         argv[argv.index("json")] = "text"
         result = subprocess.run(
             argv,

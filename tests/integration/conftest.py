@@ -44,28 +44,32 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """
     Run every test that starts a proxy with the C{proxy} or C{strictProxy}
     fixture, or asks for C{workerArgs}, once in each of L{PROCESS_MODES},
-    unless it is marked L{onlyOneProcess
-    <tests.integration._modes.onlyOneProcess>} (the ids follow the relay's:
-    C{test_x[splice-workers2]}).
+    or only in the first (C{one}) when it is marked L{onlyOneProcess
+    <tests.integration._modes.onlyOneProcess>}; the ids follow the relay's:
+    C{test_x[splice-workers2]}.
     """
     if "processMode" not in metafunc.fixturenames:
         return
+    modes = list(PROCESS_MODES)
     marker = metafunc.definition.get_closest_marker(ONE_PROCESS)
     if marker is not None:
         if not (marker.args and str(marker.args[0]).strip()):
             raise pytest.UsageError(f"{metafunc.definition.nodeid}: say why")
-        return
-    metafunc.parametrize("processMode", list(PROCESS_MODES), scope="module")
+        # Parametrized all the same, with the one mode only: a module's
+        # shared proxies (module-scoped, built from workerArgs) are then
+        # rebuilt when the mode changes, as for the other tests.
+        modes = ["one"]
+    metafunc.parametrize("processMode", modes, scope="module")
 
 
 @pytest.fixture(scope="module")
 def processMode() -> str:
     """
     The process mode (a key of L{PROCESS_MODES}) of the proxies a test
-    starts: C{one}, for a test marked L{onlyOneProcess
-    <tests.integration._modes.onlyOneProcess>}; every other test that asks
-    for it runs in each mode.  Module-scoped, so that a module's shared
-    proxies run in both modes too.
+    starts: every test that asks for it is parametrized with the modes it
+    runs in (L{pytest_generate_tests}), and this default is not used.
+    Module-scoped, so that a module's shared proxies run in both modes
+    too.
     """
     return "one"
 

@@ -645,6 +645,10 @@ def test_retryIdempotent(forwarder: ProxyProcess, httpOrigin: OriginProcess) -> 
     assert peer != pooled
 
 
+@onlyOneProcess(
+    "the POST must land on the worker that pooled the dropped connection:"
+    " the pool is per worker (docs/operating.md, Limits are per worker)"
+)
 def test_noRetryWithBody(forwarder: ProxyProcess, httpOrigin: OriginProcess) -> None:
     """
     When the origin closes a pooled connection as a C{POST} arrives on it,

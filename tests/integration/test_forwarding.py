@@ -557,6 +557,11 @@ def test_curlKeepAlive(forwarder: ProxyProcess, httpOrigin: OriginProcess) -> No
     assert first["client"] == second["client"]
 
 
+@onlyOneProcess(
+    "the second client connection reuses the first one's upstream connection"
+    " only if it lands on the same worker: the pool is per worker"
+    " (docs/operating.md, Limits are per worker)"
+)
 def test_upstreamPooled(forwarder: ProxyProcess, httpOrigin: OriginProcess) -> None:
     """
     Two requests from two client connections, one after the other, reach

@@ -149,6 +149,8 @@ class _Workers(Protocol):
 
     def readyWorkers(self) -> list[tuple[int, int]]: ...
 
+    def servingWorkers(self) -> list[tuple[int, int]]: ...
+
     def workerPids(self) -> dict[int, int]: ...
 
     def metricsSocket(self, worker: int) -> str | None: ...
@@ -217,13 +219,14 @@ class WorkerMetrics:
 
     def collect(self) -> Deferred[list[Metric]]:
         """
-        Scrape every worker that listens and add it all up.
+        Scrape every worker that serves (listens, or drains its tunnels)
+        and add it all up.
 
         @return: Fires with the metric families.
         """
         self._retire()
         scrapes = []
-        for worker, pid in self._workers.readyWorkers():
+        for worker, pid in self._workers.servingWorkers():
             path = self._workers.metricsSocket(worker)
             if path is None:
                 continue

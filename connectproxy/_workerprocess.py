@@ -146,6 +146,8 @@ class WorkerSlot:
     @ivar pid: The process's ID.
     @ivar startedAt: When the process started, on the reactor's clock.
     @ivar ready: Whether it says it listens.
+    @ivar serving: Whether its process has said it listens: it serves
+        clients (and its metrics) until it exits, draining included.
     @ivar failures: Failures in a row (see L{RestartPolicy}).
     @ivar restart: The start waiting for its delay.
     @ivar pending: Signals to pass on once it is ready (it would not
@@ -159,6 +161,7 @@ class WorkerSlot:
     pid: int | None = None
     startedAt: float = 0.0
     ready: bool = False
+    serving: bool = False
     failures: int = 0
     restart: IDelayedCall | None = None
     pending: list[int] = field(default_factory=list)

@@ -148,6 +148,15 @@ class Supervisor(Service):
         """
         return [(s.number, s.pid) for s in self._slots if s.ready and s.pid]
 
+    def servingWorkers(self) -> list[tuple[int, int]]:
+        """
+        The workers whose process has listened and has not exited: those
+        listening and those draining their tunnels.
+
+        @return: The number and process ID of each.
+        """
+        return [(s.number, s.pid) for s in self._slots if s.serving and s.pid]
+
     def workerPids(self) -> dict[int, int]:
         """
         The process of each worker that has one now, ready or not.
@@ -209,7 +218,7 @@ class Supervisor(Service):
         launch = self._command.launch(slot.number, self.ports, metrics)
         protocol = WorkerProtocol(self, slot.number, launch)
         slot.protocol = protocol
-        slot.ready = slot.reloading = slot.reloadFailed = False
+        slot.ready = slot.serving = slot.reloading = slot.reloadFailed = False
         slot.startedAt = self._reactor.seconds()
         try:
             spawn = self._spawn or self._reactor.spawnProcess
@@ -261,7 +270,7 @@ class Supervisor(Service):
         if assignments.get("READY") != "1":
             return
         if not slot.ready:
-            slot.ready = True
+            slot.ready = slot.serving = True
             self._workerReady(slot)
         elif slot.reloading:
             slot.reloading = False
@@ -309,7 +318,7 @@ class Supervisor(Service):
         if slot.protocol is not protocol:
             return
         pid, slot.protocol, slot.pid = slot.pid, None, None
-        slot.ready = False
+        slot.ready = slot.serving = False
         slot.pending = []
         how = describeExit(reason)
         if self._stopping:

@@ -133,6 +133,7 @@ class FakeWorkers:
     ready: list[tuple[int, int]] = field(default_factory=list)
     restarts: int = 0
     draining: bool = False
+    stopping: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def isListening(self) -> bool:
@@ -141,8 +142,11 @@ class FakeWorkers:
     def readyWorkers(self) -> list[tuple[int, int]]:
         return list(self.ready)
 
+    def servingWorkers(self) -> list[tuple[int, int]]:
+        return sorted(self.ready + self.stopping)
+
     def workerPids(self) -> dict[int, int]:
-        return dict(self.ready)
+        return dict(self.servingWorkers())
 
     def metricsSocket(self, worker: int) -> str | None:
         return f"/private/m{worker}"
@@ -219,6 +223,21 @@ def found_version(found: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -
         dict(labels)["version"] for name, labels in found if name == "connectproxy_info"
     ]
     return version
+
+
+def test_drainingWorkersScraped() -> None:
+    """
+    A worker that drains (it no longer listens) is still read: its open
+    tunnels are still counted, though it no longer counts as a worker
+    listening.
+    """
+    metrics, workers, fetcher, _ = setup()
+    workers.ready, workers.stopping = [(2, 102)], [(1, 101)]
+    fetcher.texts = {1: workerText(3, 1), 2: workerText(4, 2)}
+    found = collected(metrics)
+    assert fetcher.paths == ["/private/m1", "/private/m2"]
+    assert found[("connectproxy_tunnels_active", ())] == 3
+    assert found[("connectproxy_workers", ())] == 1
 
 
 def test_deadWorkerCountersKept() -> None:

@@ -287,6 +287,30 @@ def test_stoppingWorkerNotReady() -> None:
     assert setup.supervisor.readyWorkers() == []
 
 
+def test_drainingWorkerStillServes() -> None:
+    """
+    A worker that says it is stopping (it drains its tunnels) still serves
+    until its process exits; one started again serves once it listens.
+    """
+    setup = makeSupervisor(2)
+    first = setup.spawner.last(1)
+    first.ready()
+    setup.spawner.last(2).ready()
+    pid = setup.supervisor.workerPids()[1]
+    first.notify("STOPPING=1")
+    assert setup.supervisor.servingWorkers() == [
+        (1, pid),
+        (2, setup.supervisor.workerPids()[2]),
+    ]
+    first.end(sig=9)
+    assert [n for n, _ in setup.supervisor.servingWorkers()] == [2]
+    setup.reactor.advance(60)
+    assert setup.spawner.last(1) is not first
+    assert [n for n, _ in setup.supervisor.servingWorkers()] == [2]
+    setup.spawner.last(1).ready()
+    assert [n for n, _ in setup.supervisor.servingWorkers()] == [1, 2]
+
+
 def test_notificationsSplitAcrossReads() -> None:
     """
     A notification that arrives in pieces counts once it is whole.

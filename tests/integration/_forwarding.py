@@ -107,17 +107,22 @@ def originLines(origin: OriginProcess, kind: str) -> list[list[str]]:
     ]
 
 
-def peakResidentBytes(pid: int) -> int:
+def peakResidentBytes(*pids: int) -> int:
     """
-    Read the largest resident set size a process has had so far.
+    Read the largest resident set size processes (a proxy's
+    L{servingPids <tests.integration._processes.ProxyProcess.servingPids>},
+    say) have had so far, added up.
 
-    @param pid: The process.
-    @return: C{VmHWM} in bytes.
+    @param pids: The processes.
+    @return: Their C{VmHWM} in bytes, added up.
     """
-    status = Path(f"/proc/{pid}/status").read_text()
-    match = re.search(r"^VmHWM:\s+(\d+) kB$", status, re.MULTILINE)
-    assert match is not None, status
-    return int(match.group(1)) * 1024
+    total = 0
+    for pid in pids:
+        status = Path(f"/proc/{pid}/status").read_text()
+        match = re.search(r"^VmHWM:\s+(\d+) kB$", status, re.MULTILINE)
+        assert match is not None, status
+        total += int(match.group(1)) * 1024
+    return total
 
 
 def forwardedEvents(proxy: ProxyProcess) -> list[dict[str, object]]:

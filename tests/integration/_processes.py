@@ -70,6 +70,13 @@ How long a process may take to exit after C{SIGTERM} before it is killed.
 """
 
 
+WORKERS_TIMEOUT = 30.0
+"""
+How long a proxy may take to listen; with C{--workers}, its supervisor and
+every worker.
+"""
+
+
 def cleanEnvironment(**extra: str) -> dict[str, str]:
     """
     Make an environment for a child process that no proxy setting, pip
@@ -244,7 +251,10 @@ class ProxyProcess(ChildProcess[Event]):
     @ivar host: The address of its first listener (C{127.0.0.1}, C{::1}),
         or C{None} when that is not a TCP listener.
     @ivar port: The first port it listens on.
-    @ivar listening: Every C{listening} event, one per listener.
+    @ivar listening: Every C{listening} event, one per listener (with
+        C{--workers}, those of worker 1).
+    @ivar workers: How many workers it runs (C{--workers}), or 0 when it
+        serves clients itself.
     @ivar allowFailures: Set by a test that expects unhandled errors in the
         log; otherwise L{stop} fails on them.
     @cvar collectorType: Makes the collector of its JSON log; a subclass can
@@ -281,23 +291,74 @@ class ProxyProcess(ChildProcess[Event]):
         )
         self.allowFailures = False
         self.listening: list[Event] = []
+        self.workers = 0
         try:
-            for _ in range(listeners):
-                self.listening.append(
-                    self.output.waitFor(
-                        lambda e: (
-                            e.get("event") == "listening" and e not in self.listening
-                        ),
-                        20,
-                        "the proxy's 'listening' event",
-                    )
-                )
+            self._waitUntilListening(listeners)
         except BaseException:
             ChildProcess.stop(self)
             raise
         host = self.listening[0].get("host")
         self.host = host if isinstance(host, str) else None
         self.port = int(self.listening[0]["port"])
+
+    def _waitUntilListening(self, listeners: int) -> None:
+        """
+        Wait until the proxy listens: one C{listening} event per listener
+        from one process; with C{--workers}, until the supervisor says every
+        worker listens (C{workers_ready}) and each worker's C{listening}
+        events are in the log (they come through another pipe, so may come
+        later), keeping the first worker's in L{listening}.
+
+        @param listeners: How many listeners the proxy has.
+        """
+        first = self.output.waitFor(
+            lambda e: e.get("event") in ("listening", "workers_starting"),
+            WORKERS_TIMEOUT,
+            "the proxy's 'listening' or 'workers_starting' event",
+        )
+        if first.get("event") == "workers_starting":
+            self.workers = int(first["workers"])
+            self.waitForNamed("workers_ready", WORKERS_TIMEOUT)
+            self.output.waitFor(
+                lambda e: all(
+                    len(self._listeningOf(worker)) >= listeners
+                    for worker in range(1, self.workers + 1)
+                ),
+                WORKERS_TIMEOUT,
+                f"{listeners} 'listening' events from each worker",
+            )
+            self.listening = self._listeningOf(1)[:listeners]
+            return
+        for _ in range(listeners):
+            self.listening.append(
+                self.output.waitFor(
+                    lambda e: e.get("event") == "listening" and e not in self.listening,
+                    20,
+                    "the proxy's 'listening' event",
+                )
+            )
+
+    def _listeningOf(self, worker: int) -> list[Event]:
+        return [
+            e
+            for e in self.events
+            if e.get("event") == "listening" and e.get("worker") == worker
+        ]
+
+    @property
+    def servingPids(self) -> list[int]:
+        """
+        The processes that serve clients: the proxy's own, or with
+        C{--workers} those of its workers (as last started).
+        """
+        if not self.workers:
+            return [self.pid]
+        started = {
+            e["worker"]: int(e["worker_pid"])
+            for e in self.events
+            if e.get("event") == "worker_started"
+        }
+        return [started[number] for number in sorted(started)]
 
     @property
     def events(self) -> list[Event]:
@@ -338,13 +399,66 @@ class ProxyProcess(ChildProcess[Event]):
             f"a {name!r} event with {fields!r}",
         )
 
+    def waitForEach(
+        self, predicate: Callable[[Event], bool], timeout: float = 10.0
+    ) -> list[Event]:
+        """
+        Wait until the process that serves clients, or with C{--workers}
+        every worker, has logged an event (old or new) that satisfies
+        C{predicate}: what each process does on a signal (a reload, a
+        drain), say.
+
+        @param predicate: Says whether an event is the one.
+        @param timeout: Seconds to wait at most.
+        @return: The first such event of each process (by worker number).
+        """
+        if not self.workers:
+            return [self.waitForEvent(predicate, timeout)]
+        wanted = range(1, self.workers + 1)
+
+        def firstOfEach() -> dict[int, Event]:
+            found: dict[int, Event] = {}
+            for e in self.events:
+                if predicate(e):
+                    found.setdefault(int(e.get("worker", 0)), e)
+            return found
+
+        self.output.waitFor(
+            lambda e: all(worker in firstOfEach() for worker in wanted),
+            timeout,
+            "an awaited event from every worker",
+        )
+        found = firstOfEach()
+        return [found[worker] for worker in wanted]
+
+    def waitForDraining(self, timeout: float = 10.0) -> list[Event]:
+        """
+        Wait until the proxy, told to stop, no longer accepts: it logged
+        C{shutdown_draining}; with C{--workers}, every worker did, or
+        exited (one with nothing open exits at once).
+
+        @param timeout: Seconds to wait at most.
+        @return: The C{shutdown_draining} events.
+        """
+        if not self.workers:
+            return [self.waitForNamed("shutdown_draining", timeout)]
+        ended = ("shutdown_draining", "worker_exited")
+        each = self.waitForEach(lambda e: e.get("event") in ended, timeout)
+        return [e for e in each if e["event"] == "shutdown_draining"]
+
     def stop(self) -> int:
         """
-        Stop the proxy, and fail if it logged an unhandled error.
+        Stop the proxy, and fail if it logged an unhandled error or, with
+        C{--workers}, if a worker outlived it (it is then killed).
 
         @return: Its exit status.
         """
+        workers = self.servingPids if self.workers else []
         status = super().stop()
+        outlived = [pid for pid in workers if not waitForExit(pid, STOP_TIMEOUT)]
+        for pid in outlived:
+            os.kill(pid, signal.SIGKILL)
+        assert not outlived, f"workers {outlived} outlived the supervisor"
         failures = [e for e in self.events if isUnexpectedFailure(e)]
         if failures and not self.allowFailures:
             self.allowFailures = True  # Report them once.
@@ -391,17 +505,21 @@ def proxyCommand(
     return argv + list(extraArgs)
 
 
-def residentBytes(pid: int) -> int:
+def residentBytes(*pids: int) -> int:
     """
-    Read a process's resident set size.
+    Read the resident set size of processes (a proxy's L{servingPids
+    <ProxyProcess.servingPids>}, say), added up.
 
-    @param pid: The process.
-    @return: C{VmRSS} in bytes.
+    @param pids: The processes.
+    @return: Their C{VmRSS} in bytes, added up.
     """
-    status = Path(f"/proc/{pid}/status").read_text()
-    match = re.search(r"^VmRSS:\s+(\d+) kB$", status, re.MULTILINE)
-    assert match is not None, status
-    return int(match.group(1)) * 1024
+    total = 0
+    for pid in pids:
+        status = Path(f"/proc/{pid}/status").read_text()
+        match = re.search(r"^VmRSS:\s+(\d+) kB$", status, re.MULTILINE)
+        assert match is not None, status
+        total += int(match.group(1)) * 1024
+    return total
 
 
 def waitForExit(pid: int, timeout: float) -> bool:

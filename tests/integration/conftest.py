@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from tests.integration._modes import ONE_PROCESS, PROCESS_MODES, withWorkers
 from tests.integration._pki import TLSFiles, makeTLSFiles
 from tests.integration._processes import (
     LISTEN_ANY_PORT,
@@ -28,6 +29,59 @@ from tests.integration._processes import (
     stopAll,
 )
 from tests.integration._sockets import IPV4, LOCAL, Loopback
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"{ONE_PROCESS}(reason): run a proxy test in one process only, not also"
+        " with --workers 2 (see tests/integration/_modes.py)",
+    )
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """
+    Run every test that starts a proxy with the C{proxy} or C{strictProxy}
+    fixture, or asks for C{workerArgs}, once in each of L{PROCESS_MODES},
+    or only in the first (C{one}) when it is marked L{onlyOneProcess
+    <tests.integration._modes.onlyOneProcess>}; the ids follow the relay's:
+    C{test_x[splice-workers2]}.
+    """
+    if "processMode" not in metafunc.fixturenames:
+        return
+    modes = list(PROCESS_MODES)
+    marker = metafunc.definition.get_closest_marker(ONE_PROCESS)
+    if marker is not None:
+        if not (marker.args and str(marker.args[0]).strip()):
+            raise pytest.UsageError(f"{metafunc.definition.nodeid}: say why")
+        # Parametrized all the same, with the one mode only: a module's
+        # shared proxies (module-scoped, built from workerArgs) are then
+        # rebuilt when the mode changes, as for the other tests.
+        modes = ["one"]
+    metafunc.parametrize("processMode", modes, scope="module")
+
+
+@pytest.fixture(scope="module")
+def processMode() -> str:
+    """
+    The process mode (a key of L{PROCESS_MODES}) of the proxies a test
+    starts: every test that asks for it is parametrized with the modes it
+    runs in (L{pytest_generate_tests}), and this default is not used.
+    Module-scoped, so that a module's shared proxies run in both modes
+    too.
+    """
+    return "one"
+
+
+@pytest.fixture(scope="module")
+def workerArgs(processMode: str) -> tuple[str, ...]:
+    """
+    The options of the test's process mode, for a test that builds the
+    proxy's command line itself (pass them to L{withWorkers
+    <tests.integration._modes.withWorkers>}).
+    """
+    return PROCESS_MODES[processMode]
 
 
 @pytest.fixture(scope="session")
@@ -97,14 +151,17 @@ def relay(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def proxy(request: pytest.FixtureRequest) -> Iterator[ProxyFactory]:
+def proxy(
+    request: pytest.FixtureRequest, workerArgs: tuple[str, ...]
+) -> Iterator[ProxyFactory]:
     """
     Start proxies from the source tree: C{proxy("--idle-timeout", "5")}
     listens on a free port of 127.0.0.1 with those extra options;
     C{listen=[...]} replaces the listeners; C{loopbackOrigins=False} keeps
     the default destination rules.  Stopping one fails the test if it
     logged an unhandled error.  In a test that uses the C{relay} fixture,
-    each runs with that C{--relay}.
+    each runs with that C{--relay}; each runs in the test's process mode
+    (C{workerArgs}), unless the test passes C{--workers} itself.
     """
     started: list[ProxyProcess] = []
     relayArgs: tuple[str, ...] = ()
@@ -118,7 +175,11 @@ def proxy(request: pytest.FixtureRequest) -> Iterator[ProxyFactory]:
     ) -> ProxyProcess:
         listen = list(listen)
         process = ProxyProcess(
-            proxyCommand((*relayArgs, *extraArgs), listen, loopbackOrigins),
+            proxyCommand(
+                withWorkers(workerArgs, (*relayArgs, *extraArgs)),
+                listen,
+                loopbackOrigins,
+            ),
             listeners=len(listen),
         )
         started.append(process)
@@ -140,14 +201,19 @@ def processes() -> Iterator[list[ChildProcess[Any]]]:
 
 
 @pytest.fixture
-def strictProxy(processes: list[ChildProcess[Any]]) -> ProxyFactory:
+def strictProxy(
+    processes: list[ChildProcess[Any]], workerArgs: tuple[str, ...]
+) -> ProxyFactory:
     """
     Start proxies with the default destination rules (no loopback, port 443
-    only) plus the options given.
+    only) plus the options given, in the test's process mode.
     """
 
     def start(*extraArgs: str) -> ProxyProcess:
-        started = ProxyProcess(proxyCommand(extraArgs, loopbackOrigins=False))
+        command = proxyCommand(
+            withWorkers(workerArgs, extraArgs), loopbackOrigins=False
+        )
+        started = ProxyProcess(command)
         processes.append(started)
         return started
 

@@ -21,6 +21,7 @@ from types import TracebackType
 import pytest
 
 from connectproxy.testing import connectHead
+from tests.integration._modes import onlyOneProcess, withWorkers
 from tests.integration._output import Event
 from tests.integration._processes import (
     LISTEN_ANY_PORT,
@@ -187,7 +188,10 @@ def tunnel(port: int, head: bytes, source: str = LOCAL) -> Client:
 
 
 def startProxies(
-    *extraArgs: str, loopbackOrigins: bool = True, listen: Sequence[str] = ()
+    *extraArgs: str,
+    loopbackOrigins: bool = True,
+    listen: Sequence[str] = (),
+    workerArgs: Sequence[str] = (),
 ) -> Iterator[ProxyProcess]:
     """
     Run one proxy for a fixture broader than a test, and stop it after.
@@ -195,10 +199,12 @@ def startProxies(
     @param extraArgs: Options after the listeners.
     @param loopbackOrigins: Whether to allow loopback targets on any port.
     @param listen: The listeners; one on a free port of 127.0.0.1 if empty.
+    @param workerArgs: The options of the process mode (the C{workerArgs}
+        fixture).
     """
     listeners = list(listen) or [LISTEN_ANY_PORT]
     started = ProxyProcess(
-        proxyCommand(extraArgs, listeners, loopbackOrigins),
+        proxyCommand(withWorkers(workerArgs, extraArgs), listeners, loopbackOrigins),
         listeners=len(listeners),
     )
     try:
@@ -284,11 +290,13 @@ def loopbackSentinels() -> Iterator[tuple[Sentinel, Sentinel]]:
 
 
 @pytest.fixture(scope="module")
-def defaultDenyProxy() -> Iterator[ProxyProcess]:
+def defaultDenyProxy(workerArgs: tuple[str, ...]) -> Iterator[ProxyProcess]:
     """
     A proxy with the default destination networks, on every port.
     """
-    yield from startProxies("--allow-port", "1-65535", loopbackOrigins=False)
+    yield from startProxies(
+        "--allow-port", "1-65535", loopbackOrigins=False, workerArgs=workerArgs
+    )
 
 
 @pytest.mark.parametrize(
@@ -556,6 +564,10 @@ def test_hostListPolicy(
 # Connection limits.
 
 
+@onlyOneProcess(
+    "counts --max-connections, which is per worker "
+    "(docs/operating.md, Limits are per worker)"
+)
 def test_maxConnections(proxy: ProxyFactory, echoOrigin: OriginProcess) -> None:
     """
     With C{--max-connections 2}, a third connection gets 503 and is closed;
@@ -584,6 +596,10 @@ def test_maxConnections(proxy: ProxyFactory, echoOrigin: OriginProcess) -> None:
             fourth.echo(b"room again, next to the idle one")
 
 
+@onlyOneProcess(
+    "counts --max-connections-per-client, which is per worker "
+    "(docs/operating.md, Limits are per worker)"
+)
 def test_maxConnectionsPerClient(
     proxy: ProxyFactory, echoOrigin: OriginProcess
 ) -> None:

@@ -24,6 +24,7 @@ import pytest
 import requests
 
 from connectproxy.testing import connectHead
+from tests.integration._modes import onlyOneProcess
 from tests.integration._pki import TLSFiles
 from tests.integration._processes import (
     OriginProcess,
@@ -160,6 +161,10 @@ def test_twoProxyAuthorizationFields(
     assert body == "400 Bad Request: more than one Proxy-Authorization header field\n"
 
 
+@onlyOneProcess(
+    "counts failed logins (--auth-max-failed-users), which are per "
+    "worker (docs/operating.md, Limits are per worker)"
+)
 def test_sprayingBlocksTheAddress(
     proxy: ProxyFactory, echoOrigin: OriginProcess
 ) -> None:
@@ -228,7 +233,7 @@ def usersFile(htpasswdTool: str) -> Iterator[Path]:
 
 
 @pytest.fixture(scope="module")
-def authProxy(usersFile: Path) -> Iterator[ProxyProcess]:
+def authProxy(usersFile: Path, workerArgs: tuple[str, ...]) -> Iterator[ProxyProcess]:
     """
     A proxy that requires a password from the users file, reaches loopback
     origins, counts no failed logins (the limiter has its own tests) and
@@ -238,6 +243,7 @@ def authProxy(usersFile: Path) -> Iterator[ProxyProcess]:
         *("--auth", f"htpasswd:{usersFile}", "--auth-realm", REALM),
         *("--auth-max-failures", "0", "--auth-max-failed-users", "0"),
         *("--max-request-line", "16384"),
+        workerArgs=workerArgs,
     )
 
 
@@ -481,6 +487,10 @@ def test_malformedCredentials(
         client.echo(b"still healthy")
 
 
+@onlyOneProcess(
+    "counts failed logins (--auth-max-failures), which are per "
+    "worker (docs/operating.md, Limits are per worker)"
+)
 def test_failedLoginsBlockClient(
     proxy: ProxyFactory, usersFile: Path, echoOrigin: OriginProcess
 ) -> None:
@@ -526,6 +536,10 @@ def test_failedLoginsBlockClient(
         client.echo(b"another user behind the same address is not blocked")
 
 
+@onlyOneProcess(
+    "counts failed logins (--auth-max-failures), which are per "
+    "worker (docs/operating.md, Limits are per worker)"
+)
 def test_successDoesNotForgiveGuessing(
     proxy: ProxyFactory, usersFile: Path, echoOrigin: OriginProcess
 ) -> None:

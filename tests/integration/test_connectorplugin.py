@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tests.integration._modes import withWorkers
 from tests.integration._processes import (
     REPO_ROOT,
     ChildProcess,
@@ -72,7 +73,10 @@ def test_helpUpstreamsListsPlugin(tmp_path: Path) -> None:
 
 
 def test_pluginCarriesTunnels(
-    tmp_path: Path, origin: OriginFactory, processes: list[ChildProcess[Any]]
+    tmp_path: Path,
+    origin: OriginFactory,
+    processes: list[ChildProcess[Any]],
+    workerArgs: tuple[str, ...],
 ) -> None:
     """
     With C{--upstream pinned:HOST:PORT}, a CONNECT to a name that does not
@@ -80,7 +84,9 @@ def test_pluginCarriesTunnels(
     where the tunnel went.
     """
     echo = origin("echo")
-    argv = proxyCommand(["--upstream", f"pinned:{LOCAL}:{echo.port}"])
+    argv = proxyCommand(
+        withWorkers(workerArgs, ["--upstream", f"pinned:{LOCAL}:{echo.port}"])
+    )
     proxy = ProxyProcess(argv, env=pluginEnvironment(tmp_path), cwd=tmp_path)
     processes.append(proxy)
     sock, rest = openTunnel(proxy.port, 443, host="nowhere.invalid")
@@ -94,7 +100,10 @@ def test_pluginCarriesTunnels(
 
 
 def test_pluginVettingRefuses(
-    tmp_path: Path, origin: OriginFactory, processes: list[ChildProcess[Any]]
+    tmp_path: Path,
+    origin: OriginFactory,
+    processes: list[ChildProcess[Any]],
+    workerArgs: tuple[str, ...],
 ) -> None:
     """
     Without C{--allow-network} for loopback, the plugin's own use of
@@ -102,7 +111,8 @@ def test_pluginVettingRefuses(
     """
     echo = origin("echo")
     argv = proxyCommand(
-        ["--upstream", f"pinned:{LOCAL}:{echo.port}"], loopbackOrigins=False
+        withWorkers(workerArgs, ["--upstream", f"pinned:{LOCAL}:{echo.port}"]),
+        loopbackOrigins=False,
     )
     proxy = ProxyProcess(argv, env=pluginEnvironment(tmp_path), cwd=tmp_path)
     processes.append(proxy)

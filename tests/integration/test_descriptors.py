@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 from connectproxy._pipes import PipePool
+from tests.integration._modes import onlyOneProcess, withWorkers
 from tests.integration._output import Event
 from tests.integration._processes import (
     LISTEN_ANY_PORT,
@@ -54,11 +55,14 @@ _WRAPPER = (
 )
 
 
-def limitedProxy(soft: int, hard: int, extraArgs: Sequence[str]) -> ProxyProcess:
+def limitedProxy(
+    soft: int, hard: int, extraArgs: Sequence[str], workerArgs: Sequence[str] = ()
+) -> ProxyProcess:
     """
-    Start a proxy whose descriptor limit is C{soft} (and C{hard}).
+    Start a proxy whose descriptor limit is C{soft} (and C{hard}), in the
+    process mode of C{workerArgs} (its workers inherit the limit).
     """
-    command = proxyCommand(extraArgs, [LISTEN_ANY_PORT])
+    command = proxyCommand(withWorkers(workerArgs, extraArgs), [LISTEN_ANY_PORT])
     return ProxyProcess(
         [sys.executable, "-c", _WRAPPER, str(soft), str(hard), *command]
     )
@@ -72,24 +76,29 @@ def cpuSeconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def openDescriptors(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
+def openDescriptors(*pids: int) -> int:
+    return sum(len(os.listdir(f"/proc/{pid}/fd")) for pid in pids)
 
 
-def test_raisesToHardLimit(processes: list[ChildProcess[Any]]) -> None:
+def test_raisesToHardLimit(
+    processes: list[ChildProcess[Any]], workerArgs: tuple[str, ...]
+) -> None:
     """
     Started with a soft limit of 64 under a hard limit of 4096, the proxy
-    raises it to 4096, logs it, and its default --max-connections follows
-    ((4096 - 64) / 2).
+    (with C{--workers}, each worker) raises it to 4096, logs it, and its
+    default --max-connections follows ((4096 - 64) / 2).
     """
-    running = limitedProxy(64, 4096, [])
+    running = limitedProxy(64, 4096, [], workerArgs)
     processes.append(running)
-    event = running.waitForNamed("descriptor_limit")
-    assert (event["limit"], event["before"], event["hard"]) == (4096, 64, 4096)
-    assert event["maxConnections"] == 2016
-    limits = Path(f"/proc/{running.pid}/limits").read_text()
-    [line] = [line for line in limits.splitlines() if line.startswith("Max open files")]
-    assert line.split()[3:5] == ["4096", "4096"]
+    for event in running.waitForEach(lambda e: e.get("event") == "descriptor_limit"):
+        assert (event["limit"], event["before"], event["hard"]) == (4096, 64, 4096)
+        assert event["maxConnections"] == 2016
+    for pid in running.servingPids:
+        limits = Path(f"/proc/{pid}/limits").read_text()
+        [line] = [
+            line for line in limits.splitlines() if line.startswith("Max open files")
+        ]
+        assert line.split()[3:5] == ["4096", "4096"]
 
 
 #: What each client of the flood sends: the start of a request head, so that
@@ -162,6 +171,11 @@ class Flood:
             sock.close()
 
 
+@onlyOneProcess(
+    "counts what one process with 64 descriptors refuses of 200 clients; each"
+    " worker has its own descriptor limit (docs/operating.md, Limits are per"
+    " worker)"
+)
 def test_floodAtDescriptorLimit(
     processes: list[ChildProcess[Any]], origin: OriginFactory
 ) -> None:
@@ -233,6 +247,15 @@ def closedAtLeast(running: ProxyProcess, count: int) -> bool:
     return len(closes) >= count
 
 
+def servedBy(running: ProxyProcess) -> set[int]:
+    """
+    The processes that logged a C{tunnel_close}: the proxy's own, or with
+    C{--workers} those of the workers.
+    """
+    closes = [e for e in running.events if e.get("event") == "tunnel_close"]
+    return {int(e.get("worker_pid", running.pid)) for e in closes}
+
+
 #: What the push origin sends through each tunnel that waits to be read.
 PUSHED = 2 << 20
 
@@ -252,8 +275,8 @@ def test_noDescriptorLeftAfterTunnels(
     push = origin("push", "--bytes", str(PUSHED))
     echo = origin("echo")
     running = proxy()
-    pid = running.pid
-    kept = 2 * PipePool().keep if relay == "splice" else 0
+    pids = running.servingPids
+    kept = 2 * PipePool().keep * len(pids) if relay == "splice" else 0
 
     def tunnelRound(waiting: int, echoes: int) -> None:
         opened = [openTunnel(running.port, push.port) for _ in range(waiting)]
@@ -268,10 +291,16 @@ def test_noDescriptorLeftAfterTunnels(
 
     # What the proxy makes once, at its first tunnels (the reactor's
     # waker for threads, say), is not a leak.
-    tunnelRound(1, 1)
-    waitForPath(partial(closedAtLeast, running, 2), 30, "2 tunnel_close")
-    before = openDescriptors(pid)
-    tunnels = 2
+    # With --workers, in each worker.
+    tunnels = 0
+    while tunnels < 2 or not set(pids) <= servedBy(running):
+        assert tunnels < 100, f"no tunnel reached some of the workers {pids}"
+        tunnelRound(1, 1)
+        tunnels += 2
+        waitForPath(
+            partial(closedAtLeast, running, tunnels), 30, f"{tunnels} tunnel_close"
+        )
+    before = openDescriptors(*pids)
     for _ in range(2):
         tunnelRound(8, 40)
         tunnels += 48
@@ -279,7 +308,7 @@ def test_noDescriptorLeftAfterTunnels(
             partial(closedAtLeast, running, tunnels), 30, f"{tunnels} tunnel_close"
         )
         waitForPath(
-            lambda: openDescriptors(pid) <= before + kept,
+            lambda: openDescriptors(*pids) <= before + kept,
             20,
             "the proxy to close the descriptors of the tunnels",
         )

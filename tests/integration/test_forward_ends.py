@@ -138,18 +138,19 @@ def test_cutShortResponseDelivered(
 
 def openSockets(process: ProxyProcess) -> int:
     """
-    How many sockets the proxy process has open.  Sockets only: the
-    reactor opens pipes of its own (its waker) once it runs, which may be
-    after the proxy says it listens.
+    How many sockets the proxy process (with C{--workers}, its workers)
+    has open.  Sockets only: the reactor opens pipes of its own (its
+    waker) once it runs, which may be after the proxy says it listens.
     """
-    directory = f"/proc/{process.pid}/fd"
     count = 0
-    for name in os.listdir(directory):
-        try:
-            target = os.readlink(f"{directory}/{name}")
-        except FileNotFoundError:
-            continue
-        count += target.startswith("socket:")
+    for pid in process.servingPids:
+        directory = f"/proc/{pid}/fd"
+        for name in os.listdir(directory):
+            try:
+                target = os.readlink(f"{directory}/{name}")
+            except FileNotFoundError:
+                continue
+            count += target.startswith("socket:")
     return count
 
 

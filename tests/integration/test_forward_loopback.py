@@ -17,6 +17,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
+from tests.integration._modes import onlyOneProcess
 from tests.integration._processes import ProxyFactory
 from tests.integration._sockets import LOCAL, dial, readExactly, readResponseHead
 
@@ -156,6 +157,11 @@ def tinyOrigin() -> Iterator[TinyOrigin]:
     origin.close()
 
 
+@onlyOneProcess(
+    "a second client connection reuses the first one's upstream "
+    "connection only on the same worker: the pool is per worker "
+    "(docs/operating.md, Limits are per worker)"
+)
 def test_poolReusesOneOriginConnection(
     proxy: ProxyFactory, tinyOrigin: TinyOrigin
 ) -> None:

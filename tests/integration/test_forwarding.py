@@ -35,6 +35,7 @@ from tests.integration._forwarding import (
     requestHead,
     startHTTPOrigin,
 )
+from tests.integration._modes import onlyOneProcess
 from tests.integration._processes import (
     ChildProcess,
     OriginFactory,
@@ -275,7 +276,7 @@ def test_curlPostLargeBody(
     """
     upload = tmp_path / "upload.bin"
     expected = randomFile(upload, BIG)
-    baseline = peakResidentBytes(forwarder.pid)
+    baseline = peakResidentBytes(*forwarder.servingPids)
     result = curl(
         forwarder.port,
         "-v",
@@ -290,7 +291,7 @@ def test_curlPostLargeBody(
     httpOrigin.waitForLine(rf"upload \d+ {BIG} {expected} length$")
     event = forwarder.waitForNamed(FORWARDED, method="POST", status=200)
     assert event["bytesUp"] >= BIG
-    peak = peakResidentBytes(forwarder.pid)
+    peak = peakResidentBytes(*forwarder.servingPids)
     assert peak < baseline + MEMORY_MARGIN, (baseline, peak)
 
 
@@ -331,7 +332,7 @@ def test_curlLargeDownload(
     the one curl wrote), and the proxy's memory grows by less than it.
     """
     download = tmp_path / "download.bin"
-    baseline = peakResidentBytes(forwarder.pid)
+    baseline = peakResidentBytes(*forwarder.servingPids)
     result = curl(
         forwarder.port, "-o", str(download), originURL(httpOrigin, f"/download/{BIG}")
     )
@@ -341,7 +342,7 @@ def test_curlLargeDownload(
     assert fileDigest(download) == sent.group(1)
     event = forwarder.waitForNamed(FORWARDED, method="GET", status=200)
     assert event["bytesDown"] >= BIG
-    peak = peakResidentBytes(forwarder.pid)
+    peak = peakResidentBytes(*forwarder.servingPids)
     assert peak < baseline + MEMORY_MARGIN, (baseline, peak)
 
 
@@ -370,14 +371,14 @@ def test_slowReaderDownload(forwarder: ProxyProcess, httpOrigin: OriginProcess) 
     32 MiB of what it was; when the client reads, in small pieces, all of
     it arrives, intact, and the memory stays bounded all along.
     """
-    baseline = residentBytes(forwarder.pid)
+    baseline = residentBytes(*forwarder.servingPids)
     authority = f"{LOCAL}:{httpOrigin.port}"
     target = f"http://{authority}/download/{FLOW_SIZE}"
     with RawClient(forwarder.port, timeout=30, buffers=65536) as client:
         client.send(requestHead("GET", target, authority))
         blocked = httpOrigin.waitForLine(r"blocked \d+ (\d+)$", timeout=30)
         assert int(blocked.group(1)) < MEMORY_MARGIN, blocked.group(0)
-        largest = residentBytes(forwarder.pid)
+        largest = residentBytes(*forwarder.servingPids)
         head = client.head()
         assert head.status == 200, head.raw
         digest = hashlib.sha256(client.buffer)
@@ -389,7 +390,7 @@ def test_slowReaderDownload(forwarder: ProxyProcess, httpOrigin: OriginProcess) 
             digest.update(chunk)
             received += len(chunk)
             if received >= nextSample:
-                largest = max(largest, residentBytes(forwarder.pid))
+                largest = max(largest, residentBytes(*forwarder.servingPids))
                 nextSample += SAMPLE_EVERY
     assert received == FLOW_SIZE
     sent = httpOrigin.waitForLine(rf"download \d+ {FLOW_SIZE} ([0-9a-f]{{64}})$")
@@ -437,7 +438,7 @@ def test_slowOriginUpload(forwarder: ProxyProcess, httpOrigin: OriginProcess) ->
     gets blocked after a small part of it and the proxy's memory stays
     bounded; once the origin reads, all of it arrives, intact.
     """
-    baseline = residentBytes(forwarder.pid)
+    baseline = residentBytes(*forwarder.servingPids)
     authority = f"{LOCAL}:{httpOrigin.port}"
     fields = [("Content-Length", str(FLOW_SIZE))]
     head = requestHead("POST", f"http://{authority}/hold", authority, fields)
@@ -449,7 +450,7 @@ def test_slowOriginUpload(forwarder: ProxyProcess, httpOrigin: OriginProcess) ->
         httpOrigin.waitForLine(r"holding \d+$")
         client.sock.setblocking(False)
         sent, pending = pushUntilBlocked(client.sock, blocks, digest)
-        largest = residentBytes(forwarder.pid)
+        largest = residentBytes(*forwarder.servingPids)
         with RawClient(httpOrigin.port) as release:
             release.send(requestHead("GET", "/release", authority))
             assert release.response().head.status == 200
@@ -462,7 +463,7 @@ def test_slowOriginUpload(forwarder: ProxyProcess, httpOrigin: OriginProcess) ->
             client.send(block)
             sent += len(block)
             if sent >= nextSample:
-                largest = max(largest, residentBytes(forwarder.pid))
+                largest = max(largest, residentBytes(*forwarder.servingPids))
                 nextSample += SAMPLE_EVERY
         answer = client.response()
     assert sent == FLOW_SIZE
@@ -556,6 +557,11 @@ def test_curlKeepAlive(forwarder: ProxyProcess, httpOrigin: OriginProcess) -> No
     assert first["client"] == second["client"]
 
 
+@onlyOneProcess(
+    "the second client connection reuses the first one's upstream connection"
+    " only if it lands on the same worker: the pool is per worker"
+    " (docs/operating.md, Limits are per worker)"
+)
 def test_upstreamPooled(forwarder: ProxyProcess, httpOrigin: OriginProcess) -> None:
     """
     Two requests from two client connections, one after the other, reach
@@ -622,6 +628,11 @@ def poolDroppingNext(proxy: ProxyProcess, origin: OriginProcess) -> str:
     return peer
 
 
+@onlyOneProcess(
+    "the retried request must land on the worker that pooled the "
+    "dropped connection: the pool is per worker (docs/operating.md, "
+    "Limits are per worker)"
+)
 def test_retryIdempotent(forwarder: ProxyProcess, httpOrigin: OriginProcess) -> None:
     """
     When the origin closes a pooled connection as a C{GET} arrives on it,
@@ -639,6 +650,10 @@ def test_retryIdempotent(forwarder: ProxyProcess, httpOrigin: OriginProcess) -> 
     assert peer != pooled
 
 
+@onlyOneProcess(
+    "the POST must land on the worker that pooled the dropped connection:"
+    " the pool is per worker (docs/operating.md, Limits are per worker)"
+)
 def test_noRetryWithBody(forwarder: ProxyProcess, httpOrigin: OriginProcess) -> None:
     """
     When the origin closes a pooled connection as a C{POST} arrives on it,

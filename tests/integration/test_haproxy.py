@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from tests.integration._modes import onlyOneProcess
 from tests.integration._output import LineCollector
 from tests.integration._processes import (
     ChildProcess,
@@ -179,6 +180,10 @@ def test_clientAddressFromHAProxy(
     assert event["client"] == f"127.0.0.5:{clientPort}"
 
 
+@onlyOneProcess(
+    "counts --max-connections-per-client, which is per worker "
+    "(docs/operating.md, Limits are per worker)"
+)
 def test_perClientLimitBehindHAProxy(
     proxy: ProxyFactory, haproxy: HAProxyFactory, echoOrigin: OriginProcess
 ) -> None:

@@ -70,7 +70,7 @@ def test_slowReaderKeepsProxyMemoryBounded(
     relay.
     """
     running = proxy()
-    baseline = residentBytes(running.pid)
+    baseline = residentBytes(*running.servingPids)
     pusher = origin("push", "--bytes", str(TOTAL))
     sock, received = slowClient(running.port, pusher.port)
     with sock:
@@ -79,7 +79,7 @@ def test_slowReaderKeepsProxyMemoryBounded(
             f"the origin sent all {TOTAL} bytes to a client that read none"
         )
         assert int(state.group(2)) < TOTAL // 8
-        blockedSize = residentBytes(running.pid)
+        blockedSize = residentBytes(*running.servingPids)
         assert blockedSize < baseline + MARGIN, (baseline, blockedSize)
         largest = blockedSize
         nextSample = received + SAMPLE_EVERY
@@ -89,7 +89,7 @@ def test_slowReaderKeepsProxyMemoryBounded(
                 break
             received += len(chunk)
             if received >= nextSample:
-                largest = max(largest, residentBytes(running.pid))
+                largest = max(largest, residentBytes(*running.servingPids))
                 nextSample += SAMPLE_EVERY
     assert received == TOTAL
     assert largest < baseline + MARGIN, (baseline, largest)

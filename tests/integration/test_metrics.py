@@ -22,6 +22,7 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from connectproxy import __version__
+from tests.integration._modes import withWorkers
 from tests.integration._processes import (
     REPO_ROOT,
     OriginFactory,
@@ -73,7 +74,10 @@ class Scraper:
     """
 
     def __init__(self, proxy: ProxyProcess, session: requests.Session) -> None:
-        event = proxy.waitForNamed("metrics_listening")
+        # With --workers, the supervisor's (each worker's is private).
+        event = proxy.waitForEvent(
+            lambda e: e.get("event") == "metrics_listening" and "worker" not in e
+        )
         assert event["address"] == f"127.0.0.1:{event['port']}"
         self.url = f"http://127.0.0.1:{event['port']}"
         self.session = session
@@ -213,17 +217,18 @@ def test_openMetricsAndProcess(proxy: ProxyFactory, session: requests.Session) -
     )
 
 
-def test_metricsPortInUse(scratchDir: Any) -> None:
+def test_metricsPortInUse(scratchDir: Any, workerArgs: tuple[str, ...]) -> None:
     """
-    A metrics port already in use stops the proxy with status 1 and one
-    line naming C{--metrics}, without a traceback.
+    A metrics port already in use stops the proxy (with C{--workers}, the
+    supervisor, which serves the metrics) with status 1 and one line naming
+    C{--metrics}, without a traceback.
     """
     with socket.socket() as holder:
         holder.bind((LOCAL, 0))
         holder.listen()
         busy = holder.getsockname()[1]
         description = f"tcp:{busy}:interface=127.0.0.1"
-        argv = proxyCommand(["--metrics", description])
+        argv = proxyCommand(withWorkers(workerArgs, ["--metrics", description]))
         argv[argv.index("json")] = "text"
         result = subprocess.run(
             argv,
@@ -258,7 +263,7 @@ def test_healthzWhileDraining(
     sock, _ = openTunnel(p.port, echo.port)
     with sock:
         p.process.send_signal(signal.SIGTERM)
-        p.waitForNamed("shutdown_draining")
+        p.waitForDraining()
         health = scraper.get("/healthz")
         assert (health.status_code, health.text) == (503, "draining\n")
         assert scraper.metrics()[("connectproxy_tunnels_active", ())] == 1

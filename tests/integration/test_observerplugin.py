@@ -13,12 +13,14 @@ import signal
 import subprocess
 import sys
 import textwrap
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.integration._modes import withWorkers
 from tests.integration._processes import (
     REPO_ROOT,
     ChildProcess,
@@ -74,7 +76,10 @@ def test_helpObserversListsPlugin(tmp_path: Path) -> None:
 
 
 def test_pluginObservesProxy(
-    tmp_path: Path, origin: OriginFactory, processes: list[ChildProcess[Any]]
+    tmp_path: Path,
+    origin: OriginFactory,
+    processes: list[ChildProcess[Any]],
+    workerArgs: tuple[str, ...],
 ) -> None:
     """
     With C{--observer accesslog --observer counting:it}, the plugin's
@@ -83,7 +88,8 @@ def test_pluginObservesProxy(
     with the proxy.
     """
     echo = origin("echo")
-    argv = proxyCommand(["--observer", "accesslog", "--observer", "counting:it"])
+    observers = ["--observer", "accesslog", "--observer", "counting:it"]
+    argv = proxyCommand(withWorkers(workerArgs, observers))
     proxy = ProxyProcess(argv, env=pluginEnvironment(tmp_path), cwd=tmp_path)
     processes.append(proxy)
     proxy.waitForNamed("counting_started", label="it")
@@ -118,8 +124,10 @@ def test_pluginObservesProxy(
         ("connectionClosed", refusedClient, ""),
     ]
     assert proxy.stop() in (0, -signal.SIGTERM), proxy.describe()
-    [stopped] = [e for e in proxy.events if e.get("event") == "counting_stopped"]
-    assert stopped["counts"] == {
+    # One per process: with --workers, each worker counts its own.
+    stopped = [e for e in proxy.events if e.get("event") == "counting_stopped"]
+    assert len(stopped) == len(proxy.servingPids)
+    assert sum((Counter(e["counts"]) for e in stopped), Counter()) == {
         "connectionOpened": 2,
         "connectionClosed": 2,
         "requestRefused": 1,

@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from tests.integration._modes import withWorkers
 from tests.integration._output import Event
 from tests.integration._processes import (
     ChildProcess,
@@ -48,14 +49,19 @@ ProxyStarter = Callable[..., ProxyProcess]
 
 
 @pytest.fixture
-def startProxy(processes: list[ChildProcess[Any]]) -> ProxyStarter:
+def startProxy(
+    processes: list[ChildProcess[Any]], workerArgs: tuple[str, ...]
+) -> ProxyStarter:
     """
     Start proxies with the given options, and with the loopback-origin
     options only when asked (they would override the configuration file).
     """
 
     def start(*extraArgs: str, loopbackOrigins: bool = False) -> ProxyProcess:
-        started = ProxyProcess(proxyCommand(extraArgs, loopbackOrigins=loopbackOrigins))
+        command = proxyCommand(
+            withWorkers(workerArgs, extraArgs), loopbackOrigins=loopbackOrigins
+        )
+        started = ProxyProcess(command)
         processes.append(started)
         return started
 
@@ -101,11 +107,12 @@ def reload(running: ProxyProcess, outcome: str = "reloaded") -> Event:
     names = ("reloaded", "reload_failed")
     before = [e for e in running.events if e.get("event") in names]
     os.kill(running.pid, signal.SIGHUP)
-    event = running.waitForEvent(
+    # With --workers, once every worker has said.
+    events = running.waitForEach(
         lambda e: e.get("event") in names and not any(e is b for b in before)
     )
-    assert event["event"] == outcome, event
-    return event
+    assert all(e["event"] == outcome for e in events), events
+    return events[0]
 
 
 def roundTrip(sock: socket.socket, payload: bytes) -> None:

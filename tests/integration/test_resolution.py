@@ -28,6 +28,7 @@ from typing import Any
 
 import pytest
 
+from tests.integration._modes import onlyOneProcess
 from tests.integration._processes import (
     ChildProcess,
     OriginFactory,
@@ -214,6 +215,10 @@ def request(proxyPort: int, target: str, source: str = LOCAL) -> socket.socket:
     return sock
 
 
+@onlyOneProcess(
+    "counts the 503s of --resolver-per-client and --resolver-threads, which"
+    " are per worker (docs/operating.md, Limits are per worker)"
+)
 @pytest.mark.parametrize("resolver", ["system", "dns"])
 def test_hangingNamesOfOneClientDoNotStarveOthers(
     silentDNS: SilentDNS,
@@ -322,6 +327,10 @@ def _tunnelTo(proxyPort: int, target: str) -> None:
         assert rest + readExactly(sock, 4 - len(rest)) == b"ping"
 
 
+@onlyOneProcess(
+    "counts DNS queries, and each worker keeps its own answer cache"
+    " (docs/operating.md, Limits are per worker)"
+)
 @pytest.mark.parametrize("resolver, queries", [("dns", 2), ("system", 6)])
 def test_answersCachedForTheirTTL(
     answeringDNS: Any,

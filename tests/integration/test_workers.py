@@ -5,7 +5,11 @@ start a supervisor and two workers sharing the port; tunnels work and both
 workers serve them; a worker killed with SIGKILL is started again while the
 other serves; SIGHUP reloads every worker; SIGTERM drains every worker and
 the supervisor exits as a single proxy does; no worker outlives it; the
-metrics are summed over the workers; systemd hears only the supervisor.
+metrics are summed over the workers; systemd hears only the supervisor;
+connection limits are per worker.
+
+Every other integration test that starts a proxy runs with C{--workers 2}
+too (C{tests/integration/_modes.py}).
 """
 
 from __future__ import annotations
@@ -438,3 +442,38 @@ def received(sock: socket.socket) -> tuple[int, dict[str, str]]:
             pid = int.from_bytes(payload[:4], sys.byteorder)
     fields = dict(line.split("=", 1) for line in data.decode("utf-8").split("\n"))
     return pid, fields
+
+
+def test_limitsPerWorker(workers: list[Workers], origin: OriginFactory) -> None:
+    """
+    Connection limits are per worker: with C{--max-connections 1}, each of
+    the two workers holds a tunnel (the other one's clients are served
+    meanwhile), and a third client, whichever worker takes it, gets 503.
+    """
+    echo = origin("echo")
+    # Under twistd, for the debug events (tunnel_open).
+    running = Workers(twistdCommand("--max-connections", "1", "--log-level", "debug"))
+    workers.append(running)
+    held: list[socket.socket] = []
+    try:
+        statuses: list[int] = []
+        while len(running.servedBy("tunnel_open")) < 2:
+            assert len(statuses) < ATTEMPTS, "one worker took every client"
+            sock = dial(running.port)
+            sock.sendall(connectRequest(LOCAL, echo.port))
+            response, _ = readResponseHead(sock)
+            statuses.append(response.status)
+            if response.status == 200:
+                held.append(sock)
+                waitCount(running, "tunnel_open", len(held))
+            else:
+                assert response.status == 503, response.raw
+                sock.close()
+        assert len(held) == 2
+        assert refused(running.port, echo.port) == (b"HTTP/1.1 503 Service Unavailable")
+        for sock in held:
+            sock.sendall(b"both")
+            assert readExactly(sock, 4) == b"both"
+    finally:
+        for sock in held:
+            sock.close()

@@ -113,6 +113,24 @@ def writerFor(transport: Any) -> Callable[[bytes], None]:
     return writeThrough
 
 
+def _closable(t: Any) -> bool:
+    """
+    Whether C{t} is a plain TCP connection that is open, not closing or
+    aborting, with nothing waiting to be written and no producer: one that
+    Twisted would close (or half-close) on its next writability event
+    without writing anything.
+    """
+    return bool(
+        _plainTCP(t)
+        and not t.dataBuffer
+        and not t._tempDataLen
+        and t.connected
+        and not t.disconnecting
+        and not t._aborting
+        and t.producer is None
+    )
+
+
 def loseConnectionNow(transport: Any) -> None:
     """
     Close C{transport} gracefully: a plain TCP connection with nothing
@@ -126,15 +144,7 @@ def loseConnectionNow(transport: Any) -> None:
     @param transport: The connection to close.
     """
     t = transport
-    if (
-        _plainTCP(t)
-        and not t.dataBuffer
-        and not t._tempDataLen
-        and t.connected
-        and not t.disconnecting
-        and not t._aborting
-        and t.producer is None
-    ):
+    if _closable(t):
         t.stopReading()
         t.stopWriting()
         t.connectionLost(Failure(CONNECTION_DONE))
@@ -154,16 +164,7 @@ def loseWriteConnectionNow(transport: Any) -> None:
         half-close).
     """
     t = transport
-    if (
-        _plainTCP(t)
-        and not t.dataBuffer
-        and not t._tempDataLen
-        and t.connected
-        and not t.disconnecting
-        and not t._writeDisconnecting
-        and not t._aborting
-        and t.producer is None
-    ):
+    if _closable(t) and not t._writeDisconnecting:
         # What Twisted's doWrite does once the buffer is empty.
         t._writeDisconnecting = True
         t._writeDisconnected = True

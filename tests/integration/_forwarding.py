@@ -7,7 +7,6 @@ absolute-form requests and their responses, and the proxy's memory.
 
 from __future__ import annotations
 
-import re
 import shutil
 import socket
 import subprocess
@@ -22,6 +21,7 @@ from tests.integration._processes import (
     OriginProcess,
     ProxyProcess,
     cleanEnvironment,
+    statusBytes,
 )
 from tests.integration._sockets import LOCAL, Response, dial
 
@@ -116,13 +116,7 @@ def peakResidentBytes(*pids: int) -> int:
     @param pids: The processes.
     @return: Their C{VmHWM} in bytes, added up.
     """
-    total = 0
-    for pid in pids:
-        status = Path(f"/proc/{pid}/status").read_text()
-        match = re.search(r"^VmHWM:\s+(\d+) kB$", status, re.MULTILINE)
-        assert match is not None, status
-        total += int(match.group(1)) * 1024
-    return total
+    return statusBytes("VmHWM", *pids)
 
 
 def forwardedEvents(proxy: ProxyProcess) -> list[dict[str, object]]:

@@ -505,6 +505,24 @@ def proxyCommand(
     return argv + list(extraArgs)
 
 
+def statusBytes(field: str, *pids: int) -> int:
+    """
+    Read a size in kB from C{/proc/PID/status} of processes (a proxy's
+    L{servingPids <ProxyProcess.servingPids>}, say), added up.
+
+    @param field: The field: C{VmRSS}, C{VmHWM}, ...
+    @param pids: The processes.
+    @return: The sizes in bytes, added up.
+    """
+    total = 0
+    for pid in pids:
+        status = Path(f"/proc/{pid}/status").read_text()
+        match = re.search(rf"^{field}:\s+(\d+) kB$", status, re.MULTILINE)
+        assert match is not None, status
+        total += int(match.group(1)) * 1024
+    return total
+
+
 def residentBytes(*pids: int) -> int:
     """
     Read the resident set size of processes (a proxy's L{servingPids
@@ -513,13 +531,7 @@ def residentBytes(*pids: int) -> int:
     @param pids: The processes.
     @return: Their C{VmRSS} in bytes, added up.
     """
-    total = 0
-    for pid in pids:
-        status = Path(f"/proc/{pid}/status").read_text()
-        match = re.search(r"^VmRSS:\s+(\d+) kB$", status, re.MULTILINE)
-        assert match is not None, status
-        total += int(match.group(1)) * 1024
-    return total
+    return statusBytes("VmRSS", *pids)
 
 
 def waitForExit(pid: int, timeout: float) -> bool:

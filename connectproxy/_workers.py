@@ -505,7 +505,13 @@ class Supervisor(Service):
         closing = [maybeDeferred(port.close) for port in self.ports]
         allEnded: Deferred[None] = Deferred()
         self._allEnded = allEnded
-        self._terminate()
+        # The workers drain once the supervisor's own copies of the sockets
+        # are closed (Twisted closes a port on the next reactor iteration):
+        # then a worker closing its copy leaves no socket that accepts, and
+        # a client is refused from then on, not left in a backlog.
+        DeferredList(closing, consumeErrors=True).addCallback(
+            lambda _: self._terminate()
+        )
         if self._installSignals:
             for number in (signal.SIGTERM, signal.SIGINT):
                 self._signals.replace(number, self._again)

@@ -56,18 +56,21 @@ class RecordingNotifier(SystemdNotifier):
 
 class FakePort:
     """
-    A listening port the supervisor holds.
+    A listening port the supervisor holds; C{closing}, when set, is what
+    its C{stopListening} returns (a port that closes later).
     """
 
     def __init__(self, port: int) -> None:
         self.port = port
         self.stopped = False
+        self.closing: Deferred[None] | None = None
 
     def getHost(self) -> IPv4Address:
         return IPv4Address("TCP", "127.0.0.1", self.port)
 
-    def stopListening(self) -> None:
+    def stopListening(self) -> Deferred[None] | None:
         self.stopped = True
+        return self.closing
 
 
 class FakeProcess:
@@ -670,6 +673,27 @@ def test_stopDrainsEveryWorker(logEvents: list[LogEvent]) -> None:
     exits = named(logEvents, "worker_exited")
     assert {e["log_level"] for e in exits} == {LogLevel.info}
     assert named(logEvents, "workers_stopped")
+
+
+def test_workersDrainOnceTheSocketsAreClosed() -> None:
+    """
+    The workers are told to drain only once the supervisor's own copies of
+    the listening sockets are closed: when the last worker has closed its
+    copy, nothing accepts any more.
+    """
+    setup = makeSupervisor(2)
+    for worker in (1, 2):
+        setup.spawner.last(worker).ready()
+    port = setup.supervisor.ports[0].port
+    assert isinstance(port, FakePort)
+    port.closing = Deferred()
+    setup.supervisor.stopService()
+    assert port.stopped
+    for worker in (1, 2):
+        assert setup.spawner.last(worker).process.signals == []
+    port.closing.callback(None)
+    for worker in (1, 2):
+        assert setup.spawner.last(worker).process.signals == [signal.SIGTERM]
 
 
 def test_stopCancelsRestart() -> None:

@@ -29,6 +29,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ._factory import ConnectProxyFactory
+from ._workersignals import reactorStopping
 
 __all__ = ["FINAL_WAIT", "SHUTDOWN_REASON", "Drain", "ProxyService", "ShutdownService"]
 
@@ -286,6 +287,10 @@ class ShutdownService(Service):
             self._reactor.callFromThread(drain.now)
 
     def _restoreSignals(self, result: object) -> object:
+        if reactorStopping(self._reactor):
+            # The process exits next: a late SIGTERM goes to drain.now,
+            # which does nothing once the drain is over.
+            return result
         previous, self._previous = self._previous, {}
         for number, handler in previous.items():
             signal.signal(number, signal.SIG_DFL if handler is None else handler)

@@ -44,7 +44,7 @@ from ._workerprocess import (
     WorkerSlot,
     describeExit,
 )
-from ._workersignals import SignalHandlers, exitWith
+from ._workersignals import SignalHandlers, exitWith, reactorStopping
 
 __all__ = [
     "RELOAD_WAIT",
@@ -539,7 +539,8 @@ class Supervisor(Service):
             ended.callback(None)
 
     def _stopped(self, result: object) -> None:
-        self._signals.restore()
+        if not reactorStopping(self._reactor):
+            self._signals.restore()
         if self.directory is not None:
             rmtree(self.directory, ignore_errors=True)
             self.directory = None

@@ -15,7 +15,23 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["SignalHandlers", "exitWith"]
+__all__ = ["SignalHandlers", "exitWith", "reactorStopping"]
+
+
+def reactorStopping(reactor: Any) -> bool:
+    """
+    Whether C{reactor} is running its shutdown (C{reactor.stop()} was
+    called and the process is about to exit): the handlers a service put
+    in place for SIGTERM and SIGINT then stay, since Twisted's own, put
+    back, would answer one more signal by stopping the reactor again and
+    log a critical C{ReactorNotRunning}.  A reactor without Twisted's
+    C{_stopped} flag is never said to be stopping.
+
+    @param reactor: The reactor.
+    """
+    return bool(getattr(reactor, "running", False)) and bool(
+        getattr(reactor, "_stopped", False)
+    )
 
 
 class SignalHandlers:

@@ -304,6 +304,28 @@ def test_secondSignal(savedSignals: None) -> None:
     assert {n: signal.getsignal(n) for n in before} == before
 
 
+def test_handlersStayWhileTheReactorStops(savedSignals: None) -> None:
+    """
+    When the drain ends during the reactor's shutdown (the process exits
+    next), its handlers stay: Twisted's, put back, would answer one more
+    SIGTERM by stopping the stopping reactor again, a critical
+    C{ReactorNotRunning}.  One more signal then does nothing.
+    """
+    h = harness()
+    reactor = SignalReactor()
+    h.factory.reactor = reactor
+    before = signal.getsignal(signal.SIGTERM)
+    service = ShutdownService(h.factory, reactor, installSignals=True)
+    service.startService()
+    reactor.running = True
+    reactor._stopped = True  # type: ignore[attr-defined]
+    done = service.stopService()
+    assert fired(done)
+    handler = signal.getsignal(signal.SIGTERM)
+    assert handler != before and callable(handler)
+    handler(signal.SIGTERM, None)
+
+
 def test_noSignalsWhenNotOwned(savedSignals: None) -> None:
     """
     A service that does not own the process's signals leaves them alone.

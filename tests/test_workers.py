@@ -638,6 +638,43 @@ def test_signalHandlers() -> None:
     assert signal.getsignal(signal.SIGTERM) is termBefore
 
 
+def test_handlersStayWhileTheReactorStops() -> None:
+    """
+    When the last worker exits during the reactor's shutdown (the
+    supervisor exits next), the supervisor's handlers stay: Twisted's, put
+    back, would answer one more SIGTERM with a critical
+    C{ReactorNotRunning}.
+    """
+    termBefore = signal.getsignal(signal.SIGTERM)
+    intBefore = signal.getsignal(signal.SIGINT)
+    try:
+        reactor = ThreadCalls()
+        reactor.running = True
+        spawner = Spawner()
+        supervisor = Supervisor(
+            reactor,
+            1,
+            ["tcp:0"],
+            WorkerCommand([]),
+            spawn=spawner,
+            bind=bindFake,
+            installSignals=True,
+        )
+        supervisor.startService()
+        spawned = spawner.last(1)
+        spawned.ready()
+        reactor._stopped = True  # type: ignore[attr-defined]
+        stopped = supervisor.stopService()
+        spawned.end(sig=signal.SIGTERM)
+        assert stopped.called
+        assert signal.getsignal(signal.SIGTERM) is not termBefore
+        handler(signal.SIGTERM)(signal.SIGTERM, None)
+        assert spawned.process.signals == [signal.SIGTERM]
+    finally:
+        signal.signal(signal.SIGTERM, termBefore)
+        signal.signal(signal.SIGINT, intBefore)
+
+
 def test_noUSR1WithoutAccessLog() -> None:
     """
     Without an access-log file, the workers would die of SIGUSR1: it is

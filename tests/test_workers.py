@@ -607,22 +607,7 @@ def test_signalHandlers() -> None:
     signal.signal(signal.SIGUSR1, before)
     hupBefore = signal.getsignal(signal.SIGHUP)
     termBefore = signal.getsignal(signal.SIGTERM)
-    reactor = ThreadCalls()
-    reactor.running = True
-    spawner = Spawner()
-    supervisor = Supervisor(
-        reactor,
-        1,
-        ["tcp:0"],
-        WorkerCommand([]),
-        spawn=spawner,
-        bind=bindFake,
-        installSignals=True,
-        forwardUSR1=True,
-    )
-    supervisor.startService()
-    spawned = spawner.last(1)
-    spawned.ready()
+    _, supervisor, spawned = signalledSupervisor(forwardUSR1=True)
     handler(signal.SIGHUP)(signal.SIGHUP, None)
     handler(signal.SIGUSR1)(signal.SIGUSR1, None)
     assert spawned.process.signals == [signal.SIGHUP, signal.SIGUSR1]
@@ -638,6 +623,32 @@ def test_signalHandlers() -> None:
     assert signal.getsignal(signal.SIGTERM) is termBefore
 
 
+def signalledSupervisor(
+    forwardUSR1: bool = False,
+) -> tuple[ThreadCalls, Supervisor, Spawned]:
+    """
+    A started supervisor of one worker, ready, that owns the process's
+    signals, on a running reactor that runs calls from threads at once.
+    """
+    reactor = ThreadCalls()
+    reactor.running = True
+    spawner = Spawner()
+    supervisor = Supervisor(
+        reactor,
+        1,
+        ["tcp:0"],
+        WorkerCommand([]),
+        spawn=spawner,
+        bind=bindFake,
+        installSignals=True,
+        forwardUSR1=forwardUSR1,
+    )
+    supervisor.startService()
+    spawned = spawner.last(1)
+    spawned.ready()
+    return reactor, supervisor, spawned
+
+
 def test_handlersStayWhileTheReactorStops() -> None:
     """
     When the last worker exits during the reactor's shutdown (the
@@ -648,21 +659,7 @@ def test_handlersStayWhileTheReactorStops() -> None:
     termBefore = signal.getsignal(signal.SIGTERM)
     intBefore = signal.getsignal(signal.SIGINT)
     try:
-        reactor = ThreadCalls()
-        reactor.running = True
-        spawner = Spawner()
-        supervisor = Supervisor(
-            reactor,
-            1,
-            ["tcp:0"],
-            WorkerCommand([]),
-            spawn=spawner,
-            bind=bindFake,
-            installSignals=True,
-        )
-        supervisor.startService()
-        spawned = spawner.last(1)
-        spawned.ready()
+        reactor, supervisor, spawned = signalledSupervisor()
         reactor._stopped = True  # type: ignore[attr-defined]
         stopped = supervisor.stopService()
         spawned.end(sig=signal.SIGTERM)
